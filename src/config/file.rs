@@ -1,0 +1,250 @@
+//! The configuration file's shape: plain serde types, one per TOML table.
+//!
+//! Every field documents its default. Unknown keys are reported (with file:line) by the loader, not
+//! silently ignored. Nothing here is trusted yet: `validate` turns this shape into [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub struct FileConfig {
+    /// The externally visible base URL, e.g. `https://sso.example.com`. Required.
+    pub public_url: String,
+    /// Socket address to listen on. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Permit an `http://` public_url (cookies lose `Secure`). Development only. Default false.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Whom users without any store should ask, shown on the portal. Default: "your IT service desk".
+    #[serde(default)]
+    pub support_contact: Option<String>,
+    #[serde(default)]
+    pub session: SessionFile,
+    #[serde(default)]
+    pub audit: AuditFile,
+    #[serde(default, rename = "idp")]
+    pub idps: Vec<IdpFile>,
+    #[serde(default, rename = "bigcommerce")]
+    pub bigcommerce: Vec<BigCommerceFile>,
+    #[serde(default, rename = "store")]
+    pub stores: Vec<StoreFile>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleFile>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SessionFile {
+    /// `"memory"` (one process) or `"redis"` (several replicas). Default memory.
+    #[serde(default = "default_session_store")]
+    pub store: String,
+    /// Redis URL when store = "redis"; may be a `${ENV}` reference (it can hold a password).
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Sign the user out after this long without a request. Default 30m.
+    #[serde(default = "default_idle")]
+    pub idle_timeout: String,
+    /// Sign the user out this long after sign-in, whatever they do. Default 12h.
+    #[serde(default = "default_absolute")]
+    pub absolute_timeout: String,
+    /// Cookie name. Default `storegate_session`.
+    #[serde(default = "default_cookie")]
+    pub cookie_name: String,
+}
+
+impl Default for SessionFile {
+    fn default() -> Self {
+        SessionFile {
+            store: default_session_store(),
+            redis_url: None,
+            idle_timeout: default_idle(),
+            absolute_timeout: default_absolute(),
+            cookie_name: default_cookie(),
+        }
+    }
+}
+
+fn default_session_store() -> String {
+    "memory".into()
+}
+fn default_idle() -> String {
+    "30m".into()
+}
+fn default_absolute() -> String {
+    "12h".into()
+}
+fn default_cookie() -> String {
+    "storegate_session".into()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditFile {
+    /// JSON-lines file for audit events; `"-"` writes them to stdout. Default `-`.
+    #[serde(default = "default_audit_file")]
+    pub file: String,
+}
+
+impl Default for AuditFile {
+    fn default() -> Self {
+        AuditFile { file: default_audit_file() }
+    }
+}
+
+fn default_audit_file() -> String {
+    "-".into()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IdpFile {
+    pub id: String,
+    /// Shown on the sign-in chooser. Default: the id.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// `"oidc"` (SAML arrives with issue #3).
+    pub protocol: String,
+    /// OIDC issuer; discovery is `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Client secret: a literal, or better a `${ENV}` reference.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Path of a file holding the client secret (alternative to client_secret).
+    #[serde(default)]
+    pub client_secret_file: Option<String>,
+    /// `"client_secret_basic"` (default) or `"client_secret_post"`.
+    #[serde(default)]
+    pub token_auth_method: Option<String>,
+    /// Default `["openid", "email", "profile"]`.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Accepted ID-token signature algorithms. Default `["RS256"]`. Symmetric (HS*) and `none` are
+    /// never accepted.
+    #[serde(default)]
+    pub id_token_algs: Option<Vec<String>>,
+    /// Tolerated clock difference with the IdP for exp/iat. Default 60s.
+    #[serde(default)]
+    pub clock_skew: Option<String>,
+    /// Fetch and merge userinfo claims (its `sub` must match). Default true: Access Manager releases
+    /// many attributes only there.
+    #[serde(default)]
+    pub userinfo: Option<bool>,
+    #[serde(default)]
+    pub claims: ClaimsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ClaimsFile {
+    /// Default `email`. Access Manager often releases the raw LDAP name `mail`.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Default `given_name` (LDAP: `givenName`).
+    #[serde(default)]
+    pub given_name: Option<String>,
+    /// Default `family_name` (LDAP: `sn`).
+    #[serde(default)]
+    pub family_name: Option<String>,
+    /// Default `name`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Default `groups`.
+    #[serde(default)]
+    pub groups: Option<String>,
+    /// Default `roles`.
+    #[serde(default)]
+    pub roles: Option<String>,
+    /// Reduce DN group values (`cn=bc-merch,ou=groups,o=corp`) to their first value (`bc-merch`).
+    /// Default false.
+    #[serde(default)]
+    pub group_dn_to_name: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BigCommerceFile {
+    pub id: String,
+    pub store_hash: String,
+    /// Default `https://api.bigcommerce.com`.
+    #[serde(default)]
+    pub api_base: Option<String>,
+    /// Management API token (X-Auth-Token): scopes customers, customers login, information.
+    #[serde(default)]
+    pub access_token: Option<String>,
+    #[serde(default)]
+    pub access_token_file: Option<String>,
+    /// Client id of the API account whose secret signs Customer Login JWTs (the `iss`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<String>,
+    /// Timeout for every API call. Default 10s.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StoreFile {
+    pub id: String,
+    pub name: String,
+    /// The `[[bigcommerce]]` account (store hash) this storefront belongs to.
+    pub bigcommerce: String,
+    /// Multi-Storefront channel. Default 1.
+    #[serde(default = "default_channel")]
+    pub channel_id: u64,
+    /// Storefront base URL; the browser is sent to `{url}/login/token/{jwt}`.
+    pub url: String,
+    /// Shown on the tile.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Where a launch without `to` lands. Default `/account.php`.
+    #[serde(default)]
+    pub default_path: Option<String>,
+    /// Send `request_ip` in the login token, binding it to the browser's address. Default false
+    /// (breaks users behind changing egress IPs).
+    #[serde(default)]
+    pub bind_request_ip: bool,
+}
+
+fn default_channel() -> u64 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RuleFile {
+    pub name: String,
+    /// `"allow"` (default) or `"deny"`. A deny that matches wins over every allow.
+    #[serde(default)]
+    pub effect: Option<String>,
+    /// Matches when the user is in any of these groups (names, or DNs compared case-insensitively).
+    #[serde(default)]
+    pub groups_any: Vec<String>,
+    /// Matches when the user's email domain is one of these.
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+    /// Matches only sign-ins through these IdP ids.
+    #[serde(default)]
+    pub idps: Vec<String>,
+    /// Matches when every listed attribute has one of the listed values.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Vec<String>>,
+    /// Store ids, or `"*"` for every store.
+    pub stores: Vec<String>,
+    /// Role shown on the tile and recorded in audit events. Required for allow rules.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// BigCommerce customer group: a name (created if missing) or a numeric id.
+    #[serde(default)]
+    pub customer_group: Option<String>,
+    /// Rule validity window, RFC 3339 (`2026-12-01T00:00:00Z`).
+    #[serde(default)]
+    pub not_before: Option<String>,
+    #[serde(default)]
+    pub not_after: Option<String>,
+}

@@ -1,0 +1,202 @@
+//! Configuration: a file shape ([`file`]), then a validated value ([`Config`]).
+//!
+//! [`load_str`] is pure: text + environment in, every problem with its line out. Nothing here opens
+//! a socket or builds a client; `serve` does that from the validated value.
+
+pub mod diag;
+pub mod file;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+use crate::identity::{IdpId, StoreId};
+use crate::policy::Policy;
+use crate::redirect::LocalPath;
+use crate::secret::Secret;
+
+pub use diag::{Diagnostic, Diagnostics};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub public_url: Url,
+    pub listen: SocketAddr,
+    pub allow_insecure_http: bool,
+    pub support_contact: String,
+    pub session: SessionConfig,
+    pub audit: AuditTarget,
+    pub idps: Vec<IdpConfig>,
+    pub bigcommerce: Vec<BigCommerceAccount>,
+    pub stores: Vec<Store>,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone)]
+pub enum SessionBackend {
+    Memory,
+    Redis { url: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub backend: SessionBackend,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub cookie_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcIdp {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub auth_method: TokenAuthMethod,
+    pub scopes: Vec<String>,
+    pub id_token_algs: Vec<String>,
+    pub clock_skew: Duration,
+    pub userinfo: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Protocol {
+    Oidc(OidcIdp),
+}
+
+/// Which claim (or attribute) carries which identity fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimMapping {
+    pub email: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub name: String,
+    pub groups: String,
+    pub roles: String,
+    pub group_dn_to_name: bool,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        ClaimMapping {
+            email: "email".into(),
+            given_name: "given_name".into(),
+            family_name: "family_name".into(),
+            name: "name".into(),
+            groups: "groups".into(),
+            roles: "roles".into(),
+            group_dn_to_name: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IdpConfig {
+    pub id: IdpId,
+    pub display_name: String,
+    pub protocol: Protocol,
+    pub claims: ClaimMapping,
+}
+
+impl IdpConfig {
+    /// The redirect URI IT registers in Access Manager for this IdP.
+    pub fn redirect_uri(&self, public_url: &Url) -> String {
+        format!("{}/oidc/{}/callback", public_url.as_str().trim_end_matches('/'), self.id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BigCommerceAccount {
+    pub id: String,
+    pub store_hash: String,
+    pub api_base: Url,
+    pub access_token: Secret,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub id: StoreId,
+    pub name: String,
+    /// Id of the `[[bigcommerce]]` account.
+    pub account: String,
+    pub channel_id: u64,
+    pub url: Url,
+    pub description: Option<String>,
+    pub default_path: LocalPath,
+    pub bind_request_ip: bool,
+}
+
+impl Config {
+    pub fn store(&self, id: &StoreId) -> Option<&Store> {
+        self.stores.iter().find(|s| &s.id == id)
+    }
+    pub fn account(&self, id: &str) -> Option<&BigCommerceAccount> {
+        self.bigcommerce.iter().find(|a| a.id == id)
+    }
+    pub fn idp(&self, id: &str) -> Option<&IdpConfig> {
+        self.idps.iter().find(|i| i.id.as_str() == id)
+    }
+    /// Base URL without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
+    pub fn logout_uri(&self) -> String {
+        format!("{}/", self.base_url())
+    }
+}
+
+/// Where `${NAME}` references and `*_file` paths are resolved.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+    fn read_file(&self, path: &Path) -> std::io::Result<String>;
+}
+
+/// The process environment and file system.
+pub struct ProcessEnv {
+    /// `*_file` paths are relative to the configuration file's folder.
+    pub base_dir: PathBuf,
+}
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(self.base_dir.join(path))
+    }
+}
+
+/// Loads and validates a configuration file from disk.
+pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
+        file: name.clone(),
+        items: vec![Diagnostic { line: 1, message: format!("cannot read the file: {e}") }],
+    })?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str(&text, &name, &ProcessEnv { base_dir })
+}
+
+/// Parses and validates configuration text; every problem is reported, each with its line.
+pub fn load_str(text: &str, file_name: &str, env: &dyn Environment) -> Result<Config, Diagnostics> {
+    validate::load(text, env).map_err(|items| Diagnostics { file: file_name.to_owned(), items })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,545 @@
+//! File shape -> validated [`Config`], collecting every problem with its line.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use url::Url;
+
+use super::diag::{Diagnostic, LineIndex, Seg, key, render_path};
+use super::file::{BigCommerceFile, FileConfig, IdpFile, RuleFile, StoreFile};
+use super::{
+    AuditTarget, BigCommerceAccount, ClaimMapping, Config, Environment, IdpConfig, OidcIdp,
+    Protocol, SessionBackend, SessionConfig, Store, TokenAuthMethod,
+};
+use crate::identity::{IdpId, StoreId};
+use crate::policy::{Conditions, CustomerGroupRef, Effect, Policy, Rule, StoreSelector};
+use crate::redirect::LocalPath;
+use crate::secret::Secret;
+
+struct Checker<'a> {
+    lines: LineIndex<'a>,
+    env: &'a dyn Environment,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, path: &[Seg], message: impl Into<String>) {
+        let line = self.lines.line_of(path);
+        self.problems.push(Diagnostic { line, message: message.into() });
+    }
+
+    /// Replaces `${NAME}` references with the environment's values.
+    fn interpolate(&mut self, path: &[Seg], raw: &str) -> Option<String> {
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw;
+        let mut ok = true;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                self.error(path, format!("`{}`: unterminated `${{` reference", render_path(path)));
+                return None;
+            };
+            let name = &after[..end];
+            match self.env.var(name) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    self.error(
+                        path,
+                        format!(
+                            "`{}` refers to the environment variable {name}, which is not set",
+                            render_path(path)
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        ok.then_some(out)
+    }
+
+    /// A secret given inline or as `${ENV}` (`value`), or as a path to a file (`file`).
+    fn secret(
+        &mut self,
+        table: &[Seg],
+        name: &str,
+        value: &Option<String>,
+        file: Option<&Option<String>>,
+        required: bool,
+    ) -> Option<Secret> {
+        let value_path = [table, &[key(name)]].concat();
+        let file_key = format!("{name}_file");
+        let file_path = [table, &[key(&file_key)]].concat();
+        match (value, file.and_then(|f| f.as_ref())) {
+            (Some(_), Some(_)) => {
+                self.error(&file_path, format!("set either `{name}` or `{file_key}`, not both"));
+                None
+            }
+            (Some(v), None) => {
+                let resolved = self.interpolate(&value_path, v)?;
+                if resolved.trim().is_empty() {
+                    self.error(&value_path, format!("`{}` is empty", render_path(&value_path)));
+                    return None;
+                }
+                Some(Secret::new(resolved))
+            }
+            (None, Some(f)) => {
+                let p = self.interpolate(&file_path, f)?;
+                match self.env.read_file(Path::new(&p)) {
+                    Ok(s) if !s.trim().is_empty() => Some(Secret::new(s.trim().to_owned())),
+                    Ok(_) => {
+                        self.error(&file_path, format!("the secret file {p} is empty"));
+                        None
+                    }
+                    Err(e) => {
+                        self.error(&file_path, format!("cannot read the secret file {p}: {e}"));
+                        None
+                    }
+                }
+            }
+            (None, None) => {
+                if required {
+                    let hint = if file.is_some() {
+                        format!("`{name}` (or `{file_key}`)")
+                    } else {
+                        format!("`{name}`")
+                    };
+                    self.error(table, format!("`{}` needs {hint}", render_path(table)));
+                }
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &[Seg], raw: &str) -> Option<Duration> {
+        match humantime::parse_duration(raw) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(path, format!("`{}`: \"{raw}\" is not a duration like \"30m\" or \"12h\" ({e})", render_path(path)));
+                None
+            }
+        }
+    }
+
+    fn url(&mut self, path: &[Seg], raw: &str) -> Option<Url> {
+        match Url::parse(raw) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            Ok(_) => {
+                self.error(path, format!("`{}`: \"{raw}\" must be an http(s) URL with a host", render_path(path)));
+                None
+            }
+            Err(e) => {
+                self.error(path, format!("`{}`: \"{raw}\" is not a URL ({e})", render_path(path)));
+                None
+            }
+        }
+    }
+
+    fn time(&mut self, path: &[Seg], raw: &Option<String>) -> Option<i64> {
+        let raw = raw.as_ref()?;
+        match time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339) {
+            Ok(t) => Some(t.unix_timestamp()),
+            Err(e) => {
+                self.error(path, format!("`{}`: \"{raw}\" is not an RFC 3339 time like 2026-12-01T00:00:00Z ({e})", render_path(path)));
+                None
+            }
+        }
+    }
+
+    fn duplicate_ids<'x>(&mut self, table: &str, ids: impl Iterator<Item = &'x str>) {
+        let mut seen = HashSet::new();
+        for (i, id) in ids.enumerate() {
+            if !seen.insert(id) {
+                self.error(&[key(table), Seg::Index(i), key("id")], format!("duplicate [[{table}]] id \"{id}\""));
+            }
+        }
+    }
+}
+
+fn seg_path(path: &serde_ignored::Path<'_>, out: &mut Vec<Seg>) {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => {}
+        P::Seq { parent, index } => {
+            seg_path(parent, out);
+            out.push(Seg::Index(*index));
+        }
+        P::Map { parent, key } => {
+            seg_path(parent, out);
+            out.push(Seg::Key(key.clone()));
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            seg_path(parent, out)
+        }
+    }
+}
+
+pub(super) fn load(text: &str, env: &dyn Environment) -> Result<Config, Vec<Diagnostic>> {
+    let mut c = Checker { lines: LineIndex::new(text), env, problems: Vec::new() };
+
+    let mut unknown: Vec<Vec<Seg>> = Vec::new();
+    let parsed: Result<FileConfig, toml::de::Error> = toml::Deserializer::new(text)
+        .pipe(|de| serde_ignored::deserialize(de, |p| {
+            let mut segs = Vec::new();
+            seg_path(&p, &mut segs);
+            unknown.push(segs);
+        }));
+    for path in &unknown {
+        c.error(path, format!("unknown key `{}`", render_path(path)));
+    }
+    let file = match parsed {
+        Ok(f) => f,
+        Err(e) => {
+            let line = e.span().map(|s| c.lines.line_of_offset(s.start)).unwrap_or(1);
+            c.problems.push(Diagnostic { line, message: e.message().trim().to_owned() });
+            return Err(c.problems);
+        }
+    };
+
+    let config = build(&mut c, file);
+    if c.problems.is_empty() {
+        config.ok_or_else(Vec::new)
+    } else {
+        c.problems.sort_by_key(|d| d.line);
+        Err(c.problems)
+    }
+}
+
+trait Pipe: Sized {
+    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
+    let public_url = c.url(&[key("public_url")], &f.public_url);
+    if let Some(u) = &public_url {
+        if u.scheme() == "http" && !f.allow_insecure_http {
+            c.error(
+                &[key("public_url")],
+                "`public_url` is http: session cookies would travel in clear text. Use https, or set `allow_insecure_http = true` for development only",
+            );
+        }
+        if u.query().is_some() || u.fragment().is_some() {
+            c.error(&[key("public_url")], "`public_url` must not have a query or fragment");
+        }
+    }
+    let listen = match f.listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.error(&[key("listen")], format!("`listen`: \"{}\" is not an address like 127.0.0.1:8080", f.listen));
+            None
+        }
+    };
+
+    let session = session(c, &f);
+    let audit = match f.audit.file.as_str() {
+        "-" => AuditTarget::Stdout,
+        "" => {
+            c.error(&[key("audit"), key("file")], "`audit.file` is empty: use \"-\" for stdout or a path");
+            AuditTarget::Stdout
+        }
+        p => AuditTarget::File(p.into()),
+    };
+
+    c.duplicate_ids("idp", f.idps.iter().map(|i| i.id.as_str()));
+    c.duplicate_ids("bigcommerce", f.bigcommerce.iter().map(|b| b.id.as_str()));
+    c.duplicate_ids("store", f.stores.iter().map(|s| s.id.as_str()));
+    let mut rule_names = HashSet::new();
+    for (i, r) in f.rules.iter().enumerate() {
+        if !rule_names.insert(r.name.as_str()) {
+            c.error(&[key("rule"), Seg::Index(i), key("name")], format!("duplicate [[rule]] name \"{}\"", r.name));
+        }
+    }
+
+    if f.idps.is_empty() {
+        c.error(&[], "no [[idp]] is configured: users would have nowhere to sign in");
+    }
+    let idps: Vec<IdpConfig> = f.idps.iter().enumerate().filter_map(|(i, idp)| idp_config(c, i, idp)).collect();
+    let accounts: Vec<BigCommerceAccount> =
+        f.bigcommerce.iter().enumerate().filter_map(|(i, b)| account(c, i, b)).collect();
+    let stores: Vec<Store> = f.stores.iter().enumerate().filter_map(|(i, s)| store(c, i, s, &f)).collect();
+    let idp_ids: Vec<&str> = f.idps.iter().map(|i| i.id.as_str()).collect();
+    let store_ids: Vec<&str> = f.stores.iter().map(|s| s.id.as_str()).collect();
+    let rules: Vec<Rule> =
+        f.rules.iter().enumerate().filter_map(|(i, r)| rule(c, i, r, &store_ids, &idp_ids)).collect();
+
+    let policy = Policy { stores: stores.iter().map(|s| s.id.clone()).collect(), rules };
+    Some(Config {
+        public_url: public_url?,
+        listen: listen?,
+        allow_insecure_http: f.allow_insecure_http,
+        support_contact: f.support_contact.unwrap_or_else(|| "your IT service desk".into()),
+        session: session?,
+        audit,
+        idps,
+        bigcommerce: accounts,
+        stores,
+        policy,
+    })
+}
+
+fn session(c: &mut Checker<'_>, f: &FileConfig) -> Option<SessionConfig> {
+    let s = &f.session;
+    let base = [key("session")];
+    let backend = match s.store.as_str() {
+        "memory" => SessionBackend::Memory,
+        "redis" => match &s.redis_url {
+            Some(raw) => {
+                let p = [key("session"), key("redis_url")];
+                let url = c.interpolate(&p, raw)?;
+                if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+                    c.error(&p, "`session.redis_url` must start with redis://, rediss:// or redis+unix://");
+                }
+                SessionBackend::Redis { url: Secret::new(url) }
+            }
+            None => {
+                c.error(&[key("session"), key("store")], "`session.store = \"redis\"` needs `session.redis_url`");
+                return None;
+            }
+        },
+        other => {
+            c.error(&[key("session"), key("store")], format!("`session.store`: \"{other}\" is not \"memory\" or \"redis\""));
+            return None;
+        }
+    };
+    let idle = c.duration(&[key("session"), key("idle_timeout")], &s.idle_timeout);
+    let absolute = c.duration(&[key("session"), key("absolute_timeout")], &s.absolute_timeout);
+    if let (Some(i), Some(a)) = (idle, absolute)
+        && i > a
+    {
+        c.error(&base, "`session.idle_timeout` is longer than `session.absolute_timeout`");
+    }
+    if s.cookie_name.is_empty() || !s.cookie_name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+        c.error(&[key("session"), key("cookie_name")], "`session.cookie_name` must be letters, digits, '_' or '-'");
+    }
+    Some(SessionConfig { backend, idle_timeout: idle?, absolute_timeout: absolute?, cookie_name: s.cookie_name.clone() })
+}
+
+const ASYMMETRIC_ALGS: [&str; 9] = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+
+fn idp_config(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<IdpConfig> {
+    let t = [key("idp"), Seg::Index(i)];
+    let at = |k: &str| [key("idp"), Seg::Index(i), key(k)];
+    if idp.id.is_empty() || !idp.id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+        c.error(&at("id"), format!("[[idp]] id \"{}\" must be letters, digits, '-' or '_' (it is part of the redirect URI)", idp.id));
+    }
+    if idp.protocol != "oidc" {
+        c.error(&at("protocol"), format!("[[idp]] \"{}\": protocol \"{}\" is not supported (use \"oidc\")", idp.id, idp.protocol));
+        return None;
+    }
+    let issuer = match &idp.issuer {
+        Some(s) => {
+            let s = c.interpolate(&at("issuer"), s)?;
+            if let Some(u) = c.url(&at("issuer"), &s)
+                && u.scheme() == "http"
+                && !u.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
+            {
+                c.error(&at("issuer"), format!("[[idp]] \"{}\": the issuer must use https (plain http is allowed only on loopback, for tests)", idp.id));
+            }
+            Some(s)
+        }
+        None => {
+            c.error(&t, format!("[[idp]] \"{}\" needs `issuer`", idp.id));
+            None
+        }
+    };
+    let client_id = match &idp.client_id {
+        Some(s) => c.interpolate(&at("client_id"), s),
+        None => {
+            c.error(&t, format!("[[idp]] \"{}\" needs `client_id`", idp.id));
+            None
+        }
+    };
+    let client_secret = c.secret(&t, "client_secret", &idp.client_secret, Some(&idp.client_secret_file), false);
+    let auth_method = match idp.token_auth_method.as_deref() {
+        None | Some("client_secret_basic") => TokenAuthMethod::ClientSecretBasic,
+        Some("client_secret_post") => TokenAuthMethod::ClientSecretPost,
+        Some(other) => {
+            c.error(&at("token_auth_method"), format!("`token_auth_method`: \"{other}\" is not client_secret_basic or client_secret_post"));
+            TokenAuthMethod::ClientSecretBasic
+        }
+    };
+    let scopes = idp.scopes.clone().unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        c.error(&at("scopes"), "`scopes` must include \"openid\"");
+    }
+    let algs = idp.id_token_algs.clone().unwrap_or_else(|| vec!["RS256".into()]);
+    for alg in &algs {
+        if !ASYMMETRIC_ALGS.contains(&alg.as_str()) {
+            c.error(&at("id_token_algs"), format!("`id_token_algs`: \"{alg}\" is not accepted; use one of {}", ASYMMETRIC_ALGS.join(", ")));
+        }
+    }
+    let skew = match &idp.clock_skew {
+        Some(s) => c.duration(&at("clock_skew"), s)?,
+        None => Duration::from_secs(60),
+    };
+    let d = ClaimMapping::default();
+    let cl = &idp.claims;
+    let claims = ClaimMapping {
+        email: cl.email.clone().unwrap_or(d.email),
+        given_name: cl.given_name.clone().unwrap_or(d.given_name),
+        family_name: cl.family_name.clone().unwrap_or(d.family_name),
+        name: cl.name.clone().unwrap_or(d.name),
+        groups: cl.groups.clone().unwrap_or(d.groups),
+        roles: cl.roles.clone().unwrap_or(d.roles),
+        group_dn_to_name: cl.group_dn_to_name,
+    };
+    Some(IdpConfig {
+        id: IdpId::new(idp.id.clone()),
+        display_name: idp.display_name.clone().unwrap_or_else(|| idp.id.clone()),
+        protocol: Protocol::Oidc(OidcIdp {
+            issuer: issuer?,
+            client_id: client_id?,
+            client_secret,
+            auth_method,
+            scopes,
+            id_token_algs: algs,
+            clock_skew: skew,
+            userinfo: idp.userinfo.unwrap_or(true),
+        }),
+        claims,
+    })
+}
+
+fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigCommerceAccount> {
+    let t = [key("bigcommerce"), Seg::Index(i)];
+    let at = |k: &str| [key("bigcommerce"), Seg::Index(i), key(k)];
+    if b.store_hash.is_empty() || !b.store_hash.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+        c.error(&at("store_hash"), format!("`store_hash` \"{}\" must be the store's alphanumeric hash", b.store_hash));
+    }
+    let api_base = match &b.api_base {
+        Some(raw) => {
+            let raw = c.interpolate(&at("api_base"), raw)?;
+            c.url(&at("api_base"), &raw)
+        }
+        None => Url::parse("https://api.bigcommerce.com").ok(),
+    };
+    let access_token = c.secret(&t, "access_token", &b.access_token, Some(&b.access_token_file), true);
+    let client_id = match &b.client_id {
+        Some(s) => c.interpolate(&at("client_id"), s),
+        None => {
+            c.error(&t, format!("[[bigcommerce]] \"{}\" needs `client_id` (the API account that signs login tokens)", b.id));
+            None
+        }
+    };
+    let client_secret = c.secret(&t, "client_secret", &b.client_secret, Some(&b.client_secret_file), true);
+    let timeout = match &b.timeout {
+        Some(s) => c.duration(&at("timeout"), s)?,
+        None => Duration::from_secs(10),
+    };
+    Some(BigCommerceAccount {
+        id: b.id.clone(),
+        store_hash: b.store_hash.clone(),
+        api_base: api_base?,
+        access_token: access_token?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        timeout,
+    })
+}
+
+fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option<Store> {
+    let at = |k: &str| [key("store"), Seg::Index(i), key(k)];
+    if s.id.is_empty() || !s.id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+        c.error(&at("id"), format!("[[store]] id \"{}\" must be letters, digits, '-' or '_' (it is part of the launch URL)", s.id));
+    }
+    if !f.bigcommerce.iter().any(|b| b.id == s.bigcommerce) {
+        c.error(&at("bigcommerce"), format!("[[store]] \"{}\" names bigcommerce account \"{}\", which is not configured", s.id, s.bigcommerce));
+    }
+    if s.channel_id == 0 {
+        c.error(&at("channel_id"), "`channel_id` must be 1 or more");
+    }
+    let url = c.url(&at("url"), &s.url);
+    let default_path = match &s.default_path {
+        Some(p) => match LocalPath::parse(p) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                c.error(&at("default_path"), format!("`default_path` \"{p}\" must be a path on the storefront: {e}"));
+                None
+            }
+        },
+        None => LocalPath::parse("/account.php").ok(),
+    };
+    Some(Store {
+        id: StoreId::new(s.id.clone()),
+        name: s.name.clone(),
+        account: s.bigcommerce.clone(),
+        channel_id: s.channel_id,
+        url: url?,
+        description: s.description.clone(),
+        default_path: default_path?,
+        bind_request_ip: s.bind_request_ip,
+    })
+}
+
+fn rule(c: &mut Checker<'_>, i: usize, r: &RuleFile, stores: &[&str], idps: &[&str]) -> Option<Rule> {
+    let at = |k: &str| [key("rule"), Seg::Index(i), key(k)];
+    let effect = match r.effect.as_deref() {
+        None | Some("allow") => Effect::Allow,
+        Some("deny") => Effect::Deny,
+        Some(other) => {
+            c.error(&at("effect"), format!("rule \"{}\": effect \"{other}\" is not \"allow\" or \"deny\"", r.name));
+            return None;
+        }
+    };
+    let selector = if r.stores.iter().any(|s| s == "*") {
+        if r.stores.len() > 1 {
+            c.error(&at("stores"), format!("rule \"{}\": \"*\" already means every store; list nothing else", r.name));
+        }
+        StoreSelector::All
+    } else {
+        if r.stores.is_empty() {
+            c.error(&at("stores"), format!("rule \"{}\" lists no stores (use [\"*\"] for every store)", r.name));
+        }
+        for s in &r.stores {
+            if !stores.contains(&s.as_str()) {
+                c.error(&at("stores"), format!("rule \"{}\" names store \"{s}\", which is not configured", r.name));
+            }
+        }
+        StoreSelector::Only(r.stores.iter().map(|s| StoreId::new(s.clone())).collect())
+    };
+    for idp in &r.idps {
+        if !idps.contains(&idp.as_str()) {
+            c.error(&at("idps"), format!("rule \"{}\" names idp \"{idp}\", which is not configured", r.name));
+        }
+    }
+    let role = match (&r.role, effect) {
+        (Some(role), _) => role.clone(),
+        (None, Effect::Deny) => String::new(),
+        (None, Effect::Allow) => {
+            c.error(&[key("rule"), Seg::Index(i)], format!("allow rule \"{}\" needs a `role`", r.name));
+            String::new()
+        }
+    };
+    if effect == Effect::Deny && r.customer_group.is_some() {
+        c.error(&at("customer_group"), format!("deny rule \"{}\" cannot set a customer group", r.name));
+    }
+    let not_before = c.time(&at("not_before"), &r.not_before);
+    let not_after = c.time(&at("not_after"), &r.not_after);
+    if let (Some(a), Some(b)) = (not_before, not_after)
+        && a >= b
+    {
+        c.error(&at("not_after"), format!("rule \"{}\" can never match: not_after is not later than not_before", r.name));
+    }
+    Some(Rule {
+        name: r.name.clone(),
+        effect,
+        conditions: Conditions {
+            groups_any: r.groups_any.clone(),
+            email_domains: r.email_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            idps: r.idps.clone(),
+            attributes: r.attributes.clone(),
+        },
+        stores: selector,
+        role,
+        customer_group: r.customer_group.as_deref().map(CustomerGroupRef::parse),
+        not_before,
+        not_after,
+    })
+}
