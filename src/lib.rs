@@ -4,9 +4,12 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod audit;
 pub mod clock;
+pub mod federation;
 pub mod config;
 pub mod identity;
 pub mod policy;
 pub mod redirect;
 pub mod secret;
+pub mod session;

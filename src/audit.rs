@@ -1,0 +1,143 @@
+//! The audit trail: one JSON line per sign-in, launch, denial and failure.
+//!
+//! BigCommerce keeps no login log (reference/BIGCOMMERCE.md), so this is the record of who had
+//! access to which store and used it when. Events are typed; "deny" (policy said no) is kept apart
+//! from "error" (something failed). No secret is ever a field of an event.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::clock::UnixTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    SignIn,
+    Launch,
+    SignOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Access granted / action done.
+    Allow,
+    /// Refused by policy or by a failed check.
+    Deny,
+    /// Something failed (IdP, store, BigCommerce unreachable).
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    /// RFC 3339 UTC.
+    pub time: String,
+    pub request_id: String,
+    pub event: EventKind,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// The rule that decided (or `default-deny`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Stable reason code (`state_unknown`, `id_token_invalid`, `not_entitled`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A human-readable detail for the admin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<u64>,
+}
+
+impl AuditEvent {
+    pub fn new(now: UnixTime, request_id: &str, event: EventKind, outcome: Outcome) -> Self {
+        let time = time::OffsetDateTime::from_unix_timestamp(now)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| now.to_string());
+        AuditEvent {
+            time,
+            request_id: request_id.to_owned(),
+            event,
+            outcome,
+            subject: None,
+            idp: None,
+            email: None,
+            store: None,
+            rule: None,
+            role: None,
+            reason: None,
+            detail: None,
+            customer_id: None,
+        }
+    }
+
+    pub fn who(mut self, id: &crate::identity::Identity) -> Self {
+        self.subject = Some(id.subject.clone());
+        self.idp = Some(id.idp.to_string());
+        self.email = id.email.clone();
+        self
+    }
+}
+
+/// Sends events to a background writer so request handlers never wait on the disk.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    tx: mpsc::UnboundedSender<AuditEvent>,
+}
+
+impl AuditLog {
+    /// Opens the sink (`None` = stdout) and starts its writer task.
+    pub fn open(file: Option<&Path>) -> std::io::Result<Self> {
+        let mut out: Box<dyn Write + Send> = match file {
+            Some(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+            None => Box::new(std::io::stdout()),
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<AuditEvent>();
+        tokio::task::spawn_blocking(move || {
+            while let Some(ev) = rx.blocking_recv() {
+                match serde_json::to_string(&ev) {
+                    Ok(line) => {
+                        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                            tracing::error!("cannot write the audit log");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot encode an audit event"),
+                }
+            }
+        });
+        Ok(AuditLog { tx })
+    }
+
+    /// An audit log that hands events to a channel (tests read them).
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<AuditEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (AuditLog { tx }, rx)
+    }
+
+    pub fn record(&self, ev: AuditEvent) {
+        tracing::info!(
+            target: "audit",
+            event = ?ev.event,
+            outcome = ?ev.outcome,
+            store = ev.store.as_deref().unwrap_or(""),
+            reason = ev.reason.as_deref().unwrap_or(""),
+            "audit"
+        );
+        if self.tx.send(ev).is_err() {
+            tracing::error!("the audit writer has stopped");
+        }
+    }
+}

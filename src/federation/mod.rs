@@ -1,0 +1,56 @@
+//! Federation: turning what an identity provider says into a verified [`Identity`].
+//!
+//! Protocol adapters (`oidc`, later `saml`) verify what they receive and produce [`VerifiedClaims`],
+//! which only this module tree can construct; `claims` maps them into the one normalized identity.
+
+pub mod claims;
+pub mod oidc;
+
+use serde_json::{Map, Value};
+
+use crate::identity::{AuthContext, IdpId};
+
+/// Claims or attributes that passed the protocol's full verification. Only federation adapters can
+/// build one, so an [`crate::identity::Identity`] cannot come from unverified input.
+#[derive(Debug, Clone)]
+pub struct VerifiedClaims {
+    idp: IdpId,
+    subject: String,
+    claims: Map<String, Value>,
+    auth: AuthContext,
+}
+
+impl VerifiedClaims {
+    pub(in crate::federation) fn new(
+        idp: IdpId,
+        subject: String,
+        claims: Map<String, Value>,
+        auth: AuthContext,
+    ) -> Self {
+        VerifiedClaims { idp, subject, claims, auth }
+    }
+
+    pub fn idp(&self) -> &IdpId {
+        &self.idp
+    }
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+    pub fn auth(&self) -> &AuthContext {
+        &self.auth
+    }
+
+    /// For tests of code downstream of federation (policy, web): claims that never went through a
+    /// protocol check. The name says what it is.
+    #[doc(hidden)]
+    pub fn dangerous_unverified_for_tests(
+        idp: IdpId,
+        subject: String,
+        claims: Map<String, Value>,
+    ) -> Self {
+        VerifiedClaims { idp, subject, claims, auth: AuthContext::default() }
+    }
+}

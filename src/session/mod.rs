@@ -1,0 +1,77 @@
+//! Server-side sessions: the cookie holds only an opaque id; the data lives in memory (one
+//! process) or in Redis (several replicas).
+
+pub mod redis_store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_sessions::MemoryStore;
+
+pub use redis_store::{RedisHandle, RedisSessionStore};
+
+use crate::config::{SessionBackend, SessionConfig};
+
+/// The configured store, as one concrete type for the session layer.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Memory(MemoryStore),
+    Redis(RedisSessionStore, RedisHandle),
+}
+
+impl Store {
+    pub fn from_config(cfg: &SessionConfig) -> Result<Self, String> {
+        match &cfg.backend {
+            SessionBackend::Memory => Ok(Store::Memory(MemoryStore::default())),
+            SessionBackend::Redis { url } => {
+                let handle = RedisHandle::new(url, Duration::from_secs(2))?;
+                Ok(Store::Redis(RedisSessionStore::new(handle.clone(), "storegate:"), handle))
+            }
+        }
+    }
+
+    /// Readiness: the store answers.
+    pub async fn check(&self) -> Result<(), String> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(_, h) => h.ping().await,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Redis(..) => "redis",
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl tower_sessions::SessionStore for Store {
+    async fn create(&self, r: &mut tower_sessions::session::Record) -> tower_sessions::session_store::Result<()> {
+        match self {
+            Store::Memory(s) => s.create(r).await,
+            Store::Redis(s, _) => s.create(r).await,
+        }
+    }
+    async fn save(&self, r: &tower_sessions::session::Record) -> tower_sessions::session_store::Result<()> {
+        match self {
+            Store::Memory(s) => s.save(r).await,
+            Store::Redis(s, _) => s.save(r).await,
+        }
+    }
+    async fn load(&self, id: &tower_sessions::session::Id) -> tower_sessions::session_store::Result<Option<tower_sessions::session::Record>> {
+        match self {
+            Store::Memory(s) => s.load(id).await,
+            Store::Redis(s, _) => s.load(id).await,
+        }
+    }
+    async fn delete(&self, id: &tower_sessions::session::Id) -> tower_sessions::session_store::Result<()> {
+        match self {
+            Store::Memory(s) => s.delete(id).await,
+            Store::Redis(s, _) => s.delete(id).await,
+        }
+    }
+}
+
+pub type SharedStore = Arc<Store>;

@@ -1,0 +1,41 @@
+//! `/healthz` (the process answers) and `/readyz` (it can serve sign-ins: session store and every
+//! IdP's discovery).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::AppState;
+
+pub async fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut ready = true;
+    match state.sessions.check().await {
+        Ok(()) => {
+            checks.insert("session_store".into(), json!({"ok": true, "kind": state.sessions.kind()}));
+        }
+        Err(e) => {
+            ready = false;
+            checks.insert("session_store".into(), json!({"ok": false, "kind": state.sessions.kind(), "error": e}));
+        }
+    }
+    for (id, p) in &state.providers {
+        match p.check_ready().await {
+            Ok(()) => {
+                checks.insert(format!("idp:{id}"), json!({"ok": true}));
+            }
+            Err(e) => {
+                ready = false;
+                checks.insert(format!("idp:{id}"), json!({"ok": false, "error": e.to_string()}));
+            }
+        }
+    }
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"ready": ready, "checks": checks}))).into_response()
+}

@@ -1,0 +1,177 @@
+//! `GET /stores/{store}/launch?to=/path`: entitlement check -> ensure customer -> mint the
+//! Customer Login JWT -> 302 to `{storefront}/login/token/{jwt}`.
+//!
+//! The whole launch reads top to bottom here. The entitlement is decided again at this moment (never
+//! taken from the portal), and the token is minted only from the `LaunchDecision` that check
+//! returned, at the moment of the redirect, never ahead of time, never cached, logged or shown.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::auth::{AUTH_KEY, SignedIn};
+use super::errors::AppError;
+use super::extract::ClientIp;
+use super::{AppState, no_store};
+use crate::audit::{AuditEvent, EventKind, Outcome};
+use crate::bigcommerce::api::ApiError;
+use crate::bigcommerce::customers::ensure_customer;
+use crate::bigcommerce::login_jwt;
+use crate::identity::StoreId;
+use crate::policy::DenyReason;
+use crate::redirect::LocalPath;
+
+#[derive(Debug, Deserialize)]
+pub struct LaunchQuery {
+    to: Option<String>,
+}
+
+pub async fn launch(
+    State(state): State<AppState>,
+    Path(store_id): Path<String>,
+    Query(q): Query<LaunchQuery>,
+    ClientIp(client_ip): ClientIp,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
+    let SignedIn { session, mut auth, request_id: rid } = signed_in;
+    let now = state.clock.now();
+    let identity = &auth.identity;
+    let audit = |outcome: Outcome| {
+        let mut ev = AuditEvent::new(now, &rid, EventKind::Launch, outcome).who(identity);
+        ev.store = Some(store_id.clone());
+        ev
+    };
+
+    let store_key = StoreId::new(store_id.clone());
+    let Some(store) = state.config.store(&store_key) else {
+        let mut ev = audit(Outcome::Deny);
+        ev.rule = Some(DenyReason::UnknownStore.rule_label().to_owned());
+        ev.reason = Some("unknown_store".into());
+        state.audit.record(ev);
+        return Err(AppError::not_found("There is no store with this name.", &rid));
+    };
+    let redirect_to = match q.to.as_deref() {
+        None | Some("") => store.default_path.clone(),
+        Some(raw) => match LocalPath::parse(raw) {
+            Ok(p) => p,
+            Err(e) => {
+                let mut ev = audit(Outcome::Deny);
+                ev.reason = Some("bad_redirect".into());
+                ev.detail = Some(e.to_string());
+                state.audit.record(ev);
+                return Err(AppError::bad_request(
+                    format!("The storefront page to open must be a path on the store: {e}."),
+                    &rid,
+                ));
+            }
+        },
+    };
+
+    let decision = match state.config.policy.authorize_launch(identity, &store_key, now) {
+        Ok(d) => d,
+        Err(reason) => {
+            let mut ev = audit(Outcome::Deny);
+            ev.rule = Some(reason.rule_label().to_owned());
+            ev.reason = Some("not_entitled".into());
+            ev.detail = Some(reason.explain());
+            state.audit.record(ev);
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                "No access to this store",
+                format!("You cannot open {}: {}.", store.name, reason.explain()),
+                &rid,
+            )
+            .with_hint(format!("If you need this store, ask {}.", state.config.support_contact)));
+        }
+    };
+
+    let Some(account) = state.config.account(&store.account) else {
+        return Err(AppError::not_found("This store's BigCommerce account is not configured.", &rid));
+    };
+    let Some(api) = state.bigcommerce.get(&store.account) else {
+        return Err(AppError::not_found("This store's BigCommerce account is not configured.", &rid));
+    };
+
+    // The customer may log in to every channel of this store hash the user is entitled to.
+    let mut channels: Vec<u64> = state
+        .config
+        .policy
+        .grants(identity, now)
+        .iter()
+        .filter_map(|g| state.config.store(&g.store))
+        .filter(|s| s.account == store.account)
+        .map(|s| s.channel_id)
+        .collect();
+    channels.sort_unstable();
+    channels.dedup();
+    let group_key = decision
+        .grant()
+        .customer_group
+        .as_ref()
+        .map(|g| format!("{g:?}"))
+        .unwrap_or_default();
+    let cache_key = format!("{}|{:?}|{}", store.account, channels, group_key);
+
+    let upstream_failed = |e: ApiError, step: &str| {
+        let mut ev = audit(Outcome::Error);
+        ev.rule = Some(decision.grant().rule.clone());
+        ev.reason = Some("bigcommerce_failed".into());
+        ev.detail = Some(format!("{step}: {e}"));
+        state.audit.record(ev);
+        tracing::warn!(store = %store.id, step, error = %e, "launch failed upstream");
+        let unavailable = matches!(e, ApiError::Unreachable { .. } | ApiError::Timeout { .. } | ApiError::RateLimited { .. });
+        let status = if unavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
+        let err = AppError::new(
+            status,
+            "The store could not be opened",
+            format!("BigCommerce did not complete the sign-in to {}. You have access; please try again shortly.", store.name),
+            &rid,
+        );
+        if matches!(e, ApiError::MissingEmail) { err.with_hint(e.to_string()) } else { err }
+    };
+
+    let customer_id = match auth.customers.get(&cache_key) {
+        Some(id) => *id,
+        None => {
+            let id = ensure_customer(api.as_ref(), identity, &decision, &channels)
+                .await
+                .map_err(|e| upstream_failed(e, "ensure customer"))?;
+            auth.customers.insert(cache_key, id);
+            session.insert(AUTH_KEY, &auth).await.map_err(|_| AppError::session_store(&rid))?;
+            id
+        }
+    };
+    let identity = &auth.identity;
+
+    let store_now = state
+        .store_clock
+        .now(&account.store_hash, api.as_ref())
+        .await
+        .map_err(|e| upstream_failed(e, "read the store clock"))?;
+    let request_ip = if store.bind_request_ip { client_ip } else { None };
+    let token = login_jwt::mint(
+        &decision,
+        account,
+        &account.store_hash,
+        customer_id,
+        store.channel_id,
+        &redirect_to,
+        request_ip,
+        store_now,
+        uuid::Uuid::new_v4(),
+    )
+    .map_err(|e| {
+        tracing::error!(store = %store.id, error = %e, "cannot mint a login token");
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "The store could not be opened", "The gateway could not create the sign-in token; the administrator can find the details under this reference.", &rid)
+    })?;
+
+    let mut ev = AuditEvent::new(now, &rid, EventKind::Launch, Outcome::Allow).who(identity);
+    ev.store = Some(store.id.to_string());
+    ev.rule = Some(decision.grant().rule.clone());
+    ev.role = Some(decision.grant().role.clone());
+    ev.customer_id = Some(customer_id);
+    state.audit.record(ev);
+    // 302 straight to the storefront: no intermediate page that could leak the token via Referer.
+    Ok(no_store(Redirect::to(&token.login_url(&store.url)).into_response()))
+}

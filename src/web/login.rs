@@ -1,0 +1,228 @@
+//! Sign-in (`/login`, the OIDC callback) and sign-out.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+use tower_sessions::Session;
+
+use super::auth::{self, AUTH_KEY, MAX_PENDING, PENDING_KEY, PENDING_TTL, SignedInState};
+use super::errors::AppError;
+use super::extract::RequestId;
+use super::{AppState, no_store, random_token};
+use crate::audit::{AuditEvent, EventKind, Outcome};
+use crate::federation::claims::map_identity;
+use crate::federation::oidc::{CallbackParams, OidcError};
+use crate::redirect::LocalPath;
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    idp: Option<String>,
+    return_to: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "chooser.html")]
+struct Chooser {
+    choices: Vec<Choice>,
+}
+
+struct Choice {
+    name: String,
+    href: String,
+}
+
+/// `GET /login?idp=ID&return_to=/path`
+pub async fn login(
+    State(state): State<AppState>,
+    RequestId(rid): RequestId,
+    session: Session,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, AppError> {
+    let return_to = match q.return_to.as_deref() {
+        None | Some("") => LocalPath::root(),
+        Some(raw) => LocalPath::parse(raw).map_err(|e| {
+            AppError::bad_request(format!("The return address is not a page of this site: {e}."), &rid)
+        })?,
+    };
+    let idp_id = match q.idp {
+        Some(id) => id,
+        None if state.providers.len() == 1 => state.providers.keys().next().cloned().unwrap_or_default(),
+        None => {
+            let rt = auth::urlencode(return_to.as_str());
+            let choices = state
+                .config
+                .idps
+                .iter()
+                .map(|i| Choice { name: i.display_name.clone(), href: format!("/login?idp={}&return_to={rt}", auth::urlencode(i.id.as_str())) })
+                .collect();
+            let page = Chooser { choices }.render().map_err(|_| AppError::bad_request("cannot render", &rid))?;
+            return Ok(no_store(Html(page).into_response()));
+        }
+    };
+    let Some(provider) = state.providers.get(&idp_id) else {
+        return Err(AppError::not_found("There is no such sign-in method.", &rid));
+    };
+    let (url, pending) = provider.begin(return_to, None).await.map_err(|e| {
+        tracing::warn!(idp = %idp_id, error = %e, "cannot start sign-in");
+        AppError::unavailable("The identity provider", &rid)
+    })?;
+    let now = state.clock.now();
+    let mut list = auth::pending_logins(&session, &rid).await?;
+    list.retain(|p| now - p.created_at < PENDING_TTL);
+    while list.len() >= MAX_PENDING {
+        list.remove(0);
+    }
+    list.push(pending);
+    session.insert(PENDING_KEY, &list).await.map_err(|_| AppError::session_store(&rid))?;
+    Ok(no_store(Redirect::to(&url).into_response()))
+}
+
+/// `GET /oidc/{idp}/callback`
+pub async fn callback(
+    State(state): State<AppState>,
+    RequestId(rid): RequestId,
+    session: Session,
+    Path(idp_id): Path<String>,
+    Query(params): Query<CallbackParams>,
+) -> Result<Response, AppError> {
+    let now = state.clock.now();
+    let deny = |reason: &str, detail: String| {
+        let mut ev = AuditEvent::new(now, &rid, EventKind::SignIn, Outcome::Deny);
+        ev.idp = Some(idp_id.clone());
+        ev.reason = Some(reason.to_owned());
+        ev.detail = Some(detail);
+        state.audit.record(ev);
+    };
+    let Some(provider) = state.providers.get(&idp_id) else {
+        deny("unknown_idp", "callback for an IdP that is not configured".into());
+        return Err(AppError::not_found("There is no such sign-in method.", &rid));
+    };
+    let Some(got_state) = params.state.clone().filter(|s| !s.is_empty()) else {
+        deny("state_missing", "the callback carried no state".into());
+        return Err(AppError::bad_request("The sign-in response is incomplete (no state).", &rid).offer_sign_in());
+    };
+    // The pending login is looked up in this browser's own session: a state that is unknown here
+    // was never issued to this browser, was already used, or belongs to someone else.
+    let mut list = auth::pending_logins(&session, &rid).await?;
+    let Some(pos) = list.iter().position(|p| p.state == got_state && p.idp.as_str() == idp_id) else {
+        deny("state_unknown", "state not issued to this browser session, or already used".into());
+        return Err(AppError::bad_request(
+            "This sign-in response does not belong to a sign-in started in this browser, or it was already used.",
+            &rid,
+        )
+        .with_hint("Start again from the portal; do not reuse or share sign-in links.")
+        .offer_sign_in());
+    };
+    let pending = list.remove(pos);
+    // One use: forget it before doing anything else.
+    session.insert(PENDING_KEY, &list).await.map_err(|_| AppError::session_store(&rid))?;
+    if now - pending.created_at >= PENDING_TTL {
+        deny("state_expired", "the sign-in took longer than 10 minutes".into());
+        return Err(AppError::bad_request("This sign-in took too long and has expired.", &rid).offer_sign_in());
+    }
+    let return_to = pending.return_to.clone();
+    let verified = match provider.complete(pending, &params).await {
+        Ok(v) => v,
+        Err(e) => return Err(sign_in_failed(&state, &rid, &idp_id, now, e)),
+    };
+    let Some(idp_cfg) = state.config.idp(&idp_id) else {
+        return Err(AppError::not_found("There is no such sign-in method.", &rid));
+    };
+    let identity = map_identity(&verified, &idp_cfg.claims, now);
+    // Session fixation defence: a fresh id for the signed-in session.
+    session.cycle_id().await.map_err(|_| AppError::session_store(&rid))?;
+    session.remove_value(PENDING_KEY).await.map_err(|_| AppError::session_store(&rid))?;
+    let signed_in = SignedInState { identity: identity.clone(), csrf: random_token(), last_seen: now, customers: Default::default() };
+    session.insert(AUTH_KEY, &signed_in).await.map_err(|_| AppError::session_store(&rid))?;
+    let grants = state.config.policy.grants(&identity, now);
+    let mut ev = AuditEvent::new(now, &rid, EventKind::SignIn, Outcome::Allow).who(&identity);
+    ev.detail = Some(format!("{} store(s) granted", grants.len()));
+    state.audit.record(ev);
+    Ok(no_store(Redirect::to(return_to.as_str()).into_response()))
+}
+
+fn sign_in_failed(state: &AppState, rid: &str, idp: &str, now: i64, e: OidcError) -> AppError {
+    let unavailable = e.is_unavailable();
+    tracing::warn!(idp, reason = e.reason(), error = %e, "sign-in refused");
+    let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, if unavailable { Outcome::Error } else { Outcome::Deny });
+    ev.idp = Some(idp.to_owned());
+    ev.reason = Some(e.reason().to_owned());
+    ev.detail = Some(e.to_string());
+    state.audit.record(ev);
+    if unavailable {
+        return AppError::unavailable("The identity provider", rid);
+    }
+    let err = AppError::new(
+        StatusCode::UNAUTHORIZED,
+        "Sign-in refused",
+        "The identity provider's answer did not pass the gateway's checks, so you were not signed in.",
+        rid,
+    )
+    .offer_sign_in();
+    match e {
+        // Admin-facing: the fix is a console setting, and the message says which.
+        OidcError::UnsignedIdToken => err.with_hint(e.to_string()),
+        OidcError::ProviderError { .. } => err.with_hint("The identity provider reported an error; the administrator can find the details in the audit log under this reference."),
+        _ => err.with_hint("If this keeps happening, give the reference below to your administrator."),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogoutForm {
+    csrf: Option<String>,
+}
+
+/// `POST /logout`: needs the session's CSRF token.
+pub async fn logout(
+    State(state): State<AppState>,
+    RequestId(rid): RequestId,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Result<Response, AppError> {
+    let now = state.clock.now();
+    let current = auth::load(&session, &state, &rid).await?;
+    let Ok(signed_in) = current else {
+        return Ok(no_store(Redirect::to("/signed-out").into_response()));
+    };
+    let token_ok = form.csrf.as_deref().is_some_and(|t| constant_time_eq(t.as_bytes(), signed_in.csrf.as_bytes()));
+    if !token_ok {
+        let _ = headers.get(header::ORIGIN);
+        return Err(AppError::new(StatusCode::FORBIDDEN, "Sign-out refused", "The sign-out request did not come from this site's own page.", &rid));
+    }
+    session.flush().await.map_err(|_| AppError::session_store(&rid))?;
+    state.audit.record(AuditEvent::new(now, &rid, EventKind::SignOut, Outcome::Allow).who(&signed_in.identity));
+    let back = format!("{}/signed-out", state.config.base_url());
+    let target = match state.providers.get(signed_in.identity.idp.as_str()) {
+        Some(p) => match p.end_session_endpoint().await {
+            Some(end) => match url::Url::parse(&end) {
+                Ok(mut u) => {
+                    u.query_pairs_mut().append_pair("client_id", p.client_id()).append_pair("post_logout_redirect_uri", &back);
+                    u.to_string()
+                }
+                Err(_) => "/signed-out".to_owned(),
+            },
+            None => "/signed-out".to_owned(),
+        },
+        None => "/signed-out".to_owned(),
+    };
+    Ok(no_store(Redirect::to(&target).into_response()))
+}
+
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+struct SignedOut;
+
+pub async fn signed_out() -> Response {
+    match SignedOut.render() {
+        Ok(p) => Html(p).into_response(),
+        Err(_) => "You are signed out.".into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

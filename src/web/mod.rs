@@ -1,0 +1,171 @@
+//! The HTTP edge: one state, thin handlers, one error mapping. No access decision is made here;
+//! handlers unpack the request, call `federation`, `policy` or `bigcommerce`, and answer.
+
+pub mod auth;
+pub mod errors;
+pub mod extract;
+pub mod health;
+pub mod launch;
+pub mod login;
+pub mod portal;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Request, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+use crate::audit::AuditLog;
+use crate::bigcommerce::api::{CustomerApi, HttpCustomerApi};
+use crate::bigcommerce::store_clock::StoreClock;
+use crate::clock::SharedClock;
+use crate::config::{Config, Protocol};
+use crate::federation::oidc::OidcProvider;
+use crate::session;
+
+/// Everything a handler may need, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub providers: Arc<BTreeMap<String, Arc<OidcProvider>>>,
+    /// BigCommerce Management API per `[[bigcommerce]]` id.
+    pub bigcommerce: Arc<HashMap<String, Arc<dyn CustomerApi>>>,
+    pub store_clock: Arc<StoreClock>,
+    pub audit: AuditLog,
+    pub sessions: Arc<session::Store>,
+}
+
+impl AppState {
+    /// Builds the clients from a validated configuration. Nothing is contacted yet: IdP discovery
+    /// and Redis connect on first use, so the gateway starts (and reports not-ready) while they
+    /// are down.
+    pub fn build(config: Config, clock: SharedClock, audit: AuditLog) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            // Never follow redirects from an IdP's back channel.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        let mut providers = BTreeMap::new();
+        for idp in &config.idps {
+            match &idp.protocol {
+                Protocol::Oidc(o) => {
+                    let p = OidcProvider::new(idp, o, config.base_url(), http.clone(), clock.clone())?;
+                    providers.insert(idp.id.to_string(), Arc::new(p));
+                }
+            }
+        }
+        let mut bigcommerce: HashMap<String, Arc<dyn CustomerApi>> = HashMap::new();
+        for account in &config.bigcommerce {
+            let api = HttpCustomerApi::new(account).map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
+            bigcommerce.insert(account.id.clone(), Arc::new(api));
+        }
+        let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
+        Ok(AppState {
+            store_clock: Arc::new(StoreClock::new(clock.clone())),
+            config: Arc::new(config),
+            clock,
+            providers: Arc::new(providers),
+            bigcommerce: Arc::new(bigcommerce),
+            audit,
+            sessions: Arc::new(sessions),
+        })
+    }
+}
+
+/// Marks a response that carries a token or a session change as not cacheable.
+pub fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// A random URL-safe token (CSRF values).
+pub fn random_token() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+const STYLE_CSS: &str = include_str!("../../static/style.css");
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        STYLE_CSS,
+    )
+        .into_response()
+}
+
+/// The gateway's routes with every layer (sessions, security headers, request ids, limits).
+pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The gateway's routes plus `extra` routes (the demo's development IdP and storefronts) that
+/// share its listener and layers.
+pub fn router_with(state: AppState, extra: Router) -> Router {
+    let cfg = &state.config.session;
+    let idle = time::Duration::try_from(cfg.idle_timeout).unwrap_or(time::Duration::minutes(30));
+    let sessions = SessionManagerLayer::new((*state.sessions).clone())
+        .with_name(cfg.cookie_name.clone())
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(!state.config.allow_insecure_http)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(idle));
+    let https = state.config.public_url.scheme() == "https";
+
+    let app = Router::new()
+        .route("/", get(portal::portal))
+        .route("/login", get(login::login))
+        .route("/oidc/{idp}/callback", get(login::callback))
+        .route("/logout", post(login::logout))
+        .route("/signed-out", get(login::signed_out))
+        .route("/stores/{store}/launch", get(launch::launch))
+        .route("/api/me", get(portal::me))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/static/style.css", get(style))
+        .with_state(state)
+        .merge(extra)
+        .layer(sessions);
+
+    let request_id = HeaderName::from_static("x-request-id");
+    let mut app = app
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")));
+    if https {
+        app = app.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        ));
+    }
+    app.layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+        .layer(tower_http::timeout::TimeoutLayer::new(Duration::from_secs(30)))
+        .layer(
+            // The span names the path only: query strings carry codes and states.
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let rid = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %rid)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
