@@ -5,11 +5,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod audit;
+pub mod bigcommerce;
 pub mod clock;
-pub mod federation;
 pub mod config;
+pub mod federation;
 pub mod identity;
 pub mod policy;
 pub mod redirect;
 pub mod secret;
 pub mod session;
+pub mod web;

@@ -1,0 +1,117 @@
+//! The slice of the BigCommerce Management API the gateway uses, behind one small trait, so
+//! provisioning can be tested against a fake and the simulator, and so nothing above this module
+//! knows about HTTP.
+
+mod http;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+use crate::policy::CustomerGroupRef;
+
+pub use http::{HttpCustomerApi, RetryPolicy};
+
+/// A customer as the gateway sees it (a subset of the v3 customer object).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: u64,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(default)]
+    pub customer_group_id: u64,
+    /// `None`: may sign in to every channel that allows global logins.
+    #[serde(default)]
+    pub channel_ids: Option<Vec<u64>>,
+    #[serde(default)]
+    pub origin_channel_id: Option<u64>,
+}
+
+/// A customer to create. `channel_ids` must not be empty (BigCommerce rejects an empty array).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewCustomer {
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_group_id: Option<u64>,
+    pub channel_ids: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_channel_id: Option<u64>,
+}
+
+/// The fields the gateway changes on an existing customer; `None` leaves a field alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CustomerUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_ids: Option<Vec<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_group_id: Option<u64>,
+}
+
+impl CustomerUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.channel_ids.is_none() && self.customer_group_id.is_none()
+    }
+}
+
+/// What went wrong talking to BigCommerce, kept apart so an admin knows what to do. "Upstream
+/// failed" is never "access denied". No variant ever carries a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error("BigCommerce ({store_hash}) is unreachable: {detail}")]
+    Unreachable { store_hash: String, detail: String },
+    #[error(
+        "BigCommerce ({store_hash}) did not answer in time; check the account's timeout and BigCommerce status"
+    )]
+    Timeout { store_hash: String },
+    #[error(
+        "BigCommerce rate limit reached for this store; retry in {retry_after_ms} ms (the quota is shared by every app on the store)"
+    )]
+    RateLimited { retry_after_ms: u64 },
+    #[error("BigCommerce refused the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("unexpected answer from BigCommerce: {detail}")]
+    Unexpected { detail: String },
+    /// Caller misuse: BigCommerce customers are keyed by email.
+    #[error(
+        "the identity has no email address, which BigCommerce needs to find or create the customer; release the email claim from the IdP"
+    )]
+    MissingEmail,
+    /// Caller misuse: BigCommerce rejects an empty `channel_ids` array.
+    #[error("no channel to grant: a customer needs at least one channel")]
+    NoChannels,
+}
+
+/// The store's clock, the time source of [`crate::bigcommerce::store_clock::StoreClock`].
+#[async_trait]
+pub trait StoreTime: Send + Sync {
+    /// `GET /stores/{hash}/v2/time`: the store's Unix time.
+    async fn store_time(&self) -> Result<UnixTime, ApiError>;
+}
+
+/// The customer operations the launch path needs, on one store.
+#[async_trait]
+pub trait CustomerApi: StoreTime + Send + Sync {
+    /// The store this client talks to.
+    fn store_hash(&self) -> &str;
+
+    /// The customer with this email (compared case-insensitively), if any.
+    async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError>;
+
+    async fn create_customer(&self, customer: NewCustomer) -> Result<Customer, ApiError>;
+
+    async fn update_customer(&self, id: u64, update: CustomerUpdate) -> Result<(), ApiError>;
+
+    /// The id of a customer group; a group given by name is looked up and created when missing.
+    async fn customer_group_id(&self, group: &CustomerGroupRef) -> Result<u64, ApiError>;
+
+    /// Records the IdP subject beside the customer: an app-only metafield, namespace
+    /// [`SUBJECT_NAMESPACE`], key [`SUBJECT_KEY`], created or updated.
+    async fn set_subject(&self, customer_id: u64, idp_subject: &str) -> Result<(), ApiError>;
+}
+
+pub const SUBJECT_NAMESPACE: &str = "storegate";
+pub const SUBJECT_KEY: &str = "idp_subject";

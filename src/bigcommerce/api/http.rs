@@ -1,0 +1,396 @@
+//! [`CustomerApi`] over HTTP: `{api_base}/stores/{hash}/...` with `X-Auth-Token`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{
+    ApiError, Customer, CustomerApi, CustomerUpdate, NewCustomer, SUBJECT_KEY, SUBJECT_NAMESPACE,
+    StoreTime,
+};
+use crate::clock::UnixTime;
+use crate::config::BigCommerceAccount;
+use crate::policy::CustomerGroupRef;
+use crate::secret::Secret;
+
+/// How often and how long to retry. One retry each, both short: a launch has a user waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Longest wait honoured from `X-Rate-Limit-Time-Reset-Ms` before the one retry of a 429.
+    pub max_rate_limit_wait: Duration,
+    /// Wait for a 429 without the header (platform load, per BIGCOMMERCE.md).
+    pub default_rate_limit_wait: Duration,
+    /// Wait before the one retry of a 5xx.
+    pub server_error_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_rate_limit_wait: Duration::from_secs(2),
+            default_rate_limit_wait: Duration::from_millis(500),
+            server_error_backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+pub struct HttpCustomerApi {
+    client: reqwest::Client,
+    /// `{api_base}/stores/{hash}`, no trailing slash.
+    base: String,
+    store_hash: String,
+    token: Secret,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for HttpCustomerApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCustomerApi")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+const RESET_HEADER: &str = "x-rate-limit-time-reset-ms";
+const MAX_ERROR_MESSAGE: usize = 300;
+
+impl HttpCustomerApi {
+    pub fn new(account: &BigCommerceAccount) -> Result<Self, ApiError> {
+        let client = reqwest::Client::builder()
+            .timeout(account.timeout)
+            // Never follow: a redirect would carry the token to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ApiError::Unexpected {
+                detail: format!("building the HTTP client: {e}"),
+            })?;
+        Ok(HttpCustomerApi {
+            client,
+            base: format!(
+                "{}/stores/{}",
+                account.api_base.as_str().trim_end_matches('/'),
+                account.store_hash
+            ),
+            store_hash: account.store_hash.clone(),
+            token: account.access_token.clone(),
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// One call, retried once on 429 (after the advertised reset, capped) and once on 5xx.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Vec<u8>), ApiError> {
+        let url = format!("{}{}", self.base, path);
+        let mut retried = false;
+        loop {
+            let mut req = self
+                .client
+                .request(method.clone(), &url)
+                .header("X-Auth-Token", self.token.expose())
+                .header("Accept", "application/json")
+                .query(query);
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+            let status = resp.status();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let reset = resp
+                    .headers()
+                    .get(RESET_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if retried {
+                    return Err(ApiError::RateLimited {
+                        retry_after_ms: reset.unwrap_or(0),
+                    });
+                }
+                let wait = reset
+                    .map(Duration::from_millis)
+                    .unwrap_or(self.retry.default_rate_limit_wait)
+                    .min(self.retry.max_rate_limit_wait);
+                tracing::warn!(store_hash = %self.store_hash, wait_ms = wait.as_millis() as u64, "BigCommerce rate limit: retrying once");
+                tokio::time::sleep(wait).await;
+                retried = true;
+                continue;
+            }
+            if status.is_server_error() && !retried {
+                tracing::warn!(store_hash = %self.store_hash, %status, "BigCommerce server error: retrying once");
+                tokio::time::sleep(self.retry.server_error_backoff).await;
+                retried = true;
+                continue;
+            }
+            let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+            if status.is_success() {
+                return Ok((status, body.to_vec()));
+            }
+            return Err(rejected(status, &body));
+        }
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> ApiError {
+        let store_hash = self.store_hash.clone();
+        if e.is_timeout() {
+            ApiError::Timeout { store_hash }
+        } else if e.is_connect() || e.is_request() {
+            // reqwest's message names the URL, never the headers: no token in here.
+            ApiError::Unreachable {
+                store_hash,
+                detail: e.without_url().to_string(),
+            }
+        } else {
+            ApiError::Unexpected {
+                detail: e.without_url().to_string(),
+            }
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Option<T>, ApiError> {
+        let (status, body) = self.call(Method::GET, path, query, None).await?;
+        // v2 collections answer 204 with no body when nothing matches.
+        if status == StatusCode::NO_CONTENT || body.is_empty() {
+            return Ok(None);
+        }
+        parse(&body).map(Some)
+    }
+
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, ApiError> {
+        let (_, bytes) = self.call(method, path, &[], Some(body)).await?;
+        parse(&bytes)
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Unexpected {
+        detail: format!("malformed JSON from BigCommerce: {e}"),
+    })
+}
+
+/// Turns a 4xx/3xx answer into [`ApiError::Rejected`] with BigCommerce's own words: the v3 `title`
+/// (plus the `errors` map), or the v2 `[{"message"}]`.
+fn rejected(status: StatusCode, body: &[u8]) -> ApiError {
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let mut message = match &value {
+        Value::Object(o) => {
+            let title = o
+                .get("title")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let details: Vec<String> = o
+                .get("errors")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if details.is_empty() {
+                title
+            } else {
+                format!("{title} ({})", details.join("; "))
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.get("message").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => String::new(),
+    };
+    if message.is_empty() {
+        message = match status {
+            StatusCode::UNAUTHORIZED => "the access token was refused".to_owned(),
+            StatusCode::FORBIDDEN => "the API account lacks a scope this call needs".to_owned(),
+            s if s.is_redirection() => {
+                "BigCommerce answered with a redirect, check api_base".to_owned()
+            }
+            s => s.canonical_reason().unwrap_or("no reason given").to_owned(),
+        };
+    }
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        message.push_str(" (check the account's access token and its scopes: store_v2_customers, store_v2_information)");
+    }
+    message.truncate(
+        message
+            .char_indices()
+            .nth(MAX_ERROR_MESSAGE)
+            .map(|(i, _)| i)
+            .unwrap_or(message.len()),
+    );
+    ApiError::Rejected {
+        status: status.as_u16(),
+        message,
+    }
+}
+
+#[derive(Deserialize)]
+struct Data<T> {
+    data: T,
+}
+
+#[derive(Deserialize)]
+struct Group {
+    id: u64,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Metafield {
+    id: u64,
+    namespace: String,
+    key: String,
+}
+
+#[async_trait]
+impl StoreTime for HttpCustomerApi {
+    async fn store_time(&self) -> Result<UnixTime, ApiError> {
+        #[derive(Deserialize)]
+        struct Time {
+            time: UnixTime,
+        }
+        let t: Option<Time> = self.get_json("/v2/time", &[]).await?;
+        t.map(|t| t.time).ok_or_else(|| ApiError::Unexpected {
+            detail: "empty answer from /v2/time".into(),
+        })
+    }
+}
+
+#[async_trait]
+impl CustomerApi for HttpCustomerApi {
+    fn store_hash(&self) -> &str {
+        &self.store_hash
+    }
+
+    async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError> {
+        let found: Option<Data<Vec<Customer>>> = self
+            .get_json("/v3/customers", &[("email:in", email)])
+            .await?;
+        // `email:in` splits on commas: keep only the exact (case-insensitive) match.
+        Ok(found
+            .map(|d| d.data)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.email.eq_ignore_ascii_case(email)))
+    }
+
+    async fn create_customer(&self, customer: NewCustomer) -> Result<Customer, ApiError> {
+        if customer.channel_ids.is_empty() {
+            return Err(ApiError::NoChannels);
+        }
+        let created: Data<Vec<Customer>> = self
+            .send_json(Method::POST, "/v3/customers", &json!([customer]))
+            .await?;
+        created
+            .data
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Unexpected {
+                detail: "creating a customer returned no customer".into(),
+            })
+    }
+
+    async fn update_customer(&self, id: u64, update: CustomerUpdate) -> Result<(), ApiError> {
+        if update.channel_ids.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ApiError::NoChannels);
+        }
+        let mut item = serde_json::to_value(&update).map_err(|e| ApiError::Unexpected {
+            detail: e.to_string(),
+        })?;
+        if let Value::Object(map) = &mut item {
+            map.insert("id".into(), json!(id));
+        }
+        let _: Value = self
+            .send_json(Method::PUT, "/v3/customers", &json!([item]))
+            .await?;
+        Ok(())
+    }
+
+    async fn customer_group_id(&self, group: &CustomerGroupRef) -> Result<u64, ApiError> {
+        let name = match group {
+            CustomerGroupRef::Id(id) => return Ok(*id),
+            CustomerGroupRef::Name(name) => name,
+        };
+        let found: Option<Vec<Group>> = self
+            .get_json("/v2/customer_groups", &[("name", name)])
+            .await?;
+        if let Some(g) = found
+            .unwrap_or_default()
+            .into_iter()
+            .find(|g| &g.name == name)
+        {
+            return Ok(g.id);
+        }
+        let created: Group = self
+            .send_json(
+                Method::POST,
+                "/v2/customer_groups",
+                &json!({ "name": name }),
+            )
+            .await?;
+        Ok(created.id)
+    }
+
+    async fn set_subject(&self, customer_id: u64, idp_subject: &str) -> Result<(), ApiError> {
+        let path = format!("/v3/customers/{customer_id}/metafields");
+        let existing: Option<Data<Vec<Metafield>>> = self
+            .get_json(
+                &path,
+                &[("namespace", SUBJECT_NAMESPACE), ("key", SUBJECT_KEY)],
+            )
+            .await?;
+        let existing = existing
+            .map(|d| d.data)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| m.namespace == SUBJECT_NAMESPACE && m.key == SUBJECT_KEY);
+        let _: Value = match existing {
+            Some(m) => {
+                self.send_json(
+                    Method::PUT,
+                    &format!("{path}/{}", m.id),
+                    &json!({ "value": idp_subject }),
+                )
+                .await?
+            }
+            None => {
+                self.send_json(
+                    Method::POST,
+                    &path,
+                    &json!({
+                        "namespace": SUBJECT_NAMESPACE,
+                        "key": SUBJECT_KEY,
+                        "value": idp_subject,
+                        "permission_set": "app_only",
+                    }),
+                )
+                .await?
+            }
+        };
+        Ok(())
+    }
+}

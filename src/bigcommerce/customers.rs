@@ -1,0 +1,123 @@
+//! Find or create the BigCommerce customer a launch signs in as (BIGCOMMERCE.md: "Customers must
+//! already exist"). Customers are keyed by email; the IdP subject is kept beside the customer in an
+//! app-only metafield, since BigCommerce cannot search by attribute.
+
+use super::api::{ApiError, CustomerApi, CustomerUpdate, NewCustomer};
+use crate::identity::Identity;
+use crate::policy::LaunchDecision;
+
+/// BigCommerce's limit on first and last names.
+const MAX_NAME: usize = 100;
+
+/// Returns the id of the customer for `identity` on the store behind `api`, creating it or
+/// bringing its channels and customer group in line with the launch decision.
+///
+/// `channel_ids` are the channels of this store hash the user is entitled to. An existing customer's
+/// channels are only ever widened (union), and a customer allowed on every channel (`null`) is left so.
+pub async fn ensure_customer(
+    api: &dyn CustomerApi,
+    identity: &Identity,
+    decision: &LaunchDecision,
+    channel_ids: &[u64],
+) -> Result<u64, ApiError> {
+    let email = identity
+        .email
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| e.contains('@'))
+        .ok_or(ApiError::MissingEmail)?;
+    let mut wanted: Vec<u64> = channel_ids.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Err(ApiError::NoChannels);
+    }
+    let group = match &decision.grant().customer_group {
+        Some(g) => Some(api.customer_group_id(g).await?),
+        None => None,
+    };
+
+    match api.find_customer_by_email(email).await? {
+        None => {
+            let (first_name, last_name) = names(identity, email);
+            let created = api
+                .create_customer(NewCustomer {
+                    email: email.to_owned(),
+                    first_name,
+                    last_name,
+                    customer_group_id: group,
+                    origin_channel_id: wanted.first().copied(),
+                    channel_ids: wanted,
+                })
+                .await?;
+            api.set_subject(
+                created.id,
+                &format!("{}:{}", identity.idp, identity.subject),
+            )
+            .await?;
+            Ok(created.id)
+        }
+        Some(existing) => {
+            let mut update = CustomerUpdate::default();
+            if let Some(have) = &existing.channel_ids {
+                let mut union = have.clone();
+                union.extend(&wanted);
+                union.sort_unstable();
+                union.dedup();
+                let mut have_sorted = have.clone();
+                have_sorted.sort_unstable();
+                have_sorted.dedup();
+                if union != have_sorted {
+                    update.channel_ids = Some(union);
+                }
+            }
+            if let Some(g) = group.filter(|g| *g != existing.customer_group_id) {
+                update.customer_group_id = Some(g);
+            }
+            if !update.is_empty() {
+                api.update_customer(existing.id, update).await?;
+            }
+            Ok(existing.id)
+        }
+    }
+}
+
+/// First and last name for a new customer (both required by BigCommerce): the IdP's given and
+/// family names; else the display name split at its first space; else the email's local part, and
+/// "-" for a missing last name.
+fn names(identity: &Identity, email: &str) -> (String, String) {
+    let clean = |s: Option<&str>| {
+        s.map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let (display_first, display_last) = match clean(identity.name.as_deref()) {
+        Some(n) => match n.split_once(' ') {
+            Some((f, l)) => (clean(Some(f)), clean(Some(l))),
+            None => (Some(n), None),
+        },
+        None => (None, None),
+    };
+    let local = email
+        .split('@')
+        .next()
+        .filter(|l| !l.is_empty())
+        .unwrap_or(email);
+    let first = clean(identity.given_name.as_deref())
+        .or(display_first)
+        .unwrap_or_else(|| local.to_owned());
+    let last = clean(identity.family_name.as_deref())
+        .or(display_last)
+        .unwrap_or_else(|| "-".to_owned());
+    (truncate(first), truncate(last))
+}
+
+fn truncate(s: String) -> String {
+    match s.char_indices().nth(MAX_NAME) {
+        Some((i, _)) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::*;
+use crate::bigcommerce::api::{Customer, StoreTime};
+use crate::bigcommerce::test_support::{decision, identity};
+use crate::clock::UnixTime;
+use crate::policy::CustomerGroupRef;
+
+/// An in-memory store that records every write.
+#[derive(Default)]
+struct Fake {
+    customers: Mutex<Vec<Customer>>,
+    updates: Mutex<Vec<(u64, CustomerUpdate)>>,
+    subjects: Mutex<Vec<(u64, String)>>,
+}
+
+#[async_trait]
+impl StoreTime for Fake {
+    async fn store_time(&self) -> Result<UnixTime, ApiError> {
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl CustomerApi for Fake {
+    fn store_hash(&self) -> &str {
+        "h"
+    }
+    async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError> {
+        Ok(self
+            .customers
+            .lock()
+            .iter()
+            .find(|c| c.email.eq_ignore_ascii_case(email))
+            .cloned())
+    }
+    async fn create_customer(&self, c: NewCustomer) -> Result<Customer, ApiError> {
+        let mut all = self.customers.lock();
+        let created = Customer {
+            id: all.len() as u64 + 1,
+            email: c.email,
+            first_name: c.first_name,
+            last_name: c.last_name,
+            customer_group_id: c.customer_group_id.unwrap_or(0),
+            channel_ids: Some(c.channel_ids),
+            origin_channel_id: c.origin_channel_id,
+        };
+        all.push(created.clone());
+        Ok(created)
+    }
+    async fn update_customer(&self, id: u64, update: CustomerUpdate) -> Result<(), ApiError> {
+        self.updates.lock().push((id, update));
+        Ok(())
+    }
+    async fn customer_group_id(&self, g: &CustomerGroupRef) -> Result<u64, ApiError> {
+        Ok(match g {
+            CustomerGroupRef::Id(id) => *id,
+            CustomerGroupRef::Name(_) => 77,
+        })
+    }
+    async fn set_subject(&self, id: u64, s: &str) -> Result<(), ApiError> {
+        self.subjects.lock().push((id, s.to_owned()));
+        Ok(())
+    }
+}
+
+fn existing(channel_ids: Option<Vec<u64>>, group: u64) -> Customer {
+    Customer {
+        id: 9,
+        email: "Ada@Corp.Example".into(),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        customer_group_id: group,
+        channel_ids,
+        origin_channel_id: Some(1),
+    }
+}
+
+#[tokio::test]
+async fn identity_without_email_is_a_clear_error() {
+    let err = ensure_customer(&Fake::default(), &identity(None), &decision(None), &[1])
+        .await
+        .unwrap_err();
+    assert_eq!(err, ApiError::MissingEmail);
+}
+
+#[tokio::test]
+async fn no_channel_is_refused_before_any_call() {
+    let fake = Fake::default();
+    let err = ensure_customer(&fake, &identity(Some("a@x.example")), &decision(None), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err, ApiError::NoChannels);
+    assert!(fake.customers.lock().is_empty());
+}
+
+#[tokio::test]
+async fn missing_customer_is_created_with_channels_group_and_subject() {
+    let fake = Fake::default();
+    let d = decision(Some(CustomerGroupRef::Name("Staff".into())));
+    let id = ensure_customer(&fake, &identity(Some("ada@corp.example")), &d, &[3, 1, 3])
+        .await
+        .unwrap();
+    let c = fake.customers.lock()[0].clone();
+    assert_eq!(c.id, id);
+    assert_eq!(
+        (c.first_name.as_str(), c.last_name.as_str()),
+        ("Ada", "Lovelace")
+    );
+    assert_eq!(c.channel_ids, Some(vec![1, 3]));
+    assert_eq!(c.customer_group_id, 77);
+    assert_eq!(
+        *fake.subjects.lock(),
+        vec![(id, "opentext:u-123".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn existing_customer_found_case_insensitively_gets_channel_union() {
+    let fake = Fake::default();
+    fake.customers.lock().push(existing(Some(vec![2, 1]), 0));
+    let id = ensure_customer(
+        &fake,
+        &identity(Some("ada@corp.example")),
+        &decision(None),
+        &[3],
+    )
+    .await
+    .unwrap();
+    assert_eq!(id, 9);
+    assert_eq!(
+        *fake.updates.lock(),
+        vec![(
+            9,
+            CustomerUpdate {
+                channel_ids: Some(vec![1, 2, 3]),
+                customer_group_id: None
+            }
+        )]
+    );
+    assert!(fake.subjects.lock().is_empty());
+}
+
+#[tokio::test]
+async fn existing_customer_in_line_is_not_written() {
+    let fake = Fake::default();
+    fake.customers.lock().push(existing(Some(vec![1, 3]), 5));
+    let d = decision(Some(CustomerGroupRef::Id(5)));
+    ensure_customer(&fake, &identity(Some("ada@corp.example")), &d, &[3])
+        .await
+        .unwrap();
+    assert!(fake.updates.lock().is_empty());
+}
+
+#[tokio::test]
+async fn customer_on_all_channels_is_not_restricted_but_group_is_moved() {
+    let fake = Fake::default();
+    fake.customers.lock().push(existing(None, 5));
+    let d = decision(Some(CustomerGroupRef::Id(6)));
+    ensure_customer(&fake, &identity(Some("ada@corp.example")), &d, &[3])
+        .await
+        .unwrap();
+    assert_eq!(
+        *fake.updates.lock(),
+        vec![(
+            9,
+            CustomerUpdate {
+                channel_ids: None,
+                customer_group_id: Some(6)
+            }
+        )]
+    );
+}
+
+#[test]
+fn names_fall_back_to_display_name_then_email_local_part() {
+    let mut id = identity(Some("grace.hopper@navy.example"));
+    id.given_name = None;
+    id.family_name = None;
+    id.name = Some("Grace Brewster Hopper".into());
+    assert_eq!(
+        names(&id, "grace.hopper@navy.example"),
+        ("Grace".into(), "Brewster Hopper".into())
+    );
+    id.name = None;
+    assert_eq!(
+        names(&id, "grace.hopper@navy.example"),
+        ("grace.hopper".into(), "-".into())
+    );
+    id.given_name = Some("  ".into());
+    id.family_name = Some("x".repeat(150));
+    let (first, last) = names(&id, "grace.hopper@navy.example");
+    assert_eq!(first, "grace.hopper");
+    assert_eq!(last.len(), 100);
+}

@@ -1,0 +1,1 @@
+//! The BigCommerce simulator (placeholder while being written).
