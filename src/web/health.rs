@@ -25,7 +25,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             checks.insert("session_store".into(), json!({"ok": false, "kind": state.sessions.kind(), "error": e}));
         }
     }
-    for (id, p) in &state.providers {
+    for (id, p) in state.providers.iter() {
         match p.check_ready().await {
             Ok(()) => {
                 checks.insert(format!("idp:{id}"), json!({"ok": true}));

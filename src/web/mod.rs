@@ -158,7 +158,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         ));
     }
     app.layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
-        .layer(tower_http::timeout::TimeoutLayer::new(Duration::from_secs(30)))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(30)))
         .layer(
             // The span names the path only: query strings carry codes and states.
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

@@ -1,0 +1,65 @@
+//! Running the gateway: bind, serve with client addresses, drain on shutdown.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::audit::AuditLog;
+use crate::clock::SharedClock;
+use crate::config::{AuditTarget, Config};
+use crate::web::{self, AppState};
+
+/// Opens the configured audit sink.
+pub fn open_audit(cfg: &Config) -> anyhow::Result<AuditLog> {
+    match &cfg.audit {
+        AuditTarget::Stdout => AuditLog::open(None).context("cannot open the audit log on stdout"),
+        AuditTarget::File(p) => AuditLog::open(Some(p)).with_context(|| format!("cannot open the audit log {}", p.display())),
+    }
+}
+
+/// `storegate serve`: runs until SIGINT/SIGTERM, then drains in-flight requests.
+pub async fn serve(cfg: Config, clock: SharedClock) -> anyhow::Result<()> {
+    let audit = open_audit(&cfg)?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let public = cfg.public_url.to_string();
+    let state = AppState::build(cfg, clock, audit)?;
+    tracing::info!(listen = %listener.local_addr()?, public_url = %public, "storegate is serving");
+    serve_on(listener, web::router(state), shutdown_signal()).await
+}
+
+/// Serves `app` on `listener` (with client addresses, for `request_ip`) until `shutdown` resolves.
+pub async fn serve_on(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the HTTP server stopped")
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
