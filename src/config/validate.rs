@@ -196,6 +196,9 @@ pub(super) fn load(text: &str, env: &dyn Environment) -> Result<Config, Vec<Diag
         Err(e) => {
             let line = e.span().map(|s| c.lines.line_of_offset(s.start)).unwrap_or(1);
             c.problems.push(Diagnostic { line, message: e.message().trim().to_owned() });
+            // Unknown keys met before the error are not necessarily in file order (a later
+            // `[idp.claims]` belongs to an earlier table), so sort here too.
+            c.problems.sort_by_key(|d| d.line);
             return Err(c.problems);
         }
     };
