@@ -74,7 +74,13 @@ mod tests {
 
     #[test]
     fn accepts_plain_local_paths() {
-        for ok in ["/", "/account.php", "/cart.php?x=1&y=%2F", "/a/b/c#frag", "/login.php?action=logout"] {
+        for ok in [
+            "/",
+            "/account.php",
+            "/cart.php?x=1&y=%2F",
+            "/a/b/c#frag",
+            "/login.php?action=logout",
+        ] {
             assert_eq!(LocalPath::parse(ok).map(|p| p.0), Ok(ok.to_owned()), "{ok}");
         }
     }
@@ -98,6 +104,9 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(LocalPath::parse(raw), Err(want), "{raw:?}");
         }
-        assert_eq!(LocalPath::parse(&format!("/{}", "a".repeat(MAX_LEN))), Err(NotLocal::TooLong));
+        assert_eq!(
+            LocalPath::parse(&format!("/{}", "a".repeat(MAX_LEN))),
+            Err(NotLocal::TooLong)
+        );
     }
 }

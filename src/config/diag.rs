@@ -65,12 +65,19 @@ pub struct LineIndex<'a> {
 
 impl<'a> LineIndex<'a> {
     pub fn new(text: &'a str) -> Self {
-        LineIndex { text, doc: ImDocument::parse(text).ok() }
+        LineIndex {
+            text,
+            doc: ImDocument::parse(text).ok(),
+        }
     }
 
     pub fn line_of_offset(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
     }
 
     /// The line of the deepest part of `path` that exists: the key itself when present, else its

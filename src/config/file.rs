@@ -91,7 +91,9 @@ pub struct AuditFile {
 
 impl Default for AuditFile {
     fn default() -> Self {
-        AuditFile { file: default_audit_file() }
+        AuditFile {
+            file: default_audit_file(),
+        }
     }
 }
 

@@ -114,7 +114,11 @@ pub struct IdpConfig {
 impl IdpConfig {
     /// The redirect URI IT registers in Access Manager for this IdP.
     pub fn redirect_uri(&self, public_url: &Url) -> String {
-        format!("{}/oidc/{}/callback", public_url.as_str().trim_end_matches('/'), self.id)
+        format!(
+            "{}/oidc/{}/callback",
+            public_url.as_str().trim_end_matches('/'),
+            self.id
+        )
     }
 }
 
@@ -187,7 +191,10 @@ pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
         file: name.clone(),
-        items: vec![Diagnostic { line: 1, message: format!("cannot read the file: {e}") }],
+        items: vec![Diagnostic {
+            line: 1,
+            message: format!("cannot read the file: {e}"),
+        }],
     })?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     load_str(&text, &name, &ProcessEnv { base_dir })
@@ -195,7 +202,10 @@ pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
 
 /// Parses and validates configuration text; every problem is reported, each with its line.
 pub fn load_str(text: &str, file_name: &str, env: &dyn Environment) -> Result<Config, Diagnostics> {
-    validate::load(text, env).map_err(|items| Diagnostics { file: file_name.to_owned(), items })
+    validate::load(text, env).map_err(|items| Diagnostics {
+        file: file_name.to_owned(),
+        items,
+    })
 }
 
 #[cfg(test)]

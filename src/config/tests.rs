@@ -1,0 +1,1104 @@
+//! Configuration loading: a complete file that loads, then one test per class of problem, each
+//! asserting the exact `FILE:LINE: message` an operator would read.
+//!
+//! Texts are written inline so that the line numbers in the assertions can be checked by eye: the
+//! [`doc`] helper drops the newline after `r#"`, so the first line of the literal is line 1.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{
+    AuditTarget, ClaimMapping, Config, Environment, Protocol, SessionBackend, TokenAuthMethod,
+    load_str,
+};
+use crate::policy::{CustomerGroupRef, Effect, StoreSelector};
+
+const FILE: &str = "storegate.toml";
+
+/// An environment with only the variables and files a test gives it.
+#[derive(Default)]
+struct FakeEnv {
+    vars: HashMap<String, String>,
+    files: HashMap<PathBuf, String>,
+}
+
+impl FakeEnv {
+    fn var(mut self, name: &str, value: &str) -> Self {
+        self.vars.insert(name.into(), value.into());
+        self
+    }
+    fn file(mut self, path: &str, contents: &str) -> Self {
+        self.files.insert(path.into(), contents.into());
+        self
+    }
+    fn without_var(mut self, name: &str) -> Self {
+        self.vars.remove(name);
+        self
+    }
+    fn without_file(mut self, path: &str) -> Self {
+        self.files.remove(Path::new(path));
+        self
+    }
+}
+
+impl Environment for FakeEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+    fn read_file(&self, path: &Path) -> io::Result<String> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "No such file or directory"))
+    }
+}
+
+/// The environment [`BASELINE`] needs.
+fn baseline_env() -> FakeEnv {
+    FakeEnv::default()
+        .var("REDIS_PASSWORD", "hunter2")
+        .var("AM_CLIENT_SECRET", "am-secret")
+        .var("BC_TOKEN", "bc-token")
+        .file("secrets/partners", "partners-secret\n")
+        .file("secrets/bc", "  bc-client-secret  \n")
+}
+
+/// Drops the newline that follows `r#"`, so line 1 is the literal's first line.
+fn doc(text: &str) -> &str {
+    text.strip_prefix('\n').unwrap_or(text)
+}
+
+fn load_with(text: &str, env: &FakeEnv) -> Result<Config, String> {
+    load_str(doc(text), FILE, env).map_err(|d| d.to_string())
+}
+
+/// The rendered diagnostics of a text that must not load.
+fn errors_with(text: &str, env: &FakeEnv) -> String {
+    match load_with(text, env) {
+        Ok(_) => panic!("expected diagnostics, but the configuration loaded"),
+        Err(e) => e,
+    }
+}
+
+fn errors(text: &str) -> String {
+    errors_with(text, &FakeEnv::default())
+}
+
+/// The rendered diagnostics as `(line, message)` pairs, for long messages checked by substring.
+fn parsed(rendered: &str) -> Vec<(usize, String)> {
+    rendered
+        .lines()
+        .map(|l| {
+            let rest = l.strip_prefix(&format!("{FILE}:")).expect("FILE: prefix");
+            let (line, message) = rest.split_once(": ").expect("LINE: message");
+            (line.parse().expect("a line number"), message.to_owned())
+        })
+        .collect()
+}
+
+/// Asserts exactly one diagnostic, on `line`, whose message contains `needle`.
+fn assert_one(rendered: &str, line: usize, needle: &str) {
+    let items = parsed(rendered);
+    assert_eq!(items.len(), 1, "expected one diagnostic, got:\n{rendered}");
+    assert_eq!(items[0].0, line, "wrong line in:\n{rendered}");
+    assert!(
+        items[0].1.contains(needle),
+        "`{needle}` not in:\n{rendered}"
+    );
+}
+
+/// A complete configuration using every table, secrets from the environment and from files.
+const BASELINE: &str = r#"
+public_url = "https://sso.example.com/"
+listen = "0.0.0.0:8443"
+support_contact = "it@example.com"
+
+[session]
+store = "redis"
+redis_url = "redis://:${REDIS_PASSWORD}@redis:6379/0"
+
+[audit]
+file = "/var/log/storegate/audit.jsonl"
+
+[[idp]]
+id = "am"
+display_name = "Corporate sign-in"
+protocol = "oidc"
+issuer = "https://am.example.com/nidp/oauth/nam"
+client_id = "storegate"
+client_secret = "${AM_CLIENT_SECRET}"
+
+[idp.claims]
+email = "mail"
+given_name = "givenName"
+family_name = "sn"
+group_dn_to_name = true
+
+[[idp]]
+id = "partners"
+protocol = "oidc"
+issuer = "https://partners.example.com"
+client_id = "sg-partners"
+client_secret_file = "secrets/partners"
+token_auth_method = "client_secret_post"
+id_token_algs = ["ES256", "RS256"]
+clock_skew = "2m"
+userinfo = false
+
+[[bigcommerce]]
+id = "main"
+store_hash = "abc123"
+access_token = "${BC_TOKEN}"
+client_id = "bc-client"
+client_secret_file = "secrets/bc"
+
+[[store]]
+id = "retail"
+name = "Retail"
+bigcommerce = "main"
+url = "https://shop.example.com"
+
+[[store]]
+id = "wholesale"
+name = "Wholesale"
+bigcommerce = "main"
+channel_id = 2
+url = "https://wholesale.example.com"
+default_path = "/wholesale/"
+bind_request_ip = true
+
+[[rule]]
+name = "contractors-never"
+effect = "deny"
+groups_any = ["contractors"]
+stores = ["*"]
+
+[[rule]]
+name = "merch"
+groups_any = ["bc-merch"]
+email_domains = ["Example.COM"]
+idps = ["am"]
+attributes = { department = ["sales", "marketing"] }
+stores = ["retail", "wholesale"]
+role = "merchandiser"
+customer_group = "Staff"
+not_before = "2026-01-01T00:00:00Z"
+not_after = "2027-01-01T00:00:00Z"
+
+[[rule]]
+name = "partners"
+idps = ["partners"]
+stores = ["wholesale"]
+role = "buyer"
+customer_group = "42"
+"#;
+
+/// The smallest configuration that loads: one IdP, nothing else.
+const MINIMAL: &str = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// What loads
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn baseline_loads_with_every_value_resolved() {
+    let c = load_with(BASELINE, &baseline_env()).unwrap();
+
+    assert_eq!(c.public_url.as_str(), "https://sso.example.com/");
+    assert_eq!(c.base_url(), "https://sso.example.com");
+    assert_eq!(c.listen.to_string(), "0.0.0.0:8443");
+    assert!(!c.allow_insecure_http);
+    assert_eq!(c.support_contact, "it@example.com");
+
+    match &c.session.backend {
+        SessionBackend::Redis { url } => assert_eq!(url.expose(), "redis://:hunter2@redis:6379/0"),
+        other => panic!("expected redis, got {other:?}"),
+    }
+    assert_eq!(c.session.idle_timeout, Duration::from_secs(30 * 60));
+    assert_eq!(c.session.absolute_timeout, Duration::from_secs(12 * 3600));
+    assert_eq!(c.session.cookie_name, "storegate_session");
+    assert_eq!(
+        c.audit,
+        AuditTarget::File("/var/log/storegate/audit.jsonl".into())
+    );
+
+    assert_eq!(c.idps.len(), 2);
+    let am = c.idp("am").unwrap();
+    assert_eq!(am.display_name, "Corporate sign-in");
+    assert_eq!(
+        am.redirect_uri(&c.public_url),
+        "https://sso.example.com/oidc/am/callback"
+    );
+    assert_eq!(
+        am.claims,
+        ClaimMapping {
+            email: "mail".into(),
+            given_name: "givenName".into(),
+            family_name: "sn".into(),
+            group_dn_to_name: true,
+            ..ClaimMapping::default()
+        }
+    );
+    let Protocol::Oidc(oidc) = &am.protocol;
+    assert_eq!(oidc.issuer, "https://am.example.com/nidp/oauth/nam");
+    assert_eq!(oidc.client_id, "storegate");
+    assert_eq!(oidc.client_secret.as_ref().unwrap().expose(), "am-secret");
+    assert_eq!(oidc.auth_method, TokenAuthMethod::ClientSecretBasic);
+    assert_eq!(oidc.scopes, ["openid", "email", "profile"]);
+    assert_eq!(oidc.id_token_algs, ["RS256"]);
+    assert_eq!(oidc.clock_skew, Duration::from_secs(60));
+    assert!(oidc.userinfo);
+
+    let partners = c.idp("partners").unwrap();
+    assert_eq!(
+        partners.display_name, "partners",
+        "display_name defaults to the id"
+    );
+    assert_eq!(partners.claims, ClaimMapping::default());
+    let Protocol::Oidc(oidc) = &partners.protocol;
+    assert_eq!(
+        oidc.client_secret.as_ref().unwrap().expose(),
+        "partners-secret",
+        "a secret file is read and trimmed"
+    );
+    assert_eq!(oidc.auth_method, TokenAuthMethod::ClientSecretPost);
+    assert_eq!(oidc.id_token_algs, ["ES256", "RS256"]);
+    assert_eq!(oidc.clock_skew, Duration::from_secs(120));
+    assert!(!oidc.userinfo);
+
+    let bc = c.account("main").unwrap();
+    assert_eq!(bc.store_hash, "abc123");
+    assert_eq!(bc.api_base.as_str(), "https://api.bigcommerce.com/");
+    assert_eq!(bc.access_token.expose(), "bc-token");
+    assert_eq!(bc.client_id, "bc-client");
+    assert_eq!(bc.client_secret.expose(), "bc-client-secret");
+    assert_eq!(bc.timeout, Duration::from_secs(10));
+
+    let ids: Vec<&str> = c.stores.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["retail", "wholesale"]);
+    let retail = &c.stores[0];
+    assert_eq!(retail.account, "main");
+    assert_eq!(retail.channel_id, 1, "channel_id defaults to 1");
+    assert_eq!(retail.default_path.as_str(), "/account.php");
+    assert!(!retail.bind_request_ip);
+    assert_eq!(retail.description, None);
+    let wholesale = &c.stores[1];
+    assert_eq!(wholesale.channel_id, 2);
+    assert_eq!(wholesale.url.as_str(), "https://wholesale.example.com/");
+    assert_eq!(wholesale.default_path.as_str(), "/wholesale/");
+    assert!(wholesale.bind_request_ip);
+
+    let policy_stores: Vec<&str> = c.policy.stores.iter().map(|s| s.as_str()).collect();
+    assert_eq!(
+        policy_stores,
+        ["retail", "wholesale"],
+        "policy stores keep file order"
+    );
+    let names: Vec<&str> = c.policy.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["contractors-never", "merch", "partners"],
+        "rules keep file order"
+    );
+
+    let deny = &c.policy.rules[0];
+    assert_eq!(deny.effect, Effect::Deny);
+    assert_eq!(deny.stores, StoreSelector::All);
+    assert_eq!(deny.role, "");
+
+    let merch = &c.policy.rules[1];
+    assert_eq!(merch.effect, Effect::Allow, "effect defaults to allow");
+    assert_eq!(merch.conditions.groups_any, ["bc-merch"]);
+    assert_eq!(
+        merch.conditions.email_domains,
+        ["example.com"],
+        "domains are lower-cased"
+    );
+    assert_eq!(merch.conditions.idps, ["am"]);
+    assert_eq!(
+        merch.conditions.attributes["department"],
+        ["sales", "marketing"]
+    );
+    let merch_stores = match &merch.stores {
+        StoreSelector::Only(s) => s.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        StoreSelector::All => panic!("expected a list"),
+    };
+    assert_eq!(merch_stores, ["retail", "wholesale"]);
+    assert_eq!(merch.role, "merchandiser");
+    assert_eq!(
+        merch.customer_group,
+        Some(CustomerGroupRef::Name("Staff".into()))
+    );
+    assert_eq!(merch.not_before, Some(1_767_225_600)); // 2026-01-01T00:00:00Z
+    assert_eq!(merch.not_after, Some(1_798_761_600)); // 2027-01-01T00:00:00Z
+
+    let partners = &c.policy.rules[2];
+    assert_eq!(partners.customer_group, Some(CustomerGroupRef::Id(42)));
+    assert_eq!(partners.not_before, None);
+    assert_eq!(partners.not_after, None);
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = load_with(MINIMAL, &FakeEnv::default()).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.support_contact, "your IT service desk");
+    assert!(matches!(c.session.backend, SessionBackend::Memory));
+    assert_eq!(c.session.idle_timeout, Duration::from_secs(30 * 60));
+    assert_eq!(c.session.absolute_timeout, Duration::from_secs(12 * 3600));
+    assert_eq!(c.audit, AuditTarget::Stdout);
+    let Protocol::Oidc(oidc) = &c.idps[0].protocol;
+    assert!(
+        oidc.client_secret.is_none(),
+        "an IdP client secret is optional"
+    );
+    assert!(c.stores.is_empty());
+    assert!(c.policy.rules.is_empty());
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let c = load_with(BASELINE, &baseline_env()).unwrap();
+    let debug = format!("{c:?}");
+    for secret in [
+        "hunter2",
+        "am-secret",
+        "partners-secret",
+        "bc-token",
+        "bc-client-secret",
+    ] {
+        assert!(!debug.contains(secret), "{secret} leaked into {debug}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unknown keys
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn unknown_top_level_key_is_reported_with_its_line() {
+    let text = r#"
+public_url = "https://sso.example.com"
+lisen = "0.0.0.0:8080"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+"#;
+    assert_eq!(errors(text), "storegate.toml:2: unknown key `lisen`\n");
+}
+
+#[test]
+fn unknown_top_level_table_is_reported_at_its_header() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[sesion]
+store = "redis"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+"#;
+    assert_eq!(errors(text), "storegate.toml:3: unknown key `sesion`\n");
+}
+
+#[test]
+fn unknown_key_in_idp_claims_table_is_reported_with_its_line() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[idp.claims]
+email = "mail"
+mial = "mail"
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:11: unknown key `idp[0].claims.mial`\n"
+    );
+}
+
+#[test]
+fn unknown_key_in_second_array_of_tables_entry_points_at_that_entry() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[idp]]
+id = "partners"
+protocol = "oidc"
+issuer = "https://partners.example.com"
+client_id = "storegate"
+client_sercet = "x"
+
+[idp.claims]
+groups = "memberOf"
+group_dn_to_nam = true
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:14: unknown key `idp[1].client_sercet`\n\
+         storegate.toml:18: unknown key `idp[1].claims.group_dn_to_nam`\n"
+    );
+}
+
+#[test]
+fn unknown_key_in_inline_table_is_reported_with_its_line() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+client_secret = "s"
+claims = { email = "mail", groupz = "memberOf" }
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:9: unknown key `idp[0].claims.groupz`\n"
+    );
+}
+
+#[test]
+fn unknown_key_as_dotted_key_is_reported_with_its_line() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+claims.email = "mail"
+claims.grups = "memberOf"
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:9: unknown key `idp[0].claims.grups`\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn missing_env_secret_names_the_variable_and_line() {
+    let env = baseline_env().without_var("BC_TOKEN");
+    assert_eq!(
+        errors_with(BASELINE, &env),
+        "storegate.toml:40: `bigcommerce[0].access_token` refers to the environment variable BC_TOKEN, which is not set\n"
+    );
+}
+
+#[test]
+fn missing_env_in_redis_url_is_reported() {
+    let env = baseline_env().without_var("REDIS_PASSWORD");
+    assert_eq!(
+        errors_with(BASELINE, &env),
+        "storegate.toml:7: `session.redis_url` refers to the environment variable REDIS_PASSWORD, which is not set\n"
+    );
+}
+
+#[test]
+fn secret_and_secret_file_both_set_is_reported_at_the_file_key() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+client_secret = "literal"
+client_secret_file = "secrets/am"
+"#;
+    let env = FakeEnv::default().file("secrets/am", "from-file");
+    assert_eq!(
+        errors_with(text, &env),
+        "storegate.toml:9: set either `client_secret` or `client_secret_file`, not both\n"
+    );
+}
+
+#[test]
+fn unreadable_secret_file_is_reported_with_path_and_cause() {
+    let env = baseline_env().without_file("secrets/bc");
+    assert_eq!(
+        errors_with(BASELINE, &env),
+        "storegate.toml:42: cannot read the secret file secrets/bc: No such file or directory\n"
+    );
+}
+
+#[test]
+fn empty_secret_file_is_reported() {
+    let env = baseline_env().file("secrets/bc", " \n");
+    assert_eq!(
+        errors_with(BASELINE, &env),
+        "storegate.toml:42: the secret file secrets/bc is empty\n"
+    );
+}
+
+#[test]
+fn missing_required_secret_is_reported_at_its_table() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[bigcommerce]]
+id = "main"
+store_hash = "abc123"
+access_token = "t"
+client_id = "bc"
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:9: `bigcommerce[0]` needs `client_secret` (or `client_secret_file`)\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Duplicates and references
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn duplicate_ids_are_reported_at_the_second_occurrence() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am2.example.com"
+client_id = "storegate"
+
+[[bigcommerce]]
+id = "main"
+store_hash = "abc123"
+access_token = "t"
+client_id = "bc"
+client_secret = "s"
+
+[[bigcommerce]]
+id = "main"
+store_hash = "def456"
+access_token = "t"
+client_id = "bc"
+client_secret = "s"
+
+[[store]]
+id = "retail"
+name = "Retail"
+bigcommerce = "main"
+url = "https://shop.example.com"
+
+[[store]]
+id = "retail"
+name = "Retail again"
+bigcommerce = "main"
+url = "https://shop2.example.com"
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:10: duplicate [[idp]] id \"am\"\n\
+         storegate.toml:23: duplicate [[bigcommerce]] id \"main\"\n\
+         storegate.toml:36: duplicate [[store]] id \"retail\"\n"
+    );
+}
+
+#[test]
+fn duplicate_rule_name_is_reported_at_the_second_rule() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[rule]]
+name = "everyone"
+effect = "deny"
+stores = ["*"]
+
+[[rule]]
+name = "everyone"
+effect = "deny"
+stores = ["*"]
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:15: duplicate [[rule]] name \"everyone\"\n"
+    );
+}
+
+#[test]
+fn rule_naming_unknown_store_is_reported_at_its_stores_line() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[rule]]
+name = "merch"
+stores = ["retail"]
+role = "merchandiser"
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:11: rule \"merch\" names store \"retail\", which is not configured\n"
+    );
+}
+
+#[test]
+fn rule_naming_unknown_idp_is_reported_at_its_idps_line() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[rule]]
+name = "partners"
+effect = "deny"
+idps = ["am", "partners"]
+stores = ["*"]
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:12: rule \"partners\" names idp \"partners\", which is not configured\n"
+    );
+}
+
+#[test]
+fn store_naming_unknown_bigcommerce_account_is_reported() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[store]]
+id = "retail"
+name = "Retail"
+bigcommerce = "mian"
+url = "https://shop.example.com"
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:12: [[store]] \"retail\" names bigcommerce account \"mian\", which is not configured\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unsafe or impossible values
+// ---------------------------------------------------------------------------------------------
+
+const HTTP_PUBLIC_URL: &str = r#"
+public_url = "http://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+"#;
+
+#[test]
+fn http_public_url_is_refused_without_allow_insecure_http() {
+    assert_eq!(
+        errors(HTTP_PUBLIC_URL),
+        "storegate.toml:1: `public_url` is http: session cookies would travel in clear text. Use https, or set `allow_insecure_http = true` for development only\n"
+    );
+}
+
+#[test]
+fn http_public_url_is_accepted_with_allow_insecure_http() {
+    let text = format!("allow_insecure_http = true\n{}", doc(HTTP_PUBLIC_URL));
+    let c = load_with(&text, &FakeEnv::default()).unwrap();
+    assert!(c.allow_insecure_http);
+    assert_eq!(c.public_url.scheme(), "http");
+}
+
+#[test]
+fn bad_durations_are_reported_each_with_its_line() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[session]
+idle_timeout = "soon"
+absolute_timeout = "12 hours please"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+clock_skew = "-5s"
+"#;
+    let items = parsed(&errors(text));
+    let lines: Vec<usize> = items.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [4, 5, 12], "{items:?}");
+    assert!(items[0].1.starts_with(
+        "`session.idle_timeout`: \"soon\" is not a duration like \"30m\" or \"12h\" ("
+    ));
+    assert!(
+        items[1]
+            .1
+            .starts_with("`session.absolute_timeout`: \"12 hours please\" is not a duration")
+    );
+    assert!(
+        items[2]
+            .1
+            .starts_with("`idp[0].clock_skew`: \"-5s\" is not a duration")
+    );
+}
+
+#[test]
+fn bad_bigcommerce_timeout_is_reported() {
+    let text = BASELINE.replace(
+        "client_secret_file = \"secrets/bc\"",
+        "client_secret_file = \"secrets/bc\"\ntimeout = \"ten seconds\"",
+    );
+    assert_one(
+        &errors_with(&text, &baseline_env()),
+        43,
+        "`bigcommerce[0].timeout`: \"ten seconds\" is not a duration",
+    );
+}
+
+#[test]
+fn idle_timeout_longer_than_absolute_is_reported_at_session_table() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[session]
+idle_timeout = "13h"
+absolute_timeout = "12h"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:3: `session.idle_timeout` is longer than `session.absolute_timeout`\n"
+    );
+}
+
+#[test]
+fn bad_rfc3339_time_is_reported_at_its_line() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[rule]]
+name = "winter-sale"
+effect = "deny"
+stores = ["*"]
+not_before = "2026-12-01"
+"#;
+    assert_one(
+        &errors(text),
+        13,
+        "`rule[0].not_before`: \"2026-12-01\" is not an RFC 3339 time like 2026-12-01T00:00:00Z",
+    );
+}
+
+#[test]
+fn window_that_can_never_match_is_reported_at_not_after() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[rule]]
+name = "winter-sale"
+effect = "deny"
+stores = ["*"]
+not_before = "2026-12-01T00:00:00Z"
+not_after = "2026-12-01T00:00:00Z"
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:14: rule \"winter-sale\" can never match: not_after is not later than not_before\n"
+    );
+}
+
+#[test]
+fn unsupported_protocol_is_reported() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "saml"
+issuer = "https://am.example.com"
+client_id = "storegate"
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:5: [[idp]] \"am\": protocol \"saml\" is not supported (use \"oidc\")\n"
+    );
+}
+
+#[test]
+fn symmetric_and_none_id_token_algs_are_refused() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+id_token_algs = ["RS256", "HS256", "none"]
+"#;
+    let accepted = "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
+    assert_eq!(
+        errors(text),
+        format!(
+            "storegate.toml:8: `id_token_algs`: \"HS256\" is not accepted; use one of {accepted}\n\
+             storegate.toml:8: `id_token_algs`: \"none\" is not accepted; use one of {accepted}\n"
+        )
+    );
+}
+
+#[test]
+fn plain_http_issuer_off_loopback_is_refused() {
+    let text = MINIMAL.replace("https://am.example.com", "http://am.example.com");
+    assert_eq!(
+        errors(&text),
+        "storegate.toml:6: [[idp]] \"am\": the issuer must use https (plain http is allowed only on loopback, for tests)\n"
+    );
+}
+
+#[test]
+fn plain_http_issuer_on_loopback_is_accepted() {
+    for issuer in [
+        "http://127.0.0.1:9000",
+        "http://localhost:9000/realm",
+        "http://[::1]:9000",
+    ] {
+        let text = MINIMAL.replace("https://am.example.com", issuer);
+        let c = load_with(&text, &FakeEnv::default())
+            .unwrap_or_else(|e| panic!("{issuer} should load:\n{e}"));
+        let Protocol::Oidc(oidc) = &c.idps[0].protocol;
+        assert_eq!(oidc.issuer, issuer);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Syntax and types
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn toml_syntax_error_is_reported_at_its_line() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc
+issuer = "https://am.example.com"
+"#;
+    let items = parsed(&errors(text));
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].0, 5, "{items:?}");
+}
+
+#[test]
+fn wrong_type_is_reported_at_the_value() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[store]]
+id = "retail"
+name = "Retail"
+bigcommerce = "main"
+channel_id = "x"
+url = "https://shop.example.com"
+"#;
+    assert_one(
+        &errors(text),
+        13,
+        "invalid type: string \"x\", expected u64",
+    );
+}
+
+#[test]
+fn missing_required_key_is_reported() {
+    let text = MINIMAL.replace("public_url = \"https://sso.example.com\"\n", "\n");
+    assert_one(&errors(&text), 1, "missing field `public_url`");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many problems at once
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_problem_is_reported_sorted_by_line() {
+    let text = r#"
+public_url = "http://sso.example.com"
+listen = "everywhere"
+
+[session]
+idle_timeout = "1h"
+absolute_timeout = "30m"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+id_token_algs = ["HS256"]
+
+[[rule]]
+name = "merch"
+stores = ["retail"]
+role = "merchandiser"
+
+[[rule]]
+name = "merch"
+effect = "deny"
+idps = ["partners"]
+stores = ["*"]
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:1: `public_url` is http: session cookies would travel in clear text. Use https, or set `allow_insecure_http = true` for development only\n\
+         storegate.toml:2: `listen`: \"everywhere\" is not an address like 127.0.0.1:8080\n\
+         storegate.toml:4: `session.idle_timeout` is longer than `session.absolute_timeout`\n\
+         storegate.toml:13: `id_token_algs`: \"HS256\" is not accepted; use one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA\n\
+         storegate.toml:17: rule \"merch\" names store \"retail\", which is not configured\n\
+         storegate.toml:21: duplicate [[rule]] name \"merch\"\n\
+         storegate.toml:23: rule \"merch\" names idp \"partners\", which is not configured\n"
+    );
+}
+
+#[test]
+fn unknown_keys_and_a_type_error_are_reported_together_sorted_by_line() {
+    // `[idp.claims]` after `[[store]]` still belongs to the last [[idp]], so the deserializer meets
+    // the unknown claim key (line 15) before the wrong channel_id (line 12).
+    let text = r#"
+public_url = "https://sso.example.com"
+lisen = "0.0.0.0:8080"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[store]]
+id = "retail"
+channel_id = "x"
+
+[idp.claims]
+mial = "mail"
+"#;
+    let items = parsed(&errors(text));
+    let lines: Vec<usize> = items.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [2, 12, 15], "{items:?}");
+    assert_eq!(items[0].1, "unknown key `lisen`");
+    assert_eq!(items[2].1, "unknown key `idp[0].claims.mial`");
+}
+
+#[test]
+fn missing_field_in_second_entry_is_reported_at_that_entry() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[idp]]
+id = "partners"
+issuer = "https://partners.example.com"
+"#;
+    assert_eq!(errors(text), "storegate.toml:9: missing field `protocol`\n");
+}
+
+#[test]
+fn entries_of_an_inline_array_of_tables_have_their_own_lines() {
+    let text = r#"
+public_url = "https://sso.example.com"
+idp = [
+  { id = "am", protocol = "oidc", issuer = "https://am.example.com", client_id = "c" },
+  { id = "am", protocol = "oidc", issuer = "https://am.example.com", client_id = "c", bogus = 1 },
+]
+"#;
+    assert_eq!(
+        errors(text),
+        "storegate.toml:4: unknown key `idp[1].bogus`\n\
+         storegate.toml:4: duplicate [[idp]] id \"am\"\n"
+    );
+}

@@ -27,7 +27,10 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn error(&mut self, path: &[Seg], message: impl Into<String>) {
         let line = self.lines.line_of(path);
-        self.problems.push(Diagnostic { line, message: message.into() });
+        self.problems.push(Diagnostic {
+            line,
+            message: message.into(),
+        });
     }
 
     /// Replaces `${NAME}` references with the environment's values.
@@ -39,7 +42,10 @@ impl Checker<'_> {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
             let Some(end) = after.find('}') else {
-                self.error(path, format!("`{}`: unterminated `${{` reference", render_path(path)));
+                self.error(
+                    path,
+                    format!("`{}`: unterminated `${{` reference", render_path(path)),
+                );
                 return None;
             };
             let name = &after[..end];
@@ -76,13 +82,19 @@ impl Checker<'_> {
         let file_path = [table, &[key(&file_key)]].concat();
         match (value, file.and_then(|f| f.as_ref())) {
             (Some(_), Some(_)) => {
-                self.error(&file_path, format!("set either `{name}` or `{file_key}`, not both"));
+                self.error(
+                    &file_path,
+                    format!("set either `{name}` or `{file_key}`, not both"),
+                );
                 None
             }
             (Some(v), None) => {
                 let resolved = self.interpolate(&value_path, v)?;
                 if resolved.trim().is_empty() {
-                    self.error(&value_path, format!("`{}` is empty", render_path(&value_path)));
+                    self.error(
+                        &value_path,
+                        format!("`{}` is empty", render_path(&value_path)),
+                    );
                     return None;
                 }
                 Some(Secret::new(resolved))
@@ -119,7 +131,13 @@ impl Checker<'_> {
         match humantime::parse_duration(raw) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.error(path, format!("`{}`: \"{raw}\" is not a duration like \"30m\" or \"12h\" ({e})", render_path(path)));
+                self.error(
+                    path,
+                    format!(
+                        "`{}`: \"{raw}\" is not a duration like \"30m\" or \"12h\" ({e})",
+                        render_path(path)
+                    ),
+                );
                 None
             }
         }
@@ -129,11 +147,20 @@ impl Checker<'_> {
         match Url::parse(raw) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
             Ok(_) => {
-                self.error(path, format!("`{}`: \"{raw}\" must be an http(s) URL with a host", render_path(path)));
+                self.error(
+                    path,
+                    format!(
+                        "`{}`: \"{raw}\" must be an http(s) URL with a host",
+                        render_path(path)
+                    ),
+                );
                 None
             }
             Err(e) => {
-                self.error(path, format!("`{}`: \"{raw}\" is not a URL ({e})", render_path(path)));
+                self.error(
+                    path,
+                    format!("`{}`: \"{raw}\" is not a URL ({e})", render_path(path)),
+                );
                 None
             }
         }
@@ -144,7 +171,13 @@ impl Checker<'_> {
         match time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339) {
             Ok(t) => Some(t.unix_timestamp()),
             Err(e) => {
-                self.error(path, format!("`{}`: \"{raw}\" is not an RFC 3339 time like 2026-12-01T00:00:00Z ({e})", render_path(path)));
+                self.error(
+                    path,
+                    format!(
+                        "`{}`: \"{raw}\" is not an RFC 3339 time like 2026-12-01T00:00:00Z ({e})",
+                        render_path(path)
+                    ),
+                );
                 None
             }
         }
@@ -154,7 +187,10 @@ impl Checker<'_> {
         let mut seen = HashSet::new();
         for (i, id) in ids.enumerate() {
             if !seen.insert(id) {
-                self.error(&[key(table), Seg::Index(i), key("id")], format!("duplicate [[{table}]] id \"{id}\""));
+                self.error(
+                    &[key(table), Seg::Index(i), key("id")],
+                    format!("duplicate [[{table}]] id \"{id}\""),
+                );
             }
         }
     }
@@ -179,23 +215,37 @@ fn seg_path(path: &serde_ignored::Path<'_>, out: &mut Vec<Seg>) {
 }
 
 pub(super) fn load(text: &str, env: &dyn Environment) -> Result<Config, Vec<Diagnostic>> {
-    let mut c = Checker { lines: LineIndex::new(text), env, problems: Vec::new() };
+    let mut c = Checker {
+        lines: LineIndex::new(text),
+        env,
+        problems: Vec::new(),
+    };
 
     let mut unknown: Vec<Vec<Seg>> = Vec::new();
-    let parsed: Result<FileConfig, toml::de::Error> = toml::Deserializer::new(text)
-        .pipe(|de| serde_ignored::deserialize(de, |p| {
+    let parsed: Result<FileConfig, toml::de::Error> = toml::Deserializer::new(text).pipe(|de| {
+        serde_ignored::deserialize(de, |p| {
             let mut segs = Vec::new();
             seg_path(&p, &mut segs);
             unknown.push(segs);
-        }));
+        })
+    });
     for path in &unknown {
         c.error(path, format!("unknown key `{}`", render_path(path)));
     }
     let file = match parsed {
         Ok(f) => f,
         Err(e) => {
-            let line = e.span().map(|s| c.lines.line_of_offset(s.start)).unwrap_or(1);
-            c.problems.push(Diagnostic { line, message: e.message().trim().to_owned() });
+            let line = e
+                .span()
+                .map(|s| c.lines.line_of_offset(s.start))
+                .unwrap_or(1);
+            c.problems.push(Diagnostic {
+                line,
+                message: e.message().trim().to_owned(),
+            });
+            // Unknown keys met before the error are not necessarily in file order (a later
+            // `[idp.claims]` belongs to an earlier table), so sort here too.
+            c.problems.sort_by_key(|d| d.line);
             return Err(c.problems);
         }
     };
@@ -226,13 +276,22 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
             );
         }
         if u.query().is_some() || u.fragment().is_some() {
-            c.error(&[key("public_url")], "`public_url` must not have a query or fragment");
+            c.error(
+                &[key("public_url")],
+                "`public_url` must not have a query or fragment",
+            );
         }
     }
     let listen = match f.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            c.error(&[key("listen")], format!("`listen`: \"{}\" is not an address like 127.0.0.1:8080", f.listen));
+            c.error(
+                &[key("listen")],
+                format!(
+                    "`listen`: \"{}\" is not an address like 127.0.0.1:8080",
+                    f.listen
+                ),
+            );
             None
         }
     };
@@ -241,7 +300,10 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
     let audit = match f.audit.file.as_str() {
         "-" => AuditTarget::Stdout,
         "" => {
-            c.error(&[key("audit"), key("file")], "`audit.file` is empty: use \"-\" for stdout or a path");
+            c.error(
+                &[key("audit"), key("file")],
+                "`audit.file` is empty: use \"-\" for stdout or a path",
+            );
             AuditTarget::Stdout
         }
         p => AuditTarget::File(p.into()),
@@ -253,28 +315,57 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
     let mut rule_names = HashSet::new();
     for (i, r) in f.rules.iter().enumerate() {
         if !rule_names.insert(r.name.as_str()) {
-            c.error(&[key("rule"), Seg::Index(i), key("name")], format!("duplicate [[rule]] name \"{}\"", r.name));
+            c.error(
+                &[key("rule"), Seg::Index(i), key("name")],
+                format!("duplicate [[rule]] name \"{}\"", r.name),
+            );
         }
     }
 
     if f.idps.is_empty() {
-        c.error(&[], "no [[idp]] is configured: users would have nowhere to sign in");
+        c.error(
+            &[],
+            "no [[idp]] is configured: users would have nowhere to sign in",
+        );
     }
-    let idps: Vec<IdpConfig> = f.idps.iter().enumerate().filter_map(|(i, idp)| idp_config(c, i, idp)).collect();
-    let accounts: Vec<BigCommerceAccount> =
-        f.bigcommerce.iter().enumerate().filter_map(|(i, b)| account(c, i, b)).collect();
-    let stores: Vec<Store> = f.stores.iter().enumerate().filter_map(|(i, s)| store(c, i, s, &f)).collect();
+    let idps: Vec<IdpConfig> = f
+        .idps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, idp)| idp_config(c, i, idp))
+        .collect();
+    let accounts: Vec<BigCommerceAccount> = f
+        .bigcommerce
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| account(c, i, b))
+        .collect();
+    let stores: Vec<Store> = f
+        .stores
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| store(c, i, s, &f))
+        .collect();
     let idp_ids: Vec<&str> = f.idps.iter().map(|i| i.id.as_str()).collect();
     let store_ids: Vec<&str> = f.stores.iter().map(|s| s.id.as_str()).collect();
-    let rules: Vec<Rule> =
-        f.rules.iter().enumerate().filter_map(|(i, r)| rule(c, i, r, &store_ids, &idp_ids)).collect();
+    let rules: Vec<Rule> = f
+        .rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| rule(c, i, r, &store_ids, &idp_ids))
+        .collect();
 
-    let policy = Policy { stores: stores.iter().map(|s| s.id.clone()).collect(), rules };
+    let policy = Policy {
+        stores: stores.iter().map(|s| s.id.clone()).collect(),
+        rules,
+    };
     Some(Config {
         public_url: public_url?,
         listen: listen?,
         allow_insecure_http: f.allow_insecure_http,
-        support_contact: f.support_contact.unwrap_or_else(|| "your IT service desk".into()),
+        support_contact: f
+            .support_contact
+            .unwrap_or_else(|| "your IT service desk".into()),
         session: session?,
         audit,
         idps,
@@ -289,48 +380,93 @@ fn session(c: &mut Checker<'_>, f: &FileConfig) -> Option<SessionConfig> {
     let base = [key("session")];
     let backend = match s.store.as_str() {
         "memory" => SessionBackend::Memory,
-        "redis" => match &s.redis_url {
-            Some(raw) => {
-                let p = [key("session"), key("redis_url")];
-                let url = c.interpolate(&p, raw)?;
-                if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
-                    c.error(&p, "`session.redis_url` must start with redis://, rediss:// or redis+unix://");
+        "redis" => {
+            match &s.redis_url {
+                Some(raw) => {
+                    let p = [key("session"), key("redis_url")];
+                    let url = c.interpolate(&p, raw)?;
+                    if !(url.starts_with("redis://")
+                        || url.starts_with("rediss://")
+                        || url.starts_with("redis+unix://"))
+                    {
+                        c.error(&p, "`session.redis_url` must start with redis://, rediss:// or redis+unix://");
+                    }
+                    SessionBackend::Redis {
+                        url: Secret::new(url),
+                    }
                 }
-                SessionBackend::Redis { url: Secret::new(url) }
+                None => {
+                    c.error(
+                        &[key("session"), key("store")],
+                        "`session.store = \"redis\"` needs `session.redis_url`",
+                    );
+                    return None;
+                }
             }
-            None => {
-                c.error(&[key("session"), key("store")], "`session.store = \"redis\"` needs `session.redis_url`");
-                return None;
-            }
-        },
+        }
         other => {
-            c.error(&[key("session"), key("store")], format!("`session.store`: \"{other}\" is not \"memory\" or \"redis\""));
+            c.error(
+                &[key("session"), key("store")],
+                format!("`session.store`: \"{other}\" is not \"memory\" or \"redis\""),
+            );
             return None;
         }
     };
     let idle = c.duration(&[key("session"), key("idle_timeout")], &s.idle_timeout);
-    let absolute = c.duration(&[key("session"), key("absolute_timeout")], &s.absolute_timeout);
+    let absolute = c.duration(
+        &[key("session"), key("absolute_timeout")],
+        &s.absolute_timeout,
+    );
     if let (Some(i), Some(a)) = (idle, absolute)
         && i > a
     {
-        c.error(&base, "`session.idle_timeout` is longer than `session.absolute_timeout`");
+        c.error(
+            &base,
+            "`session.idle_timeout` is longer than `session.absolute_timeout`",
+        );
     }
-    if s.cookie_name.is_empty() || !s.cookie_name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
-        c.error(&[key("session"), key("cookie_name")], "`session.cookie_name` must be letters, digits, '_' or '-'");
+    if s.cookie_name.is_empty()
+        || !s
+            .cookie_name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+    {
+        c.error(
+            &[key("session"), key("cookie_name")],
+            "`session.cookie_name` must be letters, digits, '_' or '-'",
+        );
     }
-    Some(SessionConfig { backend, idle_timeout: idle?, absolute_timeout: absolute?, cookie_name: s.cookie_name.clone() })
+    Some(SessionConfig {
+        backend,
+        idle_timeout: idle?,
+        absolute_timeout: absolute?,
+        cookie_name: s.cookie_name.clone(),
+    })
 }
 
-const ASYMMETRIC_ALGS: [&str; 9] = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+const ASYMMETRIC_ALGS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
 
 fn idp_config(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<IdpConfig> {
     let t = [key("idp"), Seg::Index(i)];
     let at = |k: &str| [key("idp"), Seg::Index(i), key(k)];
-    if idp.id.is_empty() || !idp.id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+    if idp.id.is_empty()
+        || !idp
+            .id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    {
         c.error(&at("id"), format!("[[idp]] id \"{}\" must be letters, digits, '-' or '_' (it is part of the redirect URI)", idp.id));
     }
     if idp.protocol != "oidc" {
-        c.error(&at("protocol"), format!("[[idp]] \"{}\": protocol \"{}\" is not supported (use \"oidc\")", idp.id, idp.protocol));
+        c.error(
+            &at("protocol"),
+            format!(
+                "[[idp]] \"{}\": protocol \"{}\" is not supported (use \"oidc\")",
+                idp.id, idp.protocol
+            ),
+        );
         return None;
     }
     let issuer = match &idp.issuer {
@@ -338,7 +474,9 @@ fn idp_config(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<IdpConfig>
             let s = c.interpolate(&at("issuer"), s)?;
             if let Some(u) = c.url(&at("issuer"), &s)
                 && u.scheme() == "http"
-                && !u.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
+                && !u
+                    .host_str()
+                    .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
             {
                 c.error(&at("issuer"), format!("[[idp]] \"{}\": the issuer must use https (plain http is allowed only on loopback, for tests)", idp.id));
             }
@@ -356,7 +494,13 @@ fn idp_config(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<IdpConfig>
             None
         }
     };
-    let client_secret = c.secret(&t, "client_secret", &idp.client_secret, Some(&idp.client_secret_file), false);
+    let client_secret = c.secret(
+        &t,
+        "client_secret",
+        &idp.client_secret,
+        Some(&idp.client_secret_file),
+        false,
+    );
     let auth_method = match idp.token_auth_method.as_deref() {
         None | Some("client_secret_basic") => TokenAuthMethod::ClientSecretBasic,
         Some("client_secret_post") => TokenAuthMethod::ClientSecretPost,
@@ -365,14 +509,26 @@ fn idp_config(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<IdpConfig>
             TokenAuthMethod::ClientSecretBasic
         }
     };
-    let scopes = idp.scopes.clone().unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+    let scopes = idp
+        .scopes
+        .clone()
+        .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
     if !scopes.iter().any(|s| s == "openid") {
         c.error(&at("scopes"), "`scopes` must include \"openid\"");
     }
-    let algs = idp.id_token_algs.clone().unwrap_or_else(|| vec!["RS256".into()]);
+    let algs = idp
+        .id_token_algs
+        .clone()
+        .unwrap_or_else(|| vec!["RS256".into()]);
     for alg in &algs {
         if !ASYMMETRIC_ALGS.contains(&alg.as_str()) {
-            c.error(&at("id_token_algs"), format!("`id_token_algs`: \"{alg}\" is not accepted; use one of {}", ASYMMETRIC_ALGS.join(", ")));
+            c.error(
+                &at("id_token_algs"),
+                format!(
+                    "`id_token_algs`: \"{alg}\" is not accepted; use one of {}",
+                    ASYMMETRIC_ALGS.join(", ")
+                ),
+            );
         }
     }
     let skew = match &idp.clock_skew {
@@ -411,7 +567,13 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
     let t = [key("bigcommerce"), Seg::Index(i)];
     let at = |k: &str| [key("bigcommerce"), Seg::Index(i), key(k)];
     if b.store_hash.is_empty() || !b.store_hash.chars().all(|ch| ch.is_ascii_alphanumeric()) {
-        c.error(&at("store_hash"), format!("`store_hash` \"{}\" must be the store's alphanumeric hash", b.store_hash));
+        c.error(
+            &at("store_hash"),
+            format!(
+                "`store_hash` \"{}\" must be the store's alphanumeric hash",
+                b.store_hash
+            ),
+        );
     }
     let api_base = match &b.api_base {
         Some(raw) => {
@@ -420,7 +582,13 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
         }
         None => Url::parse("https://api.bigcommerce.com").ok(),
     };
-    let access_token = c.secret(&t, "access_token", &b.access_token, Some(&b.access_token_file), true);
+    let access_token = c.secret(
+        &t,
+        "access_token",
+        &b.access_token,
+        Some(&b.access_token_file),
+        true,
+    );
     let client_id = match &b.client_id {
         Some(s) => c.interpolate(&at("client_id"), s),
         None => {
@@ -428,7 +596,13 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
             None
         }
     };
-    let client_secret = c.secret(&t, "client_secret", &b.client_secret, Some(&b.client_secret_file), true);
+    let client_secret = c.secret(
+        &t,
+        "client_secret",
+        &b.client_secret,
+        Some(&b.client_secret_file),
+        true,
+    );
     let timeout = match &b.timeout {
         Some(s) => c.duration(&at("timeout"), s)?,
         None => Duration::from_secs(10),
@@ -446,11 +620,22 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
 
 fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option<Store> {
     let at = |k: &str| [key("store"), Seg::Index(i), key(k)];
-    if s.id.is_empty() || !s.id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+    if s.id.is_empty()
+        || !s
+            .id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    {
         c.error(&at("id"), format!("[[store]] id \"{}\" must be letters, digits, '-' or '_' (it is part of the launch URL)", s.id));
     }
     if !f.bigcommerce.iter().any(|b| b.id == s.bigcommerce) {
-        c.error(&at("bigcommerce"), format!("[[store]] \"{}\" names bigcommerce account \"{}\", which is not configured", s.id, s.bigcommerce));
+        c.error(
+            &at("bigcommerce"),
+            format!(
+                "[[store]] \"{}\" names bigcommerce account \"{}\", which is not configured",
+                s.id, s.bigcommerce
+            ),
+        );
     }
     if s.channel_id == 0 {
         c.error(&at("channel_id"), "`channel_id` must be 1 or more");
@@ -460,7 +645,10 @@ fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option
         Some(p) => match LocalPath::parse(p) {
             Ok(p) => Some(p),
             Err(e) => {
-                c.error(&at("default_path"), format!("`default_path` \"{p}\" must be a path on the storefront: {e}"));
+                c.error(
+                    &at("default_path"),
+                    format!("`default_path` \"{p}\" must be a path on the storefront: {e}"),
+                );
                 None
             }
         },
@@ -478,61 +666,113 @@ fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option
     })
 }
 
-fn rule(c: &mut Checker<'_>, i: usize, r: &RuleFile, stores: &[&str], idps: &[&str]) -> Option<Rule> {
+fn rule(
+    c: &mut Checker<'_>,
+    i: usize,
+    r: &RuleFile,
+    stores: &[&str],
+    idps: &[&str],
+) -> Option<Rule> {
     let at = |k: &str| [key("rule"), Seg::Index(i), key(k)];
     let effect = match r.effect.as_deref() {
         None | Some("allow") => Effect::Allow,
         Some("deny") => Effect::Deny,
         Some(other) => {
-            c.error(&at("effect"), format!("rule \"{}\": effect \"{other}\" is not \"allow\" or \"deny\"", r.name));
+            c.error(
+                &at("effect"),
+                format!(
+                    "rule \"{}\": effect \"{other}\" is not \"allow\" or \"deny\"",
+                    r.name
+                ),
+            );
             return None;
         }
     };
     let selector = if r.stores.iter().any(|s| s == "*") {
         if r.stores.len() > 1 {
-            c.error(&at("stores"), format!("rule \"{}\": \"*\" already means every store; list nothing else", r.name));
+            c.error(
+                &at("stores"),
+                format!(
+                    "rule \"{}\": \"*\" already means every store; list nothing else",
+                    r.name
+                ),
+            );
         }
         StoreSelector::All
     } else {
         if r.stores.is_empty() {
-            c.error(&at("stores"), format!("rule \"{}\" lists no stores (use [\"*\"] for every store)", r.name));
+            c.error(
+                &at("stores"),
+                format!(
+                    "rule \"{}\" lists no stores (use [\"*\"] for every store)",
+                    r.name
+                ),
+            );
         }
         for s in &r.stores {
             if !stores.contains(&s.as_str()) {
-                c.error(&at("stores"), format!("rule \"{}\" names store \"{s}\", which is not configured", r.name));
+                c.error(
+                    &at("stores"),
+                    format!(
+                        "rule \"{}\" names store \"{s}\", which is not configured",
+                        r.name
+                    ),
+                );
             }
         }
         StoreSelector::Only(r.stores.iter().map(|s| StoreId::new(s.clone())).collect())
     };
     for idp in &r.idps {
         if !idps.contains(&idp.as_str()) {
-            c.error(&at("idps"), format!("rule \"{}\" names idp \"{idp}\", which is not configured", r.name));
+            c.error(
+                &at("idps"),
+                format!(
+                    "rule \"{}\" names idp \"{idp}\", which is not configured",
+                    r.name
+                ),
+            );
         }
     }
     let role = match (&r.role, effect) {
         (Some(role), _) => role.clone(),
         (None, Effect::Deny) => String::new(),
         (None, Effect::Allow) => {
-            c.error(&[key("rule"), Seg::Index(i)], format!("allow rule \"{}\" needs a `role`", r.name));
+            c.error(
+                &[key("rule"), Seg::Index(i)],
+                format!("allow rule \"{}\" needs a `role`", r.name),
+            );
             String::new()
         }
     };
     if effect == Effect::Deny && r.customer_group.is_some() {
-        c.error(&at("customer_group"), format!("deny rule \"{}\" cannot set a customer group", r.name));
+        c.error(
+            &at("customer_group"),
+            format!("deny rule \"{}\" cannot set a customer group", r.name),
+        );
     }
     let not_before = c.time(&at("not_before"), &r.not_before);
     let not_after = c.time(&at("not_after"), &r.not_after);
     if let (Some(a), Some(b)) = (not_before, not_after)
         && a >= b
     {
-        c.error(&at("not_after"), format!("rule \"{}\" can never match: not_after is not later than not_before", r.name));
+        c.error(
+            &at("not_after"),
+            format!(
+                "rule \"{}\" can never match: not_after is not later than not_before",
+                r.name
+            ),
+        );
     }
     Some(Rule {
         name: r.name.clone(),
         effect,
         conditions: Conditions {
             groups_any: r.groups_any.clone(),
-            email_domains: r.email_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            email_domains: r
+                .email_domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
             idps: r.idps.clone(),
             attributes: r.attributes.clone(),
         },

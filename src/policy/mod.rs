@@ -73,14 +73,17 @@ pub struct Conditions {
 impl Conditions {
     fn matches(&self, id: &Identity) -> bool {
         let groups = self.groups_any.is_empty()
-            || id
-                .groups
-                .iter()
-                .any(|g| self.groups_any.iter().any(|want| want.eq_ignore_ascii_case(g)));
+            || id.groups.iter().any(|g| {
+                self.groups_any
+                    .iter()
+                    .any(|want| want.eq_ignore_ascii_case(g))
+            });
         let domain = self.email_domains.is_empty()
-            || id
-                .email_domain()
-                .is_some_and(|d| self.email_domains.iter().any(|want| want.eq_ignore_ascii_case(&d)));
+            || id.email_domain().is_some_and(|d| {
+                self.email_domains
+                    .iter()
+                    .any(|want| want.eq_ignore_ascii_case(&d))
+            });
         let idp = self.idps.is_empty() || self.idps.iter().any(|want| want == id.idp.as_str());
         let attributes = self.attributes.iter().all(|(name, wanted)| {
             id.attributes
@@ -177,18 +180,23 @@ impl Policy {
     /// Decide one store.
     pub fn decide(&self, id: &Identity, store: &StoreId, now: UnixTime) -> Decision {
         if !self.stores.contains(store) {
-            return Decision::Deny { reason: DenyReason::UnknownStore };
+            return Decision::Deny {
+                reason: DenyReason::UnknownStore,
+            };
         }
-        let applicable = self.rules.iter().filter(|r| {
-            r.stores.covers(store) && r.in_window(now) && r.conditions.matches(id)
-        });
+        let applicable = self
+            .rules
+            .iter()
+            .filter(|r| r.stores.covers(store) && r.in_window(now) && r.conditions.matches(id));
         let mut first_allow: Option<&Rule> = None;
         let mut overridden = Vec::new();
         for rule in applicable {
             match rule.effect {
                 Effect::Deny => {
                     return Decision::Deny {
-                        reason: DenyReason::DeniedByRule { rule: rule.name.clone() },
+                        reason: DenyReason::DeniedByRule {
+                            rule: rule.name.clone(),
+                        },
                     };
                 }
                 Effect::Allow if first_allow.is_none() => first_allow = Some(rule),
@@ -206,7 +214,9 @@ impl Policy {
                 },
                 overridden,
             },
-            None => Decision::Deny { reason: DenyReason::NoMatchingRule },
+            None => Decision::Deny {
+                reason: DenyReason::NoMatchingRule,
+            },
         }
     }
 
@@ -238,7 +248,11 @@ impl Policy {
         now: UnixTime,
     ) -> Result<LaunchDecision, DenyReason> {
         match self.decide(id, store, now) {
-            Decision::Allow { grant, .. } => Ok(LaunchDecision { grant, subject: id.subject.clone(), decided_at: now }),
+            Decision::Allow { grant, .. } => Ok(LaunchDecision {
+                grant,
+                subject: id.subject.clone(),
+                decided_at: now,
+            }),
             Decision::Deny { reason } => Err(reason),
         }
     }
