@@ -214,3 +214,82 @@ async fn rogue_op_echoes_nonce_checks_pkce_and_applies_faults() {
     );
     assert_eq!(op.token_calls(), 3);
 }
+
+/// Checks the rogue provider's tokens with openidconnect's default ID-token verifier: the valid
+/// ones pass and each fault is refused. Faults that only a userinfo or callback check can catch
+/// carry valid ID tokens. `IatFarFuture` needs the relying party's own `iat` check (the library
+/// accepts any issue time by default), and `MultipleAudWrongAzp` is refused for the untrusted
+/// extra audience before `azp` is looked at.
+#[tokio::test]
+async fn rogue_op_faults_break_exactly_the_intended_rule() {
+    use openidconnect::core::{CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet};
+    use openidconnect::{ClientId, ClientSecret, IssuerUrl, Nonce};
+
+    let op = RogueOp::start("gw", "s3cret").await;
+    let jwks: CoreJsonWebKeySet = reqwest::get(format!("{}/jwks", op.issuer))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let verifier = CoreIdTokenVerifier::new_confidential_client(
+        ClientId::new("gw".into()),
+        ClientSecret::new("s3cret".into()),
+        IssuerUrl::new(op.issuer.clone()).unwrap(),
+        jwks,
+    );
+    let browser = Browser::new();
+    // `None`: the library accepts the token; `Some(text)`: it refuses, saying `text`.
+    let sig = Some("Signature verification failed");
+    let cases = [
+        (Fault::None, None),
+        (Fault::AlgNone, sig),
+        (Fault::Hs256WithClientSecret, sig),
+        (Fault::UnknownKid, sig),
+        (Fault::WrongIss, Some("Invalid issuer")),
+        (Fault::WrongAud, Some("must contain `gw`")),
+        (Fault::MultipleAudWrongAzp, Some("not a trusted audience")),
+        (Fault::Expired, Some("Expired")),
+        (Fault::IatFarFuture, None),
+        (Fault::NonceMissing, Some("missing nonce")),
+        (Fault::NonceWrong, Some("nonce mismatch")),
+        (Fault::TamperedPayload, sig),
+        (Fault::UserinfoSubMismatch, None),
+        (Fault::MixUpIss, None),
+    ];
+    for (fault, refusal) in cases {
+        op.set_fault(fault);
+        let url = format!(
+            "{}/authorize?client_id=gw&response_type=code&scope=openid&redirect_uri={REDIRECT}\
+             &state=s&nonce=n-{fault:?}&code_challenge={}&code_challenge_method=S256",
+            op.issuer,
+            challenge()
+        );
+        let back = location(&browser.get(&url).await).unwrap();
+        let code = query_param(&back, "code").unwrap();
+        let tokens: Value = redeem(&format!("{}/token", op.issuer), &code)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let raw = tokens["id_token"].as_str().unwrap();
+        let verdict = raw
+            .parse::<CoreIdToken>()
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                t.claims(&verifier, &Nonce::new(format!("n-{fault:?}")))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+        let as_expected = match (&verdict, refusal) {
+            (Ok(()), None) => true,
+            (Err(e), Some(want)) => e.contains(want),
+            _ => false,
+        };
+        assert!(
+            as_expected,
+            "{fault:?}: expected {refusal:?}, got {verdict:?} for {}",
+            jwt_part(raw, 1)
+        );
+    }
+}
