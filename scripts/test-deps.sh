@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs and is missing; quiet and quick when everything is there.
+#   - Debian packages: build dependencies (xmlsec, libxml2, OpenSSL, clang for bindgen) and the
+#     programs tests run (xmlsec1, redis-server, wrk, chromium). `apt-get update` only if one is missing.
+#   - npm dependencies of the test OpenID provider (tests/peers/oidc-provider), via `npm ci` from the
+#     committed package-lock.json, when node_modules is missing or was installed from another lock file.
+# This is the only step of `make test` that downloads; tests themselves never do.
+# SKIP_APT=1 skips the Debian part (e.g. on a machine you do not administer).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server wrk chromium)
+
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+if [[ "${SKIP_APT:-}" != 1 ]]; then
+    missing=()
+    for pkg in "${APT_PACKAGES[@]}"; do
+        installed "$pkg" || missing+=("$pkg")
+    done
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    if ((${#missing[@]})); then
+        echo "test-deps: installing Debian packages: ${missing[*]}"
+        sudo=()
+        if [[ $(id -u) != 0 ]]; then
+            command -v sudo >/dev/null || {
+                echo "test-deps: not root and no sudo; install these yourself: ${missing[*]}" >&2
+                exit 1
+            }
+            sudo=(sudo)
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        # Wait for another apt/dpkg run instead of failing on its lock.
+        lock=(-o DPkg::Lock::Timeout=600)
+        "${sudo[@]}" apt-get "${lock[@]}" update -qq
+        "${sudo[@]}" apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+fi
+
+PEER=tests/peers/oidc-provider
+STAMP="$PEER/node_modules/.storegate-lock.sha256"
+want=$(sha256sum "$PEER/package-lock.json" | cut -d' ' -f1)
+if [[ ! -f "$STAMP" || $(cat "$STAMP") != "$want" || ! -d "$PEER/node_modules/oidc-provider" ]]; then
+    echo "test-deps: npm ci in $PEER"
+    (cd "$PEER" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$STAMP"
+fi

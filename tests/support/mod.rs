@@ -1,0 +1,25 @@
+//! Test infrastructure shared by the integration tests: include with `mod support;`.
+//!
+//! - [`peers::OidcPeer`]: the independent OpenID provider (node `oidc-provider`) in `tests/peers/`.
+//! - [`redis::RedisServer`]: a private `redis-server` per test, stoppable for fail-closed tests.
+//! - [`browser::Browser`]: a cookie-keeping HTTP client that does not follow redirects by itself.
+//! - [`rogue_op::RogueOp`]: a hostile OpenID provider whose ID tokens break one rule at a time.
+//!
+//! Each test binary uses only part of this, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod browser;
+pub mod peers;
+pub mod redis;
+pub mod rogue_op;
+
+use std::net::TcpListener;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago. For servers that cannot bind port 0 and tell
+/// us the port (redis-server); another process may take it in between, which is rare enough here.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0 to find a free port")
+        .port()
+}
