@@ -49,7 +49,8 @@ pub struct OidcPeerConfig {
     pub accounts: BTreeMap<String, Value>,
     /// Claims released in userinfo but never put in the ID token.
     pub userinfo_only: Vec<String>,
-    /// `true`: oidc-provider's default, scope claims only in userinfo. `false` (ours): in both.
+    /// `false` (ours): released claims in both ID token and userinfo. `true` (oidc-provider's
+    /// default): claims of scopes other than `openid` only in userinfo. See `server.mjs`.
     pub conform_id_token_claims: bool,
     /// Scope -> claim names; `None` keeps the peer's map (openid, email, profile, groups).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -23,9 +23,11 @@
 // - `conform_id_token_claims: false` (our default, like an Access Manager attribute set marked "add to
 //   ID token"): every claim released by a granted scope is in BOTH the ID token and userinfo, except
 //   the names in `userinfo_only`, which are in userinfo only.
-// - `conform_id_token_claims: true` (oidc-provider's default, OIDC Core 5.4): scope-released claims
-//   are in userinfo only; the ID token carries `sub` and protocol claims (iss, aud, exp, iat, nonce,
-//   auth_time, at_hash, sid...) plus claims requested through the `claims` request parameter.
+// - `conform_id_token_claims: true` (oidc-provider's default, OIDC Core 5.4): claims released by
+//   the email/profile/groups... scopes are in userinfo only; the ID token carries protocol claims
+//   (iss, aud, exp, iat, nonce, auth_time, at_hash, sid...), the claims listed under `openid`
+//   (checked by hand: extra claims such as `mail` stay in the ID token), and claims requested through
+//   the `claims` request parameter. `userinfo_only` applies in both modes.
 // - A claim is released only when some granted scope lists it. Default map: openid: sub; email:
 //   email, email_verified; profile: name, given_name, family_name; groups: groups. Any other claim
 //   found on an account (e.g. `mail`, `/UserAttribute[@ldap:targetAttribute="groupMembership"]`) is
