@@ -1,1 +1,199 @@
-//! The BigCommerce simulator (placeholder while being written).
+//! The BigCommerce simulator: the Management API slice the gateway uses and Multi-Storefront
+//! storefronts that accept Customer Login JWTs, enforcing what BIGCOMMERCE.md says BigCommerce
+//! enforces. Used by the tests and by `storegate demo`; never a source of truth about BigCommerce.
+//!
+//! Layout: `/stores/{hash}/...` is the API (see [`api`]), `/storefront/{hash}/{channel_id}/...` is a
+//! storefront (see [`storefront`]). [`SimHandle`] inspects and steers a running simulator.
+
+mod api;
+mod state;
+mod storefront;
+mod verify;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use parking_lot::Mutex;
+
+use crate::clock::{SharedClock, SystemClock, UnixTime};
+use crate::secret::Secret;
+
+pub use state::{AcceptedLogin, RejectedLogin, SimCustomer, SimCustomerGroup, SimMetafield};
+pub use verify::LoginRejection;
+
+#[derive(Debug, Clone)]
+pub struct SimChannel {
+    pub id: u64,
+    pub name: String,
+}
+
+/// One store hash with its API account (store-level: one token, one client id and secret).
+#[derive(Debug, Clone)]
+pub struct SimStore {
+    pub store_hash: String,
+    pub name: String,
+    pub access_token: Secret,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub channels: Vec<SimChannel>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub stores: Vec<SimStore>,
+    /// API requests per store and window (Pro plan: 450).
+    pub requests_per_window: u32,
+    /// The rate-limit window (30 s).
+    pub window_ms: u64,
+    /// How far the stores' clock runs from the simulator's clock.
+    pub clock_offset_secs: i64,
+}
+
+impl SimConfig {
+    pub fn new(stores: Vec<SimStore>) -> Self {
+        SimConfig {
+            stores,
+            requests_per_window: 450,
+            window_ms: 30_000,
+            clock_offset_secs: 0,
+        }
+    }
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig::new(Vec::new())
+    }
+}
+
+pub struct Simulator;
+
+impl Simulator {
+    /// A simulator on the system clock.
+    pub fn build(config: SimConfig) -> (Router, SimHandle) {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A simulator whose store clocks read `clock` plus the configured offset.
+    pub fn with_clock(config: SimConfig, clock: SharedClock) -> (Router, SimHandle) {
+        let handle = SimHandle(Arc::new(Inner {
+            state: Mutex::new(state::State::new(&config)),
+            config,
+            clock,
+        }));
+        let router = api::router(handle.clone()).merge(storefront::router(handle.clone()));
+        (router, handle)
+    }
+}
+
+struct Inner {
+    config: SimConfig,
+    clock: SharedClock,
+    state: Mutex<state::State>,
+}
+
+/// Inspection and fault injection for a running simulator. Cheap to clone.
+#[derive(Clone)]
+pub struct SimHandle(Arc<Inner>);
+
+impl SimHandle {
+    fn store(&self, hash: &str) -> Option<&SimStore> {
+        self.0.config.stores.iter().find(|s| s.store_hash == hash)
+    }
+
+    /// The stores' clock: the simulator's clock plus the offset.
+    pub fn store_now(&self) -> UnixTime {
+        self.0.clock.now() + self.0.state.lock().clock_offset
+    }
+
+    pub fn set_clock_offset(&self, secs: i64) {
+        self.0.state.lock().clock_offset = secs;
+    }
+
+    /// The next `n` authenticated API calls answer `status` (e.g. 500, 503) instead of running.
+    pub fn fail_next(&self, n: u32, status: StatusCode) {
+        self.0.state.lock().fail_next = Some((n, status));
+    }
+
+    pub fn customers(&self, store_hash: &str) -> Vec<SimCustomer> {
+        self.0
+            .state
+            .lock()
+            .stores
+            .get(store_hash)
+            .map(|s| s.customers.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn customer_groups(&self, store_hash: &str) -> Vec<SimCustomerGroup> {
+        self.0
+            .state
+            .lock()
+            .stores
+            .get(store_hash)
+            .map(|s| s.groups.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn metafields(&self, store_hash: &str, customer_id: u64) -> Vec<SimMetafield> {
+        self.0
+            .state
+            .lock()
+            .stores
+            .get(store_hash)
+            .map(|s| {
+                s.metafields
+                    .iter()
+                    .filter(|m| m.customer_id == customer_id)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Seeds a customer directly (as if created in the control panel); returns its id.
+    pub fn add_customer(
+        &self,
+        store_hash: &str,
+        email: &str,
+        first_name: &str,
+        last_name: &str,
+        channel_ids: Option<Vec<u64>>,
+    ) -> Option<u64> {
+        let mut st = self.0.state.lock();
+        let store = st.stores.get_mut(store_hash)?;
+        let origin = channel_ids
+            .as_ref()
+            .and_then(|c| c.first().copied())
+            .unwrap_or(1);
+        Some(store.insert_customer(SimCustomer {
+            id: 0,
+            email: email.to_owned(),
+            first_name: first_name.to_owned(),
+            last_name: last_name.to_owned(),
+            customer_group_id: 0,
+            channel_ids,
+            origin_channel_id: origin,
+        }))
+    }
+
+    pub fn accepted_logins(&self) -> Vec<AcceptedLogin> {
+        self.0.state.lock().accepted.clone()
+    }
+
+    pub fn rejected_logins(&self) -> Vec<RejectedLogin> {
+        self.0.state.lock().rejected.clone()
+    }
+
+    /// Every API request made to this store (including refused and rate-limited ones).
+    pub fn api_calls(&self, store_hash: &str) -> u64 {
+        self.0
+            .state
+            .lock()
+            .stores
+            .get(store_hash)
+            .map(|s| s.api_calls)
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,10 @@
+//! BigCommerce simulator, login JWT and customer provisioning, as one test binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bigcommerce {
+    mod api_rules;
+    mod client;
+    pub mod fixture;
+    mod login_rules;
+}
