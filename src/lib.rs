@@ -8,6 +8,7 @@ pub mod audit;
 pub mod bigcommerce;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod explain;
 pub mod federation;
 pub mod identity;
