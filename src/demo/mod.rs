@@ -2,3 +2,217 @@
 //! for production use.
 
 pub mod op;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::bigcommerce::sim::{SimChannel, SimConfig, SimStore, Simulator};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{self, Environment};
+use crate::secret::Secret;
+use crate::server::{open_audit, serve_on, shutdown_signal};
+use crate::web::{self, AppState};
+use op::{DevClient, DevOp, DevOpConfig, demo_users, mounted_router};
+
+/// The demo's IdP id (part of the redirect URI).
+pub const IDP_ID: &str = "demo";
+const CLIENT_ID: &str = "storegate-demo";
+
+/// One simulated store hash and its storefront channels.
+struct DemoStore {
+    hash: &'static str,
+    name: &'static str,
+    channels: &'static [(u64, &'static str, &'static str)],
+}
+
+const STORES: [DemoStore; 2] = [
+    DemoStore { hash: "northwind", name: "Northwind", channels: &[(1, "nw-us", "Northwind US"), (2, "nw-eu", "Northwind EU")] },
+    DemoStore { hash: "contoso", name: "Contoso", channels: &[(1, "contoso", "Contoso Outlet")] },
+];
+
+/// The demo's secrets are made fresh at every start: nothing here is a credential worth keeping.
+struct Secrets {
+    client_secret: String,
+    tokens: Vec<(String, String, String)>, // (access token, login client id, login secret) per store hash
+}
+
+impl Secrets {
+    fn fresh() -> Self {
+        let r = crate::web::random_token;
+        Secrets {
+            client_secret: r(),
+            tokens: STORES.iter().map(|s| (r(), format!("demo-login-{}", s.hash), r())).collect(),
+        }
+    }
+}
+
+/// The configuration `storegate demo` runs on: an ordinary config file's text, so the demo goes
+/// through the same validation as production.
+fn config_text(base: &str, sim_base: &str, listen: &str, secrets: &Secrets, agency_until: &str) -> String {
+    let mut out = format!(
+        r#"public_url = "{base}"
+listen = "{listen}"
+allow_insecure_http = true
+support_contact = "the demo's e-commerce team (this is a demo: pick another user)"
+
+[session]
+store = "memory"
+
+[audit]
+file = "-"
+
+[[idp]]
+id = "{IDP_ID}"
+display_name = "Development identity provider (demo only)"
+protocol = "oidc"
+issuer = "{base}/op"
+client_id = "{CLIENT_ID}"
+client_secret = "{secret}"
+"#,
+        secret = secrets.client_secret
+    );
+    for (s, (token, login_id, login_secret)) in STORES.iter().zip(&secrets.tokens) {
+        out.push_str(&format!(
+            "\n[[bigcommerce]]\nid = \"{h}\"\nstore_hash = \"{h}\"\napi_base = \"{sim_base}\"\naccess_token = \"{token}\"\nclient_id = \"{login_id}\"\nclient_secret = \"{login_secret}\"\n",
+            h = s.hash
+        ));
+    }
+    for s in &STORES {
+        for (channel, id, name) in s.channels {
+            out.push_str(&format!(
+                "\n[[store]]\nid = \"{id}\"\nname = \"{name}\"\nbigcommerce = \"{h}\"\nchannel_id = {channel}\nurl = \"{sim_base}/storefront/{h}/{channel}\"\ndescription = \"{store} store, channel {channel} (simulated)\"\n",
+                h = s.hash,
+                store = s.name
+            ));
+        }
+    }
+    out.push_str(&format!(
+        r#"
+[[rule]]
+name = "merchandisers-everywhere"
+groups_any = ["bc-merchandisers"]
+stores = ["*"]
+role = "merchandiser"
+customer_group = "Staff"
+
+[[rule]]
+name = "finance-everywhere"
+groups_any = ["bc-finance"]
+stores = ["*"]
+role = "finance"
+customer_group = "Finance"
+
+[[rule]]
+name = "support-us-only"
+groups_any = ["bc-support"]
+stores = ["nw-us"]
+role = "support"
+customer_group = "Support"
+
+[[rule]]
+name = "northwind-agency-contract"
+groups_any = ["agency-northwind"]
+stores = ["nw-us", "nw-eu"]
+role = "agency"
+customer_group = "Agency"
+not_after = "{agency_until}"
+"#
+    ));
+    out
+}
+
+struct NoEnv;
+impl Environment for NoEnv {
+    fn var(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn read_file(&self, p: &std::path::Path) -> std::io::Result<String> {
+        std::fs::read_to_string(p)
+    }
+}
+
+/// A running demo: where to open it, and its parts for tests.
+pub struct Demo {
+    pub url: String,
+    pub sim: crate::bigcommerce::sim::SimHandle,
+}
+
+/// Binds and starts everything; returns once it is serving. `shutdown` stops it.
+pub async fn start(
+    listen: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Demo, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is another program using it? try --listen 127.0.0.1:8090)"))?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    let sim_listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind the storefront simulator")?;
+    let sim_base = format!("http://{}", sim_listener.local_addr()?);
+
+    let clock: SharedClock = Arc::new(SystemClock);
+    let secrets = Secrets::fresh();
+    let agency_until = time::OffsetDateTime::now_utc() + time::Duration::days(3);
+    let agency_until = agency_until
+        .format(&time::format_description::well_known::Rfc3339)
+        .context("format the agency expiry")?;
+    let text = config_text(&base, &sim_base, &addr.to_string(), &secrets, &agency_until);
+    let cfg = config::load_str(&text, "(demo)", &NoEnv).map_err(|d| anyhow::anyhow!("the demo configuration is invalid:\n{d}"))?;
+
+    let sim_config = SimConfig::new(
+        STORES
+            .iter()
+            .zip(&secrets.tokens)
+            .map(|(s, (token, login_id, login_secret))| SimStore {
+                store_hash: s.hash.to_owned(),
+                name: s.name.to_owned(),
+                access_token: Secret::new(token.clone()),
+                client_id: login_id.clone(),
+                client_secret: Secret::new(login_secret.clone()),
+                channels: s.channels.iter().map(|(id, _, name)| SimChannel { id: *id, name: (*name).to_owned() }).collect(),
+            })
+            .collect(),
+    );
+    let (sim_router, sim) = Simulator::build(sim_config);
+
+    let op = DevOp::new(DevOpConfig {
+        issuer: format!("{base}/op"),
+        clients: vec![DevClient {
+            client_id: CLIENT_ID.to_owned(),
+            client_secret: Secret::new(secrets.client_secret.clone()),
+            redirect_uris: vec![format!("{base}/oidc/{IDP_ID}/callback")],
+            post_logout_redirect_uris: vec![format!("{base}/signed-out")],
+        }],
+        users: demo_users(),
+    })?;
+
+    let audit = open_audit(&cfg)?;
+    let state = AppState::build(cfg, clock, audit)?;
+    let app = web::router_with(state, mounted_router(op));
+
+    tokio::spawn(async move {
+        if let Err(e) = serve_on(sim_listener, sim_router, std::future::pending()).await {
+            tracing::error!(error = %e, "the storefront simulator stopped");
+        }
+    });
+    let gateway = tokio::spawn(serve_on(listener, app, shutdown));
+    Ok((Demo { url: format!("{base}/"), sim }, gateway))
+}
+
+/// `storegate demo`: runs until Ctrl-C.
+pub async fn run(listen: &str) -> anyhow::Result<()> {
+    let (demo, gateway) = start(listen, shutdown_signal()).await?;
+    println!();
+    println!("  storegate demo is running. Open {} in your browser.", demo.url);
+    println!();
+    println!("  Sign in as one of the development users (no password):");
+    for u in demo_users() {
+        println!("    {:<18} {}", u.name(), u.description);
+    }
+    println!();
+    println!("  Storefronts are simulated; audit events are printed below as JSON lines. Ctrl-C stops.");
+    println!();
+    gateway.await.context("the gateway task failed")?
+}

@@ -48,6 +48,14 @@ async fn sign_in(b: &Browser, gw: &Gateway, account: &str, return_to: Option<&st
     b.get(callback.as_str()).await
 }
 
+/// The peer releases `groups` under a scope of that name, as Access Manager does with an
+/// attribute set bound to a scope.
+fn opts(peer: &OidcPeer) -> Opts {
+    let mut o = Opts::new(&peer.issuer, CLIENT, SECRET);
+    o.idp_extra = r#"scopes = ["openid", "email", "profile", "groups"]"#.to_owned();
+    o
+}
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -55,7 +63,7 @@ fn urlencode(s: &str) -> String {
 async fn full_flow(redis: Option<&RedisServer>) {
     let reserved = Reserved::new().await;
     let peer = peer_for(&reserved);
-    let mut opts = Opts::new(&peer.issuer, CLIENT, SECRET);
+    let mut opts = opts(&peer);
     opts.redis_url = redis.map(|r| r.url());
     let gw = Gateway::start(reserved, opts).await;
     let b = Browser::new();
@@ -155,7 +163,7 @@ async fn sign_in_portal_and_launch_with_redis_sessions() {
 async fn return_to_is_honoured_after_sign_in() {
     let reserved = Reserved::new().await;
     let peer = peer_for(&reserved);
-    let gw = Gateway::start(reserved, Opts::new(&peer.issuer, CLIENT, SECRET)).await;
+    let gw = Gateway::start(reserved, opts(&peer)).await;
     let b = Browser::new();
     // A launch without a session goes through sign-in and lands on the launch again.
     let first = b.get(&gw.url("/stores/us/launch?to=/cart.php")).await;
@@ -171,7 +179,7 @@ async fn return_to_is_honoured_after_sign_in() {
 async fn user_without_entitlement_sees_whom_to_ask() {
     let reserved = Reserved::new().await;
     let peer = peer_for(&reserved);
-    let gw = Gateway::start(reserved, Opts::new(&peer.issuer, CLIENT, SECRET)).await;
+    let gw = Gateway::start(reserved, opts(&peer)).await;
     let b = Browser::new();
     assert_eq!(sign_in(&b, &gw, "nora", None).await.status(), 303);
     let portal = b.get(&gw.url("/")).await;
@@ -192,7 +200,7 @@ async fn user_without_entitlement_sees_whom_to_ask() {
 async fn callback_state_missing_reused_or_from_another_browser_is_refused() {
     let reserved = Reserved::new().await;
     let peer = peer_for(&reserved);
-    let gw = Gateway::start(reserved, Opts::new(&peer.issuer, CLIENT, SECRET)).await;
+    let gw = Gateway::start(reserved, opts(&peer)).await;
 
     // From another browser: B presents the callback A's sign-in produced.
     let a = Browser::new();
