@@ -65,7 +65,10 @@ impl AuditEvent {
     pub fn new(now: UnixTime, request_id: &str, event: EventKind, outcome: Outcome) -> Self {
         let time = time::OffsetDateTime::from_unix_timestamp(now)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_else(|| now.to_string());
         AuditEvent {
             time,
@@ -102,7 +105,12 @@ impl AuditLog {
     /// Opens the sink (`None` = stdout) and starts its writer task.
     pub fn open(file: Option<&Path>) -> std::io::Result<Self> {
         let mut out: Box<dyn Write + Send> = match file {
-            Some(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+            Some(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
             None => Box::new(std::io::stdout()),
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<AuditEvent>();

@@ -40,9 +40,17 @@ pub fn run(config_path: &Path, claims_path: &Path, idp: Option<&str>, as_json: b
         eprintln!("no such IdP in the configuration");
         return ExitCode::FAILURE;
     };
-    let subject = claims.get("sub").and_then(Value::as_str).unwrap_or("(no sub)").to_owned();
+    let subject = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or("(no sub)")
+        .to_owned();
     // explain evaluates claims an admin typed in; it never signs anyone in.
-    let verified = VerifiedClaims::dangerous_unverified_for_tests(IdpId::new(idp_cfg.id.as_str()), subject, claims);
+    let verified = VerifiedClaims::dangerous_unverified_for_tests(
+        IdpId::new(idp_cfg.id.as_str()),
+        subject,
+        claims,
+    );
     let now = SystemClock.now();
     let identity = map_identity(&verified, &idp_cfg.claims, now);
     let decisions = cfg.policy.evaluate(&identity, now);
@@ -54,12 +62,24 @@ pub fn run(config_path: &Path, claims_path: &Path, idp: Option<&str>, as_json: b
         let out = json!({"subject": identity.subject, "email": identity.email, "groups": identity.groups, "stores": stores});
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
-        println!("{} ({}) groups: {}", identity.display_name(), identity.subject, identity.groups.join(", "));
+        println!(
+            "{} ({}) groups: {}",
+            identity.display_name(),
+            identity.subject,
+            identity.groups.join(", ")
+        );
         for (id, d) in &decisions {
             match d {
                 Decision::Allow { grant, overridden } => {
-                    let extra = if overridden.is_empty() { String::new() } else { format!(" (also matched: {})", overridden.join(", ")) };
-                    println!("  ALLOW {id}: role {} by rule \"{}\"{extra}", grant.role, grant.rule);
+                    let extra = if overridden.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (also matched: {})", overridden.join(", "))
+                    };
+                    println!(
+                        "  ALLOW {id}: role {} by rule \"{}\"{extra}",
+                        grant.role, grant.rule
+                    );
                 }
                 Decision::Deny { reason } => println!("  DENY  {id}: {}", reason.explain()),
             }

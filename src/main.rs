@@ -9,7 +9,11 @@ use storegate::clock::{SharedClock, SystemClock};
 use storegate::config::{self, Config};
 
 #[derive(Parser)]
-#[command(name = "storegate", version, about = "SSO gateway between OpenText Access Manager and BigCommerce")]
+#[command(
+    name = "storegate",
+    version,
+    about = "SSO gateway between OpenText Access Manager and BigCommerce"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,14 +61,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Explain { config, claims, idp, json } => storegate::explain::run(&config, &claims, idp.as_deref(), json),
+        Command::Explain {
+            config,
+            claims,
+            idp,
+            json,
+        } => storegate::explain::run(&config, &claims, idp.as_deref(), json),
         Command::Serve { config, json_logs } => {
             init_tracing(json_logs);
             let cfg = match config::load_file(&config) {
                 Ok(c) => c,
                 Err(d) => {
                     eprint!("{d}");
-                    eprintln!("storegate: the configuration has {} problem(s); nothing was started", d.items.len());
+                    eprintln!(
+                        "storegate: the configuration has {} problem(s); nothing was started",
+                        d.items.len()
+                    );
                     return ExitCode::FAILURE;
                 }
             };
@@ -82,7 +94,10 @@ fn clock() -> SharedClock {
 }
 
 fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("storegate: cannot start the runtime: {e}");
@@ -101,7 +116,9 @@ fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STOREGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -127,21 +144,52 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "{}: OK ({} IdP(s), {} BigCommerce account(s), {} store(s), {} rule(s))", path.display(), cfg.idps.len(), cfg.bigcommerce.len(), cfg.stores.len(), cfg.policy.rules.len());
+    let _ = writeln!(
+        out,
+        "{}: OK ({} IdP(s), {} BigCommerce account(s), {} store(s), {} rule(s))",
+        path.display(),
+        cfg.idps.len(),
+        cfg.bigcommerce.len(),
+        cfg.stores.len(),
+        cfg.policy.rules.len()
+    );
     if cfg.allow_insecure_http {
-        let _ = writeln!(out, "warning: allow_insecure_http is on: cookies are sent without Secure. Development only.");
+        let _ = writeln!(
+            out,
+            "warning: allow_insecure_http is on: cookies are sent without Secure. Development only."
+        );
     }
-    let _ = writeln!(out, "\nOpenText Access Manager (Applications > OAuth clients), per IdP:");
+    let _ = writeln!(
+        out,
+        "\nOpenText Access Manager (Applications > OAuth clients), per IdP:"
+    );
     for idp in &cfg.idps {
         let _ = writeln!(out, "  [{}] {}", idp.id, idp.display_name);
-        let _ = writeln!(out, "    Login redirect URI:  {}", idp.redirect_uri(&cfg.public_url));
-        let _ = writeln!(out, "    Logout redirect URI: {}/signed-out", cfg.base_url());
-        let _ = writeln!(out, "    Grant: authorization code (PKCE S256); ID Token Signed Response Algorithm: RS256");
+        let _ = writeln!(
+            out,
+            "    Login redirect URI:  {}",
+            idp.redirect_uri(&cfg.public_url)
+        );
+        let _ = writeln!(
+            out,
+            "    Logout redirect URI: {}/signed-out",
+            cfg.base_url()
+        );
+        let _ = writeln!(
+            out,
+            "    Grant: authorization code (PKCE S256); ID Token Signed Response Algorithm: RS256"
+        );
     }
-    let _ = writeln!(out, "\nBigCommerce (Settings > API > Store-level API accounts), per account:");
+    let _ = writeln!(
+        out,
+        "\nBigCommerce (Settings > API > Store-level API accounts), per account:"
+    );
     for a in &cfg.bigcommerce {
         let _ = writeln!(out, "  [{}] store hash {}", a.id, a.store_hash);
-        let _ = writeln!(out, "    Scopes: Customers (modify), Customers login (login), Information & settings (read-only)");
+        let _ = writeln!(
+            out,
+            "    Scopes: Customers (modify), Customers login (login), Information & settings (read-only)"
+        );
     }
     out
 }

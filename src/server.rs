@@ -14,7 +14,8 @@ use crate::web::{self, AppState};
 pub fn open_audit(cfg: &Config) -> anyhow::Result<AuditLog> {
     match &cfg.audit {
         AuditTarget::Stdout => AuditLog::open(None).context("cannot open the audit log on stdout"),
-        AuditTarget::File(p) => AuditLog::open(Some(p)).with_context(|| format!("cannot open the audit log {}", p.display())),
+        AuditTarget::File(p) => AuditLog::open(Some(p))
+            .with_context(|| format!("cannot open the audit log {}", p.display())),
     }
 }
 
@@ -36,10 +37,13 @@ pub async fn serve_on(
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server stopped")
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("the HTTP server stopped")
 }
 
 pub async fn shutdown_signal() {

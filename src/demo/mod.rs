@@ -28,8 +28,16 @@ struct DemoStore {
 }
 
 const STORES: [DemoStore; 2] = [
-    DemoStore { hash: "northwind", name: "Northwind", channels: &[(1, "nw-us", "Northwind US"), (2, "nw-eu", "Northwind EU")] },
-    DemoStore { hash: "contoso", name: "Contoso", channels: &[(1, "contoso", "Contoso Outlet")] },
+    DemoStore {
+        hash: "northwind",
+        name: "Northwind",
+        channels: &[(1, "nw-us", "Northwind US"), (2, "nw-eu", "Northwind EU")],
+    },
+    DemoStore {
+        hash: "contoso",
+        name: "Contoso",
+        channels: &[(1, "contoso", "Contoso Outlet")],
+    },
 ];
 
 /// The demo's secrets are made fresh at every start: nothing here is a credential worth keeping.
@@ -43,14 +51,23 @@ impl Secrets {
         let r = crate::web::random_token;
         Secrets {
             client_secret: r(),
-            tokens: STORES.iter().map(|s| (r(), format!("demo-login-{}", s.hash), r())).collect(),
+            tokens: STORES
+                .iter()
+                .map(|s| (r(), format!("demo-login-{}", s.hash), r()))
+                .collect(),
         }
     }
 }
 
 /// The configuration `storegate demo` runs on: an ordinary config file's text, so the demo goes
 /// through the same validation as production.
-fn config_text(base: &str, sim_base: &str, listen: &str, secrets: &Secrets, agency_until: &str) -> String {
+fn config_text(
+    base: &str,
+    sim_base: &str,
+    listen: &str,
+    secrets: &Secrets,
+    agency_until: &str,
+) -> String {
     let mut out = format!(
         r#"public_url = "{base}"
 listen = "{listen}"
@@ -144,12 +161,16 @@ pub async fn start(
     listen: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Demo, tokio::task::JoinHandle<anyhow::Result<()>>)> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (is another program using it? try --listen 127.0.0.1:8090)"))?;
+    let listener = TcpListener::bind(listen).await.with_context(|| {
+        format!(
+            "cannot listen on {listen} (is another program using it? try --listen 127.0.0.1:8090)"
+        )
+    })?;
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
-    let sim_listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind the storefront simulator")?;
+    let sim_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind the storefront simulator")?;
     let sim_base = format!("http://{}", sim_listener.local_addr()?);
 
     let clock: SharedClock = Arc::new(SystemClock);
@@ -159,7 +180,8 @@ pub async fn start(
         .format(&time::format_description::well_known::Rfc3339)
         .context("format the agency expiry")?;
     let text = config_text(&base, &sim_base, &addr.to_string(), &secrets, &agency_until);
-    let cfg = config::load_str(&text, "(demo)", &NoEnv).map_err(|d| anyhow::anyhow!("the demo configuration is invalid:\n{d}"))?;
+    let cfg = config::load_str(&text, "(demo)", &NoEnv)
+        .map_err(|d| anyhow::anyhow!("the demo configuration is invalid:\n{d}"))?;
 
     let sim_config = SimConfig::new(
         STORES
@@ -171,7 +193,14 @@ pub async fn start(
                 access_token: Secret::new(token.clone()),
                 client_id: login_id.clone(),
                 client_secret: Secret::new(login_secret.clone()),
-                channels: s.channels.iter().map(|(id, _, name)| SimChannel { id: *id, name: (*name).to_owned() }).collect(),
+                channels: s
+                    .channels
+                    .iter()
+                    .map(|(id, _, name)| SimChannel {
+                        id: *id,
+                        name: (*name).to_owned(),
+                    })
+                    .collect(),
             })
             .collect(),
     );
@@ -198,21 +227,32 @@ pub async fn start(
         }
     });
     let gateway = tokio::spawn(serve_on(listener, app, shutdown));
-    Ok((Demo { url: format!("{base}/"), sim }, gateway))
+    Ok((
+        Demo {
+            url: format!("{base}/"),
+            sim,
+        },
+        gateway,
+    ))
 }
 
 /// `storegate demo`: runs until Ctrl-C.
 pub async fn run(listen: &str) -> anyhow::Result<()> {
     let (demo, gateway) = start(listen, shutdown_signal()).await?;
     println!();
-    println!("  storegate demo is running. Open {} in your browser.", demo.url);
+    println!(
+        "  storegate demo is running. Open {} in your browser.",
+        demo.url
+    );
     println!();
     println!("  Sign in as one of the development users (no password):");
     for u in demo_users() {
         println!("    {:<18} {}", u.name(), u.description);
     }
     println!();
-    println!("  Storefronts are simulated; audit events are printed below as JSON lines. Ctrl-C stops.");
+    println!(
+        "  Storefronts are simulated; audit events are printed below as JSON lines. Ctrl-C stops."
+    );
     println!();
     gateway.await.context("the gateway task failed")?
 }

@@ -35,9 +35,11 @@ fn strings(v: &Value) -> Vec<String> {
 
 /// The first non-empty string value of a claim.
 fn first(claims: &Map<String, Value>, name: &str) -> Option<String> {
-    lookup(claims, name)
-        .map(strings)
-        .and_then(|v| v.into_iter().map(|s| s.trim().to_owned()).find(|s| !s.is_empty()))
+    lookup(claims, name).map(strings).and_then(|v| {
+        v.into_iter()
+            .map(|s| s.trim().to_owned())
+            .find(|s| !s.is_empty())
+    })
 }
 
 /// `cn=bc-merch,ou=groups,o=corp` -> `bc-merch`; a value that is not a DN is returned as is.
@@ -63,11 +65,19 @@ pub fn dn_to_name(value: &str) -> String {
         }
     }
     let out = out.trim();
-    if out.is_empty() { value.to_owned() } else { out.to_owned() }
+    if out.is_empty() {
+        value.to_owned()
+    } else {
+        out.to_owned()
+    }
 }
 
 /// Builds the normalized identity from verified claims.
-pub fn map_identity(v: &VerifiedClaims, mapping: &ClaimMapping, signed_in_at: UnixTime) -> Identity {
+pub fn map_identity(
+    v: &VerifiedClaims,
+    mapping: &ClaimMapping,
+    signed_in_at: UnixTime,
+) -> Identity {
     let c = v.claims();
     let given_name = first(c, &mapping.given_name);
     let family_name = first(c, &mapping.family_name);
@@ -81,7 +91,13 @@ pub fn map_identity(v: &VerifiedClaims, mapping: &ClaimMapping, signed_in_at: Un
         .map(strings)
         .unwrap_or_default()
         .into_iter()
-        .map(|g| if mapping.group_dn_to_name { dn_to_name(&g) } else { g })
+        .map(|g| {
+            if mapping.group_dn_to_name {
+                dn_to_name(&g)
+            } else {
+                g
+            }
+        })
         .filter(|g| !g.is_empty())
         .collect();
     groups.sort();
@@ -117,14 +133,18 @@ mod tests {
     use crate::identity::IdpId;
 
     fn verified(claims: Value) -> VerifiedClaims {
-        let Value::Object(map) = claims else { panic!("object") };
+        let Value::Object(map) = claims else {
+            panic!("object")
+        };
         VerifiedClaims::dangerous_unverified_for_tests(IdpId::new("nam"), "u1".into(), map)
     }
 
     #[test]
     fn maps_standard_claims() {
         let id = map_identity(
-            &verified(json!({"email": "Mia@Corp.Example", "given_name": "Mia", "family_name": "M", "groups": ["b", "a", "b"]})),
+            &verified(
+                json!({"email": "Mia@Corp.Example", "given_name": "Mia", "family_name": "M", "groups": ["b", "a", "b"]}),
+            ),
             &ClaimMapping::default(),
             100,
         );

@@ -27,7 +27,12 @@ impl VerifiedClaims {
         claims: Map<String, Value>,
         auth: AuthContext,
     ) -> Self {
-        VerifiedClaims { idp, subject, claims, auth }
+        VerifiedClaims {
+            idp,
+            subject,
+            claims,
+            auth,
+        }
     }
 
     pub fn idp(&self) -> &IdpId {
@@ -51,6 +56,11 @@ impl VerifiedClaims {
         subject: String,
         claims: Map<String, Value>,
     ) -> Self {
-        VerifiedClaims { idp, subject, claims, auth: AuthContext::default() }
+        VerifiedClaims {
+            idp,
+            subject,
+            claims,
+            auth: AuthContext::default(),
+        }
     }
 }

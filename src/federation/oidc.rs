@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
-    CoreClientAuthMethod, CoreGrantType, CoreIdToken, CoreIdTokenVerifier,
-    CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
-    CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+    CoreClientAuthMethod, CoreGrantType, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
     AdditionalProviderMetadata, AuthType, AuthenticationContextClass, AuthorizationCode, ClientId,
@@ -101,18 +101,27 @@ pub enum OidcError {
     #[error("identity provider discovery failed for {issuer}: {detail}")]
     Discovery { issuer: String, detail: String },
     #[error("the identity provider returned an error: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    ProviderError { error: String, description: Option<String> },
+    ProviderError {
+        error: String,
+        description: Option<String>,
+    },
     #[error("the callback carried no authorization code")]
     MissingCode,
-    #[error("RFC 9207: the authorization response names issuer {got}, expected {expected} (possible IdP mix-up)")]
+    #[error(
+        "RFC 9207: the authorization response names issuer {got}, expected {expected} (possible IdP mix-up)"
+    )]
     IssuerMismatch { got: String, expected: String },
-    #[error("RFC 9207: the provider advertises the iss response parameter but the response has none")]
+    #[error(
+        "RFC 9207: the provider advertises the iss response parameter but the response has none"
+    )]
     IssuerMissing,
     #[error("the token request failed: {0}")]
     TokenRequest(String),
     #[error("the token response carried no ID token")]
     NoIdToken,
-    #[error("the identity provider sent an unsigned ID token (alg none). In Access Manager, open the OAuth client and set \"ID Token Signed Response Algorithm\" to RS256")]
+    #[error(
+        "the identity provider sent an unsigned ID token (alg none). In Access Manager, open the OAuth client and set \"ID Token Signed Response Algorithm\" to RS256"
+    )]
     UnsignedIdToken,
     #[error("ID token rejected: {0}")]
     IdTokenInvalid(String),
@@ -183,8 +192,8 @@ impl OidcProvider {
         clock: SharedClock,
     ) -> Result<Self, OidcError> {
         let redirect = format!("{public_base}/oidc/{}/callback", idp.id);
-        let redirect_uri =
-            RedirectUrl::new(redirect).map_err(|e| OidcError::Config(format!("redirect URI: {e}")))?;
+        let redirect_uri = RedirectUrl::new(redirect)
+            .map_err(|e| OidcError::Config(format!("redirect URI: {e}")))?;
         Ok(OidcProvider {
             id: idp.id.clone(),
             cfg: cfg.clone(),
@@ -218,7 +227,10 @@ impl OidcProvider {
     }
 
     async fn discover(&self) -> Result<Discovered, OidcError> {
-        let err = |detail: String| OidcError::Discovery { issuer: self.cfg.issuer.clone(), detail };
+        let err = |detail: String| OidcError::Discovery {
+            issuer: self.cfg.issuer.clone(),
+            detail,
+        };
         let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| err(e.to_string()))?;
         // discover_async also checks that the document's issuer equals the configured one.
         let metadata = Metadata::discover_async(issuer, &self.http)
@@ -236,11 +248,18 @@ impl OidcProvider {
     /// The end-session endpoint, when the provider advertises one.
     pub async fn end_session_endpoint(&self) -> Option<String> {
         let d = self.discovered().await.ok()?;
-        d.metadata.additional_metadata().end_session_endpoint.clone()
+        d.metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .clone()
     }
 
     fn client(&self, d: &Discovered) -> Result<CoreClientFor, OidcError> {
-        let secret = self.cfg.client_secret.as_ref().map(|s| ClientSecret::new(s.expose().to_owned()));
+        let secret = self
+            .cfg
+            .client_secret
+            .as_ref()
+            .map(|s| ClientSecret::new(s.expose().to_owned()));
         let auth = match self.cfg.auth_method {
             TokenAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
             TokenAuthMethod::ClientSecretPost => AuthType::RequestBody,
@@ -264,7 +283,11 @@ impl OidcProvider {
         let client = self.client(&d)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req = client
-            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
             .set_pkce_challenge(challenge);
         for scope in self.cfg.scopes.iter().filter(|s| *s != "openid") {
             req = req.add_scope(Scope::new(scope.clone()));
@@ -309,7 +332,12 @@ impl OidcProvider {
                 });
             }
             Some(_) => {}
-            None if d.metadata.additional_metadata().authorization_response_iss_parameter_supported == Some(true) => {
+            None if d
+                .metadata
+                .additional_metadata()
+                .authorization_response_iss_parameter_supported
+                == Some(true) =>
+            {
                 return Err(OidcError::IssuerMissing);
             }
             None => {}
@@ -330,7 +358,9 @@ impl OidcProvider {
         if self.cfg.userinfo
             && let Some(endpoint) = d.metadata.userinfo_endpoint()
         {
-            let info = self.userinfo(endpoint.as_str(), token.access_token().secret()).await?;
+            let info = self
+                .userinfo(endpoint.as_str(), token.access_token().secret())
+                .await?;
             // OIDC Core 5.3.2: "The sub Claim in the UserInfo Response MUST be verified to exactly
             // match the sub Claim in the ID Token; if they do not match, the UserInfo Response
             // values MUST NOT be used."
@@ -366,9 +396,7 @@ impl OidcProvider {
         )
         .set_allowed_algs(algs)
         // exp is checked against this time: shifting it back by the skew tolerates a fast IdP.
-        .set_time_fn(move || {
-            chrono_from_unix(now - skew)
-        })
+        .set_time_fn(move || chrono_from_unix(now - skew))
     }
 
     async fn verify_id_token(
@@ -404,7 +432,9 @@ impl OidcProvider {
         // OIDC Core 3.1.3.7 step 4/5: with several audiences azp should be present; when present it
         // MUST be this client. openidconnect leaves this check to the caller.
         let azp = claims.authorized_party().map(|a| a.to_string());
-        if claims.audiences().len() > 1 && azp.is_none() || azp.as_deref().is_some_and(|a| a != client_id) {
+        if claims.audiences().len() > 1 && azp.is_none()
+            || azp.as_deref().is_some_and(|a| a != client_id)
+        {
             return Err(OidcError::AzpMismatch { got: azp });
         }
         let now = self.clock.now();
@@ -440,13 +470,23 @@ impl OidcProvider {
         }
         let jwks = JsonWebKeySet::fetch_async(d.metadata.jwks_uri(), &self.http)
             .await
-            .map_err(|e| OidcError::Discovery { issuer: self.cfg.issuer.clone(), detail: error_chain(&e) })?;
-        let fresh = Arc::new(Discovered { metadata: d.metadata.clone(), jwks });
+            .map_err(|e| OidcError::Discovery {
+                issuer: self.cfg.issuer.clone(),
+                detail: error_chain(&e),
+            })?;
+        let fresh = Arc::new(Discovered {
+            metadata: d.metadata.clone(),
+            jwks,
+        });
         *self.discovered.write().await = Some(fresh.clone());
         Ok(fresh)
     }
 
-    async fn userinfo(&self, endpoint: &str, access_token: &str) -> Result<Map<String, Value>, OidcError> {
+    async fn userinfo(
+        &self,
+        endpoint: &str,
+        access_token: &str,
+    ) -> Result<Map<String, Value>, OidcError> {
         let resp = self
             .http
             .get(endpoint)
@@ -508,7 +548,9 @@ fn chrono_from_unix(t: UnixTime) -> chrono::DateTime<chrono::Utc> {
 
 fn header_alg(jwt: &str) -> Option<String> {
     let header = jwt.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
     v.get("alg")?.as_str().map(str::to_owned)
 }

@@ -25,7 +25,10 @@ impl Store {
             SessionBackend::Memory => Ok(Store::Memory(MemoryStore::default())),
             SessionBackend::Redis { url } => {
                 let handle = RedisHandle::new(url, Duration::from_secs(2))?;
-                Ok(Store::Redis(RedisSessionStore::new(handle.clone(), "storegate:"), handle))
+                Ok(Store::Redis(
+                    RedisSessionStore::new(handle.clone(), "storegate:"),
+                    handle,
+                ))
             }
         }
     }
@@ -48,25 +51,37 @@ impl Store {
 
 #[async_trait::async_trait]
 impl tower_sessions::SessionStore for Store {
-    async fn create(&self, r: &mut tower_sessions::session::Record) -> tower_sessions::session_store::Result<()> {
+    async fn create(
+        &self,
+        r: &mut tower_sessions::session::Record,
+    ) -> tower_sessions::session_store::Result<()> {
         match self {
             Store::Memory(s) => s.create(r).await,
             Store::Redis(s, _) => s.create(r).await,
         }
     }
-    async fn save(&self, r: &tower_sessions::session::Record) -> tower_sessions::session_store::Result<()> {
+    async fn save(
+        &self,
+        r: &tower_sessions::session::Record,
+    ) -> tower_sessions::session_store::Result<()> {
         match self {
             Store::Memory(s) => s.save(r).await,
             Store::Redis(s, _) => s.save(r).await,
         }
     }
-    async fn load(&self, id: &tower_sessions::session::Id) -> tower_sessions::session_store::Result<Option<tower_sessions::session::Record>> {
+    async fn load(
+        &self,
+        id: &tower_sessions::session::Id,
+    ) -> tower_sessions::session_store::Result<Option<tower_sessions::session::Record>> {
         match self {
             Store::Memory(s) => s.load(id).await,
             Store::Redis(s, _) => s.load(id).await,
         }
     }
-    async fn delete(&self, id: &tower_sessions::session::Id) -> tower_sessions::session_store::Result<()> {
+    async fn delete(
+        &self,
+        id: &tower_sessions::session::Id,
+    ) -> tower_sessions::session_store::Result<()> {
         match self {
             Store::Memory(s) => s.delete(id).await,
             Store::Redis(s, _) => s.delete(id).await,

@@ -39,7 +39,11 @@ impl RedisHandle {
     pub fn new(url: &Secret, timeout: Duration) -> Result<Self, String> {
         let client = redis::Client::open(url.expose())
             .map_err(|e| format!("invalid Redis URL: {}", format!("{:?}", e.kind())))?;
-        Ok(RedisHandle { client, conn: Arc::new(Mutex::new(None)), timeout })
+        Ok(RedisHandle {
+            client,
+            conn: Arc::new(Mutex::new(None)),
+            timeout,
+        })
     }
 
     pub async fn conn(&self) -> Result<ConnectionManager, String> {
@@ -69,7 +73,11 @@ impl RedisHandle {
             .query_async(&mut c)
             .await
             .map_err(|e| format!("Redis PING failed: {}", describe(&e)))?;
-        if pong == "PONG" { Ok(()) } else { Err(format!("Redis answered PING with {pong}")) }
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(format!("Redis answered PING with {pong}"))
+        }
     }
 }
 
@@ -94,7 +102,10 @@ pub struct RedisSessionStore {
 
 impl RedisSessionStore {
     pub fn new(redis: RedisHandle, prefix: impl Into<String>) -> Self {
-        RedisSessionStore { redis, prefix: prefix.into() }
+        RedisSessionStore {
+            redis,
+            prefix: prefix.into(),
+        }
     }
 
     fn key(&self, id: &Id) -> String {
@@ -106,16 +117,22 @@ impl RedisSessionStore {
     }
 
     async fn write(&self, record: &Record, only_if_new: bool) -> session_store::Result<bool> {
-        let data = serde_json::to_string(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let data = serde_json::to_string(record)
+            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let expire_at_ms = record.expiry_date.unix_timestamp_nanos() / 1_000_000;
         let mut conn = self.redis.conn().await.map_err(Self::backend)?;
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(&record.id)).arg(data).arg("PXAT").arg(expire_at_ms as i64);
+        cmd.arg(self.key(&record.id))
+            .arg(data)
+            .arg("PXAT")
+            .arg(expire_at_ms as i64);
         if only_if_new {
             cmd.arg("NX");
         }
-        let reply: Option<String> =
-            cmd.query_async(&mut conn).await.map_err(|e| Self::backend(describe(&e)))?;
+        let reply: Option<String> = cmd
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Self::backend(describe(&e)))?;
         Ok(reply.is_some())
     }
 }
@@ -131,7 +148,9 @@ impl SessionStore for RedisSessionStore {
             }
             record.id = Id::default();
         }
-        Err(session_store::Error::Backend("could not allocate a unique session id".into()))
+        Err(session_store::Error::Backend(
+            "could not allocate a unique session id".into(),
+        ))
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
@@ -140,8 +159,10 @@ impl SessionStore for RedisSessionStore {
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         let mut conn = self.redis.conn().await.map_err(Self::backend)?;
-        let data: Option<String> =
-            conn.get(self.key(id)).await.map_err(|e| Self::backend(describe(&e)))?;
+        let data: Option<String> = conn
+            .get(self.key(id))
+            .await
+            .map_err(|e| Self::backend(describe(&e)))?;
         match data {
             Some(d) => serde_json::from_str(&d)
                 .map(Some)
@@ -152,7 +173,10 @@ impl SessionStore for RedisSessionStore {
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         let mut conn = self.redis.conn().await.map_err(Self::backend)?;
-        let _: i64 = conn.del(self.key(id)).await.map_err(|e| Self::backend(describe(&e)))?;
+        let _: i64 = conn
+            .del(self.key(id))
+            .await
+            .map_err(|e| Self::backend(describe(&e)))?;
         Ok(())
     }
 }

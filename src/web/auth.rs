@@ -50,25 +50,38 @@ pub async fn load(
     state: &AppState,
     reference: &str,
 ) -> Result<Result<SignedInState, NoSignIn>, AppError> {
-    let found: Option<SignedInState> =
-        session.get(AUTH_KEY).await.map_err(|_| AppError::session_store(reference))?;
-    let Some(mut auth) = found else { return Ok(Err(NoSignIn::Absent)) };
+    let found: Option<SignedInState> = session
+        .get(AUTH_KEY)
+        .await
+        .map_err(|_| AppError::session_store(reference))?;
+    let Some(mut auth) = found else {
+        return Ok(Err(NoSignIn::Absent));
+    };
     let now = state.clock.now();
     let s = &state.config.session;
     let absolute_over = now - auth.identity.signed_in_at >= s.absolute_timeout.as_secs() as i64;
     let idle_over = now - auth.last_seen >= s.idle_timeout.as_secs() as i64;
     if absolute_over || idle_over {
-        session.flush().await.map_err(|_| AppError::session_store(reference))?;
+        session
+            .flush()
+            .await
+            .map_err(|_| AppError::session_store(reference))?;
         return Ok(Err(NoSignIn::Expired));
     }
     if now - auth.last_seen >= SEEN_GRANULARITY {
         auth.last_seen = now;
-        session.insert(AUTH_KEY, &auth).await.map_err(|_| AppError::session_store(reference))?;
+        session
+            .insert(AUTH_KEY, &auth)
+            .await
+            .map_err(|_| AppError::session_store(reference))?;
     }
     Ok(Ok(auth))
 }
 
-pub async fn pending_logins(session: &Session, reference: &str) -> Result<Vec<PendingLogin>, AppError> {
+pub async fn pending_logins(
+    session: &Session,
+    reference: &str,
+) -> Result<Vec<PendingLogin>, AppError> {
     session
         .get::<Vec<PendingLogin>>(PENDING_KEY)
         .await
@@ -87,15 +100,28 @@ pub struct SignedIn {
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let RequestId(request_id) = RequestId::from_request_parts(parts, state).await.map_err(|e| match e {})?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let RequestId(request_id) = RequestId::from_request_parts(parts, state)
+            .await
+            .map_err(|e| match e {})?;
         let session = Session::from_request_parts(parts, state)
             .await
             .map_err(|_| AppError::session_store(&request_id).into_response())?;
         match load(&session, state, &request_id).await {
-            Ok(Ok(auth)) => Ok(SignedIn { session, auth, request_id }),
+            Ok(Ok(auth)) => Ok(SignedIn {
+                session,
+                auth,
+                request_id,
+            }),
             Ok(Err(_)) => {
-                let here = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let here = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
                 let target = if here == "/" {
                     "/login".to_owned()
                 } else {

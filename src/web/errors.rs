@@ -29,8 +29,20 @@ pub struct AppError {
 }
 
 impl AppError {
-    pub fn new(status: StatusCode, title: &'static str, message: impl Into<String>, reference: &str) -> Self {
-        AppError { status, title, message: message.into(), hint: None, reference: reference.to_owned(), show_sign_in: false }
+    pub fn new(
+        status: StatusCode,
+        title: &'static str,
+        message: impl Into<String>,
+        reference: &str,
+    ) -> Self {
+        AppError {
+            status,
+            title,
+            message: message.into(),
+            hint: None,
+            reference: reference.to_owned(),
+            show_sign_in: false,
+        }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -47,7 +59,9 @@ impl AppError {
         AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Temporarily unavailable",
-            format!("{what} cannot be reached right now, so nobody can be signed in or sent to a store. Please try again in a minute."),
+            format!(
+                "{what} cannot be reached right now, so nobody can be signed in or sent to a store. Please try again in a minute."
+            ),
             reference,
         )
     }
@@ -57,7 +71,12 @@ impl AppError {
     }
 
     pub fn bad_request(message: impl Into<String>, reference: &str) -> Self {
-        AppError::new(StatusCode::BAD_REQUEST, "This request cannot be used", message, reference)
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "This request cannot be used",
+            message,
+            reference,
+        )
     }
 
     pub fn not_found(message: impl Into<String>, reference: &str) -> Self {
@@ -74,9 +93,12 @@ impl IntoResponse for AppError {
             reference: &self.reference,
             show_sign_in: self.show_sign_in,
         };
-        let body = page.render().unwrap_or_else(|_| format!("{} (reference {})", self.title, self.reference));
+        let body = page
+            .render()
+            .unwrap_or_else(|_| format!("{} (reference {})", self.title, self.reference));
         let mut resp = (self.status, Html(body)).into_response();
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
 }

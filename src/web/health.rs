@@ -1,10 +1,10 @@
 //! `/healthz` (the process answers) and `/readyz` (it can serve sign-ins: session store and every
 //! IdP's discovery).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 use super::AppState;
@@ -18,11 +18,17 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut ready = true;
     match state.sessions.check().await {
         Ok(()) => {
-            checks.insert("session_store".into(), json!({"ok": true, "kind": state.sessions.kind()}));
+            checks.insert(
+                "session_store".into(),
+                json!({"ok": true, "kind": state.sessions.kind()}),
+            );
         }
         Err(e) => {
             ready = false;
-            checks.insert("session_store".into(), json!({"ok": false, "kind": state.sessions.kind(), "error": e}));
+            checks.insert(
+                "session_store".into(),
+                json!({"ok": false, "kind": state.sessions.kind(), "error": e}),
+            );
         }
     }
     for (id, p) in state.providers.iter() {
@@ -32,10 +38,17 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             }
             Err(e) => {
                 ready = false;
-                checks.insert(format!("idp:{id}"), json!({"ok": false, "error": e.to_string()}));
+                checks.insert(
+                    format!("idp:{id}"),
+                    json!({"ok": false, "error": e.to_string()}),
+                );
             }
         }
     }
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({"ready": ready, "checks": checks}))).into_response()
 }

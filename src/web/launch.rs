@@ -34,7 +34,11 @@ pub async fn launch(
     ClientIp(client_ip): ClientIp,
     signed_in: SignedIn,
 ) -> Result<Response, AppError> {
-    let SignedIn { session, mut auth, request_id: rid } = signed_in;
+    let SignedIn {
+        session,
+        mut auth,
+        request_id: rid,
+    } = signed_in;
     let now = state.clock.now();
     let identity = &auth.identity;
     let audit = |outcome: Outcome| {
@@ -49,7 +53,10 @@ pub async fn launch(
         ev.rule = Some(DenyReason::UnknownStore.rule_label().to_owned());
         ev.reason = Some("unknown_store".into());
         state.audit.record(ev);
-        return Err(AppError::not_found("There is no store with this name.", &rid));
+        return Err(AppError::not_found(
+            "There is no store with this name.",
+            &rid,
+        ));
     };
     let redirect_to = match q.to.as_deref() {
         None | Some("") => store.default_path.clone(),
@@ -68,7 +75,11 @@ pub async fn launch(
         },
     };
 
-    let decision = match state.config.policy.authorize_launch(identity, &store_key, now) {
+    let decision = match state
+        .config
+        .policy
+        .authorize_launch(identity, &store_key, now)
+    {
         Ok(d) => d,
         Err(reason) => {
             let mut ev = audit(Outcome::Deny);
@@ -82,15 +93,24 @@ pub async fn launch(
                 format!("You cannot open {}: {}.", store.name, reason.explain()),
                 &rid,
             )
-            .with_hint(format!("If you need this store, ask {}.", state.config.support_contact)));
+            .with_hint(format!(
+                "If you need this store, ask {}.",
+                state.config.support_contact
+            )));
         }
     };
 
     let Some(account) = state.config.account(&store.account) else {
-        return Err(AppError::not_found("This store's BigCommerce account is not configured.", &rid));
+        return Err(AppError::not_found(
+            "This store's BigCommerce account is not configured.",
+            &rid,
+        ));
     };
     let Some(api) = state.bigcommerce.get(&store.account) else {
-        return Err(AppError::not_found("This store's BigCommerce account is not configured.", &rid));
+        return Err(AppError::not_found(
+            "This store's BigCommerce account is not configured.",
+            &rid,
+        ));
     };
 
     // The customer may log in to every channel of this store hash the user is entitled to.
@@ -120,15 +140,29 @@ pub async fn launch(
         ev.detail = Some(format!("{step}: {e}"));
         state.audit.record(ev);
         tracing::warn!(store = %store.id, step, error = %e, "launch failed upstream");
-        let unavailable = matches!(e, ApiError::Unreachable { .. } | ApiError::Timeout { .. } | ApiError::RateLimited { .. });
-        let status = if unavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
+        let unavailable = matches!(
+            e,
+            ApiError::Unreachable { .. } | ApiError::Timeout { .. } | ApiError::RateLimited { .. }
+        );
+        let status = if unavailable {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
         let err = AppError::new(
             status,
             "The store could not be opened",
-            format!("BigCommerce did not complete the sign-in to {}. You have access; please try again shortly.", store.name),
+            format!(
+                "BigCommerce did not complete the sign-in to {}. You have access; please try again shortly.",
+                store.name
+            ),
             &rid,
         );
-        if matches!(e, ApiError::MissingEmail) { err.with_hint(e.to_string()) } else { err }
+        if matches!(e, ApiError::MissingEmail) {
+            err.with_hint(e.to_string())
+        } else {
+            err
+        }
     };
 
     let customer_id = match auth.customers.get(&cache_key) {
@@ -138,7 +172,10 @@ pub async fn launch(
                 .await
                 .map_err(|e| upstream_failed(e, "ensure customer"))?;
             auth.customers.insert(cache_key, id);
-            session.insert(AUTH_KEY, &auth).await.map_err(|_| AppError::session_store(&rid))?;
+            session
+                .insert(AUTH_KEY, &auth)
+                .await
+                .map_err(|_| AppError::session_store(&rid))?;
             id
         }
     };
@@ -149,7 +186,11 @@ pub async fn launch(
         .now(&account.store_hash, api.as_ref())
         .await
         .map_err(|e| upstream_failed(e, "read the store clock"))?;
-    let request_ip = if store.bind_request_ip { client_ip } else { None };
+    let request_ip = if store.bind_request_ip {
+        client_ip
+    } else {
+        None
+    };
     let token = login_jwt::mint(
         &decision,
         account,
@@ -173,5 +214,7 @@ pub async fn launch(
     ev.customer_id = Some(customer_id);
     state.audit.record(ev);
     // 302 straight to the storefront: no intermediate page that could leak the token via Referer.
-    Ok(no_store(Redirect::to(&token.login_url(&store.url)).into_response()))
+    Ok(no_store(
+        Redirect::to(&token.login_url(&store.url)).into_response(),
+    ))
 }

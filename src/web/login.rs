@@ -1,10 +1,10 @@
 //! Sign-in (`/login`, the OIDC callback) and sign-out.
 
 use askama::Template;
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 use tower_sessions::Session;
 
@@ -44,26 +44,42 @@ pub async fn login(
     let return_to = match q.return_to.as_deref() {
         None | Some("") => LocalPath::root(),
         Some(raw) => LocalPath::parse(raw).map_err(|e| {
-            AppError::bad_request(format!("The return address is not a page of this site: {e}."), &rid)
+            AppError::bad_request(
+                format!("The return address is not a page of this site: {e}."),
+                &rid,
+            )
         })?,
     };
     let idp_id = match q.idp {
         Some(id) => id,
-        None if state.providers.len() == 1 => state.providers.keys().next().cloned().unwrap_or_default(),
+        None if state.providers.len() == 1 => {
+            state.providers.keys().next().cloned().unwrap_or_default()
+        }
         None => {
             let rt = auth::urlencode(return_to.as_str());
             let choices = state
                 .config
                 .idps
                 .iter()
-                .map(|i| Choice { name: i.display_name.clone(), href: format!("/login?idp={}&return_to={rt}", auth::urlencode(i.id.as_str())) })
+                .map(|i| Choice {
+                    name: i.display_name.clone(),
+                    href: format!(
+                        "/login?idp={}&return_to={rt}",
+                        auth::urlencode(i.id.as_str())
+                    ),
+                })
                 .collect();
-            let page = Chooser { choices }.render().map_err(|_| AppError::bad_request("cannot render", &rid))?;
+            let page = Chooser { choices }
+                .render()
+                .map_err(|_| AppError::bad_request("cannot render", &rid))?;
             return Ok(no_store(Html(page).into_response()));
         }
     };
     let Some(provider) = state.providers.get(&idp_id) else {
-        return Err(AppError::not_found("There is no such sign-in method.", &rid));
+        return Err(AppError::not_found(
+            "There is no such sign-in method.",
+            &rid,
+        ));
     };
     let (url, pending) = provider.begin(return_to, None).await.map_err(|e| {
         tracing::warn!(idp = %idp_id, error = %e, "cannot start sign-in");
@@ -76,7 +92,10 @@ pub async fn login(
         list.remove(0);
     }
     list.push(pending);
-    session.insert(PENDING_KEY, &list).await.map_err(|_| AppError::session_store(&rid))?;
+    session
+        .insert(PENDING_KEY, &list)
+        .await
+        .map_err(|_| AppError::session_store(&rid))?;
     Ok(no_store(Redirect::to(&url).into_response()))
 }
 
@@ -97,18 +116,33 @@ pub async fn callback(
         state.audit.record(ev);
     };
     let Some(provider) = state.providers.get(&idp_id) else {
-        deny("unknown_idp", "callback for an IdP that is not configured".into());
-        return Err(AppError::not_found("There is no such sign-in method.", &rid));
+        deny(
+            "unknown_idp",
+            "callback for an IdP that is not configured".into(),
+        );
+        return Err(AppError::not_found(
+            "There is no such sign-in method.",
+            &rid,
+        ));
     };
     let Some(got_state) = params.state.clone().filter(|s| !s.is_empty()) else {
         deny("state_missing", "the callback carried no state".into());
-        return Err(AppError::bad_request("The sign-in response is incomplete (no state).", &rid).offer_sign_in());
+        return Err(
+            AppError::bad_request("The sign-in response is incomplete (no state).", &rid)
+                .offer_sign_in(),
+        );
     };
     // The pending login is looked up in this browser's own session: a state that is unknown here
     // was never issued to this browser, was already used, or belongs to someone else.
     let mut list = auth::pending_logins(&session, &rid).await?;
-    let Some(pos) = list.iter().position(|p| p.state == got_state && p.idp.as_str() == idp_id) else {
-        deny("state_unknown", "state not issued to this browser session, or already used".into());
+    let Some(pos) = list
+        .iter()
+        .position(|p| p.state == got_state && p.idp.as_str() == idp_id)
+    else {
+        deny(
+            "state_unknown",
+            "state not issued to this browser session, or already used".into(),
+        );
         return Err(AppError::bad_request(
             "This sign-in response does not belong to a sign-in started in this browser, or it was already used.",
             &rid,
@@ -118,10 +152,19 @@ pub async fn callback(
     };
     let pending = list.remove(pos);
     // One use: forget it before doing anything else.
-    session.insert(PENDING_KEY, &list).await.map_err(|_| AppError::session_store(&rid))?;
+    session
+        .insert(PENDING_KEY, &list)
+        .await
+        .map_err(|_| AppError::session_store(&rid))?;
     if now - pending.created_at >= PENDING_TTL {
-        deny("state_expired", "the sign-in took longer than 10 minutes".into());
-        return Err(AppError::bad_request("This sign-in took too long and has expired.", &rid).offer_sign_in());
+        deny(
+            "state_expired",
+            "the sign-in took longer than 10 minutes".into(),
+        );
+        return Err(
+            AppError::bad_request("This sign-in took too long and has expired.", &rid)
+                .offer_sign_in(),
+        );
     }
     let return_to = pending.return_to.clone();
     let verified = match provider.complete(pending, &params).await {
@@ -129,14 +172,31 @@ pub async fn callback(
         Err(e) => return Err(sign_in_failed(&state, &rid, &idp_id, now, e)),
     };
     let Some(idp_cfg) = state.config.idp(&idp_id) else {
-        return Err(AppError::not_found("There is no such sign-in method.", &rid));
+        return Err(AppError::not_found(
+            "There is no such sign-in method.",
+            &rid,
+        ));
     };
     let identity = map_identity(&verified, &idp_cfg.claims, now);
     // Session fixation defence: a fresh id for the signed-in session.
-    session.cycle_id().await.map_err(|_| AppError::session_store(&rid))?;
-    session.remove_value(PENDING_KEY).await.map_err(|_| AppError::session_store(&rid))?;
-    let signed_in = SignedInState { identity: identity.clone(), csrf: random_token(), last_seen: now, customers: Default::default() };
-    session.insert(AUTH_KEY, &signed_in).await.map_err(|_| AppError::session_store(&rid))?;
+    session
+        .cycle_id()
+        .await
+        .map_err(|_| AppError::session_store(&rid))?;
+    session
+        .remove_value(PENDING_KEY)
+        .await
+        .map_err(|_| AppError::session_store(&rid))?;
+    let signed_in = SignedInState {
+        identity: identity.clone(),
+        csrf: random_token(),
+        last_seen: now,
+        customers: Default::default(),
+    };
+    session
+        .insert(AUTH_KEY, &signed_in)
+        .await
+        .map_err(|_| AppError::session_store(&rid))?;
     let grants = state.config.policy.grants(&identity, now);
     let mut ev = AuditEvent::new(now, &rid, EventKind::SignIn, Outcome::Allow).who(&identity);
     ev.detail = Some(format!("{} store(s) granted", grants.len()));
@@ -147,7 +207,16 @@ pub async fn callback(
 fn sign_in_failed(state: &AppState, rid: &str, idp: &str, now: i64, e: OidcError) -> AppError {
     let unavailable = e.is_unavailable();
     tracing::warn!(idp, reason = e.reason(), error = %e, "sign-in refused");
-    let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, if unavailable { Outcome::Error } else { Outcome::Deny });
+    let mut ev = AuditEvent::new(
+        now,
+        rid,
+        EventKind::SignIn,
+        if unavailable {
+            Outcome::Error
+        } else {
+            Outcome::Deny
+        },
+    );
     ev.idp = Some(idp.to_owned());
     ev.reason = Some(e.reason().to_owned());
     ev.detail = Some(e.to_string());
@@ -188,19 +257,34 @@ pub async fn logout(
     let Ok(signed_in) = current else {
         return Ok(no_store(Redirect::to("/signed-out").into_response()));
     };
-    let token_ok = form.csrf.as_deref().is_some_and(|t| constant_time_eq(t.as_bytes(), signed_in.csrf.as_bytes()));
+    let token_ok = form
+        .csrf
+        .as_deref()
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), signed_in.csrf.as_bytes()));
     if !token_ok {
         let _ = headers.get(header::ORIGIN);
-        return Err(AppError::new(StatusCode::FORBIDDEN, "Sign-out refused", "The sign-out request did not come from this site's own page.", &rid));
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "Sign-out refused",
+            "The sign-out request did not come from this site's own page.",
+            &rid,
+        ));
     }
-    session.flush().await.map_err(|_| AppError::session_store(&rid))?;
-    state.audit.record(AuditEvent::new(now, &rid, EventKind::SignOut, Outcome::Allow).who(&signed_in.identity));
+    session
+        .flush()
+        .await
+        .map_err(|_| AppError::session_store(&rid))?;
+    state.audit.record(
+        AuditEvent::new(now, &rid, EventKind::SignOut, Outcome::Allow).who(&signed_in.identity),
+    );
     let back = format!("{}/signed-out", state.config.base_url());
     let target = match state.providers.get(signed_in.identity.idp.as_str()) {
         Some(p) => match p.end_session_endpoint().await {
             Some(end) => match url::Url::parse(&end) {
                 Ok(mut u) => {
-                    u.query_pairs_mut().append_pair("client_id", p.client_id()).append_pair("post_logout_redirect_uri", &back);
+                    u.query_pairs_mut()
+                        .append_pair("client_id", p.client_id())
+                        .append_pair("post_logout_redirect_uri", &back);
                     u.to_string()
                 }
                 Err(_) => "/signed-out".to_owned(),

@@ -59,14 +59,16 @@ impl AppState {
         for idp in &config.idps {
             match &idp.protocol {
                 Protocol::Oidc(o) => {
-                    let p = OidcProvider::new(idp, o, config.base_url(), http.clone(), clock.clone())?;
+                    let p =
+                        OidcProvider::new(idp, o, config.base_url(), http.clone(), clock.clone())?;
                     providers.insert(idp.id.to_string(), Arc::new(p));
                 }
             }
         }
         let mut bigcommerce: HashMap<String, Arc<dyn CustomerApi>> = HashMap::new();
         for account in &config.bigcommerce {
-            let api = HttpCustomerApi::new(account).map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
+            let api = HttpCustomerApi::new(account)
+                .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
             bigcommerce.insert(account.id.clone(), Arc::new(api));
         }
         let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
@@ -84,8 +86,10 @@ impl AppState {
 
 /// Marks a response that carries a token or a session change as not cacheable.
 pub fn no_store(mut resp: Response) -> Response {
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }
 
@@ -102,7 +106,10 @@ const STYLE_CSS: &str = include_str!("../../static/style.css");
 
 async fn style() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
         STYLE_CSS,
     )
         .into_response()

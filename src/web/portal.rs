@@ -1,17 +1,17 @@
 //! The portal (`GET /`) and `GET /api/me`: the same entitlements, as tiles and as JSON.
 
 use askama::Template;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 use tower_sessions::Session;
 
+use super::AppState;
 use super::auth::{self, SignedIn};
 use super::errors::AppError;
 use super::extract::RequestId;
-use super::AppState;
 use crate::clock::UnixTime;
 use crate::policy::Grant;
 
@@ -46,7 +46,10 @@ pub fn expires_in(now: UnixTime, at: UnixTime) -> String {
     format!("in {n} {unit}")
 }
 
-pub async fn portal(State(state): State<AppState>, signed_in: SignedIn) -> Result<Response, AppError> {
+pub async fn portal(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> Result<Response, AppError> {
     let now = state.clock.now();
     let id = &signed_in.auth.identity;
     let tiles = state
@@ -72,9 +75,14 @@ pub async fn portal(State(state): State<AppState>, signed_in: SignedIn) -> Resul
         support_contact: &state.config.support_contact,
         tiles,
     };
-    let html = page
-        .render()
-        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "Page error", format!("the portal could not be drawn: {e}"), &signed_in.request_id))?;
+    let html = page.render().map_err(|e| {
+        AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Page error",
+            format!("the portal could not be drawn: {e}"),
+            &signed_in.request_id,
+        )
+    })?;
     Ok(super::no_store(Html(html).into_response()))
 }
 
@@ -104,7 +112,11 @@ struct Me<'a> {
 }
 
 /// `GET /api/me`: 401 JSON without a session (an API never redirects to a login page).
-pub async fn me(State(state): State<AppState>, RequestId(rid): RequestId, session: Session) -> Response {
+pub async fn me(
+    State(state): State<AppState>,
+    RequestId(rid): RequestId,
+    session: Session,
+) -> Response {
     let auth = match auth::load(&session, &state, &rid).await {
         Ok(Ok(a)) => a,
         Ok(Err(_)) => {

@@ -36,7 +36,9 @@ pub struct Reserved {
 
 impl Reserved {
     pub async fn new() -> Reserved {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gateway");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         Reserved { listener, base }
     }
@@ -92,7 +94,13 @@ fn sim_store(hash: &str, name: &str, channels: &[(u64, &str)]) -> SimStore {
         access_token: Secret::new(format!("token-{hash}")),
         client_id: format!("client-{hash}"),
         client_secret: Secret::new(format!("login-secret-{hash}")),
-        channels: channels.iter().map(|(id, n)| SimChannel { id: *id, name: (*n).to_owned() }).collect(),
+        channels: channels
+            .iter()
+            .map(|(id, n)| SimChannel {
+                id: *id,
+                name: (*n).to_owned(),
+            })
+            .collect(),
     }
 }
 
@@ -197,7 +205,8 @@ impl Gateway {
             sim_store(OUTLET_HASH, "Outlet", &[(1, "Outlet")]),
         ]));
         let sim_task = tokio::spawn(async move {
-            let _ = storegate::server::serve_on(sim_listener, sim_router, std::future::pending()).await;
+            let _ =
+                storegate::server::serve_on(sim_listener, sim_router, std::future::pending()).await;
         });
 
         let text = config_text(&reserved.base, &sim_base, &opts);
@@ -206,7 +215,8 @@ impl Gateway {
             Err(d) => panic!("test config invalid:\n{d}"),
         };
         let (audit, rx) = AuditLog::channel();
-        let state = AppState::build(cfg, std::sync::Arc::new(clock.clone()), audit).expect("build state");
+        let state =
+            AppState::build(cfg, std::sync::Arc::new(clock.clone()), audit).expect("build state");
         let app = web::router(state);
         let listener = reserved.listener;
         let gw_task = tokio::spawn(async move {
@@ -240,8 +250,16 @@ impl Gateway {
 
     /// No BigCommerce login token reached any storefront (neither accepted nor refused).
     pub fn assert_no_token_minted(&self) {
-        assert!(self.sim.accepted_logins().is_empty(), "a login token was accepted: {:?}", self.sim.accepted_logins());
-        assert!(self.sim.rejected_logins().is_empty(), "a login token was presented: {:?}", self.sim.rejected_logins());
+        assert!(
+            self.sim.accepted_logins().is_empty(),
+            "a login token was accepted: {:?}",
+            self.sim.accepted_logins()
+        );
+        assert!(
+            self.sim.rejected_logins().is_empty(),
+            "a login token was presented: {:?}",
+            self.sim.rejected_logins()
+        );
     }
 }
 

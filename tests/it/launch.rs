@@ -26,19 +26,37 @@ async fn signed_in(groups: &[&str]) -> (RogueOp, Gateway, Browser) {
 #[tokio::test]
 async fn open_redirects_in_to_are_refused_without_minting() {
     let (_op, gw, b) = signed_in(&["bc-merchandisers"]).await;
-    for evil in ["//evil.example", "/\\evil.example", "https://evil.example", "/ok%0d%0aSet-Cookie:x=y", "%2F%2Fevil.example", "javascript:alert(1)"] {
-        let resp = b.get(&gw.url(&format!("/stores/us/launch?to={evil}"))).await;
+    for evil in [
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+        "/ok%0d%0aSet-Cookie:x=y",
+        "%2F%2Fevil.example",
+        "javascript:alert(1)",
+    ] {
+        let resp = b
+            .get(&gw.url(&format!("/stores/us/launch?to={evil}")))
+            .await;
         assert_eq!(resp.status(), 400, "to={evil}");
         assert!(location(&resp).is_none(), "no redirect for to={evil}");
     }
     gw.assert_no_token_minted();
-    assert!(gw.sim.customers(MAIN_HASH).is_empty(), "the refusal comes before any BigCommerce call");
+    assert!(
+        gw.sim.customers(MAIN_HASH).is_empty(),
+        "the refusal comes before any BigCommerce call"
+    );
 }
 
 #[tokio::test]
 async fn open_redirects_in_return_to_are_refused() {
     let (_op, gw, b) = signed_in(&["bc-merchandisers"]).await;
-    for evil in ["//evil.example", "/%5Cevil.example", "https://evil.example", "/a%0d%0aLocation:%20//evil", "evil"] {
+    for evil in [
+        "//evil.example",
+        "/%5Cevil.example",
+        "https://evil.example",
+        "/a%0d%0aLocation:%20//evil",
+        "evil",
+    ] {
         let resp = b.get(&gw.url(&format!("/login?return_to={evil}"))).await;
         assert_eq!(resp.status(), 400, "return_to={evil}");
         assert!(location(&resp).is_none());
@@ -52,13 +70,24 @@ async fn launch_without_entitlement_is_403_with_the_reason() {
     let (_op, gw, b) = signed_in(&["bc-support"]).await;
     let resp = b.get(&gw.url("/stores/eu/launch")).await;
     assert_eq!(resp.status(), 403);
-    assert_eq!(resp.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert_eq!(
+        resp.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
     let page = resp.text().await.expect("page");
-    assert!(page.contains("EU Storefront") && page.contains("no rule grants you this store"), "{page}");
+    assert!(
+        page.contains("EU Storefront") && page.contains("no rule grants you this store"),
+        "{page}"
+    );
     gw.assert_no_token_minted();
     assert!(gw.sim.customers(MAIN_HASH).is_empty());
     let events = gw.audit_events().await;
-    let denial = events.iter().find(|e| e.event == EventKind::Launch).expect("launch event");
+    let denial = events
+        .iter()
+        .find(|e| e.event == EventKind::Launch)
+        .expect("launch event");
     assert_eq!(denial.outcome, Outcome::Deny);
     assert_eq!(denial.rule.as_deref(), Some("default-deny"));
     assert_eq!(denial.store.as_deref(), Some("eu"));
@@ -73,7 +102,10 @@ async fn a_deny_rule_wins_over_an_allow() {
     let resp = b.get(&gw.url("/stores/eu/launch")).await;
     assert_eq!(resp.status(), 403);
     let page = resp.text().await.expect("page");
-    assert!(page.contains("contractors-never-eu"), "names the deciding rule: {page}");
+    assert!(
+        page.contains("contractors-never-eu"),
+        "names the deciding rule: {page}"
+    );
     gw.assert_no_token_minted();
     let portal = b.get(&gw.url("/")).await.text().await.expect("portal");
     assert!(portal.contains("US Storefront") && !portal.contains("EU Storefront"));
@@ -86,7 +118,11 @@ async fn unknown_store_is_404() {
     assert_eq!(resp.status(), 404);
     gw.assert_no_token_minted();
     let events = gw.audit_events().await;
-    assert!(events.iter().any(|e| e.event == EventKind::Launch && e.reason.as_deref() == Some("unknown_store")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == EventKind::Launch && e.reason.as_deref() == Some("unknown_store"))
+    );
 }
 
 #[tokio::test]
@@ -95,7 +131,10 @@ async fn launch_is_refused_once_the_session_is_idle_too_long() {
     gw.clock.advance(31 * 60);
     let resp = b.get(&gw.url("/stores/us/launch")).await;
     assert_eq!(resp.status(), 303);
-    assert_eq!(location(&resp).map(|u| u.path().to_owned()).as_deref(), Some("/login"));
+    assert_eq!(
+        location(&resp).map(|u| u.path().to_owned()).as_deref(),
+        Some("/login")
+    );
     gw.assert_no_token_minted();
 }
 
@@ -109,7 +148,10 @@ async fn launch_is_refused_after_the_absolute_lifetime() {
     }
     let resp = b.get(&gw.url("/stores/us/launch")).await;
     assert_eq!(resp.status(), 303);
-    assert_eq!(location(&resp).map(|u| u.path().to_owned()).as_deref(), Some("/login"));
+    assert_eq!(
+        location(&resp).map(|u| u.path().to_owned()).as_deref(),
+        Some("/login")
+    );
     gw.assert_no_token_minted();
 }
 
@@ -127,8 +169,14 @@ async fn session_cookie_is_httponly_lax_and_rotated_at_sign_in() {
         .find(|c| c.starts_with("storegate_session="))
         .map(str::to_owned)
         .expect("pre-login session cookie");
-    assert!(before.contains("HttpOnly") && before.contains("SameSite=Lax") && before.contains("Path=/"), "{before}");
-    assert!(!before.to_ascii_lowercase().contains("domain="), "host-only cookie: {before}");
+    assert!(
+        before.contains("HttpOnly") && before.contains("SameSite=Lax") && before.contains("Path=/"),
+        "{before}"
+    );
+    assert!(
+        !before.to_ascii_lowercase().contains("domain="),
+        "host-only cookie: {before}"
+    );
     let at_op = b.get(location(&start).expect("to op").as_str()).await;
     let cb = b.get(location(&at_op).expect("back").as_str()).await;
     let after = cb
@@ -150,10 +198,23 @@ async fn pages_carry_security_headers() {
     let b = Browser::new();
     let resp = b.get(&gw.url("/signed-out")).await;
     let h = resp.headers();
-    let csp = h.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "{csp}");
-    assert_eq!(h.get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"));
-    assert_eq!(h.get("referrer-policy").and_then(|v| v.to_str().ok()), Some("no-referrer"));
+    let csp = h
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(
+        h.get("x-content-type-options")
+            .and_then(|v| v.to_str().ok()),
+        Some("nosniff")
+    );
+    assert_eq!(
+        h.get("referrer-policy").and_then(|v| v.to_str().ok()),
+        Some("no-referrer")
+    );
     assert!(h.get("x-request-id").is_some());
 }
 
@@ -162,5 +223,9 @@ async fn logout_needs_the_csrf_token() {
     let (_op, gw, b) = signed_in(&["bc-merchandisers"]).await;
     let resp = b.post_form(&gw.url("/logout"), &[("csrf", "forged")]).await;
     assert_eq!(resp.status(), 403);
-    assert_eq!(b.get(&gw.url("/api/me")).await.status(), 200, "still signed in");
+    assert_eq!(
+        b.get(&gw.url("/api/me")).await.status(),
+        200,
+        "still signed in"
+    );
 }

@@ -32,19 +32,36 @@ fn peer_for(reserved: &Reserved) -> OidcPeer {
 }
 
 /// Walks `/login` through the peer's pages and back; returns the gateway's answer to the callback.
-async fn sign_in(b: &Browser, gw: &Gateway, account: &str, return_to: Option<&str>) -> reqwest::Response {
+async fn sign_in(
+    b: &Browser,
+    gw: &Gateway,
+    account: &str,
+    return_to: Option<&str>,
+) -> reqwest::Response {
     let start = match return_to {
-        Some(rt) => b.get(&gw.url(&format!("/login?return_to={}", urlencode(rt)))).await,
+        Some(rt) => {
+            b.get(&gw.url(&format!("/login?return_to={}", urlencode(rt))))
+                .await
+        }
         None => b.get(&gw.url("/login")).await,
     };
     assert_eq!(start.status(), 303, "login redirects to the IdP");
     let to_idp = location(&start).expect("location");
-    assert_eq!(query_param(&to_idp, "code_challenge_method").as_deref(), Some("S256"));
+    assert_eq!(
+        query_param(&to_idp, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
     assert!(query_param(&to_idp, "nonce").is_some() && query_param(&to_idp, "state").is_some());
     let back = b.oidc_provider_login(start, account).await;
     let callback = location(&back).expect("redirect to callback");
-    assert!(callback.as_str().starts_with(&gw.url("/oidc/nam/callback")), "{callback}");
-    assert!(query_param(&callback, "iss").is_some(), "RFC 9207 iss is sent by the peer");
+    assert!(
+        callback.as_str().starts_with(&gw.url("/oidc/nam/callback")),
+        "{callback}"
+    );
+    assert!(
+        query_param(&callback, "iss").is_some(),
+        "RFC 9207 iss is sent by the peer"
+    );
     b.get(callback.as_str()).await
 }
 
@@ -71,12 +88,23 @@ async fn full_flow(redis: Option<&RedisServer>) {
     // Without a session the portal sends the browser to sign in.
     let portal = b.get(&gw.url("/")).await;
     assert_eq!(portal.status(), 303);
-    assert_eq!(location(&portal).map(|u| u.path().to_owned()).as_deref(), Some("/login"));
+    assert_eq!(
+        location(&portal).map(|u| u.path().to_owned()).as_deref(),
+        Some("/login")
+    );
 
     let done = sign_in(&b, &gw, "mia", None).await;
     assert_eq!(done.status(), 303, "callback accepted");
-    assert_eq!(location(&done).map(|u| u.path().to_owned()).as_deref(), Some("/"));
-    assert_eq!(done.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert_eq!(
+        location(&done).map(|u| u.path().to_owned()).as_deref(),
+        Some("/")
+    );
+    assert_eq!(
+        done.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
 
     let portal = b.get(&gw.url("/")).await;
     assert_eq!(portal.status(), 200);
@@ -90,7 +118,11 @@ async fn full_flow(redis: Option<&RedisServer>) {
     let me: Value = b.get(&gw.url("/api/me")).await.json().await.expect("json");
     assert_eq!(me["email"], "mia.merch@corp.example");
     assert_eq!(me["idp"], "nam");
-    assert_eq!(me["groups"], json!(["bc-merchandisers"]), "groups merged from userinfo");
+    assert_eq!(
+        me["groups"],
+        json!(["bc-merchandisers"]),
+        "groups merged from userinfo"
+    );
     assert_eq!(me["stores"].as_array().map(Vec::len), Some(3));
     assert_eq!(me["stores"][0]["id"], "us");
     assert_eq!(me["stores"][0]["role"], "merchandiser");
@@ -98,12 +130,27 @@ async fn full_flow(redis: Option<&RedisServer>) {
     // Launch: customer created, token minted, storefront signs the user in.
     let launch = b.get(&gw.url("/stores/us/launch?to=/cart.php")).await;
     assert_eq!(launch.status(), 303);
-    assert_eq!(launch.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert_eq!(
+        launch
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
     let to_store = location(&launch).expect("to storefront");
-    assert!(to_store.as_str().starts_with(&format!("{}/storefront/{MAIN_HASH}/1/login/token/", gw.sim_base)), "{to_store}");
+    assert!(
+        to_store.as_str().starts_with(&format!(
+            "{}/storefront/{MAIN_HASH}/1/login/token/",
+            gw.sim_base
+        )),
+        "{to_store}"
+    );
     let landed = b.follow(launch).await;
     assert_eq!(landed.status(), 200);
-    assert_eq!(landed.url().path(), format!("/storefront/{MAIN_HASH}/1/cart.php"));
+    assert_eq!(
+        landed.url().path(),
+        format!("/storefront/{MAIN_HASH}/1/cart.php")
+    );
     let page = landed.text().await.expect("store page");
     assert!(page.contains("Signed in as Mia Merchant"), "{page}");
 
@@ -113,12 +160,24 @@ async fn full_flow(redis: Option<&RedisServer>) {
     let customers = gw.sim.customers(MAIN_HASH);
     assert_eq!(customers.len(), 1);
     assert_eq!(customers[0].email, "mia.merch@corp.example");
-    assert_eq!(customers[0].channel_ids, Some(vec![1, 2]), "both entitled channels of the store hash");
+    assert_eq!(
+        customers[0].channel_ids,
+        Some(vec![1, 2]),
+        "both entitled channels of the store hash"
+    );
     let groups = gw.sim.customer_groups(MAIN_HASH);
-    let staff = groups.iter().find(|g| g.name == "Staff").expect("Staff group created");
+    let staff = groups
+        .iter()
+        .find(|g| g.name == "Staff")
+        .expect("Staff group created");
     assert_eq!(customers[0].customer_group_id, staff.id);
     let subject = gw.sim.metafields(MAIN_HASH, customers[0].id);
-    assert!(subject.iter().any(|m| m.key == "idp_subject" && m.value == "nam:mia" && m.permission_set == "app_only"), "{subject:?}");
+    assert!(
+        subject.iter().any(|m| m.key == "idp_subject"
+            && m.value == "nam:mia"
+            && m.permission_set == "app_only"),
+        "{subject:?}"
+    );
 
     // A repeated launch makes no API call: customer id and store clock are remembered.
     let calls = gw.sim.api_calls(MAIN_HASH);
@@ -126,23 +185,44 @@ async fn full_flow(redis: Option<&RedisServer>) {
     assert_eq!(again.status(), 303);
     assert_eq!(gw.sim.api_calls(MAIN_HASH), calls);
     let landed = b.follow(again).await;
-    assert_eq!(landed.url().path(), format!("/storefront/{MAIN_HASH}/1/account.php"), "default path");
+    assert_eq!(
+        landed.url().path(),
+        format!("/storefront/{MAIN_HASH}/1/account.php"),
+        "default path"
+    );
     assert_eq!(gw.sim.accepted_logins().len(), 2);
 
     let events = gw.audit_events().await;
-    let sign_in = events.iter().find(|e| e.event == EventKind::SignIn).expect("sign-in event");
+    let sign_in = events
+        .iter()
+        .find(|e| e.event == EventKind::SignIn)
+        .expect("sign-in event");
     assert_eq!(sign_in.outcome, Outcome::Allow);
     assert_eq!(sign_in.subject.as_deref(), Some("mia"));
-    let launches: Vec<_> = events.iter().filter(|e| e.event == EventKind::Launch).collect();
+    let launches: Vec<_> = events
+        .iter()
+        .filter(|e| e.event == EventKind::Launch)
+        .collect();
     assert_eq!(launches.len(), 2);
-    assert!(launches.iter().all(|e| e.outcome == Outcome::Allow && e.rule.as_deref() == Some("merchandisers-everywhere")));
+    assert!(
+        launches.iter().all(|e| e.outcome == Outcome::Allow
+            && e.rule.as_deref() == Some("merchandisers-everywhere"))
+    );
     assert!(launches.iter().all(|e| !e.request_id.is_empty()));
     let all = serde_json::to_string(&events).expect("json");
-    assert!(!all.contains(SECRET) && !all.contains("login-secret-"), "no secret in audit events");
+    assert!(
+        !all.contains(SECRET) && !all.contains("login-secret-"),
+        "no secret in audit events"
+    );
 
     // Sign out: the session is gone.
     let portal = b.get(&gw.url("/")).await.text().await.expect("portal");
-    let csrf = portal.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).expect("csrf field").to_owned();
+    let csrf = portal
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("csrf field")
+        .to_owned();
     let out = b.post_form(&gw.url("/logout"), &[("csrf", &csrf)]).await;
     assert_eq!(out.status(), 303);
     assert_not_signed_in(&b, &gw).await;
@@ -170,9 +250,15 @@ async fn return_to_is_honoured_after_sign_in() {
     assert_eq!(first.status(), 303);
     let login = location(&first).expect("to login");
     assert_eq!(login.path(), "/login");
-    assert_eq!(query_param(&login, "return_to").as_deref(), Some("/stores/us/launch?to=/cart.php"));
+    assert_eq!(
+        query_param(&login, "return_to").as_deref(),
+        Some("/stores/us/launch?to=/cart.php")
+    );
     let done = sign_in(&b, &gw, "sam", Some("/stores/us/launch?to=/cart.php")).await;
-    assert_eq!(location(&done).map(|u| u.as_str().to_owned()), Some(gw.url("/stores/us/launch?to=/cart.php")));
+    assert_eq!(
+        location(&done).map(|u| u.as_str().to_owned()),
+        Some(gw.url("/stores/us/launch?to=/cart.php"))
+    );
 }
 
 #[tokio::test]
@@ -193,7 +279,10 @@ async fn user_without_entitlement_sees_whom_to_ask() {
     let page = launch.text().await.expect("page");
     assert!(page.contains("no rule grants you this store"), "{page}");
     gw.assert_no_token_minted();
-    assert!(gw.sim.customers(MAIN_HASH).is_empty(), "no customer created");
+    assert!(
+        gw.sim.customers(MAIN_HASH).is_empty(),
+        "no customer created"
+    );
 }
 
 #[tokio::test]
@@ -223,7 +312,10 @@ async fn callback_state_missing_reused_or_from_another_browser_is_refused() {
     // Missing state.
     let fresh = Browser::new();
     let mut no_state = callback.clone();
-    no_state.set_query(Some(&format!("code={}", query_param(&callback, "code").unwrap_or_default())));
+    no_state.set_query(Some(&format!(
+        "code={}",
+        query_param(&callback, "code").unwrap_or_default()
+    )));
     let resp = fresh.get(no_state.as_str()).await;
     assert_eq!(resp.status(), 400);
     assert_not_signed_in(&fresh, &gw).await;
@@ -233,7 +325,9 @@ async fn callback_state_missing_reused_or_from_another_browser_is_refused() {
     let start = c.get(&gw.url("/login")).await;
     let fresh_state = query_param(&location(&start).expect("to idp"), "state").expect("state");
     let mut replay = callback.clone();
-    replay.query_pairs_mut().clear()
+    replay
+        .query_pairs_mut()
+        .clear()
         .append_pair("code", &query_param(&callback, "code").unwrap_or_default())
         .append_pair("state", &fresh_state)
         .append_pair("iss", &peer.issuer);
@@ -245,6 +339,9 @@ async fn callback_state_missing_reused_or_from_another_browser_is_refused() {
     let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
     assert!(reasons.contains(&"state_unknown".to_owned()), "{reasons:?}");
     assert!(reasons.contains(&"state_missing".to_owned()), "{reasons:?}");
-    assert!(reasons.contains(&"token_request_failed".to_owned()), "{reasons:?}");
+    assert!(
+        reasons.contains(&"token_request_failed".to_owned()),
+        "{reasons:?}"
+    );
     gw.assert_no_token_minted();
 }

@@ -22,12 +22,18 @@ async fn attempt(op: &RogueOp, gw: &Gateway) -> (Browser, Outcome401) {
     assert_eq!(start.status(), 303, "login redirects to the IdP");
     let at_op = b.get(location(&start).expect("to op").as_str()).await;
     let callback = location(&at_op).expect("op redirects back");
-    assert!(callback.as_str().starts_with(&gw.url("/oidc/nam/callback")), "{callback}");
+    assert!(
+        callback.as_str().starts_with(&gw.url("/oidc/nam/callback")),
+        "{callback}"
+    );
     let before = gw.audit_events().await.len();
     let resp = b.get(callback.as_str()).await;
     let status = resp.status().as_u16();
     let events = gw.audit_events().await;
-    let reason = events[before..].iter().find(|e| e.event == EventKind::SignIn).and_then(|e| e.reason.clone());
+    let reason = events[before..]
+        .iter()
+        .find(|e| e.event == EventKind::SignIn)
+        .and_then(|e| e.reason.clone());
     let _ = op;
     (b, Outcome401 { status, reason })
 }
@@ -49,10 +55,16 @@ async fn refused(fault: Fault, reason: &str) {
     // Not even a launch gets through: the browser is sent to sign in, and no token is minted.
     let launch = b.get(&gw.url("/stores/us/launch")).await;
     assert_eq!(launch.status(), 303);
-    assert_eq!(location(&launch).map(|u| u.path().to_owned()).as_deref(), Some("/login"));
+    assert_eq!(
+        location(&launch).map(|u| u.path().to_owned()).as_deref(),
+        Some("/login")
+    );
     gw.assert_no_token_minted();
     let events = gw.audit_events().await;
-    assert!(events.iter().all(|e| e.outcome != Outcome::Allow), "no allow event: {events:?}");
+    assert!(
+        events.iter().all(|e| e.outcome != Outcome::Allow),
+        "no allow event: {events:?}"
+    );
 }
 
 #[tokio::test]
@@ -72,8 +84,14 @@ async fn refuses_alg_none_with_an_admin_message() {
     assert_eq!(out.reason.as_deref(), Some("id_token_unsigned"));
     assert_not_signed_in(&b, &gw).await;
     let events = gw.audit_events().await;
-    let detail = events.iter().find_map(|e| e.detail.clone().filter(|d| d.contains("unsigned"))).expect("detail");
-    assert!(detail.contains("ID Token Signed Response Algorithm"), "names the console setting: {detail}");
+    let detail = events
+        .iter()
+        .find_map(|e| e.detail.clone().filter(|d| d.contains("unsigned")))
+        .expect("detail");
+    assert!(
+        detail.contains("ID Token Signed Response Algorithm"),
+        "names the console setting: {detail}"
+    );
     gw.assert_no_token_minted();
 }
 
@@ -89,7 +107,11 @@ async fn refuses_unknown_kid_after_one_jwks_refresh() {
     let (b, out) = attempt(&op, &gw).await;
     assert_eq!(out.status, 401);
     assert_eq!(out.reason.as_deref(), Some("id_token_invalid"));
-    assert_eq!(op.jwks_calls(), 2, "discovery fetch plus exactly one refresh");
+    assert_eq!(
+        op.jwks_calls(),
+        2,
+        "discovery fetch plus exactly one refresh"
+    );
     assert_not_signed_in(&b, &gw).await;
     // A second attempt within the refresh interval does not hit the JWKS again.
     let (_, out) = attempt(&op, &gw).await;
@@ -163,7 +185,11 @@ async fn refuses_mix_up_iss_before_redeeming_the_code() {
     let (b, out) = attempt(&op, &gw).await;
     assert_eq!(out.status, 401);
     assert_eq!(out.reason.as_deref(), Some("iss_mismatch"));
-    assert_eq!(op.token_calls(), 0, "the code is never sent to the token endpoint");
+    assert_eq!(
+        op.token_calls(),
+        0,
+        "the code is never sent to the token endpoint"
+    );
     assert_not_signed_in(&b, &gw).await;
     gw.assert_no_token_minted();
 }
@@ -186,7 +212,12 @@ async fn sends_pkce_s256_state_and_nonce() {
     let reqs = op.authorize_requests();
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].code_challenge_method.as_deref(), Some("S256"));
-    assert!(reqs[0].code_challenge.as_deref().is_some_and(|c| c.len() >= 43));
+    assert!(
+        reqs[0]
+            .code_challenge
+            .as_deref()
+            .is_some_and(|c| c.len() >= 43)
+    );
     assert!(reqs[0].state.as_deref().is_some_and(|s| s.len() >= 16));
     assert!(reqs[0].nonce.as_deref().is_some_and(|s| s.len() >= 16));
     let tokens = op.token_requests();
