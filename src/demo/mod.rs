@@ -67,7 +67,12 @@ fn config_text(
     listen: &str,
     secrets: &Secrets,
     agency_until: &str,
+    redis_url: Option<&str>,
 ) -> String {
+    let session = match redis_url {
+        Some(url) => format!("store = \"redis\"\nredis_url = \"{url}\""),
+        None => "store = \"memory\"".to_owned(),
+    };
     let mut out = format!(
         r#"public_url = "{base}"
 listen = "{listen}"
@@ -75,7 +80,7 @@ allow_insecure_http = true
 support_contact = "the demo's e-commerce team (this is a demo: pick another user)"
 
 [session]
-store = "memory"
+{session}
 
 [audit]
 file = "-"
@@ -157,8 +162,10 @@ pub struct Demo {
 }
 
 /// Binds and starts everything; returns once it is serving. `shutdown` stops it.
+/// `redis_url`: keep sessions in Redis instead of memory (benchmarks, replica experiments).
 pub async fn start(
     listen: &str,
+    redis_url: Option<&str>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Demo, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let listener = TcpListener::bind(listen).await.with_context(|| {
@@ -179,7 +186,14 @@ pub async fn start(
     let agency_until = agency_until
         .format(&time::format_description::well_known::Rfc3339)
         .context("format the agency expiry")?;
-    let text = config_text(&base, &sim_base, &addr.to_string(), &secrets, &agency_until);
+    let text = config_text(
+        &base,
+        &sim_base,
+        &addr.to_string(),
+        &secrets,
+        &agency_until,
+        redis_url,
+    );
     let cfg = config::load_str(&text, "(demo)", &NoEnv)
         .map_err(|d| anyhow::anyhow!("the demo configuration is invalid:\n{d}"))?;
 
@@ -238,7 +252,7 @@ pub async fn start(
 
 /// `storegate demo`: runs until Ctrl-C.
 pub async fn run(listen: &str) -> anyhow::Result<()> {
-    let (demo, gateway) = start(listen, shutdown_signal()).await?;
+    let (demo, gateway) = start(listen, None, shutdown_signal()).await?;
     println!();
     println!(
         "  storegate demo is running. Open {} in your browser.",

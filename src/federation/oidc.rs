@@ -411,7 +411,7 @@ impl OidcProvider {
         }
         let verified = {
             let verifier = self.verifier(d);
-            id_token.claims(&verifier, nonce).map(|c| c.clone())
+            id_token.claims(&verifier, nonce).cloned()
         };
         let claims = match verified {
             Ok(c) => c,
@@ -423,7 +423,7 @@ impl OidcProvider {
                 let verifier = self.verifier(&refreshed);
                 id_token
                     .claims(&verifier, nonce)
-                    .map(|c| c.clone())
+                    .cloned()
                     .map_err(|e| OidcError::IdTokenInvalid(e.to_string()))?
             }
             Err(e) => return Err(OidcError::IdTokenInvalid(e.to_string())),

@@ -16,7 +16,7 @@ use crate::config::{SessionBackend, SessionConfig};
 #[derive(Debug, Clone)]
 pub enum Store {
     Memory(MemoryStore),
-    Redis(RedisSessionStore, RedisHandle),
+    Redis(Box<RedisSessionStore>),
 }
 
 impl Store {
@@ -25,10 +25,10 @@ impl Store {
             SessionBackend::Memory => Ok(Store::Memory(MemoryStore::default())),
             SessionBackend::Redis { url } => {
                 let handle = RedisHandle::new(url, Duration::from_secs(2))?;
-                Ok(Store::Redis(
-                    RedisSessionStore::new(handle.clone(), "storegate:"),
+                Ok(Store::Redis(Box::new(RedisSessionStore::new(
                     handle,
-                ))
+                    "storegate:",
+                ))))
             }
         }
     }
@@ -37,7 +37,7 @@ impl Store {
     pub async fn check(&self) -> Result<(), String> {
         match self {
             Store::Memory(_) => Ok(()),
-            Store::Redis(_, h) => h.ping().await,
+            Store::Redis(s) => s.handle().ping().await,
         }
     }
 
@@ -57,7 +57,7 @@ impl tower_sessions::SessionStore for Store {
     ) -> tower_sessions::session_store::Result<()> {
         match self {
             Store::Memory(s) => s.create(r).await,
-            Store::Redis(s, _) => s.create(r).await,
+            Store::Redis(s) => s.create(r).await,
         }
     }
     async fn save(
@@ -66,7 +66,7 @@ impl tower_sessions::SessionStore for Store {
     ) -> tower_sessions::session_store::Result<()> {
         match self {
             Store::Memory(s) => s.save(r).await,
-            Store::Redis(s, _) => s.save(r).await,
+            Store::Redis(s) => s.save(r).await,
         }
     }
     async fn load(
@@ -75,7 +75,7 @@ impl tower_sessions::SessionStore for Store {
     ) -> tower_sessions::session_store::Result<Option<tower_sessions::session::Record>> {
         match self {
             Store::Memory(s) => s.load(id).await,
-            Store::Redis(s, _) => s.load(id).await,
+            Store::Redis(s) => s.load(id).await,
         }
     }
     async fn delete(
@@ -84,7 +84,7 @@ impl tower_sessions::SessionStore for Store {
     ) -> tower_sessions::session_store::Result<()> {
         match self {
             Store::Memory(s) => s.delete(id).await,
-            Store::Redis(s, _) => s.delete(id).await,
+            Store::Redis(s) => s.delete(id).await,
         }
     }
 }

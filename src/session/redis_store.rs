@@ -38,7 +38,7 @@ impl std::fmt::Debug for RedisHandle {
 impl RedisHandle {
     pub fn new(url: &Secret, timeout: Duration) -> Result<Self, String> {
         let client = redis::Client::open(url.expose())
-            .map_err(|e| format!("invalid Redis URL: {}", format!("{:?}", e.kind())))?;
+            .map_err(|e| format!("invalid Redis URL: {:?}", e.kind()))?;
         Ok(RedisHandle {
             client,
             conn: Arc::new(Mutex::new(None)),
@@ -106,6 +106,10 @@ impl RedisSessionStore {
             redis,
             prefix: prefix.into(),
         }
+    }
+
+    pub fn handle(&self) -> &RedisHandle {
+        &self.redis
     }
 
     fn key(&self, id: &Id) -> String {
