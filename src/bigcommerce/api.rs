@@ -81,6 +81,10 @@ pub enum ApiError {
     )]
     MissingEmail,
     /// Caller misuse: BigCommerce rejects an empty `channel_ids` array.
+    #[error(
+        "customer {customer_id} has this email but belongs to another identity ({recorded}); an administrator must resolve the conflict in BigCommerce"
+    )]
+    SubjectConflict { customer_id: u64, recorded: String },
     #[error("no channel to grant: a customer needs at least one channel")]
     NoChannels,
 }
@@ -110,6 +114,9 @@ pub trait CustomerApi: StoreTime + Send + Sync {
 
     /// Records the IdP subject beside the customer: an app-only metafield, namespace
     /// [`SUBJECT_NAMESPACE`], key [`SUBJECT_KEY`], created or updated.
+    /// The IdP subject recorded beside the customer (`{idp}:{sub}`), if any.
+    async fn get_subject(&self, customer_id: u64) -> Result<Option<String>, ApiError>;
+
     async fn set_subject(&self, customer_id: u64, idp_subject: &str) -> Result<(), ApiError>;
 }
 

@@ -58,6 +58,27 @@ pub async fn ensure_customer(
             Ok(created.id)
         }
         Some(existing) => {
+            // Email alone must not hand over an account: a storefront customer who registered
+            // with a staff member's email would otherwise be signed in as that staff member's
+            // session, or vice versa. A customer this gateway created carries its IdP subject; one
+            // created elsewhere (no subject yet) is adopted once, on its first launch.
+            let ours = format!("{}:{}", identity.idp, identity.subject);
+            match api.get_subject(existing.id).await? {
+                Some(recorded) if recorded == ours => {}
+                Some(recorded) => {
+                    return Err(ApiError::SubjectConflict {
+                        customer_id: existing.id,
+                        recorded,
+                    });
+                }
+                None => {
+                    tracing::info!(
+                        customer_id = existing.id,
+                        "adopting an existing BigCommerce customer by email"
+                    );
+                    api.set_subject(existing.id, &ours).await?;
+                }
+            }
             let mut update = CustomerUpdate::default();
             if let Some(have) = &existing.channel_ids {
                 let mut union = have.clone();

@@ -144,6 +144,21 @@ pub async fn launch(
             e,
             ApiError::Unreachable { .. } | ApiError::Timeout { .. } | ApiError::RateLimited { .. }
         );
+        if let ApiError::SubjectConflict { .. } = e {
+            return AppError::new(
+                StatusCode::CONFLICT,
+                "The store account needs an administrator",
+                format!(
+                    "{} already has a customer account with your email address that belongs to another identity, so the gateway will not sign you into it.",
+                    store.name
+                ),
+                &rid,
+            )
+            .with_hint(format!(
+                "Ask {} to resolve the duplicate account in BigCommerce.",
+                state.config.support_contact
+            ));
+        }
         let status = if unavailable {
             StatusCode::SERVICE_UNAVAILABLE
         } else {

@@ -37,13 +37,12 @@ struct Tile {
 pub fn expires_in(now: UnixTime, at: UnixTime) -> String {
     let secs = (at - now).max(0);
     let (n, unit) = match secs {
-        s if s >= 2 * 86_400 => (s / 86_400, "days"),
-        s if s >= 86_400 => (1, "day"),
-        s if s >= 7_200 => (s / 3_600, "hours"),
-        s if s >= 3_600 => (1, "hour"),
-        s => ((s / 60).max(1), "minutes"),
+        s if s >= 86_400 => (s / 86_400, "day"),
+        s if s >= 3_600 => (s / 3_600, "hour"),
+        s => ((s / 60).max(1), "minute"),
     };
-    format!("in {n} {unit}")
+    let plural = if n == 1 { "" } else { "s" };
+    format!("in {n} {unit}{plural}")
 }
 
 pub async fn portal(
@@ -168,6 +167,7 @@ mod tests {
         assert_eq!(expires_in(0, 86_400 + 5), "in 1 day");
         assert_eq!(expires_in(0, 5 * 3_600), "in 5 hours");
         assert_eq!(expires_in(0, 3_600), "in 1 hour");
-        assert_eq!(expires_in(0, 90), "in 1 minutes");
+        assert_eq!(expires_in(0, 90), "in 1 minute");
+        assert_eq!(expires_in(0, 600), "in 10 minutes");
     }
 }

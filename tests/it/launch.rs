@@ -229,3 +229,58 @@ async fn logout_needs_the_csrf_token() {
         "still signed in"
     );
 }
+
+#[tokio::test]
+async fn an_existing_customer_is_adopted_once_and_never_handed_to_another_identity() {
+    let (op, gw, b) = signed_in(&["bc-merchandisers"]).await;
+    // Created in the control panel before the gateway existed.
+    let id = gw
+        .sim
+        .add_customer(
+            MAIN_HASH,
+            "lee@corp.example",
+            "Lee",
+            "Tester",
+            Some(vec![1]),
+        )
+        .expect("seed");
+    let ok = b.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(ok.status(), 303, "adopted by email on first launch");
+    let subject = gw.sim.metafields(MAIN_HASH, id);
+    assert!(
+        subject
+            .iter()
+            .any(|m| m.key == "idp_subject" && m.value == "nam:rogue-user"),
+        "{subject:?}"
+    );
+
+    // Another identity at the IdP now claims the same email address.
+    op.set_sub("someone-else");
+    let other = Browser::new();
+    let start = other.get(&gw.url("/login")).await;
+    let done = other.follow_while(start, |u| u.path() != "/").await;
+    assert_eq!(done.status(), 303);
+    let accepted_before = gw.sim.accepted_logins().len();
+    let resp = other.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(resp.status(), 409);
+    assert!(location(&resp).is_none());
+    assert_eq!(
+        gw.sim.accepted_logins().len(),
+        accepted_before,
+        "no token minted for the conflicting identity"
+    );
+    let events = gw.audit_events().await;
+    let conflict = events
+        .iter()
+        .rev()
+        .find(|e| e.event == EventKind::Launch)
+        .expect("launch event");
+    assert_eq!(conflict.outcome, Outcome::Error);
+    assert!(
+        conflict
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("belongs to another identity")),
+        "{conflict:?}"
+    );
+}

@@ -264,6 +264,8 @@ struct Metafield {
     id: u64,
     namespace: String,
     key: String,
+    #[serde(default)]
+    value: String,
 }
 
 #[async_trait]
@@ -353,6 +355,22 @@ impl CustomerApi for HttpCustomerApi {
             )
             .await?;
         Ok(created.id)
+    }
+
+    async fn get_subject(&self, customer_id: u64) -> Result<Option<String>, ApiError> {
+        let path = format!("/v3/customers/{customer_id}/metafields");
+        let found: Option<Data<Vec<Metafield>>> = self
+            .get_json(
+                &path,
+                &[("namespace", SUBJECT_NAMESPACE), ("key", SUBJECT_KEY)],
+            )
+            .await?;
+        Ok(found
+            .map(|d| d.data)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| m.namespace == SUBJECT_NAMESPACE && m.key == SUBJECT_KEY)
+            .map(|m| m.value))
     }
 
     async fn set_subject(&self, customer_id: u64, idp_subject: &str) -> Result<(), ApiError> {

@@ -59,6 +59,15 @@ impl CustomerApi for Fake {
             CustomerGroupRef::Name(_) => 77,
         })
     }
+    async fn get_subject(&self, id: u64) -> Result<Option<String>, ApiError> {
+        Ok(self
+            .subjects
+            .lock()
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == id)
+            .map(|(_, s)| s.clone()))
+    }
     async fn set_subject(&self, id: u64, s: &str) -> Result<(), ApiError> {
         self.subjects.lock().push((id, s.to_owned()));
         Ok(())
@@ -139,7 +148,61 @@ async fn existing_customer_found_case_insensitively_gets_channel_union() {
             }
         )]
     );
-    assert!(fake.subjects.lock().is_empty());
+    // Created outside the gateway: adopted once, the subject recorded beside it.
+    assert_eq!(
+        *fake.subjects.lock(),
+        vec![(9, "opentext:u-123".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn existing_customer_of_another_identity_is_refused_without_any_write() {
+    let fake = Fake::default();
+    fake.customers.lock().push(existing(Some(vec![1]), 0));
+    fake.subjects
+        .lock()
+        .push((9, "opentext:someone-else".to_owned()));
+    let err = ensure_customer(
+        &fake,
+        &identity(Some("ada@corp.example")),
+        &decision(None),
+        &[3],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ApiError::SubjectConflict {
+            customer_id: 9,
+            recorded: "opentext:someone-else".into()
+        }
+    );
+    assert!(
+        fake.updates.lock().is_empty(),
+        "no channel widened for a conflicting account"
+    );
+    assert_eq!(
+        fake.subjects.lock().len(),
+        1,
+        "the recorded subject is not overwritten"
+    );
+}
+
+#[tokio::test]
+async fn existing_customer_with_our_subject_is_not_re_adopted() {
+    let fake = Fake::default();
+    fake.customers.lock().push(existing(Some(vec![1, 3]), 0));
+    fake.subjects.lock().push((9, "opentext:u-123".to_owned()));
+    ensure_customer(
+        &fake,
+        &identity(Some("ada@corp.example")),
+        &decision(None),
+        &[3],
+    )
+    .await
+    .unwrap();
+    assert_eq!(fake.subjects.lock().len(), 1);
+    assert!(fake.updates.lock().is_empty());
 }
 
 #[tokio::test]
