@@ -8,6 +8,7 @@ pub mod health;
 pub mod launch;
 pub mod login;
 pub mod portal;
+pub mod ratelimit;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -134,10 +135,19 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .with_expiry(Expiry::OnInactivity(idle));
     let https = state.config.public_url.scheme() == "https";
 
-    let app = Router::new()
-        .route("/", get(portal::portal))
+    // 60 sign-in requests per client address per minute: generous for people behind one NAT,
+    // tight enough that one client cannot flood the IdP through us.
+    let sign_in_limit = ratelimit::RateLimit::new(60, Duration::from_secs(60));
+    let sign_in = Router::new()
         .route("/login", get(login::login))
         .route("/oidc/{idp}/callback", get(login::callback))
+        .route_layer(axum::middleware::from_fn_with_state(
+            sign_in_limit,
+            ratelimit::limit,
+        ));
+    let app = Router::new()
+        .route("/", get(portal::portal))
+        .merge(sign_in)
         .route("/logout", post(login::logout))
         .route("/signed-out", get(login::signed_out))
         .route("/stores/{store}/launch", get(launch::launch))

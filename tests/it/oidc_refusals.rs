@@ -239,3 +239,20 @@ async fn an_unreachable_idp_gives_a_503_page_and_no_session() {
     let ready = b.get(&gw.url("/readyz")).await;
     assert_eq!(ready.status(), 503);
 }
+
+#[tokio::test]
+async fn sign_in_endpoints_are_rate_limited_per_client() {
+    let (_op, gw) = setup().await;
+    let b = Browser::new();
+    for i in 0..60 {
+        let resp = b.get(&gw.url("/login")).await;
+        assert_eq!(resp.status(), 303, "request {i} is within the limit");
+    }
+    let resp = b.get(&gw.url("/login")).await;
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().get("retry-after").is_some());
+    let cb = b.get(&gw.url("/oidc/nam/callback?code=x&state=y")).await;
+    assert_eq!(cb.status(), 429, "the callback shares the sign-in budget");
+    // Other routes are not limited.
+    assert_eq!(b.get(&gw.url("/healthz")).await.status(), 200);
+}
