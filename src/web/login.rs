@@ -3,7 +3,7 @@
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -249,7 +249,6 @@ pub async fn logout(
     State(state): State<AppState>,
     RequestId(rid): RequestId,
     session: Session,
-    headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, AppError> {
     let now = state.clock.now();
@@ -262,7 +261,6 @@ pub async fn logout(
         .as_deref()
         .is_some_and(|t| constant_time_eq(t.as_bytes(), signed_in.csrf.as_bytes()));
     if !token_ok {
-        let _ = headers.get(header::ORIGIN);
         return Err(AppError::new(
             StatusCode::FORBIDDEN,
             "Sign-out refused",
