@@ -2,11 +2,14 @@
 //!
 //! Each test runs the real gateway over loopback against independent peers: node `oidc-provider`
 //! (installed by `make test`), a hostile OP for refusals, a private `redis-server`, and the
-//! BigCommerce simulator.
+//! BigCommerce simulator. `cli` and `demo` run the built `storegate` binary itself
+//! (`storegate check`, `storegate demo`) and need no peer.
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli;
+mod demo;
 mod harness;
 mod launch;
 mod oidc_peer;
