@@ -170,14 +170,21 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
             "    Login redirect URI:  {}",
             idp.redirect_uri(&cfg.public_url)
         );
+        let _ = writeln!(out, "    Logout redirect URI: {}", cfg.logout_uri());
+        let storegate::config::Protocol::Oidc(o) = &idp.protocol;
+        let auth = match o.auth_method {
+            storegate::config::TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
+            storegate::config::TokenAuthMethod::ClientSecretPost => "client_secret_post",
+        };
         let _ = writeln!(
             out,
-            "    Logout redirect URI: {}/signed-out",
-            cfg.base_url()
+            "    Grant: authorization code (PKCE S256); ID Token Signed Response Algorithm: {} (never none)",
+            o.id_token_algs.join(" or ")
         );
         let _ = writeln!(
             out,
-            "    Grant: authorization code (PKCE S256); ID Token Signed Response Algorithm: RS256"
+            "    Token endpoint authentication: {auth}; scopes: {}",
+            o.scopes.join(" ")
         );
     }
     let _ = writeln!(

@@ -160,8 +160,9 @@ impl Config {
     pub fn base_url(&self) -> &str {
         self.public_url.as_str().trim_end_matches('/')
     }
+    /// Where the IdP sends the browser after sign-out (register it as the logout redirect URI).
     pub fn logout_uri(&self) -> String {
-        format!("{}/", self.base_url())
+        format!("{}/signed-out", self.base_url())
     }
 }
 

@@ -1102,3 +1102,15 @@ idp = [
          storegate.toml:4: duplicate [[idp]] id \"am\"\n"
     );
 }
+
+#[test]
+fn public_url_with_a_path_is_refused() {
+    let text = MINIMAL.replace(
+        "https://sso.example.com\"",
+        "https://sso.example.com/storegate\"",
+    );
+    assert_one(&errors(&text), 1, "must be an origin without a path");
+    // A trailing slash is the root, not a path.
+    let root = MINIMAL.replace("https://sso.example.com\"", "https://sso.example.com/\"");
+    assert!(load_with(&root, &FakeEnv::default()).is_ok());
+}

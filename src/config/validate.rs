@@ -275,6 +275,12 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
                 "`public_url` is http: session cookies would travel in clear text. Use https, or set `allow_insecure_http = true` for development only",
             );
         }
+        if u.path() != "/" {
+            c.error(
+                &[key("public_url")],
+                "`public_url` must be an origin without a path (storegate serves its routes at the root); give it its own host name",
+            );
+        }
         if u.query().is_some() || u.fragment().is_some() {
             c.error(
                 &[key("public_url")],

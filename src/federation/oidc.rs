@@ -100,6 +100,8 @@ pub struct CallbackParams {
 pub enum OidcError {
     #[error("identity provider discovery failed for {issuer}: {detail}")]
     Discovery { issuer: String, detail: String },
+    #[error("identity provider {issuer} unreachable: {detail}")]
+    Unreachable { issuer: String, detail: String },
     #[error("the identity provider returned an error: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     ProviderError {
         error: String,
@@ -140,7 +142,7 @@ pub enum OidcError {
 impl OidcError {
     pub fn reason(&self) -> &'static str {
         match self {
-            OidcError::Discovery { .. } => "idp_unreachable",
+            OidcError::Discovery { .. } | OidcError::Unreachable { .. } => "idp_unreachable",
             OidcError::ProviderError { .. } => "idp_error",
             OidcError::MissingCode => "missing_code",
             OidcError::IssuerMismatch { .. } => "iss_mismatch",
@@ -159,7 +161,10 @@ impl OidcError {
 
     /// True when the IdP could not be reached: a 503, not a refusal.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, OidcError::Discovery { .. })
+        matches!(
+            self,
+            OidcError::Discovery { .. } | OidcError::Unreachable { .. }
+        )
     }
 }
 
@@ -177,11 +182,15 @@ pub struct OidcProvider {
     clock: SharedClock,
     discovered: RwLock<Option<Arc<Discovered>>>,
     last_jwks_refresh: Mutex<Option<Instant>>,
+    last_probe: Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 /// At most one JWKS refresh per this interval, so a flood of tokens with made-up `kid`s cannot
 /// turn the gateway into a load generator against the IdP.
 const JWKS_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a readiness probe of the IdP is reused.
+const READY_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 impl OidcProvider {
     pub fn new(
@@ -202,6 +211,7 @@ impl OidcProvider {
             clock,
             discovered: RwLock::new(None),
             last_jwks_refresh: Mutex::new(None),
+            last_probe: Mutex::new(None),
         })
     }
 
@@ -240,8 +250,32 @@ impl OidcProvider {
         Ok(Discovered { metadata, jwks })
     }
 
-    /// Readiness: discovery has succeeded (or succeeds now).
+    /// Readiness: the provider's discovery document answers now (probed at most every
+    /// [`READY_PROBE_INTERVAL`], so probes from an orchestrator do not load the IdP), and the
+    /// metadata has been loaded. Discovery is cached for sign-ins, so this probe is what turns
+    /// readiness red when the IdP goes away later.
     pub async fn check_ready(&self) -> Result<(), OidcError> {
+        let cached = self.last_probe.lock().clone();
+        let outcome = match cached {
+            Some((at, outcome)) if at.elapsed() < READY_PROBE_INTERVAL => outcome,
+            _ => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    self.cfg.issuer.trim_end_matches('/')
+                );
+                let outcome = match self.http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("discovery answered HTTP {}", r.status())),
+                    Err(e) => Err(error_chain(&e)),
+                };
+                *self.last_probe.lock() = Some((Instant::now(), outcome.clone()));
+                outcome
+            }
+        };
+        outcome.map_err(|detail| OidcError::Discovery {
+            issuer: self.cfg.issuer.clone(),
+            detail,
+        })?;
         self.discovered().await.map(|_| ())
     }
 
@@ -350,7 +384,14 @@ impl OidcProvider {
             .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
             .request_async(&self.http)
             .await
-            .map_err(|e| OidcError::TokenRequest(error_chain(&e)))?;
+            .map_err(|e| match e {
+                // The IdP could not be reached: a 503 for the user, an error (not a deny) in audit.
+                openidconnect::RequestTokenError::Request(ref inner) => OidcError::Unreachable {
+                    issuer: self.cfg.issuer.clone(),
+                    detail: format!("token endpoint: {}", error_chain(inner)),
+                },
+                other => OidcError::TokenRequest(error_chain(&other)),
+            })?;
         let id_token = token.id_token().ok_or(OidcError::NoIdToken)?;
         let nonce = Nonce::new(pending.nonce.clone());
         let (subject, mut claims, auth) = self.verify_id_token(&d, id_token, &nonce).await?;
@@ -494,7 +535,10 @@ impl OidcProvider {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| OidcError::Userinfo(error_chain(&e)))?;
+            .map_err(|e| OidcError::Unreachable {
+                issuer: self.cfg.issuer.clone(),
+                detail: format!("userinfo endpoint: {}", error_chain(&e)),
+            })?;
         if !resp.status().is_success() {
             return Err(OidcError::Userinfo(format!("HTTP {}", resp.status())));
         }

@@ -1,13 +1,13 @@
 //! Server-side sessions: the cookie holds only an opaque id; the data lives in memory (one
 //! process) or in Redis (several replicas).
 
+pub mod memory;
 pub mod redis_store;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower_sessions::MemoryStore;
-
+pub use memory::MemorySessionStore;
 pub use redis_store::{RedisHandle, RedisSessionStore};
 
 use crate::config::{SessionBackend, SessionConfig};
@@ -15,14 +15,14 @@ use crate::config::{SessionBackend, SessionConfig};
 /// The configured store, as one concrete type for the session layer.
 #[derive(Debug, Clone)]
 pub enum Store {
-    Memory(MemoryStore),
+    Memory(MemorySessionStore),
     Redis(Box<RedisSessionStore>),
 }
 
 impl Store {
     pub fn from_config(cfg: &SessionConfig) -> Result<Self, String> {
         match &cfg.backend {
-            SessionBackend::Memory => Ok(Store::Memory(MemoryStore::default())),
+            SessionBackend::Memory => Ok(Store::Memory(MemorySessionStore::default())),
             SessionBackend::Redis { url } => {
                 let handle = RedisHandle::new(url, Duration::from_secs(2))?;
                 Ok(Store::Redis(Box::new(RedisSessionStore::new(

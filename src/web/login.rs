@@ -275,7 +275,7 @@ pub async fn logout(
     state.audit.record(
         AuditEvent::new(now, &rid, EventKind::SignOut, Outcome::Allow).who(&signed_in.identity),
     );
-    let back = format!("{}/signed-out", state.config.base_url());
+    let back = state.config.logout_uri();
     let target = match state.providers.get(signed_in.identity.idp.as_str()) {
         Some(p) => match p.end_session_endpoint().await {
             Some(end) => match url::Url::parse(&end) {

@@ -116,6 +116,11 @@ async fn style() -> Response {
         .into_response()
 }
 
+async fn drop_client_request_id<B>(mut req: Request<B>) -> Request<B> {
+    req.headers_mut().remove("x-request-id");
+    req
+}
+
 /// The gateway's routes with every layer (sessions, security headers, request ids, limits).
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
@@ -184,5 +189,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             }),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        // The audit trail's request ids are ours: a client-sent x-request-id is dropped first.
+        .layer(axum::middleware::map_request(drop_client_request_id))
 }

@@ -284,3 +284,32 @@ async fn an_existing_customer_is_adopted_once_and_never_handed_to_another_identi
         "{conflict:?}"
     );
 }
+
+#[tokio::test]
+async fn request_ids_are_the_gateway_s_own_never_the_client_s() {
+    let (_op, gw, b) = signed_in(&["bc-merchandisers"]).await;
+    let resp = b
+        .client()
+        .get(gw.url("/stores/us/launch"))
+        .header("x-request-id", "forged-by-client")
+        .send()
+        .await
+        .expect("launch");
+    assert_eq!(resp.status(), 303);
+    let echoed = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_ne!(echoed, "forged-by-client");
+    let events = gw.audit_events().await;
+    let launch = events
+        .iter()
+        .find(|e| e.event == EventKind::Launch)
+        .expect("launch event");
+    assert_eq!(
+        launch.request_id, echoed,
+        "the audit event carries the id the response names"
+    );
+}
