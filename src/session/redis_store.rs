@@ -51,11 +51,15 @@ impl RedisHandle {
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
+        // No retries inside the manager: each retry there waits a backoff of about a second
+        // (the crate's delays are in units of its factor times a 1 s minimum), and every request
+        // waiting on the shared reconnect future waited with it: 1.5 s per request while Redis
+        // was down. With none, a request during an outage fails at once (503), and the next one
+        // starts a fresh reconnect, so service resumes with the first request after Redis is back.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(200);
+            .set_number_of_retries(0);
         let c = tokio::time::timeout(
             self.timeout * 2,
             ConnectionManager::new_with_config(self.client.clone(), config),

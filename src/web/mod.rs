@@ -115,6 +115,32 @@ async fn style() -> Response {
         .into_response()
 }
 
+/// The session layer answers a failed end-of-request save (the store went away between load and
+/// save, or a first write with no cookie yet) with a bare, header-less 500. That already grants
+/// nothing (no cookie, no `Location`), but the user should get the same 503 page as every other
+/// store failure: this turns exactly that bare 500 into it. Handler errors always carry a body
+/// type, so they are never touched.
+async fn session_save_failed_page(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let rid = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let resp = next.run(req).await;
+    if resp.status() == axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        && resp.headers().get(header::CONTENT_TYPE).is_none()
+        && resp.headers().get(header::LOCATION).is_none()
+    {
+        tracing::warn!(request_id = %rid, "the session store failed to save; answered 503");
+        return errors::AppError::session_store(&rid).into_response();
+    }
+    resp
+}
+
 /// The gateway's routes with every layer (sessions, security headers, request ids, limits).
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
@@ -147,7 +173,8 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/static/style.css", get(style))
         .with_state(state)
         .merge(extra)
-        .layer(sessions);
+        .layer(sessions)
+        .layer(axum::middleware::from_fn(session_save_failed_page));
 
     let request_id = HeaderName::from_static("x-request-id");
     let mut app = app
