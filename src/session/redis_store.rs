@@ -6,6 +6,7 @@
 //! Redis expiry at the record's expiry date, so Redis itself forgets idle sessions.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +27,8 @@ pub struct RedisHandle {
     client: redis::Client,
     conn: Arc<Mutex<Option<ConnectionManager>>>,
     timeout: Duration,
+    /// Failed connection attempts and commands, for `storegate_redis_errors_total`.
+    errors: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RedisHandle {
@@ -43,7 +46,18 @@ impl RedisHandle {
             client,
             conn: Arc::new(Mutex::new(None)),
             timeout,
+            errors: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Redis errors seen so far (connects and commands), for the metrics.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Counts one failed Redis command (connection failures are counted by [`Self::conn`]).
+    pub fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     pub async fn conn(&self) -> Result<ConnectionManager, String> {
@@ -65,18 +79,19 @@ impl RedisHandle {
             ConnectionManager::new_with_config(self.client.clone(), config),
         )
         .await
-        .map_err(|_| "Redis did not answer in time".to_owned())?
-        .map_err(|e| format!("cannot connect to Redis: {}", describe(&e)))?;
+        .map_err(|_| "Redis did not answer in time".to_owned())
+        .and_then(|r| r.map_err(|e| format!("cannot connect to Redis: {}", describe(&e))))
+        .inspect_err(|_| self.count_error())?;
         *guard = Some(c.clone());
         Ok(c)
     }
 
     pub async fn ping(&self) -> Result<(), String> {
         let mut c = self.conn().await?;
-        let pong: String = redis::cmd("PING")
-            .query_async(&mut c)
-            .await
-            .map_err(|e| format!("Redis PING failed: {}", describe(&e)))?;
+        let pong: String = redis::cmd("PING").query_async(&mut c).await.map_err(|e| {
+            self.count_error();
+            format!("Redis PING failed: {}", describe(&e))
+        })?;
         if pong == "PONG" {
             Ok(())
         } else {
@@ -124,6 +139,11 @@ impl RedisSessionStore {
         session_store::Error::Backend(e.to_string())
     }
 
+    fn command_failed(&self, e: &redis::RedisError) -> session_store::Error {
+        self.redis.count_error();
+        Self::backend(describe(e))
+    }
+
     async fn write(&self, record: &Record, only_if_new: bool) -> session_store::Result<bool> {
         let data = serde_json::to_string(record)
             .map_err(|e| session_store::Error::Encode(e.to_string()))?;
@@ -140,7 +160,7 @@ impl RedisSessionStore {
         let reply: Option<String> = cmd
             .query_async(&mut conn)
             .await
-            .map_err(|e| Self::backend(describe(&e)))?;
+            .map_err(|e| self.command_failed(&e))?;
         Ok(reply.is_some())
     }
 }
@@ -170,7 +190,7 @@ impl SessionStore for RedisSessionStore {
         let data: Option<String> = conn
             .get(self.key(id))
             .await
-            .map_err(|e| Self::backend(describe(&e)))?;
+            .map_err(|e| self.command_failed(&e))?;
         match data {
             Some(d) => serde_json::from_str(&d)
                 .map(Some)
@@ -184,7 +204,7 @@ impl SessionStore for RedisSessionStore {
         let _: i64 = conn
             .del(self.key(id))
             .await
-            .map_err(|e| Self::backend(describe(&e)))?;
+            .map_err(|e| self.command_failed(&e))?;
         Ok(())
     }
 }

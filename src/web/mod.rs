@@ -42,6 +42,8 @@ pub struct AppState {
     pub store_clock: Arc<StoreClock>,
     pub audit: AuditLog,
     pub sessions: Arc<session::Store>,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -65,13 +67,19 @@ impl AppState {
                 }
             }
         }
+        let metrics = crate::metrics::Metrics::new()?;
+        let audit = audit.with_observer(metrics.audit_observer());
         let mut bigcommerce: HashMap<String, Arc<dyn CustomerApi>> = HashMap::new();
         for account in &config.bigcommerce {
             let api = HttpCustomerApi::new(account)
                 .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
-            bigcommerce.insert(account.id.clone(), Arc::new(api));
+            let api = metrics.metered_bigcommerce(&account.id, Arc::new(api));
+            bigcommerce.insert(account.id.clone(), api);
         }
         let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
+        if let session::Store::Redis(s) = &sessions {
+            metrics.watch_redis(s.handle().clone())?;
+        }
         Ok(AppState {
             store_clock: Arc::new(StoreClock::new(clock.clone())),
             config: Arc::new(config),
@@ -80,6 +88,7 @@ impl AppState {
             bigcommerce: Arc::new(bigcommerce),
             audit,
             sessions: Arc::new(sessions),
+            metrics,
         })
     }
 }
@@ -170,6 +179,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/api/me", get(portal::me))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .route("/static/style.css", get(style))
         .with_state(state)
         .merge(extra)

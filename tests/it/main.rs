@@ -9,6 +9,7 @@ mod support;
 
 mod harness;
 mod launch;
+mod metrics;
 mod oidc_peer;
 mod oidc_refusals;
 mod replicas;
