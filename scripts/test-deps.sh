@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server wrk chromium)
+APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server wrk chromium openssl)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

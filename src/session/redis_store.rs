@@ -40,8 +40,33 @@ impl std::fmt::Debug for RedisHandle {
 
 impl RedisHandle {
     pub fn new(url: &Secret, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url.expose())
-            .map_err(|e| format!("invalid Redis URL: {:?}", e.kind()))?;
+        Self::with_ca(url, None, timeout)
+    }
+
+    /// Like [`Self::new`]; for `rediss://`, `ca_pem` (PEM) replaces the OS trust store as the
+    /// roots the server's certificate must chain to. The URL may name an ACL user and password
+    /// (`redis://user:password@host:6379/0`); `rediss://` is TLS (rustls, certificate and host
+    /// name verified; `#insecure` in the URL turns verification off and is refused here).
+    pub fn with_ca(
+        url: &Secret,
+        ca_pem: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let raw = url.expose();
+        if raw.contains("#insecure") {
+            return Err("the Redis URL asks for `#insecure` (no TLS certificate verification); give the CA with `session.redis_ca_file` instead".into());
+        }
+        let client = match ca_pem {
+            None => redis::Client::open(raw),
+            Some(root_cert) => redis::Client::build_with_tls(
+                raw,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+        }
+        .map_err(|e| format!("invalid Redis URL or CA: {:?}", e.kind()))?;
         Ok(RedisHandle {
             client,
             conn: Arc::new(Mutex::new(None)),

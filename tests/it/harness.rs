@@ -59,6 +59,8 @@ pub struct Opts {
     pub redis_url: Option<String>,
     /// Extra lines appended to the `[[idp]]` table (e.g. claim mapping).
     pub idp_extra: String,
+    /// Extra lines appended to the `[session]` table (e.g. `redis_ca_file`).
+    pub session_extra: String,
 }
 
 impl Opts {
@@ -69,6 +71,7 @@ impl Opts {
             client_secret: client_secret.to_owned(),
             redis_url: None,
             idp_extra: String::new(),
+            session_extra: String::new(),
         }
     }
 }
@@ -115,10 +118,14 @@ fn sim_store(hash: &str, name: &str, channels: &[(u64, &str)]) -> SimStore {
 }
 
 pub fn config_text(base: &str, sim_base: &str, o: &Opts) -> String {
-    let session = match &o.redis_url {
+    let mut session = match &o.redis_url {
         Some(url) => format!("store = \"redis\"\nredis_url = \"{url}\""),
         None => "store = \"memory\"".to_owned(),
     };
+    if !o.session_extra.is_empty() {
+        session.push('\n');
+        session.push_str(&o.session_extra);
+    }
     format!(
         r#"
 public_url = "{base}"

@@ -12,4 +12,5 @@ mod launch;
 mod metrics;
 mod oidc_peer;
 mod oidc_refusals;
+mod redis_tls_acl;
 mod replicas;
