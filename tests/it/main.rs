@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod deploy_config;
 mod harness;
 mod launch;
 mod metrics;
