@@ -13,6 +13,7 @@ deps:
 
 ## test: every test; the install step (deps) is the only one that downloads
 test: deps
+	scripts/check-deploy.sh
 	$(CARGO) test --all-targets
 
 ## bench: load test

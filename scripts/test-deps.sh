@@ -4,12 +4,14 @@
 #     programs tests run (xmlsec1, redis-server, wrk, chromium). `apt-get update` only if one is missing.
 #   - npm dependencies of the test OpenID provider (tests/peers/oidc-provider), via `npm ci` from the
 #     committed package-lock.json, when node_modules is missing or was installed from another lock file.
+#   - deploy/ checkers (yamllint, kubernetes-validate, check-jsonschema) from PyPI, pinned, into the
+#     ignored virtualenv .venv (scripts/check-deploy.sh runs them offline).
 # This is the only step of `make test` that downloads; tests themselves never do.
 # SKIP_APT=1 skips the Debian part (e.g. on a machine you do not administer).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server wrk chromium)
+APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server wrk chromium openssl)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
@@ -22,6 +24,7 @@ if [[ "${SKIP_APT:-}" != 1 ]]; then
     done
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
+    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
     if ((${#missing[@]})); then
         echo "test-deps: installing Debian packages: ${missing[*]}"
         sudo=()
@@ -47,4 +50,15 @@ if [[ ! -f "$STAMP" || $(cat "$STAMP") != "$want" || ! -d "$PEER/node_modules/oi
     echo "test-deps: npm ci in $PEER"
     (cd "$PEER" && npm ci --no-audit --no-fund --loglevel=error)
     echo "$want" >"$STAMP"
+fi
+
+# Pinned deploy/ checkers, into .venv; reinstalled only when this list changes.
+PY_TOOLS=(yamllint==1.38.0 kubernetes-validate==1.37.0 check-jsonschema==0.39.0)
+VENV=.venv
+VSTAMP="$VENV/.storegate-tools"
+if [[ ! -x "$VENV/bin/python" || ! -f "$VSTAMP" || $(cat "$VSTAMP") != "${PY_TOOLS[*]}" ]]; then
+    echo "test-deps: installing ${PY_TOOLS[*]} into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_TOOLS[@]}"
+    echo "${PY_TOOLS[*]}" >"$VSTAMP"
 fi

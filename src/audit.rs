@@ -95,10 +95,22 @@ impl AuditEvent {
     }
 }
 
+/// Something that sees every recorded event as it is recorded (the Prometheus counters).
+pub type AuditObserver = std::sync::Arc<dyn Fn(&AuditEvent) + Send + Sync>;
+
 /// Sends events to a background writer so request handlers never wait on the disk.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::UnboundedSender<AuditEvent>,
+    observer: Option<AuditObserver>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl AuditLog {
@@ -126,16 +138,25 @@ impl AuditLog {
                 }
             }
         });
-        Ok(AuditLog { tx })
+        Ok(AuditLog { tx, observer: None })
     }
 
     /// An audit log that hands events to a channel (tests read them).
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<AuditEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (AuditLog { tx }, rx)
+        (AuditLog { tx, observer: None }, rx)
+    }
+
+    /// The same log, with `observer` called on every event before it is written.
+    pub fn with_observer(mut self, observer: AuditObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn record(&self, ev: AuditEvent) {
+        if let Some(observe) = &self.observer {
+            observe(&ev);
+        }
         tracing::info!(
             target: "audit",
             event = ?ev.event,

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod explain;
 pub mod federation;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod redirect;
 pub mod secret;

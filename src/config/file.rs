@@ -46,6 +46,10 @@ pub struct SessionFile {
     /// Redis URL when store = "redis"; may be a `${ENV}` reference (it can hold a password).
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// PEM file of the CA (or CAs) that signed the Redis server's certificate, for `rediss://`
+    /// with a private CA. Default: none, the system's trust store (OS roots) is used.
+    #[serde(default)]
+    pub redis_ca_file: Option<String>,
     /// Sign the user out after this long without a request. Default 30m.
     #[serde(default = "default_idle")]
     pub idle_timeout: String,
@@ -62,6 +66,7 @@ impl Default for SessionFile {
         SessionFile {
             store: default_session_store(),
             redis_url: None,
+            redis_ca_file: None,
             idle_timeout: default_idle(),
             absolute_timeout: default_absolute(),
             cookie_name: default_cookie(),

@@ -43,6 +43,8 @@ pub enum SessionBackend {
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub backend: SessionBackend,
+    /// `session.redis_ca_file`: extra CA certificates for `rediss://` (else the OS trust store).
+    pub redis_ca_file: Option<PathBuf>,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
     pub cookie_name: String,

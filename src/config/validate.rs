@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use url::Url;
@@ -442,8 +442,20 @@ fn session(c: &mut Checker<'_>, f: &FileConfig) -> Option<SessionConfig> {
             "`session.cookie_name` must be letters, digits, '_' or '-'",
         );
     }
+    let redis_ca_file = s.redis_ca_file.as_ref().map(PathBuf::from);
+    if redis_ca_file.is_some() {
+        let p = [key("session"), key("redis_ca_file")];
+        match &backend {
+            SessionBackend::Redis { url } if url.expose().starts_with("rediss://") => {}
+            _ => c.error(
+                &p,
+                "`session.redis_ca_file` is only used with a `rediss://` (TLS) `session.redis_url`",
+            ),
+        }
+    }
     Some(SessionConfig {
         backend,
+        redis_ca_file,
         idle_timeout: idle?,
         absolute_timeout: absolute?,
         cookie_name: s.cookie_name.clone(),

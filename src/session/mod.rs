@@ -24,7 +24,13 @@ impl Store {
         match &cfg.backend {
             SessionBackend::Memory => Ok(Store::Memory(MemorySessionStore::default())),
             SessionBackend::Redis { url } => {
-                let handle = RedisHandle::new(url, Duration::from_secs(2))?;
+                let ca = match &cfg.redis_ca_file {
+                    Some(p) => Some(std::fs::read(p).map_err(|e| {
+                        format!("cannot read session.redis_ca_file {}: {e}", p.display())
+                    })?),
+                    None => None,
+                };
+                let handle = RedisHandle::with_ca(url, ca, Duration::from_secs(2))?;
                 Ok(Store::Redis(Box::new(RedisSessionStore::new(
                     handle,
                     "storegate:",

@@ -6,6 +6,7 @@
 //! Redis expiry at the record's expiry date, so Redis itself forgets idle sessions.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +27,8 @@ pub struct RedisHandle {
     client: redis::Client,
     conn: Arc<Mutex<Option<ConnectionManager>>>,
     timeout: Duration,
+    /// Failed connection attempts and commands, for `storegate_redis_errors_total`.
+    errors: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RedisHandle {
@@ -37,13 +40,49 @@ impl std::fmt::Debug for RedisHandle {
 
 impl RedisHandle {
     pub fn new(url: &Secret, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url.expose())
-            .map_err(|e| format!("invalid Redis URL: {:?}", e.kind()))?;
+        Self::with_ca(url, None, timeout)
+    }
+
+    /// Like [`Self::new`]; for `rediss://`, `ca_pem` (PEM) replaces the OS trust store as the
+    /// roots the server's certificate must chain to. The URL may name an ACL user and password
+    /// (`redis://user:password@host:6379/0`); `rediss://` is TLS (rustls, certificate and host
+    /// name verified; `#insecure` in the URL turns verification off and is refused here).
+    pub fn with_ca(
+        url: &Secret,
+        ca_pem: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let raw = url.expose();
+        if raw.contains("#insecure") {
+            return Err("the Redis URL asks for `#insecure` (no TLS certificate verification); give the CA with `session.redis_ca_file` instead".into());
+        }
+        let client = match ca_pem {
+            None => redis::Client::open(raw),
+            Some(root_cert) => redis::Client::build_with_tls(
+                raw,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+        }
+        .map_err(|e| format!("invalid Redis URL or CA: {:?}", e.kind()))?;
         Ok(RedisHandle {
             client,
             conn: Arc::new(Mutex::new(None)),
             timeout,
+            errors: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Redis errors seen so far (connects and commands), for the metrics.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Counts one failed Redis command (connection failures are counted by [`Self::conn`]).
+    pub fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     pub async fn conn(&self) -> Result<ConnectionManager, String> {
@@ -51,28 +90,33 @@ impl RedisHandle {
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
+        // No retries inside the manager: each retry there waits a backoff of about a second
+        // (the crate's delays are in units of its factor times a 1 s minimum), and every request
+        // waiting on the shared reconnect future waited with it: 1.5 s per request while Redis
+        // was down. With none, a request during an outage fails at once (503), and the next one
+        // starts a fresh reconnect, so service resumes with the first request after Redis is back.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(200);
+            .set_number_of_retries(0);
         let c = tokio::time::timeout(
             self.timeout * 2,
             ConnectionManager::new_with_config(self.client.clone(), config),
         )
         .await
-        .map_err(|_| "Redis did not answer in time".to_owned())?
-        .map_err(|e| format!("cannot connect to Redis: {}", describe(&e)))?;
+        .map_err(|_| "Redis did not answer in time".to_owned())
+        .and_then(|r| r.map_err(|e| format!("cannot connect to Redis: {}", describe(&e))))
+        .inspect_err(|_| self.count_error())?;
         *guard = Some(c.clone());
         Ok(c)
     }
 
     pub async fn ping(&self) -> Result<(), String> {
         let mut c = self.conn().await?;
-        let pong: String = redis::cmd("PING")
-            .query_async(&mut c)
-            .await
-            .map_err(|e| format!("Redis PING failed: {}", describe(&e)))?;
+        let pong: String = redis::cmd("PING").query_async(&mut c).await.map_err(|e| {
+            self.count_error();
+            format!("Redis PING failed: {}", describe(&e))
+        })?;
         if pong == "PONG" {
             Ok(())
         } else {
@@ -120,6 +164,11 @@ impl RedisSessionStore {
         session_store::Error::Backend(e.to_string())
     }
 
+    fn command_failed(&self, e: &redis::RedisError) -> session_store::Error {
+        self.redis.count_error();
+        Self::backend(describe(e))
+    }
+
     async fn write(&self, record: &Record, only_if_new: bool) -> session_store::Result<bool> {
         let data = serde_json::to_string(record)
             .map_err(|e| session_store::Error::Encode(e.to_string()))?;
@@ -136,7 +185,7 @@ impl RedisSessionStore {
         let reply: Option<String> = cmd
             .query_async(&mut conn)
             .await
-            .map_err(|e| Self::backend(describe(&e)))?;
+            .map_err(|e| self.command_failed(&e))?;
         Ok(reply.is_some())
     }
 }
@@ -166,7 +215,7 @@ impl SessionStore for RedisSessionStore {
         let data: Option<String> = conn
             .get(self.key(id))
             .await
-            .map_err(|e| Self::backend(describe(&e)))?;
+            .map_err(|e| self.command_failed(&e))?;
         match data {
             Some(d) => serde_json::from_str(&d)
                 .map(Some)
@@ -180,7 +229,7 @@ impl SessionStore for RedisSessionStore {
         let _: i64 = conn
             .del(self.key(id))
             .await
-            .map_err(|e| Self::backend(describe(&e)))?;
+            .map_err(|e| self.command_failed(&e))?;
         Ok(())
     }
 }

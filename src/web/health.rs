@@ -13,6 +13,26 @@ pub async fn healthz() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
+/// `GET /metrics`: Prometheus text format. Carries no secret or per-user value; still, expose it
+/// to the monitoring network only (see docs/production.md).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render the metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response()
+        }
+    }
+}
+
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut ready = true;

@@ -81,7 +81,12 @@ pub async fn login(
             &rid,
         ));
     };
-    let (url, pending) = provider.begin(return_to, None).await.map_err(|e| {
+    let started = std::time::Instant::now();
+    let begun = provider.begin(return_to, None).await;
+    state
+        .metrics
+        .observe_idp(&idp_id, "begin", begun.is_ok(), started);
+    let (url, pending) = begun.map_err(|e| {
         tracing::warn!(idp = %idp_id, error = %e, "cannot start sign-in");
         AppError::unavailable("The identity provider", &rid)
     })?;
@@ -167,7 +172,12 @@ pub async fn callback(
         );
     }
     let return_to = pending.return_to.clone();
-    let verified = match provider.complete(pending, &params).await {
+    let started = std::time::Instant::now();
+    let completed = provider.complete(pending, &params).await;
+    state
+        .metrics
+        .observe_idp(&idp_id, "callback", completed.is_ok(), started);
+    let verified = match completed {
         Ok(v) => v,
         Err(e) => return Err(sign_in_failed(&state, &rid, &idp_id, now, e)),
     };

@@ -43,6 +43,8 @@ pub struct AppState {
     pub store_clock: Arc<StoreClock>,
     pub audit: AuditLog,
     pub sessions: Arc<session::Store>,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -66,13 +68,19 @@ impl AppState {
                 }
             }
         }
+        let metrics = crate::metrics::Metrics::new()?;
+        let audit = audit.with_observer(metrics.audit_observer());
         let mut bigcommerce: HashMap<String, Arc<dyn CustomerApi>> = HashMap::new();
         for account in &config.bigcommerce {
             let api = HttpCustomerApi::new(account)
                 .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
-            bigcommerce.insert(account.id.clone(), Arc::new(api));
+            let api = metrics.metered_bigcommerce(&account.id, Arc::new(api));
+            bigcommerce.insert(account.id.clone(), api);
         }
         let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
+        if let session::Store::Redis(s) = &sessions {
+            metrics.watch_redis(s.handle().clone())?;
+        }
         Ok(AppState {
             store_clock: Arc::new(StoreClock::new(clock.clone())),
             config: Arc::new(config),
@@ -81,6 +89,7 @@ impl AppState {
             bigcommerce: Arc::new(bigcommerce),
             audit,
             sessions: Arc::new(sessions),
+            metrics,
         })
     }
 }
@@ -121,6 +130,32 @@ async fn drop_client_request_id<B>(mut req: Request<B>) -> Request<B> {
     req
 }
 
+/// The session layer answers a failed end-of-request save (the store went away between load and
+/// save, or a first write with no cookie yet) with a bare, header-less 500. That already grants
+/// nothing (no cookie, no `Location`), but the user should get the same 503 page as every other
+/// store failure: this turns exactly that bare 500 into it. Handler errors always carry a body
+/// type, so they are never touched.
+async fn session_save_failed_page(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let rid = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let resp = next.run(req).await;
+    if resp.status() == axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        && resp.headers().get(header::CONTENT_TYPE).is_none()
+        && resp.headers().get(header::LOCATION).is_none()
+    {
+        tracing::warn!(request_id = %rid, "the session store failed to save; answered 503");
+        return errors::AppError::session_store(&rid).into_response();
+    }
+    resp
+}
+
 /// The gateway's routes with every layer (sessions, security headers, request ids, limits).
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
@@ -159,10 +194,12 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/api/me", get(portal::me))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .route("/static/style.css", get(style))
         .with_state(state)
         .merge(extra)
-        .layer(sessions);
+        .layer(sessions)
+        .layer(axum::middleware::from_fn(session_save_failed_page));
 
     let request_id = HeaderName::from_static("x-request-id");
     let mut app = app

@@ -1,7 +1,10 @@
 //! A running gateway on 127.0.0.1 with the BigCommerce simulator behind it, configured through
 //! the same TOML path as production (`config::load_str`), with the audit trail captured.
 
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use storegate::audit::{AuditEvent, AuditLog};
 use storegate::bigcommerce::sim::{SimChannel, SimConfig, SimHandle, SimStore, Simulator};
@@ -11,6 +14,7 @@ use storegate::secret::Secret;
 use storegate::web::{self, AppState};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const IDP: &str = "nam";
@@ -55,6 +59,8 @@ pub struct Opts {
     pub redis_url: Option<String>,
     /// Extra lines appended to the `[[idp]]` table (e.g. claim mapping).
     pub idp_extra: String,
+    /// Extra lines appended to the `[session]` table (e.g. `redis_ca_file`).
+    pub session_extra: String,
 }
 
 impl Opts {
@@ -65,6 +71,7 @@ impl Opts {
             client_secret: client_secret.to_owned(),
             redis_url: None,
             idp_extra: String::new(),
+            session_extra: String::new(),
         }
     }
 }
@@ -77,6 +84,12 @@ pub struct Gateway {
     audit: Mutex<UnboundedReceiver<AuditEvent>>,
     seen: Mutex<Vec<AuditEvent>>,
     tasks: Vec<JoinHandle<()>>,
+    /// The configuration text this gateway runs (a replica runs the same).
+    config_text: String,
+    /// Added to every BigCommerce simulator answer (shared with replicas), to hold a launch in flight.
+    sim_delay_ms: Arc<AtomicU64>,
+    shutdown: Mutex<Option<oneshot::Sender<()>>>,
+    stopped: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl Drop for Gateway {
@@ -105,10 +118,14 @@ fn sim_store(hash: &str, name: &str, channels: &[(u64, &str)]) -> SimStore {
 }
 
 pub fn config_text(base: &str, sim_base: &str, o: &Opts) -> String {
-    let session = match &o.redis_url {
+    let mut session = match &o.redis_url {
         Some(url) => format!("store = \"redis\"\nredis_url = \"{url}\""),
         None => "store = \"memory\"".to_owned(),
     };
+    if !o.session_extra.is_empty() {
+        session.push('\n');
+        session.push_str(&o.session_extra);
+    }
     format!(
         r#"
 public_url = "{base}"
@@ -204,12 +221,54 @@ impl Gateway {
             sim_store(MAIN_HASH, "Main", &[(1, "US"), (2, "EU")]),
             sim_store(OUTLET_HASH, "Outlet", &[(1, "Outlet")]),
         ]));
+        let sim_delay_ms = Arc::new(AtomicU64::new(0));
+        let delay = Arc::clone(&sim_delay_ms);
+        let sim_router = sim_router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let ms = delay.load(Ordering::SeqCst);
+                async move {
+                    if ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
         let sim_task = tokio::spawn(async move {
             let _ =
                 storegate::server::serve_on(sim_listener, sim_router, std::future::pending()).await;
         });
 
         let text = config_text(&reserved.base, &sim_base, &opts);
+        let mut gw = Self::serve(reserved, text, sim, sim_base, clock, sim_delay_ms).await;
+        gw.tasks.insert(0, sim_task);
+        gw
+    }
+
+    /// Another gateway process on `reserved`'s port with this one's configuration (the same
+    /// public URL, IdP, session store and BigCommerce simulator): a second replica behind the
+    /// same load balancer. The test's browser reaches it by its own port; cookies are per host,
+    /// not per port, so the browser's session cookie goes to both, as behind a load balancer.
+    pub async fn replica(&self, reserved: Reserved) -> Gateway {
+        Self::serve(
+            reserved,
+            self.config_text.clone(),
+            self.sim.clone(),
+            self.sim_base.clone(),
+            self.clock.clone(),
+            Arc::clone(&self.sim_delay_ms),
+        )
+        .await
+    }
+
+    async fn serve(
+        reserved: Reserved,
+        text: String,
+        sim: SimHandle,
+        sim_base: String,
+        clock: OffsetClock,
+        sim_delay_ms: Arc<AtomicU64>,
+    ) -> Gateway {
         let cfg = match config::load_str(&text, "test.toml", &NoEnv) {
             Ok(c) => c,
             Err(d) => panic!("test config invalid:\n{d}"),
@@ -219,8 +278,14 @@ impl Gateway {
             AppState::build(cfg, std::sync::Arc::new(clock.clone()), audit).expect("build state");
         let app = web::router(state);
         let listener = reserved.listener;
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
         let gw_task = tokio::spawn(async move {
-            let _ = storegate::server::serve_on(listener, app, std::future::pending()).await;
+            let signal = async move {
+                let _ = shutdown_rx.await;
+            };
+            let _ = storegate::server::serve_on(listener, app, signal).await;
+            let _ = stopped_tx.send(());
         });
         Gateway {
             base: reserved.base,
@@ -229,7 +294,35 @@ impl Gateway {
             clock,
             audit: Mutex::new(rx),
             seen: Mutex::new(Vec::new()),
-            tasks: vec![sim_task, gw_task],
+            tasks: vec![gw_task],
+            config_text: text,
+            sim_delay_ms,
+            shutdown: Mutex::new(Some(shutdown_tx)),
+            stopped: Mutex::new(Some(stopped_rx)),
+        }
+    }
+
+    /// Every BigCommerce simulator answer waits this long first (0 = none).
+    pub fn set_sim_delay(&self, delay: Duration) {
+        self.sim_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Starts a graceful shutdown (as SIGTERM does) without waiting for it.
+    pub fn begin_shutdown(&self) {
+        if let Some(tx) = self.shutdown.lock().expect("shutdown lock").take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits until the server has drained and stopped; panics after `limit`.
+    pub async fn wait_stopped(&self, limit: Duration) {
+        let rx = self.stopped.lock().expect("stopped lock").take();
+        if let Some(rx) = rx {
+            tokio::time::timeout(limit, rx)
+                .await
+                .expect("the gateway did not finish draining in time")
+                .ok();
         }
     }
 

@@ -10,7 +10,11 @@ mod support;
 
 mod cli;
 mod demo;
+mod deploy_config;
 mod harness;
 mod launch;
+mod metrics;
 mod oidc_peer;
 mod oidc_refusals;
+mod redis_tls_acl;
+mod replicas;

@@ -11,14 +11,23 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Extra `redis-server` arguments (TLS, ACL users), kept for restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` (from PATH, or `$STOREGATE_TEST_REDIS`) on a free port and waits for PING.
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Self::start`], with extra `redis-server` arguments (e.g. `--tls-port`, `--user`).
+    /// Readiness is then any answer on the plain port (an ACL may refuse the default user's PING).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let mut server = RedisServer {
             port: super::free_port(),
             child: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         server.spawn();
         server
@@ -56,6 +65,7 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--loglevel", "warning"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -67,7 +77,7 @@ impl RedisServer {
 
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
-            if ping(self.port) {
+            if ping(self.port) || (!self.extra.is_empty() && answers(self.port)) {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -99,4 +109,18 @@ pub fn ping(port: u16) -> bool {
     }
     let mut buf = [0u8; 7];
     stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// True when something on `port` answers an inline `PING` at all (`+PONG` or an error such as
+/// `-NOAUTH`).
+pub fn answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 1];
+    stream.read_exact(&mut buf).is_ok() && (buf[0] == b'+' || buf[0] == b'-')
 }

@@ -1,0 +1,367 @@
+//! Prometheus metrics, served at `GET /metrics` in the text exposition format.
+//!
+//! One registry per gateway (not the crate's global one), so several gateways in one test process
+//! never mix their counts. What is counted:
+//!
+//! | metric | labels | source |
+//! |---|---|---|
+//! | `storegate_sign_ins_total` | `outcome` (allow, deny, error) | the audit trail |
+//! | `storegate_launches_total` | `outcome` | the audit trail |
+//! | `storegate_denials_total` | `event`, `reason` (a stable reason code) | the audit trail |
+//! | `storegate_failures_total` | `event`, `reason` | the audit trail (outcome error) |
+//! | `storegate_idp_request_duration_seconds` | `idp`, `step` (begin, callback), `result` | around each IdP step |
+//! | `storegate_bigcommerce_request_duration_seconds` | `account`, `call`, `result` | around each Management API call |
+//! | `storegate_redis_errors_total` | none | every failed Redis connect or command |
+//!
+//! Labels are only values from fixed vocabularies or from the configuration (IdP and account
+//! ids): never a subject, an email, a session id, a token or a URL. Reason codes pass through
+//! [`label`], which keeps `[a-z0-9_]` codes and turns anything else into `other`, so a future
+//! free-text reason could not smuggle user data (or unbounded cardinality) into a label.
+//!
+//! There is no queue-depth gauge: the durable provisioning queue does not exist yet, and a gauge
+//! that always says 0 would be a lie on a dashboard.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::audit::{AuditEvent, AuditObserver, EventKind, Outcome};
+use crate::bigcommerce::api::{
+    ApiError, Customer, CustomerApi, CustomerUpdate, NewCustomer, StoreTime,
+};
+use crate::clock::UnixTime;
+use crate::policy::CustomerGroupRef;
+use crate::session::RedisHandle;
+
+/// Upstream latency buckets, in seconds: loopback-fast to the 10 s client timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The gateway's metrics; cheap to clone (every field is shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    sign_ins: IntCounterVec,
+    launches: IntCounterVec,
+    denials: IntCounterVec,
+    failures: IntCounterVec,
+    idp_latency: HistogramVec,
+    bigcommerce_latency: HistogramVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("storegate".into()), None)?;
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let sign_ins = counter(
+            "sign_ins_total",
+            "Completed sign-in attempts by outcome (allow, deny, error).",
+            &["outcome"],
+        )?;
+        let launches = counter(
+            "launches_total",
+            "Store launches by outcome (allow, deny, error).",
+            &["outcome"],
+        )?;
+        let denials = counter(
+            "denials_total",
+            "Refusals by event and stable reason code.",
+            &["event", "reason"],
+        )?;
+        let failures = counter(
+            "failures_total",
+            "Failures (an upstream or the gateway failed, not a policy refusal) by event and reason code.",
+            &["event", "reason"],
+        )?;
+        let idp_latency = histogram(
+            "idp_request_duration_seconds",
+            "Time spent in each identity provider step: begin (discovery, authorization URL) and callback (token exchange, JWKS, verification, userinfo).",
+            &["idp", "step", "result"],
+        )?;
+        let bigcommerce_latency = histogram(
+            "bigcommerce_request_duration_seconds",
+            "BigCommerce Management API calls by account, call and result.",
+            &["account", "call", "result"],
+        )?;
+        // Pre-create the outcome series so dashboards see zeros, not gaps.
+        for outcome in ["allow", "deny", "error"] {
+            sign_ins.with_label_values(&[outcome]);
+            launches.with_label_values(&[outcome]);
+        }
+        Ok(Metrics {
+            registry,
+            sign_ins,
+            launches,
+            denials,
+            failures,
+            idp_latency,
+            bigcommerce_latency,
+        })
+    }
+
+    /// Counts Redis errors of `handle` (read when scraped).
+    pub fn watch_redis(&self, handle: RedisHandle) -> Result<(), prometheus::Error> {
+        self.registry.register(Box::new(RedisErrors::new(handle)?))
+    }
+
+    /// The audit observer that feeds the sign-in, launch, denial and failure counters.
+    pub fn audit_observer(&self) -> AuditObserver {
+        let m = self.clone();
+        Arc::new(move |ev: &AuditEvent| m.observe(ev))
+    }
+
+    fn observe(&self, ev: &AuditEvent) {
+        let outcome = match ev.outcome {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Error => "error",
+        };
+        let event = match ev.event {
+            EventKind::SignIn => {
+                self.sign_ins.with_label_values(&[outcome]).inc();
+                "sign_in"
+            }
+            EventKind::Launch => {
+                self.launches.with_label_values(&[outcome]).inc();
+                "launch"
+            }
+            EventKind::SignOut => "sign_out",
+        };
+        let reason = label(ev.reason.as_deref().unwrap_or("unspecified"));
+        match ev.outcome {
+            Outcome::Allow => {}
+            Outcome::Deny => self.denials.with_label_values(&[event, reason]).inc(),
+            Outcome::Error => self.failures.with_label_values(&[event, reason]).inc(),
+        }
+    }
+
+    /// Records how long one IdP step took.
+    pub fn observe_idp(&self, idp: &str, step: &'static str, ok: bool, since: Instant) {
+        self.idp_latency
+            .with_label_values(&[idp, step, if ok { "ok" } else { "error" }])
+            .observe(since.elapsed().as_secs_f64());
+    }
+
+    /// Wraps a BigCommerce client so each call's latency is recorded under `account`.
+    pub fn metered_bigcommerce(
+        &self,
+        account: &str,
+        inner: Arc<dyn CustomerApi>,
+    ) -> Arc<dyn CustomerApi> {
+        Arc::new(MeteredCustomerApi {
+            inner,
+            account: account.to_owned(),
+            histogram: self.bigcommerce_latency.clone(),
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// A label value from a reason code: `[a-z0-9_]`, at most 48 characters, else `other`.
+pub fn label(code: &str) -> &str {
+    let ok = !code.is_empty()
+        && code.len() <= 48
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok { code } else { "other" }
+}
+
+/// `storegate_redis_errors_total`, read from the handle's own count at scrape time.
+struct RedisErrors {
+    handle: RedisHandle,
+    template: IntCounter,
+    desc: Vec<Desc>,
+}
+
+impl RedisErrors {
+    fn new(handle: RedisHandle) -> Result<Self, prometheus::Error> {
+        let template = Self::counter()?;
+        let desc = template.desc().into_iter().cloned().collect();
+        Ok(RedisErrors {
+            handle,
+            template,
+            desc,
+        })
+    }
+
+    fn counter() -> Result<IntCounter, prometheus::Error> {
+        IntCounter::with_opts(
+            // The registry adds the `storegate_` prefix.
+            Opts::new(
+                "redis_errors_total",
+                "Failed Redis connection attempts and commands (sessions and every other Redis use).",
+            ),
+        )
+    }
+}
+
+impl Collector for RedisErrors {
+    fn desc(&self) -> Vec<&Desc> {
+        self.desc.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let c = Self::counter().unwrap_or_else(|_| self.template.clone());
+        c.reset();
+        c.inc_by(self.handle.errors_total());
+        c.collect()
+    }
+}
+
+/// A `CustomerApi` that times every call of the one it wraps.
+struct MeteredCustomerApi {
+    inner: Arc<dyn CustomerApi>,
+    account: String,
+    histogram: HistogramVec,
+}
+
+impl MeteredCustomerApi {
+    fn record<T>(&self, call: &str, since: Instant, r: &Result<T, ApiError>) {
+        let result = match r {
+            Ok(_) => "ok",
+            Err(ApiError::Unreachable { .. } | ApiError::Timeout { .. }) => "unreachable",
+            Err(ApiError::RateLimited { .. }) => "rate_limited",
+            Err(_) => "error",
+        };
+        self.histogram
+            .with_label_values(&[self.account.as_str(), call, result])
+            .observe(since.elapsed().as_secs_f64());
+    }
+}
+
+#[async_trait]
+impl StoreTime for MeteredCustomerApi {
+    async fn store_time(&self) -> Result<UnixTime, ApiError> {
+        let t = Instant::now();
+        let r = self.inner.store_time().await;
+        self.record("store_time", t, &r);
+        r
+    }
+}
+
+#[async_trait]
+impl CustomerApi for MeteredCustomerApi {
+    fn store_hash(&self) -> &str {
+        self.inner.store_hash()
+    }
+
+    async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError> {
+        let t = Instant::now();
+        let r = self.inner.find_customer_by_email(email).await;
+        self.record("find_customer", t, &r);
+        r
+    }
+
+    async fn create_customer(&self, customer: NewCustomer) -> Result<Customer, ApiError> {
+        let t = Instant::now();
+        let r = self.inner.create_customer(customer).await;
+        self.record("create_customer", t, &r);
+        r
+    }
+
+    async fn update_customer(&self, id: u64, update: CustomerUpdate) -> Result<(), ApiError> {
+        let t = Instant::now();
+        let r = self.inner.update_customer(id, update).await;
+        self.record("update_customer", t, &r);
+        r
+    }
+
+    async fn customer_group_id(&self, group: &CustomerGroupRef) -> Result<u64, ApiError> {
+        let t = Instant::now();
+        let r = self.inner.customer_group_id(group).await;
+        self.record("customer_group", t, &r);
+        r
+    }
+
+    async fn get_subject(&self, customer_id: u64) -> Result<Option<String>, ApiError> {
+        let t = Instant::now();
+        let r = self.inner.get_subject(customer_id).await;
+        self.record("get_subject", t, &r);
+        r
+    }
+
+    async fn set_subject(&self, customer_id: u64, idp_subject: &str) -> Result<(), ApiError> {
+        let t = Instant::now();
+        let r = self.inner.set_subject(customer_id, idp_subject).await;
+        self.record("set_subject", t, &r);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_pass_and_anything_else_is_other() {
+        assert_eq!(label("not_entitled"), "not_entitled");
+        assert_eq!(label("id_token_invalid"), "id_token_invalid");
+        assert_eq!(label("lee@corp.example"), "other");
+        assert_eq!(label("Bearer abc"), "other");
+        assert_eq!(label(""), "other");
+        assert_eq!(label(&"a".repeat(49)), "other");
+    }
+
+    #[test]
+    fn audit_events_feed_the_counters() {
+        let m = Metrics::new().unwrap();
+        let observe = m.audit_observer();
+        let mut deny = AuditEvent::new(0, "rid", EventKind::Launch, Outcome::Deny);
+        deny.reason = Some("not_entitled".into());
+        deny.subject = Some("secret-subject".into());
+        observe(&deny);
+        observe(&AuditEvent::new(
+            0,
+            "rid",
+            EventKind::SignIn,
+            Outcome::Allow,
+        ));
+        let text = m.render().unwrap();
+        assert!(
+            text.contains("storegate_launches_total{outcome=\"deny\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("storegate_sign_ins_total{outcome=\"allow\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("storegate_denials_total{event=\"launch\",reason=\"not_entitled\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("secret-subject"));
+        assert!(!text.contains("rid"));
+    }
+}

@@ -1,0 +1,233 @@
+//! Redis over TLS (`rediss://`, a private CA given by `session.redis_ca_file`) with an ACL user and
+//! password, against a real `redis-server` whose default user is switched off. Certificates are
+//! made for the test with the `openssl` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Opts, Reserved};
+use crate::support::browser::Browser;
+use crate::support::free_port;
+use crate::support::redis::RedisServer;
+use crate::support::rogue_op::RogueOp;
+
+const CLIENT: &str = "storegate";
+const SECRET: &str = "tls-client-secret-0123456789";
+const ACL_PASSWORD: &str = "acl-password-9f8e7d6c5b4a";
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// A CA and a server certificate for 127.0.0.1 / localhost signed by it.
+    fn make() -> Pki {
+        let dir = std::env::temp_dir().join(format!(
+            "storegate-redis-tls-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl (install it, e.g. via `make deps`)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext file");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        ssl(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=storegate test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        ]
+        .concat());
+        ssl(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat());
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `redis-server` with a TLS port and only the ACL user `storegate` (the default user is off).
+fn tls_acl_redis(pki: &Pki, tls_port: u16) -> RedisServer {
+    let tls_port = tls_port.to_string();
+    let cert = pki.path("server.pem");
+    let key = pki.path("server.key");
+    let ca = pki.path("ca.pem");
+    let user = format!(">{ACL_PASSWORD}");
+    RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "storegate",
+        "on",
+        &user,
+        "~storegate:*",
+        "+@all",
+    ])
+}
+
+async fn gateway(op: &RogueOp, url: String, session_extra: String) -> Gateway {
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.redis_url = Some(url);
+    opts.session_extra = session_extra;
+    Gateway::start(Reserved::new().await, opts).await
+}
+
+async fn readyz(gw: &Gateway) -> (u16, Value) {
+    let resp = reqwest::get(gw.url("/readyz")).await.expect("GET /readyz");
+    (resp.status().as_u16(), resp.json().await.expect("JSON"))
+}
+
+fn ca_line(pki: &Pki) -> String {
+    format!(
+        "redis_ca_file = \"{}\"",
+        Path::new(&pki.path("ca.pem")).display()
+    )
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_and_an_acl_user_carries_the_sessions() {
+    let pki = Pki::make();
+    let tls_port = free_port();
+    let _redis = tls_acl_redis(&pki, tls_port);
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    op.set_claims(json!({"email": "tls@corp.example", "groups": ["bc-merchandisers"]}));
+    let url = format!("rediss://storegate:{ACL_PASSWORD}@127.0.0.1:{tls_port}/");
+    let a = gateway(&op, url, ca_line(&pki)).await;
+    let b = a.replica(Reserved::new().await).await;
+
+    let (status, body) = readyz(&a).await;
+    assert_eq!(status, 200, "{body}");
+    let browser = Browser::new();
+    let start = browser.get(&a.url("/login")).await;
+    let done = browser.follow_while(start, |u| u.path() != "/").await;
+    assert_eq!(done.status(), 303, "{}", browser.hops_text());
+    // The session went through TLS to Redis: the replica finds it there.
+    assert_eq!(browser.get(&b.url("/api/me")).await.status(), 200);
+    assert_eq!(browser.get(&b.url("/stores/us/launch")).await.status(), 303);
+}
+
+#[tokio::test]
+async fn a_wrong_acl_password_is_not_ready_and_grants_nothing() {
+    let pki = Pki::make();
+    let tls_port = free_port();
+    let _redis = tls_acl_redis(&pki, tls_port);
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    let wrong = "not-the-password-123";
+    let url = format!("rediss://storegate:{wrong}@127.0.0.1:{tls_port}/");
+    let gw = gateway(&op, url, ca_line(&pki)).await;
+
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, 503, "{body}");
+    let why = body["checks"]["session_store"]["error"].to_string();
+    assert!(
+        why.contains("WRONGPASS") || why.contains("uthentication"),
+        "{why}"
+    );
+    assert!(
+        !why.contains(wrong) && !why.contains(ACL_PASSWORD),
+        "no password in {why}"
+    );
+    let resp = Browser::new().get(&gw.url("/login")).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("location").is_none());
+}
+
+#[tokio::test]
+async fn rediss_without_the_private_ca_is_refused() {
+    let pki = Pki::make();
+    let tls_port = free_port();
+    let _redis = tls_acl_redis(&pki, tls_port);
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    // The OS trust store does not know the test CA: the certificate check must fail.
+    let url = format!("rediss://storegate:{ACL_PASSWORD}@127.0.0.1:{tls_port}/");
+    let gw = gateway(&op, url, String::new()).await;
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(
+        status, 503,
+        "an untrusted certificate is not accepted: {body}"
+    );
+    let resp = Browser::new().get(&gw.url("/login")).await;
+    assert_eq!(resp.status(), 503);
+}
