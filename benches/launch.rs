@@ -248,6 +248,11 @@ async fn run(settings: Settings) -> bool {
         "note: the load generator and the servers share this machine's {} CPU core(s); absolute figures are lower bounds, compare the ratios",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    if let Some(load) = load_average() {
+        println!(
+            "note: 1-minute load average before the run: {load} (anything well above 0 means other programs competed for the cores)"
+        );
+    }
     println!();
 
     let mut rows = Vec::new();
@@ -383,6 +388,12 @@ fn fmt_kib(kib: Option<u64>) -> String {
         Some(k) => format!("{:.1} MiB", k as f64 / 1024.0),
         None => "unknown (no /proc/self/status)".into(),
     }
+}
+
+/// The first field of /proc/loadavg.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next().map(str::to_owned)
 }
 
 /// VmRSS of this process, in KiB.
