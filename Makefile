@@ -16,10 +16,11 @@ test: deps
 	scripts/check-deploy.sh
 	$(CARGO) test --all-targets
 
-## bench: load test
-# TODO(bench): the storegate-bench binary is being written separately; this target only runs it.
+## bench: launch req/s and p50/p99 (memory and Redis sessions) against a bare axum 302, via wrk
+# Release build (bench profile). Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS,
+# BENCH_THREADS, BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs).
 bench:
-	$(CARGO) run --release --bin storegate-bench
+	$(CARGO) bench --bench launch
 
 ## lint: formatting and clippy, warnings are errors
 lint:

@@ -68,6 +68,7 @@ fn config_text(
     secrets: &Secrets,
     agency_until: &str,
     redis_url: Option<&str>,
+    audit_file: &str,
 ) -> String {
     let session = match redis_url {
         Some(url) => format!("store = \"redis\"\nredis_url = \"{url}\""),
@@ -83,7 +84,7 @@ support_contact = "the demo's e-commerce team (this is a demo: pick another user
 {session}
 
 [audit]
-file = "-"
+file = {audit_file}
 
 [[idp]]
 id = "{IDP_ID}"
@@ -163,11 +164,31 @@ pub struct Demo {
 
 /// Binds and starts everything; returns once it is serving. `shutdown` stops it.
 /// `redis_url`: keep sessions in Redis instead of memory (benchmarks, replica experiments).
+/// Audit events go to stdout.
 pub async fn start(
     listen: &str,
     redis_url: Option<&str>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Demo, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    start_with_audit(listen, redis_url, None, shutdown).await
+}
+
+/// As [`start`], but audit events are appended to `audit_file` (`None`: stdout). The benchmark
+/// uses this to keep one JSON line per launch off its report while still paying for writing it.
+pub async fn start_with_audit(
+    listen: &str,
+    redis_url: Option<&str>,
+    audit_file: Option<&std::path::Path>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Demo, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let audit_file = match audit_file {
+        None => "-",
+        Some(p) => p
+            .to_str()
+            .with_context(|| format!("the audit file name {} is not UTF-8", p.display()))?,
+    };
+    // As a TOML basic string, quoted and escaped.
+    let audit_file = toml::Value::String(audit_file.to_owned()).to_string();
     let listener = TcpListener::bind(listen).await.with_context(|| {
         format!(
             "cannot listen on {listen} (is another program using it? try --listen 127.0.0.1:8090)"
@@ -193,6 +214,7 @@ pub async fn start(
         &secrets,
         &agency_until,
         redis_url,
+        &audit_file,
     );
     let cfg = config::load_str(&text, "(demo)", &NoEnv)
         .map_err(|d| anyhow::anyhow!("the demo configuration is invalid:\n{d}"))?;

@@ -1,0 +1,921 @@
+//! `make bench` (`cargo bench --bench launch`): launch throughput and latency.
+//!
+//! What is measured: `GET /stores/nw-us/launch` for a session that is already signed in and whose
+//! BigCommerce customer id and store clock offset are cached, so the gateway makes no BigCommerce
+//! call: session load, entitlement decision, Customer Login JWT signing, audit event, 303. The
+//! storefront the 303 points to is not followed. It runs against the full demo gateway twice
+//! (memory sessions, then Redis sessions on a private `redis-server`) and against a bare axum
+//! handler that answers a 302, all driven by the same load generator in the same run, so the ratio
+//! to the bare handler is the figure to compare across machines.
+//!
+//! Load generator: `wrk` when it is on PATH (Debian package `wrk`, installed by `make deps`),
+//! otherwise a small in-process one. `BENCH_LOADGEN=builtin` forces the latter.
+//!
+//! Settings (environment): `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (1), `BENCH_CONNECTIONS`
+//! (64), `BENCH_THREADS` (2, load generator threads), `BENCH_LOADGEN` (`wrk` or `builtin`),
+//! `BENCH_REDIS_SERVER` (the `redis-server` program, default from PATH).
+//!
+//! Audit events (one JSON line per launch) are written to a temporary file rather than stdout, so
+//! their cost is paid as in production; that file is also how the bench checks that the launches
+//! wrk counted really were granted launches (a lost session would answer 303 to `/login` too).
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument) it only checks its wrk report parser.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{StatusCode, header};
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::redirect::Policy;
+use tokio::sync::oneshot;
+use url::Url;
+
+const SESSION_COOKIE: &str = "storegate_session";
+const USER: &str = "demo-mia";
+const STORE: &str = "nw-us";
+/// Marks a granted launch in the audit log (field order is the struct's).
+const AUDIT_LAUNCH_ALLOW: &str = r#""event":"launch","outcome":"allow""#;
+/// The part of a launch's `Location` that carries the Customer Login JWT.
+const LOGIN_TOKEN_PATH: &str = "/login/token/";
+const BARE_LOCATION: &str = "https://storefront.example/login/token/bare";
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        self_check();
+        eprintln!(
+            "launch benchmark: parser self-check passed; no load outside `cargo bench` (run `make bench`)"
+        );
+        return;
+    }
+    let settings = Settings::from_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime");
+    let ok = runtime.block_on(run(settings));
+    drop(runtime);
+    if !ok {
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoadGen {
+    Wrk,
+    Builtin,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    seconds: u64,
+    warmup_seconds: u64,
+    connections: usize,
+    threads: usize,
+    loadgen: LoadGen,
+    redis_server: String,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        fn number(name: &str, default: u64, min: u64) -> u64 {
+            match std::env::var(name) {
+                Err(_) => default,
+                Ok(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n >= min => n,
+                    _ => panic!("{name}={v:?}: expected a whole number >= {min}"),
+                },
+            }
+        }
+        let seconds = number("BENCH_SECONDS", 10, 1);
+        let warmup_seconds = number("BENCH_WARMUP_SECONDS", 1, 0);
+        let connections = number("BENCH_CONNECTIONS", 64, 1) as usize;
+        let threads = number("BENCH_THREADS", 2, 1) as usize;
+        // wrk refuses fewer connections than threads.
+        let threads = threads.min(connections);
+        let loadgen = match std::env::var("BENCH_LOADGEN").as_deref() {
+            Ok("builtin") => LoadGen::Builtin,
+            Ok("wrk") => LoadGen::Wrk,
+            Ok(other) => panic!("BENCH_LOADGEN={other:?}: expected `wrk` or `builtin`"),
+            Err(_) if wrk_available() => LoadGen::Wrk,
+            Err(_) => {
+                eprintln!(
+                    "note: `wrk` is not on PATH (install it with `make deps` or `apt-get install wrk`); \
+                     using the built-in load generator"
+                );
+                LoadGen::Builtin
+            }
+        };
+        let redis_server =
+            std::env::var("BENCH_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        Settings {
+            seconds,
+            warmup_seconds,
+            connections,
+            threads,
+            loadgen,
+            redis_server,
+        }
+    }
+}
+
+fn wrk_available() -> bool {
+    Command::new("wrk")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------------------
+
+/// One server under load.
+struct Target {
+    name: &'static str,
+    url: String,
+    cookie: Option<String>,
+    /// What the `Location` of a good answer contains.
+    location_contains: &'static str,
+    expected_status: StatusCode,
+    /// The gateway's audit file, to count granted launches.
+    audit: Option<PathBuf>,
+}
+
+struct Row {
+    name: &'static str,
+    load: LoadResult,
+    /// Granted launches the audit log recorded during the measured run (gateways only).
+    audited: Option<u64>,
+    rss_after_kib: Option<u64>,
+}
+
+/// Runs everything; false when a check failed (the figures then do not mean what they say).
+async fn run(settings: Settings) -> bool {
+    let redis = RedisServer::start(&settings.redis_server);
+    let scratch = Scratch::new();
+
+    let mut stop_tx = Vec::new();
+    let mut gateways = Vec::new();
+    let mut targets = Vec::new();
+
+    let (tx, rx) = oneshot::channel::<()>();
+    stop_tx.push(tx);
+    let (url, handle) = start_bare(rx).await;
+    gateways.push(handle);
+    targets.push(Target {
+        name: "bare axum 302",
+        url,
+        cookie: None,
+        location_contains: BARE_LOCATION,
+        expected_status: StatusCode::FOUND,
+        audit: None,
+    });
+
+    for (name, redis_url, audit_name) in [
+        (
+            "storegate launch, memory sessions",
+            None,
+            "audit-memory.jsonl",
+        ),
+        (
+            "storegate launch, Redis sessions",
+            Some(redis.url()),
+            "audit-redis.jsonl",
+        ),
+    ] {
+        let audit = scratch.path.join(audit_name);
+        let (tx, rx) = oneshot::channel::<()>();
+        stop_tx.push(tx);
+        let (demo, handle) = storegate::demo::start_with_audit(
+            "127.0.0.1:0",
+            redis_url.as_deref(),
+            Some(&audit),
+            async move {
+                let _ = rx.await;
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the demo gateway ({name}): {e:#}"));
+        let handle = tokio::spawn(async move {
+            let _ = handle.await;
+        });
+        gateways.push(handle);
+        let cookie = sign_in(&demo.url).await;
+        let url = format!("{}stores/{STORE}/launch", demo.url);
+        // The first launch creates the customer and learns the store clock; the second shows the
+        // cached path answers too. Neither is measured.
+        for _ in 0..2 {
+            check_once(&url, Some(&cookie), StatusCode::SEE_OTHER, LOGIN_TOKEN_PATH).await;
+        }
+        if redis_url.is_some() {
+            let keys = redis.dbsize();
+            assert!(
+                keys > 0,
+                "signed in with Redis sessions, yet the private redis-server holds no key"
+            );
+        }
+        targets.push(Target {
+            name,
+            url,
+            cookie: Some(cookie),
+            location_contains: LOGIN_TOKEN_PATH,
+            expected_status: StatusCode::SEE_OTHER,
+            audit: Some(audit),
+        });
+    }
+
+    let rss_idle = rss_kib();
+    let loadgen_desc = match settings.loadgen {
+        LoadGen::Wrk => "wrk",
+        LoadGen::Builtin => "built-in (reqwest, in this process)",
+    };
+    println!();
+    println!(
+        "storegate launch benchmark: {} s per target after {} s warm-up, {} connections, {} load generator threads, load generator: {loadgen_desc}",
+        settings.seconds, settings.warmup_seconds, settings.connections, settings.threads
+    );
+    println!(
+        "note: the load generator and the servers share this machine's {} CPU core(s); absolute figures are lower bounds, compare the ratios",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    if let Some(load) = load_average() {
+        println!(
+            "note: 1-minute load average before the run: {load} (anything well above 0 means other programs competed for the cores)"
+        );
+    }
+    println!();
+
+    let mut rows = Vec::new();
+    for target in &targets {
+        eprintln!("  running: {} ({})", target.name, target.url);
+        if settings.warmup_seconds > 0 {
+            load(&settings, target, settings.warmup_seconds).await;
+        }
+        let before = match &target.audit {
+            Some(p) => Some(settled_launch_count(p).await),
+            None => None,
+        };
+        let result = load(&settings, target, settings.seconds).await;
+        let audited = match (&target.audit, before) {
+            (Some(p), Some(before)) => Some(settled_launch_count(p).await - before),
+            _ => None,
+        };
+        rows.push(Row {
+            name: target.name,
+            load: result,
+            audited,
+            rss_after_kib: rss_kib(),
+        });
+    }
+
+    println!();
+    let ok = print_report(&settings, &rows, rss_idle);
+
+    for tx in stop_tx {
+        let _ = tx.send(());
+    }
+    for g in gateways {
+        let _ = tokio::time::timeout(Duration::from_secs(5), g).await;
+    }
+    drop(redis);
+    drop(scratch);
+    ok
+}
+
+/// Prints the table, the checks and the RSS figures; false when a check failed.
+fn print_report(settings: &Settings, rows: &[Row], rss_idle: Option<u64>) -> bool {
+    let bare = rows.first().map(|r| &r.load);
+    println!(
+        "{:<36} {:>10} {:>9} {:>9} {:>14} {:>13}",
+        "target", "req/s", "p50", "p99", "req/s vs bare", "p99 vs bare"
+    );
+    println!("{}", "-".repeat(36 + 10 + 9 + 9 + 14 + 13 + 5));
+    for row in rows {
+        let (rps_ratio, p99_ratio) = match bare {
+            Some(b) if b.rps > 0.0 && !b.p99.is_zero() => (
+                format!("{:.2}x", row.load.rps / b.rps),
+                format!("{:.1}x", row.load.p99.as_secs_f64() / b.p99.as_secs_f64()),
+            ),
+            _ => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<36} {:>10.0} {:>9} {:>9} {:>14} {:>13}",
+            row.name,
+            row.load.rps,
+            fmt_latency(row.load.p50),
+            fmt_latency(row.load.p99),
+            rps_ratio,
+            p99_ratio
+        );
+    }
+    println!();
+    println!("checks:");
+    let mut all_ok = true;
+    for row in rows {
+        let l = &row.load;
+        let mut line = format!(
+            "  {:<36} {} responses, {} not 2xx/3xx",
+            row.name, l.requests, l.bad_status
+        );
+        if let Some(w) = l.wrong_answer {
+            line.push_str(&format!(", {w} not the expected status and Location"));
+        }
+        if let Some(e) = &l.socket_errors {
+            line.push_str(&format!(", socket errors: {e}"));
+        }
+        let mut ok = l.bad_status == 0 && l.wrong_answer.unwrap_or(0) == 0 && l.requests > 0;
+        if let Some(audited) = row.audited {
+            // Requests in flight when the load generator stops are served (and audited) but not
+            // counted by it, hence the tolerance of one per connection.
+            let plausible =
+                audited >= l.requests && audited <= l.requests + settings.connections as u64;
+            line.push_str(&format!(", {audited} granted launches audited"));
+            if !plausible {
+                line.push_str(" (MISMATCH: some answers were not granted launches)");
+                ok = false;
+            }
+        }
+        all_ok &= ok;
+        println!("{line}{}", if ok { "" } else { "  <-- FAILED" });
+    }
+    println!();
+    println!(
+        "gateway process RSS (both gateways, the bare server and the bench in one process{}):",
+        if settings.loadgen == LoadGen::Builtin {
+            ", including the built-in load generator"
+        } else {
+            ""
+        }
+    );
+    println!("  {:<46} {}", "idle, signed in", fmt_kib(rss_idle));
+    for row in rows {
+        println!(
+            "  {:<46} {}",
+            format!("after {}", row.name),
+            fmt_kib(row.rss_after_kib)
+        );
+    }
+    if !all_ok {
+        println!();
+        println!("Some checks failed: the figures above do not measure what they claim.");
+    }
+    all_ok
+}
+
+fn fmt_latency(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0}us")
+    } else if us < 1_000_000.0 {
+        format!("{:.2}ms", us / 1000.0)
+    } else {
+        format!("{:.2}s", us / 1e6)
+    }
+}
+
+fn fmt_kib(kib: Option<u64>) -> String {
+    match kib {
+        Some(k) => format!("{:.1} MiB", k as f64 / 1024.0),
+        None => "unknown (no /proc/self/status)".into(),
+    }
+}
+
+/// The first field of /proc/loadavg.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next().map(str::to_owned)
+}
+
+/// VmRSS of this process, in KiB.
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets: the bare handler, signing in
+// ---------------------------------------------------------------------------------------------
+
+async fn start_bare(stop: oneshot::Receiver<()>) -> (String, tokio::task::JoinHandle<()>) {
+    async fn found() -> impl axum::response::IntoResponse {
+        (StatusCode::FOUND, [(header::LOCATION, BARE_LOCATION)])
+    }
+    let app = axum::Router::new().route("/", axum::routing::get(found));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("cannot bind the bare axum server");
+    let addr = listener
+        .local_addr()
+        .expect("the bare server has no address");
+    let handle = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.await;
+            })
+            .await;
+    });
+    let url = format!("http://{addr}/");
+    check_once(&url, None, StatusCode::FOUND, BARE_LOCATION).await;
+    (url, handle)
+}
+
+/// Signs in to the demo gateway at `base` as [`USER`] the way a browser would; returns the
+/// `Cookie` header value carrying the session.
+async fn sign_in(base: &str) -> String {
+    let base = Url::parse(base).expect("the demo URL is not a URL");
+    let jar = Arc::new(Jar::default());
+    let client = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(Policy::none())
+        .build()
+        .expect("cannot build the HTTP client");
+
+    let login = base.join("login").expect("login URL");
+    let authorize = expect_redirect(client.get(login.clone()), &login).await;
+    let page = client
+        .get(authorize.clone())
+        .send()
+        .await
+        .expect("the development OP's picker did not answer");
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "the development OP's picker at {authorize} did not answer 200"
+    );
+    let html = page.text().await.expect("cannot read the picker page");
+    let request = hidden_field(&html, "request");
+    let csrf = hidden_field(&html, "csrf");
+    // The form's action is relative to the picker page.
+    let pick = authorize.join("authorize/pick").expect("pick URL");
+    let callback = expect_redirect(
+        client.post(pick.clone()).form(&[
+            ("request", request),
+            ("csrf", csrf),
+            ("sub", USER.into()),
+        ]),
+        &pick,
+    )
+    .await;
+    assert!(
+        callback.path().ends_with("/callback"),
+        "picking {USER} redirected to {callback}, not to the gateway's callback"
+    );
+    let home = expect_redirect(client.get(callback.clone()), &callback).await;
+    assert_eq!(
+        home.path(),
+        "/",
+        "the sign-in callback redirected to {home}, not to the portal"
+    );
+
+    let cookies = jar
+        .cookies(&base)
+        .expect("the gateway set no cookie during sign-in");
+    let cookies = cookies.to_str().expect("cookie header is not text");
+    let session = cookies
+        .split(';')
+        .map(str::trim)
+        .find(|c| c.starts_with(&format!("{SESSION_COOKIE}=")))
+        .unwrap_or_else(|| panic!("no {SESSION_COOKIE} cookie after sign-in (have: {cookies})"));
+    session.to_owned()
+}
+
+/// Sends `req`, expects a redirect (the gateway answers 303, the development OP 302), returns its
+/// `Location` resolved against `from`.
+async fn expect_redirect(req: reqwest::RequestBuilder, from: &Url) -> Url {
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request to {from} failed: {e}"));
+    assert!(
+        resp.status().is_redirection(),
+        "{from} answered {} instead of a redirect",
+        resp.status()
+    );
+    let location = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("the redirect from {from} has no readable Location"));
+    from.join(location)
+        .unwrap_or_else(|e| panic!("the Location {location:?} from {from} is not a URL: {e}"))
+}
+
+/// The `value` of `<input type="hidden" name="{name}" value="...">` (the first one).
+fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("the picker page has no hidden field {name:?}"))
+        + marker.len();
+    let len = html[start..]
+        .find('"')
+        .unwrap_or_else(|| panic!("the picker page's field {name:?} is not closed"));
+    html[start..start + len].to_owned()
+}
+
+/// One request, checked: status and `Location`.
+async fn check_once(url: &str, cookie: Option<&str>, status: StatusCode, location_contains: &str) {
+    let client = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("cannot build the HTTP client");
+    let mut req = client.get(url);
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} failed: {e}"));
+    let location = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        resp.status() == status && location.contains(location_contains),
+        "GET {url} answered {} to {location:?}; expected {status} to a URL containing {location_contains:?}",
+        resp.status()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit log
+// ---------------------------------------------------------------------------------------------
+
+/// Granted launches in the audit file, once the background writer has caught up (the count has
+/// stopped changing).
+async fn settled_launch_count(path: &Path) -> u64 {
+    let mut last = count_launches(path);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = count_launches(path);
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+fn count_launches(path: &Path) -> u64 {
+    let file = std::fs::File::open(path)
+        .unwrap_or_else(|e| panic!("cannot read the audit file {}: {e}", path.display()));
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.contains(AUDIT_LAUNCH_ALLOW))
+        .count() as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generators
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct LoadResult {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    /// Responses received.
+    requests: u64,
+    /// Responses that were not 2xx/3xx.
+    bad_status: u64,
+    /// Responses that were 2xx/3xx but not the expected status and `Location` (built-in only:
+    /// wrk does not look at them).
+    wrong_answer: Option<u64>,
+    /// wrk's socket error line, when it printed one; the built-in generator's failed requests.
+    socket_errors: Option<String>,
+}
+
+async fn load(settings: &Settings, target: &Target, seconds: u64) -> LoadResult {
+    match settings.loadgen {
+        LoadGen::Wrk => {
+            let settings = settings.clone();
+            let url = target.url.clone();
+            let cookie = target.cookie.clone();
+            tokio::task::spawn_blocking(move || {
+                run_wrk(&settings, &url, cookie.as_deref(), seconds)
+            })
+            .await
+            .expect("the wrk runner panicked")
+        }
+        LoadGen::Builtin => run_builtin(settings, target, seconds).await,
+    }
+}
+
+fn run_wrk(settings: &Settings, url: &str, cookie: Option<&str>, seconds: u64) -> LoadResult {
+    let mut cmd = Command::new("wrk");
+    cmd.arg(format!("-t{}", settings.threads))
+        .arg(format!("-c{}", settings.connections))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency");
+    if let Some(c) = cookie {
+        cmd.arg("-H").arg(format!("Cookie: {c}"));
+    }
+    cmd.arg(url);
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run wrk (install it with `make deps`, or set BENCH_LOADGEN=builtin)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wrk failed ({}):\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_wrk(&text).unwrap_or_else(|e| panic!("cannot read wrk's output ({e}):\n{text}"))
+}
+
+/// Reads `Requests/sec`, the 50% and 99% latency lines of `--latency`, the request count and the
+/// error lines from wrk 4's report.
+fn parse_wrk(text: &str) -> Result<LoadResult, String> {
+    let mut r = LoadResult::default();
+    let (mut rps, mut p50, mut p99, mut requests) = (None, None, None, None);
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", v] => rps = v.parse::<f64>().ok(),
+            ["50%", v] => p50 = parse_wrk_duration(v),
+            ["99%", v] => p99 = parse_wrk_duration(v),
+            [n, "requests", "in", ..] => requests = n.parse::<u64>().ok(),
+            ["Non-2xx", "or", "3xx", "responses:", n] => {
+                r.bad_status = n.parse().map_err(|_| format!("bad count {n:?}"))?
+            }
+            ["Socket", "errors:", ..] => r.socket_errors = Some(words[2..].join(" ")),
+            _ => {}
+        }
+    }
+    r.rps = rps.ok_or("no Requests/sec line")?;
+    r.p50 = p50.ok_or("no 50% latency line (was --latency given?)")?;
+    r.p99 = p99.ok_or("no 99% latency line (was --latency given?)")?;
+    r.requests = requests.ok_or("no request count line")?;
+    Ok(r)
+}
+
+/// wrk prints durations as e.g. `812.00us`, `1.25ms`, `2.00s`, `1.00m`.
+fn parse_wrk_duration(s: &str) -> Option<Duration> {
+    let split = s.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let secs = match unit {
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+/// `connections` keep-alive connections (one client each) spread over a runtime of `threads`
+/// workers separate from the servers', each sending the next request when the last one answered,
+/// as wrk does. Latencies are kept whole (a few hundred thousand numbers) and sorted.
+async fn run_builtin(settings: &Settings, target: &Target, seconds: u64) -> LoadResult {
+    let threads = settings.threads;
+    let connections = settings.connections;
+    let url = target.url.clone();
+    let cookie = target.cookie.clone();
+    let want_status = target.expected_status;
+    let want_location = target.location_contains;
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .expect("cannot start the load generator's runtime");
+        rt.block_on(async move {
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(seconds);
+            let mut tasks = Vec::new();
+            for _ in 0..connections {
+                let url = url.clone();
+                let cookie = cookie.clone();
+                tasks.push(tokio::spawn(async move {
+                    let client = reqwest::Client::builder()
+                        .redirect(Policy::none())
+                        .pool_max_idle_per_host(1)
+                        .build()
+                        .expect("cannot build the HTTP client");
+                    let mut w = Worker::default();
+                    while Instant::now() < deadline {
+                        let mut req = client.get(&url);
+                        if let Some(c) = &cookie {
+                            req = req.header(header::COOKIE, c);
+                        }
+                        let t = Instant::now();
+                        match req.send().await {
+                            Ok(resp) => {
+                                let status = resp.status();
+                                let good = status == want_status
+                                    && resp
+                                        .headers()
+                                        .get(header::LOCATION)
+                                        .and_then(|v| v.to_str().ok())
+                                        .is_some_and(|l| l.contains(want_location));
+                                let _ = resp.bytes().await;
+                                w.latencies_us.push(t.elapsed().as_micros() as u64);
+                                if !(status.is_success() || status.is_redirection()) {
+                                    w.bad_status += 1;
+                                } else if !good {
+                                    w.wrong += 1;
+                                }
+                            }
+                            Err(_) => w.errors += 1,
+                        }
+                    }
+                    w
+                }));
+            }
+            let mut all = Worker::default();
+            for t in tasks {
+                let w = t.await.expect("a load generator task panicked");
+                all.latencies_us.extend(w.latencies_us);
+                all.bad_status += w.bad_status;
+                all.wrong += w.wrong;
+                all.errors += w.errors;
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            all.latencies_us.sort_unstable();
+            let requests = all.latencies_us.len() as u64;
+            LoadResult {
+                rps: requests as f64 / elapsed,
+                p50: Duration::from_micros(percentile(&all.latencies_us, 0.50)),
+                p99: Duration::from_micros(percentile(&all.latencies_us, 0.99)),
+                requests,
+                bad_status: all.bad_status,
+                wrong_answer: Some(all.wrong),
+                socket_errors: (all.errors > 0).then(|| format!("{} failed requests", all.errors)),
+            }
+        })
+    })
+    .await
+    .expect("the load generator panicked")
+}
+
+#[derive(Default)]
+struct Worker {
+    latencies_us: Vec<u64>,
+    bad_status: u64,
+    wrong: u64,
+    errors: u64,
+}
+
+/// Nearest-rank percentile of sorted values (0 when empty).
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private redis-server and scratch directory
+// ---------------------------------------------------------------------------------------------
+
+/// A `redis-server` on a free port with no persistence; killed on drop.
+struct RedisServer {
+    port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    fn start(program: &str) -> RedisServer {
+        let port = free_port();
+        let child = match Command::new(program)
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot run `{program}` ({e}). The benchmark needs redis-server for its \
+                     Redis-sessions row: install it with `make deps` (Debian package redis-server), \
+                     or point BENCH_REDIS_SERVER at the program."
+                );
+                std::process::exit(2);
+            }
+        };
+        let mut server = RedisServer { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("redis-server on port {port} exited early: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not accept connections within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Keys in database 0 (inline `DBSIZE`), to show the Redis row really keeps sessions there.
+    fn dbsize(&self) -> u64 {
+        let mut stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .expect("cannot connect to the private redis-server");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("cannot set a read timeout");
+        stream
+            .write_all(b"DBSIZE\r\n")
+            .expect("cannot send DBSIZE to redis-server");
+        let mut buf = [0u8; 32];
+        let n = stream
+            .read(&mut buf)
+            .expect("redis-server did not answer DBSIZE");
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        answer
+            .trim()
+            .strip_prefix(':')
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected DBSIZE answer {answer:?}"))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot find a free port")
+}
+
+/// A directory for the audit files, removed on drop.
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let path = std::env::temp_dir().join(format!("storegate-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        Scratch { path }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// What runs under `cargo test --all-targets`: the report parser and the percentile, on a
+/// recorded wrk 4.1 report. No server, no load.
+fn self_check() {
+    let text = "Running 10s test @ http://127.0.0.1:1/\n  2 threads and 64 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency     2.10ms    1.00ms  30.00ms   90.00%\n    Req/Sec    15.00k     1.00k   17.00k    70.00%\n  Latency Distribution\n     50%  812.00us\n     75%    2.00ms\n     90%    3.00ms\n     99%    5.50ms\n  300000 requests in 10.00s, 50.00MB read\n  Socket errors: connect 0, read 3, write 0, timeout 0\n  Non-2xx or 3xx responses: 7\nRequests/sec:  30000.50\nTransfer/sec:      5.00MB\n";
+    let r = parse_wrk(text).expect("the recorded wrk report parses");
+    assert_eq!(r.requests, 300_000);
+    assert_eq!(r.bad_status, 7);
+    assert!((r.rps - 30000.5).abs() < 1e-6);
+    assert_eq!(r.p50, Duration::from_micros(812));
+    assert_eq!(r.p99, Duration::from_micros(5500));
+    assert_eq!(
+        r.socket_errors.as_deref(),
+        Some("connect 0, read 3, write 0, timeout 0")
+    );
+    assert_eq!(
+        parse_wrk_duration("1.50s"),
+        Some(Duration::from_millis(1500))
+    );
+    assert!(parse_wrk("Requests/sec: 1\n").is_err());
+
+    let v: Vec<u64> = (1..=100).collect();
+    assert_eq!(percentile(&v, 0.50), 50);
+    assert_eq!(percentile(&v, 0.99), 99);
+    assert_eq!(percentile(&[], 0.99), 0);
+}
