@@ -6,8 +6,8 @@
 //! returned, at the moment of the redirect, never ahead of time, never cached, logged or shown.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::auth::{AUTH_KEY, SignedIn};
@@ -228,8 +228,13 @@ pub async fn launch(
     ev.role = Some(decision.grant().role.clone());
     ev.customer_id = Some(customer_id);
     state.audit.record(ev);
-    // 302 straight to the storefront: no intermediate page that could leak the token via Referer.
+    // 302 (the public contract) straight to the storefront: no intermediate page that could leak
+    // the token via Referer.
     Ok(no_store(
-        Redirect::to(&token.login_url(&store.url)).into_response(),
+        (
+            StatusCode::FOUND,
+            [(header::LOCATION, token.login_url(&store.url))],
+        )
+            .into_response(),
     ))
 }

@@ -93,7 +93,7 @@ async fn launch_without_entitlement_is_403_with_the_reason() {
     assert_eq!(denial.store.as_deref(), Some("eu"));
     // The entitled store still works.
     let ok = b.get(&gw.url("/stores/us/launch")).await;
-    assert_eq!(ok.status(), 303);
+    assert_eq!(ok.status(), 302);
 }
 
 #[tokio::test]
@@ -245,7 +245,7 @@ async fn an_existing_customer_is_adopted_once_and_never_handed_to_another_identi
         )
         .expect("seed");
     let ok = b.get(&gw.url("/stores/us/launch")).await;
-    assert_eq!(ok.status(), 303, "adopted by email on first launch");
+    assert_eq!(ok.status(), 302, "adopted by email on first launch");
     let subject = gw.sim.metafields(MAIN_HASH, id);
     assert!(
         subject
@@ -295,7 +295,7 @@ async fn request_ids_are_the_gateway_s_own_never_the_client_s() {
         .send()
         .await
         .expect("launch");
-    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.status(), 302);
     let echoed = resp
         .headers()
         .get("x-request-id")

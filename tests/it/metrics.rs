@@ -54,7 +54,7 @@ async fn metrics_count_sign_ins_launches_denials_and_upstream_latency() {
     let done = b.follow_while(start, |u| u.path() != "/").await;
     assert_eq!(done.status(), 303, "{}", b.hops_text());
     let launch = b.get(&gw.url("/stores/us/launch")).await;
-    assert_eq!(launch.status(), 303);
+    assert_eq!(launch.status(), 302);
     let denied = b.get(&gw.url("/stores/eu/launch")).await;
     assert_eq!(denied.status(), 403);
     let session_cookie = b.cookies_for(&gw.base).expect("session cookie");

@@ -129,7 +129,7 @@ async fn full_flow(redis: Option<&RedisServer>) {
 
     // Launch: customer created, token minted, storefront signs the user in.
     let launch = b.get(&gw.url("/stores/us/launch?to=/cart.php")).await;
-    assert_eq!(launch.status(), 303);
+    assert_eq!(launch.status(), 302);
     assert_eq!(
         launch
             .headers()
@@ -182,7 +182,7 @@ async fn full_flow(redis: Option<&RedisServer>) {
     // A repeated launch makes no API call: customer id and store clock are remembered.
     let calls = gw.sim.api_calls(MAIN_HASH);
     let again = b.get(&gw.url("/stores/us/launch")).await;
-    assert_eq!(again.status(), 303);
+    assert_eq!(again.status(), 302);
     assert_eq!(gw.sim.api_calls(MAIN_HASH), calls);
     let landed = b.follow(again).await;
     assert_eq!(

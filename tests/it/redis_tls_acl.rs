@@ -185,7 +185,7 @@ async fn rediss_with_a_private_ca_and_an_acl_user_carries_the_sessions() {
     assert_eq!(done.status(), 303, "{}", browser.hops_text());
     // The session went through TLS to Redis: the replica finds it there.
     assert_eq!(browser.get(&b.url("/api/me")).await.status(), 200);
-    assert_eq!(browser.get(&b.url("/stores/us/launch")).await.status(), 303);
+    assert_eq!(browser.get(&b.url("/stores/us/launch")).await.status(), 302);
 }
 
 #[tokio::test]
