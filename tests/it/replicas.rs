@@ -63,7 +63,7 @@ async fn signed_in_through_a_launches_through_b() {
     let launch = browser.get(&b.url("/stores/us/launch")).await;
     assert_eq!(
         launch.status(),
-        303,
+        302,
         "launch through B: {}",
         browser.hops_text()
     );
