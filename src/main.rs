@@ -1,4 +1,4 @@
-//! The `storegate` command line: serve | check | demo | explain.
+//! The `storegate` command line: serve | check | demo | explain | saml-metadata | certs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +55,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the SAML service provider metadata (what to register in Access Manager).
+    SamlMetadata {
+        #[arg(short, long, env = "STOREGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Write a fresh SAML SP key and self-signed certificate (sp.key, sp.crt) into a folder.
+    Certs {
+        /// Folder to write into. Default `certs`.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Certificate common name. Default `storegate SAML SP`.
+        #[arg(long, default_value = "storegate SAML SP")]
+        cn: String,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,9 +99,85 @@ fn main() -> ExitCode {
             };
             run(async move { storegate::server::serve(cfg, clock()).await })
         }
+        Command::SamlMetadata { config } => saml_metadata(&config),
+        Command::Certs { dir, cn, force } => certs(&dir, &cn, force),
         Command::Demo { listen } => {
             init_tracing(false);
             run(async move { storegate::demo::run(&listen).await })
+        }
+    }
+}
+
+fn saml_metadata(path: &std::path::Path) -> ExitCode {
+    let cfg = match config::load_file(path) {
+        Ok(c) => c,
+        Err(d) => {
+            eprint!("{d}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(spc) = &cfg.saml else {
+        eprintln!("storegate: {} has no [saml] table", path.display());
+        return ExitCode::FAILURE;
+    };
+    let out =
+        storegate::federation::saml::sp::SpKeys::from_pem(spc.key_pem.expose(), &spc.cert_pem)
+            .and_then(|k| storegate::federation::saml::sp::metadata_xml(spc, &k));
+    match out {
+        Ok(xml) => {
+            println!("{xml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("storegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn certs(dir: &std::path::Path, cn: &str, force: bool) -> ExitCode {
+    let key_path = dir.join("sp.key");
+    let cert_path = dir.join("sp.crt");
+    if !force && (key_path.exists() || cert_path.exists()) {
+        eprintln!(
+            "storegate: {} or {} exists; use --force to replace them",
+            key_path.display(),
+            cert_path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let (key, cert) = match storegate::federation::saml::sp::generate_key_and_cert(cn) {
+        Ok(kc) => kc,
+        Err(e) => {
+            eprintln!("storegate: cannot generate a key: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(dir)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        opts.open(&key_path)?.write_all(key.as_bytes())?;
+        std::fs::write(&cert_path, cert.as_bytes())
+    };
+    match write() {
+        Ok(()) => {
+            println!(
+                "wrote {} (mode 600) and {}",
+                key_path.display(),
+                cert_path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("storegate: cannot write into {}: {e}", dir.display());
+            ExitCode::FAILURE
         }
     }
 }

@@ -249,7 +249,9 @@ fn baseline_loads_with_every_value_resolved() {
             ..ClaimMapping::default()
         }
     );
-    let Protocol::Oidc(oidc) = &am.protocol;
+    let Protocol::Oidc(oidc) = &am.protocol else {
+        panic!("expected an OIDC IdP")
+    };
     assert_eq!(oidc.issuer, "https://am.example.com/nidp/oauth/nam");
     assert_eq!(oidc.client_id, "storegate");
     assert_eq!(oidc.client_secret.as_ref().unwrap().expose(), "am-secret");
@@ -265,7 +267,9 @@ fn baseline_loads_with_every_value_resolved() {
         "display_name defaults to the id"
     );
     assert_eq!(partners.claims, ClaimMapping::default());
-    let Protocol::Oidc(oidc) = &partners.protocol;
+    let Protocol::Oidc(oidc) = &partners.protocol else {
+        panic!("expected an OIDC IdP")
+    };
     assert_eq!(
         oidc.client_secret.as_ref().unwrap().expose(),
         "partners-secret",
@@ -357,7 +361,9 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.session.idle_timeout, Duration::from_secs(30 * 60));
     assert_eq!(c.session.absolute_timeout, Duration::from_secs(12 * 3600));
     assert_eq!(c.audit, AuditTarget::Stdout);
-    let Protocol::Oidc(oidc) = &c.idps[0].protocol;
+    let Protocol::Oidc(oidc) = &c.idps[0].protocol else {
+        panic!("expected an OIDC IdP")
+    };
     assert!(
         oidc.client_secret.is_none(),
         "an IdP client secret is optional"
@@ -942,7 +948,9 @@ fn plain_http_issuer_on_loopback_is_accepted() {
         let text = MINIMAL.replace("https://am.example.com", issuer);
         let c = load_with(&text, &FakeEnv::default())
             .unwrap_or_else(|e| panic!("{issuer} should load:\n{e}"));
-        let Protocol::Oidc(oidc) = &c.idps[0].protocol;
+        let Protocol::Oidc(oidc) = &c.idps[0].protocol else {
+            panic!("expected an OIDC IdP")
+        };
         assert_eq!(oidc.issuer, issuer);
     }
 }

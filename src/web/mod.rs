@@ -8,6 +8,7 @@ pub mod health;
 pub mod launch;
 pub mod login;
 pub mod portal;
+pub mod saml;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub store_clock: Arc<StoreClock>,
     pub audit: AuditLog,
     pub sessions: Arc<session::Store>,
+    /// The SAML service provider and its IdPs, when `[saml]` is configured.
+    pub saml: Option<Arc<saml::SamlState>>,
 }
 
 impl AppState {
@@ -63,6 +66,8 @@ impl AppState {
                         OidcProvider::new(idp, o, config.base_url(), http.clone(), clock.clone())?;
                     providers.insert(idp.id.to_string(), Arc::new(p));
                 }
+                // Built below, with the SP.
+                Protocol::Saml(_) => {}
             }
         }
         let mut bigcommerce: HashMap<String, Arc<dyn CustomerApi>> = HashMap::new();
@@ -72,7 +77,19 @@ impl AppState {
             bigcommerce.insert(account.id.clone(), Arc::new(api));
         }
         let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
+        // One-time values (SAML replay cache, pending SAML requests) live beside the sessions:
+        // in Redis they are shared by every replica.
+        let one_time = match &sessions {
+            session::Store::Redis(s) => {
+                session::one_time::OneTimeStore::redis(s.handle().clone(), "storegate:")
+            }
+            session::Store::Memory(_) => session::one_time::OneTimeStore::memory(),
+        };
+        let saml = saml::SamlState::build(&config, one_time)
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new);
         Ok(AppState {
+            saml,
             store_clock: Arc::new(StoreClock::new(clock.clone())),
             config: Arc::new(config),
             clock,
@@ -138,6 +155,8 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/", get(portal::portal))
         .route("/login", get(login::login))
         .route("/oidc/{idp}/callback", get(login::callback))
+        .route("/saml/metadata", get(saml::metadata))
+        .route("/saml/acs", post(saml::acs))
         .route("/logout", post(login::logout))
         .route("/signed-out", get(login::signed_out))
         .route("/stores/{store}/launch", get(launch::launch))
