@@ -55,6 +55,8 @@ pub struct Opts {
     pub redis_url: Option<String>,
     /// Extra lines appended to the `[[idp]]` table (e.g. claim mapping).
     pub idp_extra: String,
+    /// Extra TOML appended at the end of the file (more tables, e.g. `[saml]` and a SAML IdP).
+    pub extra_toml: String,
 }
 
 impl Opts {
@@ -65,6 +67,7 @@ impl Opts {
             client_secret: client_secret.to_owned(),
             redis_url: None,
             idp_extra: String::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -186,12 +189,15 @@ name = "support-us"
 groups_any = ["bc-support"]
 stores = ["us"]
 role = "support"
+
+{extra_toml}
 "#,
         listen = base.trim_start_matches("http://"),
         issuer = o.issuer,
         client_id = o.client_id,
         client_secret = o.client_secret,
         idp_extra = o.idp_extra,
+        extra_toml = o.extra_toml,
     )
 }
 

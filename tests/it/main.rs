@@ -11,3 +11,4 @@ mod harness;
 mod launch;
 mod oidc_peer;
 mod oidc_refusals;
+mod saml;

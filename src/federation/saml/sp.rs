@@ -116,19 +116,38 @@ pub fn metadata_xml(spc: &SamlSp, keys: &SpKeys) -> Result<String, String> {
     if !spc.sign_metadata {
         return ed.to_string().map_err(|e| e.to_string());
     }
+    // samael's EntityDescriptor serializer writes neither an ID nor a Signature: add both to the
+    // root start tag (the Signature must be its first child), then let xmlsec fill it in.
     let id = format!("_{}", super::random_hex(16));
     let mut sig = Signature::template(&id, &keys.cert);
     for r in &mut sig.signed_info.reference {
         r.digest_method.algorithm = DigestAlgorithm::Sha256;
     }
-    ed.id = Some(id);
-    ed.signature = Some(sig);
-    let unsigned = ed.to_string().map_err(|e| e.to_string())?;
+    let sig_xml = sig.to_string().map_err(|e| e.to_string())?;
+    let sig_xml = sig_xml
+        .strip_prefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>")
+        .unwrap_or(&sig_xml);
+    let plain = ed.to_string().map_err(|e| e.to_string())?;
+    let start = plain
+        .find("<md:EntityDescriptor")
+        .ok_or("no EntityDescriptor in the metadata")?;
+    let end = plain[start..]
+        .find('>')
+        .map(|i| start + i)
+        .ok_or("unterminated EntityDescriptor")?;
+    let (head, self_closing) = match plain[..end].strip_suffix('/') {
+        Some(h) => (h, true),
+        None => (&plain[..end], false),
+    };
+    if self_closing {
+        return Err("empty EntityDescriptor".into());
+    }
+    let unsigned = format!("{head} ID=\"{id}\">{sig_xml}{}", &plain[end + 1..]);
     let der = keys
         .key
         .private_key_to_der()
         .map_err(|_| "cannot encode the SP key".to_owned())?;
-    Crypto::sign_xml(unsigned, &der).map_err(|e| format!("cannot sign the metadata: {e}"))
+    Crypto::sign_xml(unsigned, &der).map_err(|e| format!("cannot sign the metadata: {e:?}"))
 }
 
 /// SAML bindings 3.4.4.1: DEFLATE (raw), base64, URL-encode; with a key, `SigAlg` and
