@@ -1110,3 +1110,98 @@ idp = [
          storegate.toml:4: duplicate [[idp]] id \"am\"\n"
     );
 }
+
+// --- SAML (issue 3) ---
+
+fn saml_env(signing_cert: bool) -> FakeEnv {
+    let (key, cert) = crate::federation::saml::sp::generate_key_and_cert("sp").unwrap();
+    let b64: String = cert.lines().filter(|l| !l.starts_with("-----")).collect();
+    let kd = if signing_cert {
+        format!(
+            r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#
+        )
+    } else {
+        String::new()
+    };
+    let md = format!(
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://iam.example.com/nidp/saml2/metadata"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">{kd}<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://iam.example.com/nidp/saml2/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+    );
+    FakeEnv::default()
+        .file("certs/sp.key", &key)
+        .file("certs/sp.crt", &cert)
+        .file("idp.xml", &md)
+}
+
+const SAML: &str = r#"
+public_url = "https://sso.example.com"
+
+[saml]
+key_file = "certs/sp.key"
+cert_file = "certs/sp.crt"
+
+[[idp]]
+id = "am-saml"
+protocol = "saml"
+metadata_file = "idp.xml"
+[idp.attributes]
+email = "mail"
+"#;
+
+#[test]
+fn saml_idp_loads_with_defaults_and_endpoints_from_public_url() {
+    let c = load_with(SAML, &saml_env(true)).unwrap();
+    let sp = c.saml.as_ref().unwrap();
+    assert_eq!(sp.entity_id, "https://sso.example.com/saml/metadata");
+    assert_eq!(sp.acs_url, "https://sso.example.com/saml/acs");
+    assert!(sp.sign_authn_requests && sp.sign_metadata);
+    let Protocol::Saml(s) = &c.idps[0].protocol else {
+        panic!("expected a SAML IdP")
+    };
+    assert_eq!(s.entity_id, "https://iam.example.com/nidp/saml2/metadata");
+    assert!(
+        !s.allow_sha1 && !s.allow_unsolicited,
+        "unsafe switches off by default"
+    );
+    assert_eq!(s.clock_skew, Duration::from_secs(60));
+    assert_eq!(c.idps[0].claims.email, "mail");
+}
+
+#[test]
+fn saml_idp_without_a_signing_certificate_is_refused_at_its_metadata_line() {
+    // samael would skip signature verification for such an IdP.
+    let out = errors_with(SAML, &saml_env(false));
+    assert_one(&out, 10, "no signing certificate");
+}
+
+#[test]
+fn saml_idp_without_a_saml_table_is_refused() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am-saml"
+protocol = "saml"
+metadata_file = "idp.xml"
+"#;
+    assert_one(
+        &errors_with(text, &saml_env(true)),
+        5,
+        "needs a `[saml]` table",
+    );
+}
+
+#[test]
+fn saml_unreadable_sp_key_is_reported_at_key_file() {
+    let env = saml_env(true).without_file("certs/sp.key");
+    assert_one(&errors_with(SAML, &env), 4, "cannot read certs/sp.key");
+}
+
+#[test]
+fn saml_idp_without_metadata_is_reported() {
+    let text = SAML.replace("metadata_file = \"idp.xml\"\n", "");
+    assert_one(
+        &errors_with(&text, &saml_env(true)),
+        7,
+        "needs `metadata_file`",
+    );
+}

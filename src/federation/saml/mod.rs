@@ -58,6 +58,8 @@ pub enum SamlError {
     XmlComment,
     #[error("the response contains a CDATA section (refused)")]
     XmlCdata,
+    #[error("the response holds {0} assertions; exactly one is accepted (signature wrapping)")]
+    MultipleAssertions(usize),
     #[error("signature or digest algorithm {0:?} is not allowed for this IdP")]
     WeakAlgorithm(String),
     #[error("the IdP answered with status {0}")]
@@ -111,6 +113,7 @@ impl SamlError {
             SamlError::XmlComment => "saml_comment",
             SamlError::XmlCdata => "saml_cdata",
             SamlError::WeakAlgorithm(_) => "saml_weak_algorithm",
+            SamlError::MultipleAssertions(_) => "saml_multiple_assertions",
             SamlError::StatusNotSuccess(_) => "saml_status",
             SamlError::Destination { .. } => "saml_destination",
             SamlError::Signature => "saml_signature",
@@ -472,7 +475,19 @@ impl SamlProvider {
         let assertion = self
             .sp
             .parse_xml_response_with_mode(&xml, Some(&ids), ReduceMode::ValidateAndMarkNoAncestors)
-            .map_err(|e| map_sp_error(&e, &self.meta.entity_id, &self.acs_url, &self.entity_id))?;
+            .map_err(|e| {
+                match map_sp_error(&e, &self.meta.entity_id, &self.acs_url, &self.entity_id) {
+                    // samael does not say which audience came; the admin needs it. Taken from
+                    // the prescan (as sent), only for this message.
+                    SamlError::Audience { got, expected } if got.is_empty() => {
+                        SamlError::Audience {
+                            got: pre.audiences.clone(),
+                            expected,
+                        }
+                    }
+                    other => other,
+                }
+            })?;
         self.check_assertion(&assertion, request_id, now)
     }
 

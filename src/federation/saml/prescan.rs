@@ -51,6 +51,10 @@ pub struct Prescan {
     pub issuer: Option<String>,
     /// Whether a top-level `StatusCode` other than Success was seen.
     pub status_failure: Option<String>,
+    /// How many `saml:Assertion` and `saml:EncryptedAssertion` elements the document holds.
+    pub assertions: usize,
+    /// Every `saml:Audience` text, unverified: only for the admin's error message.
+    pub audiences: Vec<String>,
 }
 
 #[allow(deprecated)] // `unescape_value` is the plain, entity-free unescape we want here.
@@ -72,6 +76,7 @@ pub fn prescan(xml: &str, allow_sha1: bool) -> Result<Prescan, SamlError> {
     let mut depth = 0usize;
     let mut root_seen = false;
     let mut in_issuer = false;
+    let mut in_audience = false;
     let mut in_status = false;
     let mut status_code_seen = false;
     loop {
@@ -129,6 +134,15 @@ pub fn prescan(xml: &str, allow_sha1: bool) -> Result<Prescan, SamlError> {
                 if is(&ns, ASSERTION_NS) && local == b"Issuer" && out.issuer.is_none() && !empty {
                     in_issuer = true;
                 }
+                if is(&ns, ASSERTION_NS)
+                    && (local == b"Assertion" || local == b"EncryptedAssertion")
+                {
+                    out.assertions += 1;
+                }
+                if is(&ns, ASSERTION_NS) && local == b"Audience" && !empty {
+                    in_audience = true;
+                    out.audiences.push(String::new());
+                }
                 if is(&ns, PROTOCOL_NS) && local == b"Status" && depth == 1 {
                     in_status = true;
                 }
@@ -153,8 +167,17 @@ pub fn prescan(xml: &str, allow_sha1: bool) -> Result<Prescan, SamlError> {
                     .get_or_insert_with(String::new)
                     .push_str(text.trim());
             }
+            Event::Text(ref t) if in_audience => {
+                let text = t
+                    .decode()
+                    .map_err(|e| SamlError::Malformed(format!("bad text: {e}")))?;
+                if let Some(last) = out.audiences.last_mut() {
+                    last.push_str(text.trim());
+                }
+            }
             Event::End(_) => {
                 in_issuer = false;
+                in_audience = false;
                 depth = depth.saturating_sub(1);
                 if depth <= 1 {
                     in_status = false;
@@ -166,6 +189,13 @@ pub fn prescan(xml: &str, allow_sha1: bool) -> Result<Prescan, SamlError> {
     }
     if !root_seen {
         return Err(SamlError::Malformed("empty document".into()));
+    }
+    // One response, one assertion. Every signature-wrapping variant (XSW1-8) needs a second
+    // Assertion somewhere (beside, around, inside an Extensions or a ds:Object); samael's
+    // reduction would keep only the signed one, but a document built to confuse is refused
+    // outright, which also keeps "which assertion did we read" a non-question.
+    if out.assertions > 1 {
+        return Err(SamlError::MultipleAssertions(out.assertions));
     }
     Ok(out)
 }

@@ -20,6 +20,7 @@ import json
 import sys
 
 import saml2.entity
+import saml2.sigver
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.config import IdPConfig
 from saml2.saml import NameID
@@ -30,6 +31,15 @@ from saml2.sigver import pre_encryption_part, pre_signature_part
 AES128_CBC = "http://www.w3.org/2001/04/xmlenc#aes128-cbc"
 # pysaml2 encrypts with 3DES by default; samael (and we) accept AES only.
 saml2.entity.pre_encryption_part = functools.partial(pre_encryption_part, msg_enc=AES128_CBC)
+_encrypt_assertion = saml2.sigver.CryptoBackendXmlSec1.encrypt_assertion
+
+
+def _aes_session_key(self, statement, enc_key, template, key_type=None, node_xpath=None, node_id=None):
+    # ...and asks xmlsec1 for a 3DES session key regardless of the template: use AES-128.
+    return _encrypt_assertion(self, statement, enc_key, template, "aes-128", node_xpath, node_id)
+
+
+saml2.sigver.CryptoBackendXmlSec1.encrypt_assertion = _aes_session_key
 
 SHA256 = ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256", "http://www.w3.org/2001/04/xmlenc#sha256")
 SHA1 = ("http://www.w3.org/2000/09/xmldsig#rsa-sha1", "http://www.w3.org/2000/09/xmldsig#sha1")
