@@ -2,6 +2,7 @@
 # Installs what the test suite needs and is missing; quiet and quick when everything is there.
 #   - Debian packages: build dependencies (xmlsec, libxml2, OpenSSL, clang for bindgen) and the
 #     programs tests run (xmlsec1, redis-server, wrk, chromium). `apt-get update` only if one is missing.
+#   - pysaml2 (pinned in tests/peers/saml/requirements.txt) in tests/peers/saml/.venv for the SAML tests.
 #   - npm dependencies of the test OpenID provider (tests/peers/oidc-provider), via `npm ci` from the
 #     committed package-lock.json, when node_modules is missing or was installed from another lock file.
 # This is the only step of `make test` that downloads; tests themselves never do.
@@ -9,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server wrk chromium)
+APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server wrk chromium python3-venv)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
@@ -47,4 +48,15 @@ if [[ ! -f "$STAMP" || $(cat "$STAMP") != "$want" || ! -d "$PEER/node_modules/oi
     echo "test-deps: npm ci in $PEER"
     (cd "$PEER" && npm ci --no-audit --no-fund --loglevel=error)
     echo "$want" >"$STAMP"
+fi
+
+# pysaml2, the independent SAML IdP of tests/it/saml.rs, in its own virtualenv (pinned version).
+SAML_PEER=tests/peers/saml
+SAML_STAMP="$SAML_PEER/.venv/.storegate-requirements.sha256"
+want=$(sha256sum "$SAML_PEER/requirements.txt" | cut -d' ' -f1)
+if [[ ! -f "$SAML_STAMP" || $(cat "$SAML_STAMP") != "$want" ]]; then
+    echo "test-deps: pip install into $SAML_PEER/.venv"
+    python3 -m venv "$SAML_PEER/.venv"
+    "$SAML_PEER/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$SAML_PEER/requirements.txt"
+    echo "$want" >"$SAML_STAMP"
 fi

@@ -258,6 +258,28 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
     );
     for idp in &cfg.idps {
         let _ = writeln!(out, "  [{}] {}", idp.id, idp.display_name);
+        if let config::Protocol::Saml(s) = &idp.protocol {
+            if let Some(sp) = &cfg.saml {
+                let _ = writeln!(
+                    out,
+                    "    SAML 2.0 (Trusted Providers > Service Providers): metadata URL {}\n    entity ID {}, ACS {} (HTTP-POST); IdP entity {}",
+                    sp.metadata_url, sp.entity_id, sp.acs_url, s.entity_id
+                );
+            }
+            if s.allow_sha1 {
+                let _ = writeln!(
+                    out,
+                    "    warning: allow_sha1 is on (DANGER: RSA-SHA1 accepted)"
+                );
+            }
+            if s.allow_unsolicited {
+                let _ = writeln!(
+                    out,
+                    "    warning: allow_unsolicited is on (DANGER: IdP-initiated responses accepted)"
+                );
+            }
+            continue;
+        }
         let _ = writeln!(
             out,
             "    Login redirect URI:  {}",

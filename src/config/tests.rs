@@ -897,13 +897,13 @@ public_url = "https://sso.example.com"
 
 [[idp]]
 id = "am"
-protocol = "saml"
+protocol = "wsfed"
 issuer = "https://am.example.com"
 client_id = "storegate"
 "#;
     assert_eq!(
         errors(text),
-        "storegate.toml:5: [[idp]] \"am\": protocol \"saml\" is not supported (use \"oidc\")\n"
+        "storegate.toml:5: [[idp]] \"am\": protocol \"wsfed\" is not supported (use \"oidc\" or \"saml\")\n"
     );
 }
 

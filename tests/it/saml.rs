@@ -1031,3 +1031,80 @@ async fn saml_replay_is_refused_across_two_gateways_sharing_redis() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn saml_metadata_names_entity_acs_slo_certificates_and_is_signed() {
+    let idp = Idp::new("metadata", 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let resp = reqwest::get(gw.url("/saml/metadata"))
+        .await
+        .expect("metadata");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("application/samlmetadata+xml")
+    );
+    let md = resp.text().await.expect("text");
+    assert!(
+        md.contains(&format!("entityID=\"{}\"", gw.url("/saml/metadata"))),
+        "{md}"
+    );
+    assert!(md.contains(&format!(
+        "Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{}\"",
+        gw.url("/saml/acs")
+    )));
+    assert!(md.contains(&gw.url("/saml/slo")));
+    assert!(md.contains("use=\"signing\"") && md.contains("use=\"encryption\""));
+    assert!(md.contains(EMAIL_FORMAT));
+    assert!(md.contains("AuthnRequestsSigned=\"true\""));
+    assert!(
+        md.contains("SignatureValue>") && md.contains("rsa-sha256"),
+        "signed: {md}"
+    );
+    // xmlsec1 (independent of samael) verifies the metadata signature with the SP certificate.
+    let file = idp.dir.join("check-md.xml");
+    write(&file, &md);
+    let out = Command::new("xmlsec1")
+        .args([
+            "--verify",
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:metadata:EntityDescriptor",
+        ])
+        .arg("--pubkey-cert-pem")
+        .arg(idp.dir.join("sp.crt"))
+        .arg(&file)
+        .output()
+        .expect("xmlsec1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn saml_idp_metadata_without_signing_certificate_is_refused_at_start() {
+    let idp = Idp::new("nosigning", 0);
+    let text = idp.toml("");
+    let full = crate::harness::config_text("http://127.0.0.1:1", "http://127.0.0.1:2", &{
+        let mut o = Opts::new("http://127.0.0.1:9/x", "x", "y");
+        o.extra_toml = text;
+        o
+    });
+    struct Fs;
+    impl storegate::config::Environment for Fs {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn read_file(&self, p: &Path) -> std::io::Result<String> {
+            std::fs::read_to_string(p)
+        }
+    }
+    let err = storegate::config::load_str(&full, "gw.toml", &Fs)
+        .expect_err("must be refused")
+        .to_string();
+    assert!(err.contains("no signing certificate"), "{err}");
+    assert!(err.starts_with("gw.toml:"), "file:line: {err}");
+}
