@@ -2,6 +2,7 @@
 # Installs what the test suite needs and is missing; quiet and quick when everything is there.
 #   - Debian packages: build dependencies (xmlsec, libxml2, OpenSSL, clang for bindgen) and the
 #     programs tests run (xmlsec1, redis-server, wrk, chromium). `apt-get update` only if one is missing.
+#   - pysaml2 (pinned in tests/peers/saml/requirements.txt) in tests/peers/saml/.venv for the SAML tests.
 #   - npm dependencies of the test OpenID provider (tests/peers/oidc-provider), via `npm ci` from the
 #     committed package-lock.json, when node_modules is missing or was installed from another lock file.
 #   - deploy/ checkers (yamllint, kubernetes-validate, check-jsonschema) from PyPI, pinned, into the
@@ -11,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server wrk chromium openssl)
+APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server wrk chromium openssl python3-venv)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
@@ -61,4 +62,15 @@ if [[ ! -x "$VENV/bin/python" || ! -f "$VSTAMP" || $(cat "$VSTAMP") != "${PY_TOO
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_TOOLS[@]}"
     echo "${PY_TOOLS[*]}" >"$VSTAMP"
+fi
+
+# pysaml2, the independent SAML IdP of tests/it/saml.rs, in its own virtualenv (pinned version).
+SAML_PEER=tests/peers/saml
+SAML_STAMP="$SAML_PEER/.venv/.storegate-requirements.sha256"
+want=$(sha256sum "$SAML_PEER/requirements.txt" | cut -d' ' -f1)
+if [[ ! -f "$SAML_STAMP" || $(cat "$SAML_STAMP") != "$want" ]]; then
+    echo "test-deps: pip install into $SAML_PEER/.venv"
+    python3 -m venv "$SAML_PEER/.venv"
+    "$SAML_PEER/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$SAML_PEER/requirements.txt"
+    echo "$want" >"$SAML_STAMP"
 fi

@@ -1,4 +1,4 @@
-//! The `storegate` command line: serve | check | demo | explain.
+//! The `storegate` command line: serve | check | demo | explain | saml-metadata | certs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +55,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the SAML service provider metadata (what to register in Access Manager).
+    SamlMetadata {
+        #[arg(short, long, env = "STOREGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Write a fresh SAML SP key and self-signed certificate (sp.key, sp.crt) into a folder.
+    Certs {
+        /// Folder to write into. Default `certs`.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Certificate common name. Default `storegate SAML SP`.
+        #[arg(long, default_value = "storegate SAML SP")]
+        cn: String,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,9 +99,85 @@ fn main() -> ExitCode {
             };
             run(async move { storegate::server::serve(cfg, clock()).await })
         }
+        Command::SamlMetadata { config } => saml_metadata(&config),
+        Command::Certs { dir, cn, force } => certs(&dir, &cn, force),
         Command::Demo { listen } => {
             init_tracing(false);
             run(async move { storegate::demo::run(&listen).await })
+        }
+    }
+}
+
+fn saml_metadata(path: &std::path::Path) -> ExitCode {
+    let cfg = match config::load_file(path) {
+        Ok(c) => c,
+        Err(d) => {
+            eprint!("{d}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(spc) = &cfg.saml else {
+        eprintln!("storegate: {} has no [saml] table", path.display());
+        return ExitCode::FAILURE;
+    };
+    let out =
+        storegate::federation::saml::sp::SpKeys::from_pem(spc.key_pem.expose(), &spc.cert_pem)
+            .and_then(|k| storegate::federation::saml::sp::metadata_xml(spc, &k));
+    match out {
+        Ok(xml) => {
+            println!("{xml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("storegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn certs(dir: &std::path::Path, cn: &str, force: bool) -> ExitCode {
+    let key_path = dir.join("sp.key");
+    let cert_path = dir.join("sp.crt");
+    if !force && (key_path.exists() || cert_path.exists()) {
+        eprintln!(
+            "storegate: {} or {} exists; use --force to replace them",
+            key_path.display(),
+            cert_path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let (key, cert) = match storegate::federation::saml::sp::generate_key_and_cert(cn) {
+        Ok(kc) => kc,
+        Err(e) => {
+            eprintln!("storegate: cannot generate a key: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(dir)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        opts.open(&key_path)?.write_all(key.as_bytes())?;
+        std::fs::write(&cert_path, cert.as_bytes())
+    };
+    match write() {
+        Ok(()) => {
+            println!(
+                "wrote {} (mode 600) and {}",
+                key_path.display(),
+                cert_path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("storegate: cannot write into {}: {e}", dir.display());
+            ExitCode::FAILURE
         }
     }
 }
@@ -165,27 +258,50 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
     );
     for idp in &cfg.idps {
         let _ = writeln!(out, "  [{}] {}", idp.id, idp.display_name);
+        if let config::Protocol::Saml(s) = &idp.protocol {
+            if let Some(sp) = &cfg.saml {
+                let _ = writeln!(
+                    out,
+                    "    SAML 2.0 (Trusted Providers > Service Providers): metadata URL {}\n    entity ID {}, ACS {} (HTTP-POST); IdP entity {}",
+                    sp.metadata_url, sp.entity_id, sp.acs_url, s.entity_id
+                );
+            }
+            if s.allow_sha1 {
+                let _ = writeln!(
+                    out,
+                    "    warning: allow_sha1 is on (DANGER: RSA-SHA1 accepted)"
+                );
+            }
+            if s.allow_unsolicited {
+                let _ = writeln!(
+                    out,
+                    "    warning: allow_unsolicited is on (DANGER: IdP-initiated responses accepted)"
+                );
+            }
+            continue;
+        }
         let _ = writeln!(
             out,
             "    Login redirect URI:  {}",
             idp.redirect_uri(&cfg.public_url)
         );
         let _ = writeln!(out, "    Logout redirect URI: {}", cfg.logout_uri());
-        let storegate::config::Protocol::Oidc(o) = &idp.protocol;
-        let auth = match o.auth_method {
-            storegate::config::TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
-            storegate::config::TokenAuthMethod::ClientSecretPost => "client_secret_post",
-        };
-        let _ = writeln!(
-            out,
-            "    Grant: authorization code (PKCE S256); ID Token Signed Response Algorithm: {} (never none)",
-            o.id_token_algs.join(" or ")
-        );
-        let _ = writeln!(
-            out,
-            "    Token endpoint authentication: {auth}; scopes: {}",
-            o.scopes.join(" ")
-        );
+        if let config::Protocol::Oidc(o) = &idp.protocol {
+            let auth = match o.auth_method {
+                config::TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
+                config::TokenAuthMethod::ClientSecretPost => "client_secret_post",
+            };
+            let _ = writeln!(
+                out,
+                "    Grant: authorization code (PKCE S256); ID Token Signed Response Algorithm: {} (never none)",
+                o.id_token_algs.join(" or ")
+            );
+            let _ = writeln!(
+                out,
+                "    Token endpoint authentication: {auth}; scopes: {}",
+                o.scopes.join(" ")
+            );
+        }
     }
     let _ = writeln!(
         out,

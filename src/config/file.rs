@@ -24,6 +24,9 @@ pub struct FileConfig {
     pub session: SessionFile,
     #[serde(default)]
     pub audit: AuditFile,
+    /// The SAML service provider (one per gateway); required when any `[[idp]]` uses SAML.
+    #[serde(default)]
+    pub saml: Option<SamlSpFile>,
     #[serde(default, rename = "idp")]
     pub idps: Vec<IdpFile>,
     #[serde(default, rename = "bigcommerce")]
@@ -112,7 +115,7 @@ pub struct IdpFile {
     /// Shown on the sign-in chooser. Default: the id.
     #[serde(default)]
     pub display_name: Option<String>,
-    /// `"oidc"` (SAML arrives with issue #3).
+    /// `"oidc"` or `"saml"`.
     pub protocol: String,
     /// OIDC issuer; discovery is `{issuer}/.well-known/openid-configuration`.
     #[serde(default)]
@@ -144,6 +147,52 @@ pub struct IdpFile {
     pub userinfo: Option<bool>,
     #[serde(default)]
     pub claims: ClaimsFile,
+
+    // --- SAML (`protocol = "saml"`) ---
+    /// The IdP's SAML metadata document (path relative to the config file). Its signing
+    /// certificates are the only keys a response may be signed with.
+    #[serde(default)]
+    pub metadata_file: Option<String>,
+    /// The IdP's metadata URL (Access Manager: `https://{host}/nidp/saml2/metadata`).
+    #[serde(default)]
+    pub metadata_url: Option<String>,
+    /// How often metadata_url is fetched again. Default 1h.
+    #[serde(default)]
+    pub metadata_refresh: Option<String>,
+    /// DANGER: accept RSA-SHA1 signatures and SHA-1 digests. Default false.
+    #[serde(default)]
+    pub allow_sha1: bool,
+    /// DANGER: accept IdP-initiated (unsolicited) responses, which carry no request id. Default false.
+    #[serde(default)]
+    pub allow_unsolicited: bool,
+    /// NameID format asked for in the AuthnRequest. Default: none (the IdP's choice).
+    #[serde(default)]
+    pub nameid_format: Option<String>,
+    /// Which SAML attribute holds what; same keys as `[idp.claims]`.
+    #[serde(default)]
+    pub attributes: Option<ClaimsFile>,
+}
+
+/// `[saml]`: this gateway as a SAML service provider.
+#[derive(Debug, Deserialize)]
+pub struct SamlSpFile {
+    /// Default `{public_url}/saml/metadata`.
+    #[serde(default)]
+    pub entity_id: Option<String>,
+    /// PEM private key (RSA) that signs requests and metadata and decrypts assertions. Required.
+    pub key_file: String,
+    /// PEM certificate of that key, published in the metadata. Required.
+    pub cert_file: String,
+    /// Sign the SP metadata. Default true.
+    #[serde(default = "yes")]
+    pub sign_metadata: bool,
+    /// Sign AuthnRequests (HTTP-Redirect binding, RSA-SHA256). Default true.
+    #[serde(default = "yes")]
+    pub sign_authn_requests: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -28,6 +28,8 @@ pub struct Config {
     pub support_contact: String,
     pub session: SessionConfig,
     pub audit: AuditTarget,
+    /// The SAML service provider, when `[saml]` is configured.
+    pub saml: Option<SamlSp>,
     pub idps: Vec<IdpConfig>,
     pub bigcommerce: Vec<BigCommerceAccount>,
     pub stores: Vec<Store>,
@@ -77,6 +79,39 @@ pub struct OidcIdp {
 #[derive(Debug, Clone)]
 pub enum Protocol {
     Oidc(OidcIdp),
+    Saml(SamlIdp),
+}
+
+/// `[saml]`, validated: the key and certificate were read and parse.
+#[derive(Debug, Clone)]
+pub struct SamlSp {
+    pub entity_id: String,
+    /// `{public_url}/saml/acs`: the only Destination and Recipient accepted.
+    pub acs_url: String,
+    /// `{public_url}/saml/slo`.
+    pub slo_url: String,
+    /// `{public_url}/saml/metadata`.
+    pub metadata_url: String,
+    pub key_pem: Secret,
+    pub cert_pem: String,
+    pub sign_metadata: bool,
+    pub sign_authn_requests: bool,
+}
+
+/// A SAML IdP, validated: its metadata was read and names at least one signing certificate.
+#[derive(Debug, Clone)]
+pub struct SamlIdp {
+    /// The metadata document (from `metadata_file`).
+    pub metadata_xml: String,
+    pub metadata_url: Option<Url>,
+    pub metadata_refresh: Duration,
+    pub entity_id: String,
+    /// DANGER: RSA-SHA1 / SHA-1 digests accepted.
+    pub allow_sha1: bool,
+    /// DANGER: IdP-initiated responses accepted.
+    pub allow_unsolicited: bool,
+    pub clock_skew: Duration,
+    pub nameid_format: Option<String>,
 }
 
 /// Which claim (or attribute) carries which identity fact.

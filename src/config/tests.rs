@@ -249,7 +249,9 @@ fn baseline_loads_with_every_value_resolved() {
             ..ClaimMapping::default()
         }
     );
-    let Protocol::Oidc(oidc) = &am.protocol;
+    let Protocol::Oidc(oidc) = &am.protocol else {
+        panic!("expected an OIDC IdP")
+    };
     assert_eq!(oidc.issuer, "https://am.example.com/nidp/oauth/nam");
     assert_eq!(oidc.client_id, "storegate");
     assert_eq!(oidc.client_secret.as_ref().unwrap().expose(), "am-secret");
@@ -265,7 +267,9 @@ fn baseline_loads_with_every_value_resolved() {
         "display_name defaults to the id"
     );
     assert_eq!(partners.claims, ClaimMapping::default());
-    let Protocol::Oidc(oidc) = &partners.protocol;
+    let Protocol::Oidc(oidc) = &partners.protocol else {
+        panic!("expected an OIDC IdP")
+    };
     assert_eq!(
         oidc.client_secret.as_ref().unwrap().expose(),
         "partners-secret",
@@ -357,7 +361,9 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.session.idle_timeout, Duration::from_secs(30 * 60));
     assert_eq!(c.session.absolute_timeout, Duration::from_secs(12 * 3600));
     assert_eq!(c.audit, AuditTarget::Stdout);
-    let Protocol::Oidc(oidc) = &c.idps[0].protocol;
+    let Protocol::Oidc(oidc) = &c.idps[0].protocol else {
+        panic!("expected an OIDC IdP")
+    };
     assert!(
         oidc.client_secret.is_none(),
         "an IdP client secret is optional"
@@ -891,13 +897,13 @@ public_url = "https://sso.example.com"
 
 [[idp]]
 id = "am"
-protocol = "saml"
+protocol = "wsfed"
 issuer = "https://am.example.com"
 client_id = "storegate"
 "#;
     assert_eq!(
         errors(text),
-        "storegate.toml:5: [[idp]] \"am\": protocol \"saml\" is not supported (use \"oidc\")\n"
+        "storegate.toml:5: [[idp]] \"am\": protocol \"wsfed\" is not supported (use \"oidc\" or \"saml\")\n"
     );
 }
 
@@ -942,7 +948,9 @@ fn plain_http_issuer_on_loopback_is_accepted() {
         let text = MINIMAL.replace("https://am.example.com", issuer);
         let c = load_with(&text, &FakeEnv::default())
             .unwrap_or_else(|e| panic!("{issuer} should load:\n{e}"));
-        let Protocol::Oidc(oidc) = &c.idps[0].protocol;
+        let Protocol::Oidc(oidc) = &c.idps[0].protocol else {
+            panic!("expected an OIDC IdP")
+        };
         assert_eq!(oidc.issuer, issuer);
     }
 }
@@ -1113,4 +1121,99 @@ fn public_url_with_a_path_is_refused() {
     // A trailing slash is the root, not a path.
     let root = MINIMAL.replace("https://sso.example.com\"", "https://sso.example.com/\"");
     assert!(load_with(&root, &FakeEnv::default()).is_ok());
+}
+
+// --- SAML (issue 3) ---
+
+fn saml_env(signing_cert: bool) -> FakeEnv {
+    let (key, cert) = crate::federation::saml::sp::generate_key_and_cert("sp").unwrap();
+    let b64: String = cert.lines().filter(|l| !l.starts_with("-----")).collect();
+    let kd = if signing_cert {
+        format!(
+            r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#
+        )
+    } else {
+        String::new()
+    };
+    let md = format!(
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://iam.example.com/nidp/saml2/metadata"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">{kd}<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://iam.example.com/nidp/saml2/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+    );
+    FakeEnv::default()
+        .file("certs/sp.key", &key)
+        .file("certs/sp.crt", &cert)
+        .file("idp.xml", &md)
+}
+
+const SAML: &str = r#"
+public_url = "https://sso.example.com"
+
+[saml]
+key_file = "certs/sp.key"
+cert_file = "certs/sp.crt"
+
+[[idp]]
+id = "am-saml"
+protocol = "saml"
+metadata_file = "idp.xml"
+[idp.attributes]
+email = "mail"
+"#;
+
+#[test]
+fn saml_idp_loads_with_defaults_and_endpoints_from_public_url() {
+    let c = load_with(SAML, &saml_env(true)).unwrap();
+    let sp = c.saml.as_ref().unwrap();
+    assert_eq!(sp.entity_id, "https://sso.example.com/saml/metadata");
+    assert_eq!(sp.acs_url, "https://sso.example.com/saml/acs");
+    assert!(sp.sign_authn_requests && sp.sign_metadata);
+    let Protocol::Saml(s) = &c.idps[0].protocol else {
+        panic!("expected a SAML IdP")
+    };
+    assert_eq!(s.entity_id, "https://iam.example.com/nidp/saml2/metadata");
+    assert!(
+        !s.allow_sha1 && !s.allow_unsolicited,
+        "unsafe switches off by default"
+    );
+    assert_eq!(s.clock_skew, Duration::from_secs(60));
+    assert_eq!(c.idps[0].claims.email, "mail");
+}
+
+#[test]
+fn saml_idp_without_a_signing_certificate_is_refused_at_its_metadata_line() {
+    // samael would skip signature verification for such an IdP.
+    let out = errors_with(SAML, &saml_env(false));
+    assert_one(&out, 10, "no signing certificate");
+}
+
+#[test]
+fn saml_idp_without_a_saml_table_is_refused() {
+    let text = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am-saml"
+protocol = "saml"
+metadata_file = "idp.xml"
+"#;
+    assert_one(
+        &errors_with(text, &saml_env(true)),
+        5,
+        "needs a `[saml]` table",
+    );
+}
+
+#[test]
+fn saml_unreadable_sp_key_is_reported_at_key_file() {
+    let env = saml_env(true).without_file("certs/sp.key");
+    assert_one(&errors_with(SAML, &env), 4, "cannot read certs/sp.key");
+}
+
+#[test]
+fn saml_idp_without_metadata_is_reported() {
+    let text = SAML.replace("metadata_file = \"idp.xml\"\n", "");
+    assert_one(
+        &errors_with(&text, &saml_env(true)),
+        7,
+        "needs `metadata_file`",
+    );
 }

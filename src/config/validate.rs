@@ -8,10 +8,10 @@ use std::time::Duration;
 use url::Url;
 
 use super::diag::{Diagnostic, LineIndex, Seg, key, render_path};
-use super::file::{BigCommerceFile, FileConfig, IdpFile, RuleFile, StoreFile};
+use super::file::{BigCommerceFile, ClaimsFile, FileConfig, IdpFile, RuleFile, StoreFile};
 use super::{
     AuditTarget, BigCommerceAccount, ClaimMapping, Config, Environment, IdpConfig, OidcIdp,
-    Protocol, SessionBackend, SessionConfig, Store, TokenAuthMethod,
+    Protocol, SamlIdp, SamlSp, SessionBackend, SessionConfig, Store, TokenAuthMethod,
 };
 use crate::identity::{IdpId, StoreId};
 use crate::policy::{Conditions, CustomerGroupRef, Effect, Policy, Rule, StoreSelector};
@@ -334,11 +334,18 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
             "no [[idp]] is configured: users would have nowhere to sign in",
         );
     }
+    let saml = public_url.as_ref().and_then(|u| saml_sp(c, &f, u));
     let idps: Vec<IdpConfig> = f
         .idps
         .iter()
         .enumerate()
-        .filter_map(|(i, idp)| idp_config(c, i, idp))
+        .filter_map(|(i, idp)| {
+            if idp.protocol == "saml" {
+                saml_idp_config(c, i, idp, f.saml.is_some())
+            } else {
+                idp_config(c, i, idp)
+            }
+        })
         .collect();
     let accounts: Vec<BigCommerceAccount> = f
         .bigcommerce
@@ -374,6 +381,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
             .unwrap_or_else(|| "your IT service desk".into()),
         session: session?,
         audit,
+        saml,
         idps,
         bigcommerce: accounts,
         stores,
@@ -481,7 +489,7 @@ fn idp_config(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<IdpConfig>
         c.error(
             &at("protocol"),
             format!(
-                "[[idp]] \"{}\": protocol \"{}\" is not supported (use \"oidc\")",
+                "[[idp]] \"{}\": protocol \"{}\" is not supported (use \"oidc\" or \"saml\")",
                 idp.id, idp.protocol
             ),
         );
@@ -553,17 +561,7 @@ fn idp_config(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<IdpConfig>
         Some(s) => c.duration(&at("clock_skew"), s)?,
         None => Duration::from_secs(60),
     };
-    let d = ClaimMapping::default();
-    let cl = &idp.claims;
-    let claims = ClaimMapping {
-        email: cl.email.clone().unwrap_or(d.email),
-        given_name: cl.given_name.clone().unwrap_or(d.given_name),
-        family_name: cl.family_name.clone().unwrap_or(d.family_name),
-        name: cl.name.clone().unwrap_or(d.name),
-        groups: cl.groups.clone().unwrap_or(d.groups),
-        roles: cl.roles.clone().unwrap_or(d.roles),
-        group_dn_to_name: cl.group_dn_to_name,
-    };
+    let claims = claim_mapping(&idp.claims);
     Some(IdpConfig {
         id: IdpId::new(idp.id.clone()),
         display_name: idp.display_name.clone().unwrap_or_else(|| idp.id.clone()),
@@ -799,5 +797,176 @@ fn rule(
         customer_group: r.customer_group.as_deref().map(CustomerGroupRef::parse),
         not_before,
         not_after,
+    })
+}
+
+fn claim_mapping(cl: &ClaimsFile) -> ClaimMapping {
+    let d = ClaimMapping::default();
+    ClaimMapping {
+        email: cl.email.clone().unwrap_or(d.email),
+        given_name: cl.given_name.clone().unwrap_or(d.given_name),
+        family_name: cl.family_name.clone().unwrap_or(d.family_name),
+        name: cl.name.clone().unwrap_or(d.name),
+        groups: cl.groups.clone().unwrap_or(d.groups),
+        roles: cl.roles.clone().unwrap_or(d.roles),
+        group_dn_to_name: cl.group_dn_to_name,
+    }
+}
+
+/// `[saml]`: entity ID, endpoints derived from `public_url`, key and certificate read and checked.
+fn saml_sp(c: &mut Checker<'_>, f: &FileConfig, public_url: &Url) -> Option<SamlSp> {
+    let s = f.saml.as_ref()?;
+    let at = |k: &str| [key("saml"), key(k)];
+    let base = public_url.as_str().trim_end_matches('/');
+    let metadata_url = format!("{base}/saml/metadata");
+    let entity_id = match &s.entity_id {
+        Some(e) if e.trim().is_empty() => {
+            c.error(&at("entity_id"), "`saml.entity_id` is empty");
+            return None;
+        }
+        Some(e) => e.clone(),
+        None => metadata_url.clone(),
+    };
+    let read = |c: &mut Checker<'_>, k: &str, p: &str| -> Option<String> {
+        match c.env.read_file(Path::new(p)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                c.error(
+                    &at(k),
+                    format!("`saml.{k}`: cannot read {p}: {e} (`storegate certs` makes a key and certificate)"),
+                );
+                None
+            }
+        }
+    };
+    let key_pem = read(c, "key_file", &s.key_file);
+    let cert_pem = read(c, "cert_file", &s.cert_file);
+    let (key_pem, cert_pem) = (key_pem?, cert_pem?);
+    if let Err(e) = crate::federation::saml::sp::SpKeys::from_pem(&key_pem, &cert_pem) {
+        c.error(&at("cert_file"), format!("`[saml]`: {e}"));
+        return None;
+    }
+    Some(SamlSp {
+        entity_id,
+        acs_url: format!("{base}/saml/acs"),
+        slo_url: format!("{base}/saml/slo"),
+        metadata_url,
+        key_pem: Secret::new(key_pem),
+        cert_pem,
+        sign_metadata: s.sign_metadata,
+        sign_authn_requests: s.sign_authn_requests,
+    })
+}
+
+/// A `protocol = "saml"` IdP. Its metadata must name a signing certificate: samael skips
+/// signature verification altogether for an IdP without one, so such an IdP never loads.
+fn saml_idp_config(
+    c: &mut Checker<'_>,
+    i: usize,
+    idp: &IdpFile,
+    have_sp: bool,
+) -> Option<IdpConfig> {
+    let t = [key("idp"), Seg::Index(i)];
+    let at = |k: &str| [key("idp"), Seg::Index(i), key(k)];
+    if idp.id.is_empty()
+        || !idp
+            .id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    {
+        c.error(
+            &at("id"),
+            format!(
+                "[[idp]] id \"{}\" must be letters, digits, '-' or '_'",
+                idp.id
+            ),
+        );
+    }
+    if !have_sp {
+        c.error(
+            &at("protocol"),
+            format!("[[idp]] \"{}\" uses SAML, which needs a `[saml]` table (the service provider's key and certificate)", idp.id),
+        );
+    }
+    for (k, set) in [
+        ("issuer", idp.issuer.is_some()),
+        ("client_id", idp.client_id.is_some()),
+        ("client_secret", idp.client_secret.is_some()),
+    ] {
+        if set {
+            c.error(
+                &at(k),
+                format!("`{k}` is an OIDC setting; this IdP uses SAML"),
+            );
+        }
+    }
+    let metadata_url = match &idp.metadata_url {
+        Some(u) => c.url(&at("metadata_url"), u),
+        None => None,
+    };
+    let metadata_xml = match &idp.metadata_file {
+        Some(p) => match c.env.read_file(Path::new(p)) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                c.error(
+                    &at("metadata_file"),
+                    format!("cannot read the IdP metadata {p}: {e}"),
+                );
+                None
+            }
+        },
+        None => {
+            // TODO(saml): fetch metadata_url at start-up; until then a file is required.
+            c.error(
+                &t,
+                format!(
+                    "[[idp]] \"{}\" needs `metadata_file` (the IdP's SAML metadata document)",
+                    idp.id
+                ),
+            );
+            None
+        }
+    };
+    let meta = match &metadata_xml {
+        Some(x) => match crate::federation::saml::parse_idp_metadata(x) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                c.error(&at("metadata_file"), format!("[[idp]] \"{}\": {e}", idp.id));
+                None
+            }
+        },
+        None => None,
+    };
+    let refresh = match &idp.metadata_refresh {
+        Some(r) => c.duration(&at("metadata_refresh"), r),
+        None => Some(Duration::from_secs(3600)),
+    };
+    let skew = match &idp.clock_skew {
+        Some(s) => c.duration(&at("clock_skew"), s),
+        None => Some(Duration::from_secs(60)),
+    };
+    if skew.is_some_and(|s| s > Duration::from_secs(600)) {
+        c.error(
+            &at("clock_skew"),
+            "`clock_skew` above 10m would keep expired assertions usable",
+        );
+    }
+    let mapping = idp.attributes.as_ref().unwrap_or(&idp.claims);
+    let claims = claim_mapping(mapping);
+    let meta = meta?;
+    Some(IdpConfig {
+        id: IdpId::new(idp.id.clone()),
+        display_name: idp.display_name.clone().unwrap_or_else(|| idp.id.clone()),
+        protocol: Protocol::Saml(SamlIdp {
+            metadata_xml: metadata_xml?,
+            metadata_url,
+            metadata_refresh: refresh?,
+            entity_id: meta.entity_id,
+            allow_sha1: idp.allow_sha1,
+            allow_unsolicited: idp.allow_unsolicited,
+            clock_skew: skew?,
+            nameid_format: idp.nameid_format.clone(),
+        }),
+        claims,
     })
 }

@@ -5,6 +5,7 @@
 
 pub mod claims;
 pub mod oidc;
+pub mod saml;
 
 use serde_json::{Map, Value};
 

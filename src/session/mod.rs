@@ -2,6 +2,7 @@
 //! process) or in Redis (several replicas).
 
 pub mod memory;
+pub mod one_time;
 pub mod redis_store;
 
 use std::sync::Arc;

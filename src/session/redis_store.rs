@@ -24,7 +24,8 @@ use crate::secret::Secret;
 /// connection up by itself once Redis is back.
 #[derive(Clone)]
 pub struct RedisHandle {
-    client: redis::Client,
+    // Boxed behind an Arc: the client is large and every holder clones the handle.
+    client: Arc<redis::Client>,
     conn: Arc<Mutex<Option<ConnectionManager>>>,
     timeout: Duration,
     /// Failed connection attempts and commands, for `storegate_redis_errors_total`.
@@ -68,7 +69,7 @@ impl RedisHandle {
         }
         .map_err(|e| format!("invalid Redis URL or CA: {:?}", e.kind()))?;
         Ok(RedisHandle {
-            client,
+            client: Arc::new(client),
             conn: Arc::new(Mutex::new(None)),
             timeout,
             errors: Arc::new(AtomicU64::new(0)),
@@ -101,7 +102,7 @@ impl RedisHandle {
             .set_number_of_retries(0);
         let c = tokio::time::timeout(
             self.timeout * 2,
-            ConnectionManager::new_with_config(self.client.clone(), config),
+            ConnectionManager::new_with_config((*self.client).clone(), config),
         )
         .await
         .map_err(|_| "Redis did not answer in time".to_owned())

@@ -52,9 +52,12 @@ pub async fn login(
     };
     let idp_id = match q.idp {
         Some(id) => id,
-        None if state.providers.len() == 1 => {
-            state.providers.keys().next().cloned().unwrap_or_default()
-        }
+        None if state.config.idps.len() == 1 => state
+            .config
+            .idps
+            .first()
+            .map(|i| i.id.to_string())
+            .unwrap_or_default(),
         None => {
             let rt = auth::urlencode(return_to.as_str());
             let choices = state
@@ -75,6 +78,9 @@ pub async fn login(
             return Ok(no_store(Html(page).into_response()));
         }
     };
+    if let Some(p) = state.saml.as_ref().and_then(|s| s.providers.get(&idp_id)) {
+        return super::saml::begin(&state, &rid, p, return_to).await;
+    }
     let Some(provider) = state.providers.get(&idp_id) else {
         return Err(AppError::not_found(
             "There is no such sign-in method.",

@@ -9,6 +9,7 @@ pub mod launch;
 pub mod login;
 pub mod portal;
 pub mod ratelimit;
+pub mod saml;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub sessions: Arc<session::Store>,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// The SAML service provider and its IdPs, when `[saml]` is configured.
+    pub saml: Option<Arc<saml::SamlState>>,
 }
 
 impl AppState {
@@ -66,6 +69,8 @@ impl AppState {
                         OidcProvider::new(idp, o, config.base_url(), http.clone(), clock.clone())?;
                     providers.insert(idp.id.to_string(), Arc::new(p));
                 }
+                // Built below, with the SP.
+                Protocol::Saml(_) => {}
             }
         }
         let metrics = crate::metrics::Metrics::new()?;
@@ -81,7 +86,19 @@ impl AppState {
         if let session::Store::Redis(s) = &sessions {
             metrics.watch_redis(s.handle().clone())?;
         }
+        // One-time values (SAML replay cache, pending SAML requests) live beside the sessions:
+        // in Redis they are shared by every replica.
+        let one_time = match &sessions {
+            session::Store::Redis(s) => {
+                session::one_time::OneTimeStore::redis(s.handle().clone(), "storegate:")
+            }
+            session::Store::Memory(_) => session::one_time::OneTimeStore::memory(),
+        };
+        let saml = saml::SamlState::build(&config, one_time)
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new);
         Ok(AppState {
+            saml,
             store_clock: Arc::new(StoreClock::new(clock.clone())),
             config: Arc::new(config),
             clock,
@@ -181,6 +198,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
     let sign_in = Router::new()
         .route("/login", get(login::login))
         .route("/oidc/{idp}/callback", get(login::callback))
+        .route("/saml/acs", post(saml::acs))
         .route_layer(axum::middleware::from_fn_with_state(
             sign_in_limit,
             ratelimit::limit,
@@ -188,6 +206,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
     let app = Router::new()
         .route("/", get(portal::portal))
         .merge(sign_in)
+        .route("/saml/metadata", get(saml::metadata))
         .route("/logout", post(login::logout))
         .route("/signed-out", get(login::signed_out))
         .route("/stores/{store}/launch", get(launch::launch))

@@ -61,6 +61,8 @@ pub struct Opts {
     pub idp_extra: String,
     /// Extra lines appended to the `[session]` table (e.g. `redis_ca_file`).
     pub session_extra: String,
+    /// Extra TOML appended at the end of the file (more tables, e.g. `[saml]` and a SAML IdP).
+    pub extra_toml: String,
 }
 
 impl Opts {
@@ -72,6 +74,7 @@ impl Opts {
             redis_url: None,
             idp_extra: String::new(),
             session_extra: String::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -203,12 +206,15 @@ name = "support-us"
 groups_any = ["bc-support"]
 stores = ["us"]
 role = "support"
+
+{extra_toml}
 "#,
         listen = base.trim_start_matches("http://"),
         issuer = o.issuer,
         client_id = o.client_id,
         client_secret = o.client_secret,
         idp_extra = o.idp_extra,
+        extra_toml = o.extra_toml,
     )
 }
 

@@ -18,3 +18,4 @@ mod oidc_peer;
 mod oidc_refusals;
 mod redis_tls_acl;
 mod replicas;
+mod saml;

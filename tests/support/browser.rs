@@ -84,14 +84,28 @@ impl Browser {
         from_origin: &str,
         form: &[(&str, &str)],
     ) -> Response {
+        self.post_form_cross_site_with(url, from_origin, form, None)
+            .await
+    }
+
+    /// As [`Browser::post_form_cross_site`], sending only `cookie` (a `name=value` pair the caller
+    /// knows to be `SameSite=None`, which browsers do send cross-site).
+    pub async fn post_form_cross_site_with(
+        &self,
+        url: &str,
+        from_origin: &str,
+        form: &[(&str, &str)],
+        cookie: Option<&str>,
+    ) -> Response {
         let bare = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("build cookie-less reqwest client");
-        let resp = bare
-            .post(url)
-            .header(ORIGIN, from_origin)
-            .form(form)
+        let mut req = bare.post(url).header(ORIGIN, from_origin).form(form);
+        if let Some(c) = cookie {
+            req = req.header(reqwest::header::COOKIE, c);
+        }
+        let resp = req
             .send()
             .await
             .unwrap_or_else(|e| panic!("cross-site POST {url}: {e}"));

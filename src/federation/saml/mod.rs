@@ -1,0 +1,674 @@
+//! SAML 2.0 service provider: SP-initiated Web Browser SSO (HTTP-Redirect AuthnRequest, HTTP-POST
+//! Response) verified with samael (libxmlsec1), producing [`VerifiedClaims`].
+//!
+//! # Why this verification path (SECURITY.md, "SAML service provider")
+//!
+//! samael 0.0.22 offers two ways to check a signature:
+//! - `CryptoProvider::verify_signed_xml` answers "some signature in this document is valid". It
+//!   accepts wrapped documents (XSW): a valid signature over one element says nothing about the
+//!   element a parser later reads. We never call it.
+//! - `ServiceProvider::parse_xml_response_with_mode` with `ReduceMode::ValidateAndMarkNoAncestors`
+//!   (its default) runs `reduce_xml_to_signed_with_allowed_algorithms`: libxmlsec verifies every
+//!   Signature against the IdP's metadata certificates, then every node *not* covered by a
+//!   verified Reference is deleted, and only that reduced document is parsed into the `Assertion`
+//!   it returns. Whatever an attacker wraps around or beside the signed element is gone before
+//!   parsing. This is the one we use, and the only place an [`Assertion`] comes from.
+//!
+//! samael skips verification entirely when the IdP has no signing certificate (it returns the
+//! unreduced input); config validation and [`SamlProvider::new`] refuse such an IdP, and
+//! [`SamlProvider::verify`] checks again before every call.
+//!
+//! samael checks the Response/Assertion against `Utc::now()`; the checks below repeat every time
+//! window with the gateway's clock and the configured skew (and add what samael leaves optional:
+//! Conditions and AudienceRestriction are required here, per the Web SSO profile).
+//!
+//! libxmlsec is blocking and samael's errors are not `Send`: verification runs in
+//! `spawn_blocking` and maps every error to [`SamlError`] inside the closure.
+
+pub mod prescan;
+pub mod sp;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use samael::crypto::{AllowedSignatureAlgorithm, CertificateDer, ReduceMode};
+use samael::metadata::{EntityDescriptor, HTTP_REDIRECT_BINDING};
+use samael::schema::Assertion;
+use samael::service_provider::{Error as SpError, ServiceProvider};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::VerifiedClaims;
+use crate::clock::UnixTime;
+use crate::config::{IdpConfig, SamlIdp, SamlSp};
+use crate::identity::{AuthContext, IdpId};
+use crate::redirect::LocalPath;
+
+/// Why a SAML response was refused. Every variant has a stable reason code for the audit log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SamlError {
+    #[error("the SAMLResponse is not valid base64 or UTF-8")]
+    Encoding,
+    #[error("the response is malformed: {0}")]
+    Malformed(String),
+    #[error("the response carries a DTD or an entity reference (refused: XXE / entity expansion)")]
+    Dtd,
+    #[error("the response contains an XML comment (refused: comment injection)")]
+    XmlComment,
+    #[error("the response contains a CDATA section (refused)")]
+    XmlCdata,
+    #[error("the response holds {0} assertions; exactly one is accepted (signature wrapping)")]
+    MultipleAssertions(usize),
+    #[error("signature or digest algorithm {0:?} is not allowed for this IdP")]
+    WeakAlgorithm(String),
+    #[error("the IdP answered with status {0}")]
+    StatusNotSuccess(String),
+    #[error("destination was {got:?}, expected {expected}")]
+    Destination {
+        got: Option<String>,
+        expected: String,
+    },
+    #[error(
+        "the signature did not verify with the IdP's metadata certificates (unsigned, signed by another key, modified, or wrapped)"
+    )]
+    Signature,
+    #[error("issuer was {got:?}, expected {expected}")]
+    Issuer {
+        got: Option<String>,
+        expected: String,
+    },
+    #[error("audience was {got:?}, expected {expected}")]
+    Audience { got: Vec<String>, expected: String },
+    #[error("recipient was {got:?}, expected {expected}")]
+    Recipient {
+        got: Option<String>,
+        expected: String,
+    },
+    #[error("InResponseTo does not name the request this browser sent")]
+    InResponseTo,
+    #[error("the assertion is not valid yet (NotBefore {0}, with the allowed clock skew)")]
+    NotYetValid(String),
+    #[error("the assertion has expired (NotOnOrAfter {0}, with the allowed clock skew)")]
+    Expired(String),
+    #[error("the assertion lacks {0}, which the Web SSO profile requires")]
+    Missing(&'static str),
+    #[error("the encrypted assertion could not be decrypted with the SP key")]
+    Decrypt,
+    #[error("this assertion was already used (replay)")]
+    Replay,
+    #[error("unsolicited responses are not accepted from this IdP")]
+    Unsolicited,
+    #[error("SAML verification failed: {0}")]
+    Internal(String),
+}
+
+impl SamlError {
+    /// Stable reason code for audit events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SamlError::Encoding => "saml_encoding",
+            SamlError::Malformed(_) => "saml_malformed",
+            SamlError::Dtd => "saml_dtd",
+            SamlError::XmlComment => "saml_comment",
+            SamlError::XmlCdata => "saml_cdata",
+            SamlError::WeakAlgorithm(_) => "saml_weak_algorithm",
+            SamlError::MultipleAssertions(_) => "saml_multiple_assertions",
+            SamlError::StatusNotSuccess(_) => "saml_status",
+            SamlError::Destination { .. } => "saml_destination",
+            SamlError::Signature => "saml_signature",
+            SamlError::Issuer { .. } => "saml_issuer",
+            SamlError::Audience { .. } => "saml_audience",
+            SamlError::Recipient { .. } => "saml_recipient",
+            SamlError::InResponseTo => "saml_in_response_to",
+            SamlError::NotYetValid(_) => "saml_not_yet_valid",
+            SamlError::Expired(_) => "saml_expired",
+            SamlError::Missing(_) => "saml_missing_element",
+            SamlError::Decrypt => "saml_decrypt",
+            SamlError::Replay => "saml_replay",
+            SamlError::Unsolicited => "saml_unsolicited",
+            SamlError::Internal(_) => "saml_internal",
+        }
+    }
+}
+
+/// Maps samael's (non-`Send`) error into ours. Called inside the blocking closure.
+fn map_sp_error(e: &SpError, expected_issuer: &str, acs: &str, audience: &str) -> SamlError {
+    use SpError as E;
+    match e {
+        E::DestinationValidationError {
+            response_destination,
+            ..
+        } => SamlError::Destination {
+            got: response_destination.clone(),
+            expected: acs.to_owned(),
+        },
+        E::AssertionExpired { time }
+        | E::AssertionSubjectConfirmationExpired { time }
+        | E::AssertionConditionExpired { time }
+        | E::ResponseExpired { time } => SamlError::Expired(time.clone()),
+        E::AssertionSubjectConfirmationExpiredBefore { time }
+        | E::AssertionConditionExpiredBefore { time } => SamlError::NotYetValid(time.clone()),
+        E::AssertionBearerSubjectConfirmationMissing | E::AssertionSubjectConfirmationMissing => {
+            SamlError::Missing("a bearer SubjectConfirmation with NotOnOrAfter")
+        }
+        E::AssertionIssuerMismatch { issuer, .. } | E::ResponseIssuerMismatch { issuer, .. } => {
+            SamlError::Issuer {
+                got: issuer.clone(),
+                expected: expected_issuer.to_owned(),
+            }
+        }
+        E::AssertionConditionAudienceRestrictionFailed { .. } => SamlError::Audience {
+            got: Vec::new(),
+            expected: audience.to_owned(),
+        },
+        E::AssertionRecipientMismatch {
+            assertion_recipient,
+            ..
+        } => SamlError::Recipient {
+            got: assertion_recipient.clone(),
+            expected: acs.to_owned(),
+        },
+        E::AssertionInResponseToInvalid { .. } | E::ResponseInResponseToInvalid { .. } => {
+            SamlError::InResponseTo
+        }
+        E::ResponseBadStatusCode { code } => SamlError::StatusNotSuccess(code.clone()),
+        E::FailedToValidateSignature => SamlError::Signature,
+        E::MissingPrivateKeySP
+        | E::MissingEncryptedKeyInfo
+        | E::MissingEncryptedValueInfo
+        | E::EncryptedAssertionKeyMethodUnsupported { .. }
+        | E::EncryptedAssertionValueMethodUnsupported { .. }
+        | E::EncryptedAssertionInvalid
+        | E::FailedToDecryptAssertion => SamlError::Decrypt,
+        E::FailedToParseSamlResponse(_)
+        | E::FailedToParseSamlAssertion(_)
+        | E::DeserializeResponseError => {
+            SamlError::Malformed("the signed content is not a SAML Response or Assertion".into())
+        }
+        other => SamlError::Internal(other.to_string()),
+    }
+}
+
+/// A sign-in in progress, kept server-side under the opaque key in the pending cookie.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PendingSaml {
+    pub idp: String,
+    /// The AuthnRequest ID: the only InResponseTo accepted.
+    pub request_id: String,
+    /// The opaque RelayState sent with the request (never the return path itself).
+    pub relay_state: String,
+    pub return_to: LocalPath,
+    pub created_at: UnixTime,
+}
+
+impl std::fmt::Debug for PendingSaml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSaml")
+            .field("idp", &self.idp)
+            .field("return_to", &self.return_to)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of the full response check: only [`SamlProvider::verify`] builds one.
+#[derive(Debug, Clone)]
+pub struct VerifiedAssertion {
+    pub claims: VerifiedClaims,
+    /// The assertion's ID (for the replay cache).
+    pub assertion_id: String,
+    /// Until when the assertion could be presented (latest NotOnOrAfter plus skew): how long the
+    /// replay cache must remember its ID.
+    pub replay_until: UnixTime,
+    pub name_id: String,
+    pub name_id_format: Option<String>,
+    pub session_index: Option<String>,
+}
+
+/// What the IdP's metadata says, checked: entity ID, SSO endpoint and at least one signing key.
+#[derive(Debug, Clone)]
+pub struct IdpMetadata {
+    pub entity_id: String,
+    pub sso_redirect: String,
+    pub slo_redirect: Option<String>,
+    pub signing_certs: usize,
+    pub descriptor: EntityDescriptor,
+}
+
+/// Parses IdP metadata. An EntityDescriptor that also carries an SPSSODescriptor (as Access
+/// Manager's does) is fine; one without a signing certificate is refused, because samael would
+/// then skip verification altogether.
+pub fn parse_idp_metadata(xml: &str) -> Result<IdpMetadata, String> {
+    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
+        return Err("the metadata contains a DTD, which is not accepted".into());
+    }
+    let descriptor: EntityDescriptor = xml
+        .parse()
+        .map_err(|e| format!("not a SAML EntityDescriptor: {e}"))?;
+    let entity_id = descriptor
+        .entity_id
+        .clone()
+        .filter(|s| !s.is_empty())
+        .ok_or("the metadata has no entityID")?;
+    let idps = descriptor
+        .idp_sso_descriptors
+        .as_deref()
+        .unwrap_or_default();
+    if idps.is_empty() {
+        return Err("the metadata has no IDPSSODescriptor".into());
+    }
+    let probe = ServiceProvider {
+        idp_metadata: descriptor.clone(),
+        ..ServiceProvider::default()
+    };
+    let certs = probe
+        .idp_signing_certs()
+        .map_err(|e| format!("a signing certificate in the metadata does not parse: {e}"))?
+        .unwrap_or_default();
+    if certs.is_empty() {
+        return Err(
+            "the IdP metadata has no signing certificate (KeyDescriptor use=\"signing\"): responses could not be verified"
+                .into(),
+        );
+    }
+    let sso_redirect = probe
+        .sso_binding_location(HTTP_REDIRECT_BINDING)
+        .ok_or("the metadata has no SingleSignOnService with the HTTP-Redirect binding")?;
+    Ok(IdpMetadata {
+        entity_id,
+        sso_redirect,
+        slo_redirect: probe.slo_binding_location(HTTP_REDIRECT_BINDING),
+        signing_certs: certs.len(),
+        descriptor,
+    })
+}
+
+/// One SAML IdP as seen from this SP.
+pub struct SamlProvider {
+    idp: IdpId,
+    cfg: SamlIdp,
+    meta: IdpMetadata,
+    sp: ServiceProvider,
+    keys: Arc<sp::SpKeys>,
+    entity_id: String,
+    acs_url: String,
+    sign_requests: bool,
+}
+
+impl std::fmt::Debug for SamlProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamlProvider")
+            .field("idp", &self.idp)
+            .field("entity_id", &self.meta.entity_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_unix(t: DateTime<Utc>) -> UnixTime {
+    t.timestamp()
+}
+
+fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl SamlProvider {
+    pub fn new(
+        idp: &IdpConfig,
+        cfg: &SamlIdp,
+        spc: &SamlSp,
+        keys: Arc<sp::SpKeys>,
+    ) -> Result<Self, String> {
+        let meta = parse_idp_metadata(&cfg.metadata_xml)
+            .map_err(|e| format!("[[idp]] {}: {e}", idp.id))?;
+        let skew =
+            chrono::Duration::from_std(cfg.clock_skew).unwrap_or(chrono::Duration::seconds(60));
+        // Explicit allow-list (samael allows every algorithm when this is None). samael has no
+        // SHA-1 entry: with `allow_sha1` we pass None and rely on the prescan allow-list, which
+        // then admits exactly RSA-SHA1/SHA-1 besides the strong ones.
+        let allowed = if cfg.allow_sha1 {
+            None
+        } else {
+            Some(vec![
+                AllowedSignatureAlgorithm::RsaSha256,
+                AllowedSignatureAlgorithm::RsaSha384,
+                AllowedSignatureAlgorithm::RsaSha512,
+                AllowedSignatureAlgorithm::EcdsaSha256,
+                AllowedSignatureAlgorithm::EcdsaSha384,
+                AllowedSignatureAlgorithm::EcdsaSha512,
+            ])
+        };
+        let sp = ServiceProvider {
+            entity_id: Some(spc.entity_id.clone()),
+            key: Some(keys.key.clone()),
+            certificate: Some(keys.cert.clone()),
+            metadata_url: Some(spc.metadata_url.clone()),
+            acs_url: Some(spc.acs_url.clone()),
+            slo_url: Some(spc.slo_url.clone()),
+            idp_metadata: meta.descriptor.clone(),
+            authn_name_id_format: cfg.nameid_format.clone(),
+            allow_idp_initiated: cfg.allow_unsolicited,
+            max_issue_delay: chrono::Duration::seconds(90) + skew,
+            max_clock_skew: skew,
+            allowed_signature_algorithms: allowed,
+            ..ServiceProvider::default()
+        };
+        Ok(SamlProvider {
+            idp: idp.id.clone(),
+            cfg: cfg.clone(),
+            meta,
+            sp,
+            keys,
+            entity_id: spc.entity_id.clone(),
+            acs_url: spc.acs_url.clone(),
+            sign_requests: spc.sign_authn_requests,
+        })
+    }
+
+    pub fn idp_id(&self) -> &IdpId {
+        &self.idp
+    }
+    pub fn entity_id(&self) -> &str {
+        &self.meta.entity_id
+    }
+    pub fn allow_unsolicited(&self) -> bool {
+        self.cfg.allow_unsolicited
+    }
+    pub fn slo_redirect(&self) -> Option<&str> {
+        self.meta.slo_redirect.as_deref()
+    }
+
+    /// Builds the AuthnRequest redirect. The request ID and the RelayState are fresh random
+    /// values (samael's own IDs carry only 32 random bits); the return path stays server-side.
+    pub fn begin(
+        &self,
+        return_to: LocalPath,
+        now: UnixTime,
+    ) -> Result<(String, PendingSaml), SamlError> {
+        use samael::traits::ToXml;
+        let request_id = format!("_{}", random_hex(20));
+        let relay_state = random_hex(16);
+        let mut req = self
+            .sp
+            .make_authentication_request(&self.meta.sso_redirect)
+            .map_err(|e| SamlError::Internal(format!("cannot build the AuthnRequest: {e}")))?;
+        req.id = request_id.clone();
+        let xml = req
+            .to_string()
+            .map_err(|e| SamlError::Internal(format!("cannot serialize the AuthnRequest: {e}")))?;
+        let url = sp::redirect_url(
+            &self.meta.sso_redirect,
+            "SAMLRequest",
+            &xml,
+            &relay_state,
+            self.sign_requests.then_some(&self.keys.key),
+        )?;
+        Ok((
+            url,
+            PendingSaml {
+                idp: self.idp.to_string(),
+                request_id,
+                relay_state,
+                return_to,
+                created_at: now,
+            },
+        ))
+    }
+
+    /// The full response check (see the module docs), off the async runtime.
+    pub async fn verify(
+        self: &Arc<Self>,
+        saml_response: String,
+        request_id: Option<String>,
+        now: UnixTime,
+    ) -> Result<VerifiedAssertion, SamlError> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            this.verify_blocking(&saml_response, request_id.as_deref(), now)
+        })
+        .await
+        .map_err(|_| SamlError::Internal("the verifier stopped unexpectedly".into()))?
+    }
+
+    fn verify_blocking(
+        &self,
+        saml_response: &str,
+        request_id: Option<&str>,
+        now: UnixTime,
+    ) -> Result<VerifiedAssertion, SamlError> {
+        let compact: String = saml_response
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map_err(|_| SamlError::Encoding)?;
+        let xml = String::from_utf8(bytes).map_err(|_| SamlError::Encoding)?;
+
+        // XML hygiene and algorithm allow-list before any tree is built.
+        let pre = prescan::prescan(&xml, self.cfg.allow_sha1)?;
+        // SAML core 3.2.2: "Status [Required] A code representing the status of the request."
+        // Anything but Success ends here, signed or not.
+        if let Some(code) = pre.status_failure {
+            return Err(SamlError::StatusNotSuccess(code));
+        }
+        // SAML bindings 3.5.5.2: "If the message is signed, the Destination XML attribute in the
+        // root SAML element of the protocol message MUST contain the URL to which the sender has
+        // instructed the user agent to deliver the message." We refuse any mismatch, signed or not.
+        if let Some(d) = &pre.destination
+            && d != &self.acs_url
+        {
+            return Err(SamlError::Destination {
+                got: Some(d.clone()),
+                expected: self.acs_url.clone(),
+            });
+        }
+        if request_id.is_none() && !self.cfg.allow_unsolicited {
+            return Err(SamlError::Unsolicited);
+        }
+        // Never call samael without keys: it would skip verification.
+        if self.meta.signing_certs == 0 {
+            return Err(SamlError::Internal("no IdP signing certificate".into()));
+        }
+        let ids: Vec<&str> = request_id.into_iter().collect();
+        let assertion = self
+            .sp
+            .parse_xml_response_with_mode(&xml, Some(&ids), ReduceMode::ValidateAndMarkNoAncestors)
+            .map_err(|e| {
+                match map_sp_error(&e, &self.meta.entity_id, &self.acs_url, &self.entity_id) {
+                    // samael does not say which audience came; the admin needs it. Taken from
+                    // the prescan (as sent), only for this message.
+                    SamlError::Audience { got, expected } if got.is_empty() => {
+                        SamlError::Audience {
+                            got: pre.audiences.clone(),
+                            expected,
+                        }
+                    }
+                    other => other,
+                }
+            })?;
+        self.check_assertion(&assertion, request_id, now)
+    }
+
+    /// Our own checks on the verified assertion, with the gateway's clock (SAML profiles 4.1.4.2,
+    /// "Web Browser SSO Profile: Response Usage"), then the claims.
+    fn check_assertion(
+        &self,
+        a: &Assertion,
+        request_id: Option<&str>,
+        now: UnixTime,
+    ) -> Result<VerifiedAssertion, SamlError> {
+        let skew = self.cfg.clock_skew.as_secs() as i64;
+        // "The <Issuer> element ... MUST contain the unique identifier of the issuing identity provider"
+        if a.issuer.value.as_deref() != Some(self.meta.entity_id.as_str()) {
+            return Err(SamlError::Issuer {
+                got: a.issuer.value.clone(),
+                expected: self.meta.entity_id.clone(),
+            });
+        }
+        // "the assertion(s) containing a bearer subject confirmation MUST contain an
+        // <AudienceRestriction> including the service provider's unique identifier as an <Audience>."
+        let conditions = a
+            .conditions
+            .as_ref()
+            .ok_or(SamlError::Missing("Conditions"))?;
+        let audiences: Vec<String> = conditions
+            .audience_restrictions
+            .iter()
+            .flatten()
+            .flat_map(|r| r.audience.iter().cloned())
+            .collect();
+        if conditions
+            .audience_restrictions
+            .as_ref()
+            .is_none_or(|r| r.is_empty())
+        {
+            return Err(SamlError::Missing("an AudienceRestriction"));
+        }
+        // Every AudienceRestriction must name us (SAML core 2.5.1.4: each one must be satisfied).
+        let all_ok = conditions
+            .audience_restrictions
+            .iter()
+            .flatten()
+            .all(|r| r.audience.iter().any(|x| x == &self.entity_id));
+        if !all_ok {
+            return Err(SamlError::Audience {
+                got: audiences,
+                expected: self.entity_id.clone(),
+            });
+        }
+        // SAML core 2.5.1.2: NotBefore / NotOnOrAfter of Conditions, with our skew.
+        if let Some(nb) = conditions.not_before
+            && now + skew < to_unix(nb)
+        {
+            return Err(SamlError::NotYetValid(fmt_time(nb)));
+        }
+        let mut replay_until = now + skew;
+        if let Some(na) = conditions.not_on_or_after {
+            if now - skew >= to_unix(na) {
+                return Err(SamlError::Expired(fmt_time(na)));
+            }
+            replay_until = replay_until.max(to_unix(na) + skew);
+        }
+        // "at least one <SubjectConfirmation> element ... with a Method of bearer ... its
+        // <SubjectConfirmationData> MUST contain a Recipient attribute containing the service
+        // provider's assertion consumer service URL and a NotOnOrAfter attribute ... It MAY also
+        // contain ... InResponseTo" (which must then be the request's ID).
+        let subject = a.subject.as_ref().ok_or(SamlError::Missing("Subject"))?;
+        let mut confirmed = None;
+        let mut first_err = None;
+        for sc in subject.subject_confirmations.iter().flatten() {
+            if sc.method.as_deref() != Some("urn:oasis:names:tc:SAML:2.0:cm:bearer") {
+                continue;
+            }
+            let Some(d) = sc.subject_confirmation_data.as_ref() else {
+                continue;
+            };
+            let Some(na) = d.not_on_or_after else {
+                first_err.get_or_insert(SamlError::Missing("SubjectConfirmationData NotOnOrAfter"));
+                continue;
+            };
+            if now - skew >= to_unix(na) {
+                first_err.get_or_insert(SamlError::Expired(fmt_time(na)));
+                continue;
+            }
+            if let Some(nb) = d.not_before
+                && now + skew < to_unix(nb)
+            {
+                first_err.get_or_insert(SamlError::NotYetValid(fmt_time(nb)));
+                continue;
+            }
+            if d.recipient.as_deref() != Some(self.acs_url.as_str()) {
+                first_err.get_or_insert(SamlError::Recipient {
+                    got: d.recipient.clone(),
+                    expected: self.acs_url.clone(),
+                });
+                continue;
+            }
+            match (request_id, d.in_response_to.as_deref()) {
+                (Some(want), Some(got)) if want == got => {}
+                (None, None) if self.cfg.allow_unsolicited => {}
+                _ => {
+                    first_err.get_or_insert(SamlError::InResponseTo);
+                    continue;
+                }
+            }
+            confirmed = Some(to_unix(na));
+            break;
+        }
+        let Some(sc_until) = confirmed else {
+            return Err(first_err.unwrap_or(SamlError::Missing("a bearer SubjectConfirmation")));
+        };
+        replay_until = replay_until.max(sc_until + skew);
+
+        let name_id = subject
+            .name_id
+            .as_ref()
+            .ok_or(SamlError::Missing("NameID"))?;
+        let subject_value = name_id.value.trim().to_owned();
+        if subject_value.is_empty() {
+            return Err(SamlError::Missing("a NameID value"));
+        }
+        if a.id.is_empty() {
+            return Err(SamlError::Missing("an assertion ID"));
+        }
+
+        let mut claims = Map::new();
+        for st in a.attribute_statements.iter().flatten() {
+            for attr in &st.attributes {
+                let values: Vec<Value> = attr
+                    .values
+                    .iter()
+                    .filter_map(|v| v.value.clone())
+                    .map(Value::String)
+                    .collect();
+                for key in [attr.name.as_ref(), attr.friendly_name.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    match claims.get_mut(key) {
+                        Some(Value::Array(existing)) => existing.extend(values.iter().cloned()),
+                        _ => {
+                            claims.insert(key.clone(), Value::Array(values.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        let statement = a.authn_statements.iter().flatten().next();
+        let auth = AuthContext {
+            auth_time: statement.and_then(|s| s.authn_instant).map(to_unix),
+            acr: statement
+                .and_then(|s| s.authn_context.as_ref())
+                .and_then(|c| c.value.as_ref())
+                .and_then(|r| r.value.clone()),
+            amr: Vec::new(),
+        };
+        Ok(VerifiedAssertion {
+            claims: VerifiedClaims::new(self.idp.clone(), subject_value.clone(), claims, auth),
+            assertion_id: a.id.clone(),
+            replay_until,
+            name_id: subject_value,
+            name_id_format: name_id.format.clone(),
+            session_index: statement.and_then(|s| s.session_index.clone()),
+        })
+    }
+}
+
+/// `n` random bytes as hex.
+pub fn random_hex(n: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A certificate as DER, from PEM text.
+pub fn cert_der_from_pem(pem: &str) -> Result<CertificateDer, String> {
+    let x = openssl::x509::X509::from_pem(pem.as_bytes())
+        .map_err(|_| "not a PEM certificate".to_owned())?;
+    x.to_der()
+        .map(CertificateDer::from)
+        .map_err(|_| "cannot encode the certificate".to_owned())
+}

@@ -1,0 +1,372 @@
+//! SAML endpoints: SP metadata, the start of a SAML sign-in (called from `/login`), and the
+//! assertion consumer service.
+//!
+//! The ACS POST comes from the IdP's site, so the browser does not send the `SameSite=Lax` session
+//! cookie with it. The pending request is therefore bound to the browser by its own short-lived
+//! cookie, `SameSite=None` (and `Secure` unless `allow_insecure_http`), path `/saml/acs`, holding
+//! only an opaque key to the server-side pending record; the record is taken once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tower_sessions::Session;
+
+use super::auth::{AUTH_KEY, PENDING_TTL, SignedInState};
+use super::errors::AppError;
+use super::extract::RequestId;
+use super::{AppState, no_store, random_token};
+use crate::audit::{AuditEvent, EventKind, Outcome};
+use crate::config::Config;
+use crate::federation::claims::map_identity;
+use crate::federation::saml::sp::{SpKeys, metadata_xml};
+use crate::federation::saml::{PendingSaml, SamlError, SamlProvider, prescan};
+use crate::redirect::LocalPath;
+use crate::session::one_time::OneTimeStore;
+
+/// Name of the cookie that binds a pending SAML request to the browser.
+pub const PENDING_COOKIE: &str = "storegate_saml_pending";
+/// Session key for what SLO needs (NameID, SessionIndex, IdP).
+pub const SAML_SESSION_KEY: &str = "saml";
+
+/// Everything SAML needs at run time, built once at start-up.
+pub struct SamlState {
+    pub providers: BTreeMap<String, Arc<SamlProvider>>,
+    pub metadata: String,
+    pub one_time: OneTimeStore,
+    pub secure_cookie: bool,
+}
+
+impl SamlState {
+    pub fn build(config: &Config, one_time: OneTimeStore) -> Result<Option<Self>, String> {
+        let Some(spc) = &config.saml else {
+            return Ok(None);
+        };
+        let keys = Arc::new(SpKeys::from_pem(spc.key_pem.expose(), &spc.cert_pem)?);
+        let mut providers = BTreeMap::new();
+        for idp in &config.idps {
+            if let crate::config::Protocol::Saml(s) = &idp.protocol {
+                let p = SamlProvider::new(idp, s, spc, Arc::clone(&keys))?;
+                if s.allow_sha1 {
+                    tracing::warn!(idp = %idp.id, "DANGER: allow_sha1 is on: RSA-SHA1 signatures are accepted from this IdP");
+                }
+                if s.allow_unsolicited {
+                    tracing::warn!(idp = %idp.id, "DANGER: allow_unsolicited is on: IdP-initiated responses are accepted");
+                }
+                providers.insert(idp.id.to_string(), Arc::new(p));
+            }
+        }
+        let metadata = metadata_xml(spc, &keys)?;
+        Ok(Some(SamlState {
+            providers,
+            metadata,
+            one_time,
+            secure_cookie: !config.allow_insecure_http,
+        }))
+    }
+}
+
+/// `GET /saml/metadata`
+pub async fn metadata(State(state): State<AppState>, RequestId(rid): RequestId) -> Response {
+    match &state.saml {
+        Some(s) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/samlmetadata+xml"),
+            )],
+            s.metadata.clone(),
+        )
+            .into_response(),
+        None => {
+            AppError::not_found("SAML is not configured on this gateway.", &rid).into_response()
+        }
+    }
+}
+
+fn pending_key(k: &str) -> String {
+    format!("saml-pending:{k}")
+}
+
+/// Starts a SAML sign-in: stores the pending request, sets the binding cookie, redirects.
+pub async fn begin(
+    state: &AppState,
+    rid: &str,
+    provider: &SamlProvider,
+    return_to: LocalPath,
+) -> Result<Response, AppError> {
+    let Some(saml) = &state.saml else {
+        return Err(AppError::not_found("There is no such sign-in method.", rid));
+    };
+    let now = state.clock.now();
+    let (url, pending) = provider.begin(return_to, now).map_err(|e| {
+        tracing::warn!(idp = %provider.idp_id(), error = %e, "cannot start SAML sign-in");
+        AppError::unavailable("The identity provider", rid)
+    })?;
+    let key = random_token();
+    let value = serde_json::to_string(&pending).map_err(|_| AppError::session_store(rid))?;
+    let stored = saml
+        .one_time
+        .put_nx(&pending_key(&key), &value, now + PENDING_TTL, now)
+        .await
+        .map_err(|_| AppError::session_store(rid))?;
+    if !stored {
+        return Err(AppError::session_store(rid));
+    }
+    let secure = if saml.secure_cookie { "; Secure" } else { "" };
+    let cookie = format!(
+        "{PENDING_COOKIE}={key}; Path=/saml/acs; HttpOnly; SameSite=None; Max-Age={PENDING_TTL}{secure}"
+    );
+    let mut resp = Redirect::to(&url).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(no_store(resp))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AcsForm {
+    #[serde(rename = "SAMLResponse")]
+    saml_response: Option<String>,
+    #[serde(rename = "RelayState")]
+    relay_state: Option<String>,
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn clear_pending_cookie(resp: &mut Response, secure: bool) {
+    let secure = if secure { "; Secure" } else { "" };
+    let c =
+        format!("{PENDING_COOKIE}=; Path=/saml/acs; HttpOnly; SameSite=None; Max-Age=0{secure}");
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// `POST /saml/acs` (HTTP-POST binding).
+pub async fn acs(
+    State(state): State<AppState>,
+    RequestId(rid): RequestId,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<AcsForm>,
+) -> Response {
+    let secure = state.saml.as_ref().is_some_and(|s| s.secure_cookie);
+    let mut resp = match acs_inner(&state, &rid, &session, &headers, form).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    clear_pending_cookie(&mut resp, secure);
+    no_store(resp)
+}
+
+async fn acs_inner(
+    state: &AppState,
+    rid: &str,
+    session: &Session,
+    headers: &HeaderMap,
+    form: AcsForm,
+) -> Result<Response, AppError> {
+    let now = state.clock.now();
+    let deny = |idp: Option<&str>, reason: &str, detail: String| {
+        let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Deny);
+        ev.idp = idp.map(str::to_owned);
+        ev.reason = Some(reason.to_owned());
+        ev.detail = Some(detail);
+        state.audit.record(ev);
+    };
+    let Some(saml) = &state.saml else {
+        return Err(AppError::not_found(
+            "SAML is not configured on this gateway.",
+            rid,
+        ));
+    };
+    let Some(response) = form.saml_response.filter(|s| !s.is_empty()) else {
+        deny(
+            None,
+            "saml_response_missing",
+            "no SAMLResponse in the POST".into(),
+        );
+        return Err(
+            AppError::bad_request("The sign-in response is incomplete.", rid).offer_sign_in(),
+        );
+    };
+
+    // The pending request of this browser, taken once.
+    let pending: Option<PendingSaml> = match cookie_value(headers, PENDING_COOKIE) {
+        Some(k) if !k.is_empty() => {
+            let raw = saml
+                .one_time
+                .take(&pending_key(k), now)
+                .await
+                .map_err(|_| AppError::session_store(rid))?;
+            raw.and_then(|r| serde_json::from_str(&r).ok())
+        }
+        _ => None,
+    };
+
+    let (provider, request_id, return_to) = match pending {
+        Some(p) => {
+            // RelayState is an opaque reference we issued with this very request.
+            if form.relay_state.as_deref() != Some(p.relay_state.as_str()) {
+                deny(
+                    Some(&p.idp),
+                    "saml_relay_state",
+                    "RelayState is not the one sent with the request".into(),
+                );
+                return Err(refused(rid, None));
+            }
+            let Some(provider) = saml.providers.get(&p.idp) else {
+                deny(
+                    Some(&p.idp),
+                    "unknown_idp",
+                    "pending request for an IdP that is no longer configured".into(),
+                );
+                return Err(refused(rid, None));
+            };
+            (Arc::clone(provider), Some(p.request_id), p.return_to)
+        }
+        None => {
+            // No request of this browser is pending: only an IdP that allows unsolicited responses
+            // may answer, chosen by the (unverified) Issuer and then verified with its own keys.
+            let issuer = unverified_issuer(&response);
+            let provider = saml
+                .providers
+                .values()
+                .find(|p| p.allow_unsolicited() && Some(p.entity_id()) == issuer.as_deref());
+            let Some(provider) = provider else {
+                deny(None, "saml_unsolicited", "no sign-in is pending in this browser (missing, expired or already used), and unsolicited responses are not enabled for this issuer".into());
+                return Err(AppError::bad_request(
+                    "This sign-in response does not belong to a sign-in started in this browser, or it was already used.",
+                    rid,
+                )
+                .with_hint("Start again from the portal; do not reuse or share sign-in links.")
+                .offer_sign_in());
+            };
+            (Arc::clone(provider), None, LocalPath::root())
+        }
+    };
+    let idp_id = provider.idp_id().to_string();
+
+    let verified = match provider.verify(response, request_id, now).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(idp = %idp_id, reason = e.reason(), error = %e, "SAML sign-in refused");
+            deny(Some(&idp_id), e.reason(), e.to_string());
+            return Err(refused(rid, Some(&e)));
+        }
+    };
+    // SAML profiles 4.1.4.5: "the service provider MUST ensure that bearer assertions are not
+    // replayed, by maintaining the set of used ID values for the length of time for which the
+    // assertion would be considered valid based on the NotOnOrAfter attribute".
+    let replay_key = format!("{idp_id}:{}", verified.assertion_id);
+    let first = saml
+        .one_time
+        .claim(&replay_key, verified.replay_until, now)
+        .await
+        .map_err(|_| AppError::session_store(rid))?;
+    if !first {
+        let e = SamlError::Replay;
+        deny(Some(&idp_id), e.reason(), e.to_string());
+        return Err(refused(rid, Some(&e)));
+    }
+    let Some(idp_cfg) = state.config.idp(&idp_id) else {
+        return Err(AppError::not_found("There is no such sign-in method.", rid));
+    };
+    let identity = map_identity(&verified.claims, &idp_cfg.claims, now);
+    session
+        .cycle_id()
+        .await
+        .map_err(|_| AppError::session_store(rid))?;
+    let signed_in = SignedInState {
+        identity: identity.clone(),
+        csrf: random_token(),
+        last_seen: now,
+        customers: Default::default(),
+    };
+    session
+        .insert(AUTH_KEY, &signed_in)
+        .await
+        .map_err(|_| AppError::session_store(rid))?;
+    let slo = SamlSessionInfo {
+        idp: idp_id.clone(),
+        name_id: verified.name_id.clone(),
+        name_id_format: verified.name_id_format.clone(),
+        session_index: verified.session_index.clone(),
+    };
+    session
+        .insert(SAML_SESSION_KEY, &slo)
+        .await
+        .map_err(|_| AppError::session_store(rid))?;
+    let grants = state.config.policy.grants(&identity, now);
+    let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Allow).who(&identity);
+    ev.detail = Some(format!("SAML; {} store(s) granted", grants.len()));
+    state.audit.record(ev);
+    // 303: the browser follows with a GET, which carries the (Lax) session cookie just set.
+    Ok((
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, return_to.as_str().to_owned())],
+    )
+        .into_response())
+}
+
+/// What single logout needs to name the IdP session.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SamlSessionInfo {
+    pub idp: String,
+    pub name_id: String,
+    pub name_id_format: Option<String>,
+    pub session_index: Option<String>,
+}
+
+/// The Issuer named in the response, unverified: used only to choose whose keys verify an
+/// unsolicited response.
+fn unverified_issuer(b64: &str) -> Option<String> {
+    use base64::Engine;
+    let compact: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()?;
+    let xml = String::from_utf8(bytes).ok()?;
+    prescan::prescan(&xml, true).ok()?.issuer
+}
+
+/// The page for a refused response: admin-useful (what did not match), never raw markup (askama
+/// escapes it, and long values are cut).
+fn refused(rid: &str, e: Option<&SamlError>) -> AppError {
+    let err = AppError::new(
+        StatusCode::UNAUTHORIZED,
+        "Sign-in refused",
+        "The identity provider's answer did not pass the gateway's checks, so you were not signed in.",
+        rid,
+    )
+    .offer_sign_in();
+    match e {
+        Some(e) => {
+            let mut text = e.to_string();
+            if text.len() > 300 {
+                let mut cut = 300;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push('…');
+            }
+            err.with_hint(format!("For the administrator: {text}."))
+        }
+        None => err
+            .with_hint("If this keeps happening, give the reference below to your administrator."),
+    }
+}

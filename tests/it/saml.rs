@@ -1,0 +1,1110 @@
+//! SAML 2.0 service provider, end to end, against an independent IdP: pysaml2 (PyPI, installed by
+//! `scripts/test-deps.sh` into tests/peers/saml/.venv) builds and signs every response with
+//! xmlsec1. The test plays the browser: it follows the gateway's redirect, decodes the
+//! AuthnRequest, has the IdP answer it, and posts the answer cross-site, the way an auto-submit
+//! form does: without the SameSite=Lax session cookie, only with the SameSite=None pending cookie.
+//!
+//! Every refusal asserts the exact outcome: the status, no session (`/api/me` is 401), no
+//! BigCommerce token minted, and the audit reason.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use serde_json::{Value, json};
+use storegate::audit::Outcome;
+
+use crate::harness::{Gateway, MAIN_HASH, Opts, Reserved, assert_not_signed_in};
+use crate::support::browser::{Browser, location, query_param};
+use crate::support::redis::RedisServer;
+
+const IDP_ENTITY: &str = "https://iam.corp.example/nidp/saml2/metadata";
+const IDP_SSO: &str = "https://iam.corp.example/nidp/saml2/sso";
+const IDP_ORIGIN: &str = "https://iam.corp.example";
+const SAML_IDP: &str = "opentext-saml";
+const EMAIL_FORMAT: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    let p = repo().join("tests/peers/saml/.venv/bin/python");
+    assert!(
+        p.exists(),
+        "pysaml2 is not installed: run scripts/test-deps.sh (make deps)"
+    );
+    p
+}
+
+/// A scratch folder per test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "storegate-saml-{name}-{}-{}",
+        std::process::id(),
+        storegate::federation::saml::random_hex(4)
+    ));
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn cert_b64(pem: &str) -> String {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<String>()
+}
+
+/// The IdP's keys and metadata, and a way to have pysaml2 answer.
+struct Idp {
+    dir: PathBuf,
+    key: PathBuf,
+    cert: PathBuf,
+    /// A second key pair, not in the metadata unless `rollover`.
+    other_key: PathBuf,
+    other_cert: PathBuf,
+    metadata: PathBuf,
+}
+
+impl Idp {
+    /// `signing_certs`: which certificates the metadata names: 0 = none, 1 = the main one, 2 =
+    /// the main one and the second (rollover).
+    fn new(name: &str, signing_certs: usize) -> Idp {
+        let dir = scratch(name);
+        let (k, c) =
+            storegate::federation::saml::sp::generate_key_and_cert("idp").expect("idp key");
+        let (k2, c2) =
+            storegate::federation::saml::sp::generate_key_and_cert("idp-2").expect("idp key 2");
+        let key = dir.join("idp.key");
+        let cert = dir.join("idp.crt");
+        let other_key = dir.join("idp2.key");
+        let other_cert = dir.join("idp2.crt");
+        write(&key, &k);
+        write(&cert, &c);
+        write(&other_key, &k2);
+        write(&other_cert, &c2);
+        let kd = |pem: &str| {
+            format!(
+                r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#,
+                cert_b64(pem)
+            )
+        };
+        let keys = match signing_certs {
+            0 => String::new(),
+            1 => kd(&c),
+            _ => format!("{}{}", kd(&c), kd(&c2)),
+        };
+        // Like Access Manager's, the EntityDescriptor also carries an SPSSODescriptor.
+        let md = format!(
+            r#"<?xml version="1.0"?>
+<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{IDP_ENTITY}">
+  <md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol" WantAuthnRequestsSigned="true">
+    {keys}
+    <md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://iam.corp.example/nidp/saml2/slo"/>
+    <md:NameIDFormat>{EMAIL_FORMAT}</md:NameIDFormat>
+    <md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{IDP_SSO}"/>
+    <md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{IDP_SSO}"/>
+  </md:IDPSSODescriptor>
+  <md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+    <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://iam.corp.example/nidp/saml2/spassertion_consumer" index="0"/>
+  </md:SPSSODescriptor>
+</md:EntityDescriptor>
+"#
+        );
+        let metadata = dir.join("idp-metadata.xml");
+        write(&metadata, &md);
+        Idp {
+            dir,
+            key,
+            cert,
+            other_key,
+            other_cert,
+            metadata,
+        }
+    }
+
+    /// `[saml]` and the SAML `[[idp]]`, with the SP key and certificate in the same folder.
+    fn toml(&self, idp_extra: &str) -> String {
+        let sp_key = self.dir.join("sp.key");
+        let sp_cert = self.dir.join("sp.crt");
+        if !sp_key.exists() {
+            let (k, c) =
+                storegate::federation::saml::sp::generate_key_and_cert("sp").expect("sp key");
+            write(&sp_key, &k);
+            write(&sp_cert, &c);
+        }
+        format!(
+            r#"
+[saml]
+key_file = "{}"
+cert_file = "{}"
+
+[[idp]]
+id = "{SAML_IDP}"
+display_name = "OpenText (SAML)"
+protocol = "saml"
+metadata_file = "{}"
+clock_skew = "60s"
+nameid_format = "{EMAIL_FORMAT}"
+{idp_extra}
+[idp.attributes]
+email = "mail"
+given_name = "givenName"
+family_name = "sn"
+groups = "groupMembership"
+group_dn_to_name = true
+"#,
+            sp_key.display(),
+            sp_cert.display(),
+            self.metadata.display()
+        )
+    }
+
+    /// Runs pysaml2 with `req` (see tests/peers/saml/idp.py); returns its stdout.
+    fn run(&self, mut req: Value) -> String {
+        let obj = req.as_object_mut().expect("object");
+        obj.entry("idp_entity_id").or_insert(json!(IDP_ENTITY));
+        obj.entry("idp_key").or_insert(json!(self.key));
+        obj.entry("idp_cert").or_insert(json!(self.cert));
+        obj.entry("sp_metadata")
+            .or_insert(json!(self.dir.join("sp-metadata.xml")));
+        let mut child = Command::new(python())
+            .arg(repo().join("tests/peers/saml/idp.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run pysaml2");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(req.to_string().as_bytes())
+            .expect("write request");
+        let out = child.wait_with_output().expect("pysaml2 output");
+        assert!(
+            out.status.success(),
+            "pysaml2 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+}
+
+/// A SAML sign-in started at the gateway, waiting for the IdP's answer.
+struct Started {
+    request_id: String,
+    relay_state: String,
+    /// `name=value` of the pending cookie (SameSite=None).
+    pending_cookie: String,
+    acs: String,
+    sp_entity: String,
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+async fn start_gateway(idp: &Idp, idp_extra: &str, redis: Option<&RedisServer>) -> Gateway {
+    let reserved = Reserved::new().await;
+    let mut o = Opts::new("http://127.0.0.1:9/unused-oidc", "unused", "unused-secret");
+    o.extra_toml = idp.toml(idp_extra);
+    o.redis_url = redis.map(|r| r.url());
+    let gw = Gateway::start(reserved, o).await;
+    // The IdP learns the SP from its published metadata, as Access Manager does.
+    let md = reqwest::get(gw.url("/saml/metadata"))
+        .await
+        .expect("metadata")
+        .text()
+        .await
+        .expect("metadata text");
+    write(&idp.dir.join("sp-metadata.xml"), &md);
+    gw
+}
+
+async fn begin(b: &Browser, gw: &Gateway, return_to: &str) -> Started {
+    let resp = b
+        .get(&gw.url(&format!("/login?idp={SAML_IDP}&return_to={return_to}")))
+        .await;
+    assert_eq!(resp.status(), 303, "login redirects to the IdP");
+    let cookie_header = resp
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("storegate_saml_pending="))
+        .expect("pending cookie")
+        .to_owned();
+    assert!(cookie_header.contains("SameSite=None"), "{cookie_header}");
+    assert!(cookie_header.contains("HttpOnly"), "{cookie_header}");
+    let pending_cookie = cookie_header
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    let to = location(&resp).expect("redirect");
+    assert!(to.as_str().starts_with(IDP_SSO), "{to}");
+    let relay_state = query_param(&to, "RelayState").expect("RelayState");
+    assert!(
+        !relay_state.contains('/'),
+        "RelayState is an opaque reference, not the return path"
+    );
+    assert_eq!(
+        query_param(&to, "SigAlg").as_deref(),
+        Some("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"),
+        "the AuthnRequest is signed with RSA-SHA256"
+    );
+    let req = query_param(&to, "SAMLRequest").expect("SAMLRequest");
+    let deflated = base64::engine::general_purpose::STANDARD
+        .decode(req)
+        .expect("base64");
+    let mut xml = String::new();
+    flate2::read::DeflateDecoder::new(&deflated[..])
+        .read_to_string(&mut xml)
+        .expect("inflate");
+    let id_at = xml.find(" ID=\"").expect("ID attribute") + 5;
+    let request_id = xml[id_at..xml[id_at..].find('"').expect("end") + id_at].to_owned();
+    Started {
+        request_id,
+        relay_state,
+        pending_cookie,
+        acs: gw.url("/saml/acs"),
+        sp_entity: gw.url("/saml/metadata"),
+    }
+}
+
+fn user(s: &Started) -> Value {
+    json!({
+        "acs": s.acs,
+        "sp_entity_id": s.sp_entity,
+        "in_response_to": s.request_id,
+        "name_id": "mia@corp.example",
+        "name_id_format": EMAIL_FORMAT,
+        "attributes": {
+            "mail": ["Mia@Corp.Example"],
+            "givenName": ["Mia"],
+            "sn": ["Merch"],
+            "groupMembership": ["cn=bc-merchandisers,ou=groups,o=corp"],
+        },
+        "sign_assertion": true,
+        "sign_response": false,
+    })
+}
+
+/// Posts `saml_response` to the ACS like the IdP's auto-submit form (cross-site).
+async fn post(b: &Browser, s: &Started, saml_response: &str) -> reqwest::Response {
+    b.post_form_cross_site_with(
+        &s.acs,
+        IDP_ORIGIN,
+        &[
+            ("SAMLResponse", saml_response),
+            ("RelayState", &s.relay_state),
+        ],
+        Some(&s.pending_cookie),
+    )
+    .await
+}
+
+/// Asserts a refusal: status, no session, no token, and the audit reason.
+async fn assert_refused(
+    b: &Browser,
+    gw: &Gateway,
+    resp: reqwest::Response,
+    status: u16,
+    reason: &str,
+) -> String {
+    assert_eq!(resp.status().as_u16(), status, "hops:\n{}", b.hops_text());
+    assert_eq!(
+        resp.headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    let body = resp.text().await.unwrap_or_default();
+    assert_not_signed_in(b, gw).await;
+    gw.assert_no_token_minted();
+    let events = gw.audit_events().await;
+    let ev = events
+        .iter()
+        .rev()
+        .find(|e| e.outcome == Outcome::Deny && e.reason.is_some())
+        .unwrap_or_else(|| panic!("no denial audited; events: {events:?}"));
+    assert_eq!(ev.reason.as_deref(), Some(reason), "audit: {ev:?}");
+    body
+}
+
+async fn sign_in_and_launch(req_mut: impl Fn(&mut Value), idp_extra: &str) {
+    let idp = Idp::new("flow", 1);
+    let gw = start_gateway(&idp, idp_extra, None).await;
+    let b = Browser::new();
+    let s = begin(&b, &gw, "/").await;
+    let mut req = user(&s);
+    req_mut(&mut req);
+    let resp = idp.run(req);
+    let acs = post(&b, &s, &resp).await;
+    if acs.status() != 303 {
+        panic!(
+            "ACS refused ({}): {:?}\nhops:\n{}",
+            acs.status(),
+            gw.audit_events().await,
+            b.hops_text()
+        );
+    }
+    assert_eq!(
+        location(&acs).map(|u| u.path().to_owned()).as_deref(),
+        Some("/")
+    );
+    let me: Value = b.get(&gw.url("/api/me")).await.json().await.expect("me");
+    let text = me.to_string();
+    assert!(text.contains("mia@corp.example"), "{text}");
+    assert!(
+        text.contains("bc-merchandisers"),
+        "DN reduced to a name: {text}"
+    );
+    // Portal -> launch -> the storefront accepts the token.
+    let portal = b.get(&gw.url("/")).await;
+    assert_eq!(portal.status(), 200);
+    let launch = b.get(&gw.url("/stores/us/launch?to=/cart.php")).await;
+    assert_eq!(launch.status(), 303);
+    let to_store = location(&launch).expect("to storefront");
+    assert!(
+        to_store.as_str().starts_with(&format!(
+            "{}/storefront/{MAIN_HASH}/1/login/token/",
+            gw.sim_base
+        )),
+        "{to_store}"
+    );
+    let landed = b.follow(launch).await;
+    assert_eq!(landed.status(), 200);
+    assert_eq!(gw.sim.accepted_logins().len(), 1);
+    let events = gw.audit_events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.outcome == Outcome::Allow && e.idp.as_deref() == Some(SAML_IDP)),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn saml_sign_in_portal_launch_with_signed_assertion() {
+    sign_in_and_launch(|_| {}, "").await;
+}
+
+#[tokio::test]
+async fn saml_sign_in_portal_launch_with_signed_response() {
+    sign_in_and_launch(
+        |r| {
+            r["sign_assertion"] = json!(false);
+            r["sign_response"] = json!(true);
+        },
+        "",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_sign_in_portal_launch_with_response_and_assertion_signed() {
+    sign_in_and_launch(|r| r["sign_response"] = json!(true), "").await;
+}
+
+#[tokio::test]
+#[ignore = "known gap: samael 0.0.22 cannot parse pysaml2's signed Response around an EncryptedAssertion after signed-content reduction (saml_malformed); see the closing note of issue 3"]
+async fn saml_sign_in_portal_launch_with_encrypted_assertion() {
+    sign_in_and_launch(
+        |r| {
+            r["encrypt"] = json!(true);
+            r["sign_response"] = json!(true);
+        },
+        "",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_sha1_is_accepted_only_when_allowed() {
+    sign_in_and_launch(|r| r["sha1"] = json!(true), "allow_sha1 = true").await;
+}
+
+/// One gateway + IdP + started sign-in, for the refusal tests.
+async fn refusal(
+    name: &str,
+    make: impl Fn(&Idp, &Started) -> String,
+    status: u16,
+    reason: &str,
+) -> String {
+    let idp = Idp::new(name, 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    let s = begin(&b, &gw, "/").await;
+    let resp = make(&idp, &s);
+    let acs = post(&b, &s, &resp).await;
+    assert_refused(&b, &gw, acs, status, reason).await
+}
+
+fn signed_xml(idp: &Idp, s: &Started, f: impl Fn(&mut Value)) -> String {
+    let mut r = user(s);
+    r["xml"] = json!(true);
+    f(&mut r);
+    idp.run(r)
+}
+
+#[tokio::test]
+async fn saml_refuses_an_unsigned_response() {
+    refusal(
+        "unsigned",
+        |idp, s| {
+            let mut r = user(s);
+            r["sign_assertion"] = json!(false);
+            idp.run(r)
+        },
+        401,
+        "saml_signature",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_a_response_signed_by_another_key() {
+    refusal(
+        "otherkey",
+        |idp, s| {
+            let mut r = user(s);
+            r["idp_key"] = json!(idp.other_key);
+            r["idp_cert"] = json!(idp.other_cert);
+            idp.run(r)
+        },
+        401,
+        "saml_signature",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_a_tampered_signed_assertion() {
+    refusal(
+        "digest",
+        |idp, s| {
+            let xml = signed_xml(idp, s, |_| {});
+            assert!(xml.contains("Mia@Corp.Example"));
+            b64(&xml.replace("Mia@Corp.Example", "Boss@Corp.Example"))
+        },
+        401,
+        "saml_signature",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_never_reads_a_comment_truncated_name_id() {
+    let body = refusal(
+        "comment",
+        |idp, s| {
+            let xml = signed_xml(idp, s, |r| {
+                r["name_id"] = json!("mia@corp.example.evil.example");
+            });
+            // Exclusive C14N ignores comments: the signature still verifies after this.
+            b64(&xml.replace(
+                ">mia@corp.example.evil.example<",
+                ">mia@corp.example<!---->.evil.example<",
+            ))
+        },
+        401,
+        "saml_comment",
+    )
+    .await;
+    assert!(!body.contains("<!--"), "no attacker markup echoed");
+}
+
+/// A signed response rewritten by `wrap(signed_xml, evil_assertion)`: signature wrapping.
+///
+/// Every variant needs a second assertion, and the gateway accepts exactly one per response:
+/// refused before any signature is looked at (samael's signed-content reduction is the second
+/// line: it keeps only the signed assertion).
+async fn xsw(name: &str, sign_response: bool, wrap: impl Fn(&str) -> String) {
+    refusal(
+        name,
+        |idp, s| {
+            let xml = signed_xml(idp, s, |r| {
+                r["sign_response"] = json!(sign_response);
+                r["sign_assertion"] = json!(!sign_response);
+            });
+            b64(&wrap(&xml))
+        },
+        401,
+        "saml_multiple_assertions",
+    )
+    .await;
+}
+
+fn between<'a>(xml: &'a str, start: &str, end: &str) -> (usize, usize, &'a str) {
+    let a = xml
+        .find(start)
+        .unwrap_or_else(|| panic!("{start} in {xml}"));
+    let b = xml[a..].find(end).unwrap_or_else(|| panic!("{end}")) + a + end.len();
+    (a, b, &xml[a..b])
+}
+
+/// The signed assertion element (pysaml2 writes `<ns1:Assertion` ... `</ns1:Assertion>`).
+fn assertion_span(xml: &str) -> (usize, usize, String) {
+    let open = xml.find(":Assertion ").expect("assertion");
+    let lt = xml[..open].rfind('<').expect("<");
+    let prefix = &xml[lt + 1..open];
+    let close = format!("</{prefix}:Assertion>");
+    let (_, end, _) = between(xml, &xml[lt..open + 10], &close);
+    (lt, end, xml[lt..end].to_owned())
+}
+
+/// The assertion with another identity and ID, and its signature removed.
+fn evil(assertion: &str) -> String {
+    let without_sig = match (
+        assertion.find("<ns2:Signature"),
+        assertion.find("</ns2:Signature>"),
+    ) {
+        (Some(a), Some(b)) => format!("{}{}", &assertion[..a], &assertion[b + 16..]),
+        _ => assertion.to_owned(),
+    };
+    let id_at = without_sig.find(" ID=\"").expect("ID") + 5;
+    let id_end = without_sig[id_at..].find('"').expect("end") + id_at;
+    format!("{}_evil{}", &without_sig[..id_at], &without_sig[id_end..])
+        .replace("mia@corp.example", "boss@corp.example")
+        .replace("Mia@Corp.Example", "Boss@Corp.Example")
+}
+
+#[tokio::test]
+async fn saml_refuses_xsw1_evil_response_wrapping_the_signed_one() {
+    // XSW1: a new unsigned Response with the evil assertion; the signed original moves into the
+    // signature (as an Object), so its Reference still resolves.
+    xsw("xsw1", true, |xml| {
+        let (sa, sb, sig) = between(xml, "<ns2:Signature", "</ns2:Signature>");
+        let original_without_sig = format!("{}{}", &xml[..sa], &xml[sb..]);
+        let (_, _, assertion) = assertion_span(xml);
+        let root_end = xml.find("?>").map(|i| i + 2).unwrap_or(0);
+        let body = &original_without_sig[root_end..];
+        let sig_with_object = sig.replace(
+            "</ns2:Signature>",
+            &format!("<ns2:Object>{body}</ns2:Object></ns2:Signature>"),
+        );
+        let (ra, rb, root_open) = between(&original_without_sig[root_end..], "<", ">");
+        let _ = (ra, rb);
+        let evil_root = root_open.replace(" ID=\"", " ID=\"_evil");
+        let close = &xml[xml.rfind("</").expect("close")..];
+        format!("{evil_root}{sig_with_object}{}{close}", evil(&assertion))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_xsw2_detached_signature_before_the_evil_response() {
+    // XSW2: like XSW1 but the original Response is a sibling before the signature's position.
+    xsw("xsw2", true, |xml| {
+        let (sa, sb, sig) = between(xml, "<ns2:Signature", "</ns2:Signature>");
+        let original_without_sig = format!("{}{}", &xml[..sa], &xml[sb..]);
+        let root_end = xml.find("?>").map(|i| i + 2).unwrap_or(0);
+        let body = &original_without_sig[root_end..];
+        let (_, _, assertion) = assertion_span(xml);
+        let (_, _, root_open) = between(body, "<", ">");
+        let evil_root = root_open.replace(" ID=\"", " ID=\"_evil");
+        let close = &xml[xml.rfind("</").expect("close")..];
+        format!("{evil_root}{body}{sig}{}{close}", evil(&assertion))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_xsw3_evil_assertion_before_the_signed_one() {
+    xsw("xsw3", false, |xml| {
+        let (a, _, assertion) = assertion_span(xml);
+        format!("{}{}{}", &xml[..a], evil(&assertion), &xml[a..])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_xsw4_evil_assertion_wrapping_the_signed_one() {
+    xsw("xsw4", false, |xml| {
+        let (a, b, assertion) = assertion_span(xml);
+        let ev = evil(&assertion);
+        let close_at = ev.rfind("</").expect("close");
+        let wrapped = format!("{}{}{}", &ev[..close_at], assertion, &ev[close_at..]);
+        format!("{}{}{}", &xml[..a], wrapped, &xml[b..])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_xsw5_signature_moved_into_the_evil_assertion() {
+    // XSW5: the evil assertion carries the original signature; the original assertion (unsigned
+    // copy) is appended elsewhere so the Reference still resolves.
+    xsw("xsw5", false, |xml| {
+        let (a, b, assertion) = assertion_span(xml);
+        let (_, _, sig) = between(&assertion, "<ns2:Signature", "</ns2:Signature>");
+        let ev = evil(&assertion);
+        let issuer_end = ev
+            .find(":Issuer>")
+            .and_then(|i| ev[i + 8..].find('>').map(|j| i + 9 + j));
+        let ev = match issuer_end {
+            Some(i) => format!("{}{}{}", &ev[..i], sig, &ev[i..]),
+            None => ev,
+        };
+        let original_unsigned = assertion.replace(sig, "");
+        let close = xml.rfind("</").expect("close");
+        format!(
+            "{}{}{}{}{}",
+            &xml[..a],
+            ev,
+            &xml[b..close],
+            original_unsigned,
+            &xml[close..]
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_xsw7_signed_assertion_hidden_in_extensions() {
+    xsw("xsw7", false, |xml| {
+        let (a, b, assertion) = assertion_span(xml);
+        let ext = format!(
+            "<samlp:Extensions xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\">{assertion}</samlp:Extensions>"
+        );
+        format!("{}{}{}{}", &xml[..a], ext, evil(&assertion), &xml[b..])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_xsw8_signed_assertion_inside_the_evil_signature_object() {
+    xsw("xsw8", false, |xml| {
+        let (a, b, assertion) = assertion_span(xml);
+        let (_, _, sig) = between(&assertion, "<ns2:Signature", "</ns2:Signature>");
+        let original_unsigned = assertion.replace(sig, "");
+        let sig_obj = sig.replace(
+            "</ns2:Signature>",
+            &format!("<ns2:Object>{original_unsigned}</ns2:Object></ns2:Signature>"),
+        );
+        let ev = evil(&assertion);
+        let issuer_end = ev
+            .find(":Issuer>")
+            .and_then(|i| ev[i + 8..].find('>').map(|j| i + 9 + j));
+        let ev = match issuer_end {
+            Some(i) => format!("{}{}{}", &ev[..i], sig_obj, &ev[i..]),
+            None => ev,
+        };
+        format!("{}{}{}", &xml[..a], ev, &xml[b..])
+    })
+    .await;
+}
+
+/// A correctly signed response whose unsigned XML was changed by `mutate` before signing.
+async fn signed_but(name: &str, mutate: impl Fn(&Started) -> Vec<(String, String)>, reason: &str) {
+    refusal(
+        name,
+        |idp, s| {
+            let mut r = user(s);
+            r["mutate"] = json!(mutate(s));
+            idp.run(r)
+        },
+        401,
+        reason,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_a_wrong_audience_and_says_which() {
+    let idp = Idp::new("audience", 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    let s = begin(&b, &gw, "/").await;
+    let mut r = user(&s);
+    r["mutate"] = json!([[
+        format!("<ns1:Audience>{}</ns1:Audience>", s.sp_entity),
+        "<ns1:Audience>https://other-sp.example/</ns1:Audience>"
+    ]]);
+    let acs = post(&b, &s, &idp.run(r)).await;
+    let body = assert_refused(&b, &gw, acs, 401, "saml_audience").await;
+    assert!(
+        body.contains("other-sp.example"),
+        "the admin sees what came: {body}"
+    );
+    assert!(body.contains(&s.sp_entity), "and what was expected");
+}
+
+#[tokio::test]
+async fn saml_refuses_a_wrong_recipient() {
+    signed_but(
+        "recipient",
+        |s| {
+            vec![(
+                format!("Recipient=\"{}\"", s.acs),
+                "Recipient=\"https://evil.example/acs\"".into(),
+            )]
+        },
+        "saml_recipient",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_a_wrong_destination() {
+    signed_but(
+        "destination",
+        |s| {
+            vec![(
+                format!("Destination=\"{}\"", s.acs),
+                "Destination=\"https://evil.example/acs\"".into(),
+            )]
+        },
+        "saml_destination",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_an_answer_to_another_request() {
+    signed_but(
+        "inresponseto",
+        |s| {
+            vec![(
+                format!("InResponseTo=\"{}\"", s.request_id),
+                "InResponseTo=\"_someone-elses\"".into(),
+            )]
+        },
+        "saml_in_response_to",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_another_issuer() {
+    signed_but(
+        "issuer",
+        |_| {
+            vec![(
+                format!(">{IDP_ENTITY}<"),
+                ">https://evil.example/idp<".into(),
+            )]
+        },
+        "saml_issuer",
+    )
+    .await;
+}
+
+fn iso(offset_secs: i64) -> String {
+    let t = chrono::Utc::now() + chrono::Duration::seconds(offset_secs);
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Replaces every `attr="..."` time value in the XML with `value` (pysaml2's own times are fresh).
+fn retime(attr: &'static str, value: String) -> impl Fn(&Started) -> Vec<(String, String)> {
+    move |_| {
+        vec![(
+            format!("{attr}=\""),
+            format!("{attr}=\"{value}\" x{attr}=\""),
+        )]
+    }
+}
+
+#[tokio::test]
+async fn saml_refuses_an_expired_subject_confirmation_beyond_the_skew() {
+    // NotOnOrAfter 2 minutes ago; the skew is 60 s.
+    signed_but("expired", retime("NotOnOrAfter", iso(-120)), "saml_expired").await;
+}
+
+#[tokio::test]
+async fn saml_refuses_a_not_yet_valid_assertion_beyond_the_skew() {
+    signed_but(
+        "notbefore",
+        retime("NotBefore", iso(300)),
+        "saml_not_yet_valid",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_a_status_other_than_success() {
+    signed_but(
+        "status",
+        |_| {
+            vec![(
+                "urn:oasis:names:tc:SAML:2.0:status:Success".into(),
+                "urn:oasis:names:tc:SAML:2.0:status:Responder".into(),
+            )]
+        },
+        "saml_status",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_sha1_unless_allowed() {
+    refusal(
+        "sha1",
+        |idp, s| {
+            let mut r = user(s);
+            r["sha1"] = json!(true);
+            idp.run(r)
+        },
+        401,
+        "saml_weak_algorithm",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_refuses_xxe_and_entity_expansion() {
+    for (name, doctype) in [
+        (
+            "xxe",
+            r#"<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>"#,
+        ),
+        (
+            "lol",
+            r#"<!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>"#,
+        ),
+    ] {
+        refusal(
+            name,
+            |idp, s| {
+                let xml = signed_xml(idp, s, |_| {});
+                let at = xml.find("?>").map(|i| i + 2).unwrap_or(0);
+                b64(&format!("{}{doctype}{}", &xml[..at], &xml[at..]).replace("Mia<", "&b;<"))
+            },
+            401,
+            "saml_dtd",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn saml_refuses_an_oversized_post_with_413() {
+    let idp = Idp::new("oversized", 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    let s = begin(&b, &gw, "/").await;
+    let big = "A".repeat(100 * 1024);
+    let acs = post(&b, &s, &big).await;
+    assert_eq!(acs.status(), 413);
+    assert_not_signed_in(&b, &gw).await;
+    gw.assert_no_token_minted();
+}
+
+#[tokio::test]
+async fn saml_refuses_an_unsolicited_response_by_default() {
+    let idp = Idp::new("unsolicited", 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    let s = begin(&b, &gw, "/").await;
+    let mut r = user(&s);
+    r["in_response_to"] = Value::Null;
+    // Posted without the pending cookie: nothing ties it to a request of this browser.
+    let acs = b
+        .post_form_cross_site_with(&s.acs, IDP_ORIGIN, &[("SAMLResponse", &idp.run(r))], None)
+        .await;
+    assert_refused(&b, &gw, acs, 400, "saml_unsolicited").await;
+}
+
+#[tokio::test]
+async fn saml_refuses_a_response_without_the_browser_binding() {
+    // A correct response, posted by another browser (no pending cookie): refused.
+    let idp = Idp::new("binding", 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    let s = begin(&b, &gw, "/").await;
+    let resp = idp.run(user(&s));
+    let thief = Browser::new();
+    let acs = thief
+        .post_form_cross_site_with(
+            &s.acs,
+            IDP_ORIGIN,
+            &[("SAMLResponse", &resp), ("RelayState", &s.relay_state)],
+            None,
+        )
+        .await;
+    assert_refused(&thief, &gw, acs, 400, "saml_unsolicited").await;
+}
+
+#[tokio::test]
+async fn saml_rollover_accepts_the_second_metadata_certificate() {
+    let idp = Idp::new("rollover", 2);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    let s = begin(&b, &gw, "/").await;
+    let mut r = user(&s);
+    r["idp_key"] = json!(idp.other_key);
+    r["idp_cert"] = json!(idp.other_cert);
+    let acs = post(&b, &s, &idp.run(r)).await;
+    assert_eq!(
+        acs.status(),
+        303,
+        "signed with the second signing certificate"
+    );
+    assert_eq!(b.get(&gw.url("/api/me")).await.status(), 200);
+}
+
+/// An IdP-initiated response (no InResponseTo): with `allow_unsolicited`, the replay cache is
+/// the only thing that stops a captured assertion, so it is what these tests exercise.
+async fn unsolicited(b: &Browser, gw: &Gateway, resp: &str) -> reqwest::Response {
+    b.post_form_cross_site_with(
+        &gw.url("/saml/acs"),
+        IDP_ORIGIN,
+        &[("SAMLResponse", resp)],
+        None,
+    )
+    .await
+}
+
+fn unsolicited_response(idp: &Idp, gw: &Gateway) -> String {
+    let s = Started {
+        request_id: String::new(),
+        relay_state: String::new(),
+        pending_cookie: String::new(),
+        acs: gw.url("/saml/acs"),
+        sp_entity: gw.url("/saml/metadata"),
+    };
+    let mut r = user(&s);
+    r["in_response_to"] = Value::Null;
+    idp.run(r)
+}
+
+#[tokio::test]
+async fn saml_replay_of_the_same_assertion_is_refused() {
+    let idp = Idp::new("replay-mem", 1);
+    let gw = start_gateway(&idp, "allow_unsolicited = true", None).await;
+    let resp = unsolicited_response(&idp, &gw);
+    let first = Browser::new();
+    assert_eq!(unsolicited(&first, &gw, &resp).await.status(), 303);
+    assert_eq!(first.get(&gw.url("/api/me")).await.status(), 200);
+    let attacker = Browser::new();
+    let again = unsolicited(&attacker, &gw, &resp).await;
+    assert_refused(&attacker, &gw, again, 401, "saml_replay").await;
+}
+
+#[tokio::test]
+async fn saml_replay_is_refused_across_two_gateways_sharing_redis() {
+    let redis = RedisServer::start();
+    let idp = Idp::new("replay-redis", 1);
+    let gw1 = start_gateway(&idp, "allow_unsolicited = true", Some(&redis)).await;
+    // Both replicas are reached under the same public URL in production; here the second one
+    // gets its own port, so the captured response is rebuilt for nothing but its address: the
+    // assertion ID is what must collide. Use one response valid for gw1 and post it to gw1, then
+    // post the very same bytes to gw2, configured with gw1's public URL.
+    let resp = unsolicited_response(&idp, &gw1);
+    let b1 = Browser::new();
+    assert_eq!(unsolicited(&b1, &gw1, &resp).await.status(), 303);
+    assert_eq!(b1.get(&gw1.url("/api/me")).await.status(), 200);
+
+    // The second replica: same public URL (as behind a load balancer), its own listener.
+    let mut reserved = Reserved::new().await;
+    let replica = reserved.base.clone();
+    reserved.base = gw1.base.clone();
+    let mut o = Opts::new("http://127.0.0.1:9/unused-oidc", "unused", "unused-secret");
+    o.extra_toml = idp.toml("allow_unsolicited = true");
+    o.redis_url = Some(redis.url());
+    let gw2 = Gateway::start(reserved, o).await;
+    let attacker = Browser::new();
+    let again = attacker
+        .post_form_cross_site_with(
+            &format!("{replica}/saml/acs"),
+            IDP_ORIGIN,
+            &[("SAMLResponse", &resp)],
+            None,
+        )
+        .await;
+    assert_eq!(again.status().as_u16(), 401);
+    assert_eq!(
+        attacker.get(&format!("{replica}/api/me")).await.status(),
+        401
+    );
+    gw2.assert_no_token_minted();
+    let events = gw2.audit_events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("saml_replay")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn saml_metadata_names_entity_acs_slo_certificates_and_is_signed() {
+    let idp = Idp::new("metadata", 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let resp = reqwest::get(gw.url("/saml/metadata"))
+        .await
+        .expect("metadata");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("application/samlmetadata+xml")
+    );
+    let md = resp.text().await.expect("text");
+    assert!(
+        md.contains(&format!("entityID=\"{}\"", gw.url("/saml/metadata"))),
+        "{md}"
+    );
+    assert!(md.contains(&format!(
+        "Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{}\"",
+        gw.url("/saml/acs")
+    )));
+    assert!(md.contains(&gw.url("/saml/slo")));
+    assert!(md.contains("use=\"signing\"") && md.contains("use=\"encryption\""));
+    assert!(md.contains(EMAIL_FORMAT));
+    assert!(md.contains("AuthnRequestsSigned=\"true\""));
+    assert!(
+        md.contains("SignatureValue>") && md.contains("rsa-sha256"),
+        "signed: {md}"
+    );
+    // xmlsec1 (independent of samael) verifies the metadata signature with the SP certificate.
+    let file = idp.dir.join("check-md.xml");
+    write(&file, &md);
+    let out = Command::new("xmlsec1")
+        .args([
+            "--verify",
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:metadata:EntityDescriptor",
+        ])
+        .arg("--pubkey-cert-pem")
+        .arg(idp.dir.join("sp.crt"))
+        .arg(&file)
+        .output()
+        .expect("xmlsec1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn saml_idp_metadata_without_signing_certificate_is_refused_at_start() {
+    let idp = Idp::new("nosigning", 0);
+    let text = idp.toml("");
+    let full = crate::harness::config_text("http://127.0.0.1:1", "http://127.0.0.1:2", &{
+        let mut o = Opts::new("http://127.0.0.1:9/x", "x", "y");
+        o.extra_toml = text;
+        o
+    });
+    struct Fs;
+    impl storegate::config::Environment for Fs {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn read_file(&self, p: &Path) -> std::io::Result<String> {
+            std::fs::read_to_string(p)
+        }
+    }
+    let err = storegate::config::load_str(&full, "gw.toml", &Fs)
+        .expect_err("must be refused")
+        .to_string();
+    assert!(err.contains("no signing certificate"), "{err}");
+    assert!(err.starts_with("gw.toml:"), "file:line: {err}");
+}
