@@ -6,10 +6,7 @@ use std::io::Write;
 use base64::Engine;
 use openssl::pkey::{PKey, Private};
 use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
-use samael::metadata::{
-    EncryptionMethod, Endpoint, EntityDescriptor, HTTP_POST_BINDING, HTTP_REDIRECT_BINDING,
-    KeyDescriptor,
-};
+use samael::metadata::{EncryptionMethod, EntityDescriptor, KeyDescriptor};
 use samael::service_provider::ServiceProvider;
 use samael::signature::{DigestAlgorithm, Signature};
 
@@ -65,6 +62,7 @@ pub fn metadata_xml(spc: &SamlSp, keys: &SpKeys) -> Result<String, String> {
         certificate: Some(keys.cert.clone()),
         metadata_url: Some(spc.metadata_url.clone()),
         acs_url: Some(spc.acs_url.clone()),
+        // samael needs an SLO URL to build metadata; the endpoint is removed again below.
         slo_url: Some(spc.slo_url.clone()),
         metadata_valid_duration: Some(chrono::Duration::days(7)),
         ..ServiceProvider::default()
@@ -100,18 +98,9 @@ pub fn metadata_xml(spc: &SamlSp, keys: &SpKeys) -> Result<String, String> {
         d.authn_requests_signed = Some(spc.sign_authn_requests);
         d.want_assertions_signed = Some(true);
         d.name_id_formats = Some(NAMEID_FORMATS.iter().map(|s| (*s).to_owned()).collect());
-        d.single_logout_services = Some(vec![
-            Endpoint {
-                binding: HTTP_REDIRECT_BINDING.into(),
-                location: spc.slo_url.clone(),
-                response_location: None,
-            },
-            Endpoint {
-                binding: HTTP_POST_BINDING.into(),
-                location: spc.slo_url.clone(),
-                response_location: None,
-            },
-        ]);
+        // Single logout is not implemented yet: advertising /saml/slo would invite the IdP to call
+        // an endpoint that does not exist.
+        d.single_logout_services = None;
     }
     if !spc.sign_metadata {
         return ed.to_string().map_err(|e| e.to_string());
