@@ -13,6 +13,7 @@ pub mod explain;
 pub mod federation;
 pub mod identity;
 pub mod policy;
+pub mod provisioning;
 pub mod redirect;
 pub mod secret;
 pub mod server;
