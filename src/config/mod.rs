@@ -5,6 +5,7 @@
 
 pub mod diag;
 pub mod file;
+pub mod provisioning;
 mod validate;
 
 use std::net::SocketAddr;
@@ -32,6 +33,9 @@ pub struct Config {
     pub bigcommerce: Vec<BigCommerceAccount>,
     pub stores: Vec<Store>,
     pub policy: Policy,
+    /// `[scim]`: `None` when SCIM is off.
+    pub scim: Option<provisioning::ScimConfig>,
+    pub provisioning: provisioning::ProvisioningConfig,
 }
 
 #[derive(Debug, Clone)]

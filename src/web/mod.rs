@@ -9,6 +9,7 @@ pub mod launch;
 pub mod login;
 pub mod portal;
 pub mod ratelimit;
+pub mod scim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub store_clock: Arc<StoreClock>,
     pub audit: AuditLog,
     pub sessions: Arc<session::Store>,
+    /// The SCIM service (issue 5), when `[scim]` is enabled; opened by [`AppState::with_scim`].
+    pub scim: Option<Arc<crate::provisioning::scim::ScimService>>,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
             bigcommerce: Arc::new(bigcommerce),
             audit,
             sessions: Arc::new(sessions),
+            scim: None,
         })
     }
 }
@@ -150,6 +154,10 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             sign_in_limit,
             ratelimit::limit,
         ));
+    let scim_routes = match state.config.scim {
+        Some(_) => Router::new().nest("/scim/v2", scim::router(state.clone())),
+        None => Router::new(),
+    };
     let app = Router::new()
         .route("/", get(portal::portal))
         .merge(sign_in)
@@ -161,6 +169,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/static/style.css", get(style))
         .with_state(state)
+        .merge(scim_routes)
         .merge(extra)
         .layer(sessions);
 
