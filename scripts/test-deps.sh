@@ -2,6 +2,7 @@
 # Installs what the test suite needs and is missing; quiet and quick when everything is there.
 #   - Debian packages: build dependencies (xmlsec, libxml2, OpenSSL, clang for bindgen) and the
 #     programs tests run (xmlsec1, redis-server, wrk, chromium). `apt-get update` only if one is missing.
+#   - PyPI scim2-tester (pinned) in .venv, the SCIM compliance checker.
 #   - npm dependencies of the test OpenID provider (tests/peers/oidc-provider), via `npm ci` from the
 #     committed package-lock.json, when node_modules is missing or was installed from another lock file.
 # This is the only step of `make test` that downloads; tests themselves never do.
@@ -47,4 +48,15 @@ if [[ ! -f "$STAMP" || $(cat "$STAMP") != "$want" || ! -d "$PEER/node_modules/oi
     echo "test-deps: npm ci in $PEER"
     (cd "$PEER" && npm ci --no-audit --no-fund --loglevel=error)
     echo "$want" >"$STAMP"
+fi
+
+# The independent SCIM compliance checker (issue 5): PyPI scim2-tester and its scim2-client
+# httpx2 engine, pinned, in an ignored venv (.venv) that tests/it/scim.rs runs.
+SCIM_PINS=(scim2-tester==0.5.2 scim2-client==0.13.2 scim2-models==0.12.3 httpx2==2.16.2)
+SCIM_STAMP=.venv/.storegate-scim-pins
+if [[ ! -x .venv/bin/python || ! -f "$SCIM_STAMP" || $(cat "$SCIM_STAMP") != "${SCIM_PINS[*]}" ]]; then
+    echo "test-deps: installing ${SCIM_PINS[*]} into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check "${SCIM_PINS[@]}"
+    echo "${SCIM_PINS[*]}" >"$SCIM_STAMP"
 fi

@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(patch_group)
                 .delete(delete_group),
         )
+        .route("/.search", post(root_search))
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
@@ -279,6 +280,14 @@ async fn schema(State(state): State<AppState>, Path(id): Path<String>) -> Respon
     by_id(wire::schemas(&base(&state)), &id, "schema")
 }
 
+/// Searching several resource types at once (RFC 7644 §3.4.3 at the root) is not offered.
+async fn root_search() -> Response {
+    error(&ScimError::status(
+        501,
+        "search across resource types is not supported; search /Users or /Groups",
+    ))
+}
+
 async fn not_found() -> Response {
     error(&ScimError::status(404, "no such SCIM endpoint"))
 }
@@ -323,10 +332,21 @@ async fn create(
     )
 }
 
-async fn fetch(state: &AppState, kind: Kind, id: &str, headers: &HeaderMap) -> Response {
+async fn fetch(
+    state: &AppState,
+    kind: Kind,
+    id: &str,
+    headers: &HeaderMap,
+    q: ListQuery,
+) -> Response {
     answer(
         async {
             let v = service(state)?.get(kind, id, &base(state)).await?;
+            let v = crate::provisioning::scim::project(
+                v,
+                q.attributes.as_deref(),
+                q.excluded_attributes.as_deref(),
+            );
             // RFC 7644 §3.14: If-None-Match with the current version answers 304.
             let current = v
                 .pointer("/meta/version")
@@ -448,11 +468,21 @@ async fn create_user(State(s): State<AppState>, h: HeaderMap, a: Ext, body: Byte
 async fn create_group(State(s): State<AppState>, h: HeaderMap, a: Ext, body: Bytes) -> Response {
     create(&s, Kind::Group, &h, &a.0, body).await
 }
-async fn get_user(State(s): State<AppState>, Path(id): Path<String>, h: HeaderMap) -> Response {
-    fetch(&s, Kind::User, &id, &h).await
+async fn get_user(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+    q: Query<ListQuery>,
+) -> Response {
+    fetch(&s, Kind::User, &id, &h, q.0).await
 }
-async fn get_group(State(s): State<AppState>, Path(id): Path<String>, h: HeaderMap) -> Response {
-    fetch(&s, Kind::Group, &id, &h).await
+async fn get_group(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+    q: Query<ListQuery>,
+) -> Response {
+    fetch(&s, Kind::Group, &id, &h, q.0).await
 }
 async fn put_user(
     State(s): State<AppState>,

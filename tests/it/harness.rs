@@ -55,6 +55,8 @@ pub struct Opts {
     pub redis_url: Option<String>,
     /// Extra lines appended to the `[[idp]]` table (e.g. claim mapping).
     pub idp_extra: String,
+    /// Extra TOML appended at the end of the file (e.g. `[scim]`, `[provisioning]`).
+    pub extra: String,
 }
 
 impl Opts {
@@ -65,6 +67,7 @@ impl Opts {
             client_secret: client_secret.to_owned(),
             redis_url: None,
             idp_extra: String::new(),
+            extra: String::new(),
         }
     }
 }
@@ -186,12 +189,15 @@ name = "support-us"
 groups_any = ["bc-support"]
 stores = ["us"]
 role = "support"
+
+{extra}
 "#,
         listen = base.trim_start_matches("http://"),
         issuer = o.issuer,
         client_id = o.client_id,
         client_secret = o.client_secret,
         idp_extra = o.idp_extra,
+        extra = o.extra,
     )
 }
 
@@ -215,8 +221,11 @@ impl Gateway {
             Err(d) => panic!("test config invalid:\n{d}"),
         };
         let (audit, rx) = AuditLog::channel();
-        let state =
-            AppState::build(cfg, std::sync::Arc::new(clock.clone()), audit).expect("build state");
+        let state = AppState::build(cfg, std::sync::Arc::new(clock.clone()), audit)
+            .expect("build state")
+            .with_scim()
+            .await
+            .expect("open SCIM");
         let app = web::router(state);
         let listener = reserved.listener;
         let gw_task = tokio::spawn(async move {

@@ -14,3 +14,4 @@ mod harness;
 mod launch;
 mod oidc_peer;
 mod oidc_refusals;
+mod scim;

@@ -142,6 +142,14 @@ fn lex(input: &str) -> Result<Vec<(usize, Tok)>, FilterError> {
 /// Parses an attribute path such as `userName`, `name.familyName`, `emails.value` or
 /// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value`.
 pub fn parse_attr_path(raw: &str) -> Result<AttrPath, String> {
+    // The whole extension object, addressed by its schema URN.
+    if raw.eq_ignore_ascii_case(super::wire::ENTERPRISE_SCHEMA) {
+        return Ok(AttrPath {
+            urn: None,
+            name: super::wire::ENTERPRISE_SCHEMA.to_owned(),
+            sub: None,
+        });
+    }
     let (urn, rest) = if raw.len() > 4 && raw[..4].eq_ignore_ascii_case("urn:") {
         match raw.rfind(':') {
             Some(i) if i + 1 < raw.len() => (Some(raw[..i].to_owned()), &raw[i + 1..]),
