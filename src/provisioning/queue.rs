@@ -1,7 +1,10 @@
 //! The durable, rate-limit-aware work queue between the plan and BigCommerce.
 //!
-//! - Durable: every pending item lives in one JSON file, rewritten atomically (temporary file +
-//!   rename) whenever a batch completes. A restart reloads it and resumes.
+//! - Durable: pending items live in a JSON snapshot (written atomically: temporary file + rename)
+//!   plus an append-only journal (`PATH.log`) with one line per completed batch; a restart loads
+//!   the snapshot, replays the journal and resumes. The journal is folded into the snapshot every
+//!   [`COMPACT_EVERY`] lines. Replaying is idempotent, and so is redoing an item whose completion
+//!   did not reach the disk (see below), so the journal is not fsynced on every line.
 //! - Batched: up to 10 customers of one account and one kind per call (BIGCOMMERCE.md).
 //! - Rate-limit aware: each account's worker reads `X-Rate-Limit-Requests-Left` and
 //!   `X-Rate-Limit-Time-Reset-Ms` and waits for the window to reset before the quota runs out; a 429
@@ -54,8 +57,19 @@ pub struct Item {
     pub uncertain: bool,
 }
 
+/// Journal lines after which the snapshot is rewritten.
+pub const COMPACT_EVERY: usize = 200;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Journal {
+    done: Vec<u64>,
+    changed: Vec<Item>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct QueueFile {
+    #[serde(skip)]
+    journal_lines: usize,
     next_seq: u64,
     items: Vec<Item>,
 }
@@ -75,6 +89,19 @@ impl Queue {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => QueueFile::default(),
             Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
         };
+        match std::fs::read_to_string(Self::log_path(&path)) {
+            Ok(log) => {
+                for line in log.lines() {
+                    // A torn last line (crash while appending) is ignored: its batch is redone.
+                    let Ok(j) = serde_json::from_str::<Journal>(line) else {
+                        continue;
+                    };
+                    Self::apply(&mut file, &j);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::anyhow!("cannot read the queue journal: {e}")),
+        }
         for it in &mut file.items {
             it.uncertain = true;
         }
@@ -84,11 +111,34 @@ impl Queue {
         })
     }
 
-    async fn persist(&self, file: &QueueFile) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(file)?;
+    fn log_path(path: &std::path::Path) -> PathBuf {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".log");
+        PathBuf::from(p)
+    }
+
+    fn apply(file: &mut QueueFile, j: &Journal) {
+        file.items.retain(|i| !j.done.contains(&i.seq));
+        for c in &j.changed {
+            if let Some(slot) = file.items.iter_mut().find(|i| i.seq == c.seq) {
+                *slot = c.clone();
+            }
+        }
+    }
+
+    /// Rewrites the snapshot, then drops the journal it now contains.
+    async fn persist(&self, file: &mut QueueFile) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(&*file)?;
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || super::scim::store::write_atomic(&path, &bytes))
-            .await??;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            super::scim::store::write_atomic(&path, &bytes)?;
+            match std::fs::remove_file(Self::log_path(&path)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await??;
+        file.journal_lines = 0;
         Ok(())
     }
 
@@ -106,7 +156,7 @@ impl Queue {
                 uncertain: false,
             });
         }
-        self.persist(&f).await
+        self.persist(&mut f).await
     }
 
     pub async fn len(&self) -> usize {
@@ -138,13 +188,28 @@ impl Queue {
     /// Applies the outcome of a batch: `done` items leave, `changed` items are replaced.
     async fn settle(&self, done: &[u64], changed: Vec<Item>) -> anyhow::Result<()> {
         let mut f = self.state.lock().await;
-        f.items.retain(|i| !done.contains(&i.seq));
-        for c in changed {
-            if let Some(slot) = f.items.iter_mut().find(|i| i.seq == c.seq) {
-                *slot = c;
-            }
+        let j = Journal {
+            done: done.to_vec(),
+            changed,
+        };
+        Self::apply(&mut f, &j);
+        if f.journal_lines + 1 >= COMPACT_EVERY {
+            return self.persist(&mut f).await;
         }
-        self.persist(&f).await
+        let mut line = serde_json::to_vec(&j)?;
+        line.push(b'\n');
+        let log = Self::log_path(&self.path);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)?;
+            out.write_all(&line)
+        })
+        .await??;
+        f.journal_lines += 1;
+        Ok(())
     }
 
     async fn accounts(&self) -> Vec<String> {

@@ -14,4 +14,5 @@ mod harness;
 mod launch;
 mod oidc_peer;
 mod oidc_refusals;
+mod reconcile;
 mod scim;
