@@ -57,8 +57,8 @@ async fn simulator(per_window: u32, window_ms: u64) -> (SimHandle, String) {
 }
 
 fn config(sim_base: &str, queue: &std::path::Path, extra: &str) -> Config {
-    let mut t = format!(
-        "public_url = \"http://127.0.0.1:1\"\nallow_insecure_http = true\n[[idp]]\nid = \"nam\"\nprotocol = \"oidc\"\nissuer = \"http://127.0.0.1:9/x\"\nclient_id = \"c\"\nclient_secret = \"s\"\n"
+    let mut t = String::from(
+        "public_url = \"http://127.0.0.1:1\"\nallow_insecure_http = true\n[[idp]]\nid = \"nam\"\nprotocol = \"oidc\"\nissuer = \"http://127.0.0.1:9/x\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
     );
     for h in HASHES {
         t += &format!(

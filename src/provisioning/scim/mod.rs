@@ -291,7 +291,7 @@ impl ScimService {
                 && !k.eq_ignore_ascii_case("id")
                 && !k.eq_ignore_ascii_case("meta")
                 && !k.eq_ignore_ascii_case("schemas")
-                && !(kind == Kind::User && k.eq_ignore_ascii_case("groups"))
+                && (kind != Kind::User || !k.eq_ignore_ascii_case("groups"))
         });
         // Canonical spelling of the attributes this service interprets.
         let canon: &[&str] = match kind {
@@ -512,6 +512,7 @@ impl ScimService {
     }
 
     /// Stores `obj` as the new state of `id`, keeping `created`.
+    #[allow(clippy::too_many_arguments)]
     async fn commit(
         &self,
         data: &mut ScimData,

@@ -41,7 +41,7 @@ fn ne_co_sw_ew_pr() {
     assert!(m(r#"displayName co "ice sm""#));
     assert!(m(r#"displayName sw "ALI""#));
     assert!(m(r#"displayName ew "smith""#));
-    assert!(m("title pr") == false);
+    assert!(!m("title pr"));
     assert!(m("emails pr"));
     assert!(m("name.givenName pr"));
 }
