@@ -3,6 +3,7 @@
 #   - Debian packages: build dependencies (xmlsec, libxml2, OpenSSL, clang for bindgen) and the
 #     programs tests run (xmlsec1, redis-server, wrk, chromium). `apt-get update` only if one is missing.
 #   - pysaml2 (pinned in tests/peers/saml/requirements.txt) in tests/peers/saml/.venv for the SAML tests.
+#   - PyPI scim2-tester (pinned) in .venv, the SCIM compliance checker.
 #   - npm dependencies of the test OpenID provider (tests/peers/oidc-provider), via `npm ci` from the
 #     committed package-lock.json, when node_modules is missing or was installed from another lock file.
 #   - deploy/ checkers (yamllint, kubernetes-validate, check-jsonschema) from PyPI, pinned, into the
@@ -73,4 +74,15 @@ if [[ ! -f "$SAML_STAMP" || $(cat "$SAML_STAMP") != "$want" ]]; then
     python3 -m venv "$SAML_PEER/.venv"
     "$SAML_PEER/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$SAML_PEER/requirements.txt"
     echo "$want" >"$SAML_STAMP"
+fi
+
+# The independent SCIM compliance checker (issue 5): PyPI scim2-tester and its scim2-client
+# httpx2 engine, pinned, in an ignored venv (.venv) that tests/it/scim.rs runs.
+SCIM_PINS=(scim2-tester==0.5.2 scim2-client==0.13.2 scim2-models==0.12.3 httpx2==2.16.2)
+SCIM_STAMP=.venv/.storegate-scim-pins
+if [[ ! -x .venv/bin/python || ! -f "$SCIM_STAMP" || $(cat "$SCIM_STAMP") != "${SCIM_PINS[*]}" ]]; then
+    echo "test-deps: installing ${SCIM_PINS[*]} into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check "${SCIM_PINS[@]}"
+    echo "${SCIM_PINS[*]}" >"$SCIM_STAMP"
 fi

@@ -18,6 +18,10 @@ pub enum EventKind {
     SignIn,
     Launch,
     SignOut,
+    /// A SCIM create, replace, patch or delete (issue 5).
+    ScimChange,
+    /// One reconciler action on a BigCommerce customer (issue 5).
+    Provision,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,6 +63,20 @@ pub struct AuditEvent {
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<u64>,
+    /// Who made a provisioning change (`scim:bearer`, `scim:basic:idm`, `reconcile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// What a provisioning change was made to (`User/{id}`, `customer:{email}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The state before and after a provisioning change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
+    /// The reconcile run a provisioning action belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 impl AuditEvent {
@@ -84,6 +102,11 @@ impl AuditEvent {
             reason: None,
             detail: None,
             customer_id: None,
+            actor: None,
+            target: None,
+            before: None,
+            after: None,
+            run: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod federation;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+pub mod provisioning;
 pub mod redirect;
 pub mod secret;
 pub mod server;

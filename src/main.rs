@@ -41,6 +41,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
+    /// Compare SCIM users and groups + policy with BigCommerce and apply the difference (issue 5).
+    Reconcile {
+        #[arg(short, long, env = "STOREGATE_CONFIG")]
+        config: PathBuf,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print every store with allow/deny and the rule that decided it, for an identity.
     Explain {
         #[arg(short, long, env = "STOREGATE_CONFIG")]
@@ -101,6 +109,17 @@ fn main() -> ExitCode {
         }
         Command::SamlMetadata { config } => saml_metadata(&config),
         Command::Certs { dir, cn, force } => certs(&dir, &cn, force),
+        Command::Reconcile { config, dry_run } => {
+            init_tracing(false);
+            let cfg = match config::load_file(&config) {
+                Ok(c) => c,
+                Err(d) => {
+                    eprint!("{d}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            run(async move { reconcile(cfg, dry_run).await })
+        }
         Command::Demo { listen } => {
             init_tracing(false);
             run(async move { storegate::demo::run(&listen).await })
@@ -180,6 +199,37 @@ fn certs(dir: &std::path::Path, cn: &str, force: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
+    use storegate::provisioning::run::{Reconciler, load_scim, render_plan};
+    let clock = clock();
+    let audit = storegate::server::open_audit(&cfg)?;
+    let data = load_scim(&cfg)?;
+    let now = clock.now();
+    let r = Reconciler::new(std::sync::Arc::new(cfg), audit, clock, Default::default())?;
+    if dry_run {
+        print!("{}", render_plan(&r.plan(&data, now).await?));
+        return Ok(());
+    }
+    let report = r.pass(&data, now).await?;
+    print!("{}", render_plan(&report.plan));
+    println!(
+        "run {}: {} done, {} failed, {} calls, {} rate-limited, {} retried",
+        report.run,
+        report.drain.done,
+        report.drain.failed,
+        report.drain.calls,
+        report.drain.rate_limited,
+        report.drain.retried
+    );
+    if !report.drain.stalled.is_empty() {
+        anyhow::bail!(
+            "BigCommerce kept failing for {:?}; the rest stays queued for the next run",
+            report.drain.stalled
+        );
+    }
+    Ok(())
 }
 
 fn clock() -> SharedClock {

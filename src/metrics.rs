@@ -151,6 +151,8 @@ impl Metrics {
                 "launch"
             }
             EventKind::SignOut => "sign_out",
+            EventKind::ScimChange => "scim_change",
+            EventKind::Provision => "provision",
         };
         let reason = label(ev.reason.as_deref().unwrap_or("unspecified"));
         match ev.outcome {

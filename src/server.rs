@@ -26,7 +26,7 @@ pub async fn serve(cfg: Config, clock: SharedClock) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let public = cfg.public_url.to_string();
-    let state = AppState::build(cfg, clock, audit)?;
+    let state = AppState::build(cfg, clock, audit)?.with_scim().await?;
     tracing::info!(listen = %listener.local_addr()?, public_url = %public, "storegate is serving");
     serve_on(listener, web::router(state), shutdown_signal()).await
 }

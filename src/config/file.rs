@@ -35,6 +35,12 @@ pub struct FileConfig {
     pub stores: Vec<StoreFile>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleFile>,
+    /// SCIM 2.0 service (issue 5).
+    #[serde(default)]
+    pub scim: super::provisioning::ScimFile,
+    /// Desired state, reconciler and work queue (issue 5).
+    #[serde(default)]
+    pub provisioning: super::provisioning::ProvisioningFile,
 }
 
 fn default_listen() -> String {

@@ -5,6 +5,7 @@
 
 pub mod diag;
 pub mod file;
+pub mod provisioning;
 mod validate;
 
 use std::net::SocketAddr;
@@ -34,6 +35,9 @@ pub struct Config {
     pub bigcommerce: Vec<BigCommerceAccount>,
     pub stores: Vec<Store>,
     pub policy: Policy,
+    /// `[scim]`: `None` when SCIM is off.
+    pub scim: Option<provisioning::ScimConfig>,
+    pub provisioning: provisioning::ProvisioningConfig,
 }
 
 #[derive(Debug, Clone)]

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use url::Url;
 
+mod provisioning;
+
 use super::diag::{Diagnostic, LineIndex, Seg, key, render_path};
 use super::file::{BigCommerceFile, ClaimsFile, FileConfig, IdpFile, RuleFile, StoreFile};
 use super::{
@@ -372,6 +374,8 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         stores: stores.iter().map(|s| s.id.clone()).collect(),
         rules,
     };
+    let scim = provisioning::scim(c, &f);
+    let provisioning = provisioning::provisioning(c, &f);
     Some(Config {
         public_url: public_url?,
         listen: listen?,
@@ -386,6 +390,8 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         bigcommerce: accounts,
         stores,
         policy,
+        scim,
+        provisioning,
     })
 }
 

@@ -75,6 +75,25 @@ pub async fn launch(
         },
     };
 
+    // A leaver (deleted, or `active: false` through SCIM) is refused at once, whatever the
+    // session or the policy says; the reconciler locks their BigCommerce customers separately.
+    if let Some(scim) = &state.scim
+        && scim
+            .is_deprovisioned(&identity.subject, identity.email.as_deref())
+            .await
+    {
+        let mut ev = audit(Outcome::Deny);
+        ev.rule = Some("deprovisioned".into());
+        ev.reason = Some("deprovisioned".into());
+        state.audit.record(ev);
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "No access to this store",
+            "Your account has been disabled by your organisation's identity management.",
+            &rid,
+        ));
+    }
+
     let decision = match state
         .config
         .policy

@@ -10,6 +10,7 @@ pub mod login;
 pub mod portal;
 pub mod ratelimit;
 pub mod saml;
+pub mod scim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// The SAML service provider and its IdPs, when `[saml]` is configured.
     pub saml: Option<Arc<saml::SamlState>>,
+    /// The SCIM service (issue 5), when `[scim]` is enabled; opened by [`AppState::with_scim`].
+    pub scim: Option<Arc<crate::provisioning::scim::ScimService>>,
 }
 
 impl AppState {
@@ -107,6 +110,7 @@ impl AppState {
             audit,
             sessions: Arc::new(sessions),
             metrics,
+            scim: None,
         })
     }
 }
@@ -203,6 +207,10 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             sign_in_limit,
             ratelimit::limit,
         ));
+    let scim_routes = match state.config.scim {
+        Some(_) => Router::new().nest("/scim/v2", scim::router(state.clone())),
+        None => Router::new(),
+    };
     let app = Router::new()
         .route("/", get(portal::portal))
         .merge(sign_in)
@@ -216,6 +224,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/static/style.css", get(style))
         .with_state(state)
+        .merge(scim_routes)
         .merge(extra)
         .layer(sessions)
         .layer(axum::middleware::from_fn(session_save_failed_page));

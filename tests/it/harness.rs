@@ -280,8 +280,11 @@ impl Gateway {
             Err(d) => panic!("test config invalid:\n{d}"),
         };
         let (audit, rx) = AuditLog::channel();
-        let state =
-            AppState::build(cfg, std::sync::Arc::new(clock.clone()), audit).expect("build state");
+        let state = AppState::build(cfg, std::sync::Arc::new(clock.clone()), audit)
+            .expect("build state")
+            .with_scim()
+            .await
+            .expect("open SCIM");
         let app = web::router(state);
         let listener = reserved.listener;
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

@@ -16,6 +16,8 @@ mod launch;
 mod metrics;
 mod oidc_peer;
 mod oidc_refusals;
+mod reconcile;
 mod redis_tls_acl;
 mod replicas;
 mod saml;
+mod scim;

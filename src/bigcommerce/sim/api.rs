@@ -449,8 +449,16 @@ async fn update_customers(
     if !errors.is_empty() {
         return invalid("Unable to update customers: the input is invalid", errors);
     }
-    for c in &updated {
+    for (c, item) in updated.iter().zip(items.iter()) {
         store.customers.insert(c.id, c.clone());
+        // Write-only: BigCommerce never returns it; the simulator only counts changes.
+        if item
+            .pointer("/authentication/new_password")
+            .and_then(Value::as_str)
+            .is_some_and(|p| p.len() >= 7)
+        {
+            *store.password_changes.entry(c.id).or_default() += 1;
+        }
     }
     axum::Json(json!({ "data": updated, "meta": {} })).into_response()
 }

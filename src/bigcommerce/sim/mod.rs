@@ -178,6 +178,17 @@ impl SimHandle {
         }))
     }
 
+    /// How often a customer's password was set through `authentication.new_password`.
+    pub fn password_changes(&self, store_hash: &str, customer_id: u64) -> u32 {
+        self.0
+            .state
+            .lock()
+            .stores
+            .get(store_hash)
+            .and_then(|s| s.password_changes.get(&customer_id).copied())
+            .unwrap_or(0)
+    }
+
     pub fn accepted_logins(&self) -> Vec<AcceptedLogin> {
         self.0.state.lock().accepted.clone()
     }

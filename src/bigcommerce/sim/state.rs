@@ -69,6 +69,8 @@ pub(super) struct StoreData {
     pub window_start: Instant,
     pub used_in_window: u32,
     pub api_calls: u64,
+    /// Customer id -> how often `authentication.new_password` was set (the value is not kept).
+    pub password_changes: HashMap<u64, u32>,
 }
 
 impl StoreData {
@@ -82,6 +84,7 @@ impl StoreData {
             window_start: Instant::now(),
             used_in_window: 0,
             api_calls: 0,
+            password_changes: HashMap::new(),
         }
     }
 

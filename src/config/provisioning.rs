@@ -1,0 +1,104 @@
+//! `[scim]` and `[provisioning]`: the file shape and the validated values (issue 5).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ScimFile {
+    /// Serve SCIM 2.0 under `/scim/v2`. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Bearer token Identity Manager / Governance send (`Authorization: Bearer ...`); a literal,
+    /// better a `${ENV}` reference, or `bearer_token_file`.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    /// HTTP Basic user (alternative or addition to the bearer token).
+    #[serde(default)]
+    pub basic_user: Option<String>,
+    #[serde(default)]
+    pub basic_password: Option<String>,
+    #[serde(default)]
+    pub basic_password_file: Option<String>,
+    /// `"file:DIR"` (default `file:scim-data`, relative to the working directory) or `"memory"`.
+    #[serde(default)]
+    pub store: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ProvisioningFile {
+    /// How a leaver (deleted, or `active: false`) is deprovisioned: `"restrict"` (default: locked
+    /// customer group, channels cut to the origin channel, random password) or `"delete"`.
+    #[serde(default)]
+    pub deprovision: Option<String>,
+    /// Customer group leavers are moved to (created if missing). Default `"Locked"`.
+    #[serde(default)]
+    pub locked_customer_group: Option<String>,
+    /// How often `serve` runs a reconcile pass. Default 15m; "0s" turns the schedule off.
+    #[serde(default)]
+    pub reconcile_interval: Option<String>,
+    /// The durable work queue and the record of provisioned customers: `"file:PATH"`.
+    /// Default `file:provisioning-queue.json`.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The IdP whose subjects SCIM users carry. Default: the first `[[idp]]`.
+    #[serde(default)]
+    pub idp: Option<String>,
+    /// Which SCIM attribute holds that IdP's subject: `"externalId"` (default; `userName` when a
+    /// user has none) or `"userName"`.
+    #[serde(default)]
+    pub subject_attribute: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ScimStorage {
+    File(PathBuf),
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScimConfig {
+    pub bearer_token: Option<Secret>,
+    pub basic: Option<(String, Secret)>,
+    pub store: ScimStorage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deprovision {
+    Restrict,
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectAttribute {
+    ExternalId,
+    UserName,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProvisioningConfig {
+    pub deprovision: Deprovision,
+    pub locked_customer_group: String,
+    pub reconcile_interval: Option<Duration>,
+    pub queue: PathBuf,
+    pub idp: Option<String>,
+    pub subject_attribute: SubjectAttribute,
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        ProvisioningConfig {
+            deprovision: Deprovision::Restrict,
+            locked_customer_group: "Locked".into(),
+            reconcile_interval: Some(Duration::from_secs(15 * 60)),
+            queue: PathBuf::from("provisioning-queue.json"),
+            idp: None,
+            subject_attribute: SubjectAttribute::ExternalId,
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Desired state and plan: pure functions, no I/O.
+//!
+//! Desired state = SCIM users and groups + the policy, at a given time: for every active user, the
+//! stores the policy grants them (their SCIM groups' displayNames are their groups), folded per
+//! BigCommerce account into one customer (channels, customer group, names, IdP subject).
+//! Actual state = the account's customers with the emails in question. The plan is what makes
+//! actual equal desired:
+//! - joiner: create the customer (then record the IdP subject);
+//! - changed names, channels or group: update;
+//! - mover: a customer on an account the user no longer has any store of is deprovisioned there;
+//! - leaver (`active: false`, or deleted — a tombstone): deprovisioned on every account.
+//!
+//! Deprovisioning (BigCommerce has no active flag): `restrict` moves the customer to the locked
+//! group, cuts `channel_ids` to its origin channel (an empty list is invalid) and sets a random
+//! password; `delete` deletes the customer. The gateway refuses the launch independently.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::scim::{ScimData, user_active, user_emails};
+use crate::bigcommerce::api::Customer;
+use crate::clock::UnixTime;
+use crate::config::Config;
+use crate::config::provisioning::{Deprovision, SubjectAttribute};
+use crate::identity::{AuthContext, Identity, IdpId};
+use crate::policy::CustomerGroupRef;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredCustomer {
+    pub account: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// Sorted, never empty.
+    pub channel_ids: Vec<u64>,
+    pub group: Option<CustomerGroupRef>,
+    /// `{idp}:{subject}`, as the launch path records it.
+    pub subject: String,
+}
+
+/// Everything the plan needs to know about who should have what.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    pub customers: Vec<DesiredCustomer>,
+    /// Emails (lower-case) of people who must have no customer on any account.
+    pub leavers: Vec<String>,
+}
+
+fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+    v.pointer(ptr)
+        .and_then(Value::as_str)
+        .filter(|x| !x.trim().is_empty())
+}
+
+/// The identity a SCIM user stands for, as the policy sees it.
+pub fn identity_of(cfg: &Config, data: &ScimData, id: &str, user: &Value) -> Option<Identity> {
+    let idp = cfg
+        .provisioning
+        .idp
+        .clone()
+        .or_else(|| cfg.idps.first().map(|i| i.id.to_string()))?;
+    let subject = match cfg.provisioning.subject_attribute {
+        SubjectAttribute::ExternalId => s(user, "/externalId").or(s(user, "/userName")),
+        SubjectAttribute::UserName => s(user, "/userName"),
+    }?;
+    let email = user_emails(user).into_iter().next();
+    let mut attributes = BTreeMap::new();
+    if let Some(ext) = user
+        .get(super::scim::wire::ENTERPRISE_SCHEMA)
+        .and_then(Value::as_object)
+    {
+        for (k, v) in ext {
+            if let Some(t) = v.as_str() {
+                attributes.insert(k.clone(), vec![t.to_owned()]);
+            }
+        }
+    }
+    Some(Identity {
+        subject: subject.to_owned(),
+        idp: IdpId::new(idp),
+        email,
+        given_name: s(user, "/name/givenName").map(str::to_owned),
+        family_name: s(user, "/name/familyName").map(str::to_owned),
+        name: s(user, "/displayName").map(str::to_owned),
+        groups: data.group_names_of(id),
+        roles: Vec::new(),
+        attributes,
+        auth: AuthContext::default(),
+        signed_in_at: 0,
+    })
+}
+
+/// Desired state from SCIM data and the policy at `now`.
+pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
+    let mut out = Desired::default();
+    let mut active_emails = std::collections::HashSet::new();
+    for (id, user) in &data.users {
+        let emails: Vec<String> = user_emails(user).iter().map(|e| e.to_lowercase()).collect();
+        if !user_active(user) {
+            out.leavers.extend(emails);
+            continue;
+        }
+        let Some(identity) = identity_of(cfg, data, id, user) else {
+            continue;
+        };
+        let Some(email) = identity.email.clone() else {
+            continue;
+        };
+        active_emails.insert(email.to_lowercase());
+        let mut per_account: BTreeMap<String, (Vec<u64>, Option<CustomerGroupRef>)> =
+            BTreeMap::new();
+        for grant in cfg.policy.grants(&identity, now) {
+            let Some(store) = cfg.store(&grant.store) else {
+                continue;
+            };
+            let e = per_account
+                .entry(store.account.clone())
+                .or_insert((Vec::new(), None));
+            e.0.push(store.channel_id);
+            // The first granted store (portal order) decides the group, as at launch.
+            if e.1.is_none() {
+                e.1 = grant.customer_group.clone();
+            }
+        }
+        let local = email.split('@').next().unwrap_or(&email).to_owned();
+        for (account, (mut channels, group)) in per_account {
+            channels.sort_unstable();
+            channels.dedup();
+            out.customers.push(DesiredCustomer {
+                account,
+                email: email.clone(),
+                first_name: identity.given_name.clone().unwrap_or_else(|| local.clone()),
+                last_name: identity.family_name.clone().unwrap_or_else(|| "-".into()),
+                channel_ids: channels,
+                group,
+                subject: format!("{}:{}", identity.idp, identity.subject),
+            });
+        }
+    }
+    for t in data.tombstones.values() {
+        out.leavers
+            .extend(user_emails(t).iter().map(|e| e.to_lowercase()));
+    }
+    // A rehire (active again under the same address) is not a leaver.
+    out.leavers.retain(|e| !active_emails.contains(e));
+    out.leavers.sort();
+    out.leavers.dedup();
+    out
+}
+
+/// The fields the reconciler manages on a customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerState {
+    pub first_name: String,
+    pub last_name: String,
+    pub channel_ids: Option<Vec<u64>>,
+    pub customer_group_id: u64,
+}
+
+impl From<&Customer> for CustomerState {
+    fn from(c: &Customer) -> Self {
+        CustomerState {
+            first_name: c.first_name.clone(),
+            last_name: c.last_name.clone(),
+            channel_ids: c.channel_ids.clone(),
+            customer_group_id: c.customer_group_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Create {
+        customer: DesiredCustomer,
+        group_id: Option<u64>,
+    },
+    Update {
+        account: String,
+        id: u64,
+        email: String,
+        before: CustomerState,
+        after: CustomerState,
+    },
+    /// Restrict: locked group, origin channel only, random password.
+    Restrict {
+        account: String,
+        id: u64,
+        email: String,
+        before: CustomerState,
+        after: CustomerState,
+    },
+    Delete {
+        account: String,
+        id: u64,
+        email: String,
+        before: CustomerState,
+    },
+}
+
+impl Action {
+    pub fn account(&self) -> &str {
+        match self {
+            Action::Create { customer, .. } => &customer.account,
+            Action::Update { account, .. }
+            | Action::Restrict { account, .. }
+            | Action::Delete { account, .. } => account,
+        }
+    }
+    pub fn email(&self) -> &str {
+        match self {
+            Action::Create { customer, .. } => &customer.email,
+            Action::Update { email, .. }
+            | Action::Restrict { email, .. }
+            | Action::Delete { email, .. } => email,
+        }
+    }
+}
+
+/// What each account's customers look like, keyed by lower-case email.
+pub type Actual = HashMap<String, HashMap<String, Customer>>;
+
+/// Group ids already resolved per account: named groups and the locked group.
+#[derive(Debug, Clone, Default)]
+pub struct GroupIds {
+    pub named: HashMap<(String, String), u64>,
+    pub locked: HashMap<String, u64>,
+}
+
+impl GroupIds {
+    fn resolve(&self, account: &str, g: &Option<CustomerGroupRef>) -> Option<u64> {
+        match g {
+            None => None,
+            Some(CustomerGroupRef::Id(id)) => Some(*id),
+            Some(CustomerGroupRef::Name(n)) => {
+                self.named.get(&(account.to_owned(), n.clone())).copied()
+            }
+        }
+    }
+}
+
+/// The plan: desired vs actual. `accounts` lists every configured account.
+pub fn plan(
+    desired: &Desired,
+    actual: &Actual,
+    groups: &GroupIds,
+    accounts: &[String],
+    mode: Deprovision,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let mut wanted: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    let empty = HashMap::new();
+    for d in &desired.customers {
+        let email = d.email.to_lowercase();
+        wanted.insert((d.account.clone(), email.clone()));
+        let group_id = groups.resolve(&d.account, &d.group);
+        match actual.get(&d.account).unwrap_or(&empty).get(&email) {
+            None => actions.push(Action::Create {
+                customer: d.clone(),
+                group_id,
+            }),
+            Some(c) => {
+                let before = CustomerState::from(c);
+                let after = CustomerState {
+                    first_name: d.first_name.clone(),
+                    last_name: d.last_name.clone(),
+                    channel_ids: Some(d.channel_ids.clone()),
+                    customer_group_id: group_id.unwrap_or(c.customer_group_id),
+                };
+                if before != after {
+                    actions.push(Action::Update {
+                        account: d.account.clone(),
+                        id: c.id,
+                        email,
+                        before,
+                        after,
+                    });
+                }
+            }
+        }
+    }
+    // Movers lose accounts they no longer qualify for; leavers lose every account.
+    let movers = desired.customers.iter().map(|d| d.email.to_lowercase());
+    let mut people: Vec<String> = movers.chain(desired.leavers.iter().cloned()).collect();
+    people.sort();
+    people.dedup();
+    for account in accounts {
+        let have = actual.get(account).unwrap_or(&empty);
+        for email in &people {
+            if wanted.contains(&(account.clone(), email.clone())) {
+                continue;
+            }
+            let Some(c) = have.get(email) else { continue };
+            let before = CustomerState::from(c);
+            match mode {
+                Deprovision::Delete => actions.push(Action::Delete {
+                    account: account.clone(),
+                    id: c.id,
+                    email: email.clone(),
+                    before,
+                }),
+                Deprovision::Restrict => {
+                    let locked = groups
+                        .locked
+                        .get(account)
+                        .copied()
+                        .unwrap_or(c.customer_group_id);
+                    let origin = c
+                        .origin_channel_id
+                        .or_else(|| c.channel_ids.as_ref().and_then(|v| v.first().copied()))
+                        .unwrap_or(1);
+                    let after = CustomerState {
+                        channel_ids: Some(vec![origin]),
+                        customer_group_id: locked,
+                        ..before.clone()
+                    };
+                    // Already locked: nothing to do (the password is not re-randomised every pass).
+                    if before != after {
+                        actions.push(Action::Restrict {
+                            account: account.clone(),
+                            id: c.id,
+                            email: email.clone(),
+                            before,
+                            after,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,754 @@
+//! The SCIM 2.0 service (RFC 7643, RFC 7644) Identity Manager pushes users and groups to and
+//! Identity Governance collects them from. No HTTP here: `web::scim` unpacks requests and calls
+//! [`ScimService`]; [`ScimError`] is translated to a SCIM error body there, once.
+//!
+//! Resources are JSON objects kept in memory and written through a [`store::ScimStore`] before
+//! any change is acknowledged. Every write gets a new `meta.version` (a weak ETag) and is checked
+//! against `If-Match` when the client sends one (RFC 7644 §3.14).
+
+pub mod filter;
+pub mod patch;
+pub mod store;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::Mutex;
+
+use crate::clock::{SharedClock, UnixTime};
+use store::{Kind, ScimStore};
+use wire::{
+    ENTERPRISE_SCHEMA, GROUP_SCHEMA, ListQuery, ListResponse, MAX_PAGE, PatchRequest, ScimType,
+    USER_SCHEMA,
+};
+
+/// A SCIM failure, with the HTTP status and `scimType` the client is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {detail}")]
+pub struct ScimError {
+    pub status: u16,
+    pub scim_type: Option<ScimType>,
+    pub detail: String,
+}
+
+impl ScimError {
+    pub fn bad(scim_type: ScimType, detail: impl Into<String>) -> Self {
+        ScimError {
+            status: 400,
+            scim_type: Some(scim_type),
+            detail: detail.into(),
+        }
+    }
+    pub fn not_found(kind: Kind, id: &str) -> Self {
+        ScimError {
+            status: 404,
+            scim_type: None,
+            detail: format!("{} {id} not found", kind_name(kind)),
+        }
+    }
+    pub fn status(status: u16, detail: impl Into<String>) -> Self {
+        ScimError {
+            status,
+            scim_type: None,
+            detail: detail.into(),
+        }
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::User => "User",
+        Kind::Group => "Group",
+        Kind::Tombstone => "Tombstone",
+    }
+}
+
+fn endpoint(kind: Kind) -> &'static str {
+    match kind {
+        Kind::User => "Users",
+        Kind::Group => "Groups",
+        Kind::Tombstone => "Tombstones",
+    }
+}
+
+/// Everything the service holds; the reconciler reads a copy.
+#[derive(Debug, Clone, Default)]
+pub struct ScimData {
+    pub users: BTreeMap<String, Value>,
+    pub groups: BTreeMap<String, Value>,
+    /// Deleted users (`id`, `userName`, `externalId`, `emails`): their sign-in stays refused.
+    pub tombstones: BTreeMap<String, Value>,
+}
+
+impl ScimData {
+    pub fn from_resources(items: Vec<(Kind, Value)>) -> Self {
+        let mut d = ScimData::default();
+        for (kind, v) in items {
+            let Some(id) = v.get("id").and_then(Value::as_str).map(str::to_owned) else {
+                continue;
+            };
+            match kind {
+                Kind::User => d.users.insert(id, v),
+                Kind::Group => d.groups.insert(id, v),
+                Kind::Tombstone => d.tombstones.insert(id, v),
+            };
+        }
+        d
+    }
+
+    fn map(&self, kind: Kind) -> &BTreeMap<String, Value> {
+        match kind {
+            Kind::User => &self.users,
+            Kind::Group => &self.groups,
+            Kind::Tombstone => &self.tombstones,
+        }
+    }
+
+    fn map_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Value> {
+        match kind {
+            Kind::User => &mut self.users,
+            Kind::Group => &mut self.groups,
+            Kind::Tombstone => &mut self.tombstones,
+        }
+    }
+
+    /// Display names of the groups `user_id` is a member of.
+    pub fn group_names_of(&self, user_id: &str) -> Vec<String> {
+        self.groups
+            .values()
+            .filter(|g| is_member(g, user_id))
+            .filter_map(|g| {
+                g.get("displayName")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// Whether a person signing in with this IdP subject and email was disabled or deleted through
+    /// SCIM. A matching active user (a rehire) wins over a disabled one or a tombstone.
+    pub fn is_deprovisioned(&self, subject: &str, email: Option<&str>) -> bool {
+        let matches = |v: &Value| person_matches(v, subject, email);
+        if self.users.values().any(|u| matches(u) && user_active(u)) {
+            return false;
+        }
+        self.users.values().any(|u| matches(u) && !user_active(u))
+            || self.tombstones.values().any(matches)
+    }
+}
+
+fn is_member(group: &Value, user_id: &str) -> bool {
+    group
+        .get("members")
+        .and_then(Value::as_array)
+        .is_some_and(|m| {
+            m.iter()
+                .any(|x| x.get("value").and_then(Value::as_str) == Some(user_id))
+        })
+}
+
+/// `active` defaults to true when absent (RFC 7643 leaves it to the service provider).
+pub fn user_active(u: &Value) -> bool {
+    u.get("active").and_then(Value::as_bool).unwrap_or(true)
+}
+
+/// Every email of a user (and `userName` when it is an address).
+pub fn user_emails(u: &Value) -> Vec<String> {
+    let mut out: Vec<String> = u
+        .get("emails")
+        .and_then(Value::as_array)
+        .map(|a| {
+            let mut v: Vec<&Value> = a.iter().collect();
+            // The primary address first.
+            v.sort_by_key(|e| !e.get("primary").and_then(Value::as_bool).unwrap_or(false));
+            v.into_iter()
+                .filter_map(|e| e.get("value").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(n) = u.get("userName").and_then(Value::as_str)
+        && n.contains('@')
+    {
+        out.push(n.to_owned());
+    }
+    out
+}
+
+fn person_matches(v: &Value, subject: &str, email: Option<&str>) -> bool {
+    let s = |k: &str| v.get(k).and_then(Value::as_str);
+    s("externalId") == Some(subject)
+        || s("userName").is_some_and(|n| n.eq_ignore_ascii_case(subject))
+        || email.is_some_and(|e| user_emails(v).iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+fn rfc3339(t: UnixTime) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn new_version() -> String {
+    format!("W/\"{}\"", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// What changed, for the audit trail: resource type, id, userName/displayName, before and after.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub kind: Kind,
+    pub id: String,
+    pub name: String,
+    pub action: &'static str,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+pub struct ScimService {
+    data: Mutex<ScimData>,
+    store: Arc<dyn ScimStore>,
+    clock: SharedClock,
+}
+
+impl ScimService {
+    /// Loads every stored resource.
+    pub async fn open(
+        store: Arc<dyn ScimStore>,
+        clock: SharedClock,
+    ) -> Result<Self, store::StoreError> {
+        let data = ScimData::from_resources(store.load().await?);
+        Ok(ScimService {
+            data: Mutex::new(data),
+            store,
+            clock,
+        })
+    }
+
+    pub async fn snapshot(&self) -> ScimData {
+        self.data.lock().await.clone()
+    }
+
+    pub async fn is_deprovisioned(&self, subject: &str, email: Option<&str>) -> bool {
+        self.data.lock().await.is_deprovisioned(subject, email)
+    }
+
+    /// The resource as the client sees it: `meta.location`, and a user's `groups`.
+    fn render(data: &ScimData, kind: Kind, stored: &Value, base: &str) -> Value {
+        let mut v = stored.clone();
+        let id = stored
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(meta) = v.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.insert(
+                "location".into(),
+                json!(format!("{base}/{}/{id}", endpoint(kind))),
+            );
+        }
+        if kind == Kind::User {
+            let groups: Vec<Value> = data
+                .groups
+                .iter()
+                .filter(|(_, g)| is_member(g, &id))
+                .map(|(gid, g)| {
+                    json!({
+                        "value": gid,
+                        "$ref": format!("{base}/Groups/{gid}"),
+                        "display": g.get("displayName").cloned().unwrap_or(Value::Null),
+                    })
+                })
+                .collect();
+            if !groups.is_empty()
+                && let Some(o) = v.as_object_mut()
+            {
+                o.insert("groups".into(), Value::Array(groups));
+            }
+        }
+        v
+    }
+
+    /// Validates and normalises a client's representation (drops read-only and null attributes,
+    /// sets `schemas`, coerces `active`).
+    fn prepare(
+        data: &ScimData,
+        kind: Kind,
+        body: Value,
+        own_id: Option<&str>,
+    ) -> Result<Map<String, Value>, ScimError> {
+        let Value::Object(mut obj) = body else {
+            return Err(ScimError::bad(
+                ScimType::InvalidSyntax,
+                "the body must be a JSON object",
+            ));
+        };
+        obj.retain(|k, v| {
+            !v.is_null()
+                && !k.eq_ignore_ascii_case("id")
+                && !k.eq_ignore_ascii_case("meta")
+                && !k.eq_ignore_ascii_case("schemas")
+                && (kind != Kind::User || !k.eq_ignore_ascii_case("groups"))
+        });
+        // Canonical spelling of the attributes this service interprets.
+        let canon: &[&str] = match kind {
+            Kind::User => &[
+                "userName",
+                "externalId",
+                "active",
+                "emails",
+                "name",
+                "displayName",
+                ENTERPRISE_SCHEMA,
+            ],
+            _ => &["displayName", "externalId", "members"],
+        };
+        for c in canon {
+            if let Some(k) = obj
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case(c) && k.as_str() != *c)
+                .cloned()
+                && let Some(v) = obj.remove(&k)
+            {
+                obj.insert((*c).to_owned(), v);
+            }
+        }
+        let mut schemas = vec![json!(if kind == Kind::User {
+            USER_SCHEMA
+        } else {
+            GROUP_SCHEMA
+        })];
+        match kind {
+            Kind::User => {
+                let user_name = obj
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+                    .unwrap_or_default();
+                if user_name.is_empty() {
+                    return Err(ScimError::bad(
+                        ScimType::InvalidValue,
+                        "userName is required",
+                    ));
+                }
+                let clash = data.users.iter().any(|(id, u)| {
+                    Some(id.as_str()) != own_id
+                        && u.get("userName")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
+                });
+                if clash {
+                    return Err(ScimError {
+                        status: 409,
+                        scim_type: Some(ScimType::Uniqueness),
+                        detail: format!("userName \"{user_name}\" is already taken"),
+                    });
+                }
+                match obj.get("active") {
+                    None | Some(Value::Bool(_)) => {}
+                    // Some clients send "True"/"False" as strings.
+                    Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => {
+                        obj.insert("active".into(), Value::Bool(true));
+                    }
+                    Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => {
+                        obj.insert("active".into(), Value::Bool(false));
+                    }
+                    Some(_) => {
+                        return Err(ScimError::bad(
+                            ScimType::InvalidValue,
+                            "active must be a boolean",
+                        ));
+                    }
+                }
+                if let Some(e) = obj.get("emails")
+                    && !e.is_array()
+                {
+                    return Err(ScimError::bad(
+                        ScimType::InvalidValue,
+                        "emails must be an array",
+                    ));
+                }
+                if obj.get(ENTERPRISE_SCHEMA).is_some_and(|e| !e.is_object()) {
+                    return Err(ScimError::bad(
+                        ScimType::InvalidValue,
+                        "the enterprise extension must be an object",
+                    ));
+                }
+                if obj.contains_key(ENTERPRISE_SCHEMA) {
+                    schemas.push(json!(ENTERPRISE_SCHEMA));
+                }
+            }
+            _ => {
+                let name = obj
+                    .get("displayName")
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+                    .unwrap_or_default();
+                if name.is_empty() {
+                    return Err(ScimError::bad(
+                        ScimType::InvalidValue,
+                        "displayName is required",
+                    ));
+                }
+                if let Some(m) = obj.get_mut("members") {
+                    let Value::Array(items) = m else {
+                        return Err(ScimError::bad(
+                            ScimType::InvalidValue,
+                            "members must be an array",
+                        ));
+                    };
+                    let mut seen = std::collections::HashSet::new();
+                    for it in items.iter() {
+                        if it.get("value").and_then(Value::as_str).is_none() {
+                            return Err(ScimError::bad(
+                                ScimType::InvalidValue,
+                                "every member needs a value",
+                            ));
+                        }
+                    }
+                    items.retain(|it| {
+                        seen.insert(
+                            it.get("value")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                        )
+                    });
+                    if items.is_empty() {
+                        obj.remove("members");
+                    }
+                }
+            }
+        }
+        obj.insert("schemas".into(), Value::Array(schemas));
+        Ok(obj)
+    }
+
+    fn check_version(stored: &Value, if_match: Option<&str>) -> Result<(), ScimError> {
+        let Some(want) = if_match.map(str::trim) else {
+            return Ok(());
+        };
+        if want == "*" {
+            return Ok(());
+        }
+        let have = stored
+            .pointer("/meta/version")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        // Weak comparison (RFC 9110 §8.8.3.2): W/ prefixes do not count.
+        let strip = |s: &str| s.trim().trim_start_matches("W/").to_owned();
+        if want.split(',').any(|w| strip(w) == strip(have)) {
+            Ok(())
+        } else {
+            Err(ScimError::status(
+                412,
+                "the resource changed since the version in If-Match",
+            ))
+        }
+    }
+
+    fn name_of(kind: Kind, v: &Value) -> String {
+        let k = if kind == Kind::User {
+            "userName"
+        } else {
+            "displayName"
+        };
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub async fn create(
+        &self,
+        kind: Kind,
+        body: Value,
+        base: &str,
+    ) -> Result<(Value, Change), ScimError> {
+        let mut data = self.data.lock().await;
+        let mut obj = Self::prepare(&data, kind, body, None)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = rfc3339(self.clock.now());
+        obj.insert("id".into(), json!(id));
+        obj.insert(
+            "meta".into(),
+            json!({ "resourceType": kind_name(kind), "created": now, "lastModified": now, "version": new_version() }),
+        );
+        let v = Value::Object(obj);
+        self.persist(kind, &id, Some(&v)).await?;
+        data.map_mut(kind).insert(id.clone(), v.clone());
+        let change = Change {
+            kind,
+            id,
+            name: Self::name_of(kind, &v),
+            action: "create",
+            before: None,
+            after: Some(v.clone()),
+        };
+        Ok((Self::render(&data, kind, &v, base), change))
+    }
+
+    pub async fn get(&self, kind: Kind, id: &str, base: &str) -> Result<Value, ScimError> {
+        let data = self.data.lock().await;
+        let v = data
+            .map(kind)
+            .get(id)
+            .ok_or_else(|| ScimError::not_found(kind, id))?;
+        Ok(Self::render(&data, kind, v, base))
+    }
+
+    async fn persist(&self, kind: Kind, id: &str, v: Option<&Value>) -> Result<(), ScimError> {
+        let r = match v {
+            Some(v) => self.store.put(kind, id, v).await,
+            None => self.store.delete(kind, id).await,
+        };
+        r.map_err(|e| {
+            tracing::error!(error = %e, "SCIM store write failed");
+            ScimError::status(503, "the change could not be stored; retry later")
+        })
+    }
+
+    /// Stores `obj` as the new state of `id`, keeping `created`.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &self,
+        data: &mut ScimData,
+        kind: Kind,
+        id: &str,
+        before: Value,
+        mut obj: Map<String, Value>,
+        action: &'static str,
+        base: &str,
+    ) -> Result<(Value, Change), ScimError> {
+        let created = before
+            .pointer("/meta/created")
+            .cloned()
+            .unwrap_or(Value::Null);
+        obj.insert("id".into(), json!(id));
+        obj.insert(
+            "meta".into(),
+            json!({ "resourceType": kind_name(kind), "created": created, "lastModified": rfc3339(self.clock.now()), "version": new_version() }),
+        );
+        let v = Value::Object(obj);
+        self.persist(kind, id, Some(&v)).await?;
+        data.map_mut(kind).insert(id.to_owned(), v.clone());
+        let change = Change {
+            kind,
+            id: id.to_owned(),
+            name: Self::name_of(kind, &v),
+            action,
+            before: Some(before),
+            after: Some(v.clone()),
+        };
+        Ok((Self::render(data, kind, &v, base), change))
+    }
+
+    pub async fn replace(
+        &self,
+        kind: Kind,
+        id: &str,
+        body: Value,
+        if_match: Option<&str>,
+        base: &str,
+    ) -> Result<(Value, Change), ScimError> {
+        let mut data = self.data.lock().await;
+        let before = data
+            .map(kind)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ScimError::not_found(kind, id))?;
+        Self::check_version(&before, if_match)?;
+        let obj = Self::prepare(&data, kind, body, Some(id))?;
+        self.commit(&mut data, kind, id, before, obj, "replace", base)
+            .await
+    }
+
+    pub async fn patch(
+        &self,
+        kind: Kind,
+        id: &str,
+        req: PatchRequest,
+        if_match: Option<&str>,
+        base: &str,
+    ) -> Result<(Value, Change), ScimError> {
+        if !req.schemas.is_empty() && !req.schemas.iter().any(|s| s == wire::PATCH_SCHEMA) {
+            return Err(ScimError::bad(
+                ScimType::InvalidSyntax,
+                "schemas must name the PatchOp message",
+            ));
+        }
+        let mut data = self.data.lock().await;
+        let before = data
+            .map(kind)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ScimError::not_found(kind, id))?;
+        Self::check_version(&before, if_match)?;
+        let mut work = before.clone();
+        let readonly: &[&str] = if kind == Kind::User { &["groups"] } else { &[] };
+        for op in &req.operations {
+            patch::apply(&mut work, op, readonly)?;
+        }
+        let obj = Self::prepare(&data, kind, work, Some(id))?;
+        self.commit(&mut data, kind, id, before, obj, "patch", base)
+            .await
+    }
+
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<Change, ScimError> {
+        let mut data = self.data.lock().await;
+        let before = data
+            .map(kind)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ScimError::not_found(kind, id))?;
+        Self::check_version(&before, if_match)?;
+        if kind == Kind::User {
+            // Keep what refuses the leaver's sign-in and finds their customers, before deleting.
+            let mut t = Map::new();
+            for k in ["id", "userName", "externalId", "emails", "name"] {
+                if let Some(v) = before.get(k) {
+                    t.insert(k.into(), v.clone());
+                }
+            }
+            t.insert("deleted".into(), json!(rfc3339(self.clock.now())));
+            let t = Value::Object(t);
+            self.persist(Kind::Tombstone, id, Some(&t)).await?;
+            data.tombstones.insert(id.to_owned(), t);
+            // RFC 7644 §3.6: the user disappears from every group.
+            let touched: Vec<String> = data
+                .groups
+                .iter()
+                .filter(|(_, g)| is_member(g, id))
+                .map(|(gid, _)| gid.clone())
+                .collect();
+            for gid in touched {
+                let Some(mut g) = data.groups.get(&gid).cloned() else {
+                    continue;
+                };
+                let emptied = match g.get_mut("members").and_then(Value::as_array_mut) {
+                    Some(m) => {
+                        m.retain(|x| x.get("value").and_then(Value::as_str) != Some(id));
+                        m.is_empty()
+                    }
+                    None => false,
+                };
+                if let Some(o) = g.as_object_mut() {
+                    if emptied {
+                        o.remove("members");
+                    }
+                    if let Some(meta) = o.get_mut("meta").and_then(Value::as_object_mut) {
+                        meta.insert("version".into(), json!(new_version()));
+                        meta.insert("lastModified".into(), json!(rfc3339(self.clock.now())));
+                    }
+                }
+                self.persist(Kind::Group, &gid, Some(&g)).await?;
+                data.groups.insert(gid, g);
+            }
+        }
+        self.persist(kind, id, None).await?;
+        data.map_mut(kind).remove(id);
+        Ok(Change {
+            kind,
+            id: id.to_owned(),
+            name: Self::name_of(kind, &before),
+            action: "delete",
+            before: Some(before),
+            after: None,
+        })
+    }
+
+    pub async fn list(
+        &self,
+        kind: Kind,
+        q: &ListQuery,
+        base: &str,
+    ) -> Result<ListResponse, ScimError> {
+        let f = match q.filter.as_deref().map(str::trim) {
+            Some(raw) if !raw.is_empty() => Some(
+                filter::parse(raw)
+                    .map_err(|e| ScimError::bad(ScimType::InvalidFilter, e.to_string()))?,
+            ),
+            _ => None,
+        };
+        // RFC 7644 §3.4.2.4: startIndex < 1 is 1; count < 0 is 0.
+        let start = q.start_index.unwrap_or(1).max(1) as usize;
+        let count = q.count.unwrap_or(100).clamp(0, MAX_PAGE as i64) as usize;
+        let data = self.data.lock().await;
+        let mut hits: Vec<(&String, Value)> = data
+            .map(kind)
+            .iter()
+            .map(|(id, v)| (id, Self::render(&data, kind, v, base)))
+            .filter(|(_, v)| f.as_ref().is_none_or(|f| filter::matches(f, v)))
+            .collect();
+        // Stable order for paging: creation time, then id.
+        hits.sort_by(|a, b| {
+            let c = |v: &Value| {
+                v.pointer("/meta/created")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            c(&a.1).cmp(&c(&b.1)).then(a.0.cmp(b.0))
+        });
+        let total = hits.len();
+        let page: Vec<Value> = hits
+            .into_iter()
+            .skip(start - 1)
+            .take(count)
+            .map(|(_, v)| project(v, q.attributes.as_deref(), q.excluded_attributes.as_deref()))
+            .collect();
+        Ok(ListResponse::new(total, start, page))
+    }
+}
+
+/// `attributes` / `excludedAttributes` (RFC 7644 §3.4.2.5) on top-level attributes; `id`,
+/// `schemas` and `meta` are always returned.
+pub fn project(v: Value, attributes: Option<&str>, excluded: Option<&str>) -> Value {
+    let names = |s: Option<&str>| -> Vec<String> {
+        s.map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(|x| {
+                    let lower = x.to_ascii_lowercase();
+                    if lower.starts_with(&ENTERPRISE_SCHEMA.to_ascii_lowercase()) {
+                        return ENTERPRISE_SCHEMA.to_owned();
+                    }
+                    let rest = [USER_SCHEMA, GROUP_SCHEMA]
+                        .iter()
+                        .find(|s| lower.starts_with(&format!("{}:", s.to_ascii_lowercase())))
+                        .map(|s| &x[s.len() + 1..])
+                        .unwrap_or(x);
+                    rest.split('.').next().unwrap_or(rest).to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let keep = names(attributes);
+    let drop = names(excluded);
+    let Value::Object(mut o) = v else { return v };
+    let always = |k: &str| {
+        ["id", "schemas", "meta"]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(k))
+    };
+    if !keep.is_empty() {
+        o.retain(|k, _| always(k) || keep.iter().any(|n| n.eq_ignore_ascii_case(k)));
+    }
+    if !drop.is_empty() {
+        o.retain(|k, _| always(k) || !drop.iter().any(|n| n.eq_ignore_ascii_case(k)));
+    }
+    Value::Object(o)
+}
+
+#[cfg(test)]
+mod tests;

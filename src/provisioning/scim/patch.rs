@@ -1,0 +1,369 @@
+//! PATCH (RFC 7644 §3.5.2) applied to a resource's JSON. Pure.
+//!
+//! Paths: `attr`, `attr.sub`, `urn:...:attr[.sub]`, `attr[filter]`, `attr[filter].sub`. Operation
+//! names are case-insensitive. `remove` of `members` with a `value` list (as Azure AD and some
+//! Identity Manager policies send) removes those members.
+
+use serde_json::{Map, Value};
+
+use super::ScimError;
+use super::filter::{self, AttrPath, Filter};
+use super::wire::{PatchOperation, ScimType};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Replace,
+    Remove,
+}
+
+struct PatchPath {
+    attr: AttrPath,
+    filter: Option<Filter>,
+    /// The sub-attribute after a filter: `emails[type eq "work"].value`.
+    sub_after: Option<String>,
+}
+
+fn bad_path(detail: impl Into<String>) -> ScimError {
+    ScimError::bad(ScimType::InvalidPath, detail)
+}
+
+fn parse_path(raw: &str) -> Result<PatchPath, ScimError> {
+    let raw = raw.trim();
+    match raw.find('[') {
+        None => Ok(PatchPath {
+            attr: filter::parse_attr_path(raw).map_err(bad_path)?,
+            filter: None,
+            sub_after: None,
+        }),
+        Some(open) => {
+            let close = raw
+                .rfind(']')
+                .filter(|c| *c > open)
+                .ok_or_else(|| bad_path(format!("\"{raw}\": missing \"]\"")))?;
+            let attr = filter::parse_attr_path(&raw[..open]).map_err(bad_path)?;
+            if attr.sub.is_some() {
+                return Err(bad_path(format!(
+                    "\"{raw}\": a filter follows a simple attribute"
+                )));
+            }
+            let f = filter::parse(&raw[open + 1..close])
+                .map_err(|e| ScimError::bad(ScimType::InvalidFilter, e.to_string()))?;
+            let rest = &raw[close + 1..];
+            let sub_after = match rest.strip_prefix('.') {
+                Some(s) if !s.is_empty() => Some(s.to_owned()),
+                None if rest.is_empty() => None,
+                _ => return Err(bad_path(format!("\"{raw}\": unexpected text after \"]\""))),
+            };
+            Ok(PatchPath {
+                attr,
+                filter: Some(f),
+                sub_after,
+            })
+        }
+    }
+}
+
+/// The key of `obj` equal to `name` ignoring case, or `name` itself.
+fn key_of(obj: &Map<String, Value>, name: &str) -> String {
+    obj.keys()
+        .find(|k| k.eq_ignore_ascii_case(name))
+        .cloned()
+        .unwrap_or_else(|| name.to_owned())
+}
+
+fn as_object(v: &mut Value) -> Result<&mut Map<String, Value>, ScimError> {
+    v.as_object_mut().ok_or_else(|| {
+        ScimError::bad(
+            ScimType::InvalidValue,
+            "the target is not a complex attribute",
+        )
+    })
+}
+
+/// The object the path's attribute lives in (the resource, or its extension object, created if
+/// missing when `create`).
+fn container<'a>(
+    resource: &'a mut Value,
+    path: &AttrPath,
+    create: bool,
+) -> Result<Option<&'a mut Map<String, Value>>, ScimError> {
+    let obj = as_object(resource)?;
+    match &path.urn {
+        None => Ok(Some(obj)),
+        Some(urn)
+            if urn.eq_ignore_ascii_case(super::wire::USER_SCHEMA)
+                || urn.eq_ignore_ascii_case(super::wire::GROUP_SCHEMA) =>
+        {
+            Ok(Some(obj))
+        }
+        Some(urn) => {
+            let k = key_of(obj, urn);
+            if !obj.contains_key(&k) {
+                if !create {
+                    return Ok(None);
+                }
+                obj.insert(k.clone(), Value::Object(Map::new()));
+            }
+            match obj.get_mut(&k) {
+                Some(v) => as_object(v).map(Some),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+fn same_member(a: &Value, b: &Value) -> bool {
+    match (filter::get_ci(a, "value"), filter::get_ci(b, "value")) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// `add` of one attribute: multi-valued values are appended (no duplicates), complex values merged,
+/// anything else replaced.
+fn add_value(obj: &mut Map<String, Value>, name: &str, value: Value) {
+    let k = key_of(obj, name);
+    match (obj.get_mut(&k), value) {
+        (Some(Value::Array(have)), Value::Array(new)) => {
+            for v in new {
+                if !have.iter().any(|h| same_member(h, &v)) {
+                    have.push(v);
+                }
+            }
+        }
+        (Some(Value::Array(have)), v) => {
+            if !have.iter().any(|h| same_member(h, &v)) {
+                have.push(v);
+            }
+        }
+        (Some(Value::Object(have)), Value::Object(new)) => {
+            for (sk, sv) in new {
+                let sk = key_of(have, &sk);
+                have.insert(sk, sv);
+            }
+        }
+        (_, v) => {
+            obj.insert(k, v);
+        }
+    }
+}
+
+fn is_extension_key(k: &str) -> bool {
+    k.len() > 4 && k[..4].eq_ignore_ascii_case("urn:")
+}
+
+fn guard_mutable(name: &str, readonly: &[&str]) -> Result<(), ScimError> {
+    if name.eq_ignore_ascii_case("id")
+        || name.eq_ignore_ascii_case("meta")
+        || readonly.iter().any(|r| r.eq_ignore_ascii_case(name))
+    {
+        return Err(ScimError::bad(
+            ScimType::Mutability,
+            format!("\"{name}\" is read-only"),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies one operation. `readonly` names further read-only attributes (a user's `groups`).
+pub fn apply(
+    resource: &mut Value,
+    operation: &PatchOperation,
+    readonly: &[&str],
+) -> Result<(), ScimError> {
+    let op = match operation.op.to_ascii_lowercase().as_str() {
+        "add" => Op::Add,
+        "replace" => Op::Replace,
+        "remove" => Op::Remove,
+        other => {
+            return Err(ScimError::bad(
+                ScimType::InvalidSyntax,
+                format!("unknown PATCH op \"{other}\""),
+            ));
+        }
+    };
+    let path = match operation.path.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) => Some(parse_path(p)?),
+    };
+    let value = operation.value.clone();
+    match (op, path) {
+        (Op::Remove, None) => Err(ScimError::bad(ScimType::NoTarget, "remove needs a path")),
+        (Op::Add | Op::Replace, None) => {
+            let Some(Value::Object(map)) = value else {
+                return Err(ScimError::bad(
+                    ScimType::InvalidValue,
+                    "without a path, value must be an object of attributes",
+                ));
+            };
+            let obj = as_object(resource)?;
+            for (k, v) in map {
+                if is_extension_key(&k) && v.is_object() {
+                    // Attributes of an extension schema, or a core-schema URN wrapping core ones.
+                    let target_is_core = k.eq_ignore_ascii_case(super::wire::USER_SCHEMA)
+                        || k.eq_ignore_ascii_case(super::wire::GROUP_SCHEMA);
+                    let Value::Object(inner) = v else { continue };
+                    let ext_key = key_of(obj, &k);
+                    for (ik, iv) in inner {
+                        guard_mutable(&ik, readonly)?;
+                        let target = if target_is_core {
+                            &mut *obj
+                        } else {
+                            let e = obj
+                                .entry(ext_key.clone())
+                                .or_insert_with(|| Value::Object(Map::new()));
+                            as_object(e)?
+                        };
+                        if op == Op::Add {
+                            add_value(target, &ik, iv);
+                        } else {
+                            let kk = key_of(target, &ik);
+                            target.insert(kk, iv);
+                        }
+                    }
+                    continue;
+                }
+                guard_mutable(&k, readonly)?;
+                if op == Op::Add {
+                    add_value(obj, &k, v);
+                } else {
+                    let kk = key_of(obj, &k);
+                    obj.insert(kk, v);
+                }
+            }
+            Ok(())
+        }
+        (op, Some(p)) => {
+            guard_mutable(&p.attr.name, readonly)?;
+            if op != Op::Remove && value.is_none() {
+                return Err(ScimError::bad(
+                    ScimType::InvalidValue,
+                    "the operation needs a value",
+                ));
+            }
+            let value = value.unwrap_or(Value::Null);
+            let Some(obj) = container(resource, &p.attr, op != Op::Remove)? else {
+                return Ok(());
+            };
+            let k = key_of(obj, &p.attr.name);
+            match (&p.filter, &p.attr.sub) {
+                (None, None) => match op {
+                    Op::Add => add_value(obj, &k, value),
+                    Op::Replace => {
+                        obj.insert(k, value);
+                    }
+                    Op::Remove => {
+                        if let (Some(Value::Array(have)), Value::Array(gone)) =
+                            (obj.get_mut(&k), &value)
+                        {
+                            have.retain(|h| !gone.iter().any(|g| same_member(h, g)));
+                            if have.is_empty() {
+                                obj.remove(&k);
+                            }
+                        } else {
+                            obj.remove(&k);
+                        }
+                    }
+                },
+                (None, Some(sub)) => {
+                    let entry = obj.entry(k.clone());
+                    let target = match entry {
+                        serde_json::map::Entry::Occupied(o) => o.into_mut(),
+                        serde_json::map::Entry::Vacant(v) if op != Op::Remove => {
+                            v.insert(Value::Object(Map::new()))
+                        }
+                        serde_json::map::Entry::Vacant(_) => return Ok(()),
+                    };
+                    let targets: Vec<&mut Value> = match target {
+                        Value::Array(items) => items.iter_mut().collect(),
+                        v => vec![v],
+                    };
+                    for t in targets {
+                        let t = as_object(t)?;
+                        let sk = key_of(t, sub);
+                        if op == Op::Remove {
+                            t.remove(&sk);
+                        } else {
+                            t.insert(sk, value.clone());
+                        }
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    return Err(bad_path(
+                        "a filter path must not use a dotted attribute before \"[\"",
+                    ));
+                }
+                (Some(f), None) => {
+                    let Some(Value::Array(items)) = obj.get_mut(&k) else {
+                        return match op {
+                            Op::Replace => Err(ScimError::bad(
+                                ScimType::NoTarget,
+                                "no value matches the filter",
+                            )),
+                            Op::Remove => Ok(()),
+                            Op::Add => Err(ScimError::bad(
+                                ScimType::NoTarget,
+                                "no value matches the filter",
+                            )),
+                        };
+                    };
+                    let matched: Vec<usize> = items
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, it)| filter::matches(f, it))
+                        .map(|(i, _)| i)
+                        .collect();
+                    if matched.is_empty() && op == Op::Replace {
+                        return Err(ScimError::bad(
+                            ScimType::NoTarget,
+                            "no value matches the filter",
+                        ));
+                    }
+                    match (&p.sub_after, op) {
+                        (None, Op::Remove) => {
+                            let mut i = 0;
+                            items.retain(|_| {
+                                let keep = !matched.contains(&i);
+                                i += 1;
+                                keep
+                            });
+                            if items.is_empty() {
+                                obj.remove(&k);
+                            }
+                        }
+                        (None, _) => {
+                            for i in matched {
+                                if let (Some(Value::Object(item)), Value::Object(new)) =
+                                    (items.get_mut(i), &value)
+                                {
+                                    if op == Op::Replace {
+                                        item.clear();
+                                    }
+                                    for (sk, sv) in new {
+                                        item.insert(sk.clone(), sv.clone());
+                                    }
+                                } else if let Some(item) = items.get_mut(i) {
+                                    *item = value.clone();
+                                }
+                            }
+                        }
+                        (Some(sub), op) => {
+                            for i in matched {
+                                if let Some(Value::Object(item)) = items.get_mut(i) {
+                                    let sk = key_of(item, sub);
+                                    if op == Op::Remove {
+                                        item.remove(&sk);
+                                    } else {
+                                        item.insert(sk, value.clone());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,359 @@
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::store::{FileStore, MemoryStore};
+use super::wire::{PatchOperation, PatchRequest};
+use super::*;
+use crate::clock::ManualClock;
+
+const BASE: &str = "http://gw/scim/v2";
+
+async fn service() -> ScimService {
+    ScimService::open(
+        Arc::new(MemoryStore),
+        Arc::new(ManualClock::at(1_780_000_000)),
+    )
+    .await
+    .unwrap()
+}
+
+fn op(op: &str, path: Option<&str>, value: Value) -> PatchOperation {
+    PatchOperation {
+        op: op.into(),
+        path: path.map(str::to_owned),
+        value: Some(value),
+    }
+}
+
+fn patch_req(ops: Vec<PatchOperation>) -> PatchRequest {
+    PatchRequest {
+        schemas: vec![wire::PATCH_SCHEMA.into()],
+        operations: ops,
+    }
+}
+
+#[tokio::test]
+async fn duplicate_user_name_is_a_409_uniqueness() {
+    let s = service().await;
+    s.create(Kind::User, json!({"userName": "a@x.com"}), BASE)
+        .await
+        .unwrap();
+    let e = s
+        .create(Kind::User, json!({"userName": "A@X.com"}), BASE)
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.scim_type), (409, Some(ScimType::Uniqueness)));
+}
+
+#[tokio::test]
+async fn patch_active_false_disables_and_deprovisions() {
+    let s = service().await;
+    let (u, _) = s
+        .create(
+            Kind::User,
+            json!({"userName": "a@x.com", "externalId": "sub-1"}),
+            BASE,
+        )
+        .await
+        .unwrap();
+    let id = u["id"].as_str().unwrap();
+    assert!(!s.is_deprovisioned("sub-1", Some("a@x.com")).await);
+    s.patch(
+        Kind::User,
+        id,
+        patch_req(vec![op("Replace", Some("active"), json!("False"))]),
+        None,
+        BASE,
+    )
+    .await
+    .unwrap();
+    assert!(s.is_deprovisioned("sub-1", None).await);
+    assert!(s.is_deprovisioned("other", Some("A@x.com")).await);
+}
+
+#[tokio::test]
+async fn deleted_user_leaves_a_tombstone_and_leaves_groups() {
+    let s = service().await;
+    let (u, _) = s
+        .create(Kind::User, json!({"userName": "a@x.com"}), BASE)
+        .await
+        .unwrap();
+    let id = u["id"].as_str().unwrap().to_owned();
+    let (g, _) = s
+        .create(
+            Kind::Group,
+            json!({"displayName": "bc-merch", "members": [{"value": id}]}),
+            BASE,
+        )
+        .await
+        .unwrap();
+    let gid = g["id"].as_str().unwrap();
+    assert_eq!(
+        s.get(Kind::User, &id, BASE).await.unwrap()["groups"][0]["display"],
+        "bc-merch"
+    );
+    s.delete(Kind::User, &id, None).await.unwrap();
+    assert!(s.is_deprovisioned("nobody", Some("a@x.com")).await);
+    assert!(
+        s.get(Kind::Group, gid, BASE)
+            .await
+            .unwrap()
+            .get("members")
+            .is_none()
+    );
+    // A rehire with the same address is active again.
+    s.create(Kind::User, json!({"userName": "a@x.com"}), BASE)
+        .await
+        .unwrap();
+    assert!(!s.is_deprovisioned("nobody", Some("a@x.com")).await);
+}
+
+#[tokio::test]
+async fn group_member_patches_add_and_remove() {
+    let s = service().await;
+    let (g, _) = s
+        .create(Kind::Group, json!({"displayName": "g"}), BASE)
+        .await
+        .unwrap();
+    let gid = g["id"].as_str().unwrap();
+    s.patch(
+        Kind::Group,
+        gid,
+        patch_req(vec![op(
+            "add",
+            Some("members"),
+            json!([{"value": "u1"}, {"value": "u2"}]),
+        )]),
+        None,
+        BASE,
+    )
+    .await
+    .unwrap();
+    s.patch(
+        Kind::Group,
+        gid,
+        patch_req(vec![op(
+            "add",
+            Some("members"),
+            json!([{"value": "u2"}, {"value": "u3"}]),
+        )]),
+        None,
+        BASE,
+    )
+    .await
+    .unwrap();
+    let (g, _) = s
+        .patch(
+            Kind::Group,
+            gid,
+            patch_req(vec![PatchOperation {
+                op: "remove".into(),
+                path: Some(r#"members[value eq "u1"]"#.into()),
+                value: None,
+            }]),
+            None,
+            BASE,
+        )
+        .await
+        .unwrap();
+    let vals: Vec<&str> = g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(vals, ["u2", "u3"]);
+    // Azure-style: remove with a value list.
+    let (g, _) = s
+        .patch(
+            Kind::Group,
+            gid,
+            patch_req(vec![op(
+                "Remove",
+                Some("members"),
+                json!([{"value": "u2"}]),
+            )]),
+            None,
+            BASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(g["members"], json!([{"value": "u3"}]));
+}
+
+#[tokio::test]
+async fn patch_paths_with_filters_and_extension() {
+    let s = service().await;
+    let (u, _) = s.create(Kind::User, json!({"userName": "a", "emails": [{"value": "a@w.com", "type": "work"}, {"value": "a@h.com", "type": "home"}]}), BASE).await.unwrap();
+    let id = u["id"].as_str().unwrap();
+    let (u, _) = s
+        .patch(
+            Kind::User,
+            id,
+            patch_req(vec![
+                op(
+                    "replace",
+                    Some(r#"emails[type eq "work"].value"#),
+                    json!("new@w.com"),
+                ),
+                op(
+                    "add",
+                    Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
+                    json!("Merch"),
+                ),
+                op(
+                    "replace",
+                    None,
+                    json!({"name": {"givenName": "A"}, "displayName": "A B"}),
+                ),
+            ]),
+            None,
+            BASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(u["emails"][0]["value"], "new@w.com");
+    assert_eq!(u["emails"][1]["value"], "a@h.com");
+    assert_eq!(u[wire::ENTERPRISE_SCHEMA]["department"], "Merch");
+    assert!(
+        u["schemas"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(wire::ENTERPRISE_SCHEMA))
+    );
+    assert_eq!(u["displayName"], "A B");
+    let e = s
+        .patch(
+            Kind::User,
+            id,
+            patch_req(vec![op(
+                "replace",
+                Some(r#"emails[type eq "other"].value"#),
+                json!("x"),
+            )]),
+            None,
+            BASE,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.scim_type, Some(ScimType::NoTarget));
+    let e = s
+        .patch(
+            Kind::User,
+            id,
+            patch_req(vec![op("replace", Some("id"), json!("x"))]),
+            None,
+            BASE,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.scim_type, Some(ScimType::Mutability));
+}
+
+#[tokio::test]
+async fn if_match_mismatch_is_412_and_match_succeeds() {
+    let s = service().await;
+    let (u, _) = s
+        .create(Kind::User, json!({"userName": "a"}), BASE)
+        .await
+        .unwrap();
+    let id = u["id"].as_str().unwrap();
+    let v1 = u["meta"]["version"].as_str().unwrap().to_owned();
+    let (u2, _) = s
+        .replace(
+            Kind::User,
+            id,
+            json!({"userName": "a", "active": false}),
+            Some(&v1),
+            BASE,
+        )
+        .await
+        .unwrap();
+    assert_ne!(u2["meta"]["version"].as_str().unwrap(), v1);
+    let e = s
+        .replace(Kind::User, id, json!({"userName": "a"}), Some(&v1), BASE)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 412);
+    let e = s
+        .delete(Kind::User, id, Some("W/\"nope\""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 412);
+}
+
+#[tokio::test]
+async fn list_pages_up_to_999_and_filters() {
+    let s = service().await;
+    for i in 0..1200 {
+        s.create(
+            Kind::User,
+            json!({"userName": format!("u{i:04}@x.com"), "active": i % 2 == 0}),
+            BASE,
+        )
+        .await
+        .unwrap();
+    }
+    let q = |f: Option<&str>, start: i64, count: i64| ListQuery {
+        filter: f.map(str::to_owned),
+        start_index: Some(start),
+        count: Some(count),
+        ..Default::default()
+    };
+    let page = s.list(Kind::User, &q(None, 1, 999), BASE).await.unwrap();
+    assert_eq!((page.total_results, page.items_per_page), (1200, 999));
+    let page2 = s.list(Kind::User, &q(None, 1000, 999), BASE).await.unwrap();
+    assert_eq!(page2.items_per_page, 201);
+    let mut all: Vec<Value> = page
+        .resources
+        .into_iter()
+        .chain(page2.resources)
+        .map(|u| u["id"].clone())
+        .collect();
+    all.sort_by_key(|v| v.to_string());
+    all.dedup();
+    assert_eq!(all.len(), 1200, "paging neither skips nor repeats");
+    let active = s
+        .list(Kind::User, &q(Some("active eq false"), 1, 10), BASE)
+        .await
+        .unwrap();
+    assert_eq!((active.total_results, active.items_per_page), (600, 10));
+    let e = s
+        .list(Kind::User, &q(Some("userName eq"), 1, 10), BASE)
+        .await
+        .unwrap_err();
+    assert_eq!(e.scim_type, Some(ScimType::InvalidFilter));
+}
+
+#[tokio::test]
+async fn file_store_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("storegate-scim-{}", uuid::Uuid::new_v4()));
+    let clock = Arc::new(ManualClock::at(1_780_000_000));
+    let s = ScimService::open(Arc::new(FileStore::open(&dir).unwrap()), clock.clone())
+        .await
+        .unwrap();
+    let (u, _) = s
+        .create(Kind::User, json!({"userName": "a@x.com"}), BASE)
+        .await
+        .unwrap();
+    let id = u["id"].as_str().unwrap().to_owned();
+    let (keep, _) = s
+        .create(Kind::User, json!({"userName": "b@x.com"}), BASE)
+        .await
+        .unwrap();
+    s.delete(Kind::User, &id, None).await.unwrap();
+    drop(s);
+    let s = ScimService::open(Arc::new(FileStore::open(&dir).unwrap()), clock)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get(Kind::User, keep["id"].as_str().unwrap(), BASE)
+            .await
+            .unwrap()["userName"],
+        "b@x.com"
+    );
+    assert_eq!(s.get(Kind::User, &id, BASE).await.unwrap_err().status, 404);
+    assert!(s.is_deprovisioned("x", Some("a@x.com")).await);
+    let _ = std::fs::remove_dir_all(dir);
+}

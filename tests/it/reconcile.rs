@@ -1,0 +1,352 @@
+//! The reconciler against the BigCommerce simulator (issue 5): a 1,000-user joiner wave over three
+//! stores under rate limits and injected 5xx, a crash in the middle that resumes, and a leaver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use storegate::audit::AuditLog;
+use storegate::bigcommerce::sim::{SimChannel, SimConfig, SimHandle, SimStore, Simulator};
+use storegate::clock::SystemClock;
+use storegate::config::{self, Config, Environment};
+use storegate::provisioning::queue::Backoff;
+use storegate::provisioning::run::Reconciler;
+use storegate::provisioning::scim::store::{Kind, MemoryStore};
+use storegate::provisioning::scim::{ScimData, ScimService};
+use storegate::secret::Secret;
+use tokio::net::TcpListener;
+
+const HASHES: [&str; 3] = ["store1", "store2", "store3"];
+
+struct NoEnv;
+impl Environment for NoEnv {
+    fn var(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn read_file(&self, p: &std::path::Path) -> std::io::Result<String> {
+        std::fs::read_to_string(p)
+    }
+}
+
+/// A simulator with three store hashes and a fast rate-limit window (so limits bite in seconds).
+async fn simulator(per_window: u32, window_ms: u64) -> (SimHandle, String) {
+    let stores = HASHES
+        .iter()
+        .map(|h| SimStore {
+            store_hash: (*h).into(),
+            name: (*h).into(),
+            access_token: Secret::new(format!("token-{h}")),
+            client_id: format!("client-{h}"),
+            client_secret: Secret::new(format!("secret-{h}")),
+            channels: vec![SimChannel {
+                id: 1,
+                name: "main".into(),
+            }],
+        })
+        .collect();
+    let mut cfg = SimConfig::new(stores);
+    cfg.requests_per_window = per_window;
+    cfg.window_ms = window_ms;
+    let (router, sim) = Simulator::build(cfg);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = storegate::server::serve_on(l, router, std::future::pending()).await;
+    });
+    (sim, base)
+}
+
+fn config(sim_base: &str, queue: &std::path::Path, extra: &str) -> Config {
+    let mut t = String::from(
+        "public_url = \"http://127.0.0.1:1\"\nallow_insecure_http = true\n[[idp]]\nid = \"nam\"\nprotocol = \"oidc\"\nissuer = \"http://127.0.0.1:9/x\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+    );
+    for h in HASHES {
+        t += &format!(
+            "[[bigcommerce]]\nid = \"{h}\"\nstore_hash = \"{h}\"\napi_base = \"{sim_base}\"\naccess_token = \"token-{h}\"\nclient_id = \"client-{h}\"\nclient_secret = \"secret-{h}\"\n[[store]]\nid = \"{h}\"\nname = \"{h}\"\nbigcommerce = \"{h}\"\nurl = \"{sim_base}/storefront/{h}/1\"\n"
+        );
+    }
+    t += "[[rule]]\nname = \"staff-everywhere\"\ngroups_any = [\"staff\"]\nstores = [\"*\"]\nrole = \"staff\"\ncustomer_group = \"Staff\"\n";
+    t += "[[rule]]\nname = \"outlet-only\"\ngroups_any = [\"outlet\"]\nstores = [\"store3\"]\nrole = \"outlet\"\n";
+    t += &format!(
+        "[scim]\nenabled = true\nbearer_token = \"0123456789abcdef0123\"\nstore = \"memory\"\n[provisioning]\nqueue = \"file:{}\"\n{extra}",
+        queue.display()
+    );
+    config::load_str(&t, "reconcile.toml", &NoEnv).unwrap_or_else(|d| panic!("{d}"))
+}
+
+fn fast() -> Backoff {
+    Backoff {
+        first: Duration::from_millis(5),
+        max: Duration::from_millis(100),
+        give_up_after: 50,
+        rate_limited_default: Duration::from_millis(50),
+    }
+}
+
+async fn scim_with_users(n: usize, group: &str) -> ScimService {
+    let s = ScimService::open(Arc::new(MemoryStore), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let mut members = Vec::new();
+    for i in 0..n {
+        let (u, _) = s
+            .create(Kind::User, json!({"userName": format!("user{i:05}@corp.example"), "externalId": format!("guid-{i}"), "name": {"givenName": format!("U{i}"), "familyName": "Test"}}), "http://x")
+            .await
+            .unwrap();
+        members.push(json!({"value": u["id"]}));
+    }
+    s.create(
+        Kind::Group,
+        json!({"displayName": group, "members": members}),
+        "http://x",
+    )
+    .await
+    .unwrap();
+    s
+}
+
+fn assert_exactly_once(sim: &SimHandle, n: usize) {
+    for h in HASHES {
+        let cs = sim.customers(h);
+        let mut emails: Vec<String> = cs.iter().map(|c| c.email.to_lowercase()).collect();
+        emails.sort();
+        let before = emails.len();
+        emails.dedup();
+        assert_eq!(before, emails.len(), "{h}: duplicated customers");
+        assert_eq!(emails.len(), n, "{h}: lost customers");
+    }
+}
+
+fn temp(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("storegate-{tag}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiner_wave_of_1000_over_3_stores_with_rate_limits_and_5xx_loses_and_duplicates_nothing() {
+    let (sim, base) = simulator(200, 250).await;
+    let dir = temp("wave");
+    let cfg = Arc::new(config(&base, &dir.join("queue.json"), ""));
+    let scim = scim_with_users(1000, "staff").await;
+    let (audit, mut rx) = AuditLog::channel();
+    let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), fast()).unwrap();
+    let now = storegate::clock::Clock::now(&SystemClock);
+    let plan = r.plan(&scim.snapshot().await, now).await.unwrap();
+    assert_eq!(plan.len(), 3000);
+    r.executor.queue.enqueue("wave", plan).await.unwrap();
+    // A BigCommerce hiccup in the middle of the wave.
+    sim.fail_next(25, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    let started = std::time::Instant::now();
+    let drain = r.executor.drain(None).await;
+    println!("wave: {drain:?} in {:?}", started.elapsed());
+    assert!(drain.stalled.is_empty(), "{drain:?}");
+    assert_eq!(drain.done, 3000, "{drain:?}");
+    assert!(drain.retried > 0, "the injected 5xx were retried");
+    assert!(
+        drain.rate_limited > 0 || drain.calls > 200,
+        "the rate limit was in play"
+    );
+    assert_exactly_once(&sim, 1000);
+    for h in HASHES {
+        let c = &sim.customers(h)[0];
+        assert_eq!(c.channel_ids, Some(vec![1]));
+        assert_ne!(c.customer_group_id, 0, "customer group Staff assigned");
+        assert!(
+            sim.metafields(h, c.id)
+                .iter()
+                .any(|m| m.value.starts_with("nam:guid-")),
+            "IdP subject recorded"
+        );
+    }
+    let mut audited = 0;
+    while let Ok(ev) = rx.try_recv() {
+        if ev.reason.as_deref() == Some("create") && ev.run.as_deref() == Some("wave") {
+            audited += 1;
+        }
+    }
+    assert_eq!(audited, 3000, "one audit event per created customer");
+    // A second pass has nothing to do.
+    let again = r
+        .pass(
+            &scim.snapshot().await,
+            storegate::clock::Clock::now(&SystemClock),
+        )
+        .await
+        .unwrap();
+    assert!(
+        again.plan.is_empty(),
+        "{:?}",
+        &again.plan[..again.plan.len().min(3)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_the_middle_of_a_run_resumes_without_duplicates() {
+    let (sim, base) = simulator(400, 250).await;
+    let dir = temp("restart");
+    let queue = dir.join("queue.json");
+    let scim = scim_with_users(300, "staff").await;
+    let data: ScimData = scim.snapshot().await;
+    let cfg = Arc::new(config(&base, &queue, ""));
+    let r = Reconciler::new(
+        cfg.clone(),
+        AuditLog::channel().0,
+        Arc::new(SystemClock),
+        fast(),
+    )
+    .unwrap();
+    let plan = r
+        .plan(&data, storegate::clock::Clock::now(&SystemClock))
+        .await
+        .unwrap();
+    r.executor.queue.enqueue("run-1", plan).await.unwrap();
+    // "Crash": the worker is killed at an arbitrary point, possibly between a call and the write.
+    let ex = r.executor.clone();
+    let worker = tokio::spawn(async move { ex.drain(None).await });
+    while sim.customers("store1").len() < 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    worker.abort();
+    let _ = worker.await;
+    drop(r);
+    let partial: usize = HASHES.iter().map(|h| sim.customers(h).len()).sum();
+    assert!(partial < 900, "the crash happened mid-run ({partial})");
+    // A new process reads the queue file and resumes.
+    let r = Reconciler::new(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast()).unwrap();
+    assert!(
+        !r.executor.queue.is_empty().await,
+        "work survived the crash"
+    );
+    let report = r.executor.drain(None).await;
+    assert!(report.stalled.is_empty());
+    assert!(r.executor.queue.is_empty().await);
+    assert_exactly_once(&sim, 300);
+    let again = r
+        .plan(&data, storegate::clock::Clock::now(&SystemClock))
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_is_locked_out_in_one_pass_and_a_mover_loses_stores() {
+    let (sim, base) = simulator(1000, 1000).await;
+    let dir = temp("leaver");
+    let cfg = Arc::new(config(
+        &base,
+        &dir.join("queue.json"),
+        "deprovision = \"restrict\"\nlocked_customer_group = \"Locked\"\n",
+    ));
+    let scim = scim_with_users(3, "staff").await;
+    let r = Reconciler::new(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast()).unwrap();
+    r.pass(
+        &scim.snapshot().await,
+        storegate::clock::Clock::now(&SystemClock),
+    )
+    .await
+    .unwrap();
+    assert_exactly_once(&sim, 3);
+    let users = scim
+        .list(Kind::User, &Default::default(), "http://x")
+        .await
+        .unwrap()
+        .resources;
+    let (leaver, mover) = (&users[0], &users[1]);
+    // Leaver: active false (as Identity Manager sends it).
+    let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": {"active": false}}]})).unwrap();
+    scim.patch(
+        Kind::User,
+        leaver["id"].as_str().unwrap(),
+        patch,
+        None,
+        "http://x",
+    )
+    .await
+    .unwrap();
+    assert!(
+        scim.is_deprovisioned("guid-0", None).await,
+        "the gateway refuses the leaver at once"
+    );
+    // Mover: from staff (every store) to outlet (store3 only).
+    let groups = scim
+        .list(Kind::Group, &Default::default(), "http://x")
+        .await
+        .unwrap()
+        .resources;
+    let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": format!("members[value eq \"{}\"]", mover["id"].as_str().unwrap())}]})).unwrap();
+    scim.patch(
+        Kind::Group,
+        groups[0]["id"].as_str().unwrap(),
+        patch,
+        None,
+        "http://x",
+    )
+    .await
+    .unwrap();
+    scim.create(
+        Kind::Group,
+        json!({"displayName": "outlet", "members": [{"value": mover["id"]}]}),
+        "http://x",
+    )
+    .await
+    .unwrap();
+
+    let report = r
+        .pass(
+            &scim.snapshot().await,
+            storegate::clock::Clock::now(&SystemClock),
+        )
+        .await
+        .unwrap();
+    assert!(
+        report.drain.stalled.is_empty() && report.drain.failed == 0,
+        "{:?}",
+        report.drain
+    );
+    for h in HASHES {
+        let locked = sim
+            .customer_groups(h)
+            .into_iter()
+            .find(|g| g.name == "Locked")
+            .expect("locked group")
+            .id;
+        let find = |email: &str| {
+            sim.customers(h)
+                .into_iter()
+                .find(|c| c.email == email)
+                .expect("customer kept")
+        };
+        let l = find("user00000@corp.example");
+        assert_eq!(
+            l.customer_group_id, locked,
+            "{h}: leaver in the locked group"
+        );
+        assert_eq!(l.channel_ids, Some(vec![l.origin_channel_id]));
+        assert_eq!(
+            sim.password_changes(h, l.id),
+            1,
+            "{h}: leaver's password randomised"
+        );
+        let m = find("user00001@corp.example");
+        if h == "store3" {
+            assert_ne!(m.customer_group_id, locked, "the mover keeps store3");
+        } else {
+            assert_eq!(
+                m.customer_group_id, locked,
+                "{h}: the mover lost this store"
+            );
+        }
+        let stay = find("user00002@corp.example");
+        assert_ne!(stay.customer_group_id, locked);
+    }
+    // Nothing left to do: deprovisioning is not repeated every pass.
+    let again = r
+        .pass(
+            &scim.snapshot().await,
+            storegate::clock::Clock::now(&SystemClock),
+        )
+        .await
+        .unwrap();
+    assert!(again.plan.is_empty(), "{:?}", again.plan);
+}
