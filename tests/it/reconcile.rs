@@ -252,7 +252,14 @@ async fn a_leaver_is_locked_out_in_one_pass_and_a_mover_loses_stores() {
         .await
         .unwrap()
         .resources;
-    let (leaver, mover) = (&users[0], &users[1]);
+    // The list order is the store's, not creation order: pick the two by externalId.
+    let by_external = |id: &str| {
+        users
+            .iter()
+            .find(|u| u["externalId"] == id)
+            .unwrap_or_else(|| panic!("user {id}"))
+    };
+    let (leaver, mover) = (by_external("guid-0"), by_external("guid-1"));
     // Leaver: active false (as Identity Manager sends it).
     let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": {"active": false}}]})).unwrap();
     scim.patch(
