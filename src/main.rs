@@ -146,13 +146,18 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: OK ({} IdP(s), {} BigCommerce account(s), {} store(s), {} rule(s))",
+        "{}: OK ({} IdP(s), {} BigCommerce account(s), {} store(s), {} template(s), {} rule(s), {} warning(s))",
         path.display(),
         cfg.idps.len(),
         cfg.bigcommerce.len(),
         cfg.stores.len(),
-        cfg.policy.rules.len()
+        cfg.policy.templates().len(),
+        cfg.policy.rules().len(),
+        cfg.warnings.len()
     );
+    for w in &cfg.warnings {
+        let _ = writeln!(out, "{}:{}: warning: {}", path.display(), w.line, w.message);
+    }
     if cfg.allow_insecure_http {
         let _ = writeln!(
             out,

@@ -32,6 +32,8 @@ pub struct Config {
     pub bigcommerce: Vec<BigCommerceAccount>,
     pub stores: Vec<Store>,
     pub policy: Policy,
+    /// Things `storegate check` warns about (file line + message); none stop the gateway.
+    pub warnings: Vec<Diagnostic>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +146,9 @@ pub struct Store {
     pub description: Option<String>,
     pub default_path: LocalPath,
     pub bind_request_ip: bool,
+    /// Lower-cased tags rules select (`store_tags`).
+    pub tags: Vec<String>,
+    pub template: Option<String>,
 }
 
 impl Config {

@@ -298,25 +298,25 @@ fn baseline_loads_with_every_value_resolved() {
     assert_eq!(wholesale.default_path.as_str(), "/wholesale/");
     assert!(wholesale.bind_request_ip);
 
-    let policy_stores: Vec<&str> = c.policy.stores.iter().map(|s| s.as_str()).collect();
+    let policy_stores: Vec<&str> = c.policy.store_ids().map(|s| s.as_str()).collect();
     assert_eq!(
         policy_stores,
         ["retail", "wholesale"],
         "policy stores keep file order"
     );
-    let names: Vec<&str> = c.policy.rules.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = c.policy.rules().iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
         ["contractors-never", "merch", "partners"],
         "rules keep file order"
     );
 
-    let deny = &c.policy.rules[0];
+    let deny = &c.policy.rules()[0];
     assert_eq!(deny.effect, Effect::Deny);
     assert_eq!(deny.stores, StoreSelector::All);
     assert_eq!(deny.role, "");
 
-    let merch = &c.policy.rules[1];
+    let merch = &c.policy.rules()[1];
     assert_eq!(merch.effect, Effect::Allow, "effect defaults to allow");
     assert_eq!(merch.conditions.groups_any, ["bc-merch"]);
     assert_eq!(
@@ -336,14 +336,14 @@ fn baseline_loads_with_every_value_resolved() {
     assert_eq!(merch_stores, ["retail", "wholesale"]);
     assert_eq!(merch.role, "merchandiser");
     assert_eq!(
-        merch.customer_group,
+        merch.grant.customer_group,
         Some(CustomerGroupRef::Name("Staff".into()))
     );
     assert_eq!(merch.not_before, Some(1_767_225_600)); // 2026-01-01T00:00:00Z
     assert_eq!(merch.not_after, Some(1_798_761_600)); // 2027-01-01T00:00:00Z
 
-    let partners = &c.policy.rules[2];
-    assert_eq!(partners.customer_group, Some(CustomerGroupRef::Id(42)));
+    let partners = &c.policy.rules()[2];
+    assert_eq!(partners.grant.customer_group, Some(CustomerGroupRef::Id(42)));
     assert_eq!(partners.not_before, None);
     assert_eq!(partners.not_after, None);
 }
@@ -363,7 +363,7 @@ fn minimal_config_gets_documented_defaults() {
         "an IdP client secret is optional"
     );
     assert!(c.stores.is_empty());
-    assert!(c.policy.rules.is_empty());
+    assert!(c.policy.rules().is_empty());
 }
 
 #[test]

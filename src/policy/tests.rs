@@ -45,23 +45,17 @@ fn selector(stores: &[&str]) -> StoreSelector {
 }
 
 fn allow(name: &str, stores: &[&str]) -> Rule {
-    Rule {
-        name: name.into(),
-        effect: Effect::Allow,
-        conditions: Conditions::default(),
-        stores: selector(stores),
-        role: format!("role-of-{name}"),
-        customer_group: None,
-        not_before: None,
-        not_after: None,
-    }
+    Rule::allow(name, format!("role-of-{name}"), selector(stores))
 }
 
 fn deny(name: &str, stores: &[&str]) -> Rule {
-    Rule {
-        effect: Effect::Deny,
-        role: String::new(),
-        ..allow(name, stores)
+    Rule::deny(name, selector(stores))
+}
+
+fn group_of(g: CustomerGroupRef) -> GrantSpec {
+    GrantSpec {
+        customer_group: Some(g),
+        ..Default::default()
     }
 }
 
@@ -70,10 +64,7 @@ fn with(rule: Rule, conditions: Conditions) -> Rule {
 }
 
 fn policy(stores: &[&str], rules: Vec<Rule>) -> Policy {
-    Policy {
-        stores: stores.iter().map(|s| sid(s)).collect(),
-        rules,
-    }
+    Policy::with_plain_stores(stores.iter().map(|s| sid(s)).collect(), rules)
 }
 
 /// The rule (or default label) that decided, for compact assertions.
@@ -292,6 +283,7 @@ fn all_condition_kinds_must_match_together() {
         email_domains: vec!["example.com".into()],
         idps: vec!["am".into()],
         attributes: BTreeMap::from([("department".into(), vec!["sales".into()])]),
+        ..Default::default()
     };
     check_conditions(
         &[
@@ -399,12 +391,12 @@ fn deny_that_does_not_apply_leaves_the_allow_standing() {
 fn first_allow_in_file_order_decides_role_and_customer_group_and_later_ones_are_overridden() {
     let first = Rule {
         role: "merchandiser".into(),
-        customer_group: Some(CustomerGroupRef::Name("Staff".into())),
+        grant: group_of(CustomerGroupRef::Name("Staff".into())),
         ..allow("first", &["retail"])
     };
     let second = Rule {
         role: "buyer".into(),
-        customer_group: Some(CustomerGroupRef::Id(7)),
+        grant: group_of(CustomerGroupRef::Id(7)),
         ..allow("second", &["*"])
     };
     let not_matching = with(allow("not-matching", &["retail"]), groups(&["bc-admin"]));
@@ -418,7 +410,12 @@ fn first_allow_in_file_order_decides_role_and_customer_group_and_later_ones_are_
                 role: "merchandiser".into(),
                 customer_group: Some(CustomerGroupRef::Name("Staff".into())),
                 rule: "first".into(),
+                template: None,
                 expires_at: None,
+                b2b: None,
+                allowed_paths: None,
+                require_acr: None,
+                max_session_age: None,
             },
             overridden: vec!["second".into(), "third".into()],
         }
@@ -444,9 +441,9 @@ fn no_applicable_rule_denies_by_default() {
             vec![with(allow("a", &["retail"]), idps(&["partners"]))],
         ),
         (
-            "rule that expired",
+            "rule not yet valid",
             vec![Rule {
-                not_after: Some(NOW - 1),
+                not_before: Some(NOW + 1),
                 ..allow("a", &["retail"])
             }],
         ),
@@ -636,7 +633,9 @@ fn grant_expires_at_the_deciding_rules_not_after() {
 #[test]
 fn authorize_launch_allows_with_the_grant_subject_and_time() {
     let p = policy(&["retail"], vec![allow("r", &["retail"])]);
-    let launch = p.authorize_launch(&ann(), &sid("retail"), NOW).unwrap();
+    let launch = p
+        .authorize_launch(&ann(), &sid("retail"), NOW, &LocalPath::root())
+        .unwrap();
     assert_eq!(launch.grant().rule, "r");
     assert_eq!(launch.grant().store, sid("retail"));
     assert_eq!(launch.grant().role, "role-of-r");
@@ -661,17 +660,18 @@ fn authorize_launch_refuses_with_the_reason() {
     ];
     for (store, reason) in cases {
         assert_eq!(
-            p.authorize_launch(&ann(), &sid(store), NOW).unwrap_err(),
-            reason,
+            p.authorize_launch(&ann(), &sid(store), NOW, &LocalPath::root())
+                .unwrap_err(),
+            LaunchRefusal::Denied(reason),
             "{store}"
         );
     }
     let empty = policy(&["retail"], vec![]);
     assert_eq!(
         empty
-            .authorize_launch(&ann(), &sid("retail"), NOW)
+            .authorize_launch(&ann(), &sid("retail"), NOW, &LocalPath::root())
             .unwrap_err(),
-        DenyReason::NoMatchingRule
+        LaunchRefusal::Denied(DenyReason::NoMatchingRule)
     );
 }
 
@@ -745,6 +745,7 @@ fn arb_conditions() -> impl Strategy<Value = Conditions> {
             attributes: dept
                 .map(|d| BTreeMap::from([("dept".into(), d)]))
                 .unwrap_or_default(),
+            ..Default::default()
         })
 }
 
@@ -765,14 +766,12 @@ fn arb_rule(effect: impl Strategy<Value = Effect>) -> impl Strategy<Value = Rule
     )
         .prop_map(
             |(effect, conditions, stores, not_before, not_after, group)| Rule {
-                name: String::new(),
                 effect,
                 conditions,
-                stores,
-                role: format!("role{group}"),
-                customer_group: Some(CustomerGroupRef::Id(group)),
                 not_before,
                 not_after,
+                grant: group_of(CustomerGroupRef::Id(group)),
+                ..Rule::allow("", format!("role{group}"), stores)
             },
         )
 }
@@ -782,16 +781,18 @@ fn arb_effect() -> impl Strategy<Value = Effect> {
 }
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
-    proptest::collection::vec(arb_rule(arb_effect()), 0..8).prop_map(|rules| Policy {
-        stores: STORES.iter().map(|s| sid(s)).collect(),
-        rules: rules
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| Rule {
-                name: format!("r{i}"),
-                ..r
-            })
-            .collect(),
+    proptest::collection::vec(arb_rule(arb_effect()), 0..8).prop_map(|rules| {
+        policy(
+            &STORES,
+            rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| Rule {
+                    name: format!("r{i}"),
+                    ..r
+                })
+                .collect(),
+        )
     })
 }
 
@@ -843,8 +844,9 @@ proptest! {
         now in arb_now(),
     ) {
         let before = granted(&p, &id, now);
-        let mut q = p.clone();
-        q.rules.insert(at.index(p.rules.len() + 1), Rule { name: "added-deny".into(), ..added });
+        let mut rules = p.rules().to_vec();
+        rules.insert(at.index(rules.len() + 1), Rule { name: "added-deny".into(), ..added });
+        let q = policy(&STORES, rules);
         let after = granted(&q, &id, now);
         for ((store, b), (_, a)) in before.iter().zip(&after) {
             if let Some(a) = a {
@@ -863,20 +865,21 @@ proptest! {
     ) {
         let store = sid(probe);
         if let Decision::Allow { grant, overridden } = p.decide(&id, &store, now) {
-            prop_assert!(p.stores.contains(&store), "granted unconfigured store {}", store);
+            prop_assert!(p.has_store(&store), "granted unconfigured store {}", store);
             prop_assert_eq!(&grant.store, &store);
-            let rule = p.rules.iter().find(|r| r.name == grant.rule);
+            let rule = p.rules().iter().find(|r| r.name == grant.rule);
             prop_assert!(rule.is_some(), "grant names no rule");
             let rule = rule.unwrap();
             prop_assert_eq!(rule.effect, Effect::Allow);
             prop_assert!(rule.stores.covers(&store));
+            prop_assert!(p.rules_for(&store).any(|r| r == rule));
             prop_assert!(rule.in_window(now));
             prop_assert!(rule.conditions.matches(&id));
             prop_assert_eq!(&grant.role, &rule.role);
-            prop_assert_eq!(&grant.customer_group, &rule.customer_group);
+            prop_assert_eq!(&grant.customer_group, &rule.grant.customer_group);
             prop_assert_eq!(grant.expires_at, rule.not_after);
             // No applicable deny exists, and the deciding rule is the first applicable allow.
-            let applicable: Vec<&Rule> = p.rules.iter()
+            let applicable: Vec<&Rule> = p.rules().iter()
                 .filter(|r| r.stores.covers(&store) && r.in_window(now) && r.conditions.matches(&id))
                 .collect();
             prop_assert!(applicable.iter().all(|r| r.effect == Effect::Allow));
@@ -893,13 +896,14 @@ proptest! {
         id in arb_identity(),
         now in arb_now(),
     ) {
-        let allows: Vec<usize> = p.rules.iter().enumerate()
+        let allows: Vec<usize> = p.rules().iter().enumerate()
             .filter(|(_, r)| r.effect == Effect::Allow)
             .map(|(i, _)| i)
             .collect();
         prop_assume!(!allows.is_empty());
-        let mut q = p.clone();
-        q.rules.remove(allows[which.index(allows.len())]);
+        let mut rules = p.rules().to_vec();
+        rules.remove(allows[which.index(allows.len())]);
+        let q = policy(&STORES, rules);
         let before = granted(&p, &id, now);
         let after = granted(&q, &id, now);
         for ((store, b), (_, a)) in before.iter().zip(&after) {

@@ -9,8 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use tower_sessions::Session;
 
-use super::auth::{AUTH_KEY, SignedIn};
+use super::auth::{AUTH_KEY, STEP_UP_KEY, SignedIn, StepUpAttempt, urlencode};
 use super::errors::AppError;
 use super::extract::ClientIp;
 use super::{AppState, no_store};
@@ -19,7 +20,8 @@ use crate::bigcommerce::api::ApiError;
 use crate::bigcommerce::customers::ensure_customer;
 use crate::bigcommerce::login_jwt;
 use crate::identity::StoreId;
-use crate::policy::DenyReason;
+use crate::identity::Identity;
+use crate::policy::{DenyReason, LaunchRefusal};
 use crate::redirect::LocalPath;
 
 #[derive(Debug, Deserialize)]
@@ -78,25 +80,17 @@ pub async fn launch(
     let decision = match state
         .config
         .policy
-        .authorize_launch(identity, &store_key, now)
+        .authorize_launch(identity, &store_key, now, &redirect_to)
     {
         Ok(d) => d,
-        Err(reason) => {
+        Err(refusal) => {
             let mut ev = audit(Outcome::Deny);
-            ev.rule = Some(reason.rule_label().to_owned());
-            ev.reason = Some("not_entitled".into());
-            ev.detail = Some(reason.explain());
+            ev.rule = Some(refusal.rule_label().to_owned());
+            ev.reason = Some(refusal.code().to_owned());
+            ev.detail = Some(refusal.explain());
             state.audit.record(ev);
-            return Err(AppError::new(
-                StatusCode::FORBIDDEN,
-                "No access to this store",
-                format!("You cannot open {}: {}.", store.name, reason.explain()),
-                &rid,
-            )
-            .with_hint(format!(
-                "If you need this store, ask {}.",
-                state.config.support_contact
-            )));
+            let here = launch_url(&store_id, q.to.as_deref());
+            return refused(&state, &session, &rid, identity, store, here, refusal, now).await;
         }
     };
 
@@ -212,7 +206,7 @@ pub async fn launch(
         &account.store_hash,
         customer_id,
         store.channel_id,
-        &redirect_to,
+        decision.path(),
         request_ip,
         store_now,
         uuid::Uuid::new_v4(),
@@ -232,4 +226,109 @@ pub async fn launch(
     Ok(no_store(
         Redirect::to(&token.login_url(&store.url)).into_response(),
     ))
+}
+
+/// This launch's own URL, to come back to after signing in again.
+fn launch_url(store_id: &str, to: Option<&str>) -> String {
+    match to {
+        Some(t) if !t.is_empty() => format!("/stores/{}/launch?to={}", urlencode(store_id), urlencode(t)),
+        _ => format!("/stores/{}/launch", urlencode(store_id)),
+    }
+}
+
+/// Answers a refused launch: a step-up or a fresh sign-in where one can help, else the 403 page
+/// with the policy's own explanation. No token is minted on any of these paths.
+#[allow(clippy::too_many_arguments)]
+async fn refused(
+    state: &AppState,
+    session: &Session,
+    rid: &str,
+    identity: &Identity,
+    store: &crate::config::Store,
+    here: String,
+    refusal: LaunchRefusal,
+    now: crate::clock::UnixTime,
+) -> Result<Response, AppError> {
+    let sign_in_again = |acr: Option<&str>| {
+        let mut target = format!("/login?idp={}", urlencode(identity.idp.as_str()));
+        if let Some(acr) = acr {
+            target.push_str(&format!("&acr={}", urlencode(acr)));
+        }
+        target.push_str(&format!("&return_to={}", urlencode(&here)));
+        target
+    };
+    let wanted_acr = match &refusal {
+        LaunchRefusal::StepUpRequired { acr, .. } => Some(acr.as_str()),
+        _ => None,
+    };
+    if matches!(
+        refusal,
+        LaunchRefusal::StepUpRequired { .. } | LaunchRefusal::SessionTooOld { .. }
+    ) {
+        // One round trip to the IdP per launch: if the sign-in we just asked for came back
+        // without what the grant needs, say so instead of sending the browser round in a loop.
+        let attempt: Option<StepUpAttempt> = session
+            .remove(STEP_UP_KEY)
+            .await
+            .map_err(|_| AppError::session_store(rid))?;
+        let just_tried = attempt.is_some_and(|a| {
+            a.return_to == here
+                && identity.signed_in_at >= a.at
+                && now - a.at < super::auth::PENDING_TTL
+        });
+        if !just_tried {
+            session
+                .insert(
+                    STEP_UP_KEY,
+                    StepUpAttempt {
+                        return_to: here.clone(),
+                        at: now,
+                    },
+                )
+                .await
+                .map_err(|_| AppError::session_store(rid))?;
+            return Ok(no_store(
+                Redirect::to(&sign_in_again(wanted_acr)).into_response(),
+            ));
+        }
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "A stronger sign-in is needed",
+            format!(
+                "You cannot open {} yet: {}. The identity provider did not confirm it when you signed in again.",
+                store.name,
+                refusal.explain()
+            ),
+            rid,
+        )
+        .with_hint(format!(
+            "Sign in again with the required method, or ask {}.",
+            state.config.support_contact
+        ))
+        .offer_sign_in());
+    }
+    let (title, hint) = match &refusal {
+        LaunchRefusal::Denied(DenyReason::Expired { .. }) => (
+            "Your access has expired",
+            format!("To renew it, ask {}.", state.config.support_contact),
+        ),
+        LaunchRefusal::PathNotAllowed { .. } => (
+            "This page of the store is not open to you",
+            format!(
+                "Open the store from the portal, or ask {} for wider access.",
+                state.config.support_contact
+            ),
+        ),
+        _ => (
+            "No access to this store",
+            format!("If you need this store, ask {}.", state.config.support_contact),
+        ),
+    };
+    Err(AppError::new(
+        StatusCode::FORBIDDEN,
+        title,
+        format!("You cannot open {}: {}.", store.name, refusal.explain()),
+        rid,
+    )
+    .with_hint(hint))
 }

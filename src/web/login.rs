@@ -21,6 +21,8 @@ use crate::redirect::LocalPath;
 pub struct LoginQuery {
     idp: Option<String>,
     return_to: Option<String>,
+    /// Step-up: the authentication contract a launch needs (only values some grant requires).
+    acr: Option<String>,
 }
 
 #[derive(Template)]
@@ -81,7 +83,21 @@ pub async fn login(
             &rid,
         ));
     };
-    let (url, pending) = provider.begin(return_to, None).await.map_err(|e| {
+    let acr = match q.acr.as_deref().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) if state.config.policy.required_acrs().contains(&a) => Some(a),
+        Some(_) => {
+            return Err(AppError::bad_request(
+                "The requested sign-in method is not one this gateway asks for.",
+                &rid,
+            ));
+        }
+    };
+    // OIDC: the contract goes out as `acr_values` (Access Manager picks the contract by URI).
+    // SAML hook: a SAML IdP gets the same `acr` as
+    // <samlp:RequestedAuthnContext Comparison="exact"><saml:AuthnContextClassRef>{acr}</...>
+    // in its AuthnRequest, and the assertion's AuthnContextClassRef becomes `Identity.auth.acr`.
+    let (url, pending) = provider.begin(return_to, acr).await.map_err(|e| {
         tracing::warn!(idp = %idp_id, error = %e, "cannot start sign-in");
         AppError::unavailable("The identity provider", &rid)
     })?;
