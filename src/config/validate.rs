@@ -830,7 +830,10 @@ fn grant_spec(c: &mut Checker<'_>, base: &[Seg], g: GrantFields<'_>) -> GrantSpe
     let max_session_age = g.max_session_age.as_ref().and_then(|raw| {
         let d = c.duration(&at("max_session_age"), raw)?;
         if d.as_secs() == 0 {
-            c.error(&at("max_session_age"), "`max_session_age` must be longer than 0s");
+            c.error(
+                &at("max_session_age"),
+                "`max_session_age` must be longer than 0s",
+            );
         }
         i64::try_from(d.as_secs()).ok()
     });
@@ -955,10 +958,7 @@ fn rule(
         }
         (None, Effect::Deny) => String::new(),
         (None, Effect::Allow) => {
-            c.error(
-                &base,
-                format!("allow rule \"{}\" needs a `role`", r.name),
-            );
+            c.error(&base, format!("allow rule \"{}\" needs a `role`", r.name));
             String::new()
         }
     };
@@ -995,7 +995,10 @@ fn rule(
             if set {
                 c.error(
                     &at(k),
-                    format!("deny rule \"{}\" cannot set `{k}`: it grants nothing", r.name),
+                    format!(
+                        "deny rule \"{}\" cannot set `{k}`: it grants nothing",
+                        r.name
+                    ),
                 );
             }
         }
@@ -1007,7 +1010,12 @@ fn rule(
                 attribute_regex.insert(name.clone(), re);
             }
             Err(e) => c.error(
-                &[key("rule"), Seg::Index(i), key("attribute_regex"), key(name)],
+                &[
+                    key("rule"),
+                    Seg::Index(i),
+                    key("attribute_regex"),
+                    key(name),
+                ],
                 format!(
                     "rule \"{}\": `attribute_regex.{name}` is not a valid regex: {}",
                     r.name,

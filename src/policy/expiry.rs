@@ -23,8 +23,8 @@ pub fn parse_expiry(raw: &str) -> Option<UnixTime> {
     {
         let n = |a: usize, b: usize| digits[a..b].parse::<i32>().ok();
         let month = time::Month::try_from(u8::try_from(n(4, 6)?).ok()?).ok()?;
-        let date = time::Date::from_calendar_date(n(0, 4)?, month, u8::try_from(n(6, 8)?).ok()?)
-            .ok()?;
+        let date =
+            time::Date::from_calendar_date(n(0, 4)?, month, u8::try_from(n(6, 8)?).ok()?).ok()?;
         let t = time::Time::from_hms(
             u8::try_from(n(8, 10)?).ok()?,
             u8::try_from(n(10, 12)?).ok()?,

@@ -38,7 +38,9 @@ fn unconditional(r: &Rule) -> bool {
 fn disjoint(a: &[String], b: &[String]) -> bool {
     !a.is_empty()
         && !b.is_empty()
-        && !a.iter().any(|x| b.iter().any(|y| x.eq_ignore_ascii_case(y)))
+        && !a
+            .iter()
+            .any(|x| b.iter().any(|y| x.eq_ignore_ascii_case(y)))
 }
 
 /// Whether one identity could satisfy both rules at some moment (a cheap, conservative test).
@@ -50,9 +52,7 @@ fn may_overlap(a: &Rule, b: &Rule) -> bool {
     {
         return false;
     }
-    let windows_apart = |p: &Rule, q: &Rule| {
-        matches!((p.not_after, q.not_before), (Some(end), Some(start)) if end <= start)
-    };
+    let windows_apart = |p: &Rule, q: &Rule| matches!((p.not_after, q.not_before), (Some(end), Some(start)) if end <= start);
     !(windows_apart(a, b) || windows_apart(b, a))
 }
 

@@ -162,7 +162,7 @@ pub struct GrantSpec {
     pub allowed_paths: Option<Vec<String>>,
     /// The authentication contract (acr) the session must carry to launch.
     pub require_acr: Option<String>,
-    /// Launch only within this many seconds of authenticating (agencies, partners).
+    /// Launch only within this many seconds of signing in at the gateway (agencies, partners).
     pub max_session_age: Option<i64>,
 }
 
@@ -330,8 +330,7 @@ impl Conditions {
         let id = f.id;
         (p.groups.is_empty() || p.groups.iter().any(|g| f.groups.contains(g)))
             && (p.roles.is_empty() || p.roles.iter().any(|r| f.roles.contains(r)))
-            && (p.domains.is_empty()
-                || f.domain.as_ref().is_some_and(|d| p.domains.contains(d)))
+            && (p.domains.is_empty() || f.domain.as_ref().is_some_and(|d| p.domains.contains(d)))
             && (self.idps.is_empty() || self.idps.iter().any(|want| want == id.idp.as_str()))
             && self.attributes.iter().all(|(name, wanted)| {
                 id.attributes
@@ -522,6 +521,8 @@ fn has_dot_segment(path: &str) -> bool {
     })
 }
 
+// Allow is the common case and is matched by value everywhere; boxing the grant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "decision", rename_all = "lowercase")]
 pub enum Decision {
@@ -818,8 +819,9 @@ impl Policy {
             });
         }
         if let Some(max) = grant.max_session_age {
-            let authenticated = id.auth.auth_time.unwrap_or(id.signed_in_at);
-            if now - authenticated >= max {
+            // The gateway session's age: a fresh sign-in at the gateway resets it, so the
+            // redirect the launch answers with cannot loop (an IdP's `auth_time` might not move).
+            if now - id.signed_in_at >= max {
                 return Err(LaunchRefusal::SessionTooOld {
                     rule: grant.rule,
                     max_age: max,

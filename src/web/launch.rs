@@ -19,8 +19,8 @@ use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::bigcommerce::api::ApiError;
 use crate::bigcommerce::customers::ensure_customer;
 use crate::bigcommerce::login_jwt;
-use crate::identity::StoreId;
 use crate::identity::Identity;
+use crate::identity::StoreId;
 use crate::policy::{DenyReason, LaunchRefusal};
 use crate::redirect::LocalPath;
 
@@ -77,22 +77,23 @@ pub async fn launch(
         },
     };
 
-    let decision = match state
-        .config
-        .policy
-        .authorize_launch(identity, &store_key, now, &redirect_to)
-    {
-        Ok(d) => d,
-        Err(refusal) => {
-            let mut ev = audit(Outcome::Deny);
-            ev.rule = Some(refusal.rule_label().to_owned());
-            ev.reason = Some(refusal.code().to_owned());
-            ev.detail = Some(refusal.explain());
-            state.audit.record(ev);
-            let here = launch_url(&store_id, q.to.as_deref());
-            return refused(&state, &session, &rid, identity, store, here, refusal, now).await;
-        }
-    };
+    let decision =
+        match state
+            .config
+            .policy
+            .authorize_launch(identity, &store_key, now, &redirect_to)
+        {
+            Ok(d) => d,
+            Err(refusal) => {
+                let mut ev = audit(Outcome::Deny);
+                ev.rule = Some(refusal.rule_label().to_owned());
+                ev.reason = Some(refusal.code().to_owned());
+                ev.detail = Some(refusal.explain());
+                state.audit.record(ev);
+                let here = launch_url(&store_id, q.to.as_deref());
+                return refused(&state, &session, &rid, identity, store, here, refusal, now).await;
+            }
+        };
 
     let Some(account) = state.config.account(&store.account) else {
         return Err(AppError::not_found(
@@ -231,7 +232,9 @@ pub async fn launch(
 /// This launch's own URL, to come back to after signing in again.
 fn launch_url(store_id: &str, to: Option<&str>) -> String {
     match to {
-        Some(t) if !t.is_empty() => format!("/stores/{}/launch?to={}", urlencode(store_id), urlencode(t)),
+        Some(t) if !t.is_empty() => {
+            format!("/stores/{}/launch?to={}", urlencode(store_id), urlencode(t))
+        }
         _ => format!("/stores/{}/launch", urlencode(store_id)),
     }
 }
@@ -321,7 +324,10 @@ async fn refused(
         ),
         _ => (
             "No access to this store",
-            format!("If you need this store, ask {}.", state.config.support_contact),
+            format!(
+                "If you need this store, ask {}.",
+                state.config.support_contact
+            ),
         ),
     };
     Err(AppError::new(
