@@ -55,6 +55,8 @@ pub struct Opts {
     pub redis_url: Option<String>,
     /// Extra lines appended to the `[[idp]]` table (e.g. claim mapping).
     pub idp_extra: String,
+    /// Templates and rules replacing the default rules (stores us, eu, outlet stay).
+    pub policy: Option<String>,
 }
 
 impl Opts {
@@ -65,6 +67,7 @@ impl Opts {
             client_secret: client_secret.to_owned(),
             redis_url: None,
             idp_extra: String::new(),
+            policy: None,
         }
     }
 }
@@ -103,6 +106,27 @@ fn sim_store(hash: &str, name: &str, channels: &[(u64, &str)]) -> SimStore {
             .collect(),
     }
 }
+
+/// The rules most tests use.
+pub const DEFAULT_POLICY: &str = r#"[[rule]]
+name = "contractors-never-eu"
+effect = "deny"
+groups_any = ["contractors"]
+stores = ["eu"]
+
+[[rule]]
+name = "merchandisers-everywhere"
+groups_any = ["bc-merchandisers"]
+stores = ["*"]
+role = "merchandiser"
+customer_group = "Staff"
+
+[[rule]]
+name = "support-us"
+groups_any = ["bc-support"]
+stores = ["us"]
+role = "support"
+"#;
 
 pub fn config_text(base: &str, sim_base: &str, o: &Opts) -> String {
     let session = match &o.redis_url {
@@ -168,30 +192,14 @@ bigcommerce = "outlet"
 channel_id = 1
 url = "{sim_base}/storefront/{OUTLET_HASH}/1"
 
-[[rule]]
-name = "contractors-never-eu"
-effect = "deny"
-groups_any = ["contractors"]
-stores = ["eu"]
-
-[[rule]]
-name = "merchandisers-everywhere"
-groups_any = ["bc-merchandisers"]
-stores = ["*"]
-role = "merchandiser"
-customer_group = "Staff"
-
-[[rule]]
-name = "support-us"
-groups_any = ["bc-support"]
-stores = ["us"]
-role = "support"
+{policy}
 "#,
         listen = base.trim_start_matches("http://"),
         issuer = o.issuer,
         client_id = o.client_id,
         client_secret = o.client_secret,
         idp_extra = o.idp_extra,
+        policy = o.policy.as_deref().unwrap_or(DEFAULT_POLICY),
     )
 }
 

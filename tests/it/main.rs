@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod entitlements;
 mod harness;
 mod launch;
 mod oidc_peer;
