@@ -41,7 +41,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
-    /// Print every store with allow/deny and the rule that decided it, for an identity.
+    /// Print every store with allow/deny, the rule and template that decided it and what the grant
+    /// carries, for an identity.
     Explain {
         #[arg(short, long, env = "STOREGATE_CONFIG")]
         config: PathBuf,
@@ -51,6 +52,12 @@ enum Command {
         /// The IdP id the claims come from. Default: the first configured.
         #[arg(long)]
         idp: Option<String>,
+        /// Only this store.
+        #[arg(long)]
+        store: Option<String>,
+        /// Evaluate at this moment (RFC 3339 or Unix seconds) instead of now.
+        #[arg(long)]
+        at: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -65,8 +72,17 @@ fn main() -> ExitCode {
             config,
             claims,
             idp,
+            store,
+            at,
             json,
-        } => storegate::explain::run(&config, &claims, idp.as_deref(), json),
+        } => storegate::explain::run(&storegate::explain::Request {
+            config: &config,
+            claims: &claims,
+            idp: idp.as_deref(),
+            store: store.as_deref(),
+            at: at.as_deref(),
+            json,
+        }),
         Command::Serve { config, json_logs } => {
             init_tracing(json_logs);
             let cfg = match config::load_file(&config) {
