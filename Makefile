@@ -15,9 +15,10 @@ deps:
 test: deps
 	$(CARGO) test --all-targets
 
-## bench: load test
+## bench: policy evaluation (benches/policy.rs), then the load test
 # TODO(bench): the storegate-bench binary is being written separately; this target only runs it.
 bench:
+	$(CARGO) bench --bench policy
 	$(CARGO) run --release --bin storegate-bench
 
 ## lint: formatting and clippy, warnings are errors

@@ -66,5 +66,6 @@ pub fn account() -> BigCommerceAccount {
         client_id: "client-1".into(),
         client_secret: Secret::new("s3cret-key"),
         timeout: Duration::from_secs(5),
+        b2b: None,
     }
 }

@@ -191,6 +191,15 @@ pub struct BigCommerceFile {
     /// Timeout for every API call. Default 10s.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// B2B Edition API token (X-Auth-Token), when the store runs B2B Edition and grants give a
+    /// company role. Default none (B2B grants on this account's stores are then refused by check).
+    #[serde(default)]
+    pub b2b_access_token: Option<String>,
+    #[serde(default)]
+    pub b2b_access_token_file: Option<String>,
+    /// Default `https://api-b2b.bigcommerce.com/api/v3/io`.
+    #[serde(default)]
+    pub b2b_api_base: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -133,6 +133,14 @@ pub struct BigCommerceAccount {
     pub client_id: String,
     pub client_secret: Secret,
     pub timeout: Duration,
+    /// B2B Edition API access, when configured.
+    pub b2b: Option<B2bAccess>,
+}
+
+#[derive(Debug, Clone)]
+pub struct B2bAccess {
+    pub api_base: Url,
+    pub access_token: Secret,
 }
 
 #[derive(Debug, Clone)]

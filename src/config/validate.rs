@@ -388,6 +388,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         templates,
         rules,
     );
+    b2b_needs_access(c, &policy, &stores, &accounts);
     let warnings = if c.problems.is_empty() {
         warnings(c, &policy, &f)
     } else {
@@ -408,6 +409,43 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         policy,
         warnings,
     })
+}
+
+/// A grant that gives a B2B Edition role can only be applied on stores whose account has B2B
+/// Edition access: checked for every store each allow rule reaches.
+fn b2b_needs_access(
+    c: &mut Checker<'_>,
+    policy: &Policy,
+    stores: &[Store],
+    accounts: &[BigCommerceAccount],
+) {
+    for store in stores {
+        let has_b2b = accounts
+            .iter()
+            .any(|a| a.id == store.account && a.b2b.is_some());
+        if has_b2b {
+            continue;
+        }
+        for (i, r) in policy.rules().iter().enumerate() {
+            if r.effect != Effect::Allow || !policy.rules_for(&store.id).any(|x| x == r) {
+                continue;
+            }
+            let template = r.template.as_ref().or(store.template.as_ref());
+            let from_template = template
+                .and_then(|t| policy.template(t))
+                .and_then(|t| t.roles.get(&r.role))
+                .and_then(|g| g.b2b);
+            if r.grant.b2b.or(from_template).is_some() {
+                c.error(
+                    &[key("rule"), Seg::Index(i), key("name")],
+                    format!(
+                        "rule \"{}\" gives a B2B Edition role on store \"{}\", but [[bigcommerce]] \"{}\" has no `b2b_access_token`",
+                        r.name, store.id, store.account
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// `storegate check`'s warnings: the policy's own findings placed on their lines, plus rules
@@ -684,6 +722,34 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
         Some(s) => c.duration(&at("timeout"), s)?,
         None => Duration::from_secs(10),
     };
+    let b2b_token = c.secret(
+        &t,
+        "b2b_access_token",
+        &b.b2b_access_token,
+        Some(&b.b2b_access_token_file),
+        false,
+    );
+    let b2b = match (b2b_token, &b.b2b_api_base) {
+        (None, Some(_)) => {
+            c.error(
+                &at("b2b_api_base"),
+                "`b2b_api_base` needs `b2b_access_token` (or `b2b_access_token_file`)",
+            );
+            None
+        }
+        (None, None) => None,
+        (Some(token), base) => {
+            let raw = base
+                .clone()
+                .unwrap_or_else(|| "https://api-b2b.bigcommerce.com/api/v3/io".into());
+            let raw = c.interpolate(&at("b2b_api_base"), &raw)?;
+            c.url(&at("b2b_api_base"), &raw)
+                .map(|api_base| super::B2bAccess {
+                    api_base,
+                    access_token: token,
+                })
+        }
+    };
     Some(BigCommerceAccount {
         id: b.id.clone(),
         store_hash: b.store_hash.clone(),
@@ -692,6 +758,7 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
         client_id: client_id?,
         client_secret: client_secret?,
         timeout,
+        b2b,
     })
 }
 

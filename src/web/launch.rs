@@ -17,6 +17,7 @@ use super::extract::ClientIp;
 use super::{AppState, no_store};
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::bigcommerce::api::ApiError;
+use crate::bigcommerce::b2b::ensure_company_user;
 use crate::bigcommerce::customers::ensure_customer;
 use crate::bigcommerce::login_jwt;
 use crate::identity::Identity;
@@ -126,7 +127,12 @@ pub async fn launch(
         .as_ref()
         .map(|g| format!("{g:?}"))
         .unwrap_or_default();
-    let cache_key = format!("{}|{:?}|{}", store.account, channels, group_key);
+    let b2b_key = decision
+        .grant()
+        .b2b
+        .map(|b| format!("|b2b:{}:{}", b.company_id, b.role))
+        .unwrap_or_default();
+    let cache_key = format!("{}|{:?}|{}{b2b_key}", store.account, channels, group_key);
 
     let upstream_failed = |e: ApiError, step: &str| {
         let mut ev = audit(Outcome::Error);
@@ -139,6 +145,21 @@ pub async fn launch(
             e,
             ApiError::Unreachable { .. } | ApiError::Timeout { .. } | ApiError::RateLimited { .. }
         );
+        if let ApiError::B2bConflict { detail } = &e {
+            return AppError::new(
+                StatusCode::CONFLICT,
+                "The store account needs an administrator",
+                format!(
+                    "Your B2B access to {} cannot be set up automatically: {detail}.",
+                    store.name
+                ),
+                &rid,
+            )
+            .with_hint(format!(
+                "Ask {} to check the company in B2B Edition.",
+                state.config.support_contact
+            ));
+        }
         if let ApiError::SubjectConflict { .. } = e {
             return AppError::new(
                 StatusCode::CONFLICT,
@@ -181,6 +202,21 @@ pub async fn launch(
             let id = ensure_customer(api.as_ref(), identity, &decision, &channels)
                 .await
                 .map_err(|e| upstream_failed(e, "ensure customer"))?;
+            if decision.grant().b2b.is_some() {
+                // Validation refuses B2B grants on accounts without B2B Edition access.
+                let Some(b2b) = state.b2b.get(&store.account) else {
+                    return Err(upstream_failed(
+                        ApiError::B2bConflict {
+                            detail: "no B2B Edition access is configured for this store".into(),
+                        },
+                        "B2B company user",
+                    ));
+                };
+                let outcome = ensure_company_user(b2b.as_ref(), &decision, identity, id)
+                    .await
+                    .map_err(|e| upstream_failed(e, "B2B company user"))?;
+                tracing::info!(store = %store.id, ?outcome, "B2B Edition membership ensured");
+            }
             auth.customers.insert(cache_key, id);
             session
                 .insert(AUTH_KEY, &auth)

@@ -25,6 +25,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::audit::AuditLog;
 use crate::bigcommerce::api::{CustomerApi, HttpCustomerApi};
+use crate::bigcommerce::b2b::{B2bApi, HttpB2bApi};
 use crate::bigcommerce::store_clock::StoreClock;
 use crate::clock::SharedClock;
 use crate::config::{Config, Protocol};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub providers: Arc<BTreeMap<String, Arc<OidcProvider>>>,
     /// BigCommerce Management API per `[[bigcommerce]]` id.
     pub bigcommerce: Arc<HashMap<String, Arc<dyn CustomerApi>>>,
+    /// B2B Edition API per `[[bigcommerce]]` id, for accounts that configure it.
+    pub b2b: Arc<HashMap<String, Arc<dyn B2bApi>>>,
     pub store_clock: Arc<StoreClock>,
     pub audit: AuditLog,
     pub sessions: Arc<session::Store>,
@@ -71,6 +74,21 @@ impl AppState {
                 .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
             bigcommerce.insert(account.id.clone(), Arc::new(api));
         }
+        let mut b2b: HashMap<String, Arc<dyn B2bApi>> = HashMap::new();
+        for account in &config.bigcommerce {
+            if let Some(access) = &account.b2b {
+                let api = HttpB2bApi::new(
+                    &access.api_base,
+                    &account.store_hash,
+                    access.access_token.clone(),
+                    account.timeout,
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!("[[bigcommerce]] {} (B2B Edition): {e}", account.id)
+                })?;
+                b2b.insert(account.id.clone(), Arc::new(api));
+            }
+        }
         let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
         Ok(AppState {
             store_clock: Arc::new(StoreClock::new(clock.clone())),
@@ -78,6 +96,7 @@ impl AppState {
             clock,
             providers: Arc::new(providers),
             bigcommerce: Arc::new(bigcommerce),
+            b2b: Arc::new(b2b),
             audit,
             sessions: Arc::new(sessions),
         })

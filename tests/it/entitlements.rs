@@ -186,3 +186,135 @@ async fn a_grant_that_expires_during_the_session_vanishes_and_launches_are_refus
     assert_eq!(last.reason.as_deref(), Some("grant_expired"));
     assert_eq!(last.rule.as_deref(), Some("agency-us"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// B2B Edition: the launch puts the customer into the grant's company with the grant's role
+// ---------------------------------------------------------------------------------------------
+
+const B2B_POLICY: &str = r#"
+[[rule]]
+name = "sales-ops-b2b"
+groups_any = ["sales-ops"]
+stores = ["us"]
+role = "buyer"
+b2b = { company_id = 42, role = "junior_buyer" }
+
+[[rule]]
+name = "account-managers-b2b"
+groups_any = ["account-managers"]
+stores = ["eu"]
+role = "account manager"
+b2b = { company_id = 42, company_role_id = 77 }
+
+[[rule]]
+name = "inactive-company"
+groups_any = ["sales-ops"]
+stores = ["eu"]
+role = "buyer"
+b2b = { company_id = 43, role = "admin" }
+"#;
+
+use storegate::bigcommerce::sim::{SimCompany, SimCompanyUser};
+
+use crate::harness::MAIN_HASH;
+
+async fn b2b_signed_in(groups: &[&str]) -> (RogueOp, Gateway, Browser) {
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    op.set_claims(json!({"email": "sam@corp.example", "given_name": "Sam", "family_name": "Sales", "groups": groups}));
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.policy = Some(B2B_POLICY.to_owned());
+    let gw = Gateway::start(Reserved::new().await, opts).await;
+    gw.sim.enable_b2b(
+        MAIN_HASH,
+        &format!("b2b-token-{MAIN_HASH}"),
+        vec![
+            SimCompany {
+                id: 42,
+                name: "Acme".into(),
+                status: 1,
+                customer_group_id: 9,
+                custom_roles: vec![77],
+            },
+            SimCompany {
+                id: 43,
+                name: "Gone".into(),
+                status: 3,
+                customer_group_id: 10,
+                custom_roles: vec![],
+            },
+        ],
+    );
+    let b = Browser::new();
+    let start = b.get(&gw.url("/login")).await;
+    let done = b.follow_while(start, |u| u.path() != "/").await;
+    assert_eq!(done.status(), 303, "signed in: {}", b.hops_text());
+    (op, gw, b)
+}
+
+#[tokio::test]
+async fn b2b_launch_creates_the_company_user_with_the_grant_role() {
+    let (_op, gw, b) = b2b_signed_in(&["sales-ops", "account-managers"]).await;
+    let landed = b.follow(b.get(&gw.url("/stores/us/launch")).await).await;
+    assert!(landed.status().is_success(), "{}", b.hops_text());
+    let users = gw.sim.company_users(MAIN_HASH);
+    assert_eq!(users.len(), 1, "{users:?}");
+    let customer = &gw.sim.customers(MAIN_HASH)[0];
+    assert_eq!(
+        (
+            users[0].company_id,
+            users[0].role,
+            users[0].company_role_id,
+            users[0].customer_id
+        ),
+        (42, 2, None, customer.id)
+    );
+    assert_eq!(
+        customer.customer_group_id, 9,
+        "the company's customer group"
+    );
+    assert_eq!(gw.sim.accepted_logins().len(), 1);
+
+    // Another store of the same hash with a custom company role: the role is changed in place.
+    let landed = b.follow(b.get(&gw.url("/stores/eu/launch")).await).await;
+    assert!(landed.status().is_success(), "{}", b.hops_text());
+    let users = gw.sim.company_users(MAIN_HASH);
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].company_role_id, Some(77));
+}
+
+#[tokio::test]
+async fn b2b_launch_into_another_company_or_an_inactive_one_is_409_without_a_token() {
+    let (_op, gw, b) = b2b_signed_in(&["sales-ops"]).await;
+    let resp = b.get(&gw.url("/stores/eu/launch")).await;
+    assert_eq!(resp.status(), 409);
+    let text = resp.text().await.expect("page");
+    assert!(
+        text.contains("B2B company 43 is not approved (companyStatus 3)"),
+        "{text}"
+    );
+    assert!(gw.sim.company_users(MAIN_HASH).is_empty());
+
+    // A customer who already belongs to another company is never moved.
+    let customer = gw.sim.customers(MAIN_HASH)[0].id;
+    gw.sim.add_company_user(
+        MAIN_HASH,
+        SimCompanyUser {
+            id: 500,
+            customer_id: customer,
+            company_id: 99,
+            role: 0,
+            company_role_id: None,
+            email: "sam@corp.example".into(),
+        },
+    );
+    let resp = b.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(resp.status(), 409);
+    let text = resp.text().await.expect("page");
+    assert!(text.contains("user of B2B company 99, not 42"), "{text}");
+    gw.assert_no_token_minted();
+    assert_eq!(
+        gw.sim.company_users(MAIN_HASH)[0].company_id,
+        99,
+        "never moved"
+    );
+}

@@ -162,6 +162,8 @@ api_base = "{sim_base}"
 access_token = "token-{MAIN_HASH}"
 client_id = "client-{MAIN_HASH}"
 client_secret = "login-secret-{MAIN_HASH}"
+b2b_access_token = "b2b-token-{MAIN_HASH}"
+b2b_api_base = "{sim_base}/api/v3/io"
 
 [[bigcommerce]]
 id = "outlet"

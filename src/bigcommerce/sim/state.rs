@@ -69,6 +69,8 @@ pub(super) struct StoreData {
     pub window_start: Instant,
     pub used_in_window: u32,
     pub api_calls: u64,
+    /// B2B Edition, when installed.
+    pub b2b: super::b2b::B2bData,
 }
 
 impl StoreData {
@@ -82,6 +84,7 @@ impl StoreData {
             window_start: Instant::now(),
             used_in_window: 0,
             api_calls: 0,
+            b2b: Default::default(),
         }
     }
 
