@@ -14,6 +14,7 @@ pub mod federation;
 pub mod identity;
 pub mod policy;
 pub mod redirect;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;

@@ -96,7 +96,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            run(async move { storegate::server::serve(cfg, clock()).await })
+            run(async move { storegate::server::serve(cfg, clock(), Some(config)).await })
         }
         Command::Demo { listen } => {
             init_tracing(false);

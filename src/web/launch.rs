@@ -51,7 +51,8 @@ pub async fn launch(
     };
 
     let store_key = StoreId::new(store_id.clone());
-    let Some(store) = state.config.store(&store_key) else {
+    let snap = state.policy();
+    let Some(store) = snap.store(&store_key) else {
         let mut ev = audit(Outcome::Deny);
         ev.rule = Some(DenyReason::UnknownStore.rule_label().to_owned());
         ev.reason = Some("unknown_store".into());
@@ -110,12 +111,11 @@ pub async fn launch(
     };
 
     // The customer may log in to every channel of this store hash the user is entitled to.
-    let mut channels: Vec<u64> = state
-        .config
+    let mut channels: Vec<u64> = snap
         .policy
         .grants(identity, now)
         .iter()
-        .filter_map(|g| state.config.store(&g.store))
+        .filter_map(|g| snap.store(&g.store))
         .filter(|s| s.account == store.account)
         .map(|s| s.channel_id)
         .collect();

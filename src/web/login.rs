@@ -85,7 +85,7 @@ pub async fn login(
     };
     let acr = match q.acr.as_deref().filter(|a| !a.is_empty()) {
         None => None,
-        Some(a) if state.config.policy.required_acrs().contains(&a) => Some(a),
+        Some(a) if state.policy().policy.required_acrs().contains(&a) => Some(a),
         Some(_) => {
             return Err(AppError::bad_request(
                 "The requested sign-in method is not one this gateway asks for.",
@@ -213,7 +213,7 @@ pub async fn callback(
         .insert(AUTH_KEY, &signed_in)
         .await
         .map_err(|_| AppError::session_store(&rid))?;
-    let grants = state.config.policy.grants(&identity, now);
+    let grants = state.policy().policy.grants(&identity, now);
     let mut ev = AuditEvent::new(now, &rid, EventKind::SignIn, Outcome::Allow).who(&identity);
     ev.detail = Some(format!("{} store(s) granted", grants.len()));
     state.audit.record(ev);

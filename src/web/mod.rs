@@ -30,12 +30,17 @@ use crate::bigcommerce::store_clock::StoreClock;
 use crate::clock::SharedClock;
 use crate::config::{Config, Protocol};
 use crate::federation::oidc::OidcProvider;
+use crate::reload::{PolicySnapshot, SharedPolicy};
 use crate::session;
 
 /// Everything a handler may need, cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// The configuration the gateway started with. Decide with [`AppState::policy`], which a
+    /// reload can replace; this copy's `policy` and `stores` are the startup ones.
     pub config: Arc<Config>,
+    /// The running policy and stores (reloadable: SIGHUP or file change, see `reload`).
+    pub policy: SharedPolicy,
     pub clock: SharedClock,
     pub providers: Arc<BTreeMap<String, Arc<OidcProvider>>>,
     /// BigCommerce Management API per `[[bigcommerce]]` id.
@@ -91,6 +96,9 @@ impl AppState {
         }
         let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
         Ok(AppState {
+            policy: Arc::new(arc_swap::ArcSwap::from_pointee(
+                PolicySnapshot::from_config(&config),
+            )),
             store_clock: Arc::new(StoreClock::new(clock.clone())),
             config: Arc::new(config),
             clock,
@@ -100,6 +108,14 @@ impl AppState {
             audit,
             sessions: Arc::new(sessions),
         })
+    }
+}
+
+impl AppState {
+    /// The policy and stores in force now. Take it once per request: a reload in the middle of
+    /// a request cannot mix two policies.
+    pub fn policy(&self) -> Arc<PolicySnapshot> {
+        self.policy.load_full()
     }
 }
 
