@@ -251,33 +251,41 @@ pub fn group_key(raw: &str) -> String {
     if !looks_like_dn(raw) {
         return raw.to_lowercase();
     }
-    let mut out = String::with_capacity(raw.len());
-    let mut part = String::new();
-    let mut escaped = false;
-    let flush = |part: &mut String, out: &mut String| {
-        let (attr, value) = part.split_once('=').unwrap_or((part.as_str(), ""));
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(&attr.trim().to_lowercase());
-        out.push('=');
-        out.push_str(&value.trim().to_lowercase());
-        part.clear();
-    };
-    for c in raw.chars() {
-        if escaped {
-            part.push(c);
-            escaped = false;
-        } else if c == '\\' {
-            part.push(c);
-            escaped = true;
-        } else if c == ',' {
-            flush(&mut part, &mut out);
-        } else {
-            part.push(c);
+    // One pass (this runs for every group of every sign-in): lower-case, and drop the spaces
+    // around `,` and `=` unless escaped.
+    fn trim_end(out: &mut String) {
+        while out.ends_with(' ') && !out[..out.len() - 1].ends_with('\\') {
+            out.pop();
         }
     }
-    flush(&mut part, &mut out);
+    let mut out = String::with_capacity(raw.len());
+    let mut escaped = false;
+    let mut after_separator = false;
+    for c in raw.chars() {
+        if escaped {
+            out.extend(c.to_lowercase());
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => {
+                out.push('\\');
+                escaped = true;
+                after_separator = false;
+            }
+            ',' | '=' => {
+                trim_end(&mut out);
+                out.push(c);
+                after_separator = true;
+            }
+            ' ' if after_separator => {}
+            _ => {
+                after_separator = false;
+                out.extend(c.to_lowercase());
+            }
+        }
+    }
+    trim_end(&mut out);
     out
 }
 
@@ -448,6 +456,10 @@ pub struct Policy {
     prepared: Vec<Prepared>,
     /// For each store (by position), the rules whose scope covers it, in file order.
     by_store: Vec<Vec<usize>>,
+    /// The same, split into deny rules and allow rules (each in file order), so a decision
+    /// checks the few denies and stops at the first applicable allow.
+    denies_by_store: Vec<Vec<usize>>,
+    allows_by_store: Vec<Vec<usize>>,
     store_pos: HashMap<StoreId, usize>,
     template_pos: HashMap<String, usize>,
 }
@@ -598,7 +610,7 @@ impl Policy {
     /// Builds the policy and its index. Rules keep file order; stores keep portal order.
     pub fn new(stores: Vec<StoreEntry>, templates: Vec<Template>, rules: Vec<Rule>) -> Policy {
         let prepared = rules.iter().map(|r| Prepared::of(&r.conditions)).collect();
-        let by_store = stores
+        let by_store: Vec<Vec<usize>> = stores
             .iter()
             .map(|s| {
                 rules
@@ -609,6 +621,19 @@ impl Policy {
                     .collect()
             })
             .collect();
+        let split = |effect: Effect| -> Vec<Vec<usize>> {
+            by_store
+                .iter()
+                .map(|list| {
+                    list.iter()
+                        .copied()
+                        .filter(|i| rules[*i].effect == effect)
+                        .collect()
+                })
+                .collect()
+        };
+        let denies_by_store = split(Effect::Deny);
+        let allows_by_store = split(Effect::Allow);
         let store_pos = stores
             .iter()
             .enumerate()
@@ -625,6 +650,8 @@ impl Policy {
             rules,
             prepared,
             by_store,
+            denies_by_store,
+            allows_by_store,
             store_pos,
             template_pos,
         }
@@ -695,30 +722,33 @@ impl Policy {
         f: &Facts<'_>,
         now: UnixTime,
         memo: &mut [Option<RuleState>],
+        record_overridden: bool,
     ) -> Decision {
         let store = &self.stores[pos];
+        let mut state = |i: usize| *memo[i].get_or_insert_with(|| self.rule_state(i, f, now));
+        // Deny wins, wherever it sits in the file.
+        for &i in &self.denies_by_store[pos] {
+            if let RuleState::Applies { .. } = state(i) {
+                return Decision::Deny {
+                    reason: DenyReason::DeniedByRule {
+                        rule: self.rules[i].name.clone(),
+                    },
+                };
+            }
+        }
         let mut first_allow: Option<(usize, Option<UnixTime>)> = None;
         let mut overridden = Vec::new();
         let mut expired: Option<(usize, UnixTime)> = None;
-        for &i in &self.by_store[pos] {
-            let state = *memo[i].get_or_insert_with(|| self.rule_state(i, f, now));
-            let rule = &self.rules[i];
-            match (state, rule.effect) {
-                (RuleState::Applies { .. }, Effect::Deny) => {
-                    return Decision::Deny {
-                        reason: DenyReason::DeniedByRule {
-                            rule: rule.name.clone(),
-                        },
-                    };
-                }
-                (RuleState::Applies { until }, Effect::Allow) => {
-                    if first_allow.is_none() {
-                        first_allow = Some((i, until));
-                    } else {
-                        overridden.push(rule.name.clone());
+        for &i in &self.allows_by_store[pos] {
+            match state(i) {
+                RuleState::Applies { until } if first_allow.is_none() => {
+                    first_allow = Some((i, until));
+                    if !record_overridden {
+                        break;
                     }
                 }
-                (RuleState::Expired { at }, Effect::Allow) if expired.is_none() => {
+                RuleState::Applies { .. } => overridden.push(self.rules[i].name.clone()),
+                RuleState::Expired { at } if expired.is_none() && first_allow.is_none() => {
                     expired = Some((i, at));
                 }
                 _ => {}
@@ -769,7 +799,7 @@ impl Policy {
             };
         };
         let mut memo = vec![None; self.rules.len()];
-        self.decide_at(pos, &Facts::new(id), now, &mut memo)
+        self.decide_at(pos, &Facts::new(id), now, &mut memo, true)
     }
 
     /// Decide every configured store, in portal order. Each rule's conditions are evaluated at
@@ -781,20 +811,24 @@ impl Policy {
             .map(|pos| {
                 (
                     self.stores[pos].id.clone(),
-                    self.decide_at(pos, &facts, now, &mut memo),
+                    self.decide_at(pos, &facts, now, &mut memo, true),
                 )
             })
             .collect()
     }
 
-    /// The grants only, in portal order.
+    /// The grants only, in portal order: the request path (portal, launch), which needs no list
+    /// of overridden rules.
     pub fn grants(&self, id: &Identity, now: UnixTime) -> Vec<Grant> {
-        self.evaluate(id, now)
-            .into_iter()
-            .filter_map(|(_, d)| match d {
-                Decision::Allow { grant, .. } => Some(grant),
-                Decision::Deny { .. } => None,
-            })
+        let facts = Facts::new(id);
+        let mut memo = vec![None; self.rules.len()];
+        (0..self.stores.len())
+            .filter_map(
+                |pos| match self.decide_at(pos, &facts, now, &mut memo, false) {
+                    Decision::Allow { grant, .. } => Some(grant),
+                    Decision::Deny { .. } => None,
+                },
+            )
             .collect()
     }
 

@@ -1695,6 +1695,16 @@ proptest! {
     }
 
     #[test]
+    fn the_request_path_grants_are_exactly_the_explained_allows(
+        p in arb_policy(),
+        id in arb_identity(),
+        now in arb_now(),
+    ) {
+        let explained: Vec<Grant> = granted(&p, &id, now).into_iter().filter_map(|(_, g)| g).collect();
+        prop_assert_eq!(p.grants(&id, now), explained);
+    }
+
+    #[test]
     fn removing_an_allow_rule_never_widens_access(
         p in arb_policy(),
         which in any::<proptest::sample::Index>(),
