@@ -1113,7 +1113,7 @@ idp = [
 /// MINIMAL plus one account; tests append stores, templates and rules.
 fn with_policy(policy: &str) -> String {
     format!(
-        "{}\n[[bigcommerce]]\nid = \"main\"\nstore_hash = \"abc123\"\naccess_token = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{policy}",
+        "{}\n[[bigcommerce]]\nid = \"main\"\nstore_hash = \"abc123\"\naccess_token = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nb2b_access_token = \"b2b\"\n{policy}",
         doc(MINIMAL).trim_end()
     )
 }
@@ -1251,7 +1251,7 @@ require_acr = "urn:x"
     let got = load_str(&text, FILE, &FakeEnv::default())
         .unwrap_err()
         .to_string();
-    let base = doc(MINIMAL).trim_end().lines().count() + 7;
+    let base = doc(MINIMAL).trim_end().lines().count() + 8;
     let want = [
         (base + 4, "`b2b.role`: \"boss\" is not"),
         (
@@ -1321,7 +1321,7 @@ role = "b"
     let c = load_str(&text, FILE, &FakeEnv::default())
         .map_err(|d| d.to_string())
         .unwrap();
-    let base = doc(MINIMAL).trim_end().lines().count() + 7;
+    let base = doc(MINIMAL).trim_end().lines().count() + 8;
     let got: Vec<(usize, &str)> = c
         .warnings
         .iter()
