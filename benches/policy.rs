@@ -126,23 +126,26 @@ fn time(rounds: usize, mut f: impl FnMut()) -> (f64, f64) {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this unoptimized as a smoke
+    // test, where timings mean nothing and the budget is not enforced.
+    let benching = std::env::args().any(|a| a == "--bench");
     let (policy, identity) = build();
     let granted = policy.grants(&identity, NOW).len();
     // The request path (portal tiles, launch channels): every store decided, grants only.
-    let (median, p99) = time(2_000, || {
+    let (median, p99) = time(if benching { 2_000 } else { 3 }, || {
         black_box(policy.grants(black_box(&identity), NOW));
     });
     println!(
         "policy: one evaluation, {GROUPS} groups x {STORES} stores x {RULES} rules ({granted} granted): median {median:.1} µs, p99 {p99:.1} µs"
     );
     // `storegate explain` and the audit detail: every decision with its overridden rules.
-    let (median_full, p99_full) = time(500, || {
+    let (median_full, p99_full) = time(if benching { 500 } else { 3 }, || {
         black_box(policy.evaluate(black_box(&identity), NOW));
     });
     println!(
         "policy: full explanation (every decision, overridden rules listed): median {median_full:.1} µs, p99 {p99_full:.1} µs"
     );
-    if median >= 1_000.0 {
+    if benching && median >= 1_000.0 {
         eprintln!("policy: over the 1 ms budget");
         std::process::exit(1);
     }
