@@ -318,3 +318,55 @@ async fn b2b_launch_into_another_company_or_an_inactive_one_is_409_without_a_tok
         "never moved"
     );
 }
+
+#[tokio::test]
+async fn a_partner_session_older_than_the_grant_allows_signs_in_again_before_launching() {
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    op.set_claims(json!({"email": "pat@agency.example", "groups": ["agency"]}));
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.policy = Some(
+        r#"
+[[rule]]
+name = "agency-short-sessions"
+groups_any = ["agency"]
+stores = ["us"]
+role = "agency"
+max_session_age = "5s"
+"#
+        .to_owned(),
+    );
+    let gw = Gateway::start(Reserved::new().await, opts).await;
+    let b = Browser::new();
+    let start = b.get(&gw.url("/login")).await;
+    assert_eq!(
+        b.follow_while(start, |u| u.path() != "/").await.status(),
+        303
+    );
+    assert_eq!(b.get(&gw.url("/api/me")).await.status(), 200);
+    // (No launch before the clock moves: the gateway caches the store clock's offset, and a jump
+    // of its own clock would then mint tokens "from the future", which no real clock does.)
+
+    // The OP signs with the real clock, so the gateway may only move a little ahead of it (a
+    // fresh ID token must still verify): a 5 s grant keeps the test quick and honest.
+    gw.clock.advance(5);
+    let launch = b.get(&gw.url("/stores/us/launch")).await;
+    let to = location(&launch).expect("redirect");
+    assert_eq!(to.path(), "/login", "sent to sign in again");
+    assert_eq!(query_param(&to, "acr"), None);
+    let landed = b.follow(launch).await;
+    assert!(landed.status().is_success(), "{}", b.hops_text());
+    assert_eq!(op.authorize_requests().len(), 2);
+    assert_eq!(
+        gw.sim.accepted_logins().len(),
+        1,
+        "launched after the fresh sign-in: {:?}\n{}",
+        gw.sim.rejected_logins(),
+        b.hops_text()
+    );
+    let events = gw.audit_events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("session_too_old"))
+    );
+}
