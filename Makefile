@@ -16,10 +16,12 @@ test: deps
 	scripts/check-deploy.sh
 	$(CARGO) test --all-targets
 
-## bench: launch req/s and p50/p99 (memory and Redis sessions) against a bare axum 302, via wrk
-# Release build (bench profile). Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS,
-# BENCH_THREADS, BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs).
+## bench: policy evaluation (benches/policy.rs), then launch req/s and p50/p99 (memory and Redis
+## sessions) against a bare axum 302 via wrk (benches/launch.rs). Release build (bench profile).
+# Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,
+# BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs).
 bench:
+	$(CARGO) bench --bench policy
 	$(CARGO) bench --bench launch
 
 ## lint: formatting and clippy, warnings are errors

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod policy;
 pub mod provisioning;
 pub mod redirect;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;

@@ -49,7 +49,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Print every store with allow/deny and the rule that decided it, for an identity.
+    /// Print every store with allow/deny, the rule and template that decided it and what the grant
+    /// carries, for an identity.
     Explain {
         #[arg(short, long, env = "STOREGATE_CONFIG")]
         config: PathBuf,
@@ -59,6 +60,12 @@ enum Command {
         /// The IdP id the claims come from. Default: the first configured.
         #[arg(long)]
         idp: Option<String>,
+        /// Only this store.
+        #[arg(long)]
+        store: Option<String>,
+        /// Evaluate at this moment (RFC 3339 or Unix seconds) instead of now.
+        #[arg(long)]
+        at: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -90,8 +97,17 @@ fn main() -> ExitCode {
             config,
             claims,
             idp,
+            store,
+            at,
             json,
-        } => storegate::explain::run(&config, &claims, idp.as_deref(), json),
+        } => storegate::explain::run(&storegate::explain::Request {
+            config: &config,
+            claims: &claims,
+            idp: idp.as_deref(),
+            store: store.as_deref(),
+            at: at.as_deref(),
+            json,
+        }),
         Command::Serve { config, json_logs } => {
             init_tracing(json_logs);
             let cfg = match config::load_file(&config) {
@@ -105,7 +121,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            run(async move { storegate::server::serve(cfg, clock()).await })
+            run(async move { storegate::server::serve(cfg, clock(), Some(config)).await })
         }
         Command::SamlMetadata { config } => saml_metadata(&config),
         Command::Certs { dir, cn, force } => certs(&dir, &cn, force),
@@ -289,13 +305,18 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: OK ({} IdP(s), {} BigCommerce account(s), {} store(s), {} rule(s))",
+        "{}: OK ({} IdP(s), {} BigCommerce account(s), {} store(s), {} template(s), {} rule(s), {} warning(s))",
         path.display(),
         cfg.idps.len(),
         cfg.bigcommerce.len(),
         cfg.stores.len(),
-        cfg.policy.rules.len()
+        cfg.policy.templates().len(),
+        cfg.policy.rules().len(),
+        cfg.warnings.len()
     );
+    for w in &cfg.warnings {
+        let _ = writeln!(out, "{}:{}: warning: {}", path.display(), w.line, w.message);
+    }
     if cfg.allow_insecure_http {
         let _ = writeln!(
             out,

@@ -19,14 +19,27 @@ pub fn open_audit(cfg: &Config) -> anyhow::Result<AuditLog> {
     }
 }
 
-/// `storegate serve`: runs until SIGINT/SIGTERM, then drains in-flight requests.
-pub async fn serve(cfg: Config, clock: SharedClock) -> anyhow::Result<()> {
+/// `storegate serve`: runs until SIGINT/SIGTERM, then drains in-flight requests. With
+/// `config_path`, the policy reloads on SIGHUP and when the file changes (see `reload`).
+pub async fn serve(
+    cfg: Config,
+    clock: SharedClock,
+    config_path: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     let audit = open_audit(&cfg)?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let public = cfg.public_url.to_string();
     let state = AppState::build(cfg, clock, audit)?.with_scim().await?;
+    if let Some(path) = config_path {
+        crate::reload::spawn(
+            state.policy.clone(),
+            state.config.clone(),
+            path,
+            std::time::Duration::from_secs(2),
+        );
+    }
     tracing::info!(listen = %listener.local_addr()?, public_url = %public, "storegate is serving");
     serve_on(listener, web::router(state), shutdown_signal()).await
 }

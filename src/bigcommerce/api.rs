@@ -87,6 +87,10 @@ pub enum ApiError {
     SubjectConflict { customer_id: u64, recorded: String },
     #[error("no channel to grant: a customer needs at least one channel")]
     NoChannels,
+    /// B2B Edition state the gateway will not change on its own (another company, a company
+    /// that is not approved): an administrator must look.
+    #[error("{detail}")]
+    B2bConflict { detail: String },
 }
 
 /// The store's clock, the time source of [`crate::bigcommerce::store_clock::StoreClock`].

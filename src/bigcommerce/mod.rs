@@ -6,6 +6,7 @@
 //! enforces where it is enforced.
 
 pub mod api;
+pub mod b2b;
 pub mod customers;
 pub mod login_jwt;
 pub mod sim;

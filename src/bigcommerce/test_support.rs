@@ -6,8 +6,9 @@ use crate::clock::UnixTime;
 use crate::config::BigCommerceAccount;
 use crate::identity::{AuthContext, Identity, IdpId, StoreId};
 use crate::policy::{
-    Conditions, CustomerGroupRef, Effect, LaunchDecision, Policy, Rule, StoreSelector,
+    Conditions, CustomerGroupRef, GrantSpec, LaunchDecision, Policy, Rule, StoreSelector,
 };
+use crate::redirect::LocalPath;
 use crate::secret::Secret;
 
 pub const NOW: UnixTime = 1_760_000_000;
@@ -29,22 +30,20 @@ pub fn identity(email: Option<&str>) -> Identity {
 }
 
 pub fn policy(group: Option<CustomerGroupRef>) -> Policy {
-    Policy {
-        stores: vec![StoreId::new("shop")],
-        rules: vec![Rule {
-            name: "staff-shop".into(),
-            effect: Effect::Allow,
+    Policy::with_plain_stores(
+        vec![StoreId::new("shop")],
+        vec![Rule {
             conditions: Conditions {
                 groups_any: vec!["staff".into()],
                 ..Default::default()
             },
-            stores: StoreSelector::All,
-            role: "buyer".into(),
-            customer_group: group,
-            not_before: None,
-            not_after: None,
+            grant: GrantSpec {
+                customer_group: group,
+                ..Default::default()
+            },
+            ..Rule::allow("staff-shop", "buyer", StoreSelector::All)
         }],
-    }
+    )
 }
 
 pub fn decision(group: Option<CustomerGroupRef>) -> LaunchDecision {
@@ -53,6 +52,7 @@ pub fn decision(group: Option<CustomerGroupRef>) -> LaunchDecision {
             &identity(Some("ada@corp.example")),
             &StoreId::new("shop"),
             NOW,
+            &LocalPath::root(),
         )
         .expect("the fixture policy allows the fixture identity")
 }
@@ -66,5 +66,6 @@ pub fn account() -> BigCommerceAccount {
         client_id: "client-1".into(),
         client_secret: Secret::new("s3cret-key"),
         timeout: Duration::from_secs(5),
+        b2b: None,
     }
 }

@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub bigcommerce: Vec<BigCommerceFile>,
     #[serde(default, rename = "store")]
     pub stores: Vec<StoreFile>,
+    #[serde(default, rename = "template")]
+    pub templates: Vec<TemplateFile>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleFile>,
     /// SCIM 2.0 service (issue 5).
@@ -249,6 +251,15 @@ pub struct BigCommerceFile {
     /// Timeout for every API call. Default 10s.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// B2B Edition API token (X-Auth-Token), when the store runs B2B Edition and grants give a
+    /// company role. Default none (B2B grants on this account's stores are then refused by check).
+    #[serde(default)]
+    pub b2b_access_token: Option<String>,
+    #[serde(default)]
+    pub b2b_access_token_file: Option<String>,
+    /// Default `https://api-b2b.bigcommerce.com/api/v3/io`.
+    #[serde(default)]
+    pub b2b_api_base: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +283,71 @@ pub struct StoreFile {
     /// (breaks users behind changing egress IPs).
     #[serde(default)]
     pub bind_request_ip: bool,
+    /// Region, brand, business unit...: rules select stores by tag (`store_tags`). Default none.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The `[[template]]` whose role mappings shape this store's grants. Default none.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// A named set of role -> grant mappings stores and rules share.
+#[derive(Debug, Deserialize)]
+pub struct TemplateFile {
+    pub name: String,
+    /// Role name -> what that role gets (`[template.roles.merchandiser]`).
+    #[serde(default)]
+    pub roles: BTreeMap<String, GrantFile>,
+}
+
+/// What a role gets on a store. In a template: the role's settings; on a rule: overrides.
+#[derive(Debug, Default, Deserialize)]
+pub struct GrantFile {
+    /// BigCommerce customer group (price lists): a name (created if missing) or a numeric id.
+    #[serde(default)]
+    pub customer_group: Option<String>,
+    /// B2B Edition company membership. Default none.
+    #[serde(default)]
+    pub b2b: Option<B2bFile>,
+    /// Storefront path prefixes a launch may open (`to`). Default: any path.
+    #[serde(default)]
+    pub allowed_paths: Option<Vec<String>>,
+    /// Authentication contract (acr) the session must carry; a weaker session is sent back to the
+    /// IdP with `acr_values` (step-up). Default none.
+    #[serde(default)]
+    pub require_acr: Option<String>,
+    /// Launch only this soon after authenticating, e.g. "8h" (partners, agencies). Default none.
+    #[serde(default)]
+    pub max_session_age: Option<String>,
+}
+
+/// `b2b = { company_id = 42, role = "junior_buyer" }` or `{ company_id = 42, company_role_id = 7 }`.
+#[derive(Debug, Deserialize)]
+pub struct B2bFile {
+    pub company_id: u64,
+    /// `"admin"`, `"senior_buyer"` or `"junior_buyer"` (B2B Edition roles 0, 1, 2).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// A custom company role (`companyRoleId`), instead of `role`.
+    #[serde(default)]
+    pub company_role_id: Option<u64>,
+}
+
+/// One attribute value, or a list of accepted values.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn values(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(v) => vec![v.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
 }
 
 fn default_channel() -> u64 {
@@ -293,20 +369,51 @@ pub struct RuleFile {
     /// Matches only sign-ins through these IdP ids.
     #[serde(default)]
     pub idps: Vec<String>,
-    /// Matches when every listed attribute has one of the listed values.
+    /// Matches when the user has any of these roles (case-insensitive).
     #[serde(default)]
-    pub attributes: BTreeMap<String, Vec<String>>,
-    /// Store ids, or `"*"` for every store.
+    pub roles_any: Vec<String>,
+    /// Matches when every listed attribute has the value (a string) or one of the values (a list).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, OneOrMany>,
+    /// Matches when every listed attribute has a value the regex matches whole (anchored).
+    #[serde(default)]
+    pub attribute_regex: BTreeMap<String, String>,
+    /// Matches when the session's acr is one of these authentication contracts.
+    #[serde(default)]
+    pub acr_any: Vec<String>,
+    /// Matches when the session's amr includes one of these methods.
+    #[serde(default)]
+    pub amr_any: Vec<String>,
+    /// Store ids, or `"*"` for every store. Default none (then `store_tags` is needed).
+    #[serde(default)]
     pub stores: Vec<String>,
+    /// Every store carrying one of these tags is covered too. Default none.
+    #[serde(default)]
+    pub store_tags: Vec<String>,
+    /// The template whose entry for `role` shapes the grant. Default: the store's template.
+    #[serde(default)]
+    pub template: Option<String>,
     /// Role shown on the tile and recorded in audit events. Required for allow rules.
     #[serde(default)]
     pub role: Option<String>,
-    /// BigCommerce customer group: a name (created if missing) or a numeric id.
+    // Grant settings that override the template's (allow rules only); see [`GrantFile`].
     #[serde(default)]
     pub customer_group: Option<String>,
+    #[serde(default)]
+    pub b2b: Option<B2bFile>,
+    #[serde(default)]
+    pub allowed_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub require_acr: Option<String>,
+    #[serde(default)]
+    pub max_session_age: Option<String>,
     /// Rule validity window, RFC 3339 (`2026-12-01T00:00:00Z`).
     #[serde(default)]
     pub not_before: Option<String>,
     #[serde(default)]
     pub not_after: Option<String>,
+    /// An IdP claim/attribute holding the end of this access (RFC 3339, `YYYYMMDDHHMMSSZ`, or Unix
+    /// time). An identity without a readable value gets nothing from this rule. Default none.
+    #[serde(default)]
+    pub expires_claim: Option<String>,
 }

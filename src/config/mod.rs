@@ -38,6 +38,8 @@ pub struct Config {
     /// `[scim]`: `None` when SCIM is off.
     pub scim: Option<provisioning::ScimConfig>,
     pub provisioning: provisioning::ProvisioningConfig,
+    /// Things `storegate check` warns about (file line + message); none stop the gateway.
+    pub warnings: Vec<Diagnostic>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +174,14 @@ pub struct BigCommerceAccount {
     pub client_id: String,
     pub client_secret: Secret,
     pub timeout: Duration,
+    /// B2B Edition API access, when configured.
+    pub b2b: Option<B2bAccess>,
+}
+
+#[derive(Debug, Clone)]
+pub struct B2bAccess {
+    pub api_base: Url,
+    pub access_token: Secret,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +195,9 @@ pub struct Store {
     pub description: Option<String>,
     pub default_path: LocalPath,
     pub bind_request_ip: bool,
+    /// Lower-cased tags rules select (`store_tags`).
+    pub tags: Vec<String>,
+    pub template: Option<String>,
 }
 
 impl Config {

@@ -302,25 +302,25 @@ fn baseline_loads_with_every_value_resolved() {
     assert_eq!(wholesale.default_path.as_str(), "/wholesale/");
     assert!(wholesale.bind_request_ip);
 
-    let policy_stores: Vec<&str> = c.policy.stores.iter().map(|s| s.as_str()).collect();
+    let policy_stores: Vec<&str> = c.policy.store_ids().map(|s| s.as_str()).collect();
     assert_eq!(
         policy_stores,
         ["retail", "wholesale"],
         "policy stores keep file order"
     );
-    let names: Vec<&str> = c.policy.rules.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = c.policy.rules().iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
         ["contractors-never", "merch", "partners"],
         "rules keep file order"
     );
 
-    let deny = &c.policy.rules[0];
+    let deny = &c.policy.rules()[0];
     assert_eq!(deny.effect, Effect::Deny);
     assert_eq!(deny.stores, StoreSelector::All);
     assert_eq!(deny.role, "");
 
-    let merch = &c.policy.rules[1];
+    let merch = &c.policy.rules()[1];
     assert_eq!(merch.effect, Effect::Allow, "effect defaults to allow");
     assert_eq!(merch.conditions.groups_any, ["bc-merch"]);
     assert_eq!(
@@ -340,14 +340,17 @@ fn baseline_loads_with_every_value_resolved() {
     assert_eq!(merch_stores, ["retail", "wholesale"]);
     assert_eq!(merch.role, "merchandiser");
     assert_eq!(
-        merch.customer_group,
+        merch.grant.customer_group,
         Some(CustomerGroupRef::Name("Staff".into()))
     );
     assert_eq!(merch.not_before, Some(1_767_225_600)); // 2026-01-01T00:00:00Z
     assert_eq!(merch.not_after, Some(1_798_761_600)); // 2027-01-01T00:00:00Z
 
-    let partners = &c.policy.rules[2];
-    assert_eq!(partners.customer_group, Some(CustomerGroupRef::Id(42)));
+    let partners = &c.policy.rules()[2];
+    assert_eq!(
+        partners.grant.customer_group,
+        Some(CustomerGroupRef::Id(42))
+    );
     assert_eq!(partners.not_before, None);
     assert_eq!(partners.not_after, None);
 }
@@ -369,7 +372,7 @@ fn minimal_config_gets_documented_defaults() {
         "an IdP client secret is optional"
     );
     assert!(c.stores.is_empty());
-    assert!(c.policy.rules.is_empty());
+    assert!(c.policy.rules().is_empty());
 }
 
 #[test]
@@ -1215,5 +1218,291 @@ fn saml_idp_without_metadata_is_reported() {
         &errors_with(&text, &saml_env(true)),
         7,
         "needs `metadata_file`",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entitlements as code: templates, tags, rule kinds, grant settings, check warnings
+// ---------------------------------------------------------------------------------------------
+
+/// MINIMAL plus one account; tests append stores, templates and rules.
+fn with_policy(policy: &str) -> String {
+    format!(
+        "{}\n[[bigcommerce]]\nid = \"main\"\nstore_hash = \"abc123\"\naccess_token = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nb2b_access_token = \"b2b\"\n{policy}",
+        doc(MINIMAL).trim_end()
+    )
+}
+
+const TEMPLATED: &str = r#"
+[[template]]
+name = "standard"
+[template.roles.merchandiser]
+customer_group = "Staff"
+[template.roles.agency]
+customer_group = "Agencies"
+allowed_paths = ["/b2b/", "/account.php"]
+require_acr = "urn:example:contract:mfa"
+max_session_age = "8h"
+b2b = { company_id = 42, role = "junior_buyer" }
+
+[[store]]
+id = "nl"
+name = "NL"
+bigcommerce = "main"
+url = "https://nl.example.com"
+tags = ["EU", "brand-a"]
+template = "standard"
+
+[[store]]
+id = "nl-b2b"
+name = "NL B2B"
+bigcommerce = "main"
+channel_id = 2
+url = "https://b2b.nl.example.com"
+tags = ["eu"]
+template = "standard"
+
+[[rule]]
+name = "eu-merch"
+groups_any = ["bc-merch"]
+roles_any = ["Buyer"]
+attributes = { country = "NL", department = ["sales", "it"] }
+attribute_regex = { title = "(?i)senior .*" }
+acr_any = ["urn:example:contract:mfa"]
+amr_any = ["otp"]
+store_tags = ["eu"]
+role = "merchandiser"
+
+[[rule]]
+name = "agency"
+idps = ["am"]
+stores = ["nl-b2b"]
+role = "agency"
+template = "standard"
+expires_claim = "accessExpires"
+b2b = { company_id = 7, company_role_id = 99 }
+"#;
+
+#[test]
+fn templates_tags_and_every_rule_kind_load() {
+    use crate::policy::{B2bGrant, B2bRole};
+    let text = with_policy(TEMPLATED);
+    let c = load_str(&text, FILE, &FakeEnv::default())
+        .map_err(|d| d.to_string())
+        .unwrap();
+    assert_eq!(c.stores[0].tags, ["eu", "brand-a"]);
+    assert_eq!(c.stores[0].template.as_deref(), Some("standard"));
+    let t = c.policy.template("standard").unwrap();
+    let agency = &t.roles["agency"];
+    assert_eq!(agency.max_session_age, Some(8 * 3600));
+    assert_eq!(
+        agency.require_acr.as_deref(),
+        Some("urn:example:contract:mfa")
+    );
+    assert_eq!(
+        agency.b2b,
+        Some(B2bGrant {
+            company_id: 42,
+            role: B2bRole::JuniorBuyer
+        })
+    );
+    let eu = &c.policy.rules()[0];
+    assert_eq!(eu.store_tags, ["eu"]);
+    assert_eq!(eu.conditions.attributes["country"], ["NL"]);
+    assert_eq!(
+        eu.conditions.attribute_regex["title"].as_str(),
+        "(?i)senior .*"
+    );
+    assert_eq!(eu.conditions.roles_any, ["Buyer"]);
+    let agency_rule = &c.policy.rules()[1];
+    assert_eq!(agency_rule.expires_claim.as_deref(), Some("accessExpires"));
+    assert_eq!(
+        agency_rule.grant.b2b,
+        Some(B2bGrant {
+            company_id: 7,
+            role: B2bRole::Custom(99)
+        })
+    );
+    let stores: Vec<&str> = c
+        .policy
+        .rules_for(&crate::identity::StoreId::new("nl"))
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(stores, ["eu-merch"]);
+}
+
+#[test]
+fn bad_templates_and_grant_settings_are_reported_at_their_lines() {
+    let text = with_policy(
+        r#"
+[[template]]
+name = "t"
+[template.roles.agency]
+b2b = { company_id = 1, role = "boss" }
+max_session_age = "soon"
+allowed_paths = ["https://evil.example/", "/a/../b"]
+
+[[store]]
+id = "s"
+name = "S"
+bigcommerce = "main"
+url = "https://s.example.com"
+template = "missing"
+
+[[rule]]
+name = "r"
+stores = ["s"]
+role = "nobody"
+template = "t"
+attribute_regex = { title = "(" }
+
+[[rule]]
+name = "d"
+effect = "deny"
+stores = ["s"]
+require_acr = "urn:x"
+"#,
+    );
+    let got = load_str(&text, FILE, &FakeEnv::default())
+        .unwrap_err()
+        .to_string();
+    let base = doc(MINIMAL).trim_end().lines().count() + 8;
+    let want = [
+        (base + 4, "`b2b.role`: \"boss\" is not"),
+        (
+            base + 5,
+            "`template[0].roles.agency.max_session_age`: \"soon\" is not a duration",
+        ),
+        (
+            base + 6,
+            "`allowed_paths`: \"https://evil.example/\" must be a plain storefront path",
+        ),
+        (
+            base + 6,
+            "`allowed_paths`: \"/a/../b\" must be a plain storefront path",
+        ),
+        (
+            base + 13,
+            "names template \"missing\", which is not configured",
+        ),
+        (
+            base + 18,
+            "gives role \"nobody\", which its template \"t\" does not define",
+        ),
+        (base + 20, "`attribute_regex.title` is not a valid regex"),
+        (base + 26, "deny rule \"d\" cannot set `require_acr`"),
+    ];
+    let items = parsed(&got);
+    for (line, needle) in want {
+        assert!(
+            items.iter().any(|(l, m)| *l == line && m.contains(needle)),
+            "missing line {line} `{needle}` in:\n{got}"
+        );
+    }
+}
+
+#[test]
+fn check_warnings_carry_the_line_of_the_store_or_rule() {
+    let text = with_policy(
+        r#"
+[[store]]
+id = "lonely"
+name = "Lonely"
+bigcommerce = "main"
+url = "https://lonely.example.com"
+
+[[store]]
+id = "s"
+name = "S"
+bigcommerce = "main"
+url = "https://s.example.com"
+
+[[rule]]
+name = "first"
+stores = ["s"]
+role = "a"
+
+[[rule]]
+name = "second"
+stores = ["s"]
+role = "b"
+
+[[rule]]
+name = "apac"
+store_tags = ["apac"]
+role = "b"
+"#,
+    );
+    let c = load_str(&text, FILE, &FakeEnv::default())
+        .map_err(|d| d.to_string())
+        .unwrap();
+    let base = doc(MINIMAL).trim_end().lines().count() + 8;
+    let got: Vec<(usize, &str)> = c
+        .warnings
+        .iter()
+        .map(|w| (w.line, w.message.as_str()))
+        .collect();
+    let want = [
+        (
+            base + 2,
+            "store \"lonely\" has no rule that grants it: nobody can open it",
+        ),
+        (
+            base + 8,
+            "store \"s\" has no template, and no rule granting it names one: its grants use only the rules' own settings",
+        ),
+        (
+            base + 19,
+            "rules \"first\" and \"second\" can both grant s; resolved by file order: \"first\" decides when both match",
+        ),
+        (
+            base + 24,
+            "rule \"apac\" can never match: its stores and store_tags select no configured store",
+        ),
+    ];
+    for w in want {
+        assert!(got.contains(&w), "missing {w:?} in {got:#?}");
+    }
+}
+
+#[test]
+fn a_group_dn_for_an_idp_that_reduces_dns_is_a_warning() {
+    let text = with_policy(
+        r#"
+[idp.claims]
+group_dn_to_name = true
+
+[[store]]
+id = "s"
+name = "S"
+bigcommerce = "main"
+url = "https://s.example.com"
+
+[[rule]]
+name = "dn"
+groups_any = ["cn=staff,ou=groups,o=corp"]
+stores = ["s"]
+role = "a"
+"#,
+    );
+    // `[idp.claims]` after `[[bigcommerce]]` would attach to the wrong table: rebuild in order.
+    let text = text.replace(
+        "[[bigcommerce]]",
+        "[idp.claims]\ngroup_dn_to_name = true\n\n[[bigcommerce]]",
+    );
+    let text = text.replacen(
+        "\n[idp.claims]\ngroup_dn_to_name = true\n\n[[store]]",
+        "\n[[store]]",
+        1,
+    );
+    let c = load_str(&text, FILE, &FakeEnv::default())
+        .map_err(|d| d.to_string())
+        .unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.message.contains(
+            "lists group DN cn=staff,ou=groups,o=corp but its IdP(s) reduce DNs to names"
+        )),
+        "{:?}",
+        c.warnings
     );
 }

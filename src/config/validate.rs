@@ -10,13 +10,18 @@ use url::Url;
 mod provisioning;
 
 use super::diag::{Diagnostic, LineIndex, Seg, key, render_path};
-use super::file::{BigCommerceFile, ClaimsFile, FileConfig, IdpFile, RuleFile, StoreFile};
+use super::file::{
+    B2bFile, BigCommerceFile, ClaimsFile, FileConfig, IdpFile, RuleFile, StoreFile, TemplateFile,
+};
 use super::{
     AuditTarget, BigCommerceAccount, ClaimMapping, Config, Environment, IdpConfig, OidcIdp,
     Protocol, SamlIdp, SamlSp, SessionBackend, SessionConfig, Store, TokenAuthMethod,
 };
 use crate::identity::{IdpId, StoreId};
-use crate::policy::{Conditions, CustomerGroupRef, Effect, Policy, Rule, StoreSelector};
+use crate::policy::{
+    AttrRegex, B2bGrant, B2bRole, Conditions, CustomerGroupRef, Effect, GrantSpec, Location,
+    Policy, Rule, StoreEntry, StoreSelector, Template,
+};
 use crate::redirect::LocalPath;
 use crate::secret::Secret;
 
@@ -330,6 +335,16 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         }
     }
 
+    let mut template_names = HashSet::new();
+    for (i, t) in f.templates.iter().enumerate() {
+        if !template_names.insert(t.name.as_str()) {
+            c.error(
+                &[key("template"), Seg::Index(i), key("name")],
+                format!("duplicate [[template]] name \"{}\"", t.name),
+            );
+        }
+    }
+
     if f.idps.is_empty() {
         c.error(
             &[],
@@ -361,18 +376,38 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         .enumerate()
         .filter_map(|(i, s)| store(c, i, s, &f))
         .collect();
+    let templates: Vec<Template> = f
+        .templates
+        .iter()
+        .enumerate()
+        .map(|(i, t)| template(c, i, t))
+        .collect();
     let idp_ids: Vec<&str> = f.idps.iter().map(|i| i.id.as_str()).collect();
     let store_ids: Vec<&str> = f.stores.iter().map(|s| s.id.as_str()).collect();
     let rules: Vec<Rule> = f
         .rules
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| rule(c, i, r, &store_ids, &idp_ids))
+        .filter_map(|(i, r)| rule(c, i, r, &store_ids, &idp_ids, &f.templates))
         .collect();
 
-    let policy = Policy {
-        stores: stores.iter().map(|s| s.id.clone()).collect(),
+    let policy = Policy::new(
+        stores
+            .iter()
+            .map(|s| StoreEntry {
+                id: s.id.clone(),
+                tags: s.tags.clone(),
+                template: s.template.clone(),
+            })
+            .collect(),
+        templates,
         rules,
+    );
+    b2b_needs_access(c, &policy, &stores, &accounts);
+    let warnings = if c.problems.is_empty() {
+        warnings(c, &policy, &f)
+    } else {
+        Vec::new()
     };
     let scim = provisioning::scim(c, &f);
     let provisioning = provisioning::provisioning(c, &f);
@@ -392,7 +427,87 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         policy,
         scim,
         provisioning,
+        warnings,
     })
+}
+
+/// A grant that gives a B2B Edition role can only be applied on stores whose account has B2B
+/// Edition access: checked for every store each allow rule reaches.
+fn b2b_needs_access(
+    c: &mut Checker<'_>,
+    policy: &Policy,
+    stores: &[Store],
+    accounts: &[BigCommerceAccount],
+) {
+    for store in stores {
+        let has_b2b = accounts
+            .iter()
+            .any(|a| a.id == store.account && a.b2b.is_some());
+        if has_b2b {
+            continue;
+        }
+        for (i, r) in policy.rules().iter().enumerate() {
+            if r.effect != Effect::Allow || !policy.rules_for(&store.id).any(|x| x == r) {
+                continue;
+            }
+            let template = r.template.as_ref().or(store.template.as_ref());
+            let from_template = template
+                .and_then(|t| policy.template(t))
+                .and_then(|t| t.roles.get(&r.role))
+                .and_then(|g| g.b2b);
+            if r.grant.b2b.or(from_template).is_some() {
+                c.error(
+                    &[key("rule"), Seg::Index(i), key("name")],
+                    format!(
+                        "rule \"{}\" gives a B2B Edition role on store \"{}\", but [[bigcommerce]] \"{}\" has no `b2b_access_token`",
+                        r.name, store.id, store.account
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `storegate check`'s warnings: the policy's own findings placed on their lines, plus rules
+/// that list group DNs for IdPs that reduce DNs to names.
+fn warnings(c: &Checker<'_>, policy: &Policy, f: &FileConfig) -> Vec<Diagnostic> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut out: Vec<Diagnostic> = policy
+        .lint(now)
+        .into_iter()
+        .map(|finding| {
+            let path = match finding.at {
+                Location::Store(i) => [key("store"), Seg::Index(i), key("id")],
+                Location::Rule(i) => [key("rule"), Seg::Index(i), key("name")],
+            };
+            Diagnostic {
+                line: c.lines.line_of(&path),
+                message: finding.message,
+            }
+        })
+        .collect();
+    for (i, r) in f.rules.iter().enumerate() {
+        let dns: Vec<&String> = r.groups_any.iter().filter(|g| g.contains('=')).collect();
+        if dns.is_empty() {
+            continue;
+        }
+        let reducing: Vec<&IdpFile> = f
+            .idps
+            .iter()
+            .filter(|idp| r.idps.is_empty() || r.idps.contains(&idp.id))
+            .collect();
+        if !reducing.is_empty() && reducing.iter().all(|idp| idp.claims.group_dn_to_name) {
+            out.push(Diagnostic {
+                line: c.lines.line_of(&[key("rule"), Seg::Index(i), key("groups_any")]),
+                message: format!(
+                    "rule \"{}\" lists group DN {} but its IdP(s) reduce DNs to names (group_dn_to_name): write the name instead",
+                    r.name, dns[0]
+                ),
+            });
+        }
+    }
+    out.sort_by_key(|d| d.line);
+    out
 }
 
 fn session(c: &mut Checker<'_>, f: &FileConfig) -> Option<SessionConfig> {
@@ -629,6 +744,34 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
         Some(s) => c.duration(&at("timeout"), s)?,
         None => Duration::from_secs(10),
     };
+    let b2b_token = c.secret(
+        &t,
+        "b2b_access_token",
+        &b.b2b_access_token,
+        Some(&b.b2b_access_token_file),
+        false,
+    );
+    let b2b = match (b2b_token, &b.b2b_api_base) {
+        (None, Some(_)) => {
+            c.error(
+                &at("b2b_api_base"),
+                "`b2b_api_base` needs `b2b_access_token` (or `b2b_access_token_file`)",
+            );
+            None
+        }
+        (None, None) => None,
+        (Some(token), base) => {
+            let raw = base
+                .clone()
+                .unwrap_or_else(|| "https://api-b2b.bigcommerce.com/api/v3/io".into());
+            let raw = c.interpolate(&at("b2b_api_base"), &raw)?;
+            c.url(&at("b2b_api_base"), &raw)
+                .map(|api_base| super::B2bAccess {
+                    api_base,
+                    access_token: token,
+                })
+        }
+    };
     Some(BigCommerceAccount {
         id: b.id.clone(),
         store_hash: b.store_hash.clone(),
@@ -637,6 +780,7 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
         client_id: client_id?,
         client_secret: client_secret?,
         timeout,
+        b2b,
     })
 }
 
@@ -662,6 +806,17 @@ fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option
     if s.channel_id == 0 {
         c.error(&at("channel_id"), "`channel_id` must be 1 or more");
     }
+    if let Some(t) = &s.template
+        && !f.templates.iter().any(|x| &x.name == t)
+    {
+        c.error(
+            &at("template"),
+            format!(
+                "[[store]] \"{}\" names template \"{t}\", which is not configured",
+                s.id
+            ),
+        );
+    }
     let url = c.url(&at("url"), &s.url);
     let default_path = match &s.default_path {
         Some(p) => match LocalPath::parse(p) {
@@ -685,7 +840,131 @@ fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option
         description: s.description.clone(),
         default_path: default_path?,
         bind_request_ip: s.bind_request_ip,
+        tags: s.tags.iter().map(|t| t.to_lowercase()).collect(),
+        template: s.template.clone(),
     })
+}
+
+/// The grant fields shared by `[template.roles.X]` and `[[rule]]`, as written in the file.
+struct GrantFields<'a> {
+    customer_group: &'a Option<String>,
+    b2b: &'a Option<B2bFile>,
+    allowed_paths: &'a Option<Vec<String>>,
+    require_acr: &'a Option<String>,
+    max_session_age: &'a Option<String>,
+}
+
+fn grant_spec(c: &mut Checker<'_>, base: &[Seg], g: GrantFields<'_>) -> GrantSpec {
+    let at = |k: &str| [base, &[key(k)]].concat();
+    let b2b = g.b2b.as_ref().and_then(|b| {
+        let role = match (&b.role, b.company_role_id) {
+            (Some(_), Some(_)) => {
+                c.error(
+                    &at("b2b"),
+                    "`b2b`: set either `role` or `company_role_id`, not both",
+                );
+                return None;
+            }
+            (None, Some(id)) => B2bRole::Custom(id),
+            (Some(r), None) => match B2bRole::parse(r) {
+                Some(role) => role,
+                None => {
+                    c.error(
+                        &at("b2b"),
+                        format!(
+                            "`b2b.role`: \"{r}\" is not \"admin\", \"senior_buyer\" or \"junior_buyer\" (use company_role_id for a custom role)"
+                        ),
+                    );
+                    return None;
+                }
+            },
+            (None, None) => {
+                c.error(&at("b2b"), "`b2b` needs `role` or `company_role_id`");
+                return None;
+            }
+        };
+        if b.company_id == 0 {
+            c.error(&at("b2b"), "`b2b.company_id` must be 1 or more");
+        }
+        Some(B2bGrant {
+            company_id: b.company_id,
+            role,
+        })
+    });
+    if let Some(paths) = g.allowed_paths {
+        if paths.is_empty() {
+            c.error(
+                &at("allowed_paths"),
+                "`allowed_paths` is empty: no page could be opened (leave it out to allow any path)",
+            );
+        }
+        for p in paths {
+            let dots = p.split('/').any(|s| s == "." || s == "..");
+            if LocalPath::parse(p).is_err() || dots || p.contains(['?', '#']) {
+                c.error(
+                    &at("allowed_paths"),
+                    format!("`allowed_paths`: \"{p}\" must be a plain storefront path like \"/account.php\" or \"/b2b/\""),
+                );
+            }
+        }
+    }
+    if let Some(acr) = g.require_acr
+        && (acr.is_empty() || acr.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
+    {
+        c.error(
+            &at("require_acr"),
+            "`require_acr` must be one authentication contract URI, without spaces",
+        );
+    }
+    let max_session_age = g.max_session_age.as_ref().and_then(|raw| {
+        let d = c.duration(&at("max_session_age"), raw)?;
+        if d.as_secs() == 0 {
+            c.error(
+                &at("max_session_age"),
+                "`max_session_age` must be longer than 0s",
+            );
+        }
+        i64::try_from(d.as_secs()).ok()
+    });
+    GrantSpec {
+        customer_group: g.customer_group.as_deref().map(CustomerGroupRef::parse),
+        b2b,
+        allowed_paths: g.allowed_paths.clone(),
+        require_acr: g.require_acr.clone(),
+        max_session_age,
+    }
+}
+
+fn template(c: &mut Checker<'_>, i: usize, t: &TemplateFile) -> Template {
+    if t.roles.is_empty() {
+        c.error(
+            &[key("template"), Seg::Index(i), key("name")],
+            format!("template \"{}\" defines no roles", t.name),
+        );
+    }
+    let roles = t
+        .roles
+        .iter()
+        .map(|(role, g)| {
+            let base = [key("template"), Seg::Index(i), key("roles"), key(role)];
+            let spec = grant_spec(
+                c,
+                &base,
+                GrantFields {
+                    customer_group: &g.customer_group,
+                    b2b: &g.b2b,
+                    allowed_paths: &g.allowed_paths,
+                    require_acr: &g.require_acr,
+                    max_session_age: &g.max_session_age,
+                },
+            );
+            (role.clone(), spec)
+        })
+        .collect();
+    Template {
+        name: t.name.clone(),
+        roles,
+    }
 }
 
 fn rule(
@@ -694,7 +973,9 @@ fn rule(
     r: &RuleFile,
     stores: &[&str],
     idps: &[&str],
+    templates: &[TemplateFile],
 ) -> Option<Rule> {
+    let base = [key("rule"), Seg::Index(i)];
     let at = |k: &str| [key("rule"), Seg::Index(i), key(k)];
     let effect = match r.effect.as_deref() {
         None | Some("allow") => Effect::Allow,
@@ -711,7 +992,7 @@ fn rule(
         }
     };
     let selector = if r.stores.iter().any(|s| s == "*") {
-        if r.stores.len() > 1 {
+        if r.stores.len() > 1 || !r.store_tags.is_empty() {
             c.error(
                 &at("stores"),
                 format!(
@@ -722,11 +1003,11 @@ fn rule(
         }
         StoreSelector::All
     } else {
-        if r.stores.is_empty() {
+        if r.stores.is_empty() && r.store_tags.is_empty() {
             c.error(
-                &at("stores"),
+                &base,
                 format!(
-                    "rule \"{}\" lists no stores (use [\"*\"] for every store)",
+                    "rule \"{}\" lists no stores or store_tags (use stores = [\"*\"] for every store)",
                     r.name
                 ),
             );
@@ -756,22 +1037,109 @@ fn rule(
         }
     }
     let role = match (&r.role, effect) {
-        (Some(role), _) => role.clone(),
-        (None, Effect::Deny) => String::new(),
-        (None, Effect::Allow) => {
+        (Some(role), Effect::Allow) => role.clone(),
+        (Some(_), Effect::Deny) => {
             c.error(
-                &[key("rule"), Seg::Index(i)],
-                format!("allow rule \"{}\" needs a `role`", r.name),
+                &at("role"),
+                format!("deny rule \"{}\" cannot give a role", r.name),
             );
             String::new()
         }
+        (None, Effect::Deny) => String::new(),
+        (None, Effect::Allow) => {
+            c.error(&base, format!("allow rule \"{}\" needs a `role`", r.name));
+            String::new()
+        }
     };
-    if effect == Effect::Deny && r.customer_group.is_some() {
-        c.error(
-            &at("customer_group"),
-            format!("deny rule \"{}\" cannot set a customer group", r.name),
-        );
+    if let Some(t) = &r.template {
+        match templates.iter().find(|x| &x.name == t) {
+            None => c.error(
+                &at("template"),
+                format!(
+                    "rule \"{}\" names template \"{t}\", which is not configured",
+                    r.name
+                ),
+            ),
+            Some(tf) if effect == Effect::Allow && !tf.roles.contains_key(&role) => c.error(
+                &at("role"),
+                format!(
+                    "rule \"{}\" gives role \"{role}\", which its template \"{t}\" does not define",
+                    r.name
+                ),
+            ),
+            Some(_) => {}
+        }
     }
+    if effect == Effect::Deny {
+        let grant_keys = [
+            ("customer_group", r.customer_group.is_some()),
+            ("b2b", r.b2b.is_some()),
+            ("allowed_paths", r.allowed_paths.is_some()),
+            ("require_acr", r.require_acr.is_some()),
+            ("max_session_age", r.max_session_age.is_some()),
+            ("template", r.template.is_some()),
+            ("expires_claim", r.expires_claim.is_some()),
+        ];
+        for (k, set) in grant_keys {
+            if set {
+                c.error(
+                    &at(k),
+                    format!(
+                        "deny rule \"{}\" cannot set `{k}`: it grants nothing",
+                        r.name
+                    ),
+                );
+            }
+        }
+    }
+    let mut attribute_regex = std::collections::BTreeMap::new();
+    for (name, pattern) in &r.attribute_regex {
+        match AttrRegex::new(pattern) {
+            Ok(re) => {
+                attribute_regex.insert(name.clone(), re);
+            }
+            Err(e) => c.error(
+                &[
+                    key("rule"),
+                    Seg::Index(i),
+                    key("attribute_regex"),
+                    key(name),
+                ],
+                format!(
+                    "rule \"{}\": `attribute_regex.{name}` is not a valid regex: {}",
+                    r.name,
+                    e.to_string().lines().last().unwrap_or("")
+                ),
+            ),
+        }
+    }
+    for (name, wanted) in &r.attributes {
+        if wanted.values().is_empty() {
+            c.error(
+                &[key("rule"), Seg::Index(i), key("attributes"), key(name)],
+                format!(
+                    "rule \"{}\": `attributes.{name}` lists no value, so it can never match",
+                    r.name
+                ),
+            );
+        }
+    }
+    if let Some(claim) = &r.expires_claim
+        && claim.trim().is_empty()
+    {
+        c.error(&at("expires_claim"), "`expires_claim` is empty");
+    }
+    let grant = grant_spec(
+        c,
+        &base,
+        GrantFields {
+            customer_group: &r.customer_group,
+            b2b: &r.b2b,
+            allowed_paths: &r.allowed_paths,
+            require_acr: &r.require_acr,
+            max_session_age: &r.max_session_age,
+        },
+    );
     let not_before = c.time(&at("not_before"), &r.not_before);
     let not_after = c.time(&at("not_after"), &r.not_after);
     if let (Some(a), Some(b)) = (not_before, not_after)
@@ -790,19 +1158,30 @@ fn rule(
         effect,
         conditions: Conditions {
             groups_any: r.groups_any.clone(),
+            roles_any: r.roles_any.clone(),
             email_domains: r
                 .email_domains
                 .iter()
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
             idps: r.idps.clone(),
-            attributes: r.attributes.clone(),
+            attributes: r
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.values()))
+                .collect(),
+            attribute_regex,
+            acr_any: r.acr_any.clone(),
+            amr_any: r.amr_any.clone(),
         },
         stores: selector,
+        store_tags: r.store_tags.iter().map(|t| t.to_lowercase()).collect(),
         role,
-        customer_group: r.customer_group.as_deref().map(CustomerGroupRef::parse),
+        template: r.template.clone(),
+        grant,
         not_before,
         not_after,
+        expires_claim: r.expires_claim.clone(),
     })
 }
 

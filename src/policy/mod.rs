@@ -1,22 +1,56 @@
 //! The entitlement engine: pure, `(Identity, Policy, now) -> Entitlements`.
 //!
-//! Precedence (documented in the README and proven by the tests below):
-//! 1. A rule applies to a store when all of its conditions match the identity, the store is in its
-//!    `stores` list (or the list is `"*"`), and `now` is inside its validity window.
-//! 2. Any applicable **deny** rule refuses the store, whatever allows it (deny wins).
-//! 3. Otherwise the **first** applicable allow rule, in file order, grants the store and decides its
-//!    role and customer group. Later allow rules for the same store are recorded as overlaps.
-//! 4. No applicable rule: the store is refused (deny by default).
+//! # Precedence
+//!
+//! 1. A rule **applies** to a store when
+//!    - the store is in its scope: listed in `stores` (or `stores = ["*"]`), or carrying one of its
+//!      `store_tags` (the scope is the union of both lists);
+//!    - every condition kind it sets matches the identity (kinds are AND-ed, the values inside one
+//!      kind are OR-ed): `groups_any`, `roles_any`, `email_domains`, `idps`, `attributes` (every
+//!      listed attribute carries one of the listed values), `attribute_regex` (every listed
+//!      attribute has a value the whole regex matches: patterns are anchored), `acr_any`, `amr_any`;
+//!    - `now` is inside its window: `not_before <= now < not_after`, where the end is the earlier of
+//!      `not_after` and the time read from the identity's `expires_claim` (when the rule names one).
+//!      A rule naming an `expires_claim` the identity does not carry, or carries unreadably, does not
+//!      apply (fail closed).
+//! 2. Any applicable **deny** rule refuses the store, whatever allows it (deny wins), wherever it
+//!    sits in the file.
+//! 3. Otherwise the **first** applicable allow rule, in file order, grants the store. Later
+//!    applicable allow rules are recorded as overridden (and `storegate check` warns about them).
+//! 4. No applicable allow rule: the store is refused (deny by default). When an allow rule would
+//!    have applied but its window has ended, the refusal says so ([`DenyReason::Expired`]).
+//!
+//! # What a grant carries
+//!
+//! The deciding rule's `role` is looked up in a template: the rule's own `template`, else the
+//! store's. The template's entry for that role gives the customer group, B2B company and role,
+//! allowed storefront paths, required acr and maximum session age; any of these set on the rule
+//! itself overrides the template's value.
+//!
+//! # Matching details
+//!
+//! Groups and roles compare case-insensitively. A group written as a DN (`cn=Staff,ou=Groups,o=Corp`)
+//! is compared whole, RDN by RDN, ignoring case and spaces around `,` and `=`; a plain name never
+//! matches a DN (a name can exist in several containers). Email domains compare case-insensitively
+//! and exactly (no subdomains). IdP ids, attribute values and acr/amr compare exactly.
 //!
 //! Every decision names the rule that made it, so the portal, the 403 page, the audit trail and
 //! `storegate explain` all tell the same story.
 
-use std::collections::BTreeMap;
+mod expiry;
+mod lint;
 
-use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
 use crate::identity::{Identity, StoreId};
+use crate::redirect::LocalPath;
+
+pub use expiry::parse_expiry;
+pub use lint::{Finding, Location};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -25,7 +59,7 @@ pub enum Effect {
     Deny,
 }
 
-/// Which stores a rule covers.
+/// Which stores a rule lists by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSelector {
     All,
@@ -58,39 +92,276 @@ impl CustomerGroupRef {
     }
 }
 
+impl fmt::Display for CustomerGroupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CustomerGroupRef::Id(id) => write!(f, "#{id}"),
+            CustomerGroupRef::Name(n) => write!(f, "\"{n}\""),
+        }
+    }
+}
+
+/// A B2B Edition company user role (reference/BIGCOMMERCE.md: `role` 0 admin, 1 senior buyer,
+/// 2 junior buyer; `companyRoleId` for custom roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum B2bRole {
+    Admin,
+    SeniorBuyer,
+    JuniorBuyer,
+    /// A custom company role, by `companyRoleId`.
+    Custom(u64),
+}
+
+impl B2bRole {
+    /// The B2B Edition `role` number, or `None` for a custom role (sent as `companyRoleId`).
+    pub fn role_number(self) -> Option<u8> {
+        match self {
+            B2bRole::Admin => Some(0),
+            B2bRole::SeniorBuyer => Some(1),
+            B2bRole::JuniorBuyer => Some(2),
+            B2bRole::Custom(_) => None,
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "admin" | "0" => Some(B2bRole::Admin),
+            "senior_buyer" | "1" => Some(B2bRole::SeniorBuyer),
+            "junior_buyer" | "2" => Some(B2bRole::JuniorBuyer),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for B2bRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            B2bRole::Admin => f.write_str("admin"),
+            B2bRole::SeniorBuyer => f.write_str("senior buyer"),
+            B2bRole::JuniorBuyer => f.write_str("junior buyer"),
+            B2bRole::Custom(id) => write!(f, "custom role #{id}"),
+        }
+    }
+}
+
+/// B2B Edition membership a grant gives: a company and the user's role in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct B2bGrant {
+    pub company_id: u64,
+    pub role: B2bRole,
+}
+
+/// What a role means on a store. In a template every field is that role's value; on a rule a
+/// field that is set overrides the template's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantSpec {
+    pub customer_group: Option<CustomerGroupRef>,
+    pub b2b: Option<B2bGrant>,
+    /// Storefront path prefixes `redirect_to` may use. `None`: any path.
+    pub allowed_paths: Option<Vec<String>>,
+    /// The authentication contract (acr) the session must carry to launch.
+    pub require_acr: Option<String>,
+    /// Launch only within this many seconds of signing in at the gateway (agencies, partners).
+    pub max_session_age: Option<i64>,
+}
+
+impl GrantSpec {
+    fn or(&self, fallback: Option<&GrantSpec>) -> GrantSpec {
+        let Some(f) = fallback else {
+            return self.clone();
+        };
+        GrantSpec {
+            customer_group: self
+                .customer_group
+                .clone()
+                .or_else(|| f.customer_group.clone()),
+            b2b: self.b2b.or(f.b2b),
+            allowed_paths: self
+                .allowed_paths
+                .clone()
+                .or_else(|| f.allowed_paths.clone()),
+            require_acr: self.require_acr.clone().or_else(|| f.require_acr.clone()),
+            max_session_age: self.max_session_age.or(f.max_session_age),
+        }
+    }
+}
+
+/// A named role -> grant mapping stores and rules share (`[[template]]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Template {
+    pub name: String,
+    pub roles: BTreeMap<String, GrantSpec>,
+}
+
+/// A regular expression over one attribute, compared by its source text.
+#[derive(Debug, Clone)]
+pub struct AttrRegex {
+    source: String,
+    anchored: regex::Regex,
+}
+
+impl AttrRegex {
+    /// Compiles `pattern` anchored at both ends: it must match the whole value.
+    pub fn new(pattern: &str) -> Result<Self, regex::Error> {
+        Ok(AttrRegex {
+            source: pattern.to_owned(),
+            anchored: regex::Regex::new(&format!("^(?:{pattern})$"))?,
+        })
+    }
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+    pub fn is_match(&self, value: &str) -> bool {
+        self.anchored.is_match(value)
+    }
+}
+
+impl PartialEq for AttrRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+impl Eq for AttrRegex {}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Conditions {
-    /// Any of these groups (compared case-insensitively; DNs compared whole).
+    /// Any of these groups (names, or DNs compared RDN by RDN), case-insensitively.
     pub groups_any: Vec<String>,
-    /// Any of these email domains (lower-case).
+    /// Any of these roles, case-insensitively.
+    pub roles_any: Vec<String>,
+    /// Any of these email domains.
     pub email_domains: Vec<String>,
     /// Any of these IdP ids.
     pub idps: Vec<String>,
-    /// Every attribute listed must carry one of its values.
+    /// Every attribute listed must carry one of its values (one value: equals).
     pub attributes: BTreeMap<String, Vec<String>>,
+    /// Every attribute listed must carry a value the (anchored) regex matches.
+    pub attribute_regex: BTreeMap<String, AttrRegex>,
+    /// The session's acr must be one of these.
+    pub acr_any: Vec<String>,
+    /// The session's amr must include one of these.
+    pub amr_any: Vec<String>,
+}
+
+/// `cn=Staff, OU=Groups,o=corp` and `CN=staff,ou=groups,O=Corp` -> the same key; a plain name ->
+/// its lower case. A plain name and a DN never share a key (a DN key always holds `=`).
+pub fn group_key(raw: &str) -> String {
+    let raw = raw.trim();
+    if !looks_like_dn(raw) {
+        return raw.to_lowercase();
+    }
+    // One pass (this runs for every group of every sign-in): lower-case, and drop the spaces
+    // around `,` and `=` unless escaped.
+    fn trim_end(out: &mut String) {
+        while out.ends_with(' ') && !out[..out.len() - 1].ends_with('\\') {
+            out.pop();
+        }
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut escaped = false;
+    let mut after_separator = false;
+    for c in raw.chars() {
+        if escaped {
+            out.extend(c.to_lowercase());
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => {
+                out.push('\\');
+                escaped = true;
+                after_separator = false;
+            }
+            ',' | '=' => {
+                trim_end(&mut out);
+                out.push(c);
+                after_separator = true;
+            }
+            ' ' if after_separator => {}
+            _ => {
+                after_separator = false;
+                out.extend(c.to_lowercase());
+            }
+        }
+    }
+    trim_end(&mut out);
+    out
+}
+
+fn looks_like_dn(s: &str) -> bool {
+    s.split_once('=').is_some_and(|(attr, _)| {
+        let a = attr.trim();
+        !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    })
+}
+
+/// The identity's facts, normalized once per evaluation.
+struct Facts<'a> {
+    id: &'a Identity,
+    groups: HashSet<String>,
+    roles: HashSet<String>,
+    domain: Option<String>,
+}
+
+impl<'a> Facts<'a> {
+    fn new(id: &'a Identity) -> Self {
+        Facts {
+            id,
+            groups: id.groups.iter().map(|g| group_key(g)).collect(),
+            roles: id.roles.iter().map(|r| r.to_lowercase()).collect(),
+            domain: id.email_domain(),
+        }
+    }
+}
+
+/// A rule's conditions with the case-folding done once, when the policy is built.
+#[derive(Debug, Clone, Default)]
+struct Prepared {
+    groups: Vec<String>,
+    roles: Vec<String>,
+    domains: Vec<String>,
+}
+
+impl Prepared {
+    fn of(c: &Conditions) -> Self {
+        Prepared {
+            groups: c.groups_any.iter().map(|g| group_key(g)).collect(),
+            roles: c.roles_any.iter().map(|r| r.to_lowercase()).collect(),
+            domains: c.email_domains.iter().map(|d| d.to_lowercase()).collect(),
+        }
+    }
 }
 
 impl Conditions {
-    fn matches(&self, id: &Identity) -> bool {
-        let groups = self.groups_any.is_empty()
-            || id.groups.iter().any(|g| {
-                self.groups_any
-                    .iter()
-                    .any(|want| want.eq_ignore_ascii_case(g))
-            });
-        let domain = self.email_domains.is_empty()
-            || id.email_domain().is_some_and(|d| {
-                self.email_domains
-                    .iter()
-                    .any(|want| want.eq_ignore_ascii_case(&d))
-            });
-        let idp = self.idps.is_empty() || self.idps.iter().any(|want| want == id.idp.as_str());
-        let attributes = self.attributes.iter().all(|(name, wanted)| {
-            id.attributes
-                .get(name)
-                .is_some_and(|have| have.iter().any(|v| wanted.contains(v)))
-        });
-        groups && domain && idp && attributes
+    fn matches_prepared(&self, p: &Prepared, f: &Facts<'_>) -> bool {
+        let id = f.id;
+        (p.groups.is_empty() || p.groups.iter().any(|g| f.groups.contains(g)))
+            && (p.roles.is_empty() || p.roles.iter().any(|r| f.roles.contains(r)))
+            && (p.domains.is_empty() || f.domain.as_ref().is_some_and(|d| p.domains.contains(d)))
+            && (self.idps.is_empty() || self.idps.iter().any(|want| want == id.idp.as_str()))
+            && self.attributes.iter().all(|(name, wanted)| {
+                id.attributes
+                    .get(name)
+                    .is_some_and(|have| have.iter().any(|v| wanted.contains(v)))
+            })
+            && self.attribute_regex.iter().all(|(name, re)| {
+                id.attributes
+                    .get(name)
+                    .is_some_and(|have| have.iter().any(|v| re.is_match(v)))
+            })
+            && (self.acr_any.is_empty()
+                || id
+                    .auth
+                    .acr
+                    .as_ref()
+                    .is_some_and(|a| self.acr_any.contains(a)))
+            && (self.amr_any.is_empty() || id.auth.amr.iter().any(|m| self.amr_any.contains(m)))
+    }
+
+    /// Whether these conditions hold for `id` (unindexed; for tests and tools).
+    pub fn matches(&self, id: &Identity) -> bool {
+        self.matches_prepared(&Prepared::of(self), &Facts::new(id))
     }
 }
 
@@ -100,23 +371,97 @@ pub struct Rule {
     pub effect: Effect,
     pub conditions: Conditions,
     pub stores: StoreSelector,
+    /// Stores carrying any of these tags are in scope too (compared case-insensitively).
+    pub store_tags: Vec<String>,
     pub role: String,
-    pub customer_group: Option<CustomerGroupRef>,
+    /// The template whose entry for `role` shapes the grant (else the store's template).
+    pub template: Option<String>,
+    /// Grant fields set on the rule itself; they override the template's.
+    pub grant: GrantSpec,
     pub not_before: Option<UnixTime>,
     pub not_after: Option<UnixTime>,
+    /// An identity attribute (claim) holding the access's end, RFC 3339 or Unix seconds.
+    pub expires_claim: Option<String>,
 }
 
 impl Rule {
-    fn in_window(&self, now: UnixTime) -> bool {
+    /// An allow rule for `role` on `stores`, with no condition, window or grant settings.
+    pub fn allow(name: impl Into<String>, role: impl Into<String>, stores: StoreSelector) -> Rule {
+        Rule {
+            name: name.into(),
+            effect: Effect::Allow,
+            conditions: Conditions::default(),
+            stores,
+            store_tags: Vec::new(),
+            role: role.into(),
+            template: None,
+            grant: GrantSpec::default(),
+            not_before: None,
+            not_after: None,
+            expires_claim: None,
+        }
+    }
+
+    /// A deny rule on `stores`, with no condition or window.
+    pub fn deny(name: impl Into<String>, stores: StoreSelector) -> Rule {
+        Rule {
+            effect: Effect::Deny,
+            ..Rule::allow(name, "", stores)
+        }
+    }
+
+    fn in_scope(&self, store: &StoreEntry) -> bool {
+        self.stores.covers(&store.id)
+            || self
+                .store_tags
+                .iter()
+                .any(|t| store.tags.iter().any(|have| have.eq_ignore_ascii_case(t)))
+    }
+
+    /// Whether `now` is inside the rule's configured window (the claim expiry aside).
+    pub fn in_window(&self, now: UnixTime) -> bool {
         self.not_before.is_none_or(|nb| now >= nb) && self.not_after.is_none_or(|na| now < na)
     }
 }
 
+/// One configured storefront as the policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreEntry {
+    pub id: StoreId,
+    /// Region, brand, business unit...: what `store_tags` select.
+    pub tags: Vec<String>,
+    /// The template the store follows.
+    pub template: Option<String>,
+}
+
+impl StoreEntry {
+    /// A store with no tags and no template.
+    pub fn plain(id: StoreId) -> Self {
+        StoreEntry {
+            id,
+            tags: Vec::new(),
+            template: None,
+        }
+    }
+}
+
+/// The policy: stores, templates and rules in file order, plus the index that makes one
+/// evaluation cheap (rules per store; lower-cased group keys). Built only by [`Policy::new`], so
+/// the index can never disagree with the rules.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    /// Every configured store, in file order (the portal's order).
-    pub stores: Vec<StoreId>,
-    pub rules: Vec<Rule>,
+    stores: Vec<StoreEntry>,
+    templates: Vec<Template>,
+    rules: Vec<Rule>,
+    prepared: Vec<Prepared>,
+    /// For each store (by position), the rules whose scope covers it, in file order.
+    by_store: Vec<Vec<usize>>,
+    /// The same, split into deny rules and allow rules (each in file order), so a decision
+    /// checks the few denies and stops at the first applicable allow.
+    denies_by_store: Vec<Vec<usize>>,
+    allows_by_store: Vec<Vec<usize>>,
+    store_pos: HashMap<StoreId, usize>,
+    template_pos: HashMap<String, usize>,
 }
 
 /// One user's right on one store.
@@ -127,10 +472,69 @@ pub struct Grant {
     pub customer_group: Option<CustomerGroupRef>,
     /// The rule that granted it.
     pub rule: String,
-    /// When the grant lapses (the deciding rule's `not_after`).
+    /// The template that shaped it, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// When the grant lapses: the earlier of the rule's `not_after` and the identity's
+    /// `expires_claim` value.
     pub expires_at: Option<UnixTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b2b: Option<B2bGrant>,
+    /// Storefront path prefixes the launch may open; `None` = any path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_paths: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_acr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_session_age: Option<i64>,
 }
 
+impl Grant {
+    /// Whether the grant lets a launch open `path` on the storefront.
+    ///
+    /// A prefix ending in `/` covers everything below it; any other prefix covers itself, itself
+    /// followed by `/`, `?` or `#`. Paths with dot segments (`/a/../b`, also percent-encoded) are
+    /// refused outright when paths are restricted: the browser would resolve them elsewhere.
+    pub fn permits_path(&self, path: &LocalPath) -> bool {
+        let Some(allowed) = &self.allowed_paths else {
+            return true;
+        };
+        let p = path.as_str();
+        if has_dot_segment(p) {
+            return false;
+        }
+        allowed.iter().any(|prefix| {
+            if prefix.ends_with('/') {
+                p.starts_with(prefix.as_str())
+            } else {
+                p.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                    rest.is_empty()
+                        || rest.starts_with('/')
+                        || rest.starts_with('?')
+                        || rest.starts_with('#')
+                })
+            }
+        })
+    }
+
+    /// Whether the session's authentication satisfies the grant's acr.
+    pub fn acr_satisfied(&self, id: &Identity) -> bool {
+        self.require_acr
+            .as_ref()
+            .is_none_or(|want| id.auth.acr.as_ref() == Some(want))
+    }
+}
+
+fn has_dot_segment(path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    path.split('/').any(|seg| {
+        let s = seg.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    })
+}
+
+// Allow is the common case and is matched by value everywhere; boxing the grant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "decision", rename_all = "lowercase")]
 pub enum Decision {
@@ -149,6 +553,8 @@ pub enum Decision {
 pub enum DenyReason {
     /// A deny rule matched.
     DeniedByRule { rule: String },
+    /// An allow rule matched but its access ended at `at`.
+    Expired { rule: String, at: UnixTime },
     /// No allow rule matched (deny by default).
     NoMatchingRule,
     /// The store is not configured.
@@ -159,7 +565,7 @@ impl DenyReason {
     /// The deciding rule's name, or a fixed label for the default.
     pub fn rule_label(&self) -> &str {
         match self {
-            DenyReason::DeniedByRule { rule } => rule,
+            DenyReason::DeniedByRule { rule } | DenyReason::Expired { rule, .. } => rule,
             DenyReason::NoMatchingRule => "default-deny",
             DenyReason::UnknownStore => "unknown-store",
         }
@@ -168,6 +574,10 @@ impl DenyReason {
     pub fn explain(&self) -> String {
         match self {
             DenyReason::DeniedByRule { rule } => format!("the rule \"{rule}\" denies this store"),
+            DenyReason::Expired { rule, at } => format!(
+                "your access through the rule \"{rule}\" expired at {}",
+                rfc3339(*at)
+            ),
             DenyReason::NoMatchingRule => {
                 "no rule grants you this store (deny by default)".to_owned()
             }
@@ -176,94 +586,382 @@ impl DenyReason {
     }
 }
 
+/// RFC 3339 UTC, or the number when out of range.
+pub fn rfc3339(t: UnixTime) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// How one rule stands for one identity at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RuleState {
+    NoMatch,
+    NotYet,
+    Expired { at: UnixTime },
+    Applies { until: Option<UnixTime> },
+}
+
 impl Policy {
-    /// Decide one store.
-    pub fn decide(&self, id: &Identity, store: &StoreId, now: UnixTime) -> Decision {
-        if !self.stores.contains(store) {
-            return Decision::Deny {
-                reason: DenyReason::UnknownStore,
-            };
-        }
-        let applicable = self
-            .rules
+    /// Builds the policy and its index. Rules keep file order; stores keep portal order.
+    pub fn new(stores: Vec<StoreEntry>, templates: Vec<Template>, rules: Vec<Rule>) -> Policy {
+        let prepared = rules.iter().map(|r| Prepared::of(&r.conditions)).collect();
+        let by_store: Vec<Vec<usize>> = stores
             .iter()
-            .filter(|r| r.stores.covers(store) && r.in_window(now) && r.conditions.matches(id));
-        let mut first_allow: Option<&Rule> = None;
-        let mut overridden = Vec::new();
-        for rule in applicable {
-            match rule.effect {
-                Effect::Deny => {
-                    return Decision::Deny {
-                        reason: DenyReason::DeniedByRule {
-                            rule: rule.name.clone(),
-                        },
-                    };
-                }
-                Effect::Allow if first_allow.is_none() => first_allow = Some(rule),
-                Effect::Allow => overridden.push(rule.name.clone()),
+            .map(|s| {
+                rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.in_scope(s))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .collect();
+        let split = |effect: Effect| -> Vec<Vec<usize>> {
+            by_store
+                .iter()
+                .map(|list| {
+                    list.iter()
+                        .copied()
+                        .filter(|i| rules[*i].effect == effect)
+                        .collect()
+                })
+                .collect()
+        };
+        let denies_by_store = split(Effect::Deny);
+        let allows_by_store = split(Effect::Allow);
+        let store_pos = stores
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        let template_pos = templates
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Policy {
+            stores,
+            templates,
+            rules,
+            prepared,
+            by_store,
+            denies_by_store,
+            allows_by_store,
+            store_pos,
+            template_pos,
+        }
+    }
+
+    /// Stores without tags or templates: the shape of the first policies, kept for tests.
+    pub fn with_plain_stores(stores: Vec<StoreId>, rules: Vec<Rule>) -> Policy {
+        Policy::new(
+            stores.into_iter().map(StoreEntry::plain).collect(),
+            Vec::new(),
+            rules,
+        )
+    }
+
+    pub fn stores(&self) -> &[StoreEntry] {
+        &self.stores
+    }
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+    pub fn templates(&self) -> &[Template] {
+        &self.templates
+    }
+    pub fn store_ids(&self) -> impl Iterator<Item = &StoreId> {
+        self.stores.iter().map(|s| &s.id)
+    }
+    pub fn has_store(&self, id: &StoreId) -> bool {
+        self.store_pos.contains_key(id)
+    }
+    pub fn template(&self, name: &str) -> Option<&Template> {
+        self.template_pos.get(name).map(|i| &self.templates[*i])
+    }
+    /// The rules whose scope covers `store`, in file order.
+    pub fn rules_for(&self, store: &StoreId) -> impl Iterator<Item = &Rule> {
+        self.store_pos
+            .get(store)
+            .map(|p| self.by_store[*p].as_slice())
+            .unwrap_or(&[])
+            .iter()
+            .map(|i| &self.rules[*i])
+    }
+
+    fn rule_state(&self, i: usize, f: &Facts<'_>, now: UnixTime) -> RuleState {
+        let rule = &self.rules[i];
+        if !rule.conditions.matches_prepared(&self.prepared[i], f) {
+            return RuleState::NoMatch;
+        }
+        if rule.not_before.is_some_and(|nb| now < nb) {
+            return RuleState::NotYet;
+        }
+        let mut until = rule.not_after;
+        if let Some(claim) = &rule.expires_claim {
+            match expiry::read_expiry(f.id, claim) {
+                Some(t) => until = Some(until.map_or(t, |u| u.min(t))),
+                // Fail closed: a grant that should carry an end date but does not is no grant.
+                None => return RuleState::NoMatch,
             }
         }
-        match first_allow {
-            Some(rule) => Decision::Allow {
-                grant: Grant {
-                    store: store.clone(),
-                    role: rule.role.clone(),
-                    customer_group: rule.customer_group.clone(),
-                    rule: rule.name.clone(),
-                    expires_at: rule.not_after,
-                },
+        match until {
+            Some(at) if now >= at => RuleState::Expired { at },
+            _ => RuleState::Applies { until },
+        }
+    }
+
+    fn decide_at(
+        &self,
+        pos: usize,
+        f: &Facts<'_>,
+        now: UnixTime,
+        memo: &mut [Option<RuleState>],
+        record_overridden: bool,
+    ) -> Decision {
+        let store = &self.stores[pos];
+        let mut state = |i: usize| *memo[i].get_or_insert_with(|| self.rule_state(i, f, now));
+        // Deny wins, wherever it sits in the file.
+        for &i in &self.denies_by_store[pos] {
+            if let RuleState::Applies { .. } = state(i) {
+                return Decision::Deny {
+                    reason: DenyReason::DeniedByRule {
+                        rule: self.rules[i].name.clone(),
+                    },
+                };
+            }
+        }
+        let mut first_allow: Option<(usize, Option<UnixTime>)> = None;
+        let mut overridden = Vec::new();
+        let mut expired: Option<(usize, UnixTime)> = None;
+        for &i in &self.allows_by_store[pos] {
+            match state(i) {
+                RuleState::Applies { until } if first_allow.is_none() => {
+                    first_allow = Some((i, until));
+                    if !record_overridden {
+                        break;
+                    }
+                }
+                RuleState::Applies { .. } => overridden.push(self.rules[i].name.clone()),
+                RuleState::Expired { at } if expired.is_none() && first_allow.is_none() => {
+                    expired = Some((i, at));
+                }
+                _ => {}
+            }
+        }
+        match (first_allow, expired) {
+            (Some((i, until)), _) => Decision::Allow {
+                grant: self.grant(store, &self.rules[i], until),
                 overridden,
             },
-            None => Decision::Deny {
+            (None, Some((i, at))) => Decision::Deny {
+                reason: DenyReason::Expired {
+                    rule: self.rules[i].name.clone(),
+                    at,
+                },
+            },
+            (None, None) => Decision::Deny {
                 reason: DenyReason::NoMatchingRule,
             },
         }
     }
 
-    /// Decide every configured store, in portal order.
-    pub fn evaluate(&self, id: &Identity, now: UnixTime) -> Vec<(StoreId, Decision)> {
-        self.stores
-            .iter()
-            .map(|s| (s.clone(), self.decide(id, s, now)))
-            .collect()
+    fn grant(&self, store: &StoreEntry, rule: &Rule, until: Option<UnixTime>) -> Grant {
+        let template_name = rule.template.as_ref().or(store.template.as_ref());
+        let from_template = template_name
+            .and_then(|n| self.template(n))
+            .and_then(|t| t.roles.get(&rule.role));
+        let spec = rule.grant.or(from_template);
+        Grant {
+            store: store.id.clone(),
+            role: rule.role.clone(),
+            customer_group: spec.customer_group,
+            rule: rule.name.clone(),
+            template: from_template.and(template_name.cloned()),
+            expires_at: until,
+            b2b: spec.b2b,
+            allowed_paths: spec.allowed_paths,
+            require_acr: spec.require_acr,
+            max_session_age: spec.max_session_age,
+        }
     }
 
-    /// The grants only, in portal order.
-    pub fn grants(&self, id: &Identity, now: UnixTime) -> Vec<Grant> {
-        self.evaluate(id, now)
-            .into_iter()
-            .filter_map(|(_, d)| match d {
-                Decision::Allow { grant, .. } => Some(grant),
-                Decision::Deny { .. } => None,
+    /// Decide one store.
+    pub fn decide(&self, id: &Identity, store: &StoreId, now: UnixTime) -> Decision {
+        let Some(&pos) = self.store_pos.get(store) else {
+            return Decision::Deny {
+                reason: DenyReason::UnknownStore,
+            };
+        };
+        let mut memo = vec![None; self.rules.len()];
+        self.decide_at(pos, &Facts::new(id), now, &mut memo, true)
+    }
+
+    /// Decide every configured store, in portal order. Each rule's conditions are evaluated at
+    /// most once for the whole call.
+    pub fn evaluate(&self, id: &Identity, now: UnixTime) -> Vec<(StoreId, Decision)> {
+        let facts = Facts::new(id);
+        let mut memo = vec![None; self.rules.len()];
+        (0..self.stores.len())
+            .map(|pos| {
+                (
+                    self.stores[pos].id.clone(),
+                    self.decide_at(pos, &facts, now, &mut memo, true),
+                )
             })
             .collect()
     }
 
+    /// The grants only, in portal order: the request path (portal, launch), which needs no list
+    /// of overridden rules.
+    pub fn grants(&self, id: &Identity, now: UnixTime) -> Vec<Grant> {
+        let facts = Facts::new(id);
+        let mut memo = vec![None; self.rules.len()];
+        (0..self.stores.len())
+            .filter_map(
+                |pos| match self.decide_at(pos, &facts, now, &mut memo, false) {
+                    Decision::Allow { grant, .. } => Some(grant),
+                    Decision::Deny { .. } => None,
+                },
+            )
+            .collect()
+    }
+
     /// The decision the launch path needs. A [`LaunchDecision`] can only come from here, so a login
-    /// token cannot be minted without an entitlement check made for that very request.
+    /// token cannot be minted without an entitlement check made for that very request: the store,
+    /// the storefront path it opens, the session's authentication strength and age.
     pub fn authorize_launch(
         &self,
         id: &Identity,
         store: &StoreId,
         now: UnixTime,
-    ) -> Result<LaunchDecision, DenyReason> {
-        match self.decide(id, store, now) {
-            Decision::Allow { grant, .. } => Ok(LaunchDecision {
-                grant,
-                subject: id.subject.clone(),
-                decided_at: now,
-            }),
-            Decision::Deny { reason } => Err(reason),
+        path: &LocalPath,
+    ) -> Result<LaunchDecision, LaunchRefusal> {
+        let grant = match self.decide(id, store, now) {
+            Decision::Allow { grant, .. } => grant,
+            Decision::Deny { reason } => return Err(LaunchRefusal::Denied(reason)),
+        };
+        if !grant.permits_path(path) {
+            return Err(LaunchRefusal::PathNotAllowed {
+                rule: grant.rule,
+                allowed: grant.allowed_paths.unwrap_or_default(),
+            });
+        }
+        if let Some(max) = grant.max_session_age {
+            // The gateway session's age: a fresh sign-in at the gateway resets it, so the
+            // redirect the launch answers with cannot loop (an IdP's `auth_time` might not move).
+            if now - id.signed_in_at >= max {
+                return Err(LaunchRefusal::SessionTooOld {
+                    rule: grant.rule,
+                    max_age: max,
+                });
+            }
+        }
+        if !grant.acr_satisfied(id) {
+            return Err(LaunchRefusal::StepUpRequired {
+                rule: grant.rule,
+                acr: grant.require_acr.unwrap_or_default(),
+            });
+        }
+        Ok(LaunchDecision {
+            grant,
+            subject: id.subject.clone(),
+            decided_at: now,
+            path: path.clone(),
+        })
+    }
+
+    /// What `storegate check` should warn about (a pure look at the policy at `now`).
+    pub fn lint(&self, now: UnixTime) -> Vec<Finding> {
+        lint::lint(self, now)
+    }
+
+    /// Every acr some grant can require (the only values `/login?acr=` accepts).
+    pub fn required_acrs(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .rules
+            .iter()
+            .filter_map(|r| r.grant.require_acr.as_deref())
+            .chain(self.templates.iter().flat_map(|t| {
+                t.roles
+                    .values()
+                    .filter_map(|spec| spec.require_acr.as_deref())
+            }))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Why a launch of an allowed-or-not store cannot go ahead now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchRefusal {
+    /// The policy refuses the store.
+    Denied(DenyReason),
+    /// The store is granted, but not the storefront page asked for.
+    PathNotAllowed { rule: String, allowed: Vec<String> },
+    /// The grant needs a stronger authentication contract: sign in again with `acr_values`.
+    StepUpRequired { rule: String, acr: String },
+    /// The grant allows launches only this soon after authenticating: sign in again.
+    SessionTooOld { rule: String, max_age: i64 },
+}
+
+impl LaunchRefusal {
+    /// The rule (or default label) behind the refusal, for the audit trail.
+    pub fn rule_label(&self) -> &str {
+        match self {
+            LaunchRefusal::Denied(r) => r.rule_label(),
+            LaunchRefusal::PathNotAllowed { rule, .. }
+            | LaunchRefusal::StepUpRequired { rule, .. }
+            | LaunchRefusal::SessionTooOld { rule, .. } => rule,
+        }
+    }
+
+    /// A stable reason code for audit events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LaunchRefusal::Denied(DenyReason::Expired { .. }) => "grant_expired",
+            LaunchRefusal::Denied(_) => "not_entitled",
+            LaunchRefusal::PathNotAllowed { .. } => "path_not_allowed",
+            LaunchRefusal::StepUpRequired { .. } => "step_up_required",
+            LaunchRefusal::SessionTooOld { .. } => "session_too_old",
+        }
+    }
+
+    pub fn explain(&self) -> String {
+        match self {
+            LaunchRefusal::Denied(r) => r.explain(),
+            LaunchRefusal::PathNotAllowed { rule, allowed } => format!(
+                "the rule \"{rule}\" lets you open only {} on this store",
+                allowed.join(", ")
+            ),
+            LaunchRefusal::StepUpRequired { rule, acr } => format!(
+                "the rule \"{rule}\" requires the sign-in method {acr}, which this session did not use"
+            ),
+            LaunchRefusal::SessionTooOld { rule, max_age } => format!(
+                "the rule \"{rule}\" allows launches only within {} of signing in",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    u64::try_from(*max_age).unwrap_or(0)
+                ))
+            ),
         }
     }
 }
 
-/// Proof that the policy allowed this identity this store at this moment. No public constructor.
+/// Proof that the policy allowed this identity this store, this storefront path, at this
+/// moment. No public constructor.
 #[derive(Debug)]
 pub struct LaunchDecision {
     grant: Grant,
     subject: String,
     decided_at: UnixTime,
+    path: LocalPath,
 }
 
 impl LaunchDecision {
@@ -275,6 +973,10 @@ impl LaunchDecision {
     }
     pub fn decided_at(&self) -> UnixTime {
         self.decided_at
+    }
+    /// The storefront path the policy checked: the only one the token may carry.
+    pub fn path(&self) -> &LocalPath {
+        &self.path
     }
 }
 

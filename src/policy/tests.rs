@@ -45,23 +45,17 @@ fn selector(stores: &[&str]) -> StoreSelector {
 }
 
 fn allow(name: &str, stores: &[&str]) -> Rule {
-    Rule {
-        name: name.into(),
-        effect: Effect::Allow,
-        conditions: Conditions::default(),
-        stores: selector(stores),
-        role: format!("role-of-{name}"),
-        customer_group: None,
-        not_before: None,
-        not_after: None,
-    }
+    Rule::allow(name, format!("role-of-{name}"), selector(stores))
 }
 
 fn deny(name: &str, stores: &[&str]) -> Rule {
-    Rule {
-        effect: Effect::Deny,
-        role: String::new(),
-        ..allow(name, stores)
+    Rule::deny(name, selector(stores))
+}
+
+fn group_of(g: CustomerGroupRef) -> GrantSpec {
+    GrantSpec {
+        customer_group: Some(g),
+        ..Default::default()
     }
 }
 
@@ -70,10 +64,7 @@ fn with(rule: Rule, conditions: Conditions) -> Rule {
 }
 
 fn policy(stores: &[&str], rules: Vec<Rule>) -> Policy {
-    Policy {
-        stores: stores.iter().map(|s| sid(s)).collect(),
-        rules,
-    }
+    Policy::with_plain_stores(stores.iter().map(|s| sid(s)).collect(), rules)
 }
 
 /// The rule (or default label) that decided, for compact assertions.
@@ -292,6 +283,7 @@ fn all_condition_kinds_must_match_together() {
         email_domains: vec!["example.com".into()],
         idps: vec!["am".into()],
         attributes: BTreeMap::from([("department".into(), vec!["sales".into()])]),
+        ..Default::default()
     };
     check_conditions(
         &[
@@ -399,12 +391,12 @@ fn deny_that_does_not_apply_leaves_the_allow_standing() {
 fn first_allow_in_file_order_decides_role_and_customer_group_and_later_ones_are_overridden() {
     let first = Rule {
         role: "merchandiser".into(),
-        customer_group: Some(CustomerGroupRef::Name("Staff".into())),
+        grant: group_of(CustomerGroupRef::Name("Staff".into())),
         ..allow("first", &["retail"])
     };
     let second = Rule {
         role: "buyer".into(),
-        customer_group: Some(CustomerGroupRef::Id(7)),
+        grant: group_of(CustomerGroupRef::Id(7)),
         ..allow("second", &["*"])
     };
     let not_matching = with(allow("not-matching", &["retail"]), groups(&["bc-admin"]));
@@ -418,7 +410,12 @@ fn first_allow_in_file_order_decides_role_and_customer_group_and_later_ones_are_
                 role: "merchandiser".into(),
                 customer_group: Some(CustomerGroupRef::Name("Staff".into())),
                 rule: "first".into(),
+                template: None,
                 expires_at: None,
+                b2b: None,
+                allowed_paths: None,
+                require_acr: None,
+                max_session_age: None,
             },
             overridden: vec!["second".into(), "third".into()],
         }
@@ -444,9 +441,9 @@ fn no_applicable_rule_denies_by_default() {
             vec![with(allow("a", &["retail"]), idps(&["partners"]))],
         ),
         (
-            "rule that expired",
+            "rule not yet valid",
             vec![Rule {
-                not_after: Some(NOW - 1),
+                not_before: Some(NOW + 1),
                 ..allow("a", &["retail"])
             }],
         ),
@@ -636,7 +633,9 @@ fn grant_expires_at_the_deciding_rules_not_after() {
 #[test]
 fn authorize_launch_allows_with_the_grant_subject_and_time() {
     let p = policy(&["retail"], vec![allow("r", &["retail"])]);
-    let launch = p.authorize_launch(&ann(), &sid("retail"), NOW).unwrap();
+    let launch = p
+        .authorize_launch(&ann(), &sid("retail"), NOW, &LocalPath::root())
+        .unwrap();
     assert_eq!(launch.grant().rule, "r");
     assert_eq!(launch.grant().store, sid("retail"));
     assert_eq!(launch.grant().role, "role-of-r");
@@ -661,17 +660,18 @@ fn authorize_launch_refuses_with_the_reason() {
     ];
     for (store, reason) in cases {
         assert_eq!(
-            p.authorize_launch(&ann(), &sid(store), NOW).unwrap_err(),
-            reason,
+            p.authorize_launch(&ann(), &sid(store), NOW, &LocalPath::root())
+                .unwrap_err(),
+            LaunchRefusal::Denied(reason),
             "{store}"
         );
     }
     let empty = policy(&["retail"], vec![]);
     assert_eq!(
         empty
-            .authorize_launch(&ann(), &sid("retail"), NOW)
+            .authorize_launch(&ann(), &sid("retail"), NOW, &LocalPath::root())
             .unwrap_err(),
-        DenyReason::NoMatchingRule
+        LaunchRefusal::Denied(DenyReason::NoMatchingRule)
     );
 }
 
@@ -715,10 +715,754 @@ fn deny_reasons_name_their_rule_for_audit_and_explain() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// More rule kinds: roles, attribute regex, acr/amr, DNs
+// ---------------------------------------------------------------------------------------------
+
+fn cond(f: impl FnOnce(&mut Conditions)) -> Conditions {
+    let mut c = Conditions::default();
+    f(&mut c);
+    c
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Ann, signed in with MFA, holding two roles and a job title.
+fn ann_mfa() -> Identity {
+    let mut id = ann();
+    id.roles = strs(&["Buyer", "approver"]);
+    id.attributes
+        .insert("title".into(), strs(&["Senior Buyer EMEA", "x"]));
+    id.auth = crate::identity::AuthContext {
+        auth_time: Some(NOW - 60),
+        acr: Some("urn:example:contract:mfa".into()),
+        amr: strs(&["pwd", "otp"]),
+    };
+    id
+}
+
+#[test]
+fn roles_any_matches_any_listed_role_case_insensitively() {
+    check_conditions(
+        &[
+            ("exact", cond(|c| c.roles_any = strs(&["approver"])), true),
+            ("other case", cond(|c| c.roles_any = strs(&["BUYER"])), true),
+            (
+                "none listed held",
+                cond(|c| c.roles_any = strs(&["admin"])),
+                false,
+            ),
+        ],
+        &ann_mfa(),
+    );
+    check_conditions(
+        &[(
+            "no roles at all",
+            cond(|c| c.roles_any = strs(&["buyer"])),
+            false,
+        )],
+        &ann(),
+    );
+}
+
+fn regex_on(attr: &str, pattern: &str) -> Conditions {
+    cond(|c| {
+        c.attribute_regex
+            .insert(attr.into(), AttrRegex::new(pattern).unwrap());
+    })
+}
+
+#[test]
+fn attribute_regex_must_match_a_whole_value() {
+    check_conditions(
+        &[
+            ("whole value", regex_on("title", "Senior Buyer .*"), true),
+            ("any of the values", regex_on("title", "x"), true),
+            ("anchored at the start", regex_on("title", "Buyer.*"), false),
+            ("anchored at the end", regex_on("title", "Senior"), false),
+            (
+                "alternation stays anchored",
+                regex_on("title", "y|Senior"),
+                false,
+            ),
+            (
+                "case-insensitive when asked",
+                regex_on("title", "(?i)senior buyer emea"),
+                true,
+            ),
+            ("missing attribute", regex_on("nope", ".*"), false),
+        ],
+        &ann_mfa(),
+    );
+}
+
+#[test]
+fn attributes_equals_is_a_one_value_any_of() {
+    check_conditions(
+        &[
+            ("equals", attrs(&[("department", &["sales"])]), true),
+            (
+                "equals is exact",
+                attrs(&[("department", &["Sales"])]),
+                false,
+            ),
+            ("any of", attrs(&[("country", &["DE", "BE"])]), true),
+        ],
+        &ann(),
+    );
+}
+
+#[test]
+fn acr_any_and_amr_any_read_the_authentication_context() {
+    let mfa = "urn:example:contract:mfa";
+    check_conditions(
+        &[
+            (
+                "acr listed",
+                cond(|c| c.acr_any = strs(&["pwd", mfa])),
+                true,
+            ),
+            (
+                "acr not listed",
+                cond(|c| c.acr_any = strs(&["urn:x"])),
+                false,
+            ),
+            (
+                "amr one of",
+                cond(|c| c.amr_any = strs(&["otp", "hwk"])),
+                true,
+            ),
+            ("amr none", cond(|c| c.amr_any = strs(&["hwk"])), false),
+        ],
+        &ann_mfa(),
+    );
+    check_conditions(
+        &[
+            (
+                "no acr in session",
+                cond(|c| c.acr_any = strs(&[mfa])),
+                false,
+            ),
+            (
+                "no amr in session",
+                cond(|c| c.amr_any = strs(&["pwd"])),
+                false,
+            ),
+        ],
+        &ann(),
+    );
+}
+
+#[test]
+fn group_dns_compare_rdn_by_rdn_ignoring_case_and_spaces() {
+    assert_eq!(
+        group_key("CN=Staff, OU=Groups ,o=Corp"),
+        "cn=staff,ou=groups,o=corp"
+    );
+    assert_eq!(group_key(" BC-Merch "), "bc-merch");
+    assert_eq!(
+        group_key("cn=Sales\\, EMEA,o=corp"),
+        "cn=sales\\, emea,o=corp"
+    );
+    check_conditions(
+        &[
+            (
+                "spaces after commas",
+                groups(&["cn=Staff, ou=groups, o=corp"]),
+                true,
+            ),
+            (
+                "spaces around =",
+                groups(&["cn = staff,ou = groups,o=corp"]),
+                true,
+            ),
+            (
+                "other container",
+                groups(&["cn=staff,ou=people,o=corp"]),
+                false,
+            ),
+            ("shorter DN", groups(&["cn=staff,ou=groups"]), false),
+            ("name never matches a DN", groups(&["staff"]), false),
+        ],
+        &ann(),
+    );
+    let escaped = Identity {
+        groups: vec!["cn=Sales\\, EMEA,ou=groups,o=corp".into()],
+        ..ann()
+    };
+    check_conditions(
+        &[
+            (
+                "escaped comma kept",
+                groups(&["CN=sales\\, emea,ou=groups,o=corp"]),
+                true,
+            ),
+            (
+                "escaped comma is not a separator",
+                groups(&["cn=sales\\"]),
+                false,
+            ),
+        ],
+        &escaped,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store tags and templates
+// ---------------------------------------------------------------------------------------------
+
+fn store(id: &str, tags: &[&str], template: Option<&str>) -> StoreEntry {
+    StoreEntry {
+        id: sid(id),
+        tags: strs(tags),
+        template: template.map(str::to_owned),
+    }
+}
+
+fn tagged(name: &str, tags: &[&str]) -> Rule {
+    Rule {
+        store_tags: strs(tags),
+        ..Rule::allow(name, "merchandiser", StoreSelector::Only(vec![]))
+    }
+}
+
+fn granted_stores(p: &Policy, id: &Identity) -> Vec<String> {
+    p.grants(id, NOW)
+        .into_iter()
+        .map(|g| format!("{}<-{}", g.store, g.rule))
+        .collect()
+}
+
+#[test]
+fn store_tags_select_every_store_carrying_one_of_them() {
+    let stores = vec![
+        store("nl", &["eu", "brand-a"], None),
+        store("de", &["EU"], None),
+        store("us", &["na", "brand-a"], None),
+        store("outlet", &[], None),
+    ];
+    let cases: [(&str, Vec<Rule>, &[&str]); 4] = [
+        (
+            "one tag, any case",
+            vec![tagged("eu", &["eu"])],
+            &["nl<-eu", "de<-eu"],
+        ),
+        (
+            "any of several tags",
+            vec![tagged("t", &["brand-a", "na"])],
+            &["nl<-t", "us<-t"],
+        ),
+        (
+            "tags and ids are a union",
+            vec![Rule {
+                stores: StoreSelector::Only(vec![sid("outlet")]),
+                ..tagged("u", &["na"])
+            }],
+            &["us<-u", "outlet<-u"],
+        ),
+        (
+            "a deny by tag wins",
+            vec![
+                tagged("all", &["eu", "na"]),
+                Rule {
+                    store_tags: strs(&["brand-a"]),
+                    ..Rule::deny("no-brand-a", StoreSelector::Only(vec![]))
+                },
+            ],
+            &["de<-all"],
+        ),
+    ];
+    for (case, rules, want) in cases {
+        let p = Policy::new(stores.clone(), vec![], rules);
+        assert_eq!(granted_stores(&p, &ann()), want, "case: {case}");
+    }
+}
+
+fn staff_template() -> Template {
+    Template {
+        name: "standard".into(),
+        roles: BTreeMap::from([
+            (
+                "merchandiser".into(),
+                GrantSpec {
+                    customer_group: Some(CustomerGroupRef::Name("Staff".into())),
+                    ..Default::default()
+                },
+            ),
+            (
+                "agency".into(),
+                GrantSpec {
+                    customer_group: Some(CustomerGroupRef::Name("Agencies".into())),
+                    allowed_paths: Some(strs(&["/b2b/", "/account.php"])),
+                    require_acr: Some("urn:example:contract:mfa".into()),
+                    max_session_age: Some(3600),
+                    b2b: Some(B2bGrant {
+                        company_id: 42,
+                        role: B2bRole::JuniorBuyer,
+                    }),
+                },
+            ),
+        ]),
+    }
+}
+
+fn b2b_template() -> Template {
+    Template {
+        name: "b2b".into(),
+        roles: BTreeMap::from([(
+            "merchandiser".into(),
+            GrantSpec {
+                b2b: Some(B2bGrant {
+                    company_id: 7,
+                    role: B2bRole::Custom(99),
+                }),
+                ..Default::default()
+            },
+        )]),
+    }
+}
+
+#[test]
+fn templates_shape_grants_rule_template_first_then_store_template_and_rule_fields_override() {
+    let stores = vec![
+        store("nl", &[], Some("standard")),
+        store("wholesale", &[], Some("b2b")),
+        store("plain", &[], None),
+    ];
+    let templates = vec![staff_template(), b2b_template()];
+    let everywhere = || Rule::allow("merch", "merchandiser", StoreSelector::All);
+    type Check = fn(&Grant) -> bool;
+    let cases: [(&str, Rule, &str, Check); 5] = [
+        ("store's template", everywhere(), "nl", |g| {
+            g.customer_group == Some(CustomerGroupRef::Name("Staff".into()))
+                && g.template.as_deref() == Some("standard")
+        }),
+        (
+            "another store, another template",
+            everywhere(),
+            "wholesale",
+            |g| {
+                g.customer_group.is_none()
+                    && g.b2b
+                        == Some(B2bGrant {
+                            company_id: 7,
+                            role: B2bRole::Custom(99),
+                        })
+            },
+        ),
+        (
+            "no template: nothing from one",
+            everywhere(),
+            "plain",
+            |g| g.template.is_none() && g.customer_group.is_none(),
+        ),
+        (
+            "the rule's template beats the store's",
+            Rule {
+                template: Some("b2b".into()),
+                ..everywhere()
+            },
+            "nl",
+            |g| g.template.as_deref() == Some("b2b") && g.customer_group.is_none(),
+        ),
+        (
+            "a field on the rule overrides the template's",
+            Rule {
+                grant: GrantSpec {
+                    customer_group: Some(CustomerGroupRef::Id(5)),
+                    ..Default::default()
+                },
+                ..everywhere()
+            },
+            "nl",
+            |g| g.customer_group == Some(CustomerGroupRef::Id(5)),
+        ),
+    ];
+    for (case, rule, at, check) in cases {
+        let p = Policy::new(stores.clone(), templates.clone(), vec![rule]);
+        let Decision::Allow { grant, .. } = p.decide(&ann(), &sid(at), NOW) else {
+            panic!("case {case}: expected allow");
+        };
+        assert!(check(&grant), "case {case}: {grant:?}");
+    }
+    // A role the template does not define gets only the rule's own settings.
+    let p = Policy::new(
+        stores.clone(),
+        templates,
+        vec![Rule::allow("odd", "auditor", StoreSelector::All)],
+    );
+    let g = p.grants(&ann(), NOW);
+    assert!(
+        g.iter()
+            .all(|g| g.template.is_none() && g.customer_group.is_none())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expiry from an IdP claim
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn expiry_values_parse_from_rfc3339_generalized_time_and_unix() {
+    let cases: [(&str, Option<UnixTime>); 9] = [
+        ("2027-01-15T08:00:00Z", Some(NOW)),
+        ("2027-01-15T09:00:00+01:00", Some(NOW)),
+        ("20270115080000Z", Some(NOW)),
+        ("1800000000", Some(NOW)),
+        ("1800000000000", Some(NOW)),
+        (" 1800000000 ", Some(NOW)),
+        ("-5", None),
+        ("next tuesday", None),
+        ("20271315080000Z", None),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(parse_expiry(raw), want, "{raw}");
+    }
+}
+
+fn expiring(claim_values: Option<&[&str]>) -> (Policy, Identity) {
+    let p = policy(
+        &["retail"],
+        vec![Rule {
+            expires_claim: Some("accessExpires".into()),
+            ..allow("agency", &["retail"])
+        }],
+    );
+    let mut id = ann();
+    if let Some(v) = claim_values {
+        id.attributes.insert("accessExpires".into(), strs(v));
+    }
+    (p, id)
+}
+
+#[test]
+fn expires_claim_ends_the_grant_exactly_at_its_value() {
+    let (p, id) = expiring(Some(&["1800000000"]));
+    for (now, want) in [
+        (NOW - 1, "allow:agency"),
+        (NOW, "deny:agency"),
+        (NOW + 1, "deny:agency"),
+    ] {
+        assert_eq!(
+            decided_by(&p.decide(&id, &sid("retail"), now)),
+            want,
+            "at {now}"
+        );
+    }
+    assert_eq!(p.grants(&id, NOW - 1)[0].expires_at, Some(NOW));
+    assert_eq!(
+        p.decide(&id, &sid("retail"), NOW),
+        Decision::Deny {
+            reason: DenyReason::Expired {
+                rule: "agency".into(),
+                at: NOW
+            }
+        }
+    );
+    assert!(
+        p.grants(&id, NOW).is_empty(),
+        "an expired grant vanishes from the portal"
+    );
+}
+
+#[test]
+fn expires_claim_missing_or_unreadable_grants_nothing_and_the_earliest_value_counts() {
+    for (case, values) in [
+        ("claim absent", None),
+        ("garbage", Some(&["soon"][..])),
+        ("one good, one garbage", Some(&["1900000000", "soon"][..])),
+    ] {
+        let (p, id) = expiring(values);
+        assert_eq!(
+            decided_by(&p.decide(&id, &sid("retail"), NOW)),
+            "deny:default-deny",
+            "{case}"
+        );
+    }
+    let (p, id) = expiring(Some(&["1900000000", "1800000100"]));
+    assert_eq!(p.grants(&id, NOW)[0].expires_at, Some(NOW + 100));
+}
+
+#[test]
+fn the_earlier_of_not_after_and_the_claim_ends_the_grant() {
+    let mut id = ann();
+    id.attributes.insert("exp".into(), strs(&["1800000100"]));
+    let rule = |not_after| Rule {
+        expires_claim: Some("exp".into()),
+        not_after,
+        ..allow("r", &["retail"])
+    };
+    let p = policy(&["retail"], vec![rule(Some(NOW + 50))]);
+    assert_eq!(p.grants(&id, NOW)[0].expires_at, Some(NOW + 50));
+    let p = policy(&["retail"], vec![rule(Some(NOW + 500))]);
+    assert_eq!(p.grants(&id, NOW)[0].expires_at, Some(NOW + 100));
+}
+
+#[test]
+fn an_expired_allow_does_not_hide_a_current_one_and_deny_still_wins() {
+    let expired = Rule {
+        not_after: Some(NOW),
+        ..allow("old", &["retail"])
+    };
+    let p = policy(
+        &["retail"],
+        vec![expired.clone(), allow("current", &["retail"])],
+    );
+    assert_eq!(
+        decided_by(&p.decide(&ann(), &sid("retail"), NOW)),
+        "allow:current"
+    );
+    let p = policy(&["retail"], vec![expired, deny("no", &["retail"])]);
+    assert_eq!(
+        decided_by(&p.decide(&ann(), &sid("retail"), NOW)),
+        "deny:no"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch: paths, session age, step-up
+// ---------------------------------------------------------------------------------------------
+
+fn agency_policy() -> Policy {
+    Policy::new(
+        vec![store("retail", &[], Some("standard"))],
+        vec![staff_template()],
+        vec![Rule::allow("agency", "agency", StoreSelector::All)],
+    )
+}
+
+fn lp(p: &str) -> LocalPath {
+    LocalPath::parse(p).unwrap()
+}
+
+#[test]
+fn allowed_paths_are_prefixes_that_respect_segments_and_refuse_dot_segments() {
+    let p = agency_policy();
+    let id = ann_mfa();
+    let cases = [
+        ("/b2b/", true),
+        ("/b2b/quotes?id=1", true),
+        ("/account.php", true),
+        ("/account.php?action=orders", true),
+        ("/account.php/x", true),
+        ("/account.phpx", false),
+        ("/b2b", false),
+        ("/", false),
+        ("/admin", false),
+        ("/b2b/../admin", false),
+        ("/b2b/%2e%2e/admin", false),
+        ("/b2b/./x", false),
+    ];
+    for (path, ok) in cases {
+        let got = p.authorize_launch(&id, &sid("retail"), NOW, &lp(path));
+        match (ok, got) {
+            (true, Ok(d)) => assert_eq!(d.path().as_str(), path),
+            (false, Err(LaunchRefusal::PathNotAllowed { rule, allowed })) => {
+                assert_eq!(rule, "agency");
+                assert_eq!(allowed, strs(&["/b2b/", "/account.php"]));
+            }
+            (_, got) => panic!("{path}: {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_grant_requiring_an_acr_refuses_a_weaker_session_with_step_up() {
+    let p = agency_policy();
+    let weak = Identity {
+        auth: crate::identity::AuthContext {
+            acr: Some("urn:example:contract:password".into()),
+            ..ann_mfa().auth
+        },
+        ..ann_mfa()
+    };
+    for id in [
+        weak,
+        Identity {
+            auth: Default::default(),
+            signed_in_at: NOW,
+            ..ann_mfa()
+        },
+    ] {
+        assert_eq!(
+            p.authorize_launch(&id, &sid("retail"), NOW, &lp("/b2b/"))
+                .unwrap_err(),
+            LaunchRefusal::StepUpRequired {
+                rule: "agency".into(),
+                acr: "urn:example:contract:mfa".into()
+            }
+        );
+    }
+    assert!(
+        p.authorize_launch(&ann_mfa(), &sid("retail"), NOW, &lp("/b2b/"))
+            .is_ok()
+    );
+    assert_eq!(p.required_acrs(), ["urn:example:contract:mfa"]);
+}
+
+#[test]
+fn max_session_age_counts_from_the_gateway_sign_in_at_its_edge() {
+    let p = agency_policy();
+    let id = ann_mfa(); // signed in at NOW, grant allows 3600 s
+    assert!(
+        p.authorize_launch(&id, &sid("retail"), NOW + 3599, &lp("/b2b/"))
+            .is_ok()
+    );
+    assert_eq!(
+        p.authorize_launch(&id, &sid("retail"), NOW + 3600, &lp("/b2b/"))
+            .unwrap_err(),
+        LaunchRefusal::SessionTooOld {
+            rule: "agency".into(),
+            max_age: 3600
+        }
+    );
+}
+
+#[test]
+fn launch_refusals_name_their_rule_and_a_stable_code() {
+    let cases = [
+        (
+            LaunchRefusal::Denied(DenyReason::NoMatchingRule),
+            "default-deny",
+            "not_entitled",
+        ),
+        (
+            LaunchRefusal::Denied(DenyReason::Expired {
+                rule: "a".into(),
+                at: NOW,
+            }),
+            "a",
+            "grant_expired",
+        ),
+        (
+            LaunchRefusal::PathNotAllowed {
+                rule: "p".into(),
+                allowed: vec![],
+            },
+            "p",
+            "path_not_allowed",
+        ),
+        (
+            LaunchRefusal::StepUpRequired {
+                rule: "s".into(),
+                acr: "x".into(),
+            },
+            "s",
+            "step_up_required",
+        ),
+        (
+            LaunchRefusal::SessionTooOld {
+                rule: "o".into(),
+                max_age: 60,
+            },
+            "o",
+            "session_too_old",
+        ),
+    ];
+    for (r, rule, code) in cases {
+        assert_eq!((r.rule_label(), r.code()), (rule, code));
+    }
+    assert_eq!(
+        DenyReason::Expired {
+            rule: "agency".into(),
+            at: NOW
+        }
+        .explain(),
+        "your access through the rule \"agency\" expired at 2027-01-15T08:00:00Z"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What `storegate check` warns about
+// ---------------------------------------------------------------------------------------------
+
+fn messages(p: &Policy) -> Vec<String> {
+    p.lint(NOW).into_iter().map(|f| f.message).collect()
+}
+
+#[test]
+fn lint_reports_stores_no_rule_grants_and_stores_without_template() {
+    let p = Policy::new(
+        vec![
+            store("a", &[], Some("standard")),
+            store("b", &[], None),
+            store("c", &[], None),
+        ],
+        vec![staff_template()],
+        vec![Rule::allow(
+            "r",
+            "merchandiser",
+            StoreSelector::Only(vec![sid("a"), sid("b")]),
+        )],
+    );
+    let m = messages(&p);
+    assert!(
+        m.iter()
+            .any(|x| x.contains("store \"c\" has no rule that grants it")),
+        "{m:?}"
+    );
+    assert!(
+        m.iter().any(|x| x.contains("store \"b\" has no template")),
+        "{m:?}"
+    );
+    assert!(!m.iter().any(|x| x.contains("store \"a\"")), "{m:?}");
+}
+
+#[test]
+fn lint_reports_rules_that_can_never_match() {
+    let p = Policy::new(
+        vec![store("a", &["eu"], None)],
+        vec![],
+        vec![
+            tagged("no-such-tag", &["apac"]),
+            Rule {
+                not_after: Some(NOW),
+                ..allow("over", &["a"])
+            },
+            Rule::deny("nobody", StoreSelector::All),
+            allow("shadowed", &["a"]),
+        ],
+    );
+    let m = messages(&p);
+    for want in [
+        "rule \"no-such-tag\" can never match: its stores and store_tags select no configured store",
+        "rule \"over\" can never match: its not_after (2027-01-15T08:00:00Z) has passed",
+        "rule \"shadowed\" can never match: the unconditional deny rule \"nobody\" covers every store it grants",
+    ] {
+        assert!(m.iter().any(|x| x == want), "missing {want:?} in {m:?}");
+    }
+}
+
+#[test]
+fn lint_reports_overlapping_grants_and_how_they_resolve_unless_they_cannot_meet() {
+    let p = policy(
+        &["a", "b"],
+        vec![
+            allow("first", &["a", "b"]),
+            allow("second", &["b"]),
+            with(allow("am-only", &["a"]), idps(&["am"])),
+            with(allow("partners-only", &["a"]), idps(&["partners"])),
+        ],
+    );
+    let found: Vec<(Location, String)> =
+        p.lint(NOW).into_iter().map(|f| (f.at, f.message)).collect();
+    assert!(found.contains(&(
+        Location::Rule(1),
+        "rules \"first\" and \"second\" can both grant b; resolved by file order: \"first\" decides when both match".into()
+    )), "{found:?}");
+    assert!(
+        !found
+            .iter()
+            .any(|(_, m)| m.contains("\"am-only\" and \"partners-only\"")),
+        "disjoint idps cannot overlap: {found:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Properties over generated policies
 // ---------------------------------------------------------------------------------------------
 
-const STORES: [&str; 4] = ["s0", "s1", "s2", "s3"];
 /// Rules may also name a store the policy does not configure.
 const RULE_STORES: [&str; 5] = ["s0", "s1", "s2", "s3", "ghost"];
 const GROUPS: [&str; 3] = ["g0", "G1", "g2"];
@@ -745,6 +1489,7 @@ fn arb_conditions() -> impl Strategy<Value = Conditions> {
             attributes: dept
                 .map(|d| BTreeMap::from([("dept".into(), d)]))
                 .unwrap_or_default(),
+            ..Default::default()
         })
 }
 
@@ -759,22 +1504,70 @@ fn arb_rule(effect: impl Strategy<Value = Effect>) -> impl Strategy<Value = Rule
         effect,
         arb_conditions(),
         selector,
+        subset(&TAGS),
         when.clone(),
         when,
         0u64..3,
+        proptest::bool::weighted(0.2),
     )
         .prop_map(
-            |(effect, conditions, stores, not_before, not_after, group)| Rule {
-                name: String::new(),
+            |(effect, conditions, stores, store_tags, not_before, not_after, group, claim)| Rule {
                 effect,
                 conditions,
-                stores,
-                role: format!("role{group}"),
-                customer_group: Some(CustomerGroupRef::Id(group)),
+                store_tags,
                 not_before,
                 not_after,
+                expires_claim: claim.then(|| "exp".to_owned()),
+                grant: group_of(CustomerGroupRef::Id(group)),
+                ..Rule::allow("", format!("role{group}"), stores)
             },
         )
+}
+
+const TAGS: [&str; 2] = ["eu", "NA"];
+
+/// The generated policies' stores: two tagged, one tagged twice, one not.
+fn arb_stores() -> Vec<StoreEntry> {
+    vec![
+        store("s0", &["eu"], None),
+        store("s1", &["na"], None),
+        store("s2", &["EU", "na"], None),
+        store("s3", &[], None),
+    ]
+}
+
+/// The same stores and templates, other rules.
+fn rebuilt(p: &Policy, rules: Vec<Rule>) -> Policy {
+    Policy::new(p.stores().to_vec(), p.templates().to_vec(), rules)
+}
+
+/// Scope computed without the policy's index.
+fn naive_scope(r: &Rule, store: &StoreId) -> bool {
+    let tags: Vec<String> = arb_stores()
+        .into_iter()
+        .find(|s| &s.id == store)
+        .map(|s| s.tags)
+        .unwrap_or_default();
+    r.stores.covers(store)
+        || r.store_tags
+            .iter()
+            .any(|t| tags.iter().any(|h| h.eq_ignore_ascii_case(t)))
+}
+
+/// Window check without the policy, claim expiry included.
+fn naive_window(r: &Rule, id: &Identity, now: UnixTime) -> Option<Option<UnixTime>> {
+    let mut end = r.not_after;
+    if let Some(c) = &r.expires_claim {
+        let t = id
+            .attributes
+            .get(c)?
+            .iter()
+            .map(|v| parse_expiry(v))
+            .collect::<Option<Vec<_>>>()?;
+        let t = t.into_iter().min()?;
+        end = Some(end.map_or(t, |e| e.min(t)));
+    }
+    (r.not_before.is_none_or(|nb| now >= nb) && end.is_none_or(|e| now < e)).then_some(end)
 }
 
 fn arb_effect() -> impl Strategy<Value = Effect> {
@@ -782,16 +1575,19 @@ fn arb_effect() -> impl Strategy<Value = Effect> {
 }
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
-    proptest::collection::vec(arb_rule(arb_effect()), 0..8).prop_map(|rules| Policy {
-        stores: STORES.iter().map(|s| sid(s)).collect(),
-        rules: rules
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| Rule {
-                name: format!("r{i}"),
-                ..r
-            })
-            .collect(),
+    proptest::collection::vec(arb_rule(arb_effect()), 0..8).prop_map(|rules| {
+        Policy::new(
+            arb_stores(),
+            vec![],
+            rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| Rule {
+                    name: format!("r{i}"),
+                    ..r
+                })
+                .collect(),
+        )
     })
 }
 
@@ -806,13 +1602,23 @@ fn arb_identity() -> impl Strategy<Value = Identity> {
         email,
         proptest::sample::select(IDPS.to_vec()),
         subset(&DEPTS),
+        proptest::option::of(prop_oneof![
+            (-3i64..=3).prop_map(|d| (NOW + d).to_string()),
+            Just("garbage".to_owned()),
+        ]),
     )
-        .prop_map(|(groups, email, idp, dept)| Identity {
-            idp: IdpId::new(idp),
-            email,
-            groups,
-            attributes: BTreeMap::from([("dept".into(), dept)]),
-            ..ann()
+        .prop_map(|(groups, email, idp, dept, exp)| {
+            let mut attributes = BTreeMap::from([("dept".into(), dept)]);
+            if let Some(e) = exp {
+                attributes.insert("exp".into(), vec![e]);
+            }
+            Identity {
+                idp: IdpId::new(idp),
+                email,
+                groups,
+                attributes,
+                ..ann()
+            }
         })
 }
 
@@ -843,8 +1649,9 @@ proptest! {
         now in arb_now(),
     ) {
         let before = granted(&p, &id, now);
-        let mut q = p.clone();
-        q.rules.insert(at.index(p.rules.len() + 1), Rule { name: "added-deny".into(), ..added });
+        let mut rules = p.rules().to_vec();
+        rules.insert(at.index(rules.len() + 1), Rule { name: "added-deny".into(), ..added });
+        let q = rebuilt(&p, rules);
         let after = granted(&q, &id, now);
         for ((store, b), (_, a)) in before.iter().zip(&after) {
             if let Some(a) = a {
@@ -863,21 +1670,22 @@ proptest! {
     ) {
         let store = sid(probe);
         if let Decision::Allow { grant, overridden } = p.decide(&id, &store, now) {
-            prop_assert!(p.stores.contains(&store), "granted unconfigured store {}", store);
+            prop_assert!(p.has_store(&store), "granted unconfigured store {}", store);
             prop_assert_eq!(&grant.store, &store);
-            let rule = p.rules.iter().find(|r| r.name == grant.rule);
+            let rule = p.rules().iter().find(|r| r.name == grant.rule);
             prop_assert!(rule.is_some(), "grant names no rule");
             let rule = rule.unwrap();
             prop_assert_eq!(rule.effect, Effect::Allow);
-            prop_assert!(rule.stores.covers(&store));
-            prop_assert!(rule.in_window(now));
+            prop_assert!(naive_scope(rule, &store));
+            prop_assert!(p.rules_for(&store).any(|r| r == rule));
+            prop_assert!(naive_window(rule, &id, now).is_some());
             prop_assert!(rule.conditions.matches(&id));
             prop_assert_eq!(&grant.role, &rule.role);
-            prop_assert_eq!(&grant.customer_group, &rule.customer_group);
-            prop_assert_eq!(grant.expires_at, rule.not_after);
+            prop_assert_eq!(&grant.customer_group, &rule.grant.customer_group);
+            prop_assert_eq!(grant.expires_at, naive_window(rule, &id, now).flatten());
             // No applicable deny exists, and the deciding rule is the first applicable allow.
-            let applicable: Vec<&Rule> = p.rules.iter()
-                .filter(|r| r.stores.covers(&store) && r.in_window(now) && r.conditions.matches(&id))
+            let applicable: Vec<&Rule> = p.rules().iter()
+                .filter(|r| naive_scope(r, &store) && naive_window(r, &id, now).is_some() && r.conditions.matches(&id))
                 .collect();
             prop_assert!(applicable.iter().all(|r| r.effect == Effect::Allow));
             prop_assert_eq!(&applicable[0].name, &grant.rule);
@@ -887,19 +1695,30 @@ proptest! {
     }
 
     #[test]
+    fn the_request_path_grants_are_exactly_the_explained_allows(
+        p in arb_policy(),
+        id in arb_identity(),
+        now in arb_now(),
+    ) {
+        let explained: Vec<Grant> = granted(&p, &id, now).into_iter().filter_map(|(_, g)| g).collect();
+        prop_assert_eq!(p.grants(&id, now), explained);
+    }
+
+    #[test]
     fn removing_an_allow_rule_never_widens_access(
         p in arb_policy(),
         which in any::<proptest::sample::Index>(),
         id in arb_identity(),
         now in arb_now(),
     ) {
-        let allows: Vec<usize> = p.rules.iter().enumerate()
+        let allows: Vec<usize> = p.rules().iter().enumerate()
             .filter(|(_, r)| r.effect == Effect::Allow)
             .map(|(i, _)| i)
             .collect();
         prop_assume!(!allows.is_empty());
-        let mut q = p.clone();
-        q.rules.remove(allows[which.index(allows.len())]);
+        let mut rules = p.rules().to_vec();
+        rules.remove(allows[which.index(allows.len())]);
+        let q = rebuilt(&p, rules);
         let before = granted(&p, &id, now);
         let after = granted(&q, &id, now);
         for ((store, b), (_, a)) in before.iter().zip(&after) {

@@ -25,6 +25,17 @@ pub const PENDING_TTL: i64 = 600;
 /// `last_seen` is rewritten at most this often, so a launch does not always cost a session write.
 const SEEN_GRANULARITY: i64 = 60;
 
+/// A launch that sent the browser back to the IdP (step-up, or a fresh sign-in for a grant with a
+/// maximum session age), so that a second refusal shows a page instead of a redirect loop.
+pub const STEP_UP_KEY: &str = "step_up";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepUpAttempt {
+    /// The launch URL the sign-in returns to.
+    pub return_to: String,
+    pub at: UnixTime,
+}
+
 /// The signed-in state of one browser.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignedInState {

@@ -7,19 +7,22 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use tower_sessions::Session;
 
-use super::auth::{AUTH_KEY, SignedIn};
+use super::auth::{AUTH_KEY, STEP_UP_KEY, SignedIn, StepUpAttempt, urlencode};
 use super::errors::AppError;
 use super::extract::ClientIp;
 use super::{AppState, no_store};
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::bigcommerce::api::ApiError;
+use crate::bigcommerce::b2b::ensure_company_user;
 use crate::bigcommerce::customers::ensure_customer;
 use crate::bigcommerce::login_jwt;
+use crate::identity::Identity;
 use crate::identity::StoreId;
-use crate::policy::DenyReason;
+use crate::policy::{DenyReason, LaunchRefusal};
 use crate::redirect::LocalPath;
 
 #[derive(Debug, Deserialize)]
@@ -48,7 +51,8 @@ pub async fn launch(
     };
 
     let store_key = StoreId::new(store_id.clone());
-    let Some(store) = state.config.store(&store_key) else {
+    let snap = state.policy();
+    let Some(store) = snap.store(&store_key) else {
         let mut ev = audit(Outcome::Deny);
         ev.rule = Some(DenyReason::UnknownStore.rule_label().to_owned());
         ev.reason = Some("unknown_store".into());
@@ -94,28 +98,20 @@ pub async fn launch(
         ));
     }
 
-    let decision = match state
-        .config
+    // The reloadable policy snapshot, the same one the portal showed.
+    let decision = match snap
         .policy
-        .authorize_launch(identity, &store_key, now)
+        .authorize_launch(identity, &store_key, now, &redirect_to)
     {
         Ok(d) => d,
-        Err(reason) => {
+        Err(refusal) => {
             let mut ev = audit(Outcome::Deny);
-            ev.rule = Some(reason.rule_label().to_owned());
-            ev.reason = Some("not_entitled".into());
-            ev.detail = Some(reason.explain());
+            ev.rule = Some(refusal.rule_label().to_owned());
+            ev.reason = Some(refusal.code().to_owned());
+            ev.detail = Some(refusal.explain());
             state.audit.record(ev);
-            return Err(AppError::new(
-                StatusCode::FORBIDDEN,
-                "No access to this store",
-                format!("You cannot open {}: {}.", store.name, reason.explain()),
-                &rid,
-            )
-            .with_hint(format!(
-                "If you need this store, ask {}.",
-                state.config.support_contact
-            )));
+            let here = launch_url(&store_id, q.to.as_deref());
+            return refused(&state, &session, &rid, identity, store, here, refusal, now).await;
         }
     };
 
@@ -133,12 +129,11 @@ pub async fn launch(
     };
 
     // The customer may log in to every channel of this store hash the user is entitled to.
-    let mut channels: Vec<u64> = state
-        .config
+    let mut channels: Vec<u64> = snap
         .policy
         .grants(identity, now)
         .iter()
-        .filter_map(|g| state.config.store(&g.store))
+        .filter_map(|g| snap.store(&g.store))
         .filter(|s| s.account == store.account)
         .map(|s| s.channel_id)
         .collect();
@@ -150,7 +145,12 @@ pub async fn launch(
         .as_ref()
         .map(|g| format!("{g:?}"))
         .unwrap_or_default();
-    let cache_key = format!("{}|{:?}|{}", store.account, channels, group_key);
+    let b2b_key = decision
+        .grant()
+        .b2b
+        .map(|b| format!("|b2b:{}:{}", b.company_id, b.role))
+        .unwrap_or_default();
+    let cache_key = format!("{}|{:?}|{}{b2b_key}", store.account, channels, group_key);
 
     let upstream_failed = |e: ApiError, step: &str| {
         let mut ev = audit(Outcome::Error);
@@ -163,6 +163,21 @@ pub async fn launch(
             e,
             ApiError::Unreachable { .. } | ApiError::Timeout { .. } | ApiError::RateLimited { .. }
         );
+        if let ApiError::B2bConflict { detail } = &e {
+            return AppError::new(
+                StatusCode::CONFLICT,
+                "The store account needs an administrator",
+                format!(
+                    "Your B2B access to {} cannot be set up automatically: {detail}.",
+                    store.name
+                ),
+                &rid,
+            )
+            .with_hint(format!(
+                "Ask {} to check the company in B2B Edition.",
+                state.config.support_contact
+            ));
+        }
         if let ApiError::SubjectConflict { .. } = e {
             return AppError::new(
                 StatusCode::CONFLICT,
@@ -205,6 +220,21 @@ pub async fn launch(
             let id = ensure_customer(api.as_ref(), identity, &decision, &channels)
                 .await
                 .map_err(|e| upstream_failed(e, "ensure customer"))?;
+            if decision.grant().b2b.is_some() {
+                // Validation refuses B2B grants on accounts without B2B Edition access.
+                let Some(b2b) = state.b2b.get(&store.account) else {
+                    return Err(upstream_failed(
+                        ApiError::B2bConflict {
+                            detail: "no B2B Edition access is configured for this store".into(),
+                        },
+                        "B2B company user",
+                    ));
+                };
+                let outcome = ensure_company_user(b2b.as_ref(), &decision, identity, id)
+                    .await
+                    .map_err(|e| upstream_failed(e, "B2B company user"))?;
+                tracing::info!(store = %store.id, ?outcome, "B2B Edition membership ensured");
+            }
             auth.customers.insert(cache_key, id);
             session
                 .insert(AUTH_KEY, &auth)
@@ -231,7 +261,7 @@ pub async fn launch(
         &account.store_hash,
         customer_id,
         store.channel_id,
-        &redirect_to,
+        decision.path(),
         request_ip,
         store_now,
         uuid::Uuid::new_v4(),
@@ -256,4 +286,114 @@ pub async fn launch(
         )
             .into_response(),
     ))
+}
+
+/// This launch's own URL, to come back to after signing in again.
+fn launch_url(store_id: &str, to: Option<&str>) -> String {
+    match to {
+        Some(t) if !t.is_empty() => {
+            format!("/stores/{}/launch?to={}", urlencode(store_id), urlencode(t))
+        }
+        _ => format!("/stores/{}/launch", urlencode(store_id)),
+    }
+}
+
+/// Answers a refused launch: a step-up or a fresh sign-in where one can help, else the 403 page
+/// with the policy's own explanation. No token is minted on any of these paths.
+#[allow(clippy::too_many_arguments)]
+async fn refused(
+    state: &AppState,
+    session: &Session,
+    rid: &str,
+    identity: &Identity,
+    store: &crate::config::Store,
+    here: String,
+    refusal: LaunchRefusal,
+    now: crate::clock::UnixTime,
+) -> Result<Response, AppError> {
+    let sign_in_again = |acr: Option<&str>| {
+        let mut target = format!("/login?idp={}", urlencode(identity.idp.as_str()));
+        if let Some(acr) = acr {
+            target.push_str(&format!("&acr={}", urlencode(acr)));
+        }
+        target.push_str(&format!("&return_to={}", urlencode(&here)));
+        target
+    };
+    let wanted_acr = match &refusal {
+        LaunchRefusal::StepUpRequired { acr, .. } => Some(acr.as_str()),
+        _ => None,
+    };
+    if matches!(
+        refusal,
+        LaunchRefusal::StepUpRequired { .. } | LaunchRefusal::SessionTooOld { .. }
+    ) {
+        // One round trip to the IdP per launch: if the sign-in we just asked for came back
+        // without what the grant needs, say so instead of sending the browser round in a loop.
+        let attempt: Option<StepUpAttempt> = session
+            .remove(STEP_UP_KEY)
+            .await
+            .map_err(|_| AppError::session_store(rid))?;
+        let just_tried = attempt.is_some_and(|a| {
+            a.return_to == here
+                && identity.signed_in_at >= a.at
+                && now - a.at < super::auth::PENDING_TTL
+        });
+        if !just_tried {
+            session
+                .insert(
+                    STEP_UP_KEY,
+                    StepUpAttempt {
+                        return_to: here.clone(),
+                        at: now,
+                    },
+                )
+                .await
+                .map_err(|_| AppError::session_store(rid))?;
+            return Ok(no_store(
+                Redirect::to(&sign_in_again(wanted_acr)).into_response(),
+            ));
+        }
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "A stronger sign-in is needed",
+            format!(
+                "You cannot open {} yet: {}. The identity provider did not confirm it when you signed in again.",
+                store.name,
+                refusal.explain()
+            ),
+            rid,
+        )
+        .with_hint(format!(
+            "Sign in again with the required method, or ask {}.",
+            state.config.support_contact
+        ))
+        .offer_sign_in());
+    }
+    let (title, hint) = match &refusal {
+        LaunchRefusal::Denied(DenyReason::Expired { .. }) => (
+            "Your access has expired",
+            format!("To renew it, ask {}.", state.config.support_contact),
+        ),
+        LaunchRefusal::PathNotAllowed { .. } => (
+            "This page of the store is not open to you",
+            format!(
+                "Open the store from the portal, or ask {} for wider access.",
+                state.config.support_contact
+            ),
+        ),
+        _ => (
+            "No access to this store",
+            format!(
+                "If you need this store, ask {}.",
+                state.config.support_contact
+            ),
+        ),
+    };
+    Err(AppError::new(
+        StatusCode::FORBIDDEN,
+        title,
+        format!("You cannot open {}: {}.", store.name, refusal.explain()),
+        rid,
+    )
+    .with_hint(hint))
 }

@@ -21,6 +21,8 @@ use crate::redirect::LocalPath;
 pub struct LoginQuery {
     idp: Option<String>,
     return_to: Option<String>,
+    /// Step-up: the authentication contract a launch needs (only values some grant requires).
+    acr: Option<String>,
 }
 
 #[derive(Template)]
@@ -87,8 +89,22 @@ pub async fn login(
             &rid,
         ));
     };
+    let acr = match q.acr.as_deref().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) if state.policy().policy.required_acrs().contains(&a) => Some(a),
+        Some(_) => {
+            return Err(AppError::bad_request(
+                "The requested sign-in method is not one this gateway asks for.",
+                &rid,
+            ));
+        }
+    };
+    // OIDC: the contract goes out as `acr_values` (Access Manager picks the contract by URI).
+    // SAML hook: a SAML IdP gets the same `acr` as
+    // <samlp:RequestedAuthnContext Comparison="exact"><saml:AuthnContextClassRef>{acr}</...>
+    // in its AuthnRequest, and the assertion's AuthnContextClassRef becomes `Identity.auth.acr`.
     let started = std::time::Instant::now();
-    let begun = provider.begin(return_to, None).await;
+    let begun = provider.begin(return_to, acr).await;
     state
         .metrics
         .observe_idp(&idp_id, "begin", begun.is_ok(), started);
@@ -213,7 +229,7 @@ pub async fn callback(
         .insert(AUTH_KEY, &signed_in)
         .await
         .map_err(|_| AppError::session_store(&rid))?;
-    let grants = state.config.policy.grants(&identity, now);
+    let grants = state.policy().policy.grants(&identity, now);
     let mut ev = AuditEvent::new(now, &rid, EventKind::SignIn, Outcome::Allow).who(&identity);
     ev.detail = Some(format!("{} store(s) granted", grants.len()));
     state.audit.record(ev);

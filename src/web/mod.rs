@@ -28,20 +28,28 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::audit::AuditLog;
 use crate::bigcommerce::api::{CustomerApi, HttpCustomerApi};
+use crate::bigcommerce::b2b::{B2bApi, HttpB2bApi};
 use crate::bigcommerce::store_clock::StoreClock;
 use crate::clock::SharedClock;
 use crate::config::{Config, Protocol};
 use crate::federation::oidc::OidcProvider;
+use crate::reload::{PolicySnapshot, SharedPolicy};
 use crate::session;
 
 /// Everything a handler may need, cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// The configuration the gateway started with. Decide with [`AppState::policy`], which a
+    /// reload can replace; this copy's `policy` and `stores` are the startup ones.
     pub config: Arc<Config>,
+    /// The running policy and stores (reloadable: SIGHUP or file change, see `reload`).
+    pub policy: SharedPolicy,
     pub clock: SharedClock,
     pub providers: Arc<BTreeMap<String, Arc<OidcProvider>>>,
     /// BigCommerce Management API per `[[bigcommerce]]` id.
     pub bigcommerce: Arc<HashMap<String, Arc<dyn CustomerApi>>>,
+    /// B2B Edition API per `[[bigcommerce]]` id, for accounts that configure it.
+    pub b2b: Arc<HashMap<String, Arc<dyn B2bApi>>>,
     pub store_clock: Arc<StoreClock>,
     pub audit: AuditLog,
     pub sessions: Arc<session::Store>,
@@ -85,6 +93,21 @@ impl AppState {
             let api = metrics.metered_bigcommerce(&account.id, Arc::new(api));
             bigcommerce.insert(account.id.clone(), api);
         }
+        let mut b2b: HashMap<String, Arc<dyn B2bApi>> = HashMap::new();
+        for account in &config.bigcommerce {
+            if let Some(access) = &account.b2b {
+                let api = HttpB2bApi::new(
+                    &access.api_base,
+                    &account.store_hash,
+                    access.access_token.clone(),
+                    account.timeout,
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!("[[bigcommerce]] {} (B2B Edition): {e}", account.id)
+                })?;
+                b2b.insert(account.id.clone(), Arc::new(api));
+            }
+        }
         let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
         if let session::Store::Redis(s) = &sessions {
             metrics.watch_redis(s.handle().clone())?;
@@ -102,16 +125,28 @@ impl AppState {
             .map(Arc::new);
         Ok(AppState {
             saml,
+            policy: Arc::new(arc_swap::ArcSwap::from_pointee(
+                PolicySnapshot::from_config(&config),
+            )),
             store_clock: Arc::new(StoreClock::new(clock.clone())),
             config: Arc::new(config),
             clock,
             providers: Arc::new(providers),
             bigcommerce: Arc::new(bigcommerce),
+            b2b: Arc::new(b2b),
             audit,
             sessions: Arc::new(sessions),
             metrics,
             scim: None,
         })
+    }
+}
+
+impl AppState {
+    /// The policy and stores in force now. Take it once per request: a reload in the middle of
+    /// a request cannot mix two policies.
+    pub fn policy(&self) -> Arc<PolicySnapshot> {
+        self.policy.load_full()
     }
 }
 

@@ -51,13 +51,13 @@ pub async fn portal(
 ) -> Result<Response, AppError> {
     let now = state.clock.now();
     let id = &signed_in.auth.identity;
-    let tiles = state
-        .config
+    let snap = state.policy();
+    let tiles = snap
         .policy
         .grants(id, now)
         .into_iter()
         .filter_map(|g| {
-            let store = state.config.store(&g.store)?;
+            let store = snap.store(&g.store)?;
             Some(Tile {
                 name: store.name.clone(),
                 role: g.role.clone(),
@@ -127,11 +127,12 @@ pub async fn me(
     };
     let now = state.clock.now();
     let id = &auth.identity;
-    let grants: Vec<Grant> = state.config.policy.grants(id, now);
+    let snap = state.policy();
+    let grants: Vec<Grant> = snap.policy.grants(id, now);
     let stores = grants
         .iter()
         .filter_map(|g| {
-            let s = state.config.store(&g.store)?;
+            let s = snap.store(&g.store)?;
             Some(MeStore {
                 id: s.id.as_str(),
                 name: &s.name,

@@ -310,7 +310,7 @@ async fn acs_inner(
         .insert(SAML_SESSION_KEY, &slo)
         .await
         .map_err(|_| AppError::session_store(rid))?;
-    let grants = state.config.policy.grants(&identity, now);
+    let grants = state.policy().policy.grants(&identity, now);
     let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Allow).who(&identity);
     ev.detail = Some(format!("SAML; {} store(s) granted", grants.len()));
     state.audit.record(ev);

@@ -14,7 +14,7 @@ use storegate::bigcommerce::store_clock::StoreClock;
 use storegate::clock::ManualClock;
 use storegate::identity::{AuthContext, Identity, IdpId, StoreId};
 use storegate::policy::{
-    Conditions, CustomerGroupRef, Effect, LaunchDecision, Policy, Rule, StoreSelector,
+    Conditions, CustomerGroupRef, GrantSpec, LaunchDecision, Policy, Rule, StoreSelector,
 };
 use storegate::redirect::LocalPath;
 
@@ -37,24 +37,22 @@ fn identity(email: &str) -> Identity {
 }
 
 fn decision(id: &Identity, group: Option<CustomerGroupRef>) -> LaunchDecision {
-    let policy = Policy {
-        stores: vec![StoreId::new("shop")],
-        rules: vec![Rule {
-            name: "staff".into(),
-            effect: Effect::Allow,
+    let policy = Policy::with_plain_stores(
+        vec![StoreId::new("shop")],
+        vec![Rule {
             conditions: Conditions {
                 groups_any: vec!["staff".into()],
                 ..Default::default()
             },
-            stores: StoreSelector::All,
-            role: "buyer".into(),
-            customer_group: group,
-            not_before: None,
-            not_after: None,
+            grant: GrantSpec {
+                customer_group: group,
+                ..Default::default()
+            },
+            ..Rule::allow("staff", "buyer", StoreSelector::All)
         }],
-    };
+    );
     policy
-        .authorize_launch(id, &StoreId::new("shop"), NOW)
+        .authorize_launch(id, &StoreId::new("shop"), NOW, &LocalPath::root())
         .unwrap()
 }
 

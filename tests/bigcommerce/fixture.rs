@@ -91,6 +91,7 @@ pub fn account(api_base: &str) -> BigCommerceAccount {
         client_id: CLIENT_ID.into(),
         client_secret: Secret::new(SECRET),
         timeout: Duration::from_secs(5),
+        b2b: None,
     }
 }
 

@@ -63,6 +63,8 @@ pub struct Opts {
     pub session_extra: String,
     /// Extra TOML appended at the end of the file (more tables, e.g. `[saml]` and a SAML IdP).
     pub extra_toml: String,
+    /// Templates and rules replacing the default rules (stores us, eu, outlet stay).
+    pub policy: Option<String>,
 }
 
 impl Opts {
@@ -75,6 +77,7 @@ impl Opts {
             idp_extra: String::new(),
             session_extra: String::new(),
             extra_toml: String::new(),
+            policy: None,
         }
     }
 }
@@ -120,6 +123,27 @@ fn sim_store(hash: &str, name: &str, channels: &[(u64, &str)]) -> SimStore {
     }
 }
 
+/// The rules most tests use.
+pub const DEFAULT_POLICY: &str = r#"[[rule]]
+name = "contractors-never-eu"
+effect = "deny"
+groups_any = ["contractors"]
+stores = ["eu"]
+
+[[rule]]
+name = "merchandisers-everywhere"
+groups_any = ["bc-merchandisers"]
+stores = ["*"]
+role = "merchandiser"
+customer_group = "Staff"
+
+[[rule]]
+name = "support-us"
+groups_any = ["bc-support"]
+stores = ["us"]
+role = "support"
+"#;
+
 pub fn config_text(base: &str, sim_base: &str, o: &Opts) -> String {
     let mut session = match &o.redis_url {
         Some(url) => format!("store = \"redis\"\nredis_url = \"{url}\""),
@@ -158,6 +182,8 @@ api_base = "{sim_base}"
 access_token = "token-{MAIN_HASH}"
 client_id = "client-{MAIN_HASH}"
 client_secret = "login-secret-{MAIN_HASH}"
+b2b_access_token = "b2b-token-{MAIN_HASH}"
+b2b_api_base = "{sim_base}/api/v3/io"
 
 [[bigcommerce]]
 id = "outlet"
@@ -188,24 +214,7 @@ bigcommerce = "outlet"
 channel_id = 1
 url = "{sim_base}/storefront/{OUTLET_HASH}/1"
 
-[[rule]]
-name = "contractors-never-eu"
-effect = "deny"
-groups_any = ["contractors"]
-stores = ["eu"]
-
-[[rule]]
-name = "merchandisers-everywhere"
-groups_any = ["bc-merchandisers"]
-stores = ["*"]
-role = "merchandiser"
-customer_group = "Staff"
-
-[[rule]]
-name = "support-us"
-groups_any = ["bc-support"]
-stores = ["us"]
-role = "support"
+{policy}
 
 {extra_toml}
 "#,
@@ -215,6 +224,7 @@ role = "support"
         client_secret = o.client_secret,
         idp_extra = o.idp_extra,
         extra_toml = o.extra_toml,
+        policy = o.policy.as_deref().unwrap_or(DEFAULT_POLICY),
     )
 }
 

@@ -11,6 +11,7 @@ mod support;
 mod cli;
 mod demo;
 mod deploy_config;
+mod entitlements;
 mod harness;
 mod launch;
 mod metrics;

@@ -102,6 +102,9 @@ struct Inner {
 struct Mutable {
     fault: Fault,
     send_iss: bool,
+    /// Answer `acr_values` with that `acr` in the ID token, as Access Manager does when the
+    /// requested contract was performed.
+    echo_acr: bool,
     publish_key_b: bool,
     sub: String,
     claims: Map<String, Value>,
@@ -151,6 +154,7 @@ impl RogueOp {
             key_b: key(KEY_B_PEM, KID_B),
             s: Mutex::new(Mutable {
                 send_iss: true,
+                echo_acr: true,
                 sub: "rogue-user".to_owned(),
                 claims: claims.as_object().cloned().unwrap_or_default(),
                 ..Default::default()
@@ -196,6 +200,11 @@ impl RogueOp {
     }
 
     /// Claims besides the protocol ones, in both the ID token and userinfo. Must be an object.
+    /// Whether a requested `acr_values` comes back as the ID token's `acr` (default true).
+    pub fn set_echo_acr(&self, echo: bool) {
+        self.lock().echo_acr = echo;
+    }
+
     pub fn set_claims(&self, claims: Value) {
         self.lock().claims = claims.as_object().cloned().expect("claims object");
     }
@@ -414,6 +423,12 @@ fn id_token(op: &Inner, s: &Mutable, auth: &AuthorizeRequest, access_token: &str
     set("at_hash", json!(URL_SAFE_NO_PAD.encode(&digest[..16])));
     if let Some(nonce) = &auth.nonce {
         set("nonce", json!(nonce));
+    }
+    // OIDC Core 3.1.2.1: `acr_values` is a space-separated list in order of preference.
+    if s.echo_acr
+        && let Some(acr) = auth.acr_values.as_deref().and_then(|v| v.split(' ').next())
+    {
+        set("acr", json!(acr));
     }
     match s.fault {
         Fault::WrongIss => set("iss", json!("https://other-op.example")),

@@ -6,6 +6,7 @@
 //! storefront (see [`storefront`]). [`SimHandle`] inspects and steers a running simulator.
 
 mod api;
+mod b2b;
 mod state;
 mod storefront;
 mod verify;
@@ -19,6 +20,7 @@ use parking_lot::Mutex;
 use crate::clock::{SharedClock, SystemClock, UnixTime};
 use crate::secret::Secret;
 
+pub use b2b::{SimCompany, SimCompanyUser};
 pub use state::{AcceptedLogin, RejectedLogin, SimCustomer, SimCustomerGroup, SimMetafield};
 pub use verify::LoginRejection;
 
@@ -82,7 +84,9 @@ impl Simulator {
             config,
             clock,
         }));
-        let router = api::router(handle.clone()).merge(storefront::router(handle.clone()));
+        let router = api::router(handle.clone())
+            .merge(b2b::router(handle.clone()))
+            .merge(storefront::router(handle.clone()));
         (router, handle)
     }
 }

@@ -71,6 +71,8 @@ pub(super) struct StoreData {
     pub api_calls: u64,
     /// Customer id -> how often `authentication.new_password` was set (the value is not kept).
     pub password_changes: HashMap<u64, u32>,
+    /// B2B Edition, when installed.
+    pub b2b: super::b2b::B2bData,
 }
 
 impl StoreData {
@@ -85,6 +87,7 @@ impl StoreData {
             used_in_window: 0,
             api_calls: 0,
             password_changes: HashMap::new(),
+            b2b: Default::default(),
         }
     }
 

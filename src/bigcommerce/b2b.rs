@@ -1,0 +1,302 @@
+//! B2B Edition: putting the launching customer into the grant's company with the grant's role.
+//!
+//! reference/BIGCOMMERCE.md: API `https://api-b2b.bigcommerce.com/api/v3/io`, headers
+//! `X-Auth-Token` + `X-Store-Hash`; company users carry `role` (0 admin, 1 senior buyer, 2 junior
+//! buyer) or `companyRoleId` for custom roles; `GET /users/customer/{customerId}`; a company maps to
+//! a customer group and has a `companyStatus` (0 pending, 1 approved, 2 rejected, 3 inactive).
+//! B2B has no SSO token of its own: the Customer Login JWT session is the way in, so the gateway
+//! only has to make the membership right before it mints.
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::api::ApiError;
+use crate::identity::Identity;
+use crate::policy::{B2bGrant, B2bRole, LaunchDecision};
+use crate::secret::Secret;
+
+/// `companyStatus` 1: approved. Users of other companies cannot buy.
+pub const COMPANY_APPROVED: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Company {
+    pub company_id: u64,
+    #[serde(default)]
+    pub company_name: String,
+    pub company_status: u8,
+    #[serde(default)]
+    pub customer_group_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompanyUser {
+    pub id: u64,
+    pub customer_id: u64,
+    pub company_id: u64,
+    pub role: u8,
+    #[serde(default)]
+    pub company_role_id: Option<u64>,
+}
+
+impl CompanyUser {
+    pub fn has_role(&self, want: B2bRole) -> bool {
+        match want {
+            B2bRole::Custom(id) => self.company_role_id == Some(id),
+            r => r.role_number() == Some(self.role) && self.company_role_id.is_none(),
+        }
+    }
+}
+
+/// The B2B Edition operations the launch path needs, on one store.
+#[async_trait]
+pub trait B2bApi: Send + Sync {
+    async fn company(&self, company_id: u64) -> Result<Option<Company>, ApiError>;
+    async fn user_by_customer(&self, customer_id: u64) -> Result<Option<CompanyUser>, ApiError>;
+    /// Creates the company user for an existing customer (matched by email); returns its id.
+    async fn create_user(
+        &self,
+        company_id: u64,
+        identity: &Identity,
+        role: B2bRole,
+    ) -> Result<u64, ApiError>;
+    async fn set_role(&self, user_id: u64, role: B2bRole) -> Result<(), ApiError>;
+}
+
+/// What the launch did in B2B Edition, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum B2bOutcome {
+    Unchanged { user_id: u64 },
+    Created { user_id: u64 },
+    RoleChanged { user_id: u64 },
+}
+
+/// Brings the customer's company membership in line with the decision's grant. Never moves a
+/// user between companies (that belongs to whoever administers the companies): a customer of
+/// another company is a conflict, and no token is minted.
+pub async fn ensure_company_user(
+    api: &dyn B2bApi,
+    decision: &LaunchDecision,
+    identity: &Identity,
+    customer_id: u64,
+) -> Result<Option<B2bOutcome>, ApiError> {
+    let Some(B2bGrant { company_id, role }) = decision.grant().b2b else {
+        return Ok(None);
+    };
+    let company = api
+        .company(company_id)
+        .await?
+        .ok_or_else(|| ApiError::B2bConflict {
+            detail: format!("B2B company {company_id} does not exist"),
+        })?;
+    if company.company_status != COMPANY_APPROVED {
+        return Err(ApiError::B2bConflict {
+            detail: format!(
+                "B2B company {company_id} is not approved (companyStatus {})",
+                company.company_status
+            ),
+        });
+    }
+    match api.user_by_customer(customer_id).await? {
+        Some(user) if user.company_id != company_id => Err(ApiError::B2bConflict {
+            detail: format!(
+                "customer {customer_id} is a user of B2B company {}, not {company_id}",
+                user.company_id
+            ),
+        }),
+        Some(user) if user.has_role(role) => Ok(Some(B2bOutcome::Unchanged { user_id: user.id })),
+        Some(user) => {
+            api.set_role(user.id, role).await?;
+            Ok(Some(B2bOutcome::RoleChanged { user_id: user.id }))
+        }
+        None => {
+            let user_id = api.create_user(company_id, identity, role).await?;
+            Ok(Some(B2bOutcome::Created { user_id }))
+        }
+    }
+}
+
+/// [`B2bApi`] over HTTP.
+pub struct HttpB2bApi {
+    client: reqwest::Client,
+    /// e.g. `https://api-b2b.bigcommerce.com/api/v3/io`, no trailing slash.
+    base: String,
+    store_hash: String,
+    token: Secret,
+}
+
+impl std::fmt::Debug for HttpB2bApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpB2bApi")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: T,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Created {
+    user_id: u64,
+}
+
+fn role_body(role: B2bRole) -> Value {
+    match role {
+        B2bRole::Custom(id) => json!({ "companyRoleId": id }),
+        r => json!({ "role": r.role_number() }),
+    }
+}
+
+impl HttpB2bApi {
+    pub fn new(
+        base: &url::Url,
+        store_hash: &str,
+        token: Secret,
+        timeout: std::time::Duration,
+    ) -> Result<Self, ApiError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ApiError::Unexpected {
+                detail: format!("building the HTTP client: {e}"),
+            })?;
+        Ok(HttpB2bApi {
+            client,
+            base: base.as_str().trim_end_matches('/').to_owned(),
+            store_hash: store_hash.to_owned(),
+            token,
+        })
+    }
+
+    /// One call; `Ok(None)` for 404. B2B Edition answers `{code, data, meta}` envelopes.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Option<Vec<u8>>, ApiError> {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("X-Auth-Token", self.token.expose())
+            .header("X-Store-Hash", &self.store_hash)
+            .header("Accept", "application/json");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                ApiError::Timeout {
+                    store_hash: self.store_hash.clone(),
+                }
+            } else {
+                ApiError::Unreachable {
+                    store_hash: self.store_hash.clone(),
+                    detail: e.without_url().to_string(),
+                }
+            }
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ApiError::Unexpected {
+            detail: e.without_url().to_string(),
+        })?;
+        match status {
+            s if s.is_success() => Ok(Some(bytes.to_vec())),
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::TOO_MANY_REQUESTS => Err(ApiError::RateLimited { retry_after_ms: 0 }),
+            s => {
+                let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let message: String = v
+                    .pointer("/data/errMsg")
+                    .or_else(|| v.pointer("/meta/message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("no message")
+                    .chars()
+                    .take(300)
+                    .collect();
+                Err(ApiError::Rejected {
+                    status: s.as_u16(),
+                    message: format!("B2B Edition: {message}"),
+                })
+            }
+        }
+    }
+
+    fn data<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+        serde_json::from_slice::<Envelope<T>>(bytes)
+            .map(|e| e.data)
+            .map_err(|e| ApiError::Unexpected {
+                detail: format!("malformed JSON from B2B Edition: {e}"),
+            })
+    }
+}
+
+#[async_trait]
+impl B2bApi for HttpB2bApi {
+    async fn company(&self, company_id: u64) -> Result<Option<Company>, ApiError> {
+        match self
+            .call(Method::GET, &format!("/companies/{company_id}"), None)
+            .await?
+        {
+            Some(b) => Self::data(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn user_by_customer(&self, customer_id: u64) -> Result<Option<CompanyUser>, ApiError> {
+        match self
+            .call(Method::GET, &format!("/users/customer/{customer_id}"), None)
+            .await?
+        {
+            Some(b) => Self::data(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_user(
+        &self,
+        company_id: u64,
+        identity: &Identity,
+        role: B2bRole,
+    ) -> Result<u64, ApiError> {
+        let email = identity.email.as_deref().ok_or(ApiError::MissingEmail)?;
+        let mut body = json!({
+            "companyId": company_id,
+            "email": email,
+            "firstName": identity.given_name.as_deref().unwrap_or("-"),
+            "lastName": identity.family_name.as_deref().unwrap_or("-"),
+            "acceptWelcomeEmail": false,
+        });
+        if let (Value::Object(b), Value::Object(r)) = (&mut body, role_body(role)) {
+            b.extend(r);
+        }
+        let bytes = self
+            .call(Method::POST, "/users", Some(body))
+            .await?
+            .ok_or_else(|| ApiError::Unexpected {
+                detail: "B2B Edition answered 404 to creating a user".into(),
+            })?;
+        Self::data::<Created>(&bytes).map(|c| c.user_id)
+    }
+
+    async fn set_role(&self, user_id: u64, role: B2bRole) -> Result<(), ApiError> {
+        self.call(
+            Method::PUT,
+            &format!("/users/{user_id}"),
+            Some(role_body(role)),
+        )
+        .await?
+        .ok_or_else(|| ApiError::Unexpected {
+            detail: format!("B2B Edition has no user {user_id}"),
+        })
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,316 @@
+//! Policy reload: on SIGHUP and when the configuration file changes, the file is validated in
+//! full first; only a valid file whose non-reloadable parts are unchanged replaces the running
+//! policy. An invalid file is refused, the old policy stays, and a log line says why.
+//!
+//! The reloadable part is small on purpose: the policy (templates, rules) and the stores. IdPs,
+//! BigCommerce accounts (credentials, clients), sessions and the listener need a restart, and a
+//! reload that changes them is refused rather than half applied.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{self, Config, Diagnostics, SessionBackend, Store};
+use crate::identity::StoreId;
+use crate::policy::Policy;
+
+/// What handlers decide with: one consistent pair of policy and stores.
+#[derive(Debug)]
+pub struct PolicySnapshot {
+    pub policy: Policy,
+    pub stores: Vec<Store>,
+}
+
+impl PolicySnapshot {
+    pub fn from_config(cfg: &Config) -> Self {
+        PolicySnapshot {
+            policy: cfg.policy.clone(),
+            stores: cfg.stores.clone(),
+        }
+    }
+
+    pub fn store(&self, id: &StoreId) -> Option<&Store> {
+        self.stores.iter().find(|s| &s.id == id)
+    }
+}
+
+/// The running policy, swapped atomically: a request keeps the snapshot it started with.
+pub type SharedPolicy = Arc<ArcSwap<PolicySnapshot>>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadRefused {
+    #[error("the file is invalid:\n{0}")]
+    Invalid(String),
+    #[error("{0} changed, which needs a restart")]
+    NeedsRestart(String),
+}
+
+/// The parts a reload may not change, compared between the running and the new configuration.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.public_url != new.public_url || old.listen != new.listen {
+        out.push("public_url or listen".to_owned());
+    }
+    // IdP clients are built at start: id, protocol settings and claim mapping are fixed. (Secrets
+    // print redacted, so a rotated secret is not detected here: rotating one needs a restart.)
+    let idps = |c: &Config| -> Vec<String> {
+        c.idps
+            .iter()
+            .map(|i| format!("{:?}", (i.id.as_str(), &i.protocol, &i.claims)))
+            .collect()
+    };
+    if idps(old) != idps(new) {
+        out.push("[[idp]]".to_owned());
+    }
+    let accounts = |c: &Config| -> Vec<(String, String, String, bool)> {
+        c.bigcommerce
+            .iter()
+            .map(|a| {
+                (
+                    a.id.clone(),
+                    a.store_hash.clone(),
+                    a.api_base.to_string(),
+                    a.b2b.is_some(),
+                )
+            })
+            .collect()
+    };
+    if accounts(old) != accounts(new) {
+        out.push("[[bigcommerce]]".to_owned());
+    }
+    let backend = |c: &Config| match &c.session.backend {
+        SessionBackend::Memory => None,
+        // Compared, never printed.
+        SessionBackend::Redis { url } => Some(url.expose().to_owned()),
+    };
+    if backend(old) != backend(new)
+        || old.session.idle_timeout != new.session.idle_timeout
+        || old.session.absolute_timeout != new.session.absolute_timeout
+        || old.session.cookie_name != new.session.cookie_name
+    {
+        out.push("[session]".to_owned());
+    }
+    out
+}
+
+/// Validates `loaded` against the running configuration and swaps the policy in. Pure apart from
+/// the swap, so it is tested without files or signals.
+pub fn apply(
+    shared: &SharedPolicy,
+    running: &Config,
+    loaded: Result<Config, Diagnostics>,
+) -> Result<(), ReloadRefused> {
+    let new = loaded.map_err(|d| ReloadRefused::Invalid(d.to_string()))?;
+    let changed = restart_only_changes(running, &new);
+    if !changed.is_empty() {
+        return Err(ReloadRefused::NeedsRestart(changed.join(", ")));
+    }
+    shared.store(Arc::new(PolicySnapshot::from_config(&new)));
+    Ok(())
+}
+
+/// Reloads from `path`, logging the outcome.
+pub fn reload_file(shared: &SharedPolicy, running: &Config, path: &Path, why: &str) {
+    match apply(shared, running, config::load_file(path)) {
+        Ok(()) => {
+            let snap = shared.load();
+            // metric: storegate_policy_reloads_total{result="ok"} (metrics are being added separately)
+            tracing::info!(
+                trigger = why,
+                file = %path.display(),
+                stores = snap.stores.len(),
+                rules = snap.policy.rules().len(),
+                "policy reloaded"
+            );
+        }
+        Err(e) => {
+            // metric: storegate_policy_reloads_total{result="refused"}
+            tracing::error!(
+                trigger = why,
+                file = %path.display(),
+                reason = %e,
+                "policy reload refused; the previous policy stays in force"
+            );
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Watches for SIGHUP and for changes of the file (polled every `poll`), reloading on each.
+pub fn spawn(shared: SharedPolicy, running: Arc<Config>, path: PathBuf, poll: Duration) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading on file change only");
+                None
+            }
+        };
+        let mut last = modified(&path);
+        let mut tick = tokio::time::interval(poll);
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            tokio::select! {
+                _ = hangup => {
+                    last = modified(&path);
+                    reload_file(&shared, &running, &path, "SIGHUP");
+                }
+                _ = tick.tick() => {
+                    let now = modified(&path);
+                    if now.is_some() && now != last {
+                        last = now;
+                        reload_file(&shared, &running, &path, "file changed");
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Environment;
+
+    struct NoEnv;
+    impl Environment for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn read_file(&self, _: &Path) -> std::io::Result<String> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+    }
+
+    fn text(rules: &str, hash: &str) -> String {
+        format!(
+            r#"
+public_url = "https://sso.example.com"
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+[[bigcommerce]]
+id = "main"
+store_hash = "{hash}"
+access_token = "t"
+client_id = "c"
+client_secret = "s"
+[[store]]
+id = "us"
+name = "US"
+bigcommerce = "main"
+url = "https://us.example.com"
+{rules}
+"#
+        )
+    }
+
+    fn load(t: &str) -> Result<Config, Diagnostics> {
+        config::load_str(t, "storegate.toml", &NoEnv)
+    }
+
+    const ONE: &str = "[[rule]]\nname = \"one\"\nstores = [\"*\"]\nrole = \"a\"\n";
+    const TWO: &str = "[[rule]]\nname = \"two\"\nstores = [\"us\"]\nrole = \"b\"\n";
+
+    fn names(shared: &SharedPolicy) -> Vec<String> {
+        shared
+            .load()
+            .policy
+            .rules()
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_file_replaces_the_policy() {
+        let running = load(&text(ONE, "abc")).unwrap();
+        let shared: SharedPolicy =
+            Arc::new(ArcSwap::from_pointee(PolicySnapshot::from_config(&running)));
+        apply(&shared, &running, load(&text(TWO, "abc"))).unwrap();
+        assert_eq!(names(&shared), ["two"]);
+    }
+
+    #[test]
+    fn an_invalid_file_is_refused_with_its_diagnostics_and_the_old_policy_stays() {
+        let running = load(&text(ONE, "abc")).unwrap();
+        let shared: SharedPolicy =
+            Arc::new(ArcSwap::from_pointee(PolicySnapshot::from_config(&running)));
+        let broken = text(
+            "[[rule]]\nname = \"bad\"\nstores = [\"nowhere\"]\nrole = \"a\"\n",
+            "abc",
+        );
+        let err = apply(&shared, &running, load(&broken)).unwrap_err();
+        assert!(
+            matches!(&err, ReloadRefused::Invalid(d) if d.contains("names store \"nowhere\", which is not configured")),
+            "{err}"
+        );
+        assert_eq!(names(&shared), ["one"]);
+    }
+
+    #[test]
+    fn a_change_that_needs_a_restart_is_refused_and_the_old_policy_stays() {
+        let running = load(&text(ONE, "abc")).unwrap();
+        let shared: SharedPolicy =
+            Arc::new(ArcSwap::from_pointee(PolicySnapshot::from_config(&running)));
+        let err = apply(&shared, &running, load(&text(TWO, "xyz"))).unwrap_err();
+        assert_eq!(err, ReloadRefused::NeedsRestart("[[bigcommerce]]".into()));
+        assert_eq!(names(&shared), ["one"]);
+    }
+
+    #[tokio::test]
+    async fn the_watcher_reloads_when_the_file_changes_and_keeps_the_policy_when_it_breaks() {
+        let dir = std::env::temp_dir().join(format!("storegate-reload-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("storegate.toml");
+        std::fs::write(&path, text(ONE, "abc")).unwrap();
+        let running = Arc::new(config::load_file(&path).unwrap());
+        let shared: SharedPolicy =
+            Arc::new(ArcSwap::from_pointee(PolicySnapshot::from_config(&running)));
+        spawn(
+            shared.clone(),
+            running,
+            path.clone(),
+            Duration::from_millis(20),
+        );
+        let wait_for = |want: &'static str| {
+            let shared = shared.clone();
+            async move {
+                for _ in 0..200 {
+                    if names(&shared) == [want] {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                false
+            }
+        };
+        // Modification times can be coarse: make sure the next write is seen as a change.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        std::fs::write(&path, text(TWO, "abc")).unwrap();
+        assert!(wait_for("two").await, "reloaded: {:?}", names(&shared));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        std::fs::write(&path, "this is not toml [").unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(names(&shared), ["two"], "the broken file is refused");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
