@@ -142,7 +142,7 @@ async fn partner_paths_outside_the_grant_are_403_without_a_token() {
     gw.assert_no_token_minted();
     // No `to`: the store's default (/account.php) is inside the grant.
     let ok = b.get(&gw.url("/stores/us/launch")).await;
-    assert_eq!(ok.status(), 303);
+    assert_eq!(ok.status(), 302);
     let events = gw.audit_events().await;
     assert!(
         events
@@ -158,7 +158,7 @@ async fn a_grant_that_expires_during_the_session_vanishes_and_launches_are_refus
     assert!(portal.contains("US Storefront"), "{portal}");
     assert!(portal.contains("expires in 10 minutes"), "{portal}");
     let launched = b.get(&gw.url("/stores/us/launch")).await;
-    assert_eq!(launched.status(), 303);
+    assert_eq!(launched.status(), 302);
     assert!(b.follow(launched).await.status().is_success());
 
     gw.clock.advance(631);
