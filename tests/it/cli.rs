@@ -78,6 +78,8 @@ fn the_example_configuration_passes_check_and_prints_the_registration_values() {
         ("BC_OUTLET_ACCESS_TOKEN", "outlet-token"),
         ("BC_OUTLET_CLIENT_ID", "outlet-client"),
         ("BC_OUTLET_CLIENT_SECRET", "outlet-secret"),
+        ("BC_OUTLET_B2B_ACCESS_TOKEN", "outlet-b2b-token"),
+        ("STOREGATE_SCIM_TOKEN", "scim-token-0123456789abcdef"),
     ];
     let out = check(&example, &vars, &[]);
     let text = stdout(&out);
