@@ -325,7 +325,7 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
     }
     let _ = writeln!(
         out,
-        "\nOpenText Access Manager (Applications > OAuth clients), per IdP:"
+        "\nOpenText Access Manager, per IdP (OIDC: Applications > OAuth clients; SAML: Trusted Providers):"
     );
     for idp in &cfg.idps {
         let _ = writeln!(out, "  [{}] {}", idp.id, idp.display_name);

@@ -18,8 +18,8 @@
 //! [`label`], which keeps `[a-z0-9_]` codes and turns anything else into `other`, so a future
 //! free-text reason could not smuggle user data (or unbounded cardinality) into a label.
 //!
-//! There is no queue-depth gauge: the durable provisioning queue does not exist yet, and a gauge
-//! that always says 0 would be a lie on a dashboard.
+//! There is no queue-depth gauge yet: the durable provisioning queue (src/provisioning/queue.rs)
+//! runs in `storegate reconcile`, not in the serving process this registry belongs to.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -187,7 +187,8 @@ pub struct SamlSpFile {
     /// Default `{public_url}/saml/metadata`.
     #[serde(default)]
     pub entity_id: Option<String>,
-    /// PEM private key (RSA) that signs requests and metadata and decrypts assertions. Required.
+    /// PEM private key (RSA) that signs requests and metadata (and would decrypt assertions: encrypted assertions are not
+    /// supported yet). Required.
     pub key_file: String,
     /// PEM certificate of that key, published in the metadata. Required.
     pub cert_file: String,
