@@ -20,6 +20,11 @@ pub struct FileConfig {
     /// Whom users without any store should ask, shown on the portal. Default: "your IT service desk".
     #[serde(default)]
     pub support_contact: Option<String>,
+    /// Reverse proxies / load balancers (CIDRs, e.g. `["10.0.0.0/8"]`) whose `X-Forwarded-For` is
+    /// believed. The client address (rate limits, `request_ip`) is then the right-most address in
+    /// that header that is not itself a trusted proxy. Default: none (the TCP peer is the client).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub session: SessionFile,
     #[serde(default)]

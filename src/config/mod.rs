@@ -27,6 +27,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub allow_insecure_http: bool,
     pub support_contact: String,
+    /// Proxies whose `X-Forwarded-For` is believed (see `file::FileConfig::trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub session: SessionConfig,
     pub audit: AuditTarget,
     /// The SAML service provider, when `[saml]` is configured.

@@ -1506,3 +1506,19 @@ role = "a"
         c.warnings
     );
 }
+
+#[test]
+fn trusted_proxies_take_cidrs_and_addresses_and_report_the_rest() {
+    let ok = format!(
+        "trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"::1\"]\n{}",
+        doc(MINIMAL)
+    );
+    let c = load_with(&ok, &FakeEnv::default()).unwrap();
+    assert_eq!(c.trusted_proxies.len(), 3);
+    assert!(c.trusted_proxies[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()));
+    let bad = format!(
+        "trusted_proxies = [\"10.0.0.0/8\", \"lb.example\"]\n{}",
+        doc(MINIMAL)
+    );
+    assert_one(&errors(&bad), 1, "\"lb.example\" is not an address or CIDR");
+}

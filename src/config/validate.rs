@@ -409,6 +409,20 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
     } else {
         Vec::new()
     };
+    let mut trusted_proxies = Vec::new();
+    for (i, raw) in f.trusted_proxies.iter().enumerate() {
+        // A bare address is a /32 (or /128).
+        let parsed = raw
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => c.error(
+                &[key("trusted_proxies"), Seg::Index(i)],
+                format!("`trusted_proxies`: \"{raw}\" is not an address or CIDR like 10.0.0.0/8"),
+            ),
+        }
+    }
     let scim = provisioning::scim(c, &f);
     let provisioning = provisioning::provisioning(c, &f);
     Some(Config {
@@ -418,6 +432,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         support_contact: f
             .support_contact
             .unwrap_or_else(|| "your IT service desk".into()),
+        trusted_proxies,
         session: session?,
         audit,
         saml,

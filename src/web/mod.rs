@@ -2,6 +2,7 @@
 //! handlers unpack the request, call `federation`, `policy` or `bigcommerce`, and answer.
 
 pub mod auth;
+pub mod client_ip;
 pub mod errors;
 pub mod extract;
 pub mod health;
@@ -233,7 +234,11 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
 
     // 60 sign-in requests per client address per minute: generous for people behind one NAT,
     // tight enough that one client cannot flood the IdP through us.
-    let sign_in_limit = ratelimit::RateLimit::new(60, Duration::from_secs(60));
+    let sign_in_limit = ratelimit::RateLimit::behind(
+        60,
+        Duration::from_secs(60),
+        state.config.trusted_proxies.clone(),
+    );
     let sign_in = Router::new()
         .route("/login", get(login::login))
         .route("/oidc/{idp}/callback", get(login::callback))

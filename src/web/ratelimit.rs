@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 #[derive(Clone)]
 pub struct RateLimit {
     inner: Arc<Mutex<Window>>,
+    trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     per_window: u32,
     window: Duration,
 }
@@ -30,7 +31,13 @@ struct Window {
 
 impl RateLimit {
     pub fn new(per_window: u32, window: Duration) -> Self {
+        Self::behind(per_window, window, Vec::new())
+    }
+
+    /// A limit that counts per real client behind the given trusted proxies.
+    pub fn behind(per_window: u32, window: Duration, trusted: Vec<ipnet::IpNet>) -> Self {
         RateLimit {
+            trusted_proxies: Arc::new(trusted),
             inner: Arc::new(Mutex::new(Window {
                 started: Instant::now(),
                 counts: HashMap::new(),
@@ -62,10 +69,11 @@ impl RateLimit {
 }
 
 pub async fn limit(State(rl): State<RateLimit>, req: Request, next: Next) -> Response {
-    let ip = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    let ip = super::client_ip::client_ip(peer, req.headers(), &rl.trusted_proxies);
     match ip {
         Some(ip) if !rl.allow(ip) => {
             let mut resp = (
