@@ -22,6 +22,10 @@ pub enum EventKind {
     ScimChange,
     /// One reconciler action on a BigCommerce customer (issue 5).
     Provision,
+    /// One reconcile pass (scheduled or `storegate reconcile`), with its counts (issue 5).
+    Reconcile,
+    /// A BigCommerce customer that differs from the desired state outside a planned change (issue 5).
+    Drift,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -218,18 +218,23 @@ fn certs(dir: &std::path::Path, cn: &str, force: bool) -> ExitCode {
 }
 
 async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
-    use storegate::provisioning::run::{Reconciler, load_scim, render_plan};
+    use storegate::provisioning::run::{Reconciler, load_scim, render_drift, render_plan};
     let clock = clock();
     let audit = storegate::server::open_audit(&cfg)?;
     let data = load_scim(&cfg)?;
     let now = clock.now();
     let r = Reconciler::new(std::sync::Arc::new(cfg), audit, clock, Default::default())?;
     if dry_run {
-        print!("{}", render_plan(&r.plan(&data, now).await?));
+        let (plan, drift) = r.preview(&data, now).await?;
+        print!("{}{}", render_drift(&drift), render_plan(&plan));
         return Ok(());
     }
     let report = r.pass(&data, now).await?;
-    print!("{}", render_plan(&report.plan));
+    print!(
+        "{}{}",
+        render_drift(&report.drift),
+        render_plan(&report.plan)
+    );
     println!(
         "run {}: {} done, {} failed, {} calls, {} rate-limited, {} retried",
         report.run,

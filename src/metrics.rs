@@ -153,6 +153,8 @@ impl Metrics {
             EventKind::SignOut => "sign_out",
             EventKind::ScimChange => "scim_change",
             EventKind::Provision => "provision",
+            EventKind::Reconcile => "reconcile",
+            EventKind::Drift => "drift",
         };
         let reason = label(ev.reason.as_deref().unwrap_or("unspecified"));
         match ev.outcome {

@@ -32,6 +32,7 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let public = cfg.public_url.to_string();
     let state = AppState::build(cfg, clock, audit)?.with_scim().await?;
+    let _schedule = spawn_reconcile_schedule(&state)?;
     if let Some(path) = config_path {
         crate::reload::spawn(
             state.policy.clone(),
@@ -42,6 +43,34 @@ pub async fn serve(
     }
     tracing::info!(listen = %listener.local_addr()?, public_url = %public, "storegate is serving");
     serve_on(listener, web::router(state), shutdown_signal()).await
+}
+
+/// The scheduled reconcile (issue 5): with `[scim]` enabled, at least one `[[bigcommerce]]` and a
+/// non-zero `[provisioning] reconcile_interval`, a pass runs every interval in the background.
+pub fn spawn_reconcile_schedule(
+    state: &AppState,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let (Some(scim), Some(interval)) = (
+        state.scim.clone(),
+        state.config.provisioning.reconcile_interval,
+    ) else {
+        return Ok(None);
+    };
+    if state.config.bigcommerce.is_empty() {
+        return Ok(None);
+    }
+    let r = crate::provisioning::run::Reconciler::new(
+        state.config.clone(),
+        state.audit.clone(),
+        state.clock.clone(),
+        Default::default(),
+    )?;
+    tracing::info!(every = ?interval, "scheduled reconcile enabled");
+    Ok(Some(crate::provisioning::run::spawn_schedule(
+        std::sync::Arc::new(r),
+        scim,
+        interval,
+    )))
 }
 
 /// Serves `app` on `listener` (with client addresses, for `request_ip`) until `shutdown` resolves.

@@ -53,6 +53,11 @@ pub struct ProvisioningFile {
     /// user has none) or `"userName"`.
     #[serde(default)]
     pub subject_attribute: Option<String>,
+    /// Customers carrying the storegate subject metafield that are not in the desired state (no
+    /// longer granted, unknown to SCIM) are reported each pass; with `true` they are also
+    /// deprovisioned. Default false (report only).
+    #[serde(default)]
+    pub repair_drift: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +93,7 @@ pub struct ProvisioningConfig {
     pub queue: PathBuf,
     pub idp: Option<String>,
     pub subject_attribute: SubjectAttribute,
+    pub repair_drift: bool,
 }
 
 impl Default for ProvisioningConfig {
@@ -99,6 +105,7 @@ impl Default for ProvisioningConfig {
             queue: PathBuf::from("provisioning-queue.json"),
             idp: None,
             subject_attribute: SubjectAttribute::ExternalId,
+            repair_drift: false,
         }
     }
 }

@@ -202,8 +202,8 @@ impl BatchClient {
         }
     }
 
-    /// The id of a customer group by name, created when missing.
-    pub async fn group_id(&self, name: &str) -> Result<u64, CallError> {
+    /// The id of a customer group by name, if it exists (reads only: safe in `--dry-run`).
+    pub async fn find_group_id(&self, name: &str) -> Result<Option<u64>, CallError> {
         let (r, _) = self
             .call(
                 Method::GET,
@@ -212,12 +212,60 @@ impl BatchClient {
                 None,
             )
             .await;
-        if let Some(id) = r?
+        Ok(r?
             .as_array()
             .and_then(|a| a.first())
             .and_then(|g| g.get("id"))
-            .and_then(Value::as_u64)
-        {
+            .and_then(Value::as_u64))
+    }
+
+    /// Every customer carrying the storegate subject metafield, as (customer id, subject):
+    /// `GET /v3/customers/metafields?namespace=..&key=..`, 250 a page.
+    pub async fn subject_metafields(&self) -> Result<Vec<(u64, String)>, CallError> {
+        let mut out = Vec::new();
+        for page in 1u32.. {
+            let q = [
+                ("namespace", SUBJECT_NAMESPACE.to_owned()),
+                ("key", SUBJECT_KEY.to_owned()),
+                ("limit", "250".to_owned()),
+                ("page", page.to_string()),
+            ];
+            let (r, _) = self
+                .call(Method::GET, "/v3/customers/metafields", &q, None)
+                .await;
+            let v = r?;
+            let data = v.get("data").and_then(Value::as_array);
+            let n = data.map_or(0, Vec::len);
+            for m in data.into_iter().flatten() {
+                if let (Some(id), Some(val)) = (
+                    m.get("resource_id").and_then(Value::as_u64),
+                    m.get("value").and_then(Value::as_str),
+                ) {
+                    out.push((id, val.to_owned()));
+                }
+            }
+            let pages = v
+                .pointer("/meta/pagination/total_pages")
+                .and_then(Value::as_u64)
+                .unwrap_or(1);
+            if n == 0 || u64::from(page) >= pages {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Customers by id (at most 250 per call).
+    pub async fn find_by_ids(&self, ids: &[u64]) -> Result<Vec<Customer>, CallError> {
+        let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+        let q = [("id:in", list.join(",")), ("limit", "250".to_owned())];
+        let (r, _) = self.call(Method::GET, "/v3/customers", &q, None).await;
+        r.and_then(Self::customers)
+    }
+
+    /// The id of a customer group by name, created when missing.
+    pub async fn group_id(&self, name: &str) -> Result<u64, CallError> {
+        if let Some(id) = self.find_group_id(name).await? {
             return Ok(id);
         }
         let (r, _) = self

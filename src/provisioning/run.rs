@@ -1,5 +1,18 @@
 //! One reconcile pass: read desired state (SCIM + policy) and actual state (BigCommerce), plan,
 //! then print the plan (`--dry-run`) or queue it and work the queue off.
+//!
+//! `--dry-run` ([`Reconciler::preview`]) only reads: missing customer groups are not created (a
+//! joiner's group shows as `-`, a group change is not shown until the group exists).
+//!
+//! Drift: every pass also reads the customers that carry the storegate subject metafield
+//! (`GET /v3/customers/metafields`). One that is not in the desired state and not already in the
+//! plan (e.g. its SCIM user vanished without a tombstone, or it was adopted and the grant went) is
+//! `not_desired` drift; a desired one whose channels or group differ is `changed` drift. Each is
+//! logged and audited (`drift`). `not_desired` drift is deprovisioned only with
+//! `[provisioning] repair_drift = true`; `changed` drift is repaired by the plan's own update (the
+//! desired state is the source of truth; a policy change and an edit in BigCommerce look the same).
+//!
+//! [`spawn_schedule`] runs a pass every `[provisioning] reconcile_interval` inside `serve`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +22,8 @@ use super::queue::{Backoff, DrainReport, Executor, Queue};
 use super::reconcile::{self, Action, Actual, GroupIds};
 use super::scim::ScimData;
 use crate::audit::AuditLog;
+use crate::audit::{AuditEvent, EventKind, Outcome};
+use crate::bigcommerce::api::Customer;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::config::provisioning::{Deprovision, ScimStorage};
@@ -27,8 +42,35 @@ pub struct Reconciler {
 pub struct PassReport {
     pub run: String,
     pub plan: Vec<Action>,
+    pub drift: Vec<Drift>,
     pub drain: DrainReport,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// Carries the subject metafield, but the desired state has no customer for it on this account.
+    NotDesired,
+    /// Desired, but its channels or customer group differ from the desired ones.
+    Changed,
+}
+
+/// A customer provisioned (or adopted) by storegate that BigCommerce shows differently from the
+/// desired state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Drift {
+    pub account: String,
+    pub id: u64,
+    pub email: String,
+    pub subject: String,
+    pub kind: DriftKind,
+    pub detail: String,
+    /// An action was planned for it (`repair_drift`, or the plan's own update).
+    pub repaired: bool,
+}
+
+/// Ids per `GET /v3/customers?id:in=...`.
+const BY_ID: usize = 250;
 
 /// SCIM data as stored on disk (for `storegate reconcile` without a running gateway).
 pub fn load_scim(cfg: &Config) -> anyhow::Result<ScimData> {
@@ -118,10 +160,31 @@ impl Reconciler {
         Ok(actual)
     }
 
+    async fn group(
+        &self,
+        client: &BatchClient,
+        name: &str,
+        create: bool,
+    ) -> anyhow::Result<Option<u64>> {
+        if create {
+            Ok(Some(self.retrying(|| client.group_id(name)).await?))
+        } else {
+            let id = self.retrying(|| client.find_group_id(name)).await?;
+            if id.is_none() {
+                tracing::info!(
+                    group = name,
+                    "customer group does not exist yet (dry run: not created)"
+                );
+            }
+            Ok(id)
+        }
+    }
+
     async fn groups(
         &self,
         desired: &reconcile::Desired,
         need_locked: bool,
+        create: bool,
     ) -> anyhow::Result<GroupIds> {
         let mut g = GroupIds::default();
         for d in &desired.customers {
@@ -130,8 +193,9 @@ impl Reconciler {
                 if g.named.contains_key(&key) {
                     continue;
                 }
-                if let Some(client) = self.clients.get(&d.account) {
-                    let id = self.retrying(|| client.group_id(n)).await?;
+                if let Some(client) = self.clients.get(&d.account)
+                    && let Some(id) = self.group(client, n, create).await?
+                {
                     g.named.insert(key, id);
                 }
             }
@@ -139,20 +203,40 @@ impl Reconciler {
         if need_locked && self.config.provisioning.deprovision == Deprovision::Restrict {
             let name = &self.config.provisioning.locked_customer_group;
             for (account, client) in &self.clients {
-                let id = self.retrying(|| client.group_id(name)).await?;
-                g.locked.insert(account.clone(), id);
+                if let Some(id) = self.group(client, name, create).await? {
+                    g.locked.insert(account.clone(), id);
+                }
             }
         }
         Ok(g)
     }
 
-    /// Plans a pass. Work left in the queue by an earlier run is finished first, so the plan reads
-    /// an up-to-date BigCommerce.
+    /// Plans a pass (creating missing customer groups). Work left in the queue by an earlier run
+    /// is finished first by [`Reconciler::pass`], so the plan reads an up-to-date BigCommerce.
     pub async fn plan(
         &self,
         data: &ScimData,
         now: crate::clock::UnixTime,
     ) -> anyhow::Result<Vec<Action>> {
+        Ok(self.plan_with_drift(data, now, true).await?.0)
+    }
+
+    /// The plan and the drift without any write to BigCommerce (`--dry-run`).
+    pub async fn preview(
+        &self,
+        data: &ScimData,
+        now: crate::clock::UnixTime,
+    ) -> anyhow::Result<(Vec<Action>, Vec<Drift>)> {
+        self.plan_with_drift(data, now, false).await
+    }
+
+    /// The plan and the drift; `create_groups` false reads only.
+    pub async fn plan_with_drift(
+        &self,
+        data: &ScimData,
+        now: crate::clock::UnixTime,
+        create_groups: bool,
+    ) -> anyhow::Result<(Vec<Action>, Vec<Drift>)> {
         let desired = reconcile::desired_state(&self.config, data, now);
         let mut emails: Vec<String> = desired
             .customers
@@ -163,10 +247,13 @@ impl Reconciler {
         emails.sort();
         emails.dedup();
         let actual = self.actual(&emails).await?;
+        let tagged = self.tagged().await?;
+        let repair = self.config.provisioning.repair_drift;
         let groups = self
             .groups(
                 &desired,
-                !desired.leavers.is_empty() || !desired.customers.is_empty(),
+                !desired.leavers.is_empty() || !desired.customers.is_empty() || !tagged.is_empty(),
+                create_groups,
             )
             .await?;
         let accounts: Vec<String> = self
@@ -175,13 +262,31 @@ impl Reconciler {
             .iter()
             .map(|a| a.id.clone())
             .collect();
-        Ok(reconcile::plan(
-            &desired,
-            &actual,
-            &groups,
-            &accounts,
-            self.config.provisioning.deprovision,
-        ))
+        let mode = self.config.provisioning.deprovision;
+        let mut plan = reconcile::plan(&desired, &actual, &groups, &accounts, mode);
+        let drift = drift(&desired, &tagged, &groups, mode, repair, &mut plan);
+        Ok((plan, drift))
+    }
+
+    /// Per account, the customers carrying the storegate subject metafield, with that subject.
+    async fn tagged(&self) -> anyhow::Result<Vec<(String, Customer, String)>> {
+        let mut out = Vec::new();
+        for (account, client) in &self.clients {
+            let subjects: HashMap<u64, String> = self
+                .retrying(|| client.subject_metafields())
+                .await?
+                .into_iter()
+                .collect();
+            let mut ids: Vec<u64> = subjects.keys().copied().collect();
+            ids.sort_unstable();
+            for chunk in ids.chunks(BY_ID) {
+                for c in self.retrying(|| client.find_by_ids(chunk)).await? {
+                    let subject = subjects.get(&c.id).cloned().unwrap_or_default();
+                    out.push((account.clone(), c, subject));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A full pass: finish queued work, plan, queue, work it off.
@@ -203,7 +308,46 @@ impl Reconciler {
                 );
             }
         }
-        report.plan = self.plan(data, now).await?;
+        let (plan, drift) = self.plan_with_drift(data, now, true).await?;
+        report.plan = plan;
+        report.drift = drift;
+        for d in &report.drift {
+            tracing::warn!(
+                run = %report.run,
+                account = %d.account,
+                customer = d.id,
+                email = %d.email,
+                kind = ?d.kind,
+                repaired = d.repaired,
+                "drift: {}",
+                d.detail
+            );
+            let mut ev = AuditEvent::new(
+                now,
+                &format!("reconcile-{}", report.run),
+                EventKind::Drift,
+                if d.repaired {
+                    Outcome::Allow
+                } else {
+                    Outcome::Deny
+                },
+            );
+            ev.actor = Some("reconcile".into());
+            ev.run = Some(report.run.clone());
+            ev.email = Some(d.email.clone());
+            ev.subject = Some(d.subject.clone());
+            ev.customer_id = Some(d.id);
+            ev.target = Some(format!("customer {} on {}", d.email, d.account));
+            ev.reason = Some(
+                match d.kind {
+                    DriftKind::NotDesired => "not_desired",
+                    DriftKind::Changed => "changed",
+                }
+                .into(),
+            );
+            ev.detail = Some(d.detail.clone());
+            self.executor.audit.record(ev);
+        }
         self.executor
             .queue
             .enqueue(&report.run, report.plan.clone())
@@ -211,6 +355,112 @@ impl Reconciler {
         report.drain = self.executor.drain(None).await;
         Ok(report)
     }
+}
+
+/// Drift among the `tagged` customers (see the module docs); with `repair`, `not_desired` drift
+/// is added to `plan` as a deprovisioning (already locked customers are not drift).
+fn planned<'a>(account: &str, id: u64, plan: &'a [Action]) -> Option<&'a Action> {
+    plan.iter().find(|a| {
+        a.account() == account
+            && match a {
+                Action::Create { .. } => false,
+                Action::Update { id: i, .. }
+                | Action::Restrict { id: i, .. }
+                | Action::Delete { id: i, .. } => *i == id,
+            }
+    })
+}
+
+fn drift(
+    desired: &reconcile::Desired,
+    tagged: &[(String, Customer, String)],
+    groups: &GroupIds,
+    mode: Deprovision,
+    repair: bool,
+    plan: &mut Vec<Action>,
+) -> Vec<Drift> {
+    let mut out = Vec::new();
+    for (account, c, subject) in tagged {
+        let email = c.email.to_lowercase();
+        let want = desired
+            .customers
+            .iter()
+            .find(|d| &d.account == account && d.email.eq_ignore_ascii_case(&email));
+        match want {
+            Some(_) => {
+                if let Some(Action::Update { before, after, .. }) = planned(account, c.id, plan)
+                    && (before.channel_ids != after.channel_ids
+                        || before.customer_group_id != after.customer_group_id)
+                {
+                    out.push(Drift {
+                        account: account.clone(),
+                        id: c.id,
+                        email: email.clone(),
+                        subject: subject.clone(),
+                        kind: DriftKind::Changed,
+                        detail: format!(
+                            "channels {:?} group {} where the desired state has channels {:?} group {}",
+                            before.channel_ids,
+                            before.customer_group_id,
+                            after.channel_ids,
+                            after.customer_group_id
+                        ),
+                        repaired: true,
+                    });
+                }
+            }
+            None => {
+                if planned(account, c.id, plan).is_some() {
+                    continue; // a leaver or mover: the plan deprovisions it anyway
+                }
+                // What deprovisioning would do; nothing means it is already locked.
+                let leaver = reconcile::Desired {
+                    customers: Vec::new(),
+                    leavers: vec![email.clone()],
+                };
+                let mut one = HashMap::new();
+                one.insert(account.clone(), HashMap::from([(email.clone(), c.clone())]));
+                let fix =
+                    reconcile::plan(&leaver, &one, groups, std::slice::from_ref(account), mode);
+                // Already locked (a missing locked group, in a dry run, cannot tell: reported).
+                if fix.is_empty()
+                    && (mode == Deprovision::Delete || groups.locked.contains_key(account))
+                {
+                    continue;
+                }
+                out.push(Drift {
+                    account: account.clone(),
+                    id: c.id,
+                    email: email.clone(),
+                    subject: subject.clone(),
+                    kind: DriftKind::NotDesired,
+                    detail: format!(
+                        "carries subject {subject} but the desired state has no customer for it here{}",
+                        if repair { "; deprovisioned" } else { "; report only (repair_drift = false)" }
+                    ),
+                    repaired: repair,
+                });
+                if repair {
+                    plan.extend(fix);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The drift as text, one customer a line.
+pub fn render_drift(drift: &[Drift]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for d in drift {
+        let _ = writeln!(
+            out,
+            "drift    {:<10} {} (#{}) {:?}: {}",
+            d.account, d.email, d.id, d.kind, d.detail
+        );
+    }
+    out
 }
 
 /// The plan as text, one action a line.
@@ -267,4 +517,95 @@ pub fn render_plan(plan: &[Action]) -> String {
     }
     let _ = writeln!(out, "{} action(s)", plan.len());
     out
+}
+
+/// Runs a pass every `interval` (the first one `interval` after the start) until the task is
+/// aborted. A pass still running when the next one is due makes that one skip (logged and
+/// audited); every pass is logged and audited (`reconcile`) with its counts or its error.
+pub fn spawn_schedule(
+    reconciler: Arc<Reconciler>,
+    scim: Arc<super::scim::ScimService>,
+    interval: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let running = Arc::new(tokio::sync::Mutex::new(()));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let Ok(guard) = Arc::clone(&running).try_lock_owned() else {
+                tracing::warn!("scheduled reconcile skipped: the previous pass is still running");
+                let mut ev = AuditEvent::new(
+                    reconciler.executor.clock.now(),
+                    "reconcile-schedule",
+                    EventKind::Reconcile,
+                    Outcome::Deny,
+                );
+                ev.actor = Some("reconcile".into());
+                ev.reason = Some("skipped_still_running".into());
+                reconciler.executor.audit.record(ev);
+                continue;
+            };
+            let r = Arc::clone(&reconciler);
+            let scim = Arc::clone(&scim);
+            tokio::spawn(async move {
+                let _guard = guard;
+                scheduled_pass(&r, &scim).await;
+            });
+        }
+    })
+}
+
+/// One scheduled pass, logged and audited.
+pub async fn scheduled_pass(r: &Reconciler, scim: &super::scim::ScimService) {
+    let data = scim.snapshot().await;
+    let now = r.executor.clock.now();
+    let started = std::time::Instant::now();
+    let result = r.pass(&data, now).await;
+    let mut ev = match &result {
+        Ok(report) => {
+            let outcome = if report.drain.stalled.is_empty() && report.drain.failed == 0 {
+                Outcome::Allow
+            } else {
+                Outcome::Error
+            };
+            let detail = format!(
+                "{} action(s) planned, {} done, {} failed, {} drift, {} calls, {} rate-limited, {} retried, stalled {:?}, {} ms",
+                report.plan.len(),
+                report.drain.done,
+                report.drain.failed,
+                report.drift.len(),
+                report.drain.calls,
+                report.drain.rate_limited,
+                report.drain.retried,
+                report.drain.stalled,
+                started.elapsed().as_millis()
+            );
+            tracing::info!(run = %report.run, "scheduled reconcile: {detail}");
+            let mut ev = AuditEvent::new(
+                r.executor.clock.now(),
+                &format!("reconcile-{}", report.run),
+                EventKind::Reconcile,
+                outcome,
+            );
+            ev.run = Some(report.run.clone());
+            ev.detail = Some(detail);
+            ev
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "scheduled reconcile failed");
+            let mut ev = AuditEvent::new(
+                r.executor.clock.now(),
+                "reconcile-schedule",
+                EventKind::Reconcile,
+                Outcome::Error,
+            );
+            ev.reason = Some("pass_failed".into());
+            ev.detail = Some(format!("{e:#}"));
+            ev
+        }
+    };
+    ev.actor = Some("reconcile".into());
+    ev.reason.get_or_insert_with(|| "scheduled".into());
+    r.executor.audit.record(ev);
 }

@@ -210,6 +210,23 @@ pub async fn callback(
         ));
     };
     let identity = map_identity(&verified, &idp_cfg.claims, now);
+    // A leaver (SCIM `active: false`, or deleted) gets no session at all, whatever the IdP says.
+    if let Some(scim) = &state.scim
+        && scim
+            .is_deprovisioned(&identity.subject, identity.email.as_deref())
+            .await
+    {
+        let mut ev = AuditEvent::new(now, &rid, EventKind::SignIn, Outcome::Deny).who(&identity);
+        ev.rule = Some("deprovisioned".into());
+        ev.reason = Some("deprovisioned".into());
+        state.audit.record(ev);
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused",
+            "Your account has been disabled by your organisation's identity management.",
+            &rid,
+        ));
+    }
     // Session fixation defence: a fresh id for the signed-in session.
     session
         .cycle_id()

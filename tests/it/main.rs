@@ -14,6 +14,7 @@ mod deploy_config;
 mod entitlements;
 mod harness;
 mod launch;
+mod leaver;
 mod metrics;
 mod oidc_peer;
 mod oidc_refusals;

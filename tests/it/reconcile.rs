@@ -357,3 +357,127 @@ async fn a_leaver_is_locked_out_in_one_pass_and_a_mover_loses_stores() {
         .unwrap();
     assert!(again.plan.is_empty(), "{:?}", again.plan);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_creates_no_customer_group_and_no_customer() {
+    let (sim, base) = simulator(1000, 1000).await;
+    let dir = temp("dry");
+    let cfg = Arc::new(config(&base, &dir.join("queue.json"), ""));
+    let scim = scim_with_users(3, "staff").await;
+    let r = Reconciler::new(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast()).unwrap();
+    let (plan, drift) = r
+        .preview(
+            &scim.snapshot().await,
+            storegate::clock::Clock::now(&SystemClock),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plan.len(), 9, "3 users x 3 stores");
+    assert!(drift.is_empty());
+    for h in HASHES {
+        assert!(
+            sim.customer_groups(h).iter().all(|g| g.name != "Staff"),
+            "{h}: dry run created a group"
+        );
+        assert!(sim.customers(h).is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_reported_and_repaired_only_with_repair_drift() {
+    use storegate::provisioning::run::DriftKind;
+    let (sim, base) = simulator(1000, 1000).await;
+    let dir = temp("drift");
+    let queue = dir.join("queue.json");
+    let now = || storegate::clock::Clock::now(&SystemClock);
+    let scim = scim_with_users(2, "staff").await;
+    let r = Reconciler::new(
+        Arc::new(config(&base, &queue, "")),
+        AuditLog::channel().0,
+        Arc::new(SystemClock),
+        fast(),
+    )
+    .unwrap();
+    r.pass(&scim.snapshot().await, now()).await.unwrap();
+    assert_exactly_once(&sim, 2);
+    // SCIM forgets everyone without a tombstone (a store reset, a user deleted out of band):
+    // the customers still carry the storegate subject, but nobody wants them.
+    let empty = ScimService::open(Arc::new(MemoryStore), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let (audit, mut rx) = AuditLog::channel();
+    let report = r.pass(&empty.snapshot().await, now()).await.unwrap();
+    drop(r);
+    assert_eq!(report.drift.len(), 6, "{:?}", report.drift);
+    assert!(
+        report
+            .drift
+            .iter()
+            .all(|d| d.kind == DriftKind::NotDesired && !d.repaired)
+    );
+    assert!(report.plan.is_empty(), "report only: {:?}", report.plan);
+    assert_exactly_once(&sim, 2);
+    // With repair_drift they are locked; the pass after that finds nothing.
+    let r = Reconciler::new(
+        Arc::new(config(&base, &queue, "repair_drift = true\n")),
+        audit,
+        Arc::new(SystemClock),
+        fast(),
+    )
+    .unwrap();
+    let report = r.pass(&empty.snapshot().await, now()).await.unwrap();
+    assert_eq!(report.drift.len(), 6);
+    assert!(report.drift.iter().all(|d| d.repaired));
+    assert_eq!(report.drain.done, 6, "{:?}", report.drain);
+    let mut drift_events = 0;
+    while let Ok(ev) = rx.try_recv() {
+        if ev.event == storegate::audit::EventKind::Drift {
+            assert_eq!(ev.reason.as_deref(), Some("not_desired"));
+            drift_events += 1;
+        }
+    }
+    assert_eq!(drift_events, 6);
+    for h in HASHES {
+        let locked = sim
+            .customer_groups(h)
+            .into_iter()
+            .find(|g| g.name == "Locked")
+            .expect("locked group");
+        assert!(
+            sim.customers(h)
+                .iter()
+                .all(|c| c.customer_group_id == locked.id)
+        );
+    }
+    let again = r.pass(&empty.snapshot().await, now()).await.unwrap();
+    assert!(again.drift.is_empty() && again.plan.is_empty(), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_runs_passes_and_audits_them() {
+    let (sim, base) = simulator(1000, 1000).await;
+    let dir = temp("sched");
+    let cfg = Arc::new(config(&base, &dir.join("queue.json"), ""));
+    let scim = Arc::new(scim_with_users(2, "staff").await);
+    let (audit, mut rx) = AuditLog::channel();
+    let r = Arc::new(Reconciler::new(cfg, audit, Arc::new(SystemClock), fast()).unwrap());
+    let task = storegate::provisioning::run::spawn_schedule(r, scim, Duration::from_millis(300));
+    // Nothing at start: the first pass is one interval later.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(sim.customers("store1").is_empty());
+    let mut passes = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while passes < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while let Ok(ev) = rx.try_recv() {
+            if ev.event == storegate::audit::EventKind::Reconcile
+                && ev.outcome == storegate::audit::Outcome::Allow
+            {
+                passes += 1;
+            }
+        }
+    }
+    task.abort();
+    assert!(passes >= 2, "two scheduled passes");
+    assert_exactly_once(&sim, 2);
+}

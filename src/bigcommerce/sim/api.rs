@@ -29,6 +29,10 @@ pub(super) fn router(sim: SimHandle) -> Router {
                 .delete(delete_customers),
         )
         .route(
+            "/stores/{hash}/v3/customers/metafields",
+            get(list_all_metafields),
+        )
+        .route(
             "/stores/{hash}/v3/customers/{id}/metafields",
             get(list_metafields).post(create_metafield),
         )
@@ -554,6 +558,44 @@ const PERMISSION_SETS: [&str; 5] = [
     "read_and_sf_access",
     "write_and_sf_access",
 ];
+
+/// `GET /v3/customers/metafields`: every customer metafield of the store (batch read), filtered by
+/// `namespace` and `key`, paginated (`page`, `limit` up to 250).
+async fn list_all_metafields(
+    State(sim): State<SimHandle>,
+    Path(hash): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let page = q
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let limit = q
+        .get("limit")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(50)
+        .clamp(1, 250);
+    let st = sim.0.state.lock();
+    let Some(store) = st.stores.get(&hash) else {
+        return v3_error(StatusCode::NOT_FOUND, "Store not found", json!({}));
+    };
+    let matching: Vec<&SimMetafield> = store
+        .metafields
+        .iter()
+        .filter(|m| q.get("namespace").is_none_or(|n| n == &m.namespace))
+        .filter(|m| q.get("key").is_none_or(|k| k == &m.key))
+        .collect();
+    let total = matching.len();
+    let data: Vec<&SimMetafield> = matching
+        .into_iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .collect();
+    let n = data.len();
+    axum::Json(json!({ "data": data, "meta": { "pagination": pagination(total, n, limit, page) } }))
+        .into_response()
+}
 
 async fn list_metafields(
     State(sim): State<SimHandle>,

@@ -120,6 +120,7 @@ pub(super) fn provisioning(c: &mut Checker<'_>, f: &FileConfig) -> ProvisioningC
             );
         }
     }
+    out.repair_drift = p.repair_drift.unwrap_or(false);
     match p.subject_attribute.as_deref() {
         None | Some("externalId") => {}
         Some("userName") => out.subject_attribute = SubjectAttribute::UserName,
