@@ -16,10 +16,10 @@ test: deps
 	scripts/check-deploy.sh
 	$(CARGO) test --all-targets
 
-## bench: policy evaluation (benches/policy.rs), then launch req/s and p50/p99 (memory and Redis
-## sessions) against a bare axum 302 via wrk (benches/launch.rs), then a 10,000-user provisioning
-## wave over 3 stores against the simulator on a 450-per-3 s window (benches/provisioning.rs).
-## Release build (bench profile).
+## bench: policy evaluation (benches/policy.rs), then launch req/s and p50/p99 (memory sessions,
+## Redis sessions on 1 and 2 replicas) against a bare axum 302 via wrk, RSS and the issue-6 targets
+## (benches/launch.rs), then a 10,000-user provisioning wave over 3 stores against the simulator
+## on a 450-per-3 s window (benches/provisioning.rs). Release build (bench profile).
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,
 # BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs).
 bench:

@@ -41,6 +41,7 @@ const STORES: [DemoStore; 2] = [
 ];
 
 /// The demo's secrets are made fresh at every start: nothing here is a credential worth keeping.
+#[derive(Clone)]
 struct Secrets {
     client_secret: String,
     tokens: Vec<(String, String, String)>, // (access token, login client id, login secret) per store hash
@@ -160,6 +161,85 @@ impl Environment for NoEnv {
 pub struct Demo {
     pub url: String,
     pub sim: crate::bigcommerce::sim::SimHandle,
+    /// What a replica needs to run the same configuration (see [`Demo::start_replica`]).
+    seed: ReplicaSeed,
+}
+
+/// The inputs of [`config_text`] apart from the audit file, kept so a replica runs the same
+/// configuration (same public URL, IdP client, session store and simulated BigCommerce).
+#[derive(Clone)]
+struct ReplicaSeed {
+    base: String,
+    sim_base: String,
+    listen: String,
+    secrets: Secrets,
+    agency_until: String,
+    redis_url: Option<String>,
+}
+
+impl ReplicaSeed {
+    fn config(&self, audit_file: &str) -> anyhow::Result<config::Config> {
+        let text = config_text(
+            &self.base,
+            &self.sim_base,
+            &self.listen,
+            &self.secrets,
+            &self.agency_until,
+            self.redis_url.as_deref(),
+            audit_file,
+        );
+        config::load_str(&text, "(demo)", &NoEnv)
+            .map_err(|d| anyhow::anyhow!("the demo configuration is invalid:\n{d}"))
+    }
+
+    fn dev_op(&self) -> anyhow::Result<DevOp> {
+        Ok(DevOp::new(DevOpConfig {
+            issuer: format!("{}/op", self.base),
+            clients: vec![DevClient {
+                client_id: CLIENT_ID.to_owned(),
+                client_secret: Secret::new(self.secrets.client_secret.clone()),
+                redirect_uris: vec![format!("{}/oidc/{IDP_ID}/callback", self.base)],
+                post_logout_redirect_uris: vec![format!("{}/signed-out", self.base)],
+            }],
+            users: demo_users(),
+        })?)
+    }
+}
+
+/// The audit file setting as a TOML basic string (`-`: stdout).
+fn audit_setting(audit_file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let audit_file = match audit_file {
+        None => "-",
+        Some(p) => p
+            .to_str()
+            .with_context(|| format!("the audit file name {} is not UTF-8", p.display()))?,
+    };
+    Ok(toml::Value::String(audit_file.to_owned()).to_string())
+}
+
+impl Demo {
+    /// Starts a second gateway on `listen` running this demo's configuration: the same public URL,
+    /// IdP client, session store and simulated BigCommerce, as a replica behind a load balancer
+    /// would. With Redis sessions a session signed in on this demo works on the replica (cookies
+    /// are per host, not per port). Only the audit destination differs. The replica's development
+    /// OP is its own (sign in through the first gateway).
+    pub async fn start_replica(
+        &self,
+        listen: &str,
+        audit_file: Option<&std::path::Path>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let cfg = self.seed.config(&audit_setting(audit_file)?)?;
+        let audit = open_audit(&cfg)?;
+        let state = AppState::build(cfg, Arc::new(SystemClock), audit)?;
+        let app = web::router_with(state, mounted_router(self.seed.dev_op()?));
+        let gateway = tokio::spawn(serve_on(listener, app, shutdown));
+        Ok((format!("http://{addr}/"), gateway))
+    }
 }
 
 /// Binds and starts everything; returns once it is serving. `shutdown` stops it.
@@ -181,14 +261,7 @@ pub async fn start_with_audit(
     audit_file: Option<&std::path::Path>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Demo, tokio::task::JoinHandle<anyhow::Result<()>>)> {
-    let audit_file = match audit_file {
-        None => "-",
-        Some(p) => p
-            .to_str()
-            .with_context(|| format!("the audit file name {} is not UTF-8", p.display()))?,
-    };
-    // As a TOML basic string, quoted and escaped.
-    let audit_file = toml::Value::String(audit_file.to_owned()).to_string();
+    let audit_file = audit_setting(audit_file)?;
     let listener = TcpListener::bind(listen).await.with_context(|| {
         format!(
             "cannot listen on {listen} (is another program using it? try --listen 127.0.0.1:8090)"
@@ -207,17 +280,15 @@ pub async fn start_with_audit(
     let agency_until = agency_until
         .format(&time::format_description::well_known::Rfc3339)
         .context("format the agency expiry")?;
-    let text = config_text(
-        &base,
-        &sim_base,
-        &addr.to_string(),
-        &secrets,
-        &agency_until,
-        redis_url,
-        &audit_file,
-    );
-    let cfg = config::load_str(&text, "(demo)", &NoEnv)
-        .map_err(|d| anyhow::anyhow!("the demo configuration is invalid:\n{d}"))?;
+    let seed = ReplicaSeed {
+        base: base.clone(),
+        sim_base,
+        listen: addr.to_string(),
+        secrets: secrets.clone(),
+        agency_until,
+        redis_url: redis_url.map(str::to_owned),
+    };
+    let cfg = seed.config(&audit_file)?;
 
     let sim_config = SimConfig::new(
         STORES
@@ -242,16 +313,7 @@ pub async fn start_with_audit(
     );
     let (sim_router, sim) = Simulator::build(sim_config);
 
-    let op = DevOp::new(DevOpConfig {
-        issuer: format!("{base}/op"),
-        clients: vec![DevClient {
-            client_id: CLIENT_ID.to_owned(),
-            client_secret: Secret::new(secrets.client_secret.clone()),
-            redirect_uris: vec![format!("{base}/oidc/{IDP_ID}/callback")],
-            post_logout_redirect_uris: vec![format!("{base}/signed-out")],
-        }],
-        users: demo_users(),
-    })?;
+    let op = seed.dev_op()?;
 
     let audit = open_audit(&cfg)?;
     let state = AppState::build(cfg, clock, audit)?;
@@ -267,6 +329,7 @@ pub async fn start_with_audit(
         Demo {
             url: format!("{base}/"),
             sim,
+            seed,
         },
         gateway,
     ))

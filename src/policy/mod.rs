@@ -820,9 +820,21 @@ impl Policy {
     /// The grants only, in portal order: the request path (portal, launch), which needs no list
     /// of overridden rules.
     pub fn grants(&self, id: &Identity, now: UnixTime) -> Vec<Grant> {
+        self.grants_where(id, now, |_| true)
+    }
+
+    /// [`Self::grants`] for the stores `keep` selects only; the others are not decided at all.
+    /// A launch needs the grants of one BigCommerce account's stores, not of every store.
+    pub fn grants_where(
+        &self,
+        id: &Identity,
+        now: UnixTime,
+        mut keep: impl FnMut(&StoreId) -> bool,
+    ) -> Vec<Grant> {
         let facts = Facts::new(id);
         let mut memo = vec![None; self.rules.len()];
         (0..self.stores.len())
+            .filter(|&pos| keep(&self.stores[pos].id))
             .filter_map(
                 |pos| match self.decide_at(pos, &facts, now, &mut memo, false) {
                     Decision::Allow { grant, .. } => Some(grant),

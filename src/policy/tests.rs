@@ -626,6 +626,19 @@ fn grant_expires_at_the_deciding_rules_not_after() {
     assert_eq!(grants[1].expires_at, None);
 }
 
+#[test]
+fn grants_where_decides_the_selected_stores_only_and_as_grants_does() {
+    let p = policy(
+        &["retail", "wholesale", "outlet"],
+        vec![deny("no-wholesale", &["wholesale"]), allow("r", &["*"])],
+    );
+    assert_eq!(p.grants_where(&ann(), NOW, |_| true), p.grants(&ann(), NOW));
+    let some = p.grants_where(&ann(), NOW, |s| s != &sid("retail"));
+    let stores: Vec<_> = some.iter().map(|g| g.store.clone()).collect();
+    assert_eq!(stores, vec![sid("outlet")]);
+    assert!(p.grants_where(&ann(), NOW, |_| false).is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Launch and portal
 // ---------------------------------------------------------------------------------------------

@@ -129,9 +129,11 @@ pub async fn launch(
     };
 
     // The customer may log in to every channel of this store hash the user is entitled to.
+    // Only this account's stores are decided (a policy with many accounts decides few stores).
+    let same_account = |id: &StoreId| snap.store(id).is_some_and(|s| s.account == store.account);
     let mut channels: Vec<u64> = snap
         .policy
-        .grants(identity, now)
+        .grants_where(identity, now, same_account)
         .iter()
         .filter_map(|g| snap.store(&g.store))
         .filter(|s| s.account == store.account)
