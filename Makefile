@@ -17,12 +17,16 @@ test: deps
 	$(CARGO) test --all-targets
 
 ## bench: policy evaluation (benches/policy.rs), then launch req/s and p50/p99 (memory and Redis
-## sessions) against a bare axum 302 via wrk (benches/launch.rs). Release build (bench profile).
+## sessions) against a bare axum 302 via wrk (benches/launch.rs), then SAML ACS verifications/s and
+## CPU per sign-in against pysaml2 on the same response (benches/saml.rs; needs `make deps`).
+## Release build (bench profile).
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,
-# BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs).
+# BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs); the SAML bench reads
+# BENCH_SECONDS only (default 5, at most 60).
 bench:
 	$(CARGO) bench --bench policy
 	$(CARGO) bench --bench launch
+	$(CARGO) bench --bench saml
 
 ## lint: formatting and clippy, warnings are errors
 lint:
