@@ -1055,8 +1055,16 @@ async fn saml_metadata_names_entity_acs_slo_certificates_and_is_signed() {
         "Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{}\"",
         gw.url("/saml/acs")
     )));
-    // SLO is not built yet, so it is not advertised.
-    assert!(!md.contains(&gw.url("/saml/slo")));
+    // Single logout, over both bindings.
+    for binding in ["HTTP-Redirect", "HTTP-POST"] {
+        assert!(
+            md.contains(&format!(
+                "SingleLogoutService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:{binding}\" Location=\"{}\"",
+                gw.url("/saml/slo")
+            )),
+            "{md}"
+        );
+    }
     assert!(md.contains("use=\"signing\"") && md.contains("use=\"encryption\""));
     assert!(md.contains(EMAIL_FORMAT));
     assert!(md.contains("AuthnRequestsSigned=\"true\""));
@@ -1108,4 +1116,415 @@ async fn saml_idp_metadata_without_signing_certificate_is_refused_at_start() {
         .to_string();
     assert!(err.contains("no signing certificate"), "{err}");
     assert!(err.starts_with("gw.toml:"), "file:line: {err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Single logout
+
+const IDP_SLO: &str = "https://iam.corp.example/nidp/saml2/slo";
+
+/// Runs tests/peers/saml/slo.py with `req` and parses its JSON answer.
+fn slo_peer(idp: &Idp, mut req: Value) -> Value {
+    let obj = req.as_object_mut().expect("object");
+    obj.entry("idp_entity_id").or_insert(json!(IDP_ENTITY));
+    obj.entry("idp_key").or_insert(json!(idp.key));
+    obj.entry("idp_cert").or_insert(json!(idp.cert));
+    obj.entry("sp_metadata")
+        .or_insert(json!(idp.dir.join("sp-metadata.xml")));
+    let mut child = Command::new(python())
+        .arg(repo().join("tests/peers/saml/slo.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pysaml2");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(req.to_string().as_bytes())
+        .expect("write request");
+    let out = child.wait_with_output().expect("pysaml2 output");
+    assert!(
+        out.status.success(),
+        "pysaml2 (slo) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// Signs `b` in through the IdP; returns the SessionIndex the IdP put in the assertion.
+async fn slo_sign_in(idp: &Idp, gw: &Gateway, b: &Browser) -> String {
+    let s = begin(b, gw, "/").await;
+    let mut req = user(&s);
+    req["xml"] = json!(true);
+    let xml = idp.run(req);
+    let at = xml.find("SessionIndex=\"").expect("SessionIndex") + 14;
+    let index = xml[at..at + xml[at..].find('"').expect("end")].to_owned();
+    let acs = post(b, &s, &b64(&xml)).await;
+    assert_eq!(acs.status(), 303, "hops:\n{}", b.hops_text());
+    assert_signed_in(b, gw).await;
+    index
+}
+
+async fn assert_signed_in(b: &Browser, gw: &Gateway) {
+    let me = b.get(&gw.url("/api/me")).await;
+    assert_eq!(me.status(), 200, "still signed in");
+}
+
+fn logout_request(gw: &Gateway, binding: &str, extra: Value) -> Value {
+    let mut req = json!({
+        "op": "request",
+        "binding": binding,
+        "destination": gw.url("/saml/slo"),
+        "name_id": "mia@corp.example",
+        "name_id_format": EMAIL_FORMAT,
+        "relay_state": "idp-state-1",
+    });
+    for (k, v) in extra.as_object().expect("object") {
+        req[k] = v.clone();
+    }
+    req
+}
+
+/// The SP's Redirect answer: checks the RSA-SHA256 query signature with the SP certificate and
+/// returns the inflated XML.
+fn sp_signed_redirect(idp: &Idp, url: &reqwest::Url, param: &str) -> String {
+    let raw = url.query().expect("query");
+    let get = |k: &str| {
+        raw.split('&')
+            .find_map(|p| p.strip_prefix(&format!("{k}=")))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        query_param(url, "SigAlg").as_deref(),
+        Some("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256")
+    );
+    let mut signed = format!("{param}={}", get(param).expect("message"));
+    if let Some(rs) = get("RelayState") {
+        signed.push_str(&format!("&RelayState={rs}"));
+    }
+    signed.push_str(&format!("&SigAlg={}", get("SigAlg").expect("SigAlg")));
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(query_param(url, "Signature").expect("Signature"))
+        .expect("b64");
+    let pem = std::fs::read(idp.dir.join("sp.crt")).expect("sp cert");
+    let cert = openssl::x509::X509::from_pem(&pem).expect("pem");
+    let key = cert.public_key().expect("key");
+    let mut v =
+        openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key).expect("v");
+    assert!(
+        v.verify_oneshot(&sig, signed.as_bytes()).expect("verify"),
+        "the SP's signature verifies with its metadata certificate"
+    );
+    let deflated = base64::engine::general_purpose::STANDARD
+        .decode(query_param(url, param).expect("message"))
+        .expect("b64");
+    let mut xml = String::new();
+    flate2::read::DeflateDecoder::new(&deflated[..])
+        .read_to_string(&mut xml)
+        .expect("inflate");
+    xml
+}
+
+#[tokio::test]
+async fn saml_slo_sp_initiated_sends_a_signed_logout_request_and_ends_at_signed_out() {
+    let idp = Idp::new("slo-sp", 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    let index = slo_sign_in(&idp, &gw, &b).await;
+    let portal = b.get(&gw.url("/")).await.text().await.expect("portal");
+    let csrf = portal
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("csrf field")
+        .to_owned();
+    let out = b.post_form(&gw.url("/logout"), &[("csrf", &csrf)]).await;
+    assert_eq!(out.status(), 303);
+    let to = location(&out).expect("to the IdP");
+    assert!(to.as_str().starts_with(&format!("{IDP_SLO}?")), "{to}");
+    // The local session ended first.
+    assert_not_signed_in(&b, &gw).await;
+    // pysaml2 verifies the Redirect signature with the SP metadata and reads the request.
+    let seen = slo_peer(&idp, json!({"op": "check", "url": to.as_str()}));
+    assert_eq!(seen["name_id"], "mia@corp.example", "{seen}");
+    assert_eq!(seen["session_indexes"], json!([index]), "{seen}");
+    assert_eq!(seen["destination"], IDP_SLO, "{seen}");
+    assert_eq!(seen["issuer"], gw.url("/saml/metadata"), "{seen}");
+    // The IdP answers with a signed LogoutResponse over Redirect: the flow ends at /signed-out.
+    let answer = slo_peer(
+        &idp,
+        json!({"op": "response", "binding": "redirect", "destination": gw.url("/saml/slo"),
+               "in_response_to": seen["id"]}),
+    );
+    let back = b.get(answer["url"].as_str().expect("url")).await;
+    assert_eq!(back.status(), 303);
+    assert_eq!(
+        location(&back).map(|u| u.path().to_owned()).as_deref(),
+        Some("/signed-out")
+    );
+    // ...and over POST.
+    let answer = slo_peer(
+        &idp,
+        json!({"op": "response", "binding": "post", "destination": gw.url("/saml/slo"),
+               "in_response_to": seen["id"]}),
+    );
+    let back = b
+        .post_form_cross_site(
+            &gw.url("/saml/slo"),
+            IDP_ORIGIN,
+            &[(
+                "SAMLResponse",
+                answer["SAMLResponse"].as_str().expect("msg"),
+            )],
+        )
+        .await;
+    assert_eq!(back.status(), 303);
+    assert_eq!(
+        location(&back).map(|u| u.path().to_owned()).as_deref(),
+        Some("/signed-out")
+    );
+    // An unsigned LogoutResponse is refused.
+    let unsigned = slo_peer(
+        &idp,
+        json!({"op": "response", "binding": "redirect", "destination": gw.url("/saml/slo"),
+               "in_response_to": seen["id"], "sign": false}),
+    );
+    let r = b.get(unsigned["url"].as_str().expect("url")).await;
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn saml_slo_idp_initiated_redirect_ends_this_session_and_answers_signed() {
+    let idp = Idp::new("slo-idp-redirect", 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    let index = slo_sign_in(&idp, &gw, &b).await;
+    let msg = slo_peer(
+        &idp,
+        logout_request(&gw, "redirect", json!({"session_indexes": [index]})),
+    );
+    let url = msg["url"].as_str().expect("url");
+    let resp = b.get(url).await;
+    assert_eq!(resp.status(), 303, "hops:\n{}", b.hops_text());
+    assert_eq!(
+        resp.headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    assert_not_signed_in(&b, &gw).await;
+    let to = location(&resp).expect("answer to the IdP");
+    assert!(to.as_str().starts_with(&format!("{IDP_SLO}?")), "{to}");
+    assert_eq!(
+        query_param(&to, "RelayState").as_deref(),
+        Some("idp-state-1")
+    );
+    let xml = sp_signed_redirect(&idp, &to, "SAMLResponse");
+    assert!(xml.contains("<samlp:LogoutResponse"), "{xml}");
+    assert!(
+        xml.contains(&format!(
+            "InResponseTo=\"{}\"",
+            msg["id"].as_str().expect("id")
+        )),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("urn:oasis:names:tc:SAML:2.0:status:Success"),
+        "{xml}"
+    );
+    assert!(xml.contains(&format!("Destination=\"{IDP_SLO}\"")), "{xml}");
+    // The same LogoutRequest again: refused (replay).
+    let again = b.get(url).await;
+    assert_eq!(again.status(), 400);
+    let events = gw.audit_events().await;
+    assert_eq!(
+        events.last().and_then(|e| e.reason.as_deref()),
+        Some("saml_replay"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn saml_slo_idp_initiated_post_ends_the_sessions_of_that_name_id_in_other_browsers() {
+    let idp = Idp::new("slo-idp-post", 1);
+    let gw = start_gateway(&idp, "", None).await;
+    // Two browsers of the same user; the IdP's POST arrives cross-site without either's cookie.
+    let b1 = Browser::new();
+    let b2 = Browser::new();
+    slo_sign_in(&idp, &gw, &b1).await;
+    let index2 = slo_sign_in(&idp, &gw, &b2).await;
+    // By SessionIndex: only the second browser's session ends.
+    let msg = slo_peer(
+        &idp,
+        logout_request(&gw, "post", json!({"session_indexes": [index2]})),
+    );
+    let resp = Browser::new()
+        .post_form_cross_site(
+            &gw.url("/saml/slo"),
+            IDP_ORIGIN,
+            &[
+                ("SAMLRequest", msg["SAMLRequest"].as_str().expect("msg")),
+                ("RelayState", "idp-state-1"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let to = location(&resp).expect("answer");
+    let xml = sp_signed_redirect(&idp, &to, "SAMLResponse");
+    assert!(xml.contains("status:Success"), "{xml}");
+    assert_not_signed_in(&b2, &gw).await;
+    assert_signed_in(&b1, &gw).await;
+    // Without a SessionIndex: every session of the NameID ends.
+    let msg = slo_peer(&idp, logout_request(&gw, "post", json!({})));
+    let resp = Browser::new()
+        .post_form_cross_site(
+            &gw.url("/saml/slo"),
+            IDP_ORIGIN,
+            &[("SAMLRequest", msg["SAMLRequest"].as_str().expect("msg"))],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert_not_signed_in(&b1, &gw).await;
+}
+
+/// An IdP LogoutRequest that must be refused with 400 and `reason`, the session left alone.
+async fn slo_refusal(name: &str, binding: &str, extra: impl Fn(&Gateway) -> Value, reason: &str) {
+    let idp = Idp::new(name, 2);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    slo_sign_in(&idp, &gw, &b).await;
+    let msg = slo_peer(&idp, logout_request(&gw, binding, extra(&gw)));
+    let resp = if binding == "redirect" {
+        b.get(msg["url"].as_str().expect("url")).await
+    } else {
+        b.post_form_cross_site(
+            &gw.url("/saml/slo"),
+            IDP_ORIGIN,
+            &[("SAMLRequest", msg["SAMLRequest"].as_str().expect("msg"))],
+        )
+        .await
+    };
+    assert_eq!(resp.status(), 400, "hops:\n{}", b.hops_text());
+    assert!(location(&resp).is_none());
+    assert_signed_in(&b, &gw).await;
+    let events = gw.audit_events().await;
+    let ev = events
+        .iter()
+        .rev()
+        .find(|e| e.outcome == Outcome::Deny)
+        .unwrap_or_else(|| panic!("no denial audited: {events:?}"));
+    assert_eq!(ev.reason.as_deref(), Some(reason), "{ev:?}");
+}
+
+#[tokio::test]
+async fn saml_slo_refuses_an_unsigned_redirect_logout_request() {
+    slo_refusal(
+        "slo-unsigned-r",
+        "redirect",
+        |_| json!({"sign": false}),
+        "saml_signature",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_slo_refuses_an_unsigned_post_logout_request() {
+    slo_refusal(
+        "slo-unsigned-p",
+        "post",
+        |_| json!({"sign": false}),
+        "saml_signature",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_slo_refuses_a_logout_request_signed_by_another_key() {
+    // The second key of `Idp::new(.., 2)` is in the metadata; a fresh one is not.
+    let (k, c) = storegate::federation::saml::sp::generate_key_and_cert("rogue").expect("key");
+    let dir = scratch("rogue-slo");
+    write(&dir.join("rogue.key"), &k);
+    write(&dir.join("rogue.crt"), &c);
+    let (key, cert) = (dir.join("rogue.key"), dir.join("rogue.crt"));
+    for binding in ["redirect", "post"] {
+        slo_refusal(
+            &format!("slo-rogue-{binding}"),
+            binding,
+            |_| json!({"idp_key": key, "idp_cert": cert}),
+            "saml_signature",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn saml_slo_accepts_the_rollover_certificate() {
+    let idp = Idp::new("slo-rollover", 2);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    slo_sign_in(&idp, &gw, &b).await;
+    let msg = slo_peer(
+        &idp,
+        logout_request(
+            &gw,
+            "redirect",
+            json!({"idp_key": idp.other_key, "idp_cert": idp.other_cert}),
+        ),
+    );
+    let resp = b.get(msg["url"].as_str().expect("url")).await;
+    assert_eq!(resp.status(), 303);
+    assert_not_signed_in(&b, &gw).await;
+}
+
+#[tokio::test]
+async fn saml_slo_refuses_a_tampered_post_logout_request() {
+    slo_refusal(
+        "slo-tampered",
+        "post",
+        |_| json!({"mutate_after": [["mia@corp.example", "max@corp.example"]]}),
+        "saml_signature",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_slo_refuses_a_wrong_destination() {
+    for binding in ["redirect", "post"] {
+        slo_refusal(
+            &format!("slo-dest-{binding}"),
+            binding,
+            |gw| {
+                json!({"mutate": [[
+                    format!("Destination=\"{}\"", gw.url("/saml/slo")),
+                    "Destination=\"https://elsewhere.example/saml/slo\"",
+                ]]})
+            },
+            "saml_destination",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn saml_slo_refuses_an_unknown_issuer() {
+    slo_refusal(
+        "slo-issuer",
+        "redirect",
+        |_| json!({"issuer": "https://evil.example/idp"}),
+        "saml_issuer",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn saml_slo_refuses_an_expired_logout_request() {
+    slo_refusal(
+        "slo-expired",
+        "redirect",
+        |_| json!({"expire": iso(-120)}),
+        "saml_expired",
+    )
+    .await;
 }

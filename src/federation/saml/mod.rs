@@ -26,6 +26,7 @@
 //! `spawn_blocking` and maps every error to [`SamlError`] inside the closure.
 
 pub mod prescan;
+pub mod slo;
 pub mod sp;
 
 use std::sync::Arc;
@@ -232,7 +233,11 @@ pub struct IdpMetadata {
     pub entity_id: String,
     pub sso_redirect: String,
     pub slo_redirect: Option<String>,
+    /// Where LogoutResponses go (the Redirect SingleLogoutService's ResponseLocation, else its
+    /// Location).
+    pub slo_response_redirect: Option<String>,
     pub signing_certs: usize,
+    pub certs: Vec<CertificateDer>,
     pub descriptor: EntityDescriptor,
 }
 
@@ -275,11 +280,22 @@ pub fn parse_idp_metadata(xml: &str) -> Result<IdpMetadata, String> {
     let sso_redirect = probe
         .sso_binding_location(HTTP_REDIRECT_BINDING)
         .ok_or("the metadata has no SingleSignOnService with the HTTP-Redirect binding")?;
+    let slo_response_redirect = idps
+        .iter()
+        .flat_map(|d| d.single_logout_services.iter())
+        .find(|e| e.binding == HTTP_REDIRECT_BINDING)
+        .map(|e| {
+            e.response_location
+                .clone()
+                .unwrap_or_else(|| e.location.clone())
+        });
     Ok(IdpMetadata {
         entity_id,
         sso_redirect,
         slo_redirect: probe.slo_binding_location(HTTP_REDIRECT_BINDING),
+        slo_response_redirect,
         signing_certs: certs.len(),
+        certs,
         descriptor,
     })
 }
@@ -293,6 +309,7 @@ pub struct SamlProvider {
     keys: Arc<sp::SpKeys>,
     entity_id: String,
     acs_url: String,
+    slo_url: String,
     sign_requests: bool,
 }
 
@@ -362,6 +379,7 @@ impl SamlProvider {
             keys,
             entity_id: spc.entity_id.clone(),
             acs_url: spc.acs_url.clone(),
+            slo_url: spc.slo_url.clone(),
             sign_requests: spc.sign_authn_requests,
         })
     }
