@@ -57,7 +57,9 @@ impl SamlState {
                 if s.allow_unsolicited {
                     tracing::warn!(idp = %idp.id, "DANGER: allow_unsolicited is on: IdP-initiated responses are accepted");
                 }
-                providers.insert(idp.id.to_string(), Arc::new(p));
+                let p = Arc::new(p);
+                p.spawn_refresh();
+                providers.insert(idp.id.to_string(), p);
             }
         }
         let metadata = metadata_xml(spc, &keys)?;
@@ -242,10 +244,9 @@ async fn acs_inner(
             // No request of this browser is pending: only an IdP that allows unsolicited responses
             // may answer, chosen by the (unverified) Issuer and then verified with its own keys.
             let issuer = unverified_issuer(&response);
-            let provider = saml
-                .providers
-                .values()
-                .find(|p| p.allow_unsolicited() && Some(p.entity_id()) == issuer.as_deref());
+            let provider = saml.providers.values().find(|p| {
+                p.allow_unsolicited() && p.entity_id().is_some() && p.entity_id() == issuer
+            });
             let Some(provider) = provider else {
                 deny(None, "saml_unsolicited", "no sign-in is pending in this browser (missing, expired or already used), and unsolicited responses are not enabled for this issuer".into());
                 return Err(AppError::bad_request(
@@ -260,7 +261,15 @@ async fn acs_inner(
     };
     let idp_id = provider.idp_id().to_string();
 
-    let verified = match provider.verify(response, request_id, now).await {
+    let mut outcome = provider
+        .verify(response.clone(), request_id.clone(), now)
+        .await;
+    // A signature by a key the metadata does not (yet) name: fetch the metadata once (rate
+    // limited) and verify again if the IdP's signing certificates changed (rollover).
+    if matches!(outcome, Err(SamlError::Signature)) && provider.refresh_for_unknown_key(now).await {
+        outcome = provider.verify(response, request_id, now).await;
+    }
+    let verified = match outcome {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(idp = %idp_id, reason = e.reason(), error = %e, "SAML sign-in refused");
@@ -520,7 +529,7 @@ async fn slo_inner(
     let Some(provider) = saml
         .providers
         .values()
-        .find(|p| Some(p.entity_id()) == issuer.as_deref())
+        .find(|p| p.entity_id().is_some() && p.entity_id() == issuer)
     else {
         let e = SamlError::Issuer {
             got: issuer,
@@ -530,7 +539,11 @@ async fn slo_inner(
         return Err(slo_refused(rid, &e));
     };
     let idp_id = provider.idp_id().to_string();
-    let msg = match provider.verify_slo(inbound, now).await {
+    let mut outcome = provider.verify_slo(inbound.clone(), now).await;
+    if matches!(outcome, Err(SamlError::Signature)) && provider.refresh_for_unknown_key(now).await {
+        outcome = provider.verify_slo(inbound, now).await;
+    }
+    let msg = match outcome {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(idp = %idp_id, reason = e.reason(), error = %e, "SAML logout message refused");

@@ -1528,3 +1528,183 @@ async fn saml_slo_refuses_an_expired_logout_request() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// IdP metadata from metadata_url
+
+/// Serves IdP metadata from memory, as Access Manager serves /nidp/saml2/metadata.
+struct MetadataServer {
+    url: String,
+    body: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl MetadataServer {
+    async fn start(initial: String) -> MetadataServer {
+        use axum::http::StatusCode;
+        let body = std::sync::Arc::new(std::sync::Mutex::new((200u16, initial)));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (b, h) = (body.clone(), hits.clone());
+        let app = axum::Router::new().route(
+            "/nidp/saml2/metadata",
+            axum::routing::get(move || {
+                let (b, h) = (b.clone(), h.clone());
+                async move {
+                    h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (status, text) = b.lock().expect("lock").clone();
+                    (StatusCode::from_u16(status).expect("status"), text)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        MetadataServer {
+            url: format!("http://{addr}/nidp/saml2/metadata"),
+            body,
+            hits,
+        }
+    }
+
+    fn serve(&self, status: u16, text: String) {
+        *self.body.lock().expect("lock") = (status, text);
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The IdP's metadata naming only its second (rollover) certificate.
+fn rolled_over_metadata(idp: &Idp) -> String {
+    let md = std::fs::read_to_string(&idp.metadata).expect("metadata");
+    let old = cert_b64(&std::fs::read_to_string(&idp.cert).expect("cert"));
+    let new = cert_b64(&std::fs::read_to_string(&idp.other_cert).expect("cert"));
+    assert!(md.contains(&old));
+    md.replace(&old, &new)
+}
+
+/// A gateway whose SAML IdP has `metadata_url` (and no `metadata_file`).
+async fn start_gateway_with_metadata_url(idp: &Idp, url: &str, idp_extra: &str) -> Gateway {
+    let reserved = Reserved::new().await;
+    let mut o = Opts::new("http://127.0.0.1:9/unused-oidc", "unused", "unused-secret");
+    o.extra_toml = idp.toml(idp_extra).replace(
+        &format!("metadata_file = \"{}\"", idp.metadata.display()),
+        &format!("metadata_url = \"{url}\""),
+    );
+    assert!(o.extra_toml.contains("metadata_url"));
+    let gw = Gateway::start(reserved, o).await;
+    let md = reqwest::get(gw.url("/saml/metadata"))
+        .await
+        .expect("metadata")
+        .text()
+        .await
+        .expect("metadata text");
+    write(&idp.dir.join("sp-metadata.xml"), &md);
+    gw
+}
+
+/// Waits until the gateway has the IdP's metadata (its first fetch runs in the background).
+async fn wait_for_metadata(gw: &Gateway) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    for _ in 0..50 {
+        let r = client
+            .get(gw.url(&format!("/login?idp={SAML_IDP}&return_to=/")))
+            .send()
+            .await
+            .expect("login");
+        if r.status() == 303 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the IdP metadata was never loaded");
+}
+
+/// Signs a fresh browser in with the IdP key `key`/`cert`; returns the ACS answer.
+async fn sign_in_with_key(idp: &Idp, gw: &Gateway, key: &Path, cert: &Path) -> (Browser, u16) {
+    let b = Browser::new();
+    let s = begin(&b, gw, "/").await;
+    let mut req = user(&s);
+    req["idp_key"] = json!(key);
+    req["idp_cert"] = json!(cert);
+    let resp = idp.run(req);
+    let acs = post(&b, &s, &resp).await;
+    let status = acs.status().as_u16();
+    (b, status)
+}
+
+#[tokio::test]
+async fn saml_metadata_url_is_fetched_at_start_and_a_rollover_key_triggers_one_refresh() {
+    let idp = Idp::new("md-url-rollover", 1);
+    let server = MetadataServer::start(std::fs::read_to_string(&idp.metadata).expect("md")).await;
+    let gw = start_gateway_with_metadata_url(&idp, &server.url, "").await;
+    wait_for_metadata(&gw).await;
+    // Fetched at start (the first fetch runs at once; /login answers 303 once it is in).
+    let (b, status) = sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await;
+    assert_eq!(status, 303, "{:?}", gw.audit_events().await);
+    assert_signed_in(&b, &gw).await;
+    let before = server.hits();
+    assert!(before >= 1);
+    // The IdP rolls over to its second key; the metadata at the URL names only that one now.
+    server.serve(200, rolled_over_metadata(&idp));
+    let (b, status) = sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert).await;
+    assert_eq!(status, 303, "{:?}", gw.audit_events().await);
+    assert_signed_in(&b, &gw).await;
+    assert_eq!(server.hits(), before + 1, "one forced fetch");
+    // The old key is gone from the metadata: refused, and no second forced fetch (rate limit).
+    let (b, status) = sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await;
+    assert_eq!(status, 401);
+    assert_not_signed_in(&b, &gw).await;
+    assert_eq!(server.hits(), before + 1, "rate limited");
+}
+
+#[tokio::test]
+async fn saml_metadata_url_refresh_keeps_the_last_good_metadata() {
+    let idp = Idp::new("md-url-keep", 1);
+    let server = MetadataServer::start(std::fs::read_to_string(&idp.metadata).expect("md")).await;
+    let gw =
+        start_gateway_with_metadata_url(&idp, &server.url, "metadata_refresh = \"1s\"\n").await;
+    wait_for_metadata(&gw).await;
+    let (_, status) = sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await;
+    assert_eq!(status, 303);
+    // Metadata without a signing certificate, then an error: both ignored, the last good stays.
+    let unsigned = Idp::new("md-url-nocert", 0);
+    let nocert = std::fs::read_to_string(&unsigned.metadata).expect("md");
+    server.serve(200, nocert);
+    let h = server.hits();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(server.hits() > h, "refreshed in the background");
+    let (_, status) = sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await;
+    assert_eq!(status, 303, "{:?}", gw.audit_events().await);
+    server.serve(500, "down".into());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (_, status) = sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await;
+    assert_eq!(status, 303);
+    // Background refresh picks up the rollover certificate.
+    server.serve(200, rolled_over_metadata(&idp));
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (_, status) = sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert).await;
+    assert_eq!(status, 303);
+}
+
+#[tokio::test]
+async fn saml_metadata_url_without_signing_certificate_leaves_the_idp_unavailable() {
+    let idp = Idp::new("md-url-none", 0);
+    let server = MetadataServer::start(std::fs::read_to_string(&idp.metadata).expect("md")).await;
+    let gw = start_gateway_with_metadata_url(&idp, &server.url, "").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(server.hits() >= 1);
+    let b = Browser::new();
+    let resp = b
+        .get(&gw.url(&format!("/login?idp={SAML_IDP}&return_to=/")))
+        .await;
+    assert_eq!(resp.status(), 503);
+}

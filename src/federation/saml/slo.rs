@@ -275,11 +275,6 @@ fn iso(t: UnixTime) -> String {
 }
 
 impl SamlProvider {
-    /// The IdP's SingleLogoutService (HTTP-Redirect), if its metadata names one.
-    pub fn slo_endpoint(&self) -> Option<&str> {
-        self.meta.slo_redirect.as_deref()
-    }
-
     /// SP-initiated logout: a signed (RSA-SHA256) HTTP-Redirect LogoutRequest naming the NameID
     /// and SessionIndex of the session that just ended. `None` when the IdP has no SLO endpoint.
     pub fn logout_request_url(
@@ -289,7 +284,8 @@ impl SamlProvider {
         session_index: Option<&str>,
         now: UnixTime,
     ) -> Result<Option<String>, SamlError> {
-        let Some(dest) = self.meta.slo_redirect.as_deref() else {
+        let l = self.loaded()?;
+        let Some(dest) = l.meta.slo_redirect.as_deref() else {
             return Ok(None);
         };
         let id = format!("_{}", random_hex(20));
@@ -317,7 +313,8 @@ impl SamlProvider {
         relay_state: Option<&str>,
         now: UnixTime,
     ) -> Result<String, SamlError> {
-        let dest = self.meta.slo_response_redirect.as_deref().ok_or_else(|| {
+        let l = self.loaded()?;
+        let dest = l.meta.slo_response_redirect.as_deref().ok_or_else(|| {
             SamlError::Internal("the IdP metadata has no SingleLogoutService".into())
         })?;
         let xml = format!(
@@ -354,7 +351,8 @@ impl SamlProvider {
         inbound: Inbound,
         now: UnixTime,
     ) -> Result<SloMessage, SamlError> {
-        if self.meta.certs.is_empty() {
+        let l = self.loaded()?;
+        if l.meta.certs.is_empty() {
             return Err(SamlError::Internal("no IdP signing certificate".into()));
         }
         let allow_sha1 = self.cfg.allow_sha1;
@@ -390,7 +388,7 @@ impl SamlProvider {
                 let sig = base64::engine::general_purpose::STANDARD
                     .decode(sig_b64)
                     .map_err(|_| SamlError::Signature)?;
-                let ok = self.meta.certs.iter().any(|c| {
+                let ok = l.meta.certs.iter().any(|c| {
                     let Ok(x) = openssl::x509::X509::from_der(c.der_data()) else {
                         return false;
                     };
@@ -444,9 +442,9 @@ impl SamlProvider {
                 prescan::prescan_message(&raw, allow_sha1, &[want])?;
                 let reduced = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
                     &raw,
-                    &self.meta.certs,
+                    &l.meta.certs,
                     ReduceMode::ValidateAndMarkNoAncestors,
-                    self.sp.allowed_signature_algorithms.as_deref(),
+                    self.template.allowed_signature_algorithms.as_deref(),
                 )
                 .map_err(|_| SamlError::Signature)?;
                 // Only the signed element survives; it must still be the message itself.
@@ -458,12 +456,13 @@ impl SamlProvider {
                 (reduced, relay_state)
             }
         };
-        self.check_slo(&xml, relay_state, now)
+        self.check_slo(&l.meta.entity_id, &xml, relay_state, now)
     }
 
     /// Issuer, Destination and time checks on the verified message.
     fn check_slo(
         &self,
+        idp_entity: &str,
         xml: &str,
         relay_state: Option<String>,
         now: UnixTime,
@@ -476,10 +475,10 @@ impl SamlProvider {
         )?;
         let p = parse(xml)?;
         let issuer = p.issuer.as_deref().map(str::trim);
-        if issuer != Some(self.meta.entity_id.as_str()) {
+        if issuer != Some(idp_entity) {
             return Err(SamlError::Issuer {
                 got: p.issuer.clone(),
-                expected: self.meta.entity_id.clone(),
+                expected: idp_entity.to_owned(),
             });
         }
         // Bindings 3.4.5.2 / 3.5.5.2: a signed message MUST carry the Destination it was sent to.
