@@ -668,6 +668,33 @@ async fn saml_refuses_xsw5_signature_moved_into_the_evil_assertion() {
 }
 
 #[tokio::test]
+async fn saml_refuses_xsw6_signed_assertion_inside_the_moved_signature() {
+    // XSW6: the evil assertion takes the original's place and carries its Signature; the original
+    // (signed) assertion, minus its signature, becomes a child of that Signature, so the Reference
+    // still resolves to it.
+    xsw("xsw6", false, |xml| {
+        let (a, b, assertion) = assertion_span(xml);
+        let (_, _, sig) = between(&assertion, "<ns2:Signature", "</ns2:Signature>");
+        let original_unsigned = assertion.replace(sig, "");
+        let sig_with_original = sig.replace(
+            "</ns2:Signature>",
+            &format!("{original_unsigned}</ns2:Signature>"),
+        );
+        let ev = evil(&assertion);
+        let issuer_end = ev
+            .find(":Issuer>")
+            .and_then(|i| ev[i + 8..].find('>').map(|j| i + 9 + j));
+        let ev = match issuer_end {
+            Some(i) => format!("{}{}{}", &ev[..i], sig_with_original, &ev[i..]),
+            None => panic!("no Issuer in the evil assertion"),
+        };
+        assert!(ev.contains(&original_unsigned));
+        format!("{}{}{}", &xml[..a], ev, &xml[b..])
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn saml_refuses_xsw7_signed_assertion_hidden_in_extensions() {
     xsw("xsw7", false, |xml| {
         let (a, b, assertion) = assertion_span(xml);
