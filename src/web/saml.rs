@@ -5,6 +5,14 @@
 //! cookie with it. The pending request is therefore bound to the browser by its own short-lived
 //! cookie, `SameSite=None` (and `Secure` unless `allow_insecure_http`), path `/saml/acs`, holding
 //! only an opaque key to the server-side pending record; the record is taken once.
+//!
+//! Single logout (`/saml/slo`, see `federation::saml::slo`): an IdP LogoutRequest is recorded in
+//! the shared one-time store by SessionIndex (or, without one, by NameID with its time) and every
+//! replica checks that record when it loads a SAML session ([`ended_by_idp`]). That is how
+//! sessions in other browsers end: the gateway keeps no NameID-to-session index, so they end at
+//! their next request rather than being deleted from the session store at once. The browser
+//! that carries the LogoutRequest (Redirect binding, with its Lax cookie) loses its session
+//! immediately; a cross-site POST carries no session cookie.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1737,3 +1737,33 @@ async fn saml_metadata_url_without_signing_certificate_leaves_the_idp_unavailabl
         .await;
     assert_eq!(resp.status(), 503);
 }
+
+#[tokio::test]
+async fn saml_slo_idp_logout_on_one_replica_ends_the_session_on_another_sharing_redis() {
+    let redis = RedisServer::start();
+    let idp = Idp::new("slo-redis", 1);
+    let gw1 = start_gateway(&idp, "", Some(&redis)).await;
+    let b = Browser::new();
+    let index = slo_sign_in(&idp, &gw1, &b).await;
+    // The second replica: same public URL, its own listener.
+    let mut reserved = Reserved::new().await;
+    let replica = reserved.base.clone();
+    reserved.base = gw1.base.clone();
+    let mut o = Opts::new("http://127.0.0.1:9/unused-oidc", "unused", "unused-secret");
+    o.extra_toml = idp.toml("");
+    o.redis_url = Some(redis.url());
+    let _gw2 = Gateway::start(reserved, o).await;
+    let msg = slo_peer(
+        &idp,
+        logout_request(&gw1, "post", json!({"session_indexes": [index]})),
+    );
+    let resp = Browser::new()
+        .post_form_cross_site(
+            &format!("{replica}/saml/slo"),
+            IDP_ORIGIN,
+            &[("SAMLRequest", msg["SAMLRequest"].as_str().expect("msg"))],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert_not_signed_in(&b, &gw1).await;
+}
