@@ -456,6 +456,13 @@ impl SamlProvider {
                 (reduced, relay_state)
             }
         };
+        // Bindings 3.4.3 / 3.5.3: RelayState "MUST NOT exceed 80 bytes". It is echoed to the
+        // IdP, and over POST nothing signs it.
+        if relay_state.as_ref().is_some_and(|r| r.len() > 80) {
+            return Err(SamlError::Malformed(
+                "RelayState is longer than 80 bytes".into(),
+            ));
+        }
         self.check_slo(&l.meta.entity_id, &xml, relay_state, now)
     }
 
