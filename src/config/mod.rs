@@ -109,10 +109,12 @@ pub struct SamlSp {
 /// A SAML IdP, validated: its metadata was read and names at least one signing certificate.
 #[derive(Debug, Clone)]
 pub struct SamlIdp {
-    /// The metadata document (from `metadata_file`).
+    /// The metadata document (from `metadata_file`); empty when only `metadata_url` is set (the
+    /// gateway fetches it at start-up, refreshes it, and keeps the last good one).
     pub metadata_xml: String,
     pub metadata_url: Option<Url>,
     pub metadata_refresh: Duration,
+    /// From `metadata_file`; empty until fetched when only `metadata_url` is set.
     pub entity_id: String,
     /// DANGER: RSA-SHA1 / SHA-1 digests accepted.
     pub allow_sha1: bool,

@@ -1217,7 +1217,7 @@ fn saml_idp_without_metadata_is_reported() {
     assert_one(
         &errors_with(&text, &saml_env(true)),
         7,
-        "needs `metadata_file`",
+        "needs `metadata_file` or `metadata_url`",
     );
 }
 

@@ -1315,12 +1315,13 @@ fn saml_idp_config(
                 None
             }
         },
+        // Fetched at start-up and refreshed by the gateway (federation::saml).
+        None if metadata_url.is_some() => Some(String::new()),
         None => {
-            // TODO(saml): fetch metadata_url at start-up; until then a file is required.
             c.error(
                 &t,
                 format!(
-                    "[[idp]] \"{}\" needs `metadata_file` (the IdP's SAML metadata document)",
+                    "[[idp]] \"{}\" needs `metadata_file` or `metadata_url` (the IdP's SAML metadata)",
                     idp.id
                 ),
             );
@@ -1328,8 +1329,9 @@ fn saml_idp_config(
         }
     };
     let meta = match &metadata_xml {
+        Some(x) if x.is_empty() => Some(String::new()),
         Some(x) => match crate::federation::saml::parse_idp_metadata(x) {
-            Ok(m) => Some(m),
+            Ok(m) => Some(m.entity_id),
             Err(e) => {
                 c.error(&at("metadata_file"), format!("[[idp]] \"{}\": {e}", idp.id));
                 None
@@ -1361,7 +1363,7 @@ fn saml_idp_config(
             metadata_xml: metadata_xml?,
             metadata_url,
             metadata_refresh: refresh?,
-            entity_id: meta.entity_id,
+            entity_id: meta,
             allow_sha1: idp.allow_sha1,
             allow_unsolicited: idp.allow_unsolicited,
             clock_skew: skew?,

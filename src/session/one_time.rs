@@ -89,6 +89,58 @@ impl OneTimeStore {
         }
     }
 
+    /// Stores `value` under `key` until `until`, replacing any previous value.
+    pub async fn set(
+        &self,
+        key: &str,
+        value: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<(), String> {
+        match self {
+            OneTimeStore::Memory(m) => {
+                let mut m = m.lock();
+                if m.len() >= SWEEP_AT {
+                    m.retain(|_, (exp, _)| *exp > now);
+                }
+                m.insert(key.to_owned(), (until, value.to_owned()));
+                Ok(())
+            }
+            OneTimeStore::Redis { handle, prefix } => {
+                let mut conn = handle.conn().await?;
+                let at_ms = until.max(now + 1) * 1000;
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(format!("{prefix}{key}"))
+                    .arg(value)
+                    .arg("PXAT")
+                    .arg(at_ms)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| format!("redis SET: {:?}", e.kind()))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The value under `key`, if any and not expired (left in place).
+    pub async fn get(&self, key: &str, now: UnixTime) -> Result<Option<String>, String> {
+        match self {
+            OneTimeStore::Memory(m) => Ok(m
+                .lock()
+                .get(key)
+                .filter(|(exp, _)| *exp > now)
+                .map(|(_, v)| v.clone())),
+            OneTimeStore::Redis { handle, prefix } => {
+                let mut conn = handle.conn().await?;
+                redis::cmd("GET")
+                    .arg(format!("{prefix}{key}"))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| format!("redis GET: {:?}", e.kind()))
+            }
+        }
+    }
+
     /// Removes and returns the value under `key` (at most one caller gets it).
     pub async fn take(&self, key: &str, now: UnixTime) -> Result<Option<String>, String> {
         match self {

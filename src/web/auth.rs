@@ -72,7 +72,10 @@ pub async fn load(
     let s = &state.config.session;
     let absolute_over = now - auth.identity.signed_in_at >= s.absolute_timeout.as_secs() as i64;
     let idle_over = now - auth.last_seen >= s.idle_timeout.as_secs() as i64;
-    if absolute_over || idle_over {
+    let ended_by_idp = super::saml::ended_by_idp(state, session, auth.identity.signed_in_at)
+        .await
+        .map_err(|_| AppError::session_store(reference))?;
+    if absolute_over || idle_over || ended_by_idp {
         session
             .flush()
             .await

@@ -317,6 +317,11 @@ pub async fn logout(
             &rid,
         ));
     }
+    let saml_info: Option<super::saml::SamlSessionInfo> = session
+        .get(super::saml::SAML_SESSION_KEY)
+        .await
+        .ok()
+        .flatten();
     session
         .flush()
         .await
@@ -324,6 +329,27 @@ pub async fn logout(
     state.audit.record(
         AuditEvent::new(now, &rid, EventKind::SignOut, Outcome::Allow).who(&signed_in.identity),
     );
+    // SAML: the local session is gone; tell the IdP with a signed LogoutRequest (its answer
+    // comes back to /saml/slo and ends at /signed-out).
+    if let Some(info) = saml_info
+        && let Some(p) = state.saml.as_ref().and_then(|s| s.providers.get(&info.idp))
+    {
+        let url = p.logout_request_url(
+            &info.name_id,
+            info.name_id_format.as_deref(),
+            info.session_index.as_deref(),
+            now,
+        );
+        let target = match url {
+            Ok(Some(u)) => u,
+            Ok(None) => "/signed-out".to_owned(),
+            Err(e) => {
+                tracing::warn!(idp = %info.idp, error = %e, "cannot build the SAML LogoutRequest");
+                "/signed-out".to_owned()
+            }
+        };
+        return Ok(no_store(Redirect::to(&target).into_response()));
+    }
     let back = state.config.logout_uri();
     let target = match state.providers.get(signed_in.identity.idp.as_str()) {
         Some(p) => match p.end_session_endpoint().await {

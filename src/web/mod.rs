@@ -243,6 +243,8 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/login", get(login::login))
         .route("/oidc/{idp}/callback", get(login::callback))
         .route("/saml/acs", post(saml::acs))
+        // Signature checks per message: limited like the ACS.
+        .route("/saml/slo", get(saml::slo_get).post(saml::slo_post))
         .route_layer(axum::middleware::from_fn_with_state(
             sign_in_limit,
             ratelimit::limit,

@@ -5,6 +5,14 @@
 //! cookie with it. The pending request is therefore bound to the browser by its own short-lived
 //! cookie, `SameSite=None` (and `Secure` unless `allow_insecure_http`), path `/saml/acs`, holding
 //! only an opaque key to the server-side pending record; the record is taken once.
+//!
+//! Single logout (`/saml/slo`, see `federation::saml::slo`): an IdP LogoutRequest is recorded in
+//! the shared one-time store by SessionIndex (or, without one, by NameID with its time) and every
+//! replica checks that record when it loads a SAML session ([`ended_by_idp`]). That is how
+//! sessions in other browsers end: the gateway keeps no NameID-to-session index, so they end at
+//! their next request rather than being deleted from the session store at once. The browser
+//! that carries the LogoutRequest (Redirect binding, with its Lax cookie) loses its session
+//! immediately; a cross-site POST carries no session cookie.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +32,7 @@ use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::config::Config;
 use crate::federation::claims::map_identity;
 use crate::federation::saml::sp::{SpKeys, metadata_xml};
-use crate::federation::saml::{PendingSaml, SamlError, SamlProvider, prescan};
+use crate::federation::saml::{PendingSaml, SamlError, SamlProvider, prescan, slo};
 use crate::redirect::LocalPath;
 use crate::session::one_time::OneTimeStore;
 
@@ -57,7 +65,9 @@ impl SamlState {
                 if s.allow_unsolicited {
                     tracing::warn!(idp = %idp.id, "DANGER: allow_unsolicited is on: IdP-initiated responses are accepted");
                 }
-                providers.insert(idp.id.to_string(), Arc::new(p));
+                let p = Arc::new(p);
+                p.spawn_refresh();
+                providers.insert(idp.id.to_string(), p);
             }
         }
         let metadata = metadata_xml(spc, &keys)?;
@@ -242,10 +252,9 @@ async fn acs_inner(
             // No request of this browser is pending: only an IdP that allows unsolicited responses
             // may answer, chosen by the (unverified) Issuer and then verified with its own keys.
             let issuer = unverified_issuer(&response);
-            let provider = saml
-                .providers
-                .values()
-                .find(|p| p.allow_unsolicited() && Some(p.entity_id()) == issuer.as_deref());
+            let provider = saml.providers.values().find(|p| {
+                p.allow_unsolicited() && p.entity_id().is_some() && p.entity_id() == issuer
+            });
             let Some(provider) = provider else {
                 deny(None, "saml_unsolicited", "no sign-in is pending in this browser (missing, expired or already used), and unsolicited responses are not enabled for this issuer".into());
                 return Err(AppError::bad_request(
@@ -260,7 +269,15 @@ async fn acs_inner(
     };
     let idp_id = provider.idp_id().to_string();
 
-    let verified = match provider.verify(response, request_id, now).await {
+    let mut outcome = provider
+        .verify(response.clone(), request_id.clone(), now)
+        .await;
+    // A signature by a key the metadata does not (yet) name: fetch the metadata once (rate
+    // limited) and verify again if the IdP's signing certificates changed (rollover).
+    if matches!(outcome, Err(SamlError::Signature)) && provider.refresh_for_unknown_key(now).await {
+        outcome = provider.verify(response, request_id, now).await;
+    }
+    let verified = match outcome {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(idp = %idp_id, reason = e.reason(), error = %e, "SAML sign-in refused");
@@ -368,5 +385,274 @@ fn refused(rid: &str, e: Option<&SamlError>) -> AppError {
         }
         None => err
             .with_hint("If this keeps happening, give the reference below to your administrator."),
+    }
+}
+
+fn logout_key_index(idp: &str, index: &str) -> String {
+    format!("saml-logout:{idp}:sidx:{index}")
+}
+
+fn logout_key_name_id(idp: &str, name_id: &str) -> String {
+    format!("saml-logout:{idp}:nameid:{name_id}")
+}
+
+/// Whether the IdP has ended this (SAML) session with a LogoutRequest since it signed in: an IdP
+/// logout arrives in whichever browser the IdP chooses (or none), so it is recorded in the shared
+/// store by SessionIndex or NameID and every replica checks it on each request.
+pub async fn ended_by_idp(
+    state: &AppState,
+    session: &Session,
+    signed_in_at: crate::clock::UnixTime,
+) -> Result<bool, String> {
+    let Some(saml) = &state.saml else {
+        return Ok(false);
+    };
+    let info: Option<SamlSessionInfo> = session
+        .get(SAML_SESSION_KEY)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(info) = info else {
+        return Ok(false);
+    };
+    let now = state.clock.now();
+    if let Some(idx) = &info.session_index
+        && saml
+            .one_time
+            .get(&logout_key_index(&info.idp, idx), now)
+            .await?
+            .is_some()
+    {
+        return Ok(true);
+    }
+    let by_name = saml
+        .one_time
+        .get(&logout_key_name_id(&info.idp, &info.name_id), now)
+        .await?;
+    Ok(by_name
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_some_and(|at| at >= signed_in_at))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SloForm {
+    #[serde(rename = "SAMLRequest")]
+    saml_request: Option<String>,
+    #[serde(rename = "SAMLResponse")]
+    saml_response: Option<String>,
+    #[serde(rename = "RelayState")]
+    relay_state: Option<String>,
+}
+
+/// `GET /saml/slo` (HTTP-Redirect binding).
+pub async fn slo_get(
+    State(state): State<AppState>,
+    RequestId(rid): RequestId,
+    session: Session,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let inbound = slo::Inbound::Redirect(query.unwrap_or_default());
+    let resp = match slo_inner(&state, &rid, &session, inbound).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    no_store(resp)
+}
+
+/// `POST /saml/slo` (HTTP-POST binding).
+pub async fn slo_post(
+    State(state): State<AppState>,
+    RequestId(rid): RequestId,
+    session: Session,
+    Form(form): Form<SloForm>,
+) -> Response {
+    let inbound = match (form.saml_request, form.saml_response) {
+        (Some(m), None) => slo::Inbound::Post {
+            message: m,
+            is_request: true,
+            relay_state: form.relay_state,
+        },
+        (None, Some(m)) => slo::Inbound::Post {
+            message: m,
+            is_request: false,
+            relay_state: form.relay_state,
+        },
+        _ => {
+            return no_store(
+                AppError::bad_request("The sign-out message is incomplete.", &rid).into_response(),
+            );
+        }
+    };
+    let resp = match slo_inner(&state, &rid, &session, inbound).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    no_store(resp)
+}
+
+fn slo_refused(rid: &str, e: &SamlError) -> AppError {
+    AppError::new(
+        StatusCode::BAD_REQUEST,
+        "Sign-out message refused",
+        "The sign-out message did not pass the gateway's checks; nothing was changed.",
+        rid,
+    )
+    .with_hint(format!("For the administrator: {}.", short(&e.to_string())))
+}
+
+fn short(text: &str) -> String {
+    let mut text = text.to_owned();
+    if text.len() > 300 {
+        let mut cut = 300;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+async fn slo_inner(
+    state: &AppState,
+    rid: &str,
+    session: &Session,
+    inbound: slo::Inbound,
+) -> Result<Response, AppError> {
+    let now = state.clock.now();
+    let audit = |idp: Option<&str>, outcome: Outcome, reason: Option<&str>, detail: String| {
+        let mut ev = AuditEvent::new(now, rid, EventKind::SignOut, outcome);
+        ev.idp = idp.map(str::to_owned);
+        ev.reason = reason.map(str::to_owned);
+        ev.detail = Some(detail);
+        state.audit.record(ev);
+    };
+    let Some(saml) = &state.saml else {
+        return Err(AppError::not_found(
+            "SAML is not configured on this gateway.",
+            rid,
+        ));
+    };
+    // The (unverified) Issuer only picks whose keys verify the message.
+    let issuer = slo::unverified_issuer(&inbound);
+    let Some(provider) = saml
+        .providers
+        .values()
+        .find(|p| p.entity_id().is_some() && p.entity_id() == issuer)
+    else {
+        let e = SamlError::Issuer {
+            got: issuer,
+            expected: "a configured SAML IdP".into(),
+        };
+        audit(None, Outcome::Deny, Some(e.reason()), e.to_string());
+        return Err(slo_refused(rid, &e));
+    };
+    let idp_id = provider.idp_id().to_string();
+    let mut outcome = provider.verify_slo(inbound.clone(), now).await;
+    if matches!(outcome, Err(SamlError::Signature)) && provider.refresh_for_unknown_key(now).await {
+        outcome = provider.verify_slo(inbound, now).await;
+    }
+    let msg = match outcome {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(idp = %idp_id, reason = e.reason(), error = %e, "SAML logout message refused");
+            audit(
+                Some(&idp_id),
+                Outcome::Deny,
+                Some(e.reason()),
+                e.to_string(),
+            );
+            return Err(slo_refused(rid, &e));
+        }
+    };
+    match msg {
+        slo::SloMessage::Response(r) => {
+            // The local session ended before the LogoutRequest was sent; this only ends the flow.
+            let detail = match &r.status_failure {
+                None => "SAML LogoutResponse: Success".to_owned(),
+                Some(code) => format!("SAML LogoutResponse: the IdP answered {code}"),
+            };
+            audit(Some(&idp_id), Outcome::Allow, None, detail);
+            Ok((
+                StatusCode::SEE_OTHER,
+                [(header::LOCATION, "/signed-out".to_owned())],
+            )
+                .into_response())
+        }
+        slo::SloMessage::Request(req) => {
+            let skew = state
+                .config
+                .idp(&idp_id)
+                .and_then(|i| match &i.protocol {
+                    crate::config::Protocol::Saml(s) => Some(s.clock_skew.as_secs() as i64),
+                    _ => None,
+                })
+                .unwrap_or(60);
+            // A LogoutRequest is acted on once (its IssueInstant bounds how long it could be replayed).
+            let first = saml
+                .one_time
+                .claim(
+                    &format!("slo:{idp_id}:{}", req.id),
+                    now + slo::MAX_REQUEST_AGE + 2 * skew,
+                    now,
+                )
+                .await
+                .map_err(|_| AppError::session_store(rid))?;
+            if !first {
+                let e = SamlError::Replay;
+                audit(
+                    Some(&idp_id),
+                    Outcome::Deny,
+                    Some(e.reason()),
+                    e.to_string(),
+                );
+                return Err(slo_refused(rid, &e));
+            }
+            // Sessions of this NameID in other browsers are found through the shared store (by
+            // SessionIndex when the IdP names one, else every session of the NameID signed in
+            // until now) and end at their next request, on any replica.
+            let until = now + state.config.session.absolute_timeout.as_secs() as i64;
+            if req.session_indexes.is_empty() {
+                saml.one_time
+                    .set(
+                        &logout_key_name_id(&idp_id, &req.name_id),
+                        &now.to_string(),
+                        until,
+                        now,
+                    )
+                    .await
+                    .map_err(|_| AppError::session_store(rid))?;
+            }
+            for idx in &req.session_indexes {
+                saml.one_time
+                    .set(&logout_key_index(&idp_id, idx), "1", until, now)
+                    .await
+                    .map_err(|_| AppError::session_store(rid))?;
+            }
+            // This browser's session, when its cookie came along (Redirect binding; a cross-site
+            // POST carries no SameSite=Lax cookie), ends right away.
+            let here: Option<SamlSessionInfo> = session.get(SAML_SESSION_KEY).await.ok().flatten();
+            if here.is_some_and(|h| h.idp == idp_id && h.name_id == req.name_id) {
+                session
+                    .flush()
+                    .await
+                    .map_err(|_| AppError::session_store(rid))?;
+            }
+            audit(
+                Some(&idp_id),
+                Outcome::Allow,
+                None,
+                format!(
+                    "SAML LogoutRequest from the IdP ({} session index(es))",
+                    req.session_indexes.len()
+                ),
+            );
+            let url = provider
+                .logout_response_url(&req.id, req.relay_state.as_deref(), now)
+                .map_err(|e| {
+                    tracing::warn!(idp = %idp_id, error = %e, "cannot answer the LogoutRequest");
+                    AppError::unavailable("The identity provider", rid)
+                })?;
+            Ok(Redirect::to(&url).into_response())
+        }
     }
 }

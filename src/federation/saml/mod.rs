@@ -26,6 +26,7 @@
 //! `spawn_blocking` and maps every error to [`SamlError`] inside the closure.
 
 pub mod prescan;
+pub mod slo;
 pub mod sp;
 
 use std::sync::Arc;
@@ -99,6 +100,8 @@ pub enum SamlError {
     Replay,
     #[error("unsolicited responses are not accepted from this IdP")]
     Unsolicited,
+    #[error("the IdP's metadata is not loaded (yet): its metadata_url could not be fetched")]
+    MetadataUnavailable,
     #[error("SAML verification failed: {0}")]
     Internal(String),
 }
@@ -127,6 +130,7 @@ impl SamlError {
             SamlError::Decrypt => "saml_decrypt",
             SamlError::Replay => "saml_replay",
             SamlError::Unsolicited => "saml_unsolicited",
+            SamlError::MetadataUnavailable => "saml_metadata_unavailable",
             SamlError::Internal(_) => "saml_internal",
         }
     }
@@ -232,7 +236,11 @@ pub struct IdpMetadata {
     pub entity_id: String,
     pub sso_redirect: String,
     pub slo_redirect: Option<String>,
+    /// Where LogoutResponses go (the Redirect SingleLogoutService's ResponseLocation, else its
+    /// Location).
+    pub slo_response_redirect: Option<String>,
     pub signing_certs: usize,
+    pub certs: Vec<CertificateDer>,
     pub descriptor: EntityDescriptor,
 }
 
@@ -275,24 +283,48 @@ pub fn parse_idp_metadata(xml: &str) -> Result<IdpMetadata, String> {
     let sso_redirect = probe
         .sso_binding_location(HTTP_REDIRECT_BINDING)
         .ok_or("the metadata has no SingleSignOnService with the HTTP-Redirect binding")?;
+    let slo_response_redirect = idps
+        .iter()
+        .flat_map(|d| d.single_logout_services.iter())
+        .find(|e| e.binding == HTTP_REDIRECT_BINDING)
+        .map(|e| {
+            e.response_location
+                .clone()
+                .unwrap_or_else(|| e.location.clone())
+        });
     Ok(IdpMetadata {
         entity_id,
         sso_redirect,
         slo_redirect: probe.slo_binding_location(HTTP_REDIRECT_BINDING),
+        slo_response_redirect,
         signing_certs: certs.len(),
+        certs,
         descriptor,
     })
+}
+
+/// The IdP's current metadata and the samael SP built on it (replaced whole on refresh).
+pub struct Loaded {
+    pub meta: IdpMetadata,
+    sp: ServiceProvider,
 }
 
 /// One SAML IdP as seen from this SP.
 pub struct SamlProvider {
     idp: IdpId,
     cfg: SamlIdp,
-    meta: IdpMetadata,
-    sp: ServiceProvider,
+    /// `None` until the metadata is known (a `metadata_url` without `metadata_file` before its
+    /// first successful fetch): the IdP is then unavailable, never unverified.
+    loaded: arc_swap::ArcSwapOption<Loaded>,
+    /// samael's SP settings without the IdP metadata.
+    template: ServiceProvider,
+    /// Rate limit of metadata fetches forced by an unknown signing key (unix seconds).
+    last_forced: std::sync::atomic::AtomicI64,
+    pub(crate) http: reqwest::Client,
     keys: Arc<sp::SpKeys>,
     entity_id: String,
     acs_url: String,
+    slo_url: String,
     sign_requests: bool,
 }
 
@@ -300,7 +332,7 @@ impl std::fmt::Debug for SamlProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SamlProvider")
             .field("idp", &self.idp)
-            .field("entity_id", &self.meta.entity_id)
+            .field("entity_id", &self.entity_id())
             .finish_non_exhaustive()
     }
 }
@@ -320,8 +352,6 @@ impl SamlProvider {
         spc: &SamlSp,
         keys: Arc<sp::SpKeys>,
     ) -> Result<Self, String> {
-        let meta = parse_idp_metadata(&cfg.metadata_xml)
-            .map_err(|e| format!("[[idp]] {}: {e}", idp.id))?;
         let skew =
             chrono::Duration::from_std(cfg.clock_skew).unwrap_or(chrono::Duration::seconds(60));
         // Explicit allow-list (samael allows every algorithm when this is None). samael has no
@@ -339,14 +369,13 @@ impl SamlProvider {
                 AllowedSignatureAlgorithm::EcdsaSha512,
             ])
         };
-        let sp = ServiceProvider {
+        let template = ServiceProvider {
             entity_id: Some(spc.entity_id.clone()),
             key: Some(keys.key.clone()),
             certificate: Some(keys.cert.clone()),
             metadata_url: Some(spc.metadata_url.clone()),
             acs_url: Some(spc.acs_url.clone()),
             slo_url: Some(spc.slo_url.clone()),
-            idp_metadata: meta.descriptor.clone(),
             authn_name_id_format: cfg.nameid_format.clone(),
             allow_idp_initiated: cfg.allow_unsolicited,
             max_issue_delay: chrono::Duration::seconds(90) + skew,
@@ -354,29 +383,157 @@ impl SamlProvider {
             allowed_signature_algorithms: allowed,
             ..ServiceProvider::default()
         };
-        Ok(SamlProvider {
+        let host = cfg
+            .metadata_url
+            .as_ref()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        let http = metadata_client(host).map_err(|e| format!("[[idp]] {}: {e}", idp.id))?;
+        let p = SamlProvider {
             idp: idp.id.clone(),
             cfg: cfg.clone(),
-            meta,
-            sp,
+            loaded: arc_swap::ArcSwapOption::empty(),
+            template,
+            last_forced: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
+            http,
             keys,
             entity_id: spc.entity_id.clone(),
             acs_url: spc.acs_url.clone(),
+            slo_url: spc.slo_url.clone(),
             sign_requests: spc.sign_authn_requests,
-        })
+        };
+        if !cfg.metadata_xml.is_empty() {
+            p.install(&cfg.metadata_xml)
+                .map_err(|e| format!("[[idp]] {}: {e}", idp.id))?;
+        } else if cfg.metadata_url.is_none() {
+            return Err(format!("[[idp]] {}: no metadata", idp.id));
+        }
+        Ok(p)
+    }
+
+    /// The current metadata, or [`SamlError::MetadataUnavailable`].
+    pub fn loaded(&self) -> Result<Arc<Loaded>, SamlError> {
+        self.loaded
+            .load_full()
+            .ok_or(SamlError::MetadataUnavailable)
+    }
+
+    /// Checks and installs a metadata document. The entity ID may not change; a document without
+    /// a signing certificate is refused (the last good one stays). Returns whether the set of
+    /// signing certificates changed.
+    pub fn install(&self, xml: &str) -> Result<bool, String> {
+        let meta = parse_idp_metadata(xml)?;
+        let before = self.loaded.load_full();
+        if let Some(b) = &before
+            && b.meta.entity_id != meta.entity_id
+        {
+            return Err(format!(
+                "the metadata names entity {:?}, not {:?}; kept the previous metadata",
+                meta.entity_id, b.meta.entity_id
+            ));
+        }
+        if !self.cfg.entity_id.is_empty() && self.cfg.entity_id != meta.entity_id {
+            return Err(format!(
+                "the metadata names entity {:?}, not {:?}",
+                meta.entity_id, self.cfg.entity_id
+            ));
+        }
+        let changed = before.as_ref().is_none_or(|b| b.meta.certs != meta.certs);
+        let sp = ServiceProvider {
+            idp_metadata: meta.descriptor.clone(),
+            ..self.template.clone()
+        };
+        self.loaded.store(Some(Arc::new(Loaded { meta, sp })));
+        Ok(changed)
+    }
+
+    /// Fetches `metadata_url` and installs it (see [`SamlProvider::install`]).
+    pub async fn refresh(&self) -> Result<bool, String> {
+        let Some(url) = &self.cfg.metadata_url else {
+            return Ok(false);
+        };
+        let xml = fetch_metadata(&self.http, url).await?;
+        self.install(&xml)
+    }
+
+    /// A signature did not verify: perhaps the IdP rolled over to a key its metadata (at
+    /// `metadata_url`) names by now. Fetches at most once per [`FORCED_REFRESH_EVERY`] seconds;
+    /// `true` when the signing certificates changed (the caller then verifies once more).
+    pub async fn refresh_for_unknown_key(&self, now: UnixTime) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.cfg.metadata_url.is_none() {
+            return false;
+        }
+        let last = self.last_forced.load(Ordering::Relaxed);
+        if now - last < FORCED_REFRESH_EVERY
+            || self
+                .last_forced
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        match self.refresh().await {
+            Ok(changed) => {
+                tracing::info!(idp = %self.idp, changed, "IdP metadata fetched after an unknown signing key");
+                changed
+            }
+            Err(e) => {
+                tracing::warn!(idp = %self.idp, error = %e, "IdP metadata refresh failed; keeping the last good metadata");
+                false
+            }
+        }
+    }
+
+    /// Background refresh of `metadata_url`: at once, then every `metadata_refresh` (every 10 s
+    /// while no metadata was ever loaded). Stops when the provider is dropped.
+    pub fn spawn_refresh(self: &Arc<Self>) {
+        let Some(url) = self.cfg.metadata_url.clone() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(idp = %self.idp, "no runtime: metadata_url is not refreshed");
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let every = self
+            .cfg
+            .metadata_refresh
+            .max(std::time::Duration::from_secs(1));
+        rt.spawn(async move {
+            loop {
+                let Some(p) = weak.upgrade() else { return };
+                let wait = match p.refresh().await {
+                    Ok(changed) => {
+                        tracing::info!(idp = %p.idp, url = %url, changed, "IdP metadata fetched");
+                        every
+                    }
+                    Err(e) => {
+                        tracing::warn!(idp = %p.idp, url = %url, error = %e, "IdP metadata fetch failed; keeping the last good metadata");
+                        if p.loaded.load().is_none() {
+                            every.min(std::time::Duration::from_secs(10))
+                        } else {
+                            every
+                        }
+                    }
+                };
+                drop(p);
+                tokio::time::sleep(wait).await;
+            }
+        });
     }
 
     pub fn idp_id(&self) -> &IdpId {
         &self.idp
     }
-    pub fn entity_id(&self) -> &str {
-        &self.meta.entity_id
+    /// The IdP's entity ID, once its metadata is known.
+    pub fn entity_id(&self) -> Option<String> {
+        self.loaded
+            .load()
+            .as_ref()
+            .map(|l| l.meta.entity_id.clone())
     }
     pub fn allow_unsolicited(&self) -> bool {
         self.cfg.allow_unsolicited
-    }
-    pub fn slo_redirect(&self) -> Option<&str> {
-        self.meta.slo_redirect.as_deref()
     }
 
     /// Builds the AuthnRequest redirect. The request ID and the RelayState are fresh random
@@ -387,18 +544,18 @@ impl SamlProvider {
         now: UnixTime,
     ) -> Result<(String, PendingSaml), SamlError> {
         use samael::traits::ToXml;
+        let l = self.loaded()?;
         let request_id = format!("_{}", random_hex(20));
         let relay_state = random_hex(16);
-        let mut req = self
-            .sp
-            .make_authentication_request(&self.meta.sso_redirect)
-            .map_err(|e| SamlError::Internal(format!("cannot build the AuthnRequest: {e}")))?;
+        let mut req =
+            l.sp.make_authentication_request(&l.meta.sso_redirect)
+                .map_err(|e| SamlError::Internal(format!("cannot build the AuthnRequest: {e}")))?;
         req.id = request_id.clone();
         let xml = req
             .to_string()
             .map_err(|e| SamlError::Internal(format!("cannot serialize the AuthnRequest: {e}")))?;
         let url = sp::redirect_url(
-            &self.meta.sso_redirect,
+            &l.meta.sso_redirect,
             "SAMLRequest",
             &xml,
             &relay_state,
@@ -468,15 +625,16 @@ impl SamlProvider {
             return Err(SamlError::Unsolicited);
         }
         // Never call samael without keys: it would skip verification.
-        if self.meta.signing_certs == 0 {
+        let l = self.loaded()?;
+        if l.meta.signing_certs == 0 {
             return Err(SamlError::Internal("no IdP signing certificate".into()));
         }
         let ids: Vec<&str> = request_id.into_iter().collect();
-        let assertion = self
+        let assertion = l
             .sp
             .parse_xml_response_with_mode(&xml, Some(&ids), ReduceMode::ValidateAndMarkNoAncestors)
             .map_err(|e| {
-                match map_sp_error(&e, &self.meta.entity_id, &self.acs_url, &self.entity_id) {
+                match map_sp_error(&e, &l.meta.entity_id, &self.acs_url, &self.entity_id) {
                     // samael does not say which audience came; the admin needs it. Taken from
                     // the prescan (as sent), only for this message.
                     SamlError::Audience { got, expected } if got.is_empty() => {
@@ -488,23 +646,24 @@ impl SamlProvider {
                     other => other,
                 }
             })?;
-        self.check_assertion(&assertion, request_id, now)
+        self.check_assertion(&l.meta.entity_id, &assertion, request_id, now)
     }
 
     /// Our own checks on the verified assertion, with the gateway's clock (SAML profiles 4.1.4.2,
     /// "Web Browser SSO Profile: Response Usage"), then the claims.
     fn check_assertion(
         &self,
+        idp_entity: &str,
         a: &Assertion,
         request_id: Option<&str>,
         now: UnixTime,
     ) -> Result<VerifiedAssertion, SamlError> {
         let skew = self.cfg.clock_skew.as_secs() as i64;
         // "The <Issuer> element ... MUST contain the unique identifier of the issuing identity provider"
-        if a.issuer.value.as_deref() != Some(self.meta.entity_id.as_str()) {
+        if a.issuer.value.as_deref() != Some(idp_entity) {
             return Err(SamlError::Issuer {
                 got: a.issuer.value.clone(),
-                expected: self.meta.entity_id.clone(),
+                expected: idp_entity.to_owned(),
             });
         }
         // "the assertion(s) containing a bearer subject confirmation MUST contain an
@@ -654,6 +813,53 @@ impl SamlProvider {
             session_index: statement.and_then(|s| s.session_index.clone()),
         })
     }
+}
+
+/// Seconds between two metadata fetches forced by unknown signing keys.
+pub const FORCED_REFRESH_EVERY: i64 = 60;
+/// Largest metadata document accepted from `metadata_url`.
+const MAX_METADATA_BYTES: usize = 1024 * 1024;
+
+/// The client for `metadata_url`: timeouts, and redirects only within the metadata host.
+fn metadata_client(host: Option<String>) -> Result<reqwest::Client, String> {
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        let same = attempt.url().host_str().map(str::to_owned) == host;
+        if same && attempt.previous().len() < 5 {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    });
+    reqwest::Client::builder()
+        .redirect(policy)
+        .timeout(std::time::Duration::from_secs(10))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("cannot build the metadata client: {e}"))
+}
+
+/// GETs the metadata document (2xx, at most [`MAX_METADATA_BYTES`]).
+pub async fn fetch_metadata(http: &reqwest::Client, url: &url::Url) -> Result<String, String> {
+    let mut resp = http
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url} answered {}", resp.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("cannot read {url}: {e}"))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_METADATA_BYTES {
+            return Err(format!("{url}: the metadata is larger than 1 MiB"));
+        }
+    }
+    String::from_utf8(body).map_err(|_| format!("{url}: the metadata is not UTF-8"))
 }
 
 /// `n` random bytes as hex.

@@ -55,6 +55,10 @@ pub struct Prescan {
     pub assertions: usize,
     /// Every `saml:Audience` text, unverified: only for the admin's error message.
     pub audiences: Vec<String>,
+    /// Local name of the root element (`Response`, `LogoutRequest`, `LogoutResponse`).
+    pub root: String,
+    /// The root element's `NotOnOrAfter` (LogoutRequest), as sent.
+    pub not_on_or_after: Option<String>,
 }
 
 #[allow(deprecated)] // `unescape_value` is the plain, entity-free unescape we want here.
@@ -71,6 +75,11 @@ fn is(ns: &ResolveResult<'_>, want: &[u8]) -> bool {
 
 /// Scans `xml`; `allow_sha1` widens the algorithm allow-list to RSA-SHA1 / SHA-1.
 pub fn prescan(xml: &str, allow_sha1: bool) -> Result<Prescan, SamlError> {
+    prescan_message(xml, allow_sha1, &["Response"])
+}
+
+/// Like [`prescan`], for a protocol message whose root is one of `roots` (samlp local names).
+pub fn prescan_message(xml: &str, allow_sha1: bool, roots: &[&str]) -> Result<Prescan, SamlError> {
     let mut reader = NsReader::from_str(xml);
     let mut out = Prescan::default();
     let mut depth = 0usize;
@@ -108,12 +117,15 @@ pub fn prescan(xml: &str, allow_sha1: bool) -> Result<Prescan, SamlError> {
                 let local = local.as_ref();
                 if !root_seen {
                     root_seen = true;
-                    if !(is(&ns, PROTOCOL_NS) && local == b"Response") {
-                        return Err(SamlError::Malformed(
-                            "the document is not a samlp:Response".into(),
-                        ));
+                    if !(is(&ns, PROTOCOL_NS) && roots.iter().any(|r| r.as_bytes() == local)) {
+                        return Err(SamlError::Malformed(format!(
+                            "the document is not a samlp:{}",
+                            roots.join(" or samlp:")
+                        )));
                     }
+                    out.root = String::from_utf8_lossy(local).into_owned();
                     out.destination = attr(e, b"Destination");
+                    out.not_on_or_after = attr(e, b"NotOnOrAfter");
                 }
                 if is(&ns, DSIG_NS) && local == b"SignatureMethod" {
                     let alg = attr(e, b"Algorithm").unwrap_or_default();

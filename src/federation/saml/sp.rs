@@ -6,7 +6,9 @@ use std::io::Write;
 use base64::Engine;
 use openssl::pkey::{PKey, Private};
 use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
-use samael::metadata::{EncryptionMethod, EntityDescriptor, KeyDescriptor};
+use samael::metadata::{
+    EncryptionMethod, EntityDescriptor, HTTP_POST_BINDING, HTTP_REDIRECT_BINDING, KeyDescriptor,
+};
 use samael::service_provider::ServiceProvider;
 use samael::signature::{DigestAlgorithm, Signature};
 
@@ -62,7 +64,6 @@ pub fn metadata_xml(spc: &SamlSp, keys: &SpKeys) -> Result<String, String> {
         certificate: Some(keys.cert.clone()),
         metadata_url: Some(spc.metadata_url.clone()),
         acs_url: Some(spc.acs_url.clone()),
-        // samael needs an SLO URL to build metadata; the endpoint is removed again below.
         slo_url: Some(spc.slo_url.clone()),
         metadata_valid_duration: Some(chrono::Duration::days(7)),
         ..ServiceProvider::default()
@@ -98,9 +99,17 @@ pub fn metadata_xml(spc: &SamlSp, keys: &SpKeys) -> Result<String, String> {
         d.authn_requests_signed = Some(spc.sign_authn_requests);
         d.want_assertions_signed = Some(true);
         d.name_id_formats = Some(NAMEID_FORMATS.iter().map(|s| (*s).to_owned()).collect());
-        // Single logout is not implemented yet: advertising /saml/slo would invite the IdP to call
-        // an endpoint that does not exist.
-        d.single_logout_services = None;
+        // /saml/slo takes LogoutRequests and LogoutResponses over both bindings.
+        d.single_logout_services = Some(
+            [HTTP_REDIRECT_BINDING, HTTP_POST_BINDING]
+                .iter()
+                .map(|b| samael::metadata::Endpoint {
+                    binding: (*b).to_owned(),
+                    location: spc.slo_url.clone(),
+                    response_location: None,
+                })
+                .collect(),
+        );
     }
     if !spc.sign_metadata {
         return ed.to_string().map_err(|e| e.to_string());
@@ -157,9 +166,10 @@ pub fn redirect_url(
     let b64 = base64::engine::general_purpose::STANDARD.encode(deflated);
     let mut url = url::Url::parse(endpoint)
         .map_err(|e| SamlError::Internal(format!("bad IdP endpoint: {e}")))?;
-    url.query_pairs_mut()
-        .append_pair(param, &b64)
-        .append_pair("RelayState", relay_state);
+    url.query_pairs_mut().append_pair(param, &b64);
+    if !relay_state.is_empty() {
+        url.query_pairs_mut().append_pair("RelayState", relay_state);
+    }
     let url = match key {
         Some(k) => samael::crypto::sign_url(url, k)
             .map_err(|e| SamlError::Internal(format!("cannot sign the request: {e}")))?,

@@ -29,8 +29,23 @@ from saml2.samlp import response_from_string
 from saml2.sigver import pre_encryption_part, pre_signature_part
 
 AES128_CBC = "http://www.w3.org/2001/04/xmlenc#aes128-cbc"
-# pysaml2 encrypts with 3DES by default; samael (and we) accept AES only.
-saml2.entity.pre_encryption_part = functools.partial(pre_encryption_part, msg_enc=AES128_CBC)
+DS_NS = "http://www.w3.org/2000/09/xmldsig#"
+
+
+def _aes_template(*args, **kwargs):
+    # pysaml2 encrypts with 3DES by default; samael (and we) accept AES only.
+    kwargs["msg_enc"] = AES128_CBC
+    template = pre_encryption_part(*args, **kwargs)
+    # samael 0.0.22 deserializes the EncryptedData's KeyInfo only when it declares the xmldsig
+    # namespace itself (`xmlns:ds` or `xmlns:dsig` on ds:KeyInfo; its `EncryptedKeyInfo.ds` field
+    # is a required attribute). pysaml2 declares it once on EncryptedData, so samael cannot parse
+    # the Response at all. Declaring it on KeyInfo too (as Shibboleth-style IdPs do) is equivalent
+    # XML.
+    template.key_info.extension_attributes["xmlns:ds"] = DS_NS
+    return template
+
+
+saml2.entity.pre_encryption_part = _aes_template
 _encrypt_assertion = saml2.sigver.CryptoBackendXmlSec1.encrypt_assertion
 
 
