@@ -210,23 +210,7 @@ pub async fn callback(
         ));
     };
     let identity = map_identity(&verified, &idp_cfg.claims, now);
-    // A leaver (SCIM `active: false`, or deleted) gets no session at all, whatever the IdP says.
-    if let Some(scim) = &state.scim
-        && scim
-            .is_deprovisioned(&identity.subject, identity.email.as_deref())
-            .await
-    {
-        let mut ev = AuditEvent::new(now, &rid, EventKind::SignIn, Outcome::Deny).who(&identity);
-        ev.rule = Some("deprovisioned".into());
-        ev.reason = Some("deprovisioned".into());
-        state.audit.record(ev);
-        return Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "Sign-in refused",
-            "Your account has been disabled by your organisation's identity management.",
-            &rid,
-        ));
-    }
+    refuse_deprovisioned(&state, &rid, &identity, now).await?;
     // Session fixation defence: a fresh id for the signed-in session.
     session
         .cycle_id()
@@ -382,4 +366,31 @@ pub async fn signed_out() -> Response {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A leaver (SCIM `active: false`, or deleted) gets no session at all, whatever the IdP says.
+/// Shared by every protocol's sign-in.
+pub(super) async fn refuse_deprovisioned(
+    state: &AppState,
+    rid: &str,
+    identity: &crate::identity::Identity,
+    now: i64,
+) -> Result<(), AppError> {
+    if let Some(scim) = &state.scim
+        && scim
+            .is_deprovisioned(&identity.subject, identity.email.as_deref())
+            .await
+    {
+        let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Deny).who(identity);
+        ev.rule = Some("deprovisioned".into());
+        ev.reason = Some("deprovisioned".into());
+        state.audit.record(ev);
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused",
+            "Your account has been disabled by your organisation's identity management.",
+            rid,
+        ));
+    }
+    Ok(())
 }

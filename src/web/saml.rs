@@ -303,6 +303,7 @@ async fn acs_inner(
         return Err(AppError::not_found("There is no such sign-in method.", rid));
     };
     let identity = map_identity(&verified.claims, &idp_cfg.claims, now);
+    super::login::refuse_deprovisioned(state, rid, &identity, now).await?;
     session
         .cycle_id()
         .await
