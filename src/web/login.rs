@@ -210,18 +210,34 @@ pub async fn callback(
         ));
     };
     let identity = map_identity(&verified, &idp_cfg.claims, now);
-    refuse_deprovisioned(&state, &rid, &identity, now).await?;
-    // Session fixation defence: a fresh id for the signed-in session.
+    establish(&state, &session, &rid, identity, now, "OIDC").await?;
+    Ok(no_store(Redirect::to(return_to.as_str()).into_response()))
+}
+
+/// The end of every protocol's sign-in: refuse a leaver, rotate the session id (fixation
+/// defence), forget pending logins, store the signed-in state, and audit the sign-in.
+pub(super) async fn establish(
+    state: &AppState,
+    session: &Session,
+    rid: &str,
+    identity: crate::identity::Identity,
+    now: i64,
+    protocol: &str,
+) -> Result<(), AppError> {
+    refuse_deprovisioned(state, rid, &identity, now).await?;
     session
         .cycle_id()
         .await
-        .map_err(|_| AppError::session_store(&rid))?;
+        .map_err(|_| AppError::session_store(rid))?;
     session
         .remove_value(PENDING_KEY)
         .await
-        .map_err(|_| AppError::session_store(&rid))?;
+        .map_err(|_| AppError::session_store(rid))?;
+    let grants = state.policy().policy.grants(&identity, now);
+    let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Allow).who(&identity);
+    ev.detail = Some(format!("{protocol}; {} store(s) granted", grants.len()));
     let signed_in = SignedInState {
-        identity: identity.clone(),
+        identity,
         csrf: random_token(),
         last_seen: now,
         customers: Default::default(),
@@ -229,12 +245,9 @@ pub async fn callback(
     session
         .insert(AUTH_KEY, &signed_in)
         .await
-        .map_err(|_| AppError::session_store(&rid))?;
-    let grants = state.policy().policy.grants(&identity, now);
-    let mut ev = AuditEvent::new(now, &rid, EventKind::SignIn, Outcome::Allow).who(&identity);
-    ev.detail = Some(format!("{} store(s) granted", grants.len()));
+        .map_err(|_| AppError::session_store(rid))?;
     state.audit.record(ev);
-    Ok(no_store(Redirect::to(return_to.as_str()).into_response()))
+    Ok(())
 }
 
 fn sign_in_failed(state: &AppState, rid: &str, idp: &str, now: i64, e: OidcError) -> AppError {

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::auth::{AUTH_KEY, PENDING_TTL, SignedInState};
+use super::auth::PENDING_TTL;
 use super::errors::AppError;
 use super::extract::RequestId;
 use super::{AppState, no_store, random_token};
@@ -303,21 +303,7 @@ async fn acs_inner(
         return Err(AppError::not_found("There is no such sign-in method.", rid));
     };
     let identity = map_identity(&verified.claims, &idp_cfg.claims, now);
-    super::login::refuse_deprovisioned(state, rid, &identity, now).await?;
-    session
-        .cycle_id()
-        .await
-        .map_err(|_| AppError::session_store(rid))?;
-    let signed_in = SignedInState {
-        identity: identity.clone(),
-        csrf: random_token(),
-        last_seen: now,
-        customers: Default::default(),
-    };
-    session
-        .insert(AUTH_KEY, &signed_in)
-        .await
-        .map_err(|_| AppError::session_store(rid))?;
+    super::login::establish(state, session, rid, identity, now, "SAML").await?;
     let slo = SamlSessionInfo {
         idp: idp_id.clone(),
         name_id: verified.name_id.clone(),
@@ -328,10 +314,6 @@ async fn acs_inner(
         .insert(SAML_SESSION_KEY, &slo)
         .await
         .map_err(|_| AppError::session_store(rid))?;
-    let grants = state.policy().policy.grants(&identity, now);
-    let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Allow).who(&identity);
-    ev.detail = Some(format!("SAML; {} store(s) granted", grants.len()));
-    state.audit.record(ev);
     // 303: the browser follows with a GET, which carries the (Lax) session cookie just set.
     Ok((
         StatusCode::SEE_OTHER,
