@@ -24,13 +24,21 @@ impl RedisServer {
     /// Like [`Self::start`], with extra `redis-server` arguments (e.g. `--tls-port`, `--user`).
     /// Readiness is then any answer on the plain port (an ACL may refuse the default user's PING).
     pub fn start_with(extra: &[&str]) -> RedisServer {
-        let mut server = RedisServer {
-            port: super::free_port(),
-            child: None,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        server.spawn();
-        server
+        // The port is free when chosen, but a test running in parallel may take it before
+        // redis-server binds it: then redis-server exits at once, and another port is tried.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: super::free_port(),
+                child: None,
+                extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            };
+            match server.try_spawn() {
+                Ok(()) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
     }
 
     /// `redis://127.0.0.1:PORT/`.
@@ -57,6 +65,12 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let bin =
             std::env::var("STOREGATE_TEST_REDIS").unwrap_or_else(|_| "redis-server".to_owned());
         let child = Command::new(&bin)
@@ -77,18 +91,22 @@ impl RedisServer {
 
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
-            if ping(self.port) || (!self.extra.is_empty() && answers(self.port)) {
-                return;
-            }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("redis-server on port {} exited early: {status}", self.port);
+                self.child = None;
+                return Err(format!(
+                    "redis-server on port {} exited early: {status}",
+                    self.port
+                ));
+            }
+            if ping(self.port) || (!self.extra.is_empty() && answers(self.port)) {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
+        Err(format!(
             "redis-server on port {} did not answer PING within {READY_TIMEOUT:?}",
             self.port
-        );
+        ))
     }
 }
 
