@@ -170,6 +170,9 @@ impl OidcError {
 
 struct Discovered {
     metadata: Metadata,
+    /// The same document in the core type the library's client wants, converted once here
+    /// rather than on every sign-in.
+    core: openidconnect::core::CoreProviderMetadata,
     jwks: JsonWebKeySet<CoreJsonWebKey>,
 }
 
@@ -247,7 +250,12 @@ impl OidcProvider {
             .await
             .map_err(|e| err(error_chain(&e)))?;
         let jwks = metadata.jwks().clone();
-        Ok(Discovered { metadata, jwks })
+        let core = core_metadata(&metadata)?;
+        Ok(Discovered {
+            metadata,
+            core,
+            jwks,
+        })
     }
 
     /// Readiness: the provider's discovery document answers now (probed at most every
@@ -299,7 +307,7 @@ impl OidcProvider {
             TokenAuthMethod::ClientSecretPost => AuthType::RequestBody,
         };
         Ok(CoreClient::from_provider_metadata(
-            core_metadata(&d.metadata)?,
+            d.core.clone(),
             ClientId::new(self.cfg.client_id.clone()),
             secret,
         )
@@ -517,6 +525,7 @@ impl OidcProvider {
             })?;
         let fresh = Arc::new(Discovered {
             metadata: d.metadata.clone(),
+            core: d.core.clone(),
             jwks,
         });
         *self.discovered.write().await = Some(fresh.clone());
