@@ -230,6 +230,19 @@ pub trait Environment {
     fn read_file(&self, path: &Path) -> std::io::Result<String>;
 }
 
+/// No environment variables, files read as given: for configuration text generated in code (the
+/// demo, tests), where every value is literal.
+pub struct LiteralEnv;
+
+impl Environment for LiteralEnv {
+    fn var(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
 /// The process environment and file system.
 pub struct ProcessEnv {
     /// `*_file` paths are relative to the configuration file's folder.

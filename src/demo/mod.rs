@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::bigcommerce::sim::{SimChannel, SimConfig, SimStore, Simulator};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{self, Environment};
+use crate::config::{self, LiteralEnv};
 use crate::secret::Secret;
 use crate::server::{open_audit, serve_on, shutdown_signal};
 use crate::web::{self, AppState};
@@ -147,16 +147,6 @@ not_after = "{agency_until}"
     out
 }
 
-struct NoEnv;
-impl Environment for NoEnv {
-    fn var(&self, _: &str) -> Option<String> {
-        None
-    }
-    fn read_file(&self, p: &std::path::Path) -> std::io::Result<String> {
-        std::fs::read_to_string(p)
-    }
-}
-
 /// A running demo: where to open it, and its parts for tests.
 pub struct Demo {
     pub url: String,
@@ -188,7 +178,7 @@ impl ReplicaSeed {
             self.redis_url.as_deref(),
             audit_file,
         );
-        config::load_str(&text, "(demo)", &NoEnv)
+        config::load_str(&text, "(demo)", &LiteralEnv)
             .map_err(|d| anyhow::anyhow!("the demo configuration is invalid:\n{d}"))
     }
 

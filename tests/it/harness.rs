@@ -9,7 +9,7 @@ use std::time::Duration;
 use storegate::audit::{AuditEvent, AuditLog};
 use storegate::bigcommerce::sim::{SimChannel, SimConfig, SimHandle, SimStore, Simulator};
 use storegate::clock::OffsetClock;
-use storegate::config::{self, Environment};
+use storegate::config::{self, LiteralEnv};
 use storegate::secret::Secret;
 use storegate::web::{self, AppState};
 use tokio::net::TcpListener;
@@ -20,17 +20,6 @@ use tokio::task::JoinHandle;
 pub const IDP: &str = "nam";
 pub const MAIN_HASH: &str = "abc123";
 pub const OUTLET_HASH: &str = "xyz789";
-
-/// Environment with no variables: tests write literal values.
-struct NoEnv;
-impl Environment for NoEnv {
-    fn var(&self, _: &str) -> Option<String> {
-        None
-    }
-    fn read_file(&self, p: &std::path::Path) -> std::io::Result<String> {
-        std::fs::read_to_string(p)
-    }
-}
 
 /// A gateway port taken before the IdP starts (the IdP must know the redirect URI).
 pub struct Reserved {
@@ -285,7 +274,7 @@ impl Gateway {
         clock: OffsetClock,
         sim_delay_ms: Arc<AtomicU64>,
     ) -> Gateway {
-        let cfg = match config::load_str(&text, "test.toml", &NoEnv) {
+        let cfg = match config::load_str(&text, "test.toml", &LiteralEnv) {
             Ok(c) => c,
             Err(d) => panic!("test config invalid:\n{d}"),
         };

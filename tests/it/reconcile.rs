@@ -8,7 +8,7 @@ use serde_json::json;
 use storegate::audit::AuditLog;
 use storegate::bigcommerce::sim::{SimChannel, SimConfig, SimHandle, SimStore, Simulator};
 use storegate::clock::SystemClock;
-use storegate::config::{self, Config, Environment};
+use storegate::config::{self, Config, LiteralEnv};
 use storegate::provisioning::queue::Backoff;
 use storegate::provisioning::run::Reconciler;
 use storegate::provisioning::scim::store::{Kind, MemoryStore};
@@ -17,16 +17,6 @@ use storegate::secret::Secret;
 use tokio::net::TcpListener;
 
 const HASHES: [&str; 3] = ["store1", "store2", "store3"];
-
-struct NoEnv;
-impl Environment for NoEnv {
-    fn var(&self, _: &str) -> Option<String> {
-        None
-    }
-    fn read_file(&self, p: &std::path::Path) -> std::io::Result<String> {
-        std::fs::read_to_string(p)
-    }
-}
 
 /// A simulator with three store hashes and a fast rate-limit window (so limits bite in seconds).
 async fn simulator(per_window: u32, window_ms: u64) -> (SimHandle, String) {
@@ -71,7 +61,7 @@ fn config(sim_base: &str, queue: &std::path::Path, extra: &str) -> Config {
         "[scim]\nenabled = true\nbearer_token = \"0123456789abcdef0123\"\nstore = \"memory\"\n[provisioning]\nqueue = \"file:{}\"\n{extra}",
         queue.display()
     );
-    config::load_str(&t, "reconcile.toml", &NoEnv).unwrap_or_else(|d| panic!("{d}"))
+    config::load_str(&t, "reconcile.toml", &LiteralEnv).unwrap_or_else(|d| panic!("{d}"))
 }
 
 fn fast() -> Backoff {
