@@ -41,6 +41,11 @@ use reqwest::redirect::Policy;
 use tokio::sync::oneshot;
 use url::Url;
 
+// The same allocator as the `storegate` binary (src/main.rs), so the gateway measured here is the
+// one that runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SESSION_COOKIE: &str = "storegate_session";
 const USER: &str = "demo-mia";
 const STORE: &str = "nw-us";
@@ -59,6 +64,13 @@ fn main() {
         return;
     }
     let settings = Settings::from_env();
+    // Logging as `storegate serve --json-logs` sets it up (same filter, JSON), written to a sink:
+    // the spans and events a launch emits in production are paid for here too.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,tower_http=warn"))
+        .with_writer(std::io::sink)
+        .json()
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
