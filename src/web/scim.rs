@@ -165,6 +165,24 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     }
 }
 
+/// A 413 on a SCIM path, from the body limit in front of every route (an empty body) or from
+/// reading a chunked body past it (plain text), becomes a SCIM error (RFC 7644 §3.12).
+pub async fn body_too_large_as_scim_error(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let scim = path == "/scim/v2" || path.starts_with("/scim/v2/");
+    let resp = next.run(req).await;
+    if scim && resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return error(&ScimError::status(
+            413,
+            format!(
+                "the request body is larger than {} KiB",
+                super::MAX_BODY / 1024
+            ),
+        ));
+    }
+    resp
+}
+
 fn scim_json(status: StatusCode, body: &impl serde::Serialize) -> Response {
     let mut resp = (status, axum::Json(body)).into_response();
     resp.headers_mut().insert(
