@@ -123,7 +123,7 @@ async fn wave(users: usize, window_ms: u64) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let data = scim.snapshot().await;
+    let data = scim.snapshot().await?;
 
     let backoff = Backoff {
         first: Duration::from_millis(20),

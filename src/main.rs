@@ -227,7 +227,7 @@ async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     use storegate::provisioning::run::{Reconciler, load_scim, render_drift, render_plan};
     let clock = clock();
     let audit = storegate::server::open_audit(&cfg)?;
-    let data = load_scim(&cfg)?;
+    let data = load_scim(&cfg).await?;
     let now = clock.now();
     let r = Reconciler::new(std::sync::Arc::new(cfg), audit, clock, Default::default())?;
     if dry_run {

@@ -64,6 +64,8 @@ pub struct ProvisioningFile {
 pub enum ScimStorage {
     File(PathBuf),
     Memory,
+    /// The gateway's Redis (`[session] redis_url`), shared by every replica.
+    Redis,
 }
 
 #[derive(Debug, Clone)]

@@ -1522,3 +1522,54 @@ fn trusted_proxies_take_cidrs_and_addresses_and_report_the_rest() {
     );
     assert_one(&errors(&bad), 1, "\"lb.example\" is not an address or CIDR");
 }
+
+/// [`BASELINE`] plus a `[scim]` table keeping its data in `store`, with the session store set to
+/// `session_store`; also the line of the `store` key in `[scim]`.
+fn with_scim_store(session_store: &str, store: &str) -> (String, usize) {
+    let mut text = BASELINE.replace(
+        "store = \"redis\"\nredis_url = \"redis://:${REDIS_PASSWORD}@redis:6379/0\"",
+        session_store,
+    );
+    text.push_str(&format!(
+        "\n[scim]\nenabled = true\nbearer_token = \"scim-token-0123456789\"\nstore = \"{store}\"\n"
+    ));
+    let line = doc(&text)
+        .lines()
+        .position(|l| l == format!("store = \"{store}\""))
+        .expect("store line")
+        + 1;
+    (text, line)
+}
+
+#[test]
+fn scim_store_redis_uses_the_session_redis() {
+    let (text, _) = with_scim_store(
+        "store = \"redis\"\nredis_url = \"redis://:${REDIS_PASSWORD}@redis:6379/0\"",
+        "redis",
+    );
+    let c = load_with(&text, &baseline_env()).unwrap();
+    assert!(matches!(
+        c.scim.as_ref().map(|s| &s.store),
+        Some(super::provisioning::ScimStorage::Redis)
+    ));
+}
+
+#[test]
+fn scim_store_redis_without_a_redis_is_reported_at_the_key() {
+    let (text, line) = with_scim_store("store = \"memory\"", "redis");
+    assert_one(
+        &errors_with(&text, &baseline_env()),
+        line,
+        "`scim.store = \"redis\"` uses the gateway's Redis, and none is configured",
+    );
+}
+
+#[test]
+fn unknown_scim_store_is_reported_at_the_key() {
+    let (text, line) = with_scim_store("store = \"memory\"", "postgres://db");
+    assert_one(
+        &errors_with(&text, &baseline_env()),
+        line,
+        "`scim.store`: \"postgres://db\" is not \"file:DIR\", \"redis\" or \"memory\"",
+    );
+}

@@ -72,12 +72,29 @@ pub struct Drift {
 /// Ids per `GET /v3/customers?id:in=...`.
 const BY_ID: usize = 250;
 
-/// SCIM data as stored on disk (for `storegate reconcile` without a running gateway).
-pub fn load_scim(cfg: &Config) -> anyhow::Result<ScimData> {
+/// SCIM data as stored on disk or in Redis (for `storegate reconcile` without a running gateway).
+pub async fn load_scim(cfg: &Config) -> anyhow::Result<ScimData> {
     match cfg.scim.as_ref().map(|s| &s.store) {
         Some(ScimStorage::File(dir)) => {
             let store = super::scim::store::FileStore::open(dir)?;
             Ok(ScimData::from_resources(store.load_blocking()?))
+        }
+        Some(ScimStorage::Redis) => {
+            let crate::session::Store::Redis(s) =
+                crate::session::Store::from_config(&cfg.session).map_err(anyhow::Error::msg)?
+            else {
+                anyhow::bail!("scim.store is \"redis\" but [session] has no Redis");
+            };
+            let store = super::scim::redis_store::RedisScimStore::new(
+                s.handle().clone(),
+                crate::session::REDIS_PREFIX,
+            );
+            use super::scim::store::ScimStore;
+            let items = store
+                .load()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the SCIM data from Redis: {e}"))?;
+            Ok(ScimData::from_resources(items))
         }
         Some(ScimStorage::Memory) => anyhow::bail!(
             "scim.store is \"memory\": there is nothing stored to reconcile from outside the gateway"
@@ -558,10 +575,12 @@ pub fn spawn_schedule(
 
 /// One scheduled pass, logged and audited.
 pub async fn scheduled_pass(r: &Reconciler, scim: &super::scim::ScimService) {
-    let data = scim.snapshot().await;
     let now = r.executor.clock.now();
     let started = std::time::Instant::now();
-    let result = r.pass(&data, now).await;
+    let result = match scim.snapshot().await {
+        Ok(data) => r.pass(&data, now).await,
+        Err(e) => Err(anyhow::anyhow!("cannot read the SCIM data: {}", e.detail)),
+    };
     let mut ev = match &result {
         Ok(report) => {
             let outcome = if report.drain.stalled.is_empty() && report.drain.failed == 0 {

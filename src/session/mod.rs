@@ -13,6 +13,9 @@ pub use redis_store::{RedisHandle, RedisSessionStore};
 
 use crate::config::{SessionBackend, SessionConfig};
 
+/// The start of every key the gateway keeps in Redis (sessions, one-time ids, SCIM data).
+pub const REDIS_PREFIX: &str = "storegate:";
+
 /// The configured store, as one concrete type for the session layer.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -34,7 +37,7 @@ impl Store {
                 let handle = RedisHandle::with_ca(url, ca, Duration::from_secs(2))?;
                 Ok(Store::Redis(Box::new(RedisSessionStore::new(
                     handle,
-                    "storegate:",
+                    REDIS_PREFIX,
                 ))))
             }
         }

@@ -81,11 +81,27 @@ pub async fn launch(
 
     // A leaver (deleted, or `active: false` through SCIM) is refused at once, whatever the
     // session or the policy says; the reconciler locks their BigCommerce customers separately.
-    if let Some(scim) = &state.scim
-        && scim
+    let deprovisioned = match &state.scim {
+        None => false,
+        Some(scim) => match scim
             .is_deprovisioned(&identity.subject, identity.email.as_deref())
             .await
-    {
+        {
+            Ok(d) => d,
+            // Cannot tell whether this person is a leaver: no token (fail closed).
+            Err(e) => {
+                let mut ev = audit(Outcome::Error);
+                ev.reason = Some("scim_store_unavailable".into());
+                ev.detail = Some(e.detail);
+                state.audit.record(ev);
+                return Err(AppError::unavailable(
+                    "The identity management data (SCIM store)",
+                    &rid,
+                ));
+            }
+        },
+    };
+    if deprovisioned {
         let mut ev = audit(Outcome::Deny);
         ev.rule = Some("deprovisioned".into());
         ev.reason = Some("deprovisioned".into());

@@ -389,11 +389,27 @@ pub(super) async fn refuse_deprovisioned(
     identity: &crate::identity::Identity,
     now: i64,
 ) -> Result<(), AppError> {
-    if let Some(scim) = &state.scim
-        && scim
-            .is_deprovisioned(&identity.subject, identity.email.as_deref())
-            .await
+    let Some(scim) = &state.scim else {
+        return Ok(());
+    };
+    let deprovisioned = match scim
+        .is_deprovisioned(&identity.subject, identity.email.as_deref())
+        .await
     {
+        Ok(d) => d,
+        // Cannot tell whether this person is a leaver: nobody is signed in (fail closed).
+        Err(e) => {
+            let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Error).who(identity);
+            ev.reason = Some("scim_store_unavailable".into());
+            ev.detail = Some(e.detail);
+            state.audit.record(ev);
+            return Err(AppError::unavailable(
+                "The identity management data (SCIM store)",
+                rid,
+            ));
+        }
+    };
+    if deprovisioned {
         let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Deny).who(identity);
         ev.rule = Some("deprovisioned".into());
         ev.reason = Some("deprovisioned".into());

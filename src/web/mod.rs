@@ -117,7 +117,7 @@ impl AppState {
         // in Redis they are shared by every replica.
         let one_time = match &sessions {
             session::Store::Redis(s) => {
-                session::one_time::OneTimeStore::redis(s.handle().clone(), "storegate:")
+                session::one_time::OneTimeStore::redis(s.handle().clone(), session::REDIS_PREFIX)
             }
             session::Store::Memory(_) => session::one_time::OneTimeStore::memory(),
         };
@@ -168,6 +168,9 @@ pub fn random_token() -> String {
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// The largest request body accepted (SAML responses, SCIM resources).
+pub const MAX_BODY: usize = 64 * 1024;
 
 const STYLE_CSS: &str = include_str!("../../static/style.css");
 
@@ -286,7 +289,9 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         ));
     }
-    app.layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+    app.layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        // Outside the limit, which answers 413 with no body: SCIM clients get a SCIM error.
+        .layer(axum::middleware::from_fn(scim::body_too_large_as_scim_error))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(30)))
         .layer(
             // The span names the path only: query strings carry codes and states.

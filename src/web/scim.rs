@@ -17,31 +17,54 @@ use serde_json::Value;
 use super::AppState;
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::config::provisioning::{ScimConfig, ScimStorage};
+use crate::provisioning::scim::redis_store::RedisScimStore;
 use crate::provisioning::scim::store::{FileStore, Kind, MemoryStore, ScimStore};
 use crate::provisioning::scim::wire::{
     self, ErrorBody, ListQuery, PatchRequest, ScimType, SearchRequest,
 };
 use crate::provisioning::scim::{Change, ScimError, ScimService};
+use crate::session::redis_store::RedisHandle;
 
 impl AppState {
     /// Opens the SCIM service when `[scim]` is enabled (loads every stored resource).
     pub async fn with_scim(mut self) -> anyhow::Result<Self> {
         if let Some(cfg) = &self.config.scim {
-            self.scim = Some(Arc::new(open_service(cfg, self.clock.clone()).await?));
+            let redis = match &*self.sessions {
+                crate::session::Store::Redis(s) => Some(s.handle().clone()),
+                crate::session::Store::Memory(_) => None,
+            };
+            self.scim = Some(Arc::new(
+                open_service(cfg, redis, self.clock.clone()).await?,
+            ));
         }
         Ok(self)
     }
 }
 
+/// `redis` is the gateway's one Redis connection, when it has one.
 pub async fn open_service(
     cfg: &ScimConfig,
+    redis: Option<RedisHandle>,
     clock: crate::clock::SharedClock,
 ) -> anyhow::Result<ScimService> {
-    let store: Arc<dyn ScimStore> = match &cfg.store {
+    Ok(ScimService::open(open_store(cfg, redis)?, clock).await?)
+}
+
+/// The configured store (`[scim] store`).
+pub fn open_store(
+    cfg: &ScimConfig,
+    redis: Option<RedisHandle>,
+) -> anyhow::Result<Arc<dyn ScimStore>> {
+    Ok(match &cfg.store {
         ScimStorage::Memory => Arc::new(MemoryStore),
         ScimStorage::File(dir) => Arc::new(FileStore::open(dir)?),
-    };
-    Ok(ScimService::open(store, clock).await?)
+        ScimStorage::Redis => match redis {
+            Some(h) => Arc::new(RedisScimStore::new(h, crate::session::REDIS_PREFIX)),
+            None => anyhow::bail!(
+                "scim.store is \"redis\" but the gateway has no Redis: set [session] store = \"redis\""
+            ),
+        },
+    })
 }
 
 /// The routes, mounted at `/scim/v2` when SCIM is enabled.
@@ -140,6 +163,24 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             resp
         }
     }
+}
+
+/// A 413 on a SCIM path, from the body limit in front of every route (an empty body) or from
+/// reading a chunked body past it (plain text), becomes a SCIM error (RFC 7644 §3.12).
+pub async fn body_too_large_as_scim_error(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let scim = path == "/scim/v2" || path.starts_with("/scim/v2/");
+    let resp = next.run(req).await;
+    if scim && resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return error(&ScimError::status(
+            413,
+            format!(
+                "the request body is larger than {} KiB",
+                super::MAX_BODY / 1024
+            ),
+        ));
+    }
+    resp
 }
 
 fn scim_json(status: StatusCode, body: &impl serde::Serialize) -> Response {

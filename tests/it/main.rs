@@ -23,3 +23,4 @@ mod redis_tls_acl;
 mod replicas;
 mod saml;
 mod scim;
+mod scim_replicas;

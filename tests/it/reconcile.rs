@@ -122,7 +122,7 @@ async fn joiner_wave_of_1000_over_3_stores_with_rate_limits_and_5xx_loses_and_du
     let (audit, mut rx) = AuditLog::channel();
     let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), fast()).unwrap();
     let now = storegate::clock::Clock::now(&SystemClock);
-    let plan = r.plan(&scim.snapshot().await, now).await.unwrap();
+    let plan = r.plan(&scim.snapshot().await.unwrap(), now).await.unwrap();
     assert_eq!(plan.len(), 3000);
     r.executor.queue.enqueue("wave", plan).await.unwrap();
     // A BigCommerce hiccup in the middle of the wave.
@@ -159,7 +159,7 @@ async fn joiner_wave_of_1000_over_3_stores_with_rate_limits_and_5xx_loses_and_du
     // A second pass has nothing to do.
     let again = r
         .pass(
-            &scim.snapshot().await,
+            &scim.snapshot().await.unwrap(),
             storegate::clock::Clock::now(&SystemClock),
         )
         .await
@@ -177,7 +177,7 @@ async fn a_restart_in_the_middle_of_a_run_resumes_without_duplicates() {
     let dir = temp("restart");
     let queue = dir.join("queue.json");
     let scim = scim_with_users(300, "staff").await;
-    let data: ScimData = scim.snapshot().await;
+    let data: ScimData = scim.snapshot().await.unwrap();
     let cfg = Arc::new(config(&base, &queue, ""));
     let r = Reconciler::new(
         cfg.clone(),
@@ -231,7 +231,7 @@ async fn a_leaver_is_locked_out_in_one_pass_and_a_mover_loses_stores() {
     let scim = scim_with_users(3, "staff").await;
     let r = Reconciler::new(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast()).unwrap();
     r.pass(
-        &scim.snapshot().await,
+        &scim.snapshot().await.unwrap(),
         storegate::clock::Clock::now(&SystemClock),
     )
     .await
@@ -262,7 +262,7 @@ async fn a_leaver_is_locked_out_in_one_pass_and_a_mover_loses_stores() {
     .await
     .unwrap();
     assert!(
-        scim.is_deprovisioned("guid-0", None).await,
+        scim.is_deprovisioned("guid-0", None).await.unwrap(),
         "the gateway refuses the leaver at once"
     );
     // Mover: from staff (every store) to outlet (store3 only).
@@ -291,7 +291,7 @@ async fn a_leaver_is_locked_out_in_one_pass_and_a_mover_loses_stores() {
 
     let report = r
         .pass(
-            &scim.snapshot().await,
+            &scim.snapshot().await.unwrap(),
             storegate::clock::Clock::now(&SystemClock),
         )
         .await
@@ -340,7 +340,7 @@ async fn a_leaver_is_locked_out_in_one_pass_and_a_mover_loses_stores() {
     // Nothing left to do: deprovisioning is not repeated every pass.
     let again = r
         .pass(
-            &scim.snapshot().await,
+            &scim.snapshot().await.unwrap(),
             storegate::clock::Clock::now(&SystemClock),
         )
         .await
@@ -357,7 +357,7 @@ async fn dry_run_creates_no_customer_group_and_no_customer() {
     let r = Reconciler::new(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast()).unwrap();
     let (plan, drift) = r
         .preview(
-            &scim.snapshot().await,
+            &scim.snapshot().await.unwrap(),
             storegate::clock::Clock::now(&SystemClock),
         )
         .await
@@ -388,7 +388,9 @@ async fn drift_is_reported_and_repaired_only_with_repair_drift() {
         fast(),
     )
     .unwrap();
-    r.pass(&scim.snapshot().await, now()).await.unwrap();
+    r.pass(&scim.snapshot().await.unwrap(), now())
+        .await
+        .unwrap();
     assert_exactly_once(&sim, 2);
     // SCIM forgets everyone without a tombstone (a store reset, a user deleted out of band):
     // the customers still carry the storegate subject, but nobody wants them.
@@ -396,7 +398,10 @@ async fn drift_is_reported_and_repaired_only_with_repair_drift() {
         .await
         .unwrap();
     let (audit, mut rx) = AuditLog::channel();
-    let report = r.pass(&empty.snapshot().await, now()).await.unwrap();
+    let report = r
+        .pass(&empty.snapshot().await.unwrap(), now())
+        .await
+        .unwrap();
     drop(r);
     assert_eq!(report.drift.len(), 6, "{:?}", report.drift);
     assert!(
@@ -415,7 +420,10 @@ async fn drift_is_reported_and_repaired_only_with_repair_drift() {
         fast(),
     )
     .unwrap();
-    let report = r.pass(&empty.snapshot().await, now()).await.unwrap();
+    let report = r
+        .pass(&empty.snapshot().await.unwrap(), now())
+        .await
+        .unwrap();
     assert_eq!(report.drift.len(), 6);
     assert!(report.drift.iter().all(|d| d.repaired));
     assert_eq!(report.drain.done, 6, "{:?}", report.drain);
@@ -439,7 +447,10 @@ async fn drift_is_reported_and_repaired_only_with_repair_drift() {
                 .all(|c| c.customer_group_id == locked.id)
         );
     }
-    let again = r.pass(&empty.snapshot().await, now()).await.unwrap();
+    let again = r
+        .pass(&empty.snapshot().await.unwrap(), now())
+        .await
+        .unwrap();
     assert!(again.drift.is_empty() && again.plan.is_empty(), "{again:?}");
 }
 

@@ -12,9 +12,13 @@ pub const TOKEN: &str = "scim-test-token-0123456789";
 
 /// `[scim]` for tests: a bearer token and a fresh file store in a temporary folder.
 pub fn scim_toml(dir: &std::path::Path) -> String {
+    scim_toml_store(&format!("file:{}", dir.display()))
+}
+
+/// `[scim]` for tests with `store` as given (`"redis"` needs a gateway with Redis sessions).
+pub fn scim_toml_store(store: &str) -> String {
     format!(
-        "[scim]\nenabled = true\nbearer_token = \"{TOKEN}\"\nbasic_user = \"idm\"\nbasic_password = \"basic-secret-password\"\nstore = \"file:{}\"\n",
-        dir.display()
+        "[scim]\nenabled = true\nbearer_token = \"{TOKEN}\"\nbasic_user = \"idm\"\nbasic_password = \"basic-secret-password\"\nstore = \"{store}\"\n"
     )
 }
 
@@ -37,13 +41,18 @@ fn venv_python() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scim2_tester_reports_no_error_or_critical() {
+    let (gw, _dir) = scim_gateway("").await;
+    run_scim2_tester(&gw).await;
+}
+
+/// The independent compliance checker against `gw`: no ERROR or CRITICAL finding.
+pub async fn run_scim2_tester(gw: &Gateway) {
     let python = venv_python();
     assert!(
         python.exists(),
         "{} is missing: run scripts/test-deps.sh (installs scim2-tester)",
         python.display()
     );
-    let (gw, _dir) = scim_gateway("").await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scim/check.py");
     let base = gw.url("/scim/v2");
     let out = tokio::task::spawn_blocking(move || {
@@ -184,6 +193,16 @@ async fn scim_etag_if_match_and_error_bodies() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413, "bodies above the limit are refused");
+    assert_eq!(r.headers()["content-type"], "application/scim+json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "413",
+            "detail": "the request body is larger than 64 KiB"
+        })
+    );
     let events = gw.audit_events().await;
     assert!(
         events

@@ -56,12 +56,21 @@ pub(super) fn scim(c: &mut Checker<'_>, f: &FileConfig) -> Option<ScimConfig> {
     }
     let store = match s.store.as_deref().unwrap_or("file:scim-data") {
         "memory" => ScimStorage::Memory,
+        "redis" => {
+            if f.session.store != "redis" {
+                c.error(
+                    &[key("scim"), key("store")],
+                    "`scim.store = \"redis\"` uses the gateway's Redis, and none is configured: set `[session] store = \"redis\"` and `redis_url`, or use `store = \"file:DIR\"`",
+                );
+            }
+            ScimStorage::Redis
+        }
         raw => match raw.strip_prefix("file:") {
             Some(p) if !p.is_empty() => ScimStorage::File(PathBuf::from(p)),
             _ => {
                 c.error(
                     &[key("scim"), key("store")],
-                    format!("`scim.store`: \"{raw}\" is not \"file:DIR\" or \"memory\" (PostgreSQL and Redis are not supported yet)"),
+                    format!("`scim.store`: \"{raw}\" is not \"file:DIR\", \"redis\" or \"memory\" (PostgreSQL is not supported yet)"),
                 );
                 ScimStorage::Memory
             }

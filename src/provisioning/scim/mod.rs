@@ -3,11 +3,14 @@
 //! [`ScimService`]; [`ScimError`] is translated to a SCIM error body there, once.
 //!
 //! Resources are JSON objects kept in memory and written through a [`store::ScimStore`] before
-//! any change is acknowledged. Every write gets a new `meta.version` (a weak ETag) and is checked
+//! any change is acknowledged. With a shared store (Redis, several replicas) the in-memory copy is
+//! a cache: it is brought up to date before every request and leaver check, and a change decided
+//! on a copy another replica has since changed is decided again (see [`ScimService::write`]). Every write gets a new `meta.version` (a weak ETag) and is checked
 //! against `If-Match` when the client sends one (RFC 7644 §3.14).
 
 pub mod filter;
 pub mod patch;
+pub mod redis_store;
 pub mod store;
 pub mod wire;
 
@@ -114,6 +117,15 @@ impl ScimData {
         }
     }
 
+    /// Takes one stored change into this copy.
+    pub fn apply(&mut self, w: &store::Write) {
+        let map = self.map_mut(w.kind);
+        match &w.value {
+            Some(v) => map.insert(w.id.clone(), v.clone()),
+            None => map.remove(&w.id),
+        };
+    }
+
     /// Display names of the groups `user_id` is a member of.
     pub fn group_names_of(&self, user_id: &str) -> Vec<String> {
         self.groups
@@ -208,34 +220,132 @@ pub struct Change {
     pub after: Option<Value>,
 }
 
+/// A replica's copy of the SCIM data and the store revision it reflects (shared stores only).
+struct Cache {
+    data: ScimData,
+    seen: Option<store::Revision>,
+}
+
+/// How often a change is decided again when another replica keeps committing first.
+const COMMIT_ATTEMPTS: usize = 16;
+
 pub struct ScimService {
-    data: Mutex<ScimData>,
+    cache: Mutex<Cache>,
     store: Arc<dyn ScimStore>,
     clock: SharedClock,
 }
 
+/// The store could not be read or written: SCIM answers 503, the leaver check fails closed.
+fn unavailable(e: store::StoreError) -> ScimError {
+    tracing::error!(error = %e, "SCIM store failed");
+    ScimError::status(
+        503,
+        "the SCIM data store cannot be reached; nothing was changed, retry later",
+    )
+}
+
 impl ScimService {
-    /// Loads every stored resource.
+    /// Loads every stored resource. A shared store is not contacted here (it may be down while
+    /// the gateway starts): the first request loads it.
     pub async fn open(
         store: Arc<dyn ScimStore>,
         clock: SharedClock,
     ) -> Result<Self, store::StoreError> {
-        let data = ScimData::from_resources(store.load().await?);
+        let data = if store.shared() {
+            ScimData::default()
+        } else {
+            ScimData::from_resources(store.load().await?)
+        };
         Ok(ScimService {
-            data: Mutex::new(data),
+            cache: Mutex::new(Cache { data, seen: None }),
             store,
             clock,
         })
     }
 
-    pub async fn snapshot(&self) -> ScimData {
-        self.data.lock().await.clone()
+    /// Brings the copy up to date with what other replicas wrote (a no-op for local stores).
+    async fn sync(&self, c: &mut Cache) -> Result<(), ScimError> {
+        match self
+            .store
+            .refresh(c.seen.as_ref())
+            .await
+            .map_err(unavailable)?
+        {
+            store::Refresh::Current => {}
+            store::Refresh::Changed { at, writes } => {
+                for w in &writes {
+                    c.data.apply(w);
+                }
+                c.seen = Some(at);
+            }
+            store::Refresh::Full { at, items } => {
+                c.data = ScimData::from_resources(items);
+                c.seen = Some(at);
+            }
+        }
+        Ok(())
     }
 
-    pub async fn is_deprovisioned(&self, subject: &str, email: Option<&str>) -> bool {
-        self.data.lock().await.is_deprovisioned(subject, email)
+    /// The current data, locked; every read goes through here.
+    async fn current(&self) -> Result<tokio::sync::MutexGuard<'_, Cache>, ScimError> {
+        let mut c = self.cache.lock().await;
+        self.sync(&mut c).await?;
+        Ok(c)
     }
 
+    /// A copy for the reconciler, current as of now.
+    pub async fn snapshot(&self) -> Result<ScimData, ScimError> {
+        Ok(self.current().await?.data.clone())
+    }
+
+    /// The leaver check. An error means "cannot tell": callers refuse (fail closed).
+    pub async fn is_deprovisioned(
+        &self,
+        subject: &str,
+        email: Option<&str>,
+    ) -> Result<bool, ScimError> {
+        Ok(self.current().await?.data.is_deprovisioned(subject, email))
+    }
+
+    /// Decides a change on a current copy and stores it. When another replica committed in
+    /// between, the store refuses (`Stale`) and the change is decided again on a fresh copy: the
+    /// uniqueness and If-Match checks in `plan` always saw the data the change lands on.
+    async fn write(
+        &self,
+        plan: impl Fn(&ScimData) -> Result<(Vec<store::Write>, Change), ScimError>,
+        base: &str,
+    ) -> Result<(Value, Change), ScimError> {
+        let mut c = self.cache.lock().await;
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.sync(&mut c).await?;
+            let (writes, change) = plan(&c.data)?;
+            match self
+                .store
+                .commit(c.seen.as_ref(), &writes)
+                .await
+                .map_err(unavailable)?
+            {
+                store::Commit::Stale => continue,
+                store::Commit::Done(at) => {
+                    for w in &writes {
+                        c.data.apply(w);
+                    }
+                    if at.is_some() {
+                        c.seen = at;
+                    }
+                    let shown = match &change.after {
+                        Some(v) => Self::render(&c.data, change.kind, v, base),
+                        None => Value::Null,
+                    };
+                    return Ok((shown, change));
+                }
+            }
+        }
+        Err(ScimError::status(
+            503,
+            "other replicas kept changing the SCIM data; nothing was changed, retry",
+        ))
+    }
     /// The resource as the client sees it: `meta.location`, and a user's `groups`.
     fn render(data: &ScimData, kind: Kind, stored: &Value, base: &str) -> Value {
         let mut v = stored.clone();
@@ -393,6 +503,21 @@ impl ScimService {
                         "displayName is required",
                     ));
                 }
+                // Policy rules and the reconciler know groups by name: two groups with one name
+                // would be one group to them.
+                let clash = data.groups.iter().any(|(id, g)| {
+                    Some(id.as_str()) != own_id
+                        && g.get("displayName")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
+                });
+                if clash {
+                    return Err(ScimError {
+                        status: 409,
+                        scim_type: Some(ScimType::Uniqueness),
+                        detail: format!("a group named \"{name}\" already exists"),
+                    });
+                }
                 if let Some(m) = obj.get_mut("members") {
                     let Value::Array(items) = m else {
                         return Err(ScimError::bad(
@@ -462,79 +587,88 @@ impl ScimService {
             .to_owned()
     }
 
+    /// A new `meta` for `kind`: `created` kept from `before` (now for a new resource).
+    fn meta(&self, kind: Kind, before: Option<&Value>) -> Value {
+        let now = rfc3339(self.clock.now());
+        let created = before
+            .and_then(|b| b.pointer("/meta/created").cloned())
+            .unwrap_or_else(|| json!(now));
+        json!({ "resourceType": kind_name(kind), "created": created, "lastModified": now, "version": new_version() })
+    }
+
     pub async fn create(
         &self,
         kind: Kind,
         body: Value,
         base: &str,
     ) -> Result<(Value, Change), ScimError> {
-        let mut data = self.data.lock().await;
-        let mut obj = Self::prepare(&data, kind, body, None)?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let now = rfc3339(self.clock.now());
-        obj.insert("id".into(), json!(id));
-        obj.insert(
-            "meta".into(),
-            json!({ "resourceType": kind_name(kind), "created": now, "lastModified": now, "version": new_version() }),
-        );
-        let v = Value::Object(obj);
-        self.persist(kind, &id, Some(&v)).await?;
-        data.map_mut(kind).insert(id.clone(), v.clone());
-        let change = Change {
-            kind,
-            id,
-            name: Self::name_of(kind, &v),
-            action: "create",
-            before: None,
-            after: Some(v.clone()),
-        };
-        Ok((Self::render(&data, kind, &v, base), change))
+        self.write(
+            |data| {
+                let mut obj = Self::prepare(data, kind, body.clone(), None)?;
+                let id = uuid::Uuid::new_v4().to_string();
+                obj.insert("id".into(), json!(id));
+                obj.insert("meta".into(), self.meta(kind, None));
+                let v = Value::Object(obj);
+                let change = Change {
+                    kind,
+                    id: id.clone(),
+                    name: Self::name_of(kind, &v),
+                    action: "create",
+                    before: None,
+                    after: Some(v.clone()),
+                };
+                Ok((
+                    vec![store::Write {
+                        kind,
+                        id,
+                        value: Some(v),
+                    }],
+                    change,
+                ))
+            },
+            base,
+        )
+        .await
     }
 
     pub async fn get(&self, kind: Kind, id: &str, base: &str) -> Result<Value, ScimError> {
-        let data = self.data.lock().await;
-        let v = data
+        let c = self.current().await?;
+        let v = c
+            .data
             .map(kind)
             .get(id)
             .ok_or_else(|| ScimError::not_found(kind, id))?;
-        Ok(Self::render(&data, kind, v, base))
+        Ok(Self::render(&c.data, kind, v, base))
     }
 
-    async fn persist(&self, kind: Kind, id: &str, v: Option<&Value>) -> Result<(), ScimError> {
-        let r = match v {
-            Some(v) => self.store.put(kind, id, v).await,
-            None => self.store.delete(kind, id).await,
-        };
-        r.map_err(|e| {
-            tracing::error!(error = %e, "SCIM store write failed");
-            ScimError::status(503, "the change could not be stored; retry later")
-        })
+    /// The stored resource `id`, provided `If-Match` (when sent) names its version.
+    fn existing(
+        data: &ScimData,
+        kind: Kind,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<Value, ScimError> {
+        let before = data
+            .map(kind)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ScimError::not_found(kind, id))?;
+        Self::check_version(&before, if_match)?;
+        Ok(before)
     }
 
-    /// Stores `obj` as the new state of `id`, keeping `created`.
-    #[allow(clippy::too_many_arguments)]
-    async fn commit(
+    /// `obj` as the new state of `id`, keeping `created`.
+    fn updated(
         &self,
-        data: &mut ScimData,
         kind: Kind,
         id: &str,
         before: Value,
         mut obj: Map<String, Value>,
         action: &'static str,
-        base: &str,
-    ) -> Result<(Value, Change), ScimError> {
-        let created = before
-            .pointer("/meta/created")
-            .cloned()
-            .unwrap_or(Value::Null);
+    ) -> (Vec<store::Write>, Change) {
         obj.insert("id".into(), json!(id));
-        obj.insert(
-            "meta".into(),
-            json!({ "resourceType": kind_name(kind), "created": created, "lastModified": rfc3339(self.clock.now()), "version": new_version() }),
-        );
+        obj.insert("meta".into(), self.meta(kind, Some(&before)));
         let v = Value::Object(obj);
-        self.persist(kind, id, Some(&v)).await?;
-        data.map_mut(kind).insert(id.to_owned(), v.clone());
         let change = Change {
             kind,
             id: id.to_owned(),
@@ -543,7 +677,12 @@ impl ScimService {
             before: Some(before),
             after: Some(v.clone()),
         };
-        Ok((Self::render(data, kind, &v, base), change))
+        let write = store::Write {
+            kind,
+            id: id.to_owned(),
+            value: Some(v),
+        };
+        (vec![write], change)
     }
 
     pub async fn replace(
@@ -554,16 +693,15 @@ impl ScimService {
         if_match: Option<&str>,
         base: &str,
     ) -> Result<(Value, Change), ScimError> {
-        let mut data = self.data.lock().await;
-        let before = data
-            .map(kind)
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ScimError::not_found(kind, id))?;
-        Self::check_version(&before, if_match)?;
-        let obj = Self::prepare(&data, kind, body, Some(id))?;
-        self.commit(&mut data, kind, id, before, obj, "replace", base)
-            .await
+        self.write(
+            |data| {
+                let before = Self::existing(data, kind, id, if_match)?;
+                let obj = Self::prepare(data, kind, body.clone(), Some(id))?;
+                Ok(self.updated(kind, id, before, obj, "replace"))
+            },
+            base,
+        )
+        .await
     }
 
     pub async fn patch(
@@ -580,21 +718,20 @@ impl ScimService {
                 "schemas must name the PatchOp message",
             ));
         }
-        let mut data = self.data.lock().await;
-        let before = data
-            .map(kind)
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ScimError::not_found(kind, id))?;
-        Self::check_version(&before, if_match)?;
-        let mut work = before.clone();
-        let readonly: &[&str] = if kind == Kind::User { &["groups"] } else { &[] };
-        for op in &req.operations {
-            patch::apply(&mut work, op, readonly)?;
-        }
-        let obj = Self::prepare(&data, kind, work, Some(id))?;
-        self.commit(&mut data, kind, id, before, obj, "patch", base)
-            .await
+        self.write(
+            |data| {
+                let before = Self::existing(data, kind, id, if_match)?;
+                let mut work = before.clone();
+                let readonly: &[&str] = if kind == Kind::User { &["groups"] } else { &[] };
+                for op in &req.operations {
+                    patch::apply(&mut work, op, readonly)?;
+                }
+                let obj = Self::prepare(data, kind, work, Some(id))?;
+                Ok(self.updated(kind, id, before, obj, "patch"))
+            },
+            base,
+        )
+        .await
     }
 
     pub async fn delete(
@@ -603,15 +740,24 @@ impl ScimService {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<Change, ScimError> {
-        let mut data = self.data.lock().await;
-        let before = data
-            .map(kind)
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ScimError::not_found(kind, id))?;
-        Self::check_version(&before, if_match)?;
+        let (_, change) = self
+            .write(|data| self.plan_delete(data, kind, id, if_match), "")
+            .await?;
+        Ok(change)
+    }
+
+    /// Deleting a user also leaves a tombstone and takes them out of every group, in one change.
+    fn plan_delete(
+        &self,
+        data: &ScimData,
+        kind: Kind,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(Vec<store::Write>, Change), ScimError> {
+        let before = Self::existing(data, kind, id, if_match)?;
+        let mut writes = Vec::new();
         if kind == Kind::User {
-            // Keep what refuses the leaver's sign-in and finds their customers, before deleting.
+            // Keep what refuses the leaver's sign-in and finds their customers.
             let mut t = Map::new();
             for k in ["id", "userName", "externalId", "emails", "name"] {
                 if let Some(v) = before.get(k) {
@@ -619,20 +765,14 @@ impl ScimService {
                 }
             }
             t.insert("deleted".into(), json!(rfc3339(self.clock.now())));
-            let t = Value::Object(t);
-            self.persist(Kind::Tombstone, id, Some(&t)).await?;
-            data.tombstones.insert(id.to_owned(), t);
+            writes.push(store::Write {
+                kind: Kind::Tombstone,
+                id: id.to_owned(),
+                value: Some(Value::Object(t)),
+            });
             // RFC 7644 §3.6: the user disappears from every group.
-            let touched: Vec<String> = data
-                .groups
-                .iter()
-                .filter(|(_, g)| is_member(g, id))
-                .map(|(gid, _)| gid.clone())
-                .collect();
-            for gid in touched {
-                let Some(mut g) = data.groups.get(&gid).cloned() else {
-                    continue;
-                };
+            for (gid, g) in data.groups.iter().filter(|(_, g)| is_member(g, id)) {
+                let mut g = g.clone();
                 let emptied = match g.get_mut("members").and_then(Value::as_array_mut) {
                     Some(m) => {
                         m.retain(|x| x.get("value").and_then(Value::as_str) != Some(id));
@@ -649,22 +789,28 @@ impl ScimService {
                         meta.insert("lastModified".into(), json!(rfc3339(self.clock.now())));
                     }
                 }
-                self.persist(Kind::Group, &gid, Some(&g)).await?;
-                data.groups.insert(gid, g);
+                writes.push(store::Write {
+                    kind: Kind::Group,
+                    id: gid.clone(),
+                    value: Some(g),
+                });
             }
         }
-        self.persist(kind, id, None).await?;
-        data.map_mut(kind).remove(id);
-        Ok(Change {
+        writes.push(store::Write {
+            kind,
+            id: id.to_owned(),
+            value: None,
+        });
+        let change = Change {
             kind,
             id: id.to_owned(),
             name: Self::name_of(kind, &before),
             action: "delete",
             before: Some(before),
             after: None,
-        })
+        };
+        Ok((writes, change))
     }
-
     pub async fn list(
         &self,
         kind: Kind,
@@ -681,11 +827,12 @@ impl ScimService {
         // RFC 7644 §3.4.2.4: startIndex < 1 is 1; count < 0 is 0.
         let start = q.start_index.unwrap_or(1).max(1) as usize;
         let count = q.count.unwrap_or(100).clamp(0, MAX_PAGE as i64) as usize;
-        let data = self.data.lock().await;
+        let cache = self.current().await?;
+        let data = &cache.data;
         let mut hits: Vec<(&String, Value)> = data
             .map(kind)
             .iter()
-            .map(|(id, v)| (id, Self::render(&data, kind, v, base)))
+            .map(|(id, v)| (id, Self::render(data, kind, v, base)))
             .filter(|(_, v)| f.as_ref().is_none_or(|f| filter::matches(f, v)))
             .collect();
         // Stable order for paging: creation time, then id.

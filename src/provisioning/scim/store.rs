@@ -5,8 +5,12 @@
 //!   `DIR/users`, `DIR/groups` and `DIR/tombstones`, each written to a temporary file, synced and
 //!   renamed over the old one, so a crash leaves either the old or the new resource, never half.
 //! - [`MemoryStore`] (`store = "memory"`): nothing persists; tests and demos.
+//! - [`super::redis_store::RedisScimStore`] (`store = "redis"`): shared by every replica. Each
+//!   replica's in-memory copy is a cache, brought up to date ([`ScimStore::refresh`]) before every
+//!   SCIM request and leaver check, and every change is a [`ScimStore::commit`] that only lands
+//!   when the replica's copy was current, so two replicas can never both take one userName.
 //!
-//! Not done: PostgreSQL or Redis for several replicas (each replica would need to read through).
+//! Not done: PostgreSQL.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +26,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::User, Kind::Group, Kind::Tombstone];
+
+    /// The name used in storage keys and folder names' stead in shared stores.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Group => "group",
+            Kind::Tombstone => "tombstone",
+        }
+    }
+
+    pub fn from_tag(tag: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.tag() == tag)
+    }
+
     fn dir(self) -> &'static str {
         match self {
             Kind::User => "users",
@@ -35,12 +54,77 @@ impl Kind {
 #[error("SCIM store: {0}")]
 pub struct StoreError(pub String);
 
+/// One resource written (`Some`) or removed (`None`) by a change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    pub kind: Kind,
+    pub id: String,
+    pub value: Option<Value>,
+}
+
+/// A point in a shared store's history: which data set (a random epoch, new whenever the shared
+/// data starts from nothing, e.g. an emptied Redis) and how many changes it has had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub epoch: String,
+    pub number: u64,
+}
+
+/// What a replica must do to its copy to be current.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refresh {
+    /// Nothing changed since the revision it holds.
+    Current,
+    /// Apply these (the latest state of every resource changed since), then it is at `at`.
+    Changed { at: Revision, writes: Vec<Write> },
+    /// Replace everything: it held no revision, fell behind the change log, or the epoch changed.
+    Full {
+        at: Revision,
+        items: Vec<(Kind, Value)>,
+    },
+}
+
+/// The outcome of [`ScimStore::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    /// Stored; a shared store says which revision the writer's copy is now at.
+    Done(Option<Revision>),
+    /// Another replica changed something since `seen`: refresh and decide again.
+    Stale,
+}
+
 #[async_trait]
 pub trait ScimStore: Send + Sync {
     /// Every stored resource.
     async fn load(&self) -> Result<Vec<(Kind, Value)>, StoreError>;
     async fn put(&self, kind: Kind, id: &str, resource: &Value) -> Result<(), StoreError>;
     async fn delete(&self, kind: Kind, id: &str) -> Result<(), StoreError>;
+
+    /// Whether other processes write to this store too: then the service does not load it at
+    /// start (it may be down; the first request does) and refreshes before every read.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Brings a copy at `seen` up to date. A store only this process writes is always current.
+    async fn refresh(&self, _seen: Option<&Revision>) -> Result<Refresh, StoreError> {
+        Ok(Refresh::Current)
+    }
+
+    /// Stores every write of one change, provided nothing changed since `seen`.
+    async fn commit(
+        &self,
+        _seen: Option<&Revision>,
+        writes: &[Write],
+    ) -> Result<Commit, StoreError> {
+        for w in writes {
+            match &w.value {
+                Some(v) => self.put(w.kind, &w.id, v).await?,
+                None => self.delete(w.kind, &w.id).await?,
+            }
+        }
+        Ok(Commit::Done(None))
+    }
 }
 
 #[derive(Debug, Default)]

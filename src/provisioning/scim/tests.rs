@@ -58,7 +58,7 @@ async fn patch_active_false_disables_and_deprovisions() {
         .await
         .unwrap();
     let id = u["id"].as_str().unwrap();
-    assert!(!s.is_deprovisioned("sub-1", Some("a@x.com")).await);
+    assert!(!s.is_deprovisioned("sub-1", Some("a@x.com")).await.unwrap());
     s.patch(
         Kind::User,
         id,
@@ -68,8 +68,8 @@ async fn patch_active_false_disables_and_deprovisions() {
     )
     .await
     .unwrap();
-    assert!(s.is_deprovisioned("sub-1", None).await);
-    assert!(s.is_deprovisioned("other", Some("A@x.com")).await);
+    assert!(s.is_deprovisioned("sub-1", None).await.unwrap());
+    assert!(s.is_deprovisioned("other", Some("A@x.com")).await.unwrap());
 }
 
 #[tokio::test]
@@ -94,7 +94,7 @@ async fn deleted_user_leaves_a_tombstone_and_leaves_groups() {
         "bc-merch"
     );
     s.delete(Kind::User, &id, None).await.unwrap();
-    assert!(s.is_deprovisioned("nobody", Some("a@x.com")).await);
+    assert!(s.is_deprovisioned("nobody", Some("a@x.com")).await.unwrap());
     assert!(
         s.get(Kind::Group, gid, BASE)
             .await
@@ -106,7 +106,7 @@ async fn deleted_user_leaves_a_tombstone_and_leaves_groups() {
     s.create(Kind::User, json!({"userName": "a@x.com"}), BASE)
         .await
         .unwrap();
-    assert!(!s.is_deprovisioned("nobody", Some("a@x.com")).await);
+    assert!(!s.is_deprovisioned("nobody", Some("a@x.com")).await.unwrap());
 }
 
 #[tokio::test]
@@ -354,6 +354,165 @@ async fn file_store_survives_a_restart() {
         "b@x.com"
     );
     assert_eq!(s.get(Kind::User, &id, BASE).await.unwrap_err().status, 404);
-    assert!(s.is_deprovisioned("x", Some("a@x.com")).await);
+    assert!(s.is_deprovisioned("x", Some("a@x.com")).await.unwrap());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A shared store where another replica takes `userName` "a@x.com" just before our first commit:
+/// that commit is refused as stale, and the refresh that follows brings the other user.
+struct RacedStore {
+    raced: std::sync::Mutex<bool>,
+    commits: std::sync::Mutex<Vec<Vec<store::Write>>>,
+}
+
+#[async_trait::async_trait]
+impl store::ScimStore for RacedStore {
+    async fn load(&self) -> Result<Vec<(Kind, Value)>, store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn put(&self, _: Kind, _: &str, _: &Value) -> Result<(), store::StoreError> {
+        Err(store::StoreError("commit only".into()))
+    }
+    async fn delete(&self, _: Kind, _: &str) -> Result<(), store::StoreError> {
+        Err(store::StoreError("commit only".into()))
+    }
+    fn shared(&self) -> bool {
+        true
+    }
+    async fn refresh(
+        &self,
+        seen: Option<&store::Revision>,
+    ) -> Result<store::Refresh, store::StoreError> {
+        let at = |n| store::Revision {
+            epoch: "e".into(),
+            number: n,
+        };
+        Ok(match seen.map(|r| r.number) {
+            None => store::Refresh::Full {
+                at: at(0),
+                items: Vec::new(),
+            },
+            Some(0) if *self.raced.lock().unwrap() => store::Refresh::Changed {
+                at: at(1),
+                writes: vec![store::Write {
+                    kind: Kind::User,
+                    id: "other".into(),
+                    value: Some(json!({"id": "other", "userName": "a@x.com"})),
+                }],
+            },
+            Some(_) => store::Refresh::Current,
+        })
+    }
+    async fn commit(
+        &self,
+        seen: Option<&store::Revision>,
+        writes: &[store::Write],
+    ) -> Result<store::Commit, store::StoreError> {
+        let mut raced = self.raced.lock().unwrap();
+        if !*raced {
+            *raced = true;
+            return Ok(store::Commit::Stale);
+        }
+        self.commits.lock().unwrap().push(writes.to_vec());
+        let n = seen.map_or(0, |r| r.number) + 1;
+        Ok(store::Commit::Done(Some(store::Revision {
+            epoch: "e".into(),
+            number: n,
+        })))
+    }
+}
+
+#[tokio::test]
+async fn a_change_refused_as_stale_is_decided_again_on_fresh_data() {
+    let st = Arc::new(RacedStore {
+        raced: std::sync::Mutex::new(false),
+        commits: std::sync::Mutex::new(Vec::new()),
+    });
+    let s = ScimService::open(st.clone(), Arc::new(ManualClock::at(1_780_000_000)))
+        .await
+        .unwrap();
+    // The other replica's user arrived between our decision and our commit: now a clash.
+    let e = s
+        .create(Kind::User, json!({"userName": "A@x.com"}), BASE)
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.scim_type), (409, Some(ScimType::Uniqueness)));
+    assert!(st.commits.lock().unwrap().is_empty(), "nothing stored");
+    // Another name goes through, once, on top of the other replica's change.
+    let (u, _) = s
+        .create(Kind::User, json!({"userName": "b@x.com"}), BASE)
+        .await
+        .unwrap();
+    assert_eq!(st.commits.lock().unwrap().len(), 1);
+    let list = s
+        .list(Kind::User, &ListQuery::default(), BASE)
+        .await
+        .unwrap();
+    assert_eq!(list.total_results, 2);
+    assert_eq!(
+        s.get(Kind::User, u["id"].as_str().unwrap(), BASE)
+            .await
+            .unwrap()["userName"],
+        "b@x.com"
+    );
+}
+
+#[tokio::test]
+async fn duplicate_group_display_name_is_a_409_uniqueness() {
+    let s = service().await;
+    let (g, _) = s
+        .create(Kind::Group, json!({"displayName": "bc-support"}), BASE)
+        .await
+        .unwrap();
+    let e = s
+        .create(Kind::Group, json!({"displayName": "BC-Support"}), BASE)
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.scim_type), (409, Some(ScimType::Uniqueness)));
+    // Replacing a group with its own name is no clash.
+    let id = g["id"].as_str().unwrap();
+    s.replace(
+        Kind::Group,
+        id,
+        json!({"displayName": "bc-support"}),
+        None,
+        BASE,
+    )
+    .await
+    .unwrap();
+}
+
+/// Redis on a port nobody listens on: every read and write is a 503, and the leaver check is an
+/// error (callers refuse), never "not deprovisioned".
+#[tokio::test]
+async fn an_unreachable_shared_store_fails_closed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = crate::secret::Secret::new(format!("redis://127.0.0.1:{port}/"));
+    let handle =
+        crate::session::RedisHandle::new(&url, std::time::Duration::from_millis(300)).unwrap();
+    let st = Arc::new(super::redis_store::RedisScimStore::new(handle, "t:"));
+    // Opening does not touch the shared store: the gateway starts while Redis is down.
+    let s = ScimService::open(st, Arc::new(ManualClock::at(1_780_000_000)))
+        .await
+        .unwrap();
+    let e = s
+        .is_deprovisioned("sub-1", Some("a@x.com"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 503);
+    let e = s
+        .create(Kind::User, json!({"userName": "a@x.com"}), BASE)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 503);
+    let e = s
+        .list(Kind::User, &ListQuery::default(), BASE)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 503);
+    assert_eq!(s.snapshot().await.unwrap_err().status, 503);
 }
