@@ -12,6 +12,8 @@
 //! | `storegate_idp_request_duration_seconds` | `idp`, `step` (begin, callback), `result` | around each IdP step |
 //! | `storegate_bigcommerce_request_duration_seconds` | `account`, `call`, `result` | around each Management API call |
 //! | `storegate_redis_errors_total` | none | every failed Redis connect or command |
+//! | `storegate_config_reloads_total` | `result` (applied, refused) | each reload attempt (SIGHUP or file change) |
+//! | `storegate_config_last_reload_success_timestamp_seconds` | none | Unix time of the last applied reload (0: none since start) |
 //!
 //! Labels are only values from fixed vocabularies or from the configuration (IdP and account
 //! ids): never a subject, an email, a session id, a token or a URL. Reason codes pass through
@@ -28,7 +30,8 @@ use async_trait::async_trait;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::audit::{AuditEvent, AuditObserver, EventKind, Outcome};
@@ -54,6 +57,8 @@ pub struct Metrics {
     failures: IntCounterVec,
     idp_latency: HistogramVec,
     bigcommerce_latency: HistogramVec,
+    config_reloads: IntCounterVec,
+    last_reload_success: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,10 +113,23 @@ impl Metrics {
             "BigCommerce Management API calls by account, call and result.",
             &["account", "call", "result"],
         )?;
+        let config_reloads = counter(
+            "config_reloads_total",
+            "Configuration reload attempts (SIGHUP or file change) by result: applied, or refused (invalid file or a change that needs a restart; the previous policy stays).",
+            &["result"],
+        )?;
+        let last_reload_success = IntGauge::new(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last applied configuration reload; 0 when none was applied since start.",
+        )?;
+        registry.register(Box::new(last_reload_success.clone()))?;
         // Pre-create the outcome series so dashboards see zeros, not gaps.
         for outcome in ["allow", "deny", "error"] {
             sign_ins.with_label_values(&[outcome]);
             launches.with_label_values(&[outcome]);
+        }
+        for result in ["applied", "refused"] {
+            config_reloads.with_label_values(&[result]);
         }
         Ok(Metrics {
             registry,
@@ -121,7 +139,20 @@ impl Metrics {
             failures,
             idp_latency,
             bigcommerce_latency,
+            config_reloads,
+            last_reload_success,
         })
+    }
+
+    /// Counts one configuration reload attempt; `applied_at` is the Unix time of an applied one.
+    pub fn observe_reload(&self, applied_at: Option<UnixTime>) {
+        match applied_at {
+            Some(at) => {
+                self.config_reloads.with_label_values(&["applied"]).inc();
+                self.last_reload_success.set(at);
+            }
+            None => self.config_reloads.with_label_values(&["refused"]).inc(),
+        }
     }
 
     /// Counts Redis errors of `handle` (read when scraped).
@@ -336,6 +367,36 @@ mod tests {
         assert_eq!(label("Bearer abc"), "other");
         assert_eq!(label(""), "other");
         assert_eq!(label(&"a".repeat(49)), "other");
+    }
+
+    #[test]
+    fn reloads_are_counted_by_result_with_the_last_success_time() {
+        let m = Metrics::new().unwrap();
+        let text = m.render().unwrap();
+        assert!(
+            text.contains("storegate_config_reloads_total{result=\"applied\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("storegate_config_last_reload_success_timestamp_seconds 0"),
+            "{text}"
+        );
+        m.observe_reload(Some(1_800_000_000));
+        m.observe_reload(None);
+        m.observe_reload(None);
+        let text = m.render().unwrap();
+        assert!(
+            text.contains("storegate_config_reloads_total{result=\"applied\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("storegate_config_reloads_total{result=\"refused\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("storegate_config_last_reload_success_timestamp_seconds 1800000000"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -12,8 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use crate::clock::{SharedClock, UnixTime};
 use crate::config::{self, Config, Diagnostics, SessionBackend, Store};
 use crate::identity::StoreId;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 
 /// What handlers decide with: one consistent pair of policy and stores.
@@ -111,12 +113,19 @@ pub fn apply(
     Ok(())
 }
 
-/// Reloads from `path`, logging the outcome.
-pub fn reload_file(shared: &SharedPolicy, running: &Config, path: &Path, why: &str) {
+/// Reloads from `path`, logging the outcome and counting it in `metrics`.
+pub fn reload_file(
+    shared: &SharedPolicy,
+    running: &Config,
+    path: &Path,
+    why: &str,
+    metrics: &Metrics,
+    now: UnixTime,
+) {
     match apply(shared, running, config::load_file(path)) {
         Ok(()) => {
+            metrics.observe_reload(Some(now));
             let snap = shared.load();
-            // Not yet a metric (the reload task has no handle on the registry): the log line is the record.
             tracing::info!(
                 trigger = why,
                 file = %path.display(),
@@ -126,7 +135,7 @@ pub fn reload_file(shared: &SharedPolicy, running: &Config, path: &Path, why: &s
             );
         }
         Err(e) => {
-            // Not yet a metric: this log line is the record.
+            metrics.observe_reload(None);
             tracing::error!(
                 trigger = why,
                 file = %path.display(),
@@ -142,7 +151,14 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 /// Watches for SIGHUP and for changes of the file (polled every `poll`), reloading on each.
-pub fn spawn(shared: SharedPolicy, running: Arc<Config>, path: PathBuf, poll: Duration) {
+pub fn spawn(
+    shared: SharedPolicy,
+    running: Arc<Config>,
+    path: PathBuf,
+    poll: Duration,
+    metrics: Metrics,
+    clock: SharedClock,
+) {
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -169,13 +185,13 @@ pub fn spawn(shared: SharedPolicy, running: Arc<Config>, path: PathBuf, poll: Du
             tokio::select! {
                 _ = hangup => {
                     last = modified(&path);
-                    reload_file(&shared, &running, &path, "SIGHUP");
+                    reload_file(&shared, &running, &path, "SIGHUP", &metrics, clock.now());
                 }
                 _ = tick.tick() => {
                     let now = modified(&path);
                     if now.is_some() && now != last {
                         last = now;
-                        reload_file(&shared, &running, &path, "file changed");
+                        reload_file(&shared, &running, &path, "file changed", &metrics, clock.now());
                     }
                 }
             }
@@ -285,11 +301,15 @@ url = "https://us.example.com"
         let running = Arc::new(config::load_file(&path).unwrap());
         let shared: SharedPolicy =
             Arc::new(ArcSwap::from_pointee(PolicySnapshot::from_config(&running)));
+        let metrics = Metrics::new().unwrap();
+        let clock: SharedClock = Arc::new(crate::clock::ManualClock::at(1_800_000_000));
         spawn(
             shared.clone(),
             running,
             path.clone(),
             Duration::from_millis(20),
+            metrics.clone(),
+            clock,
         );
         let wait_for = |want: &'static str| {
             let shared = shared.clone();
@@ -311,6 +331,19 @@ url = "https://us.example.com"
         std::fs::write(&path, "this is not toml [").unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(names(&shared), ["two"], "the broken file is refused");
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains("storegate_config_reloads_total{result=\"applied\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("storegate_config_reloads_total{result=\"refused\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("storegate_config_last_reload_success_timestamp_seconds 1800000000"),
+            "{text}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

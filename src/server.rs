@@ -39,6 +39,8 @@ pub async fn serve(
             state.config.clone(),
             path,
             std::time::Duration::from_secs(2),
+            state.metrics.clone(),
+            state.clock.clone(),
         );
     }
     tracing::info!(listen = %listener.local_addr()?, public_url = %public, "storegate is serving");
