@@ -12,14 +12,18 @@
 //! | `storegate_idp_request_duration_seconds` | `idp`, `step` (begin, callback), `result` | around each IdP step |
 //! | `storegate_bigcommerce_request_duration_seconds` | `account`, `call`, `result` | around each Management API call |
 //! | `storegate_redis_errors_total` | none | every failed Redis connect or command |
+//! | `storegate_provisioning_queue_depth` | none | items waiting in the provisioning queue |
+//! | `storegate_provisioning_queue_in_flight` | none | items a worker took and has not settled (Redis: pending in the consumer group, every replica) |
+//! | `storegate_provisioning_queue_dead_letters` | none | items given up on (refused by BigCommerce or failing too often) |
 //!
 //! Labels are only values from fixed vocabularies or from the configuration (IdP and account
 //! ids): never a subject, an email, a session id, a token or a URL. Reason codes pass through
 //! [`label`], which keeps `[a-z0-9_]` codes and turns anything else into `other`, so a future
 //! free-text reason could not smuggle user data (or unbounded cardinality) into a label.
 //!
-//! There is no queue-depth gauge yet: the durable provisioning queue (src/provisioning/queue.rs)
-//! runs in `storegate reconcile`, not in the serving process this registry belongs to.
+//! The queue gauges exist when `serve` runs the scheduled reconcile (it owns a queue then) and are
+//! read from the queue at scrape time ([`Metrics::refresh`]): with the Redis queue they are the
+//! shared queue's counts, the same on every replica.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +32,8 @@ use async_trait::async_trait;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::audit::{AuditEvent, AuditObserver, EventKind, Outcome};
@@ -37,6 +42,7 @@ use crate::bigcommerce::api::{
 };
 use crate::clock::UnixTime;
 use crate::policy::CustomerGroupRef;
+use crate::provisioning::queue::WorkQueue;
 use crate::session::RedisHandle;
 
 /// Upstream latency buckets, in seconds: loopback-fast to the 10 s client timeout.
@@ -54,6 +60,15 @@ pub struct Metrics {
     failures: IntCounterVec,
     idp_latency: HistogramVec,
     bigcommerce_latency: HistogramVec,
+    queue: Arc<std::sync::OnceLock<QueueGauges>>,
+}
+
+/// The provisioning queue and its gauges.
+struct QueueGauges {
+    queue: Arc<dyn WorkQueue>,
+    depth: IntGauge,
+    in_flight: IntGauge,
+    dead_letters: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,7 +136,56 @@ impl Metrics {
             failures,
             idp_latency,
             bigcommerce_latency,
+            queue: Arc::default(),
         })
+    }
+
+    /// Reports the provisioning queue's depth, in-flight and dead-letter counts (once; a second
+    /// queue is ignored).
+    pub fn watch_queue(&self, queue: Arc<dyn WorkQueue>) -> Result<(), prometheus::Error> {
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::with_opts(Opts::new(name, help))?;
+            self.registry.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
+        if self.queue.get().is_some() {
+            return Ok(());
+        }
+        let gauges = QueueGauges {
+            queue,
+            depth: gauge(
+                "provisioning_queue_depth",
+                "Provisioning items waiting for a worker (every replica, with the Redis queue).",
+            )?,
+            in_flight: gauge(
+                "provisioning_queue_in_flight",
+                "Provisioning items taken by a worker and not settled yet.",
+            )?,
+            dead_letters: gauge(
+                "provisioning_queue_dead_letters",
+                "Provisioning items given up on (see the audit trail and the dead-letter stream).",
+            )?,
+        };
+        let _ = self.queue.set(gauges);
+        Ok(())
+    }
+
+    /// Reads the queue counts into their gauges (before a scrape). A queue that cannot be read
+    /// keeps the last values; the failure is logged (and counted as a Redis error).
+    pub async fn refresh(&self) {
+        let Some(g) = self.queue.get() else {
+            return;
+        };
+        match g.queue.stats().await {
+            Ok(s) => {
+                g.depth.set(s.waiting as i64);
+                g.in_flight.set(s.in_flight as i64);
+                g.dead_letters.set(s.dead_letters as i64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the provisioning queue counts for /metrics")
+            }
+        }
     }
 
     /// Counts Redis errors of `handle` (read when scraped).

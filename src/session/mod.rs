@@ -11,6 +11,9 @@ use std::time::Duration;
 pub use memory::MemorySessionStore;
 pub use redis_store::{RedisHandle, RedisSessionStore};
 
+/// The prefix of every key storegate writes to Redis (sessions, one-time ids, the queue).
+pub const REDIS_PREFIX: &str = "storegate:";
+
 use crate::config::{SessionBackend, SessionConfig};
 
 /// The configured store, as one concrete type for the session layer.
@@ -34,7 +37,7 @@ impl Store {
                 let handle = RedisHandle::with_ca(url, ca, Duration::from_secs(2))?;
                 Ok(Store::Redis(Box::new(RedisSessionStore::new(
                     handle,
-                    "storegate:",
+                    REDIS_PREFIX,
                 ))))
             }
         }

@@ -117,7 +117,7 @@ impl AppState {
         // in Redis they are shared by every replica.
         let one_time = match &sessions {
             session::Store::Redis(s) => {
-                session::one_time::OneTimeStore::redis(s.handle().clone(), "storegate:")
+                session::one_time::OneTimeStore::redis(s.handle().clone(), session::REDIS_PREFIX)
             }
             session::Store::Memory(_) => session::one_time::OneTimeStore::memory(),
         };
