@@ -331,3 +331,52 @@ async fn of_two_concurrent_scheduled_passes_only_one_plans() {
     );
     assert_eq!(b.executor.queue.paused_for("store2").await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_failing_on_every_attempt_is_dead_lettered_after_dead_letter_after() {
+    let redis = RedisServer::start();
+    let (sim, base) = simulator(1000, 1000).await;
+    let cfg = Arc::new(redis_config(&base, &redis, "5m"));
+    let scim = scim_with_users(1, "staff").await;
+    let (audit, mut rx) = AuditLog::channel();
+    let mut backoff = fast();
+    backoff.dead_letter_after = 3;
+    let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), backoff).unwrap();
+    let plan = r
+        .plan(&scim.snapshot().await, SystemClock.now())
+        .await
+        .unwrap();
+    assert_eq!(plan.len(), 3);
+    r.executor.queue.enqueue("outage", plan).await.unwrap();
+    // BigCommerce answers 503 to everything from now on.
+    sim.fail_next(10_000, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    let report = r.executor.drain(None).await;
+    assert!(report.stalled.is_empty(), "{report:?}");
+    assert_eq!((report.done, report.failed), (0, 3), "{report:?}");
+    assert_eq!(report.retried, 9, "3 attempts per item: {report:?}");
+    let dead = r.executor.queue.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 3);
+    for (item, why) in &dead {
+        assert_eq!(item.attempts, 3);
+        assert!(
+            why.starts_with("failed 3 times, last: transient failure"),
+            "{why}"
+        );
+    }
+    let errors = drain_audit(&mut rx)
+        .into_iter()
+        .filter(|e| e.event == EventKind::Provision && e.outcome == Outcome::Error)
+        .count();
+    assert_eq!(errors, 3);
+    assert_eq!(
+        r.executor.queue.stats().await.unwrap(),
+        QueueStats {
+            waiting: 0,
+            in_flight: 0,
+            dead_letters: 3
+        }
+    );
+    for h in HASHES {
+        assert!(sim.customers(h).is_empty());
+    }
+}
