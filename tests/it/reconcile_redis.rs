@@ -153,7 +153,12 @@ async fn a_consumer_dropped_with_work_pending_is_taken_over_by_the_other() {
     let started = std::time::Instant::now();
     let report = a.executor.drain(None).await;
     assert!(report.stalled.is_empty(), "{report:?}");
-    assert_eq!(report.failed, 0);
+    assert_eq!(
+        report.failed,
+        0,
+        "{:?}",
+        a.executor.queue.dead_letters().await.unwrap()
+    );
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "B's entries were taken over only after queue_claim_after"

@@ -125,9 +125,14 @@ pub struct RedisQueue {
     claim_after: Duration,
     /// Streams whose consumer group this process created (or found).
     grouped: std::sync::Mutex<HashSet<String>>,
-    /// Entries handed to a worker and not settled: read back from the own pending list, they
-    /// may have taken effect already.
+    /// Entries (`STREAM ID`: entry ids repeat across streams) handed to a worker and not
+    /// settled: read back from the own pending list, they may have taken effect already.
     taken: std::sync::Mutex<HashSet<String>>,
+}
+
+/// The `taken` key of entry `id` of stream `key`.
+fn taken_key(key: &str, id: &str) -> String {
+    format!("{key} {id}")
 }
 
 fn redis_err(redis: &RedisHandle, what: &str, e: &redis::RedisError) -> anyhow::Error {
@@ -224,7 +229,13 @@ impl RedisQueue {
 
     /// Appends the items of `entries` to `out`; returns the ids of entries that are not
     /// storegate items (they go to the dead letters, so they cannot hold the queue forever).
-    fn parse(&self, entries: Vec<StreamId>, uncertain: bool, out: &mut Vec<Item>) -> Vec<String> {
+    fn parse(
+        &self,
+        key: &str,
+        entries: Vec<StreamId>,
+        uncertain: bool,
+        out: &mut Vec<Item>,
+    ) -> Vec<String> {
         let mut bad = Vec::new();
         for e in entries {
             let text = e
@@ -234,8 +245,17 @@ impl RedisQueue {
                 .unwrap_or_default();
             match serde_json::from_str::<Item>(&text) {
                 Ok(mut item) => {
-                    item.uncertain =
-                        uncertain || self.taken.lock().is_ok_and(|t| t.contains(&e.id));
+                    let tk = taken_key(key, &e.id);
+                    item.uncertain = match self.taken.lock() {
+                        // Taken over from another consumer: now pending here, and uncertain
+                        // until settled, also when it is not in this batch but read back later.
+                        Ok(mut t) if uncertain => {
+                            t.insert(tk);
+                            true
+                        }
+                        Ok(t) => t.contains(&tk),
+                        Err(_) => true,
+                    };
                     item.entry = Some(e.id);
                     if !out.iter().any(|o| o.entry == item.entry) {
                         out.push(item);
@@ -417,7 +437,7 @@ impl WorkQueue for RedisQueue {
         self.ensure_group(&key).await?;
         let mut items = Vec::new();
         let own = self.read_group(&key, "0", OWN_PENDING).await?;
-        let mut bad = self.parse(own, false, &mut items);
+        let mut bad = self.parse(&key, own, false, &mut items);
         if items.len() < BATCH {
             let mut c = self.conn().await?;
             let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -438,11 +458,11 @@ impl WorkQueue for RedisQueue {
                     "took over provisioning work a stopped consumer left pending"
                 );
             }
-            bad.extend(self.parse(claimed.claimed, true, &mut items));
+            bad.extend(self.parse(&key, claimed.claimed, true, &mut items));
         }
         if items.len() < BATCH {
             let new = self.read_group(&key, ">", BATCH).await?;
-            bad.extend(self.parse(new, false, &mut items));
+            bad.extend(self.parse(&key, new, false, &mut items));
         }
         self.dead_letter_raw(&key, bad).await?;
         let mut batch = pick_batch(&items);
@@ -461,7 +481,7 @@ impl WorkQueue for RedisQueue {
             .map_err(|e| redis_err(&self.redis, "claiming the batch", &e))?;
         batch.retain(|i| i.entry.as_ref().is_some_and(|e| owned.contains(e)));
         if let Ok(mut t) = self.taken.lock() {
-            t.extend(owned);
+            t.extend(owned.iter().map(|id| taken_key(&key, id)));
         }
         Ok(batch)
     }
@@ -485,6 +505,7 @@ impl WorkQueue for RedisQueue {
         accounts.sort_unstable();
         accounts.dedup();
         let entry = |i: &Item| i.entry.clone().unwrap_or_default();
+        let taken = |i: &Item| taken_key(&self.stream(i.action.account()), &entry(i));
         let mut c = self.conn().await?;
         let mut settled = Vec::new();
         for account in accounts {
@@ -498,19 +519,19 @@ impl WorkQueue for RedisQueue {
             inv.arg(d.len());
             for i in d {
                 inv.arg(entry(i));
-                settled.push(entry(i));
+                settled.push(taken(i));
             }
             let x: Vec<&(Item, String)> = dead.iter().filter(|(i, _)| mine(&i)).collect();
             inv.arg(x.len());
             for (i, why) in x {
                 inv.arg(entry(i)).arg(serde_json::to_string(i)?).arg(why);
-                settled.push(entry(i));
+                settled.push(taken(i));
             }
             let ch: Vec<&Item> = changed.iter().filter(mine).collect();
             inv.arg(ch.len());
             for i in ch {
                 inv.arg(entry(i)).arg(serde_json::to_string(i)?);
-                settled.push(entry(i));
+                settled.push(taken(i));
             }
             let _: i64 = inv
                 .invoke_async(&mut c)
