@@ -130,6 +130,7 @@ async fn wave(users: usize, window_ms: u64) -> anyhow::Result<()> {
         max: Duration::from_secs(2),
         give_up_after: 20,
         rate_limited_default: Duration::from_millis(200),
+        ..Default::default()
     };
     let r = Reconciler::new(
         Arc::new(cfg),

@@ -14,14 +14,18 @@
 //! | `storegate_redis_errors_total` | none | every failed Redis connect or command |
 //! | `storegate_config_reloads_total` | `result` (applied, refused) | each reload attempt (SIGHUP or file change) |
 //! | `storegate_config_last_reload_success_timestamp_seconds` | none | Unix time of the last applied reload (0: none since start) |
+//! | `storegate_provisioning_queue_depth` | none | items waiting in the provisioning queue |
+//! | `storegate_provisioning_queue_in_flight` | none | items a worker took and has not settled (Redis: pending in the consumer group, every replica) |
+//! | `storegate_provisioning_queue_dead_letters` | none | items given up on (refused by BigCommerce or failing too often) |
 //!
 //! Labels are only values from fixed vocabularies or from the configuration (IdP and account
 //! ids): never a subject, an email, a session id, a token or a URL. Reason codes pass through
 //! [`label`], which keeps `[a-z0-9_]` codes and turns anything else into `other`, so a future
 //! free-text reason could not smuggle user data (or unbounded cardinality) into a label.
 //!
-//! There is no queue-depth gauge yet: the durable provisioning queue (src/provisioning/queue.rs)
-//! runs in `storegate reconcile`, not in the serving process this registry belongs to.
+//! The queue gauges exist when `serve` runs the scheduled reconcile (it owns a queue then) and are
+//! read from the queue at scrape time ([`Metrics::refresh`]): with the Redis queue they are the
+//! shared queue's counts, the same on every replica.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,6 +44,7 @@ use crate::bigcommerce::api::{
 };
 use crate::clock::UnixTime;
 use crate::policy::CustomerGroupRef;
+use crate::provisioning::queue::WorkQueue;
 use crate::session::RedisHandle;
 
 /// Upstream latency buckets, in seconds: loopback-fast to the 10 s client timeout.
@@ -59,6 +64,15 @@ pub struct Metrics {
     bigcommerce_latency: HistogramVec,
     config_reloads: IntCounterVec,
     last_reload_success: IntGauge,
+    queue: Arc<std::sync::OnceLock<QueueGauges>>,
+}
+
+/// The provisioning queue and its gauges.
+struct QueueGauges {
+    queue: Arc<dyn WorkQueue>,
+    depth: IntGauge,
+    in_flight: IntGauge,
+    dead_letters: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -141,6 +155,7 @@ impl Metrics {
             bigcommerce_latency,
             config_reloads,
             last_reload_success,
+            queue: Arc::default(),
         })
     }
 
@@ -152,6 +167,54 @@ impl Metrics {
                 self.last_reload_success.set(at);
             }
             None => self.config_reloads.with_label_values(&["refused"]).inc(),
+        }
+    }
+
+    /// Reports the provisioning queue's depth, in-flight and dead-letter counts (once; a second
+    /// queue is ignored).
+    pub fn watch_queue(&self, queue: Arc<dyn WorkQueue>) -> Result<(), prometheus::Error> {
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::with_opts(Opts::new(name, help))?;
+            self.registry.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
+        if self.queue.get().is_some() {
+            return Ok(());
+        }
+        let gauges = QueueGauges {
+            queue,
+            depth: gauge(
+                "provisioning_queue_depth",
+                "Provisioning items waiting for a worker (every replica, with the Redis queue).",
+            )?,
+            in_flight: gauge(
+                "provisioning_queue_in_flight",
+                "Provisioning items taken by a worker and not settled yet.",
+            )?,
+            dead_letters: gauge(
+                "provisioning_queue_dead_letters",
+                "Provisioning items given up on (see the audit trail and the dead-letter stream).",
+            )?,
+        };
+        let _ = self.queue.set(gauges);
+        Ok(())
+    }
+
+    /// Reads the queue counts into their gauges (before a scrape). A queue that cannot be read
+    /// keeps the last values; the failure is logged (and counted as a Redis error).
+    pub async fn refresh(&self) {
+        let Some(g) = self.queue.get() else {
+            return;
+        };
+        match g.queue.stats().await {
+            Ok(s) => {
+                g.depth.set(s.waiting as i64);
+                g.in_flight.set(s.in_flight as i64);
+                g.dead_letters.set(s.dead_letters as i64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the provisioning queue counts for /metrics")
+            }
         }
     }
 

@@ -61,12 +61,19 @@ pub fn spawn_reconcile_schedule(
     if state.config.bigcommerce.is_empty() {
         return Ok(None);
     }
-    let r = crate::provisioning::run::Reconciler::new(
+    // The Redis queue shares the gateway's one Redis connection.
+    let redis = match state.sessions.as_ref() {
+        crate::session::Store::Redis(s) => Some(s.handle().clone()),
+        crate::session::Store::Memory(_) => None,
+    };
+    let r = crate::provisioning::run::Reconciler::with_redis(
         state.config.clone(),
         state.audit.clone(),
         state.clock.clone(),
         Default::default(),
+        redis,
     )?;
+    state.metrics.watch_queue(r.executor.queue.clone())?;
     tracing::info!(every = ?interval, "scheduled reconcile enabled");
     Ok(Some(crate::provisioning::run::spawn_schedule(
         std::sync::Arc::new(r),

@@ -42,10 +42,16 @@ pub struct ProvisioningFile {
     /// How often `serve` runs a reconcile pass. Default 15m; "0s" turns the schedule off.
     #[serde(default)]
     pub reconcile_interval: Option<String>,
-    /// The durable work queue and the record of provisioned customers: `"file:PATH"`.
+    /// The durable work queue: `"file:PATH"` (one gateway) or `"redis"` (a Redis Stream with a
+    /// consumer group on the `[session]` Redis, shared by every replica).
     /// Default `file:provisioning-queue.json`.
     #[serde(default)]
     pub queue: Option<String>,
+    /// Redis queue: how long work a replica took stays with it before another replica takes it
+    /// over (the replica crashed or stopped). Default 5m; at least 1s. Keep it well above the
+    /// BigCommerce `timeout`.
+    #[serde(default)]
+    pub queue_claim_after: Option<String>,
     /// The IdP whose subjects SCIM users carry. Default: the first `[[idp]]`.
     #[serde(default)]
     pub idp: Option<String>,
@@ -75,6 +81,14 @@ pub struct ScimConfig {
     pub store: ScimStorage,
 }
 
+/// Where the provisioning queue lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueStorage {
+    File(PathBuf),
+    /// A Redis Stream on the `[session]` Redis.
+    Redis,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deprovision {
     Restrict,
@@ -92,7 +106,8 @@ pub struct ProvisioningConfig {
     pub deprovision: Deprovision,
     pub locked_customer_group: String,
     pub reconcile_interval: Option<Duration>,
-    pub queue: PathBuf,
+    pub queue: QueueStorage,
+    pub queue_claim_after: Duration,
     pub idp: Option<String>,
     pub subject_attribute: SubjectAttribute,
     pub repair_drift: bool,
@@ -104,7 +119,8 @@ impl Default for ProvisioningConfig {
             deprovision: Deprovision::Restrict,
             locked_customer_group: "Locked".into(),
             reconcile_interval: Some(Duration::from_secs(15 * 60)),
-            queue: PathBuf::from("provisioning-queue.json"),
+            queue: QueueStorage::File(PathBuf::from("provisioning-queue.json")),
+            queue_claim_after: Duration::from_secs(5 * 60),
             idp: None,
             subject_attribute: SubjectAttribute::ExternalId,
             repair_drift: false,

@@ -1573,3 +1573,31 @@ fn unknown_scim_store_is_reported_at_the_key() {
         "`scim.store`: \"postgres://db\" is not \"file:DIR\", \"redis\" or \"memory\"",
     );
 }
+
+#[test]
+fn redis_queue_without_redis_sessions_is_refused_at_its_line() {
+    let text = format!("{MINIMAL}[provisioning]\nqueue = \"redis\"\n");
+    assert_one(
+        &errors(&text),
+        9,
+        "`provisioning.queue = \"redis\"` uses the gateway's Redis: set `[session] store = \"redis\"`",
+    );
+}
+
+#[test]
+fn redis_queue_with_redis_sessions_loads_and_a_short_claim_is_refused() {
+    use crate::config::provisioning::QueueStorage;
+    let text =
+        format!("{BASELINE}\n[provisioning]\nqueue = \"redis\"\nqueue_claim_after = \"90s\"\n");
+    let c = load_with(&text, &baseline_env()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.provisioning.queue, QueueStorage::Redis);
+    assert_eq!(c.provisioning.queue_claim_after, Duration::from_secs(90));
+    let lines = doc(BASELINE).lines().count();
+    let text =
+        format!("{BASELINE}\n[provisioning]\nqueue = \"redis\"\nqueue_claim_after = \"500ms\"\n");
+    assert_one(
+        &errors_with(&text, &baseline_env()),
+        lines + 4,
+        "`provisioning.queue_claim_after` is shorter than 1s",
+    );
+}

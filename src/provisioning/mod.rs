@@ -3,6 +3,7 @@
 //! through a durable, rate-limit-aware work queue.
 
 pub mod bc;
+pub mod executor;
 pub mod queue;
 pub mod reconcile;
 pub mod run;

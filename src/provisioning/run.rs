@@ -18,7 +18,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::bc::{BatchClient, CallError};
-use super::queue::{Backoff, DrainReport, Executor, Queue};
+use super::executor::Executor;
+use super::queue::file::FileQueue;
+use super::queue::redis::RedisQueue;
+use super::queue::{Backoff, DrainReport, WorkQueue};
 use super::reconcile::{self, Action, Actual, GroupIds};
 use super::scim::ScimData;
 use crate::audit::AuditLog;
@@ -26,7 +29,7 @@ use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::bigcommerce::api::Customer;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::config::provisioning::{Deprovision, ScimStorage};
+use crate::config::provisioning::{Deprovision, QueueStorage, ScimStorage};
 use crate::policy::CustomerGroupRef;
 
 /// Emails per lookup call (`GET /v3/customers?email:in=...`).
@@ -104,17 +107,31 @@ pub async fn load_scim(cfg: &Config) -> anyhow::Result<ScimData> {
 }
 
 impl Reconciler {
+    /// A reconciler with its own Redis connection when `[provisioning] queue = "redis"` (the
+    /// `storegate reconcile` command); the gateway passes its own with [`Self::with_redis`].
     pub fn new(
         config: Arc<Config>,
         audit: AuditLog,
         clock: SharedClock,
         backoff: Backoff,
     ) -> anyhow::Result<Self> {
+        Self::with_redis(config, audit, clock, backoff, None)
+    }
+
+    /// Like [`Self::new`], with the gateway's shared [`RedisHandle`](crate::session::RedisHandle)
+    /// for a Redis queue.
+    pub fn with_redis(
+        config: Arc<Config>,
+        audit: AuditLog,
+        clock: SharedClock,
+        backoff: Backoff,
+        redis: Option<crate::session::RedisHandle>,
+    ) -> anyhow::Result<Self> {
         let mut clients = HashMap::new();
         for a in &config.bigcommerce {
             clients.insert(a.id.clone(), Arc::new(BatchClient::new(a)?));
         }
-        let queue = Arc::new(Queue::open(&config.provisioning.queue)?);
+        let queue = open_queue(&config, redis)?;
         let executor = Arc::new(Executor {
             queue,
             clients: clients.clone(),
@@ -316,7 +333,7 @@ impl Reconciler {
             run: uuid::Uuid::new_v4().to_string(),
             ..Default::default()
         };
-        if !self.executor.queue.is_empty().await {
+        if !self.executor.queue.is_empty().await? {
             let r = self.executor.drain(None).await;
             if !r.stalled.is_empty() {
                 anyhow::bail!(
@@ -371,6 +388,37 @@ impl Reconciler {
             .await?;
         report.drain = self.executor.drain(None).await;
         Ok(report)
+    }
+}
+
+/// The configured queue: the file, or a Redis Stream on `redis` (else on a connection opened
+/// from `[session]`).
+fn open_queue(
+    config: &Config,
+    redis: Option<crate::session::RedisHandle>,
+) -> anyhow::Result<Arc<dyn WorkQueue>> {
+    match &config.provisioning.queue {
+        QueueStorage::File(path) => Ok(Arc::new(FileQueue::open(path)?)),
+        QueueStorage::Redis => {
+            let handle = match redis {
+                Some(h) => h,
+                None => match crate::session::Store::from_config(&config.session)
+                    .map_err(anyhow::Error::msg)?
+                {
+                    crate::session::Store::Redis(s) => s.handle().clone(),
+                    crate::session::Store::Memory(_) => anyhow::bail!(
+                        "provisioning.queue = \"redis\" needs [session] store = \"redis\""
+                    ),
+                },
+            };
+            let accounts = config.bigcommerce.iter().map(|a| a.id.clone()).collect();
+            Ok(Arc::new(RedisQueue::new(
+                handle,
+                crate::session::REDIS_PREFIX,
+                accounts,
+                config.provisioning.queue_claim_after,
+            )))
+        }
     }
 }
 
@@ -567,14 +615,36 @@ pub fn spawn_schedule(
             let scim = Arc::clone(&scim);
             tokio::spawn(async move {
                 let _guard = guard;
-                scheduled_pass(&r, &scim).await;
+                let _planned = scheduled_pass(&r, &scim).await;
             });
         }
     })
 }
 
-/// One scheduled pass, logged and audited.
-pub async fn scheduled_pass(r: &Reconciler, scim: &super::scim::ScimService) {
+/// One scheduled pass, logged and audited, if this replica gets the lease (see
+/// [`WorkQueue::lease`]): with a shared Redis queue, one replica plans per interval. Another
+/// replica skips planning and helps work the queue off. True when this replica planned.
+pub async fn scheduled_pass(r: &Reconciler, scim: &super::scim::ScimService) -> bool {
+    let lease = match r.executor.queue.lease().await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            tracing::debug!(
+                "scheduled reconcile: another replica holds the lease and plans this pass; helping with the queue only"
+            );
+            r.executor.drain(None).await;
+            return false;
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "scheduled reconcile skipped: cannot take the reconcile lease");
+            return false;
+        }
+    };
+    run_scheduled_pass(r, scim).await;
+    lease.release().await;
+    true
+}
+
+async fn run_scheduled_pass(r: &Reconciler, scim: &super::scim::ScimService) {
     let now = r.executor.clock.now();
     let started = std::time::Instant::now();
     let result = match scim.snapshot().await {

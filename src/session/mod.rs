@@ -13,7 +13,8 @@ pub use redis_store::{RedisHandle, RedisSessionStore};
 
 use crate::config::{SessionBackend, SessionConfig};
 
-/// The start of every key the gateway keeps in Redis (sessions, one-time ids, SCIM data).
+/// The start of every key the gateway keeps in Redis (sessions, one-time ids, SCIM data, the
+/// provisioning queue).
 pub const REDIS_PREFIX: &str = "storegate:";
 
 /// The configured store, as one concrete type for the session layer.

@@ -19,6 +19,7 @@ mod metrics;
 mod oidc_peer;
 mod oidc_refusals;
 mod reconcile;
+mod reconcile_redis;
 mod redis_tls_acl;
 mod replicas;
 mod saml;

@@ -16,10 +16,10 @@ use storegate::provisioning::scim::{ScimData, ScimService};
 use storegate::secret::Secret;
 use tokio::net::TcpListener;
 
-const HASHES: [&str; 3] = ["store1", "store2", "store3"];
+pub(crate) const HASHES: [&str; 3] = ["store1", "store2", "store3"];
 
 /// A simulator with three store hashes and a fast rate-limit window (so limits bite in seconds).
-async fn simulator(per_window: u32, window_ms: u64) -> (SimHandle, String) {
+pub(crate) async fn simulator(per_window: u32, window_ms: u64) -> (SimHandle, String) {
     let stores = HASHES
         .iter()
         .map(|h| SimStore {
@@ -47,6 +47,16 @@ async fn simulator(per_window: u32, window_ms: u64) -> (SimHandle, String) {
 }
 
 fn config(sim_base: &str, queue: &std::path::Path, extra: &str) -> Config {
+    config_text(
+        sim_base,
+        &format!("queue = \"file:{}\"\n{extra}", queue.display()),
+        "",
+    )
+}
+
+/// A configuration with `provisioning` as the `[provisioning]` body and `tail` (further tables)
+/// after it.
+pub(crate) fn config_text(sim_base: &str, provisioning: &str, tail: &str) -> Config {
     let mut t = String::from(
         "public_url = \"http://127.0.0.1:1\"\nallow_insecure_http = true\n[[idp]]\nid = \"nam\"\nprotocol = \"oidc\"\nissuer = \"http://127.0.0.1:9/x\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
     );
@@ -58,22 +68,22 @@ fn config(sim_base: &str, queue: &std::path::Path, extra: &str) -> Config {
     t += "[[rule]]\nname = \"staff-everywhere\"\ngroups_any = [\"staff\"]\nstores = [\"*\"]\nrole = \"staff\"\ncustomer_group = \"Staff\"\n";
     t += "[[rule]]\nname = \"outlet-only\"\ngroups_any = [\"outlet\"]\nstores = [\"store3\"]\nrole = \"outlet\"\n";
     t += &format!(
-        "[scim]\nenabled = true\nbearer_token = \"0123456789abcdef0123\"\nstore = \"memory\"\n[provisioning]\nqueue = \"file:{}\"\n{extra}",
-        queue.display()
+        "[scim]\nenabled = true\nbearer_token = \"0123456789abcdef0123\"\nstore = \"memory\"\n[provisioning]\n{provisioning}{tail}"
     );
     config::load_str(&t, "reconcile.toml", &LiteralEnv).unwrap_or_else(|d| panic!("{d}"))
 }
 
-fn fast() -> Backoff {
+pub(crate) fn fast() -> Backoff {
     Backoff {
         first: Duration::from_millis(5),
         max: Duration::from_millis(100),
         give_up_after: 50,
         rate_limited_default: Duration::from_millis(50),
+        dead_letter_after: 50,
     }
 }
 
-async fn scim_with_users(n: usize, group: &str) -> ScimService {
+pub(crate) async fn scim_with_users(n: usize, group: &str) -> ScimService {
     let s = ScimService::open(Arc::new(MemoryStore), Arc::new(SystemClock))
         .await
         .unwrap();
@@ -95,7 +105,7 @@ async fn scim_with_users(n: usize, group: &str) -> ScimService {
     s
 }
 
-fn assert_exactly_once(sim: &SimHandle, n: usize) {
+pub(crate) fn assert_exactly_once(sim: &SimHandle, n: usize) {
     for h in HASHES {
         let cs = sim.customers(h);
         let mut emails: Vec<String> = cs.iter().map(|c| c.email.to_lowercase()).collect();
@@ -107,7 +117,7 @@ fn assert_exactly_once(sim: &SimHandle, n: usize) {
     }
 }
 
-fn temp(tag: &str) -> std::path::PathBuf {
+pub(crate) fn temp(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("storegate-{tag}-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -205,12 +215,12 @@ async fn a_restart_in_the_middle_of_a_run_resumes_without_duplicates() {
     // A new process reads the queue file and resumes.
     let r = Reconciler::new(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast()).unwrap();
     assert!(
-        !r.executor.queue.is_empty().await,
+        !r.executor.queue.is_empty().await.unwrap(),
         "work survived the crash"
     );
     let report = r.executor.drain(None).await;
     assert!(report.stalled.is_empty());
-    assert!(r.executor.queue.is_empty().await);
+    assert!(r.executor.queue.is_empty().await.unwrap());
     assert_exactly_once(&sim, 300);
     let again = r
         .plan(&data, storegate::clock::Clock::now(&SystemClock))

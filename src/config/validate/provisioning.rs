@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::super::diag::key;
 use super::super::file::FileConfig;
 use super::super::provisioning::{
-    Deprovision, ProvisioningConfig, ScimConfig, ScimStorage, SubjectAttribute,
+    Deprovision, ProvisioningConfig, QueueStorage, ScimConfig, ScimStorage, SubjectAttribute,
 };
 use super::Checker;
 
@@ -112,11 +112,32 @@ pub(super) fn provisioning(c: &mut Checker<'_>, f: &FileConfig) -> ProvisioningC
     }
     if let Some(raw) = &p.queue {
         match raw.strip_prefix("file:") {
-            Some(path) if !path.is_empty() => out.queue = PathBuf::from(path),
+            Some(path) if !path.is_empty() => out.queue = QueueStorage::File(PathBuf::from(path)),
+            _ if raw == "redis" => {
+                if f.session.store != "redis" {
+                    c.error(
+                        &at("queue"),
+                        "`provisioning.queue = \"redis\"` uses the gateway's Redis: set `[session] store = \"redis\"` and `redis_url`",
+                    );
+                }
+                out.queue = QueueStorage::Redis;
+            }
             _ => c.error(
                 &at("queue"),
-                format!("`provisioning.queue`: \"{raw}\" is not \"file:PATH\" (a Redis Stream queue is not supported yet)"),
+                format!("`provisioning.queue`: \"{raw}\" is not \"file:PATH\" or \"redis\""),
             ),
+        }
+    }
+    if let Some(raw) = &p.queue_claim_after
+        && let Some(d) = c.duration(&at("queue_claim_after"), raw)
+    {
+        if d < std::time::Duration::from_secs(1) {
+            c.error(
+                &at("queue_claim_after"),
+                "`provisioning.queue_claim_after` is shorter than 1s: a working replica would lose its work to another",
+            );
+        } else {
+            out.queue_claim_after = d;
         }
     }
     if let Some(idp) = &p.idp {

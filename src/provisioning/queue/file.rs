@@ -1,0 +1,253 @@
+//! `queue = "file:PATH"`: the queue of one process.
+//!
+//! Pending items and dead letters live in a JSON snapshot (written atomically: temporary file +
+//! rename) plus an append-only journal (`PATH.log`) with one line per settled batch; a restart
+//! loads the snapshot, replays the journal and resumes. The journal is folded into the snapshot
+//! every [`COMPACT_EVERY`] lines. Replaying is idempotent, and so is redoing an item whose
+//! completion did not reach the disk (every item read back is uncertain), so the journal is not
+//! fsynced on every line. Pauses and the pass lease are local: one process owns the file.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::{Item, PassLease, QueueStats, WorkQueue, pick_batch};
+use crate::provisioning::reconcile::Action;
+
+/// Journal lines after which the snapshot is rewritten.
+pub const COMPACT_EVERY: usize = 200;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DeadLetter {
+    item: Item,
+    reason: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Journal {
+    done: Vec<u64>,
+    changed: Vec<Item>,
+    #[serde(default)]
+    dead: Vec<DeadLetter>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct QueueFile {
+    #[serde(skip)]
+    journal_lines: usize,
+    /// Items handed to a worker and not settled yet (for the metrics).
+    #[serde(skip)]
+    handed: HashSet<u64>,
+    next_seq: u64,
+    items: Vec<Item>,
+    #[serde(default)]
+    dead: Vec<DeadLetter>,
+}
+
+pub struct FileQueue {
+    path: PathBuf,
+    state: Mutex<QueueFile>,
+}
+
+impl FileQueue {
+    /// Opens (or starts) the queue file; every item found is treated as uncertain.
+    pub fn open(path: impl Into<PathBuf>) -> anyhow::Result<Self> {
+        let path = path.into();
+        let mut file: QueueFile = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{} is not a storegate queue: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => QueueFile::default(),
+            Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        };
+        match std::fs::read_to_string(Self::log_path(&path)) {
+            Ok(log) => {
+                for line in log.lines() {
+                    // A torn last line (crash while appending) is ignored: its batch is redone.
+                    let Ok(j) = serde_json::from_str::<Journal>(line) else {
+                        continue;
+                    };
+                    Self::apply(&mut file, &j);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::anyhow!("cannot read the queue journal: {e}")),
+        }
+        for it in &mut file.items {
+            it.uncertain = true;
+        }
+        Ok(FileQueue {
+            path,
+            state: Mutex::new(file),
+        })
+    }
+
+    fn log_path(path: &std::path::Path) -> PathBuf {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".log");
+        PathBuf::from(p)
+    }
+
+    fn apply(file: &mut QueueFile, j: &Journal) {
+        let gone: HashSet<u64> = j
+            .done
+            .iter()
+            .copied()
+            .chain(j.dead.iter().map(|d| d.item.seq))
+            .collect();
+        file.items.retain(|i| !gone.contains(&i.seq));
+        file.dead.extend(j.dead.iter().cloned());
+        for c in &j.changed {
+            if let Some(slot) = file.items.iter_mut().find(|i| i.seq == c.seq) {
+                *slot = c.clone();
+            }
+        }
+        for seq in gone.iter().chain(j.changed.iter().map(|c| &c.seq)) {
+            file.handed.remove(seq);
+        }
+    }
+
+    /// Rewrites the snapshot, then drops the journal it now contains.
+    async fn persist(&self, file: &mut QueueFile) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(&*file)?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            crate::provisioning::scim::store::write_atomic(&path, &bytes)?;
+            match std::fs::remove_file(Self::log_path(&path)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await??;
+        file.journal_lines = 0;
+        Ok(())
+    }
+}
+
+/// The file queue's lease: the schedule already runs one pass at a time in this process.
+struct LocalLease;
+
+#[async_trait]
+impl PassLease for LocalLease {
+    async fn release(self: Box<Self>) {}
+}
+
+#[async_trait]
+impl WorkQueue for FileQueue {
+    async fn enqueue(&self, run: &str, actions: Vec<Action>) -> anyhow::Result<()> {
+        let mut f = self.state.lock().await;
+        for action in actions {
+            let mut item = Item::new(run, action);
+            item.seq = f.next_seq;
+            f.next_seq += 1;
+            f.items.push(item);
+        }
+        self.persist(&mut f).await
+    }
+
+    async fn len(&self) -> anyhow::Result<u64> {
+        Ok(self.state.lock().await.items.len() as u64)
+    }
+
+    async fn accounts(&self) -> anyhow::Result<Vec<String>> {
+        let f = self.state.lock().await;
+        let mut a: Vec<String> = f
+            .items
+            .iter()
+            .map(|i| i.action.account().to_owned())
+            .collect();
+        a.sort();
+        a.dedup();
+        Ok(a)
+    }
+
+    async fn next_batch(&self, account: &str) -> anyhow::Result<Vec<Item>> {
+        let mut f = self.state.lock().await;
+        let mine: Vec<Item> = f
+            .items
+            .iter()
+            .filter(|i| i.action.account() == account)
+            .cloned()
+            .collect();
+        let batch = pick_batch(&mine);
+        f.handed.extend(batch.iter().map(|i| i.seq));
+        Ok(batch)
+    }
+
+    async fn held_elsewhere(&self, _account: &str) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+
+    async fn settle(
+        &self,
+        done: &[Item],
+        dead: &[(Item, String)],
+        changed: Vec<Item>,
+    ) -> anyhow::Result<()> {
+        let mut f = self.state.lock().await;
+        let j = Journal {
+            done: done.iter().map(|i| i.seq).collect(),
+            changed,
+            dead: dead
+                .iter()
+                .map(|(item, reason)| DeadLetter {
+                    item: item.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+        };
+        Self::apply(&mut f, &j);
+        if f.journal_lines + 1 >= COMPACT_EVERY {
+            return self.persist(&mut f).await;
+        }
+        let mut line = serde_json::to_vec(&j)?;
+        line.push(b'\n');
+        let log = Self::log_path(&self.path);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)?;
+            out.write_all(&line)
+        })
+        .await??;
+        f.journal_lines += 1;
+        Ok(())
+    }
+
+    async fn pause(&self, _account: &str, wait: Duration) -> anyhow::Result<()> {
+        // One worker per account in one process: the worker that saw the 429 waits itself.
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    async fn paused_for(&self, _account: &str) -> anyhow::Result<Option<Duration>> {
+        Ok(None)
+    }
+
+    async fn lease(&self) -> anyhow::Result<Option<Box<dyn PassLease>>> {
+        Ok(Some(Box::new(LocalLease)))
+    }
+
+    async fn stats(&self) -> anyhow::Result<QueueStats> {
+        let f = self.state.lock().await;
+        let in_flight = f.handed.len() as u64;
+        Ok(QueueStats {
+            waiting: (f.items.len() as u64).saturating_sub(in_flight),
+            in_flight,
+            dead_letters: f.dead.len() as u64,
+        })
+    }
+
+    async fn dead_letters(&self) -> anyhow::Result<Vec<(Item, String)>> {
+        let f = self.state.lock().await;
+        Ok(f.dead
+            .iter()
+            .map(|d| (d.item.clone(), d.reason.clone()))
+            .collect())
+    }
+}
