@@ -20,6 +20,7 @@ mod oidc_peer;
 mod oidc_refusals;
 mod reconcile;
 mod redis_tls_acl;
+mod redis_topology;
 mod replicas;
 mod saml;
 mod scim;
