@@ -107,12 +107,13 @@ async fn cluster_sign_in_on_a_launch_on_b() {
     assert_eq!(a.sim.accepted_logins().len(), 1, "one token, taken once");
 }
 
-/// A gateway on the sentinel setup, with one browser signed in whose session is replicated.
-async fn sentinel_gateway(redis: &SentinelSetup) -> (RogueOp, Gateway, Browser) {
+/// A gateway on the sentinel setup (`extra`: more `[session]` lines), with one browser signed in
+/// whose session is replicated.
+async fn sentinel_gateway(redis: &SentinelSetup, extra: &str) -> (RogueOp, Gateway, Browser) {
     let op = op().await;
     let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
     opts.redis_topology = Some(format!(
-        "redis_mode = \"sentinel\"\nredis_nodes = [\"{}\"]\nredis_sentinel_master = \"{}\"",
+        "redis_mode = \"sentinel\"\nredis_nodes = [\"{}\"]\nredis_sentinel_master = \"{}\"\n{extra}",
         redis.sentinel_url(),
         SentinelSetup::MASTER
     ));
@@ -162,7 +163,7 @@ async fn me_until_ok(browser: &Browser, gw: &Gateway, within: Duration) -> (Vec<
 #[tokio::test]
 async fn sentinel_failover_keeps_the_session_and_needs_no_restart() {
     let redis = SentinelSetup::start();
-    let (_op, gw, browser) = sentinel_gateway(&redis).await;
+    let (_op, gw, browser) = sentinel_gateway(&redis, "").await;
     let key = format!("storegate:session:{}", session_id(&browser, &gw));
     let old_master = redis.master.port;
     let new_master = redis.replica.port;
@@ -180,7 +181,7 @@ async fn sentinel_failover_keeps_the_session_and_needs_no_restart() {
         statuses.push(status);
         if let Some(b) = try_sign_in(&gw).await {
             let k = format!("storegate:session:{}", session_id(&b, &gw));
-            if crate::support::redis::cli(new_master, &["EXISTS", &k]).trim() == "1" {
+            if redis.node_cli(new_master, &["EXISTS", &k]).trim() == "1" {
                 break t0.elapsed();
             }
         }
@@ -202,7 +203,7 @@ async fn sentinel_failover_keeps_the_session_and_needs_no_restart() {
     );
     assert_eq!(seen.iter().filter(|s| **s != 503).count(), 1, "{seen:?}");
     assert_eq!(
-        crate::support::redis::cli(new_master, &["EXISTS", &key]).trim(),
+        redis.node_cli(new_master, &["EXISTS", &key]).trim(),
         "1",
         "the session lives on the new master"
     );
@@ -217,7 +218,7 @@ async fn sentinel_failover_keeps_the_session_and_needs_no_restart() {
 #[tokio::test]
 async fn sentinel_master_killed_requests_get_503_then_the_session_continues() {
     let redis = SentinelSetup::start();
-    let (_op, gw, browser) = sentinel_gateway(&redis).await;
+    let (_op, gw, browser) = sentinel_gateway(&redis, "").await;
     let new_master = redis.replica.port;
     let mut redis = redis;
     redis.master.stop();
@@ -243,4 +244,38 @@ async fn sentinel_master_killed_requests_get_503_then_the_session_continues() {
     assert_eq!(launch.status(), 302, "{}", browser.hops_text());
     assert_eq!(browser.follow(launch).await.status(), 200);
     assert_eq!(gw.sim.accepted_logins().len(), 1);
+}
+
+#[tokio::test]
+async fn sentinel_with_passwords_on_the_sentinel_and_the_master() {
+    const DATA: &str = "master-password-4d3c2b1a";
+    const SENTINEL: &str = "sentinel-password-a1b2c3d4";
+    let redis = SentinelSetup::start_with_passwords(Some(DATA), Some(SENTINEL));
+    // The sentinel URL carries the sentinel's password; redis_password is the master's.
+    let (_op, gw, browser) =
+        sentinel_gateway(&redis, &format!("redis_password = \"{DATA}\"")).await;
+    let key = format!("storegate:session:{}", session_id(&browser, &gw));
+    assert_eq!(
+        redis.node_cli(redis.master.port, &["EXISTS", &key]).trim(),
+        "1"
+    );
+    // The password is really required: an unauthenticated client is refused.
+    assert_eq!(
+        cli_noauth_exists(redis.master.port, &key),
+        "NOAUTH",
+        "the master refuses unauthenticated clients"
+    );
+    redis.failover();
+    let (seen, email) = me_until_ok(&browser, &gw, Duration::from_secs(10)).await;
+    assert_eq!(email, "kim@corp.example", "{seen:?}");
+    assert!(seen.iter().all(|s| *s == 200 || *s == 503), "{seen:?}");
+}
+
+/// The first word of an unauthenticated `EXISTS key` answer (`NOAUTH` when a password is set).
+fn cli_noauth_exists(port: u16, key: &str) -> String {
+    crate::support::redis::cli(port, &["EXISTS", key])
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -146,8 +146,17 @@ pub fn answers(port: u16) -> bool {
 /// Runs `redis-cli -p PORT ARGS...` (from PATH, Debian package redis-tools) and returns its
 /// standard output.
 pub fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+    cli_auth(port, None, args)
+}
+
+/// [`cli`] authenticating with `password` (`requirepass`) when given.
+pub fn cli_auth(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(p) = password {
+        cmd.args(["-a", p, "--no-auth-warning"]);
+    }
+    let out = cmd
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -189,18 +198,40 @@ pub struct SentinelSetup {
     pub sentinel_port: u16,
     sentinel: Option<Child>,
     dir: std::path::PathBuf,
+    /// `requirepass` of master and replica, and of the sentinel.
+    data_password: Option<String>,
+    sentinel_password: Option<String>,
 }
 
 impl SentinelSetup {
     pub const MASTER: &'static str = "storegate-test";
 
     pub fn start() -> SentinelSetup {
-        let master = RedisServer::start();
+        Self::start_with_passwords(None, None)
+    }
+
+    /// Like [`Self::start`]; `data` is the `requirepass` of master and replica (also their
+    /// `masterauth`, and the sentinel's `auth-pass`), `sentinel` the sentinel's own `requirepass`.
+    pub fn start_with_passwords(data: Option<&str>, sentinel: Option<&str>) -> SentinelSetup {
+        let auth: Vec<&str> = match data {
+            Some(p) => vec!["--requirepass", p, "--masterauth", p],
+            None => Vec::new(),
+        };
+        let master = RedisServer::start_with(&auth);
         let master_port = master.port.to_string();
-        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
+        let replica = RedisServer::start_with(
+            &[&auth[..], &["--replicaof", "127.0.0.1", &master_port]].concat(),
+        );
         wait_until("the replica to sync", Duration::from_secs(10), || {
-            cli(replica.port, &["INFO", "replication"]).contains("master_link_status:up")
+            cli_auth(replica.port, data, &["INFO", "replication"]).contains("master_link_status:up")
         });
+        let mut extra_conf = String::new();
+        if let Some(p) = data {
+            extra_conf.push_str(&format!("sentinel auth-pass {} {p}\n", Self::MASTER));
+        }
+        if let Some(p) = sentinel {
+            extra_conf.push_str(&format!("requirepass {p}\n"));
+        }
         let dir = private_dir("sentinel");
         let mut last = String::new();
         for _ in 0..5 {
@@ -214,7 +245,7 @@ impl SentinelSetup {
                      sentinel monitor {m} 127.0.0.1 {master_port} 1\n\
                      sentinel down-after-milliseconds {m} 1000\n\
                      sentinel failover-timeout {m} 10000\n\
-                     sentinel parallel-syncs {m} 1\n",
+                     sentinel parallel-syncs {m} 1\n{extra_conf}",
                     dir = dir.display(),
                     m = Self::MASTER
                 ),
@@ -237,7 +268,7 @@ impl SentinelSetup {
                     last = format!("redis sentinel on port {port} exited early: {status}");
                     break;
                 }
-                if ping(port) {
+                if ping(port) || (sentinel.is_some() && answers(port)) {
                     up = true;
                     break;
                 }
@@ -254,6 +285,8 @@ impl SentinelSetup {
                 sentinel_port: port,
                 sentinel: Some(child),
                 dir,
+                data_password: data.map(str::to_owned),
+                sentinel_password: sentinel.map(str::to_owned),
             };
             // Sentinel learns of replicas from the master's INFO; a failover needs one it knows.
             let replica_addr = format!("127.0.0.1:{}", setup.replica.port);
@@ -261,7 +294,8 @@ impl SentinelSetup {
                 "the sentinel to see the replica",
                 Duration::from_secs(15),
                 || {
-                    cli(port, &["SENTINEL", "REPLICAS", Self::MASTER])
+                    setup
+                        .sentinel_cli(&["SENTINEL", "REPLICAS", Self::MASTER])
                         .lines()
                         .any(|l| l.trim() == replica_addr)
                 },
@@ -271,25 +305,39 @@ impl SentinelSetup {
         panic!("{last}");
     }
 
-    /// `redis://127.0.0.1:PORT` of the sentinel.
+    /// `redis://[:PASSWORD@]127.0.0.1:PORT` of the sentinel.
     pub fn sentinel_url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.sentinel_port)
+        match &self.sentinel_password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.sentinel_port),
+            None => format!("redis://127.0.0.1:{}", self.sentinel_port),
+        }
+    }
+
+    /// `redis-cli` against the sentinel (authenticated when it has a password).
+    pub fn sentinel_cli(&self, args: &[&str]) -> String {
+        cli_auth(self.sentinel_port, self.sentinel_password.as_deref(), args)
+    }
+
+    /// `redis-cli` against master or replica `port` (authenticated when they have a password).
+    pub fn node_cli(&self, port: u16, args: &[&str]) -> String {
+        cli_auth(port, self.data_password.as_deref(), args)
     }
 
     /// The master's port as the sentinel reports it now.
     pub fn current_master_port(&self) -> Option<u16> {
-        let out = cli(
-            self.sentinel_port,
-            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::MASTER],
-        );
+        let out = self.sentinel_cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::MASTER]);
         out.lines().nth(1).and_then(|p| p.trim().parse().ok())
     }
 
     /// Waits until every write the master took so far is on the replica (a write, then `WAIT`
     /// on the same connection: replication is in order).
     pub fn wait_replicated(&self) {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.master.port.to_string()])
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.master.port.to_string()]);
+        if let Some(p) = &self.data_password {
+            cmd.args(["-a", p, "--no-auth-warning"]);
+        }
+        let out = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -312,7 +360,7 @@ impl SentinelSetup {
     /// (the sentinel also disconnects the old master's clients). Returns once the sentinel names
     /// the replica as master and the replica says it is one.
     pub fn failover(&self) {
-        let out = cli(self.sentinel_port, &["SENTINEL", "FAILOVER", Self::MASTER]);
+        let out = self.sentinel_cli(&["SENTINEL", "FAILOVER", Self::MASTER]);
         assert_eq!(out.trim(), "OK", "SENTINEL FAILOVER answered {out}");
         let new = self.replica.port;
         wait_until(
@@ -323,7 +371,7 @@ impl SentinelSetup {
         wait_until(
             "the replica to become master",
             Duration::from_secs(20),
-            || cli(new, &["ROLE"]).lines().next() == Some("master"),
+            || self.node_cli(new, &["ROLE"]).lines().next() == Some("master"),
         );
     }
 }
