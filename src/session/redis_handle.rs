@@ -261,11 +261,32 @@ impl RedisHandle {
             self.count_error();
             format!("Redis PING failed: {}", describe(&e))
         })?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(format!("Redis answered PING with {pong}"))
+        if pong != "PONG" {
+            return Err(format!("Redis answered PING with {pong}"));
         }
+        if let Connector::Cluster(_) = &*self.connector {
+            // The crate sends PING to the masters it holds a connection to, and drops the
+            // connection of a master that failed: PING alone stays green with a master down.
+            // The cluster's own verdict covers that (once its node timeout has passed).
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| {
+                    self.count_error();
+                    format!("Redis CLUSTER INFO failed: {}", describe(&e))
+                })?;
+            let state = info
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("cluster_state:"))
+                .unwrap_or("unknown");
+            if state != "ok" {
+                return Err(format!(
+                    "the Redis cluster reports cluster_state:{state} (a master is down or slots are not covered)"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

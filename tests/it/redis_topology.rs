@@ -279,3 +279,60 @@ fn cli_noauth_exists(port: u16, key: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+#[tokio::test]
+async fn cluster_master_down_is_503_and_not_ready_then_resumes_without_restart() {
+    let mut cluster = ClusterSetup::start();
+    let op = op().await;
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.redis_topology = Some(format!(
+        "redis_mode = \"cluster\"\nredis_nodes = [\"{}\", \"{}\", \"{}\"]",
+        cluster.node_url(0),
+        cluster.node_url(1),
+        cluster.node_url(2)
+    ));
+    let gw = Gateway::start(Reserved::new().await, opts).await;
+    let browser = Browser::new();
+    sign_in(&browser, &gw).await;
+    let key = format!("storegate:session:{}", session_id(&browser, &gw));
+    let owner = cluster.nodes_holding(&key);
+    assert_eq!(owner.len(), 1, "{key}");
+    let i = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port == owner[0])
+        .expect("owner is a node");
+
+    // The master holding the session dies (no replica to take over, nothing persisted).
+    cluster.nodes[i].stop();
+    let t0 = Instant::now();
+    let (status, _) = me(&browser, &gw).await;
+    let took = t0.elapsed();
+    assert_eq!(status, 503, "the session's node is down");
+    assert!(took < Duration::from_secs(5), "/api/me took {took:?}");
+    // Readiness turns red once the cluster marks the master failed (node timeout 2 s here).
+    let t1 = Instant::now();
+    while readyz(&gw).await != 503 {
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "still ready with a master down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // It comes back (same port and cluster identity, empty); the gateway was not restarted.
+    cluster.nodes[i].restart();
+    let t2 = Instant::now();
+    while readyz(&gw).await != 200 {
+        assert!(
+            t2.elapsed() < Duration::from_secs(20),
+            "not ready again after the node returned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The session died with the node: the browser is signed out (401), not shown an error,
+    // and signs in again.
+    assert_eq!(me(&browser, &gw).await.0, 401);
+    sign_in(&browser, &gw).await;
+    assert_eq!(me(&browser, &gw).await.0, 200);
+}
