@@ -322,6 +322,7 @@ async fn cluster_master_down_is_503_and_not_ready_then_resumes_without_restart()
 
     // It comes back (same port and cluster identity, empty); the gateway was not restarted.
     cluster.nodes[i].restart();
+    cluster.wait_ok();
     let t2 = Instant::now();
     while readyz(&gw).await != 200 {
         assert!(

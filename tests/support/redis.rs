@@ -428,14 +428,21 @@ impl ClusterSetup {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        for n in &nodes {
+        let cluster = ClusterSetup { nodes, dirs };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Waits until every node reports `cluster_state:ok` (after creation, or after a node
+    /// returned: each node has its own view until gossip converges).
+    pub fn wait_ok(&self) {
+        for n in &self.nodes {
             wait_until(
                 "cluster_state:ok on every node",
                 Duration::from_secs(20),
                 || cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"),
             );
         }
-        ClusterSetup { nodes, dirs }
     }
 
     /// `redis://127.0.0.1:PORT` of node `i`.
