@@ -2,6 +2,8 @@
 # Installs what the test suite needs and is missing; quiet and quick when everything is there.
 #   - Debian packages: build dependencies (xmlsec, libxml2, OpenSSL, clang for bindgen) and the
 #     programs tests run (xmlsec1, redis-server, wrk, chromium). `apt-get update` only if one is missing.
+#     redis-tools gives redis-cli (cluster creation, failover in tests); Sentinel runs as
+#     `redis-server --sentinel`, so the separate redis-sentinel package is not needed.
 #   - pysaml2 (pinned in tests/peers/saml/requirements.txt) in tests/peers/saml/.venv for the SAML tests.
 #   - PyPI scim2-tester (pinned) in .venv, the SCIM compliance checker.
 #   - npm dependencies of the test OpenID provider (tests/peers/oidc-provider), via `npm ci` from the
@@ -13,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server wrk chromium openssl python3-venv)
+APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server redis-tools wrk chromium openssl python3-venv)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

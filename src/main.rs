@@ -328,6 +328,14 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
     for w in &cfg.warnings {
         let _ = writeln!(out, "{}:{}: warning: {}", path.display(), w.line, w.message);
     }
+    match &cfg.session.backend {
+        config::SessionBackend::Memory => {
+            let _ = writeln!(out, "session store: memory (this process only)");
+        }
+        config::SessionBackend::Redis(t) => {
+            let _ = writeln!(out, "session store: redis, {}", t.summary());
+        }
+    }
     if cfg.allow_insecure_http {
         let _ = writeln!(
             out,

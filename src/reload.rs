@@ -85,7 +85,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let backend = |c: &Config| match &c.session.backend {
         SessionBackend::Memory => None,
         // Compared, never printed.
-        SessionBackend::Redis { url } => Some(url.expose().to_owned()),
+        SessionBackend::Redis(t) => Some(t.clone()),
     };
     if backend(old) != backend(new)
         || old.session.idle_timeout != new.session.idle_timeout

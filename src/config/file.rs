@@ -59,9 +59,28 @@ pub struct SessionFile {
     /// `"memory"` (one process) or `"redis"` (several replicas). Default memory.
     #[serde(default = "default_session_store")]
     pub store: String,
-    /// Redis URL when store = "redis"; may be a `${ENV}` reference (it can hold a password).
+    /// How Redis is deployed when store = "redis": `"standalone"` (one URL), `"sentinel"` (a
+    /// master found through sentinels) or `"cluster"` (Redis Cluster). Default standalone.
+    #[serde(default = "default_redis_mode")]
+    pub redis_mode: String,
+    /// Redis URL when store = "redis" and redis_mode = "standalone"; may be a `${ENV}` reference
+    /// (it can hold a password).
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// Sentinel mode: the sentinels' URLs (`redis://[user:password@]host:26379`). Cluster mode:
+    /// seed nodes (`redis://[user:password@]host:6379`). `${ENV}` references allowed. Default none.
+    #[serde(default)]
+    pub redis_nodes: Vec<String>,
+    /// Sentinel mode: the master name the sentinels monitor. Required there.
+    #[serde(default)]
+    pub redis_sentinel_master: Option<String>,
+    /// Sentinel mode: ACL user for the master (the sentinels' own user is in their URLs).
+    /// Default none (the `default` user).
+    #[serde(default)]
+    pub redis_username: Option<String>,
+    /// Sentinel mode: password for the master, usually a `${ENV}` reference. Default none.
+    #[serde(default)]
+    pub redis_password: Option<String>,
     /// PEM file of the CA (or CAs) that signed the Redis server's certificate, for `rediss://`
     /// with a private CA. Default: none, the system's trust store (OS roots) is used.
     #[serde(default)]
@@ -81,7 +100,12 @@ impl Default for SessionFile {
     fn default() -> Self {
         SessionFile {
             store: default_session_store(),
+            redis_mode: default_redis_mode(),
             redis_url: None,
+            redis_nodes: Vec::new(),
+            redis_sentinel_master: None,
+            redis_username: None,
+            redis_password: None,
             redis_ca_file: None,
             idle_timeout: default_idle(),
             absolute_timeout: default_absolute(),
@@ -92,6 +116,9 @@ impl Default for SessionFile {
 
 fn default_session_store() -> String {
     "memory".into()
+}
+fn default_redis_mode() -> String {
+    "standalone".into()
 }
 fn default_idle() -> String {
     "30m".into()

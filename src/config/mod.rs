@@ -47,7 +47,89 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub enum SessionBackend {
     Memory,
-    Redis { url: Secret },
+    Redis(RedisTopology),
+}
+
+/// `session.redis_mode`: how the gateway finds its Redis. Every URL may carry an ACL user and
+/// password, so all of them are secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// `redis_url`: one server (or a managed endpoint that fails over behind one address).
+    Standalone { url: Secret },
+    /// `redis_nodes` are the sentinels (their URLs' user and password authenticate to the
+    /// sentinels); the master named `redis_sentinel_master` is asked of them, and asked again
+    /// after a failover. `redis_username` / `redis_password` authenticate to the master.
+    /// `rediss://` sentinels mean TLS to the sentinels and to the master.
+    Sentinel {
+        sentinels: Vec<Secret>,
+        master: String,
+        username: Option<String>,
+        password: Option<Secret>,
+    },
+    /// `redis_nodes` are seed nodes of a Redis Cluster; the rest is discovered (the crate follows
+    /// MOVED and ASK). User, password and TLS come from the first node's URL.
+    Cluster { nodes: Vec<Secret> },
+}
+
+impl RedisTopology {
+    /// `standalone`, `sentinel` or `cluster`, as written in `session.redis_mode`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            RedisTopology::Standalone { .. } => "standalone",
+            RedisTopology::Sentinel { .. } => "sentinel",
+            RedisTopology::Cluster { .. } => "cluster",
+        }
+    }
+
+    /// One line for `storegate check`: mode, addresses and TLS, never a user or password.
+    pub fn summary(&self) -> String {
+        let hosts = |urls: &[Secret]| {
+            urls.iter()
+                .map(|u| match url::Url::parse(u.expose()) {
+                    Ok(p) => format!(
+                        "{}:{}",
+                        p.host_str().unwrap_or("?"),
+                        p.port().unwrap_or(6379)
+                    ),
+                    Err(_) => "(unparsable URL)".to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let tls = if self.uses_tls() { "TLS" } else { "no TLS" };
+        match self {
+            RedisTopology::Standalone { url } => format!(
+                "standalone, {} ({tls})",
+                if url.expose().starts_with("redis+unix://") {
+                    "Unix socket".to_owned()
+                } else {
+                    hosts(std::slice::from_ref(url))
+                }
+            ),
+            RedisTopology::Sentinel {
+                sentinels, master, ..
+            } => format!(
+                "sentinel, master \"{master}\" through {} sentinel(s) {} ({tls})",
+                sentinels.len(),
+                hosts(sentinels)
+            ),
+            RedisTopology::Cluster { nodes } => format!(
+                "cluster, {} seed node(s) {} ({tls})",
+                nodes.len(),
+                hosts(nodes)
+            ),
+        }
+    }
+
+    /// Whether the connections use TLS (`rediss://`).
+    pub fn uses_tls(&self) -> bool {
+        match self {
+            RedisTopology::Standalone { url } => url.expose().starts_with("rediss://"),
+            RedisTopology::Sentinel { sentinels: n, .. } | RedisTopology::Cluster { nodes: n } => n
+                .first()
+                .is_some_and(|u| u.expose().starts_with("rediss://")),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

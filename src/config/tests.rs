@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    AuditTarget, ClaimMapping, Config, Environment, Protocol, SessionBackend, TokenAuthMethod,
-    load_str,
+    AuditTarget, ClaimMapping, Config, Environment, Protocol, RedisTopology, SessionBackend,
+    TokenAuthMethod, load_str,
 };
 use crate::policy::{CustomerGroupRef, Effect, StoreSelector};
 
@@ -221,7 +221,9 @@ fn baseline_loads_with_every_value_resolved() {
     assert_eq!(c.support_contact, "it@example.com");
 
     match &c.session.backend {
-        SessionBackend::Redis { url } => assert_eq!(url.expose(), "redis://:hunter2@redis:6379/0"),
+        SessionBackend::Redis(RedisTopology::Standalone { url }) => {
+            assert_eq!(url.expose(), "redis://:hunter2@redis:6379/0")
+        }
         other => panic!("expected redis, got {other:?}"),
     }
     assert_eq!(c.session.idle_timeout, Duration::from_secs(30 * 60));
@@ -1599,5 +1601,161 @@ fn redis_queue_with_redis_sessions_loads_and_a_short_claim_is_refused() {
         &errors_with(&text, &baseline_env()),
         lines + 4,
         "`provisioning.queue_claim_after` is shorter than 1s",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis topology (session.redis_mode)
+// ---------------------------------------------------------------------------------------------
+
+/// BASELINE with its `[session]` Redis lines (file lines 6 and 7) replaced by `lines`.
+fn with_session(lines: &str) -> String {
+    BASELINE.replace(
+        "store = \"redis\"\nredis_url = \"redis://:${REDIS_PASSWORD}@redis:6379/0\"\n",
+        lines,
+    )
+}
+
+#[test]
+fn redis_sentinel_loads_with_master_and_credentials() {
+    let text = with_session(
+        "store = \"redis\"\nredis_mode = \"sentinel\"\nredis_nodes = [\"redis://:s3nt@s1:26379\", \"redis://:s3nt@s2:26379\"]\nredis_sentinel_master = \"storegate\"\nredis_username = \"gw\"\nredis_password = \"${REDIS_PASSWORD}\"\n",
+    );
+    let c = load_with(&text, &baseline_env()).unwrap();
+    match &c.session.backend {
+        SessionBackend::Redis(RedisTopology::Sentinel {
+            sentinels,
+            master,
+            username,
+            password,
+        }) => {
+            assert_eq!(sentinels.len(), 2);
+            assert_eq!(sentinels[1].expose(), "redis://:s3nt@s2:26379");
+            assert_eq!(master, "storegate");
+            assert_eq!(username.as_deref(), Some("gw"));
+            assert_eq!(password.as_ref().map(|p| p.expose()), Some("hunter2"));
+        }
+        other => panic!("expected sentinel, got {other:?}"),
+    }
+    let SessionBackend::Redis(t) = &c.session.backend else {
+        unreachable!()
+    };
+    // What `storegate check` prints: no password.
+    assert_eq!(
+        t.summary(),
+        "sentinel, master \"storegate\" through 2 sentinel(s) s1:26379, s2:26379 (no TLS)"
+    );
+}
+
+#[test]
+fn redis_cluster_loads_with_seed_nodes_and_tls() {
+    let text = with_session(
+        "store = \"redis\"\nredis_mode = \"cluster\"\nredis_nodes = [\"rediss://gw:${REDIS_PASSWORD}@r0:6379\", \"rediss://gw:${REDIS_PASSWORD}@r1:6380\"]\nredis_ca_file = \"/etc/ca.pem\"\n",
+    );
+    let c = load_with(&text, &baseline_env()).unwrap();
+    let SessionBackend::Redis(t) = &c.session.backend else {
+        panic!("expected redis")
+    };
+    assert_eq!(
+        t,
+        &RedisTopology::Cluster {
+            nodes: vec![
+                crate::secret::Secret::new("rediss://gw:hunter2@r0:6379"),
+                crate::secret::Secret::new("rediss://gw:hunter2@r1:6380"),
+            ]
+        }
+    );
+    assert_eq!(
+        t.summary(),
+        "cluster, 2 seed node(s) r0:6379, r1:6380 (TLS)"
+    );
+}
+
+#[test]
+fn redis_sentinel_without_master_name_is_reported_at_the_mode() {
+    let text = with_session(
+        "store = \"redis\"\nredis_mode = \"sentinel\"\nredis_nodes = [\"redis://s1:26379\"]\n",
+    );
+    assert_one(
+        &errors_with(&text, &baseline_env()),
+        7,
+        "`session.redis_mode = \"sentinel\"` needs `session.redis_sentinel_master`",
+    );
+}
+
+#[test]
+fn redis_cluster_without_nodes_is_reported_at_the_mode() {
+    let text = with_session("store = \"redis\"\nredis_mode = \"cluster\"\n");
+    assert_one(
+        &errors_with(&text, &baseline_env()),
+        7,
+        "`session.redis_mode = \"cluster\"` needs `session.redis_nodes` (at least one cluster node URL)",
+    );
+}
+
+#[test]
+fn redis_nodes_mixing_tls_and_plain_are_reported() {
+    let text = with_session(
+        "store = \"redis\"\nredis_mode = \"cluster\"\nredis_nodes = [\"rediss://r0:6379\", \"redis://r1:6379\"]\n",
+    );
+    assert_one(
+        &errors_with(&text, &baseline_env()),
+        8,
+        "mixes redis:// and rediss:// URLs",
+    );
+}
+
+#[test]
+fn redis_cluster_nodes_with_different_passwords_are_reported() {
+    let text = with_session(
+        "store = \"redis\"\nredis_mode = \"cluster\"\nredis_nodes = [\"redis://:a@r0:6379\", \"redis://:b@r1:6379\"]\n",
+    );
+    assert_one(
+        &errors_with(&text, &baseline_env()),
+        8,
+        "must carry the same user and password",
+    );
+}
+
+#[test]
+fn redis_keys_of_another_mode_are_each_reported_on_their_line() {
+    // A standalone URL with a sentinel master name, and a cluster with a sentinel password and a
+    // unix-socket node: every problem, each on its own line.
+    let text = with_session(
+        "store = \"redis\"\nredis_url = \"redis://r:6379\"\nredis_sentinel_master = \"m\"\n",
+    );
+    assert_one(
+        &errors_with(&text, &baseline_env()),
+        8,
+        "`session.redis_sentinel_master` is only used with `session.redis_mode = \"sentinel\"` (it is \"standalone\")",
+    );
+    let text = with_session(
+        "store = \"redis\"\nredis_mode = \"cluster\"\nredis_nodes = [\"redis+unix:///run/r.sock\"]\nredis_password = \"x\"\n",
+    );
+    let items = parsed(&errors_with(&text, &baseline_env()));
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0].0, 8);
+    assert!(
+        items[0]
+            .1
+            .contains("`session.redis_nodes[0]` must start with redis:// or rediss://"),
+        "{items:?}"
+    );
+    assert_eq!(items[1].0, 9);
+    assert!(
+        items[1].1.contains(
+            "`session.redis_password` is only used with `session.redis_mode = \"sentinel\"`"
+        ),
+        "{items:?}"
+    );
+}
+
+#[test]
+fn unknown_redis_mode_is_reported() {
+    let text = with_session("store = \"redis\"\nredis_mode = \"replicated\"\n");
+    assert_one(
+        &errors_with(&text, &baseline_env()),
+        7,
+        "`session.redis_mode`: \"replicated\" is not \"standalone\", \"sentinel\" or \"cluster\"",
     );
 }

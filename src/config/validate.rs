@@ -8,6 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 mod provisioning;
+mod redis_topology;
 
 use super::diag::{Diagnostic, LineIndex, Seg, key, render_path};
 use super::file::{
@@ -530,30 +531,7 @@ fn session(c: &mut Checker<'_>, f: &FileConfig) -> Option<SessionConfig> {
     let base = [key("session")];
     let backend = match s.store.as_str() {
         "memory" => SessionBackend::Memory,
-        "redis" => {
-            match &s.redis_url {
-                Some(raw) => {
-                    let p = [key("session"), key("redis_url")];
-                    let url = c.interpolate(&p, raw)?;
-                    if !(url.starts_with("redis://")
-                        || url.starts_with("rediss://")
-                        || url.starts_with("redis+unix://"))
-                    {
-                        c.error(&p, "`session.redis_url` must start with redis://, rediss:// or redis+unix://");
-                    }
-                    SessionBackend::Redis {
-                        url: Secret::new(url),
-                    }
-                }
-                None => {
-                    c.error(
-                        &[key("session"), key("store")],
-                        "`session.store = \"redis\"` needs `session.redis_url`",
-                    );
-                    return None;
-                }
-            }
-        }
+        "redis" => SessionBackend::Redis(redis_topology::topology(c, s)?),
         other => {
             c.error(
                 &[key("session"), key("store")],
@@ -590,10 +568,10 @@ fn session(c: &mut Checker<'_>, f: &FileConfig) -> Option<SessionConfig> {
     if redis_ca_file.is_some() {
         let p = [key("session"), key("redis_ca_file")];
         match &backend {
-            SessionBackend::Redis { url } if url.expose().starts_with("rediss://") => {}
+            SessionBackend::Redis(t) if t.uses_tls() => {}
             _ => c.error(
                 &p,
-                "`session.redis_ca_file` is only used with a `rediss://` (TLS) `session.redis_url`",
+                "`session.redis_ca_file` is only used with `rediss://` (TLS) Redis URLs (`session.redis_url` or `session.redis_nodes`)",
             ),
         }
     }

@@ -3,13 +3,16 @@
 
 pub mod memory;
 pub mod one_time;
+pub mod redis_handle;
+mod redis_sentinel;
 pub mod redis_store;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemorySessionStore;
-pub use redis_store::{RedisHandle, RedisSessionStore};
+pub use redis_handle::{RedisConn, RedisHandle};
+pub use redis_store::RedisSessionStore;
 
 use crate::config::{SessionBackend, SessionConfig};
 
@@ -28,14 +31,14 @@ impl Store {
     pub fn from_config(cfg: &SessionConfig) -> Result<Self, String> {
         match &cfg.backend {
             SessionBackend::Memory => Ok(Store::Memory(MemorySessionStore::default())),
-            SessionBackend::Redis { url } => {
+            SessionBackend::Redis(topology) => {
                 let ca = match &cfg.redis_ca_file {
                     Some(p) => Some(std::fs::read(p).map_err(|e| {
                         format!("cannot read session.redis_ca_file {}: {e}", p.display())
                     })?),
                     None => None,
                 };
-                let handle = RedisHandle::with_ca(url, ca, Duration::from_secs(2))?;
+                let handle = RedisHandle::for_topology(topology, ca, Duration::from_secs(2))?;
                 Ok(Store::Redis(Box::new(RedisSessionStore::new(
                     handle,
                     REDIS_PREFIX,

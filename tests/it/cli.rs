@@ -93,6 +93,12 @@ fn the_example_configuration_passes_check_and_prints_the_registration_values() {
         text.contains("OK (2 IdP(s), 2 BigCommerce account(s), 3 store(s), "),
         "{text}"
     );
+    // The Redis topology, without the password that is in REDIS_URL.
+    assert!(
+        text.contains("\nsession store: redis, standalone, 127.0.0.1:6379 (no TLS)\n"),
+        "{text}"
+    );
+    assert!(!text.contains(":pw@"), "{text}");
     for want in [
         "Login redirect URI:  https://sso.example.com/oidc/nam/callback",
         "Login redirect URI:  https://sso.example.com/oidc/partners/callback",

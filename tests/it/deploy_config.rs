@@ -27,6 +27,6 @@ fn the_deploy_sample_configuration_is_valid_and_uses_redis() {
         Ok(c) => c,
         Err(d) => panic!("deploy/storegate.toml is invalid:\n{d}"),
     };
-    assert!(matches!(cfg.session.backend, SessionBackend::Redis { .. }));
+    assert!(matches!(cfg.session.backend, SessionBackend::Redis(..)));
     assert!(!cfg.allow_insecure_http);
 }

@@ -46,6 +46,9 @@ pub struct Opts {
     pub client_id: String,
     pub client_secret: String,
     pub redis_url: Option<String>,
+    /// The Redis keys of `[session]` (after `store = "redis"`) for Sentinel or Cluster, e.g.
+    /// `redis_mode = "cluster"` and `redis_nodes = [...]`; takes precedence over `redis_url`.
+    pub redis_topology: Option<String>,
     /// Extra lines appended to the `[[idp]]` table (e.g. claim mapping).
     pub idp_extra: String,
     /// Extra lines appended to the `[session]` table (e.g. `redis_ca_file`).
@@ -63,6 +66,7 @@ impl Opts {
             client_id: client_id.to_owned(),
             client_secret: client_secret.to_owned(),
             redis_url: None,
+            redis_topology: None,
             idp_extra: String::new(),
             session_extra: String::new(),
             extra_toml: String::new(),
@@ -134,9 +138,10 @@ role = "support"
 "#;
 
 pub fn config_text(base: &str, sim_base: &str, o: &Opts) -> String {
-    let mut session = match &o.redis_url {
-        Some(url) => format!("store = \"redis\"\nredis_url = \"{url}\""),
-        None => "store = \"memory\"".to_owned(),
+    let mut session = match (&o.redis_topology, &o.redis_url) {
+        (Some(lines), _) => format!("store = \"redis\"\n{lines}"),
+        (None, Some(url)) => format!("store = \"redis\"\nredis_url = \"{url}\""),
+        (None, None) => "store = \"memory\"".to_owned(),
     };
     if !o.session_extra.is_empty() {
         session.push('\n');
@@ -258,6 +263,21 @@ impl Gateway {
         Self::serve(
             reserved,
             self.config_text.clone(),
+            self.sim.clone(),
+            self.sim_base.clone(),
+            self.clock.clone(),
+            Arc::clone(&self.sim_delay_ms),
+        )
+        .await
+    }
+
+    /// Like [`Self::replica`], with `from` replaced by `to` in its configuration (e.g. another
+    /// Redis seed node); panics if `from` is not there.
+    pub async fn replica_edited(&self, reserved: Reserved, from: &str, to: &str) -> Gateway {
+        assert!(self.config_text.contains(from), "{from} not in the config");
+        Self::serve(
+            reserved,
+            self.config_text.replace(from, to),
             self.sim.clone(),
             self.sim_base.clone(),
             self.clock.clone(),

@@ -21,6 +21,7 @@ mod oidc_refusals;
 mod reconcile;
 mod reconcile_redis;
 mod redis_tls_acl;
+mod redis_topology;
 mod replicas;
 mod saml;
 mod scim;

@@ -17,7 +17,7 @@ use storegate::audit::Outcome;
 
 use crate::harness::{Gateway, MAIN_HASH, Opts, Reserved, assert_not_signed_in};
 use crate::support::browser::{Browser, location, query_param};
-use crate::support::redis::RedisServer;
+use crate::support::redis::{ClusterSetup, RedisServer};
 
 const IDP_ENTITY: &str = "https://iam.corp.example/nidp/saml2/metadata";
 const IDP_SSO: &str = "https://iam.corp.example/nidp/saml2/sso";
@@ -210,10 +210,15 @@ fn b64(s: &str) -> String {
 }
 
 async fn start_gateway(idp: &Idp, idp_extra: &str, redis: Option<&RedisServer>) -> Gateway {
+    start_gateway_with(idp, idp_extra, |o| o.redis_url = redis.map(|r| r.url())).await
+}
+
+/// Like [`start_gateway`], with the session store set by `session` (e.g. a Redis Cluster).
+async fn start_gateway_with(idp: &Idp, idp_extra: &str, session: impl Fn(&mut Opts)) -> Gateway {
     let reserved = Reserved::new().await;
     let mut o = Opts::new("http://127.0.0.1:9/unused-oidc", "unused", "unused-secret");
     o.extra_toml = idp.toml(idp_extra);
-    o.redis_url = redis.map(|r| r.url());
+    session(&mut o);
     let gw = Gateway::start(reserved, o).await;
     // The IdP learns the SP from its published metadata, as Access Manager does.
     let md = reqwest::get(gw.url("/saml/metadata"))
@@ -1018,8 +1023,28 @@ async fn saml_replay_of_the_same_assertion_is_refused() {
 #[tokio::test]
 async fn saml_replay_is_refused_across_two_gateways_sharing_redis() {
     let redis = RedisServer::start();
-    let idp = Idp::new("replay-redis", 1);
-    let gw1 = start_gateway(&idp, "allow_unsolicited = true", Some(&redis)).await;
+    replay_refused_across_two_gateways("replay-redis", |o| o.redis_url = Some(redis.url())).await;
+}
+
+#[tokio::test]
+async fn saml_replay_is_refused_across_two_gateways_on_a_redis_cluster() {
+    let cluster = ClusterSetup::start();
+    let nodes = format!(
+        "redis_mode = \"cluster\"\nredis_nodes = [\"{}\", \"{}\"]",
+        cluster.node_url(0),
+        cluster.node_url(1)
+    );
+    replay_refused_across_two_gateways("replay-cluster", |o| {
+        o.redis_topology = Some(nodes.clone())
+    })
+    .await;
+}
+
+/// An assertion consumed on one gateway is refused by a second one sharing its Redis (`session`
+/// sets the store on both).
+async fn replay_refused_across_two_gateways(name: &str, session: impl Fn(&mut Opts)) {
+    let idp = Idp::new(name, 1);
+    let gw1 = start_gateway_with(&idp, "allow_unsolicited = true", &session).await;
     // Both replicas are reached under the same public URL in production; here the second one
     // gets its own port, so the captured response is rebuilt for nothing but its address: the
     // assertion ID is what must collide. Use one response valid for gw1 and post it to gw1, then
@@ -1035,7 +1060,7 @@ async fn saml_replay_is_refused_across_two_gateways_sharing_redis() {
     reserved.base = gw1.base.clone();
     let mut o = Opts::new("http://127.0.0.1:9/unused-oidc", "unused", "unused-secret");
     o.extra_toml = idp.toml("allow_unsolicited = true");
-    o.redis_url = Some(redis.url());
+    session(&mut o);
     let gw2 = Gateway::start(reserved, o).await;
     let attacker = Browser::new();
     let again = attacker

@@ -142,3 +142,332 @@ pub fn answers(port: u16) -> bool {
     let mut buf = [0u8; 1];
     stream.read_exact(&mut buf).is_ok() && (buf[0] == b'+' || buf[0] == b'-')
 }
+
+/// Runs `redis-cli -p PORT ARGS...` (from PATH, Debian package redis-tools) and returns its
+/// standard output.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    cli_auth(port, None, args)
+}
+
+/// [`cli`] authenticating with `password` (`requirepass`) when given.
+pub fn cli_auth(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(p) = password {
+        cmd.args(["-a", p, "--no-auth-warning"]);
+    }
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `redis-cli` (install redis-tools, e.g. via `make deps`): {e}")
+        });
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` every 50 ms until it holds or `within` passed; panics with `what` otherwise.
+pub fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {within:?} waiting for {what}");
+}
+
+/// A directory of its own under the system temp dir (removed on drop by its owner).
+fn private_dir(kind: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "storegate-{kind}-{}-{}",
+        std::process::id(),
+        super::free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
+}
+
+/// A master, one replica and one sentinel watching them under [`SentinelSetup::MASTER`]. One
+/// sentinel suffices to fail over (quorum 1, and it is its own majority); a real deployment runs
+/// three. Failure detection is tuned down to 1 s so that a killed master is replaced quickly.
+pub struct SentinelSetup {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel_port: u16,
+    sentinel: Option<Child>,
+    dir: std::path::PathBuf,
+    /// `requirepass` of master and replica, and of the sentinel.
+    data_password: Option<String>,
+    sentinel_password: Option<String>,
+}
+
+impl SentinelSetup {
+    pub const MASTER: &'static str = "storegate-test";
+
+    pub fn start() -> SentinelSetup {
+        Self::start_with_passwords(None, None)
+    }
+
+    /// Like [`Self::start`]; `data` is the `requirepass` of master and replica (also their
+    /// `masterauth`, and the sentinel's `auth-pass`), `sentinel` the sentinel's own `requirepass`.
+    pub fn start_with_passwords(data: Option<&str>, sentinel: Option<&str>) -> SentinelSetup {
+        let auth: Vec<&str> = match data {
+            Some(p) => vec!["--requirepass", p, "--masterauth", p],
+            None => Vec::new(),
+        };
+        let master = RedisServer::start_with(&auth);
+        let master_port = master.port.to_string();
+        let replica = RedisServer::start_with(
+            &[&auth[..], &["--replicaof", "127.0.0.1", &master_port]].concat(),
+        );
+        wait_until("the replica to sync", Duration::from_secs(10), || {
+            cli_auth(replica.port, data, &["INFO", "replication"]).contains("master_link_status:up")
+        });
+        let mut extra_conf = String::new();
+        if let Some(p) = data {
+            extra_conf.push_str(&format!("sentinel auth-pass {} {p}\n", Self::MASTER));
+        }
+        if let Some(p) = sentinel {
+            extra_conf.push_str(&format!("requirepass {p}\n"));
+        }
+        let dir = private_dir("sentinel");
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = super::free_port();
+            let conf = dir.join(format!("sentinel-{port}.conf"));
+            // Sentinel rewrites its configuration file, so it must be a writable file of its own.
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {m} 127.0.0.1 {master_port} 1\n\
+                     sentinel down-after-milliseconds {m} 1000\n\
+                     sentinel failover-timeout {m} 10000\n\
+                     sentinel parallel-syncs {m} 1\n{extra_conf}",
+                    dir = dir.display(),
+                    m = Self::MASTER
+                ),
+            )
+            .expect("write sentinel.conf");
+            let bin =
+                std::env::var("STOREGATE_TEST_REDIS").unwrap_or_else(|_| "redis-server".to_owned());
+            let mut child = Command::new(&bin)
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run `{bin} --sentinel`: {e}"));
+            let deadline = Instant::now() + READY_TIMEOUT;
+            let mut up = false;
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    last = format!("redis sentinel on port {port} exited early: {status}");
+                    break;
+                }
+                if ping(port) || (sentinel.is_some() && answers(port)) {
+                    up = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !up {
+                let _ = child.kill();
+                let _ = child.wait();
+                continue;
+            }
+            let setup = SentinelSetup {
+                master,
+                replica,
+                sentinel_port: port,
+                sentinel: Some(child),
+                dir,
+                data_password: data.map(str::to_owned),
+                sentinel_password: sentinel.map(str::to_owned),
+            };
+            // Sentinel learns of replicas from the master's INFO; a failover needs one it knows.
+            let replica_addr = format!("127.0.0.1:{}", setup.replica.port);
+            wait_until(
+                "the sentinel to see the replica",
+                Duration::from_secs(15),
+                || {
+                    setup
+                        .sentinel_cli(&["SENTINEL", "REPLICAS", Self::MASTER])
+                        .lines()
+                        .any(|l| l.trim() == replica_addr)
+                },
+            );
+            return setup;
+        }
+        panic!("{last}");
+    }
+
+    /// `redis://[:PASSWORD@]127.0.0.1:PORT` of the sentinel.
+    pub fn sentinel_url(&self) -> String {
+        match &self.sentinel_password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.sentinel_port),
+            None => format!("redis://127.0.0.1:{}", self.sentinel_port),
+        }
+    }
+
+    /// `redis-cli` against the sentinel (authenticated when it has a password).
+    pub fn sentinel_cli(&self, args: &[&str]) -> String {
+        cli_auth(self.sentinel_port, self.sentinel_password.as_deref(), args)
+    }
+
+    /// `redis-cli` against master or replica `port` (authenticated when they have a password).
+    pub fn node_cli(&self, port: u16, args: &[&str]) -> String {
+        cli_auth(port, self.data_password.as_deref(), args)
+    }
+
+    /// The master's port as the sentinel reports it now.
+    pub fn current_master_port(&self) -> Option<u16> {
+        let out = self.sentinel_cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::MASTER]);
+        out.lines().nth(1).and_then(|p| p.trim().parse().ok())
+    }
+
+    /// Waits until every write the master took so far is on the replica (a write, then `WAIT`
+    /// on the same connection: replication is in order).
+    pub fn wait_replicated(&self) {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.master.port.to_string()]);
+        if let Some(p) = &self.data_password {
+            cmd.args(["-a", p, "--no-auth-warning"]);
+        }
+        let out = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                if let Some(mut stdin) = c.stdin.take() {
+                    stdin.write_all(b"SET storegate-test:replication-mark 1\nWAIT 1 5000\n")?;
+                }
+                c.wait_with_output()
+            })
+            .expect("run redis-cli");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.lines().nth(1),
+            Some("1"),
+            "one replica acknowledged: {text}"
+        );
+    }
+
+    /// `SENTINEL FAILOVER`: the replica is promoted and the old master demoted to its replica
+    /// (the sentinel also disconnects the old master's clients). Returns once the sentinel names
+    /// the replica as master and the replica says it is one.
+    pub fn failover(&self) {
+        let out = self.sentinel_cli(&["SENTINEL", "FAILOVER", Self::MASTER]);
+        assert_eq!(out.trim(), "OK", "SENTINEL FAILOVER answered {out}");
+        let new = self.replica.port;
+        wait_until(
+            "the sentinel to name the new master",
+            Duration::from_secs(20),
+            || self.current_master_port() == Some(new),
+        );
+        wait_until(
+            "the replica to become master",
+            Duration::from_secs(20),
+            || self.node_cli(new, &["ROLE"]).lines().next() == Some("master"),
+        );
+    }
+}
+
+impl Drop for SentinelSetup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.sentinel.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas), slots spread by `redis-cli --cluster create`.
+pub struct ClusterSetup {
+    pub nodes: Vec<RedisServer>,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl ClusterSetup {
+    pub fn start() -> ClusterSetup {
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for _ in 0..3 {
+            // Each node keeps its `nodes.conf` in a directory of its own.
+            let dir = private_dir("cluster");
+            let d = dir.display().to_string();
+            nodes.push(RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "2000",
+                "--dir",
+                &d,
+            ]));
+            dirs.push(dir);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = ClusterSetup { nodes, dirs };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Waits until every node reports `cluster_state:ok` (after creation, or after a node
+    /// returned: each node has its own view until gossip converges).
+    pub fn wait_ok(&self) {
+        for n in &self.nodes {
+            wait_until(
+                "cluster_state:ok on every node",
+                Duration::from_secs(20),
+                || cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"),
+            );
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT` of node `i`.
+    pub fn node_url(&self, i: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// The ports of the nodes on which `key` exists (asked of each node directly, without
+    /// following redirects: only the slot's owner can answer 1).
+    pub fn nodes_holding(&self, key: &str) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| cli(n.port, &["EXISTS", key]).trim() == "1")
+            .map(|n| n.port)
+            .collect()
+    }
+}
+
+impl Drop for ClusterSetup {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.stop();
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}

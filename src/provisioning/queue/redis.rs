@@ -1,13 +1,13 @@
 //! `queue = "redis"`: the queue shared by every replica, on the gateway's one [`RedisHandle`].
 //!
-//! Keys (all under one hash tag, `{PREFIXprov}`, so the multi-key scripts run in one Redis
+//! Keys (all under one hash tag, `PREFIX{prov}`, so the multi-key scripts run in one Redis
 //! Cluster slot):
-//! - `{PREFIXprov}:q:ACCOUNT`: one Stream per BigCommerce account, one entry per item (field
+//! - `PREFIX{prov}:q:ACCOUNT`: one Stream per BigCommerce account, one entry per item (field
 //!   `item`, the item as JSON), read through the consumer group `executors`. Every queue object
 //!   is its own consumer (`HOST-PID-RANDOM`).
-//! - `{PREFIXprov}:dead`: the dead letters (fields `item`, `reason`), capped near 10,000.
-//! - `{PREFIXprov}:paused:ACCOUNT`: "paused until", as a key that expires when the pause ends.
-//! - `{PREFIXprov}:lease`: the scheduled pass lease (`SET NX PX`, renewed, released).
+//! - `PREFIX{prov}:dead`: the dead letters (fields `item`, `reason`), capped near 10,000.
+//! - `PREFIX{prov}:paused:ACCOUNT`: "paused until", as a key that expires when the pause ends.
+//! - `PREFIX{prov}:lease`: the scheduled pass lease (`SET NX PX`, renewed, released).
 //!
 //! Batching: each action is its own entry (so one failure, retry or dead letter concerns one
 //! customer). A worker reads up to 10 entries at a time and sends the first together with the
@@ -118,7 +118,7 @@ return 0
 
 pub struct RedisQueue {
     redis: RedisHandle,
-    /// `{PREFIXprov}`.
+    /// `PREFIX{prov}`.
     tag: String,
     accounts: Vec<String>,
     consumer: String,
@@ -156,7 +156,7 @@ impl RedisQueue {
         let random = uuid::Uuid::new_v4().simple().to_string();
         RedisQueue {
             redis,
-            tag: format!("{{{prefix}prov}}"),
+            tag: format!("{prefix}{{prov}}"),
             accounts,
             consumer: format!("{host}-{}-{}", std::process::id(), &random[..8]),
             claim_after,

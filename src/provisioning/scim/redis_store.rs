@@ -1,13 +1,13 @@
 //! SCIM resources in Redis, shared by every replica (`[scim] store = "redis"`), over the gateway's
 //! one [`RedisHandle`].
 //!
-//! Three keys, all with the hash tag `{PREFIXscim}` so that each script's keys live in one Redis
+//! Three keys, all with the hash tag `PREFIX{scim}` so that each script's keys live in one Redis
 //! Cluster slot:
-//! - `{PREFIXscim}:head`: a hash with `epoch` (random, set by the first write into an empty
+//! - `PREFIX{scim}:head`: a hash with `epoch` (random, set by the first write into an empty
 //!   Redis) and `rev` (one more for every change);
-//! - `{PREFIXscim}:resources`: a hash, field `user:ID` / `group:ID` / `tombstone:ID` → the
+//! - `PREFIX{scim}:resources`: a hash, field `user:ID` / `group:ID` / `tombstone:ID` → the
 //!   resource's JSON;
-//! - `{PREFIXscim}:log`: the last [`LOG_LEN`] changes, each `[rev, [fields...]]`.
+//! - `PREFIX{scim}:log`: the last [`LOG_LEN`] changes, each `[rev, [fields...]]`.
 //!
 //! Both operations are Lua scripts, so each is atomic. `commit` stores a change only when the
 //! head is still the revision the replica decided on (optimistic concurrency over the whole data
@@ -102,7 +102,7 @@ pub struct RedisScimStore {
 impl RedisScimStore {
     /// `prefix` is the gateway's Redis key prefix (`storegate:`).
     pub fn new(redis: RedisHandle, prefix: &str) -> Self {
-        let tag = format!("{{{prefix}scim}}");
+        let tag = format!("{prefix}{{scim}}");
         RedisScimStore {
             redis,
             keys: [
@@ -410,7 +410,7 @@ mod tests {
         let h = RedisHandle::new(&url, std::time::Duration::from_secs(1)).unwrap();
         let st = RedisScimStore::new(h, "storegate:");
         for k in &st.keys {
-            assert!(k.starts_with("{storegate:scim}:"), "{k}");
+            assert!(k.starts_with("storegate:{scim}:"), "{k}");
         }
         assert_eq!(field(Kind::Group, "g-1"), "group:g-1");
         assert_eq!(seen_args(None), ["-".to_owned(), "-1".to_owned()]);
