@@ -79,7 +79,10 @@ async fn two_consumers_share_a_1000_user_wave_over_3_stores_without_loss_or_dupl
     let a = reconciler(&cfg, audit_a);
     let b = reconciler(&cfg, audit_b);
     let plan = a
-        .plan(&scim.snapshot().await.expect("SCIM snapshot"), SystemClock.now())
+        .plan(
+            &scim.snapshot().await.expect("SCIM snapshot"),
+            SystemClock.now(),
+        )
         .await
         .unwrap();
     assert_eq!(plan.len(), 3000);
@@ -117,7 +120,10 @@ async fn two_consumers_share_a_1000_user_wave_over_3_stores_without_loss_or_dupl
     assert_eq!(a.executor.queue.stats().await.unwrap(), settled());
     assert_eq!(a.executor.queue.len().await.unwrap(), 0);
     let again = a
-        .plan(&scim.snapshot().await.expect("SCIM snapshot"), SystemClock.now())
+        .plan(
+            &scim.snapshot().await.expect("SCIM snapshot"),
+            SystemClock.now(),
+        )
         .await
         .unwrap();
     assert!(again.is_empty(), "{:?}", &again[..again.len().min(3)]);
@@ -217,7 +223,10 @@ async fn refused_item_goes_to_the_dead_letters(cfg: Config) {
     let (audit, mut rx) = AuditLog::channel();
     let r = reconciler(&cfg, audit);
     let mut plan = r
-        .plan(&scim.snapshot().await.expect("SCIM snapshot"), SystemClock.now())
+        .plan(
+            &scim.snapshot().await.expect("SCIM snapshot"),
+            SystemClock.now(),
+        )
         .await
         .unwrap();
     assert_eq!(plan.len(), 9);
@@ -348,7 +357,10 @@ async fn an_item_failing_on_every_attempt_is_dead_lettered_after_dead_letter_aft
     backoff.dead_letter_after = 3;
     let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), backoff).unwrap();
     let plan = r
-        .plan(&scim.snapshot().await.expect("SCIM snapshot"), SystemClock.now())
+        .plan(
+            &scim.snapshot().await.expect("SCIM snapshot"),
+            SystemClock.now(),
+        )
         .await
         .unwrap();
     assert_eq!(plan.len(), 3);
