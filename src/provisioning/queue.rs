@@ -226,3 +226,39 @@ pub struct DrainReport {
     /// Accounts whose worker stopped on repeated failures; their items are still queued.
     pub stalled: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provisioning::reconcile::Action;
+
+    fn delete_item() -> Item {
+        Item::new(
+            "r1",
+            Action::Delete {
+                account: "store1".into(),
+                id: 7,
+                email: "a@corp.example".into(),
+                before: crate::provisioning::reconcile::CustomerState {
+                    first_name: "A".into(),
+                    last_name: "B".into(),
+                    channel_ids: Some(vec![1]),
+                    customer_group_id: 0,
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn uncertain_is_stored_only_when_set_and_survives_a_round_trip() {
+        let mut item = delete_item();
+        let plain = serde_json::to_string(&item).unwrap();
+        assert!(!plain.contains("uncertain"), "{plain}");
+        item.uncertain = true;
+        let marked = serde_json::to_string(&item).unwrap();
+        let back: Item = serde_json::from_str(&marked).unwrap();
+        assert!(back.uncertain, "{marked}");
+        let back: Item = serde_json::from_str(&plain).unwrap();
+        assert!(!back.uncertain);
+    }
+}

@@ -501,11 +501,20 @@ async fn the_schedule_runs_passes_and_audits_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optimistic_creates_adopt_taken_emails_and_leave_another_subjects_customer_alone() {
-    use storegate::audit::{EventKind, Outcome};
-    use storegate::provisioning::run::{DriftKind, render_drift};
     let (sim, base) = simulator(1000, 1000).await;
     let dir = temp("optimistic");
-    let cfg = Arc::new(config(&base, &dir.join("queue.json"), ""));
+    let cfg = config(&base, &dir.join("queue.json"), "");
+    optimistic_creates_case(&sim, cfg).await;
+}
+
+/// 25 joiners x 3 stores; between plan and work two of store1's emails appear, one without a
+/// subject (adopted) and one bound to another subject (dead letter `subject_conflict`, reported
+/// by every later pass). Shared by the file and the Redis queue.
+pub(crate) async fn optimistic_creates_case(sim: &SimHandle, cfg: Config) {
+    use storegate::audit::{EventKind, Outcome};
+    use storegate::provisioning::queue::QueueStats;
+    use storegate::provisioning::run::{DriftKind, render_drift};
+    let cfg = Arc::new(cfg);
     let scim = scim_with_users(25, "staff").await;
     let (audit, mut rx) = AuditLog::channel();
     let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), fast()).unwrap();
@@ -567,7 +576,29 @@ async fn optimistic_creates_adopt_taken_emails_and_leave_another_subjects_custom
         .map(|(h, b)| sim.api_calls(h) - b)
         .collect();
     assert_eq!(calls, vec![create_calls + 2, 3, 3]);
-    assert_exactly_once(&sim, 25);
+    assert_exactly_once(sim, 25);
+    // The conflict is a refusal no retry fixes: one dead letter, with its reason.
+    let dead = r.executor.queue.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0].0.action.account(), dead[0].0.action.email()),
+        ("store1", "user00012@corp.example")
+    );
+    assert!(
+        dead[0].1.starts_with(&format!(
+            "subject_conflict: customer #{other} has the email user00012@corp.example but is bound to nam:someone-else, not nam:guid-12"
+        )),
+        "{}",
+        dead[0].1
+    );
+    assert_eq!(
+        r.executor.queue.stats().await.unwrap(),
+        QueueStats {
+            waiting: 0,
+            in_flight: 0,
+            dead_letters: 1
+        }
+    );
     let staff = sim
         .customer_groups("store1")
         .into_iter()
@@ -615,9 +646,10 @@ async fn optimistic_creates_adopt_taken_emails_and_leave_another_subjects_custom
                 ev.detail
                     .as_deref()
                     .unwrap_or_default()
-                    .contains("subject_conflict"),
+                    .starts_with("dead letter: subject_conflict: "),
                 "{ev:?}"
             );
+            assert_eq!(ev.reason.as_deref(), Some("create"), "{ev:?}");
             assert!(
                 ev.detail
                     .as_deref()
