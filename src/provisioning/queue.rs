@@ -99,15 +99,16 @@ pub fn batch_key(i: &Item) -> BatchKey {
 }
 
 /// The first item and up to [`BATCH`] - 1 later ones of the same kind that go in one call with
-/// it (subject stages too: `PUT /v3/customers/attribute-values` takes 10 customers).
-pub fn pick_batch(items: &[Item]) -> Vec<Item> {
-    let Some(first) = items.first() else {
+/// it (subject stages too: `PUT /v3/customers/attribute-values` takes 10 customers). Takes an
+/// iterator so the file queue picks from its whole backlog without copying it.
+pub fn pick_batch<'a>(items: impl IntoIterator<Item = &'a Item>) -> Vec<Item> {
+    let mut items = items.into_iter();
+    let Some(first) = items.next() else {
         return Vec::new();
     };
     let key = batch_key(first);
-    items
-        .iter()
-        .filter(|i| batch_key(i) == key)
+    std::iter::once(first)
+        .chain(items.filter(|i| batch_key(i) == key))
         .take(BATCH)
         .cloned()
         .collect()
