@@ -1,17 +1,19 @@
 //! Provisioning throughput (issue 5): a joiner wave of 10,000 SCIM users over 3 stores against the
-//! BigCommerce simulator, through the real reconciler (lookups, plan, durable queue, batches of
-//! 10, one subject metafield call per customer, rate-limit pacing).
+//! BigCommerce simulator, through the real reconciler (lookups, plan, durable queue, optimistic
+//! creates in batches of 10 with the IdP subject set inline as a customer attribute, rate-limit
+//! pacing).
 //!
-//! The Pro limit is 450 requests per 30 s per store; the wave needs about 3 × (1,000 creates +
-//! 10,000 metafields + 200 lookups) calls, far too long at that window, so the simulator runs the
-//! same ratio on a 3 s window (450 per 3 s = 150 requests/s per store). Printed: total time,
-//! customers/s achieved, and that as a share of two optima at the same limit:
-//! - the naive one, 10 customers per request (creates only);
-//! - the honest one, counting the metafield call each customer needs (1.1 requests/customer) and
-//!   the lookups before planning.
+//! The simulator enforces the Pro limit of issue 5, 450 requests per 30 s per store. The wave needs
+//! about 3 × (1,000 creates + 200 email lookups while planning + a few attribute/group calls).
+//! Printed: total time, and the share of the rate-limit optimum (10 customers per call):
+//! - by calls: customers per call / 10 (at a steady rate the quota is the bottleneck);
+//! - by time: the whole windows that optimum needs with fresh windows, over the time taken (the
+//!   simulator starts right before the pass; a fixed window lets a full quota through at once,
+//!   so customers/s against the steady 10 × quota rate reads above 100% on a few windows).
 //!
 //! Run: `cargo bench --bench provisioning` (or `make bench`). Settings: BENCH_USERS (10000),
-//! BENCH_WINDOW_MS (3000). Under `cargo test --all-targets` it is a 30-user smoke run.
+//! BENCH_WINDOW_MS (30000; e.g. 3000 runs the same quota ten times faster). Under
+//! `cargo test --all-targets` it is a 30-user smoke run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         30
     };
-    let window_ms = env_num("BENCH_WINDOW_MS", 3_000);
+    let window_ms = env_num("BENCH_WINDOW_MS", 30_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -62,6 +64,29 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn wave(users: usize, window_ms: u64) -> anyhow::Result<()> {
+    // SCIM first: the simulator (and its rate-limit window) starts right before the pass, so
+    // every run meets a fresh window.
+    let scim = ScimService::open(Arc::new(MemoryStore), Arc::new(SystemClock)).await?;
+    let mut members = Vec::with_capacity(users);
+    for i in 0..users {
+        let (u, _) = scim
+            .create(
+                Kind::User,
+                json!({"userName": format!("user{i:05}@corp.example"), "externalId": format!("guid-{i}"), "name": {"givenName": format!("U{i}"), "familyName": "Bench"}}),
+                "http://x",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        members.push(json!({"value": u["id"]}));
+    }
+    scim.create(
+        Kind::Group,
+        json!({"displayName": "staff", "members": members}),
+        "http://x",
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let data = scim.snapshot().await?;
     let stores = HASHES
         .iter()
         .map(|h| SimStore {
@@ -103,28 +128,6 @@ async fn wave(users: usize, window_ms: u64) -> anyhow::Result<()> {
     );
     let cfg = config::load_str(&t, "bench.toml", &NoEnv).map_err(|d| anyhow::anyhow!("{d}"))?;
 
-    let scim = ScimService::open(Arc::new(MemoryStore), Arc::new(SystemClock)).await?;
-    let mut members = Vec::with_capacity(users);
-    for i in 0..users {
-        let (u, _) = scim
-            .create(
-                Kind::User,
-                json!({"userName": format!("user{i:05}@corp.example"), "externalId": format!("guid-{i}"), "name": {"givenName": format!("U{i}"), "familyName": "Bench"}}),
-                "http://x",
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        members.push(json!({"value": u["id"]}));
-    }
-    scim.create(
-        Kind::Group,
-        json!({"displayName": "staff", "members": members}),
-        "http://x",
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let data = scim.snapshot().await?;
-
     let backoff = Backoff {
         first: Duration::from_millis(20),
         max: Duration::from_secs(2),
@@ -152,28 +155,57 @@ async fn wave(users: usize, window_ms: u64) -> anyhow::Result<()> {
         "the wave did not finish: {:?}",
         report.drain
     );
-    let customers: usize = HASHES.iter().map(|h| sim.customers(h).len()).sum();
-    anyhow::ensure!(
-        customers == users * HASHES.len(),
-        "{customers} customers, expected {}",
-        users * HASHES.len()
-    );
+    let mut customers = 0;
+    for h in HASHES {
+        let list = sim.customers(h);
+        let mut emails: Vec<String> = list.iter().map(|c| c.email.to_lowercase()).collect();
+        emails.sort();
+        emails.dedup();
+        anyhow::ensure!(
+            list.len() == users && emails.len() == users,
+            "{h}: {} customers, {} distinct emails, expected {users} (none lost, none duplicated)",
+            list.len(),
+            emails.len()
+        );
+        if let Some(c) = list.first() {
+            anyhow::ensure!(
+                sim.attribute_value(h, c.id, "storegate_subject")
+                    .is_some_and(|s| s.starts_with("nam:guid-")),
+                "{h}: customer {} carries no IdP subject",
+                c.id
+            );
+        }
+        customers += list.len();
+    }
     let calls: u64 = HASHES.iter().map(|h| sim.api_calls(h)).sum();
     let rps = f64::from(PER_WINDOW) * 1000.0 / window_ms as f64 * HASHES.len() as f64;
     let achieved = customers as f64 / secs;
     let naive = 10.0 * rps;
-    // Per customer: 1/10 create + 1 metafield + 1/50 lookup.
-    let honest = rps / (0.1 + 1.0 + 0.02);
+    // At a steady rate the quota is the bottleneck, so the share of the 10-per-call optimum is
+    // customers per call / 10.
+    let per_call = customers as f64 / calls as f64;
+    // A fixed window started fresh lets PER_WINDOW calls through at once: the 10-per-call optimum
+    // sends its last create after (creates per store - 1) / PER_WINDOW whole windows.
+    let creates_per_store = users.div_ceil(10) as u64;
+    let best_secs = (creates_per_store.saturating_sub(1) / u64::from(PER_WINDOW)) as f64
+        * window_ms as f64
+        / 1000.0;
     println!(
-        "total {secs:.1} s; {customers} customers; {calls} API calls ({:.0} req/s of {rps:.0} allowed); {} rate-limited, {} retried",
+        "total {secs:.1} s; {customers} customers, none lost or duplicated; {calls} API calls = {:.3} per customer ({:.0} req/s of {rps:.0} allowed); {} rate-limited, {} retried",
+        calls as f64 / customers as f64,
         calls as f64 / secs,
         report.drain.rate_limited,
         report.drain.retried
     );
     println!(
-        "throughput {achieved:.0} customers/s = {:.1}% of the naive optimum ({naive:.0}/s: 10 per request) and {:.1}% of the honest optimum ({honest:.0}/s: 1.12 requests per customer incl. metafield and lookup)",
+        "share of the 10-customers-per-call optimum: {:.1}% by calls ({per_call:.2} customers per call); by time {:.1}% (that optimum needs {best_secs:.0} s of whole windows here); {achieved:.0} customers/s = {:.1}% of the steady-state {naive:.0}/s",
+        10.0 * per_call,
+        if secs > 0.0 {
+            100.0 * best_secs / secs
+        } else {
+            0.0
+        },
         100.0 * achieved / naive,
-        100.0 * achieved / honest
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

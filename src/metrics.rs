@@ -403,16 +403,24 @@ impl CustomerApi for MeteredCustomerApi {
         r
     }
 
-    async fn get_subject(&self, customer_id: u64) -> Result<Option<String>, ApiError> {
+    async fn subject_attribute_id(&self) -> Result<u64, ApiError> {
         let t = Instant::now();
-        let r = self.inner.get_subject(customer_id).await;
-        self.record("get_subject", t, &r);
+        let r = self.inner.subject_attribute_id().await;
+        self.record("subject_attribute", t, &r);
         r
     }
 
-    async fn set_subject(&self, customer_id: u64, idp_subject: &str) -> Result<(), ApiError> {
+    async fn set_subject(
+        &self,
+        customer_id: u64,
+        attribute_id: u64,
+        idp_subject: &str,
+    ) -> Result<(), ApiError> {
         let t = Instant::now();
-        let r = self.inner.set_subject(customer_id, idp_subject).await;
+        let r = self
+            .inner
+            .set_subject(customer_id, attribute_id, idp_subject)
+            .await;
         self.record("set_subject", t, &r);
         r
     }

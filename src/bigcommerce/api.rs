@@ -26,7 +26,34 @@ pub struct Customer {
     pub channel_ids: Option<Vec<u64>>,
     #[serde(default)]
     pub origin_channel_id: Option<u64>,
+    /// Custom attribute values, present when read with `include=attributes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeValue>,
 }
+
+impl Customer {
+    /// The value of custom attribute `attribute_id`, if the customer carries one.
+    pub fn attribute(&self, attribute_id: u64) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|a| a.attribute_id == attribute_id)
+            .map(|a| a.attribute_value.as_str())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// One custom attribute value of a customer, as `POST /v3/customers` takes it inline and
+/// `include=attributes` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributeValue {
+    pub attribute_id: u64,
+    pub attribute_value: String,
+}
+
+/// The customer attribute (type string) that binds a customer to its IdP subject (`{idp}:{sub}`).
+/// BigCommerce cannot search by attribute value: customers are found by email and this value
+/// says whose they are. Found by name, or created once per store.
+pub const SUBJECT_ATTRIBUTE: &str = "storegate_subject";
 
 /// A customer to create. `channel_ids` must not be empty (BigCommerce rejects an empty array).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,6 +66,9 @@ pub struct NewCustomer {
     pub channel_ids: Vec<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_channel_id: Option<u64>,
+    /// Set inline on create: the subject binding costs no extra call.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeValue>,
 }
 
 /// The fields the gateway changes on an existing customer; `None` leaves a field alone.
@@ -106,7 +136,8 @@ pub trait CustomerApi: StoreTime + Send + Sync {
     /// The store this client talks to.
     fn store_hash(&self) -> &str;
 
-    /// The customer with this email (compared case-insensitively), if any.
+    /// The customer with this email (compared case-insensitively), if any, with its custom
+    /// attribute values (`include=attributes`).
     async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError>;
 
     async fn create_customer(&self, customer: NewCustomer) -> Result<Customer, ApiError>;
@@ -116,13 +147,15 @@ pub trait CustomerApi: StoreTime + Send + Sync {
     /// The id of a customer group; a group given by name is looked up and created when missing.
     async fn customer_group_id(&self, group: &CustomerGroupRef) -> Result<u64, ApiError>;
 
-    /// Records the IdP subject beside the customer: an app-only metafield, namespace
-    /// [`SUBJECT_NAMESPACE`], key [`SUBJECT_KEY`], created or updated.
-    /// The IdP subject recorded beside the customer (`{idp}:{sub}`), if any.
-    async fn get_subject(&self, customer_id: u64) -> Result<Option<String>, ApiError>;
+    /// The id of the [`SUBJECT_ATTRIBUTE`] customer attribute, found by name or created (once per
+    /// store; cached).
+    async fn subject_attribute_id(&self) -> Result<u64, ApiError>;
 
-    async fn set_subject(&self, customer_id: u64, idp_subject: &str) -> Result<(), ApiError>;
+    /// Records the IdP subject on an existing customer (`PUT /v3/customers/attribute-values`).
+    async fn set_subject(
+        &self,
+        customer_id: u64,
+        attribute_id: u64,
+        idp_subject: &str,
+    ) -> Result<(), ApiError>;
 }
-
-pub const SUBJECT_NAMESPACE: &str = "storegate";
-pub const SUBJECT_KEY: &str = "idp_subject";

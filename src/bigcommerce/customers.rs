@@ -1,8 +1,9 @@
 //! Find or create the BigCommerce customer a launch signs in as (BIGCOMMERCE.md: "Customers must
-//! already exist"). Customers are keyed by email; the IdP subject is kept beside the customer in an
-//! app-only metafield, since BigCommerce cannot search by attribute.
+//! already exist"). Customers are keyed by email; the IdP subject is kept beside the customer in the
+//! `storegate_subject` custom attribute (set inline on create, read with `include=attributes`),
+//! since BigCommerce cannot search by attribute value.
 
-use super::api::{ApiError, CustomerApi, CustomerUpdate, NewCustomer};
+use super::api::{ApiError, AttributeValue, CustomerApi, CustomerUpdate, NewCustomer};
 use crate::identity::Identity;
 use crate::policy::LaunchDecision;
 
@@ -37,6 +38,9 @@ pub async fn ensure_customer(
         None => None,
     };
 
+    let attribute_id = api.subject_attribute_id().await?;
+    let ours = format!("{}:{}", identity.idp, identity.subject);
+
     match api.find_customer_by_email(email).await? {
         None => {
             let (first_name, last_name) = names(identity, email);
@@ -48,13 +52,12 @@ pub async fn ensure_customer(
                     customer_group_id: group,
                     origin_channel_id: wanted.first().copied(),
                     channel_ids: wanted,
+                    attributes: vec![AttributeValue {
+                        attribute_id,
+                        attribute_value: ours,
+                    }],
                 })
                 .await?;
-            api.set_subject(
-                created.id,
-                &format!("{}:{}", identity.idp, identity.subject),
-            )
-            .await?;
             Ok(created.id)
         }
         Some(existing) => {
@@ -62,13 +65,12 @@ pub async fn ensure_customer(
             // with a staff member's email would otherwise be signed in as that staff member's
             // session, or vice versa. A customer this gateway created carries its IdP subject; one
             // created elsewhere (no subject yet) is adopted once, on its first launch.
-            let ours = format!("{}:{}", identity.idp, identity.subject);
-            match api.get_subject(existing.id).await? {
+            match existing.attribute(attribute_id) {
                 Some(recorded) if recorded == ours => {}
                 Some(recorded) => {
                     return Err(ApiError::SubjectConflict {
                         customer_id: existing.id,
-                        recorded,
+                        recorded: recorded.to_owned(),
                     });
                 }
                 None => {
@@ -76,7 +78,7 @@ pub async fn ensure_customer(
                         customer_id = existing.id,
                         "adopting an existing BigCommerce customer by email"
                     );
-                    api.set_subject(existing.id, &ours).await?;
+                    api.set_subject(existing.id, attribute_id, &ours).await?;
                 }
             }
             let mut update = CustomerUpdate::default();

@@ -59,7 +59,7 @@ pub struct ProvisioningFile {
     /// user has none) or `"userName"`.
     #[serde(default)]
     pub subject_attribute: Option<String>,
-    /// Customers carrying the storegate subject metafield that are not in the desired state (no
+    /// Customers carrying the `storegate_subject` attribute that are not in the desired state (no
     /// longer granted, unknown to SCIM) are reported each pass; with `true` they are also
     /// deprovisioned. Default false (report only).
     #[serde(default)]

@@ -2,11 +2,17 @@
 //! `POST`/`PUT /v3/customers` take arrays of at most 10). One call per method, no retry here: the
 //! queue decides about retries. Every answer's `X-Rate-Limit-*` headers are returned so the queue
 //! can pace itself before the store's quota runs out.
+//!
+//! The IdP subject lives in the `storegate_subject` customer attribute: set inline on create,
+//! read with `include=attributes`, written for existing customers 10 at a time with
+//! `PUT /v3/customers/attribute-values`.
+
+use std::sync::OnceLock;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::bigcommerce::api::{Customer, SUBJECT_KEY, SUBJECT_NAMESPACE};
+use crate::bigcommerce::api::{Customer, SUBJECT_ATTRIBUTE};
 use crate::config::BigCommerceAccount;
 use crate::secret::Secret;
 
@@ -30,10 +36,21 @@ pub enum CallError {
     Refused { status: u16, message: String },
 }
 
+/// The answer to a batch create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Every customer was created (BigCommerce creates all or none).
+    All(Vec<Customer>),
+    /// 422 because these emails (lower-case) already belong to customers: nothing was created.
+    EmailsTaken(Vec<String>),
+}
+
 pub struct BatchClient {
     http: reqwest::Client,
     base: String,
     token: Secret,
+    /// The subject attribute's id, once found or created (it never changes for a store).
+    subject_attribute: OnceLock<u64>,
 }
 
 impl BatchClient {
@@ -49,6 +66,7 @@ impl BatchClient {
                 account.store_hash
             ),
             token: account.access_token.clone(),
+            subject_attribute: OnceLock::new(),
         })
     }
 
@@ -59,6 +77,38 @@ impl BatchClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> (Result<Value, CallError>, RateInfo) {
+        let (r, rate) = self.send(method, path, query, body).await;
+        (
+            r.and_then(|(status, bytes)| Self::json(status, &bytes)),
+            rate,
+        )
+    }
+
+    /// A successful answer's JSON; a refusal's words (truncated: they end up in audit events).
+    fn json(status: StatusCode, bytes: &[u8]) -> Result<Value, CallError> {
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(bytes);
+            Err(CallError::Refused {
+                status: status.as_u16(),
+                message: text.chars().take(300).collect(),
+            })
+        } else if bytes.is_empty() {
+            Ok(Value::Null)
+        } else {
+            serde_json::from_slice(bytes)
+                .map_err(|e| CallError::Transient(format!("bad JSON: {e}")))
+        }
+    }
+
+    /// One request; 429, 5xx and transport failures are errors, any other answer is returned
+    /// with its body.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> (Result<(StatusCode, Vec<u8>), CallError>, RateInfo) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -88,24 +138,18 @@ impl BatchClient {
             reset_ms: header("x-rate-limit-time-reset-ms"),
         };
         let status = resp.status();
-        let bytes = resp.bytes().await.unwrap_or_default();
         let result = if status == StatusCode::TOO_MANY_REQUESTS {
             Err(CallError::RateLimited {
                 reset_ms: rate.reset_ms,
             })
         } else if status.is_server_error() {
             Err(CallError::Transient(format!("HTTP {status}")))
-        } else if !status.is_success() {
-            let text = String::from_utf8_lossy(&bytes);
-            Err(CallError::Refused {
-                status: status.as_u16(),
-                message: text.chars().take(300).collect(),
-            })
-        } else if bytes.is_empty() {
-            Ok(Value::Null)
         } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| CallError::Transient(format!("bad JSON: {e}")))
+            // A body cut off mid-way: the call may have taken effect, like a timeout.
+            resp.bytes()
+                .await
+                .map(|b| (status, b.to_vec()))
+                .map_err(|e| CallError::Transient(e.without_url().to_string()))
         };
         (result, rate)
     }
@@ -115,27 +159,43 @@ impl BatchClient {
             .map_err(|e| CallError::Transient(format!("unexpected customer list: {e}")))
     }
 
-    /// Customers with these emails (at most 50 per call).
+    /// Customers with these emails (at most 50 per call), with their attribute values.
     pub async fn find_by_emails(
         &self,
         emails: &[String],
     ) -> (Result<Vec<Customer>, CallError>, RateInfo) {
-        let q = [("email:in", emails.join(",")), ("limit", "250".to_owned())];
+        let q = [
+            ("email:in", emails.join(",")),
+            ("include", "attributes".to_owned()),
+            ("limit", "250".to_owned()),
+        ];
         let (r, rate) = self.call(Method::GET, "/v3/customers", &q, None).await;
         (r.and_then(Self::customers), rate)
     }
 
-    /// `POST /v3/customers` with at most 10 customers.
-    pub async fn create(&self, items: &[Value]) -> (Result<Vec<Customer>, CallError>, RateInfo) {
+    /// `POST /v3/customers` with at most 10 customers. BigCommerce refuses the whole batch with
+    /// 422 when an email is taken, naming it: that answer is [`Created::EmailsTaken`].
+    pub async fn create(&self, items: &[Value]) -> (Result<Created, CallError>, RateInfo) {
         let (r, rate) = self
-            .call(
+            .send(
                 Method::POST,
                 "/v3/customers",
                 &[],
                 Some(&Value::Array(items.to_vec())),
             )
             .await;
-        (r.and_then(Self::customers), rate)
+        let r = r.and_then(|(status, bytes)| {
+            if status == StatusCode::UNPROCESSABLE_ENTITY {
+                let taken = taken_emails(items, &bytes);
+                if !taken.is_empty() {
+                    return Ok(Created::EmailsTaken(taken));
+                }
+            }
+            Self::json(status, &bytes)
+                .and_then(Self::customers)
+                .map(Created::All)
+        });
+        (r, rate)
     }
 
     /// `PUT /v3/customers` with at most 10 updates, each with its `id`.
@@ -165,41 +225,71 @@ impl BatchClient {
         (r.map(|_| ()), rate)
     }
 
-    /// Records the IdP subject in the app-only metafield; an existing one is updated.
-    pub async fn set_subject(
+    /// Records IdP subjects on existing customers, at most 10 per call:
+    /// `PUT /v3/customers/attribute-values` (an upsert).
+    pub async fn set_subjects(
         &self,
-        customer_id: u64,
-        subject: &str,
+        attribute_id: u64,
+        subjects: &[(u64, String)],
     ) -> (Result<(), CallError>, RateInfo) {
-        let path = format!("/v3/customers/{customer_id}/metafields");
-        let body = json!({ "namespace": SUBJECT_NAMESPACE, "key": SUBJECT_KEY, "value": subject, "permission_set": "app_only" });
-        let (r, rate) = self.call(Method::POST, &path, &[], Some(&body)).await;
-        match r {
-            Err(CallError::Refused { status: 409, .. }) => {
-                let q = [
-                    ("namespace", SUBJECT_NAMESPACE.to_owned()),
-                    ("key", SUBJECT_KEY.to_owned()),
-                ];
-                let (r, rate) = self.call(Method::GET, &path, &q, None).await;
-                let id = match r {
-                    Ok(v) => v.pointer("/data/0/id").and_then(Value::as_u64),
-                    Err(e) => return (Err(e), rate),
-                };
-                let Some(id) = id else {
-                    return (Err(CallError::Transient("metafield vanished".into())), rate);
-                };
-                let (r, rate) = self
-                    .call(
-                        Method::PUT,
-                        &format!("{path}/{id}"),
-                        &[],
-                        Some(&json!({ "value": subject })),
-                    )
-                    .await;
-                (r.map(|_| ()), rate)
-            }
-            other => (other.map(|_| ()), rate),
+        let body: Vec<Value> = subjects
+            .iter()
+            .map(|(id, s)| json!({ "customer_id": id, "attribute_id": attribute_id, "value": s }))
+            .collect();
+        let (r, rate) = self
+            .call(
+                Method::PUT,
+                "/v3/customers/attribute-values",
+                &[],
+                Some(&Value::Array(body)),
+            )
+            .await;
+        (r.map(|_| ()), rate)
+    }
+
+    /// The id of the `storegate_subject` attribute: cached, else found by name, else (when
+    /// `create`) created. `None`: it does not exist and `create` is false (a dry run), so no
+    /// customer carries a subject yet.
+    pub async fn subject_attribute_id(&self, create: bool) -> Result<Option<u64>, CallError> {
+        if let Some(id) = self.subject_attribute.get() {
+            return Ok(Some(*id));
         }
+        let (r, _) = self
+            .call(
+                Method::GET,
+                "/v3/customers/attributes",
+                &[("name", SUBJECT_ATTRIBUTE.to_owned())],
+                None,
+            )
+            .await;
+        let found = r?
+            .get("data")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .find(|a| a.get("name").and_then(Value::as_str) == Some(SUBJECT_ATTRIBUTE))
+            })
+            .and_then(|a| a.get("id"))
+            .and_then(Value::as_u64);
+        let id = match found {
+            Some(id) => id,
+            None if !create => return Ok(None),
+            None => {
+                let body = json!([{ "name": SUBJECT_ATTRIBUTE, "type": "string" }]);
+                let (r, _) = self
+                    .call(Method::POST, "/v3/customers/attributes", &[], Some(&body))
+                    .await;
+                r?.pointer("/data/0/id")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| {
+                        CallError::Transient(
+                            "creating the storegate_subject customer attribute returned no id"
+                                .into(),
+                        )
+                    })?
+            }
+        };
+        Ok(Some(*self.subject_attribute.get_or_init(|| id)))
     }
 
     /// The id of a customer group by name, if it exists (reads only: safe in `--dry-run`).
@@ -219,28 +309,28 @@ impl BatchClient {
             .and_then(Value::as_u64))
     }
 
-    /// Every customer carrying the storegate subject metafield, as (customer id, subject):
-    /// `GET /v3/customers/metafields?namespace=..&key=..`, 250 a page.
-    pub async fn subject_metafields(&self) -> Result<Vec<(u64, String)>, CallError> {
+    /// Every customer carrying a value of the subject attribute, as (customer id, subject):
+    /// `GET /v3/customers/attribute-values?attribute_id:in=..`, 250 a page.
+    pub async fn subject_values(&self, attribute_id: u64) -> Result<Vec<(u64, String)>, CallError> {
         let mut out = Vec::new();
         for page in 1u32.. {
             let q = [
-                ("namespace", SUBJECT_NAMESPACE.to_owned()),
-                ("key", SUBJECT_KEY.to_owned()),
+                ("attribute_id:in", attribute_id.to_string()),
                 ("limit", "250".to_owned()),
                 ("page", page.to_string()),
             ];
             let (r, _) = self
-                .call(Method::GET, "/v3/customers/metafields", &q, None)
+                .call(Method::GET, "/v3/customers/attribute-values", &q, None)
                 .await;
             let v = r?;
             let data = v.get("data").and_then(Value::as_array);
             let n = data.map_or(0, Vec::len);
             for m in data.into_iter().flatten() {
                 if let (Some(id), Some(val)) = (
-                    m.get("resource_id").and_then(Value::as_u64),
-                    m.get("value").and_then(Value::as_str),
-                ) {
+                    m.get("customer_id").and_then(Value::as_u64),
+                    m.get("attribute_value").and_then(Value::as_str),
+                ) && !val.is_empty()
+                {
                     out.push((id, val.to_owned()));
                 }
             }
@@ -279,5 +369,65 @@ impl BatchClient {
         r?.get("id")
             .and_then(Value::as_u64)
             .ok_or_else(|| CallError::Transient("no group id".into()))
+    }
+}
+
+/// The emails of `items` that a 422 body says are already in use (lower-case). BigCommerce names
+/// each duplicate in its `errors` map ("The email address X is already in use ..."); an email is
+/// taken when a message saying so names it as a whole word.
+fn taken_emails(items: &[Value], body: &[u8]) -> Vec<String> {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let named: Vec<String> = body
+        .get("errors")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.values()
+                .filter_map(Value::as_str)
+                .map(str::to_lowercase)
+                .filter(|t| t.contains("already in use") || t.contains("already exists"))
+                .flat_map(|t| {
+                    t.split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ','))
+                        .map(|w| w.trim_end_matches(['.', ':', ';']).to_owned())
+                        .filter(|w| w.contains('@'))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut taken: Vec<String> = items
+        .iter()
+        .filter_map(|i| i.get("email").and_then(Value::as_str))
+        .map(str::to_lowercase)
+        .filter(|e| named.contains(e))
+        .collect();
+    taken.sort();
+    taken.dedup();
+    taken
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taken_emails_are_the_batch_emails_named_as_in_use() {
+        let items = vec![
+            json!({"email": "Ada@corp.example"}),
+            json!({"email": "bob@corp.example"}),
+            json!({"email": "ada@corp.example.org"}),
+        ];
+        let body = json!({"status": 422, "title": "Unable to create customers", "errors": {
+            "0.email": "The email address ada@corp.example is already in use by another customer.",
+            "2.first_name": "first_name is required",
+        }});
+        let taken = taken_emails(&items, body.to_string().as_bytes());
+        // Whole addresses only: "ada@corp.example.org" is not named.
+        assert_eq!(taken, vec!["ada@corp.example".to_owned()]);
+        assert!(taken_emails(&items, b"not json").is_empty());
+        let longer = json!({"errors": {"0.email": "The email address ada@corp.example.org is already in use."}});
+        assert_eq!(
+            taken_emails(&items, longer.to_string().as_bytes()),
+            vec!["ada@corp.example.org".to_owned()]
+        );
     }
 }

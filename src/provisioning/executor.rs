@@ -2,6 +2,10 @@
 //! customers, paced by `X-Rate-Limit-*`, waiting out 429s (shared with every replica through the
 //! queue's pause), backing off on 5xx and transport failures.
 //!
+//! Creates are optimistic (see the [`queue`](super::queue) module docs): a batch of joiners is
+//! created without a lookup, the IdP subject set inline; only a 422 naming taken emails, an
+//! uncertain item (recovered, taken over from another consumer) or a retried one looks first.
+//!
 //! The executor is the same for both queue kinds; what differs (where items live, who else
 //! consumes them, how a pause reaches other replicas) is behind [`WorkQueue`].
 
@@ -11,9 +15,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::bc::{BatchClient, CallError, RateInfo};
+use super::bc::{BatchClient, CallError, Created, RateInfo};
 use super::queue::{Backoff, BatchKey, DrainReport, Item, Stage, WorkQueue, batch_key};
-use super::reconcile::Action;
+use super::reconcile::{Action, CustomerState};
 use crate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use crate::bigcommerce::api::Customer;
 use crate::clock::SharedClock;
@@ -38,7 +42,7 @@ fn random_password() -> String {
     )
 }
 
-fn create_body(a: &Action) -> Option<Value> {
+fn create_body(a: &Action, subject_attribute: u64) -> Option<Value> {
     let Action::Create {
         customer: c,
         group_id,
@@ -52,6 +56,7 @@ fn create_body(a: &Action) -> Option<Value> {
         "last_name": c.last_name,
         "channel_ids": c.channel_ids,
         "origin_channel_id": c.channel_ids.first(),
+        "attributes": [{ "attribute_id": subject_attribute, "attribute_value": c.subject }],
     });
     if let Some(g) = group_id {
         v["customer_group_id"] = json!(g);
@@ -59,9 +64,13 @@ fn create_body(a: &Action) -> Option<Value> {
     Some(v)
 }
 
+/// The `PUT /v3/customers` item of an action; `None` for an adoption whose fields are already
+/// right (only its subject is written).
 fn put_body(a: &Action) -> Option<Value> {
     match a {
-        Action::Update { id, after, .. } => Some(json!({
+        Action::Update {
+            id, before, after, ..
+        } if before != after => Some(json!({
             "id": id,
             "first_name": after.first_name,
             "last_name": after.last_name,
@@ -79,6 +88,105 @@ fn put_body(a: &Action) -> Option<Value> {
     }
 }
 
+/// The subject an item records at the [`Stage::Subject`] stage.
+fn subject_of(a: &Action) -> Option<&str> {
+    match a {
+        Action::Create { customer, .. } => Some(&customer.subject),
+        Action::Update { bind_subject, .. } => bind_subject.as_deref(),
+        _ => None,
+    }
+}
+
+/// A create that found the customer already there (created outside the gateway, or by a
+/// lost-answer attempt of ours) becomes what the plan would have made of it.
+enum Found {
+    /// Already bound to this subject: nothing left to do.
+    Ours(u64),
+    /// Bound to another subject: a refusal no retry fixes (dead letter, reported).
+    Conflict(String),
+    /// No subject yet: adopt it (update to the desired fields, then record the subject).
+    Adopt(Box<Item>),
+}
+
+fn found_existing(item: &Item, c: &Customer, subject_attribute: u64) -> Found {
+    let Action::Create { customer, group_id } = &item.action else {
+        return Found::Ours(c.id);
+    };
+    match c.attribute(subject_attribute) {
+        Some(s) if s == customer.subject => Found::Ours(c.id),
+        Some(s) => Found::Conflict(format!(
+            "subject_conflict: customer #{} has the email {} but is bound to {s}, not {}; left alone, an administrator must resolve it in BigCommerce",
+            c.id, customer.email, customer.subject
+        )),
+        None => {
+            let before = CustomerState::from(c);
+            let after = CustomerState {
+                first_name: customer.first_name.clone(),
+                last_name: customer.last_name.clone(),
+                channel_ids: Some(customer.channel_ids.clone()),
+                customer_group_id: group_id.unwrap_or(c.customer_group_id),
+            };
+            let mut adopted = item.clone();
+            adopted.action = Action::Update {
+                account: customer.account.clone(),
+                id: c.id,
+                email: customer.email.to_lowercase(),
+                before,
+                after,
+                bind_subject: Some(customer.subject.clone()),
+            };
+            adopted.stage = Stage::Main;
+            adopted.attempts = 0;
+            adopted.uncertain = false;
+            Found::Adopt(Box::new(adopted))
+        }
+    }
+}
+
+#[derive(Default)]
+struct Settled {
+    done: Vec<(Item, Option<u64>)>,
+    failed: Vec<(Item, String)>,
+    changed: Vec<Item>,
+}
+
+impl Settled {
+    /// Sorts the `found` customers' items into done, failed or changed; returns the items whose
+    /// customer was not found.
+    fn resolve(
+        &mut self,
+        items: Vec<Item>,
+        found: &[Customer],
+        subject_attribute: u64,
+    ) -> Vec<Item> {
+        let by_email: HashMap<String, &Customer> =
+            found.iter().map(|c| (c.email.to_lowercase(), c)).collect();
+        let mut rest = Vec::new();
+        for i in items {
+            match by_email.get(&i.action.email().to_lowercase()) {
+                None => rest.push(i),
+                Some(c) => match found_existing(&i, c, subject_attribute) {
+                    Found::Ours(id) => self.done.push((i, Some(id))),
+                    Found::Conflict(why) => {
+                        tracing::warn!(account = %i.action.account(), customer = c.id, "{why}");
+                        self.failed.push((i, why));
+                    }
+                    Found::Adopt(adopted) => self.changed.push(*adopted),
+                },
+            }
+        }
+        rest
+    }
+
+    fn step(self) -> Step {
+        Step::Settled {
+            done: self.done,
+            failed: self.failed,
+            changed: self.changed,
+        }
+    }
+}
+
 enum Step {
     /// Items finished, items changed (e.g. moved to the subject stage).
     Settled {
@@ -88,6 +196,10 @@ enum Step {
     },
     Retry(CallError),
 }
+
+/// Rounds of "create, 422 names taken emails, look them up" in one batch before the rest is left
+/// for the next batch (each round settles at least one item, so this only bounds a race).
+const CREATE_ROUNDS: usize = 3;
 
 impl Executor {
     /// Works every queued item off, one worker per account, until the queue is empty or a worker
@@ -300,36 +412,50 @@ impl Executor {
         let first_account = first.action.account().to_owned();
         match batch_key(first) {
             BatchKey::Subject => {
-                let Stage::Subject { customer_id } = first.stage else {
-                    return Step::Settled {
-                        done: vec![],
-                        failed: vec![],
-                        changed: vec![],
-                    };
+                let attribute = match self.subject_attribute(client).await {
+                    Ok(a) => a,
+                    Err(e) => return Step::Retry(e),
                 };
-                let Action::Create { customer, .. } = &first.action else {
-                    return Step::Settled {
-                        done: vec![],
-                        failed: vec![],
-                        changed: vec![],
-                    };
-                };
+                let subjects: Vec<(u64, String)> = batch
+                    .iter()
+                    .filter_map(|i| match (&i.stage, subject_of(&i.action)) {
+                        (Stage::Subject { customer_id }, Some(s)) => {
+                            Some((*customer_id, s.to_owned()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
                 match self
                     .call(
                         &first_account,
                         report,
-                        client.set_subject(customer_id, &customer.subject),
+                        client.set_subjects(attribute, &subjects),
                     )
                     .await
                 {
                     Ok(()) => Step::Settled {
-                        done: vec![(first.clone(), Some(customer_id))],
+                        done: batch
+                            .into_iter()
+                            .map(|i| {
+                                let id = match i.stage {
+                                    Stage::Subject { customer_id } => Some(customer_id),
+                                    Stage::Main => None,
+                                };
+                                (i, id)
+                            })
+                            .collect(),
                         failed: vec![],
                         changed: vec![],
                     },
+                    Err(CallError::Refused { .. }) if batch.len() > 1 => {
+                        self.one_by_one(client, batch, report).await
+                    }
                     Err(CallError::Refused { status, message }) => Step::Settled {
                         done: vec![],
-                        failed: vec![(first.clone(), format!("{status}: {message}"))],
+                        failed: batch
+                            .into_iter()
+                            .map(|i| (i, format!("{status}: {message}")))
+                            .collect(),
                         changed: vec![],
                     },
                     Err(e) => Step::Retry(e),
@@ -362,15 +488,34 @@ impl Executor {
             }
             BatchKey::Put => {
                 let bodies: Vec<Value> = batch.iter().filter_map(|i| put_body(&i.action)).collect();
-                match self
-                    .call(&first_account, report, client.update(&bodies))
-                    .await
-                {
-                    Ok(_) => Step::Settled {
-                        done: batch.into_iter().map(|i| (i, None)).collect(),
-                        failed: vec![],
-                        changed: vec![],
-                    },
+                // An adoption whose fields are already right needs no update call.
+                let updated = if bodies.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    self.call(&first_account, report, client.update(&bodies))
+                        .await
+                };
+                match updated {
+                    Ok(_) => {
+                        let mut settled = Settled::default();
+                        for i in batch {
+                            match &i.action {
+                                // Adopted: its subject is recorded next, 10 per call.
+                                Action::Update {
+                                    id,
+                                    bind_subject: Some(_),
+                                    ..
+                                } => {
+                                    let mut next = i.clone();
+                                    next.stage = Stage::Subject { customer_id: *id };
+                                    next.attempts = 0;
+                                    settled.changed.push(next);
+                                }
+                                _ => settled.done.push((i, None)),
+                            }
+                        }
+                        settled.step()
+                    }
                     Err(CallError::Refused { .. }) if batch.len() > 1 => {
                         self.one_by_one(client, batch, report).await
                     }
@@ -422,112 +567,118 @@ impl Executor {
         }
     }
 
+    /// The subject attribute's id on this account (found or created once, then cached).
+    async fn subject_attribute(&self, client: &BatchClient) -> Result<u64, CallError> {
+        client.subject_attribute_id(true).await?.ok_or_else(|| {
+            CallError::Transient("the storegate_subject attribute could not be created".into())
+        })
+    }
+
+    /// Optimistic creates (see the module docs).
     async fn create(
         &self,
         client: &BatchClient,
         batch: Vec<Item>,
         report: &mut DrainReport,
     ) -> Step {
-        let email_of = |i: &Item| i.action.email().to_lowercase();
-        let first_account = batch
+        let account = batch
             .first()
             .map(|i| i.action.account().to_owned())
             .unwrap_or_default();
-        let mut existing: HashMap<String, Customer> = HashMap::new();
-        if batch.iter().any(|i| i.uncertain || i.attempts > 0) {
-            let emails: Vec<String> = batch.iter().map(email_of).collect();
+        let attribute = match self.subject_attribute(client).await {
+            Ok(a) => a,
+            Err(e) => return Step::Retry(e),
+        };
+        let emails_of = |items: &[Item]| -> Vec<String> {
+            items
+                .iter()
+                .map(|i| i.action.email().to_lowercase())
+                .collect()
+        };
+        let mut settled = Settled::default();
+        let mut pending = batch;
+        // An earlier attempt may have created them (5xx, timeout, reset, restart, or a consumer
+        // that stopped mid-call and whose items were taken over): look first, so a retry never
+        // creates a second customer.
+        if pending.iter().any(|i| i.uncertain || i.attempts > 0) {
             match self
-                .call(&first_account, report, client.find_by_emails(&emails))
+                .call(
+                    &account,
+                    report,
+                    client.find_by_emails(&emails_of(&pending)),
+                )
                 .await
             {
-                Ok(found) => {
-                    existing = found
-                        .into_iter()
-                        .map(|c| (c.email.to_lowercase(), c))
-                        .collect();
-                }
+                Ok(found) => pending = settled.resolve(pending, &found, attribute),
                 Err(e) => return Step::Retry(e),
             }
         }
-        let to_subject = |mut i: Item, id: u64| {
-            i.stage = Stage::Subject { customer_id: id };
-            i.attempts = 0;
-            i.uncertain = false;
-            i
-        };
-        let mut changed = Vec::new();
-        let mut missing = Vec::new();
-        for i in batch {
-            match existing.get(&email_of(&i)) {
-                // Created by an earlier attempt whose answer was lost: do not create it twice.
-                Some(c) => changed.push(to_subject(i, c.id)),
-                None => missing.push(i),
+        for _ in 0..CREATE_ROUNDS {
+            if pending.is_empty() {
+                break;
             }
-        }
-        if missing.is_empty() {
-            return Step::Settled {
-                done: vec![],
-                failed: vec![],
-                changed,
-            };
-        }
-        let bodies: Vec<Value> = missing
-            .iter()
-            .filter_map(|i| create_body(&i.action))
-            .collect();
-        match self
-            .call(&first_account, report, client.create(&bodies))
-            .await
-        {
-            Ok(created) => {
-                let by_email: HashMap<String, u64> = created
-                    .into_iter()
-                    .map(|c| (c.email.to_lowercase(), c.id))
-                    .collect();
-                for i in missing {
-                    match by_email.get(&email_of(&i)) {
-                        Some(id) => changed.push(to_subject(i, *id)),
-                        None => {
-                            let mut i = i;
-                            i.uncertain = true;
-                            changed.push(i);
+            let bodies: Vec<Value> = pending
+                .iter()
+                .filter_map(|i| create_body(&i.action, attribute))
+                .collect();
+            match self.call(&account, report, client.create(&bodies)).await {
+                Ok(Created::All(created)) => {
+                    let by_email: HashMap<String, u64> = created
+                        .into_iter()
+                        .map(|c| (c.email.to_lowercase(), c.id))
+                        .collect();
+                    for mut i in std::mem::take(&mut pending) {
+                        match by_email.get(&i.action.email().to_lowercase()) {
+                            Some(id) => settled.done.push((i, Some(*id))),
+                            // Not in the answer: look before trying again.
+                            None => {
+                                i.uncertain = true;
+                                settled.changed.push(i);
+                            }
                         }
                     }
                 }
-                Step::Settled {
-                    done: vec![],
-                    failed: vec![],
-                    changed,
+                // Nothing was created; look up only the named emails.
+                Ok(Created::EmailsTaken(taken)) => {
+                    match self
+                        .call(&account, report, client.find_by_emails(&taken))
+                        .await
+                    {
+                        Ok(found) => pending = settled.resolve(pending, &found, attribute),
+                        Err(e) => return Step::Retry(e),
+                    }
                 }
-            }
-            Err(CallError::Refused { .. }) if missing.len() > 1 => {
-                let step = self.one_by_one(client, missing, report).await;
-                match step {
-                    Step::Settled {
-                        done,
-                        failed,
-                        changed: c,
-                    } => {
-                        changed.extend(c);
+                Err(CallError::Refused { .. }) if pending.len() > 1 => {
+                    return match self.one_by_one(client, pending, report).await {
                         Step::Settled {
                             done,
                             failed,
                             changed,
+                        } => {
+                            settled.done.extend(done);
+                            settled.failed.extend(failed);
+                            settled.changed.extend(changed);
+                            settled.step()
                         }
-                    }
-                    other => other,
+                        other => other,
+                    };
                 }
+                Err(CallError::Refused { status, message }) => {
+                    settled.failed.extend(
+                        pending
+                            .drain(..)
+                            .map(|i| (i, format!("{status}: {message}"))),
+                    );
+                }
+                Err(e) => return Step::Retry(e),
             }
-            Err(CallError::Refused { status, message }) => Step::Settled {
-                done: vec![],
-                failed: missing
-                    .into_iter()
-                    .map(|i| (i, format!("{status}: {message}")))
-                    .collect(),
-                changed,
-            },
-            Err(e) => Step::Retry(e),
         }
+        // Still pending after the rounds (emails taken and freed again meanwhile): next batch.
+        settled.changed.extend(pending.into_iter().map(|mut i| {
+            i.uncertain = true;
+            i
+        }));
+        settled.step()
     }
 
     /// An item given up on: logged with what to do, audited (`dead_letter`).
@@ -577,9 +728,17 @@ impl Executor {
                 customer_id,
             ),
             Action::Update {
-                id, before, after, ..
+                id,
+                before,
+                after,
+                bind_subject,
+                ..
             } => (
-                "update",
+                if bind_subject.is_some() {
+                    "adopt"
+                } else {
+                    "update"
+                },
                 serde_json::to_value(before).ok(),
                 serde_json::to_value(after).ok(),
                 Some(*id),

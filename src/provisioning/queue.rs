@@ -9,9 +9,15 @@
 //!
 //! What both guarantee:
 //! - Batched: up to 10 customers of one account and one kind per call (BIGCOMMERCE.md).
-//! - Idempotent: updates and deletes are idempotent by nature; a create that may have taken
-//!   effect (an item recovered after a crash, reclaimed from another consumer, or retried after a
-//!   5xx/timeout) first looks the emails up and creates only the missing customers.
+//! - Optimistic creates: a batch of up to 10 joiners is created without a lookup, the IdP subject
+//!   set inline (`storegate_subject` attribute), so a joiner costs a tenth of a call. BigCommerce
+//!   refuses the whole batch with 422 when an email is taken, naming it: only those are looked up
+//!   (`email:in`), adopted (update, then subject) or dead-lettered as a `subject_conflict` when
+//!   bound to another subject, and the rest created.
+//! - Idempotent: updates, subject writes and deletes are idempotent by nature; a create that may
+//!   have taken effect (an item recovered after a crash, reclaimed from another consumer, or
+//!   retried after a 5xx, timeout or reset) first looks the emails up: a customer already bound
+//!   to our subject is done, so nothing is duplicated.
 //! - Never silently dropped: an item BigCommerce refuses (4xx), or one that failed
 //!   [`Backoff::dead_letter_after`] times, goes to the dead letters with an audit event. The next
 //!   reconcile pass plans whatever is still missing again, so a dead letter is a report, not a
@@ -35,7 +41,7 @@ pub const BATCH: usize = 10;
 pub enum Stage {
     /// The action itself.
     Main,
-    /// Created; the IdP subject metafield remains to be recorded.
+    /// Adopted (updated); its IdP subject remains to be recorded.
     Subject { customer_id: u64 },
 }
 
@@ -50,8 +56,10 @@ pub struct Item {
     #[serde(default)]
     pub attempts: u32,
     /// May have taken effect already (recovered after a restart, reclaimed from a stopped
-    /// consumer, or retried after a failure whose outcome is unknown). Not stored.
-    #[serde(skip)]
+    /// consumer, or retried after a failure whose outcome is unknown). Stored only when set, so
+    /// a create sent back to the queue uncertain (missing from a create answer) still looks
+    /// first when the Redis queue re-adds it as a new entry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub uncertain: bool,
     /// The Redis Stream entry id this item was read from. Not stored.
     #[serde(skip)]
@@ -90,19 +98,17 @@ pub fn batch_key(i: &Item) -> BatchKey {
     }
 }
 
-/// The first item and up to [`BATCH`] - 1 later ones that go in one call with it (a subject
-/// stage goes alone: it is one metafield call per customer).
-pub fn pick_batch(items: &[Item]) -> Vec<Item> {
-    let Some(first) = items.first() else {
+/// The first item and up to [`BATCH`] - 1 later ones of the same kind that go in one call with
+/// it (subject stages too: `PUT /v3/customers/attribute-values` takes 10 customers). Takes an
+/// iterator so the file queue picks from its whole backlog without copying it.
+pub fn pick_batch<'a>(items: impl IntoIterator<Item = &'a Item>) -> Vec<Item> {
+    let mut items = items.into_iter();
+    let Some(first) = items.next() else {
         return Vec::new();
     };
     let key = batch_key(first);
-    if key == BatchKey::Subject {
-        return vec![first.clone()];
-    }
-    items
-        .iter()
-        .filter(|i| batch_key(i) == key)
+    std::iter::once(first)
+        .chain(items.filter(|i| batch_key(i) == key))
         .take(BATCH)
         .cloned()
         .collect()
@@ -220,4 +226,40 @@ pub struct DrainReport {
     pub retried: u64,
     /// Accounts whose worker stopped on repeated failures; their items are still queued.
     pub stalled: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provisioning::reconcile::Action;
+
+    fn delete_item() -> Item {
+        Item::new(
+            "r1",
+            Action::Delete {
+                account: "store1".into(),
+                id: 7,
+                email: "a@corp.example".into(),
+                before: crate::provisioning::reconcile::CustomerState {
+                    first_name: "A".into(),
+                    last_name: "B".into(),
+                    channel_ids: Some(vec![1]),
+                    customer_group_id: 0,
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn uncertain_is_stored_only_when_set_and_survives_a_round_trip() {
+        let mut item = delete_item();
+        let plain = serde_json::to_string(&item).unwrap();
+        assert!(!plain.contains("uncertain"), "{plain}");
+        item.uncertain = true;
+        let marked = serde_json::to_string(&item).unwrap();
+        let back: Item = serde_json::from_str(&marked).unwrap();
+        assert!(back.uncertain, "{marked}");
+        let back: Item = serde_json::from_str(&plain).unwrap();
+        assert!(!back.uncertain);
+    }
 }

@@ -5,8 +5,11 @@
 //! BigCommerce account into one customer (channels, customer group, names, IdP subject).
 //! Actual state = the account's customers with the emails in question. The plan is what makes
 //! actual equal desired:
-//! - joiner: create the customer (then record the IdP subject);
-//! - changed names, channels or group: update;
+//! - joiner: create the customer, its IdP subject set inline (`storegate_subject` attribute);
+//! - changed names, channels or group: update; a customer found by email that carries no subject
+//!   yet is adopted (updated, then its subject recorded);
+//! - a customer found by email that carries **another** subject is a [`Conflict`]: reported,
+//!   never adopted, updated or deprovisioned;
 //! - mover: a customer on an account the user no longer has any store of is deprovisioned there;
 //! - leaver (`active: false`, or deleted — a tombstone): deprovisioned on every account.
 //!
@@ -46,6 +49,9 @@ pub struct Desired {
     pub customers: Vec<DesiredCustomer>,
     /// Emails (lower-case) of people who must have no customer on any account.
     pub leavers: Vec<String>,
+    /// Lower-case email -> `{idp}:{subject}`, for joiners, movers and leavers alike: a customer
+    /// with this email bound to another subject is someone else's.
+    pub subjects: HashMap<String, String>,
 }
 
 fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
@@ -99,6 +105,13 @@ pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
     for (id, user) in &data.users {
         let emails: Vec<String> = user_emails(user).iter().map(|e| e.to_lowercase()).collect();
         if !user_active(user) {
+            if let Some(identity) = identity_of(cfg, data, id, user) {
+                for e in &emails {
+                    out.subjects
+                        .entry(e.clone())
+                        .or_insert_with(|| format!("{}:{}", identity.idp, identity.subject));
+                }
+            }
             out.leavers.extend(emails);
             continue;
         }
@@ -109,6 +122,11 @@ pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
             continue;
         };
         active_emails.insert(email.to_lowercase());
+        // An active user's binding wins over a leaver's with the same address (a rehire).
+        out.subjects.insert(
+            email.to_lowercase(),
+            format!("{}:{}", identity.idp, identity.subject),
+        );
         let mut per_account: BTreeMap<String, (Vec<u64>, Option<CustomerGroupRef>)> =
             BTreeMap::new();
         for grant in cfg.policy.grants(&identity, now) {
@@ -139,9 +157,16 @@ pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
             });
         }
     }
-    for t in data.tombstones.values() {
-        out.leavers
-            .extend(user_emails(t).iter().map(|e| e.to_lowercase()));
+    for (id, t) in &data.tombstones {
+        let emails: Vec<String> = user_emails(t).iter().map(|e| e.to_lowercase()).collect();
+        if let Some(identity) = identity_of(cfg, data, id, t) {
+            for e in &emails {
+                out.subjects
+                    .entry(e.clone())
+                    .or_insert_with(|| format!("{}:{}", identity.idp, identity.subject));
+            }
+        }
+        out.leavers.extend(emails);
     }
     // A rehire (active again under the same address) is not a leaver.
     out.leavers.retain(|e| !active_emails.contains(e));
@@ -183,6 +208,9 @@ pub enum Action {
         email: String,
         before: CustomerState,
         after: CustomerState,
+        /// Adoption: the customer carries no subject yet; record this one after the update.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bind_subject: Option<String>,
     },
     /// Restrict: locked group, origin channel only, random password.
     Restrict {
@@ -222,14 +250,23 @@ impl Action {
 /// What each account's customers look like, keyed by lower-case email.
 pub type Actual = HashMap<String, HashMap<String, Customer>>;
 
-/// Group ids already resolved per account: named groups and the locked group.
+/// Ids already resolved per account: named groups, the locked group and the `storegate_subject`
+/// attribute (absent: no customer of that account carries a subject yet).
 #[derive(Debug, Clone, Default)]
 pub struct GroupIds {
     pub named: HashMap<(String, String), u64>,
     pub locked: HashMap<String, u64>,
+    pub subject_attribute: HashMap<String, u64>,
 }
 
 impl GroupIds {
+    /// The IdP subject `c` carries on `account`, if any.
+    pub fn recorded_subject<'a>(&self, account: &str, c: &'a Customer) -> Option<&'a str> {
+        self.subject_attribute
+            .get(account)
+            .and_then(|a| c.attribute(*a))
+    }
+
     fn resolve(&self, account: &str, g: &Option<CustomerGroupRef>) -> Option<u64> {
         match g {
             None => None,
@@ -241,7 +278,56 @@ impl GroupIds {
     }
 }
 
-/// The plan: desired vs actual. `accounts` lists every configured account.
+/// A customer found by a person's email that carries another person's IdP subject. Left alone:
+/// adopting it would hand one person's account (orders, addresses) to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    pub account: String,
+    pub id: u64,
+    pub email: String,
+    /// The subject the customer carries.
+    pub recorded: String,
+    /// The subject of the person with this email in the desired state.
+    pub wanted: String,
+}
+
+/// Every customer of `actual` found by the email of someone in the desired state (joiner, mover
+/// or leaver) but bound to another subject.
+pub fn conflicts(
+    desired: &Desired,
+    actual: &Actual,
+    groups: &GroupIds,
+    accounts: &[String],
+) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    for account in accounts {
+        let Some(have) = actual.get(account) else {
+            continue;
+        };
+        let mut emails: Vec<&String> = have.keys().collect();
+        emails.sort();
+        for email in emails {
+            let (Some(c), Some(wanted)) = (have.get(email), desired.subjects.get(email)) else {
+                continue;
+            };
+            if let Some(recorded) = groups.recorded_subject(account, c)
+                && recorded != wanted
+            {
+                out.push(Conflict {
+                    account: account.clone(),
+                    id: c.id,
+                    email: email.clone(),
+                    recorded: recorded.to_owned(),
+                    wanted: wanted.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The plan: desired vs actual. `accounts` lists every configured account. Customers in
+/// [`conflicts`] get no action.
 pub fn plan(
     desired: &Desired,
     actual: &Actual,
@@ -251,10 +337,18 @@ pub fn plan(
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     let mut wanted: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    let conflicted: std::collections::HashSet<(String, String)> =
+        conflicts(desired, actual, groups, accounts)
+            .into_iter()
+            .map(|c| (c.account, c.email))
+            .collect();
     let empty = HashMap::new();
     for d in &desired.customers {
         let email = d.email.to_lowercase();
         wanted.insert((d.account.clone(), email.clone()));
+        if conflicted.contains(&(d.account.clone(), email.clone())) {
+            continue;
+        }
         let group_id = groups.resolve(&d.account, &d.group);
         match actual.get(&d.account).unwrap_or(&empty).get(&email) {
             None => actions.push(Action::Create {
@@ -262,6 +356,10 @@ pub fn plan(
                 group_id,
             }),
             Some(c) => {
+                let bind_subject = groups
+                    .recorded_subject(&d.account, c)
+                    .is_none()
+                    .then(|| d.subject.clone());
                 let before = CustomerState::from(c);
                 let after = CustomerState {
                     first_name: d.first_name.clone(),
@@ -269,13 +367,14 @@ pub fn plan(
                     channel_ids: Some(d.channel_ids.clone()),
                     customer_group_id: group_id.unwrap_or(c.customer_group_id),
                 };
-                if before != after {
+                if before != after || bind_subject.is_some() {
                     actions.push(Action::Update {
                         account: d.account.clone(),
                         id: c.id,
                         email,
                         before,
                         after,
+                        bind_subject,
                     });
                 }
             }
@@ -293,6 +392,9 @@ pub fn plan(
                 continue;
             }
             let Some(c) = have.get(email) else { continue };
+            if conflicted.contains(&(account.clone(), email.clone())) {
+                continue;
+            }
             let before = CustomerState::from(c);
             match mode {
                 Deprovision::Delete => actions.push(Action::Delete {

@@ -4,13 +4,17 @@
 //! `--dry-run` ([`Reconciler::preview`]) only reads: missing customer groups are not created (a
 //! joiner's group shows as `-`, a group change is not shown until the group exists).
 //!
-//! Drift: every pass also reads the customers that carry the storegate subject metafield
-//! (`GET /v3/customers/metafields`). One that is not in the desired state and not already in the
+//! Drift: every pass also reads the customers that carry the `storegate_subject` attribute
+//! (`GET /v3/customers/attribute-values?attribute_id:in=..`). One that is not in the desired state
+//! and not already in the
 //! plan (e.g. its SCIM user vanished without a tombstone, or it was adopted and the grant went) is
 //! `not_desired` drift; a desired one whose channels or group differ is `changed` drift. Each is
 //! logged and audited (`drift`). `not_desired` drift is deprovisioned only with
 //! `[provisioning] repair_drift = true`; `changed` drift is repaired by the plan's own update (the
 //! desired state is the source of truth; a policy change and an edit in BigCommerce look the same).
+//! A customer found by a person's email but bound to another subject is `subject_conflict`: it
+//! gets no action, and is logged, audited and printed with the plan, every pass, until an
+//! administrator resolves it.
 //!
 //! [`spawn_schedule`] runs a pass every `[provisioning] reconcile_interval` inside `serve`.
 
@@ -52,10 +56,13 @@ pub struct PassReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftKind {
-    /// Carries the subject metafield, but the desired state has no customer for it on this account.
+    /// Carries the subject attribute, but the desired state has no customer for it on this
+    /// account.
     NotDesired,
     /// Desired, but its channels or customer group differ from the desired ones.
     Changed,
+    /// Found by a person's email, but bound to another IdP subject: left alone.
+    SubjectConflict,
 }
 
 /// A customer provisioned (or adopted) by storegate that BigCommerce shows differently from the
@@ -281,15 +288,17 @@ impl Reconciler {
         emails.sort();
         emails.dedup();
         let actual = self.actual(&emails).await?;
-        let tagged = self.tagged().await?;
+        let attributes = self.subject_attributes(create_groups).await?;
+        let tagged = self.tagged(&attributes).await?;
         let repair = self.config.provisioning.repair_drift;
-        let groups = self
+        let mut groups = self
             .groups(
                 &desired,
                 !desired.leavers.is_empty() || !desired.customers.is_empty() || !tagged.is_empty(),
                 create_groups,
             )
             .await?;
+        groups.subject_attribute = attributes;
         let accounts: Vec<String> = self
             .config
             .bigcommerce
@@ -298,16 +307,52 @@ impl Reconciler {
             .collect();
         let mode = self.config.provisioning.deprovision;
         let mut plan = reconcile::plan(&desired, &actual, &groups, &accounts, mode);
-        let drift = drift(&desired, &tagged, &groups, mode, repair, &mut plan);
+        let conflicts = reconcile::conflicts(&desired, &actual, &groups, &accounts);
+        let mut drift = drift(
+            &desired, &tagged, &groups, mode, repair, &conflicts, &mut plan,
+        );
+        drift.extend(conflicts.into_iter().map(|c| Drift {
+            detail: format!(
+                "has the email of {} but is bound to {}; left alone: an administrator must resolve it in BigCommerce (change the email of one of them, or clear the storegate_subject attribute)",
+                c.wanted, c.recorded
+            ),
+            account: c.account,
+            id: c.id,
+            email: c.email,
+            subject: c.recorded,
+            kind: DriftKind::SubjectConflict,
+            repaired: false,
+        }));
         Ok((plan, drift))
     }
 
-    /// Per account, the customers carrying the storegate subject metafield, with that subject.
-    async fn tagged(&self) -> anyhow::Result<Vec<(String, Customer, String)>> {
+    /// Per account, the `storegate_subject` attribute's id; created when missing unless
+    /// `create` is false (a dry run: then that account has no entry, and no customer is bound).
+    async fn subject_attributes(&self, create: bool) -> anyhow::Result<HashMap<String, u64>> {
+        let mut out = HashMap::new();
+        for (account, client) in &self.clients {
+            if let Some(id) = self
+                .retrying(|| client.subject_attribute_id(create))
+                .await?
+            {
+                out.insert(account.clone(), id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Per account, the customers carrying the `storegate_subject` attribute, with that subject.
+    async fn tagged(
+        &self,
+        attributes: &HashMap<String, u64>,
+    ) -> anyhow::Result<Vec<(String, Customer, String)>> {
         let mut out = Vec::new();
         for (account, client) in &self.clients {
+            let Some(attribute) = attributes.get(account) else {
+                continue;
+            };
             let subjects: HashMap<u64, String> = self
-                .retrying(|| client.subject_metafields())
+                .retrying(|| client.subject_values(*attribute))
                 .await?
                 .into_iter()
                 .collect();
@@ -376,6 +421,7 @@ impl Reconciler {
                 match d.kind {
                     DriftKind::NotDesired => "not_desired",
                     DriftKind::Changed => "changed",
+                    DriftKind::SubjectConflict => "subject_conflict",
                 }
                 .into(),
             );
@@ -442,11 +488,19 @@ fn drift(
     groups: &GroupIds,
     mode: Deprovision,
     repair: bool,
+    conflicts: &[reconcile::Conflict],
     plan: &mut Vec<Action>,
 ) -> Vec<Drift> {
     let mut out = Vec::new();
     for (account, c, subject) in tagged {
         let email = c.email.to_lowercase();
+        // Reported as a conflict instead.
+        if conflicts
+            .iter()
+            .any(|x| &x.account == account && x.id == c.id)
+        {
+            continue;
+        }
         let want = desired
             .customers
             .iter()
@@ -480,8 +534,8 @@ fn drift(
                 }
                 // What deprovisioning would do; nothing means it is already locked.
                 let leaver = reconcile::Desired {
-                    customers: Vec::new(),
                     leavers: vec![email.clone()],
+                    ..Default::default()
                 };
                 let mut one = HashMap::new();
                 one.insert(account.clone(), HashMap::from([(email.clone(), c.clone())]));
@@ -519,9 +573,13 @@ pub fn render_drift(drift: &[Drift]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     for d in drift {
+        let label = match d.kind {
+            DriftKind::SubjectConflict => "conflict",
+            DriftKind::NotDesired | DriftKind::Changed => "drift   ",
+        };
         let _ = writeln!(
             out,
-            "drift    {:<10} {} (#{}) {:?}: {}",
+            "{label} {:<10} {} (#{}) {:?}: {}",
             d.account, d.email, d.id, d.kind, d.detail
         );
     }
@@ -553,13 +611,23 @@ pub fn render_plan(plan: &[Action]) -> String {
                 email,
                 before,
                 after,
+                bind_subject,
             } => writeln!(
                 out,
-                "update   {account:<10} {email} (#{id}) channels {:?} -> {:?}, group {} -> {}",
+                "{} {account:<10} {email} (#{id}) channels {:?} -> {:?}, group {} -> {}{}",
+                if bind_subject.is_some() {
+                    "adopt   "
+                } else {
+                    "update  "
+                },
                 before.channel_ids,
                 after.channel_ids,
                 before.customer_group_id,
-                after.customer_group_id
+                after.customer_group_id,
+                bind_subject
+                    .as_ref()
+                    .map(|s| format!(", subject {s}"))
+                    .unwrap_or_default()
             ),
             Action::Restrict {
                 account,

@@ -265,41 +265,233 @@ async fn customer_groups_by_name_204_when_missing_then_created_once() {
     assert_eq!(sim.handle.customer_groups(HASH).len(), 1);
 }
 
-#[tokio::test]
-async fn metafields_are_created_listed_updated_and_unique_per_key() {
-    let sim = sim();
-    let id = sim.customer(None);
-    let path = format!("/v3/customers/{id}/metafields");
-    let mf = json!({ "namespace": "storegate", "key": "idp_subject", "value": "a:1", "permission_set": "app_only" });
-    let (status, created, _) = sim.api("POST", &path, Some(mf.clone())).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        sim.api("POST", &path, Some(mf)).await.0,
-        StatusCode::CONFLICT
-    );
-    let mid = created["data"]["id"].as_u64().unwrap();
-    let (status, _, _) = sim
+/// Defines the string attribute `name`; returns its id.
+async fn attribute(sim: &Sim, name: &str) -> u64 {
+    let (status, body, _) = sim
         .api(
-            "PUT",
-            &format!("{path}/{mid}"),
-            Some(json!({ "value": "a:2" })),
+            "POST",
+            "/v3/customers/attributes",
+            Some(json!([{ "name": name, "type": "string" }])),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, list, _) = sim
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"][0]["id"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn attributes_are_listed_by_name_unique_and_at_most_50_per_store() {
+    let sim = sim();
+    let id = attribute(&sim, "storegate_subject").await;
+    let (status, list, _) = sim
         .api(
             "GET",
-            &format!("{path}?namespace=storegate&key=idp_subject"),
+            "/v3/customers/attributes?name=storegate_subject",
             None,
         )
         .await;
-    assert_eq!(list["data"][0]["value"], json!("a:2"));
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        sim.handle.metafields(HASH, id)[0].permission_set,
-        "app_only"
+        list["data"],
+        json!([{ "id": id, "name": "storegate_subject", "type": "string" }])
+    );
+    let (_, none, _) = sim
+        .api("GET", "/v3/customers/attributes?name=other", None)
+        .await;
+    assert_eq!(none["data"], json!([]));
+    // The same name twice: 422.
+    let (status, _, _) = sim
+        .api(
+            "POST",
+            "/v3/customers/attributes",
+            Some(json!([{ "name": "storegate_subject", "type": "string" }])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Up to 50 per store; the request that would pass 50 is refused as a whole.
+    for n in 1..49 {
+        attribute(&sim, &format!("a{n}")).await;
+    }
+    assert_eq!(sim.handle.attributes(HASH).len(), 49);
+    let (status, body, _) = sim
+        .api(
+            "POST",
+            "/v3/customers/attributes",
+            Some(json!([{ "name": "x1", "type": "string" }, { "name": "x2", "type": "string" }])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["errors"]["attributes"]
+            .as_str()
+            .unwrap()
+            .contains("at most 50")
+    );
+    assert_eq!(sim.handle.attributes(HASH).len(), 49, "nothing created");
+    attribute(&sim, "x1").await;
+    assert_eq!(sim.handle.attributes(HASH).len(), 50);
+    let (status, _, _) = sim
+        .api(
+            "POST",
+            "/v3/customers/attributes",
+            Some(json!([{ "name": "x2", "type": "string" }])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Another store has its own 50.
+    assert!(sim.handle.attributes(OTHER_HASH).is_empty());
+}
+
+#[tokio::test]
+async fn attribute_values_upsert_10_per_call_413_above_422_on_unknown() {
+    let sim = sim();
+    let attr = attribute(&sim, "storegate_subject").await;
+    let ada = sim.customer(None);
+    let value = |customer: u64, attribute: u64, v: &str| json!({ "customer_id": customer, "attribute_id": attribute, "value": v });
+    let path = "/v3/customers/attribute-values";
+    let eleven: Vec<Value> = (0..11).map(|_| value(ada, attr, "x")).collect();
+    assert_eq!(
+        sim.api("PUT", path, Some(json!(eleven))).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // An unknown attribute or customer fails the whole batch: the valid item is not written.
+    for bad in [value(ada, attr + 100, "x"), value(999, attr, "x")] {
+        let (status, body, _) = sim
+            .api("PUT", path, Some(json!([value(ada, attr, "nam:a"), bad])))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            body["errors"].get("1.attribute_id").is_some()
+                || body["errors"].get("1.customer_id").is_some(),
+            "{body}"
+        );
+        assert!(sim.handle.attribute_values(HASH, ada).is_empty());
+    }
+    let (status, first, _) = sim
+        .api("PUT", path, Some(json!([value(ada, attr, "nam:a")])))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // An upsert: the same row, a new value.
+    let (_, second, _) = sim
+        .api("PUT", path, Some(json!([value(ada, attr, "nam:b")])))
+        .await;
+    assert_eq!(first["data"][0]["id"], second["data"][0]["id"]);
+    let values = sim.handle.attribute_values(HASH, ada);
+    assert_eq!(values.len(), 1);
+    assert_eq!(values[0].attribute_value, "nam:b");
+    let (_, listed, _) = sim
+        .api("GET", &format!("{path}?attribute_id:in={attr}"), None)
+        .await;
+    assert_eq!(
+        listed["data"],
+        json!([{ "id": values[0].id, "customer_id": ada, "attribute_id": attr, "attribute_value": "nam:b" }])
+    );
+}
+
+#[tokio::test]
+async fn inline_attributes_on_create_are_validated_and_returned_with_include() {
+    let sim = sim();
+    let attr = attribute(&sim, "storegate_subject").await;
+    let with = |email: &str, id: u64| {
+        let mut p = person(email);
+        p["attributes"] =
+            json!([{ "attribute_id": id, "attribute_value": format!("nam:{email}") }]);
+        p
+    };
+    // An unknown attribute id fails the whole batch.
+    let (status, body, _) = sim
+        .api(
+            "POST",
+            "/v3/customers",
+            Some(json!([
+                with("a@x.example", attr),
+                with("b@x.example", attr + 7)
+            ])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["errors"].get("1.attributes").is_some(), "{body}");
+    assert!(sim.handle.customers(HASH).is_empty());
+    let (status, created, _) = sim
+        .api(
+            "POST",
+            "/v3/customers",
+            Some(json!([with("a@x.example", attr), person("c@x.example")])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let a = created["data"][0]["id"].as_u64().unwrap();
+    assert_eq!(
+        created["data"][0]["attributes"][0]["attribute_value"],
+        json!("nam:a@x.example")
     );
     assert_eq!(
-        sim.api("GET", "/v3/customers/999/metafields", None).await.0,
-        StatusCode::NOT_FOUND
+        sim.handle
+            .attribute_value(HASH, a, "storegate_subject")
+            .as_deref(),
+        Some("nam:a@x.example")
+    );
+    let (_, plain, _) = sim
+        .api("GET", "/v3/customers?email:in=a@x.example", None)
+        .await;
+    assert!(
+        plain["data"][0].get("attributes").is_none(),
+        "only with include=attributes"
+    );
+    let (_, with_attrs, _) = sim
+        .api(
+            "GET",
+            "/v3/customers?email:in=a@x.example,c@x.example&include=attributes",
+            None,
+        )
+        .await;
+    let data = with_attrs["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    let attrs_of = |email: &str| {
+        data.iter()
+            .find(|c| c["email"] == json!(email))
+            .map(|c| c["attributes"].clone())
+            .unwrap()
+    };
+    assert_eq!(attrs_of("a@x.example")[0]["attribute_id"], json!(attr));
+    assert_eq!(attrs_of("c@x.example"), json!([]));
+}
+
+#[tokio::test]
+async fn a_taken_email_refuses_the_whole_batch_naming_each_duplicate() {
+    let sim = sim();
+    sim.customer(None); // ada@corp.example
+    sim.handle
+        .add_customer(HASH, "bob@corp.example", "Bob", "B", None)
+        .unwrap();
+    let (status, body, _) = sim
+        .api(
+            "POST",
+            "/v3/customers",
+            Some(json!([
+                person("new@corp.example"),
+                person("ADA@corp.example"),
+                person("bob@corp.example")
+            ])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let errors = body["errors"].as_object().unwrap();
+    assert_eq!(errors.len(), 2, "{body}");
+    assert!(
+        errors["1.email"]
+            .as_str()
+            .unwrap()
+            .contains("ADA@corp.example")
+    );
+    assert!(
+        errors["2.email"]
+            .as_str()
+            .unwrap()
+            .contains("bob@corp.example")
+    );
+    assert_eq!(
+        sim.handle.customers(HASH).len(),
+        2,
+        "new@ was not created either"
     );
 }

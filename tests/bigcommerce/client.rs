@@ -143,14 +143,19 @@ async fn ensure_customer_creates_once_then_finds_the_same_customer() {
     assert_eq!(groups.len(), 1, "the group is created once");
     assert_eq!(groups[0].name, "Staff");
     assert_eq!(customers[0].customer_group_id, groups[0].id);
-    let meta = handle.metafields(HASH, first);
-    assert_eq!(meta.len(), 1);
     assert_eq!(
-        (meta[0].namespace.as_str(), meta[0].key.as_str()),
-        ("storegate", "idp_subject")
+        handle.attribute_value(HASH, first, "storegate_subject"),
+        Some("opentext:sub-1".into())
     );
-    assert_eq!(meta[0].value, "opentext:sub-1");
-    assert_eq!(meta[0].permission_set, "app_only");
+    let attrs = handle.attributes(HASH);
+    assert_eq!(attrs.len(), 1, "the subject attribute is created once");
+    assert_eq!(
+        (attrs[0].name.as_str(), attrs[0].kind.as_str()),
+        ("storegate_subject", "string")
+    );
+    // Attribute lookup + create, group lookup + create, email lookup + create; then the second
+    // launch: the attribute id is cached, the group looked up, the customer found by email.
+    assert_eq!(handle.api_calls(HASH), 6 + 2);
 }
 
 #[tokio::test]
@@ -218,6 +223,7 @@ async fn refusals_carry_bigcommerce_words_and_never_the_token() {
             customer_group_id: None,
             channel_ids: vec![1],
             origin_channel_id: None,
+            attributes: vec![],
         })
         .await
         .unwrap_err();

@@ -171,12 +171,11 @@ async fn full_flow(redis: Option<&RedisServer>) {
         .find(|g| g.name == "Staff")
         .expect("Staff group created");
     assert_eq!(customers[0].customer_group_id, staff.id);
-    let subject = gw.sim.metafields(MAIN_HASH, customers[0].id);
-    assert!(
-        subject.iter().any(|m| m.key == "idp_subject"
-            && m.value == "nam:mia"
-            && m.permission_set == "app_only"),
-        "{subject:?}"
+    assert_eq!(
+        gw.sim
+            .attribute_value(MAIN_HASH, customers[0].id, "storegate_subject")
+            .as_deref(),
+        Some("nam:mia")
     );
 
     // A repeated launch makes no API call: customer id and store clock are remembered.

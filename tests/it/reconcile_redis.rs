@@ -14,7 +14,8 @@ use storegate::provisioning::reconcile::Action;
 use storegate::provisioning::run::{Reconciler, scheduled_pass};
 
 use super::reconcile::{
-    HASHES, assert_exactly_once, config_text, fast, scim_with_users, simulator, temp,
+    HASHES, assert_exactly_once, config_text, fast, optimistic_creates_case, scim_with_users,
+    simulator, temp,
 };
 use crate::support::redis::RedisServer;
 
@@ -396,4 +397,86 @@ async fn an_item_failing_on_every_attempt_is_dead_lettered_after_dead_letter_aft
     for h in HASHES {
         assert!(sim.customers(h).is_empty());
     }
+}
+
+/// bcattr's optimistic creates through the Redis queue: a taken email is adopted (its update and
+/// subject write re-added to the stream), another subject's customer is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_creates_adopt_and_dead_letter_subject_conflicts_in_redis() {
+    let redis = RedisServer::start();
+    let (sim, base) = simulator(1000, 1000).await;
+    optimistic_creates_case(&sim, redis_config(&base, &redis, "5m")).await;
+}
+
+/// Entries taken over from a stopped consumer are uncertain: their creates look the emails up
+/// before creating (one lookup, no create, not even a refused one), and the customers the
+/// stopped consumer's call did create count as done, with their ids, not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taken_over_creates_look_first_and_count_what_the_stopped_consumer_created() {
+    let redis = RedisServer::start();
+    let (sim, base) = simulator(1000, 1000).await;
+    let cfg = Arc::new(redis_config(&base, &redis, "1s"));
+    let scim = scim_with_users(10, "staff").await;
+    let data = scim.snapshot().await.expect("SCIM snapshot");
+    let (audit, mut rx) = AuditLog::channel();
+    let a = reconciler(&cfg, audit);
+    let b = reconciler(&cfg, AuditLog::channel().0);
+    let plan = b.plan(&data, SystemClock.now()).await.unwrap();
+    assert_eq!(plan.len(), 30, "10 joiners x 3 stores");
+    b.executor.queue.enqueue("run-1", plan).await.unwrap();
+    // B takes store1's batch; its create lands (seeded here, subject included), then B stops
+    // before settling.
+    let batch = b.executor.queue.next_batch("store1").await.unwrap();
+    assert_eq!(batch.len(), 10);
+    let mut ids = std::collections::HashMap::new();
+    for item in &batch {
+        let Action::Create { customer, .. } = &item.action else {
+            panic!("a create: {item:?}");
+        };
+        let id = sim
+            .add_customer(
+                "store1",
+                &customer.email,
+                &customer.first_name,
+                &customer.last_name,
+                Some(customer.channel_ids.clone()),
+            )
+            .unwrap();
+        sim.set_attribute_value("store1", id, "storegate_subject", &customer.subject);
+        ids.insert(customer.email.clone(), id);
+    }
+    drop(b);
+    let before = sim.api_calls("store1");
+    let report = a.executor.drain(None).await;
+    assert!(report.stalled.is_empty(), "{report:?}");
+    assert_eq!(
+        (
+            report.done,
+            report.failed,
+            report.rate_limited,
+            report.retried
+        ),
+        (30, 0, 0, 0),
+        "{report:?}"
+    );
+    // store1: the attribute's id, then one lookup of the 10 emails, and nothing else.
+    assert_eq!(sim.api_calls("store1") - before, 2);
+    assert_exactly_once(&sim, 10);
+    let done_on_store1: Vec<AuditEvent> = drain_audit(&mut rx)
+        .into_iter()
+        .filter(|e| {
+            e.event == EventKind::Provision
+                && e.outcome == Outcome::Allow
+                && e.target
+                    .as_deref()
+                    .is_some_and(|t| t.ends_with(" on store1"))
+        })
+        .collect();
+    assert_eq!(done_on_store1.len(), 10);
+    for ev in &done_on_store1 {
+        let email = ev.email.clone().unwrap_or_default();
+        assert_eq!(ev.customer_id, ids.get(&email).copied(), "{email}");
+        assert_eq!(ev.reason.as_deref(), Some("create"));
+    }
+    assert_eq!(a.executor.queue.stats().await.unwrap(), settled());
 }

@@ -9,8 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, Customer, CustomerApi, CustomerUpdate, NewCustomer, SUBJECT_KEY, SUBJECT_NAMESPACE,
-    StoreTime,
+    ApiError, Customer, CustomerApi, CustomerUpdate, NewCustomer, SUBJECT_ATTRIBUTE, StoreTime,
 };
 use crate::clock::UnixTime;
 use crate::config::BigCommerceAccount;
@@ -45,6 +44,8 @@ pub struct HttpCustomerApi {
     store_hash: String,
     token: Secret,
     retry: RetryPolicy,
+    /// The subject attribute's id, resolved on first use (it never changes for a store).
+    subject_attribute: tokio::sync::OnceCell<u64>,
 }
 
 impl std::fmt::Debug for HttpCustomerApi {
@@ -78,6 +79,7 @@ impl HttpCustomerApi {
             store_hash: account.store_hash.clone(),
             token: account.access_token.clone(),
             retry: RetryPolicy::default(),
+            subject_attribute: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -260,12 +262,9 @@ struct Group {
 }
 
 #[derive(Deserialize)]
-struct Metafield {
+struct Attribute {
     id: u64,
-    namespace: String,
-    key: String,
-    #[serde(default)]
-    value: String,
+    name: String,
 }
 
 #[async_trait]
@@ -290,7 +289,10 @@ impl CustomerApi for HttpCustomerApi {
 
     async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError> {
         let found: Option<Data<Vec<Customer>>> = self
-            .get_json("/v3/customers", &[("email:in", email)])
+            .get_json(
+                "/v3/customers",
+                &[("email:in", email), ("include", "attributes")],
+            )
             .await?;
         // `email:in` splits on commas: keep only the exact (case-insensitive) match.
         Ok(found
@@ -357,58 +359,52 @@ impl CustomerApi for HttpCustomerApi {
         Ok(created.id)
     }
 
-    async fn get_subject(&self, customer_id: u64) -> Result<Option<String>, ApiError> {
-        let path = format!("/v3/customers/{customer_id}/metafields");
-        let found: Option<Data<Vec<Metafield>>> = self
-            .get_json(
-                &path,
-                &[("namespace", SUBJECT_NAMESPACE), ("key", SUBJECT_KEY)],
-            )
-            .await?;
-        Ok(found
-            .map(|d| d.data)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|m| m.namespace == SUBJECT_NAMESPACE && m.key == SUBJECT_KEY)
-            .map(|m| m.value))
+    async fn subject_attribute_id(&self) -> Result<u64, ApiError> {
+        self.subject_attribute
+            .get_or_try_init(|| async {
+                let found: Option<Data<Vec<Attribute>>> = self
+                    .get_json("/v3/customers/attributes", &[("name", SUBJECT_ATTRIBUTE)])
+                    .await?;
+                if let Some(a) = found
+                    .map(|d| d.data)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|a| a.name == SUBJECT_ATTRIBUTE)
+                {
+                    return Ok(a.id);
+                }
+                let created: Data<Vec<Attribute>> = self
+                    .send_json(
+                        Method::POST,
+                        "/v3/customers/attributes",
+                        &json!([{ "name": SUBJECT_ATTRIBUTE, "type": "string" }]),
+                    )
+                    .await?;
+                created
+                    .data
+                    .first()
+                    .map(|a| a.id)
+                    .ok_or_else(|| ApiError::Unexpected {
+                        detail: "creating the storegate_subject customer attribute returned no attribute".into(),
+                    })
+            })
+            .await
+            .copied()
     }
 
-    async fn set_subject(&self, customer_id: u64, idp_subject: &str) -> Result<(), ApiError> {
-        let path = format!("/v3/customers/{customer_id}/metafields");
-        let existing: Option<Data<Vec<Metafield>>> = self
-            .get_json(
-                &path,
-                &[("namespace", SUBJECT_NAMESPACE), ("key", SUBJECT_KEY)],
+    async fn set_subject(
+        &self,
+        customer_id: u64,
+        attribute_id: u64,
+        idp_subject: &str,
+    ) -> Result<(), ApiError> {
+        let _: Value = self
+            .send_json(
+                Method::PUT,
+                "/v3/customers/attribute-values",
+                &json!([{ "customer_id": customer_id, "attribute_id": attribute_id, "value": idp_subject }]),
             )
             .await?;
-        let existing = existing
-            .map(|d| d.data)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|m| m.namespace == SUBJECT_NAMESPACE && m.key == SUBJECT_KEY);
-        let _: Value = match existing {
-            Some(m) => {
-                self.send_json(
-                    Method::PUT,
-                    &format!("{path}/{}", m.id),
-                    &json!({ "value": idp_subject }),
-                )
-                .await?
-            }
-            None => {
-                self.send_json(
-                    Method::POST,
-                    &path,
-                    &json!({
-                        "namespace": SUBJECT_NAMESPACE,
-                        "key": SUBJECT_KEY,
-                        "value": idp_subject,
-                        "permission_set": "app_only",
-                    }),
-                )
-                .await?
-            }
-        };
         Ok(())
     }
 }

@@ -2,17 +2,23 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::*;
-use crate::bigcommerce::api::{Customer, StoreTime};
+use crate::bigcommerce::api::{AttributeValue, Customer, StoreTime};
 use crate::bigcommerce::test_support::{decision, identity};
 use crate::clock::UnixTime;
 use crate::policy::CustomerGroupRef;
+
+/// The subject attribute's id in the fake store.
+const ATTR: u64 = 4;
 
 /// An in-memory store that records every write.
 #[derive(Default)]
 struct Fake {
     customers: Mutex<Vec<Customer>>,
     updates: Mutex<Vec<(u64, CustomerUpdate)>>,
+    /// The subject attribute values, as BigCommerce keeps them (inline creates included).
     subjects: Mutex<Vec<(u64, String)>>,
+    /// `PUT /v3/customers/attribute-values` calls only.
+    subject_writes: Mutex<u32>,
 }
 
 #[async_trait]
@@ -28,12 +34,27 @@ impl CustomerApi for Fake {
         "h"
     }
     async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError> {
-        Ok(self
+        let found = self
             .customers
             .lock()
             .iter()
             .find(|c| c.email.eq_ignore_ascii_case(email))
-            .cloned())
+            .cloned();
+        Ok(found.map(|mut c| {
+            c.attributes = self
+                .subjects
+                .lock()
+                .iter()
+                .rev()
+                .find(|(id, _)| *id == c.id)
+                .map(|(_, s)| AttributeValue {
+                    attribute_id: ATTR,
+                    attribute_value: s.clone(),
+                })
+                .into_iter()
+                .collect();
+            c
+        }))
     }
     async fn create_customer(&self, c: NewCustomer) -> Result<Customer, ApiError> {
         let mut all = self.customers.lock();
@@ -45,7 +66,12 @@ impl CustomerApi for Fake {
             customer_group_id: c.customer_group_id.unwrap_or(0),
             channel_ids: Some(c.channel_ids),
             origin_channel_id: c.origin_channel_id,
+            attributes: Vec::new(),
         };
+        for a in c.attributes {
+            assert_eq!(a.attribute_id, ATTR, "only the subject attribute is set");
+            self.subjects.lock().push((created.id, a.attribute_value));
+        }
         all.push(created.clone());
         Ok(created)
     }
@@ -59,16 +85,12 @@ impl CustomerApi for Fake {
             CustomerGroupRef::Name(_) => 77,
         })
     }
-    async fn get_subject(&self, id: u64) -> Result<Option<String>, ApiError> {
-        Ok(self
-            .subjects
-            .lock()
-            .iter()
-            .rev()
-            .find(|(c, _)| *c == id)
-            .map(|(_, s)| s.clone()))
+    async fn subject_attribute_id(&self) -> Result<u64, ApiError> {
+        Ok(ATTR)
     }
-    async fn set_subject(&self, id: u64, s: &str) -> Result<(), ApiError> {
+    async fn set_subject(&self, id: u64, attr: u64, s: &str) -> Result<(), ApiError> {
+        assert_eq!(attr, ATTR);
+        *self.subject_writes.lock() += 1;
         self.subjects.lock().push((id, s.to_owned()));
         Ok(())
     }
@@ -83,6 +105,7 @@ fn existing(channel_ids: Option<Vec<u64>>, group: u64) -> Customer {
         customer_group_id: group,
         channel_ids,
         origin_channel_id: Some(1),
+        attributes: Vec::new(),
     }
 }
 
@@ -123,6 +146,11 @@ async fn missing_customer_is_created_with_channels_group_and_subject() {
         *fake.subjects.lock(),
         vec![(id, "opentext:u-123".to_owned())]
     );
+    assert_eq!(
+        *fake.subject_writes.lock(),
+        0,
+        "the subject is set inline on create, without an extra call"
+    );
 }
 
 #[tokio::test]
@@ -153,6 +181,7 @@ async fn existing_customer_found_case_insensitively_gets_channel_union() {
         *fake.subjects.lock(),
         vec![(9, "opentext:u-123".to_owned())]
     );
+    assert_eq!(*fake.subject_writes.lock(), 1);
 }
 
 #[tokio::test]
@@ -202,6 +231,7 @@ async fn existing_customer_with_our_subject_is_not_re_adopted() {
     .await
     .unwrap();
     assert_eq!(fake.subjects.lock().len(), 1);
+    assert_eq!(*fake.subject_writes.lock(), 0);
     assert!(fake.updates.lock().is_empty());
 }
 

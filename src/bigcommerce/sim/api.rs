@@ -1,5 +1,6 @@
 //! The simulated Management API under `/stores/{hash}/...`: authentication, rate limits, fault
-//! injection (in [`guard`]), then customers v3, customer groups v2, customer metafields, time.
+//! injection (in [`guard`]), then customers v3 (with custom attributes and their values), customer
+//! groups v2, time.
 
 // Helpers answer early with a whole `Response`; boxing it would only add noise to a test double.
 #![allow(clippy::result_large_err)]
@@ -12,11 +13,11 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::SimHandle;
-use super::state::{SimCustomer, SimCustomerGroup, SimMetafield, StoreData};
+use super::state::{MAX_ATTRIBUTES, SimAttribute, SimCustomer, SimCustomerGroup, StoreData};
 
 pub(super) fn router(sim: SimHandle) -> Router {
     Router::new()
@@ -29,16 +30,12 @@ pub(super) fn router(sim: SimHandle) -> Router {
                 .delete(delete_customers),
         )
         .route(
-            "/stores/{hash}/v3/customers/metafields",
-            get(list_all_metafields),
+            "/stores/{hash}/v3/customers/attributes",
+            get(list_attributes).post(create_attributes),
         )
         .route(
-            "/stores/{hash}/v3/customers/{id}/metafields",
-            get(list_metafields).post(create_metafield),
-        )
-        .route(
-            "/stores/{hash}/v3/customers/{id}/metafields/{mid}",
-            put(update_metafield),
+            "/stores/{hash}/v3/customers/attribute-values",
+            get(list_attribute_values).put(upsert_attribute_values),
         )
         .route(
             "/stores/{hash}/v2/customer_groups",
@@ -89,7 +86,7 @@ async fn guard(State(sim): State<SimHandle>, req: Request, next: Next) -> Respon
     let quota = sim.0.config.requests_per_window;
     let window_ms = sim.0.config.window_ms;
 
-    let (verdict, left, reset_ms) = {
+    let (verdict, left, reset_ms, after) = {
         let mut st = sim.0.state.lock();
         let injected = if authed { st.take_failure() } else { None };
         let Some(data) = st.stores.get_mut(&hash) else {
@@ -121,11 +118,23 @@ async fn guard(State(sim): State<SimHandle>, req: Request, next: Next) -> Respon
                 None => Ok(()),
             }
         };
-        (verdict, quota.saturating_sub(data.used_in_window), reset_ms)
+        let left = quota.saturating_sub(data.used_in_window);
+        let after = if verdict.is_ok() {
+            st.take_failure_after()
+        } else {
+            None
+        };
+        (verdict, left, reset_ms, after)
     };
 
     let mut resp = match verdict {
-        Ok(()) => next.run(req).await,
+        Ok(()) => {
+            let done = next.run(req).await;
+            match after {
+                Some(status) => v3_error(status, "Simulated failure after the change", json!({})),
+                None => done,
+            }
+        }
         Err(resp) => resp,
     };
     let h = resp.headers_mut();
@@ -218,11 +227,19 @@ async fn list_customers(
                 .is_none_or(|g| g.contains(&c.customer_group_id))
         })
         .collect();
-    let data: Vec<&SimCustomer> = matching
+    let with_attributes =
+        list_values(&q, "include").is_some_and(|i| i.iter().any(|v| v == "attributes"));
+    let data: Vec<Value> = matching
         .iter()
         .skip((page - 1) * limit)
         .take(limit)
-        .copied()
+        .map(|c| {
+            let mut v = json!(c);
+            if with_attributes {
+                v["attributes"] = json!(store.attribute_values_of(c.id));
+            }
+            v
+        })
         .collect();
     axum::Json(json!({
         "data": data,
@@ -289,7 +306,7 @@ fn batch(body: &Bytes) -> Result<Vec<Value>, Response> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(items)) if items.len() > 10 => Err(v3_error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "The request payload is too large: at most 10 customers per request",
+            "The request payload is too large: at most 10 items per request",
             json!({}),
         )),
         Ok(Value::Array(items)) if !items.is_empty() => Ok(items),
@@ -325,7 +342,7 @@ async fn create_customers(
     let mut errors = HashMap::new();
     let mut new = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let parsed = (|| -> Result<SimCustomer, (String, String)> {
+        let parsed = (|| -> Result<(SimCustomer, InlineAttributes), (String, String)> {
             let email = required_text(item, "email").map_err(|e| ("email".into(), e))?;
             if !email.contains('@') {
                 return Err(("email".into(), "email is not a valid address".into()));
@@ -340,27 +357,32 @@ async fn create_customers(
             let taken = store.email_taken(&email, None)
                 || new
                     .iter()
-                    .any(|c: &SimCustomer| c.email.eq_ignore_ascii_case(&email));
+                    .any(|(c, _): &(SimCustomer, _)| c.email.eq_ignore_ascii_case(&email));
             if taken {
                 return Err((
                     "email".into(),
                     format!("The email address {email} is already in use by another customer."),
                 ));
             }
+            let attributes =
+                inline_attributes(item, store).map_err(|e| ("attributes".into(), e))?;
             let origin = item
                 .get("origin_channel_id")
                 .and_then(Value::as_u64)
                 .or_else(|| channels.as_ref().and_then(|c| c.first().copied()))
                 .unwrap_or(1);
-            Ok(SimCustomer {
-                id: 0,
-                email,
-                first_name,
-                last_name,
-                customer_group_id: group,
-                channel_ids: channels,
-                origin_channel_id: origin,
-            })
+            Ok((
+                SimCustomer {
+                    id: 0,
+                    email,
+                    first_name,
+                    last_name,
+                    customer_group_id: group,
+                    channel_ids: channels,
+                    origin_channel_id: origin,
+                },
+                attributes,
+            ))
         })();
         match parsed {
             Ok(c) => new.push(c),
@@ -372,14 +394,18 @@ async fn create_customers(
     if !errors.is_empty() {
         return invalid("Unable to create customers: the input is invalid", errors);
     }
-    let created: Vec<SimCustomer> = new
+    let created: Vec<Value> = new
         .into_iter()
-        .map(|c| {
+        .filter_map(|(c, attributes)| {
             let id = store.insert_customer(c);
-            store.customers.get(&id).cloned()
+            for (attribute_id, value) in attributes {
+                store.set_attribute_value(id, attribute_id, value);
+            }
+            let mut v = json!(store.customers.get(&id)?);
+            v["attributes"] = json!(store.attribute_values_of(id));
+            Some(v)
         })
-        .collect::<Option<Vec<_>>>()
-        .unwrap_or_default();
+        .collect();
     axum::Json(json!({ "data": created, "meta": {} })).into_response()
 }
 
@@ -481,7 +507,7 @@ async fn delete_customers(
     if let Some(store) = st.stores.get_mut(&hash) {
         for id in ids {
             store.customers.remove(&id);
-            store.metafields.retain(|m| m.customer_id != id);
+            store.attribute_values.retain(|(c, _), _| *c != id);
         }
     }
     StatusCode::NO_CONTENT.into_response()
@@ -551,21 +577,35 @@ async fn create_group(
     (StatusCode::CREATED, axum::Json(group_json(&group))).into_response()
 }
 
-const PERMISSION_SETS: [&str; 5] = [
-    "app_only",
-    "read",
-    "write",
-    "read_and_sf_access",
-    "write_and_sf_access",
-];
+/// (attribute id, value) pairs given inline on a created customer.
+type InlineAttributes = Vec<(u64, String)>;
 
-/// `GET /v3/customers/metafields`: every customer metafield of the store (batch read), filtered by
-/// `namespace` and `key`, paginated (`page`, `limit` up to 250).
-async fn list_all_metafields(
-    State(sim): State<SimHandle>,
-    Path(hash): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+/// `attributes` inline on a created customer: `[{"attribute_id", "attribute_value"}]`, each id
+/// defined on the store and each value a string (an unknown id fails the whole batch).
+fn inline_attributes(item: &Value, store: &StoreData) -> Result<InlineAttributes, String> {
+    let Some(list) = item.get("attributes") else {
+        return Ok(Vec::new());
+    };
+    let list = list.as_array().ok_or("attributes must be an array")?;
+    list.iter()
+        .map(|a| {
+            let id = a
+                .get("attribute_id")
+                .and_then(Value::as_u64)
+                .ok_or("attribute_id is required and must be an integer")?;
+            if !store.attributes.iter().any(|d| d.id == id) {
+                return Err(format!("attribute {id} does not exist"));
+            }
+            let value = a
+                .get("attribute_value")
+                .and_then(Value::as_str)
+                .ok_or("attribute_value must be a string")?;
+            Ok((id, value.to_owned()))
+        })
+        .collect()
+}
+
+fn page_and_limit(q: &HashMap<String, String>) -> (usize, usize) {
     let page = q
         .get("page")
         .and_then(|p| p.parse::<usize>().ok())
@@ -576,18 +616,129 @@ async fn list_all_metafields(
         .and_then(|p| p.parse::<usize>().ok())
         .unwrap_or(50)
         .clamp(1, 250);
+    (page, limit)
+}
+
+/// `GET /v3/customers/attributes`, filtered by `name`.
+async fn list_attributes(
+    State(sim): State<SimHandle>,
+    Path(hash): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let st = sim.0.state.lock();
     let Some(store) = st.stores.get(&hash) else {
         return v3_error(StatusCode::NOT_FOUND, "Store not found", json!({}));
     };
-    let matching: Vec<&SimMetafield> = store
-        .metafields
+    let data: Vec<&SimAttribute> = store
+        .attributes
         .iter()
-        .filter(|m| q.get("namespace").is_none_or(|n| n == &m.namespace))
-        .filter(|m| q.get("key").is_none_or(|k| k == &m.key))
+        .filter(|a| q.get("name").is_none_or(|n| n == &a.name))
+        .collect();
+    let n = data.len();
+    axum::Json(json!({ "data": data, "meta": { "pagination": pagination(n, n, 250, 1) } }))
+        .into_response()
+}
+
+const ATTRIBUTE_TYPES: [&str; 3] = ["string", "number", "date"];
+
+/// `POST /v3/customers/attributes`: an array of `{name, type}`; at most 50 per store (422 past
+/// it, for the whole request), names unique.
+async fn create_attributes(
+    State(sim): State<SimHandle>,
+    Path(hash): Path<String>,
+    body: Bytes,
+) -> Response {
+    let items = match batch(&body) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let mut st = sim.0.state.lock();
+    let Some(store) = st.stores.get_mut(&hash) else {
+        return v3_error(StatusCode::NOT_FOUND, "Store not found", json!({}));
+    };
+    let mut errors = HashMap::new();
+    let mut new: Vec<(String, String)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let name = match required_text(item, "name") {
+            Ok(n) => n,
+            Err(e) => {
+                errors.insert(format!("{i}.name"), e);
+                continue;
+            }
+        };
+        let kind = item.get("type").and_then(Value::as_str).unwrap_or_default();
+        if !ATTRIBUTE_TYPES.contains(&kind) {
+            errors.insert(
+                format!("{i}.type"),
+                "type must be string, number or date".into(),
+            );
+        } else if store.attributes.iter().any(|a| a.name == name)
+            || new.iter().any(|(n, _)| *n == name)
+        {
+            errors.insert(
+                format!("{i}.name"),
+                format!("The attribute name {name} is already in use."),
+            );
+        } else {
+            new.push((name, kind.to_owned()));
+        }
+    }
+    if store.attributes.len() + new.len() > MAX_ATTRIBUTES {
+        errors.insert(
+            "attributes".into(),
+            format!("A store can have at most {MAX_ATTRIBUTES} customer attributes."),
+        );
+    }
+    if !errors.is_empty() {
+        return invalid("Unable to create attributes: the input is invalid", errors);
+    }
+    let created: Vec<SimAttribute> = new
+        .into_iter()
+        .map(|(name, kind)| {
+            let a = SimAttribute {
+                id: store.next_id(),
+                name,
+                kind,
+            };
+            store.attributes.push(a.clone());
+            a
+        })
+        .collect();
+    axum::Json(json!({ "data": created, "meta": {} })).into_response()
+}
+
+/// `GET /v3/customers/attribute-values`, filtered by `attribute_id:in` and `customer_id:in`,
+/// paginated (`page`, `limit` up to 250).
+async fn list_attribute_values(
+    State(sim): State<SimHandle>,
+    Path(hash): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let attrs = match parse_ids(list_values(&q, "attribute_id:in")) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let customers = match parse_ids(list_values(&q, "customer_id:in")) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (page, limit) = page_and_limit(&q);
+    let st = sim.0.state.lock();
+    let Some(store) = st.stores.get(&hash) else {
+        return v3_error(StatusCode::NOT_FOUND, "Store not found", json!({}));
+    };
+    let matching: Vec<_> = store
+        .attribute_values
+        .values()
+        .filter(|v| attrs.as_ref().is_none_or(|a| a.contains(&v.attribute_id)))
+        .filter(|v| {
+            customers
+                .as_ref()
+                .is_none_or(|c| c.contains(&v.customer_id))
+        })
         .collect();
     let total = matching.len();
-    let data: Vec<&SimMetafield> = matching
+    let data: Vec<_> = matching
         .into_iter()
         .skip((page - 1) * limit)
         .take(limit)
@@ -597,125 +748,70 @@ async fn list_all_metafields(
         .into_response()
 }
 
-async fn list_metafields(
+/// `PUT /v3/customers/attribute-values`: upsert of `{customer_id, attribute_id, value}`, at most
+/// 10 per call (413 above); an unknown attribute or customer fails the whole batch (422).
+async fn upsert_attribute_values(
     State(sim): State<SimHandle>,
-    Path((hash, id)): Path<(String, u64)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let st = sim.0.state.lock();
-    let Some(store) = st
-        .stores
-        .get(&hash)
-        .filter(|s| s.customers.contains_key(&id))
-    else {
-        return v3_error(StatusCode::NOT_FOUND, "Customer not found", json!({}));
-    };
-    let data: Vec<&SimMetafield> = store
-        .metafields
-        .iter()
-        .filter(|m| m.customer_id == id)
-        .filter(|m| q.get("namespace").is_none_or(|n| n == &m.namespace))
-        .filter(|m| q.get("key").is_none_or(|k| k == &m.key))
-        .collect();
-    let n = data.len();
-    axum::Json(json!({ "data": data, "meta": { "pagination": pagination(n, n, 50, 1) } }))
-        .into_response()
-}
-
-async fn create_metafield(
-    State(sim): State<SimHandle>,
-    Path((hash, id)): Path<(String, u64)>,
+    Path(hash): Path<String>,
     body: Bytes,
 ) -> Response {
-    let item: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let items = match batch(&body) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let mut st = sim.0.state.lock();
+    let Some(store) = st.stores.get_mut(&hash) else {
+        return v3_error(StatusCode::NOT_FOUND, "Store not found", json!({}));
+    };
     let mut errors = HashMap::new();
-    let mut field = |name: &str| match required_text(&item, name) {
-        Ok(v) => v,
-        Err(e) => {
-            errors.insert(name.to_owned(), e);
-            String::new()
-        }
-    };
-    let (namespace, key, value, permission_set) = (
-        field("namespace"),
-        field("key"),
-        field("value"),
-        field("permission_set"),
-    );
-    if !permission_set.is_empty() && !PERMISSION_SETS.contains(&permission_set.as_str()) {
-        errors.insert("permission_set".into(), "unknown permission_set".into());
-    }
-    if !errors.is_empty() {
-        return invalid(
-            "Unable to create the metafield: the input is invalid",
-            errors,
-        );
-    }
-    let mut st = sim.0.state.lock();
-    let Some(store) = st
-        .stores
-        .get_mut(&hash)
-        .filter(|s| s.customers.contains_key(&id))
-    else {
-        return v3_error(StatusCode::NOT_FOUND, "Customer not found", json!({}));
-    };
-    if store
-        .metafields
-        .iter()
-        .any(|m| m.customer_id == id && m.namespace == namespace && m.key == key)
-    {
-        return v3_error(
-            StatusCode::CONFLICT,
-            "A metafield with this namespace and key already exists for this customer",
-            json!({}),
-        );
-    }
-    let metafield = SimMetafield {
-        id: store.next_id(),
-        customer_id: id,
-        namespace,
-        key,
-        value,
-        permission_set,
-    };
-    store.metafields.push(metafield.clone());
-    axum::Json(json!({ "data": metafield, "meta": {} })).into_response()
-}
-
-async fn update_metafield(
-    State(sim): State<SimHandle>,
-    Path((hash, id, mid)): Path<(String, u64, u64)>,
-    body: Bytes,
-) -> Response {
-    let item: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut st = sim.0.state.lock();
-    let Some(metafield) = st.stores.get_mut(&hash).and_then(|s| {
-        s.metafields
-            .iter_mut()
-            .find(|m| m.id == mid && m.customer_id == id)
-    }) else {
-        return v3_error(StatusCode::NOT_FOUND, "Metafield not found", json!({}));
-    };
-    if let Some(v) = item.get("value") {
-        match v.as_str() {
-            Some(s) if !s.is_empty() => metafield.value = s.to_owned(),
-            _ => {
-                return invalid(
-                    "Invalid metafield",
-                    HashMap::from([("value".into(), "value must be a non-empty string".into())]),
-                );
+    let mut valid = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let parsed = (|| -> Result<(u64, u64, String), (String, String)> {
+            let customer = item
+                .get("customer_id")
+                .and_then(Value::as_u64)
+                .ok_or(("customer_id".into(), "customer_id is required".into()))?;
+            if !store.customers.contains_key(&customer) {
+                return Err((
+                    "customer_id".into(),
+                    format!("customer {customer} does not exist"),
+                ));
+            }
+            let attr = item
+                .get("attribute_id")
+                .and_then(Value::as_u64)
+                .ok_or(("attribute_id".into(), "attribute_id is required".into()))?;
+            if !store.attributes.iter().any(|a| a.id == attr) {
+                return Err((
+                    "attribute_id".into(),
+                    format!("attribute {attr} does not exist"),
+                ));
+            }
+            let value = item
+                .get("value")
+                .and_then(Value::as_str)
+                .ok_or(("value".into(), "value must be a string".into()))?;
+            Ok((customer, attr, value.to_owned()))
+        })();
+        match parsed {
+            Ok(v) => valid.push(v),
+            Err((field, message)) => {
+                errors.insert(format!("{i}.{field}"), message);
             }
         }
     }
-    if let Some(p) = item.get("permission_set").and_then(Value::as_str) {
-        if !PERMISSION_SETS.contains(&p) {
-            return invalid(
-                "Invalid metafield",
-                HashMap::from([("permission_set".into(), "unknown permission_set".into())]),
-            );
-        }
-        metafield.permission_set = p.to_owned();
+    if !errors.is_empty() {
+        return invalid(
+            "Unable to upsert attribute values: the input is invalid",
+            errors,
+        );
     }
-    let data = metafield.clone();
+    let data: Vec<_> = valid
+        .into_iter()
+        .filter_map(|(customer, attr, value)| {
+            store.set_attribute_value(customer, attr, value);
+            store.attribute_values.get(&(customer, attr)).cloned()
+        })
+        .collect();
     axum::Json(json!({ "data": data, "meta": {} })).into_response()
 }

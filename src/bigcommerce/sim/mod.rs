@@ -21,7 +21,10 @@ use crate::clock::{SharedClock, SystemClock, UnixTime};
 use crate::secret::Secret;
 
 pub use b2b::{SimCompany, SimCompanyUser};
-pub use state::{AcceptedLogin, RejectedLogin, SimCustomer, SimCustomerGroup, SimMetafield};
+pub use state::{
+    AcceptedLogin, MAX_ATTRIBUTES, RejectedLogin, SimAttribute, SimAttributeValue, SimCustomer,
+    SimCustomerGroup,
+};
 pub use verify::LoginRejection;
 
 #[derive(Debug, Clone)]
@@ -120,6 +123,13 @@ impl SimHandle {
         self.0.state.lock().fail_next = Some((n, status));
     }
 
+    /// The next `n` authenticated API calls that get through run normally, then answer `status`
+    /// instead of their result: the change happened but the caller cannot know (an ambiguous
+    /// failure).
+    pub fn fail_next_after_effect(&self, n: u32, status: StatusCode) {
+        self.0.state.lock().fail_after = Some((n, status));
+    }
+
     pub fn customers(&self, store_hash: &str) -> Vec<SimCustomer> {
         self.0
             .state
@@ -140,20 +150,64 @@ impl SimHandle {
             .unwrap_or_default()
     }
 
-    pub fn metafields(&self, store_hash: &str, customer_id: u64) -> Vec<SimMetafield> {
+    /// The customer attributes defined on a store.
+    pub fn attributes(&self, store_hash: &str) -> Vec<SimAttribute> {
         self.0
             .state
             .lock()
             .stores
             .get(store_hash)
-            .map(|s| {
-                s.metafields
-                    .iter()
-                    .filter(|m| m.customer_id == customer_id)
-                    .cloned()
-                    .collect()
-            })
+            .map(|s| s.attributes.clone())
             .unwrap_or_default()
+    }
+
+    /// A customer's attribute values.
+    pub fn attribute_values(&self, store_hash: &str, customer_id: u64) -> Vec<SimAttributeValue> {
+        self.0
+            .state
+            .lock()
+            .stores
+            .get(store_hash)
+            .map(|s| s.attribute_values_of(customer_id))
+            .unwrap_or_default()
+    }
+
+    /// The value of the attribute named `name` on a customer, if set.
+    pub fn attribute_value(
+        &self,
+        store_hash: &str,
+        customer_id: u64,
+        name: &str,
+    ) -> Option<String> {
+        let st = self.0.state.lock();
+        let store = st.stores.get(store_hash)?;
+        let attr = store.attributes.iter().find(|a| a.name == name)?;
+        store
+            .attribute_values
+            .get(&(customer_id, attr.id))
+            .map(|v| v.attribute_value.clone())
+    }
+
+    /// Seeds an attribute value directly (as if set in the control panel), defining the string
+    /// attribute `name` when missing.
+    pub fn set_attribute_value(&self, store_hash: &str, customer_id: u64, name: &str, value: &str) {
+        let mut st = self.0.state.lock();
+        let Some(store) = st.stores.get_mut(store_hash) else {
+            return;
+        };
+        let attr = match store.attributes.iter().find(|a| a.name == name) {
+            Some(a) => a.id,
+            None => {
+                let id = store.next_id();
+                store.attributes.push(SimAttribute {
+                    id,
+                    name: name.to_owned(),
+                    kind: "string".into(),
+                });
+                id
+            }
+        };
+        store.set_attribute_value(customer_id, attr, value.to_owned());
     }
 
     /// Seeds a customer directly (as if created in the control panel); returns its id.

@@ -1,4 +1,4 @@
-//! The simulator's memory: customers, groups, metafields, rate-limit windows, seen token ids,
+//! The simulator's memory: customers, groups, customer attributes and their values, rate-limit windows, seen token ids,
 //! storefront sessions and the record of logins.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -28,16 +28,27 @@ pub struct SimCustomerGroup {
     pub name: String,
 }
 
+/// A customer attribute definition (`/v3/customers/attributes`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SimMetafield {
+pub struct SimAttribute {
     pub id: u64,
-    #[serde(rename = "resource_id")]
-    pub customer_id: u64,
-    pub namespace: String,
-    pub key: String,
-    pub value: String,
-    pub permission_set: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
 }
+
+/// One customer's value of one attribute, shaped like `include=attributes` and
+/// `/v3/customers/attribute-values` answer it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimAttributeValue {
+    pub id: u64,
+    pub customer_id: u64,
+    pub attribute_id: u64,
+    pub attribute_value: String,
+}
+
+/// BigCommerce's limit on customer attributes per store (BIGCOMMERCE.md).
+pub const MAX_ATTRIBUTES: usize = 50;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcceptedLogin {
@@ -64,7 +75,9 @@ pub(super) struct StoreData {
     pub customers: BTreeMap<u64, SimCustomer>,
     next_customer: u64,
     pub groups: Vec<SimCustomerGroup>,
-    pub metafields: Vec<SimMetafield>,
+    pub attributes: Vec<SimAttribute>,
+    /// Keyed by (customer id, attribute id): one value per customer and attribute.
+    pub attribute_values: BTreeMap<(u64, u64), SimAttributeValue>,
     next_id: u64,
     pub window_start: Instant,
     pub used_in_window: u32,
@@ -81,7 +94,8 @@ impl StoreData {
             customers: BTreeMap::new(),
             next_customer: 1,
             groups: Vec::new(),
-            metafields: Vec::new(),
+            attributes: Vec::new(),
+            attribute_values: BTreeMap::new(),
             next_id: 1,
             window_start: Instant::now(),
             used_in_window: 0,
@@ -105,6 +119,31 @@ impl StoreData {
         id
     }
 
+    /// Sets (upserts) a customer's attribute value.
+    pub fn set_attribute_value(&mut self, customer_id: u64, attribute_id: u64, value: String) {
+        let id = match self.attribute_values.get(&(customer_id, attribute_id)) {
+            Some(v) => v.id,
+            None => self.next_id(),
+        };
+        self.attribute_values.insert(
+            (customer_id, attribute_id),
+            SimAttributeValue {
+                id,
+                customer_id,
+                attribute_id,
+                attribute_value: value,
+            },
+        );
+    }
+
+    /// A customer's attribute values, in attribute order.
+    pub fn attribute_values_of(&self, customer_id: u64) -> Vec<SimAttributeValue> {
+        self.attribute_values
+            .range((customer_id, 0)..=(customer_id, u64::MAX))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     pub fn email_taken(&self, email: &str, except: Option<u64>) -> bool {
         self.customers
             .values()
@@ -120,6 +159,8 @@ pub(super) struct State {
     pub rejected: Vec<RejectedLogin>,
     pub sessions: HashMap<String, Session>,
     pub fail_next: Option<(u32, StatusCode)>,
+    /// Failures answered after the request took effect (a lost answer: 5xx, timeout, reset).
+    pub fail_after: Option<(u32, StatusCode)>,
     pub clock_offset: i64,
 }
 
@@ -136,6 +177,7 @@ impl State {
             rejected: Vec::new(),
             sessions: HashMap::new(),
             fail_next: None,
+            fail_after: None,
             clock_offset: config.clock_offset_secs,
         }
     }
@@ -144,6 +186,13 @@ impl State {
     pub fn take_failure(&mut self) -> Option<StatusCode> {
         let (n, status) = self.fail_next?;
         self.fail_next = if n > 1 { Some((n - 1, status)) } else { None };
+        Some(status)
+    }
+
+    /// Takes one injected after-the-fact failure, if any is pending.
+    pub fn take_failure_after(&mut self) -> Option<StatusCode> {
+        let (n, status) = self.fail_after?;
+        self.fail_after = if n > 1 { Some((n - 1, status)) } else { None };
         Some(status)
     }
 }

@@ -166,13 +166,8 @@ impl WorkQueue for FileQueue {
 
     async fn next_batch(&self, account: &str) -> anyhow::Result<Vec<Item>> {
         let mut f = self.state.lock().await;
-        let mine: Vec<Item> = f
-            .items
-            .iter()
-            .filter(|i| i.action.account() == account)
-            .cloned()
-            .collect();
-        let batch = pick_batch(&mine);
+        // Picked by reference: the backlog can be tens of thousands of items.
+        let batch = pick_batch(f.items.iter().filter(|i| i.action.account() == account));
         f.handed.extend(batch.iter().map(|i| i.seq));
         Ok(batch)
     }

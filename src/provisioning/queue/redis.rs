@@ -246,7 +246,7 @@ impl RedisQueue {
             match serde_json::from_str::<Item>(&text) {
                 Ok(mut item) => {
                     let tk = taken_key(key, &e.id);
-                    item.uncertain = match self.taken.lock() {
+                    item.uncertain |= match self.taken.lock() {
                         // Taken over from another consumer: now pending here, and uncertain
                         // until settled, also when it is not in this batch but read back later.
                         Ok(mut t) if uncertain => {
