@@ -8,6 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 mod provisioning;
+mod telemetry;
 
 use super::diag::{Diagnostic, LineIndex, Seg, key, render_path};
 use super::file::{
@@ -425,6 +426,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
     }
     let scim = provisioning::scim(c, &f);
     let provisioning = provisioning::provisioning(c, &f);
+    let telemetry = telemetry::telemetry(c, &f);
     Some(Config {
         public_url: public_url?,
         listen: listen?,
@@ -442,6 +444,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         policy,
         scim,
         provisioning,
+        telemetry,
         warnings,
     })
 }
