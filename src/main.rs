@@ -414,6 +414,27 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
             );
         }
     }
+    match &cfg.telemetry {
+        // Header values are the collector's credentials: only their names are shown.
+        Some(t) => {
+            let names: Vec<&str> = t.headers.iter().map(|(n, _)| n.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "\nTelemetry: OTLP/HTTP traces to {} as service \"{}\", sample ratio {}, collector headers: {}",
+                t.traces_url,
+                t.service_name,
+                t.sample_ratio,
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    format!("{} (values hidden)", names.join(", "))
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "\nTelemetry: off (no [telemetry] otlp_endpoint)");
+        }
+    }
     let _ = writeln!(
         out,
         "\nBigCommerce (Settings > API > Store-level API accounts), per account:"

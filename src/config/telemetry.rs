@@ -72,3 +72,48 @@ pub fn parse_headers(raw: &str) -> Result<Vec<(String, Secret)>, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_traces_path_is_added_once() {
+        let url = |s: &str| traces_url(Url::parse(s).unwrap()).to_string();
+        assert_eq!(
+            url("http://collector:4318"),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            url("http://collector:4318/"),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            url("https://otel.example/tenant-a/"),
+            "https://otel.example/tenant-a/v1/traces"
+        );
+        assert_eq!(url("http://c:4318/v1/traces"), "http://c:4318/v1/traces");
+    }
+
+    #[test]
+    fn headers_parse_as_name_value_pairs_and_errors_never_quote_a_value() {
+        let h = parse_headers("X-Api-Key = k-123, authorization=Basic abc=").unwrap();
+        let got: Vec<(&str, &str)> = h.iter().map(|(n, v)| (n.as_str(), v.expose())).collect();
+        assert_eq!(
+            got,
+            vec![("x-api-key", "k-123"), ("authorization", "Basic abc=")]
+        );
+        assert_eq!(
+            parse_headers("x-api-key").unwrap_err(),
+            "header 1 has no `=` (expected name=value)"
+        );
+        let e = parse_headers("a=1,bad name=s3cret-value").unwrap_err();
+        assert_eq!(e, "header 2: \"bad name\" is not a valid header name");
+        let e = parse_headers("a=s3\u{1}cret").unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
+        assert_eq!(
+            e,
+            "header 1 (a): the value is empty or not a valid header value"
+        );
+    }
+}

@@ -77,7 +77,11 @@ pub(super) fn telemetry(c: &mut Checker<'_>, f: &FileConfig) -> Option<Telemetry
         Some(s) => match parse_headers(s.expose()) {
             Ok(h) => h,
             Err(e) => {
-                let k = if t.headers.is_some() { "headers" } else { "headers_file" };
+                let k = if t.headers.is_some() {
+                    "headers"
+                } else {
+                    "headers_file"
+                };
                 c.error(&at(k), format!("`telemetry.{k}`: {e}"));
                 Vec::new()
             }
