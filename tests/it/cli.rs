@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-const BIN: &str = env!("CARGO_BIN_EXE_storegate");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_storegate");
 
 /// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(label: &str) -> TempDir {
+    pub(crate) fn new(label: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
@@ -27,7 +27,7 @@ impl TempDir {
         TempDir(dir)
     }
 
-    fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         std::fs::write(&path, text).expect("write temp file");
         path
@@ -125,7 +125,7 @@ fn the_example_without_its_environment_names_each_missing_variable() {
 }
 
 /// A small valid configuration; each error test breaks one line of it.
-const VALID: &str = r#"public_url = "https://sso.example.com"
+pub(crate) const VALID: &str = r#"public_url = "https://sso.example.com"
 
 [session]
 idle_timeout = "15m"

@@ -16,6 +16,7 @@ use storegate::telemetry::Telemetry;
 use tokio::net::TcpListener;
 use tracing_subscriber::layer::SubscriberExt;
 
+use crate::cli::{BIN, TempDir, VALID};
 use crate::harness::{Gateway, MAIN_HASH, Opts, Reserved};
 use crate::support::browser::{Browser, location, query_param};
 use crate::support::peers::{OidcPeer, OidcPeerConfig, PeerClient};
@@ -266,4 +267,89 @@ async fn a_sign_in_and_launch_are_exported_as_request_spans_without_secrets() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The real binary: `storegate serve` with `[telemetry]` exports its request spans, and the last
+/// batch reaches the collector when SIGTERM ends the process. The SDK's batch delay is 5 s; the
+/// process is stopped well before that, so only the flush after the drain can deliver the span.
+#[tokio::test]
+async fn serve_flushes_the_last_spans_to_the_collector_on_sigterm() {
+    let collector = Collector::start().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let dir = TempDir::new("otlp-serve");
+    let first = "public_url = \"https://sso.example.com\"";
+    let text = format!(
+        "{}\n[telemetry]\notlp_endpoint = \"{}\"\n",
+        VALID.replacen(first, &format!("{first}\nlisten = \"127.0.0.1:{port}\""), 1),
+        collector.base
+    );
+    let path = dir.write("storegate.toml", &text);
+    let mut child = std::process::Command::new(BIN)
+        .arg("serve")
+        .arg("-c")
+        .arg(&path)
+        .env_remove("STOREGATE_CONFIG")
+        .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start storegate serve");
+    // Wait for the listener with bare TCP connects (they make no request span).
+    let addr = format!("127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    if !up {
+        let _ = child.kill();
+        panic!("storegate serve did not listen on {addr}");
+    }
+    let page = reqwest::get(format!("http://{addr}/signed-out"))
+        .await
+        .expect("GET /signed-out");
+    assert_eq!(page.status(), 200);
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait for storegate serve");
+    assert!(status.success(), "storegate serve ended with {status}");
+
+    let spans = collector.spans();
+    let got: Vec<(String, Option<String>)> = spans
+        .iter()
+        .map(|s| (s.name.clone(), attr(&s.attributes, "path")))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("request".to_owned(), Some("/signed-out".to_owned()))]
+    );
+    let exports = collector.exports.lock().expect("lock");
+    let service: Vec<Option<String>> = exports
+        .iter()
+        .flat_map(|e| &e.request.resource_spans)
+        .map(|r| {
+            let attrs = r
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or(&[]);
+            attr(attrs, "service.name")
+        })
+        .collect();
+    assert_eq!(
+        service,
+        vec![Some("storegate".to_owned())],
+        "the default service name"
+    );
 }
