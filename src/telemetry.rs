@@ -20,7 +20,7 @@ use opentelemetry_sdk::runtime;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{FilterFn, Filtered};
+use tracing_subscriber::filter::{FilterFn, LevelFilter};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::telemetry::TelemetryConfig;
@@ -79,7 +79,7 @@ impl Telemetry {
     }
 
     /// The `tracing` layer that turns this crate's spans into exported OpenTelemetry spans.
-    pub fn layer<S>(&self) -> Filtered<impl Layer<S>, FilterFn, S>
+    pub fn layer<S>(&self) -> impl Layer<S>
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     {
@@ -87,7 +87,9 @@ impl Telemetry {
             .with_tracer(self.provider.tracer(SCOPE))
             // Thread names and ids say nothing useful across replicas.
             .with_threads(false)
-            .with_filter(FilterFn::new(exported))
+            // The hint keeps the subscriber's maximum level at INFO (what the log filter usually
+            // is), so debug and trace call sites stay as cheap as without export.
+            .with_filter(FilterFn::new(exported).with_max_level_hint(LevelFilter::INFO))
     }
 
     /// Sends what is still buffered and stops the exporter. The SDK blocks while it flushes, so
@@ -112,9 +114,11 @@ impl Telemetry {
     }
 }
 
-/// The export allowlist: spans (not events) from this crate only.
+/// The export allowlist: spans (not events) from this crate only, at INFO or above.
 fn exported(meta: &tracing::Metadata<'_>) -> bool {
-    meta.is_span() && (meta.target() == SCOPE || meta.target().starts_with("storegate::"))
+    meta.is_span()
+        && *meta.level() <= tracing::Level::INFO
+        && (meta.target() == SCOPE || meta.target().starts_with("storegate::"))
 }
 
 #[cfg(test)]
@@ -125,8 +129,10 @@ mod tests {
     fn only_this_crates_spans_are_exported() {
         let ours = tracing::info_span!(target: "storegate::web", "request");
         let theirs = tracing::info_span!(target: "hyper::proto", "conn");
+        let verbose = tracing::debug_span!(target: "storegate::web", "detail");
         // Without a subscriber the spans are disabled, but their metadata is what the filter sees.
         assert_eq!(ours.metadata().map(exported), Some(true));
         assert_eq!(theirs.metadata().map(exported), Some(false));
+        assert_eq!(verbose.metadata().map(exported), Some(false));
     }
 }
