@@ -1,10 +1,10 @@
 //! Optional OpenTelemetry trace export over OTLP/HTTP (issue 6), switched on by `[telemetry]`.
 //!
 //! What leaves the process is decided here, by an allowlist: only *spans* whose target is this
-//! crate (the `request` span of `web`, and the outgoing-call spans) are exported, never log events
-//! (their fields can name a user) and never spans of dependencies (their fields are not ours to
-//! vet). Our spans record a method, a route path, a request id and ids from the configuration:
-//! no query string, token, code, cookie, email or subject.
+//! crate (the `request` span of `web`, the `bigcommerce` call spans of `metrics`) are exported,
+//! never log events (their fields can name a user) and never spans of dependencies (their fields
+//! are not ours to vet). Our spans record a method, a route path, a request id and ids from the
+//! configuration: no query string, token, code, cookie, email or subject.
 //!
 //! Incoming W3C `traceparent` headers are *not* honoured: every request starts a new trace. A
 //! browser could otherwise choose trace ids (and the sampling decision) for the gateway's spans;

@@ -189,7 +189,8 @@ async fn a_sign_in_and_launch_are_exported_as_request_spans_without_secrets() {
         );
     }
 
-    let spans = collector.spans();
+    let all = collector.spans();
+    let (spans, calls): (Vec<Span>, Vec<Span>) = all.into_iter().partition(|s| s.name == "request");
     let mut paths: Vec<(String, String, String)> = spans
         .iter()
         .map(|s| {
@@ -210,7 +211,7 @@ async fn a_sign_in_and_launch_are_exported_as_request_spans_without_secrets() {
             want("/signed-out"),
             want("/stores/us/launch"),
         ],
-        "exactly one request span per gateway request, nothing else"
+        "exactly one request span per gateway request"
     );
     for s in &spans {
         let rid = attr(&s.attributes, "request_id").unwrap_or_default();
@@ -223,6 +224,29 @@ async fn a_sign_in_and_launch_are_exported_as_request_spans_without_secrets() {
             "a client's traceparent was adopted"
         );
     }
+    // The launch's BigCommerce calls are its children, named by account and call only.
+    let launch_span = spans
+        .iter()
+        .find(|s| attr(&s.attributes, "path").as_deref() == Some("/stores/us/launch"))
+        .expect("the launch span");
+    let mut call_names: Vec<String> = Vec::new();
+    for c in &calls {
+        assert_eq!(
+            c.name, "bigcommerce",
+            "only request and bigcommerce spans are exported"
+        );
+        assert_eq!(
+            c.parent_span_id, launch_span.span_id,
+            "a child of the launch"
+        );
+        assert_eq!(c.trace_id, launch_span.trace_id);
+        assert_eq!(attr(&c.attributes, "account").as_deref(), Some("main"));
+        call_names.push(attr(&c.attributes, "call").unwrap_or_default());
+    }
+    assert!(
+        call_names.iter().any(|c| c == "find_customer"),
+        "the launch looked the customer up: {call_names:?}"
+    );
     let mut trace_ids: Vec<&[u8]> = spans.iter().map(|s| s.trace_id.as_slice()).collect();
     trace_ids.sort();
     trace_ids.dedup();
