@@ -24,10 +24,13 @@ use crate::support::peers::{OidcPeer, OidcPeerConfig, PeerClient};
 const CLIENT: &str = "storegate";
 const SECRET: &str = "peer-client-secret-0123456789";
 const EMAIL: &str = "Otto.Tracer@Corp.Example";
+const COLLECTOR_KEY: &str = "collector-key-0123456789";
 
 /// One `POST /v1/traces` as the collector received it.
 struct Export {
     content_type: String,
+    /// The `x-api-key` header, as a collector needing authentication would check it.
+    api_key: Option<String>,
     body: Bytes,
     request: ExportTraceServiceRequest,
 }
@@ -55,8 +58,13 @@ impl Collector {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .to_owned();
+                    let api_key = headers
+                        .get("x-api-key")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
                     kept.lock().expect("collector lock").push(Export {
                         content_type,
+                        api_key,
                         body,
                         request,
                     });
@@ -115,7 +123,7 @@ async fn a_sign_in_and_launch_are_exported_as_request_spans_without_secrets() {
     let mut opts = Opts::new(&peer.issuer, CLIENT, SECRET);
     opts.idp_extra = r#"scopes = ["openid", "email", "profile", "groups"]"#.to_owned();
     opts.extra_toml = format!(
-        "[telemetry]\notlp_endpoint = \"{}\"\nservice_name = \"storegate-it\"\n",
+        "[telemetry]\notlp_endpoint = \"{}\"\nservice_name = \"storegate-it\"\nheaders = \"x-api-key={COLLECTOR_KEY}\"\n",
         collector.base
     );
     let gw = Gateway::start(reserved, opts).await;
@@ -170,6 +178,11 @@ async fn a_sign_in_and_launch_are_exported_as_request_spans_without_secrets() {
     assert!(exports >= 1, "the collector received nothing");
     for e in collector.exports.lock().expect("lock").iter() {
         assert_eq!(e.content_type, "application/x-protobuf");
+        assert_eq!(
+            e.api_key.as_deref(),
+            Some(COLLECTOR_KEY),
+            "the configured header"
+        );
         let names: Vec<String> = e
             .request
             .resource_spans
@@ -262,6 +275,7 @@ async fn a_sign_in_and_launch_are_exported_as_request_spans_without_secrets() {
         ("email", EMAIL),
         ("email (normalised)", email_lower.as_str()),
         ("client secret", SECRET),
+        ("collector key", COLLECTOR_KEY),
     ];
     for e in collector.exports.lock().expect("lock").iter() {
         let decoded = format!("{:?}", e.request);
