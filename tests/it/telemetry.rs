@@ -391,3 +391,33 @@ async fn serve_flushes_the_last_spans_to_the_collector_on_sigterm() {
         "the default service name"
     );
 }
+
+/// Spans made in this test under a subscriber exporting with `ratio`; returns how many arrived.
+async fn exported_with_ratio(ratio: f64, spans: usize) -> usize {
+    let collector = Collector::start().await;
+    let cfg = storegate::config::telemetry::TelemetryConfig {
+        traces_url: url::Url::parse(&format!("{}/v1/traces", collector.base)).expect("url"),
+        service_name: "storegate-ratio".to_owned(),
+        sample_ratio: ratio,
+        headers: Vec::new(),
+    };
+    let exporter = Telemetry::start(&cfg).expect("start the exporter");
+    {
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(exporter.layer()));
+        for _ in 0..spans {
+            let span = tracing::info_span!(target: "storegate::web", "request", path = "/");
+            span.in_scope(|| {});
+        }
+    }
+    exporter.flush().await;
+    let n = collector.spans().len();
+    exporter.shutdown().await;
+    n
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sample_ratio_zero_exports_nothing_and_one_exports_every_request() {
+    assert_eq!(exported_with_ratio(0.0, 20).await, 0);
+    assert_eq!(exported_with_ratio(1.0, 20).await, 20);
+}
