@@ -20,4 +20,5 @@ pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod telemetry;
 pub mod web;

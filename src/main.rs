@@ -115,7 +115,8 @@ fn main() -> ExitCode {
             json,
         }),
         Command::Serve { config, json_logs } => {
-            init_tracing(json_logs);
+            // Configuration problems go to stderr as FILE:LINE, before logging starts: the
+            // logging set-up itself depends on `[telemetry]`.
             let cfg = match config::load_file(&config) {
                 Ok(c) => c,
                 Err(d) => {
@@ -127,12 +128,32 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            run(async move { storegate::server::serve(cfg, clock(), Some(config)).await })
+            run(async move {
+                let telemetry = match &cfg.telemetry {
+                    Some(t) => Some(storegate::telemetry::Telemetry::start(t)?),
+                    None => None,
+                };
+                init_tracing(json_logs, telemetry.as_ref());
+                if let Some(t) = &cfg.telemetry {
+                    tracing::info!(
+                        "exporting traces to {} as service {} (sample ratio {})",
+                        t.traces_url,
+                        t.service_name,
+                        t.sample_ratio
+                    );
+                }
+                let served = storegate::server::serve(cfg, clock(), Some(config)).await;
+                // After the drain: the spans of the last requests are in the final batch.
+                if let Some(t) = telemetry {
+                    t.shutdown().await;
+                }
+                served
+            })
         }
         Command::SamlMetadata { config } => saml_metadata(&config),
         Command::Certs { dir, cn, force } => certs(&dir, &cn, force),
         Command::Reconcile { config, dry_run } => {
-            init_tracing(false);
+            init_tracing(false, None);
             let cfg = match config::load_file(&config) {
                 Ok(c) => c,
                 Err(d) => {
@@ -143,7 +164,7 @@ fn main() -> ExitCode {
             run(async move { reconcile(cfg, dry_run).await })
         }
         Command::Demo { listen } => {
-            init_tracing(false);
+            init_tracing(false, None);
             run(async move { storegate::demo::run(&listen).await })
         }
     }
@@ -283,16 +304,24 @@ fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+/// Logs to stderr, filtered by `STOREGATE_LOG`; with `[telemetry]`, this crate's spans are also
+/// exported. Each output has its own filter, so a quiet log level does not silence the traces.
+fn init_tracing(json: bool, telemetry: Option<&storegate::telemetry::Telemetry>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("STOREGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().with_filter(filter).boxed()
     } else {
-        builder.init();
+        fmt.with_filter(filter).boxed()
+    };
+    let registry = tracing_subscriber::registry().with(fmt);
+    match telemetry {
+        Some(t) => registry.with(t.layer()).init(),
+        None => registry.init(),
     }
 }
 
@@ -391,6 +420,27 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
                 "    Token endpoint authentication: {auth}; scopes: {}",
                 o.scopes.join(" ")
             );
+        }
+    }
+    match &cfg.telemetry {
+        // Header values are the collector's credentials: only their names are shown.
+        Some(t) => {
+            let names: Vec<&str> = t.headers.iter().map(|(n, _)| n.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "\nTelemetry: OTLP/HTTP traces to {} as service \"{}\", sample ratio {}, collector headers: {}",
+                t.traces_url,
+                t.service_name,
+                t.sample_ratio,
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    format!("{} (values hidden)", names.join(", "))
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "\nTelemetry: off (no [telemetry] otlp_endpoint)");
         }
     }
     let _ = writeln!(

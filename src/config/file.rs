@@ -48,6 +48,9 @@ pub struct FileConfig {
     /// Desired state, reconciler and work queue (issue 5).
     #[serde(default)]
     pub provisioning: super::provisioning::ProvisioningFile,
+    /// OpenTelemetry trace export (issue 6). Off by default.
+    #[serde(default)]
+    pub telemetry: super::telemetry::TelemetryFile,
 }
 
 fn default_listen() -> String {

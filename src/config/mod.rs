@@ -6,6 +6,7 @@
 pub mod diag;
 pub mod file;
 pub mod provisioning;
+pub mod telemetry;
 mod validate;
 
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub struct Config {
     /// `[scim]`: `None` when SCIM is off.
     pub scim: Option<provisioning::ScimConfig>,
     pub provisioning: provisioning::ProvisioningConfig,
+    /// `[telemetry]`: `None` when trace export is off.
+    pub telemetry: Option<telemetry::TelemetryConfig>,
     /// Things `storegate check` warns about (file line + message); none stop the gateway.
     pub warnings: Vec<Diagnostic>,
 }

@@ -9,6 +9,7 @@ use url::Url;
 
 mod provisioning;
 mod redis_topology;
+mod telemetry;
 
 use super::diag::{Diagnostic, LineIndex, Seg, key, render_path};
 use super::file::{
@@ -426,6 +427,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
     }
     let scim = provisioning::scim(c, &f);
     let provisioning = provisioning::provisioning(c, &f);
+    let telemetry = telemetry::telemetry(c, &f);
     Some(Config {
         public_url: public_url?,
         listen: listen?,
@@ -443,6 +445,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         policy,
         scim,
         provisioning,
+        telemetry,
         warnings,
     })
 }

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-const BIN: &str = env!("CARGO_BIN_EXE_storegate");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_storegate");
 
 /// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(label: &str) -> TempDir {
+    pub(crate) fn new(label: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
@@ -27,7 +27,7 @@ impl TempDir {
         TempDir(dir)
     }
 
-    fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         std::fs::write(&path, text).expect("write temp file");
         path
@@ -131,7 +131,7 @@ fn the_example_without_its_environment_names_each_missing_variable() {
 }
 
 /// A small valid configuration; each error test breaks one line of it.
-const VALID: &str = r#"public_url = "https://sso.example.com"
+pub(crate) const VALID: &str = r#"public_url = "https://sso.example.com"
 
 [session]
 idle_timeout = "15m"
@@ -241,4 +241,91 @@ fn an_http_public_url_needs_allow_insecure_http() {
         "`public_url` is http: session cookies would travel in clear text. Use https, or set `allow_insecure_http = true` for development only",
         &[],
     );
+}
+
+/// `[telemetry]` appended to the valid baseline; returns the text and the table's first line.
+fn with_telemetry(table: &str) -> (String, usize) {
+    let first = VALID.lines().count() + 2;
+    (format!("{VALID}\n[telemetry]\n{table}"), first)
+}
+
+#[test]
+fn a_telemetry_endpoint_that_is_not_a_url_is_reported_with_its_line() {
+    let (text, line) = with_telemetry("otlp_endpoint = \"collector 4318\"\n");
+    assert_one_problem(
+        "otlp-not-url",
+        &text,
+        line + 1,
+        "`telemetry.otlp_endpoint`: \"collector 4318\" is not a URL (relative URL without a base); expected e.g. \"http://collector:4318\"",
+        &[],
+    );
+}
+
+#[test]
+fn a_grpc_telemetry_endpoint_is_refused() {
+    let (text, line) = with_telemetry("otlp_endpoint = \"grpc://collector:4317\"\n");
+    assert_one_problem(
+        "otlp-grpc",
+        &text,
+        line + 1,
+        "`telemetry.otlp_endpoint`: scheme \"grpc\" is not http or https (OTLP/HTTP only; gRPC is not supported)",
+        &[],
+    );
+}
+
+#[test]
+fn a_telemetry_sample_ratio_above_one_is_reported_with_its_line() {
+    let (text, line) =
+        with_telemetry("otlp_endpoint = \"http://collector:4318\"\nsample_ratio = 1.5\n");
+    assert_one_problem(
+        "otlp-ratio",
+        &text,
+        line + 2,
+        "`telemetry.sample_ratio` is 1.5: use a share between 0.0 (none) and 1.0 (every request)",
+        &[],
+    );
+}
+
+#[test]
+fn a_malformed_telemetry_header_is_reported_without_its_value() {
+    let (text, line) = with_telemetry(
+        "otlp_endpoint = \"http://collector:4318\"\nheaders = \"x-api-key:s3cret-collector-key\"\n",
+    );
+    assert_one_problem(
+        "otlp-header",
+        &text,
+        line + 2,
+        "`telemetry.headers`: header 1 has no `=` (expected name=value)",
+        &[],
+    );
+}
+
+#[test]
+fn check_prints_the_telemetry_target_and_header_names_but_no_header_value() {
+    let dir = TempDir::new("otlp-summary");
+    let (text, _) = with_telemetry(
+        "otlp_endpoint = \"https://otel.example:4318\"\nservice_name = \"sso-gw\"\nsample_ratio = 0.25\nheaders = \"${STOREGATE_CLI_OTLP_HEADERS}\"\n",
+    );
+    let path = dir.write("storegate.toml", &text);
+    let out = check(
+        &path,
+        &[(
+            "STOREGATE_CLI_OTLP_HEADERS",
+            "x-api-key=s3cret-collector-key",
+        )],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let printed = stdout(&out);
+    assert_eq!(
+        printed
+            .lines()
+            .filter(|l| l.starts_with("Telemetry: "))
+            .collect::<Vec<_>>(),
+        vec![
+            "Telemetry: OTLP/HTTP traces to https://otel.example:4318/v1/traces as service \"sso-gw\", sample ratio 0.25, collector headers: x-api-key (values hidden)"
+        ]
+    );
+    assert!(!printed.contains("s3cret"), "{printed}");
+    assert!(!stderr(&out).contains("s3cret"));
 }

@@ -354,6 +354,14 @@ impl Gateway {
         }
     }
 
+    /// The validated configuration this gateway runs.
+    pub fn config(&self) -> storegate::config::Config {
+        match config::load_str(&self.config_text, "test.toml", &LiteralEnv) {
+            Ok(c) => c,
+            Err(d) => panic!("test config invalid:\n{d}"),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -26,3 +26,4 @@ mod replicas;
 mod saml;
 mod scim;
 mod scim_replicas;
+mod telemetry;
