@@ -231,3 +231,94 @@ async fn rediss_without_the_private_ca_is_refused() {
     let resp = Browser::new().get(&gw.url("/login")).await;
     assert_eq!(resp.status(), 503);
 }
+
+/// SCIM data and the provisioning queue keep their hash tags inside the `storegate:` prefix
+/// (`storegate:{scim}`, `storegate:{prov}`), so the documented ACL pattern `~storegate:*` covers
+/// every key the gateway writes: an ACL user limited to it can run both.
+#[tokio::test]
+async fn scim_and_the_provisioning_queue_work_under_the_acl_key_pattern() {
+    use std::time::Duration;
+    use storegate::provisioning::queue::WorkQueue;
+    use storegate::provisioning::queue::redis::RedisQueue;
+    use storegate::provisioning::reconcile::{Action, CustomerState};
+    use storegate::secret::Secret;
+    use storegate::session::{REDIS_PREFIX, RedisHandle};
+
+    let pki = Pki::make();
+    let tls_port = free_port();
+    let _redis = tls_acl_redis(&pki, tls_port);
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    let url = format!("rediss://storegate:{ACL_PASSWORD}@127.0.0.1:{tls_port}/");
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.redis_url = Some(url.clone());
+    opts.session_extra = ca_line(&pki);
+    opts.extra_toml = crate::scim::scim_toml_store("redis");
+    let a = Gateway::start(Reserved::new().await, opts).await;
+    let b = a.replica(Reserved::new().await).await;
+
+    let http = reqwest::Client::new();
+    let created = http
+        .post(a.url("/scim/v2/Users"))
+        .bearer_auth(crate::scim::TOKEN)
+        .json(&json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "acl@corp.example",
+            "externalId": "acl-1",
+            "active": true
+        }))
+        .send()
+        .await
+        .expect("POST /Users");
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let got = http
+        .get(b.url(&format!("/scim/v2/Users/{id}")))
+        .bearer_auth(crate::scim::TOKEN)
+        .send()
+        .await
+        .expect("GET /Users/id");
+    assert_eq!(
+        got.status(),
+        200,
+        "the replica reads it through the ACL user"
+    );
+
+    let ca = std::fs::read(pki.path("ca.pem")).expect("CA");
+    let handle =
+        RedisHandle::with_ca(&Secret::new(url), Some(ca), Duration::from_secs(2)).expect("handle");
+    let queue = RedisQueue::new(
+        handle,
+        REDIS_PREFIX,
+        vec!["store1".into()],
+        Duration::from_secs(60),
+    );
+    let delete = Action::Delete {
+        account: "store1".into(),
+        id: 7,
+        email: "acl@corp.example".into(),
+        before: CustomerState {
+            first_name: "A".into(),
+            last_name: "C".into(),
+            channel_ids: Some(vec![1]),
+            customer_group_id: 0,
+        },
+    };
+    queue
+        .enqueue("acl-run", vec![delete])
+        .await
+        .expect("enqueue under the ACL user");
+    let stats = queue.stats().await.expect("stats under the ACL user");
+    assert_eq!(
+        (stats.waiting, stats.in_flight, stats.dead_letters),
+        (1, 0, 0)
+    );
+    let lease = queue
+        .lease()
+        .await
+        .expect("lease under the ACL user")
+        .expect("the lease is free");
+    lease.release().await;
+}
