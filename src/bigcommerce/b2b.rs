@@ -83,9 +83,46 @@ pub async fn ensure_company_user(
     identity: &Identity,
     customer_id: u64,
 ) -> Result<Option<B2bOutcome>, ApiError> {
-    let Some(B2bGrant { company_id, role }) = decision.grant().b2b else {
+    let Some(grant) = decision.grant().b2b else {
         return Ok(None);
     };
+    ensure_membership(api, grant, identity, customer_id, true)
+        .await
+        .map(|m| Some(m.outcome))
+}
+
+/// What [`ensure_membership`] found and did; `before` is the role the user had (`None`: no
+/// company user yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub outcome: B2bOutcome,
+    pub before: Option<String>,
+}
+
+/// The role of a company user as text (`junior buyer`, `custom role #77`), for audit and plans.
+pub fn role_text(user: &CompanyUser) -> String {
+    match user.company_role_id {
+        Some(id) => B2bRole::Custom(id).to_string(),
+        None => match user.role {
+            0 => B2bRole::Admin.to_string(),
+            1 => B2bRole::SeniorBuyer.to_string(),
+            2 => B2bRole::JuniorBuyer.to_string(),
+            n => format!("role {n}"),
+        },
+    }
+}
+
+/// [`ensure_company_user`] for one grant, shared by the launch and the reconciler. With `apply`
+/// false nothing is written (a dry run): the outcome says what would be done (a user id of 0 for
+/// a user that would be created).
+pub async fn ensure_membership(
+    api: &dyn B2bApi,
+    grant: B2bGrant,
+    identity: &Identity,
+    customer_id: u64,
+    apply: bool,
+) -> Result<Membership, ApiError> {
+    let B2bGrant { company_id, role } = grant;
     let company = api
         .company(company_id)
         .await?
@@ -107,16 +144,53 @@ pub async fn ensure_company_user(
                 user.company_id
             ),
         }),
-        Some(user) if user.has_role(role) => Ok(Some(B2bOutcome::Unchanged { user_id: user.id })),
+        Some(user) if user.has_role(role) => Ok(Membership {
+            before: Some(role_text(&user)),
+            outcome: B2bOutcome::Unchanged { user_id: user.id },
+        }),
         Some(user) => {
-            api.set_role(user.id, role).await?;
-            Ok(Some(B2bOutcome::RoleChanged { user_id: user.id }))
+            if apply {
+                api.set_role(user.id, role).await?;
+            }
+            Ok(Membership {
+                before: Some(role_text(&user)),
+                outcome: B2bOutcome::RoleChanged { user_id: user.id },
+            })
         }
         None => {
-            let user_id = api.create_user(company_id, identity, role).await?;
-            Ok(Some(B2bOutcome::Created { user_id }))
+            let user_id = if apply {
+                api.create_user(company_id, identity, role).await?
+            } else {
+                0
+            };
+            Ok(Membership {
+                before: None,
+                outcome: B2bOutcome::Created { user_id },
+            })
         }
     }
+}
+
+/// One [`HttpB2bApi`] per `[[bigcommerce]]` account that has B2B Edition access, by account id
+/// (the gateway's launch path and the reconciler build them the same way).
+pub fn clients(
+    config: &crate::config::Config,
+) -> anyhow::Result<std::collections::HashMap<String, std::sync::Arc<dyn B2bApi>>> {
+    let mut b2b: std::collections::HashMap<String, std::sync::Arc<dyn B2bApi>> =
+        std::collections::HashMap::new();
+    for account in &config.bigcommerce {
+        if let Some(access) = &account.b2b {
+            let api = HttpB2bApi::new(
+                &access.api_base,
+                &account.store_hash,
+                access.access_token.clone(),
+                account.timeout,
+            )
+            .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {} (B2B Edition): {e}", account.id))?;
+            b2b.insert(account.id.clone(), std::sync::Arc::new(api));
+        }
+    }
+    Ok(b2b)
 }
 
 /// [`B2bApi`] over HTTP.

@@ -29,7 +29,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::audit::AuditLog;
 use crate::bigcommerce::api::{CustomerApi, HttpCustomerApi};
-use crate::bigcommerce::b2b::{B2bApi, HttpB2bApi};
+use crate::bigcommerce::b2b::B2bApi;
 use crate::bigcommerce::store_clock::StoreClock;
 use crate::clock::SharedClock;
 use crate::config::{Config, Protocol};
@@ -94,21 +94,7 @@ impl AppState {
             let api = metrics.metered_bigcommerce(&account.id, Arc::new(api));
             bigcommerce.insert(account.id.clone(), api);
         }
-        let mut b2b: HashMap<String, Arc<dyn B2bApi>> = HashMap::new();
-        for account in &config.bigcommerce {
-            if let Some(access) = &account.b2b {
-                let api = HttpB2bApi::new(
-                    &access.api_base,
-                    &account.store_hash,
-                    access.access_token.clone(),
-                    account.timeout,
-                )
-                .map_err(|e| {
-                    anyhow::anyhow!("[[bigcommerce]] {} (B2B Edition): {e}", account.id)
-                })?;
-                b2b.insert(account.id.clone(), Arc::new(api));
-            }
-        }
+        let b2b = crate::bigcommerce::b2b::clients(&config)?;
         let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
         if let session::Store::Redis(s) = &sessions {
             metrics.watch_redis(s.handle().clone())?;
