@@ -245,6 +245,7 @@ fn certs(dir: &std::path::Path, cn: &str, force: bool) -> ExitCode {
 }
 
 async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
+    use storegate::provisioning::b2b_sync::render_b2b;
     use storegate::provisioning::run::{Reconciler, load_scim, render_drift, render_plan};
     let clock = clock();
     let audit = storegate::server::open_audit(&cfg)?;
@@ -253,14 +254,21 @@ async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let r = Reconciler::new(std::sync::Arc::new(cfg), audit, clock, Default::default())?;
     if dry_run {
         let (plan, drift) = r.preview(&data, now).await?;
-        print!("{}{}", render_drift(&drift), render_plan(&plan));
+        let b2b = r.preview_b2b(&data, now).await?;
+        print!(
+            "{}{}{}",
+            render_drift(&drift),
+            render_plan(&plan),
+            render_b2b(&b2b)
+        );
         return Ok(());
     }
     let report = r.pass(&data, now).await?;
     print!(
-        "{}{}",
+        "{}{}{}",
         render_drift(&report.drift),
-        render_plan(&report.plan)
+        render_plan(&report.plan),
+        render_b2b(&report.b2b)
     );
     println!(
         "run {}: {} done, {} failed, {} calls, {} rate-limited, {} retried",

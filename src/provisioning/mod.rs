@@ -2,6 +2,7 @@
 //! state it implies together with the policy, and the reconciler that drives BigCommerce there
 //! through a durable, rate-limit-aware work queue.
 
+pub mod b2b_sync;
 pub mod bc;
 pub mod executor;
 pub mod queue;

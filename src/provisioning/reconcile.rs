@@ -41,6 +41,8 @@ pub struct DesiredCustomer {
     pub group: Option<CustomerGroupRef>,
     /// `{idp}:{subject}`, as the launch path records it.
     pub subject: String,
+    /// B2B Edition company and role, from the first granted store of this account that has one.
+    pub b2b: Option<crate::policy::B2bGrant>,
 }
 
 /// Everything the plan needs to know about who should have what.
@@ -127,23 +129,30 @@ pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
             email.to_lowercase(),
             format!("{}:{}", identity.idp, identity.subject),
         );
-        let mut per_account: BTreeMap<String, (Vec<u64>, Option<CustomerGroupRef>)> =
-            BTreeMap::new();
+        type PerAccount = (
+            Vec<u64>,
+            Option<CustomerGroupRef>,
+            Option<crate::policy::B2bGrant>,
+        );
+        let mut per_account: BTreeMap<String, PerAccount> = BTreeMap::new();
         for grant in cfg.policy.grants(&identity, now) {
             let Some(store) = cfg.store(&grant.store) else {
                 continue;
             };
             let e = per_account
                 .entry(store.account.clone())
-                .or_insert((Vec::new(), None));
+                .or_insert((Vec::new(), None, None));
             e.0.push(store.channel_id);
             // The first granted store (portal order) decides the group, as at launch.
             if e.1.is_none() {
                 e.1 = grant.customer_group.clone();
             }
+            if e.2.is_none() {
+                e.2 = grant.b2b;
+            }
         }
         let local = email.split('@').next().unwrap_or(&email).to_owned();
-        for (account, (mut channels, group)) in per_account {
+        for (account, (mut channels, group, b2b)) in per_account {
             channels.sort_unstable();
             channels.dedup();
             out.customers.push(DesiredCustomer {
@@ -154,6 +163,7 @@ pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
                 channel_ids: channels,
                 group,
                 subject: format!("{}:{}", identity.idp, identity.subject),
+                b2b,
             });
         }
     }

@@ -16,6 +16,8 @@
 //! gets no action, and is logged, audited and printed with the plan, every pass, until an
 //! administrator resolves it.
 //!
+//! B2B Edition company membership is a step after the queue drained: see [`super::b2b_sync`].
+//!
 //! [`spawn_schedule`] runs a pass every `[provisioning] reconcile_interval` inside `serve`.
 
 use std::collections::HashMap;
@@ -42,6 +44,8 @@ const LOOKUP: usize = 50;
 pub struct Reconciler {
     pub config: Arc<Config>,
     pub clients: HashMap<String, Arc<BatchClient>>,
+    /// B2B Edition clients of the accounts that have B2B access, for [`Reconciler::b2b_step`].
+    pub b2b: HashMap<String, Arc<dyn crate::bigcommerce::b2b::B2bApi>>,
     pub executor: Arc<Executor>,
 }
 
@@ -51,6 +55,8 @@ pub struct PassReport {
     pub plan: Vec<Action>,
     pub drift: Vec<Drift>,
     pub drain: DrainReport,
+    /// B2B Edition membership, after the queue drained (see [`super::b2b_sync`]).
+    pub b2b: Vec<super::b2b_sync::B2bChange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -146,15 +152,17 @@ impl Reconciler {
             clock,
             backoff,
         });
+        let b2b = crate::bigcommerce::b2b::clients(&config)?;
         Ok(Reconciler {
             config,
             clients,
+            b2b,
             executor,
         })
     }
 
     /// A call retried through 429 and 5xx (lookups before planning).
-    async fn retrying<T, F, Fut>(&self, f: F) -> anyhow::Result<T>
+    pub(super) async fn retrying<T, F, Fut>(&self, f: F) -> anyhow::Result<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, CallError>>,
@@ -269,6 +277,16 @@ impl Reconciler {
         now: crate::clock::UnixTime,
     ) -> anyhow::Result<(Vec<Action>, Vec<Drift>)> {
         self.plan_with_drift(data, now, false).await
+    }
+
+    /// What the B2B step would do, reading only (`--dry-run`).
+    pub async fn preview_b2b(
+        &self,
+        data: &ScimData,
+        now: crate::clock::UnixTime,
+    ) -> anyhow::Result<Vec<super::b2b_sync::B2bChange>> {
+        let desired = reconcile::desired_state(&self.config, data, now);
+        self.b2b_step(&desired, "dry-run", now, false).await
     }
 
     /// The plan and the drift; `create_groups` false reads only.
@@ -433,6 +451,8 @@ impl Reconciler {
             .enqueue(&report.run, report.plan.clone())
             .await?;
         report.drain = self.executor.drain(None).await;
+        let desired = reconcile::desired_state(&self.config, data, now);
+        report.b2b = self.b2b_step(&desired, &report.run, now, true).await?;
         Ok(report)
     }
 }

@@ -12,6 +12,7 @@ fn desired(account: &str, email: &str, channels: &[u64], group: Option<&str>) ->
         channel_ids: channels.to_vec(),
         group: group.map(|g| CustomerGroupRef::Name(g.into())),
         subject: "nam:a".into(),
+        b2b: None,
     }
 }
 
