@@ -705,3 +705,238 @@ pub(crate) async fn optimistic_creates_case(sim: &SimHandle, cfg: Config) {
     assert_eq!(audited, 1);
     assert_eq!(by_id(other), theirs, "still untouched after the pass");
 }
+
+/// A configuration whose store1 account runs B2B Edition: `buyers` get company 42 as junior
+/// buyers, `seniors` as senior buyers.
+fn b2b_config(sim_base: &str, queue: &std::path::Path) -> Config {
+    let mut t = String::from(
+        "public_url = \"http://127.0.0.1:1\"\nallow_insecure_http = true\n[[idp]]\nid = \"nam\"\nprotocol = \"oidc\"\nissuer = \"http://127.0.0.1:9/x\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+    );
+    t += &format!(
+        "[[bigcommerce]]\nid = \"store1\"\nstore_hash = \"store1\"\napi_base = \"{sim_base}\"\naccess_token = \"token-store1\"\nclient_id = \"client-store1\"\nclient_secret = \"secret-store1\"\nb2b_access_token = \"b2b-token-store1\"\nb2b_api_base = \"{sim_base}/api/v3/io\"\n[[store]]\nid = \"store1\"\nname = \"store1\"\nbigcommerce = \"store1\"\nurl = \"{sim_base}/storefront/store1/1\"\n"
+    );
+    t += "[[rule]]\nname = \"buyers\"\ngroups_any = [\"buyers\"]\nstores = [\"store1\"]\nrole = \"buyer\"\nb2b = { company_id = 42, role = \"junior_buyer\" }\n";
+    t += "[[rule]]\nname = \"seniors\"\ngroups_any = [\"seniors\"]\nstores = [\"store1\"]\nrole = \"senior\"\nb2b = { company_id = 42, role = \"senior_buyer\" }\n";
+    t += &format!(
+        "[scim]\nenabled = true\nbearer_token = \"0123456789abcdef0123\"\nstore = \"memory\"\n[provisioning]\nqueue = \"file:{}\"\n",
+        queue.display()
+    );
+    config::load_str(&t, "reconcile.toml", &LiteralEnv).unwrap_or_else(|d| panic!("{d}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b2b_membership_is_reconciled_without_a_launch_and_another_company_is_left_alone() {
+    use storegate::bigcommerce::sim::{SimCompany, SimCompanyUser};
+    use storegate::provisioning::b2b_sync::B2bChangeKind;
+
+    let (sim, base) = simulator(1000, 1000).await;
+    sim.enable_b2b(
+        "store1",
+        "b2b-token-store1",
+        vec![SimCompany {
+            id: 42,
+            name: "Acme".into(),
+            status: 1,
+            customer_group_id: 9,
+            custom_roles: vec![],
+        }],
+    );
+    // user00002 already is a customer and a user of company 99 (set up by someone else).
+    let other = sim
+        .add_customer(
+            "store1",
+            "user00002@corp.example",
+            "U2",
+            "Test",
+            Some(vec![1]),
+        )
+        .unwrap();
+    sim.add_company_user(
+        "store1",
+        SimCompanyUser {
+            id: 500,
+            customer_id: other,
+            company_id: 99,
+            role: 0,
+            company_role_id: None,
+            email: "user00002@corp.example".into(),
+        },
+    );
+    let dir = temp("b2b");
+    let cfg = Arc::new(b2b_config(&base, &dir.join("queue.json")));
+    let (audit, mut events) = AuditLog::channel();
+    let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), fast()).unwrap();
+    let scim = scim_with_users(3, "buyers").await;
+    let now = || storegate::clock::Clock::now(&SystemClock);
+
+    // Joiners: one pass, no launch.
+    let report = r
+        .pass(&scim.snapshot().await.unwrap(), now())
+        .await
+        .unwrap();
+    assert_eq!(report.drain.failed, 0, "{:?}", report.drain);
+    let kinds = |report: &storegate::provisioning::run::PassReport| {
+        let mut k: Vec<(String, B2bChangeKind)> = report
+            .b2b
+            .iter()
+            .map(|c| (c.email.clone(), c.kind.clone()))
+            .collect();
+        k.sort_by(|a, b| a.0.cmp(&b.0));
+        k
+    };
+    assert_eq!(
+        kinds(&report),
+        vec![
+            ("user00000@corp.example".into(), B2bChangeKind::Created),
+            ("user00001@corp.example".into(), B2bChangeKind::Created),
+            ("user00002@corp.example".into(), B2bChangeKind::Conflict),
+        ]
+    );
+    let users = sim.company_users("store1");
+    assert_eq!(users.len(), 3, "{users:?}");
+    for email in ["user00000@corp.example", "user00001@corp.example"] {
+        let u: Vec<_> = users.iter().filter(|u| u.email == email).collect();
+        assert_eq!(u.len(), 1, "{email}: exactly one company user");
+        assert_eq!(
+            (u[0].company_id, u[0].role, u[0].company_role_id),
+            (42, 2, None)
+        );
+    }
+    let left = users.iter().find(|u| u.customer_id == other).unwrap();
+    assert_eq!(
+        (left.id, left.company_id, left.role),
+        (500, 99, 0),
+        "never moved"
+    );
+
+    let b2b_events =
+        |events: &mut tokio::sync::mpsc::UnboundedReceiver<storegate::audit::AuditEvent>| {
+            let mut out = Vec::new();
+            while let Ok(ev) = events.try_recv() {
+                if let Some(reason) = ev.reason.as_deref().filter(|r| r.starts_with("b2b_")) {
+                    out.push((
+                        ev.email.clone().unwrap_or_default(),
+                        reason.to_owned(),
+                        ev.before.clone(),
+                        ev.after.clone(),
+                    ));
+                }
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out
+        };
+    assert_eq!(
+        b2b_events(&mut events),
+        vec![
+            (
+                "user00000@corp.example".into(),
+                "b2b_create".into(),
+                None,
+                Some(json!("junior buyer"))
+            ),
+            (
+                "user00001@corp.example".into(),
+                "b2b_create".into(),
+                None,
+                Some(json!("junior buyer"))
+            ),
+            (
+                "user00002@corp.example".into(),
+                "b2b_conflict".into(),
+                None,
+                Some(json!("junior buyer"))
+            ),
+        ]
+    );
+    let conflict = report
+        .b2b
+        .iter()
+        .find(|c| c.kind == B2bChangeKind::Conflict)
+        .unwrap();
+    assert!(
+        conflict
+            .detail
+            .contains("is a user of B2B company 99, not 42"),
+        "{}",
+        conflict.detail
+    );
+
+    // Mover: user00001 leaves buyers for seniors; the next pass changes the role in place.
+    let all = scim
+        .list(Kind::User, &Default::default(), "http://x")
+        .await
+        .unwrap()
+        .resources;
+    let mover = all.iter().find(|u| u["externalId"] == "guid-1").unwrap();
+    let groups = scim
+        .list(Kind::Group, &Default::default(), "http://x")
+        .await
+        .unwrap()
+        .resources;
+    let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": format!("members[value eq \"{}\"]", mover["id"].as_str().unwrap())}]})).unwrap();
+    scim.patch(
+        Kind::Group,
+        groups[0]["id"].as_str().unwrap(),
+        patch,
+        None,
+        "http://x",
+    )
+    .await
+    .unwrap();
+    scim.create(
+        Kind::Group,
+        json!({"displayName": "seniors", "members": [{"value": mover["id"]}]}),
+        "http://x",
+    )
+    .await
+    .unwrap();
+    let report = r
+        .pass(&scim.snapshot().await.unwrap(), now())
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds(&report),
+        vec![
+            ("user00000@corp.example".into(), B2bChangeKind::Unchanged),
+            ("user00001@corp.example".into(), B2bChangeKind::RoleChanged),
+            ("user00002@corp.example".into(), B2bChangeKind::Conflict),
+        ]
+    );
+    let users = sim.company_users("store1");
+    assert_eq!(users.len(), 3, "no user added: {users:?}");
+    let moved = users
+        .iter()
+        .find(|u| u.email == "user00001@corp.example")
+        .unwrap();
+    assert_eq!((moved.company_id, moved.role), (42, 1), "senior buyer now");
+    let stayed = users
+        .iter()
+        .find(|u| u.email == "user00000@corp.example")
+        .unwrap();
+    assert_eq!(stayed.role, 2);
+    assert_eq!(
+        users
+            .iter()
+            .find(|u| u.customer_id == other)
+            .unwrap()
+            .company_id,
+        99
+    );
+    assert_eq!(
+        b2b_events(&mut events),
+        vec![
+            (
+                "user00001@corp.example".into(),
+                "b2b_role".into(),
+                Some(json!("junior buyer")),
+                Some(json!("senior buyer"))
+            ),
+            (
+                "user00002@corp.example".into(),
+                "b2b_conflict".into(),
+                None,
+                Some(json!("junior buyer"))
+            ),
+        ]
+    );
+}
