@@ -20,14 +20,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use storegate::audit::AuditLog;
-use storegate::bigcommerce::sim::{SimChannel, SimConfig, SimStore, Simulator};
+use storegate::bigcommerce::sim::{SimConfig, SimStore, Simulator};
 use storegate::clock::SystemClock;
 use storegate::config::{self, Environment};
 use storegate::provisioning::queue::Backoff;
 use storegate::provisioning::run::Reconciler;
 use storegate::provisioning::scim::ScimService;
 use storegate::provisioning::scim::store::{Kind, MemoryStore};
-use storegate::secret::Secret;
 
 const HASHES: [&str; 3] = ["store1", "store2", "store3"];
 const PER_WINDOW: u32 = 450;
@@ -87,20 +86,7 @@ async fn wave(users: usize, window_ms: u64) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let data = scim.snapshot().await?;
-    let stores = HASHES
-        .iter()
-        .map(|h| SimStore {
-            store_hash: (*h).into(),
-            name: (*h).into(),
-            access_token: Secret::new(format!("token-{h}")),
-            client_id: format!("client-{h}"),
-            client_secret: Secret::new(format!("secret-{h}")),
-            channels: vec![SimChannel {
-                id: 1,
-                name: "main".into(),
-            }],
-        })
-        .collect();
+    let stores = HASHES.iter().map(|h| SimStore::single_channel(h)).collect();
     let mut sc = SimConfig::new(stores);
     sc.requests_per_window = PER_WINDOW;
     sc.window_ms = window_ms;

@@ -6,34 +6,20 @@ use std::time::Duration;
 
 use serde_json::json;
 use storegate::audit::AuditLog;
-use storegate::bigcommerce::sim::{SimChannel, SimConfig, SimHandle, SimStore, Simulator};
+use storegate::bigcommerce::sim::{SimConfig, SimHandle, SimStore, Simulator};
 use storegate::clock::SystemClock;
 use storegate::config::{self, Config, LiteralEnv};
 use storegate::provisioning::queue::Backoff;
 use storegate::provisioning::run::Reconciler;
 use storegate::provisioning::scim::store::{Kind, MemoryStore};
 use storegate::provisioning::scim::{ScimData, ScimService};
-use storegate::secret::Secret;
 use tokio::net::TcpListener;
 
 pub(crate) const HASHES: [&str; 3] = ["store1", "store2", "store3"];
 
 /// A simulator with three store hashes and a fast rate-limit window (so limits bite in seconds).
 pub(crate) async fn simulator(per_window: u32, window_ms: u64) -> (SimHandle, String) {
-    let stores = HASHES
-        .iter()
-        .map(|h| SimStore {
-            store_hash: (*h).into(),
-            name: (*h).into(),
-            access_token: Secret::new(format!("token-{h}")),
-            client_id: format!("client-{h}"),
-            client_secret: Secret::new(format!("secret-{h}")),
-            channels: vec![SimChannel {
-                id: 1,
-                name: "main".into(),
-            }],
-        })
-        .collect();
+    let stores = HASHES.iter().map(|h| SimStore::single_channel(h)).collect();
     let mut cfg = SimConfig::new(stores);
     cfg.requests_per_window = per_window;
     cfg.window_ms = window_ms;
@@ -103,6 +89,32 @@ pub(crate) async fn scim_with_users(n: usize, group: &str) -> ScimService {
     .await
     .unwrap();
     s
+}
+
+/// A SCIM mover: `user` leaves the first group and becomes the only member of a new group `name`.
+async fn move_to_new_group(scim: &ScimService, user: &serde_json::Value, name: &str) {
+    let groups = scim
+        .list(Kind::Group, &Default::default(), "http://x")
+        .await
+        .unwrap()
+        .resources;
+    let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": format!("members[value eq \"{}\"]", user["id"].as_str().unwrap())}]})).unwrap();
+    scim.patch(
+        Kind::Group,
+        groups[0]["id"].as_str().unwrap(),
+        patch,
+        None,
+        "http://x",
+    )
+    .await
+    .unwrap();
+    scim.create(
+        Kind::Group,
+        json!({"displayName": name, "members": [{"value": user["id"]}]}),
+        "http://x",
+    )
+    .await
+    .unwrap();
 }
 
 pub(crate) fn assert_exactly_once(sim: &SimHandle, n: usize) {
@@ -282,28 +294,7 @@ async fn a_leaver_is_locked_out_in_one_pass_and_a_mover_loses_stores() {
         "the gateway refuses the leaver at once"
     );
     // Mover: from staff (every store) to outlet (store3 only).
-    let groups = scim
-        .list(Kind::Group, &Default::default(), "http://x")
-        .await
-        .unwrap()
-        .resources;
-    let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": format!("members[value eq \"{}\"]", mover["id"].as_str().unwrap())}]})).unwrap();
-    scim.patch(
-        Kind::Group,
-        groups[0]["id"].as_str().unwrap(),
-        patch,
-        None,
-        "http://x",
-    )
-    .await
-    .unwrap();
-    scim.create(
-        Kind::Group,
-        json!({"displayName": "outlet", "members": [{"value": mover["id"]}]}),
-        "http://x",
-    )
-    .await
-    .unwrap();
+    move_to_new_group(&scim, mover, "outlet").await;
 
     let report = r
         .pass(
@@ -868,28 +859,7 @@ async fn b2b_membership_is_reconciled_without_a_launch_and_another_company_is_le
         .unwrap()
         .resources;
     let mover = all.iter().find(|u| u["externalId"] == "guid-1").unwrap();
-    let groups = scim
-        .list(Kind::Group, &Default::default(), "http://x")
-        .await
-        .unwrap()
-        .resources;
-    let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": format!("members[value eq \"{}\"]", mover["id"].as_str().unwrap())}]})).unwrap();
-    scim.patch(
-        Kind::Group,
-        groups[0]["id"].as_str().unwrap(),
-        patch,
-        None,
-        "http://x",
-    )
-    .await
-    .unwrap();
-    scim.create(
-        Kind::Group,
-        json!({"displayName": "seniors", "members": [{"value": mover["id"]}]}),
-        "http://x",
-    )
-    .await
-    .unwrap();
+    move_to_new_group(&scim, mover, "seniors").await;
     let report = r
         .pass(&scim.snapshot().await.unwrap(), now())
         .await

@@ -44,6 +44,24 @@ pub struct SimStore {
     pub channels: Vec<SimChannel>,
 }
 
+impl SimStore {
+    /// A store hash with one channel (1, "main") and credentials derived from the hash
+    /// (`token-HASH`, `client-HASH`, `secret-HASH`): the provisioning tests' and bench's stores.
+    pub fn single_channel(hash: &str) -> Self {
+        SimStore {
+            store_hash: hash.into(),
+            name: hash.into(),
+            access_token: Secret::new(format!("token-{hash}")),
+            client_id: format!("client-{hash}"),
+            client_secret: Secret::new(format!("secret-{hash}")),
+            channels: vec![SimChannel {
+                id: 1,
+                name: "main".into(),
+            }],
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub stores: Vec<SimStore>,
