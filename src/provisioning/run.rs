@@ -267,7 +267,8 @@ impl Reconciler {
         data: &ScimData,
         now: crate::clock::UnixTime,
     ) -> anyhow::Result<Vec<Action>> {
-        Ok(self.plan_with_drift(data, now, true).await?.0)
+        let desired = reconcile::desired_state(&self.config, data, now);
+        Ok(self.plan_with_drift(&desired, true).await?.0)
     }
 
     /// The plan and the drift without any write to BigCommerce (`--dry-run`).
@@ -276,7 +277,8 @@ impl Reconciler {
         data: &ScimData,
         now: crate::clock::UnixTime,
     ) -> anyhow::Result<(Vec<Action>, Vec<Drift>)> {
-        self.plan_with_drift(data, now, false).await
+        let desired = reconcile::desired_state(&self.config, data, now);
+        self.plan_with_drift(&desired, false).await
     }
 
     /// What the B2B step would do, reading only (`--dry-run`).
@@ -289,14 +291,12 @@ impl Reconciler {
         self.b2b_step(&desired, "dry-run", now, false).await
     }
 
-    /// The plan and the drift; `create_groups` false reads only.
+    /// The plan and the drift towards `desired`; `create_groups` false reads only.
     pub async fn plan_with_drift(
         &self,
-        data: &ScimData,
-        now: crate::clock::UnixTime,
+        desired: &reconcile::Desired,
         create_groups: bool,
     ) -> anyhow::Result<(Vec<Action>, Vec<Drift>)> {
-        let desired = reconcile::desired_state(&self.config, data, now);
         let mut emails: Vec<String> = desired
             .customers
             .iter()
@@ -311,7 +311,7 @@ impl Reconciler {
         let repair = self.config.provisioning.repair_drift;
         let mut groups = self
             .groups(
-                &desired,
+                desired,
                 !desired.leavers.is_empty() || !desired.customers.is_empty() || !tagged.is_empty(),
                 create_groups,
             )
@@ -324,10 +324,10 @@ impl Reconciler {
             .map(|a| a.id.clone())
             .collect();
         let mode = self.config.provisioning.deprovision;
-        let mut plan = reconcile::plan(&desired, &actual, &groups, &accounts, mode);
-        let conflicts = reconcile::conflicts(&desired, &actual, &groups, &accounts);
+        let mut plan = reconcile::plan(desired, &actual, &groups, &accounts, mode);
+        let conflicts = reconcile::conflicts(desired, &actual, &groups, &accounts);
         let mut drift = drift(
-            &desired, &tagged, &groups, mode, repair, &conflicts, &mut plan,
+            desired, &tagged, &groups, mode, repair, &conflicts, &mut plan,
         );
         drift.extend(conflicts.into_iter().map(|c| Drift {
             detail: format!(
@@ -405,7 +405,9 @@ impl Reconciler {
                 );
             }
         }
-        let (plan, drift) = self.plan_with_drift(data, now, true).await?;
+        // Decided once per pass: the plan and the B2B step after the drain work from it.
+        let desired = reconcile::desired_state(&self.config, data, now);
+        let (plan, drift) = self.plan_with_drift(&desired, true).await?;
         report.plan = plan;
         report.drift = drift;
         for d in &report.drift {
@@ -451,7 +453,6 @@ impl Reconciler {
             .enqueue(&report.run, report.plan.clone())
             .await?;
         report.drain = self.executor.drain(None).await;
-        let desired = reconcile::desired_state(&self.config, data, now);
         report.b2b = self.b2b_step(&desired, &report.run, now, true).await?;
         Ok(report)
     }
