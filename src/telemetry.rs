@@ -30,14 +30,27 @@ const SCOPE: &str = "storegate";
 
 /// A running exporter. Keep it until the server has drained, then [`Telemetry::shutdown`] it so
 /// the last batch reaches the collector.
+///
+/// The batch processor and its HTTP exports run on a runtime of their own (one worker thread),
+/// never on the gateway's: the SDK's flush and shutdown block the calling thread until that
+/// worker answers, so on the caller's runtime a flush or a drop from a runtime thread (the
+/// only thread, on a current-thread runtime) waits forever for a task that can no longer run.
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    /// `None` once shut down. Dropped with `shutdown_background`, which may run anywhere.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Telemetry {
-    /// Builds the batch exporter on the current tokio runtime (call from inside it). Nothing is
-    /// sent until spans end; a collector that is down costs dropped spans, never requests.
+    /// Builds the batch exporter and starts its runtime. Nothing is sent until spans end; a
+    /// collector that is down costs dropped spans, never requests.
     pub fn start(cfg: &TelemetryConfig) -> anyhow::Result<Telemetry> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("storegate-otlp")
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("[telemetry] cannot start the exporter's thread: {e}"))?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
@@ -62,7 +75,11 @@ impl Telemetry {
                     cfg.traces_url
                 )
             })?;
-        let processor = BatchSpanProcessor::builder(exporter, runtime::Tokio).build();
+        // The processor spawns its worker on the runtime entered here: the exporter's own.
+        let processor = {
+            let _entered = runtime.enter();
+            BatchSpanProcessor::builder(exporter, runtime::Tokio).build()
+        };
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             // No remote parent is ever extracted (see the module comment), so this is the ratio.
@@ -75,7 +92,10 @@ impl Telemetry {
                     .build(),
             )
             .build();
-        Ok(Telemetry { provider })
+        Ok(Telemetry {
+            provider,
+            runtime: Some(runtime),
+        })
     }
 
     /// The `tracing` layer that turns this crate's spans into exported OpenTelemetry spans.
@@ -93,10 +113,12 @@ impl Telemetry {
     }
 
     /// Sends what is still buffered and stops the exporter. The SDK blocks while it flushes, so
-    /// that runs on a blocking thread and the runtime keeps driving the export task meanwhile.
-    pub async fn shutdown(self) {
-        let provider = self.provider;
-        match tokio::task::spawn_blocking(move || provider.shutdown()).await {
+    /// that runs on a blocking thread and never holds up one of the gateway's runtime threads.
+    pub async fn shutdown(mut self) {
+        let provider = self.provider.clone();
+        let runtime = self.runtime.take();
+        let stopped = tokio::task::spawn_blocking(move || stop(&provider, runtime)).await;
+        match stopped {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("telemetry: the last spans were not exported: {e}"),
             Err(e) => tracing::warn!("telemetry: the exporter did not stop cleanly: {e}"),
@@ -110,6 +132,32 @@ impl Telemetry {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("telemetry: spans were not exported: {e}"),
             Err(e) => tracing::warn!("telemetry: flushing did not finish: {e}"),
+        }
+    }
+}
+
+/// Flushes and stops the provider while its runtime still runs, then lets the runtime go.
+fn stop(
+    provider: &SdkTracerProvider,
+    runtime: Option<tokio::runtime::Runtime>,
+) -> opentelemetry_sdk::error::OTelSdkResult {
+    let result = provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT);
+    if let Some(runtime) = runtime {
+        runtime.shutdown_background();
+    }
+    result
+}
+
+/// How long a shutdown may take to deliver the last batch.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Drop for Telemetry {
+    /// Without [`Telemetry::shutdown`] (an early return or a panic), stops the exporter here.
+    /// This blocks for at most one export, which its own runtime completes; the provider's own
+    /// drop, later, finds it stopped and does nothing.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            let _ = stop(&self.provider, Some(runtime));
         }
     }
 }

@@ -421,3 +421,49 @@ async fn sample_ratio_zero_exports_nothing_and_one_exports_every_request() {
     assert_eq!(exported_with_ratio(0.0, 20).await, 0);
     assert_eq!(exported_with_ratio(1.0, 20).await, 20);
 }
+
+/// An exporter dropped without `shutdown` (a panic or an early return) on the thread of a
+/// current-thread runtime still delivers its spans and returns. The SDK blocks the dropping
+/// thread until the export is done, which works only because the export runs on the exporter's
+/// own thread: on the caller's runtime this drop waited forever (it hung CI once). The collector
+/// runs on a runtime of its own, and a watchdog turns a hang into a failure.
+#[test]
+fn dropping_a_live_exporter_on_a_runtime_thread_flushes_and_returns() {
+    let collector_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("collector runtime");
+    let collector = collector_rt.block_on(Collector::start());
+    let cfg = storegate::config::telemetry::TelemetryConfig {
+        traces_url: url::Url::parse(&format!("{}/v1/traces", collector.base)).expect("url"),
+        service_name: "storegate-drop".to_owned(),
+        sample_ratio: 1.0,
+        headers: Vec::new(),
+    };
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        rt.block_on(async move {
+            let exporter = Telemetry::start(&cfg).expect("start the exporter");
+            {
+                let _guard = tracing::subscriber::set_default(
+                    tracing_subscriber::registry().with(exporter.layer()),
+                );
+                for _ in 0..3 {
+                    tracing::info_span!(target: "storegate::web", "request", path = "/")
+                        .in_scope(|| {});
+                }
+            }
+            drop(exporter);
+        });
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("dropping the exporter returned within 30 s");
+    assert_eq!(collector.spans().len(), 3, "the drop delivered the spans");
+}

@@ -13,6 +13,9 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Extra `redis-server` arguments (TLS, ACL users), kept for restarts.
     extra: Vec<String>,
+    /// Its working directory. `--save ""` keeps a master from writing, but a replica still
+    /// stores the RDB of its full sync: never in the checkout.
+    dir: std::path::PathBuf,
 }
 
 impl RedisServer {
@@ -32,6 +35,7 @@ impl RedisServer {
                 port: super::free_port(),
                 child: None,
                 extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+                dir: private_dir("redis"),
             };
             match server.try_spawn() {
                 Ok(()) => return server,
@@ -79,6 +83,8 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--loglevel", "warning"])
+            .arg("--dir")
+            .arg(&self.dir)
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -113,6 +119,7 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
