@@ -172,7 +172,21 @@ async fn a_sign_in_and_launch_are_exported_as_request_spans_without_secrets() {
         .expect("probe");
     assert_eq!(probe.status(), 200);
 
-    exporter.flush().await;
+    // A request's span ends when the server has finished the response, which may be just after
+    // the client read it: flush until the four request spans are in (bounded), then check.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        exporter.flush().await;
+        let requests = collector
+            .spans()
+            .iter()
+            .filter(|s| s.name == "request")
+            .count();
+        if requests >= 4 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let exports = collector.exports.lock().expect("lock").len();
     assert!(exports >= 1, "the collector received nothing");
