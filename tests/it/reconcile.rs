@@ -222,7 +222,12 @@ async fn a_restart_in_the_middle_of_a_run_resumes_without_duplicates() {
     // "Crash": the worker is killed at an arbitrary point, possibly between a call and the write.
     let ex = r.executor.clone();
     let worker = tokio::spawn(async move { ex.drain(None).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while sim.customers("store1").len() < 100 {
+        assert!(
+            !worker.is_finished() && std::time::Instant::now() < deadline,
+            "the worker stopped or stalled before 100 customers on store1"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     worker.abort();

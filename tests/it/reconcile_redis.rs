@@ -144,7 +144,12 @@ async fn a_consumer_dropped_with_work_pending_is_taken_over_by_the_other() {
     // B works for a while and is stopped at an arbitrary point (possibly mid-call) ...
     let ex = b.executor.clone();
     let worker = tokio::spawn(async move { ex.drain(None).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while sim.customers("store1").len() < 50 {
+        assert!(
+            !worker.is_finished() && std::time::Instant::now() < deadline,
+            "the worker stopped or stalled before 50 customers on store1"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     worker.abort();
@@ -187,7 +192,12 @@ async fn a_restarted_gateway_resumes_the_queue_from_redis() {
     first.executor.queue.enqueue("run-1", plan).await.unwrap();
     let ex = first.executor.clone();
     let worker = tokio::spawn(async move { ex.drain(None).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while sim.customers("store2").len() < 50 {
+        assert!(
+            !worker.is_finished() && std::time::Instant::now() < deadline,
+            "the worker stopped or stalled before 50 customers on store2"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     worker.abort();
