@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::harness::{Gateway, Opts, Reserved};
 use crate::support::browser::Browser;
 use crate::support::free_port;
-use crate::support::redis::RedisServer;
+use crate::support::redis::{ClusterSetup, ClusterTls, RedisServer};
 use crate::support::rogue_op::RogueOp;
 
 const CLIENT: &str = "storegate";
@@ -44,7 +44,7 @@ impl Pki {
         };
         std::fs::write(
             dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .expect("ext file");
         let ec = [
@@ -321,4 +321,60 @@ async fn scim_and_the_provisioning_queue_work_under_the_acl_key_pattern() {
         .expect("lease under the ACL user")
         .expect("the lease is free");
     lease.release().await;
+}
+
+/// Cluster over TLS with the ACL user: every node speaks TLS to clients and on the cluster bus,
+/// the nodes announce their TLS ports, and the gateway (seeded with one node, given the private
+/// CA) discovers the others, so a session signed in on A is read and launched from on B, and
+/// its record sits on exactly one node.
+#[tokio::test]
+async fn a_tls_cluster_with_an_acl_user_carries_the_sessions() {
+    let pki = Pki::make();
+    let (cert, key, ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"));
+    let cluster = ClusterSetup::start_with(Some(&ClusterTls {
+        cert: &cert,
+        key: &key,
+        ca: &ca,
+        user: "storegate",
+        password: ACL_PASSWORD,
+    }));
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    op.set_claims(json!({"email": "tls-cluster@corp.example", "groups": ["bc-merchandisers"]}));
+    let node = |i: usize| {
+        format!(
+            "rediss://storegate:{ACL_PASSWORD}@127.0.0.1:{}",
+            cluster.tls_ports[i]
+        )
+    };
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.redis_topology = Some(format!(
+        "redis_mode = \"cluster\"\nredis_nodes = [\"{}\"]",
+        node(0)
+    ));
+    opts.session_extra = ca_line(&pki);
+    let a = Gateway::start(Reserved::new().await, opts).await;
+    let b = a
+        .replica_edited(Reserved::new().await, &node(0), &node(2))
+        .await;
+    let (status, body) = readyz(&a).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(readyz(&b).await.0, 200);
+
+    let browser = Browser::new();
+    let start = browser.get(&a.url("/login")).await;
+    let done = browser.follow_while(start, |u| u.path() != "/").await;
+    assert_eq!(done.status(), 303, "{}", browser.hops_text());
+    let me = browser.get(&b.url("/api/me")).await;
+    assert_eq!(me.status(), 200, "B reads the session A wrote over TLS");
+    let cookies = browser.cookies_for(&a.base).expect("cookies");
+    let id = cookies
+        .split("; ")
+        .find_map(|c| c.strip_prefix("storegate_session="))
+        .expect("session cookie");
+    let holders = cluster.nodes_holding(&format!("storegate:session:{id}"));
+    assert_eq!(holders.len(), 1, "the record is on its slot's node only");
+    let launch = browser.get(&b.url("/stores/us/launch")).await;
+    assert_eq!(launch.status(), 302, "{}", browser.hops_text());
+    assert_eq!(browser.follow(launch).await.status(), 200);
+    assert_eq!(a.sim.accepted_logins().len(), 1, "one token, taken once");
 }

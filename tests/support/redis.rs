@@ -397,31 +397,109 @@ impl Drop for SentinelSetup {
 pub struct ClusterSetup {
     pub nodes: Vec<RedisServer>,
     dirs: Vec<std::path::PathBuf>,
+    /// `redis-cli` options for the nodes' plain ports (ACL user and password, when set).
+    cli_auth: Vec<String>,
+    /// The TLS client ports, when the cluster speaks TLS (`tls-cluster yes`): then the nodes
+    /// announce these in `CLUSTER SLOTS`, and clients must use them.
+    pub tls_ports: Vec<u16>,
+}
+
+/// A TLS cluster's certificate files (the server certificate also serves as the client
+/// certificate of the cluster bus, so it needs both extended key usages) and its one ACL user.
+pub struct ClusterTls<'a> {
+    pub cert: &'a str,
+    pub key: &'a str,
+    pub ca: &'a str,
+    pub user: &'a str,
+    pub password: &'a str,
 }
 
 impl ClusterSetup {
     pub fn start() -> ClusterSetup {
+        Self::start_with(None)
+    }
+
+    /// Three masters; with `tls`, every node serves clients, replication and the cluster bus
+    /// over TLS only for the ACL user (the default user is off), and the plain port answers
+    /// only that user too (kept for the test's own `redis-cli` checks).
+    pub fn start_with(tls: Option<&ClusterTls<'_>>) -> ClusterSetup {
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
+        let mut tls_ports = Vec::new();
+        let acl = tls.map(|t| format!(">{}", t.password));
         for _ in 0..3 {
             // Each node keeps its `nodes.conf` in a directory of its own.
             let dir = private_dir("cluster");
             let d = dir.display().to_string();
-            nodes.push(RedisServer::start_with(&[
+            let mut args: Vec<String> = [
                 "--cluster-enabled",
                 "yes",
                 "--cluster-node-timeout",
                 "2000",
                 "--dir",
                 &d,
-            ]));
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            if let (Some(t), Some(acl)) = (tls, &acl) {
+                let port = super::free_port();
+                tls_ports.push(port);
+                args.extend(
+                    [
+                        "--tls-port",
+                        &port.to_string(),
+                        "--tls-cert-file",
+                        t.cert,
+                        "--tls-key-file",
+                        t.key,
+                        "--tls-ca-cert-file",
+                        t.ca,
+                        "--tls-auth-clients",
+                        "no",
+                        "--tls-cluster",
+                        "yes",
+                        "--tls-replication",
+                        "yes",
+                        "--user",
+                        "default",
+                        "off",
+                        "--user",
+                        t.user,
+                        "on",
+                        acl,
+                        "~storegate:*",
+                        "+@all",
+                    ]
+                    .map(str::to_owned),
+                );
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.push(RedisServer::start_with(&args));
             dirs.push(dir);
         }
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let out = Command::new("redis-cli")
+        let cli_auth: Vec<String> = match tls {
+            Some(t) => vec![
+                "--user".into(),
+                t.user.into(),
+                "--pass".into(),
+                t.password.into(),
+                "--no-auth-warning".into(),
+            ],
+            None => Vec::new(),
+        };
+        let mut create = Command::new("redis-cli");
+        create.args(&cli_auth);
+        let addrs: Vec<String> = match tls {
+            Some(t) => {
+                create.args(["--tls", "--cacert", t.ca]);
+                tls_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+            }
+            None => nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port))
+                .collect(),
+        };
+        let out = create
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -435,9 +513,21 @@ impl ClusterSetup {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = ClusterSetup { nodes, dirs };
+        let cluster = ClusterSetup {
+            nodes,
+            dirs,
+            cli_auth,
+            tls_ports,
+        };
         cluster.wait_ok();
         cluster
+    }
+
+    /// `redis-cli` on node port `port` with this cluster's credentials.
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        let mut all: Vec<&str> = self.cli_auth.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        cli(port, &all)
     }
 
     /// Waits until every node reports `cluster_state:ok` (after creation, or after a node
@@ -447,7 +537,7 @@ impl ClusterSetup {
             wait_until(
                 "cluster_state:ok on every node",
                 Duration::from_secs(20),
-                || cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"),
+                || self.cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"),
             );
         }
     }
@@ -462,7 +552,7 @@ impl ClusterSetup {
     pub fn nodes_holding(&self, key: &str) -> Vec<u16> {
         self.nodes
             .iter()
-            .filter(|n| cli(n.port, &["EXISTS", key]).trim() == "1")
+            .filter(|n| self.cli(n.port, &["EXISTS", key]).trim() == "1")
             .map(|n| n.port)
             .collect()
     }
