@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::harness::{Gateway, Opts, Reserved};
 use crate::support::browser::Browser;
 use crate::support::free_port;
-use crate::support::redis::{ClusterSetup, ClusterTls, RedisServer};
+use crate::support::redis::{ClusterSetup, ClusterTls, RedisServer, SentinelSetup, TlsFiles};
 use crate::support::rogue_op::RogueOp;
 
 const CLIENT: &str = "storegate";
@@ -330,7 +330,11 @@ async fn scim_and_the_provisioning_queue_work_under_the_acl_key_pattern() {
 #[tokio::test]
 async fn a_tls_cluster_with_an_acl_user_carries_the_sessions() {
     let pki = Pki::make();
-    let (cert, key, ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"));
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
     let cluster = ClusterSetup::start_with(Some(&ClusterTls {
         cert: &cert,
         key: &key,
@@ -377,4 +381,67 @@ async fn a_tls_cluster_with_an_acl_user_carries_the_sessions() {
     assert_eq!(launch.status(), 302, "{}", browser.hops_text());
     assert_eq!(browser.follow(launch).await.status(), 200);
     assert_eq!(a.sim.accepted_logins().len(), 1, "one token, taken once");
+}
+
+/// Sentinel over TLS: the gateway asks the sentinel on its TLS port (`rediss://`, the private
+/// CA) for the master, and talks TLS to the master it names. A session survives
+/// `SENTINEL FAILOVER`: the gateway follows the sentinel to the promoted replica's TLS port.
+#[tokio::test]
+async fn a_tls_sentinel_setup_carries_the_sessions_across_a_failover() {
+    let pki = Pki::make();
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
+    let redis = SentinelSetup::start_tls(&TlsFiles {
+        cert: &cert,
+        key: &key,
+        ca: &ca,
+    });
+    assert_eq!(
+        redis.current_master_port(),
+        Some(redis.master_client_port())
+    );
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    op.set_claims(json!({"email": "tls-sentinel@corp.example", "groups": ["bc-merchandisers"]}));
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.redis_topology = Some(format!(
+        "redis_mode = \"sentinel\"\nredis_nodes = [\"{}\"]\nredis_sentinel_master = \"{}\"",
+        redis.sentinel_url(),
+        SentinelSetup::MASTER
+    ));
+    opts.session_extra = ca_line(&pki);
+    let gw = Gateway::start(Reserved::new().await, opts).await;
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, 200, "{body}");
+
+    let browser = Browser::new();
+    let start = browser.get(&gw.url("/login")).await;
+    let done = browser.follow_while(start, |u| u.path() != "/").await;
+    assert_eq!(done.status(), 303, "{}", browser.hops_text());
+    assert_eq!(browser.get(&gw.url("/api/me")).await.status(), 200);
+    redis.wait_replicated();
+
+    redis.failover();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut seen = Vec::new();
+    loop {
+        let status = browser.get(&gw.url("/api/me")).await.status().as_u16();
+        seen.push(status);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session is not back after the failover: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.iter().all(|s| *s == 200 || *s == 503),
+        "only 503 while no master was known, never a sign-out: {seen:?}"
+    );
+    let launch = browser.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(launch.status(), 302, "{}", browser.hops_text());
 }

@@ -208,6 +208,42 @@ pub struct SentinelSetup {
     /// `requirepass` of master and replica, and of the sentinel.
     data_password: Option<String>,
     sentinel_password: Option<String>,
+    /// With TLS: the TLS ports clients use (the sentinel names these).
+    tls: Option<SentinelTlsPorts>,
+}
+
+/// Certificate files for a TLS sentinel setup: master, replica and sentinel serve clients and
+/// replicate over TLS only through their TLS ports (the plain ports stay for the test's own
+/// `redis-cli` checks). The server certificate also serves as the client certificate.
+pub struct TlsFiles<'a> {
+    pub cert: &'a str,
+    pub key: &'a str,
+    pub ca: &'a str,
+}
+
+struct SentinelTlsPorts {
+    master: u16,
+    replica: u16,
+    sentinel: u16,
+}
+
+fn tls_server_args(files: &TlsFiles<'_>, port: u16) -> Vec<String> {
+    [
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        files.cert,
+        "--tls-key-file",
+        files.key,
+        "--tls-ca-cert-file",
+        files.ca,
+        "--tls-auth-clients",
+        "no",
+        "--tls-replication",
+        "yes",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 impl SentinelSetup {
@@ -220,14 +256,51 @@ impl SentinelSetup {
     /// Like [`Self::start`]; `data` is the `requirepass` of master and replica (also their
     /// `masterauth`, and the sentinel's `auth-pass`), `sentinel` the sentinel's own `requirepass`.
     pub fn start_with_passwords(data: Option<&str>, sentinel: Option<&str>) -> SentinelSetup {
+        Self::start_inner(data, sentinel, None)
+    }
+
+    /// Like [`Self::start`], every client and replication link over TLS (see [`TlsFiles`]).
+    pub fn start_tls(files: &TlsFiles<'_>) -> SentinelSetup {
+        Self::start_inner(None, None, Some(files))
+    }
+
+    fn start_inner(
+        data: Option<&str>,
+        sentinel: Option<&str>,
+        tls: Option<&TlsFiles<'_>>,
+    ) -> SentinelSetup {
         let auth: Vec<&str> = match data {
             Some(p) => vec!["--requirepass", p, "--masterauth", p],
             None => Vec::new(),
         };
-        let master = RedisServer::start_with(&auth);
-        let master_port = master.port.to_string();
+        let tls_ports = tls.map(|_| SentinelTlsPorts {
+            master: super::free_port(),
+            replica: super::free_port(),
+            sentinel: super::free_port(),
+        });
+        let tls_args = |port: fn(&SentinelTlsPorts) -> u16| -> Vec<String> {
+            match (tls, &tls_ports) {
+                (Some(files), Some(ports)) => tls_server_args(files, port(ports)),
+                _ => Vec::new(),
+            }
+        };
+        let master_tls = tls_args(|p| p.master);
+        let master_tls: Vec<&str> = master_tls.iter().map(String::as_str).collect();
+        let master = RedisServer::start_with(&[&auth[..], &master_tls[..]].concat());
+        // With TLS, replication and the sentinel use the master's TLS port.
+        let master_port = tls_ports
+            .as_ref()
+            .map_or(master.port, |p| p.master)
+            .to_string();
+        let replica_tls = tls_args(|p| p.replica);
+        let replica_tls: Vec<&str> = replica_tls.iter().map(String::as_str).collect();
         let replica = RedisServer::start_with(
-            &[&auth[..], &["--replicaof", "127.0.0.1", &master_port]].concat(),
+            &[
+                &auth[..],
+                &replica_tls[..],
+                &["--replicaof", "127.0.0.1", &master_port],
+            ]
+            .concat(),
         );
         wait_until("the replica to sync", Duration::from_secs(10), || {
             cli_auth(replica.port, data, &["INFO", "replication"]).contains("master_link_status:up")
@@ -238,6 +311,13 @@ impl SentinelSetup {
         }
         if let Some(p) = sentinel {
             extra_conf.push_str(&format!("requirepass {p}\n"));
+        }
+        if let (Some(files), Some(ports)) = (tls, &tls_ports) {
+            extra_conf.push_str(&format!(
+                "tls-port {}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients no\ntls-replication yes\n",
+                ports.sentinel, files.cert, files.key, files.ca
+            ));
         }
         let dir = private_dir("sentinel");
         let mut last = String::new();
@@ -294,9 +374,10 @@ impl SentinelSetup {
                 dir,
                 data_password: data.map(str::to_owned),
                 sentinel_password: sentinel.map(str::to_owned),
+                tls: tls_ports,
             };
             // Sentinel learns of replicas from the master's INFO; a failover needs one it knows.
-            let replica_addr = format!("127.0.0.1:{}", setup.replica.port);
+            let replica_addr = format!("127.0.0.1:{}", setup.replica_client_port());
             wait_until(
                 "the sentinel to see the replica",
                 Duration::from_secs(15),
@@ -312,8 +393,21 @@ impl SentinelSetup {
         panic!("{last}");
     }
 
-    /// `redis://[:PASSWORD@]127.0.0.1:PORT` of the sentinel.
+    /// The port clients (and the sentinel) use for the master: its TLS port with TLS.
+    pub fn master_client_port(&self) -> u16 {
+        self.tls.as_ref().map_or(self.master.port, |t| t.master)
+    }
+
+    /// The port clients (and the sentinel) use for the replica: its TLS port with TLS.
+    pub fn replica_client_port(&self) -> u16 {
+        self.tls.as_ref().map_or(self.replica.port, |t| t.replica)
+    }
+
+    /// `redis://[:PASSWORD@]127.0.0.1:PORT` of the sentinel; `rediss://` on its TLS port with TLS.
     pub fn sentinel_url(&self) -> String {
+        if let Some(t) = &self.tls {
+            return format!("rediss://127.0.0.1:{}", t.sentinel);
+        }
         match &self.sentinel_password {
             Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.sentinel_port),
             None => format!("redis://127.0.0.1:{}", self.sentinel_port),
@@ -369,7 +463,7 @@ impl SentinelSetup {
     pub fn failover(&self) {
         let out = self.sentinel_cli(&["SENTINEL", "FAILOVER", Self::MASTER]);
         assert_eq!(out.trim(), "OK", "SENTINEL FAILOVER answered {out}");
-        let new = self.replica.port;
+        let new = self.replica_client_port();
         wait_until(
             "the sentinel to name the new master",
             Duration::from_secs(20),
@@ -378,7 +472,7 @@ impl SentinelSetup {
         wait_until(
             "the replica to become master",
             Duration::from_secs(20),
-            || self.node_cli(new, &["ROLE"]).lines().next() == Some("master"),
+            || self.node_cli(self.replica.port, &["ROLE"]).lines().next() == Some("master"),
         );
     }
 }
@@ -537,7 +631,10 @@ impl ClusterSetup {
             wait_until(
                 "cluster_state:ok on every node",
                 Duration::from_secs(20),
-                || self.cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"),
+                || {
+                    self.cli(n.port, &["CLUSTER", "INFO"])
+                        .contains("cluster_state:ok")
+                },
             );
         }
     }
