@@ -3,8 +3,9 @@
 //! policy. An invalid file is refused, the old policy stays, and a log line says why.
 //!
 //! The reloadable part is small on purpose: the policy (templates, rules) and the stores. IdPs,
-//! BigCommerce accounts (credentials, clients), sessions and the listener need a restart, and a
-//! reload that changes them is refused rather than half applied.
+//! BigCommerce accounts (credentials, clients), sessions, the listener, `[saml]`, `[scim]`,
+//! `[provisioning]`, `[audit]`, `[telemetry]` and the proxy settings need a restart, and a reload
+//! that changes them is refused rather than half applied.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,6 +95,34 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     {
         out.push("[session]".to_owned());
     }
+    // Everything else is read once at start (the SAML SP's keys, the SCIM store and its
+    // credentials, the reconciler's queue and schedule, the audit sink, the trace exporter, the
+    // proxies believed for client addresses): a change there would be silently ignored, so the
+    // reload is refused and says so. Compared by their redacting `Debug` form, never printed.
+    let same =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+    let sections: [(&str, bool); 7] = [
+        ("[saml]", same(&old.saml, &new.saml)),
+        ("[scim]", same(&old.scim, &new.scim)),
+        ("[provisioning]", same(&old.provisioning, &new.provisioning)),
+        ("[audit]", same(&old.audit, &new.audit)),
+        ("[telemetry]", same(&old.telemetry, &new.telemetry)),
+        (
+            "trusted_proxies",
+            old.trusted_proxies == new.trusted_proxies,
+        ),
+        (
+            "allow_insecure_http or support_contact",
+            old.allow_insecure_http == new.allow_insecure_http
+                && old.support_contact == new.support_contact,
+        ),
+    ];
+    out.extend(
+        sections
+            .into_iter()
+            .filter(|(_, unchanged)| !unchanged)
+            .map(|(name, _)| name.to_owned()),
+    );
     out
 }
 
@@ -290,6 +319,37 @@ url = "https://us.example.com"
         let err = apply(&shared, &running, load(&text(TWO, "xyz"))).unwrap_err();
         assert_eq!(err, ReloadRefused::NeedsRestart("[[bigcommerce]]".into()));
         assert_eq!(names(&shared), ["one"]);
+    }
+
+    #[test]
+    fn a_change_to_a_section_read_once_at_start_is_refused_not_silently_ignored() {
+        let running = load(&text(ONE, "abc")).unwrap();
+        let shared: SharedPolicy =
+            Arc::new(ArcSwap::from_pointee(PolicySnapshot::from_config(&running)));
+        let edits = [
+            (
+                "[provisioning]\nreconcile_interval = \"5m\"\n",
+                "[provisioning]",
+            ),
+            (
+                "[telemetry]\notlp_endpoint = \"http://collector:4318\"\n",
+                "[telemetry]",
+            ),
+            ("trusted_proxies = [\"10.0.0.0/8\"]\n", "trusted_proxies"),
+        ];
+        for (edit, section) in edits {
+            // Top-level keys must come before the first table.
+            let changed = if edit.starts_with('[') {
+                text(&format!("{TWO}{edit}"), "abc")
+            } else {
+                format!("{edit}{}", text(TWO, "abc"))
+            };
+            let loaded = load(&changed);
+            assert!(loaded.is_ok(), "{edit}: the edited file is valid");
+            let err = apply(&shared, &running, loaded).unwrap_err();
+            assert_eq!(err, ReloadRefused::NeedsRestart(section.into()), "{edit}");
+            assert_eq!(names(&shared), ["one"], "{edit}");
+        }
     }
 
     #[tokio::test]
