@@ -27,6 +27,7 @@ test: deps
 # BENCH_SECONDS only (default 5, at most 60).
 bench:
 	$(CARGO) bench --bench policy
+	$(CARGO) bench --bench leaver_check
 	$(CARGO) bench --bench launch
 	$(CARGO) bench --bench provisioning
 	$(CARGO) bench --bench saml

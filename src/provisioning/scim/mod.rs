@@ -10,6 +10,7 @@
 
 pub mod filter;
 pub mod patch;
+mod person_index;
 pub mod redis_store;
 pub mod store;
 pub mod wire;
@@ -224,6 +225,19 @@ pub struct Change {
 struct Cache {
     data: ScimData,
     seen: Option<store::Revision>,
+    /// The leaver check's lookup over `data`, changed only together with it.
+    people: person_index::PersonIndex,
+}
+
+impl Cache {
+    fn new(data: ScimData, seen: Option<store::Revision>) -> Self {
+        let people = person_index::PersonIndex::build(&data);
+        Cache { data, seen, people }
+    }
+
+    fn apply(&mut self, w: &store::Write) {
+        self.people.apply(&mut self.data, w);
+    }
 }
 
 /// How often a change is decided again when another replica keeps committing first.
@@ -257,7 +271,7 @@ impl ScimService {
             ScimData::from_resources(store.load().await?)
         };
         Ok(ScimService {
-            cache: Mutex::new(Cache { data, seen: None }),
+            cache: Mutex::new(Cache::new(data, None)),
             store,
             clock,
         })
@@ -274,13 +288,12 @@ impl ScimService {
             store::Refresh::Current => {}
             store::Refresh::Changed { at, writes } => {
                 for w in &writes {
-                    c.data.apply(w);
+                    c.apply(w);
                 }
                 c.seen = Some(at);
             }
             store::Refresh::Full { at, items } => {
-                c.data = ScimData::from_resources(items);
-                c.seen = Some(at);
+                *c = Cache::new(ScimData::from_resources(items), Some(at));
             }
         }
         Ok(())
@@ -304,7 +317,8 @@ impl ScimService {
         subject: &str,
         email: Option<&str>,
     ) -> Result<bool, ScimError> {
-        Ok(self.current().await?.data.is_deprovisioned(subject, email))
+        let c = self.current().await?;
+        Ok(c.people.is_deprovisioned(&c.data, subject, email))
     }
 
     /// Decides a change on a current copy and stores it. When another replica committed in
@@ -328,7 +342,7 @@ impl ScimService {
                 store::Commit::Stale => continue,
                 store::Commit::Done(at) => {
                     for w in &writes {
-                        c.data.apply(w);
+                        c.apply(w);
                     }
                     if at.is_some() {
                         c.seen = at;

@@ -1,0 +1,221 @@
+//! The leaver check by lookup. Every sign-in and launch asks whether the person was disabled or
+//! deleted through SCIM; answered by scanning every user (and building each one's email list),
+//! that cost grew with the directory, paid on each launch under the SCIM cache's lock. This index
+//! maps the three things a person is recognised by (`externalId` as given, `userName` and each
+//! email without ASCII case) to the users and tombstones that carry them, and is kept in step
+//! with every change the copy takes. Its answer is [`ScimData::is_deprovisioned`]'s, which stays
+//! the reference (see the property test).
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::Value;
+
+use super::store::{Kind, Write};
+use super::{ScimData, user_active, user_emails};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    /// `externalId`, compared exactly (the IdP's subject).
+    External(String),
+    /// `userName`, ASCII-lowercased.
+    Name(String),
+    /// An email (or a `userName` that is an address), ASCII-lowercased.
+    Email(String),
+}
+
+/// Users and tombstones by the keys a signing-in person can match.
+#[derive(Debug, Default)]
+pub struct PersonIndex {
+    by_key: HashMap<Key, BTreeSet<(Kind, String)>>,
+}
+
+impl PersonIndex {
+    pub fn build(data: &ScimData) -> Self {
+        let mut index = PersonIndex::default();
+        for (kind, map) in [
+            (Kind::User, &data.users),
+            (Kind::Tombstone, &data.tombstones),
+        ] {
+            for (id, v) in map {
+                index.add(kind, id, v);
+            }
+        }
+        index
+    }
+
+    /// Takes `w` into `data` and into the index together (the old value's keys go first).
+    pub fn apply(&mut self, data: &mut ScimData, w: &Write) {
+        if w.kind != Kind::Group {
+            let old = match w.kind {
+                Kind::User => data.users.get(&w.id),
+                _ => data.tombstones.get(&w.id),
+            };
+            if let Some(old) = old {
+                for key in keys(old) {
+                    if let Some(set) = self.by_key.get_mut(&key) {
+                        set.remove(&(w.kind, w.id.clone()));
+                        if set.is_empty() {
+                            self.by_key.remove(&key);
+                        }
+                    }
+                }
+            }
+            if let Some(new) = &w.value {
+                self.add(w.kind, &w.id, new);
+            }
+        }
+        data.apply(w);
+    }
+
+    fn add(&mut self, kind: Kind, id: &str, v: &Value) {
+        for key in keys(v) {
+            self.by_key
+                .entry(key)
+                .or_default()
+                .insert((kind, id.to_owned()));
+        }
+    }
+
+    /// [`ScimData::is_deprovisioned`] by lookup: an active user matching the person wins;
+    /// otherwise a disabled user or a tombstone matching them means a leaver.
+    pub fn is_deprovisioned(&self, data: &ScimData, subject: &str, email: Option<&str>) -> bool {
+        let mut wanted = vec![
+            Key::External(subject.to_owned()),
+            Key::Name(subject.to_ascii_lowercase()),
+        ];
+        if let Some(e) = email {
+            wanted.push(Key::Email(e.to_ascii_lowercase()));
+        }
+        let mut leaver = false;
+        for (kind, id) in wanted.iter().filter_map(|k| self.by_key.get(k)).flatten() {
+            match kind {
+                Kind::User => match data.users.get(id) {
+                    Some(u) if user_active(u) => return false,
+                    Some(_) => leaver = true,
+                    None => {}
+                },
+                Kind::Tombstone => leaver |= data.tombstones.contains_key(id),
+                Kind::Group => {}
+            }
+        }
+        leaver
+    }
+}
+
+fn keys(v: &Value) -> Vec<Key> {
+    let mut out = Vec::new();
+    if let Some(x) = v.get("externalId").and_then(Value::as_str) {
+        out.push(Key::External(x.to_owned()));
+    }
+    if let Some(n) = v.get("userName").and_then(Value::as_str) {
+        out.push(Key::Name(n.to_ascii_lowercase()));
+    }
+    out.extend(
+        user_emails(v)
+            .into_iter()
+            .map(|e| Key::Email(e.to_ascii_lowercase())),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// A small vocabulary, so that writes and questions collide often.
+    const NAMES: [&str; 4] = ["ann", "Ann", "bob@x.com", "BOB@X.COM"];
+    const SUBJECTS: [&str; 3] = ["sub-1", "SUB-1", "sub-2"];
+
+    fn person(
+        name: usize,
+        subject: Option<usize>,
+        email: Option<usize>,
+        active: Option<bool>,
+    ) -> Value {
+        let mut v = json!({"userName": NAMES[name]});
+        if let Some(s) = subject {
+            v["externalId"] = json!(SUBJECTS[s]);
+        }
+        if let Some(e) = email {
+            v["emails"] = json!([{"value": NAMES[e], "primary": true}]);
+        }
+        if let Some(a) = active {
+            v["active"] = json!(a);
+        }
+        v
+    }
+
+    fn write() -> impl Strategy<Value = Write> {
+        (
+            prop_oneof![Just(Kind::User), Just(Kind::Tombstone), Just(Kind::Group)],
+            0..4usize,
+            proptest::option::of((
+                0..4usize,
+                proptest::option::of(0..3usize),
+                proptest::option::of(0..4usize),
+                proptest::option::of(any::<bool>()),
+            )),
+        )
+            .prop_map(|(kind, id, value)| Write {
+                kind,
+                id: format!("id-{id}"),
+                value: value.map(|(n, s, e, a)| person(n, s, e, a)),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn answers_as_the_scan_does_after_any_changes(
+            writes in proptest::collection::vec(write(), 0..24),
+            subject in 0..3usize,
+            email in proptest::option::of(0..4usize),
+            rebuild in any::<bool>(),
+        ) {
+            let mut data = ScimData::default();
+            let mut index = PersonIndex::default();
+            for w in &writes {
+                index.apply(&mut data, w);
+            }
+            if rebuild {
+                index = PersonIndex::build(&data);
+            }
+            let email = email.map(|e| NAMES[e]);
+            prop_assert_eq!(
+                index.is_deprovisioned(&data, SUBJECTS[subject], email),
+                data.is_deprovisioned(SUBJECTS[subject], email)
+            );
+        }
+    }
+
+    #[test]
+    fn an_active_user_wins_over_a_tombstone_of_the_same_person() {
+        let mut data = ScimData::default();
+        let mut index = PersonIndex::default();
+        let put = |kind, id: &str, v: Value| Write {
+            kind,
+            id: id.to_owned(),
+            value: Some(v),
+        };
+        index.apply(
+            &mut data,
+            &put(Kind::Tombstone, "t", json!({"externalId": "s"})),
+        );
+        assert!(index.is_deprovisioned(&data, "s", None));
+        index.apply(&mut data, &put(Kind::User, "u", json!({"externalId": "s"})));
+        assert!(!index.is_deprovisioned(&data, "s", None));
+        index.apply(
+            &mut data,
+            &put(Kind::User, "u", json!({"externalId": "s", "active": false})),
+        );
+        assert!(index.is_deprovisioned(&data, "s", None));
+        // Renamed away: the old keys no longer find the user, the tombstone still counts.
+        index.apply(
+            &mut data,
+            &put(Kind::User, "u", json!({"externalId": "other"})),
+        );
+        assert!(index.is_deprovisioned(&data, "s", None));
+        assert!(!index.is_deprovisioned(&data, "other", None));
+    }
+}
