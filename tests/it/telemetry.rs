@@ -135,8 +135,7 @@ async fn a_sign_in_and_launch_are_exported_as_request_spans_without_secrets() {
     let exporter = Telemetry::start(&telemetry).expect("start the exporter");
     // This test's thread only (the runtime is current-thread, so the gateway's tasks run here):
     // other tests' spans never reach this collector.
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(exporter.layer()));
+    let _guard = export_on_this_thread(&exporter);
 
     let b = Browser::new();
     let start = b.get(&gw.url("/login")).await;
@@ -317,6 +316,30 @@ async fn a_sign_in_and_launch_are_exported_as_request_spans_without_secrets() {
     exporter.shutdown().await;
 }
 
+/// Makes `exporter`'s layer this thread's subscriber while the guard lives.
+///
+/// tracing caches each call site's interest for the whole process, decided when the site is
+/// first reached. While only one dispatcher exists, tracing-core decides it with the reaching
+/// thread's own default (tokio-rs/tracing#3611): another test's thread, with no subscriber,
+/// reaching the gateway's `request` span first would silence it here for good (this test once
+/// saw no spans at all). A second dispatcher kept alive puts tracing on its general path, which
+/// asks every live dispatcher, ours included; the rebuild redoes sites already decided.
+fn export_on_this_thread(exporter: &Telemetry) -> ExportGuard {
+    let second = tracing::Dispatch::new(tracing_subscriber::registry());
+    let guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(exporter.layer()));
+    tracing::callsite::rebuild_interest_cache();
+    ExportGuard {
+        _guard: guard,
+        _second: second,
+    }
+}
+
+struct ExportGuard {
+    _guard: tracing::subscriber::DefaultGuard,
+    _second: tracing::Dispatch,
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -417,8 +440,7 @@ async fn exported_with_ratio(ratio: f64, spans: usize) -> usize {
     };
     let exporter = Telemetry::start(&cfg).expect("start the exporter");
     {
-        let _guard =
-            tracing::subscriber::set_default(tracing_subscriber::registry().with(exporter.layer()));
+        let _guard = export_on_this_thread(&exporter);
         for _ in 0..spans {
             let span = tracing::info_span!(target: "storegate::web", "request", path = "/");
             span.in_scope(|| {});
@@ -464,9 +486,7 @@ fn dropping_a_live_exporter_on_a_runtime_thread_flushes_and_returns() {
         rt.block_on(async move {
             let exporter = Telemetry::start(&cfg).expect("start the exporter");
             {
-                let _guard = tracing::subscriber::set_default(
-                    tracing_subscriber::registry().with(exporter.layer()),
-                );
+                let _guard = export_on_this_thread(&exporter);
                 for _ in 0..3 {
                     tracing::info_span!(target: "storegate::web", "request", path = "/")
                         .in_scope(|| {});
