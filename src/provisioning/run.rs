@@ -288,7 +288,9 @@ impl Reconciler {
         now: crate::clock::UnixTime,
     ) -> anyhow::Result<Vec<super::b2b_sync::B2bChange>> {
         let desired = reconcile::desired_state(&self.config, data, now);
-        self.b2b_step(&desired, "dry-run", now, false).await
+        let attributes = self.subject_attributes(false).await?;
+        let bound = self.tagged(&attributes).await?;
+        Ok(self.b2b_step(&desired, &bound, "dry-run", now, false).await)
     }
 
     /// The plan and the drift towards `desired`; `create_groups` false reads only.
@@ -297,6 +299,17 @@ impl Reconciler {
         desired: &reconcile::Desired,
         create_groups: bool,
     ) -> anyhow::Result<(Vec<Action>, Vec<Drift>)> {
+        let (plan, drift, _) = self.plan_drift_bound(desired, create_groups).await?;
+        Ok((plan, drift))
+    }
+
+    /// [`Self::plan_with_drift`], and the customers bound to a subject (account, customer,
+    /// subject), which the B2B step needs after the drain.
+    async fn plan_drift_bound(
+        &self,
+        desired: &reconcile::Desired,
+        create_groups: bool,
+    ) -> anyhow::Result<(Vec<Action>, Vec<Drift>, Vec<(String, Customer, String)>)> {
         let mut emails: Vec<String> = desired
             .customers
             .iter()
@@ -341,7 +354,7 @@ impl Reconciler {
             kind: DriftKind::SubjectConflict,
             repaired: false,
         }));
-        Ok((plan, drift))
+        Ok((plan, drift, tagged))
     }
 
     /// Per account, the `storegate_subject` attribute's id; created when missing unless
@@ -407,7 +420,7 @@ impl Reconciler {
         }
         // Decided once per pass: the plan and the B2B step after the drain work from it.
         let desired = reconcile::desired_state(&self.config, data, now);
-        let (plan, drift) = self.plan_with_drift(&desired, true).await?;
+        let (plan, drift, bound) = self.plan_drift_bound(&desired, true).await?;
         report.plan = plan;
         report.drift = drift;
         for d in &report.drift {
@@ -453,7 +466,9 @@ impl Reconciler {
             .enqueue(&report.run, report.plan.clone())
             .await?;
         report.drain = self.executor.drain(None).await;
-        report.b2b = self.b2b_step(&desired, &report.run, now, true).await?;
+        report.b2b = self
+            .b2b_step(&desired, &bound, &report.run, now, true)
+            .await;
         Ok(report)
     }
 }
