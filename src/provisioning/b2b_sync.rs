@@ -82,10 +82,11 @@ pub struct B2bChange {
 /// A company for this pass: its users by customer id, or why it cannot be used.
 type Members = Result<HashMap<u64, CompanyUser>, (B2bChangeKind, String)>;
 
-/// Customer ids by lower-case email, and the emails whose lookup kept failing, with why.
+/// Customer ids by lower-case email (with the subject the customer is bound to, if any), and
+/// the emails whose lookup kept failing, with why.
 #[derive(Default)]
 struct Lookup {
-    ids: HashMap<String, u64>,
+    ids: HashMap<String, (u64, Option<String>)>,
     failed: HashMap<String, String>,
 }
 
@@ -245,22 +246,37 @@ impl Reconciler {
         }
     }
 
-    /// The customer ids of the wanted people; a lookup that keeps failing is reported per person.
+    /// The customer ids of the wanted people, with the subject each is bound to; a lookup that
+    /// keeps failing is reported per person.
     async fn customer_ids(&self, account: &str, wanted: &[&DesiredCustomer]) -> Lookup {
         let mut out = Lookup::default();
         let emails: Vec<String> = wanted.iter().map(|d| d.email.to_lowercase()).collect();
         let Some(client) = self.clients.get(account) else {
             return out; // every account has a client; nobody is found otherwise
         };
+        let b = &self.executor.backoff;
+        // Cached since the plan; in a dry run it may not exist yet (then nobody is bound).
+        let attribute = match bounded(b, bc_wait, || client.subject_attribute_id(false)).await {
+            Ok(a) => a,
+            Err(e) => {
+                let why = format!(
+                    "reading the storegate_subject attribute failed ({e}); retried next pass"
+                );
+                out.failed = emails.into_iter().map(|e| (e, why.clone())).collect();
+                return out;
+            }
+        };
         for chunk in emails.chunks(LOOKUP) {
-            match bounded(&self.executor.backoff, bc_wait, || async {
+            match bounded(b, bc_wait, || async {
                 client.find_by_emails(chunk).await.0
             })
             .await
             {
                 Ok(found) => {
-                    out.ids
-                        .extend(found.into_iter().map(|c| (c.email.to_lowercase(), c.id)));
+                    out.ids.extend(found.into_iter().map(|c| {
+                        let subject = attribute.and_then(|a| c.attribute(a)).map(str::to_owned);
+                        (c.email.to_lowercase(), (c.id, subject))
+                    }));
                 }
                 Err(e) => {
                     tracing::warn!(account, error = %e, "customer lookup for the B2B step failed");
@@ -292,7 +308,7 @@ impl Reconciler {
         let mut change = B2bChange {
             account: account.to_owned(),
             email: d.email.clone(),
-            customer_id: lookup.ids.get(&email).copied(),
+            customer_id: lookup.ids.get(&email).map(|(id, _)| *id),
             company_id: grant.company_id,
             before: None,
             after: Some(grant.role.to_string()),
@@ -314,6 +330,17 @@ impl Reconciler {
             }
             return change;
         };
+        if let Some((_, Some(recorded))) = lookup.ids.get(&email)
+            && *recorded != d.subject
+        {
+            // Someone else's customer (a `subject_conflict` of the plan): never made a buyer.
+            change.kind = B2bChangeKind::Conflict;
+            change.detail = format!(
+                "customer {customer_id} has this email but is bound to {recorded}, not {}; {LEFT_ALONE}",
+                d.subject
+            );
+            return change;
+        }
         let users = match members.get(&grant.company_id) {
             Some(Ok(users)) => users,
             Some(Err((kind, detail))) => {
@@ -426,6 +453,11 @@ impl Reconciler {
         apply: bool,
     ) -> Vec<B2bChange> {
         let known: HashSet<&str> = desired.subjects.values().map(String::as_str).collect();
+        let leavers: HashSet<&str> = desired.leavers.iter().map(String::as_str).collect();
+        let mut desired_here: HashMap<&str, Vec<&DesiredCustomer>> = HashMap::new();
+        for d in desired.customers.iter().filter(|d| d.account == account) {
+            desired_here.entry(d.subject.as_str()).or_default().push(d);
+        }
         let mut companies: Vec<(&u64, &HashMap<u64, CompanyUser>)> = members
             .iter()
             .filter_map(|(id, m)| m.as_ref().ok().map(|users| (id, users)))
@@ -437,17 +469,13 @@ impl Reconciler {
                 continue;
             }
             let email = customer.email.to_lowercase();
-            let here: Vec<&DesiredCustomer> = desired
-                .customers
-                .iter()
-                .filter(|d| d.account == account && d.subject == *subject)
-                .collect();
+            let here = desired_here.get(subject).map(Vec::as_slice).unwrap_or(&[]);
             if here.iter().any(|d| d.b2b.is_some()) {
                 continue; // still granted: `ensure` handles (or reports) the membership
             }
             let why = if !here.is_empty() {
                 "mover: the grant on this store no longer gives B2B Edition membership"
-            } else if desired.leavers.contains(&email)
+            } else if leavers.contains(email.as_str())
                 && desired.subjects.get(&email).map(String::as_str) == Some(*subject)
             {
                 "leaver"

@@ -643,3 +643,62 @@ async fn a_custom_company_role_is_given_kept_and_changed_by_the_reconciler() {
         )]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_bound_to_another_subject_is_never_made_a_buyer() {
+    let (sim, r, mut events) = b2b_setup("", "", vec![]).await;
+    let theirs = sim
+        .add_customer(
+            "store1",
+            "user00000@corp.example",
+            "U0",
+            "Test",
+            Some(vec![1]),
+        )
+        .unwrap();
+    sim.set_attribute_value("store1", theirs, "storegate_subject", "nam:someone-else");
+    let scim = scim_with_users(2, "buyers").await;
+    let report = r
+        .pass(&scim.snapshot().await.unwrap(), now())
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds(&report),
+        vec![
+            ("user00000@corp.example".into(), B2bChangeKind::Conflict),
+            ("user00001@corp.example".into(), B2bChangeKind::Created),
+        ]
+    );
+    let conflict = report
+        .b2b
+        .iter()
+        .find(|c| c.kind == B2bChangeKind::Conflict)
+        .unwrap();
+    assert_eq!(
+        conflict.detail,
+        format!(
+            "customer {theirs} has this email but is bound to nam:someone-else, not nam:guid-0; left alone: an administrator must fix the company membership in B2B Edition"
+        )
+    );
+    assert_eq!(
+        memberships(&sim),
+        vec![("user00001@corp.example".into(), 42)]
+    );
+    assert_eq!(
+        b2b_events(&mut events),
+        vec![
+            (
+                "user00000@corp.example".into(),
+                "b2b_conflict".into(),
+                None,
+                Some(json!("junior buyer"))
+            ),
+            (
+                "user00001@corp.example".into(),
+                "b2b_create".into(),
+                None,
+                Some(json!("junior buyer"))
+            ),
+        ]
+    );
+}
