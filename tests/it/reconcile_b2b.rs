@@ -106,6 +106,8 @@ async fn an_unchanged_pass_over_200_b2b_people_costs_3_b2b_calls() {
         first.b2b.iter().find(|c| c.kind != B2bChangeKind::Created)
     );
     assert_eq!(sim.company_users("store1").len(), 200);
+    // Joiners: company + one (empty) page, then per person user-by-customer + create.
+    assert_eq!(sim.b2b_calls("store1"), 2 + 200 * 2);
 
     let before = sim.b2b_calls("store1");
     let second = r
@@ -700,5 +702,62 @@ async fn a_customer_bound_to_another_subject_is_never_made_a_buyer() {
                 Some(json!("junior buyer"))
             ),
         ]
+    );
+}
+
+/// guid-1 vanishes from SCIM without a tombstone: its customer is `not_desired` drift, and its
+/// company user goes only with `repair_drift = true`.
+async fn unknown_subject_case(repair: bool) -> (Vec<(String, B2bChangeKind)>, Vec<(String, u64)>) {
+    let (sim, r, _events) = b2b_setup("", &format!("repair_drift = {repair}\n"), vec![]).await;
+    let scim = scim_with_users(2, "buyers").await;
+    r.pass(&scim.snapshot().await.unwrap(), now())
+        .await
+        .unwrap();
+    let without_guid_1 = scim_with_users(1, "buyers").await;
+    let report = r
+        .pass(&without_guid_1.snapshot().await.unwrap(), now())
+        .await
+        .unwrap();
+    assert_eq!(report.drift.len(), 1, "{:?}", report.drift);
+    assert_eq!(report.drift[0].email, "user00001@corp.example");
+    if repair {
+        let removed = report
+            .b2b
+            .iter()
+            .find(|c| c.kind == B2bChangeKind::Removed)
+            .unwrap();
+        assert_eq!(
+            removed.detail,
+            "not in the desired state (repair_drift) (bound to nam:guid-1)"
+        );
+    }
+    (kinds(&report), memberships(&sim))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_scim_forgot_keeps_its_company_user_without_repair_drift() {
+    assert_eq!(
+        unknown_subject_case(false).await,
+        (
+            vec![("user00000@corp.example".into(), B2bChangeKind::Unchanged)],
+            vec![
+                ("user00000@corp.example".into(), 42),
+                ("user00001@corp.example".into(), 42)
+            ]
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_scim_forgot_loses_its_company_user_with_repair_drift() {
+    assert_eq!(
+        unknown_subject_case(true).await,
+        (
+            vec![
+                ("user00000@corp.example".into(), B2bChangeKind::Unchanged),
+                ("user00001@corp.example".into(), B2bChangeKind::Removed)
+            ],
+            vec![("user00000@corp.example".into(), 42)]
+        )
     );
 }
