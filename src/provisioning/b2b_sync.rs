@@ -178,6 +178,16 @@ impl Reconciler {
             for company_id in companies {
                 members.push((company_id, self.members(api, company_id).await));
             }
+            for (company_id, m) in &members {
+                if let Err((_, detail)) = m {
+                    // Its leavers cannot be found either: they keep their users until it can.
+                    tracing::warn!(
+                        account = %account,
+                        company = company_id,
+                        "B2B company not reconciled this pass: {detail}"
+                    );
+                }
+            }
             let members: HashMap<u64, Members> = members.into_iter().collect();
             let lookup = self.customer_ids(account, &wanted).await;
             for d in &wanted {

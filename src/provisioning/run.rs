@@ -59,6 +59,19 @@ pub struct PassReport {
     pub b2b: Vec<super::b2b_sync::B2bChange>,
 }
 
+impl PassReport {
+    /// B2B Edition company users changed (created, role changed, removed) and people whose B2B
+    /// step failed this pass.
+    pub fn b2b_counts(&self) -> (usize, usize) {
+        use super::b2b_sync::B2bChangeKind as K;
+        let count = |f: fn(&K) -> bool| self.b2b.iter().filter(|c| f(&c.kind)).count();
+        (
+            count(|k| matches!(k, K::Created | K::RoleChanged | K::Removed)),
+            count(|k| *k == K::Failed),
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftKind {
@@ -762,8 +775,9 @@ async fn run_scheduled_pass(r: &Reconciler, scim: &super::scim::ScimService) {
             } else {
                 Outcome::Error
             };
+            let (b2b_changed, b2b_failed) = report.b2b_counts();
             let detail = format!(
-                "{} action(s) planned, {} done, {} failed, {} drift, {} calls, {} rate-limited, {} retried, stalled {:?}, {} ms",
+                "{} action(s) planned, {} done, {} failed, {} drift, {} calls, {} rate-limited, {} retried, stalled {:?}, B2B {} changed {} failed, {} ms",
                 report.plan.len(),
                 report.drain.done,
                 report.drain.failed,
@@ -772,6 +786,8 @@ async fn run_scheduled_pass(r: &Reconciler, scim: &super::scim::ScimService) {
                 report.drain.rate_limited,
                 report.drain.retried,
                 report.drain.stalled,
+                b2b_changed,
+                b2b_failed,
                 started.elapsed().as_millis()
             );
             tracing::info!(run = %report.run, "scheduled reconcile: {detail}");

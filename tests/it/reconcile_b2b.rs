@@ -290,6 +290,7 @@ async fn leavers_and_movers_case(deprovision: &str) {
         .await
         .unwrap();
     assert_eq!(report.drain.failed, 0, "{:?}", report.drain);
+    assert_eq!(report.b2b_counts(), (4, 0), "4 removed, none failed");
     assert_eq!(
         kinds(&report),
         vec![
@@ -435,6 +436,7 @@ async fn a_b2b_call_that_keeps_failing_is_reported_per_person_and_the_next_pass_
         .await
         .unwrap();
     assert_eq!(report.drain.done, 2, "the customers were created");
+    assert_eq!(report.b2b_counts(), (0, 2));
     assert_eq!(sim.b2b_calls("store1"), 2);
     assert_eq!(
         kinds(&report),
