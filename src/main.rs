@@ -270,14 +270,17 @@ async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         render_plan(&report.plan),
         render_b2b(&report.b2b)
     );
+    let (b2b_changed, b2b_failed) = report.b2b_counts();
     println!(
-        "run {}: {} done, {} failed, {} calls, {} rate-limited, {} retried",
+        "run {}: {} done, {} failed, {} calls, {} rate-limited, {} retried; B2B {} changed, {} failed",
         report.run,
         report.drain.done,
         report.drain.failed,
         report.drain.calls,
         report.drain.rate_limited,
-        report.drain.retried
+        report.drain.retried,
+        b2b_changed,
+        b2b_failed
     );
     if !report.drain.stalled.is_empty() {
         anyhow::bail!(

@@ -4,6 +4,7 @@
 
 mod bigcommerce {
     mod api_rules;
+    mod b2b_rules;
     mod client;
     pub mod fixture;
     mod login_rules;

@@ -36,6 +36,8 @@ pub struct Company {
 pub struct CompanyUser {
     pub id: u64,
     pub customer_id: u64,
+    /// Filled from the query when a company's user list leaves it out.
+    #[serde(default)]
     pub company_id: u64,
     pub role: u8,
     #[serde(default)]
@@ -51,7 +53,7 @@ impl CompanyUser {
     }
 }
 
-/// The B2B Edition operations the launch path needs, on one store.
+/// The B2B Edition operations the launch path and the reconciler need, on one store.
 #[async_trait]
 pub trait B2bApi: Send + Sync {
     async fn company(&self, company_id: u64) -> Result<Option<Company>, ApiError>;
@@ -64,6 +66,16 @@ pub trait B2bApi: Send + Sync {
         role: B2bRole,
     ) -> Result<u64, ApiError>;
     async fn set_role(&self, user_id: u64, role: B2bRole) -> Result<(), ApiError>;
+    /// One page of a company's users (`GET /users?companyId=&offset=&limit=`) and the total
+    /// count, so the reconciler reads a company once per pass instead of once per person.
+    async fn company_users(
+        &self,
+        company_id: u64,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<CompanyUser>, u64), ApiError>;
+    /// Deletes a company user (`DELETE /users/{userId}`); one already gone is not an error.
+    async fn delete_user(&self, user_id: u64) -> Result<(), ApiError>;
 }
 
 /// What the launch did in B2B Edition, for the audit trail.
@@ -216,6 +228,39 @@ struct Envelope<T> {
 }
 
 #[derive(Deserialize)]
+struct Page {
+    data: Vec<CompanyUser>,
+    #[serde(default)]
+    meta: PageMeta,
+}
+
+#[derive(Deserialize, Default)]
+struct PageMeta {
+    #[serde(default)]
+    pagination: Option<Pagination>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Pagination {
+    total_count: u64,
+}
+
+/// How long a 429 asks to wait, in ms (0: no hint): the Management API's
+/// `X-Rate-Limit-Time-Reset-Ms`, else HTTP `Retry-After` in seconds.
+fn rate_limit_wait_ms(headers: &reqwest::header::HeaderMap) -> u64 {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    number("x-rate-limit-time-reset-ms")
+        .or_else(|| number("retry-after").map(|s| s.saturating_mul(1000)))
+        .unwrap_or(0)
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Created {
     user_id: u64,
@@ -279,13 +324,14 @@ impl HttpB2bApi {
             }
         })?;
         let status = resp.status();
+        let retry_after_ms = rate_limit_wait_ms(resp.headers());
         let bytes = resp.bytes().await.map_err(|e| ApiError::Unexpected {
             detail: e.without_url().to_string(),
         })?;
         match status {
             s if s.is_success() => Ok(Some(bytes.to_vec())),
             StatusCode::NOT_FOUND => Ok(None),
-            StatusCode::TOO_MANY_REQUESTS => Err(ApiError::RateLimited { retry_after_ms: 0 }),
+            StatusCode::TOO_MANY_REQUESTS => Err(ApiError::RateLimited { retry_after_ms }),
             s => {
                 let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let message: String = v
@@ -372,5 +418,46 @@ impl B2bApi for HttpB2bApi {
             detail: format!("B2B Edition has no user {user_id}"),
         })
         .map(|_| ())
+    }
+
+    async fn company_users(
+        &self,
+        company_id: u64,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<CompanyUser>, u64), ApiError> {
+        let bytes = self
+            .call(
+                Method::GET,
+                &format!("/users?companyId={company_id}&offset={offset}&limit={limit}"),
+                None,
+            )
+            .await?
+            .ok_or_else(|| ApiError::Unexpected {
+                detail: format!("B2B Edition answered 404 to listing company {company_id}'s users"),
+            })?;
+        let page: Page = serde_json::from_slice(&bytes).map_err(|e| ApiError::Unexpected {
+            detail: format!("malformed user list from B2B Edition: {e}"),
+        })?;
+        let got = page.data.len() as u64;
+        // Without a total, a full page means there may be more.
+        let total = match page.meta.pagination {
+            Some(p) => p.total_count,
+            None if got < limit => offset + got,
+            None => offset + got + 1,
+        };
+        let users = page
+            .data
+            .into_iter()
+            .map(|u| CompanyUser { company_id, ..u })
+            .collect();
+        Ok((users, total))
+    }
+
+    async fn delete_user(&self, user_id: u64) -> Result<(), ApiError> {
+        // `None` is 404: already gone, which is what was wanted.
+        self.call(Method::DELETE, &format!("/users/{user_id}"), None)
+            .await
+            .map(|_| ())
     }
 }

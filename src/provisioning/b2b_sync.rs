@@ -1,20 +1,52 @@
-//! B2B Edition company membership, reconciled (issue 5): for every desired customer whose grant
-//! carries a company and role, the company user is made to match, as the launch does.
+//! B2B Edition company membership, reconciled (issue 5) as a step of the pass after the queue
+//! drained: the customer must exist first (a company user is matched by the customer id), and the
+//! step is idempotent, so a crash is repaired by the next pass.
 //!
-//! This is a step of the pass after the queue drained, not a queued action: the customer must
-//! exist first (the B2B user is matched by the customer id), and the step is idempotent, so a
-//! crash is repaired by the next pass. A customer who is a user of another company, or a company
-//! that is missing or not approved, is reported (log + `provision` audit event with outcome deny,
-//! reason `b2b_conflict`), never moved.
+//! Per account with B2B access, every company involved is read once per pass: its record (it must
+//! exist and be approved) and its users, page by page (`GET /users?companyId=`). The rest is
+//! compared locally, so a pass in which nothing changed costs 1 + pages calls per company, not
+//! calls per person. The companies involved are those of the desired grants and, when the account
+//! has customers storegate bound, every company the policy names on the account's stores.
+//! - joiner: a desired customer with a B2B grant but no user in that company first gets one
+//!   `GET /users/customer/{id}` (a user of another company is a conflict), then the company user
+//!   (`b2b_create`);
+//! - mover within the company: the role changes in place (`b2b_role`);
+//! - leaver, or mover whose grants on the account lost their B2B part or the store: the company
+//!   user of a customer storegate bound (its `storegate_subject` attribute holds that person's
+//!   subject) is deleted (`b2b_remove`). A customer bound to a subject that SCIM no longer knows at
+//!   all is `not_desired` drift: its company user goes only with `repair_drift = true`;
+//! - a customer who is a user of another company, or a company that is missing or not approved,
+//!   is reported (log + `provision` audit event, outcome deny, reason `b2b_conflict`), never moved.
+//!   Users of companies the policy does not name are never read, so never touched; customers not
+//!   bound to a subject are never removed.
+//!
+//! Remove, not deactivate: B2B Edition has no active flag on a company user (reference
+//! BIGCOMMERCE.md: only a company has a status, and deactivating the company would lock out every
+//! colleague), so deleting the user is the only way to end buying for the company. That holds for
+//! both `deprovision` modes: with `restrict` the locked customer stays but is no longer a buyer of
+//! the company; with `delete` no company user is left pointing at a deleted customer. A rehire
+//! simply gets a new company user as a joiner.
+//!
+//! Rate limits and transient failures are retried within the pass ([`super::retry`]); what still
+//! fails is reported per person (`b2b_failed`) and retried by the next pass: a failed call never
+//! fails the pass.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::reconcile::{Desired, DesiredCustomer};
+use super::retry::{b2b_wait, bc_wait, bounded};
 use super::run::Reconciler;
 use crate::audit::{AuditEvent, EventKind, Outcome};
-use crate::bigcommerce::api::ApiError;
-use crate::bigcommerce::b2b::{B2bOutcome, ensure_membership};
+use crate::bigcommerce::api::{ApiError, Customer};
+use crate::bigcommerce::b2b::{B2bApi, COMPANY_APPROVED, CompanyUser, role_text};
+use crate::config::Config;
 use crate::identity::{AuthContext, Identity, IdpId};
+use crate::policy::{B2bGrant, B2bRole, Effect};
+
+/// Company users per `GET /users?companyId=` page.
+const PAGE: u64 = 100;
+/// Emails per customer lookup (`GET /v3/customers?email:in=...`).
+const LOOKUP: usize = 50;
 
 /// What the step did (or, in a dry run, would do) for one customer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -23,9 +55,11 @@ pub enum B2bChangeKind {
     Created,
     RoleChanged,
     Unchanged,
+    /// A leaver or mover lost the company user.
+    Removed,
     /// Another company, or a company missing or not approved: left alone.
     Conflict,
-    /// The B2B Edition call failed; the next pass tries again.
+    /// A call failed (after the retries of the pass); the next pass tries again.
     Failed,
     /// Dry run: the customer does not exist yet, so its membership cannot be read.
     AfterCreate,
@@ -39,11 +73,28 @@ pub struct B2bChange {
     pub company_id: u64,
     /// The role before (`None`: no company user).
     pub before: Option<String>,
-    /// The grant's role.
-    pub after: String,
+    /// The grant's role (`None`: the company user goes).
+    pub after: Option<String>,
     pub kind: B2bChangeKind,
     pub detail: String,
 }
+
+/// A company for this pass: its users by customer id, or why it cannot be used.
+type Members = Result<HashMap<u64, CompanyUser>, (B2bChangeKind, String)>;
+
+/// Customer ids by lower-case email (with the subject the customer is bound to, if any), and
+/// the emails whose lookup kept failing, with why.
+#[derive(Default)]
+struct Lookup {
+    ids: HashMap<String, (u64, Option<String>)>,
+    failed: HashMap<String, String>,
+}
+
+/// A customer storegate bound on this account, with the subject it is bound to.
+type Bound<'a> = (&'a Customer, &'a str);
+
+const LEFT_ALONE: &str =
+    "left alone: an administrator must fix the company membership in B2B Edition";
 
 /// The identity [`crate::bigcommerce::b2b::B2bApi::create_user`] needs, from the desired state.
 fn identity_of(d: &DesiredCustomer) -> Identity {
@@ -63,95 +114,419 @@ fn identity_of(d: &DesiredCustomer) -> Identity {
     }
 }
 
+/// The companies any allow rule names (on the rule or through its template) on the account's
+/// stores: the companies whose users storegate manages there.
+fn managed_companies(cfg: &Config, account: &str) -> BTreeSet<u64> {
+    let policy = &cfg.policy;
+    let mut out = BTreeSet::new();
+    for store in cfg.stores.iter().filter(|s| s.account == account) {
+        for r in policy.rules_for(&store.id) {
+            if r.effect != Effect::Allow {
+                continue;
+            }
+            let from_template = r
+                .template
+                .as_ref()
+                .or(store.template.as_ref())
+                .and_then(|t| policy.template(t))
+                .and_then(|t| t.roles.get(&r.role))
+                .and_then(|g| g.b2b);
+            if let Some(g) = r.grant.b2b.or(from_template) {
+                out.insert(g.company_id);
+            }
+        }
+    }
+    out
+}
+
 impl Reconciler {
-    /// Brings B2B membership in line for every desired customer with a B2B grant; with `apply`
-    /// false only reads (a dry run). Audits every change, conflict and failure when applying.
+    /// Brings B2B membership in line on every account with B2B access: desired customers with a
+    /// B2B grant get it, `bound` customers (account, customer, subject: read before the drain)
+    /// without one lose their company user. With `apply` false only reads (a dry run). Audits
+    /// every change, conflict and failure when applying.
     pub async fn b2b_step(
         &self,
         desired: &Desired,
+        bound: &[(String, Customer, String)],
         run: &str,
         now: crate::clock::UnixTime,
         apply: bool,
-    ) -> anyhow::Result<Vec<B2bChange>> {
+    ) -> Vec<B2bChange> {
         let mut out = Vec::new();
-        let mut by_account: HashMap<&str, Vec<&DesiredCustomer>> = HashMap::new();
-        for d in desired.customers.iter().filter(|d| d.b2b.is_some()) {
-            by_account.entry(d.account.as_str()).or_default().push(d);
-        }
-        let mut accounts: Vec<_> = by_account.into_iter().collect();
-        accounts.sort_by_key(|(a, _)| *a);
-        for (account, wanted) in accounts {
-            let (Some(client), Some(api)) = (self.clients.get(account), self.b2b.get(account))
-            else {
-                // `check` refuses b2b grants on accounts without B2B access; not reachable.
-                tracing::warn!(
-                    account,
-                    "B2B grants on an account without b2b_access_token: skipped"
-                );
-                continue;
-            };
-            let emails: Vec<String> = wanted.iter().map(|d| d.email.to_lowercase()).collect();
-            let mut ids = HashMap::new();
-            for chunk in emails.chunks(50) {
-                for c in self
-                    .retrying(|| async { client.find_by_emails(chunk).await.0 })
-                    .await?
-                {
-                    ids.insert(c.email.to_lowercase(), c.id);
+        let mut accounts: Vec<_> = self.b2b.iter().collect();
+        accounts.sort_by_key(|(a, _)| a.as_str());
+        for (account, api) in accounts {
+            let api = api.as_ref();
+            let wanted: Vec<&DesiredCustomer> = desired
+                .customers
+                .iter()
+                .filter(|d| &d.account == account && d.b2b.is_some())
+                .collect();
+            let bound_here: Vec<Bound<'_>> = bound
+                .iter()
+                .filter(|(a, _, _)| a == account)
+                .map(|(_, c, s)| (c, s.as_str()))
+                .collect();
+            let mut companies: BTreeSet<u64> = wanted
+                .iter()
+                .filter_map(|d| d.b2b.map(|g| g.company_id))
+                .collect();
+            if !bound_here.is_empty() {
+                companies.extend(managed_companies(&self.config, account));
+            }
+            let mut members = Vec::new();
+            for company_id in companies {
+                members.push((company_id, self.members(api, company_id).await));
+            }
+            for (company_id, m) in &members {
+                if let Err((_, detail)) = m {
+                    // Its leavers cannot be found either: they keep their users until it can.
+                    tracing::warn!(
+                        account = %account,
+                        company = company_id,
+                        "B2B company not reconciled this pass: {detail}"
+                    );
                 }
             }
-            for d in wanted {
-                let Some(grant) = d.b2b else { continue };
-                let mut change = B2bChange {
-                    account: account.to_owned(),
-                    email: d.email.clone(),
-                    customer_id: ids.get(&d.email.to_lowercase()).copied(),
-                    company_id: grant.company_id,
-                    before: None,
-                    after: grant.role.to_string(),
-                    kind: B2bChangeKind::AfterCreate,
-                    detail: String::new(),
-                };
-                let Some(customer_id) = change.customer_id else {
-                    if apply {
-                        change.kind = B2bChangeKind::Failed;
-                        change.detail =
-                            "no customer with this email (its creation failed?); retried next pass"
-                                .into();
-                    } else {
-                        change.detail = "once the plan has created the customer".into();
-                    }
-                    self.b2b_audit(&change, run, now, apply);
-                    out.push(change);
-                    continue;
-                };
-                match ensure_membership(api.as_ref(), grant, &identity_of(d), customer_id, apply)
-                    .await
-                {
-                    Ok(m) => {
-                        change.before = m.before;
-                        change.kind = match m.outcome {
-                            B2bOutcome::Created { .. } => B2bChangeKind::Created,
-                            B2bOutcome::RoleChanged { .. } => B2bChangeKind::RoleChanged,
-                            B2bOutcome::Unchanged { .. } => B2bChangeKind::Unchanged,
-                        };
-                    }
-                    Err(ApiError::B2bConflict { detail }) => {
-                        change.kind = B2bChangeKind::Conflict;
-                        change.detail = format!(
-                            "{detail}; left alone: an administrator must fix the company membership in B2B Edition"
+            let members: HashMap<u64, Members> = members.into_iter().collect();
+            let lookup = self.customer_ids(account, &wanted).await;
+            for d in &wanted {
+                if let Some(grant) = d.b2b {
+                    out.push(
+                        self.ensure(api, account, d, grant, &lookup, &members, apply)
+                            .await,
+                    );
+                }
+            }
+            out.extend(
+                self.removals(api, account, desired, &bound_here, &members, apply)
+                    .await,
+            );
+        }
+        for c in &out {
+            self.b2b_audit(c, run, now, apply);
+        }
+        out
+    }
+
+    /// A company's users by customer id, if the company exists and is approved.
+    async fn members(&self, api: &dyn B2bApi, company_id: u64) -> Members {
+        let b = &self.executor.backoff;
+        let failed = |e: ApiError| {
+            (
+                B2bChangeKind::Failed,
+                format!("B2B Edition: {e}; retried next pass"),
+            )
+        };
+        let company = match bounded(b, |e| b2b_wait(e, true), || api.company(company_id)).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Err((
+                    B2bChangeKind::Conflict,
+                    format!("B2B company {company_id} does not exist"),
+                ));
+            }
+            Err(e) => return Err(failed(e)),
+        };
+        if company.company_status != COMPANY_APPROVED {
+            return Err((
+                B2bChangeKind::Conflict,
+                format!(
+                    "B2B company {company_id} is not approved (companyStatus {})",
+                    company.company_status
+                ),
+            ));
+        }
+        let mut users = HashMap::new();
+        let mut offset = 0;
+        loop {
+            let (page, total) = bounded(
+                b,
+                |e| b2b_wait(e, true),
+                || api.company_users(company_id, offset, PAGE),
+            )
+            .await
+            .map_err(failed)?;
+            let got = page.len() as u64;
+            users.extend(page.into_iter().map(|u| (u.customer_id, u)));
+            offset += got;
+            if got == 0 || offset >= total {
+                return Ok(users);
+            }
+        }
+    }
+
+    /// The customer ids of the wanted people, with the subject each is bound to; a lookup that
+    /// keeps failing is reported per person.
+    async fn customer_ids(&self, account: &str, wanted: &[&DesiredCustomer]) -> Lookup {
+        let mut out = Lookup::default();
+        let emails: Vec<String> = wanted.iter().map(|d| d.email.to_lowercase()).collect();
+        let Some(client) = self.clients.get(account) else {
+            return out; // every account has a client; nobody is found otherwise
+        };
+        let b = &self.executor.backoff;
+        // Cached since the plan; in a dry run it may not exist yet (then nobody is bound).
+        let attribute = match bounded(b, bc_wait, || client.subject_attribute_id(false)).await {
+            Ok(a) => a,
+            Err(e) => {
+                let why = format!(
+                    "reading the storegate_subject attribute failed ({e}); retried next pass"
+                );
+                out.failed = emails.into_iter().map(|e| (e, why.clone())).collect();
+                return out;
+            }
+        };
+        for chunk in emails.chunks(LOOKUP) {
+            match bounded(b, bc_wait, || async {
+                client.find_by_emails(chunk).await.0
+            })
+            .await
+            {
+                Ok(found) => {
+                    out.ids.extend(found.into_iter().map(|c| {
+                        let subject = attribute.and_then(|a| c.attribute(a)).map(str::to_owned);
+                        (c.email.to_lowercase(), (c.id, subject))
+                    }));
+                }
+                Err(e) => {
+                    tracing::warn!(account, error = %e, "customer lookup for the B2B step failed");
+                    for email in chunk {
+                        out.failed.insert(
+                            email.clone(),
+                            format!("BigCommerce customer lookup failed ({e}); retried next pass"),
                         );
                     }
-                    Err(e) => {
-                        change.kind = B2bChangeKind::Failed;
-                        change.detail = format!("B2B Edition: {e}; retried next pass");
-                    }
                 }
-                self.b2b_audit(&change, run, now, apply);
+            }
+        }
+        out
+    }
+
+    /// One desired person with a B2B grant.
+    #[allow(clippy::too_many_arguments)]
+    async fn ensure(
+        &self,
+        api: &dyn B2bApi,
+        account: &str,
+        d: &DesiredCustomer,
+        grant: B2bGrant,
+        lookup: &Lookup,
+        members: &HashMap<u64, Members>,
+        apply: bool,
+    ) -> B2bChange {
+        let email = d.email.to_lowercase();
+        let mut change = B2bChange {
+            account: account.to_owned(),
+            email: d.email.clone(),
+            customer_id: lookup.ids.get(&email).map(|(id, _)| *id),
+            company_id: grant.company_id,
+            before: None,
+            after: Some(grant.role.to_string()),
+            kind: B2bChangeKind::AfterCreate,
+            detail: String::new(),
+        };
+        if let Some(why) = lookup.failed.get(&email) {
+            change.kind = B2bChangeKind::Failed;
+            change.detail = why.clone();
+            return change;
+        }
+        let Some(customer_id) = change.customer_id else {
+            if apply {
+                change.kind = B2bChangeKind::Failed;
+                change.detail =
+                    "no customer with this email (its creation failed?); retried next pass".into();
+            } else {
+                change.detail = "once the plan has created the customer".into();
+            }
+            return change;
+        };
+        if let Some((_, Some(recorded))) = lookup.ids.get(&email)
+            && *recorded != d.subject
+        {
+            // Someone else's customer (a `subject_conflict` of the plan): never made a buyer.
+            change.kind = B2bChangeKind::Conflict;
+            change.detail = format!(
+                "customer {customer_id} has this email but is bound to {recorded}, not {}; {LEFT_ALONE}",
+                d.subject
+            );
+            return change;
+        }
+        let users = match members.get(&grant.company_id) {
+            Some(Ok(users)) => users,
+            Some(Err((kind, detail))) => {
+                change.kind = kind.clone();
+                change.detail = match kind {
+                    B2bChangeKind::Conflict => format!("{detail}; {LEFT_ALONE}"),
+                    _ => detail.clone(),
+                };
+                return change;
+            }
+            None => {
+                change.kind = B2bChangeKind::Failed;
+                change.detail = "the company was not read this pass; retried next pass".into();
+                return change;
+            }
+        };
+        let result = match users.get(&customer_id) {
+            Some(user) => self.set_role(api, user, grant.role, apply).await,
+            None => self.join(api, d, customer_id, grant, apply).await,
+        };
+        match result {
+            Ok((kind, before)) => {
+                change.kind = kind;
+                change.before = before;
+            }
+            Err(ApiError::B2bConflict { detail }) => {
+                change.kind = B2bChangeKind::Conflict;
+                change.detail = format!("{detail}; {LEFT_ALONE}");
+            }
+            Err(e) => {
+                change.kind = B2bChangeKind::Failed;
+                change.detail = format!("B2B Edition: {e}; retried next pass");
+            }
+        }
+        change
+    }
+
+    /// A user of the right company: the role, changed if it differs.
+    async fn set_role(
+        &self,
+        api: &dyn B2bApi,
+        user: &CompanyUser,
+        role: B2bRole,
+        apply: bool,
+    ) -> Result<(B2bChangeKind, Option<String>), ApiError> {
+        let before = Some(role_text(user));
+        if user.has_role(role) {
+            return Ok((B2bChangeKind::Unchanged, before));
+        }
+        if apply {
+            bounded(
+                &self.executor.backoff,
+                |e| b2b_wait(e, true),
+                || api.set_role(user.id, role),
+            )
+            .await?;
+        }
+        Ok((B2bChangeKind::RoleChanged, before))
+    }
+
+    /// A customer who is no user of the grant's company: a user of another company is a
+    /// conflict, else the company user is created.
+    async fn join(
+        &self,
+        api: &dyn B2bApi,
+        d: &DesiredCustomer,
+        customer_id: u64,
+        grant: B2bGrant,
+        apply: bool,
+    ) -> Result<(B2bChangeKind, Option<String>), ApiError> {
+        let b = &self.executor.backoff;
+        match bounded(
+            b,
+            |e| b2b_wait(e, true),
+            || api.user_by_customer(customer_id),
+        )
+        .await?
+        {
+            Some(user) if user.company_id != grant.company_id => Err(ApiError::B2bConflict {
+                detail: format!(
+                    "customer {customer_id} is a user of B2B company {}, not {}",
+                    user.company_id, grant.company_id
+                ),
+            }),
+            // Joined since the company was listed.
+            Some(user) => self.set_role(api, &user, grant.role, apply).await,
+            None => {
+                if apply {
+                    let identity = identity_of(d);
+                    bounded(
+                        b,
+                        |e| b2b_wait(e, false),
+                        || api.create_user(grant.company_id, &identity, grant.role),
+                    )
+                    .await?;
+                }
+                Ok((B2bChangeKind::Created, None))
+            }
+        }
+    }
+
+    /// The company users of bound customers whose person has no B2B grant on this account.
+    async fn removals(
+        &self,
+        api: &dyn B2bApi,
+        account: &str,
+        desired: &Desired,
+        bound: &[Bound<'_>],
+        members: &HashMap<u64, Members>,
+        apply: bool,
+    ) -> Vec<B2bChange> {
+        let known: HashSet<&str> = desired.subjects.values().map(String::as_str).collect();
+        let leavers: HashSet<&str> = desired.leavers.iter().map(String::as_str).collect();
+        let mut desired_here: HashMap<&str, Vec<&DesiredCustomer>> = HashMap::new();
+        for d in desired.customers.iter().filter(|d| d.account == account) {
+            desired_here.entry(d.subject.as_str()).or_default().push(d);
+        }
+        let mut companies: Vec<(&u64, &HashMap<u64, CompanyUser>)> = members
+            .iter()
+            .filter_map(|(id, m)| m.as_ref().ok().map(|users| (id, users)))
+            .collect();
+        companies.sort_by_key(|(id, _)| **id);
+        let mut out = Vec::new();
+        for (customer, subject) in bound {
+            if subject.is_empty() {
+                continue;
+            }
+            let email = customer.email.to_lowercase();
+            let here = desired_here.get(subject).map(Vec::as_slice).unwrap_or(&[]);
+            if here.iter().any(|d| d.b2b.is_some()) {
+                continue; // still granted: `ensure` handles (or reports) the membership
+            }
+            let why = if !here.is_empty() {
+                "mover: the grant on this store no longer gives B2B Edition membership"
+            } else if leavers.contains(email.as_str())
+                && desired.subjects.get(&email).map(String::as_str) == Some(*subject)
+            {
+                "leaver"
+            } else if known.contains(subject) {
+                "mover: no longer granted a store on this account"
+            } else if self.config.provisioning.repair_drift {
+                "not in the desired state (repair_drift)"
+            } else {
+                continue; // reported as not_desired drift; repaired only with repair_drift
+            };
+            for (company_id, users) in &companies {
+                let Some(user) = users.get(&customer.id) else {
+                    continue;
+                };
+                let mut change = B2bChange {
+                    account: account.to_owned(),
+                    email: customer.email.clone(),
+                    customer_id: Some(customer.id),
+                    company_id: **company_id,
+                    before: Some(role_text(user)),
+                    after: None,
+                    kind: B2bChangeKind::Removed,
+                    detail: format!("{why} (bound to {subject})"),
+                };
+                if apply
+                    && let Err(e) = bounded(
+                        &self.executor.backoff,
+                        |e| b2b_wait(e, true),
+                        || api.delete_user(user.id),
+                    )
+                    .await
+                {
+                    change.kind = B2bChangeKind::Failed;
+                    change.detail = format!(
+                        "{why}: removing the company user failed: B2B Edition: {e}; retried next pass"
+                    );
+                }
                 out.push(change);
             }
         }
-        Ok(out)
+        out
     }
 
     fn b2b_audit(&self, c: &B2bChange, run: &str, now: crate::clock::UnixTime, apply: bool) {
@@ -162,6 +537,7 @@ impl Reconciler {
             B2bChangeKind::Unchanged | B2bChangeKind::AfterCreate => return,
             B2bChangeKind::Created => (Outcome::Allow, "b2b_create"),
             B2bChangeKind::RoleChanged => (Outcome::Allow, "b2b_role"),
+            B2bChangeKind::Removed => (Outcome::Allow, "b2b_remove"),
             B2bChangeKind::Conflict => (Outcome::Deny, "b2b_conflict"),
             B2bChangeKind::Failed => (Outcome::Error, "b2b_failed"),
         };
@@ -178,7 +554,7 @@ impl Reconciler {
                 email = %c.email,
                 company = c.company_id,
                 before = ?c.before,
-                after = %c.after,
+                after = ?c.after,
                 "B2B membership reconciled"
             ),
         }
@@ -198,7 +574,7 @@ impl Reconciler {
         ));
         ev.reason = Some(reason.into());
         ev.before = c.before.clone().map(serde_json::Value::String);
-        ev.after = Some(serde_json::Value::String(c.after.clone()));
+        ev.after = c.after.clone().map(serde_json::Value::String);
         if !c.detail.is_empty() {
             ev.detail = Some(c.detail.clone());
         }
@@ -213,11 +589,11 @@ pub fn render_b2b(changes: &[B2bChange]) -> String {
     for c in changes {
         let what = match c.kind {
             B2bChangeKind::Unchanged => continue,
-            B2bChangeKind::Created => "b2b-add ",
+            B2bChangeKind::Created | B2bChangeKind::AfterCreate => "b2b-add ",
             B2bChangeKind::RoleChanged => "b2b-role",
+            B2bChangeKind::Removed => "b2b-rm  ",
             B2bChangeKind::Conflict => "conflict",
             B2bChangeKind::Failed => "b2b-fail",
-            B2bChangeKind::AfterCreate => "b2b-add ",
         };
         let _ = writeln!(
             out,
@@ -226,7 +602,7 @@ pub fn render_b2b(changes: &[B2bChange]) -> String {
             c.email,
             c.company_id,
             c.before.as_deref().unwrap_or("-"),
-            c.after,
+            c.after.as_deref().unwrap_or("-"),
             if c.detail.is_empty() {
                 String::new()
             } else {

@@ -7,5 +7,6 @@ pub mod bc;
 pub mod executor;
 pub mod queue;
 pub mod reconcile;
+pub mod retry;
 pub mod run;
 pub mod scim;

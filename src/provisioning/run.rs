@@ -59,6 +59,19 @@ pub struct PassReport {
     pub b2b: Vec<super::b2b_sync::B2bChange>,
 }
 
+impl PassReport {
+    /// B2B Edition company users changed (created, role changed, removed) and people whose B2B
+    /// step failed this pass.
+    pub fn b2b_counts(&self) -> (usize, usize) {
+        use super::b2b_sync::B2bChangeKind as K;
+        let count = |f: fn(&K) -> bool| self.b2b.iter().filter(|c| f(&c.kind)).count();
+        (
+            count(|k| matches!(k, K::Created | K::RoleChanged | K::Removed)),
+            count(|k| *k == K::Failed),
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftKind {
@@ -288,7 +301,9 @@ impl Reconciler {
         now: crate::clock::UnixTime,
     ) -> anyhow::Result<Vec<super::b2b_sync::B2bChange>> {
         let desired = reconcile::desired_state(&self.config, data, now);
-        self.b2b_step(&desired, "dry-run", now, false).await
+        let attributes = self.subject_attributes(false).await?;
+        let bound = self.tagged(&attributes).await?;
+        Ok(self.b2b_step(&desired, &bound, "dry-run", now, false).await)
     }
 
     /// The plan and the drift towards `desired`; `create_groups` false reads only.
@@ -297,6 +312,17 @@ impl Reconciler {
         desired: &reconcile::Desired,
         create_groups: bool,
     ) -> anyhow::Result<(Vec<Action>, Vec<Drift>)> {
+        let (plan, drift, _) = self.plan_drift_bound(desired, create_groups).await?;
+        Ok((plan, drift))
+    }
+
+    /// [`Self::plan_with_drift`], and the customers bound to a subject (account, customer,
+    /// subject), which the B2B step needs after the drain.
+    async fn plan_drift_bound(
+        &self,
+        desired: &reconcile::Desired,
+        create_groups: bool,
+    ) -> anyhow::Result<(Vec<Action>, Vec<Drift>, Vec<(String, Customer, String)>)> {
         let mut emails: Vec<String> = desired
             .customers
             .iter()
@@ -341,7 +367,7 @@ impl Reconciler {
             kind: DriftKind::SubjectConflict,
             repaired: false,
         }));
-        Ok((plan, drift))
+        Ok((plan, drift, tagged))
     }
 
     /// Per account, the `storegate_subject` attribute's id; created when missing unless
@@ -407,7 +433,7 @@ impl Reconciler {
         }
         // Decided once per pass: the plan and the B2B step after the drain work from it.
         let desired = reconcile::desired_state(&self.config, data, now);
-        let (plan, drift) = self.plan_with_drift(&desired, true).await?;
+        let (plan, drift, bound) = self.plan_drift_bound(&desired, true).await?;
         report.plan = plan;
         report.drift = drift;
         for d in &report.drift {
@@ -453,7 +479,9 @@ impl Reconciler {
             .enqueue(&report.run, report.plan.clone())
             .await?;
         report.drain = self.executor.drain(None).await;
-        report.b2b = self.b2b_step(&desired, &report.run, now, true).await?;
+        report.b2b = self
+            .b2b_step(&desired, &bound, &report.run, now, true)
+            .await;
         Ok(report)
     }
 }
@@ -747,8 +775,9 @@ async fn run_scheduled_pass(r: &Reconciler, scim: &super::scim::ScimService) {
             } else {
                 Outcome::Error
             };
+            let (b2b_changed, b2b_failed) = report.b2b_counts();
             let detail = format!(
-                "{} action(s) planned, {} done, {} failed, {} drift, {} calls, {} rate-limited, {} retried, stalled {:?}, {} ms",
+                "{} action(s) planned, {} done, {} failed, {} drift, {} calls, {} rate-limited, {} retried, stalled {:?}, B2B {} changed {} failed, {} ms",
                 report.plan.len(),
                 report.drain.done,
                 report.drain.failed,
@@ -757,6 +786,8 @@ async fn run_scheduled_pass(r: &Reconciler, scim: &super::scim::ScimService) {
                 report.drain.rate_limited,
                 report.drain.retried,
                 report.drain.stalled,
+                b2b_changed,
+                b2b_failed,
                 started.elapsed().as_millis()
             );
             tracing::info!(run = %report.run, "scheduled reconcile: {detail}");

@@ -19,6 +19,7 @@ mod metrics;
 mod oidc_peer;
 mod oidc_refusals;
 mod reconcile;
+mod reconcile_b2b;
 mod reconcile_redis;
 mod redis_tls_acl;
 mod redis_topology;

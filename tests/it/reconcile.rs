@@ -92,7 +92,7 @@ pub(crate) async fn scim_with_users(n: usize, group: &str) -> ScimService {
 }
 
 /// A SCIM mover: `user` leaves the first group and becomes the only member of a new group `name`.
-async fn move_to_new_group(scim: &ScimService, user: &serde_json::Value, name: &str) {
+pub(crate) async fn move_to_new_group(scim: &ScimService, user: &serde_json::Value, name: &str) {
     let groups = scim
         .list(Kind::Group, &Default::default(), "http://x")
         .await

@@ -6,16 +6,21 @@
 //! Enforced: the token belongs to the store; a user joins only an approved company; a custom role
 //! must exist; a user is linked to the store customer with the same email (created when missing)
 //! and takes the company's customer group; a user's company cannot be changed by `PUT`.
+//!
+//! Also: `GET /users?companyId=&offset=&limit=` lists users page by page (`meta.pagination`
+//! `{totalCount, offset, limit}`; limit 10 by default, at most 250), `DELETE /users/{id}` removes
+//! one, and [`SimHandle::fail_next_b2b`] injects failures (e.g. 429 with `Retry-After`).
 
 // Helpers answer early with a whole `Response`, as in `api.rs`; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
 use axum::Json;
 use axum::Router;
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, put};
 use serde_json::{Value, json};
 
 use super::SimHandle;
@@ -50,6 +55,8 @@ pub(super) struct B2bData {
     pub users: Vec<SimCompanyUser>,
     pub next_user: u64,
     pub calls: u64,
+    /// Injected failures: how many, the status, and a `Retry-After` in seconds.
+    pub fail_next: Option<(u32, StatusCode, Option<u64>)>,
 }
 
 pub(super) fn router(sim: SimHandle) -> Router {
@@ -59,8 +66,11 @@ pub(super) fn router(sim: SimHandle) -> Router {
             "/api/v3/io/users/customer/{customer_id}",
             get(user_by_customer),
         )
-        .route("/api/v3/io/users", post(create_user))
-        .route("/api/v3/io/users/{id}", put(update_user))
+        .route("/api/v3/io/users", get(list_users).post(create_user))
+        .route(
+            "/api/v3/io/users/{id}",
+            put(update_user).delete(delete_user),
+        )
         .with_state(sim)
 }
 
@@ -90,10 +100,20 @@ fn authed(sim: &SimHandle, headers: &HeaderMap) -> Result<String, Response> {
     };
     store.b2b.calls += 1;
     match &store.b2b.token {
-        None => Err(err(StatusCode::FORBIDDEN, "B2B Edition is not installed")),
-        Some(t) if Some(t.expose()) == token => Ok(hash),
-        Some(_) => Err(err(StatusCode::UNAUTHORIZED, "invalid X-Auth-Token")),
+        None => return Err(err(StatusCode::FORBIDDEN, "B2B Edition is not installed")),
+        Some(t) if Some(t.expose()) == token => {}
+        Some(_) => return Err(err(StatusCode::UNAUTHORIZED, "invalid X-Auth-Token")),
     }
+    if let Some((n, status, retry_after)) = store.b2b.fail_next {
+        store.b2b.fail_next = (n > 1).then_some((n - 1, status, retry_after));
+        let mut r = err(status, "injected failure");
+        if let Some(secs) = retry_after {
+            r.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from(secs));
+        }
+        return Err(r);
+    }
+    Ok(hash)
 }
 
 fn user_json(u: &SimCompanyUser) -> Value {
@@ -144,6 +164,74 @@ async fn user_by_customer(
         Some(u) => ok(user_json(u)),
         None => err(StatusCode::NOT_FOUND, "user not found"),
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    company_id: Option<u64>,
+    #[serde(default)]
+    offset: u64,
+    limit: Option<u64>,
+}
+
+async fn list_users(
+    State(sim): State<SimHandle>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let hash = match authed(&sim, &headers) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let limit = q.limit.unwrap_or(10).clamp(1, 250);
+    let st = sim.0.state.lock();
+    let mut users: Vec<&SimCompanyUser> = st
+        .stores
+        .get(&hash)
+        .map(|s| {
+            s.b2b
+                .users
+                .iter()
+                .filter(|u| q.company_id.is_none_or(|c| u.company_id == c))
+                .collect()
+        })
+        .unwrap_or_default();
+    users.sort_by_key(|u| u.id);
+    let total = users.len();
+    let page: Vec<Value> = users
+        .into_iter()
+        .skip(usize::try_from(q.offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(250))
+        .map(user_json)
+        .collect();
+    Json(json!({
+        "code": 200,
+        "data": page,
+        "meta": {"message": "SUCCESS", "pagination": {"totalCount": total, "offset": q.offset, "limit": limit}},
+    }))
+    .into_response()
+}
+
+async fn delete_user(
+    State(sim): State<SimHandle>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    let hash = match authed(&sim, &headers) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let mut st = sim.0.state.lock();
+    let Some(store) = st.stores.get_mut(&hash) else {
+        return err(StatusCode::NOT_FOUND, "store");
+    };
+    let before = store.b2b.users.len();
+    store.b2b.users.retain(|u| u.id != id);
+    if store.b2b.users.len() == before {
+        return err(StatusCode::NOT_FOUND, "user not found");
+    }
+    ok(json!({}))
 }
 
 /// `role` 0..=2, or a `companyRoleId` the company defines; never both.
@@ -317,6 +405,20 @@ impl SimHandle {
         if let Some(s) = self.0.state.lock().stores.get_mut(store_hash) {
             s.b2b.next_user = s.b2b.next_user.max(user.id);
             s.b2b.users.push(user);
+        }
+    }
+
+    /// The next `n` authenticated B2B Edition requests to this store answer `status` (with
+    /// `Retry-After: retry_after` seconds when given) and take no effect.
+    pub fn fail_next_b2b(
+        &self,
+        store_hash: &str,
+        n: u32,
+        status: StatusCode,
+        retry_after: Option<u64>,
+    ) {
+        if let Some(s) = self.0.state.lock().stores.get_mut(store_hash) {
+            s.b2b.fail_next = (n > 0).then_some((n, status, retry_after));
         }
     }
 
