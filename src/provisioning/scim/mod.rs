@@ -238,6 +238,44 @@ impl Cache {
     fn apply(&mut self, w: &store::Write) {
         self.people.apply(&mut self.data, w);
     }
+
+    /// Takes a refresh that was read, without the lock, from revision `from`. Other refreshes or
+    /// writes may have moved the copy on meanwhile; the answer is taken only if it is newer than
+    /// what the copy holds now. `false`: the order cannot be told (the epoch changed), so the
+    /// caller refreshes again under the lock.
+    fn take(&mut self, from: Option<&store::Revision>, refresh: store::Refresh) -> bool {
+        let newer = |at: &store::Revision, now: Option<&store::Revision>| match now {
+            None => true,
+            Some(now) if now.epoch == at.epoch => at.number > now.number,
+            Some(_) => false,
+        };
+        let unmoved = self.seen.as_ref() == from;
+        match refresh {
+            // Current as of the read: the copy, as it is now, is at least that new.
+            store::Refresh::Current => true,
+            store::Refresh::Changed { at, writes } => {
+                // The latest value of everything changed since `from`, which is no later than
+                // the copy's revision: applying all of it gives the state at `at`.
+                if unmoved || newer(&at, self.seen.as_ref()) {
+                    for w in &writes {
+                        self.apply(w);
+                    }
+                    self.seen = Some(at);
+                    true
+                } else {
+                    self.seen.as_ref().is_some_and(|now| now.epoch == at.epoch)
+                }
+            }
+            store::Refresh::Full { at, items } => {
+                if unmoved || newer(&at, self.seen.as_ref()) {
+                    *self = Cache::new(ScimData::from_resources(items), Some(at));
+                    true
+                } else {
+                    self.seen.as_ref().is_some_and(|now| now.epoch == at.epoch)
+                }
+            }
+        }
+    }
 }
 
 /// How often a change is decided again when another replica keeps committing first.
@@ -299,10 +337,24 @@ impl ScimService {
         Ok(())
     }
 
-    /// The current data, locked; every read goes through here.
+    /// The current data, locked; every read goes through here. With a shared store the round
+    /// trip that brings the copy up to date is made without the lock, so that the leaver checks
+    /// of concurrent sign-ins and launches overlap instead of queueing one round trip each; each
+    /// reader's own refresh starts after it arrived, so it sees every change made before then.
     async fn current(&self) -> Result<tokio::sync::MutexGuard<'_, Cache>, ScimError> {
+        if !self.store.shared() {
+            return Ok(self.cache.lock().await);
+        }
+        let from = self.cache.lock().await.seen.clone();
+        let refresh = self
+            .store
+            .refresh(from.as_ref())
+            .await
+            .map_err(unavailable)?;
         let mut c = self.cache.lock().await;
-        self.sync(&mut c).await?;
+        if !c.take(from.as_ref(), refresh) {
+            self.sync(&mut c).await?;
+        }
         Ok(c)
     }
 

@@ -516,3 +516,82 @@ async fn an_unreachable_shared_store_fails_closed() {
     assert_eq!(e.status, 503);
     assert_eq!(s.snapshot().await.unwrap_err().status, 503);
 }
+
+fn rev(epoch: &str, number: u64) -> store::Revision {
+    store::Revision {
+        epoch: epoch.into(),
+        number,
+    }
+}
+
+fn user_write(id: &str, active: bool) -> store::Write {
+    store::Write {
+        kind: Kind::User,
+        id: id.into(),
+        value: Some(json!({"id": id, "externalId": id, "userName": id, "active": active})),
+    }
+}
+
+/// Two leaver checks read refreshes from the same revision without the lock; the one that read
+/// later (and saw the deactivation) is applied first. The earlier answer, older than the copy
+/// by then, must not bring the user back to active.
+#[test]
+fn a_refresh_older_than_the_copy_is_not_applied_over_it() {
+    let mut c = Cache::new(ScimData::default(), Some(rev("e", 1)));
+    c.apply(&user_write("u", true));
+    let later = store::Refresh::Changed {
+        at: rev("e", 3),
+        writes: vec![user_write("u", false)],
+    };
+    let earlier = store::Refresh::Changed {
+        at: rev("e", 2),
+        writes: vec![user_write("u", true)],
+    };
+    assert!(c.take(Some(&rev("e", 1)), later));
+    assert!(
+        c.take(Some(&rev("e", 1)), earlier),
+        "ordered: no second trip"
+    );
+    assert_eq!(c.seen, Some(rev("e", 3)));
+    assert!(
+        c.people.is_deprovisioned(&c.data, "u", None),
+        "still a leaver"
+    );
+    // A newer answer read from an older revision is applied: it holds the latest of everything
+    // changed since then.
+    let newest = store::Refresh::Changed {
+        at: rev("e", 4),
+        writes: vec![user_write("u", true), user_write("v", false)],
+    };
+    assert!(c.take(Some(&rev("e", 2)), newest));
+    assert_eq!(c.seen, Some(rev("e", 4)));
+    assert!(!c.people.is_deprovisioned(&c.data, "u", None));
+    assert!(c.people.is_deprovisioned(&c.data, "v", None));
+}
+
+/// When Redis was emptied meanwhile (a new epoch) the two answers cannot be ordered: the caller
+/// is told to refresh again under the lock, and the copy is left as it is.
+#[test]
+fn a_refresh_from_another_epoch_than_the_copy_is_not_taken() {
+    let mut c = Cache::new(ScimData::default(), Some(rev("new", 1)));
+    let old = store::Refresh::Full {
+        at: rev("old", 9),
+        items: vec![(
+            Kind::User,
+            json!({"id": "u", "externalId": "u", "active": true}),
+        )],
+    };
+    assert!(!c.take(Some(&rev("old", 8)), old));
+    assert_eq!(c.seen, Some(rev("new", 1)));
+    assert!(c.data.users.is_empty());
+    // From the copy's own revision, any answer is taken as it is.
+    let full = store::Refresh::Full {
+        at: rev("other", 1),
+        items: vec![(
+            Kind::User,
+            json!({"id": "u", "externalId": "u", "active": false}),
+        )],
+    };
+    assert!(c.take(Some(&rev("new", 1)), full));
+    assert!(c.people.is_deprovisioned(&c.data, "u", None));
+}
