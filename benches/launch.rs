@@ -6,7 +6,10 @@
 //! storefront the 302 points to is not followed. It runs against the full demo gateway twice
 //! (memory sessions, then Redis sessions on a private `redis-server`) and against a bare axum
 //! handler that answers a 302, all driven by the same load generator in the same run, so the ratio
-//! to the bare handler is the figure to compare across machines.
+//! to the bare handler is the figure to compare across machines. The `CPU us/request` column (user
+//! plus system time of this process, which holds the servers, and of redis-server, per served
+//! request; with the built-in load generator it includes that too) is the figure to compare
+//! between runs on a busy machine: wall-clock req/s moves with whatever else runs on the cores.
 //!
 //! Two replicas: a second gateway (`Demo::start_replica`) runs the Redis gateway's configuration on
 //! the same `redis-server`; the session signed in on the first must launch on the second (checked
@@ -181,6 +184,16 @@ struct Row {
     /// Highest RSS sampled while the measured run was going on.
     rss_peak_kib: Option<u64>,
     rss_after_kib: Option<u64>,
+    /// CPU time (user + system) this process (the servers) and redis-server spent during the
+    /// measured run: unlike req/s, it hardly moves when other programs compete for the cores.
+    cpu: CpuUsed,
+}
+
+/// CPU seconds spent by the bench process (the servers under load) and by redis-server.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUsed {
+    servers: f64,
+    redis: f64,
 }
 
 /// Runs everything; false when a check failed (the figures then do not mean what they say).
@@ -325,7 +338,12 @@ async fn run(settings: Settings) -> bool {
         }
         let before = audited_launches(&target.audits).await;
         let (stop_sampling, sampler) = rss_sampler();
+        let cpu_before = (cpu_seconds("self"), cpu_seconds(&redis.pid().to_string()));
         let result = load(&settings, target, settings.seconds).await;
+        let cpu = CpuUsed {
+            servers: cpu_seconds("self") - cpu_before.0,
+            redis: cpu_seconds(&redis.pid().to_string()) - cpu_before.1,
+        };
         let _ = stop_sampling.send(());
         let rss_peak_kib = sampler.await.ok().flatten();
         let audited = match (audited_launches(&target.audits).await, before) {
@@ -339,6 +357,7 @@ async fn run(settings: Settings) -> bool {
             audited,
             rss_peak_kib,
             rss_after_kib: rss_kib(),
+            cpu,
         });
     }
 
@@ -392,10 +411,10 @@ fn rss_sampler() -> (oneshot::Sender<()>, tokio::task::JoinHandle<Option<u64>>) 
 fn print_report(settings: &Settings, rows: &[Row], rss_idle: Option<u64>) -> bool {
     let bare = rows.first().map(|r| &r.load);
     println!(
-        "{:<36} {:>10} {:>9} {:>9} {:>14} {:>13}",
-        "target", "req/s", "p50", "p99", "req/s vs bare", "p99 vs bare"
+        "{:<36} {:>10} {:>9} {:>9} {:>14} {:>13} {:>15}",
+        "target", "req/s", "p50", "p99", "req/s vs bare", "p99 vs bare", "CPU us/request"
     );
-    println!("{}", "-".repeat(36 + 10 + 9 + 9 + 14 + 13 + 5));
+    println!("{}", "-".repeat(36 + 10 + 9 + 9 + 14 + 13 + 15 + 6));
     for row in rows {
         let (rps_ratio, p99_ratio) = match bare {
             Some(b) if b.rps > 0.0 && !b.p99.is_zero() => (
@@ -404,14 +423,26 @@ fn print_report(settings: &Settings, rows: &[Row], rss_idle: Option<u64>) -> boo
             ),
             _ => ("-".into(), "-".into()),
         };
+        // Served requests include the ones in flight at the end (audited, not counted by wrk).
+        let served = row.audited.unwrap_or(row.load.requests).max(1) as f64;
+        let cpu = if row.cpu.redis > 0.0 && row.name.contains("Redis") {
+            format!(
+                "{:.0}+{:.0} redis",
+                row.cpu.servers * 1e6 / served,
+                row.cpu.redis * 1e6 / served
+            )
+        } else {
+            format!("{:.0}", row.cpu.servers * 1e6 / served)
+        };
         println!(
-            "{:<36} {:>10.0} {:>9} {:>9} {:>14} {:>13}",
+            "{:<36} {:>10.0} {:>9} {:>9} {:>14} {:>13} {:>15}",
             row.name,
             row.load.rps,
             fmt_latency(row.load.p50),
             fmt_latency(row.load.p99),
             rps_ratio,
-            p99_ratio
+            p99_ratio,
+            cpu
         );
     }
     println!();
@@ -544,6 +575,25 @@ fn load_average() -> Option<String> {
     text.split_whitespace().next().map(str::to_owned)
 }
 
+/// User + system CPU seconds of process `pid` (`self` for this one) so far; 0 if unreadable.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
+    // 13th, in clock ticks (100 per second on Linux).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
 /// VmRSS of this process, in KiB.
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -566,6 +616,10 @@ async fn start_bare(stop: oneshot::Receiver<()>) -> (String, tokio::task::JoinHa
     let addr = listener
         .local_addr()
         .expect("the bare server has no address");
+    // TCP_NODELAY as the gateway's `serve_on` sets it.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let handle = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -988,6 +1042,10 @@ struct RedisServer {
 }
 
 impl RedisServer {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn start(program: &str) -> RedisServer {
         let port = free_port();
         let child = match Command::new(program)

@@ -90,11 +90,22 @@ impl SessionStore for RedisSessionStore {
             .get(self.key(id))
             .await
             .map_err(|e| self.command_failed(&e))?;
-        match data {
-            Some(d) => serde_json::from_str(&d)
-                .map(Some)
-                .map_err(|e| session_store::Error::Decode(e.to_string())),
-            None => Ok(None),
+        let Some(d) = data else {
+            return Ok(None);
+        };
+        match serde_json::from_str(&d) {
+            Ok(record) => Ok(Some(record)),
+            // A record this version cannot read (another version's format, a hand edit) is no
+            // session: the browser signs in again instead of getting an error page on every
+            // request until the record expires. Not serde's message: it may quote a value.
+            Err(e) => {
+                tracing::info!(
+                    category = ?e.classify(),
+                    column = e.column(),
+                    "a session record could not be read; treated as no session"
+                );
+                Ok(None)
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::auth::{AUTH_KEY, STEP_UP_KEY, SignedIn, StepUpAttempt, urlencode};
+use super::auth::{STEP_UP_KEY, SignedIn, StepUpAttempt, urlencode, write_signed_in};
 use super::errors::AppError;
 use super::extract::ClientIp;
 use super::{AppState, no_store};
@@ -254,8 +254,7 @@ pub async fn launch(
                 tracing::info!(store = %store.id, ?outcome, "B2B Edition membership ensured");
             }
             auth.customers.insert(cache_key, id);
-            session
-                .insert(AUTH_KEY, &auth)
+            write_signed_in(&session, &auth)
                 .await
                 .map_err(|_| AppError::session_store(&rid))?;
             id

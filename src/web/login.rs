@@ -8,7 +8,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::auth::{self, AUTH_KEY, MAX_PENDING, PENDING_KEY, PENDING_TTL, SignedInState};
+use super::auth::{self, MAX_PENDING, PENDING_KEY, PENDING_TTL, SignedInState};
 use super::errors::AppError;
 use super::extract::RequestId;
 use super::{AppState, no_store, random_token};
@@ -242,8 +242,7 @@ pub(super) async fn establish(
         last_seen: now,
         customers: Default::default(),
     };
-    session
-        .insert(AUTH_KEY, &signed_in)
+    auth::write_signed_in(session, &signed_in)
         .await
         .map_err(|_| AppError::session_store(rid))?;
     state.audit.record(ev);

@@ -33,9 +33,8 @@ impl AppState {
                 crate::session::Store::Redis(s) => Some(s.handle().clone()),
                 crate::session::Store::Memory(_) => None,
             };
-            self.scim = Some(Arc::new(
-                open_service(cfg, redis, self.clock.clone()).await?,
-            ));
+            let service = Arc::new(open_service(cfg, redis, self.clock.clone()).await?);
+            self.make_mut().scim = Some(service);
         }
         Ok(self)
     }

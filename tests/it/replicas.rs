@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::harness::{Gateway, MAIN_HASH, Opts, Reserved};
 use crate::support::browser::{Browser, location};
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisServer, cli};
 use crate::support::rogue_op::RogueOp;
 
 const CLIENT: &str = "storegate";
@@ -243,4 +243,99 @@ async fn graceful_shutdown_completes_an_in_flight_launch() {
     );
     a.set_sim_delay(Duration::ZERO);
     assert_eq!(me_status(&browser, &b).await, 200);
+}
+
+/// The key and raw JSON of the session record under `storegate:session:*` that holds a sign-in.
+fn signed_in_record(redis: &RedisServer) -> (String, String) {
+    let keys = cli(redis.port, &["--raw", "KEYS", "storegate:session:*"]);
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        let raw = cli(redis.port, &["--raw", "GET", key]);
+        if raw.contains("\"auth\":") {
+            return (key.to_owned(), raw.trim_end().to_owned());
+        }
+    }
+    panic!("no session record holds a sign-in: {keys}");
+}
+
+/// Stores `raw` as the record under `key`, keeping its expiry.
+fn store_record(redis: &RedisServer, key: &str, raw: &str) {
+    let reply = cli(redis.port, &["SET", key, raw, "KEEPTTL"]);
+    assert_eq!(reply.trim(), "OK", "SET {key}");
+}
+
+/// The record's `auth` value replaced by `auth`, as text: the record's id is an i128 that a
+/// `serde_json::Value` round trip would turn into a float.
+fn with_auth(raw: &str, auth: &Value) -> String {
+    let record: Value = serde_json::from_str(raw).expect("a JSON session record");
+    let old = format!("\"auth\":{}", record["data"]["auth"]);
+    assert!(raw.contains(&old), "the sign-in is found as written");
+    raw.replacen(&old, &format!("\"auth\":{auth}"), 1)
+}
+
+/// Launches `us` through `gw` and asserts the browser is sent to sign in again.
+async fn assert_launch_signs_in_again(browser: &Browser, gw: &Gateway, what: &str) {
+    let launch = browser.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(launch.status(), 303, "{what}: {}", browser.hops_text());
+    assert_eq!(
+        launch
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok()),
+        Some("/login?return_to=%2Fstores%2Fus%2Flaunch"),
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn an_older_session_record_still_launches_and_an_unreadable_one_is_signed_out() {
+    let (_op, redis, a, _b) = two_replicas().await;
+    let browser = Browser::new();
+    sign_in(&browser, &a).await;
+
+    // As written before the sign-in became one JSON string: an object in the record.
+    let (key, raw) = signed_in_record(&redis);
+    let record: Value = serde_json::from_str(&raw).expect("a JSON session record");
+    let encoded = record["data"]["auth"]
+        .as_str()
+        .expect("the sign-in is stored as one JSON string");
+    let as_object: Value = serde_json::from_str(encoded).expect("a JSON sign-in");
+    assert!(as_object.is_object());
+    store_record(&redis, &key, &with_auth(&raw, &as_object));
+    let launch = browser.get(&a.url("/stores/us/launch")).await;
+    assert_eq!(
+        launch.status(),
+        302,
+        "older record: {}",
+        browser.hops_text()
+    );
+    let to_store = location(&launch).expect("to the storefront");
+    assert!(
+        to_store.path().contains("/login/token/"),
+        "older record launches: {to_store}"
+    );
+
+    // A sign-in no version can read: signed out (sent to sign in again), not an error page.
+    let (key, raw) = signed_in_record(&redis);
+    store_record(
+        &redis,
+        &key,
+        &with_auth(&raw, &Value::String("{\"identity\":".into())),
+    );
+    assert_launch_signs_in_again(&browser, &a, "unreadable sign-in").await;
+    crate::harness::assert_not_signed_in(&browser, &a).await;
+
+    // A whole record no version can read: the same.
+    sign_in(&browser, &a).await;
+    let (key, _) = signed_in_record(&redis);
+    store_record(&redis, &key, "not a session record");
+    assert_launch_signs_in_again(&browser, &a, "unreadable record").await;
+    crate::harness::assert_not_signed_in(&browser, &a).await;
+
+    let launches = a
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event == storegate::audit::EventKind::Launch)
+        .count();
+    assert_eq!(launches, 1, "only the first launch was decided");
 }
