@@ -490,3 +490,57 @@ async fn taken_over_creates_look_first_and_count_what_the_stopped_consumer_creat
     }
     assert_eq!(a.executor.queue.stats().await.unwrap(), settled());
 }
+
+/// The queue on a Redis Cluster (three masters): its keys share the `{prov}` hash tag, so the
+/// Streams, the consumer group, the lease and the pause live on one node and every script runs
+/// there. Two consumers share a 100-user wave over 3 stores with injected 5xx: exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_two_consumers_share_a_wave_exactly_once() {
+    let cluster = crate::support::redis::ClusterSetup::start();
+    let (sim, base) = simulator(200, 250).await;
+    let cfg = Arc::new(config_text(
+        &base,
+        "queue = \"redis\"\nqueue_claim_after = \"5m\"\n",
+        &format!(
+            "[session]\nstore = \"redis\"\nredis_mode = \"cluster\"\nredis_nodes = [\"{}\"]\n",
+            cluster.node_url(1)
+        ),
+    ));
+    let scim = scim_with_users(100, "staff").await;
+    let a = reconciler(&cfg, AuditLog::channel().0);
+    let b = reconciler(&cfg, AuditLog::channel().0);
+    let plan = a
+        .plan(
+            &scim.snapshot().await.expect("SCIM snapshot"),
+            SystemClock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plan.len(), 300);
+    a.executor.queue.enqueue("wave", plan).await.unwrap();
+    assert_eq!(b.executor.queue.stats().await.unwrap().waiting, 300);
+    sim.fail_next(5, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    let (da, db) = tokio::join!(a.executor.drain(None), b.executor.drain(None));
+    assert!(
+        da.stalled.is_empty() && db.stalled.is_empty(),
+        "{da:?} {db:?}"
+    );
+    assert_eq!(da.failed + db.failed, 0);
+    assert_eq!(da.done + db.done, 300, "every item done exactly once");
+    assert_exactly_once(&sim, 100);
+    assert_eq!(a.executor.queue.stats().await.unwrap(), settled());
+    let keys: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            crate::support::redis::cli(n.port, &["KEYS", "storegate:{prov}:*"])
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        keys.iter().filter(|k| !k.is_empty()).count(),
+        1,
+        "the queue's keys are on one node: {keys:?}"
+    );
+}

@@ -391,3 +391,58 @@ async fn scim2_tester_reports_no_error_or_critical_with_the_redis_store() {
     let (_op, _redis, a, _b) = two_replicas().await;
     run_scim2_tester(&a).await;
 }
+
+/// The SCIM store on a Redis Cluster (three masters): its keys share one hash tag, so its Lua
+/// scripts run on one node. A user created through A is read and filtered through B, a
+/// deactivation through B is refused at once on A, and a userName taken through A is a 409 on B.
+#[tokio::test]
+async fn on_a_redis_cluster_scim_writes_on_one_replica_hold_on_the_other() {
+    let cluster = crate::support::redis::ClusterSetup::start();
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.redis_topology = Some(format!(
+        "redis_mode = \"cluster\"\nredis_nodes = [\"{}\"]",
+        cluster.node_url(0)
+    ));
+    opts.extra_toml = scim_toml_store("redis");
+    let a = Gateway::start(Reserved::new().await, opts).await;
+    let b = a
+        .replica_edited(
+            Reserved::new().await,
+            &cluster.node_url(0),
+            &cluster.node_url(2),
+        )
+        .await;
+
+    let r = create_user(&a, "rogue@corp.example", "rogue-user").await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, found) = get_json(
+        &b,
+        "/scim/v2/Users?filter=userName%20eq%20%22rogue@corp.example%22",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(found["totalResults"], 1, "{found}");
+    assert_eq!(
+        create_user(&b, "ROGUE@corp.example", "other")
+            .await
+            .status(),
+        409,
+        "the userName is taken across replicas"
+    );
+
+    let browser = Browser::new();
+    assert_eq!(sign_in(&browser, &a).await.status(), 303, "signed in");
+    assert_eq!(browser.get(&a.url("/stores/us/launch")).await.status(), 302);
+    assert_eq!(patch_active(&b, &id, false, None).await.status(), 200);
+    let refused = browser.get(&a.url("/stores/us/launch")).await;
+    assert_eq!(refused.status(), 403, "deactivated through B, refused on A");
+    assert!(location(&refused).is_none(), "no redirect to the store");
+    // Every SCIM key sits on the one node that owns the `{scim}` slot.
+    let holders = cluster.nodes_holding("storegate:{scim}:head");
+    assert_eq!(holders.len(), 1, "{holders:?}");
+}
