@@ -91,23 +91,32 @@ pub(crate) async fn scim_with_users(n: usize, group: &str) -> ScimService {
     s
 }
 
-/// A SCIM mover: `user` leaves the first group and becomes the only member of a new group `name`.
+/// A SCIM mover: `user` leaves every group they are a member of and becomes the only member of
+/// a new group `name`.
 pub(crate) async fn move_to_new_group(scim: &ScimService, user: &serde_json::Value, name: &str) {
+    let id = user["id"].as_str().unwrap();
     let groups = scim
         .list(Kind::Group, &Default::default(), "http://x")
         .await
         .unwrap()
         .resources;
-    let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": format!("members[value eq \"{}\"]", user["id"].as_str().unwrap())}]})).unwrap();
-    scim.patch(
-        Kind::Group,
-        groups[0]["id"].as_str().unwrap(),
-        patch,
-        None,
-        "http://x",
-    )
-    .await
-    .unwrap();
+    let member = |g: &&serde_json::Value| {
+        g["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|x| x["value"] == id))
+    };
+    for group in groups.iter().filter(member) {
+        let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]})).unwrap();
+        scim.patch(
+            Kind::Group,
+            group["id"].as_str().unwrap(),
+            patch,
+            None,
+            "http://x",
+        )
+        .await
+        .unwrap();
+    }
     scim.create(
         Kind::Group,
         json!({"displayName": name, "members": [{"value": user["id"]}]}),

@@ -141,32 +141,7 @@ async fn scim_user(scim: &ScimService, external_id: &str) -> serde_json::Value {
 
 /// A SCIM mover: `external_id` leaves `buyers` and becomes the only member of a new group.
 async fn leave_buyers_for(scim: &ScimService, external_id: &str, group: &str) {
-    let u = scim_user(scim, external_id).await;
-    let buyers = scim
-        .list(Kind::Group, &Default::default(), "http://x")
-        .await
-        .unwrap()
-        .resources
-        .into_iter()
-        .find(|g| g["displayName"] == "buyers")
-        .unwrap();
-    let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": format!("members[value eq \"{}\"]", u["id"].as_str().unwrap())}]})).unwrap();
-    scim.patch(
-        Kind::Group,
-        buyers["id"].as_str().unwrap(),
-        patch,
-        None,
-        "http://x",
-    )
-    .await
-    .unwrap();
-    scim.create(
-        Kind::Group,
-        json!({"displayName": group, "members": [{"value": u["id"]}]}),
-        "http://x",
-    )
-    .await
-    .unwrap();
+    move_to_new_group(scim, &scim_user(scim, external_id).await, group).await;
 }
 
 /// `active: false`, as Identity Manager sends it.
