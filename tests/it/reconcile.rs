@@ -91,6 +91,20 @@ pub(crate) async fn scim_with_users(n: usize, group: &str) -> ScimService {
     s
 }
 
+/// A SCIM leaver: `active: false`, as Identity Manager sends it.
+pub(crate) async fn deactivate(scim: &ScimService, user: &serde_json::Value) {
+    let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": {"active": false}}]})).unwrap();
+    scim.patch(
+        Kind::User,
+        user["id"].as_str().unwrap(),
+        patch,
+        None,
+        "http://x",
+    )
+    .await
+    .unwrap();
+}
+
 /// A SCIM mover: `user` leaves every group they are a member of and becomes the only member of
 /// a new group `name`.
 pub(crate) async fn move_to_new_group(scim: &ScimService, user: &serde_json::Value, name: &str) {
@@ -293,16 +307,7 @@ async fn a_leaver_is_locked_out_in_one_pass_and_a_mover_loses_stores() {
     };
     let (leaver, mover) = (by_external("guid-0"), by_external("guid-1"));
     // Leaver: active false (as Identity Manager sends it).
-    let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": {"active": false}}]})).unwrap();
-    scim.patch(
-        Kind::User,
-        leaver["id"].as_str().unwrap(),
-        patch,
-        None,
-        "http://x",
-    )
-    .await
-    .unwrap();
+    deactivate(&scim, leaver).await;
     assert!(
         scim.is_deprovisioned("guid-0", None).await.unwrap(),
         "the gateway refuses the leaver at once"

@@ -66,15 +66,24 @@ fn now() -> storegate::clock::UnixTime {
     storegate::clock::Clock::now(&SystemClock)
 }
 
+type AuditEvents = tokio::sync::mpsc::UnboundedReceiver<storegate::audit::AuditEvent>;
+
 async fn b2b_setup(
     rules: &str,
     provisioning: &str,
     custom_roles: Vec<u64>,
-) -> (
-    SimHandle,
-    Reconciler,
-    tokio::sync::mpsc::UnboundedReceiver<storegate::audit::AuditEvent>,
-) {
+) -> (SimHandle, Reconciler, AuditEvents) {
+    let (sim, _, r, events) = b2b_setup_with(rules, provisioning, custom_roles, fast()).await;
+    (sim, r, events)
+}
+
+/// [`b2b_setup`] with its own back-off, also returning the configuration.
+async fn b2b_setup_with(
+    rules: &str,
+    provisioning: &str,
+    custom_roles: Vec<u64>,
+    backoff: Backoff,
+) -> (SimHandle, Arc<Config>, Reconciler, AuditEvents) {
     let (sim, base) = simulator(100_000, 1000).await;
     sim.enable_b2b("store1", "b2b-token-store1", vec![acme(custom_roles)]);
     let dir = temp("b2b");
@@ -85,8 +94,16 @@ async fn b2b_setup(
         provisioning,
     ));
     let (audit, events) = AuditLog::channel();
-    let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), fast()).unwrap();
-    (sim, r, events)
+    let r = Reconciler::new(cfg.clone(), audit, Arc::new(SystemClock), backoff).unwrap();
+    (sim, cfg, r, events)
+}
+
+/// One try and one retry per call.
+fn one_retry() -> Backoff {
+    Backoff {
+        give_up_after: 1,
+        ..fast()
+    }
 }
 
 /// Issue 5's cost target: a pass in which nothing changed reads each company once (its record and
@@ -144,19 +161,9 @@ async fn leave_buyers_for(scim: &ScimService, external_id: &str, group: &str) {
     move_to_new_group(scim, &scim_user(scim, external_id).await, group).await;
 }
 
-/// `active: false`, as Identity Manager sends it.
+/// `active: false` for the user with this externalId.
 async fn deactivate(scim: &ScimService, external_id: &str) {
-    let u = scim_user(scim, external_id).await;
-    let patch = serde_json::from_value(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": {"active": false}}]})).unwrap();
-    scim.patch(
-        Kind::User,
-        u["id"].as_str().unwrap(),
-        patch,
-        None,
-        "http://x",
-    )
-    .await
-    .unwrap();
+    super::reconcile::deactivate(scim, &scim_user(scim, external_id).await).await;
 }
 
 type Events = tokio::sync::mpsc::UnboundedReceiver<storegate::audit::AuditEvent>;
@@ -393,16 +400,7 @@ async fn a_b2b_429_is_waited_out_within_the_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_b2b_call_that_keeps_failing_is_reported_per_person_and_the_next_pass_repairs_it() {
-    let (sim, base) = simulator(100_000, 1000).await;
-    sim.enable_b2b("store1", "b2b-token-store1", vec![acme(vec![])]);
-    let dir = temp("b2b");
-    let cfg = Arc::new(b2b_config(&base, &dir.join("queue.json"), "", ""));
-    let (audit, mut events) = AuditLog::channel();
-    let backoff = Backoff {
-        give_up_after: 1,
-        ..fast()
-    };
-    let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), backoff).unwrap();
+    let (sim, _, r, mut events) = b2b_setup_with("", "", vec![], one_retry()).await;
     let scim = scim_with_users(2, "buyers").await;
     // Reading company 42 fails twice: the try and its one retry.
     sim.fail_next_b2b("store1", 2, StatusCode::SERVICE_UNAVAILABLE, None);
@@ -444,16 +442,7 @@ async fn a_b2b_call_that_keeps_failing_is_reported_per_person_and_the_next_pass_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_customer_lookup_fails_only_its_people_in_the_b2b_step() {
-    let (sim, base) = simulator(100_000, 1000).await;
-    sim.enable_b2b("store1", "b2b-token-store1", vec![acme(vec![])]);
-    let dir = temp("b2b");
-    let cfg = Arc::new(b2b_config(&base, &dir.join("queue.json"), "", ""));
-    let (audit, mut events) = AuditLog::channel();
-    let backoff = Backoff {
-        give_up_after: 1,
-        ..fast()
-    };
-    let r = Reconciler::new(cfg.clone(), audit, Arc::new(SystemClock), backoff).unwrap();
+    let (sim, cfg, r, mut events) = b2b_setup_with("", "", vec![], one_retry()).await;
     let scim = scim_with_users(2, "buyers").await;
     let data = scim.snapshot().await.unwrap();
     r.pass(&data, now()).await.unwrap();
