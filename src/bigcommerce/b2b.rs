@@ -98,17 +98,66 @@ pub async fn ensure_company_user(
     let Some(grant) = decision.grant().b2b else {
         return Ok(None);
     };
-    ensure_membership(api, grant, identity, customer_id, true)
-        .await
-        .map(|m| Some(m.outcome))
+    usable_company(grant.company_id, api.company(grant.company_id).await?)?;
+    let user = api.user_by_customer(customer_id).await?;
+    let outcome = match membership_need(customer_id, user, grant)? {
+        MembershipNeed::Unchanged(user) => B2bOutcome::Unchanged { user_id: user.id },
+        MembershipNeed::RoleChange(user) => {
+            api.set_role(user.id, grant.role).await?;
+            B2bOutcome::RoleChanged { user_id: user.id }
+        }
+        MembershipNeed::Create => B2bOutcome::Created {
+            user_id: api
+                .create_user(grant.company_id, identity, grant.role)
+                .await?,
+        },
+    };
+    Ok(Some(outcome))
 }
 
-/// What [`ensure_membership`] found and did; `before` is the role the user had (`None`: no
-/// company user yet).
+/// The company a grant names, as B2B Edition answered for it: usable only if it exists and is
+/// approved; otherwise a conflict for an administrator. Shared by the launch and the reconciler.
+pub fn usable_company(company_id: u64, found: Option<Company>) -> Result<Company, ApiError> {
+    let company = found.ok_or_else(|| ApiError::B2bConflict {
+        detail: format!("B2B company {company_id} does not exist"),
+    })?;
+    if company.company_status != COMPANY_APPROVED {
+        return Err(ApiError::B2bConflict {
+            detail: format!(
+                "B2B company {company_id} is not approved (companyStatus {})",
+                company.company_status
+            ),
+        });
+    }
+    Ok(company)
+}
+
+/// What the customer's company user (`None`: they have none) needs to match `grant`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Membership {
-    pub outcome: B2bOutcome,
-    pub before: Option<String>,
+pub enum MembershipNeed {
+    Unchanged(CompanyUser),
+    RoleChange(CompanyUser),
+    Create,
+}
+
+/// Decides [`MembershipNeed`]; a user of another company is a conflict, never moved. Shared by
+/// the launch and the reconciler.
+pub fn membership_need(
+    customer_id: u64,
+    user: Option<CompanyUser>,
+    grant: B2bGrant,
+) -> Result<MembershipNeed, ApiError> {
+    match user {
+        Some(user) if user.company_id != grant.company_id => Err(ApiError::B2bConflict {
+            detail: format!(
+                "customer {customer_id} is a user of B2B company {}, not {}",
+                user.company_id, grant.company_id
+            ),
+        }),
+        Some(user) if user.has_role(grant.role) => Ok(MembershipNeed::Unchanged(user)),
+        Some(user) => Ok(MembershipNeed::RoleChange(user)),
+        None => Ok(MembershipNeed::Create),
+    }
 }
 
 /// The role of a company user as text (`junior buyer`, `custom role #77`), for audit and plans.
@@ -121,65 +170,6 @@ pub fn role_text(user: &CompanyUser) -> String {
             2 => B2bRole::JuniorBuyer.to_string(),
             n => format!("role {n}"),
         },
-    }
-}
-
-/// [`ensure_company_user`] for one grant, shared by the launch and the reconciler. With `apply`
-/// false nothing is written (a dry run): the outcome says what would be done (a user id of 0 for
-/// a user that would be created).
-pub async fn ensure_membership(
-    api: &dyn B2bApi,
-    grant: B2bGrant,
-    identity: &Identity,
-    customer_id: u64,
-    apply: bool,
-) -> Result<Membership, ApiError> {
-    let B2bGrant { company_id, role } = grant;
-    let company = api
-        .company(company_id)
-        .await?
-        .ok_or_else(|| ApiError::B2bConflict {
-            detail: format!("B2B company {company_id} does not exist"),
-        })?;
-    if company.company_status != COMPANY_APPROVED {
-        return Err(ApiError::B2bConflict {
-            detail: format!(
-                "B2B company {company_id} is not approved (companyStatus {})",
-                company.company_status
-            ),
-        });
-    }
-    match api.user_by_customer(customer_id).await? {
-        Some(user) if user.company_id != company_id => Err(ApiError::B2bConflict {
-            detail: format!(
-                "customer {customer_id} is a user of B2B company {}, not {company_id}",
-                user.company_id
-            ),
-        }),
-        Some(user) if user.has_role(role) => Ok(Membership {
-            before: Some(role_text(&user)),
-            outcome: B2bOutcome::Unchanged { user_id: user.id },
-        }),
-        Some(user) => {
-            if apply {
-                api.set_role(user.id, role).await?;
-            }
-            Ok(Membership {
-                before: Some(role_text(&user)),
-                outcome: B2bOutcome::RoleChanged { user_id: user.id },
-            })
-        }
-        None => {
-            let user_id = if apply {
-                api.create_user(company_id, identity, role).await?
-            } else {
-                0
-            };
-            Ok(Membership {
-                before: None,
-                outcome: B2bOutcome::Created { user_id },
-            })
-        }
     }
 }
 

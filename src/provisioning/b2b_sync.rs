@@ -35,18 +35,18 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::reconcile::{Desired, DesiredCustomer};
 use super::retry::{b2b_wait, bc_wait, bounded};
-use super::run::Reconciler;
+use super::run::{LOOKUP, Reconciler};
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::bigcommerce::api::{ApiError, Customer};
-use crate::bigcommerce::b2b::{B2bApi, COMPANY_APPROVED, CompanyUser, role_text};
+use crate::bigcommerce::b2b::{
+    B2bApi, CompanyUser, MembershipNeed, membership_need, role_text, usable_company,
+};
 use crate::config::Config;
 use crate::identity::{AuthContext, Identity, IdpId};
-use crate::policy::{B2bGrant, B2bRole, Effect};
+use crate::policy::{B2bGrant, Effect};
 
 /// Company users per `GET /users?companyId=` page.
 const PAGE: u64 = 100;
-/// Emails per customer lookup (`GET /v3/customers?email:in=...`).
-const LOOKUP: usize = 50;
 
 /// What the step did (or, in a dry run, would do) for one customer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -218,24 +218,13 @@ impl Reconciler {
                 format!("B2B Edition: {e}; retried next pass"),
             )
         };
-        let company = match bounded(b, |e| b2b_wait(e, true), || api.company(company_id)).await {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                return Err((
-                    B2bChangeKind::Conflict,
-                    format!("B2B company {company_id} does not exist"),
-                ));
-            }
+        let found = bounded(b, |e| b2b_wait(e, true), || api.company(company_id))
+            .await
+            .map_err(failed)?;
+        match usable_company(company_id, found) {
+            Ok(_) => {}
+            Err(ApiError::B2bConflict { detail }) => return Err((B2bChangeKind::Conflict, detail)),
             Err(e) => return Err(failed(e)),
-        };
-        if company.company_status != COMPANY_APPROVED {
-            return Err((
-                B2bChangeKind::Conflict,
-                format!(
-                    "B2B company {company_id} is not approved (companyStatus {})",
-                    company.company_status
-                ),
-            ));
         }
         let mut users = HashMap::new();
         let mut offset = 0;
@@ -367,11 +356,10 @@ impl Reconciler {
                 return change;
             }
         };
-        let result = match users.get(&customer_id) {
-            Some(user) => self.set_role(api, user, grant.role, apply).await,
-            None => self.join(api, d, customer_id, grant, apply).await,
-        };
-        match result {
+        match self
+            .converge(api, d, customer_id, users.get(&customer_id), grant, apply)
+            .await
+        {
             Ok((kind, before)) => {
                 change.kind = kind;
                 change.before = before;
@@ -388,56 +376,46 @@ impl Reconciler {
         change
     }
 
-    /// A user of the right company: the role, changed if it differs.
-    async fn set_role(
-        &self,
-        api: &dyn B2bApi,
-        user: &CompanyUser,
-        role: B2bRole,
-        apply: bool,
-    ) -> Result<(B2bChangeKind, Option<String>), ApiError> {
-        let before = Some(role_text(user));
-        if user.has_role(role) {
-            return Ok((B2bChangeKind::Unchanged, before));
-        }
-        if apply {
-            bounded(
-                &self.executor.backoff,
-                |e| b2b_wait(e, true),
-                || api.set_role(user.id, role),
-            )
-            .await?;
-        }
-        Ok((B2bChangeKind::RoleChanged, before))
-    }
-
-    /// A customer who is no user of the grant's company: a user of another company is a
-    /// conflict, else the company user is created.
-    async fn join(
+    /// Brings one customer's company user in line with `grant` ([`membership_need`], as the
+    /// launch decides it). `listed`: their user in the grant's company, as read this pass; when
+    /// not listed they may be a user of another company (a conflict), have joined since the
+    /// list was read, or have no user yet.
+    async fn converge(
         &self,
         api: &dyn B2bApi,
         d: &DesiredCustomer,
         customer_id: u64,
+        listed: Option<&CompanyUser>,
         grant: B2bGrant,
         apply: bool,
     ) -> Result<(B2bChangeKind, Option<String>), ApiError> {
         let b = &self.executor.backoff;
-        match bounded(
-            b,
-            |e| b2b_wait(e, true),
-            || api.user_by_customer(customer_id),
-        )
-        .await?
-        {
-            Some(user) if user.company_id != grant.company_id => Err(ApiError::B2bConflict {
-                detail: format!(
-                    "customer {customer_id} is a user of B2B company {}, not {}",
-                    user.company_id, grant.company_id
-                ),
-            }),
-            // Joined since the company was listed.
-            Some(user) => self.set_role(api, &user, grant.role, apply).await,
+        let user = match listed {
+            Some(user) => Some(user.clone()),
             None => {
+                bounded(
+                    b,
+                    |e| b2b_wait(e, true),
+                    || api.user_by_customer(customer_id),
+                )
+                .await?
+            }
+        };
+        let before = user.as_ref().map(role_text);
+        match membership_need(customer_id, user, grant)? {
+            MembershipNeed::Unchanged(_) => Ok((B2bChangeKind::Unchanged, before)),
+            MembershipNeed::RoleChange(user) => {
+                if apply {
+                    bounded(
+                        b,
+                        |e| b2b_wait(e, true),
+                        || api.set_role(user.id, grant.role),
+                    )
+                    .await?;
+                }
+                Ok((B2bChangeKind::RoleChanged, before))
+            }
+            MembershipNeed::Create => {
                 if apply {
                     let identity = identity_of(d);
                     bounded(

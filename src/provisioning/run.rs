@@ -39,7 +39,7 @@ use crate::config::provisioning::{Deprovision, QueueStorage, ScimStorage};
 use crate::policy::CustomerGroupRef;
 
 /// Emails per lookup call (`GET /v3/customers?email:in=...`).
-const LOOKUP: usize = 50;
+pub(super) const LOOKUP: usize = 50;
 
 pub struct Reconciler {
     pub config: Arc<Config>,
