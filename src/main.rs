@@ -253,13 +253,12 @@ async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let now = clock.now();
     let r = Reconciler::new(std::sync::Arc::new(cfg), audit, clock, Default::default())?;
     if dry_run {
-        let (plan, drift) = r.preview(&data, now).await?;
-        let b2b = r.preview_b2b(&data, now).await?;
+        let preview = r.dry_run(&data, now).await?;
         print!(
             "{}{}{}",
-            render_drift(&drift),
-            render_plan(&plan),
-            render_b2b(&b2b)
+            render_drift(&preview.drift),
+            render_plan(&preview.plan),
+            render_b2b(&preview.b2b)
         );
         return Ok(());
     }

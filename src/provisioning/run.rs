@@ -59,6 +59,14 @@ pub struct PassReport {
     pub b2b: Vec<super::b2b_sync::B2bChange>,
 }
 
+/// What `storegate reconcile --dry-run` prints.
+#[derive(Debug)]
+pub struct DryRun {
+    pub plan: Vec<Action>,
+    pub drift: Vec<Drift>,
+    pub b2b: Vec<super::b2b_sync::B2bChange>,
+}
+
 impl PassReport {
     /// B2B Edition company users changed (created, role changed, removed) and people whose B2B
     /// step failed this pass.
@@ -294,16 +302,26 @@ impl Reconciler {
         self.plan_with_drift(&desired, false).await
     }
 
-    /// What the B2B step would do, reading only (`--dry-run`).
+    /// What the B2B step would do, reading only.
     pub async fn preview_b2b(
         &self,
         data: &ScimData,
         now: crate::clock::UnixTime,
     ) -> anyhow::Result<Vec<super::b2b_sync::B2bChange>> {
+        Ok(self.dry_run(data, now).await?.b2b)
+    }
+
+    /// `--dry-run`: the drift, the plan and the B2B step, reading only. The desired state and
+    /// the bound customers are read once for all three, as in a pass.
+    pub async fn dry_run(
+        &self,
+        data: &ScimData,
+        now: crate::clock::UnixTime,
+    ) -> anyhow::Result<DryRun> {
         let desired = reconcile::desired_state(&self.config, data, now);
-        let attributes = self.subject_attributes(false).await?;
-        let bound = self.tagged(&attributes).await?;
-        Ok(self.b2b_step(&desired, &bound, "dry-run", now, false).await)
+        let (plan, drift, bound) = self.plan_drift_bound(&desired, false).await?;
+        let b2b = self.b2b_step(&desired, &bound, "dry-run", now, false).await;
+        Ok(DryRun { plan, drift, b2b })
     }
 
     /// The plan and the drift towards `desired`; `create_groups` false reads only.
