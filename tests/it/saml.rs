@@ -19,10 +19,10 @@ use crate::harness::{Gateway, MAIN_HASH, Opts, Reserved, assert_not_signed_in};
 use crate::support::browser::{Browser, location, query_param};
 use crate::support::redis::{ClusterSetup, RedisServer};
 
-const IDP_ENTITY: &str = "https://iam.corp.example/nidp/saml2/metadata";
+pub(crate) const IDP_ENTITY: &str = "https://iam.corp.example/nidp/saml2/metadata";
 const IDP_SSO: &str = "https://iam.corp.example/nidp/saml2/sso";
-const IDP_ORIGIN: &str = "https://iam.corp.example";
-const SAML_IDP: &str = "opentext-saml";
+pub(crate) const IDP_ORIGIN: &str = "https://iam.corp.example";
+pub(crate) const SAML_IDP: &str = "opentext-saml";
 const EMAIL_FORMAT: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
 
 fn repo() -> PathBuf {
@@ -60,20 +60,20 @@ fn cert_b64(pem: &str) -> String {
 }
 
 /// The IdP's keys and metadata, and a way to have pysaml2 answer.
-struct Idp {
-    dir: PathBuf,
-    key: PathBuf,
-    cert: PathBuf,
+pub(crate) struct Idp {
+    pub(crate) dir: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) cert: PathBuf,
     /// A second key pair, not in the metadata unless `rollover`.
-    other_key: PathBuf,
-    other_cert: PathBuf,
-    metadata: PathBuf,
+    pub(crate) other_key: PathBuf,
+    pub(crate) other_cert: PathBuf,
+    pub(crate) metadata: PathBuf,
 }
 
 impl Idp {
     /// `signing_certs`: which certificates the metadata names: 0 = none, 1 = the main one, 2 =
     /// the main one and the second (rollover).
-    fn new(name: &str, signing_certs: usize) -> Idp {
+    pub(crate) fn new(name: &str, signing_certs: usize) -> Idp {
         let dir = scratch(name);
         let (k, c) =
             storegate::federation::saml::sp::generate_key_and_cert("idp").expect("idp key");
@@ -165,7 +165,7 @@ group_dn_to_name = true
     }
 
     /// Runs pysaml2 with `req` (see tests/peers/saml/idp.py); returns its stdout.
-    fn run(&self, mut req: Value) -> String {
+    pub(crate) fn run(&self, mut req: Value) -> String {
         let obj = req.as_object_mut().expect("object");
         obj.entry("idp_entity_id").or_insert(json!(IDP_ENTITY));
         obj.entry("idp_key").or_insert(json!(self.key));
@@ -196,25 +196,33 @@ group_dn_to_name = true
 }
 
 /// A SAML sign-in started at the gateway, waiting for the IdP's answer.
-struct Started {
-    request_id: String,
-    relay_state: String,
+pub(crate) struct Started {
+    pub(crate) request_id: String,
+    pub(crate) relay_state: String,
     /// `name=value` of the pending cookie (SameSite=None).
-    pending_cookie: String,
-    acs: String,
-    sp_entity: String,
+    pub(crate) pending_cookie: String,
+    pub(crate) acs: String,
+    pub(crate) sp_entity: String,
 }
 
-fn b64(s: &str) -> String {
+pub(crate) fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-async fn start_gateway(idp: &Idp, idp_extra: &str, redis: Option<&RedisServer>) -> Gateway {
+pub(crate) async fn start_gateway(
+    idp: &Idp,
+    idp_extra: &str,
+    redis: Option<&RedisServer>,
+) -> Gateway {
     start_gateway_with(idp, idp_extra, |o| o.redis_url = redis.map(|r| r.url())).await
 }
 
 /// Like [`start_gateway`], with the session store set by `session` (e.g. a Redis Cluster).
-async fn start_gateway_with(idp: &Idp, idp_extra: &str, session: impl Fn(&mut Opts)) -> Gateway {
+pub(crate) async fn start_gateway_with(
+    idp: &Idp,
+    idp_extra: &str,
+    session: impl Fn(&mut Opts),
+) -> Gateway {
     let reserved = Reserved::new().await;
     let mut o = Opts::new("http://127.0.0.1:9/unused-oidc", "unused", "unused-secret");
     o.extra_toml = idp.toml(idp_extra);
@@ -231,7 +239,7 @@ async fn start_gateway_with(idp: &Idp, idp_extra: &str, session: impl Fn(&mut Op
     gw
 }
 
-async fn begin(b: &Browser, gw: &Gateway, return_to: &str) -> Started {
+pub(crate) async fn begin(b: &Browser, gw: &Gateway, return_to: &str) -> Started {
     let resp = b
         .get(&gw.url(&format!("/login?idp={SAML_IDP}&return_to={return_to}")))
         .await;
@@ -282,7 +290,7 @@ async fn begin(b: &Browser, gw: &Gateway, return_to: &str) -> Started {
     }
 }
 
-fn user(s: &Started) -> Value {
+pub(crate) fn user(s: &Started) -> Value {
     json!({
         "acs": s.acs,
         "sp_entity_id": s.sp_entity,
@@ -301,7 +309,7 @@ fn user(s: &Started) -> Value {
 }
 
 /// Posts `saml_response` to the ACS like the IdP's auto-submit form (cross-site).
-async fn post(b: &Browser, s: &Started, saml_response: &str) -> reqwest::Response {
+pub(crate) async fn post(b: &Browser, s: &Started, saml_response: &str) -> reqwest::Response {
     b.post_form_cross_site_with(
         &s.acs,
         IDP_ORIGIN,
@@ -315,7 +323,7 @@ async fn post(b: &Browser, s: &Started, saml_response: &str) -> reqwest::Respons
 }
 
 /// Asserts a refusal: status, no session, no token, and the audit reason.
-async fn assert_refused(
+pub(crate) async fn assert_refused(
     b: &Browser,
     gw: &Gateway,
     resp: reqwest::Response,
@@ -418,13 +426,27 @@ async fn saml_sign_in_portal_launch_with_response_and_assertion_signed() {
 }
 
 #[tokio::test]
-// samael 0.0.22 needs `xmlns:ds` declared on the EncryptedData's ds:KeyInfo itself (see
-// tests/peers/saml/idp.py, `_aes_template`); an IdP that inherits it from an ancestor is refused
-// as saml_malformed (fail closed).
+// AES-128-CBC with `xmlns:ds` repeated on the EncryptedData's KeyInfo (Shibboleth-style).
 async fn saml_sign_in_portal_launch_with_encrypted_assertion() {
     sign_in_and_launch(
         |r| {
             r["encrypt"] = json!(true);
+            r["sign_response"] = json!(true);
+        },
+        "",
+    )
+    .await;
+}
+
+#[tokio::test]
+// pysaml2's own encryption defaults: RSA-OAEP-MGF1P key transport (SHA-1 digest, which is not a
+// signature weakness) and 3DES-CBC, with `xmlns:ds` inherited from the EncryptedData. Signed with
+// RSA-SHA256, so SHA-1 stays refused for the signature (allow_sha1 is off).
+async fn saml_sign_in_portal_launch_with_pysaml2_default_encryption() {
+    sign_in_and_launch(
+        |r| {
+            r["encrypt"] = json!(true);
+            r["encrypt_defaults"] = json!(true);
             r["sign_response"] = json!(true);
         },
         "",
@@ -453,7 +475,7 @@ async fn refusal(
     assert_refused(&b, &gw, acs, status, reason).await
 }
 
-fn signed_xml(idp: &Idp, s: &Started, f: impl Fn(&mut Value)) -> String {
+pub(crate) fn signed_xml(idp: &Idp, s: &Started, f: impl Fn(&mut Value)) -> String {
     let mut r = user(s);
     r["xml"] = json!(true);
     f(&mut r);
@@ -529,23 +551,70 @@ async fn saml_never_reads_a_comment_truncated_name_id() {
 
 /// A signed response rewritten by `wrap(signed_xml, evil_assertion)`: signature wrapping.
 ///
-/// Every variant needs a second assertion, and the gateway accepts exactly one per response:
-/// refused before any signature is looked at (samael's signed-content reduction is the second
-/// line: it keeps only the signed assertion).
-async fn xsw(name: &str, sign_response: bool, wrap: impl Fn(&str) -> String) {
-    refusal(
-        name,
-        |idp, s| {
-            let xml = signed_xml(idp, s, |r| {
-                r["sign_response"] = json!(sign_response);
-                r["sign_assertion"] = json!(!sign_response);
-            });
-            b64(&wrap(&xml))
-        },
-        401,
-        "saml_multiple_assertions",
-    )
-    .await;
+/// Every variant needs a second assertion or a signature that is not enveloped in what it signs;
+/// the gateway accepts exactly one assertion per response (`saml_multiple_assertions`) and only
+/// signatures that name their own parent (`saml_signature_shape`, which the prescan meets first
+/// in the variants that move the signature): refused before any signature is looked at. The second line, samael's signed-content
+/// reduction, is proved on the same document on its own (no prescan in front): it never returns
+/// the evil assertion.
+async fn xsw(name: &str, sign_response: bool, reason: &str, wrap: impl Fn(&str) -> String) {
+    let idp = Idp::new(name, 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    let s = begin(&b, &gw, "/").await;
+    let xml = signed_xml(&idp, &s, |r| {
+        r["sign_response"] = json!(sign_response);
+        r["sign_assertion"] = json!(!sign_response);
+    });
+    let wrapped = wrap(&xml);
+    assert!(
+        wrapped.contains("boss@corp.example"),
+        "{name}: the evil assertion is in"
+    );
+    the_reduction_alone_never_reads_the_evil_assertion(name, &idp, &s, &wrapped);
+    let acs = post(&b, &s, &b64(&wrapped)).await;
+    assert_refused(&b, &gw, acs, 401, reason).await;
+}
+
+/// samael's `parse_xml_response_with_mode` (the reduction to signed content, then the parse of
+/// only that) on a wrapped document: an error, or the signed assertion (Mia), never Boss's.
+fn the_reduction_alone_never_reads_the_evil_assertion(
+    name: &str,
+    idp: &Idp,
+    s: &Started,
+    wrapped: &str,
+) {
+    use samael::crypto::ReduceMode;
+    let metadata = std::fs::read_to_string(&idp.metadata).expect("metadata");
+    let sp = samael::service_provider::ServiceProvider {
+        entity_id: Some(s.sp_entity.clone()),
+        acs_url: Some(s.acs.clone()),
+        idp_metadata: metadata.parse().expect("idp metadata"),
+        allowed_signature_algorithms: Some(vec![
+            samael::crypto::AllowedSignatureAlgorithm::RsaSha256,
+        ]),
+        ..samael::service_provider::ServiceProvider::default()
+    };
+    let ids = [s.request_id.as_str()];
+    match sp.parse_xml_response_with_mode(
+        wrapped,
+        Some(&ids),
+        ReduceMode::ValidateAndMarkNoAncestors,
+    ) {
+        Err(e) => eprintln!("{name}: the reduction alone refuses: {e}"),
+        Ok(a) => {
+            let subject = a
+                .subject
+                .and_then(|s| s.name_id)
+                .map(|n| n.value)
+                .unwrap_or_default();
+            assert_eq!(
+                subject, "mia@corp.example",
+                "{name}: only the signed assertion"
+            );
+            eprintln!("{name}: the reduction alone returns the signed assertion");
+        }
+    }
 }
 
 fn between<'a>(xml: &'a str, start: &str, end: &str) -> (usize, usize, &'a str) {
@@ -586,7 +655,7 @@ fn evil(assertion: &str) -> String {
 async fn saml_refuses_xsw1_evil_response_wrapping_the_signed_one() {
     // XSW1: a new unsigned Response with the evil assertion; the signed original moves into the
     // signature (as an Object), so its Reference still resolves.
-    xsw("xsw1", true, |xml| {
+    xsw("xsw1", true, "saml_signature_shape", |xml| {
         let (sa, sb, sig) = between(xml, "<ns2:Signature", "</ns2:Signature>");
         let original_without_sig = format!("{}{}", &xml[..sa], &xml[sb..]);
         let (_, _, assertion) = assertion_span(xml);
@@ -608,7 +677,7 @@ async fn saml_refuses_xsw1_evil_response_wrapping_the_signed_one() {
 #[tokio::test]
 async fn saml_refuses_xsw2_detached_signature_before_the_evil_response() {
     // XSW2: like XSW1 but the original Response is a sibling before the signature's position.
-    xsw("xsw2", true, |xml| {
+    xsw("xsw2", true, "saml_signature_shape", |xml| {
         let (sa, sb, sig) = between(xml, "<ns2:Signature", "</ns2:Signature>");
         let original_without_sig = format!("{}{}", &xml[..sa], &xml[sb..]);
         let root_end = xml.find("?>").map(|i| i + 2).unwrap_or(0);
@@ -624,7 +693,7 @@ async fn saml_refuses_xsw2_detached_signature_before_the_evil_response() {
 
 #[tokio::test]
 async fn saml_refuses_xsw3_evil_assertion_before_the_signed_one() {
-    xsw("xsw3", false, |xml| {
+    xsw("xsw3", false, "saml_multiple_assertions", |xml| {
         let (a, _, assertion) = assertion_span(xml);
         format!("{}{}{}", &xml[..a], evil(&assertion), &xml[a..])
     })
@@ -633,7 +702,7 @@ async fn saml_refuses_xsw3_evil_assertion_before_the_signed_one() {
 
 #[tokio::test]
 async fn saml_refuses_xsw4_evil_assertion_wrapping_the_signed_one() {
-    xsw("xsw4", false, |xml| {
+    xsw("xsw4", false, "saml_multiple_assertions", |xml| {
         let (a, b, assertion) = assertion_span(xml);
         let ev = evil(&assertion);
         let close_at = ev.rfind("</").expect("close");
@@ -647,7 +716,7 @@ async fn saml_refuses_xsw4_evil_assertion_wrapping_the_signed_one() {
 async fn saml_refuses_xsw5_signature_moved_into_the_evil_assertion() {
     // XSW5: the evil assertion carries the original signature; the original assertion (unsigned
     // copy) is appended elsewhere so the Reference still resolves.
-    xsw("xsw5", false, |xml| {
+    xsw("xsw5", false, "saml_signature_shape", |xml| {
         let (a, b, assertion) = assertion_span(xml);
         let (_, _, sig) = between(&assertion, "<ns2:Signature", "</ns2:Signature>");
         let ev = evil(&assertion);
@@ -677,7 +746,7 @@ async fn saml_refuses_xsw6_signed_assertion_inside_the_moved_signature() {
     // XSW6: the evil assertion takes the original's place and carries its Signature; the original
     // (signed) assertion, minus its signature, becomes a child of that Signature, so the Reference
     // still resolves to it.
-    xsw("xsw6", false, |xml| {
+    xsw("xsw6", false, "saml_signature_shape", |xml| {
         let (a, b, assertion) = assertion_span(xml);
         let (_, _, sig) = between(&assertion, "<ns2:Signature", "</ns2:Signature>");
         let original_unsigned = assertion.replace(sig, "");
@@ -701,7 +770,7 @@ async fn saml_refuses_xsw6_signed_assertion_inside_the_moved_signature() {
 
 #[tokio::test]
 async fn saml_refuses_xsw7_signed_assertion_hidden_in_extensions() {
-    xsw("xsw7", false, |xml| {
+    xsw("xsw7", false, "saml_multiple_assertions", |xml| {
         let (a, b, assertion) = assertion_span(xml);
         let ext = format!(
             "<samlp:Extensions xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\">{assertion}</samlp:Extensions>"
@@ -713,7 +782,7 @@ async fn saml_refuses_xsw7_signed_assertion_hidden_in_extensions() {
 
 #[tokio::test]
 async fn saml_refuses_xsw8_signed_assertion_inside_the_evil_signature_object() {
-    xsw("xsw8", false, |xml| {
+    xsw("xsw8", false, "saml_signature_shape", |xml| {
         let (a, b, assertion) = assertion_span(xml);
         let (_, _, sig) = between(&assertion, "<ns2:Signature", "</ns2:Signature>");
         let original_unsigned = assertion.replace(sig, "");
@@ -1175,10 +1244,10 @@ async fn saml_idp_metadata_without_signing_certificate_is_refused_at_start() {
 // ---------------------------------------------------------------------------------------------
 // Single logout
 
-const IDP_SLO: &str = "https://iam.corp.example/nidp/saml2/slo";
+pub(crate) const IDP_SLO: &str = "https://iam.corp.example/nidp/saml2/slo";
 
 /// Runs tests/peers/saml/slo.py with `req` and parses its JSON answer.
-fn slo_peer(idp: &Idp, mut req: Value) -> Value {
+pub(crate) fn slo_peer(idp: &Idp, mut req: Value) -> Value {
     let obj = req.as_object_mut().expect("object");
     obj.entry("idp_entity_id").or_insert(json!(IDP_ENTITY));
     obj.entry("idp_key").or_insert(json!(idp.key));
@@ -1208,7 +1277,7 @@ fn slo_peer(idp: &Idp, mut req: Value) -> Value {
 }
 
 /// Signs `b` in through the IdP; returns the SessionIndex the IdP put in the assertion.
-async fn slo_sign_in(idp: &Idp, gw: &Gateway, b: &Browser) -> String {
+pub(crate) async fn slo_sign_in(idp: &Idp, gw: &Gateway, b: &Browser) -> String {
     let s = begin(b, gw, "/").await;
     let mut req = user(&s);
     req["xml"] = json!(true);
@@ -1221,12 +1290,12 @@ async fn slo_sign_in(idp: &Idp, gw: &Gateway, b: &Browser) -> String {
     index
 }
 
-async fn assert_signed_in(b: &Browser, gw: &Gateway) {
+pub(crate) async fn assert_signed_in(b: &Browser, gw: &Gateway) {
     let me = b.get(&gw.url("/api/me")).await;
     assert_eq!(me.status(), 200, "still signed in");
 }
 
-fn logout_request(gw: &Gateway, binding: &str, extra: Value) -> Value {
+pub(crate) fn logout_request(gw: &Gateway, binding: &str, extra: Value) -> Value {
     let mut req = json!({
         "op": "request",
         "binding": binding,
