@@ -23,6 +23,39 @@ async fn signed_in(groups: &[&str]) -> (RogueOp, Gateway, Browser) {
     (op, gw, b)
 }
 
+/// The refusal tests' "no token minted" must see a token even when the browser never takes it
+/// to the store (the test browser follows no redirect by itself): each of its three witnesses.
+#[tokio::test]
+async fn no_token_minted_catches_a_launch_the_browser_did_not_follow() {
+    let (_op, gw, b) = signed_in(&["bc-merchandisers"]).await;
+    gw.assert_no_token_minted(); // signing in mints nothing
+    let launch = b.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(launch.status(), 302, "{}", b.hops_text());
+    let traces = gw.login_token_traces();
+    assert_eq!(traces.len(), 2, "{traces:#?}");
+    assert!(
+        traces[0].starts_with("left the gateway: GET /stores/us/launch -> 302: in header location"),
+        "{traces:#?}"
+    );
+    assert!(
+        traces[1].starts_with("audit: launch granted on store Some(\"us\")"),
+        "{traces:#?}"
+    );
+    let assertion =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gw.assert_no_token_minted()));
+    assert!(assertion.is_err(), "an unfollowed launch went unnoticed");
+
+    // Taken to the store, the token is also on the storefront's record.
+    let landed = b.follow(launch).await;
+    assert_eq!(landed.status(), 200);
+    let traces = gw.login_token_traces();
+    assert_eq!(traces.len(), 3, "{traces:#?}");
+    assert!(
+        traces[2].starts_with("storefront accepted a token"),
+        "{traces:#?}"
+    );
+}
+
 #[tokio::test]
 async fn open_redirects_in_to_are_refused_without_minting() {
     let (_op, gw, b) = signed_in(&["bc-merchandisers"]).await;
