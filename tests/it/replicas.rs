@@ -6,12 +6,13 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use storegate::audit::{EventKind, Outcome};
 use url::Url;
 
 use crate::harness::{Gateway, MAIN_HASH, Opts, Reserved};
 use crate::support::browser::{Browser, location};
 use crate::support::redis::{RedisServer, cli};
-use crate::support::rogue_op::RogueOp;
+use crate::support::rogue_op::{Fault, RogueOp};
 
 const CLIENT: &str = "storegate";
 const SECRET: &str = "replica-client-secret-0123456789";
@@ -118,15 +119,50 @@ async fn a_login_started_on_a_completes_on_b() {
     assert_eq!(me_status(&browser, &a).await, 200);
     assert_eq!(me_status(&browser, &b).await, 200);
 
-    // The state was consumed on B: replaying the same callback on A signs nobody in.
-    let fresh = Browser::new();
-    let replay = fresh.get(&via(&a, &callback)).await;
-    assert!(
-        replay.status().is_client_error(),
-        "replayed callback: {}",
-        replay.status()
-    );
-    assert_eq!(me_status(&fresh, &a).await, 401);
+    // The state was consumed on B: the same browser replaying the same callback on A is refused
+    // for that reason, and its session stays the one B signed in.
+    let replay = browser.get(&via(&a, &callback)).await;
+    assert_eq!(replay.status(), 400, "replayed callback");
+    assert_eq!(sign_in_refusals(&a), ["state_unknown"]);
+    assert_eq!(me_status(&browser, &a).await, 200);
+}
+
+/// The reasons of every refused sign-in at `gw` so far, oldest first.
+fn sign_in_refusals(gw: &Gateway) -> Vec<String> {
+    gw.audit_now()
+        .iter()
+        .filter(|e| e.event == EventKind::SignIn && e.outcome != Outcome::Allow)
+        .map(|e| e.reason.clone().unwrap_or_default())
+        .collect()
+}
+
+/// A state is spent once across replicas even when its sign-in fails: B refuses an expired ID
+/// token after taking the state out of the shared session; the same browser (same cookies)
+/// replaying the callback on A is refused as `state_unknown` before A goes to the token endpoint.
+/// Only the shared store can refuse it: A would otherwise redeem the code again.
+#[tokio::test]
+async fn a_state_spent_on_b_by_a_failed_sign_in_is_refused_on_a() {
+    let (op, _redis, a, b) = two_replicas().await;
+    let browser = Browser::new();
+    let start = browser.get(&a.url("/login")).await;
+    let at_callback = browser
+        .follow_while(start, |u| !u.path().starts_with("/oidc/"))
+        .await;
+    let callback = location(&at_callback).expect("OP redirects to the callback");
+    op.set_fault(Fault::Expired);
+    let failed = browser.get(&via(&b, &callback)).await;
+    assert_eq!(failed.status(), 401, "expired ID token on B");
+    assert_eq!(sign_in_refusals(&b), ["id_token_invalid"]);
+    assert_eq!(op.token_calls(), 1);
+
+    op.set_fault(Fault::None);
+    let replay = browser.get(&via(&a, &callback)).await;
+    assert_eq!(replay.status(), 400, "replayed callback on A");
+    assert_eq!(sign_in_refusals(&a), ["state_unknown"]);
+    assert_eq!(op.token_calls(), 1, "the code was not redeemed again");
+    assert_eq!(me_status(&browser, &a).await, 401);
+    assert_eq!(me_status(&browser, &b).await, 401);
+    a.assert_no_token_minted();
 }
 
 #[tokio::test]
