@@ -85,8 +85,8 @@ pub struct Gateway {
     tasks: Vec<JoinHandle<()>>,
     /// The configuration text this gateway runs (a replica runs the same).
     config_text: String,
-    /// Added to every BigCommerce simulator answer (shared with replicas), to hold a launch in flight.
-    sim_delay_ms: Arc<AtomicU64>,
+    /// The delay before every BigCommerce simulator answer and the count of requests it got.
+    sim_steering: SimSteering,
     /// Every gateway answer (of this gateway and its replicas) that carried a Customer Login JWT.
     tokens_out: TokenSightings,
     shutdown: Mutex<Option<oneshot::Sender<()>>>,
@@ -234,10 +234,13 @@ impl Gateway {
             sim_store(OUTLET_HASH, "Outlet", &[(1, "Outlet")]),
         ]));
         let sim_delay_ms = Arc::new(AtomicU64::new(0));
+        let sim_requests = Arc::new(AtomicU64::new(0));
         let delay = Arc::clone(&sim_delay_ms);
+        let arrived = Arc::clone(&sim_requests);
         let sim_router = sim_router.layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let ms = delay.load(Ordering::SeqCst);
+                arrived.fetch_add(1, Ordering::SeqCst);
                 async move {
                     if ms > 0 {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -258,7 +261,10 @@ impl Gateway {
             sim,
             sim_base,
             clock,
-            sim_delay_ms,
+            SimSteering {
+                delay_ms: sim_delay_ms,
+                requests: sim_requests,
+            },
             TokenSightings::default(),
         )
         .await;
@@ -277,7 +283,7 @@ impl Gateway {
             self.sim.clone(),
             self.sim_base.clone(),
             self.clock.clone(),
-            Arc::clone(&self.sim_delay_ms),
+            self.sim_steering.clone(),
             self.tokens_out.clone(),
         )
         .await
@@ -293,7 +299,7 @@ impl Gateway {
             self.sim.clone(),
             self.sim_base.clone(),
             self.clock.clone(),
-            Arc::clone(&self.sim_delay_ms),
+            self.sim_steering.clone(),
             self.tokens_out.clone(),
         )
         .await
@@ -305,7 +311,7 @@ impl Gateway {
         sim: SimHandle,
         sim_base: String,
         clock: OffsetClock,
-        sim_delay_ms: Arc<AtomicU64>,
+        sim_steering: SimSteering,
         tokens_out: TokenSightings,
     ) -> Gateway {
         let cfg = match config::load_str(&text, "test.toml", &LiteralEnv) {
@@ -341,7 +347,7 @@ impl Gateway {
             seen: Mutex::new(Vec::new()),
             tasks: vec![gw_task],
             config_text: text,
-            sim_delay_ms,
+            sim_steering,
             tokens_out,
             shutdown: Mutex::new(Some(shutdown_tx)),
             stopped: Mutex::new(Some(stopped_rx)),
@@ -350,8 +356,15 @@ impl Gateway {
 
     /// Every BigCommerce simulator answer waits this long first (0 = none).
     pub fn set_sim_delay(&self, delay: Duration) {
-        self.sim_delay_ms
+        self.sim_steering
+            .delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Requests the BigCommerce simulator has received so far (counted on arrival, before any
+    /// delay): a launch in flight shows here while it waits for its answer.
+    pub fn sim_requests(&self) -> u64 {
+        self.sim_steering.requests.load(Ordering::SeqCst)
     }
 
     /// Starts a graceful shutdown (as SIGTERM does) without waiting for it.
@@ -451,6 +464,14 @@ impl Gateway {
             traces.join("\n")
         );
     }
+}
+
+/// Shared by a gateway and its replicas: a delay added to every BigCommerce simulator answer (to
+/// hold a launch in flight) and the count of requests the simulator received.
+#[derive(Clone)]
+struct SimSteering {
+    delay_ms: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
 }
 
 /// Where gateway answers carried a Customer Login JWT (`METHOD path -> status: where`); shared by

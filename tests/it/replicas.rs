@@ -13,6 +13,7 @@ use crate::harness::{Gateway, MAIN_HASH, Opts, Reserved};
 use crate::support::browser::{Browser, location};
 use crate::support::redis::{RedisServer, cli};
 use crate::support::rogue_op::{Fault, RogueOp};
+use crate::support::wait;
 
 const CLIENT: &str = "storegate";
 const SECRET: &str = "replica-client-secret-0123456789";
@@ -180,17 +181,17 @@ async fn redis_down_fails_closed_and_service_resumes_without_restart() {
 
     redis.stop();
 
+    // Fails fast: no request waits out a reconnect backoff. That once took 1.5 s per request,
+    // 12 s for the 8 requests below; they normally take milliseconds together, so one bound
+    // over all of them with a wide margin tells the two apart even on a loaded machine.
+    let t0 = std::time::Instant::now();
+    let mut took = Vec::new();
     for gw in [&a, &b] {
         // A signed-in browser: launch and /api/me are 503 pages, never a redirect.
         for path in ["/stores/us/launch", "/api/me", "/"] {
-            let t0 = std::time::Instant::now();
+            let t = std::time::Instant::now();
             let resp = signed.get(&gw.url(path)).await;
-            // Fails fast: no request waits out a reconnect backoff (it once took 1.5 s each).
-            assert!(
-                t0.elapsed() < Duration::from_secs(1),
-                "{path} took {:?}",
-                t0.elapsed()
-            );
+            took.push((path, t.elapsed()));
             assert_eq!(resp.status(), 503, "{path} with Redis down");
             assert!(location(&resp).is_none(), "no redirect for {path}");
             let page = resp.text().await.expect("page");
@@ -202,13 +203,9 @@ async fn redis_down_fails_closed_and_service_resumes_without_restart() {
         assert_eq!(resp.status(), 503, "/login with Redis down");
         assert!(location(&resp).is_none(), "no redirect to the IdP");
         // Readiness is red and says why.
-        let t0 = std::time::Instant::now();
+        let t = std::time::Instant::now();
         let (status, body) = readyz(gw).await;
-        assert!(
-            t0.elapsed() < Duration::from_secs(1),
-            "/readyz took {:?}",
-            t0.elapsed()
-        );
+        took.push(("/readyz", t.elapsed()));
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["checks"]["session_store"]["ok"], false, "{body}");
         let why = body["checks"]["session_store"]["error"]
@@ -217,6 +214,10 @@ async fn redis_down_fails_closed_and_service_resumes_without_restart() {
         assert!(why.contains("Redis"), "reason names Redis: {why}");
         assert!(!why.contains("redis://"), "no URL in the reason: {why}");
     }
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "requests waited for Redis: {took:?}"
+    );
     // The callback of the login in flight: no session is granted.
     let resp = pending.get(&via(&b, &callback)).await;
     assert_eq!(resp.status(), 503);
@@ -256,8 +257,15 @@ async fn graceful_shutdown_completes_an_in_flight_launch() {
     a.set_sim_delay(Duration::from_millis(400));
     let client = browser.client().clone();
     let url = a.url("/stores/us/launch");
+    let held = a.sim_requests();
     let in_flight = tokio::spawn(async move { client.get(url).send().await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // SIGTERM once the launch is waiting on BigCommerce, not before it arrived.
+    wait::until(
+        "the launch to call BigCommerce",
+        Duration::from_secs(10),
+        || async { a.sim_requests() > held },
+    )
+    .await;
     a.begin_shutdown();
 
     let resp = in_flight
