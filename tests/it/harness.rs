@@ -397,9 +397,9 @@ impl Gateway {
         format!("{}{}", self.base, path)
     }
 
-    /// Every audit event so far (events are written asynchronously: give them a moment).
+    /// Every audit event so far. No pause is needed (see [`Self::audit_now`]); async only for
+    /// its callers' sake.
     pub async fn audit_events(&self) -> Vec<AuditEvent> {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         self.audit_now()
     }
 
