@@ -371,25 +371,41 @@ url = "https://us.example.com"
             metrics.clone(),
             clock,
         );
-        let wait_for = |want: &'static str| {
-            let shared = shared.clone();
-            async move {
-                for _ in 0..200 {
-                    if names(&shared) == [want] {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                false
-            }
+        // Each version of the file gets its own modification time (set, not waited for: file
+        // times can be coarse) and arrives by rename, so the watcher reads it whole.
+        let next = dir.join("next.toml");
+        let mut stamp = 1_700_000_000u64;
+        let mut replace = |body: &str| {
+            stamp += 1;
+            std::fs::write(&next, body).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&next)
+                .and_then(|f| f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(stamp)))
+                .unwrap();
+            std::fs::rename(&next, &path).unwrap();
         };
-        // Modification times can be coarse: make sure the next write is seen as a change.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        std::fs::write(&path, text(TWO, "abc")).unwrap();
-        assert!(wait_for("two").await, "reloaded: {:?}", names(&shared));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        std::fs::write(&path, "this is not toml [").unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let bound = std::time::Instant::now() + Duration::from_secs(10);
+        let past_bound = || std::time::Instant::now() > bound;
+        // The watcher notes the file's time when its task first runs, which may be after a
+        // change: until it reloads, the change is made again (this runtime has one thread, so
+        // no reload runs between the look and the write).
+        while names(&shared) != ["two"] {
+            assert!(!past_bound(), "never reloaded: {:?}", names(&shared));
+            replace(&text(TWO, "abc"));
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let refused = || {
+            metrics
+                .render()
+                .unwrap()
+                .contains("storegate_config_reloads_total{result=\"refused\"} 1")
+        };
+        replace("this is not toml [");
+        while !refused() {
+            assert!(!past_bound(), "the broken file was never read");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(names(&shared), ["two"], "the broken file is refused");
         let text = metrics.render().unwrap();
         assert!(

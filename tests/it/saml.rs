@@ -18,6 +18,7 @@ use storegate::audit::Outcome;
 use crate::harness::{Gateway, MAIN_HASH, Opts, Reserved, assert_not_signed_in};
 use crate::support::browser::{Browser, location, query_param};
 use crate::support::redis::{ClusterSetup, RedisServer};
+use crate::support::wait;
 
 pub(crate) const IDP_ENTITY: &str = "https://iam.corp.example/nidp/saml2/metadata";
 const IDP_SSO: &str = "https://iam.corp.example/nidp/saml2/sso";
@@ -1416,6 +1417,19 @@ async fn saml_slo_sp_initiated_sends_a_signed_logout_request_and_ends_at_signed_
     );
     let r = b.get(unsigned["url"].as_str().expect("url")).await;
     assert_eq!(r.status(), 400);
+    assert!(location(&r).is_none(), "not on to /signed-out");
+    assert_eq!(last_denial(&gw).await, "saml_signature");
+}
+
+/// The reason of the latest refusal in `gw`'s audit trail.
+async fn last_denial(gw: &Gateway) -> String {
+    let events = gw.audit_events().await;
+    events
+        .iter()
+        .rev()
+        .find(|e| e.outcome == Outcome::Deny)
+        .and_then(|e| e.reason.clone())
+        .unwrap_or_else(|| panic!("no refusal audited: {events:?}"))
 }
 
 #[tokio::test]
@@ -1785,7 +1799,9 @@ async fn saml_metadata_url_is_fetched_at_start_and_a_rollover_key_triggers_one_r
     // The old key is gone from the metadata: refused, and no second forced fetch (rate limit).
     let (b, status) = sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await;
     assert_eq!(status, 401);
+    assert_eq!(last_denial(&gw).await, "saml_signature");
     assert_not_signed_in(&b, &gw).await;
+    gw.assert_no_token_minted();
     assert_eq!(server.hits(), before + 1, "rate limited");
 }
 
@@ -1802,29 +1818,49 @@ async fn saml_metadata_url_refresh_keeps_the_last_good_metadata() {
     let unsigned = Idp::new("md-url-nocert", 0);
     let nocert = std::fs::read_to_string(&unsigned.metadata).expect("md");
     server.serve(200, nocert);
-    let h = server.hits();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert!(server.hits() > h, "refreshed in the background");
+    background_refreshes(&server).await;
     let (_, status) = sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await;
     assert_eq!(status, 303, "{:?}", gw.audit_events().await);
     server.serve(500, "down".into());
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    background_refreshes(&server).await;
     let (_, status) = sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await;
     assert_eq!(status, 303);
-    // Background refresh picks up the rollover certificate.
-    server.serve(200, rolled_over_metadata(&idp));
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // A response signed with the rollover key, not in the metadata yet: refused, and the one
+    // fetch it may force is spent for the next 60 s (of the gateway's clock, which stands
+    // still here), so only the background refresh can bring the rollover certificate in.
     let (_, status) = sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert).await;
-    assert_eq!(status, 303);
+    assert_eq!(status, 401);
+    server.serve(200, rolled_over_metadata(&idp));
+    background_refreshes(&server).await;
+    let (_, status) = sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert).await;
+    assert_eq!(status, 303, "{:?}", gw.audit_events().await);
+}
+
+/// Waits until the gateway has fetched and handled the metadata `server` serves now: two more
+/// fetches (the background refresh is sequential, so the first of them was fully handled
+/// before the second started).
+async fn background_refreshes(server: &MetadataServer) {
+    background_refreshes_from(server, server.hits()).await;
+}
+
+/// Waits until `server` has counted two fetches more than `h`.
+async fn background_refreshes_from(server: &MetadataServer, h: usize) {
+    wait::until(
+        "two background metadata fetches",
+        std::time::Duration::from_secs(15),
+        || async { server.hits() >= h + 2 },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn saml_metadata_url_without_signing_certificate_leaves_the_idp_unavailable() {
     let idp = Idp::new("md-url-none", 0);
     let server = MetadataServer::start(std::fs::read_to_string(&idp.metadata).expect("md")).await;
-    let gw = start_gateway_with_metadata_url(&idp, &server.url, "").await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(server.hits() >= 1);
+    let gw =
+        start_gateway_with_metadata_url(&idp, &server.url, "metadata_refresh = \"1s\"\n").await;
+    // The first fetch fully handled (a refused install included) before /login is asked.
+    background_refreshes_from(&server, 0).await;
     let b = Browser::new();
     let resp = b
         .get(&gw.url(&format!("/login?idp={SAML_IDP}&return_to=/")))

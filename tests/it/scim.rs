@@ -184,6 +184,14 @@ async fn scim_etag_if_match_and_error_bodies() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["scimType"], "invalidSyntax", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("the body is not valid JSON: ")),
+        "{body}"
+    );
     let big = "x".repeat(200 * 1024);
     let r = c
         .post(gw.url("/scim/v2/Users"))
