@@ -141,14 +141,43 @@ impl ScimData {
     }
 
     /// Whether a person signing in with this IdP subject and email was disabled or deleted through
-    /// SCIM. A matching active user (a rehire) wins over a disabled one or a tombstone.
+    /// SCIM. The reference answer; [`person_index::PersonIndex`] gives the same by lookup.
+    ///
+    /// 1. The records carrying the subject (`externalId`, or `userName` ignoring case) decide: any
+    ///    active one (a rehire) lets the person in, otherwise a disabled user or a tombstone
+    ///    refuses them. Email is not consulted then: another person's active record that shares
+    ///    an address (an alias) says nothing about this person.
+    /// 2. No record carries the subject: the email decides. A disabled user or a tombstone with
+    ///    the address refuses, unless an active user with it and no `externalId` (a rehire known
+    ///    only by address) vouches. An active user with an `externalId` belongs to whoever has
+    ///    that subject, which is not this person, so it does not vouch.
     pub fn is_deprovisioned(&self, subject: &str, email: Option<&str>) -> bool {
-        let matches = |v: &Value| person_matches(v, subject, email);
-        if self.users.values().any(|u| matches(u) && user_active(u)) {
+        let records = || {
+            self.users
+                .values()
+                .map(|u| (u, user_active(u)))
+                .chain(self.tombstones.values().map(|t| (t, false)))
+        };
+        let by_subject: Vec<bool> = records()
+            .filter(|(v, _)| carries_subject(v, subject))
+            .map(|(_, active)| active)
+            .collect();
+        if !by_subject.is_empty() {
+            return !by_subject.contains(&true);
+        }
+        let Some(email) = email else {
+            return false;
+        };
+        let by_email: Vec<(&Value, bool)> = records()
+            .filter(|(v, _)| user_emails(v).iter().any(|x| x.eq_ignore_ascii_case(email)))
+            .collect();
+        if by_email
+            .iter()
+            .any(|(v, active)| *active && v.get("externalId").is_none())
+        {
             return false;
         }
-        self.users.values().any(|u| matches(u) && !user_active(u))
-            || self.tombstones.values().any(matches)
+        by_email.iter().any(|(_, active)| !active)
     }
 }
 
@@ -189,11 +218,12 @@ pub fn user_emails(u: &Value) -> Vec<String> {
     out
 }
 
-fn person_matches(v: &Value, subject: &str, email: Option<&str>) -> bool {
+/// Whether a user or tombstone names this IdP subject: `externalId` exactly, or `userName`
+/// ignoring case (the subject of a user provisioned without `externalId`).
+fn carries_subject(v: &Value, subject: &str) -> bool {
     let s = |k: &str| v.get(k).and_then(Value::as_str);
     s("externalId") == Some(subject)
         || s("userName").is_some_and(|n| n.eq_ignore_ascii_case(subject))
-        || email.is_some_and(|e| user_emails(v).iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 fn rfc3339(t: UnixTime) -> String {
