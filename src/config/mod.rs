@@ -219,6 +219,12 @@ pub struct ClaimMapping {
     pub groups: String,
     pub roles: String,
     pub group_dn_to_name: bool,
+    /// The claim in which the IdP says it verified the email (OIDC Core 5.1 `email_verified`).
+    /// `None` for SAML, which has no such statement: there only `trust_email` vouches.
+    pub email_verified: Option<String>,
+    /// `[[idp]] trust_email`: the IdP's directory owns the addresses it releases, so every email
+    /// from it counts as verified.
+    pub trust_email: bool,
 }
 
 impl Default for ClaimMapping {
@@ -231,6 +237,8 @@ impl Default for ClaimMapping {
             groups: "groups".into(),
             roles: "roles".into(),
             group_dn_to_name: false,
+            email_verified: Some("email_verified".into()),
+            trust_email: false,
         }
     }
 }

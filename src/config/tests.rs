@@ -1759,3 +1759,38 @@ fn unknown_redis_mode_is_reported() {
         "`session.redis_mode`: \"replicated\" is not \"standalone\", \"sentinel\" or \"cluster\"",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 10: `[[idp]] trust_email`
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn trust_email_is_off_by_default_and_saml_never_reads_email_verified() {
+    let c = load_with(MINIMAL, &FakeEnv::default()).unwrap();
+    assert!(!c.idps[0].claims.trust_email);
+    assert_eq!(
+        c.idps[0].claims.email_verified.as_deref(),
+        Some("email_verified")
+    );
+    let text = MINIMAL.replace(
+        "client_id = \"storegate\"\n",
+        "client_id = \"storegate\"\ntrust_email = true\n",
+    );
+    assert!(
+        load_with(&text, &FakeEnv::default()).unwrap().idps[0]
+            .claims
+            .trust_email
+    );
+    let c = load_with(SAML, &saml_env(true)).unwrap();
+    assert_eq!(c.idps[0].claims.email_verified, None);
+    assert!(!c.idps[0].claims.trust_email);
+    let text = SAML.replace(
+        "metadata_file = \"idp.xml\"\n",
+        "metadata_file = \"idp.xml\"\ntrust_email = true\n",
+    );
+    assert!(
+        load_with(&text, &saml_env(true)).unwrap().idps[0]
+            .claims
+            .trust_email
+    );
+}

@@ -678,7 +678,10 @@ fn idp_config(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<IdpConfig>
         Some(s) => c.duration(&at("clock_skew"), s)?,
         None => Duration::from_secs(60),
     };
-    let claims = claim_mapping(&idp.claims);
+    let claims = ClaimMapping {
+        trust_email: idp.trust_email,
+        ..claim_mapping(&idp.claims)
+    };
     Some(IdpConfig {
         id: IdpId::new(idp.id.clone()),
         display_name: idp.display_name.clone().unwrap_or_else(|| idp.id.clone()),
@@ -1191,6 +1194,7 @@ fn claim_mapping(cl: &ClaimsFile) -> ClaimMapping {
         groups: cl.groups.clone().unwrap_or(d.groups),
         roles: cl.roles.clone().unwrap_or(d.roles),
         group_dn_to_name: cl.group_dn_to_name,
+        ..d
     }
 }
 
@@ -1335,7 +1339,12 @@ fn saml_idp_config(
         );
     }
     let mapping = idp.attributes.as_ref().unwrap_or(&idp.claims);
-    let claims = claim_mapping(mapping);
+    // SAML has no `email_verified`: only `trust_email` makes an address count as verified.
+    let claims = ClaimMapping {
+        email_verified: None,
+        trust_email: idp.trust_email,
+        ..claim_mapping(mapping)
+    };
     let meta = meta?;
     Some(IdpConfig {
         id: IdpId::new(idp.id.clone()),

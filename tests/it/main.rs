@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod adoption;
 mod cli;
 mod demo;
 mod deploy_config;
