@@ -51,6 +51,9 @@ pub struct FileConfig {
     /// OpenTelemetry trace export (issue 6). Off by default.
     #[serde(default)]
     pub telemetry: super::telemetry::TelemetryFile,
+    /// Sign-in rate limit per client address (issue 10).
+    #[serde(default)]
+    pub rate_limit: super::rate_limit::RateLimitFile,
 }
 
 fn default_listen() -> String {

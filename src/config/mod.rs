@@ -6,6 +6,7 @@
 pub mod diag;
 pub mod file;
 pub mod provisioning;
+pub mod rate_limit;
 pub mod telemetry;
 mod validate;
 
@@ -43,6 +44,8 @@ pub struct Config {
     pub provisioning: provisioning::ProvisioningConfig,
     /// `[telemetry]`: `None` when trace export is off.
     pub telemetry: Option<telemetry::TelemetryConfig>,
+    /// `[rate_limit]`: the sign-in limit per client address.
+    pub rate_limit: rate_limit::RateLimitConfig,
     /// Things `storegate check` warns about (file line + message); none stop the gateway.
     pub warnings: Vec<Diagnostic>,
 }

@@ -1761,8 +1761,55 @@ fn unknown_redis_mode_is_reported() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Issue 10: `[[idp]] trust_email`
+// Issue 10: `[rate_limit]` and `[[idp]] trust_email`
 // ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rate_limit_defaults_configured_numbers_zero_off_and_a_zero_burst_refused() {
+    use super::rate_limit::SignInLimit;
+    let c = load_with(MINIMAL, &FakeEnv::default()).unwrap();
+    assert_eq!(
+        c.rate_limit.sign_in,
+        Some(SignInLimit {
+            per_minute: 600,
+            burst: 1200
+        })
+    );
+    let set = |extra: &str| format!("{}\n[rate_limit]\n{extra}", doc(MINIMAL));
+    let c = load_with(&set("per_address_per_minute = 30\n"), &FakeEnv::default()).unwrap();
+    assert_eq!(
+        c.rate_limit.sign_in,
+        Some(SignInLimit {
+            per_minute: 30,
+            burst: 60
+        })
+    );
+    let c = load_with(
+        &set("per_address_per_minute = 30\nper_address_burst = 5\n"),
+        &FakeEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.rate_limit.sign_in,
+        Some(SignInLimit {
+            per_minute: 30,
+            burst: 5
+        })
+    );
+    let c = load_with(&set("per_address_per_minute = 0\n"), &FakeEnv::default()).unwrap();
+    assert_eq!(c.rate_limit.sign_in, None, "0 turns the limit off");
+    // MINIMAL is 7 lines, then a blank line and `[rate_limit]` on line 9.
+    assert_one(
+        &errors(&set("per_address_burst = 0\n")),
+        10,
+        "`rate_limit.per_address_burst` is 0",
+    );
+    assert_one(
+        &errors(&set("per_minute = 5\n")),
+        10,
+        "unknown key `rate_limit.per_minute`",
+    );
+}
 
 #[test]
 fn trust_email_is_off_by_default_and_saml_never_reads_email_verified() {

@@ -428,6 +428,10 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
     let scim = provisioning::scim(c, &f);
     let provisioning = provisioning::provisioning(c, &f);
     let telemetry = telemetry::telemetry(c, &f);
+    let rate_limit = super::rate_limit::validate(&f.rate_limit).unwrap_or_else(|e| {
+        c.error(&[key("rate_limit"), key("per_address_burst")], e);
+        Default::default()
+    });
     Some(Config {
         public_url: public_url?,
         listen: listen?,
@@ -446,6 +450,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         scim,
         provisioning,
         telemetry,
+        rate_limit,
         warnings,
     })
 }

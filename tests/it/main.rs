@@ -19,6 +19,7 @@ mod leaver;
 mod metrics;
 mod oidc_peer;
 mod oidc_refusals;
+mod ratelimit;
 mod reconcile;
 mod reconcile_b2b;
 mod reconcile_redis;
