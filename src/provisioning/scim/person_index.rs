@@ -4,8 +4,9 @@
 //! maps the three things a person is recognised by (`externalId` as given, `userName` and each
 //! email without ASCII case) to the users and tombstones that carry them, and is kept in step
 //! with every change the copy takes. The subject decides before the email (issue 10): a leaver's
-//! address that is also an alias on someone else's active record must not let the leaver in. Its answer is [`ScimData::is_deprovisioned`]'s, which stays
-//! the reference (see the property test).
+//! address that is also an alias on someone else's active record must not let the leaver in.
+//! Its answer is [`ScimData::is_deprovisioned`]'s, which stays the reference (see the property
+//! test).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -94,6 +95,7 @@ impl PersonIndex {
                         .users
                         .get(id)
                         .map(|u| (user_active(u), u.get("externalId").is_some())),
+                    // A tombstone is never active, so whether it has an externalId is moot.
                     Kind::Tombstone => data.tombstones.get(id).map(|_| (false, true)),
                     Kind::Group => None,
                 })
