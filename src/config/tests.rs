@@ -1841,3 +1841,44 @@ fn trust_email_is_off_by_default_and_saml_never_reads_email_verified() {
             .trust_email
     );
 }
+
+#[test]
+fn an_email_domains_rule_only_saml_without_trust_email_could_match_is_a_warning() {
+    const POLICY: &str = "\n[[bigcommerce]]\nid = \"main\"\nstore_hash = \"abc123\"\naccess_token = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\n[[store]]\nid = \"s\"\nname = \"S\"\nbigcommerce = \"main\"\nurl = \"https://s.example.com\"\n\n[[rule]]\nname = \"staff-by-domain\"\nemail_domains = [\"corp.example\"]\nstores = [\"s\"]\nrole = \"staff\"\n";
+    let never = |c: &Config| {
+        c.warnings
+            .iter()
+            .filter(|w| {
+                w.message
+                    .contains("\"staff-by-domain\" matches on email_domains")
+            })
+            .map(|w| (w.line, w.message.clone()))
+            .collect::<Vec<_>>()
+    };
+    let saml = format!("{}{POLICY}", doc(SAML));
+    let c = load_str(&saml, FILE, &saml_env(true)).unwrap();
+    let found = never(&c);
+    assert_eq!(found.len(), 1, "{:?}", c.warnings);
+    // The rule's email_domains line.
+    assert_eq!(
+        found[0].0,
+        saml.lines()
+            .position(|l| l.starts_with("email_domains"))
+            .unwrap()
+            + 1
+    );
+    assert!(
+        found[0]
+            .1
+            .contains("SAML IdP \"am-saml\" has no email_verified")
+    );
+    assert!(found[0].1.contains("set trust_email = true"));
+    let trusted = saml.replace(
+        "metadata_file = \"idp.xml\"\n",
+        "metadata_file = \"idp.xml\"\ntrust_email = true\n",
+    );
+    assert!(never(&load_str(&trusted, FILE, &saml_env(true)).unwrap()).is_empty());
+    // An OIDC IdP may send email_verified: no warning.
+    let oidc = format!("{}\n{}", doc(MINIMAL).trim_end(), POLICY);
+    assert!(never(&load_str(&oidc, FILE, &FakeEnv::default()).unwrap()).is_empty());
+}

@@ -530,7 +530,37 @@ fn warnings(c: &Checker<'_>, policy: &Policy, f: &FileConfig) -> Vec<Diagnostic>
             });
         }
     }
+    out.extend(email_domains_never_vouched(c, f));
     out.sort_by_key(|d| d.line);
+    out
+}
+
+/// An allow rule on `email_domains` whose IdPs are all SAML without `trust_email` can never
+/// match: SAML carries no `email_verified` (issue 10).
+fn email_domains_never_vouched(c: &Checker<'_>, f: &FileConfig) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (i, r) in f.rules.iter().enumerate() {
+        if r.email_domains.is_empty() || r.effect.as_deref() == Some("deny") {
+            continue;
+        }
+        let idps: Vec<&IdpFile> = f
+            .idps
+            .iter()
+            .filter(|idp| r.idps.is_empty() || r.idps.contains(&idp.id))
+            .collect();
+        let unvouched = |idp: &&IdpFile| idp.protocol == "saml" && !idp.trust_email;
+        if let Some(first) = idps.first()
+            && idps.iter().all(unvouched)
+        {
+            out.push(Diagnostic {
+                line: c.lines.line_of(&[key("rule"), Seg::Index(i), key("email_domains")]),
+                message: format!(
+                    "rule \"{}\" matches on email_domains, which needs an address the IdP vouches for, and SAML IdP \"{}\" has no email_verified: it never matches; set trust_email = true on that [[idp]] if its directory owns the addresses",
+                    r.name, first.id
+                ),
+            });
+        }
+    }
     out
 }
 
