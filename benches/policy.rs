@@ -103,6 +103,7 @@ fn build() -> (Policy, Vec<Rule>, Vec<StoreEntry>, Identity) {
         subject: "bench".into(),
         idp: IdpId::new("am"),
         email: Some("bench@corp.example".into()),
+        email_verified: true,
         given_name: None,
         family_name: None,
         name: None,

@@ -4,8 +4,8 @@
 //!
 //! The reloadable part is small on purpose: the policy (templates, rules) and the stores. IdPs,
 //! BigCommerce accounts (credentials, clients), sessions, the listener, `[saml]`, `[scim]`,
-//! `[provisioning]`, `[audit]`, `[telemetry]` and the proxy settings need a restart, and a reload
-//! that changes them is refused rather than half applied.
+//! `[provisioning]`, `[audit]`, `[telemetry]`, `[rate_limit]` and the proxy settings need a
+//! restart, and a reload that changes them is refused rather than half applied.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,12 +101,13 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     // reload is refused and says so. Compared by their redacting `Debug` form, never printed.
     let same =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
-    let sections: [(&str, bool); 7] = [
+    let sections: [(&str, bool); 8] = [
         ("[saml]", same(&old.saml, &new.saml)),
         ("[scim]", same(&old.scim, &new.scim)),
         ("[provisioning]", same(&old.provisioning, &new.provisioning)),
         ("[audit]", same(&old.audit, &new.audit)),
         ("[telemetry]", same(&old.telemetry, &new.telemetry)),
+        ("[rate_limit]", old.rate_limit == new.rate_limit),
         (
             "trusted_proxies",
             old.trusted_proxies == new.trusted_proxies,
@@ -336,6 +337,7 @@ url = "https://us.example.com"
                 "[telemetry]",
             ),
             ("trusted_proxies = [\"10.0.0.0/8\"]\n", "trusted_proxies"),
+            ("[rate_limit]\nper_address_per_minute = 0\n", "[rate_limit]"),
         ];
         for (edit, section) in edits {
             // Top-level keys must come before the first table.

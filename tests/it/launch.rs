@@ -13,7 +13,8 @@ const SECRET: &str = "launch-client-secret-0123456789";
 
 async fn signed_in(groups: &[&str]) -> (RogueOp, Gateway, Browser) {
     let op = RogueOp::start(CLIENT, SECRET).await;
-    op.set_claims(json!({"email": "lee@corp.example", "given_name": "Lee", "family_name": "Tester", "groups": groups}));
+    // The IdP vouches for the address: an existing customer with it may be adopted (issue 10).
+    op.set_claims(json!({"email": "lee@corp.example", "email_verified": true, "given_name": "Lee", "family_name": "Tester", "groups": groups}));
     let gw = Gateway::start(Reserved::new().await, Opts::new(&op.issuer, CLIENT, SECRET)).await;
     let b = Browser::new();
     let start = b.get(&gw.url("/login")).await;
