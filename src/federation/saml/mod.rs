@@ -588,7 +588,8 @@ impl SamlProvider {
         .map_err(|_| SamlError::Internal("the verifier stopped unexpectedly".into()))?
     }
 
-    fn verify_blocking(
+    /// [`SamlProvider::verify`] without the runtime hop (also the `saml_response` fuzz entry).
+    pub(crate) fn verify_blocking(
         &self,
         saml_response: &str,
         request_id: Option<&str>,

@@ -346,7 +346,8 @@ impl SamlProvider {
             .map_err(|_| SamlError::Internal("the verifier stopped unexpectedly".into()))?
     }
 
-    fn verify_slo_blocking(
+    /// [`SamlProvider::verify_slo`] without the runtime hop (also the `slo_redirect` fuzz entry).
+    pub(crate) fn verify_slo_blocking(
         &self,
         inbound: Inbound,
         now: UnixTime,
