@@ -561,16 +561,19 @@ fn fail(target: Target, what: Failure, input: &[u8], origin: &str) -> ! {
         target.name(),
         base64::engine::general_purpose::STANDARD.encode(input)
     );
-    // On stdout too: with --nocapture the panic message goes to the diverted stderr.
-    println!("{message}");
     if hung {
         // A thread stuck in native code (libxmlsec) cannot be stopped, and the process's exit
-        // handlers (libxml2's cleanup) would run under its feet and crash. Leave at once, failed.
+        // handlers (libxml2's cleanup) would run under its feet and crash. Leave at once, failed,
+        // with the message written past libtest's capture (which _exit would discard).
         use std::io::Write;
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "\n{message}\n");
+        let _ = out.flush();
         // SAFETY: _exit ends the process without running exit handlers; nothing is left to do.
         unsafe { libc::_exit(101) };
     }
+    // On stdout too: with --nocapture the panic message goes to the diverted stderr.
+    println!("{message}");
     panic!("{message}");
 }
 
