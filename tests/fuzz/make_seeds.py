@@ -240,6 +240,25 @@ def saml_seeds():
     write(t, "destination-other.xml", sa.replace('Destination="' + ACS, 'Destination="https://evil.example/acs', 1))
 
 
+def utf7_smuggled_dtd():
+    """A DTD and an entity reference written in UTF-7: a UTF-8 prescan sees plain text, libxml2
+    decodes `<!DOCTYPE ...>` and `&x;` (found while fuzzing: this reaches libxmlsec on main)."""
+    def u7(text):
+        direct = {"<": "+ADw-", ">": "+AD4-", "&": "+ACY-", "!": "+ACE-", '"': "+ACI-"}
+        return "".join(direct.get(c, c) for c in text)
+
+    doc = (
+        '<?xml version="1.0" encoding="UTF-7"?>'
+        + u7('<!DOCTYPE samlp:Response [<!ENTITY x SYSTEM "http://127.0.0.1:9/xxe">]>')
+        + '<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+        'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_r" Version="2.0" '
+        f'IssueInstant="2026-12-02T06:36:22Z" Destination="{ACS}" InResponseTo="{REQUEST_ID}">'
+        "<saml:Issuer>" + u7("&x;") + "</saml:Issuer><samlp:Status><samlp:StatusCode "
+        'Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status></samlp:Response>'
+    )
+    write("saml_response", "decl-utf7-smuggled-dtd.xml", doc)
+
+
 def slo_seeds():
     t = "slo_redirect"
     base = {"destination": SLO, "name_id": "mia@corp.example", "name_id_format": EMAIL, "relay_state": "idp-state-1"}
@@ -266,4 +285,5 @@ def slo_seeds():
 
 if __name__ == "__main__":
     saml_seeds()
+    utf7_smuggled_dtd()
     slo_seeds()
