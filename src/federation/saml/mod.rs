@@ -594,7 +594,8 @@ impl SamlProvider {
             .await
     }
 
-    fn verify_blocking(
+    /// [`SamlProvider::verify`] without the runtime hop (also the `saml_response` fuzz entry).
+    pub(crate) fn verify_blocking(
         &self,
         saml_response: &str,
         request_id: Option<&str>,

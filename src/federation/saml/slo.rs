@@ -353,7 +353,8 @@ impl SamlProvider {
         super::run_verification(move || this.verify_slo_blocking(inbound, now)).await
     }
 
-    fn verify_slo_blocking(
+    /// [`SamlProvider::verify_slo`] without the runtime hop (also the `slo_redirect` fuzz entry).
+    pub(crate) fn verify_slo_blocking(
         &self,
         inbound: Inbound,
         now: UnixTime,
