@@ -249,7 +249,11 @@ fn make_demo_installs_the_build_dependencies_before_building() {
         .env("CARGO", "cargo")
         .output()
         .expect("run make -n demo");
-    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
     let steps: Vec<String> = String::from_utf8_lossy(&dry.stdout)
         .lines()
         .map(str::to_owned)
@@ -265,13 +269,21 @@ fn make_demo_installs_the_build_dependencies_before_building() {
         .lines()
         .find(|l| l.starts_with("BUILD_PACKAGES=("))
         .expect("BUILD_PACKAGES");
-    for pkg in ["libclang-dev", "libxmlsec1-dev", "libxml2-dev", "libssl-dev", "pkg-config"] {
+    for pkg in [
+        "libclang-dev",
+        "libxmlsec1-dev",
+        "libxml2-dev",
+        "libssl-dev",
+        "pkg-config",
+    ] {
         assert!(list.contains(pkg), "{pkg} missing from {list}");
     }
     // `make test` installs them through the same script.
     let tests = std::fs::read_to_string(root.join("scripts/test-deps.sh")).expect("script");
     assert!(
-        tests.lines().any(|l| l.starts_with("scripts/build-deps.sh ")),
+        tests
+            .lines()
+            .any(|l| l.starts_with("scripts/build-deps.sh ")),
         "scripts/test-deps.sh does not run scripts/build-deps.sh"
     );
 }

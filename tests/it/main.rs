@@ -25,6 +25,7 @@ mod redis_tls_acl;
 mod redis_topology;
 mod replicas;
 mod saml;
+mod saml_interop;
 mod scim;
 mod scim_replicas;
 mod telemetry;
