@@ -13,6 +13,12 @@
 //! their next request rather than being deleted from the session store at once. The browser
 //! that carries the LogoutRequest (Redirect binding, with its Lax cookie) loses its session
 //! immediately; a cross-site POST carries no session cookie.
+//!
+//! A LogoutRequest the gateway sends (from `/logout`) is bound to the browser the same way as a
+//! pending sign-in: cookie [`LOGOUT_COOKIE`] (`SameSite=None`, path `/saml/slo`) keys a record
+//! of its ID, and the IdP's LogoutResponse must name that ID in `InResponseTo`. The local session
+//! has already ended by then, so a refused answer shows the signed-out page with a note that the
+//! IdP's sign-out is unconfirmed rather than an error page.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
