@@ -748,11 +748,11 @@ async fn saml_readyz_names_the_idp_whose_metadata_never_loaded() {
 // ---------------------------------------------------------------------------------------------
 // 4. Shared PCs: a new sign-in starts from an empty session
 
-#[tokio::test]
-async fn shared_pc_saml_then_oidc_sign_in_keeps_nothing_of_the_first_person() {
+/// A gateway with the OIDC peer (`nam`, account `ben`, a merchandiser) and the SAML IdP.
+async fn shared_pc_gateway(name: &str, policy: Option<&str>) -> (Idp, OidcPeer, Gateway) {
     const CLIENT: &str = "storegate";
     const SECRET: &str = "peer-client-secret-0123456789";
-    let idp = Idp::new("shared-pc", 1);
+    let idp = Idp::new(name, 1);
     let reserved = Reserved::new().await;
     let peer = OidcPeer::start(
         &OidcPeerConfig::new()
@@ -766,6 +766,7 @@ async fn shared_pc_saml_then_oidc_sign_in_keeps_nothing_of_the_first_person() {
     let mut o = Opts::new(&peer.issuer, CLIENT, SECRET);
     o.idp_extra = r#"scopes = ["openid", "email", "profile", "groups"]"#.to_owned();
     o.extra_toml = idp.toml("");
+    o.policy = policy.map(str::to_owned);
     let gw = Gateway::start(reserved, o).await;
     let md = reqwest::get(gw.url("/saml/metadata"))
         .await
@@ -774,19 +775,30 @@ async fn shared_pc_saml_then_oidc_sign_in_keeps_nothing_of_the_first_person() {
         .await
         .expect("metadata text");
     write(&idp.dir.join("sp-metadata.xml"), &md);
+    (idp, peer, gw)
+}
 
-    // A signs in over SAML; B then signs in over OIDC in the same browser.
-    let b = Browser::new();
-    let a_index = slo_sign_in(&idp, &gw, &b).await;
-    assert_eq!(me(&b, &gw).await["idp"], SAML_IDP);
+/// B signs in over OIDC (`ben`) in browser `b`.
+async fn oidc_sign_in_ben(b: &Browser, gw: &Gateway) {
     let start = b.get(&gw.url("/login?idp=nam")).await;
     assert_eq!(start.status(), 303);
     let back = b.oidc_provider_login(start, "ben").await;
     let done = b.get(location(&back).expect("callback").as_str()).await;
     assert_eq!(done.status(), 303, "hops:\n{}", b.hops_text());
-    let me_b = me(&b, &gw).await;
+    let me_b = me(b, gw).await;
     assert_eq!(me_b["idp"], "nam");
     assert_eq!(me_b["email"], "ben@corp.example");
+}
+
+#[tokio::test]
+async fn shared_pc_saml_then_oidc_sign_in_keeps_nothing_of_the_first_person() {
+    let (idp, peer, gw) = shared_pc_gateway("shared-pc", None).await;
+
+    // A signs in over SAML; B then signs in over OIDC in the same browser.
+    let b = Browser::new();
+    let a_index = slo_sign_in(&idp, &gw, &b).await;
+    assert_eq!(me(&b, &gw).await["idp"], SAML_IDP);
+    oidc_sign_in_ben(&b, &gw).await;
 
     // The IdP logs A out (by A's SessionIndex and NameID, in this very browser): B stays.
     let msg = slo_peer(
@@ -836,4 +848,27 @@ async fn shared_pc_saml_then_oidc_sign_in_keeps_nothing_of_the_first_person() {
     // The sign-out of B is audited as B's.
     let ev = last_event(&gw, Outcome::Allow).await;
     assert_eq!(ev.idp.as_deref(), Some("nam"), "{ev:?}");
+}
+
+#[tokio::test]
+async fn shared_pc_a_step_up_attempt_of_the_first_person_does_not_reach_the_next() {
+    let (idp, _peer, gw) = shared_pc_gateway("shared-pc-step-up", Some(STEP_UP_POLICY)).await;
+    let b = Browser::new();
+    // A (SAML, password only) opens the US store: sent to step up, and walks away instead.
+    saml_sign_in_with_class(&idp, &gw, &b, PASSWORD).await;
+    launch_asks_for_step_up(&b, &gw).await;
+    // B signs in over OIDC in the same browser, in the same second, and opens the same store.
+    oidc_sign_in_ben(&b, &gw).await;
+    let launch = b.get(&gw.url("/stores/us/launch")).await;
+    // B's own first refusal: a step-up at B's IdP, not A's "the IdP did not confirm it" page.
+    assert_eq!(launch.status(), 303, "hops:\n{}", b.hops_text());
+    let to = location(&launch).expect("to sign in");
+    assert_eq!(to.path(), "/login");
+    assert!(
+        to.query().is_some_and(
+            |q| q.contains("idp=nam") && q.contains(&format!("acr={}", urlencode(MFA)))
+        ),
+        "{to}"
+    );
+    gw.assert_no_token_minted();
 }
