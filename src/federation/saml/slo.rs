@@ -51,9 +51,8 @@ impl Inbound {
     /// gateway sent, after the local session already ended. Read from the parameter name only.
     pub fn is_response(&self) -> bool {
         match self {
-            Inbound::Redirect(query) => query
-                .split('&')
-                .any(|p| p.split('=').next() == Some("SAMLResponse")),
+            Inbound::Redirect(query) => raw_params(query)
+                .is_ok_and(|params| params.iter().any(|(k, _)| k == "SAMLResponse")),
             Inbound::Post { is_request, .. } => !is_request,
         }
     }
@@ -626,6 +625,8 @@ mod tests {
     fn the_message_kind_is_read_from_the_parameter_name() {
         assert!(Inbound::Redirect("SAMLResponse=x&SigAlg=y".into()).is_response());
         assert!(!Inbound::Redirect("SAMLRequest=x&RelayState=SAMLResponse".into()).is_response());
+        // Keys are read decoded, as the verifier reads them.
+        assert!(Inbound::Redirect("SAMLRespons%65=x".into()).is_response());
     }
 
     #[test]
