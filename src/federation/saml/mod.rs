@@ -992,6 +992,12 @@ fn metadata_redirect(
 
 /// The client for `metadata_url`: timeouts, and redirects per [`metadata_redirect`].
 fn metadata_client(host: Option<String>) -> Result<reqwest::Client, String> {
+    metadata_client_builder(host)
+        .build()
+        .map_err(|e| format!("cannot build the metadata client: {e}"))
+}
+
+fn metadata_client_builder(host: Option<String>) -> reqwest::ClientBuilder {
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         match metadata_redirect(attempt.url(), attempt.previous(), host.as_deref()) {
             MetadataRedirect::Follow => attempt.follow(),
@@ -1003,8 +1009,6 @@ fn metadata_client(host: Option<String>) -> Result<reqwest::Client, String> {
         .redirect(policy)
         .timeout(std::time::Duration::from_secs(10))
         .connect_timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|e| format!("cannot build the metadata client: {e}"))
 }
 
 /// GETs the metadata document (2xx, at most [`MAX_METADATA_BYTES`]).
@@ -1092,6 +1096,66 @@ mod tests {
                 Some("iam.corp.example")
             ),
             MetadataRedirect::Follow
+        );
+    }
+
+    /// The real client against an https server (`openssl s_server`, a self-signed certificate
+    /// the test client accepts) that redirects to http: the fetch fails with the reason.
+    #[tokio::test]
+    async fn the_metadata_client_refuses_an_https_to_http_redirect_end_to_end() {
+        let dir = std::env::temp_dir().join(format!(
+            "storegate-md-redirect-{}-{}",
+            std::process::id(),
+            random_hex(4)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (key, cert) = sp::generate_key_and_cert("127.0.0.1").expect("key");
+        std::fs::write(dir.join("key.pem"), key).expect("key file");
+        std::fs::write(dir.join("cert.pem"), cert).expect("cert file");
+        // `s_server -HTTP` sends the file named by the path as the whole HTTP response.
+        std::fs::write(
+            dir.join("md"),
+            "HTTP/1.0 302 Found\r\nLocation: http://127.0.0.1:9/md\r\nContent-Length: 0\r\n\r\n",
+        )
+        .expect("response file");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut server = std::process::Command::new("openssl")
+            .args([
+                "s_server", "-quiet", "-HTTP", "-cert", "cert.pem", "-key", "key.pem",
+            ])
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run openssl s_server (make deps installs openssl)");
+        let mut up = false;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let client = metadata_client_builder(Some("127.0.0.1".into()))
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        let got = if up {
+            fetch_metadata(&client, &u(&format!("https://127.0.0.1:{port}/md"))).await
+        } else {
+            Err("openssl s_server did not start within 5 s".into())
+        };
+        let _ = server.kill();
+        let _ = server.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = got.expect_err("the downgrade must fail");
+        assert!(
+            err.contains("refused the redirect from https to http://127.0.0.1:9/md: metadata is never fetched over a downgraded connection"),
+            "{err}"
         );
     }
 
