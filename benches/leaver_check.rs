@@ -4,6 +4,11 @@
 //! know. Plain `harness = false` timing.
 //!
 //! Run: `cargo bench --bench leaver_check` (or `make bench`). Prints the median and p99 per check.
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument) it times nothing and checks that the
+//! indexed lookup gives the reference scan's answer, and the expected one, on the same directory:
+//! by subject, by email, by alias, in other letter case, for active users, leavers, tombstones and
+//! strangers.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -58,20 +63,19 @@ fn directory() -> Vec<(Kind, Value)> {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!(
-            "leaver check benchmark: nothing to check outside `cargo bench` (run `make bench`)"
-        );
-        return;
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime");
-    runtime.block_on(run());
+    if std::env::args().any(|a| a == "--bench") {
+        runtime.block_on(run());
+    } else {
+        runtime.block_on(check());
+    }
 }
 
-async fn run() {
+/// The service over the directory, and the reference scan over the same.
+async fn open() -> (ScimService, ScimData) {
     let items = directory();
     let data = ScimData::from_resources(items.clone());
     let service = ScimService::open(
@@ -80,6 +84,66 @@ async fn run() {
     )
     .await
     .expect("open the SCIM service");
+    (service, data)
+}
+
+/// Correctness, not speed: the indexed lookup agrees with the scan everywhere it is asked, and
+/// both give the expected answer where the directory fixes it.
+async fn check() {
+    let (service, data) = open().await;
+    let mut asked = 0;
+    let mut ask = async |subject: &str, email: Option<&str>, expected: Option<bool>| {
+        let indexed = service
+            .is_deprovisioned(subject, email)
+            .await
+            .expect("the file-like store answers");
+        let scanned = data.is_deprovisioned(subject, email);
+        assert_eq!(
+            indexed, scanned,
+            "indexed lookup and scan disagree for {subject:?} / {email:?}"
+        );
+        if let Some(want) = expected {
+            assert_eq!(indexed, want, "{subject:?} / {email:?}");
+        }
+        asked += 1;
+    };
+    // Fixed by the directory: every tenth user is disabled; tombstones are leavers.
+    ask("sub-4242", Some("user4242@corp.example"), Some(false)).await;
+    ask("sub-4240", Some("user4240@corp.example"), Some(true)).await;
+    ask("sub-4240", None, Some(true)).await;
+    ask("gone-7", None, Some(true)).await;
+    ask("nobody", Some("nobody@corp.example"), Some(false)).await;
+    ask("nobody", None, Some(false)).await;
+    // Whatever the rules for addresses and letter case, both ways must answer alike.
+    for i in (0..USERS).step_by(331).chain([0, 10, 4240, USERS - 1]) {
+        let (sub, mail, alias) = (
+            format!("sub-{i}"),
+            format!("user{i}@corp.example"),
+            format!("u{i}@alias.example"),
+        );
+        ask(&sub, None, Some(i % 10 == 0)).await;
+        ask(&sub, Some(&mail), Some(i % 10 == 0)).await;
+        ask("a-new-subject", Some(&mail), None).await;
+        ask("a-new-subject", Some(&alias), None).await;
+        ask("a-new-subject", Some(&mail.to_uppercase()), None).await;
+        ask(&sub, Some("someone-else@corp.example"), None).await;
+    }
+    for i in (0..TOMBSTONES).step_by(53) {
+        ask(&format!("gone-{i}"), None, Some(true)).await;
+        ask(
+            "a-new-subject",
+            Some(&format!("gone{i}@corp.example")),
+            None,
+        )
+        .await;
+    }
+    println!(
+        "leaver check: {asked} questions, the indexed lookup answers as the scan does (timings: `cargo bench --bench leaver_check`)"
+    );
+}
+
+async fn run() {
+    let (service, data) = open().await;
     println!(
         "leaver check, {USERS} SCIM users + {TOMBSTONES} tombstones, {ROUNDS} checks per row (median / p99 per check)"
     );

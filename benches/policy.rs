@@ -2,6 +2,10 @@
 //! "well under 1 ms"). Plain `harness = false` timing: no benchmark framework to install.
 //!
 //! Run: `cargo bench --bench policy` (or `make bench`). Prints the median and the 99th percentile.
+//! Both under `cargo bench` and `cargo test --all-targets` it first checks what it measures: the
+//! user is granted stores, each grant is justified by its rule (an allow rule with one of the
+//! user's groups, DNs compared without case as Access Manager sends them, covering that store),
+//! and the full explanation agrees with the grants.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -9,7 +13,8 @@ use std::time::Instant;
 
 use storegate::identity::{AuthContext, Identity, IdpId, StoreId};
 use storegate::policy::{
-    Conditions, CustomerGroupRef, GrantSpec, Policy, Rule, StoreEntry, StoreSelector, Template,
+    Conditions, CustomerGroupRef, Decision, GrantSpec, Policy, Rule, StoreEntry, StoreSelector,
+    Template,
 };
 
 const STORES: usize = 200;
@@ -29,7 +34,7 @@ impl Lcg {
     }
 }
 
-fn build() -> (Policy, Identity) {
+fn build() -> (Policy, Vec<Rule>, Vec<StoreEntry>, Identity) {
     let mut rng = Lcg(42);
     let tags = ["eu", "na", "apac", "brand-a", "brand-b", "b2b", "outlet"];
     let stores: Vec<StoreEntry> = (0..STORES)
@@ -98,6 +103,7 @@ fn build() -> (Policy, Identity) {
         subject: "bench".into(),
         idp: IdpId::new("am"),
         email: Some("bench@corp.example".into()),
+        email_verified: true,
         given_name: None,
         family_name: None,
         name: None,
@@ -109,7 +115,75 @@ fn build() -> (Policy, Identity) {
         auth: AuthContext::default(),
         signed_in_at: NOW,
     };
-    (Policy::new(stores, vec![template], rules), identity)
+    (
+        Policy::new(stores.clone(), vec![template], rules.clone()),
+        rules,
+        stores,
+        identity,
+    )
+}
+
+/// What the benchmark measures is a real evaluation: panics unless the user is granted stores,
+/// every grant is justified by its rule, and the full explanation allows exactly those.
+/// Returns the number of stores granted.
+fn check(policy: &Policy, rules: &[Rule], stores: &[StoreEntry], identity: &Identity) -> usize {
+    let grants = policy.grants(identity, NOW);
+    assert!(
+        !grants.is_empty(),
+        "policy bench: nothing granted; the run would measure refusals only"
+    );
+    let groups: Vec<String> = identity.groups.iter().map(|g| g.to_lowercase()).collect();
+    for g in &grants {
+        let rule = rules
+            .iter()
+            .find(|r| r.name == g.rule)
+            .unwrap_or_else(|| panic!("{}: granted by an unknown rule {}", g.store, g.rule));
+        assert!(
+            rule.name.starts_with("rule-"),
+            "{}: granted by {}",
+            g.store,
+            rule.name
+        );
+        assert!(
+            rule.conditions
+                .groups_any
+                .iter()
+                .any(|want| groups.contains(&want.to_lowercase())),
+            "{}: {} needs none of the user's groups",
+            g.store,
+            rule.name
+        );
+        let store = stores
+            .iter()
+            .find(|s| s.id == g.store)
+            .expect("a granted store exists");
+        let covered = match &rule.stores {
+            StoreSelector::All => true,
+            StoreSelector::Only(ids) => {
+                ids.contains(&g.store) || rule.store_tags.iter().any(|t| store.tags.contains(t))
+            }
+        };
+        assert!(
+            covered,
+            "{}: {} does not name this store",
+            g.store, rule.name
+        );
+        assert_eq!(g.role, "merchandiser");
+    }
+    let allowed: Vec<(StoreId, String)> = policy
+        .evaluate(identity, NOW)
+        .into_iter()
+        .filter_map(|(store, d)| match d {
+            Decision::Allow { grant, .. } => Some((store, grant.rule)),
+            Decision::Deny { .. } => None,
+        })
+        .collect();
+    let granted: Vec<(StoreId, String)> = grants
+        .iter()
+        .map(|g| (g.store.clone(), g.rule.clone()))
+        .collect();
+    assert_eq!(allowed, granted, "the explanation and the grants differ");
+    grants.len()
 }
 
 /// Median and 99th percentile of `rounds` runs of `f`, in microseconds.
@@ -129,8 +203,8 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this unoptimized as a smoke
     // test, where timings mean nothing and the budget is not enforced.
     let benching = std::env::args().any(|a| a == "--bench");
-    let (policy, identity) = build();
-    let granted = policy.grants(&identity, NOW).len();
+    let (policy, rules, stores, identity) = build();
+    let granted = check(&policy, &rules, &stores, &identity);
     // The request path (portal tiles, launch channels): every store decided, grants only.
     let (median, p99) = time(if benching { 2_000 } else { 3 }, || {
         black_box(policy.grants(black_box(&identity), NOW));

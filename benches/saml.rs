@@ -18,8 +18,9 @@
 //! user + system, including pysaml2's xmlsec1 children), the ratio, and the 1-minute load
 //! average: the machine may be shared, so the figures are lower bounds.
 //!
-//! Under `cargo test --all-targets` (no `--bench` argument) it verifies the response once, or
-//! skips when pysaml2 is not installed.
+//! Under `cargo test --all-targets` (no `--bench` argument) it verifies the response once and
+//! runs the pysaml2 baseline for a moment, timing nothing. Either way it fails (exit 1, saying
+//! why) when pysaml2 is not installed or a side measured nothing, rather than print 0 or NaN.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -291,7 +292,9 @@ fn bench_storegate(s: &Setup, seconds: f64) -> Figures {
     })
 }
 
-fn bench_pysaml2(s: &Setup, seconds: f64) -> Figures {
+/// `processes` pysaml2 SPs verifying the response in a loop for `seconds`; exits when one fails
+/// or answers without its figures.
+fn bench_pysaml2(s: &Setup, seconds: f64, processes: usize) -> Figures {
     let req = json!({
         "sp_entity_id": s.spc.entity_id,
         "acs": s.spc.acs_url,
@@ -303,7 +306,9 @@ fn bench_pysaml2(s: &Setup, seconds: f64) -> Figures {
         "name_id": NAME_ID,
         "seconds": seconds,
     });
-    let children: Vec<_> = (0..WORKERS).map(|_| run_py("sp_bench.py", &req)).collect();
+    let children: Vec<_> = (0..processes)
+        .map(|_| run_py("sp_bench.py", &req))
+        .collect();
     let mut f = Figures {
         count: 0,
         seconds: 0.0,
@@ -311,27 +316,55 @@ fn bench_pysaml2(s: &Setup, seconds: f64) -> Figures {
         latency_seconds: 0.0,
     };
     for c in children {
-        let v: Value = serde_json::from_str(&output("sp_bench.py", c)).expect("sp_bench.py JSON");
-        let (n, secs) = (
-            v["count"].as_u64().unwrap_or(0),
-            v["seconds"].as_f64().unwrap_or(0.0),
-        );
+        let text = output("sp_bench.py", c);
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| fail(&format!("sp_bench.py printed no JSON ({e}): {text}")));
+        let field = |name: &str| {
+            v[name].as_f64().unwrap_or_else(|| {
+                fail(&format!(
+                    "sp_bench.py answered without a number {name:?}: {v}"
+                ))
+            })
+        };
+        let (n, secs) = (field("count") as u64, field("seconds"));
         f.count += n;
         f.seconds = f.seconds.max(secs);
-        f.cpu_seconds += v["cpu_seconds"].as_f64().unwrap_or(0.0);
+        f.cpu_seconds += field("cpu_seconds");
         // One verification at a time per process: its latency is its wall time.
         f.latency_seconds += secs;
     }
     f
 }
 
+/// Ends the run with `why` and exit status 1: a benchmark that cannot measure must not pass.
+fn fail(why: &str) -> ! {
+    eprintln!("saml benchmark: {why}");
+    std::process::exit(1);
+}
+
+/// Exits unless `f` holds a measurement: at least one verification, and finite, positive times.
+fn require_measured(side: &str, f: &Figures) {
+    let usable = f.count > 0
+        && f.seconds.is_finite()
+        && f.seconds > 0.0
+        && f.cpu_seconds.is_finite()
+        && f.cpu_seconds >= 0.0
+        && f.latency_seconds.is_finite()
+        && f.latency_seconds > 0.0;
+    if !usable {
+        fail(&format!(
+            "{side} measured nothing usable ({} verifications in {} s, {} s CPU); its figures would print as 0 or NaN",
+            f.count, f.seconds, f.cpu_seconds
+        ));
+    }
+}
+
 fn main() {
     if !python().exists() {
-        eprintln!("saml benchmark: skipped, pysaml2 is not installed (run scripts/test-deps.sh)");
-        if std::env::args().any(|a| a == "--bench") {
-            std::process::exit(1);
-        }
-        return;
+        fail(&format!(
+            "pysaml2 is not installed ({} is missing): run scripts/test-deps.sh (make deps)",
+            python().display()
+        ));
     }
     let dir = std::env::temp_dir().join(format!(
         "storegate-samlbench-{}-{}",
@@ -344,9 +377,12 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
         rt.block_on(verify_once(&s.provider, &s.response, &s.request_id));
+        // The baseline works too: one process, a moment (it verifies at least once).
+        let base = bench_pysaml2(&s, 0.01, 1);
+        require_measured("the pysaml2 baseline", &base);
         let _ = std::fs::remove_dir_all(&dir);
         eprintln!(
-            "saml benchmark: the pysaml2 response verifies once; no load outside `cargo bench` (run `make bench`)"
+            "saml benchmark: the pysaml2 response verifies in storegate and in the pysaml2 baseline; no load outside `cargo bench` (run `make bench`)"
         );
         return;
     }
@@ -361,9 +397,11 @@ fn main() {
     );
     let load_before = load_average();
     let ours = bench_storegate(&s, seconds);
-    let base = bench_pysaml2(&s, seconds);
+    let base = bench_pysaml2(&s, seconds, WORKERS);
     let load_after = load_average();
     let _ = std::fs::remove_dir_all(&dir);
+    require_measured("storegate", &ours);
+    require_measured("the pysaml2 baseline", &base);
 
     let rate = |f: &Figures| f.count as f64 / f.seconds;
     let per = |total: f64, f: &Figures| total / f.count.max(1) as f64 * 1e6;

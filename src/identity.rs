@@ -65,6 +65,12 @@ pub struct Identity {
     pub subject: String,
     pub idp: IdpId,
     pub email: Option<String>,
+    /// Whether the IdP vouches that `email` belongs to this person: OIDC `email_verified: true`,
+    /// or an IdP configured with `trust_email` (its directory owns the addresses). Only then may
+    /// the email adopt an existing BigCommerce customer or match a rule's `email_domains`.
+    /// Sessions from before this field read as false (fail closed: sign in again).
+    #[serde(default)]
+    pub email_verified: bool,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
     /// Display name (`name`), or given + family when the IdP sends no display name.

@@ -4,8 +4,8 @@
 //!
 //! The reloadable part is small on purpose: the policy (templates, rules) and the stores. IdPs,
 //! BigCommerce accounts (credentials, clients), sessions, the listener, `[saml]`, `[scim]`,
-//! `[provisioning]`, `[audit]`, `[telemetry]` and the proxy settings need a restart, and a reload
-//! that changes them is refused rather than half applied.
+//! `[provisioning]`, `[audit]`, `[telemetry]`, `[rate_limit]` and the proxy settings need a
+//! restart, and a reload that changes them is refused rather than half applied.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,12 +101,13 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     // reload is refused and says so. Compared by their redacting `Debug` form, never printed.
     let same =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
-    let sections: [(&str, bool); 7] = [
+    let sections: [(&str, bool); 8] = [
         ("[saml]", same(&old.saml, &new.saml)),
         ("[scim]", same(&old.scim, &new.scim)),
         ("[provisioning]", same(&old.provisioning, &new.provisioning)),
         ("[audit]", same(&old.audit, &new.audit)),
         ("[telemetry]", same(&old.telemetry, &new.telemetry)),
+        ("[rate_limit]", old.rate_limit == new.rate_limit),
         (
             "trusted_proxies",
             old.trusted_proxies == new.trusted_proxies,
@@ -336,6 +337,7 @@ url = "https://us.example.com"
                 "[telemetry]",
             ),
             ("trusted_proxies = [\"10.0.0.0/8\"]\n", "trusted_proxies"),
+            ("[rate_limit]\nper_address_per_minute = 0\n", "[rate_limit]"),
         ];
         for (edit, section) in edits {
             // Top-level keys must come before the first table.
@@ -371,25 +373,41 @@ url = "https://us.example.com"
             metrics.clone(),
             clock,
         );
-        let wait_for = |want: &'static str| {
-            let shared = shared.clone();
-            async move {
-                for _ in 0..200 {
-                    if names(&shared) == [want] {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                false
-            }
+        // Each version of the file gets its own modification time (set, not waited for: file
+        // times can be coarse) and arrives by rename, so the watcher reads it whole.
+        let next = dir.join("next.toml");
+        let mut stamp = 1_700_000_000u64;
+        let mut replace = |body: &str| {
+            stamp += 1;
+            std::fs::write(&next, body).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&next)
+                .and_then(|f| f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(stamp)))
+                .unwrap();
+            std::fs::rename(&next, &path).unwrap();
         };
-        // Modification times can be coarse: make sure the next write is seen as a change.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        std::fs::write(&path, text(TWO, "abc")).unwrap();
-        assert!(wait_for("two").await, "reloaded: {:?}", names(&shared));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        std::fs::write(&path, "this is not toml [").unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let bound = std::time::Instant::now() + Duration::from_secs(10);
+        let past_bound = || std::time::Instant::now() > bound;
+        // The watcher notes the file's time when its task first runs, which may be after a
+        // change: until it reloads, the change is made again (this runtime has one thread, so
+        // no reload runs between the look and the write).
+        while names(&shared) != ["two"] {
+            assert!(!past_bound(), "never reloaded: {:?}", names(&shared));
+            replace(&text(TWO, "abc"));
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let refused = || {
+            metrics
+                .render()
+                .unwrap()
+                .contains("storegate_config_reloads_total{result=\"refused\"} 1")
+        };
+        replace("this is not toml [");
+        while !refused() {
+            assert!(!past_bound(), "the broken file was never read");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(names(&shared), ["two"], "the broken file is refused");
         let text = metrics.render().unwrap();
         assert!(

@@ -115,6 +115,12 @@ pub enum ApiError {
         "customer {customer_id} has this email but belongs to another identity ({recorded}); an administrator must resolve the conflict in BigCommerce"
     )]
     SubjectConflict { customer_id: u64, recorded: String },
+    /// A customer with this email exists and is bound to nobody, but the IdP does not vouch for
+    /// the address: adopting it would hand the account to whoever first claims the address.
+    #[error(
+        "customer {customer_id} has this email and is not linked to any identity yet; it is adopted only when the IdP vouches for the address (OIDC email_verified: true, or trust_email = true on an [[idp]] whose directory owns the addresses), and this sign-in's IdP did not"
+    )]
+    AdoptionNeedsVerifiedEmail { customer_id: u64 },
     #[error("no channel to grant: a customer needs at least one channel")]
     NoChannels,
     /// B2B Edition state the gateway will not change on its own (another company, a company

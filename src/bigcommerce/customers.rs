@@ -1,7 +1,8 @@
 //! Find or create the BigCommerce customer a launch signs in as (BIGCOMMERCE.md: "Customers must
 //! already exist"). Customers are keyed by email; the IdP subject is kept beside the customer in the
 //! `storegate_subject` custom attribute (set inline on create, read with `include=attributes`),
-//! since BigCommerce cannot search by attribute value.
+//! since BigCommerce cannot search by attribute value. An existing customer bound to nobody is
+//! adopted only on an email the IdP vouches for ([`Identity::email_verified`]).
 
 use super::api::{ApiError, AttributeValue, CustomerApi, CustomerUpdate, NewCustomer};
 use crate::identity::Identity;
@@ -64,13 +65,20 @@ pub async fn ensure_customer(
             // Email alone must not hand over an account: a storefront customer who registered
             // with a staff member's email would otherwise be signed in as that staff member's
             // session, or vice versa. A customer this gateway created carries its IdP subject; one
-            // created elsewhere (no subject yet) is adopted once, on its first launch.
+            // created elsewhere (no subject yet) is adopted once, on its first launch, and only
+            // when the IdP vouches for the address (SECURITY.md, "Identity binding"). Nothing
+            // about the customer is changed before that is decided.
             match existing.attribute(attribute_id) {
                 Some(recorded) if recorded == ours => {}
                 Some(recorded) => {
                     return Err(ApiError::SubjectConflict {
                         customer_id: existing.id,
                         recorded: recorded.to_owned(),
+                    });
+                }
+                None if !identity.email_verified => {
+                    return Err(ApiError::AdoptionNeedsVerifiedEmail {
+                        customer_id: existing.id,
                     });
                 }
                 None => {

@@ -18,6 +18,8 @@ pub fn identity(email: Option<&str>) -> Identity {
         subject: "u-123".into(),
         idp: IdpId::new("opentext"),
         email: email.map(str::to_owned),
+        // The IdP vouches (adoption tests that need it unverified say so).
+        email_verified: email.is_some(),
         given_name: Some("Ada".into()),
         family_name: Some("Lovelace".into()),
         name: None,

@@ -51,6 +51,9 @@ pub struct FileConfig {
     /// OpenTelemetry trace export (issue 6). Off by default.
     #[serde(default)]
     pub telemetry: super::telemetry::TelemetryFile,
+    /// Sign-in rate limit per client address (issue 10).
+    #[serde(default)]
+    pub rate_limit: super::rate_limit::RateLimitFile,
 }
 
 fn default_listen() -> String {
@@ -190,6 +193,12 @@ pub struct IdpFile {
     pub userinfo: Option<bool>,
     #[serde(default)]
     pub claims: ClaimsFile,
+    /// This IdP's directory owns the email addresses it releases (Access Manager over the
+    /// company directory): its emails count as verified, so they may adopt an existing
+    /// BigCommerce customer and match `email_domains`. Default false: OIDC needs
+    /// `email_verified: true` per sign-in, and SAML (no such claim) never vouches.
+    #[serde(default)]
+    pub trust_email: bool,
 
     // --- SAML (`protocol = "saml"`) ---
     /// The IdP's SAML metadata document (path relative to the config file). Its signing

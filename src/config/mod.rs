@@ -6,6 +6,7 @@
 pub mod diag;
 pub mod file;
 pub mod provisioning;
+pub mod rate_limit;
 pub mod telemetry;
 mod validate;
 
@@ -43,6 +44,8 @@ pub struct Config {
     pub provisioning: provisioning::ProvisioningConfig,
     /// `[telemetry]`: `None` when trace export is off.
     pub telemetry: Option<telemetry::TelemetryConfig>,
+    /// `[rate_limit]`: the sign-in limit per client address.
+    pub rate_limit: rate_limit::RateLimitConfig,
     /// Things `storegate check` warns about (file line + message); none stop the gateway.
     pub warnings: Vec<Diagnostic>,
 }
@@ -262,6 +265,12 @@ pub struct ClaimMapping {
     pub groups: String,
     pub roles: String,
     pub group_dn_to_name: bool,
+    /// The claim in which the IdP says it verified the email (OIDC Core 5.1 `email_verified`).
+    /// `None` for SAML, which has no such statement: there only `trust_email` vouches.
+    pub email_verified: Option<String>,
+    /// `[[idp]] trust_email`: the IdP's directory owns the addresses it releases, so every email
+    /// from it counts as verified.
+    pub trust_email: bool,
 }
 
 impl Default for ClaimMapping {
@@ -274,6 +283,8 @@ impl Default for ClaimMapping {
             groups: "groups".into(),
             roles: "roles".into(),
             group_dn_to_name: false,
+            email_verified: Some("email_verified".into()),
+            trust_email: false,
         }
     }
 }

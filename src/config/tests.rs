@@ -1885,3 +1885,126 @@ fn unknown_redis_mode_is_reported() {
         "`session.redis_mode`: \"replicated\" is not \"standalone\", \"sentinel\" or \"cluster\"",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 10: `[rate_limit]` and `[[idp]] trust_email`
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rate_limit_defaults_configured_numbers_zero_off_and_a_zero_burst_refused() {
+    use super::rate_limit::SignInLimit;
+    let c = load_with(MINIMAL, &FakeEnv::default()).unwrap();
+    assert_eq!(
+        c.rate_limit.sign_in,
+        Some(SignInLimit {
+            per_minute: 600,
+            burst: 1200
+        })
+    );
+    let set = |extra: &str| format!("{}\n[rate_limit]\n{extra}", doc(MINIMAL));
+    let c = load_with(&set("per_address_per_minute = 30\n"), &FakeEnv::default()).unwrap();
+    assert_eq!(
+        c.rate_limit.sign_in,
+        Some(SignInLimit {
+            per_minute: 30,
+            burst: 60
+        })
+    );
+    let c = load_with(
+        &set("per_address_per_minute = 30\nper_address_burst = 5\n"),
+        &FakeEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.rate_limit.sign_in,
+        Some(SignInLimit {
+            per_minute: 30,
+            burst: 5
+        })
+    );
+    let c = load_with(&set("per_address_per_minute = 0\n"), &FakeEnv::default()).unwrap();
+    assert_eq!(c.rate_limit.sign_in, None, "0 turns the limit off");
+    // MINIMAL is 7 lines, then a blank line and `[rate_limit]` on line 9.
+    assert_one(
+        &errors(&set("per_address_burst = 0\n")),
+        10,
+        "`rate_limit.per_address_burst` is 0",
+    );
+    assert_one(
+        &errors(&set("per_minute = 5\n")),
+        10,
+        "unknown key `rate_limit.per_minute`",
+    );
+}
+
+#[test]
+fn trust_email_is_off_by_default_and_saml_never_reads_email_verified() {
+    let c = load_with(MINIMAL, &FakeEnv::default()).unwrap();
+    assert!(!c.idps[0].claims.trust_email);
+    assert_eq!(
+        c.idps[0].claims.email_verified.as_deref(),
+        Some("email_verified")
+    );
+    let text = MINIMAL.replace(
+        "client_id = \"storegate\"\n",
+        "client_id = \"storegate\"\ntrust_email = true\n",
+    );
+    assert!(
+        load_with(&text, &FakeEnv::default()).unwrap().idps[0]
+            .claims
+            .trust_email
+    );
+    let c = load_with(SAML, &saml_env(true)).unwrap();
+    assert_eq!(c.idps[0].claims.email_verified, None);
+    assert!(!c.idps[0].claims.trust_email);
+    let text = SAML.replace(
+        "metadata_file = \"idp.xml\"\n",
+        "metadata_file = \"idp.xml\"\ntrust_email = true\n",
+    );
+    assert!(
+        load_with(&text, &saml_env(true)).unwrap().idps[0]
+            .claims
+            .trust_email
+    );
+}
+
+#[test]
+fn an_email_domains_rule_only_saml_without_trust_email_could_match_is_a_warning() {
+    const POLICY: &str = "\n[[bigcommerce]]\nid = \"main\"\nstore_hash = \"abc123\"\naccess_token = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\n[[store]]\nid = \"s\"\nname = \"S\"\nbigcommerce = \"main\"\nurl = \"https://s.example.com\"\n\n[[rule]]\nname = \"staff-by-domain\"\nemail_domains = [\"corp.example\"]\nstores = [\"s\"]\nrole = \"staff\"\n";
+    let never = |c: &Config| {
+        c.warnings
+            .iter()
+            .filter(|w| {
+                w.message
+                    .contains("\"staff-by-domain\" matches on email_domains")
+            })
+            .map(|w| (w.line, w.message.clone()))
+            .collect::<Vec<_>>()
+    };
+    let saml = format!("{}{POLICY}", doc(SAML));
+    let c = load_str(&saml, FILE, &saml_env(true)).unwrap();
+    let found = never(&c);
+    assert_eq!(found.len(), 1, "{:?}", c.warnings);
+    // The rule's email_domains line.
+    assert_eq!(
+        found[0].0,
+        saml.lines()
+            .position(|l| l.starts_with("email_domains"))
+            .unwrap()
+            + 1
+    );
+    assert!(
+        found[0]
+            .1
+            .contains("SAML IdP \"am-saml\" has no email_verified")
+    );
+    assert!(found[0].1.contains("set trust_email = true"));
+    let trusted = saml.replace(
+        "metadata_file = \"idp.xml\"\n",
+        "metadata_file = \"idp.xml\"\ntrust_email = true\n",
+    );
+    assert!(never(&load_str(&trusted, FILE, &saml_env(true)).unwrap()).is_empty());
+    // An OIDC IdP may send email_verified: no warning.
+    let oidc = format!("{}\n{}", doc(MINIMAL).trim_end(), POLICY);
+    assert!(never(&load_str(&oidc, FILE, &FakeEnv::default()).unwrap()).is_empty());
+}

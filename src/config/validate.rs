@@ -429,6 +429,10 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
     let scim = provisioning::scim(c, &f);
     let provisioning = provisioning::provisioning(c, &f);
     let telemetry = telemetry::telemetry(c, &f);
+    let rate_limit = super::rate_limit::validate(&f.rate_limit).unwrap_or_else(|e| {
+        c.error(&[key("rate_limit"), key("per_address_burst")], e);
+        Default::default()
+    });
     Some(Config {
         public_url: public_url?,
         listen: listen?,
@@ -447,6 +451,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         scim,
         provisioning,
         telemetry,
+        rate_limit,
         warnings,
     })
 }
@@ -526,7 +531,37 @@ fn warnings(c: &Checker<'_>, policy: &Policy, f: &FileConfig) -> Vec<Diagnostic>
             });
         }
     }
+    out.extend(email_domains_never_vouched(c, f));
     out.sort_by_key(|d| d.line);
+    out
+}
+
+/// An allow rule on `email_domains` whose IdPs are all SAML without `trust_email` can never
+/// match: SAML carries no `email_verified` (issue 10).
+fn email_domains_never_vouched(c: &Checker<'_>, f: &FileConfig) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (i, r) in f.rules.iter().enumerate() {
+        if r.email_domains.is_empty() || r.effect.as_deref() == Some("deny") {
+            continue;
+        }
+        let idps: Vec<&IdpFile> = f
+            .idps
+            .iter()
+            .filter(|idp| r.idps.is_empty() || r.idps.contains(&idp.id))
+            .collect();
+        let unvouched = |idp: &&IdpFile| idp.protocol == "saml" && !idp.trust_email;
+        if let Some(first) = idps.first()
+            && idps.iter().all(unvouched)
+        {
+            out.push(Diagnostic {
+                line: c.lines.line_of(&[key("rule"), Seg::Index(i), key("email_domains")]),
+                message: format!(
+                    "rule \"{}\" matches on email_domains, which needs an address the IdP vouches for, and SAML IdP \"{}\" has no email_verified: it never matches; set trust_email = true on that [[idp]] if its directory owns the addresses",
+                    r.name, first.id
+                ),
+            });
+        }
+    }
     out
 }
 
@@ -679,7 +714,10 @@ fn idp_config(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<IdpConfig>
         Some(s) => c.duration(&at("clock_skew"), s)?,
         None => Duration::from_secs(60),
     };
-    let claims = claim_mapping(&idp.claims);
+    let claims = ClaimMapping {
+        trust_email: idp.trust_email,
+        ..claim_mapping(&idp.claims)
+    };
     Some(IdpConfig {
         id: IdpId::new(idp.id.clone()),
         display_name: idp.display_name.clone().unwrap_or_else(|| idp.id.clone()),
@@ -1192,6 +1230,7 @@ fn claim_mapping(cl: &ClaimsFile) -> ClaimMapping {
         groups: cl.groups.clone().unwrap_or(d.groups),
         roles: cl.roles.clone().unwrap_or(d.roles),
         group_dn_to_name: cl.group_dn_to_name,
+        ..d
     }
 }
 
@@ -1383,7 +1422,12 @@ fn saml_idp_config(
         );
     }
     let mapping = idp.attributes.as_ref().unwrap_or(&idp.claims);
-    let claims = claim_mapping(mapping);
+    // SAML has no `email_verified`: only `trust_email` makes an address count as verified.
+    let claims = ClaimMapping {
+        email_verified: None,
+        trust_email: idp.trust_email,
+        ..claim_mapping(mapping)
+    };
     let meta = meta?;
     Some(IdpConfig {
         id: IdpId::new(idp.id.clone()),

@@ -72,6 +72,20 @@ pub fn dn_to_name(value: &str) -> String {
     }
 }
 
+/// Whether the IdP's `email_verified` claim (OIDC Core 5.1) is true. JSON `true`, or the string
+/// "true" that some providers (Access Manager attribute sets among them) release; anything else,
+/// an array included, is not a yes.
+fn says_verified(claims: &Map<String, Value>, mapping: &ClaimMapping) -> bool {
+    let Some(name) = &mapping.email_verified else {
+        return false;
+    };
+    match lookup(claims, name) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
 /// Builds the normalized identity from verified claims.
 pub fn map_identity(
     v: &VerifiedClaims,
@@ -110,10 +124,13 @@ pub fn map_identity(
         .map(|(k, v)| (k.clone(), strings(v)))
         .filter(|(_, v)| !v.is_empty())
         .collect();
+    let email = first(c, &mapping.email).map(|e| e.to_ascii_lowercase());
+    let email_verified = email.is_some() && (mapping.trust_email || says_verified(c, mapping));
     Identity {
         subject: v.subject().to_owned(),
         idp: v.idp().clone(),
-        email: first(c, &mapping.email).map(|e| e.to_ascii_lowercase()),
+        email,
+        email_verified,
         given_name,
         family_name,
         name,
@@ -179,6 +196,60 @@ mod tests {
         assert_eq!(id.email.as_deref(), Some("first@corp.example"));
         assert_eq!(id.name.as_deref(), Some("Finn Finance"));
         assert_eq!(id.groups, vec!["Sales, EMEA", "bc-finance"]);
+    }
+
+    #[test]
+    fn email_counts_as_verified_only_when_the_idp_vouches() {
+        let verified_with = |claims: Value, mapping: &ClaimMapping| {
+            map_identity(&verified(claims), mapping, 0).email_verified
+        };
+        let oidc = ClaimMapping::default();
+        let e = "a@corp.example";
+        assert!(verified_with(
+            json!({"email": e, "email_verified": true}),
+            &oidc
+        ));
+        assert!(verified_with(
+            json!({"email": e, "email_verified": "true"}),
+            &oidc
+        ));
+        assert!(!verified_with(
+            json!({"email": e, "email_verified": false}),
+            &oidc
+        ));
+        assert!(!verified_with(
+            json!({"email": e, "email_verified": "yes"}),
+            &oidc
+        ));
+        assert!(!verified_with(
+            json!({"email": e, "email_verified": [true]}),
+            &oidc
+        ));
+        assert!(!verified_with(json!({"email": e}), &oidc));
+        // No email, nothing to vouch for.
+        assert!(!verified_with(json!({"email_verified": true}), &oidc));
+        let trusting = ClaimMapping {
+            trust_email: true,
+            ..ClaimMapping::default()
+        };
+        assert!(verified_with(
+            json!({"email": e, "email_verified": false}),
+            &trusting
+        ));
+        // SAML: an attribute that happens to be called email_verified does not count.
+        let saml = ClaimMapping {
+            email_verified: None,
+            ..ClaimMapping::default()
+        };
+        assert!(!verified_with(
+            json!({"email": e, "email_verified": "true"}),
+            &saml
+        ));
+        let saml_trusted = ClaimMapping {
+            trust_email: true,
+            ..saml
+        };
+        assert!(verified_with(json!({"email": e}), &saml_trusted));
     }
 
     #[test]

@@ -29,6 +29,12 @@
 //!
 //! # Matching details
 //!
+//! `email_domains` trusts an address only when the IdP vouches for it ([`Identity::email_verified`]:
+//! OIDC `email_verified: true`, or `trust_email` on the IdP). For an allow rule an unverified
+//! address does not match, and when such a rule is all that would have granted the store the
+//! refusal names it ([`DenyReason::EmailNotVerified`]). For a deny rule the address counts as
+//! given, verified or not: leaving it out could only let someone past a deny.
+//!
 //! Groups and roles compare case-insensitively. A group written as a DN (`cn=Staff,ou=Groups,o=Corp`)
 //! is compared whole, RDN by RDN, ignoring case and spaces around `,` and `=`; a plain name never
 //! matches a DN (a name can exist in several containers). Email domains compare case-insensitively
@@ -302,6 +308,8 @@ struct Facts<'a> {
     groups: HashSet<String>,
     roles: HashSet<String>,
     domain: Option<String>,
+    /// Whether the IdP vouches for the address `domain` comes from.
+    domain_verified: bool,
 }
 
 impl<'a> Facts<'a> {
@@ -311,6 +319,7 @@ impl<'a> Facts<'a> {
             groups: id.groups.iter().map(|g| group_key(g)).collect(),
             roles: id.roles.iter().map(|r| r.to_lowercase()).collect(),
             domain: id.email_domain(),
+            domain_verified: id.email_verified,
         }
     }
 }
@@ -333,12 +342,39 @@ impl Prepared {
     }
 }
 
+/// How a rule's conditions stand for one identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Match {
+    Yes,
+    /// Everything holds, but the email domain only by an address the IdP does not vouch for.
+    UnverifiedEmail,
+    No,
+}
+
 impl Conditions {
-    fn matches_prepared(&self, p: &Prepared, f: &Facts<'_>) -> bool {
+    fn matches_prepared(&self, p: &Prepared, f: &Facts<'_>) -> Match {
+        let domain = if p.domains.is_empty() {
+            Match::Yes
+        } else if f.domain.as_ref().is_some_and(|d| p.domains.contains(d)) {
+            if f.domain_verified {
+                Match::Yes
+            } else {
+                Match::UnverifiedEmail
+            }
+        } else {
+            Match::No
+        };
+        if domain == Match::No || !self.others_match(p, f) {
+            return Match::No;
+        }
+        domain
+    }
+
+    /// Every condition but `email_domains`.
+    fn others_match(&self, p: &Prepared, f: &Facts<'_>) -> bool {
         let id = f.id;
         (p.groups.is_empty() || p.groups.iter().any(|g| f.groups.contains(g)))
             && (p.roles.is_empty() || p.roles.iter().any(|r| f.roles.contains(r)))
-            && (p.domains.is_empty() || f.domain.as_ref().is_some_and(|d| p.domains.contains(d)))
             && (self.idps.is_empty() || self.idps.iter().any(|want| want == id.idp.as_str()))
             && self.attributes.iter().all(|(name, wanted)| {
                 id.attributes
@@ -359,9 +395,19 @@ impl Conditions {
             && (self.amr_any.is_empty() || id.auth.amr.iter().any(|m| self.amr_any.contains(m)))
     }
 
-    /// Whether these conditions hold for `id` (unindexed; for tests and tools).
+    /// Whether these conditions hold for `id` in an allow rule (unindexed; for tests and tools).
     pub fn matches(&self, id: &Identity) -> bool {
-        self.matches_prepared(&Prepared::of(self), &Facts::new(id))
+        self.matches_as(Effect::Allow, id)
+    }
+
+    /// Whether these conditions hold for `id` in a rule of `effect`: a deny rule takes an
+    /// unverified email domain at its word, an allow rule does not.
+    pub fn matches_as(&self, effect: Effect, id: &Identity) -> bool {
+        match self.matches_prepared(&Prepared::of(self), &Facts::new(id)) {
+            Match::Yes => true,
+            Match::UnverifiedEmail => effect == Effect::Deny,
+            Match::No => false,
+        }
     }
 }
 
@@ -556,6 +602,9 @@ pub enum DenyReason {
     DeniedByRule { rule: String },
     /// An allow rule matched but its access ended at `at`.
     Expired { rule: String, at: UnixTime },
+    /// An allow rule would have matched, but through `email_domains` on an address the IdP does
+    /// not vouch for (no `email_verified: true`, and the IdP is not marked `trust_email`).
+    EmailNotVerified { rule: String },
     /// No allow rule matched (deny by default).
     NoMatchingRule,
     /// The store is not configured.
@@ -566,7 +615,9 @@ impl DenyReason {
     /// The deciding rule's name, or a fixed label for the default.
     pub fn rule_label(&self) -> &str {
         match self {
-            DenyReason::DeniedByRule { rule } | DenyReason::Expired { rule, .. } => rule,
+            DenyReason::DeniedByRule { rule }
+            | DenyReason::Expired { rule, .. }
+            | DenyReason::EmailNotVerified { rule } => rule,
             DenyReason::NoMatchingRule => "default-deny",
             DenyReason::UnknownStore => "unknown-store",
         }
@@ -578,6 +629,9 @@ impl DenyReason {
             DenyReason::Expired { rule, at } => format!(
                 "your access through the rule \"{rule}\" expired at {}",
                 rfc3339(*at)
+            ),
+            DenyReason::EmailNotVerified { rule } => format!(
+                "the rule \"{rule}\" grants this store by email domain, and your identity provider did not confirm your email address (email_verified), so it does not apply"
             ),
             DenyReason::NoMatchingRule => {
                 "no rule grants you this store (deny by default)".to_owned()
@@ -602,9 +656,15 @@ pub fn rfc3339(t: UnixTime) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RuleState {
     NoMatch,
+    /// An allow rule that would apply but for an unverified email domain.
+    UnverifiedEmail,
     NotYet,
-    Expired { at: UnixTime },
-    Applies { until: Option<UnixTime> },
+    Expired {
+        at: UnixTime,
+    },
+    Applies {
+        until: Option<UnixTime>,
+    },
 }
 
 impl Policy {
@@ -697,9 +757,23 @@ impl Policy {
 
     fn rule_state(&self, i: usize, f: &Facts<'_>, now: UnixTime) -> RuleState {
         let rule = &self.rules[i];
-        if !rule.conditions.matches_prepared(&self.prepared[i], f) {
-            return RuleState::NoMatch;
+        let unverified = match rule.conditions.matches_prepared(&self.prepared[i], f) {
+            Match::Yes => false,
+            Match::UnverifiedEmail => rule.effect == Effect::Allow,
+            Match::No => return RuleState::NoMatch,
+        };
+        if unverified {
+            // Said only of a rule that would otherwise apply now.
+            return match self.window_state(rule, f, now) {
+                RuleState::Applies { .. } => RuleState::UnverifiedEmail,
+                _ => RuleState::NoMatch,
+            };
         }
+        self.window_state(rule, f, now)
+    }
+
+    /// The rule's standing by its window and `expires_claim`, its conditions holding.
+    fn window_state(&self, rule: &Rule, f: &Facts<'_>, now: UnixTime) -> RuleState {
         if rule.not_before.is_some_and(|nb| now < nb) {
             return RuleState::NotYet;
         }
@@ -740,6 +814,7 @@ impl Policy {
         let mut first_allow: Option<(usize, Option<UnixTime>)> = None;
         let mut overridden = Vec::new();
         let mut expired: Option<(usize, UnixTime)> = None;
+        let mut unverified: Option<usize> = None;
         for &i in &self.allows_by_store[pos] {
             match state(i) {
                 RuleState::Applies { until } if first_allow.is_none() => {
@@ -751,6 +826,9 @@ impl Policy {
                 RuleState::Applies { .. } => overridden.push(self.rules[i].name.clone()),
                 RuleState::Expired { at } if expired.is_none() && first_allow.is_none() => {
                     expired = Some((i, at));
+                }
+                RuleState::UnverifiedEmail if unverified.is_none() && first_allow.is_none() => {
+                    unverified = Some(i);
                 }
                 _ => {}
             }
@@ -767,7 +845,12 @@ impl Policy {
                 },
             },
             (None, None) => Decision::Deny {
-                reason: DenyReason::NoMatchingRule,
+                reason: match unverified {
+                    Some(i) => DenyReason::EmailNotVerified {
+                        rule: self.rules[i].name.clone(),
+                    },
+                    None => DenyReason::NoMatchingRule,
+                },
             },
         }
     }
@@ -940,6 +1023,7 @@ impl LaunchRefusal {
     pub fn code(&self) -> &'static str {
         match self {
             LaunchRefusal::Denied(DenyReason::Expired { .. }) => "grant_expired",
+            LaunchRefusal::Denied(DenyReason::EmailNotVerified { .. }) => "email_not_verified",
             LaunchRefusal::Denied(_) => "not_entitled",
             LaunchRefusal::PathNotAllowed { .. } => "path_not_allowed",
             LaunchRefusal::StepUpRequired { .. } => "step_up_required",

@@ -22,6 +22,7 @@ fn ann() -> Identity {
         subject: "ann-0001".into(),
         idp: IdpId::new("am"),
         email: Some("Ann@Example.COM".into()),
+        email_verified: true,
         given_name: Some("Ann".into()),
         family_name: Some("Lee".into()),
         name: None,
@@ -158,6 +159,64 @@ fn groups_any_matches_any_listed_group_case_insensitively() {
         &[("user without groups", groups(&["bc-merch"]), false)],
         &nobody,
     );
+}
+
+/// Issue 10: an address the IdP does not vouch for matches no allow rule's `email_domains`, and
+/// the refusal names the rule that would have granted the store; a deny rule still takes it.
+#[test]
+fn email_domains_need_an_address_the_idp_vouches_for_to_allow() {
+    let unverified = Identity {
+        email_verified: false,
+        ..ann()
+    };
+    let by_domain = with(
+        allow("staff-by-domain", &["retail"]),
+        domains(&["example.com"]),
+    );
+    let p = policy(&["retail"], vec![by_domain.clone()]);
+    assert_eq!(
+        p.decide(&unverified, &sid("retail"), NOW),
+        Decision::Deny {
+            reason: DenyReason::EmailNotVerified {
+                rule: "staff-by-domain".into()
+            }
+        }
+    );
+    assert_eq!(
+        decide_one(vec![by_domain.clone()], &ann()),
+        "allow:staff-by-domain"
+    );
+    let refusal = p
+        .authorize_launch(&unverified, &sid("retail"), NOW, &LocalPath::root())
+        .unwrap_err();
+    assert_eq!(refusal.code(), "email_not_verified");
+    assert_eq!(refusal.rule_label(), "staff-by-domain");
+    assert!(
+        refusal
+            .explain()
+            .contains("did not confirm your email address")
+    );
+    // Another allow rule that applies without the email still grants.
+    let by_group = with(allow("merch", &["retail"]), groups(&["bc-merch"]));
+    assert_eq!(
+        decide_one(vec![by_domain.clone(), by_group], &unverified),
+        "allow:merch"
+    );
+    // A deny rule on the domain holds whether or not the address is verified.
+    let deny_domain = with(deny("no-example", &["retail"]), domains(&["example.com"]));
+    let open = allow("everyone", &["retail"]);
+    for id in [&ann(), &unverified] {
+        assert_eq!(
+            decide_one(vec![deny_domain.clone(), open.clone()], id),
+            "deny:no-example"
+        );
+    }
+    // A rule whose window has ended is not reported as an email problem.
+    let ended = Rule {
+        not_after: Some(NOW - 1),
+        ..by_domain
+    };
+    assert_eq!(decide_one(vec![ended], &unverified), "deny:default-deny");
 }
 
 #[test]
@@ -1620,8 +1679,9 @@ fn arb_identity() -> impl Strategy<Value = Identity> {
             (-3i64..=3).prop_map(|d| (NOW + d).to_string()),
             Just("garbage".to_owned()),
         ]),
+        any::<bool>(),
     )
-        .prop_map(|(groups, email, idp, dept, exp)| {
+        .prop_map(|(groups, email, idp, dept, exp, email_verified)| {
             let mut attributes = BTreeMap::from([("dept".into(), dept)]);
             if let Some(e) = exp {
                 attributes.insert("exp".into(), vec![e]);
@@ -1629,6 +1689,7 @@ fn arb_identity() -> impl Strategy<Value = Identity> {
             Identity {
                 idp: IdpId::new(idp),
                 email,
+                email_verified,
                 groups,
                 attributes,
                 ..ann()
@@ -1693,13 +1754,13 @@ proptest! {
             prop_assert!(naive_scope(rule, &store));
             prop_assert!(p.rules_for(&store).any(|r| r == rule));
             prop_assert!(naive_window(rule, &id, now).is_some());
-            prop_assert!(rule.conditions.matches(&id));
+            prop_assert!(rule.conditions.matches_as(Effect::Allow, &id));
             prop_assert_eq!(&grant.role, &rule.role);
             prop_assert_eq!(&grant.customer_group, &rule.grant.customer_group);
             prop_assert_eq!(grant.expires_at, naive_window(rule, &id, now).flatten());
             // No applicable deny exists, and the deciding rule is the first applicable allow.
             let applicable: Vec<&Rule> = p.rules().iter()
-                .filter(|r| naive_scope(r, &store) && naive_window(r, &id, now).is_some() && r.conditions.matches(&id))
+                .filter(|r| naive_scope(r, &store) && naive_window(r, &id, now).is_some() && r.conditions.matches_as(r.effect, &id))
                 .collect();
             prop_assert!(applicable.iter().all(|r| r.effect == Effect::Allow));
             prop_assert_eq!(&applicable[0].name, &grant.rule);

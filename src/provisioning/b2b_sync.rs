@@ -103,6 +103,8 @@ fn identity_of(d: &DesiredCustomer) -> Identity {
         subject: subject.to_owned(),
         idp: IdpId::new(idp.to_owned()),
         email: Some(d.email.clone()),
+        // SCIM is the system of record for these people (see reconcile::identity_of).
+        email_verified: true,
         given_name: Some(d.first_name.clone()),
         family_name: Some(d.last_name.clone()),
         name: None,

@@ -89,6 +89,10 @@ pub fn identity_of(cfg: &Config, data: &ScimData, id: &str, user: &Value) -> Opt
         subject: subject.to_owned(),
         idp: IdpId::new(idp),
         email,
+        // SCIM (Identity Manager) is the system of record: its addresses are the directory's,
+        // so reconcile adopts and matches `email_domains` on them (a trust path of its own, unlike
+        // a sign-in, where the IdP must vouch).
+        email_verified: true,
         given_name: s(user, "/name/givenName").map(str::to_owned),
         family_name: s(user, "/name/familyName").map(str::to_owned),
         name: s(user, "/displayName").map(str::to_owned),

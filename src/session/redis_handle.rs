@@ -386,7 +386,18 @@ pub fn describe(e: &redis::RedisError) -> String {
         s.push_str(d);
     }
     if e.is_io_error() {
-        s.push_str(" (I/O error: is Redis running and reachable?)");
+        // The cause (refused, timed out, an untrusted TLS certificate) is what the administrator
+        // acts on. A cause that names a URL is left out: it may hold credentials.
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !text.contains("://") && !s.contains(&text) {
+                s.push_str(": ");
+                s.push_str(&text);
+            }
+            cause = c.source();
+        }
+        s.push_str(" (I/O error: is Redis running and reachable, and its certificate trusted?)");
     }
     s
 }

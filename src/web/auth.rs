@@ -215,6 +215,7 @@ mod tests {
                 subject: "u-123".into(),
                 idp: IdpId::new("opentext"),
                 email: Some("ada@example.com".into()),
+                email_verified: true,
                 given_name: Some("Ada".into()),
                 family_name: None,
                 name: None,

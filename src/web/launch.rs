@@ -171,11 +171,36 @@ pub async fn launch(
     let cache_key = format!("{}|{:?}|{}{b2b_key}", store.account, channels, group_key);
 
     let upstream_failed = |e: ApiError, step: &str| {
-        let mut ev = audit(Outcome::Error);
+        // An adoption refused for an unverified email is a decision, not a failure.
+        let refused_adoption = matches!(e, ApiError::AdoptionNeedsVerifiedEmail { .. });
+        let mut ev = if refused_adoption {
+            let mut ev = audit(Outcome::Deny);
+            ev.reason = Some("adoption_needs_verified_email".into());
+            ev
+        } else {
+            let mut ev = audit(Outcome::Error);
+            ev.reason = Some("bigcommerce_failed".into());
+            ev
+        };
         ev.rule = Some(decision.grant().rule.clone());
-        ev.reason = Some("bigcommerce_failed".into());
         ev.detail = Some(format!("{step}: {e}"));
         state.audit.record(ev);
+        if refused_adoption {
+            tracing::warn!(store = %store.id, step, error = %e, "launch refused: adoption needs a verified email");
+            return AppError::new(
+                StatusCode::CONFLICT,
+                "The store account needs an administrator",
+                format!(
+                    "{} already has a customer account with your email address that is not linked to you yet, and your identity provider did not confirm that the address is yours, so the gateway will not sign you into it.",
+                    store.name
+                ),
+                &rid,
+            )
+            .with_hint(format!(
+                "Ask {} to link the account: the identity provider must release email_verified, or be marked trust_email in the gateway's configuration if its directory owns the addresses.",
+                state.config.support_contact
+            ));
+        }
         tracing::warn!(store = %store.id, step, error = %e, "launch failed upstream");
         let unavailable = matches!(
             e,

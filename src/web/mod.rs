@@ -242,23 +242,26 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .with_expiry(Expiry::OnInactivity(idle));
     let https = state.config.public_url.scheme() == "https";
 
-    // 60 sign-in requests per client address per minute: generous for people behind one NAT,
-    // tight enough that one client cannot flood the IdP through us.
-    let sign_in_limit = ratelimit::RateLimit::behind(
-        60,
-        Duration::from_secs(60),
-        state.config.trusted_proxies.clone(),
-    );
-    let sign_in = Router::new()
+    // Sign-in requests per client address (`[rate_limit]`): a token bucket whose default an
+    // office behind one NAT address does not meet, tight enough that one client cannot flood the
+    // IdP through us; off when the configuration says 0.
+    let mut sign_in = Router::new()
         .route("/login", get(login::login))
         .route("/oidc/{idp}/callback", get(login::callback))
         .route("/saml/acs", post(saml::acs))
         // Signature checks per message: limited like the ACS.
-        .route("/saml/slo", get(saml::slo_get).post(saml::slo_post))
-        .route_layer(axum::middleware::from_fn_with_state(
+        .route("/saml/slo", get(saml::slo_get).post(saml::slo_post));
+    if let Some(l) = state.config.rate_limit.sign_in {
+        let sign_in_limit = ratelimit::RateLimit::behind(
+            l.per_minute,
+            l.burst,
+            state.config.trusted_proxies.clone(),
+        );
+        sign_in = sign_in.route_layer(axum::middleware::from_fn_with_state(
             sign_in_limit,
             ratelimit::limit,
         ));
+    }
     let scim_routes = match state.config.scim {
         Some(_) => Router::new().nest("/scim/v2", scim::router(state.clone())),
         None => Router::new(),

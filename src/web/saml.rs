@@ -355,13 +355,28 @@ fn unverified_issuer(b64: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(compact)
         .ok()?;
-    let xml = String::from_utf8(bytes).ok()?;
+    let xml = prescan::decode_document(bytes).ok()?;
     prescan::prescan(&xml, true).ok()?.issuer
+}
+
+/// Every verifier stayed busy for the whole wait: nothing was wrong with the message.
+fn busy(rid: &str) -> AppError {
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Busy",
+        "The gateway is handling many sign-ins right now and could not check yours in time.",
+        rid,
+    )
+    .with_hint("Try again in a moment.")
+    .offer_sign_in()
 }
 
 /// The page for a refused response: admin-useful (what did not match), never raw markup (askama
 /// escapes it, and long values are cut).
 fn refused(rid: &str, e: Option<&SamlError>) -> AppError {
+    if let Some(SamlError::Busy) = e {
+        return busy(rid);
+    }
     let err = AppError::new(
         StatusCode::UNAUTHORIZED,
         "Sign-in refused",
@@ -581,6 +596,9 @@ pub async fn slo_post(
 }
 
 fn slo_refused(rid: &str, e: &SamlError) -> AppError {
+    if let SamlError::Busy = e {
+        return busy(rid);
+    }
     AppError::new(
         StatusCode::BAD_REQUEST,
         "Sign-out message refused",
@@ -654,8 +672,15 @@ async fn slo_inner(
             rid,
         ));
     };
-    // The (unverified) Issuer only picks whose keys verify the message.
-    let issuer = slo::unverified_issuer(&inbound);
+    // The (unverified) Issuer only picks whose keys verify the message; what the prescan refuses
+    // ends here, with its reason.
+    let issuer = match slo::unverified_issuer(&inbound) {
+        Ok(issuer) => issuer,
+        Err(e) => {
+            audit(None, Outcome::Deny, Some(e.reason()), e.to_string());
+            return Err(slo_refused(rid, &e));
+        }
+    };
     let Some(provider) = saml
         .providers
         .values()

@@ -25,6 +25,7 @@ fn identity(email: &str) -> Identity {
         subject: "sub-1".into(),
         idp: IdpId::new("opentext"),
         email: Some(email.into()),
+        email_verified: true,
         given_name: Some("Ada".into()),
         family_name: Some("Lovelace".into()),
         name: None,

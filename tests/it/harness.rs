@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use storegate::audit::{AuditEvent, AuditLog};
+use storegate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use storegate::bigcommerce::sim::{SimChannel, SimConfig, SimHandle, SimStore, Simulator};
 use storegate::clock::OffsetClock;
 use storegate::config::{self, LiteralEnv};
@@ -85,8 +85,10 @@ pub struct Gateway {
     tasks: Vec<JoinHandle<()>>,
     /// The configuration text this gateway runs (a replica runs the same).
     config_text: String,
-    /// Added to every BigCommerce simulator answer (shared with replicas), to hold a launch in flight.
-    sim_delay_ms: Arc<AtomicU64>,
+    /// The delay before every BigCommerce simulator answer and the count of requests it got.
+    sim_steering: SimSteering,
+    /// Every gateway answer (of this gateway and its replicas) that carried a Customer Login JWT.
+    tokens_out: TokenSightings,
     shutdown: Mutex<Option<oneshot::Sender<()>>>,
     stopped: Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -232,10 +234,13 @@ impl Gateway {
             sim_store(OUTLET_HASH, "Outlet", &[(1, "Outlet")]),
         ]));
         let sim_delay_ms = Arc::new(AtomicU64::new(0));
+        let sim_requests = Arc::new(AtomicU64::new(0));
         let delay = Arc::clone(&sim_delay_ms);
+        let arrived = Arc::clone(&sim_requests);
         let sim_router = sim_router.layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let ms = delay.load(Ordering::SeqCst);
+                arrived.fetch_add(1, Ordering::SeqCst);
                 async move {
                     if ms > 0 {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -250,7 +255,19 @@ impl Gateway {
         });
 
         let text = config_text(&reserved.base, &sim_base, &opts);
-        let mut gw = Self::serve(reserved, text, sim, sim_base, clock, sim_delay_ms).await;
+        let mut gw = Self::serve(
+            reserved,
+            text,
+            sim,
+            sim_base,
+            clock,
+            SimSteering {
+                delay_ms: sim_delay_ms,
+                requests: sim_requests,
+            },
+            TokenSightings::default(),
+        )
+        .await;
         gw.tasks.insert(0, sim_task);
         gw
     }
@@ -266,7 +283,8 @@ impl Gateway {
             self.sim.clone(),
             self.sim_base.clone(),
             self.clock.clone(),
-            Arc::clone(&self.sim_delay_ms),
+            self.sim_steering.clone(),
+            self.tokens_out.clone(),
         )
         .await
     }
@@ -281,7 +299,8 @@ impl Gateway {
             self.sim.clone(),
             self.sim_base.clone(),
             self.clock.clone(),
-            Arc::clone(&self.sim_delay_ms),
+            self.sim_steering.clone(),
+            self.tokens_out.clone(),
         )
         .await
     }
@@ -292,7 +311,8 @@ impl Gateway {
         sim: SimHandle,
         sim_base: String,
         clock: OffsetClock,
-        sim_delay_ms: Arc<AtomicU64>,
+        sim_steering: SimSteering,
+        tokens_out: TokenSightings,
     ) -> Gateway {
         let cfg = match config::load_str(&text, "test.toml", &LiteralEnv) {
             Ok(c) => c,
@@ -304,7 +324,10 @@ impl Gateway {
             .with_scim()
             .await
             .expect("open SCIM");
-        let app = web::router(state);
+        let app = web::router(state).layer(axum::middleware::from_fn_with_state(
+            tokens_out.clone(),
+            watch_for_login_tokens,
+        ));
         let listener = reserved.listener;
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
@@ -324,7 +347,8 @@ impl Gateway {
             seen: Mutex::new(Vec::new()),
             tasks: vec![gw_task],
             config_text: text,
-            sim_delay_ms,
+            sim_steering,
+            tokens_out,
             shutdown: Mutex::new(Some(shutdown_tx)),
             stopped: Mutex::new(Some(stopped_rx)),
         }
@@ -332,8 +356,15 @@ impl Gateway {
 
     /// Every BigCommerce simulator answer waits this long first (0 = none).
     pub fn set_sim_delay(&self, delay: Duration) {
-        self.sim_delay_ms
+        self.sim_steering
+            .delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Requests the BigCommerce simulator has received so far (counted on arrival, before any
+    /// delay): a launch in flight shows here while it waits for its answer.
+    pub fn sim_requests(&self) -> u64 {
+        self.sim_steering.requests.load(Ordering::SeqCst)
     }
 
     /// Starts a graceful shutdown (as SIGTERM does) without waiting for it.
@@ -366,9 +397,15 @@ impl Gateway {
         format!("{}{}", self.base, path)
     }
 
-    /// Every audit event so far (events are written asynchronously: give them a moment).
+    /// Every audit event so far. No pause is needed (see [`Self::audit_now`]); async only for
+    /// its callers' sake.
     pub async fn audit_events(&self) -> Vec<AuditEvent> {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        self.audit_now()
+    }
+
+    /// Every audit event recorded so far, without waiting: the gateway records a request's events
+    /// before it answers, so after a response they are all here.
+    pub fn audit_now(&self) -> Vec<AuditEvent> {
         let mut rx = self.audit.lock().expect("audit lock");
         let mut seen = self.seen.lock().expect("seen lock");
         while let Ok(ev) = rx.try_recv() {
@@ -377,19 +414,122 @@ impl Gateway {
         seen.clone()
     }
 
-    /// No BigCommerce login token reached any storefront (neither accepted nor refused).
-    pub fn assert_no_token_minted(&self) {
-        assert!(
-            self.sim.accepted_logins().is_empty(),
-            "a login token was accepted: {:?}",
-            self.sim.accepted_logins()
+    /// Every trace of a Customer Login JWT, each as one line saying where it was seen:
+    /// - leaving the gateway (this one or a replica): a `Location`, another header or a body
+    ///   that carried one, whether or not the browser followed it;
+    /// - this gateway's audit trail: a granted launch (recorded right after the token is minted);
+    /// - the simulated storefronts: a token presented, accepted or refused.
+    pub fn login_token_traces(&self) -> Vec<String> {
+        let mut traces: Vec<String> = self
+            .tokens_out
+            .0
+            .lock()
+            .expect("token sightings lock")
+            .iter()
+            .map(|s| format!("left the gateway: {s}"))
+            .collect();
+        traces.extend(
+            self.audit_now()
+                .iter()
+                .filter(|e| e.event == EventKind::Launch && e.outcome == Outcome::Allow)
+                .map(|e| {
+                    format!(
+                        "audit: launch granted on store {:?} by rule {:?} (request {})",
+                        e.store, e.rule, e.request_id
+                    )
+                }),
         );
+        traces.extend(
+            self.sim
+                .accepted_logins()
+                .iter()
+                .map(|l| format!("storefront accepted a token: {l:?}")),
+        );
+        traces.extend(
+            self.sim
+                .rejected_logins()
+                .iter()
+                .map(|l| format!("storefront was presented a token: {l:?}")),
+        );
+        traces
+    }
+
+    /// No Customer Login JWT was minted: none left the gateway (in any answer, followed or
+    /// not), no launch was granted, and none reached a storefront (see [`Self::login_token_traces`]).
+    pub fn assert_no_token_minted(&self) {
+        let traces = self.login_token_traces();
         assert!(
-            self.sim.rejected_logins().is_empty(),
-            "a login token was presented: {:?}",
-            self.sim.rejected_logins()
+            traces.is_empty(),
+            "a login token was minted:\n{}",
+            traces.join("\n")
         );
     }
+}
+
+/// Shared by a gateway and its replicas: a delay added to every BigCommerce simulator answer (to
+/// hold a launch in flight) and the count of requests the simulator received.
+#[derive(Clone)]
+struct SimSteering {
+    delay_ms: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+}
+
+/// Where gateway answers carried a Customer Login JWT (`METHOD path -> status: where`); shared by
+/// a gateway and its replicas. Never the token itself.
+#[derive(Clone, Default)]
+struct TokenSightings(Arc<Mutex<Vec<String>>>);
+
+/// Records any answer that hands a Customer Login JWT out, wherever in the answer it is: the
+/// assertion must not depend on the test browser following the redirect to the storefront.
+async fn watch_for_login_tokens(
+    axum::extract::State(seen): axum::extract::State<TokenSightings>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let resp = next.run(req).await;
+    let (parts, body) = resp.into_parts();
+    // Test answers are small; an unreadable body is itself a failure worth seeing.
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .expect("read a gateway answer");
+    let mut places = Vec::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        let storefront_login =
+            name == axum::http::header::LOCATION && value.contains("/login/token/");
+        if storefront_login || has_login_jwt(&value) {
+            places.push(format!("header {name}"));
+        }
+    }
+    if has_login_jwt(&String::from_utf8_lossy(&bytes)) {
+        places.push("body".to_owned());
+    }
+    if !places.is_empty() {
+        seen.0.lock().expect("token sightings lock").push(format!(
+            "{what} -> {}: in {}",
+            parts.status.as_u16(),
+            places.join(", ")
+        ));
+    }
+    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// Whether `text` holds a compact JWT whose payload is a BigCommerce Customer Login
+/// (`"operation": "customer_login"`); other JWTs (the identity JWT of `/auth/verify`) do not count.
+pub fn has_login_jwt(text: &str) -> bool {
+    use base64::Engine as _;
+    static JWT: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let jwt = JWT.get_or_init(|| {
+        regex::Regex::new(r"[A-Za-z0-9_-]{8,}\.([A-Za-z0-9_-]{8,})\.[A-Za-z0-9_-]+").expect("regex")
+    });
+    jwt.captures_iter(text).any(|c| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&c[1])
+            .ok()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+            .is_some_and(|claims| claims["operation"] == "customer_login")
+    })
 }
 
 /// Asserts that the browser holds no signed-in session at this gateway.

@@ -13,7 +13,8 @@ const SECRET: &str = "launch-client-secret-0123456789";
 
 async fn signed_in(groups: &[&str]) -> (RogueOp, Gateway, Browser) {
     let op = RogueOp::start(CLIENT, SECRET).await;
-    op.set_claims(json!({"email": "lee@corp.example", "given_name": "Lee", "family_name": "Tester", "groups": groups}));
+    // The IdP vouches for the address: an existing customer with it may be adopted (issue 10).
+    op.set_claims(json!({"email": "lee@corp.example", "email_verified": true, "given_name": "Lee", "family_name": "Tester", "groups": groups}));
     let gw = Gateway::start(Reserved::new().await, Opts::new(&op.issuer, CLIENT, SECRET)).await;
     let b = Browser::new();
     let start = b.get(&gw.url("/login")).await;
@@ -21,6 +22,77 @@ async fn signed_in(groups: &[&str]) -> (RogueOp, Gateway, Browser) {
     assert_eq!(done.status(), 303, "signed in: {}", b.hops_text());
     assert_eq!(b.get(&gw.url("/api/me")).await.status(), 200);
     (op, gw, b)
+}
+
+/// The refusal tests' "no token minted" must see a token even when the browser never takes it
+/// to the store (the test browser follows no redirect by itself): each of its three witnesses.
+#[tokio::test]
+async fn no_token_minted_catches_a_launch_the_browser_did_not_follow() {
+    let (_op, gw, b) = signed_in(&["bc-merchandisers"]).await;
+    gw.assert_no_token_minted(); // signing in mints nothing
+    let launch = b.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(launch.status(), 302, "{}", b.hops_text());
+    let traces = gw.login_token_traces();
+    assert_eq!(traces.len(), 2, "{traces:#?}");
+    assert!(
+        traces[0].starts_with("left the gateway: GET /stores/us/launch -> 302: in header location"),
+        "{traces:#?}"
+    );
+    assert!(
+        traces[1].starts_with("audit: launch granted on store Some(\"us\")"),
+        "{traces:#?}"
+    );
+    let assertion =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gw.assert_no_token_minted()));
+    assert!(assertion.is_err(), "an unfollowed launch went unnoticed");
+
+    // Taken to the store, the token is also on the storefront's record.
+    let landed = b.follow(launch).await;
+    assert_eq!(landed.status(), 200);
+    let traces = gw.login_token_traces();
+    assert_eq!(traces.len(), 3, "{traces:#?}");
+    assert!(
+        traces[2].starts_with("storefront accepted a token"),
+        "{traces:#?}"
+    );
+}
+
+/// The `jti` of the token a launch hands out, read from its redirect to the storefront.
+fn launch_jti(resp: &reqwest::Response) -> String {
+    use base64::Engine as _;
+    let to = location(resp).expect("a launch redirects to the storefront");
+    let jwt = to
+        .path()
+        .rsplit_once("/login/token/")
+        .map(|(_, t)| t.to_owned())
+        .expect("a storefront login URL");
+    let payload = jwt.split('.').nth(1).expect("a compact JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url payload"),
+    )
+    .expect("JSON claims");
+    claims["jti"].as_str().expect("a jti claim").to_owned()
+}
+
+/// BIGCOMMERCE.md: `jti` fresh per token. Two launches of one store by one person, at the same
+/// second, carry two different random (v4) token ids, and the storefront takes both.
+#[tokio::test]
+async fn every_launch_mints_a_token_with_a_fresh_random_jti() {
+    let (_op, gw, b) = signed_in(&["bc-merchandisers"]).await;
+    let first = b.get(&gw.url("/stores/us/launch")).await;
+    let second = b.get(&gw.url("/stores/us/launch")).await;
+    let (j1, j2) = (launch_jti(&first), launch_jti(&second));
+    assert_ne!(j1, j2, "one token id per token");
+    for j in [&j1, &j2] {
+        let id = uuid::Uuid::parse_str(j).expect("the jti is a UUID");
+        assert_eq!(id.get_version(), Some(uuid::Version::Random), "{j}");
+    }
+    assert_eq!(b.follow(first).await.status(), 200);
+    assert_eq!(b.follow(second).await.status(), 200);
+    assert_eq!(gw.sim.accepted_logins().len(), 2);
+    assert!(gw.sim.rejected_logins().is_empty());
 }
 
 #[tokio::test]
@@ -141,11 +213,19 @@ async fn launch_is_refused_once_the_session_is_idle_too_long() {
 #[tokio::test]
 async fn launch_is_refused_after_the_absolute_lifetime() {
     let (_op, gw, b) = signed_in(&["bc-merchandisers"]).await;
-    // Stay active (under the idle limit) for more than 12 hours.
-    for _ in 0..26 {
+    // Stay active (under the 30-minute idle limit) for 11.6 hours: signed in all along.
+    for step in 1..=24 {
         gw.clock.advance(29 * 60);
-        let _ = b.get(&gw.url("/api/me")).await;
+        let me = b.get(&gw.url("/api/me")).await;
+        assert_eq!(
+            me.status(),
+            200,
+            "still signed in after {} minutes of activity",
+            step * 29
+        );
     }
+    // 29 minutes more, idle for less than the idle limit: 12 h 5 min after sign-in.
+    gw.clock.advance(29 * 60);
     let resp = b.get(&gw.url("/stores/us/launch")).await;
     assert_eq!(resp.status(), 303);
     assert_eq!(

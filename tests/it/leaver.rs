@@ -148,3 +148,87 @@ async fn an_active_scim_user_signs_in_and_launches() {
     assert_eq!(sign_in(&b, &gw).await.status(), 303);
     assert_eq!(b.get(&gw.url("/stores/us/launch")).await.status(), 302);
 }
+
+async fn scim_person(gw: &Gateway, subject: &str, emails: &[&str]) -> String {
+    let emails: Vec<Value> = emails
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({"value": e, "primary": i == 0}))
+        .collect();
+    let r = reqwest::Client::new()
+        .post(gw.url("/scim/v2/Users"))
+        .bearer_auth(TOKEN)
+        .json(&json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": format!("{subject}@corp.example"),
+            "externalId": subject,
+            "emails": emails,
+            "active": true
+        }))
+        .send()
+        .await
+        .expect("create SCIM user");
+    assert_eq!(r.status(), 201);
+    let u: Value = r.json().await.expect("json");
+    u["id"].as_str().expect("id").to_owned()
+}
+
+/// Issue 10: X leaves; X's address is also an alias on Y's active record. The leaver check
+/// decides by subject first, so Y's record does not let X in: X's launch in a live session and
+/// X's next sign-in are refused (403, `deprovisioned`, no token, no session); Y still works.
+#[tokio::test]
+async fn a_leaver_sharing_an_email_alias_with_an_active_person_is_refused() {
+    let (op, gw, _dir) = setup().await;
+    let x = scim_person(&gw, "sub-x", &["x@corp.example"]).await;
+    scim_person(&gw, "sub-y", &["y@corp.example", "x@corp.example"]).await;
+    let as_x = || {
+        op.set_sub("sub-x");
+        op.set_claims(json!({"email": "x@corp.example", "email_verified": true, "groups": ["bc-merchandisers"]}));
+    };
+    let as_y = || {
+        op.set_sub("sub-y");
+        op.set_claims(json!({"email": "y@corp.example", "email_verified": true, "groups": ["bc-merchandisers"]}));
+    };
+
+    as_x();
+    let bx = Browser::new();
+    assert_eq!(
+        sign_in(&bx, &gw).await.status(),
+        303,
+        "X signs in while active"
+    );
+    deactivate(&gw, &x).await;
+
+    let before = gw.audit_events().await.len();
+    let refused = bx.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(refused.status(), 403, "X's launch in the live session");
+    assert!(location(&refused).is_none(), "no redirect to the store");
+    gw.assert_no_token_minted();
+    let events = gw.audit_events().await;
+    let ev = events[before..]
+        .iter()
+        .find(|e| e.event == EventKind::Launch)
+        .expect("launch event");
+    assert_eq!(ev.outcome, Outcome::Deny);
+    assert_eq!(ev.reason.as_deref(), Some("deprovisioned"));
+    assert_eq!(ev.subject.as_deref(), Some("sub-x"));
+
+    let before = gw.audit_events().await.len();
+    let bx2 = Browser::new();
+    assert_eq!(sign_in(&bx2, &gw).await.status(), 403, "X's new sign-in");
+    assert_not_signed_in(&bx2, &gw).await;
+    let events = gw.audit_events().await;
+    let ev = events[before..]
+        .iter()
+        .find(|e| e.event == EventKind::SignIn)
+        .expect("sign-in event");
+    assert_eq!(ev.outcome, Outcome::Deny);
+    assert_eq!(ev.reason.as_deref(), Some("deprovisioned"));
+    gw.assert_no_token_minted();
+
+    as_y();
+    let by = Browser::new();
+    assert_eq!(sign_in(&by, &gw).await.status(), 303, "Y signs in");
+    let ok = by.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(ok.status(), 302, "Y launches");
+}

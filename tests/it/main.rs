@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod adoption;
 mod cli;
 mod demo;
 mod deploy_config;
@@ -18,6 +19,7 @@ mod leaver;
 mod metrics;
 mod oidc_peer;
 mod oidc_refusals;
+mod ratelimit;
 mod reconcile;
 mod reconcile_b2b;
 mod reconcile_redis;
@@ -25,6 +27,7 @@ mod redis_tls_acl;
 mod redis_topology;
 mod replicas;
 mod saml;
+mod saml_hostile;
 mod saml_interop;
 mod scim;
 mod scim_replicas;

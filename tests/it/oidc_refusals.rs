@@ -242,7 +242,11 @@ async fn an_unreachable_idp_gives_a_503_page_and_no_session() {
 
 #[tokio::test]
 async fn sign_in_endpoints_are_rate_limited_per_client() {
-    let (_op, gw) = setup().await;
+    // A budget of 60 at once (the default is far larger, see ratelimit.rs).
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.extra_toml = "[rate_limit]\nper_address_per_minute = 60\nper_address_burst = 60\n".into();
+    let gw = Gateway::start(Reserved::new().await, opts).await;
     let b = Browser::new();
     for i in 0..60 {
         let resp = b.get(&gw.url("/login")).await;

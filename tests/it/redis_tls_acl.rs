@@ -228,8 +228,18 @@ async fn rediss_without_the_private_ca_is_refused() {
         status, 503,
         "an untrusted certificate is not accepted: {body}"
     );
+    assert_eq!(body["checks"]["session_store"]["ok"], false, "{body}");
+    let why = body["checks"]["session_store"]["error"].to_string();
+    assert!(why.contains("certificate"), "names the certificate: {why}");
+    assert!(!why.contains(ACL_PASSWORD), "no password in {why}");
     let resp = Browser::new().get(&gw.url("/login")).await;
     assert_eq!(resp.status(), 503);
+    assert!(
+        resp.headers().get("location").is_none(),
+        "not sent to the IdP"
+    );
+    let page = resp.text().await.expect("page");
+    assert!(page.contains("session store"), "{page}");
 }
 
 /// SCIM data and the provisioning queue keep their hash tags inside the `storegate:` prefix

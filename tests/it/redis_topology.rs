@@ -175,18 +175,28 @@ async fn sentinel_failover_keeps_the_session_and_needs_no_restart() {
     // The demoted master keeps taking writes until a sentinel reconfigures it (about 8 s), so
     // the gateway must move by itself as soon as the sentinels name the new master: a session
     // created now lands on the new master, within a few watch periods.
+    // What proves it is not the time taken but the old master's role: still a master (taking
+    // writes) when the gateway's new session landed on the new one. The bound only stops a
+    // gateway that never moves.
     let mut statuses = Vec::new();
     let moved = loop {
         let (status, _) = me(&browser, &gw).await;
         statuses.push(status);
+        let old_still_master =
+            redis.node_cli(old_master, &["ROLE"]).lines().next() == Some("master");
         if let Some(b) = try_sign_in(&gw).await {
             let k = format!("storegate:session:{}", session_id(&b, &gw));
             if redis.node_cli(new_master, &["EXISTS", &k]).trim() == "1" {
+                assert!(
+                    old_still_master,
+                    "the gateway moved only once the old master {old_master} was demoted, not \
+                     when the sentinels named the new one: {statuses:?}"
+                );
                 break t0.elapsed();
             }
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(5),
+            t0.elapsed() < Duration::from_secs(30),
             "the gateway still writes to the old master {old_master}: {statuses:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -305,11 +315,12 @@ async fn cluster_master_down_is_503_and_not_ready_then_resumes_without_restart()
 
     // The master holding the session dies (no replica to take over, nothing persisted).
     cluster.nodes[i].stop();
-    let t0 = Instant::now();
-    let (status, _) = me(&browser, &gw).await;
-    let took = t0.elapsed();
+    // Answered, not hung: the gateway's own Redis timeouts (2 s, 3 short retries) bound the
+    // request; the bound here only catches a hang, it measures nothing.
+    let (status, _) = tokio::time::timeout(Duration::from_secs(20), me(&browser, &gw))
+        .await
+        .expect("/api/me answers while the session's node is down");
     assert_eq!(status, 503, "the session's node is down");
-    assert!(took < Duration::from_secs(5), "/api/me took {took:?}");
     // Readiness turns red once the cluster marks the master failed (node timeout 2 s here).
     let t1 = Instant::now();
     while readyz(&gw).await != 503 {

@@ -18,6 +18,7 @@ use storegate::audit::Outcome;
 use crate::harness::{Gateway, MAIN_HASH, Opts, Reserved, assert_not_signed_in};
 use crate::support::browser::{Browser, location, query_param};
 use crate::support::redis::{ClusterSetup, RedisServer};
+use crate::support::wait;
 
 pub(crate) const IDP_ENTITY: &str = "https://iam.corp.example/nidp/saml2/metadata";
 pub(crate) const IDP_SSO: &str = "https://iam.corp.example/nidp/saml2/sso";
@@ -433,13 +434,27 @@ async fn saml_sign_in_portal_launch_with_response_and_assertion_signed() {
 }
 
 #[tokio::test]
-// samael 0.0.22 needs `xmlns:ds` declared on the EncryptedData's ds:KeyInfo itself (see
-// tests/peers/saml/idp.py, `_aes_template`); an IdP that inherits it from an ancestor is refused
-// as saml_malformed (fail closed).
+// AES-128-CBC with `xmlns:ds` repeated on the EncryptedData's KeyInfo (Shibboleth-style).
 async fn saml_sign_in_portal_launch_with_encrypted_assertion() {
     sign_in_and_launch(
         |r| {
             r["encrypt"] = json!(true);
+            r["sign_response"] = json!(true);
+        },
+        "",
+    )
+    .await;
+}
+
+#[tokio::test]
+// pysaml2's own encryption defaults: RSA-OAEP-MGF1P key transport (SHA-1 digest, which is not a
+// signature weakness) and 3DES-CBC, with `xmlns:ds` inherited from the EncryptedData. Signed with
+// RSA-SHA256, so SHA-1 stays refused for the signature (allow_sha1 is off).
+async fn saml_sign_in_portal_launch_with_pysaml2_default_encryption() {
+    sign_in_and_launch(
+        |r| {
+            r["encrypt"] = json!(true);
+            r["encrypt_defaults"] = json!(true);
             r["sign_response"] = json!(true);
         },
         "",
@@ -468,7 +483,7 @@ async fn refusal(
     assert_refused(&b, &gw, acs, status, reason).await
 }
 
-fn signed_xml(idp: &Idp, s: &Started, f: impl Fn(&mut Value)) -> String {
+pub(crate) fn signed_xml(idp: &Idp, s: &Started, f: impl Fn(&mut Value)) -> String {
     let mut r = user(s);
     r["xml"] = json!(true);
     f(&mut r);
@@ -544,23 +559,70 @@ async fn saml_never_reads_a_comment_truncated_name_id() {
 
 /// A signed response rewritten by `wrap(signed_xml, evil_assertion)`: signature wrapping.
 ///
-/// Every variant needs a second assertion, and the gateway accepts exactly one per response:
-/// refused before any signature is looked at (samael's signed-content reduction is the second
-/// line: it keeps only the signed assertion).
-async fn xsw(name: &str, sign_response: bool, wrap: impl Fn(&str) -> String) {
-    refusal(
-        name,
-        |idp, s| {
-            let xml = signed_xml(idp, s, |r| {
-                r["sign_response"] = json!(sign_response);
-                r["sign_assertion"] = json!(!sign_response);
-            });
-            b64(&wrap(&xml))
-        },
-        401,
-        "saml_multiple_assertions",
-    )
-    .await;
+/// Every variant needs a second assertion or a signature that is not enveloped in what it signs;
+/// the gateway accepts exactly one assertion per response (`saml_multiple_assertions`) and only
+/// signatures that name their own parent (`saml_signature_shape`, which the prescan meets first
+/// in the variants that move the signature): refused before any signature is looked at. The second line, samael's signed-content
+/// reduction, is proved on the same document on its own (no prescan in front): it never returns
+/// the evil assertion.
+async fn xsw(name: &str, sign_response: bool, reason: &str, wrap: impl Fn(&str) -> String) {
+    let idp = Idp::new(name, 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    let s = begin(&b, &gw, "/").await;
+    let xml = signed_xml(&idp, &s, |r| {
+        r["sign_response"] = json!(sign_response);
+        r["sign_assertion"] = json!(!sign_response);
+    });
+    let wrapped = wrap(&xml);
+    assert!(
+        wrapped.contains("boss@corp.example"),
+        "{name}: the evil assertion is in"
+    );
+    the_reduction_alone_never_reads_the_evil_assertion(name, &idp, &s, &wrapped);
+    let acs = post(&b, &s, &b64(&wrapped)).await;
+    assert_refused(&b, &gw, acs, 401, reason).await;
+}
+
+/// samael's `parse_xml_response_with_mode` (the reduction to signed content, then the parse of
+/// only that) on a wrapped document: an error, or the signed assertion (Mia), never Boss's.
+fn the_reduction_alone_never_reads_the_evil_assertion(
+    name: &str,
+    idp: &Idp,
+    s: &Started,
+    wrapped: &str,
+) {
+    use samael::crypto::ReduceMode;
+    let metadata = std::fs::read_to_string(&idp.metadata).expect("metadata");
+    let sp = samael::service_provider::ServiceProvider {
+        entity_id: Some(s.sp_entity.clone()),
+        acs_url: Some(s.acs.clone()),
+        idp_metadata: metadata.parse().expect("idp metadata"),
+        allowed_signature_algorithms: Some(vec![
+            samael::crypto::AllowedSignatureAlgorithm::RsaSha256,
+        ]),
+        ..samael::service_provider::ServiceProvider::default()
+    };
+    let ids = [s.request_id.as_str()];
+    match sp.parse_xml_response_with_mode(
+        wrapped,
+        Some(&ids),
+        ReduceMode::ValidateAndMarkNoAncestors,
+    ) {
+        Err(e) => eprintln!("{name}: the reduction alone refuses: {e}"),
+        Ok(a) => {
+            let subject = a
+                .subject
+                .and_then(|s| s.name_id)
+                .map(|n| n.value)
+                .unwrap_or_default();
+            assert_eq!(
+                subject, "mia@corp.example",
+                "{name}: only the signed assertion"
+            );
+            eprintln!("{name}: the reduction alone returns the signed assertion");
+        }
+    }
 }
 
 fn between<'a>(xml: &'a str, start: &str, end: &str) -> (usize, usize, &'a str) {
@@ -601,7 +663,7 @@ fn evil(assertion: &str) -> String {
 async fn saml_refuses_xsw1_evil_response_wrapping_the_signed_one() {
     // XSW1: a new unsigned Response with the evil assertion; the signed original moves into the
     // signature (as an Object), so its Reference still resolves.
-    xsw("xsw1", true, |xml| {
+    xsw("xsw1", true, "saml_signature_shape", |xml| {
         let (sa, sb, sig) = between(xml, "<ns2:Signature", "</ns2:Signature>");
         let original_without_sig = format!("{}{}", &xml[..sa], &xml[sb..]);
         let (_, _, assertion) = assertion_span(xml);
@@ -623,7 +685,7 @@ async fn saml_refuses_xsw1_evil_response_wrapping_the_signed_one() {
 #[tokio::test]
 async fn saml_refuses_xsw2_detached_signature_before_the_evil_response() {
     // XSW2: like XSW1 but the original Response is a sibling before the signature's position.
-    xsw("xsw2", true, |xml| {
+    xsw("xsw2", true, "saml_signature_shape", |xml| {
         let (sa, sb, sig) = between(xml, "<ns2:Signature", "</ns2:Signature>");
         let original_without_sig = format!("{}{}", &xml[..sa], &xml[sb..]);
         let root_end = xml.find("?>").map(|i| i + 2).unwrap_or(0);
@@ -639,7 +701,7 @@ async fn saml_refuses_xsw2_detached_signature_before_the_evil_response() {
 
 #[tokio::test]
 async fn saml_refuses_xsw3_evil_assertion_before_the_signed_one() {
-    xsw("xsw3", false, |xml| {
+    xsw("xsw3", false, "saml_multiple_assertions", |xml| {
         let (a, _, assertion) = assertion_span(xml);
         format!("{}{}{}", &xml[..a], evil(&assertion), &xml[a..])
     })
@@ -648,7 +710,7 @@ async fn saml_refuses_xsw3_evil_assertion_before_the_signed_one() {
 
 #[tokio::test]
 async fn saml_refuses_xsw4_evil_assertion_wrapping_the_signed_one() {
-    xsw("xsw4", false, |xml| {
+    xsw("xsw4", false, "saml_multiple_assertions", |xml| {
         let (a, b, assertion) = assertion_span(xml);
         let ev = evil(&assertion);
         let close_at = ev.rfind("</").expect("close");
@@ -662,7 +724,7 @@ async fn saml_refuses_xsw4_evil_assertion_wrapping_the_signed_one() {
 async fn saml_refuses_xsw5_signature_moved_into_the_evil_assertion() {
     // XSW5: the evil assertion carries the original signature; the original assertion (unsigned
     // copy) is appended elsewhere so the Reference still resolves.
-    xsw("xsw5", false, |xml| {
+    xsw("xsw5", false, "saml_signature_shape", |xml| {
         let (a, b, assertion) = assertion_span(xml);
         let (_, _, sig) = between(&assertion, "<ns2:Signature", "</ns2:Signature>");
         let ev = evil(&assertion);
@@ -692,7 +754,7 @@ async fn saml_refuses_xsw6_signed_assertion_inside_the_moved_signature() {
     // XSW6: the evil assertion takes the original's place and carries its Signature; the original
     // (signed) assertion, minus its signature, becomes a child of that Signature, so the Reference
     // still resolves to it.
-    xsw("xsw6", false, |xml| {
+    xsw("xsw6", false, "saml_signature_shape", |xml| {
         let (a, b, assertion) = assertion_span(xml);
         let (_, _, sig) = between(&assertion, "<ns2:Signature", "</ns2:Signature>");
         let original_unsigned = assertion.replace(sig, "");
@@ -716,7 +778,7 @@ async fn saml_refuses_xsw6_signed_assertion_inside_the_moved_signature() {
 
 #[tokio::test]
 async fn saml_refuses_xsw7_signed_assertion_hidden_in_extensions() {
-    xsw("xsw7", false, |xml| {
+    xsw("xsw7", false, "saml_multiple_assertions", |xml| {
         let (a, b, assertion) = assertion_span(xml);
         let ext = format!(
             "<samlp:Extensions xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\">{assertion}</samlp:Extensions>"
@@ -728,7 +790,7 @@ async fn saml_refuses_xsw7_signed_assertion_hidden_in_extensions() {
 
 #[tokio::test]
 async fn saml_refuses_xsw8_signed_assertion_inside_the_evil_signature_object() {
-    xsw("xsw8", false, |xml| {
+    xsw("xsw8", false, "saml_signature_shape", |xml| {
         let (a, b, assertion) = assertion_span(xml);
         let (_, _, sig) = between(&assertion, "<ns2:Signature", "</ns2:Signature>");
         let original_unsigned = assertion.replace(sig, "");
@@ -1242,7 +1304,7 @@ pub(crate) async fn assert_signed_in(b: &Browser, gw: &Gateway) {
     assert_eq!(me.status(), 200, "still signed in");
 }
 
-fn logout_request(gw: &Gateway, binding: &str, extra: Value) -> Value {
+pub(crate) fn logout_request(gw: &Gateway, binding: &str, extra: Value) -> Value {
     let mut req = json!({
         "op": "request",
         "binding": binding,
@@ -1376,12 +1438,25 @@ async fn saml_slo_sp_initiated_sends_a_signed_logout_request_and_ends_at_signed_
     );
     let r = b.get(unsigned["url"].as_str().expect("url")).await;
     assert_eq!(r.status(), 200);
+    assert!(location(&r).is_none(), "not on to /signed-out");
     assert!(
         r.text()
             .await
             .expect("page")
             .contains("idp-signout-unconfirmed")
     );
+    assert_eq!(last_denial(&gw).await, "saml_signature");
+}
+
+/// The reason of the latest refusal in `gw`'s audit trail.
+async fn last_denial(gw: &Gateway) -> String {
+    let events = gw.audit_events().await;
+    events
+        .iter()
+        .rev()
+        .find(|e| e.outcome == Outcome::Deny)
+        .and_then(|e| e.reason.clone())
+        .unwrap_or_else(|| panic!("no refusal audited: {events:?}"))
 }
 
 #[tokio::test]
@@ -1751,7 +1826,9 @@ async fn saml_metadata_url_is_fetched_at_start_and_a_rollover_key_triggers_one_r
     // The old key is gone from the metadata: refused, and no second forced fetch (rate limit).
     let (b, status) = sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await;
     assert_eq!(status, 401);
+    assert_eq!(last_denial(&gw).await, "saml_signature");
     assert_not_signed_in(&b, &gw).await;
+    gw.assert_no_token_minted();
     assert_eq!(server.hits(), before + 1, "rate limited");
 }
 
@@ -1768,29 +1845,49 @@ async fn saml_metadata_url_refresh_keeps_the_last_good_metadata() {
     let unsigned = Idp::new("md-url-nocert", 0);
     let nocert = std::fs::read_to_string(&unsigned.metadata).expect("md");
     server.serve(200, nocert);
-    let h = server.hits();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert!(server.hits() > h, "refreshed in the background");
+    background_refreshes(&server).await;
     let (_, status) = sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await;
     assert_eq!(status, 303, "{:?}", gw.audit_events().await);
     server.serve(500, "down".into());
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    background_refreshes(&server).await;
     let (_, status) = sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await;
     assert_eq!(status, 303);
-    // Background refresh picks up the rollover certificate.
-    server.serve(200, rolled_over_metadata(&idp));
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // A response signed with the rollover key, not in the metadata yet: refused, and the one
+    // fetch it may force is spent for the next 60 s (of the gateway's clock, which stands
+    // still here), so only the background refresh can bring the rollover certificate in.
     let (_, status) = sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert).await;
-    assert_eq!(status, 303);
+    assert_eq!(status, 401);
+    server.serve(200, rolled_over_metadata(&idp));
+    background_refreshes(&server).await;
+    let (_, status) = sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert).await;
+    assert_eq!(status, 303, "{:?}", gw.audit_events().await);
+}
+
+/// Waits until the gateway has fetched and handled the metadata `server` serves now: two more
+/// fetches (the background refresh is sequential, so the first of them was fully handled
+/// before the second started).
+async fn background_refreshes(server: &MetadataServer) {
+    background_refreshes_from(server, server.hits()).await;
+}
+
+/// Waits until `server` has counted two fetches more than `h`.
+async fn background_refreshes_from(server: &MetadataServer, h: usize) {
+    wait::until(
+        "two background metadata fetches",
+        std::time::Duration::from_secs(15),
+        || async { server.hits() >= h + 2 },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn saml_metadata_url_without_signing_certificate_leaves_the_idp_unavailable() {
     let idp = Idp::new("md-url-none", 0);
     let server = MetadataServer::start(std::fs::read_to_string(&idp.metadata).expect("md")).await;
-    let gw = start_gateway_with_metadata_url(&idp, &server.url, "").await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(server.hits() >= 1);
+    let gw =
+        start_gateway_with_metadata_url(&idp, &server.url, "metadata_refresh = \"1s\"\n").await;
+    // The first fetch fully handled (a refused install included) before /login is asked.
+    background_refreshes_from(&server, 0).await;
     let b = Browser::new();
     let resp = b
         .get(&gw.url(&format!("/login?idp={SAML_IDP}&return_to=/")))

@@ -184,6 +184,14 @@ async fn scim_etag_if_match_and_error_bodies() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["scimType"], "invalidSyntax", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("the body is not valid JSON: ")),
+        "{body}"
+    );
     let big = "x".repeat(200 * 1024);
     let r = c
         .post(gw.url("/scim/v2/Users"))
@@ -212,4 +220,97 @@ async fn scim_etag_if_match_and_error_bodies() {
                 && e.before.is_some()
                 && e.after.is_some())
     );
+}
+
+/// Issue 10: `remove` of `members` with a value (Entra ID's object form and list form, and the
+/// filter form) takes out only the members named; the others stay in the group.
+#[tokio::test]
+async fn removing_named_members_over_http_keeps_the_other_members() {
+    let (gw, _dir) = scim_gateway("").await;
+    let c = client();
+    let mut ids = Vec::new();
+    for name in ["m1", "m2", "m3", "m4", "m5"] {
+        let r = c
+            .post(gw.url("/scim/v2/Users"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"userName": format!("{name}@example.com"), "externalId": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let all: Vec<Value> = ids.iter().map(|id| json!({"value": id})).collect();
+    let r = c
+        .post(gw.url("/scim/v2/Groups"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"displayName": "bc-merchandisers", "members": all}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let gid = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = gw.url(&format!("/scim/v2/Groups/{gid}"));
+    let patch = |op: Value| {
+        c.patch(&url)
+            .bearer_auth(TOKEN)
+            .json(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op]}))
+            .send()
+    };
+    let members = |g: &Value| -> Vec<String> {
+        g["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|x| x["value"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let r = patch(json!({"op": "remove", "path": "members", "value": {"value": ids[0]}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(members(&r.json().await.unwrap()), ids[1..].to_vec());
+    let r = patch(
+        json!({"op": "remove", "path": "members", "value": [{"value": ids[1]}, {"value": ids[2]}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(members(&r.json().await.unwrap()), ids[3..].to_vec());
+    let r = patch(json!({"op": "remove", "path": format!("members[value eq \"{}\"]", ids[3])}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(members(&r.json().await.unwrap()), vec![ids[4].clone()]);
+    // What a later reader sees, and the user's side of the membership.
+    let g: Value = c
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members(&g), vec![ids[4].clone()]);
+    let u: Value = c
+        .get(gw.url(&format!("/scim/v2/Users/{}", ids[4])))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(u["groups"][0]["display"], "bc-merchandisers");
 }

@@ -4,6 +4,7 @@
 //! - [`redis::RedisServer`]: a private `redis-server` per test, stoppable for fail-closed tests.
 //! - [`browser::Browser`]: a cookie-keeping HTTP client that does not follow redirects by itself.
 //! - [`rogue_op::RogueOp`]: a hostile OpenID provider whose ID tokens break one rule at a time.
+//! - [`wait::until`]: wait for an event with a bound (no sleep-then-assert).
 //!
 //! Each test binary uses only part of this, hence the `dead_code` allowance.
 #![allow(dead_code)]
@@ -12,6 +13,7 @@ pub mod browser;
 pub mod peers;
 pub mod redis;
 pub mod rogue_op;
+pub mod wait;
 
 use std::net::TcpListener;
 

@@ -5,6 +5,7 @@ use super::*;
 use crate::bigcommerce::api::{AttributeValue, Customer, StoreTime};
 use crate::bigcommerce::test_support::{decision, identity};
 use crate::clock::UnixTime;
+use crate::identity::Identity;
 use crate::policy::CustomerGroupRef;
 
 /// The subject attribute's id in the fake store.
@@ -214,6 +215,49 @@ async fn existing_customer_of_another_identity_is_refused_without_any_write() {
         fake.subjects.lock().len(),
         1,
         "the recorded subject is not overwritten"
+    );
+}
+
+/// Issue 10: a customer bound to nobody is not adopted on an address the IdP does not vouch for,
+/// and nothing about it is changed.
+#[tokio::test]
+async fn unbound_customer_is_not_adopted_on_an_unverified_email_and_is_left_untouched() {
+    let fake = Fake::default();
+    fake.customers.lock().push(existing(Some(vec![1]), 0));
+    let unverified = Identity {
+        email_verified: false,
+        ..identity(Some("ada@corp.example"))
+    };
+    let err = ensure_customer(&fake, &unverified, &decision(None), &[3])
+        .await
+        .unwrap_err();
+    assert_eq!(err, ApiError::AdoptionNeedsVerifiedEmail { customer_id: 9 });
+    assert!(fake.updates.lock().is_empty(), "no channel widened");
+    assert!(fake.subjects.lock().is_empty(), "no subject recorded");
+    assert_eq!(*fake.subject_writes.lock(), 0);
+}
+
+/// An unverified email still gets a new customer when none exists (nobody's account is taken),
+/// and still reaches a customer already bound to this very identity.
+#[tokio::test]
+async fn an_unverified_email_still_creates_or_reaches_its_own_customer() {
+    let unverified = Identity {
+        email_verified: false,
+        ..identity(Some("ada@corp.example"))
+    };
+    let fake = Fake::default();
+    ensure_customer(&fake, &unverified, &decision(None), &[3])
+        .await
+        .unwrap();
+    assert_eq!(fake.customers.lock().len(), 1);
+    let fake = Fake::default();
+    fake.customers.lock().push(existing(Some(vec![1, 3]), 0));
+    fake.subjects.lock().push((9, "opentext:u-123".to_owned()));
+    assert_eq!(
+        ensure_customer(&fake, &unverified, &decision(None), &[3])
+            .await
+            .unwrap(),
+        9
     );
 }
 

@@ -88,7 +88,13 @@ async fn guard(State(sim): State<SimHandle>, req: Request, next: Next) -> Respon
 
     let (verdict, left, reset_ms, after) = {
         let mut st = sim.0.state.lock();
-        let injected = if authed { st.take_failure() } else { None };
+        // An injected 429 comes first, spends no quota and leaves other injections pending.
+        let throttled = if authed { st.take_throttle() } else { None };
+        let injected = if authed && throttled.is_none() {
+            st.take_failure()
+        } else {
+            None
+        };
         let Some(data) = st.stores.get_mut(&hash) else {
             return v3_error(StatusCode::NOT_FOUND, "Store not found", json!({}));
         };
@@ -98,19 +104,27 @@ async fn guard(State(sim): State<SimHandle>, req: Request, next: Next) -> Respon
             data.window_start = std::time::Instant::now();
             data.used_in_window = 0;
         }
-        let reset_ms = window_ms.saturating_sub(elapsed.min(window_ms));
+        let mut reset_ms = window_ms.saturating_sub(elapsed.min(window_ms));
+        let too_many = || {
+            v3_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                json!({}),
+            )
+        };
         let verdict = if !authed {
             Err(v3_error(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized: missing or wrong X-Auth-Token",
                 json!({}),
             ))
+        } else if let Some(injected_reset) = throttled {
+            data.rate_limited += 1;
+            reset_ms = injected_reset;
+            Err(too_many())
         } else if data.used_in_window >= quota {
-            Err(v3_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many requests",
-                json!({}),
-            ))
+            data.rate_limited += 1;
+            Err(too_many())
         } else {
             data.used_in_window += 1;
             match injected {
@@ -118,7 +132,11 @@ async fn guard(State(sim): State<SimHandle>, req: Request, next: Next) -> Respon
                 None => Ok(()),
             }
         };
-        let left = quota.saturating_sub(data.used_in_window);
+        let left = if throttled.is_some() {
+            0
+        } else {
+            quota.saturating_sub(data.used_in_window)
+        };
         let after = if verdict.is_ok() {
             st.take_failure_after()
         } else {

@@ -148,6 +148,29 @@ impl SimHandle {
         self.0.state.lock().fail_after = Some((n, status));
     }
 
+    /// The next `n` authenticated API calls answer 429 with `X-Rate-Limit-Requests-Left: 0` and
+    /// `X-Rate-Limit-Time-Reset-Ms: reset_ms` and take no effect (another app on the store spent
+    /// the shared quota); they spend none of the quota and come before [`Self::fail_next`]'s.
+    pub fn rate_limit_next(&self, n: u32, reset_ms: u64) {
+        self.0.state.lock().throttle_next = (n > 0).then_some((n, reset_ms));
+    }
+
+    /// How many 429s [`Self::rate_limit_next`] injected so far (every store).
+    pub fn injected_rate_limits(&self) -> u64 {
+        self.0.state.lock().throttled
+    }
+
+    /// Every API call to this store answered 429, the quota's and the injected ones.
+    pub fn rate_limited_answers(&self, store_hash: &str) -> u64 {
+        self.0
+            .state
+            .lock()
+            .stores
+            .get(store_hash)
+            .map(|s| s.rate_limited)
+            .unwrap_or(0)
+    }
+
     pub fn customers(&self, store_hash: &str) -> Vec<SimCustomer> {
         self.0
             .state

@@ -82,6 +82,8 @@ pub(super) struct StoreData {
     pub window_start: Instant,
     pub used_in_window: u32,
     pub api_calls: u64,
+    /// API requests answered 429 (the quota spent, or injected).
+    pub rate_limited: u64,
     /// Customer id -> how often `authentication.new_password` was set (the value is not kept).
     pub password_changes: HashMap<u64, u32>,
     /// B2B Edition, when installed.
@@ -100,6 +102,7 @@ impl StoreData {
             window_start: Instant::now(),
             used_in_window: 0,
             api_calls: 0,
+            rate_limited: 0,
             password_changes: HashMap::new(),
             b2b: Default::default(),
         }
@@ -161,6 +164,10 @@ pub(super) struct State {
     pub fail_next: Option<(u32, StatusCode)>,
     /// Failures answered after the request took effect (a lost answer: 5xx, timeout, reset).
     pub fail_after: Option<(u32, StatusCode)>,
+    /// Injected 429s: how many more, and the `X-Rate-Limit-Time-Reset-Ms` they carry.
+    pub throttle_next: Option<(u32, u64)>,
+    /// Injected 429s answered so far.
+    pub throttled: u64,
     pub clock_offset: i64,
 }
 
@@ -178,6 +185,8 @@ impl State {
             sessions: HashMap::new(),
             fail_next: None,
             fail_after: None,
+            throttle_next: None,
+            throttled: 0,
             clock_offset: config.clock_offset_secs,
         }
     }
@@ -187,6 +196,14 @@ impl State {
         let (n, status) = self.fail_next?;
         self.fail_next = if n > 1 { Some((n - 1, status)) } else { None };
         Some(status)
+    }
+
+    /// Takes one injected 429, if any is pending: its reset in milliseconds.
+    pub fn take_throttle(&mut self) -> Option<u64> {
+        let (n, reset_ms) = self.throttle_next?;
+        self.throttle_next = if n > 1 { Some((n - 1, reset_ms)) } else { None };
+        self.throttled += 1;
+        Some(reset_ms)
     }
 
     /// Takes one injected after-the-fact failure, if any is pending.

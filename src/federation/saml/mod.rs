@@ -59,6 +59,12 @@ pub enum SamlError {
     XmlComment,
     #[error("the response contains a CDATA section (refused)")]
     XmlCdata,
+    #[error("the document is not UTF-8 ({0}); only UTF-8 is accepted")]
+    NotUtf8(String),
+    #[error("the signature is not one SAML allows: {0}")]
+    SignatureShape(String),
+    #[error("too many SAML messages are being verified right now; try again in a moment")]
+    Busy,
     #[error("the response holds {0} assertions; exactly one is accepted (signature wrapping)")]
     MultipleAssertions(usize),
     #[error("signature or digest algorithm {0:?} is not allowed for this IdP")]
@@ -124,6 +130,9 @@ impl SamlError {
             SamlError::Dtd => "saml_dtd",
             SamlError::XmlComment => "saml_comment",
             SamlError::XmlCdata => "saml_cdata",
+            SamlError::NotUtf8(_) => "saml_not_utf8",
+            SamlError::SignatureShape(_) => "saml_signature_shape",
+            SamlError::Busy => "saml_busy",
             SamlError::WeakAlgorithm(_) => "saml_weak_algorithm",
             SamlError::MultipleAssertions(_) => "saml_multiple_assertions",
             SamlError::StatusNotSuccess(_) => "saml_status",
@@ -722,11 +731,8 @@ impl SamlProvider {
         now: UnixTime,
     ) -> Result<VerifiedAssertion, SamlError> {
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            this.verify_blocking(&saml_response, request_id.as_deref(), now)
-        })
-        .await
-        .map_err(|_| SamlError::Internal("the verifier stopped unexpectedly".into()))?
+        run_verification(move || this.verify_blocking(&saml_response, request_id.as_deref(), now))
+            .await
     }
 
     fn verify_blocking(
@@ -735,6 +741,13 @@ impl SamlProvider {
         request_id: Option<&str>,
         now: UnixTime,
     ) -> Result<VerifiedAssertion, SamlError> {
+        // Size before any decoding or parsing (base64 is 4/3 of the document, plus line breaks).
+        if saml_response.len() > prescan::MAX_DOCUMENT_BYTES / 3 * 4 + 4096 {
+            return Err(SamlError::Malformed(format!(
+                "the response is larger than {} KiB",
+                prescan::MAX_DOCUMENT_BYTES / 1024
+            )));
+        }
         let compact: String = saml_response
             .chars()
             .filter(|c| !c.is_ascii_whitespace())
@@ -742,7 +755,7 @@ impl SamlProvider {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(compact.as_bytes())
             .map_err(|_| SamlError::Encoding)?;
-        let xml = String::from_utf8(bytes).map_err(|_| SamlError::Encoding)?;
+        let xml = prescan::decode_document(bytes)?;
 
         // XML hygiene and algorithm allow-list before any tree is built.
         let pre = prescan::prescan(&xml, self.cfg.allow_sha1)?;
@@ -955,6 +968,48 @@ impl SamlProvider {
             session_index: statement.and_then(|s| s.session_index.clone()),
         })
     }
+}
+
+/// How long a verification may wait for a free verifier before the sign-in is answered "busy".
+const VERIFIER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Verifications that may run at once, across every IdP and message kind: one per core. libxmlsec
+/// work is CPU-bound and cannot be cancelled once started, so a flood of posted messages queues
+/// here (fairly, first come first served) instead of filling the blocking pool and starving
+/// sign-ins and everything else of threads.
+fn verifier_permits() -> Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    Arc::clone(PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Arc::new(tokio::sync::Semaphore::new(cores))
+    }))
+}
+
+/// Runs one verification off the async runtime under [`verifier_permits`]. A request that went
+/// away while it waited (the client disconnected, a timeout fired) never starts its verification,
+/// so no verification outlives its request by more than the one in progress.
+pub(crate) async fn run_verification<T, F>(verify: F) -> Result<T, SamlError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, SamlError> + Send + 'static,
+{
+    let permit = tokio::time::timeout(VERIFIER_WAIT, verifier_permits().acquire_owned())
+        .await
+        .map_err(|_| SamlError::Busy)?
+        .map_err(|_| SamlError::Internal("the verifier pool is closed".into()))?;
+    let waiting = Arc::new(());
+    let requester = Arc::downgrade(&waiting);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        if requester.upgrade().is_none() {
+            return Err(SamlError::Busy);
+        }
+        verify()
+    })
+    .await
+    .map_err(|_| SamlError::Internal("the verifier stopped unexpectedly".into()))?;
+    drop(waiting);
+    outcome
 }
 
 /// Seconds between two metadata fetches forced by unknown signing keys.

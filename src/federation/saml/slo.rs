@@ -223,40 +223,49 @@ fn parse(xml: &str) -> Result<Parsed, SamlError> {
     Ok(out)
 }
 
-/// The Issuer of an inbound message, unverified: only to choose whose keys verify it.
-pub fn unverified_issuer(inbound: &Inbound) -> Option<String> {
+/// The Issuer of an inbound message, unverified: only to choose whose keys verify it. A message
+/// the prescan refuses (hostile markup, another encoding, a signature pointing outside the
+/// document) is refused here with that reason, before any key is looked up.
+pub fn unverified_issuer(inbound: &Inbound) -> Result<Option<String>, SamlError> {
     let xml = match inbound {
         Inbound::Redirect(query) => {
-            let params = raw_params(query).ok()?;
-            let raw = params
+            let params = raw_params(query)?;
+            let Some(raw) = params
                 .iter()
                 .find(|(k, _)| k == "SAMLRequest" || k == "SAMLResponse")
-                .map(|(_, v)| url_decode(v))?;
+                .map(|(_, v)| url_decode(v))
+            else {
+                return Ok(None);
+            };
             let compact: String = raw.chars().filter(|c| !c.is_ascii_whitespace()).collect();
             let deflated = base64::engine::general_purpose::STANDARD
                 .decode(compact)
-                .ok()?;
-            let mut xml = String::new();
+                .map_err(|_| SamlError::Encoding)?;
+            let mut bytes = Vec::new();
             flate2::read::DeflateDecoder::new(&deflated[..])
-                .take(MAX_INFLATED)
-                .read_to_string(&mut xml)
-                .ok()?;
-            xml
+                .take(MAX_INFLATED + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|_| SamlError::Encoding)?;
+            if bytes.len() as u64 > MAX_INFLATED {
+                return Err(SamlError::Malformed("the message is too large".into()));
+            }
+            prescan::decode_document(bytes)?
         }
         Inbound::Post { message, .. } => {
+            if message.len() > prescan::MAX_DOCUMENT_BYTES / 3 * 4 + 4096 {
+                return Err(SamlError::Malformed("the message is too large".into()));
+            }
             let compact: String = message
                 .chars()
                 .filter(|c| !c.is_ascii_whitespace())
                 .collect();
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(compact)
-                .ok()?;
-            String::from_utf8(bytes).ok()?
+                .map_err(|_| SamlError::Encoding)?;
+            prescan::decode_document(bytes)?
         }
     };
-    prescan::prescan_message(&xml, true, &["LogoutRequest", "LogoutResponse"])
-        .ok()?
-        .issuer
+    Ok(prescan::prescan_message(&xml, true, &["LogoutRequest", "LogoutResponse"])?.issuer)
 }
 
 fn parse_time(s: &str) -> Result<UnixTime, SamlError> {
@@ -380,9 +389,7 @@ impl SamlProvider {
         now: UnixTime,
     ) -> Result<SloMessage, SamlError> {
         let this = std::sync::Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.verify_slo_blocking(inbound, now))
-            .await
-            .map_err(|_| SamlError::Internal("the verifier stopped unexpectedly".into()))?
+        super::run_verification(move || this.verify_slo_blocking(inbound, now)).await
     }
 
     fn verify_slo_blocking(
@@ -449,14 +456,15 @@ impl SamlProvider {
                 let deflated = base64::engine::general_purpose::STANDARD
                     .decode(b64)
                     .map_err(|_| SamlError::Encoding)?;
-                let mut xml = String::new();
+                let mut bytes = Vec::new();
                 flate2::read::DeflateDecoder::new(&deflated[..])
                     .take(MAX_INFLATED + 1)
-                    .read_to_string(&mut xml)
+                    .read_to_end(&mut bytes)
                     .map_err(|_| SamlError::Encoding)?;
-                if xml.len() as u64 > MAX_INFLATED {
+                if bytes.len() as u64 > MAX_INFLATED {
                     return Err(SamlError::Malformed("the message is too large".into()));
                 }
+                let xml = prescan::decode_document(bytes)?;
                 prescan::prescan_message(&xml, allow_sha1, &roots)?;
                 (xml, raw_relay.map(url_decode))
             }
@@ -465,6 +473,9 @@ impl SamlProvider {
                 is_request,
                 relay_state,
             } => {
+                if message.len() > prescan::MAX_DOCUMENT_BYTES / 3 * 4 + 4096 {
+                    return Err(SamlError::Malformed("the message is too large".into()));
+                }
                 let compact: String = message
                     .chars()
                     .filter(|c| !c.is_ascii_whitespace())
@@ -472,7 +483,7 @@ impl SamlProvider {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(compact)
                     .map_err(|_| SamlError::Encoding)?;
-                let raw = String::from_utf8(bytes).map_err(|_| SamlError::Encoding)?;
+                let raw = prescan::decode_document(bytes)?;
                 let want = if is_request {
                     "LogoutRequest"
                 } else {

@@ -424,6 +424,26 @@ fn present(v: &Value) -> bool {
     }
 }
 
+/// Whether `filter` reads something the service adds when it renders a resource: a user's
+/// `groups` (`user` true), or `meta.location`. Any other filter can be evaluated on the stored
+/// resource, so a list renders only the page it returns.
+pub fn reads_rendered(filter: &Filter, user: bool) -> bool {
+    let rendered = |p: &AttrPath| {
+        (user && p.name.eq_ignore_ascii_case("groups"))
+            || (p.name.eq_ignore_ascii_case("meta")
+                && p.sub
+                    .as_deref()
+                    .is_none_or(|s| s.eq_ignore_ascii_case("location")))
+    };
+    match filter {
+        Filter::And(a, b) | Filter::Or(a, b) => reads_rendered(a, user) || reads_rendered(b, user),
+        Filter::Not(f) => reads_rendered(f, user),
+        Filter::Present(p) | Filter::Compare(p, _, _) => rendered(p),
+        // The inner filter reads the elements of `p`, not the resource.
+        Filter::ValuePath(p, _) => rendered(p),
+    }
+}
+
 /// Whether `resource` matches `filter`.
 pub fn matches(filter: &Filter, resource: &Value) -> bool {
     match filter {

@@ -141,14 +141,43 @@ impl ScimData {
     }
 
     /// Whether a person signing in with this IdP subject and email was disabled or deleted through
-    /// SCIM. A matching active user (a rehire) wins over a disabled one or a tombstone.
+    /// SCIM. The reference answer; [`person_index::PersonIndex`] gives the same by lookup.
+    ///
+    /// 1. The records carrying the subject (`externalId`, or `userName` ignoring case) decide: any
+    ///    active one (a rehire) lets the person in, otherwise a disabled user or a tombstone
+    ///    refuses them. Email is not consulted then: another person's active record that shares
+    ///    an address (an alias) says nothing about this person.
+    /// 2. No record carries the subject: the email decides. A disabled user or a tombstone with
+    ///    the address refuses, unless an active user with it and no `externalId` (a rehire known
+    ///    only by address) vouches. An active user with an `externalId` belongs to whoever has
+    ///    that subject, which is not this person, so it does not vouch.
     pub fn is_deprovisioned(&self, subject: &str, email: Option<&str>) -> bool {
-        let matches = |v: &Value| person_matches(v, subject, email);
-        if self.users.values().any(|u| matches(u) && user_active(u)) {
+        let records = || {
+            self.users
+                .values()
+                .map(|u| (u, user_active(u)))
+                .chain(self.tombstones.values().map(|t| (t, false)))
+        };
+        let by_subject: Vec<bool> = records()
+            .filter(|(v, _)| carries_subject(v, subject))
+            .map(|(_, active)| active)
+            .collect();
+        if !by_subject.is_empty() {
+            return !by_subject.contains(&true);
+        }
+        let Some(email) = email else {
+            return false;
+        };
+        let by_email: Vec<(&Value, bool)> = records()
+            .filter(|(v, _)| user_emails(v).iter().any(|x| x.eq_ignore_ascii_case(email)))
+            .collect();
+        if by_email
+            .iter()
+            .any(|(v, active)| *active && v.get("externalId").is_none())
+        {
             return false;
         }
-        self.users.values().any(|u| matches(u) && !user_active(u))
-            || self.tombstones.values().any(matches)
+        by_email.iter().any(|(_, active)| !active)
     }
 }
 
@@ -189,11 +218,12 @@ pub fn user_emails(u: &Value) -> Vec<String> {
     out
 }
 
-fn person_matches(v: &Value, subject: &str, email: Option<&str>) -> bool {
+/// Whether a user or tombstone names this IdP subject: `externalId` exactly, or `userName`
+/// ignoring case (the subject of a user provisioned without `externalId`).
+fn carries_subject(v: &Value, subject: &str) -> bool {
     let s = |k: &str| v.get(k).and_then(Value::as_str);
     s("externalId") == Some(subject)
         || s("userName").is_some_and(|n| n.eq_ignore_ascii_case(subject))
-        || email.is_some_and(|e| user_emails(v).iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 fn rfc3339(t: UnixTime) -> String {
@@ -223,7 +253,9 @@ pub struct Change {
 
 /// A replica's copy of the SCIM data and the store revision it reflects (shared stores only).
 struct Cache {
-    data: ScimData,
+    /// Shared with list requests, which filter and render outside the lock; a change while one
+    /// holds it copies the data first (`Arc::make_mut`).
+    data: Arc<ScimData>,
     seen: Option<store::Revision>,
     /// The leaver check's lookup over `data`, changed only together with it.
     people: person_index::PersonIndex,
@@ -232,11 +264,15 @@ struct Cache {
 impl Cache {
     fn new(data: ScimData, seen: Option<store::Revision>) -> Self {
         let people = person_index::PersonIndex::build(&data);
-        Cache { data, seen, people }
+        Cache {
+            data: Arc::new(data),
+            seen,
+            people,
+        }
     }
 
     fn apply(&mut self, w: &store::Write) {
-        self.people.apply(&mut self.data, w);
+        self.people.apply(Arc::make_mut(&mut self.data), w);
     }
 
     /// Takes a refresh that was read, without the lock, from revision `from`. Other refreshes or
@@ -285,6 +321,16 @@ pub struct ScimService {
     cache: Mutex<Cache>,
     store: Arc<dyn ScimStore>,
     clock: SharedClock,
+    /// Tests park the next list here, after it let go of the lock and before it filters.
+    #[cfg(test)]
+    list_gate: parking_lot::Mutex<Option<ListGate>>,
+}
+
+/// Where a parked list says it arrived, and waits to be let go.
+#[cfg(test)]
+struct ListGate {
+    arrived: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
 }
 
 /// The store could not be read or written: SCIM answers 503, the leaver check fails closed.
@@ -312,6 +358,8 @@ impl ScimService {
             cache: Mutex::new(Cache::new(data, None)),
             store,
             clock,
+            #[cfg(test)]
+            list_gate: parking_lot::Mutex::new(None),
         })
     }
 
@@ -358,9 +406,10 @@ impl ScimService {
         Ok(c)
     }
 
-    /// A copy for the reconciler, current as of now.
+    /// A copy for the reconciler, current as of now (copied after the lock is released).
     pub async fn snapshot(&self) -> Result<ScimData, ScimError> {
-        Ok(self.current().await?.data.clone())
+        let data = Arc::clone(&self.current().await?.data);
+        Ok(ScimData::clone(&data))
     }
 
     /// The leaver check. An error means "cannot tell": callers refuse (fail closed).
@@ -893,32 +942,76 @@ impl ScimService {
         // RFC 7644 §3.4.2.4: startIndex < 1 is 1; count < 0 is 0.
         let start = q.start_index.unwrap_or(1).max(1) as usize;
         let count = q.count.unwrap_or(100).clamp(0, MAX_PAGE as i64) as usize;
-        let cache = self.current().await?;
-        let data = &cache.data;
-        let mut hits: Vec<(&String, Value)> = data
+        // The lock is held only to take the current data; every sign-in's leaver check waits
+        // on it, so the filtering and rendering of a large list happen after it is released,
+        // on a blocking thread (a list of every user is CPU work, not I/O).
+        let data = Arc::clone(&self.current().await?.data);
+        let (attributes, excluded) = (q.attributes.clone(), q.excluded_attributes.clone());
+        let base = base.to_owned();
+        #[cfg(test)]
+        let gate = self.list_gate.lock().take();
+        tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            if let Some(g) = gate {
+                let _ = g.arrived.send(());
+                let _ = g.go.recv();
+            }
+            Self::list_page(
+                &data,
+                kind,
+                f.as_ref(),
+                start,
+                count,
+                &base,
+                attributes.as_deref(),
+                excluded.as_deref(),
+            )
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "SCIM list task failed");
+            ScimError::status(500, "the list could not be computed; retry")
+        })
+    }
+
+    /// One page of a list: filtered on the stored resources (rendered first only when the filter
+    /// reads what rendering adds), ordered, and only the page's resources rendered.
+    #[allow(clippy::too_many_arguments)]
+    fn list_page(
+        data: &ScimData,
+        kind: Kind,
+        f: Option<&filter::Filter>,
+        start: usize,
+        count: usize,
+        base: &str,
+        attributes: Option<&str>,
+        excluded: Option<&str>,
+    ) -> ListResponse {
+        let render_first = f.is_some_and(|f| filter::reads_rendered(f, kind == Kind::User));
+        let mut hits: Vec<(&String, &Value)> = data
             .map(kind)
             .iter()
-            .map(|(id, v)| (id, Self::render(data, kind, v, base)))
-            .filter(|(_, v)| f.as_ref().is_none_or(|f| filter::matches(f, v)))
+            .filter(|(_, v)| match f {
+                None => true,
+                Some(f) if render_first => filter::matches(f, &Self::render(data, kind, v, base)),
+                Some(f) => filter::matches(f, v),
+            })
             .collect();
         // Stable order for paging: creation time, then id.
-        hits.sort_by(|a, b| {
-            let c = |v: &Value| {
-                v.pointer("/meta/created")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            c(&a.1).cmp(&c(&b.1)).then(a.0.cmp(b.0))
-        });
+        fn created(v: &Value) -> &str {
+            v.pointer("/meta/created")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        }
+        hits.sort_by(|a, b| created(a.1).cmp(created(b.1)).then(a.0.cmp(b.0)));
         let total = hits.len();
         let page: Vec<Value> = hits
             .into_iter()
             .skip(start - 1)
             .take(count)
-            .map(|(_, v)| project(v, q.attributes.as_deref(), q.excluded_attributes.as_deref()))
+            .map(|(_, v)| project(Self::render(data, kind, v, base), attributes, excluded))
             .collect();
-        Ok(ListResponse::new(total, start, page))
+        ListResponse::new(total, start, page)
     }
 }
 

@@ -1,8 +1,9 @@
 //! PATCH (RFC 7644 §3.5.2) applied to a resource's JSON. Pure.
 //!
 //! Paths: `attr`, `attr.sub`, `urn:...:attr[.sub]`, `attr[filter]`, `attr[filter].sub`. Operation
-//! names are case-insensitive. `remove` of `members` with a `value` list (as Azure AD and some
-//! Identity Manager policies send) removes those members.
+//! names are case-insensitive. `remove` of `members` with a `value` (one object or a list, as Entra
+//! ID and some Identity Manager policies send) removes only those members; only a `remove` with
+//! neither a value nor a filter clears the attribute.
 
 use serde_json::{Map, Value};
 
@@ -117,6 +118,34 @@ fn same_member(a: &Value, b: &Value) -> bool {
     match (filter::get_ci(a, "value"), filter::get_ci(b, "value")) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
+    }
+}
+
+/// `remove` of a whole attribute path. Without a value (RFC 7644 §3.5.2.2: "no filter and no
+/// value") the attribute is cleared. With a value, only the values it names go: Entra ID and
+/// Identity Manager send `{"value": id}` or `[{"value": id}, ...]` for `members` and expect the
+/// other members to stay. Clearing the group for those (the old reading) was silent data loss.
+fn remove_values(obj: &mut Map<String, Value>, key: &str, value: Value) {
+    let gone = match value {
+        Value::Null => {
+            obj.remove(key);
+            return;
+        }
+        Value::Array(list) => list,
+        one => vec![one],
+    };
+    match obj.get_mut(key) {
+        Some(Value::Array(have)) => {
+            have.retain(|h| !gone.iter().any(|g| same_member(h, g)));
+            if have.is_empty() {
+                obj.remove(key);
+            }
+        }
+        // A single-valued attribute goes only when the value named is the one it holds.
+        Some(have) if gone.iter().any(|g| same_member(have, g)) => {
+            obj.remove(key);
+        }
+        _ => {}
     }
 }
 
@@ -253,18 +282,7 @@ pub fn apply(
                     Op::Replace => {
                         obj.insert(k, value);
                     }
-                    Op::Remove => {
-                        if let (Some(Value::Array(have)), Value::Array(gone)) =
-                            (obj.get_mut(&k), &value)
-                        {
-                            have.retain(|h| !gone.iter().any(|g| same_member(h, g)));
-                            if have.is_empty() {
-                                obj.remove(&k);
-                            }
-                        } else {
-                            obj.remove(&k);
-                        }
-                    }
+                    Op::Remove => remove_values(obj, &k, value),
                 },
                 (None, Some(sub)) => {
                     let entry = obj.entry(k.clone());
@@ -365,5 +383,101 @@ pub fn apply(
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn group() -> Value {
+        json!({"displayName": "g", "members": [{"value": "u1"}, {"value": "u2"}, {"value": "u3"}]})
+    }
+
+    fn remove(path: &str, value: Option<Value>) -> PatchOperation {
+        PatchOperation {
+            op: "remove".into(),
+            path: Some(path.into()),
+            value,
+        }
+    }
+
+    fn members(g: &Value) -> Vec<&str> {
+        g.get("members")
+            .and_then(Value::as_array)
+            .map(|m| m.iter().filter_map(|x| x["value"].as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn remove_members_with_one_value_object_removes_only_that_member() {
+        let mut g = group();
+        apply(
+            &mut g,
+            &remove("members", Some(json!({"value": "u2"}))),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(members(&g), ["u1", "u3"]);
+    }
+
+    #[test]
+    fn remove_members_with_a_value_list_removes_only_those_members() {
+        let mut g = group();
+        let gone = json!([{"value": "u1"}, {"value": "u3"}, {"value": "not-a-member"}]);
+        apply(&mut g, &remove("members", Some(gone)), &[]).unwrap();
+        assert_eq!(members(&g), ["u2"]);
+    }
+
+    #[test]
+    fn remove_members_with_a_filter_removes_only_the_matching_member() {
+        let mut g = group();
+        apply(&mut g, &remove(r#"members[value eq "u3"]"#, None), &[]).unwrap();
+        assert_eq!(members(&g), ["u1", "u2"]);
+    }
+
+    #[test]
+    fn remove_members_naming_nobody_present_changes_nothing() {
+        let mut g = group();
+        apply(
+            &mut g,
+            &remove("members", Some(json!({"value": "u9"}))),
+            &[],
+        )
+        .unwrap();
+        apply(&mut g, &remove("members", Some(json!([]))), &[]).unwrap();
+        assert_eq!(members(&g), ["u1", "u2", "u3"]);
+    }
+
+    #[test]
+    fn removing_the_last_named_member_drops_the_attribute() {
+        let mut g = json!({"displayName": "g", "members": [{"value": "u1"}]});
+        apply(
+            &mut g,
+            &remove("members", Some(json!({"value": "u1"}))),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(g, json!({"displayName": "g"}));
+    }
+
+    #[test]
+    fn remove_without_value_or_filter_clears_the_attribute() {
+        for value in [None, Some(Value::Null)] {
+            let mut g = group();
+            apply(&mut g, &remove("members", value), &[]).unwrap();
+            assert_eq!(g, json!({"displayName": "g"}));
+        }
+    }
+
+    #[test]
+    fn remove_of_a_single_valued_attribute_with_another_value_keeps_it() {
+        let mut u = json!({"userName": "a", "title": "Buyer"});
+        apply(&mut u, &remove("title", Some(json!("Clerk"))), &[]).unwrap();
+        assert_eq!(u["title"], "Buyer");
+        apply(&mut u, &remove("title", Some(json!("Buyer"))), &[]).unwrap();
+        assert!(u.get("title").is_none());
     }
 }

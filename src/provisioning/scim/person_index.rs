@@ -3,8 +3,10 @@
 //! that cost grew with the directory, paid on each launch under the SCIM cache's lock. This index
 //! maps the three things a person is recognised by (`externalId` as given, `userName` and each
 //! email without ASCII case) to the users and tombstones that carry them, and is kept in step
-//! with every change the copy takes. Its answer is [`ScimData::is_deprovisioned`]'s, which stays
-//! the reference (see the property test).
+//! with every change the copy takes. The subject decides before the email (issue 10): a leaver's
+//! address that is also an alias on someone else's active record must not let the leaver in.
+//! Its answer is [`ScimData::is_deprovisioned`]'s, which stays the reference (see the property
+//! test).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -76,29 +78,47 @@ impl PersonIndex {
         }
     }
 
-    /// [`ScimData::is_deprovisioned`] by lookup: an active user matching the person wins;
-    /// otherwise a disabled user or a tombstone matching them means a leaver.
+    /// [`ScimData::is_deprovisioned`] by lookup: the records carrying the subject decide (an
+    /// active one wins); only when there are none does the email decide, and there an active
+    /// user vouches only when it has no `externalId` of its own.
     pub fn is_deprovisioned(&self, data: &ScimData, subject: &str, email: Option<&str>) -> bool {
-        let mut wanted = vec![
+        // (active, has externalId) of each record found under `keys`; a stale entry is skipped.
+        let found = |keys: &[Key]| -> Vec<(bool, bool)> {
+            let ids: BTreeSet<&(Kind, String)> = keys
+                .iter()
+                .filter_map(|k| self.by_key.get(k))
+                .flatten()
+                .collect();
+            ids.into_iter()
+                .filter_map(|(kind, id)| match kind {
+                    Kind::User => data
+                        .users
+                        .get(id)
+                        .map(|u| (user_active(u), u.get("externalId").is_some())),
+                    // A tombstone is never active, so whether it has an externalId is moot.
+                    Kind::Tombstone => data.tombstones.get(id).map(|_| (false, true)),
+                    Kind::Group => None,
+                })
+                .collect()
+        };
+        let by_subject = found(&[
             Key::External(subject.to_owned()),
             Key::Name(subject.to_ascii_lowercase()),
-        ];
-        if let Some(e) = email {
-            wanted.push(Key::Email(e.to_ascii_lowercase()));
+        ]);
+        if !by_subject.is_empty() {
+            return !by_subject.iter().any(|(active, _)| *active);
         }
-        let mut leaver = false;
-        for (kind, id) in wanted.iter().filter_map(|k| self.by_key.get(k)).flatten() {
-            match kind {
-                Kind::User => match data.users.get(id) {
-                    Some(u) if user_active(u) => return false,
-                    Some(_) => leaver = true,
-                    None => {}
-                },
-                Kind::Tombstone => leaver |= data.tombstones.contains_key(id),
-                Kind::Group => {}
-            }
+        let Some(email) = email else {
+            return false;
+        };
+        let by_email = found(&[Key::Email(email.to_ascii_lowercase())]);
+        if by_email
+            .iter()
+            .any(|(active, external)| *active && !*external)
+        {
+            return false;
         }
-        leaver
+        by_email.iter().any(|(active, _)| !active)
     }
 }
 
@@ -126,7 +146,8 @@ mod tests {
 
     /// A small vocabulary, so that writes and questions collide often.
     const NAMES: [&str; 4] = ["ann", "Ann", "bob@x.com", "BOB@X.COM"];
-    const SUBJECTS: [&str; 3] = ["sub-1", "SUB-1", "sub-2"];
+    /// "ann" is also a `userName`: a subject can match by `userName` as well as `externalId`.
+    const SUBJECTS: [&str; 4] = ["sub-1", "SUB-1", "sub-2", "ann"];
 
     fn person(
         name: usize,
@@ -153,7 +174,7 @@ mod tests {
             0..4usize,
             proptest::option::of((
                 0..4usize,
-                proptest::option::of(0..3usize),
+                proptest::option::of(0..4usize),
                 proptest::option::of(0..4usize),
                 proptest::option::of(any::<bool>()),
             )),
@@ -169,7 +190,7 @@ mod tests {
         #[test]
         fn answers_as_the_scan_does_after_any_changes(
             writes in proptest::collection::vec(write(), 0..24),
-            subject in 0..3usize,
+            subject in 0..4usize,
             email in proptest::option::of(0..4usize),
             rebuild in any::<bool>(),
         ) {
@@ -217,5 +238,58 @@ mod tests {
         );
         assert!(index.is_deprovisioned(&data, "s", None));
         assert!(!index.is_deprovisioned(&data, "other", None));
+    }
+
+    /// Issue 10: X left; X's address is also an alias on Y's active record. X is refused by
+    /// subject whatever email X presents; Y, and an unknown person with the shared address, are
+    /// judged without letting Y's record vouch for X.
+    #[test]
+    fn a_leaver_is_not_let_in_by_another_persons_active_record_sharing_an_alias() {
+        let mut data = ScimData::default();
+        let mut index = PersonIndex::default();
+        let put = |id: &str, v: Value| Write {
+            kind: Kind::User,
+            id: id.to_owned(),
+            value: Some(v),
+        };
+        index.apply(
+            &mut data,
+            &put(
+                "x",
+                json!({"userName": "x@corp.example", "externalId": "sub-x", "active": false,
+                       "emails": [{"value": "x@corp.example", "primary": true}]}),
+            ),
+        );
+        index.apply(
+            &mut data,
+            &put(
+                "y",
+                json!({"userName": "y@corp.example", "externalId": "sub-y",
+                       "emails": [{"value": "y@corp.example", "primary": true},
+                                  {"value": "x@corp.example"}]}),
+            ),
+        );
+        for (subject, email, leaver) in [
+            ("sub-x", Some("x@corp.example"), true),
+            ("sub-x", Some("y@corp.example"), true),
+            ("sub-x", None, true),
+            ("sub-y", Some("y@corp.example"), false),
+            ("sub-y", Some("x@corp.example"), false),
+            // Nobody carries this subject: the shared address finds X (disabled) and Y (active,
+            // but Y's record belongs to sub-y): refused.
+            ("sub-unknown", Some("x@corp.example"), true),
+            ("sub-unknown", Some("y@corp.example"), false),
+        ] {
+            assert_eq!(
+                index.is_deprovisioned(&data, subject, email),
+                leaver,
+                "{subject} {email:?}"
+            );
+            assert_eq!(
+                data.is_deprovisioned(subject, email),
+                leaver,
+                "scan: {subject} {email:?}"
+            );
+        }
     }
 }

@@ -595,3 +595,167 @@ fn a_refresh_from_another_epoch_than_the_copy_is_not_taken() {
     assert!(c.take(Some(&rev("new", 1)), full));
     assert!(c.people.is_deprovisioned(&c.data, "u", None));
 }
+
+/// Issue 10: a list filters the stored resources before it renders only its page. Whatever the
+/// filter reads, including what rendering adds (a user's `groups`, `meta.location`), the answer
+/// is the one of filtering every rendered resource.
+#[tokio::test]
+async fn a_filtered_list_over_many_users_returns_exactly_the_matching_ones() {
+    let s = service().await;
+    let mut ids = Vec::new();
+    for i in 0..2000 {
+        let (u, _) = s
+            .create(
+                Kind::User,
+                json!({
+                    "userName": format!("u{i:04}@x.com"),
+                    "active": i % 3 != 0,
+                    "title": if i % 5 == 0 { "Buyer" } else { "Clerk" },
+                    "emails": [{"value": format!("u{i}@{}", if i % 2 == 0 { "a.com" } else { "b.com" }), "type": "work"}],
+                }),
+                BASE,
+            )
+            .await
+            .unwrap();
+        ids.push(u["id"].as_str().unwrap().to_owned());
+    }
+    for g in 0..10 {
+        let members: Vec<Value> = ids
+            .iter()
+            .skip(g)
+            .step_by(10)
+            .map(|id| json!({"value": id}))
+            .collect();
+        s.create(
+            Kind::Group,
+            json!({"displayName": format!("g-{g}"), "members": members}),
+            BASE,
+        )
+        .await
+        .unwrap();
+    }
+    let list = |f: Option<&str>, start: i64, count: i64| ListQuery {
+        filter: f.map(str::to_owned),
+        start_index: Some(start),
+        count: Some(count),
+        ..Default::default()
+    };
+    // The reference: every user rendered (two full pages), then filtered.
+    let mut everyone = s
+        .list(Kind::User, &list(None, 1, 999), BASE)
+        .await
+        .unwrap()
+        .resources;
+    everyone.extend(
+        s.list(Kind::User, &list(None, 1000, 999), BASE)
+            .await
+            .unwrap()
+            .resources,
+    );
+    everyone.extend(
+        s.list(Kind::User, &list(None, 1999, 999), BASE)
+            .await
+            .unwrap()
+            .resources,
+    );
+    assert_eq!(everyone.len(), 2000);
+    let target = &ids[1234];
+    for raw in [
+        r#"userName sw "u12""#.to_owned(),
+        r#"title eq "buyer" and active eq false"#.to_owned(),
+        r#"emails[type eq "work" and value ew "@b.com"]"#.to_owned(),
+        r#"groups.display eq "g-7""#.to_owned(),
+        r#"groups[display eq "g-3"] and not (title eq "Clerk")"#.to_owned(),
+        format!("meta.location ew \"/Users/{target}\""),
+        r#"meta.created pr"#.to_owned(),
+        r#"userName eq "nobody@x.com""#.to_owned(),
+    ] {
+        let f = filter::parse(&raw).unwrap();
+        let want: Vec<&Value> = everyone.iter().filter(|u| filter::matches(&f, u)).collect();
+        let got = s
+            .list(Kind::User, &list(Some(&raw), 1, 999), BASE)
+            .await
+            .unwrap();
+        assert_eq!(got.total_results, want.len(), "total for {raw}");
+        let got_ids: Vec<&Value> = got.resources.iter().map(|u| &u["id"]).collect();
+        let want_ids: Vec<&Value> = want.iter().take(999).map(|u| &u["id"]).collect();
+        assert_eq!(got_ids, want_ids, "resources for {raw}");
+        // What is returned is rendered in full.
+        for u in &got.resources {
+            assert!(u.pointer("/meta/location").is_some(), "{raw}: {u}");
+        }
+    }
+    // The ones a reader would check by eye.
+    let g7 = s
+        .list(
+            Kind::User,
+            &list(Some(r#"groups.display eq "g-7""#), 1, 999),
+            BASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(g7.total_results, 200);
+    assert!(
+        g7.resources
+            .iter()
+            .all(|u| u["groups"][0]["display"] == "g-7")
+    );
+    let one = s
+        .list(
+            Kind::User,
+            &list(
+                Some(&format!("meta.location ew \"/Users/{target}\"")),
+                1,
+                10,
+            ),
+            BASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.total_results, 1);
+    assert_eq!(one.resources[0]["id"], json!(target));
+}
+
+/// Issue 10: a list no longer holds the lock that every sign-in's leaver check takes while it
+/// filters and renders. The list is parked after it took the data; the leaver check must
+/// answer meanwhile (bounded wait: with the lock held it would wait for the list forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaver_check_answers_while_a_list_is_being_filtered_and_rendered() {
+    use std::time::Duration;
+    let s = Arc::new(service().await);
+    for i in 0..300 {
+        s.create(
+            Kind::User,
+            json!({"userName": format!("u{i}@x.com"), "externalId": format!("sub-{i}"), "active": i != 7}),
+            BASE,
+        )
+        .await
+        .unwrap();
+    }
+    let (arrived_tx, arrived) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    *s.list_gate.lock() = Some(ListGate {
+        arrived: arrived_tx,
+        go: go_rx,
+    });
+    let lister = Arc::clone(&s);
+    let listing = tokio::spawn(async move {
+        let q = ListQuery {
+            filter: Some("active eq true".into()),
+            count: Some(999),
+            ..Default::default()
+        };
+        lister.list(Kind::User, &q, BASE).await
+    });
+    tokio::task::spawn_blocking(move || arrived.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the list reached its filtering step");
+    let check = tokio::time::timeout(Duration::from_secs(60), s.is_deprovisioned("sub-7", None))
+        .await
+        .expect("the leaver check answered while the list was parked");
+    assert!(check.unwrap(), "sub-7 is disabled");
+    go.send(()).unwrap();
+    let page = listing.await.unwrap().unwrap();
+    assert_eq!(page.total_results, 299);
+}

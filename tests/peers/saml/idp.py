@@ -6,7 +6,10 @@ Reads one JSON object on stdin and prints the base64 SAMLResponse (or the XML wi
   acs, sp_entity_id, in_response_to    where and to whom (in_response_to may be null)
   name_id, name_id_format, attributes  the subject and its attributes ({name: [values]})
   sign_assertion, sign_response        booleans
-  encrypt                              encrypt the assertion for the SP (RSA-OAEP + AES-128-CBC)
+  encrypt                              encrypt the assertion for the SP (RSA-OAEP + AES-128-CBC,
+                                       xmlns:ds repeated on the EncryptedData's KeyInfo)
+  encrypt_defaults                     with encrypt: pysaml2's own defaults instead (RSA-OAEP-MGF1P
+                                       + 3DES-CBC, xmlns:ds declared once on EncryptedData)
   sha1                                 sign with RSA-SHA1/SHA-1 instead of RSA-SHA256/SHA-256
   mutate                               [[old, new], ...] string replacements applied to the
                                        unsigned XML; the result is then signed as asked (this is how
@@ -45,7 +48,6 @@ def _aes_template(*args, **kwargs):
     return template
 
 
-saml2.entity.pre_encryption_part = _aes_template
 _encrypt_assertion = saml2.sigver.CryptoBackendXmlSec1.encrypt_assertion
 
 
@@ -54,7 +56,12 @@ def _aes_session_key(self, statement, enc_key, template, key_type=None, node_xpa
     return _encrypt_assertion(self, statement, enc_key, template, "aes-128", node_xpath, node_id)
 
 
-saml2.sigver.CryptoBackendXmlSec1.encrypt_assertion = _aes_session_key
+
+
+def use_aes_with_local_ds_namespace():
+    """The AES-128 / local xmlns:ds variant (what Shibboleth-style IdPs send)."""
+    saml2.entity.pre_encryption_part = _aes_template
+    saml2.sigver.CryptoBackendXmlSec1.encrypt_assertion = _aes_session_key
 
 SHA256 = ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256", "http://www.w3.org/2001/04/xmlenc#sha256")
 SHA1 = ("http://www.w3.org/2000/09/xmldsig#rsa-sha1", "http://www.w3.org/2000/09/xmldsig#sha1")
@@ -99,6 +106,8 @@ def main():
     mutate = req.get("mutate") or []
     kwargs = {}
     if req.get("encrypt"):
+        if not req.get("encrypt_defaults"):
+            use_aes_with_local_ds_namespace()
         kwargs["encrypt_assertion"] = True
         kwargs["encrypt_assertion_self_contained"] = True
     resp = idp.create_authn_response(
