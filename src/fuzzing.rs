@@ -292,6 +292,8 @@ fn saml_idp(keys: &FuzzKeys) -> SamlIdp {
         allow_unsolicited: false,
         clock_skew: WIDE_SKEW,
         nameid_format: None,
+        authn_context: config::AuthnContextRule::default(),
+        metadata_signing_cert: None,
     }
 }
 
