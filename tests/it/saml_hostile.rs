@@ -643,3 +643,39 @@ fn pathological_documents_cost_about_what_a_normal_one_costs() {
         worst.as_secs_f64() / base.as_secs_f64()
     );
 }
+
+/// libxml2 reads every document as the same UTF-8 characters, every time, on every thread. The
+/// vendored samael once passed libxml2 an encoding name that had already been freed: about one
+/// parse in hundreds then read garbage as the encoding (seen as an SP that could not sign its own
+/// metadata). A non-ASCII character under the signature makes any other reading fail the digest.
+#[test]
+fn libxml2_reads_documents_as_utf8_on_every_parse() {
+    let (key_pem, cert_pem) =
+        storegate::federation::saml::sp::generate_key_and_cert("utf8").expect("key");
+    let key = openssl::pkey::PKey::private_key_from_pem(key_pem.as_bytes()).expect("key");
+    let cert = storegate::federation::saml::cert_der_from_pem(&cert_pem).expect("der");
+    let template = format!(
+        r##"<r xmlns="urn:x" ID="_x"><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/><ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/><ds:Reference URI="#_x"><ds:Transforms><ds:Transform Algorithm="{ENVELOPED}"/><ds:Transform Algorithm="{EXC_C14N}"/></ds:Transforms><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue></ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue></ds:SignatureValue></ds:Signature><v>Zoë Ångström 東京</v></r>"##
+    );
+    let signed =
+        Crypto::sign_xml(&template, &key.private_key_to_der().expect("der")).expect("signs");
+    let signed = std::sync::Arc::new(signed);
+    let cert = std::sync::Arc::new(cert);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (signed, cert) = (signed.clone(), cert.clone());
+            std::thread::spawn(move || {
+                (0..500)
+                    .filter(|_| {
+                        // Churn the allocator between parses, as a busy server does.
+                        let noise: Vec<String> = (0..16).map(|i| "x".repeat(i * 7)).collect();
+                        drop(noise);
+                        Crypto::verify_signed_xml(signed.as_bytes(), &cert, Some("ID")).is_err()
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let failures: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    assert_eq!(failures, 0, "of 2,000 verifications of one signed document");
+}
