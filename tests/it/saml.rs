@@ -1697,14 +1697,14 @@ async fn saml_slo_refuses_an_expired_logout_request() {
 // IdP metadata from metadata_url
 
 /// Serves IdP metadata from memory, as Access Manager serves /nidp/saml2/metadata.
-struct MetadataServer {
-    url: String,
+pub(crate) struct MetadataServer {
+    pub(crate) url: String,
     body: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MetadataServer {
-    async fn start(initial: String) -> MetadataServer {
+    pub(crate) async fn start(initial: String) -> MetadataServer {
         use axum::http::StatusCode;
         let body = std::sync::Arc::new(std::sync::Mutex::new((200u16, initial)));
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -1734,11 +1734,11 @@ impl MetadataServer {
         }
     }
 
-    fn serve(&self, status: u16, text: String) {
+    pub(crate) fn serve(&self, status: u16, text: String) {
         *self.body.lock().expect("lock") = (status, text);
     }
 
-    fn hits(&self) -> usize {
+    pub(crate) fn hits(&self) -> usize {
         self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
@@ -1866,7 +1866,7 @@ async fn saml_metadata_url_refresh_keeps_the_last_good_metadata() {
 /// Waits until the gateway has fetched and handled the metadata `server` serves now: two more
 /// fetches (the background refresh is sequential, so the first of them was fully handled
 /// before the second started).
-async fn background_refreshes(server: &MetadataServer) {
+pub(crate) async fn background_refreshes(server: &MetadataServer) {
     background_refreshes_from(server, server.hits()).await;
 }
 

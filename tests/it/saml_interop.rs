@@ -7,9 +7,6 @@
 //! no BigCommerce token was minted.
 
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -17,8 +14,9 @@ use storegate::audit::Outcome;
 
 use crate::harness::{Gateway, Opts, Reserved, assert_not_signed_in, config_text};
 use crate::saml::{
-    EMAIL_FORMAT, IDP_ORIGIN, IDP_SLO, Idp, SAML_IDP, assert_refused, assert_signed_in, begin,
-    begin_at, cert_b64, post, scratch, slo_peer, slo_sign_in, start_gateway_with, user, write,
+    EMAIL_FORMAT, IDP_ORIGIN, IDP_SLO, Idp, MetadataServer, SAML_IDP, assert_refused,
+    assert_signed_in, background_refreshes, begin, begin_at, cert_b64, post, scratch, slo_peer,
+    slo_sign_in, start_gateway_with, user, write,
 };
 use crate::support::browser::{Browser, location};
 use crate::support::peers::{OidcPeer, OidcPeerConfig, PeerClient};
@@ -408,66 +406,6 @@ async fn saml_slo_stray_logout_response_in_a_signed_in_browser_changes_nothing()
 // ---------------------------------------------------------------------------------------------
 // 3. Metadata trust
 
-/// Serves IdP metadata from memory; counts fetches.
-struct MetadataServer {
-    url: String,
-    body: Arc<Mutex<(u16, String)>>,
-    hits: Arc<AtomicUsize>,
-}
-
-impl MetadataServer {
-    async fn start(initial: String) -> MetadataServer {
-        use axum::http::StatusCode;
-        let body = Arc::new(Mutex::new((200u16, initial)));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (bd, h) = (body.clone(), hits.clone());
-        let app = axum::Router::new().route(
-            "/nidp/saml2/metadata",
-            axum::routing::get(move || {
-                let (bd, h) = (bd.clone(), h.clone());
-                async move {
-                    let (status, text) = bd.lock().expect("lock").clone();
-                    h.fetch_add(1, Ordering::SeqCst);
-                    (StatusCode::from_u16(status).expect("status"), text)
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        MetadataServer {
-            url: format!("http://{addr}/nidp/saml2/metadata"),
-            body,
-            hits,
-        }
-    }
-
-    fn serve(&self, status: u16, text: String) {
-        *self.body.lock().expect("lock") = (status, text);
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-
-    /// Waits (bounded) until the gateway has fetched twice more: its refresh loop is sequential
-    /// (fetch, install, wait), so the first of them has then been fully handled.
-    async fn wait_for_two_more_fetches(&self) {
-        let from = self.hits();
-        for _ in 0..100 {
-            if self.hits() >= from + 2 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the metadata was not fetched again within 5 s");
-    }
-}
-
 /// `md` with an `ID` on the EntityDescriptor and an enveloped RSA-SHA256 signature by `key`,
 /// made by xmlsec1 (independent of samael).
 fn sign_metadata(
@@ -686,7 +624,7 @@ async fn saml_signed_metadata_is_accepted_and_tampered_unsigned_or_other_key_met
     ];
     for (what, doc) in cases {
         server.serve(200, doc);
-        server.wait_for_two_more_fetches().await;
+        background_refreshes(&server).await;
         assert_eq!(
             sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert).await,
             401,
@@ -706,7 +644,7 @@ async fn saml_signed_metadata_is_accepted_and_tampered_unsigned_or_other_key_met
     }
     // The same rollover, signed by the configured key: installed.
     server.serve(200, sign_metadata(&idp.dir, &rolled, &sign_key, &sign_cert));
-    server.wait_for_two_more_fetches().await;
+    background_refreshes(&server).await;
     assert_eq!(
         sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert).await,
         303

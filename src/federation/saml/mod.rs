@@ -326,9 +326,9 @@ pub fn parse_idp_metadata(xml: &str) -> Result<IdpMetadata, String> {
     })
 }
 
-/// Signature algorithms signed metadata may use (SHA-1 never: `allow_sha1` is for an IdP's
-/// responses, not for the document that names its keys).
-const METADATA_SIGNATURE_ALGORITHMS: [AllowedSignatureAlgorithm; 6] = [
+/// The signature algorithms accepted without `allow_sha1`; signed metadata never accepts more
+/// (`allow_sha1` is for an IdP's responses, not for the document that names its keys).
+const STRONG_SIGNATURE_ALGORITHMS: [AllowedSignatureAlgorithm; 6] = [
     AllowedSignatureAlgorithm::RsaSha256,
     AllowedSignatureAlgorithm::RsaSha384,
     AllowedSignatureAlgorithm::RsaSha512,
@@ -359,7 +359,7 @@ pub fn trusted_idp_metadata(
         xml,
         &[cert],
         ReduceMode::ValidateAndMarkNoAncestors,
-        Some(&METADATA_SIGNATURE_ALGORITHMS),
+        Some(&STRONG_SIGNATURE_ALGORITHMS),
     )
     .map_err(|_| {
         "the metadata is not signed by metadata_signing_cert (unsigned, signed by another key or with a refused algorithm, or modified)".to_owned()
@@ -436,14 +436,7 @@ impl SamlProvider {
         let allowed = if cfg.allow_sha1 {
             None
         } else {
-            Some(vec![
-                AllowedSignatureAlgorithm::RsaSha256,
-                AllowedSignatureAlgorithm::RsaSha384,
-                AllowedSignatureAlgorithm::RsaSha512,
-                AllowedSignatureAlgorithm::EcdsaSha256,
-                AllowedSignatureAlgorithm::EcdsaSha384,
-                AllowedSignatureAlgorithm::EcdsaSha512,
-            ])
+            Some(STRONG_SIGNATURE_ALGORITHMS.to_vec())
         };
         let template = ServiceProvider {
             entity_id: Some(spc.entity_id.clone()),
