@@ -74,11 +74,18 @@ pub fn spawn_reconcile_schedule(
         redis,
     )?;
     state.metrics.watch_queue(r.executor.queue.clone())?;
+    // The reconciler's writes are our own changes too: their webhooks are not external.
+    if let Some(w) = &state.webhooks {
+        for client in r.clients.values() {
+            client.record_own_changes(w.own.clone());
+        }
+    }
     tracing::info!(every = ?interval, "scheduled reconcile enabled");
     Ok(Some(crate::provisioning::run::spawn_schedule(
         std::sync::Arc::new(r),
         scim,
         interval,
+        state.webhooks.as_ref().map(|w| w.reconcile_wake.clone()),
     )))
 }
 

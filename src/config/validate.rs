@@ -806,6 +806,30 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
                 })
         }
     };
+    let webhook_secret = c.secret(
+        &t,
+        "webhook_secret",
+        &b.webhook_secret,
+        Some(&b.webhook_secret_file),
+        false,
+    );
+    if let Some(s) = &webhook_secret
+        && s.expose().len() < MIN_WEBHOOK_SECRET
+    {
+        let k = if b.webhook_secret.is_some() {
+            "webhook_secret"
+        } else {
+            "webhook_secret_file"
+        };
+        c.error(
+            &at(k),
+            format!(
+                "the webhook secret of [[bigcommerce]] \"{}\" is {} characters; use at least {MIN_WEBHOOK_SECRET} random ones (e.g. `openssl rand -hex 24`)",
+                b.id,
+                s.expose().len()
+            ),
+        );
+    }
     Some(BigCommerceAccount {
         id: b.id.clone(),
         store_hash: b.store_hash.clone(),
@@ -815,8 +839,13 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
         client_secret: client_secret?,
         timeout,
         b2b,
+        webhook_secret,
     })
 }
+
+/// The shortest webhook secret `check` accepts: anyone who guesses it can fake BigCommerce's
+/// side of the audit trail.
+const MIN_WEBHOOK_SECRET: usize = 24;
 
 fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option<Store> {
     let at = |k: &str| [key("store"), Seg::Index(i), key(k)];

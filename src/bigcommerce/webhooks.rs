@@ -1,0 +1,356 @@
+//! BigCommerce webhooks (issue 13): BigCommerce's side of the story. What a delivery looks like,
+//! which scopes storegate acts on, the record of storegate's own recent changes that tells an
+//! external change from our own, and the `/v3/hooks` calls behind `storegate webhooks sync`.
+//!
+//! BIGCOMMERCE.md ("Webhooks and logs"): hooks are registered with `POST /v3/hooks`
+//! `{scope, destination (https, port 443), is_active, headers}`; a delivery is
+//! `{scope, store_id, data{type,id}, hash, created_at, producer}`; BigCommerce retries for 48 h and
+//! then deactivates the hook; "verify with your own secret header". The HTTP edge is
+//! `web::webhooks`.
+
+pub mod sync;
+
+use serde::Deserialize;
+
+use crate::bigcommerce::api::{
+    ApiError, Customer, CustomerApi, CustomerUpdate, NewCustomer, StoreTime,
+};
+use crate::clock::{SharedClock, UnixTime};
+use crate::policy::CustomerGroupRef;
+use crate::session::one_time::OneTimeStore;
+
+/// The header BigCommerce sends back with every delivery: the hook's registered header.
+pub const SECRET_HEADER: &str = "X-Storegate-Hook-Secret";
+
+/// The largest delivery accepted: payloads carry ids only (a few hundred bytes).
+pub const MAX_DELIVERY_BYTES: usize = 16 * 1024;
+
+/// How long a delivery is remembered to drop its retries: BigCommerce retries for 48 hours,
+/// plus an hour of margin.
+pub const DEDUP_SECS: i64 = 49 * 3600;
+
+/// How long a change storegate made to a customer explains the webhooks about that customer.
+/// BigCommerce delivers within seconds; a minute absorbs a slow delivery or retry. The price: an
+/// edit made in the control panel within this minute of our own change is taken for ours.
+pub const OWN_CHANGE_SECS: i64 = 60;
+
+/// How long the receiver waits before calling a change external: our own write may answer
+/// after BigCommerce has already sent the hook, and is recorded only then.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The scopes storegate registers per account: every customer event (the wildcard covers
+/// `store/customer/channel/login/access/updated`) and, with B2B Edition, company users.
+pub fn wanted_scopes(b2b: bool) -> Vec<&'static str> {
+    let mut s = vec!["store/customer/*"];
+    if b2b {
+        s.push("store/company/user/*");
+    }
+    s
+}
+
+/// One delivery, as BigCommerce sends it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Delivery {
+    pub scope: String,
+    #[serde(default)]
+    pub store_id: serde_json::Value,
+    pub data: DeliveryData,
+    #[serde(default)]
+    pub hash: String,
+    pub created_at: i64,
+    pub producer: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeliveryData {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    pub id: u64,
+}
+
+/// What a delivery is about, when it is about something storegate manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// A storefront customer (`store/customer/*`); `deleted` when it is gone.
+    Customer { id: u64, deleted: bool },
+    /// A B2B Edition company user (`store/company/user/*`).
+    CompanyUser { id: u64 },
+}
+
+impl Subject {
+    /// The key of the own-change record and of the coalescing window.
+    pub fn key(&self, store_hash: &str) -> String {
+        match self {
+            Subject::Customer { id, .. } => format!("{store_hash}:customer:{id}"),
+            Subject::CompanyUser { id } => format!("{store_hash}:company_user:{id}"),
+        }
+    }
+}
+
+impl Delivery {
+    /// What this delivery is about, or `None` for a scope storegate does not act on.
+    pub fn subject(&self) -> Option<Subject> {
+        let id = self.data.id;
+        if let Some(rest) = self.scope.strip_prefix("store/customer/") {
+            return Some(Subject::Customer {
+                id,
+                deleted: rest == "deleted",
+            });
+        }
+        if self.scope.starts_with("store/company/user/") {
+            return Some(Subject::CompanyUser { id });
+        }
+        None
+    }
+
+    /// A stable reason code for the audit trail: `store/customer/updated` → `customer_updated`.
+    pub fn reason_code(&self) -> String {
+        self.scope
+            .trim_start_matches("store/")
+            .replace('/', "_")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect::<String>()
+            .to_lowercase()
+    }
+}
+
+/// The de-duplication key of a delivery: BigCommerce sends a retry byte for byte again, so the
+/// digest of the body identifies it (whatever `hash`, which covers `data` only, says).
+pub fn dedup_key(account: &str, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("webhook:{account}:{digest}")
+}
+
+/// storegate's own recent changes to customers, shared by every replica through the one-time
+/// store (Redis with several replicas). Launch and the reconciler record each customer they
+/// write, before the write where the id is known; the webhook receiver asks before it calls a
+/// change external.
+#[derive(Clone)]
+pub struct OwnChanges {
+    store: OneTimeStore,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for OwnChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnChanges({:?})", self.store)
+    }
+}
+
+impl OwnChanges {
+    pub fn new(store: OneTimeStore, clock: SharedClock) -> Self {
+        OwnChanges { store, clock }
+    }
+
+    fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// Records that storegate is changing (or just changed) a customer. Never fails the caller:
+    /// a lost record costs one spurious `external_change`, logged here.
+    pub async fn record_customer(&self, store_hash: &str, customer_id: u64) {
+        self.record(
+            &Subject::Customer {
+                id: customer_id,
+                deleted: false,
+            }
+            .key(store_hash),
+        )
+        .await
+    }
+
+    /// Records that storegate is changing a B2B company user.
+    pub async fn record_company_user(&self, store_hash: &str, user_id: u64) {
+        self.record(&Subject::CompanyUser { id: user_id }.key(store_hash))
+            .await
+    }
+
+    async fn record(&self, key: &str) {
+        let now = self.now();
+        if let Err(e) = self
+            .store
+            .set(&format!("own:{key}"), "1", now + OWN_CHANGE_SECS, now)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record an own change; its webhook will be reported as an external change");
+        }
+    }
+
+    /// Whether storegate changed this subject within [`OWN_CHANGE_SECS`].
+    pub async fn is_own(&self, store_hash: &str, subject: &Subject) -> Result<bool, String> {
+        let key = format!("own:{}", subject.key(store_hash));
+        Ok(self.store.get(&key, self.now()).await?.is_some())
+    }
+
+    /// The first delivery about a subject within the settle window gets `true`; later ones
+    /// (BigCommerce sends `updated` and `channel/login/access/updated` for one edit) are folded
+    /// into it, so one edit is one `external_change`.
+    pub async fn open_window(&self, store_hash: &str, subject: &Subject) -> Result<bool, String> {
+        let now = self.now();
+        let until = now + i64::try_from(SETTLE.as_secs()).unwrap_or(2) + 1;
+        self.store
+            .put_nx(
+                &format!("hook-window:{}", subject.key(store_hash)),
+                "1",
+                until,
+                now,
+            )
+            .await
+    }
+
+    /// Claims a delivery's de-duplication key: `false` for a retry already seen.
+    pub async fn first_delivery(&self, key: &str) -> Result<bool, String> {
+        let now = self.now();
+        self.store.claim(key, now + DEDUP_SECS, now).await
+    }
+}
+
+/// The launch path's customer client, recording every customer it writes in [`OwnChanges`]
+/// (before the write when the id is known, so the hook cannot overtake the record).
+pub struct RecordingCustomerApi {
+    pub inner: std::sync::Arc<dyn CustomerApi>,
+    pub own: OwnChanges,
+}
+
+#[async_trait::async_trait]
+impl StoreTime for RecordingCustomerApi {
+    async fn store_time(&self) -> Result<UnixTime, ApiError> {
+        self.inner.store_time().await
+    }
+}
+
+#[async_trait::async_trait]
+impl CustomerApi for RecordingCustomerApi {
+    fn store_hash(&self) -> &str {
+        self.inner.store_hash()
+    }
+
+    async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError> {
+        self.inner.find_customer_by_email(email).await
+    }
+
+    async fn create_customer(&self, customer: NewCustomer) -> Result<Customer, ApiError> {
+        let c = self.inner.create_customer(customer).await?;
+        self.own
+            .record_customer(self.inner.store_hash(), c.id)
+            .await;
+        Ok(c)
+    }
+
+    async fn update_customer(&self, id: u64, update: CustomerUpdate) -> Result<(), ApiError> {
+        self.own.record_customer(self.inner.store_hash(), id).await;
+        self.inner.update_customer(id, update).await
+    }
+
+    async fn customer_group_id(&self, group: &CustomerGroupRef) -> Result<u64, ApiError> {
+        self.inner.customer_group_id(group).await
+    }
+
+    async fn subject_attribute_id(&self) -> Result<u64, ApiError> {
+        self.inner.subject_attribute_id().await
+    }
+
+    async fn set_subject(
+        &self,
+        customer_id: u64,
+        attribute_id: u64,
+        idp_subject: &str,
+    ) -> Result<(), ApiError> {
+        self.own
+            .record_customer(self.inner.store_hash(), customer_id)
+            .await;
+        self.inner
+            .set_subject(customer_id, attribute_id, idp_subject)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(scope: &str) -> Delivery {
+        serde_json::from_value(serde_json::json!({
+            "scope": scope, "store_id": "1025646", "data": {"type": "customer", "id": 7},
+            "hash": "x", "created_at": 1_700_000_000, "producer": "stores/abc"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn customer_and_company_user_scopes_are_acted_on_others_ignored() {
+        assert_eq!(
+            delivery("store/customer/updated").subject(),
+            Some(Subject::Customer {
+                id: 7,
+                deleted: false
+            })
+        );
+        assert_eq!(
+            delivery("store/customer/deleted").subject(),
+            Some(Subject::Customer {
+                id: 7,
+                deleted: true
+            })
+        );
+        assert_eq!(
+            delivery("store/customer/channel/login/access/updated").subject(),
+            Some(Subject::Customer {
+                id: 7,
+                deleted: false
+            })
+        );
+        assert_eq!(
+            delivery("store/company/user/created").subject(),
+            Some(Subject::CompanyUser { id: 7 })
+        );
+        assert_eq!(delivery("store/company/updated").subject(), None);
+        assert_eq!(delivery("store/order/created").subject(), None);
+        assert_eq!(
+            delivery("store/customer/channel/login/access/updated").reason_code(),
+            "customer_channel_login_access_updated"
+        );
+    }
+
+    #[tokio::test]
+    async fn own_change_is_remembered_for_a_minute_per_store_and_customer() {
+        let clock = crate::clock::ManualClock::at(1_000);
+        let own = OwnChanges::new(OneTimeStore::memory(), std::sync::Arc::new(clock.clone()));
+        let c = Subject::Customer {
+            id: 5,
+            deleted: false,
+        };
+        assert!(!own.is_own("abc", &c).await.unwrap());
+        own.record_customer("abc", 5).await;
+        assert!(own.is_own("abc", &c).await.unwrap());
+        assert!(!own.is_own("other", &c).await.unwrap());
+        clock.set(1_000 + OWN_CHANGE_SECS - 1);
+        assert!(own.is_own("abc", &c).await.unwrap());
+        clock.set(1_000 + OWN_CHANGE_SECS);
+        assert!(!own.is_own("abc", &c).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_retry_is_a_duplicate_and_another_body_is_not() {
+        let clock = crate::clock::ManualClock::at(1_000);
+        let own = OwnChanges::new(OneTimeStore::memory(), std::sync::Arc::new(clock));
+        let a = dedup_key("main", b"{\"a\":1}");
+        assert!(own.first_delivery(&a).await.unwrap());
+        assert!(!own.first_delivery(&a).await.unwrap());
+        assert!(
+            own.first_delivery(&dedup_key("main", b"{\"a\":2}"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            own.first_delivery(&dedup_key("outlet", b"{\"a\":1}"))
+                .await
+                .unwrap()
+        );
+    }
+}
