@@ -29,10 +29,19 @@ pub const MAX_DELIVERY_BYTES: usize = 16 * 1024;
 /// plus an hour of margin.
 pub const DEDUP_SECS: i64 = 49 * 3600;
 
-/// How long a change storegate made to a customer explains the webhooks about that customer.
-/// BigCommerce delivers within seconds; a minute absorbs a slow delivery or retry. The price: an
-/// edit made in the control panel within this minute of our own change is taken for ours.
-pub const OWN_CHANGE_SECS: i64 = 60;
+/// A webhook is about one of our own writes when its `created_at` (store time) is within this
+/// many seconds of the write (also in store time: our clock plus the store's measured offset).
+/// The price: an edit made in the control panel within these seconds of our own write to the
+/// same customer is taken for ours.
+pub const OWN_CHANGE_TOLERANCE_SECS: i64 = 10;
+
+/// How long our writes are remembered. A delivery of our own write that arrives later than
+/// this (BigCommerce retrying for hours while the gateway was down) is reported as external: a
+/// false alarm, never a missed change. Bounded so a large reconcile cannot fill the memory store.
+pub const OWN_CHANGE_RECORD_SECS: i64 = 3600;
+
+/// The most write times kept per customer.
+const OWN_CHANGE_TIMES: usize = 16;
 
 /// How long the receiver waits before calling a change external: our own write may answer
 /// after BigCommerce has already sent the hook, and is recorded only then.
@@ -134,6 +143,8 @@ pub fn dedup_key(account: &str, body: &[u8]) -> String {
 pub struct OwnChanges {
     store: OneTimeStore,
     clock: SharedClock,
+    /// The stores' offsets from our clock, as the launch path measured them (none: 0).
+    store_clock: Option<std::sync::Arc<crate::bigcommerce::store_clock::StoreClock>>,
 }
 
 impl std::fmt::Debug for OwnChanges {
@@ -144,47 +155,95 @@ impl std::fmt::Debug for OwnChanges {
 
 impl OwnChanges {
     pub fn new(store: OneTimeStore, clock: SharedClock) -> Self {
-        OwnChanges { store, clock }
+        OwnChanges {
+            store,
+            clock,
+            store_clock: None,
+        }
+    }
+
+    /// Compares with webhook times in the store's time, using the offsets `store_clock` measures.
+    pub fn with_store_clock(
+        mut self,
+        store_clock: std::sync::Arc<crate::bigcommerce::store_clock::StoreClock>,
+    ) -> Self {
+        self.store_clock = Some(store_clock);
+        self
     }
 
     fn now(&self) -> UnixTime {
         self.clock.now()
     }
 
+    /// Our clock in the store's time (the offset last measured; 0 when never measured).
+    fn store_now(&self, store_hash: &str) -> UnixTime {
+        let offset = self
+            .store_clock
+            .as_ref()
+            .and_then(|c| c.offset(store_hash))
+            .unwrap_or(0);
+        self.now().saturating_add(offset)
+    }
+
     /// Records that storegate is changing (or just changed) a customer. Never fails the caller:
     /// a lost record costs one spurious `external_change`, logged here.
     pub async fn record_customer(&self, store_hash: &str, customer_id: u64) {
         self.record(
+            store_hash,
             &Subject::Customer {
                 id: customer_id,
                 deleted: false,
-            }
-            .key(store_hash),
+            },
         )
         .await
     }
 
     /// Records that storegate is changing a B2B company user.
     pub async fn record_company_user(&self, store_hash: &str, user_id: u64) {
-        self.record(&Subject::CompanyUser { id: user_id }.key(store_hash))
+        self.record(store_hash, &Subject::CompanyUser { id: user_id })
             .await
     }
 
-    async fn record(&self, key: &str) {
+    /// Adds the write's store time to the subject's recent write times. Read-modify-write: two
+    /// replicas writing the same customer in the same instant may keep only one time, which is
+    /// within the tolerance of the other anyway.
+    async fn record(&self, store_hash: &str, subject: &Subject) {
+        let key = format!("own:{}", subject.key(store_hash));
         let now = self.now();
-        if let Err(e) = self
-            .store
-            .set(&format!("own:{key}"), "1", now + OWN_CHANGE_SECS, now)
-            .await
-        {
+        let at = self.store_now(store_hash);
+        let result = async {
+            let mut times = parse_times(self.store.get(&key, now).await?.as_deref());
+            times.retain(|t| at - t < OWN_CHANGE_RECORD_SECS);
+            times.push(at);
+            let skip = times.len().saturating_sub(OWN_CHANGE_TIMES);
+            let value = times[skip..]
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            self.store
+                .set(&key, &value, now + OWN_CHANGE_RECORD_SECS, now)
+                .await
+        }
+        .await;
+        if let Err(e) = result {
             tracing::warn!(error = %e, "cannot record an own change; its webhook will be reported as an external change");
         }
     }
 
-    /// Whether storegate changed this subject within [`OWN_CHANGE_SECS`].
-    pub async fn is_own(&self, store_hash: &str, subject: &Subject) -> Result<bool, String> {
+    /// Whether an event BigCommerce stamped `created_at` (store time) about this subject is
+    /// one of our recorded writes.
+    pub async fn is_own(
+        &self,
+        store_hash: &str,
+        subject: &Subject,
+        created_at: i64,
+    ) -> Result<bool, String> {
         let key = format!("own:{}", subject.key(store_hash));
-        Ok(self.store.get(&key, self.now()).await?.is_some())
+        let times = parse_times(self.store.get(&key, self.now()).await?.as_deref());
+        Ok(times
+            .iter()
+            .any(|t| (created_at - t).abs() <= OWN_CHANGE_TOLERANCE_SECS))
     }
 
     /// The first delivery about a subject within the settle window gets `true`; later ones
@@ -208,6 +267,13 @@ impl OwnChanges {
         let now = self.now();
         self.store.claim(key, now + DEDUP_SECS, now).await
     }
+}
+
+fn parse_times(v: Option<&str>) -> Vec<i64> {
+    v.unwrap_or("")
+        .split(',')
+        .filter_map(|t| t.parse().ok())
+        .collect()
 }
 
 /// The launch path's customer client, recording every customer it writes in [`OwnChanges`]
@@ -317,22 +383,38 @@ mod tests {
         );
     }
 
+    /// An event is ours when BigCommerce stamped it within the tolerance of one of our writes
+    /// to that customer on that store; an edit a little later is not, even while we remember
+    /// the write; a late retry of our own event is ours until the record expires.
     #[tokio::test]
-    async fn own_change_is_remembered_for_a_minute_per_store_and_customer() {
+    async fn own_change_matches_events_stamped_near_our_write_only() {
         let clock = crate::clock::ManualClock::at(1_000);
         let own = OwnChanges::new(OneTimeStore::memory(), std::sync::Arc::new(clock.clone()));
         let c = Subject::Customer {
             id: 5,
             deleted: false,
         };
-        assert!(!own.is_own("abc", &c).await.unwrap());
+        let tol = OWN_CHANGE_TOLERANCE_SECS;
+        assert!(!own.is_own("abc", &c, 1_000).await.unwrap());
         own.record_customer("abc", 5).await;
-        assert!(own.is_own("abc", &c).await.unwrap());
-        assert!(!own.is_own("other", &c).await.unwrap());
-        clock.set(1_000 + OWN_CHANGE_SECS - 1);
-        assert!(own.is_own("abc", &c).await.unwrap());
-        clock.set(1_000 + OWN_CHANGE_SECS);
-        assert!(!own.is_own("abc", &c).await.unwrap());
+        assert!(own.is_own("abc", &c, 1_000).await.unwrap());
+        assert!(own.is_own("abc", &c, 1_000 + tol).await.unwrap());
+        assert!(own.is_own("abc", &c, 1_000 - tol).await.unwrap());
+        assert!(!own.is_own("abc", &c, 1_000 + tol + 1).await.unwrap());
+        assert!(!own.is_own("other", &c, 1_000).await.unwrap());
+        let other = Subject::Customer {
+            id: 6,
+            deleted: false,
+        };
+        assert!(!own.is_own("abc", &other, 1_000).await.unwrap());
+        // A second write later: both are remembered.
+        clock.set(1_100);
+        own.record_customer("abc", 5).await;
+        assert!(own.is_own("abc", &c, 1_000).await.unwrap());
+        assert!(own.is_own("abc", &c, 1_100).await.unwrap());
+        assert!(!own.is_own("abc", &c, 1_050).await.unwrap());
+        clock.set(1_100 + OWN_CHANGE_RECORD_SECS);
+        assert!(!own.is_own("abc", &c, 1_100).await.unwrap());
     }
 
     #[tokio::test]

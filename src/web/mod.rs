@@ -120,13 +120,15 @@ impl AppState {
             }
             session::Store::Memory(_) => session::one_time::OneTimeStore::memory(),
         };
+        let store_clock = Arc::new(StoreClock::new(clock.clone()));
         let webhooks = if config
             .bigcommerce
             .iter()
             .any(|a| a.webhook_secret.is_some())
         {
             let own =
-                crate::bigcommerce::webhooks::OwnChanges::new(one_time.clone(), clock.clone());
+                crate::bigcommerce::webhooks::OwnChanges::new(one_time.clone(), clock.clone())
+                    .with_store_clock(store_clock.clone());
             Some(Arc::new(webhooks::WebhookState::build(&config, own)?))
         } else {
             None
@@ -157,7 +159,7 @@ impl AppState {
             policy: Arc::new(arc_swap::ArcSwap::from_pointee(
                 PolicySnapshot::from_config(&config),
             )),
-            store_clock: Arc::new(StoreClock::new(clock.clone())),
+            store_clock,
             config: Arc::new(config),
             clock,
             providers: Arc::new(providers),

@@ -247,7 +247,7 @@ async fn correlate(
     };
     if hooks
         .own
-        .is_own(&account.store_hash, &subject)
+        .is_own(&account.store_hash, &subject, delivery.created_at)
         .await
         .unwrap_or(false)
     {
@@ -264,7 +264,11 @@ async fn correlate(
         Err(e) => tracing::warn!(error = %e, "webhook: cannot open the coalescing window"),
     }
     tokio::time::sleep(SETTLE).await;
-    match hooks.own.is_own(&account.store_hash, &subject).await {
+    match hooks
+        .own
+        .is_own(&account.store_hash, &subject, delivery.created_at)
+        .await
+    {
         Ok(true) => {
             state.metrics.observe_webhook(&account.id, "own");
             return;

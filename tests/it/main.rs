@@ -31,3 +31,4 @@ mod saml_hostile;
 mod scim;
 mod scim_replicas;
 mod telemetry;
+mod webhooks;
