@@ -531,8 +531,40 @@ fn warnings(c: &Checker<'_>, policy: &Policy, f: &FileConfig) -> Vec<Diagnostic>
         }
     }
     out.extend(email_domains_never_vouched(c, f));
+    out.extend(webhooks_unreachable(c, f));
     out.sort_by_key(|d| d.line);
     out
+}
+
+/// BigCommerce delivers webhooks to https on port 443 only (BIGCOMMERCE.md): with another
+/// `public_url`, `webhooks sync` is refused by BigCommerce.
+fn webhooks_unreachable(c: &Checker<'_>, f: &FileConfig) -> Vec<Diagnostic> {
+    let Ok(url) = Url::parse(&f.public_url) else {
+        return Vec::new();
+    };
+    if url.scheme() == "https" && url.port_or_known_default() == Some(443) {
+        return Vec::new();
+    }
+    f.bigcommerce
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| {
+            let k = if b.webhook_secret.is_some() {
+                "webhook_secret"
+            } else if b.webhook_secret_file.is_some() {
+                "webhook_secret_file"
+            } else {
+                return None;
+            };
+            Some(Diagnostic {
+                line: c.lines.line_of(&[key("bigcommerce"), Seg::Index(i), key(k)]),
+                message: format!(
+                    "[[bigcommerce]] \"{}\" has a webhook secret, but BigCommerce delivers webhooks to https on port 443 only and `public_url` is {url}: `storegate webhooks sync` will be refused",
+                    b.id
+                ),
+            })
+        })
+        .collect()
 }
 
 /// An allow rule on `email_domains` whose IdPs are all SAML without `trust_email` can never
