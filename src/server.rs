@@ -66,7 +66,7 @@ pub fn spawn_reconcile_schedule(
         crate::session::Store::Redis(s) => Some(s.handle().clone()),
         crate::session::Store::Memory(_) => None,
     };
-    let r = crate::provisioning::run::Reconciler::with_redis(
+    let mut r = crate::provisioning::run::Reconciler::with_redis(
         state.config.clone(),
         state.audit.clone(),
         state.clock.clone(),
@@ -79,6 +79,7 @@ pub fn spawn_reconcile_schedule(
         for client in r.clients.values() {
             client.record_own_changes(w.own.clone());
         }
+        crate::bigcommerce::webhooks::RecordingB2bApi::wrap_all(&mut r.b2b, &state.config, &w.own);
     }
     tracing::info!(every = ?interval, "scheduled reconcile enabled");
     Ok(Some(crate::provisioning::run::spawn_schedule(

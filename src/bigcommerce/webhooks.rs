@@ -15,8 +15,9 @@ use serde::Deserialize;
 use crate::bigcommerce::api::{
     ApiError, Customer, CustomerApi, CustomerUpdate, NewCustomer, StoreTime,
 };
+use crate::bigcommerce::b2b::{B2bApi, Company, CompanyUser};
 use crate::clock::{SharedClock, UnixTime};
-use crate::policy::CustomerGroupRef;
+use crate::policy::{B2bRole, CustomerGroupRef};
 use crate::session::one_time::OneTimeStore;
 
 /// The header BigCommerce sends back with every delivery: the hook's registered header.
@@ -333,6 +334,78 @@ impl CustomerApi for RecordingCustomerApi {
         self.inner
             .set_subject(customer_id, attribute_id, idp_subject)
             .await
+    }
+}
+
+/// A B2B Edition client recording every company user it writes in [`OwnChanges`].
+pub struct RecordingB2bApi {
+    pub inner: std::sync::Arc<dyn B2bApi>,
+    pub store_hash: String,
+    pub own: OwnChanges,
+}
+
+impl RecordingB2bApi {
+    /// Wraps every client of `clients` (account id -> client) with its account's store hash.
+    pub fn wrap_all(
+        clients: &mut std::collections::HashMap<String, std::sync::Arc<dyn B2bApi>>,
+        config: &crate::config::Config,
+        own: &OwnChanges,
+    ) {
+        for (account, client) in clients.iter_mut() {
+            let Some(a) = config.account(account) else {
+                continue;
+            };
+            *client = std::sync::Arc::new(RecordingB2bApi {
+                inner: client.clone(),
+                store_hash: a.store_hash.clone(),
+                own: own.clone(),
+            });
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl B2bApi for RecordingB2bApi {
+    async fn company(&self, company_id: u64) -> Result<Option<Company>, ApiError> {
+        self.inner.company(company_id).await
+    }
+
+    async fn user_by_customer(&self, customer_id: u64) -> Result<Option<CompanyUser>, ApiError> {
+        self.inner.user_by_customer(customer_id).await
+    }
+
+    async fn create_user(
+        &self,
+        company_id: u64,
+        identity: &crate::identity::Identity,
+        role: B2bRole,
+    ) -> Result<u64, ApiError> {
+        let id = self.inner.create_user(company_id, identity, role).await?;
+        self.own.record_company_user(&self.store_hash, id).await;
+        Ok(id)
+    }
+
+    async fn set_role(&self, user_id: u64, role: B2bRole) -> Result<(), ApiError> {
+        self.own
+            .record_company_user(&self.store_hash, user_id)
+            .await;
+        self.inner.set_role(user_id, role).await
+    }
+
+    async fn company_users(
+        &self,
+        company_id: u64,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<CompanyUser>, u64), ApiError> {
+        self.inner.company_users(company_id, offset, limit).await
+    }
+
+    async fn delete_user(&self, user_id: u64) -> Result<(), ApiError> {
+        self.own
+            .record_company_user(&self.store_hash, user_id)
+            .await;
+        self.inner.delete_user(user_id).await
     }
 }
 

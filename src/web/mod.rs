@@ -126,9 +126,17 @@ impl AppState {
             .iter()
             .any(|a| a.webhook_secret.is_some())
         {
-            let own =
-                crate::bigcommerce::webhooks::OwnChanges::new(one_time.clone(), clock.clone())
-                    .with_store_clock(store_clock.clone());
+            // In memory (one process) the webhook records get their own bounded store: a burst
+            // of deliveries filling the shared one would refuse SAML sign-ins. In Redis they
+            // share the sessions' server, so every replica sees them.
+            let hook_store = match &one_time {
+                session::one_time::OneTimeStore::Memory(_) => {
+                    session::one_time::OneTimeStore::memory()
+                }
+                redis => redis.clone(),
+            };
+            let own = crate::bigcommerce::webhooks::OwnChanges::new(hook_store, clock.clone())
+                .with_store_clock(store_clock.clone());
             Some(Arc::new(webhooks::WebhookState::build(&config, own)?))
         } else {
             None
@@ -147,7 +155,10 @@ impl AppState {
             let api = metrics.metered_bigcommerce(&account.id, api);
             bigcommerce.insert(account.id.clone(), api);
         }
-        let b2b = crate::bigcommerce::b2b::clients(&config)?;
+        let mut b2b = crate::bigcommerce::b2b::clients(&config)?;
+        if let Some(w) = &webhooks {
+            crate::bigcommerce::webhooks::RecordingB2bApi::wrap_all(&mut b2b, &config, &w.own);
+        }
         if let session::Store::Redis(s) = &sessions {
             metrics.watch_redis(s.handle().clone())?;
         }
