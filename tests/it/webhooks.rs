@@ -354,3 +354,92 @@ async fn sync_is_idempotent_reenables_a_deactivated_hook_and_removes_stale_ones(
             .any(|h| h.destination == "https://other-app.example/hooks")
     );
 }
+
+/// With `repair_drift`, the receiver wakes the reconcile schedule: a pass runs long before its
+/// interval (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_runs_a_reconcile_pass_before_the_interval() {
+    use std::sync::Arc;
+    use storegate::provisioning::run::{Reconciler, spawn_schedule};
+    let (_sim, base) = crate::reconcile::simulator(1000, 1000).await;
+    let dir = crate::reconcile::temp("hook-wake");
+    let cfg = crate::reconcile::config_text(
+        &base,
+        &format!(
+            "queue = \"file:{}\"\nrepair_drift = true\n",
+            dir.join("q.json").display()
+        ),
+        "",
+    );
+    let scim = Arc::new(crate::reconcile::scim_with_users(1, "staff").await);
+    let (audit, mut rx) = storegate::audit::AuditLog::channel();
+    let r = Arc::new(
+        Reconciler::new(
+            Arc::new(cfg),
+            audit,
+            Arc::new(storegate::clock::SystemClock),
+            crate::reconcile::fast(),
+        )
+        .expect("reconciler"),
+    );
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let task = spawn_schedule(r, scim, Duration::from_secs(3600), Some(wake.clone()));
+    wake.notify_one();
+    let mut ran = false;
+    wait::until("a woken reconcile pass", WITHIN, || {
+        while let Ok(ev) = rx.try_recv() {
+            ran |= ev.event == EventKind::Reconcile && ev.outcome == Outcome::Allow;
+        }
+        let done = ran;
+        async move { done }
+    })
+    .await;
+    task.abort();
+}
+
+/// The reconciler's writes are recorded as our own: an event BigCommerce stamps at the time of
+/// the write is ours, one stamped two minutes later is not.
+#[tokio::test]
+async fn the_reconcilers_writes_are_recorded_as_own_changes() {
+    use std::sync::Arc;
+    use storegate::bigcommerce::webhooks::{OwnChanges, Subject};
+    use storegate::provisioning::bc::BatchClient;
+    let (sim, base) = crate::reconcile::simulator(1000, 1000).await;
+    let cfg = crate::reconcile::config_text(&base, "", "");
+    let account = &cfg.bigcommerce[0];
+    let id = sim
+        .add_customer(&account.store_hash, "r@corp.example", "R", "One", None)
+        .expect("customer");
+    let clock = storegate::clock::ManualClock::at(1_800_000_000);
+    let own = OwnChanges::new(
+        storegate::session::one_time::OneTimeStore::memory(),
+        Arc::new(clock.clone()),
+    );
+    let client = BatchClient::new(account).expect("client");
+    let subject = Subject::Customer { id, deleted: false };
+    // Without the record the write is not ours.
+    let (r, _) = client
+        .update(&[json!({"id": id, "last_name": "Two"})])
+        .await;
+    r.expect("update");
+    assert!(
+        !own.is_own(&account.store_hash, &subject, 1_800_000_000)
+            .await
+            .unwrap()
+    );
+    client.record_own_changes(own.clone());
+    let (r, _) = client
+        .update(&[json!({"id": id, "last_name": "Three"})])
+        .await;
+    r.expect("update");
+    assert!(
+        own.is_own(&account.store_hash, &subject, 1_800_000_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !own.is_own(&account.store_hash, &subject, 1_800_000_120)
+            .await
+            .unwrap()
+    );
+}
