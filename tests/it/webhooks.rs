@@ -443,3 +443,40 @@ async fn the_reconcilers_writes_are_recorded_as_own_changes() {
             .unwrap()
     );
 }
+
+/// `storegate webhooks sync -c FILE`, the binary: creates the hooks, then reports them as in
+/// place; the secret never appears in its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhooks_sync_command_registers_the_hooks_once() {
+    let (op, gw) = gateway().await;
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.bigcommerce_extra = format!("webhook_secret = \"{HOOK_SECRET}\"");
+    let dir = crate::cli::TempDir::new("webhooks-sync");
+    let path = dir.write(
+        "storegate.toml",
+        &crate::harness::config_text(&gw.base, &gw.sim_base, &opts),
+    );
+    let run = || async {
+        tokio::process::Command::new(crate::cli::BIN)
+            .args(["webhooks", "sync", "-c"])
+            .arg(&path)
+            .output()
+            .await
+            .expect("run storegate webhooks sync")
+    };
+    let first = run().await;
+    let out = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(
+        first.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(out.contains("created   store/customer/*"), "{out}");
+    assert!(out.contains("created   store/company/user/*"), "{out}");
+    assert!(!out.contains(HOOK_SECRET));
+    let second = run().await;
+    let out = String::from_utf8_lossy(&second.stdout).to_string();
+    assert!(second.status.success(), "{out}");
+    assert_eq!(out.matches("  ok ").count(), 2, "{out}");
+    assert_eq!(gw.sim.hooks(MAIN_HASH).len(), 2);
+}
