@@ -26,6 +26,10 @@ pub enum EventKind {
     Reconcile,
     /// A BigCommerce customer that differs from the desired state outside a planned change (issue 5).
     Drift,
+    /// A BigCommerce webhook delivery refused (wrong or missing secret, bad payload) (issue 13).
+    Webhook,
+    /// A change BigCommerce reported by webhook that storegate did not make (issue 13).
+    ExternalChange,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

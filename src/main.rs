@@ -26,6 +26,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum WebhooksAction {
+    /// Register each account's hooks (`/v3/hooks`) with its secret header: create the missing,
+    /// re-enable the ones BigCommerce deactivated, delete ours that are no longer wanted.
+    Sync {
+        #[arg(short, long, env = "STOREGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
     Serve {
@@ -46,6 +56,11 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+    },
+    /// BigCommerce webhooks (issue 13).
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
     },
     /// Compare SCIM users and groups + policy with BigCommerce and apply the difference (issue 5).
     Reconcile {
@@ -152,6 +167,32 @@ fn main() -> ExitCode {
         }
         Command::SamlMetadata { config } => saml_metadata(&config),
         Command::Certs { dir, cn, force } => certs(&dir, &cn, force),
+        Command::Webhooks {
+            action: WebhooksAction::Sync { config },
+        } => {
+            init_tracing(false, None);
+            let cfg = match config::load_file(&config) {
+                Ok(c) => c,
+                Err(d) => {
+                    eprint!("{d}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            run(async move {
+                let reports = storegate::bigcommerce::webhooks::sync::run(&cfg).await;
+                print!(
+                    "{}",
+                    storegate::bigcommerce::webhooks::sync::render(&reports)
+                );
+                match reports.iter().find(|r| r.error.is_some()) {
+                    Some(r) => Err(anyhow::anyhow!(
+                        "webhooks sync failed for [[bigcommerce]] {}",
+                        r.account
+                    )),
+                    None => Ok(()),
+                }
+            })
+        }
         Command::Reconcile { config, dry_run } => {
             init_tracing(false, None);
             let cfg = match config::load_file(&config) {

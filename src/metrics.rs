@@ -66,6 +66,8 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     last_reload_success: IntGauge,
     queue: Arc<std::sync::OnceLock<QueueGauges>>,
+    webhooks: IntCounterVec,
+    webhooks_inactive: prometheus::IntGaugeVec,
 }
 
 /// The provisioning queue and its gauges.
@@ -138,6 +140,19 @@ impl Metrics {
             "Unix time of the last applied configuration reload; 0 when none was applied since start.",
         )?;
         registry.register(Box::new(last_reload_success.clone()))?;
+        let webhooks = counter(
+            "webhooks_total",
+            "BigCommerce webhook deliveries by account and result: refused (secret), invalid, duplicate (a retry already seen), own (storegate's own change), external (an external_change), ignored (a scope not acted on).",
+            &["account", "result"],
+        )?;
+        let webhooks_inactive = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "webhooks_inactive",
+                "Hooks pointing at this gateway that BigCommerce deactivated (after 48 hours of failed deliveries), by account, as of the last readiness check; `storegate webhooks sync` re-enables them.",
+            ),
+            &["account"],
+        )?;
+        registry.register(Box::new(webhooks_inactive.clone()))?;
         // Pre-create the outcome series so dashboards see zeros, not gaps.
         for outcome in ["allow", "deny", "error"] {
             sign_ins.with_label_values(&[outcome]);
@@ -157,7 +172,21 @@ impl Metrics {
             config_reloads,
             last_reload_success,
             queue: Arc::default(),
+            webhooks,
+            webhooks_inactive,
         })
+    }
+
+    /// Counts one webhook delivery by its result (see `webhooks_total`).
+    pub fn observe_webhook(&self, account: &str, result: &'static str) {
+        self.webhooks.with_label_values(&[account, result]).inc();
+    }
+
+    /// How many of an account's hooks BigCommerce deactivated.
+    pub fn set_inactive_webhooks(&self, account: &str, n: usize) {
+        self.webhooks_inactive
+            .with_label_values(&[account])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts one configuration reload attempt; `applied_at` is the Unix time of an applied one.
@@ -250,6 +279,8 @@ impl Metrics {
             EventKind::Provision => "provision",
             EventKind::Reconcile => "reconcile",
             EventKind::Drift => "drift",
+            EventKind::Webhook => "webhook",
+            EventKind::ExternalChange => "external_change",
         };
         let reason = label(ev.reason.as_deref().unwrap_or("unspecified"));
         match ev.outcome {

@@ -66,7 +66,7 @@ pub fn spawn_reconcile_schedule(
         crate::session::Store::Redis(s) => Some(s.handle().clone()),
         crate::session::Store::Memory(_) => None,
     };
-    let r = crate::provisioning::run::Reconciler::with_redis(
+    let mut r = crate::provisioning::run::Reconciler::with_redis(
         state.config.clone(),
         state.audit.clone(),
         state.clock.clone(),
@@ -74,11 +74,19 @@ pub fn spawn_reconcile_schedule(
         redis,
     )?;
     state.metrics.watch_queue(r.executor.queue.clone())?;
+    // The reconciler's writes are our own changes too: their webhooks are not external.
+    if let Some(w) = &state.webhooks {
+        for client in r.clients.values() {
+            client.record_own_changes(w.own.clone());
+        }
+        crate::bigcommerce::webhooks::RecordingB2bApi::wrap_all(&mut r.b2b, &state.config, &w.own);
+    }
     tracing::info!(every = ?interval, "scheduled reconcile enabled");
     Ok(Some(crate::provisioning::run::spawn_schedule(
         std::sync::Arc::new(r),
         scim,
         interval,
+        state.webhooks.as_ref().map(|w| w.reconcile_wake.clone()),
     )))
 }
 

@@ -7,5 +7,6 @@ mod bigcommerce {
     mod b2b_rules;
     mod client;
     pub mod fixture;
+    mod hook_rules;
     mod login_rules;
 }

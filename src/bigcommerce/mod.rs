@@ -13,3 +13,4 @@ pub mod sim;
 pub mod store_clock;
 #[cfg(test)]
 mod test_support;
+pub mod webhooks;

@@ -69,5 +69,6 @@ pub fn account() -> BigCommerceAccount {
         client_secret: Secret::new("s3cret-key"),
         timeout: Duration::from_secs(5),
         b2b: None,
+        webhook_secret: None,
     }
 }

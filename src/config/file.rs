@@ -320,6 +320,14 @@ pub struct BigCommerceFile {
     /// Default `https://api-b2b.bigcommerce.com/api/v3/io`.
     #[serde(default)]
     pub b2b_api_base: Option<String>,
+    /// The shared secret of this account's webhooks: `storegate webhooks sync` registers it as
+    /// the hooks' `X-Storegate-Hook-Secret` header, and `POST /webhooks/bigcommerce/{id}` refuses
+    /// a delivery without it. At least 24 characters. Default none (no webhooks: the receiver
+    /// answers 404 for this account).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    #[serde(default)]
+    pub webhook_secret_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

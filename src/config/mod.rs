@@ -319,6 +319,8 @@ pub struct BigCommerceAccount {
     pub timeout: Duration,
     /// B2B Edition API access, when configured.
     pub b2b: Option<B2bAccess>,
+    /// The webhooks' shared secret (`X-Storegate-Hook-Secret`), when webhooks are configured.
+    pub webhook_secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]

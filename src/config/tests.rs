@@ -2008,3 +2008,57 @@ fn an_email_domains_rule_only_saml_without_trust_email_could_match_is_a_warning(
     let oidc = format!("{}\n{}", doc(MINIMAL).trim_end(), POLICY);
     assert!(never(&load_str(&oidc, FILE, &FakeEnv::default()).unwrap()).is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks (issue 13)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_short_webhook_secret_is_refused_at_its_line() {
+    let text = BASELINE.replace(
+        "client_secret_file = \"secrets/bc\"\n",
+        "client_secret_file = \"secrets/bc\"\nwebhook_secret = \"too-short\"\n",
+    );
+    assert_eq!(
+        errors_with(&text, &baseline_env()),
+        "storegate.toml:43: the webhook secret of [[bigcommerce]] \"main\" is 9 characters; use at least 24 random ones (e.g. `openssl rand -hex 24`)\n"
+    );
+}
+
+#[test]
+fn a_webhook_secret_from_the_environment_loads_and_an_unset_one_is_named() {
+    let text = BASELINE.replace(
+        "client_secret_file = \"secrets/bc\"\n",
+        "client_secret_file = \"secrets/bc\"\nwebhook_secret = \"${ACME_HOOK_SECRET}\"\n",
+    );
+    let env = baseline_env().var("ACME_HOOK_SECRET", "0123456789abcdef0123456789abcdef");
+    let c = load_with(&text, &env).unwrap();
+    assert_eq!(
+        c.bigcommerce[0].webhook_secret.as_ref().map(|s| s.expose()),
+        Some("0123456789abcdef0123456789abcdef")
+    );
+    assert!(
+        !c.warnings.iter().any(|w| w.message.contains("webhook")),
+        "{:?}",
+        c.warnings
+    );
+    // BigCommerce delivers to https on port 443 only: another public_url is warned about.
+    let elsewhere = text.replace(
+        "public_url = \"https://sso.example.com/\"",
+        "public_url = \"https://sso.example.com:8443/\"",
+    );
+    let c = load_with(&elsewhere, &env).unwrap();
+    let w: Vec<(usize, &str)> = c
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("webhook"))
+        .map(|w| (w.line, w.message.as_str()))
+        .collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].0, 43);
+    assert!(w[0].1.contains("https on port 443 only"), "{w:?}");
+    assert_eq!(
+        errors_with(&text, &baseline_env()),
+        "storegate.toml:43: `bigcommerce[0].webhook_secret` refers to the environment variable ACME_HOOK_SECRET, which is not set\n"
+    );
+}

@@ -532,8 +532,40 @@ fn warnings(c: &Checker<'_>, policy: &Policy, f: &FileConfig) -> Vec<Diagnostic>
         }
     }
     out.extend(email_domains_never_vouched(c, f));
+    out.extend(webhooks_unreachable(c, f));
     out.sort_by_key(|d| d.line);
     out
+}
+
+/// BigCommerce delivers webhooks to https on port 443 only (BIGCOMMERCE.md): with another
+/// `public_url`, `webhooks sync` is refused by BigCommerce.
+fn webhooks_unreachable(c: &Checker<'_>, f: &FileConfig) -> Vec<Diagnostic> {
+    let Ok(url) = Url::parse(&f.public_url) else {
+        return Vec::new();
+    };
+    if url.scheme() == "https" && url.port_or_known_default() == Some(443) {
+        return Vec::new();
+    }
+    f.bigcommerce
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| {
+            let k = if b.webhook_secret.is_some() {
+                "webhook_secret"
+            } else if b.webhook_secret_file.is_some() {
+                "webhook_secret_file"
+            } else {
+                return None;
+            };
+            Some(Diagnostic {
+                line: c.lines.line_of(&[key("bigcommerce"), Seg::Index(i), key(k)]),
+                message: format!(
+                    "[[bigcommerce]] \"{}\" has a webhook secret, but BigCommerce delivers webhooks to https on port 443 only and `public_url` is {url}: `storegate webhooks sync` will be refused",
+                    b.id
+                ),
+            })
+        })
+        .collect()
 }
 
 /// An allow rule on `email_domains` whose IdPs are all SAML without `trust_email` can never
@@ -807,6 +839,30 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
                 })
         }
     };
+    let webhook_secret = c.secret(
+        &t,
+        "webhook_secret",
+        &b.webhook_secret,
+        Some(&b.webhook_secret_file),
+        false,
+    );
+    if let Some(s) = &webhook_secret
+        && s.expose().len() < MIN_WEBHOOK_SECRET
+    {
+        let k = if b.webhook_secret.is_some() {
+            "webhook_secret"
+        } else {
+            "webhook_secret_file"
+        };
+        c.error(
+            &at(k),
+            format!(
+                "the webhook secret of [[bigcommerce]] \"{}\" is {} characters; use at least {MIN_WEBHOOK_SECRET} random ones (e.g. `openssl rand -hex 24`)",
+                b.id,
+                s.expose().len()
+            ),
+        );
+    }
     Some(BigCommerceAccount {
         id: b.id.clone(),
         store_hash: b.store_hash.clone(),
@@ -816,8 +872,13 @@ fn account(c: &mut Checker<'_>, i: usize, b: &BigCommerceFile) -> Option<BigComm
         client_secret: client_secret?,
         timeout,
         b2b,
+        webhook_secret,
     })
 }
+
+/// The shortest webhook secret `check` accepts: anyone who guesses it can fake BigCommerce's
+/// side of the audit trail.
+const MIN_WEBHOOK_SECRET: usize = 24;
 
 fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option<Store> {
     let at = |k: &str| [key("store"), Seg::Index(i), key(k)];

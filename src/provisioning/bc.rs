@@ -51,6 +51,10 @@ pub struct BatchClient {
     token: Secret,
     /// The subject attribute's id, once found or created (it never changes for a store).
     subject_attribute: OnceLock<u64>,
+    store_hash: String,
+    /// Where the customers this client writes are recorded, so their webhooks are known to be
+    /// ours (issue 13); set by the gateway when it receives webhooks.
+    own: OnceLock<crate::bigcommerce::webhooks::OwnChanges>,
 }
 
 impl BatchClient {
@@ -67,7 +71,30 @@ impl BatchClient {
             ),
             token: account.access_token.clone(),
             subject_attribute: OnceLock::new(),
+            store_hash: account.store_hash.clone(),
+            own: OnceLock::new(),
         })
+    }
+
+    /// Records every customer this client writes from now on in `own` (once; later calls are
+    /// ignored).
+    pub fn record_own_changes(&self, own: crate::bigcommerce::webhooks::OwnChanges) {
+        let _ = self.own.set(own);
+    }
+
+    async fn record(&self, ids: Vec<u64>) {
+        if let Some(own) = self.own.get() {
+            for id in ids {
+                own.record_customer(&self.store_hash, id).await;
+            }
+        }
+    }
+
+    fn ids_of(items: &[Value]) -> Vec<u64> {
+        items
+            .iter()
+            .filter_map(|i| i.get("id").and_then(Value::as_u64))
+            .collect()
     }
 
     async fn call(
@@ -176,6 +203,14 @@ impl BatchClient {
     /// `POST /v3/customers` with at most 10 customers. BigCommerce refuses the whole batch with
     /// 422 when an email is taken, naming it: that answer is [`Created::EmailsTaken`].
     pub async fn create(&self, items: &[Value]) -> (Result<Created, CallError>, RateInfo) {
+        let (r, rate) = self.create_unrecorded(items).await;
+        if let Ok(Created::All(created)) = &r {
+            self.record(created.iter().map(|c| c.id).collect()).await;
+        }
+        (r, rate)
+    }
+
+    async fn create_unrecorded(&self, items: &[Value]) -> (Result<Created, CallError>, RateInfo) {
         let (r, rate) = self
             .send(
                 Method::POST,
@@ -200,6 +235,7 @@ impl BatchClient {
 
     /// `PUT /v3/customers` with at most 10 updates, each with its `id`.
     pub async fn update(&self, items: &[Value]) -> (Result<Vec<Customer>, CallError>, RateInfo) {
+        self.record(Self::ids_of(items)).await;
         let (r, rate) = self
             .call(
                 Method::PUT,
@@ -213,6 +249,7 @@ impl BatchClient {
 
     /// `DELETE /v3/customers?id:in=...` (never without ids: BigCommerce would answer 204 anyway).
     pub async fn delete(&self, ids: &[u64]) -> (Result<(), CallError>, RateInfo) {
+        self.record(ids.to_vec()).await;
         let list: Vec<String> = ids.iter().map(u64::to_string).collect();
         let (r, rate) = self
             .call(
@@ -236,6 +273,8 @@ impl BatchClient {
             .iter()
             .map(|(id, s)| json!({ "customer_id": id, "attribute_id": attribute_id, "value": s }))
             .collect();
+        self.record(subjects.iter().map(|(id, _)| *id).collect())
+            .await;
         let (r, rate) = self
             .call(
                 Method::PUT,

@@ -726,13 +726,26 @@ pub fn spawn_schedule(
     reconciler: Arc<Reconciler>,
     scim: Arc<super::scim::ScimService>,
     interval: std::time::Duration,
+    wake: Option<Arc<tokio::sync::Notify>>,
 ) -> tokio::task::JoinHandle<()> {
     let running = Arc::new(tokio::sync::Mutex::new(()));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            tick.tick().await;
+            // A pass runs every interval, or sooner when woken (an external change reported by a
+            // BigCommerce webhook, with `repair_drift`).
+            match &wake {
+                Some(w) => {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = w.notified() => {}
+                    }
+                }
+                None => {
+                    tick.tick().await;
+                }
+            }
             let Ok(guard) = Arc::clone(&running).try_lock_owned() else {
                 tracing::warn!("scheduled reconcile skipped: the previous pass is still running");
                 let mut ev = AuditEvent::new(

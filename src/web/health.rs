@@ -79,6 +79,24 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             }
         }
     }
+    // A hook BigCommerce deactivated is a warning, not unreadiness: sign-ins still work, but
+    // BigCommerce's side of the audit trail has gone quiet until `storegate webhooks sync`.
+    if let Some(hooks) = &state.webhooks {
+        for (account, result) in hooks.inactive_hooks(&state).await {
+            let check = match result {
+                Ok(inactive) if inactive.is_empty() => json!({"ok": true}),
+                Ok(inactive) => json!({
+                    "ok": true,
+                    "warning": format!(
+                        "BigCommerce deactivated {}: external changes are not reported; run `storegate webhooks sync`",
+                        inactive.join(", ")
+                    ),
+                }),
+                Err(e) => json!({"ok": true, "warning": format!("cannot list the hooks: {e}")}),
+            };
+            checks.insert(format!("webhooks:{account}"), check);
+        }
+    }
     let status = if ready {
         StatusCode::OK
     } else {

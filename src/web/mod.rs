@@ -12,6 +12,7 @@ pub mod portal;
 pub mod ratelimit;
 pub mod saml;
 pub mod scim;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -81,6 +82,8 @@ pub struct Shared {
     pub saml: Option<Arc<saml::SamlState>>,
     /// The SCIM service (issue 5), when `[scim]` is enabled; opened by [`AppState::with_scim`].
     pub scim: Option<Arc<crate::provisioning::scim::ScimService>>,
+    /// The BigCommerce webhook receiver (issue 13), when an account has a `webhook_secret`.
+    pub webhooks: Option<Arc<webhooks::WebhookState>>,
 }
 
 impl AppState {
@@ -108,26 +111,57 @@ impl AppState {
         }
         let metrics = crate::metrics::Metrics::new()?;
         let audit = audit.with_observer(metrics.audit_observer());
-        let mut bigcommerce: HashMap<String, Arc<dyn CustomerApi>> = HashMap::new();
-        for account in &config.bigcommerce {
-            let api = HttpCustomerApi::new(account)
-                .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
-            let api = metrics.metered_bigcommerce(&account.id, Arc::new(api));
-            bigcommerce.insert(account.id.clone(), api);
-        }
-        let b2b = crate::bigcommerce::b2b::clients(&config)?;
         let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
-        if let session::Store::Redis(s) = &sessions {
-            metrics.watch_redis(s.handle().clone())?;
-        }
-        // One-time values (SAML replay cache, pending SAML requests) live beside the sessions:
-        // in Redis they are shared by every replica.
+        // One-time values (SAML replay cache, pending SAML requests, seen webhooks, our own
+        // recent changes) live beside the sessions: in Redis they are shared by every replica.
         let one_time = match &sessions {
             session::Store::Redis(s) => {
                 session::one_time::OneTimeStore::redis(s.handle().clone(), session::REDIS_PREFIX)
             }
             session::Store::Memory(_) => session::one_time::OneTimeStore::memory(),
         };
+        let store_clock = Arc::new(StoreClock::new(clock.clone()));
+        let webhooks = if config
+            .bigcommerce
+            .iter()
+            .any(|a| a.webhook_secret.is_some())
+        {
+            // In memory (one process) the webhook records get their own bounded store: a burst
+            // of deliveries filling the shared one would refuse SAML sign-ins. In Redis they
+            // share the sessions' server, so every replica sees them.
+            let hook_store = match &one_time {
+                session::one_time::OneTimeStore::Memory(_) => {
+                    session::one_time::OneTimeStore::memory()
+                }
+                redis => redis.clone(),
+            };
+            let own = crate::bigcommerce::webhooks::OwnChanges::new(hook_store, clock.clone())
+                .with_store_clock(store_clock.clone());
+            Some(Arc::new(webhooks::WebhookState::build(&config, own)?))
+        } else {
+            None
+        };
+        let mut bigcommerce: HashMap<String, Arc<dyn CustomerApi>> = HashMap::new();
+        for account in &config.bigcommerce {
+            let api = HttpCustomerApi::new(account)
+                .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
+            let mut api: Arc<dyn CustomerApi> = Arc::new(api);
+            if let Some(w) = &webhooks {
+                api = Arc::new(crate::bigcommerce::webhooks::RecordingCustomerApi {
+                    inner: api,
+                    own: w.own.clone(),
+                });
+            }
+            let api = metrics.metered_bigcommerce(&account.id, api);
+            bigcommerce.insert(account.id.clone(), api);
+        }
+        let mut b2b = crate::bigcommerce::b2b::clients(&config)?;
+        if let Some(w) = &webhooks {
+            crate::bigcommerce::webhooks::RecordingB2bApi::wrap_all(&mut b2b, &config, &w.own);
+        }
+        if let session::Store::Redis(s) = &sessions {
+            metrics.watch_redis(s.handle().clone())?;
+        }
         let saml = saml::SamlState::build(&config, one_time)
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
@@ -136,7 +170,7 @@ impl AppState {
             policy: Arc::new(arc_swap::ArcSwap::from_pointee(
                 PolicySnapshot::from_config(&config),
             )),
-            store_clock: Arc::new(StoreClock::new(clock.clone())),
+            store_clock,
             config: Arc::new(config),
             clock,
             providers: Arc::new(providers),
@@ -146,6 +180,7 @@ impl AppState {
             sessions: Arc::new(sessions),
             metrics,
             scim: None,
+            webhooks,
         })))
     }
 }
@@ -274,6 +309,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/signed-out", get(login::signed_out))
         .route("/stores/{store}/launch", get(launch::launch))
         .route("/api/me", get(portal::me))
+        .route("/webhooks/bigcommerce/{account}", post(webhooks::receive))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

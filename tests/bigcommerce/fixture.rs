@@ -92,6 +92,7 @@ pub fn account(api_base: &str) -> BigCommerceAccount {
         client_secret: Secret::new(SECRET),
         timeout: Duration::from_secs(5),
         b2b: None,
+        webhook_secret: None,
     }
 }
 

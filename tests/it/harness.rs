@@ -57,6 +57,8 @@ pub struct Opts {
     pub extra_toml: String,
     /// Templates and rules replacing the default rules (stores us, eu, outlet stay).
     pub policy: Option<String>,
+    /// Extra lines appended to the `main` `[[bigcommerce]]` table (e.g. `webhook_secret`).
+    pub bigcommerce_extra: String,
 }
 
 impl Opts {
@@ -71,6 +73,7 @@ impl Opts {
             session_extra: String::new(),
             extra_toml: String::new(),
             policy: None,
+            bigcommerce_extra: String::new(),
         }
     }
 }
@@ -180,6 +183,7 @@ client_id = "client-{MAIN_HASH}"
 client_secret = "login-secret-{MAIN_HASH}"
 b2b_access_token = "b2b-token-{MAIN_HASH}"
 b2b_api_base = "{sim_base}/api/v3/io"
+{bigcommerce_extra}
 
 [[bigcommerce]]
 id = "outlet"
@@ -221,6 +225,7 @@ url = "{sim_base}/storefront/{OUTLET_HASH}/1"
         idp_extra = o.idp_extra,
         extra_toml = o.extra_toml,
         policy = o.policy.as_deref().unwrap_or(DEFAULT_POLICY),
+        bigcommerce_extra = o.bigcommerce_extra,
     )
 }
 

@@ -32,3 +32,4 @@ mod saml_interop;
 mod scim;
 mod scim_replicas;
 mod telemetry;
+mod webhooks;

@@ -497,7 +497,8 @@ async fn the_schedule_runs_passes_and_audits_them() {
     let (audit, mut rx) = AuditLog::channel();
     let r = Arc::new(Reconciler::new(cfg, audit, Arc::new(SystemClock), fast()).unwrap());
     let spawned = std::time::Instant::now();
-    let task = storegate::provisioning::run::spawn_schedule(r, scim, Duration::from_millis(300));
+    let task =
+        storegate::provisioning::run::spawn_schedule(r, scim, Duration::from_millis(300), None);
     let mut passes = Vec::new();
     let deadline = spawned + Duration::from_secs(10);
     while passes.len() < 2 && std::time::Instant::now() < deadline {

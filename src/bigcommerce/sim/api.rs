@@ -41,6 +41,7 @@ pub(super) fn router(sim: SimHandle) -> Router {
             "/stores/{hash}/v2/customer_groups",
             get(list_groups).post(create_group),
         )
+        .merge(super::hooks::routes())
         .route_layer(from_fn_with_state(sim.clone(), guard))
         .with_state(sim)
 }
@@ -424,6 +425,10 @@ async fn create_customers(
             Some(v)
         })
         .collect();
+    drop(st);
+    for id in created.iter().filter_map(|c| c["id"].as_u64()) {
+        sim.customer_changed(&hash, id, "store/customer/created");
+    }
     axum::Json(json!({ "data": created, "meta": {} })).into_response()
 }
 
@@ -497,7 +502,11 @@ async fn update_customers(
     if !errors.is_empty() {
         return invalid("Unable to update customers: the input is invalid", errors);
     }
+    let mut channel_changes = Vec::new();
     for (c, item) in updated.iter().zip(items.iter()) {
+        if store.customers.get(&c.id).map(|old| &old.channel_ids) != Some(&c.channel_ids) {
+            channel_changes.push(c.id);
+        }
         store.customers.insert(c.id, c.clone());
         // Write-only: BigCommerce never returns it; the simulator only counts changes.
         if item
@@ -506,6 +515,13 @@ async fn update_customers(
             .is_some_and(|p| p.len() >= 7)
         {
             *store.password_changes.entry(c.id).or_default() += 1;
+        }
+    }
+    drop(st);
+    for c in &updated {
+        sim.customer_changed(&hash, c.id, "store/customer/updated");
+        if channel_changes.contains(&c.id) {
+            sim.customer_changed(&hash, c.id, "store/customer/channel/login/access/updated");
         }
     }
     axum::Json(json!({ "data": updated, "meta": {} })).into_response()
@@ -521,12 +537,20 @@ async fn delete_customers(
         Ok(v) => v.unwrap_or_default(),
         Err(r) => return r,
     };
-    let mut st = sim.0.state.lock();
-    if let Some(store) = st.stores.get_mut(&hash) {
-        for id in ids {
-            store.customers.remove(&id);
-            store.attribute_values.retain(|(c, _), _| *c != id);
+    let mut deleted = Vec::new();
+    {
+        let mut st = sim.0.state.lock();
+        if let Some(store) = st.stores.get_mut(&hash) {
+            for id in ids {
+                if store.customers.remove(&id).is_some() {
+                    deleted.push(id);
+                }
+                store.attribute_values.retain(|(c, _), _| *c != id);
+            }
         }
+    }
+    for id in deleted {
+        sim.customer_changed(&hash, id, "store/customer/deleted");
     }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -7,6 +7,7 @@
 
 mod api;
 mod b2b;
+mod hooks;
 mod state;
 mod storefront;
 mod verify;
@@ -21,6 +22,9 @@ use crate::clock::{SharedClock, SystemClock, UnixTime};
 use crate::secret::Secret;
 
 pub use b2b::{SimCompany, SimCompanyUser};
+pub use hooks::{
+    HookDelivery, KNOWN_SCOPES as HOOK_SCOPES, RETRY_DELAYS as HOOK_RETRY_DELAYS, SimHook,
+};
 pub use state::{
     AcceptedLogin, MAX_ATTRIBUTES, RejectedLogin, SimAttribute, SimAttributeValue, SimCustomer,
     SimCustomerGroup,
@@ -294,6 +298,88 @@ impl SimHandle {
 
     pub fn rejected_logins(&self) -> Vec<RejectedLogin> {
         self.0.state.lock().rejected.clone()
+    }
+
+    /// Test-only: lets `/v3/hooks` accept plain-http loopback destinations (BigCommerce takes
+    /// https on port 443 only), so a test gateway on 127.0.0.1 can receive deliveries.
+    pub fn dangerously_allow_loopback_http_hook_destinations(&self) {
+        self.0.state.lock().loopback_hooks = true;
+    }
+
+    fn loopback_hooks_allowed(&self) -> bool {
+        self.0.state.lock().loopback_hooks
+    }
+
+    /// The store's numeric id, as webhook payloads carry it.
+    pub fn store_id(&self, store_hash: &str) -> String {
+        hooks::numeric_store_id(store_hash)
+    }
+
+    /// The webhooks registered on a store.
+    pub fn hooks(&self, store_hash: &str) -> Vec<SimHook> {
+        self.0
+            .state
+            .lock()
+            .stores
+            .get(store_hash)
+            .map(|s| s.hooks.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sets a hook's `is_active` directly (as BigCommerce does after 48 hours of failures).
+    pub fn set_hook_active(&self, store_hash: &str, hook_id: u64, active: bool) {
+        let mut st = self.0.state.lock();
+        if let Some(h) = st
+            .stores
+            .get_mut(store_hash)
+            .and_then(|s| s.hooks.get_mut(&hook_id))
+        {
+            h.is_active = active;
+        }
+    }
+
+    /// Every webhook delivery attempt so far (every store).
+    pub fn hook_deliveries(&self) -> Vec<HookDelivery> {
+        self.0.state.lock().deliveries.clone()
+    }
+
+    /// Test-only: a change made by staff in the control panel (not through the API): `edit`
+    /// changes the customer, and the store's hooks get `store/customer/updated` (and
+    /// `store/customer/channel/login/access/updated` when `channel_ids` changed). False when
+    /// there is no such customer.
+    pub fn edit_customer_in_control_panel(
+        &self,
+        store_hash: &str,
+        customer_id: u64,
+        edit: impl FnOnce(&mut SimCustomer),
+    ) -> bool {
+        let channels_changed = {
+            let mut st = self.0.state.lock();
+            let Some(c) = st
+                .stores
+                .get_mut(store_hash)
+                .and_then(|s| s.customers.get_mut(&customer_id))
+            else {
+                return false;
+            };
+            let before = c.channel_ids.clone();
+            edit(c);
+            before != c.channel_ids
+        };
+        self.customer_changed(store_hash, customer_id, "store/customer/updated");
+        if channels_changed {
+            self.customer_changed(
+                store_hash,
+                customer_id,
+                "store/customer/channel/login/access/updated",
+            );
+        }
+        true
+    }
+
+    /// Sends `scope` about a customer to the store's hooks.
+    fn customer_changed(&self, store_hash: &str, customer_id: u64, scope: &str) {
+        hooks::fire(self, store_hash, scope, "customer", customer_id);
     }
 
     /// Every API request made to this store (including refused and rate-limited ones).

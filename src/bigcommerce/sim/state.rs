@@ -88,6 +88,8 @@ pub(super) struct StoreData {
     pub password_changes: HashMap<u64, u32>,
     /// B2B Edition, when installed.
     pub b2b: super::b2b::B2bData,
+    /// Webhooks registered with `/v3/hooks`, by id.
+    pub hooks: BTreeMap<u64, super::hooks::SimHook>,
 }
 
 impl StoreData {
@@ -105,6 +107,7 @@ impl StoreData {
             rate_limited: 0,
             password_changes: HashMap::new(),
             b2b: Default::default(),
+            hooks: BTreeMap::new(),
         }
     }
 
@@ -169,6 +172,10 @@ pub(super) struct State {
     /// Injected 429s answered so far.
     pub throttled: u64,
     pub clock_offset: i64,
+    /// Every webhook delivery attempt, in order.
+    pub deliveries: Vec<super::hooks::HookDelivery>,
+    /// Test override: hooks may point at `http://127.0.0.1` (see `hooks`).
+    pub loopback_hooks: bool,
 }
 
 impl State {
@@ -188,6 +195,8 @@ impl State {
             throttle_next: None,
             throttled: 0,
             clock_offset: config.clock_offset_secs,
+            deliveries: Vec::new(),
+            loopback_hooks: false,
         }
     }
 

@@ -1,0 +1,511 @@
+//! BigCommerce webhooks (issue 13): BigCommerce's side of the story. What a delivery looks like,
+//! which scopes storegate acts on, the record of storegate's own recent changes that tells an
+//! external change from our own, and the `/v3/hooks` calls behind `storegate webhooks sync`.
+//!
+//! BIGCOMMERCE.md ("Webhooks and logs"): hooks are registered with `POST /v3/hooks`
+//! `{scope, destination (https, port 443), is_active, headers}`; a delivery is
+//! `{scope, store_id, data{type,id}, hash, created_at, producer}`; BigCommerce retries for 48 h and
+//! then deactivates the hook; "verify with your own secret header". The HTTP edge is
+//! `web::webhooks`.
+
+pub mod sync;
+
+use serde::Deserialize;
+
+use crate::bigcommerce::api::{
+    ApiError, Customer, CustomerApi, CustomerUpdate, NewCustomer, StoreTime,
+};
+use crate::bigcommerce::b2b::{B2bApi, Company, CompanyUser};
+use crate::clock::{SharedClock, UnixTime};
+use crate::policy::{B2bRole, CustomerGroupRef};
+use crate::session::one_time::OneTimeStore;
+
+/// The header BigCommerce sends back with every delivery: the hook's registered header.
+pub const SECRET_HEADER: &str = "X-Storegate-Hook-Secret";
+
+/// The largest delivery accepted: payloads carry ids only (a few hundred bytes).
+pub const MAX_DELIVERY_BYTES: usize = 16 * 1024;
+
+/// How long a delivery is remembered to drop its retries: BigCommerce retries for 48 hours,
+/// plus an hour of margin.
+pub const DEDUP_SECS: i64 = 49 * 3600;
+
+/// A webhook is about one of our own writes when its `created_at` (store time) is within this
+/// many seconds of the write (also in store time: our clock plus the store's measured offset).
+/// The price: an edit made in the control panel within these seconds of our own write to the
+/// same customer is taken for ours.
+pub const OWN_CHANGE_TOLERANCE_SECS: i64 = 10;
+
+/// How long our writes are remembered. A delivery of our own write that arrives later than
+/// this (BigCommerce retrying for hours while the gateway was down) is reported as external: a
+/// false alarm, never a missed change. Bounded so a large reconcile cannot fill the memory store.
+pub const OWN_CHANGE_RECORD_SECS: i64 = 3600;
+
+/// The most write times kept per customer.
+const OWN_CHANGE_TIMES: usize = 16;
+
+/// How long the receiver waits before calling a change external: our own write may answer
+/// after BigCommerce has already sent the hook, and is recorded only then.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The scopes storegate registers per account: every customer event (the wildcard covers
+/// `store/customer/channel/login/access/updated`) and, with B2B Edition, company users.
+pub fn wanted_scopes(b2b: bool) -> Vec<&'static str> {
+    let mut s = vec!["store/customer/*"];
+    if b2b {
+        s.push("store/company/user/*");
+    }
+    s
+}
+
+/// One delivery, as BigCommerce sends it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Delivery {
+    pub scope: String,
+    #[serde(default)]
+    pub store_id: serde_json::Value,
+    pub data: DeliveryData,
+    #[serde(default)]
+    pub hash: String,
+    pub created_at: i64,
+    pub producer: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeliveryData {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    pub id: u64,
+}
+
+/// What a delivery is about, when it is about something storegate manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// A storefront customer (`store/customer/*`); `deleted` when it is gone.
+    Customer { id: u64, deleted: bool },
+    /// A B2B Edition company user (`store/company/user/*`).
+    CompanyUser { id: u64 },
+}
+
+impl Subject {
+    /// The key of the own-change record and of the coalescing window.
+    pub fn key(&self, store_hash: &str) -> String {
+        match self {
+            Subject::Customer { id, .. } => format!("{store_hash}:customer:{id}"),
+            Subject::CompanyUser { id } => format!("{store_hash}:company_user:{id}"),
+        }
+    }
+}
+
+impl Delivery {
+    /// What this delivery is about, or `None` for a scope storegate does not act on.
+    pub fn subject(&self) -> Option<Subject> {
+        let id = self.data.id;
+        if let Some(rest) = self.scope.strip_prefix("store/customer/") {
+            return Some(Subject::Customer {
+                id,
+                deleted: rest == "deleted",
+            });
+        }
+        if self.scope.starts_with("store/company/user/") {
+            return Some(Subject::CompanyUser { id });
+        }
+        None
+    }
+
+    /// A stable reason code for the audit trail: `store/customer/updated` → `customer_updated`.
+    pub fn reason_code(&self) -> String {
+        self.scope
+            .trim_start_matches("store/")
+            .replace('/', "_")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect::<String>()
+            .to_lowercase()
+    }
+}
+
+/// The de-duplication key of a delivery: BigCommerce sends a retry byte for byte again, so the
+/// digest of the body identifies it (whatever `hash`, which covers `data` only, says).
+pub fn dedup_key(account: &str, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("webhook:{account}:{digest}")
+}
+
+/// storegate's own recent changes to customers, shared by every replica through the one-time
+/// store (Redis with several replicas). Launch and the reconciler record each customer they
+/// write, before the write where the id is known; the webhook receiver asks before it calls a
+/// change external.
+#[derive(Clone)]
+pub struct OwnChanges {
+    store: OneTimeStore,
+    clock: SharedClock,
+    /// The stores' offsets from our clock, as the launch path measured them (none: 0).
+    store_clock: Option<std::sync::Arc<crate::bigcommerce::store_clock::StoreClock>>,
+}
+
+impl std::fmt::Debug for OwnChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnChanges({:?})", self.store)
+    }
+}
+
+impl OwnChanges {
+    pub fn new(store: OneTimeStore, clock: SharedClock) -> Self {
+        OwnChanges {
+            store,
+            clock,
+            store_clock: None,
+        }
+    }
+
+    /// Compares with webhook times in the store's time, using the offsets `store_clock` measures.
+    pub fn with_store_clock(
+        mut self,
+        store_clock: std::sync::Arc<crate::bigcommerce::store_clock::StoreClock>,
+    ) -> Self {
+        self.store_clock = Some(store_clock);
+        self
+    }
+
+    fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// Our clock in the store's time (the offset last measured; 0 when never measured).
+    fn store_now(&self, store_hash: &str) -> UnixTime {
+        let offset = self
+            .store_clock
+            .as_ref()
+            .and_then(|c| c.offset(store_hash))
+            .unwrap_or(0);
+        self.now().saturating_add(offset)
+    }
+
+    /// Records that storegate is changing (or just changed) a customer. Never fails the caller:
+    /// a lost record costs one spurious `external_change`, logged here.
+    pub async fn record_customer(&self, store_hash: &str, customer_id: u64) {
+        self.record(
+            store_hash,
+            &Subject::Customer {
+                id: customer_id,
+                deleted: false,
+            },
+        )
+        .await
+    }
+
+    /// Records that storegate is changing a B2B company user.
+    pub async fn record_company_user(&self, store_hash: &str, user_id: u64) {
+        self.record(store_hash, &Subject::CompanyUser { id: user_id })
+            .await
+    }
+
+    /// Adds the write's store time to the subject's recent write times. Read-modify-write: two
+    /// replicas writing the same customer in the same instant may keep only one time, which is
+    /// within the tolerance of the other anyway.
+    async fn record(&self, store_hash: &str, subject: &Subject) {
+        let key = format!("own:{}", subject.key(store_hash));
+        let now = self.now();
+        let at = self.store_now(store_hash);
+        let result = async {
+            let mut times = parse_times(self.store.get(&key, now).await?.as_deref());
+            times.retain(|t| at - t < OWN_CHANGE_RECORD_SECS);
+            times.push(at);
+            let skip = times.len().saturating_sub(OWN_CHANGE_TIMES);
+            let value = times[skip..]
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            self.store
+                .set(&key, &value, now + OWN_CHANGE_RECORD_SECS, now)
+                .await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot record an own change; its webhook will be reported as an external change");
+        }
+    }
+
+    /// Whether an event BigCommerce stamped `created_at` (store time) about this subject is
+    /// one of our recorded writes.
+    pub async fn is_own(
+        &self,
+        store_hash: &str,
+        subject: &Subject,
+        created_at: i64,
+    ) -> Result<bool, String> {
+        let key = format!("own:{}", subject.key(store_hash));
+        let times = parse_times(self.store.get(&key, self.now()).await?.as_deref());
+        Ok(times
+            .iter()
+            .any(|t| (created_at - t).abs() <= OWN_CHANGE_TOLERANCE_SECS))
+    }
+
+    /// The first delivery about a subject within the settle window gets `true`; later ones
+    /// (BigCommerce sends `updated` and `channel/login/access/updated` for one edit) are folded
+    /// into it, so one edit is one `external_change`.
+    pub async fn open_window(&self, store_hash: &str, subject: &Subject) -> Result<bool, String> {
+        let now = self.now();
+        let until = now + i64::try_from(SETTLE.as_secs()).unwrap_or(2) + 1;
+        self.store
+            .put_nx(
+                &format!("hook-window:{}", subject.key(store_hash)),
+                "1",
+                until,
+                now,
+            )
+            .await
+    }
+
+    /// Claims a delivery's de-duplication key: `false` for a retry already seen.
+    pub async fn first_delivery(&self, key: &str) -> Result<bool, String> {
+        let now = self.now();
+        self.store.claim(key, now + DEDUP_SECS, now).await
+    }
+}
+
+fn parse_times(v: Option<&str>) -> Vec<i64> {
+    v.unwrap_or("")
+        .split(',')
+        .filter_map(|t| t.parse().ok())
+        .collect()
+}
+
+/// The launch path's customer client, recording every customer it writes in [`OwnChanges`]
+/// (before the write when the id is known, so the hook cannot overtake the record).
+pub struct RecordingCustomerApi {
+    pub inner: std::sync::Arc<dyn CustomerApi>,
+    pub own: OwnChanges,
+}
+
+#[async_trait::async_trait]
+impl StoreTime for RecordingCustomerApi {
+    async fn store_time(&self) -> Result<UnixTime, ApiError> {
+        self.inner.store_time().await
+    }
+}
+
+#[async_trait::async_trait]
+impl CustomerApi for RecordingCustomerApi {
+    fn store_hash(&self) -> &str {
+        self.inner.store_hash()
+    }
+
+    async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError> {
+        self.inner.find_customer_by_email(email).await
+    }
+
+    async fn create_customer(&self, customer: NewCustomer) -> Result<Customer, ApiError> {
+        let c = self.inner.create_customer(customer).await?;
+        self.own
+            .record_customer(self.inner.store_hash(), c.id)
+            .await;
+        Ok(c)
+    }
+
+    async fn update_customer(&self, id: u64, update: CustomerUpdate) -> Result<(), ApiError> {
+        self.own.record_customer(self.inner.store_hash(), id).await;
+        self.inner.update_customer(id, update).await
+    }
+
+    async fn customer_group_id(&self, group: &CustomerGroupRef) -> Result<u64, ApiError> {
+        self.inner.customer_group_id(group).await
+    }
+
+    async fn subject_attribute_id(&self) -> Result<u64, ApiError> {
+        self.inner.subject_attribute_id().await
+    }
+
+    async fn set_subject(
+        &self,
+        customer_id: u64,
+        attribute_id: u64,
+        idp_subject: &str,
+    ) -> Result<(), ApiError> {
+        self.own
+            .record_customer(self.inner.store_hash(), customer_id)
+            .await;
+        self.inner
+            .set_subject(customer_id, attribute_id, idp_subject)
+            .await
+    }
+}
+
+/// A B2B Edition client recording every company user it writes in [`OwnChanges`].
+pub struct RecordingB2bApi {
+    pub inner: std::sync::Arc<dyn B2bApi>,
+    pub store_hash: String,
+    pub own: OwnChanges,
+}
+
+impl RecordingB2bApi {
+    /// Wraps every client of `clients` (account id -> client) with its account's store hash.
+    pub fn wrap_all(
+        clients: &mut std::collections::HashMap<String, std::sync::Arc<dyn B2bApi>>,
+        config: &crate::config::Config,
+        own: &OwnChanges,
+    ) {
+        for (account, client) in clients.iter_mut() {
+            let Some(a) = config.account(account) else {
+                continue;
+            };
+            *client = std::sync::Arc::new(RecordingB2bApi {
+                inner: client.clone(),
+                store_hash: a.store_hash.clone(),
+                own: own.clone(),
+            });
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl B2bApi for RecordingB2bApi {
+    async fn company(&self, company_id: u64) -> Result<Option<Company>, ApiError> {
+        self.inner.company(company_id).await
+    }
+
+    async fn user_by_customer(&self, customer_id: u64) -> Result<Option<CompanyUser>, ApiError> {
+        self.inner.user_by_customer(customer_id).await
+    }
+
+    async fn create_user(
+        &self,
+        company_id: u64,
+        identity: &crate::identity::Identity,
+        role: B2bRole,
+    ) -> Result<u64, ApiError> {
+        let id = self.inner.create_user(company_id, identity, role).await?;
+        self.own.record_company_user(&self.store_hash, id).await;
+        Ok(id)
+    }
+
+    async fn set_role(&self, user_id: u64, role: B2bRole) -> Result<(), ApiError> {
+        self.own
+            .record_company_user(&self.store_hash, user_id)
+            .await;
+        self.inner.set_role(user_id, role).await
+    }
+
+    async fn company_users(
+        &self,
+        company_id: u64,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<CompanyUser>, u64), ApiError> {
+        self.inner.company_users(company_id, offset, limit).await
+    }
+
+    async fn delete_user(&self, user_id: u64) -> Result<(), ApiError> {
+        self.own
+            .record_company_user(&self.store_hash, user_id)
+            .await;
+        self.inner.delete_user(user_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(scope: &str) -> Delivery {
+        serde_json::from_value(serde_json::json!({
+            "scope": scope, "store_id": "1025646", "data": {"type": "customer", "id": 7},
+            "hash": "x", "created_at": 1_700_000_000, "producer": "stores/abc"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn customer_and_company_user_scopes_are_acted_on_others_ignored() {
+        assert_eq!(
+            delivery("store/customer/updated").subject(),
+            Some(Subject::Customer {
+                id: 7,
+                deleted: false
+            })
+        );
+        assert_eq!(
+            delivery("store/customer/deleted").subject(),
+            Some(Subject::Customer {
+                id: 7,
+                deleted: true
+            })
+        );
+        assert_eq!(
+            delivery("store/customer/channel/login/access/updated").subject(),
+            Some(Subject::Customer {
+                id: 7,
+                deleted: false
+            })
+        );
+        assert_eq!(
+            delivery("store/company/user/created").subject(),
+            Some(Subject::CompanyUser { id: 7 })
+        );
+        assert_eq!(delivery("store/company/updated").subject(), None);
+        assert_eq!(delivery("store/order/created").subject(), None);
+        assert_eq!(
+            delivery("store/customer/channel/login/access/updated").reason_code(),
+            "customer_channel_login_access_updated"
+        );
+    }
+
+    /// An event is ours when BigCommerce stamped it within the tolerance of one of our writes
+    /// to that customer on that store; an edit a little later is not, even while we remember
+    /// the write; a late retry of our own event is ours until the record expires.
+    #[tokio::test]
+    async fn own_change_matches_events_stamped_near_our_write_only() {
+        let clock = crate::clock::ManualClock::at(1_000);
+        let own = OwnChanges::new(OneTimeStore::memory(), std::sync::Arc::new(clock.clone()));
+        let c = Subject::Customer {
+            id: 5,
+            deleted: false,
+        };
+        let tol = OWN_CHANGE_TOLERANCE_SECS;
+        assert!(!own.is_own("abc", &c, 1_000).await.unwrap());
+        own.record_customer("abc", 5).await;
+        assert!(own.is_own("abc", &c, 1_000).await.unwrap());
+        assert!(own.is_own("abc", &c, 1_000 + tol).await.unwrap());
+        assert!(own.is_own("abc", &c, 1_000 - tol).await.unwrap());
+        assert!(!own.is_own("abc", &c, 1_000 + tol + 1).await.unwrap());
+        assert!(!own.is_own("other", &c, 1_000).await.unwrap());
+        let other = Subject::Customer {
+            id: 6,
+            deleted: false,
+        };
+        assert!(!own.is_own("abc", &other, 1_000).await.unwrap());
+        // A second write later: both are remembered.
+        clock.set(1_100);
+        own.record_customer("abc", 5).await;
+        assert!(own.is_own("abc", &c, 1_000).await.unwrap());
+        assert!(own.is_own("abc", &c, 1_100).await.unwrap());
+        assert!(!own.is_own("abc", &c, 1_050).await.unwrap());
+        clock.set(1_100 + OWN_CHANGE_RECORD_SECS);
+        assert!(!own.is_own("abc", &c, 1_100).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_retry_is_a_duplicate_and_another_body_is_not() {
+        let clock = crate::clock::ManualClock::at(1_000);
+        let own = OwnChanges::new(OneTimeStore::memory(), std::sync::Arc::new(clock));
+        let a = dedup_key("main", b"{\"a\":1}");
+        assert!(own.first_delivery(&a).await.unwrap());
+        assert!(!own.first_delivery(&a).await.unwrap());
+        assert!(
+            own.first_delivery(&dedup_key("main", b"{\"a\":2}"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            own.first_delivery(&dedup_key("outlet", b"{\"a\":1}"))
+                .await
+                .unwrap()
+        );
+    }
+}

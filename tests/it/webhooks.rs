@@ -1,0 +1,482 @@
+//! BigCommerce webhooks (issue 13), end to end: `webhooks sync` registers the hooks on the
+//! simulator, the simulator delivers them to the gateway, and the gateway tells its own changes
+//! from changes made in the control panel.
+
+use std::time::Duration;
+
+use serde_json::json;
+use storegate::audit::{AuditEvent, EventKind, Outcome};
+use storegate::bigcommerce::webhooks::sync::{self, Step};
+
+use crate::harness::{Gateway, IDP, MAIN_HASH, Opts, Reserved};
+use crate::support::browser::Browser;
+use crate::support::rogue_op::RogueOp;
+use crate::support::wait;
+
+const CLIENT: &str = "storegate";
+const SECRET: &str = "webhooks-client-secret-0123456789";
+const HOOK_SECRET: &str = "hook-secret-0123456789abcdefghij";
+const WITHIN: Duration = Duration::from_secs(20);
+
+async fn gateway() -> (RogueOp, Gateway) {
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    op.set_claims(json!({"email": "lee@corp.example", "email_verified": true, "given_name": "Lee", "family_name": "Tester", "groups": ["bc-merchandisers"]}));
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.bigcommerce_extra = format!("webhook_secret = \"{HOOK_SECRET}\"");
+    let gw = Gateway::start(Reserved::new().await, opts).await;
+    // The test gateway listens on plain-http loopback; BigCommerce itself takes https:443 only.
+    gw.sim.dangerously_allow_loopback_http_hook_destinations();
+    (op, gw)
+}
+
+/// Registers the hooks the way `storegate webhooks sync` does; returns its steps for `main`.
+async fn sync_hooks(gw: &Gateway) -> Vec<Step> {
+    let reports = sync::run(&gw.config()).await;
+    assert_eq!(reports.len(), 1, "only `main` has a webhook secret");
+    assert_eq!(reports[0].error, None, "{}", sync::render(&reports));
+    reports[0].steps.clone()
+}
+
+async fn metric(gw: &Gateway, result: &str) -> u64 {
+    let text = reqwest::get(gw.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let prefix = format!("storegate_webhooks_total{{account=\"main\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().expect("a counter"))
+        .unwrap_or(0)
+}
+
+fn external_changes(gw: &Gateway) -> Vec<AuditEvent> {
+    gw.audit_now()
+        .into_iter()
+        .filter(|e| e.event == EventKind::ExternalChange)
+        .collect()
+}
+
+fn delivery(customer_id: u64, scope: &str) -> serde_json::Value {
+    json!({
+        "scope": scope,
+        "store_id": "1000001",
+        "data": {"type": "customer", "id": customer_id},
+        "hash": "3f1c0b",
+        "created_at": 1_764_000_000,
+        "producer": format!("stores/{MAIN_HASH}"),
+    })
+}
+
+async fn post(
+    gw: &Gateway,
+    account: &str,
+    secret: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(gw.url(&format!("/webhooks/bigcommerce/{account}")))
+        .json(body);
+    if let Some(s) = secret {
+        req = req.header("X-Storegate-Hook-Secret", s);
+    }
+    let resp = req.send().await.expect("POST webhook");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_delivery_with_a_missing_or_wrong_secret_is_refused_with_401_and_audited() {
+    let (_op, gw) = gateway().await;
+    let id = gw
+        .sim
+        .add_customer(MAIN_HASH, "someone@corp.example", "Some", "One", None)
+        .expect("customer");
+    let body = delivery(id, "store/customer/updated");
+
+    let cases = [
+        (None, "webhook_secret_missing"),
+        (
+            Some("hook-secret-0123456789abcdefghiX"),
+            "webhook_secret_invalid",
+        ),
+        (Some(""), "webhook_secret_invalid"),
+    ];
+    for (secret, reason) in cases {
+        let (status, text) = post(&gw, "main", secret, &body).await;
+        assert_eq!(status, 401, "{secret:?}: {text}");
+        assert_eq!(text.trim(), reason);
+        let refusals: Vec<AuditEvent> = gw
+            .audit_now()
+            .into_iter()
+            .filter(|e| e.event == EventKind::Webhook && e.reason.as_deref() == Some(reason))
+            .collect();
+        assert!(!refusals.is_empty(), "{reason} audited");
+        assert!(
+            refusals
+                .iter()
+                .all(|e| e.outcome == Outcome::Deny && e.store.as_deref() == Some("main"))
+        );
+    }
+    assert_eq!(metric(&gw, "refused").await, 3);
+    // An account without a webhook secret has no receiver at all.
+    let (status, _) = post(&gw, "outlet", Some(HOOK_SECRET), &body).await;
+    assert_eq!(status, 404);
+    // A delivery claiming another store is refused even with the secret.
+    let mut other = body.clone();
+    other["producer"] = json!("stores/somebodyelse");
+    let (status, text) = post(&gw, "main", Some(HOOK_SECRET), &other).await;
+    assert_eq!((status, text.trim()), (400, "webhook_wrong_store"));
+    // None of these became an external change; a right one does (so the check above can fail).
+    assert!(external_changes(&gw).is_empty());
+    let (status, _) = post(&gw, "main", Some(HOOK_SECRET), &body).await;
+    assert_eq!(status, 200);
+    wait::until("the external change", WITHIN, || async {
+        external_changes(&gw).len() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_retried_delivery_is_deduplicated_into_one_external_change() {
+    let (_op, gw) = gateway().await;
+    let id = gw
+        .sim
+        .add_customer(MAIN_HASH, "someone@corp.example", "Some", "One", None)
+        .expect("customer");
+    let body = delivery(id, "store/customer/updated");
+    let (first, text) = post(&gw, "main", Some(HOOK_SECRET), &body).await;
+    assert_eq!((first, text.trim()), (200, "accepted"));
+    // BigCommerce retries the same body (for 48 hours) when it did not see our 200.
+    for _ in 0..3 {
+        let (again, text) = post(&gw, "main", Some(HOOK_SECRET), &body).await;
+        assert_eq!((again, text.trim()), (200, "duplicate"));
+    }
+    wait::until("the external change", WITHIN, || async {
+        metric(&gw, "external").await == 1
+    })
+    .await;
+    assert_eq!(metric(&gw, "duplicate").await, 3);
+    let events = external_changes(&gw);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].customer_id, Some(id));
+    assert_eq!(events[0].email.as_deref(), Some("someone@corp.example"));
+    assert_eq!(events[0].reason.as_deref(), Some("customer_updated"));
+    // A retry after the event was recorded is still a duplicate.
+    let (again, text) = post(&gw, "main", Some(HOOK_SECRET), &body).await;
+    assert_eq!((again, text.trim()), (200, "duplicate"));
+}
+
+/// The "done when" of issue 13: the gateway's own change (a launch creating and binding the
+/// customer) produces no `external_change`; an edit made directly in the control panel produces
+/// exactly one, naming the customer's bound subject, even though BigCommerce sends two hooks
+/// for it (`updated` and `channel/login/access/updated`).
+#[tokio::test]
+async fn an_edit_in_the_control_panel_is_exactly_one_external_change_and_our_own_changes_none() {
+    let (_op, gw) = gateway().await;
+    let steps = sync_hooks(&gw).await;
+    assert_eq!(
+        steps,
+        vec![
+            Step::Create {
+                scope: "store/customer/*".into()
+            },
+            Step::Create {
+                scope: "store/company/user/*".into()
+            }
+        ]
+    );
+    let hooks = gw.sim.hooks(MAIN_HASH);
+    assert_eq!(hooks.len(), 2);
+    assert!(hooks.iter().all(|h| h.is_active
+        && h.destination == gw.url("/webhooks/bigcommerce/main")
+        && h.headers.get("X-Storegate-Hook-Secret").map(String::as_str) == Some(HOOK_SECRET)));
+
+    // Our own change: a launch creates the customer (with its bound subject).
+    let b = Browser::new();
+    let start = b.get(&gw.url("/login")).await;
+    let done = b.follow_while(start, |u| u.path() != "/").await;
+    assert_eq!(done.status(), 303, "signed in: {}", b.hops_text());
+    let launch = b.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(launch.status(), 302, "{}", b.hops_text());
+    let customer = gw
+        .sim
+        .customers(MAIN_HASH)
+        .into_iter()
+        .find(|c| c.email == "lee@corp.example")
+        .expect("the launch created the customer");
+    wait::until(
+        "BigCommerce's hook about our own change",
+        WITHIN,
+        || async { metric(&gw, "own").await >= 1 },
+    )
+    .await;
+    assert!(
+        external_changes(&gw).is_empty(),
+        "{:#?}",
+        external_changes(&gw)
+    );
+
+    // Two minutes later on the store's clock, staff edit the customer in the control panel:
+    // two hooks, one change.
+    gw.sim.set_clock_offset(120);
+    assert!(
+        gw.sim
+            .edit_customer_in_control_panel(MAIN_HASH, customer.id, |c| {
+                c.last_name = "Edited-By-Staff".into();
+                c.channel_ids = Some(vec![1]);
+            })
+    );
+    let settled = tokio::time::timeout(WITHIN, async {
+        while !(metric(&gw, "external").await == 1 && metric(&gw, "coalesced").await == 1) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if settled.is_err() {
+        let text = reqwest::get(gw.url("/metrics"))
+            .await
+            .expect("m")
+            .text()
+            .await
+            .expect("t");
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("webhooks")).collect();
+        panic!(
+            "no single external change: {lines:#?}\n{:#?}\n{:#?}",
+            gw.sim.hook_deliveries(),
+            gw.audit_now()
+        );
+    }
+    let events = external_changes(&gw);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let ev = &events[0];
+    assert_eq!(ev.outcome, Outcome::Allow);
+    assert_eq!(ev.customer_id, Some(customer.id));
+    assert_eq!(ev.store.as_deref(), Some("main"));
+    assert!(
+        ev.subject
+            .as_deref()
+            .is_some_and(|s| s.starts_with(&format!("{IDP}:"))),
+        "{ev:#?}"
+    );
+    assert_eq!(ev.email.as_deref(), Some("lee@corp.example"));
+    assert_eq!(
+        ev.after.as_ref().and_then(|a| a["last_name"].as_str()),
+        Some("Edited-By-Staff")
+    );
+    let deliveries = gw.sim.hook_deliveries();
+    assert!(
+        deliveries.iter().all(|d| d.status == Some(200)),
+        "{deliveries:#?}"
+    );
+}
+
+#[tokio::test]
+async fn sync_is_idempotent_reenables_a_deactivated_hook_and_removes_stale_ones() {
+    let (_op, gw) = gateway().await;
+    sync_hooks(&gw).await;
+    let again = sync_hooks(&gw).await;
+    assert!(
+        again.iter().all(|s| matches!(s, Step::Keep { .. })),
+        "{again:?}"
+    );
+
+    // BigCommerce gave up on one of ours; another app has its own hook; a stale one of ours.
+    let ours = gw.sim.hooks(MAIN_HASH);
+    let customer_hook = ours
+        .iter()
+        .find(|h| h.scope == "store/customer/*")
+        .expect("hook");
+    gw.sim.set_hook_active(MAIN_HASH, customer_hook.id, false);
+    let client = reqwest::Client::new();
+    let token = format!("token-{MAIN_HASH}");
+    for (scope, dest) in [
+        ("store/company/*", gw.url("/webhooks/bigcommerce/main")),
+        (
+            "store/customer/*",
+            "https://other-app.example/hooks".to_owned(),
+        ),
+    ] {
+        let r = client
+            .post(format!("{}/stores/{MAIN_HASH}/v3/hooks", gw.sim_base))
+            .header("X-Auth-Token", &token)
+            .json(&json!({"scope": scope, "destination": dest, "is_active": true}))
+            .send()
+            .await
+            .expect("create hook");
+        assert_eq!(r.status(), 200);
+    }
+
+    // Readiness warns (and stays ready), and the gauge shows it.
+    let ready = reqwest::get(gw.url("/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    let warning = body["checks"]["webhooks:main"]["warning"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        warning.contains("store/customer/*") && warning.contains("webhooks sync"),
+        "{body}"
+    );
+    let text = reqwest::get(gw.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("storegate_webhooks_inactive{account=\"main\"} 1"),
+        "{text}"
+    );
+
+    let steps = sync_hooks(&gw).await;
+    assert!(
+        steps.contains(&Step::Repair {
+            id: customer_hook.id,
+            scope: "store/customer/*".into(),
+            reactivate: true
+        }),
+        "{steps:?}"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| matches!(s, Step::Delete { scope, .. } if scope == "store/company/*")),
+        "{steps:?}"
+    );
+    let after = gw.sim.hooks(MAIN_HASH);
+    assert_eq!(after.len(), 3, "ours (2) and the other app's: {after:#?}");
+    assert!(after.iter().all(|h| h.is_active));
+    assert!(
+        after
+            .iter()
+            .any(|h| h.destination == "https://other-app.example/hooks")
+    );
+}
+
+/// With `repair_drift`, the receiver wakes the reconcile schedule: a pass runs long before its
+/// interval (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_runs_a_reconcile_pass_before_the_interval() {
+    use std::sync::Arc;
+    use storegate::provisioning::run::{Reconciler, spawn_schedule};
+    let (_sim, base) = crate::reconcile::simulator(1000, 1000).await;
+    let dir = crate::reconcile::temp("hook-wake");
+    let cfg = crate::reconcile::config_text(
+        &base,
+        &format!(
+            "queue = \"file:{}\"\nrepair_drift = true\n",
+            dir.join("q.json").display()
+        ),
+        "",
+    );
+    let scim = Arc::new(crate::reconcile::scim_with_users(1, "staff").await);
+    let (audit, mut rx) = storegate::audit::AuditLog::channel();
+    let r = Arc::new(
+        Reconciler::new(
+            Arc::new(cfg),
+            audit,
+            Arc::new(storegate::clock::SystemClock),
+            crate::reconcile::fast(),
+        )
+        .expect("reconciler"),
+    );
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let task = spawn_schedule(r, scim, Duration::from_secs(3600), Some(wake.clone()));
+    wake.notify_one();
+    let mut ran = false;
+    wait::until("a woken reconcile pass", WITHIN, || {
+        while let Ok(ev) = rx.try_recv() {
+            ran |= ev.event == EventKind::Reconcile && ev.outcome == Outcome::Allow;
+        }
+        let done = ran;
+        async move { done }
+    })
+    .await;
+    task.abort();
+}
+
+/// The reconciler's writes are recorded as our own: an event BigCommerce stamps at the time of
+/// the write is ours, one stamped two minutes later is not.
+#[tokio::test]
+async fn the_reconcilers_writes_are_recorded_as_own_changes() {
+    use std::sync::Arc;
+    use storegate::bigcommerce::webhooks::{OwnChanges, Subject};
+    use storegate::provisioning::bc::BatchClient;
+    let (sim, base) = crate::reconcile::simulator(1000, 1000).await;
+    let cfg = crate::reconcile::config_text(&base, "", "");
+    let account = &cfg.bigcommerce[0];
+    let id = sim
+        .add_customer(&account.store_hash, "r@corp.example", "R", "One", None)
+        .expect("customer");
+    let clock = storegate::clock::ManualClock::at(1_800_000_000);
+    let own = OwnChanges::new(
+        storegate::session::one_time::OneTimeStore::memory(),
+        Arc::new(clock.clone()),
+    );
+    let client = BatchClient::new(account).expect("client");
+    let subject = Subject::Customer { id, deleted: false };
+    // Without the record the write is not ours.
+    let (r, _) = client
+        .update(&[json!({"id": id, "last_name": "Two"})])
+        .await;
+    r.expect("update");
+    assert!(
+        !own.is_own(&account.store_hash, &subject, 1_800_000_000)
+            .await
+            .unwrap()
+    );
+    client.record_own_changes(own.clone());
+    let (r, _) = client
+        .update(&[json!({"id": id, "last_name": "Three"})])
+        .await;
+    r.expect("update");
+    assert!(
+        own.is_own(&account.store_hash, &subject, 1_800_000_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !own.is_own(&account.store_hash, &subject, 1_800_000_120)
+            .await
+            .unwrap()
+    );
+}
+
+/// `storegate webhooks sync -c FILE`, the binary: creates the hooks, then reports them as in
+/// place; the secret never appears in its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhooks_sync_command_registers_the_hooks_once() {
+    let (op, gw) = gateway().await;
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.bigcommerce_extra = format!("webhook_secret = \"{HOOK_SECRET}\"");
+    let dir = crate::cli::TempDir::new("webhooks-sync");
+    let path = dir.write(
+        "storegate.toml",
+        &crate::harness::config_text(&gw.base, &gw.sim_base, &opts),
+    );
+    let run = || async {
+        tokio::process::Command::new(crate::cli::BIN)
+            .args(["webhooks", "sync", "-c"])
+            .arg(&path)
+            .output()
+            .await
+            .expect("run storegate webhooks sync")
+    };
+    let first = run().await;
+    let out = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(
+        first.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(out.contains("created   store/customer/*"), "{out}");
+    assert!(out.contains("created   store/company/user/*"), "{out}");
+    assert!(!out.contains(HOOK_SECRET));
+    let second = run().await;
+    let out = String::from_utf8_lossy(&second.stdout).to_string();
+    assert!(second.status.success(), "{out}");
+    assert_eq!(out.matches("  ok ").count(), 2, "{out}");
+    assert_eq!(gw.sim.hooks(MAIN_HASH).len(), 2);
+}
