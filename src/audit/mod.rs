@@ -217,8 +217,8 @@ impl Writer {
         }
         if let Sink::File(f) = &self.sink {
             // The chain fields add about 200 bytes; the size limit is a soft one anyway.
-            let next = (self.batch.len() + self.json.len() + 200) as u64;
-            if f.rotation_due(next, now) {
+            let next = (self.json.len() + 200) as u64;
+            if f.rotation_due(self.batch.len() as u64, next, now) {
                 self.write_batch();
                 self.rotate(now);
             }

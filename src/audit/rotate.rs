@@ -72,8 +72,9 @@ impl FileSink {
         &self.path
     }
 
-    pub fn rotation_due(&self, next: u64, now: SystemTime) -> bool {
-        self.policy.due(self.size, next, self.opened, now)
+    /// Whether to rotate before writing `next` bytes after `pending` bytes not yet written.
+    pub fn rotation_due(&self, pending: u64, next: u64, now: SystemTime) -> bool {
+        self.policy.due(self.size + pending, next, self.opened, now)
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {

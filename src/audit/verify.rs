@@ -313,27 +313,34 @@ fn check_file(path: &Path, entries: &[Entry]) -> Result<BTreeMap<String, Vec<Ent
             run.push(e.clone());
             continue;
         }
-        // Out of step: a reorder when the missing event comes later in this file.
-        let later = entries
-            .iter()
-            .find(|x| x.line > e.line && x.link.writer == *w && x.link.seq == expected);
-        let message = match later {
-            Some(x) => format!(
-                "event seq {} of writer {w} comes before seq {expected} (line {}): events were reordered",
-                e.link.seq, x.line
-            ),
-            None if e.link.seq > expected => format!(
-                "events {expected}..{} of writer {w} are missing before this line (after line {}): deleted",
-                e.link.seq - 1,
-                before.line
-            ),
-            None if e.link.seq == 1 => format!(
-                "writer {w}'s chain starts again from seq 1: two writers share this id, or files were spliced"
-            ),
-            None => format!(
-                "event seq {} of writer {w} after seq {} (line {}): an event was inserted, or lines were copied",
-                e.link.seq, before.link.seq, before.line
-            ),
+        // Out of step. A seq already seen: inserted or copied. A later one: a reorder when the
+        // expected event comes later in this file, else a deletion.
+        let message = if e.link.seq < expected {
+            if e.link.seq == 1 && e.link.prev == GENESIS {
+                format!(
+                    "writer {w}'s chain starts again from seq 1: the first event was copied, two writers share this id, or files were spliced"
+                )
+            } else {
+                format!(
+                    "event seq {} of writer {w} after seq {} (line {}): an event was inserted, or lines were copied",
+                    e.link.seq, before.link.seq, before.line
+                )
+            }
+        } else {
+            match entries
+                .iter()
+                .find(|x| x.line > e.line && x.link.writer == *w && x.link.seq == expected)
+            {
+                Some(x) => format!(
+                    "event seq {} of writer {w} comes before seq {expected} (line {}): events were reordered",
+                    e.link.seq, x.line
+                ),
+                None => format!(
+                    "events {expected}..{} of writer {w} are missing before this line (after line {}): deleted",
+                    e.link.seq - 1,
+                    before.line
+                ),
+            }
         };
         return Err(at(path, e.line, message));
     }
