@@ -455,3 +455,35 @@ fn spawn_reopen_on_hangup(flag: Arc<AtomicBool>) {
     #[cfg(not(unix))]
     let _ = flag;
 }
+
+/// Correlation ids end to end (issue 13): the request id of the request being served, carried
+/// in a task-local so the BigCommerce clients can send it as `X-Request-Id` (BigCommerce ignores
+/// it; a proxy's or the simulator's logs show it) without every call taking it as a parameter.
+/// The same id is the audit events' `request_id`, so a launch, the BigCommerce calls it made and
+/// its audit event join on one value.
+pub mod correlation {
+    tokio::task_local! {
+        static REQUEST_ID: String;
+    }
+
+    /// The header BigCommerce calls carry the id in.
+    pub const HEADER: &str = "X-Request-Id";
+
+    /// Runs `f` with `id` as the current request id.
+    pub async fn scope<F: std::future::Future>(id: String, f: F) -> F::Output {
+        REQUEST_ID.scope(id, f).await
+    }
+
+    /// The current request id, when inside [`scope`].
+    pub fn current() -> Option<String> {
+        REQUEST_ID.try_with(Clone::clone).ok()
+    }
+
+    /// Adds the `X-Request-Id` header to an outgoing call when a request id is current.
+    pub fn tag(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match current() {
+            Some(id) => req.header(HEADER, id),
+            None => req,
+        }
+    }
+}

@@ -389,3 +389,45 @@ async fn an_unchained_trail_is_refused_and_chain_false_writes_the_old_format() {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Correlation ids end to end: the launch's response, every BigCommerce call it made (the
+/// simulator records `X-Request-Id`) and its audit event carry the same request id.
+#[tokio::test]
+async fn a_launch_its_bigcommerce_calls_and_its_audit_event_share_one_request_id() {
+    use crate::harness::{Gateway, MAIN_HASH, Opts, Reserved};
+    use crate::support::browser::Browser;
+    use crate::support::rogue_op::RogueOp;
+    const CLIENT: &str = "storegate";
+    const SECRET: &str = "audit-client-secret-0123456789";
+
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    op.set_claims(serde_json::json!({"email": "lee@corp.example", "email_verified": true, "given_name": "Lee", "family_name": "Tester", "groups": ["bc-merchandisers"]}));
+    let gw = Gateway::start(Reserved::new().await, Opts::new(&op.issuer, CLIENT, SECRET)).await;
+    let b = Browser::new();
+    let start = b.get(&gw.url("/login")).await;
+    let done = b.follow_while(start, |u| u.path() != "/").await;
+    assert_eq!(done.status(), 303, "signed in: {}", b.hops_text());
+    let before = gw.sim.request_ids(MAIN_HASH).len();
+
+    let launch = b.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(launch.status(), 302);
+    let rid = launch
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("the response names its request id")
+        .to_owned();
+    let calls = gw.sim.request_ids(MAIN_HASH)[before..].to_vec();
+    // The first launch looks the customer up, creates it and reads the store clock.
+    assert!(
+        calls.len() >= 2,
+        "BigCommerce calls of the launch: {calls:?}"
+    );
+    assert!(calls.iter().all(|id| *id == rid), "{calls:?} vs {rid}");
+    let events = gw.audit_events().await;
+    let ev = events
+        .iter()
+        .find(|e| e.event == EventKind::Launch && e.outcome == Outcome::Allow)
+        .expect("a granted launch is audited");
+    assert_eq!(ev.request_id, rid);
+}

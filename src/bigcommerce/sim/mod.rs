@@ -296,6 +296,17 @@ impl SimHandle {
         self.0.state.lock().rejected.clone()
     }
 
+    /// The `X-Request-Id` of every API request to this store that carried one, in order.
+    pub fn request_ids(&self, store_hash: &str) -> Vec<String> {
+        self.0
+            .state
+            .lock()
+            .stores
+            .get(store_hash)
+            .map(|s| s.request_ids.clone())
+            .unwrap_or_default()
+    }
+
     /// Every API request made to this store (including refused and rate-limited ones).
     pub fn api_calls(&self, store_hash: &str) -> u64 {
         self.0
