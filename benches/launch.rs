@@ -545,16 +545,23 @@ fn print_targets(settings: &Settings, rows: &[Row]) {
             }
         );
     }
-    let by_name = |n: &str| rows.iter().find(|r| r.name == n).map(|r| &r.load);
+    // Judged on CPU per served launch: req/s moves by more than 5% between two identical rows
+    // when other programs compete for the cores.
+    let by_name = |n: &str| rows.iter().find(|r| r.name == n);
+    let cpu_us = |r: &Row| r.cpu.servers * 1e6 / r.audited.unwrap_or(r.load.requests).max(1) as f64;
     if let (Some(on), Some(off)) = (by_name(CHAIN_ON), by_name(CHAIN_OFF))
-        && off.rps > 0.0
+        && cpu_us(off) > 0.0
+        && off.load.rps > 0.0
     {
-        let cost = (off.rps - on.rps) / off.rps * 100.0;
+        let cost = (cpu_us(on) - cpu_us(off)) / cpu_us(off) * 100.0;
         println!(
-            "  audit hash chain (issue 13)              launch req/s chain on vs off: {:.0} vs {:.0} ({cost:+.1}% cost; target <= 5%) -> {}",
-            on.rps,
-            off.rps,
-            met(cost <= 5.0)
+            "  audit hash chain (issue 13)          CPU per launch chain on vs off: {:.1} vs {:.1} us ({cost:+.1}%; target <= 5%) -> {}; req/s {:.0} vs {:.0} ({:+.1}%)",
+            cpu_us(on),
+            cpu_us(off),
+            met(cost <= 5.0),
+            on.load.rps,
+            off.load.rps,
+            (on.load.rps - off.load.rps) / off.load.rps * 100.0
         );
     }
     println!(
