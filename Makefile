@@ -1,13 +1,18 @@
 # Everyday entry points. Cargo honours CARGO_TARGET_DIR etc. from the environment.
 CARGO ?= cargo
 
-.PHONY: demo test bench lint deps
+.PHONY: demo test bench lint deps build-deps
 
 ## demo: run the gateway against its built-in development provider and simulated store
-demo:
+## (build-deps first: the SAML verifier needs the xmlsec/libxml2 headers and libclang to build)
+demo: build-deps
 	$(CARGO) run --release -- demo
 
-## deps: install missing Debian packages and the test OpenID provider's npm modules
+## build-deps: install missing Debian packages the build needs (scripts/build-deps.sh)
+build-deps:
+	scripts/build-deps.sh
+
+## deps: install missing Debian packages (build and test) and the test peers (npm, PyPI)
 deps:
 	scripts/test-deps.sh
 

@@ -189,6 +189,8 @@ fn setup(dir: &Path) -> Setup {
         allow_unsolicited: false,
         clock_skew: Duration::from_secs(60),
         nameid_format: Some(EMAIL_FORMAT.into()),
+        authn_context: Default::default(),
+        metadata_signing_cert: None,
     };
     let idp = IdpConfig {
         id: IdpId::new("opentext-saml"),

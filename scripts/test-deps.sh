@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and is missing; quiet and quick when everything is there.
-#   - Debian packages: build dependencies (xmlsec, libxml2, OpenSSL, clang for bindgen) and the
-#     programs tests run (xmlsec1, redis-server, wrk, chromium). `apt-get update` only if one is missing.
+#   - Debian packages, through scripts/build-deps.sh (which `make demo` runs too): the build
+#     dependencies (xmlsec, libxml2, OpenSSL, clang for bindgen) and the programs tests run
+#     (xmlsec1, redis-server, wrk, chromium). `apt-get update` only if one is missing.
 #     redis-tools gives redis-cli (cluster creation, failover in tests); Sentinel runs as
 #     `redis-server --sentinel`, so the separate redis-sentinel package is not needed.
 #   - pysaml2 (pinned in tests/peers/saml/requirements.txt) in tests/peers/saml/.venv for the SAML tests.
@@ -15,37 +16,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(libxmlsec1-dev libxml2-dev libssl-dev pkg-config libclang-dev xmlsec1 redis-server redis-tools wrk chromium openssl python3-venv)
-
-installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
-}
-
-if [[ "${SKIP_APT:-}" != 1 ]]; then
-    missing=()
-    for pkg in "${APT_PACKAGES[@]}"; do
-        installed "$pkg" || missing+=("$pkg")
-    done
-    command -v node >/dev/null || missing+=(nodejs)
-    command -v npm >/dev/null || missing+=(npm)
-    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
-    if ((${#missing[@]})); then
-        echo "test-deps: installing Debian packages: ${missing[*]}"
-        sudo=()
-        if [[ $(id -u) != 0 ]]; then
-            command -v sudo >/dev/null || {
-                echo "test-deps: not root and no sudo; install these yourself: ${missing[*]}" >&2
-                exit 1
-            }
-            sudo=(sudo)
-        fi
-        export DEBIAN_FRONTEND=noninteractive
-        # Wait for another apt/dpkg run instead of failing on its lock.
-        lock=(-o DPkg::Lock::Timeout=600)
-        "${sudo[@]}" apt-get "${lock[@]}" update -qq
-        "${sudo[@]}" apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}"
-    fi
-fi
+# The build dependencies (scripts/build-deps.sh, shared with `make demo`) plus the programs the
+# tests run, installed in one go.
+TEST_PACKAGES=(xmlsec1 redis-server redis-tools wrk chromium openssl python3-venv)
+command -v node >/dev/null || TEST_PACKAGES+=(nodejs)
+command -v npm >/dev/null || TEST_PACKAGES+=(npm)
+python3 -c 'import venv, ensurepip' 2>/dev/null || TEST_PACKAGES+=(python3)
+scripts/build-deps.sh "${TEST_PACKAGES[@]}"
 
 PEER=tests/peers/oidc-provider
 STAMP="$PEER/node_modules/.storegate-lock.sha256"

@@ -110,6 +110,7 @@ pub fn identity_from_claims(
                     .collect()
             })
             .unwrap_or_default(),
+        acr_implies: Vec::new(),
     };
     // explain evaluates claims an admin typed in; it never signs anyone in.
     let verified = VerifiedClaims::dangerous_unverified_for_tests(

@@ -53,6 +53,10 @@ pub struct AuthContext {
     pub acr: Option<String>,
     /// Authentication methods (`amr`).
     pub amr: Vec<String>,
+    /// Weaker classes `acr` also meets, by the IdP's configured order (SAML step-up with
+    /// `authn_context_comparison = "minimum"`); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acr_implies: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,8 @@ pub mod config;
 pub mod demo;
 pub mod explain;
 pub mod federation;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod metrics;
 pub mod policy;

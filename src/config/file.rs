@@ -236,6 +236,21 @@ pub struct IdpFile {
     /// NameID format asked for in the AuthnRequest. Default: none (the IdP's choice).
     #[serde(default)]
     pub nameid_format: Option<String>,
+    /// SAML step-up: how the IdP is asked to compare the class a grant's `require_acr` names
+    /// (`<RequestedAuthnContext Comparison=...>`), and how the assertion's AuthnContextClassRef is
+    /// checked: `"exact"` (default) or `"minimum"`.
+    #[serde(default)]
+    pub authn_context_comparison: Option<String>,
+    /// With `"minimum"`: the authentication context classes from weakest to strongest. A class
+    /// satisfies a requested one listed before it; a requested class not listed is satisfied
+    /// only by itself. Required with `"minimum"`, refused with `"exact"`.
+    #[serde(default)]
+    pub authn_context_order: Option<Vec<String>>,
+    /// A PEM certificate that must have signed the metadata fetched from `metadata_url` (as
+    /// Shibboleth's signature metadata filter does); unsigned metadata is then refused. Default
+    /// none (the metadata is trusted for the https connection it came over).
+    #[serde(default)]
+    pub metadata_signing_cert: Option<String>,
     /// Which SAML attribute holds what; same keys as `[idp.claims]`.
     #[serde(default)]
     pub attributes: Option<ClaimsFile>,

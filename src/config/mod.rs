@@ -212,6 +212,49 @@ pub struct SamlIdp {
     pub allow_unsolicited: bool,
     pub clock_skew: Duration,
     pub nameid_format: Option<String>,
+    /// How a requested authentication context (step-up) is compared.
+    pub authn_context: AuthnContextRule,
+    /// PEM of `metadata_signing_cert`: metadata from `metadata_url` must carry a valid signature
+    /// by this certificate's key.
+    pub metadata_signing_cert: Option<String>,
+}
+
+/// SAML core 3.3.2.2.1 `<RequestedAuthnContext Comparison>`, as configured for one IdP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AuthnContextRule {
+    /// The assertion's class must be the requested one.
+    #[default]
+    Exact,
+    /// The assertion's class must be the requested one or stronger; `order` lists the classes
+    /// from weakest to strongest.
+    Minimum { order: Vec<String> },
+}
+
+impl AuthnContextRule {
+    /// The `Comparison` attribute value.
+    pub fn comparison(&self) -> &'static str {
+        match self {
+            AuthnContextRule::Exact => "exact",
+            AuthnContextRule::Minimum { .. } => "minimum",
+        }
+    }
+
+    /// The classes an authentication of class `got` meets besides `got` itself: with `minimum`,
+    /// those listed before it in the order (weaker ones); with `exact`, none.
+    pub fn implied_by(&self, got: &str) -> Vec<String> {
+        match self {
+            AuthnContextRule::Exact => Vec::new(),
+            AuthnContextRule::Minimum { order } => match order.iter().position(|c| c == got) {
+                Some(at) => order[..at].to_vec(),
+                None => Vec::new(),
+            },
+        }
+    }
+
+    /// Whether an assertion of class `got` satisfies a request for `wanted`.
+    pub fn satisfies(&self, wanted: &str, got: Option<&str>) -> bool {
+        got.is_some_and(|g| g == wanted || self.implied_by(g).iter().any(|c| c == wanted))
+    }
 }
 
 /// Which claim (or attribute) carries which identity fact.

@@ -1223,6 +1223,132 @@ fn saml_idp_without_metadata_is_reported() {
     );
 }
 
+// --- SAML interoperability (issue 10) ---
+
+#[test]
+fn saml_metadata_url_must_be_https_and_http_only_on_loopback_for_tests() {
+    let msg = "`metadata_url` must use https (plain http only on loopback, with `allow_insecure_http = true`, for tests)";
+    let with = |url: &str| {
+        SAML.replace(
+            "metadata_file = \"idp.xml\"",
+            &format!("metadata_url = \"{url}\""),
+        )
+    };
+    assert_one(
+        &errors_with(
+            &with("http://iam.example.com/nidp/saml2/metadata"),
+            &saml_env(true),
+        ),
+        10,
+        msg,
+    );
+    // Loopback without allow_insecure_http: refused as well (public_url stays https here).
+    assert_one(
+        &errors_with(&with("http://127.0.0.1:8443/md"), &saml_env(true)),
+        10,
+        msg,
+    );
+    assert!(
+        load_with(
+            &with("https://iam.example.com/nidp/saml2/metadata"),
+            &saml_env(true)
+        )
+        .is_ok()
+    );
+    let insecure = format!(
+        "allow_insecure_http = true\n{}",
+        with("http://localhost:8443/md")
+    );
+    assert!(load_with(&insecure, &saml_env(true)).is_ok());
+}
+
+#[test]
+fn saml_step_up_comparison_defaults_to_exact_and_minimum_needs_an_order() {
+    let c = load_with(SAML, &saml_env(true)).unwrap();
+    let Protocol::Saml(s) = &c.idps[0].protocol else {
+        panic!("expected a SAML IdP")
+    };
+    assert_eq!(s.authn_context, crate::config::AuthnContextRule::Exact);
+    let with =
+        |lines: &str| SAML.replace("[idp.attributes]", &format!("{lines}\n[idp.attributes]"));
+    let c = load_with(
+        &with("authn_context_comparison = \"minimum\"\nauthn_context_order = [\"pwd\", \"mfa\", \"key\"]"),
+        &saml_env(true),
+    )
+    .unwrap();
+    let Protocol::Saml(s) = &c.idps[0].protocol else {
+        panic!("expected a SAML IdP")
+    };
+    let rule = &s.authn_context;
+    assert_eq!(rule.comparison(), "minimum");
+    assert!(rule.satisfies("mfa", Some("key")) && rule.satisfies("mfa", Some("mfa")));
+    assert!(!rule.satisfies("mfa", Some("pwd")) && !rule.satisfies("mfa", None));
+    // A class outside the order is met only by itself.
+    assert!(rule.satisfies("other", Some("other")) && !rule.satisfies("other", Some("key")));
+    assert_eq!(
+        rule.implied_by("key"),
+        vec!["pwd".to_owned(), "mfa".to_owned()]
+    );
+    assert!(
+        crate::config::AuthnContextRule::Exact
+            .implied_by("key")
+            .is_empty()
+    );
+
+    assert_one(
+        &errors_with(
+            &with("authn_context_comparison = \"minimum\""),
+            &saml_env(true),
+        ),
+        11,
+        "needs `authn_context_order`",
+    );
+    assert_one(
+        &errors_with(
+            &with("authn_context_comparison = \"minimum\"\nauthn_context_order = [\"a\", \"a\"]"),
+            &saml_env(true),
+        ),
+        12,
+        "each once",
+    );
+    assert_one(
+        &errors_with(&with("authn_context_order = [\"a\"]"), &saml_env(true)),
+        11,
+        "only applies with `authn_context_comparison = \"minimum\"`",
+    );
+    assert_one(
+        &errors_with(
+            &with("authn_context_comparison = \"better\""),
+            &saml_env(true),
+        ),
+        11,
+        "use \"exact\" or \"minimum\"",
+    );
+}
+
+#[test]
+fn saml_metadata_signing_cert_must_be_a_readable_certificate() {
+    let with = SAML.replace(
+        "[idp.attributes]",
+        "metadata_signing_cert = \"certs/md.crt\"\n[idp.attributes]",
+    );
+    assert_one(
+        &errors_with(&with, &saml_env(true)),
+        11,
+        "cannot read `metadata_signing_cert` certs/md.crt",
+    );
+    let env = saml_env(true).file("certs/md.crt", "not a certificate");
+    assert_one(&errors_with(&with, &env), 11, "not a PEM certificate");
+    // With a certificate, an unsigned metadata_file is refused too.
+    let (_, cert) = crate::federation::saml::sp::generate_key_and_cert("md").unwrap();
+    let env = saml_env(true).file("certs/md.crt", &cert);
+    assert_one(
+        &errors_with(&with, &env),
+        10,
+        "not signed by metadata_signing_cert",
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Entitlements as code: templates, tags, rule kinds, grant settings, check warnings
 // ---------------------------------------------------------------------------------------------

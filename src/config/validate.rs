@@ -17,8 +17,8 @@ use super::file::{
     B2bFile, BigCommerceFile, ClaimsFile, FileConfig, IdpFile, RuleFile, StoreFile, TemplateFile,
 };
 use super::{
-    BigCommerceAccount, ClaimMapping, Config, Environment, IdpConfig, OidcIdp, Protocol, SamlIdp,
-    SamlSp, SessionBackend, SessionConfig, Store, TokenAuthMethod,
+    AuthnContextRule, BigCommerceAccount, ClaimMapping, Config, Environment, IdpConfig, OidcIdp,
+    Protocol, SamlIdp, SamlSp, SessionBackend, SessionConfig, Store, TokenAuthMethod,
 };
 use crate::identity::{IdpId, StoreId};
 use crate::policy::{
@@ -351,7 +351,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         .enumerate()
         .filter_map(|(i, idp)| {
             if idp.protocol == "saml" {
-                saml_idp_config(c, i, idp, f.saml.is_some())
+                saml_idp_config(c, i, idp, f.saml.is_some(), f.allow_insecure_http)
             } else {
                 idp_config(c, i, idp)
             }
@@ -1277,6 +1277,7 @@ fn saml_idp_config(
     i: usize,
     idp: &IdpFile,
     have_sp: bool,
+    allow_insecure_http: bool,
 ) -> Option<IdpConfig> {
     let t = [key("idp"), Seg::Index(i)];
     let at = |k: &str| [key("idp"), Seg::Index(i), key(k)];
@@ -1312,10 +1313,52 @@ fn saml_idp_config(
             );
         }
     }
+    // SECURITY.md: "Metadata only over https (or a local file), never downgraded on redirect".
+    // The metadata names the keys every response is checked with: over plain http, anyone on
+    // the path could swap them. Loopback http is for tests, and only with allow_insecure_http.
     let metadata_url = match &idp.metadata_url {
-        Some(u) => c.url(&at("metadata_url"), u),
+        Some(u) => c.url(&at("metadata_url"), u).filter(|u| {
+            let ok = u.scheme() == "https"
+                || (allow_insecure_http && crate::federation::saml::is_loopback(u));
+            if !ok {
+                c.error(
+                    &at("metadata_url"),
+                    format!(
+                        "[[idp]] \"{}\": `metadata_url` must use https (plain http only on loopback, with `allow_insecure_http = true`, for tests)",
+                        idp.id
+                    ),
+                );
+            }
+            ok
+        }),
         None => None,
     };
+    let metadata_signing_cert = match &idp.metadata_signing_cert {
+        Some(p) => match c.env.read_file(Path::new(p)) {
+            Ok(pem) => match crate::federation::saml::cert_der_from_pem(&pem) {
+                Ok(_) => Some(pem),
+                Err(e) => {
+                    c.error(
+                        &at("metadata_signing_cert"),
+                        format!("[[idp]] \"{}\": `metadata_signing_cert` {p}: {e}", idp.id),
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                c.error(
+                    &at("metadata_signing_cert"),
+                    format!(
+                        "[[idp]] \"{}\": cannot read `metadata_signing_cert` {p}: {e}",
+                        idp.id
+                    ),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let authn_context = authn_context_rule(c, i, idp);
     let metadata_xml = match &idp.metadata_file {
         Some(p) => match c.env.read_file(Path::new(p)) {
             Ok(x) => Some(x),
@@ -1327,8 +1370,9 @@ fn saml_idp_config(
                 None
             }
         },
-        // Fetched at start-up and refreshed by the gateway (federation::saml).
-        None if metadata_url.is_some() => Some(String::new()),
+        // Fetched at start-up and refreshed by the gateway (federation::saml). A refused URL
+        // is reported above, once.
+        None if idp.metadata_url.is_some() => Some(String::new()),
         None => {
             c.error(
                 &t,
@@ -1342,13 +1386,16 @@ fn saml_idp_config(
     };
     let meta = match &metadata_xml {
         Some(x) if x.is_empty() => Some(String::new()),
-        Some(x) => match crate::federation::saml::parse_idp_metadata(x) {
-            Ok(m) => Some(m.entity_id),
-            Err(e) => {
-                c.error(&at("metadata_file"), format!("[[idp]] \"{}\": {e}", idp.id));
-                None
+        Some(x) => {
+            match crate::federation::saml::trusted_idp_metadata(x, metadata_signing_cert.as_deref())
+            {
+                Ok(m) => Some(m.entity_id),
+                Err(e) => {
+                    c.error(&at("metadata_file"), format!("[[idp]] \"{}\": {e}", idp.id));
+                    None
+                }
             }
-        },
+        }
         None => None,
     };
     let refresh = match &idp.metadata_refresh {
@@ -1385,7 +1432,55 @@ fn saml_idp_config(
             allow_unsolicited: idp.allow_unsolicited,
             clock_skew: skew?,
             nameid_format: idp.nameid_format.clone(),
+            authn_context: authn_context?,
+            metadata_signing_cert,
         }),
         claims,
     })
+}
+
+/// `authn_context_comparison` and `authn_context_order` of a SAML IdP (step-up, issue 10).
+fn authn_context_rule(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<AuthnContextRule> {
+    let at = |k: &str| [key("idp"), Seg::Index(i), key(k)];
+    let order = idp.authn_context_order.clone().unwrap_or_default();
+    match idp.authn_context_comparison.as_deref() {
+        None | Some("exact") => {
+            if idp.authn_context_order.is_some() {
+                c.error(
+                    &at("authn_context_order"),
+                    "`authn_context_order` only applies with `authn_context_comparison = \"minimum\"`",
+                );
+                return None;
+            }
+            Some(AuthnContextRule::Exact)
+        }
+        Some("minimum") => {
+            let mut seen = std::collections::BTreeSet::new();
+            let bad = order.iter().find(|cl| {
+                cl.is_empty()
+                    || cl.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                    || !seen.insert(cl.as_str())
+            });
+            if order.is_empty() || bad.is_some() {
+                let key = if idp.authn_context_order.is_some() {
+                    "authn_context_order"
+                } else {
+                    "authn_context_comparison"
+                };
+                c.error(
+                    &at(key),
+                    "`authn_context_comparison = \"minimum\"` needs `authn_context_order`: the authentication context class URIs from weakest to strongest, each once, without spaces",
+                );
+                return None;
+            }
+            Some(AuthnContextRule::Minimum { order })
+        }
+        Some(other) => {
+            c.error(
+                &at("authn_context_comparison"),
+                format!("`authn_context_comparison` is \"{other}\"; use \"exact\" or \"minimum\""),
+            );
+            None
+        }
+    }
 }

@@ -49,6 +49,11 @@ impl VerifiedClaims {
         &self.auth
     }
 
+    /// The classes the verified acr meets besides itself (SAML `minimum`, from configuration).
+    pub(in crate::federation) fn set_acr_implies(&mut self, classes: Vec<String>) {
+        self.auth.acr_implies = classes;
+    }
+
     /// For tests of code downstream of federation (policy, web): claims that never went through a
     /// protocol check. The name says what it is.
     #[doc(hidden)]

@@ -503,6 +503,7 @@ impl OidcProvider {
                 .auth_method_refs()
                 .map(|m| m.iter().map(|x| x.to_string()).collect())
                 .unwrap_or_default(),
+            acr_implies: Vec::new(),
         };
         Ok((subject, raw_claims, auth))
     }

@@ -563,11 +563,12 @@ impl Grant {
         })
     }
 
-    /// Whether the session's authentication satisfies the grant's acr.
+    /// Whether the session's authentication satisfies the grant's acr: the same class, or one the
+    /// IdP's configured order puts above it (`acr_implies`, SAML `minimum`).
     pub fn acr_satisfied(&self, id: &Identity) -> bool {
-        self.require_acr
-            .as_ref()
-            .is_none_or(|want| id.auth.acr.as_ref() == Some(want))
+        self.require_acr.as_ref().is_none_or(|want| {
+            id.auth.acr.as_ref() == Some(want) || id.auth.acr_implies.contains(want)
+        })
     }
 }
 

@@ -810,6 +810,7 @@ fn ann_mfa() -> Identity {
         auth_time: Some(NOW - 60),
         acr: Some("urn:example:contract:mfa".into()),
         amr: strs(&["pwd", "otp"]),
+        acr_implies: Vec::new(),
     };
     id
 }

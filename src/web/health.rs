@@ -1,5 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (it can serve sign-ins: session store and every
-//! IdP's discovery).
+//! `/healthz` (the process answers) and `/readyz` (it can serve sign-ins: session store, every
+//! OIDC IdP's discovery, every SAML IdP's metadata).
 
 use axum::Json;
 use axum::extract::State;
@@ -63,6 +63,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
                     format!("idp:{id}"),
                     json!({"ok": false, "error": e.to_string()}),
                 );
+            }
+        }
+    }
+    // A SAML IdP whose metadata never loaded (metadata_url unreachable, unsigned or refused)
+    // cannot sign anyone in; once loaded, the last good metadata stays in use.
+    for (id, p) in state.saml.iter().flat_map(|s| s.providers.iter()) {
+        match p.check_ready() {
+            Ok(()) => {
+                checks.insert(format!("idp:{id}"), json!({"ok": true}));
+            }
+            Err(e) => {
+                ready = false;
+                checks.insert(format!("idp:{id}"), json!({"ok": false, "error": e}));
             }
         }
     }

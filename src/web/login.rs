@@ -80,15 +80,6 @@ pub async fn login(
             return Ok(no_store(Html(page).into_response()));
         }
     };
-    if let Some(p) = state.saml.as_ref().and_then(|s| s.providers.get(&idp_id)) {
-        return super::saml::begin(&state, &rid, p, return_to).await;
-    }
-    let Some(provider) = state.providers.get(&idp_id) else {
-        return Err(AppError::not_found(
-            "There is no such sign-in method.",
-            &rid,
-        ));
-    };
     let acr = match q.acr.as_deref().filter(|a| !a.is_empty()) {
         None => None,
         Some(a) if state.policy().policy.required_acrs().contains(&a) => Some(a),
@@ -99,10 +90,19 @@ pub async fn login(
             ));
         }
     };
+    // SAML: the contract goes out as <samlp:RequestedAuthnContext Comparison="exact|minimum">
+    // <saml:AuthnContextClassRef>{acr}</...> in the AuthnRequest, and the ACS refuses an
+    // assertion of another class; its AuthnContextClassRef becomes `Identity.auth.acr`.
+    if let Some(p) = state.saml.as_ref().and_then(|s| s.providers.get(&idp_id)) {
+        return super::saml::begin(&state, &rid, p, return_to, acr).await;
+    }
+    let Some(provider) = state.providers.get(&idp_id) else {
+        return Err(AppError::not_found(
+            "There is no such sign-in method.",
+            &rid,
+        ));
+    };
     // OIDC: the contract goes out as `acr_values` (Access Manager picks the contract by URI).
-    // SAML hook: a SAML IdP gets the same `acr` as
-    // <samlp:RequestedAuthnContext Comparison="exact"><saml:AuthnContextClassRef>{acr}</...>
-    // in its AuthnRequest, and the assertion's AuthnContextClassRef becomes `Identity.auth.acr`.
     let started = std::time::Instant::now();
     let begun = provider.begin(return_to, acr).await;
     state
@@ -214,8 +214,15 @@ pub async fn callback(
     Ok(no_store(Redirect::to(return_to.as_str()).into_response()))
 }
 
-/// The end of every protocol's sign-in: refuse a leaver, rotate the session id (fixation
-/// defence), forget pending logins, store the signed-in state, and audit the sign-in.
+/// The end of every protocol's sign-in: refuse a leaver, start from an empty session with a new
+/// id (fixation defence), store the signed-in state, and audit the sign-in.
+///
+/// Empty, because on a shared PC the previous person's state must not survive into the next
+/// person's session (SECURITY.md, "Identity binding"): a SAML session's logout data left behind
+/// made B's sign-out send A's LogoutRequest (never ending B's session at B's IdP), and let an IdP
+/// logout for A end B's session. Pending logins of other tabs go too. The one thing kept is a
+/// step-up attempt of the *same* person (same IdP and subject), which stops a launch from
+/// sending them round to the IdP in a loop (web/launch.rs).
 pub(super) async fn establish(
     state: &AppState,
     session: &Session,
@@ -225,14 +232,30 @@ pub(super) async fn establish(
     protocol: &str,
 ) -> Result<(), AppError> {
     refuse_deprovisioned(state, rid, &identity, now).await?;
+    let previous = auth::read_signed_in(session)
+        .await
+        .map_err(|_| AppError::session_store(rid))?;
+    let same_person = previous
+        .is_some_and(|p| p.identity.idp == identity.idp && p.identity.subject == identity.subject);
+    let step_up: Option<auth::StepUpAttempt> = if same_person {
+        session
+            .get(auth::STEP_UP_KEY)
+            .await
+            .map_err(|_| AppError::session_store(rid))?
+    } else {
+        None
+    };
+    session.clear().await;
     session
         .cycle_id()
         .await
         .map_err(|_| AppError::session_store(rid))?;
-    session
-        .remove_value(PENDING_KEY)
-        .await
-        .map_err(|_| AppError::session_store(rid))?;
+    if let Some(attempt) = step_up {
+        session
+            .insert(auth::STEP_UP_KEY, attempt)
+            .await
+            .map_err(|_| AppError::session_store(rid))?;
+    }
     let grants = state.policy().policy.grants(&identity, now);
     let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Allow).who(&identity);
     ev.detail = Some(format!("{protocol}; {} store(s) granted", grants.len()));
@@ -330,21 +353,26 @@ pub async fn logout(
     if let Some(info) = saml_info
         && let Some(p) = state.saml.as_ref().and_then(|s| s.providers.get(&info.idp))
     {
-        let url = p.logout_request_url(
+        let sent = p.logout_request_url(
             &info.name_id,
             info.name_id_format.as_deref(),
             info.session_index.as_deref(),
             now,
         );
-        let target = match url {
-            Ok(Some(u)) => u,
-            Ok(None) => "/signed-out".to_owned(),
+        let resp = match sent {
+            Ok(Some(req)) => {
+                // Bound to this browser: the IdP's LogoutResponse must answer this very request.
+                let mut resp = Redirect::to(&req.url).into_response();
+                super::saml::remember_logout_request(&state, &info.idp, &req.id, &mut resp).await;
+                resp
+            }
+            Ok(None) => Redirect::to("/signed-out").into_response(),
             Err(e) => {
                 tracing::warn!(idp = %info.idp, error = %e, "cannot build the SAML LogoutRequest");
-                "/signed-out".to_owned()
+                Redirect::to("/signed-out").into_response()
             }
         };
-        return Ok(no_store(Redirect::to(&target).into_response()));
+        return Ok(no_store(resp));
     }
     let back = state.config.logout_uri();
     let target = match state.providers.get(signed_in.identity.idp.as_str()) {
@@ -367,10 +395,19 @@ pub async fn logout(
 
 #[derive(Template)]
 #[template(path = "signed_out.html")]
-struct SignedOut;
+struct SignedOut<'a> {
+    /// Set when the IdP's sign-out could not be confirmed: the reference of that request.
+    unconfirmed: Option<&'a str>,
+}
 
 pub async fn signed_out() -> Response {
-    match SignedOut.render() {
+    signed_out_page(None)
+}
+
+/// The signed-out page; with `unconfirmed` (a request reference), it adds that the identity
+/// provider's sign-out could not be confirmed.
+pub(super) fn signed_out_page(unconfirmed: Option<&str>) -> Response {
+    match (SignedOut { unconfirmed }).render() {
         Ok(p) => Html(p).into_response(),
         Err(_) => "You are signed out.".into_response(),
     }

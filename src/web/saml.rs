@@ -13,6 +13,12 @@
 //! their next request rather than being deleted from the session store at once. The browser
 //! that carries the LogoutRequest (Redirect binding, with its Lax cookie) loses its session
 //! immediately; a cross-site POST carries no session cookie.
+//!
+//! A LogoutRequest the gateway sends (from `/logout`) is bound to the browser the same way as a
+//! pending sign-in: cookie [`LOGOUT_COOKIE`] (`SameSite=None`, path `/saml/slo`) keys a record
+//! of its ID, and the IdP's LogoutResponse must name that ID in `InResponseTo`. The local session
+//! has already ended by then, so a refused answer shows the signed-out page with a note that the
+//! IdP's sign-out is unconfirmed rather than an error page.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +46,10 @@ use crate::session::one_time::OneTimeStore;
 pub const PENDING_COOKIE: &str = "storegate_saml_pending";
 /// Session key for what SLO needs (NameID, SessionIndex, IdP).
 pub const SAML_SESSION_KEY: &str = "saml";
+/// Name of the cookie that binds a LogoutRequest this gateway sent to the browser, so that the
+/// IdP's LogoutResponse is accepted only as the answer to it (InResponseTo). `SameSite=None`,
+/// path `/saml/slo`: the IdP may answer with a cross-site POST, which carries no Lax cookie.
+pub const LOGOUT_COOKIE: &str = "storegate_saml_logout";
 
 /// Everything SAML needs at run time, built once at start-up.
 pub struct SamlState {
@@ -107,12 +117,13 @@ pub async fn begin(
     rid: &str,
     provider: &SamlProvider,
     return_to: LocalPath,
+    acr: Option<&str>,
 ) -> Result<Response, AppError> {
     let Some(saml) = &state.saml else {
         return Err(AppError::not_found("There is no such sign-in method.", rid));
     };
     let now = state.clock.now();
-    let (url, pending) = provider.begin(return_to, now).map_err(|e| {
+    let (url, pending) = provider.begin(return_to, acr, now).map_err(|e| {
         tracing::warn!(idp = %provider.idp_id(), error = %e, "cannot start SAML sign-in");
         AppError::unavailable("The identity provider", rid)
     })?;
@@ -227,7 +238,7 @@ async fn acs_inner(
         _ => None,
     };
 
-    let (provider, request_id, return_to) = match pending {
+    let (provider, request_id, return_to, requested_acr) = match pending {
         Some(p) => {
             // RelayState is an opaque reference we issued with this very request.
             if form.relay_state.as_deref() != Some(p.relay_state.as_str()) {
@@ -246,7 +257,7 @@ async fn acs_inner(
                 );
                 return Err(refused(rid, None));
             };
-            (Arc::clone(provider), Some(p.request_id), p.return_to)
+            (Arc::clone(provider), Some(p.request_id), p.return_to, p.acr)
         }
         None => {
             // No request of this browser is pending: only an IdP that allows unsolicited responses
@@ -264,7 +275,7 @@ async fn acs_inner(
                 .with_hint("Start again from the portal; do not reuse or share sign-in links.")
                 .offer_sign_in());
             };
-            (Arc::clone(provider), None, LocalPath::root())
+            (Arc::clone(provider), None, LocalPath::root(), None)
         }
     };
     let idp_id = provider.idp_id().to_string();
@@ -277,6 +288,11 @@ async fn acs_inner(
     if matches!(outcome, Err(SamlError::Signature)) && provider.refresh_for_unknown_key(now).await {
         outcome = provider.verify(response, request_id, now).await;
     }
+    // Step-up: the class the AuthnRequest asked for, checked on the verified assertion.
+    let outcome = outcome.and_then(|mut v| {
+        provider.check_authn_context(requested_acr.as_deref(), &mut v)?;
+        Ok(v)
+    });
     let verified = match outcome {
         Ok(v) => v,
         Err(e) => {
@@ -441,19 +457,114 @@ pub struct SloForm {
     relay_state: Option<String>,
 }
 
+fn logout_sent_key(k: &str) -> String {
+    format!("saml-logout-sent:{k}")
+}
+
+/// A LogoutRequest sent from a browser, kept server-side under the key in [`LOGOUT_COOKIE`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SentLogout {
+    idp: String,
+    request_id: String,
+}
+
+/// Remembers the LogoutRequest `request_id` just sent to `idp` and binds it to this browser
+/// (the cookie goes on `resp`). Best effort: the local session has already ended, so a store
+/// failure only means the IdP's answer will not be confirmed (the person is told so).
+pub async fn remember_logout_request(
+    state: &AppState,
+    idp: &str,
+    request_id: &str,
+    resp: &mut Response,
+) {
+    let Some(saml) = &state.saml else { return };
+    let now = state.clock.now();
+    let key = random_token();
+    let sent = SentLogout {
+        idp: idp.to_owned(),
+        request_id: request_id.to_owned(),
+    };
+    let Ok(value) = serde_json::to_string(&sent) else {
+        return;
+    };
+    match saml
+        .one_time
+        .put_nx(&logout_sent_key(&key), &value, now + PENDING_TTL, now)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) | Err(_) => {
+            tracing::warn!(
+                idp,
+                "cannot remember the SAML LogoutRequest; its answer will not be confirmed"
+            );
+            return;
+        }
+    }
+    let secure = if saml.secure_cookie { "; Secure" } else { "" };
+    let cookie = format!(
+        "{LOGOUT_COOKIE}={key}; Path=/saml/slo; HttpOnly; SameSite=None; Max-Age={PENDING_TTL}{secure}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// The LogoutRequest this browser sent, if any. Read, not taken: an IdP that answers twice (or
+/// a reload) sees the same outcome; the record expires with [`PENDING_TTL`].
+async fn sent_logout(state: &AppState, headers: &HeaderMap) -> Option<SentLogout> {
+    let saml = state.saml.as_ref()?;
+    let key = cookie_value(headers, LOGOUT_COOKIE).filter(|k| !k.is_empty())?;
+    let raw = saml
+        .one_time
+        .get(&logout_sent_key(key), state.clock.now())
+        .await
+        .ok()
+        .flatten()?;
+    serde_json::from_str(&raw).ok()
+}
+
+fn clear_logout_cookie(resp: &mut Response, state: &AppState) {
+    let secure = if state.saml.as_ref().is_some_and(|s| s.secure_cookie) {
+        "; Secure"
+    } else {
+        ""
+    };
+    let c = format!("{LOGOUT_COOKIE}=; Path=/saml/slo; HttpOnly; SameSite=None; Max-Age=0{secure}");
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// Runs [`slo_inner`]; an answer to our LogoutRequest also clears the binding cookie.
+async fn slo_answer(
+    state: &AppState,
+    rid: &str,
+    session: &Session,
+    headers: &HeaderMap,
+    inbound: slo::Inbound,
+) -> Response {
+    let is_response = inbound.is_response();
+    let mut resp = match slo_inner(state, rid, session, headers, inbound).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    if is_response {
+        clear_logout_cookie(&mut resp, state);
+    }
+    no_store(resp)
+}
+
 /// `GET /saml/slo` (HTTP-Redirect binding).
 pub async fn slo_get(
     State(state): State<AppState>,
     RequestId(rid): RequestId,
     session: Session,
+    headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
     let inbound = slo::Inbound::Redirect(query.unwrap_or_default());
-    let resp = match slo_inner(&state, &rid, &session, inbound).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    no_store(resp)
+    slo_answer(&state, &rid, &session, &headers, inbound).await
 }
 
 /// `POST /saml/slo` (HTTP-POST binding).
@@ -461,6 +572,7 @@ pub async fn slo_post(
     State(state): State<AppState>,
     RequestId(rid): RequestId,
     session: Session,
+    headers: HeaderMap,
     Form(form): Form<SloForm>,
 ) -> Response {
     let inbound = match (form.saml_request, form.saml_response) {
@@ -480,11 +592,7 @@ pub async fn slo_post(
             );
         }
     };
-    let resp = match slo_inner(&state, &rid, &session, inbound).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    no_store(resp)
+    slo_answer(&state, &rid, &session, &headers, inbound).await
 }
 
 fn slo_refused(rid: &str, e: &SamlError) -> AppError {
@@ -513,13 +621,44 @@ fn short(text: &str) -> String {
     text
 }
 
+/// A refused SLO message. A LogoutResponse answers a sign-out whose local part is already done:
+/// when this browser sent that LogoutRequest, or holds no sign-in anyway, the person sees the
+/// signed-out page with a note that the IdP's sign-out could not be confirmed (an IdP that
+/// answers unsigned, as SimpleSAMLphp does by default, used to leave them on a 400 page). A
+/// refused LogoutRequest, or a stray LogoutResponse in a signed-in browser, changes nothing: 400.
+async fn slo_refusal(
+    session: &Session,
+    rid: &str,
+    is_response: bool,
+    sent_here: bool,
+    e: &SamlError,
+) -> Result<Response, AppError> {
+    if is_response {
+        let signed_in = super::auth::read_signed_in(session)
+            .await
+            .map_err(|_| AppError::session_store(rid))?
+            .is_some();
+        if sent_here || !signed_in {
+            return Ok(super::login::signed_out_page(Some(rid)));
+        }
+    }
+    Err(slo_refused(rid, e))
+}
+
 async fn slo_inner(
     state: &AppState,
     rid: &str,
     session: &Session,
+    headers: &HeaderMap,
     inbound: slo::Inbound,
 ) -> Result<Response, AppError> {
     let now = state.clock.now();
+    let is_response = inbound.is_response();
+    let sent = if is_response {
+        sent_logout(state, headers).await
+    } else {
+        None
+    };
     let audit = |idp: Option<&str>, outcome: Outcome, reason: Option<&str>, detail: String| {
         let mut ev = AuditEvent::new(now, rid, EventKind::SignOut, outcome);
         ev.idp = idp.map(str::to_owned);
@@ -552,7 +691,7 @@ async fn slo_inner(
             expected: "a configured SAML IdP".into(),
         };
         audit(None, Outcome::Deny, Some(e.reason()), e.to_string());
-        return Err(slo_refused(rid, &e));
+        return slo_refusal(session, rid, is_response, sent.is_some(), &e).await;
     };
     let idp_id = provider.idp_id().to_string();
     let mut outcome = provider.verify_slo(inbound.clone(), now).await;
@@ -569,17 +708,33 @@ async fn slo_inner(
                 Some(e.reason()),
                 e.to_string(),
             );
-            return Err(slo_refused(rid, &e));
+            return slo_refusal(session, rid, is_response, sent.is_some(), &e).await;
         }
     };
     match msg {
         slo::SloMessage::Response(r) => {
-            // The local session ended before the LogoutRequest was sent; this only ends the flow.
-            let detail = match &r.status_failure {
-                None => "SAML LogoutResponse: Success".to_owned(),
-                Some(code) => format!("SAML LogoutResponse: the IdP answered {code}"),
-            };
-            audit(Some(&idp_id), Outcome::Allow, None, detail);
+            // The local session ended before the LogoutRequest was sent; this only ends the flow,
+            // and only as the answer to the request this browser sent.
+            let sent_id = sent
+                .as_ref()
+                .filter(|s| s.idp == idp_id)
+                .map(|s| s.request_id.as_str());
+            if let Err(e) = r.confirms(sent_id) {
+                tracing::warn!(idp = %idp_id, reason = e.reason(), error = %e, "SAML LogoutResponse refused");
+                audit(
+                    Some(&idp_id),
+                    Outcome::Deny,
+                    Some(e.reason()),
+                    format!("SAML LogoutResponse: {e}"),
+                );
+                return slo_refusal(session, rid, true, sent.is_some(), &e).await;
+            }
+            audit(
+                Some(&idp_id),
+                Outcome::Allow,
+                None,
+                "SAML LogoutResponse: Success, answering this browser's LogoutRequest".to_owned(),
+            );
             Ok((
                 StatusCode::SEE_OTHER,
                 [(header::LOCATION, "/signed-out".to_owned())],

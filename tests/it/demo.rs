@@ -236,3 +236,54 @@ async fn demo_signs_mia_in_and_launches_her_into_a_storefront() {
 
     drop(demo);
 }
+
+/// Issue 10: `make demo` on a fresh Debian machine must install the build dependencies itself
+/// (bindgen needs libclang, the SAML verifier the xmlsec/libxml2 headers), the same way `make
+/// test` does: both go through scripts/build-deps.sh. Read with `make -n`, which runs nothing.
+#[test]
+fn make_demo_installs_the_build_dependencies_before_building() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dry = Command::new("make")
+        .args(["-n", "demo"])
+        .current_dir(root)
+        .env("CARGO", "cargo")
+        .output()
+        .expect("run make -n demo");
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let steps: Vec<String> = String::from_utf8_lossy(&dry.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let deps = steps.iter().position(|l| l == "scripts/build-deps.sh");
+    let run = steps.iter().position(|l| l.starts_with("cargo run"));
+    assert!(
+        matches!((deps, run), (Some(d), Some(r)) if d < r),
+        "build-deps must run before the build: {steps:?}"
+    );
+    let script = std::fs::read_to_string(root.join("scripts/build-deps.sh")).expect("script");
+    let list = script
+        .lines()
+        .find(|l| l.starts_with("BUILD_PACKAGES=("))
+        .expect("BUILD_PACKAGES");
+    for pkg in [
+        "libclang-dev",
+        "libxmlsec1-dev",
+        "libxml2-dev",
+        "libssl-dev",
+        "pkg-config",
+    ] {
+        assert!(list.contains(pkg), "{pkg} missing from {list}");
+    }
+    // `make test` installs them through the same script.
+    let tests = std::fs::read_to_string(root.join("scripts/test-deps.sh")).expect("script");
+    assert!(
+        tests
+            .lines()
+            .any(|l| l.starts_with("scripts/build-deps.sh ")),
+        "scripts/test-deps.sh does not run scripts/build-deps.sh"
+    );
+}

@@ -32,22 +32,7 @@ async fn sign_in(b: &Browser, gw: &Gateway) -> reqwest::Response {
 }
 
 async fn scim_user(gw: &Gateway) -> String {
-    let r = reqwest::Client::new()
-        .post(gw.url("/scim/v2/Users"))
-        .bearer_auth(TOKEN)
-        .json(&json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "userName": "rogue@corp.example",
-            "externalId": "rogue-user",
-            "emails": [{"value": "rogue@corp.example", "primary": true}],
-            "active": true
-        }))
-        .send()
-        .await
-        .expect("create SCIM user");
-    assert_eq!(r.status(), 201);
-    let u: Value = r.json().await.expect("json");
-    u["id"].as_str().expect("id").to_owned()
+    scim_person(gw, "rogue-user", &["rogue@corp.example"]).await
 }
 
 async fn deactivate(gw: &Gateway, id: &str) {

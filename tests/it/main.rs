@@ -29,6 +29,7 @@ mod redis_topology;
 mod replicas;
 mod saml;
 mod saml_hostile;
+mod saml_interop;
 mod scim;
 mod scim_replicas;
 mod telemetry;

@@ -553,3 +553,129 @@ async fn slo_refuses_the_same_classes_over_post_and_redirect_without_a_cookie() 
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+/// The costliest documents an anonymous POST can make the verifier work on stay within a small
+/// multiple of a normal response: every element, namespace declaration and C14N prefix costs
+/// linear work, and the size limit bounds them all. (A bound against hangs, not a benchmark: the
+/// figures are printed for the record.)
+#[test]
+fn pathological_documents_cost_about_what_a_normal_one_costs() {
+    let cert = idp_cert();
+    let verify = |doc: &str| {
+        let started = Instant::now();
+        let pre = storegate::federation::saml::prescan::prescan(doc, false);
+        let reduced = pre.is_ok().then(|| {
+            Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+                doc,
+                std::slice::from_ref(&cert),
+                ReduceMode::ValidateAndMarkNoAncestors,
+                None,
+            )
+        });
+        assert!(
+            !matches!(reduced, Some(Ok(_))),
+            "a junk signature never verifies"
+        );
+        (started.elapsed(), pre.is_ok())
+    };
+    let std_t = format!("{}{}", transform(ENVELOPED, ""), transform(EXC_C14N, ""));
+    let normal = response_with(&signature("#_r1", &std_t, "", ""));
+    // What fits in the 64 KiB POST body once base64-encoded (the prescan's own limit, 256 KiB,
+    // bounds the other entry points).
+    let limit = 46 * 1024;
+    // Many small elements, each declaring namespaces, just under the size limit.
+    let many = (0..)
+        .map(|i| format!(r#"<saml:AttributeValue xmlns:a{i}="urn:x:{i}" xmlns:b{i}="urn:y:{i}">v</saml:AttributeValue>"#))
+        .scan(0usize, |len, e| {
+            *len += e.len();
+            (*len < limit - 8 * 1024).then_some(e)
+        })
+        .collect::<String>();
+    let wide = response_with(&signature("#_r1", &std_t, "", "")).replace(
+        "<saml:Issuer>https://iam.corp.example/nidp/saml2/metadata</saml:Issuer></saml:Assertion>",
+        &format!(
+            "<saml:Issuer>{IDP_ENTITY}</saml:Issuer><saml:AttributeStatement><saml:Attribute Name=\"x\">{many}</saml:Attribute></saml:AttributeStatement></saml:Assertion>"
+        ),
+    );
+    // The longest exclusive-C14N prefix list the prescan accepts, over the same elements (a
+    // longer one is refused: C14N work grows with elements times prefixes).
+    let prefixes = (0..32).map(|i| format!("a{i} ")).collect::<String>();
+    let prefix_t = format!(
+        "{}{}",
+        transform(ENVELOPED, ""),
+        transform(
+            EXC_C14N,
+            &format!(r#"<ec:InclusiveNamespaces xmlns:ec="{EXC_C14N}" PrefixList="{prefixes}"/>"#)
+        )
+    );
+    let wide_prefixes = wide
+        .replace(&std_t, &prefix_t)
+        .replacen(&many[..many.len() / 2], "", 1);
+    // Nesting to the depth limit.
+    let deep = normal.replace(
+        "</saml:Assertion>",
+        &format!(
+            "{}{}</saml:Assertion>",
+            "<saml:Advice>".repeat(40),
+            "</saml:Advice>".repeat(40)
+        ),
+    );
+    let (base, ok) = verify(&normal);
+    assert!(ok, "the normal shape passes the prescan");
+    let mut worst = base;
+    for (name, doc) in [
+        ("wide", &wide),
+        ("prefixes", &wide_prefixes),
+        ("deep", &deep),
+    ] {
+        assert!(doc.len() <= limit, "{name}: within the limit");
+        let (took, passed) = verify(doc);
+        eprintln!(
+            "{name}: {} bytes, prescan {}, {took:?} (normal {base:?})",
+            doc.len(),
+            if passed { "passed" } else { "refused" }
+        );
+        assert!(took < Duration::from_secs(1), "{name}: {took:?}");
+        worst = worst.max(took);
+    }
+    eprintln!(
+        "worst / normal: {:.1}x",
+        worst.as_secs_f64() / base.as_secs_f64()
+    );
+}
+
+/// libxml2 reads every document as the same UTF-8 characters, every time, on every thread. The
+/// vendored samael once passed libxml2 an encoding name that had already been freed: about one
+/// parse in hundreds then read garbage as the encoding (seen as an SP that could not sign its own
+/// metadata). A non-ASCII character under the signature makes any other reading fail the digest.
+#[test]
+fn libxml2_reads_documents_as_utf8_on_every_parse() {
+    let (key_pem, cert_pem) =
+        storegate::federation::saml::sp::generate_key_and_cert("utf8").expect("key");
+    let key = openssl::pkey::PKey::private_key_from_pem(key_pem.as_bytes()).expect("key");
+    let cert = storegate::federation::saml::cert_der_from_pem(&cert_pem).expect("der");
+    let template = format!(
+        r##"<r xmlns="urn:x" ID="_x"><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/><ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/><ds:Reference URI="#_x"><ds:Transforms><ds:Transform Algorithm="{ENVELOPED}"/><ds:Transform Algorithm="{EXC_C14N}"/></ds:Transforms><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue></ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue></ds:SignatureValue></ds:Signature><v>Zoë Ångström 東京</v></r>"##
+    );
+    let signed =
+        Crypto::sign_xml(&template, &key.private_key_to_der().expect("der")).expect("signs");
+    let signed = std::sync::Arc::new(signed);
+    let cert = std::sync::Arc::new(cert);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (signed, cert) = (signed.clone(), cert.clone());
+            std::thread::spawn(move || {
+                (0..500)
+                    .filter(|_| {
+                        // Churn the allocator between parses, as a busy server does.
+                        let noise: Vec<String> = (0..16).map(|i| "x".repeat(i * 7)).collect();
+                        drop(noise);
+                        Crypto::verify_signed_xml(signed.as_bytes(), &cert, Some("ID")).is_err()
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let failures: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    assert_eq!(failures, 0, "of 2,000 verifications of one signed document");
+}

@@ -42,7 +42,7 @@ use serde_json::{Map, Value};
 
 use super::VerifiedClaims;
 use crate::clock::UnixTime;
-use crate::config::{IdpConfig, SamlIdp, SamlSp};
+use crate::config::{AuthnContextRule, IdpConfig, SamlIdp, SamlSp};
 use crate::identity::{AuthContext, IdpId};
 use crate::redirect::LocalPath;
 
@@ -108,6 +108,15 @@ pub enum SamlError {
     Unsolicited,
     #[error("the IdP's metadata is not loaded (yet): its metadata_url could not be fetched")]
     MetadataUnavailable,
+    #[error(
+        "the assertion's authentication context class was {}; this sign-in asked for {wanted} (comparison {comparison})",
+        .got.as_deref().unwrap_or("(none)")
+    )]
+    AuthnContext {
+        got: Option<String>,
+        wanted: String,
+        comparison: &'static str,
+    },
     #[error("SAML verification failed: {0}")]
     Internal(String),
 }
@@ -140,6 +149,7 @@ impl SamlError {
             SamlError::Replay => "saml_replay",
             SamlError::Unsolicited => "saml_unsolicited",
             SamlError::MetadataUnavailable => "saml_metadata_unavailable",
+            SamlError::AuthnContext { .. } => "saml_authn_context",
             SamlError::Internal(_) => "saml_internal",
         }
     }
@@ -213,6 +223,9 @@ pub struct PendingSaml {
     pub relay_state: String,
     pub return_to: LocalPath,
     pub created_at: UnixTime,
+    /// Step-up: the authentication context class asked for in the AuthnRequest.
+    #[serde(default)]
+    pub acr: Option<String>,
 }
 
 impl std::fmt::Debug for PendingSaml {
@@ -221,6 +234,7 @@ impl std::fmt::Debug for PendingSaml {
             .field("idp", &self.idp)
             .field("return_to", &self.return_to)
             .field("created_at", &self.created_at)
+            .field("acr", &self.acr)
             .finish_non_exhaustive()
     }
 }
@@ -312,6 +326,57 @@ pub fn parse_idp_metadata(xml: &str) -> Result<IdpMetadata, String> {
     })
 }
 
+/// Signature algorithms signed metadata may use (SHA-1 never: `allow_sha1` is for an IdP's
+/// responses, not for the document that names its keys).
+const METADATA_SIGNATURE_ALGORITHMS: [AllowedSignatureAlgorithm; 6] = [
+    AllowedSignatureAlgorithm::RsaSha256,
+    AllowedSignatureAlgorithm::RsaSha384,
+    AllowedSignatureAlgorithm::RsaSha512,
+    AllowedSignatureAlgorithm::EcdsaSha256,
+    AllowedSignatureAlgorithm::EcdsaSha384,
+    AllowedSignatureAlgorithm::EcdsaSha512,
+];
+
+/// IdP metadata as trusted: with `signing_cert_pem` (`metadata_signing_cert`), the document must
+/// carry a signature by that key, as Shibboleth's signature metadata filter demands. libxmlsec
+/// verifies every Signature (samael's reduce-to-signed path, with an explicit algorithm
+/// allow-list; an unsigned document, another key, or a modified one fails), every node not
+/// covered by a verified Reference is dropped, and only that reduced document is parsed: it must
+/// itself be the signed EntityDescriptor. Without a certificate, the document is parsed as is.
+pub fn trusted_idp_metadata(
+    xml: &str,
+    signing_cert_pem: Option<&str>,
+) -> Result<IdpMetadata, String> {
+    use samael::crypto::{Crypto, CryptoProvider};
+    let Some(pem) = signing_cert_pem else {
+        return parse_idp_metadata(xml);
+    };
+    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
+        return Err("the metadata contains a DTD, which is not accepted".into());
+    }
+    let cert = cert_der_from_pem(pem).map_err(|e| format!("metadata_signing_cert: {e}"))?;
+    let reduced = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+        xml,
+        &[cert],
+        ReduceMode::ValidateAndMarkNoAncestors,
+        Some(&METADATA_SIGNATURE_ALGORITHMS),
+    )
+    .map_err(|_| {
+        "the metadata is not signed by metadata_signing_cert (unsigned, signed by another key or with a refused algorithm, or modified)".to_owned()
+    })?;
+    parse_idp_metadata(&reduced).map_err(|e| format!("the signed part of the metadata: {e}"))
+}
+
+/// Whether `url` names this machine (plain http is tolerated there, for tests).
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
 /// The IdP's current metadata and the samael SP built on it (replaced whole on refresh).
 pub struct Loaded {
     pub meta: IdpMetadata,
@@ -329,6 +394,8 @@ pub struct SamlProvider {
     template: ServiceProvider,
     /// Rate limit of metadata fetches forced by an unknown signing key (unix seconds).
     last_forced: std::sync::atomic::AtomicI64,
+    /// Why the last metadata fetch or install failed (for `/readyz`), `None` after a success.
+    last_metadata_error: std::sync::Mutex<Option<String>>,
     pub(crate) http: reqwest::Client,
     keys: Arc<sp::SpKeys>,
     entity_id: String,
@@ -403,6 +470,7 @@ impl SamlProvider {
             loaded: arc_swap::ArcSwapOption::empty(),
             template,
             last_forced: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
+            last_metadata_error: std::sync::Mutex::new(None),
             http,
             keys,
             entity_id: spc.entity_id.clone(),
@@ -430,7 +498,7 @@ impl SamlProvider {
     /// a signing certificate is refused (the last good one stays). Returns whether the set of
     /// signing certificates changed.
     pub fn install(&self, xml: &str) -> Result<bool, String> {
-        let meta = parse_idp_metadata(xml)?;
+        let meta = trusted_idp_metadata(xml, self.cfg.metadata_signing_cert.as_deref())?;
         let before = self.loaded.load_full();
         if let Some(b) = &before
             && b.meta.entity_id != meta.entity_id
@@ -460,8 +528,34 @@ impl SamlProvider {
         let Some(url) = &self.cfg.metadata_url else {
             return Ok(false);
         };
-        let xml = fetch_metadata(&self.http, url).await?;
-        self.install(&xml)
+        let outcome = match fetch_metadata(&self.http, url).await {
+            Ok(xml) => self.install(&xml),
+            Err(e) => Err(e),
+        };
+        if let Ok(mut last) = self.last_metadata_error.lock() {
+            *last = outcome.as_ref().err().cloned();
+        }
+        outcome
+    }
+
+    /// For `/readyz`: an IdP whose metadata never loaded cannot sign anyone in.
+    pub fn check_ready(&self) -> Result<(), String> {
+        if self.loaded.load().is_some() {
+            return Ok(());
+        }
+        let why = self
+            .last_metadata_error
+            .lock()
+            .ok()
+            .and_then(|l| l.clone())
+            .unwrap_or_else(|| "not fetched yet".to_owned());
+        let from = self
+            .cfg
+            .metadata_url
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        Err(format!("SAML metadata never loaded from {from}: {why}"))
     }
 
     /// A signature did not verify: perhaps the IdP rolled over to a key its metadata (at
@@ -547,11 +641,17 @@ impl SamlProvider {
 
     /// Builds the AuthnRequest redirect. The request ID and the RelayState are fresh random
     /// values (samael's own IDs carry only 32 random bits); the return path stays server-side.
+    ///
+    /// Step-up: `acr` (a class some grant's `require_acr` names) goes out as
+    /// `<RequestedAuthnContext Comparison="exact|minimum">` (SAML core 3.3.2.2.1), as OIDC sends
+    /// `acr_values`; [`SamlProvider::check_authn_context`] then checks the assertion's class.
     pub fn begin(
         &self,
         return_to: LocalPath,
+        acr: Option<&str>,
         now: UnixTime,
     ) -> Result<(String, PendingSaml), SamlError> {
+        use samael::schema::{AuthnContextClassRef, AuthnContextComparison, RequestedAuthnContext};
         use samael::traits::ToXml;
         let l = self.loaded()?;
         let request_id = format!("_{}", random_hex(20));
@@ -560,6 +660,18 @@ impl SamlProvider {
             l.sp.make_authentication_request(&l.meta.sso_redirect)
                 .map_err(|e| SamlError::Internal(format!("cannot build the AuthnRequest: {e}")))?;
         req.id = request_id.clone();
+        if let Some(acr) = acr {
+            req.requested_authn_context = Some(RequestedAuthnContext {
+                authn_context_class_refs: Some(vec![AuthnContextClassRef {
+                    value: Some(acr.to_owned()),
+                }]),
+                authn_context_decl_refs: None,
+                comparison: Some(match self.cfg.authn_context {
+                    AuthnContextRule::Exact => AuthnContextComparison::Exact,
+                    AuthnContextRule::Minimum { .. } => AuthnContextComparison::Minimum,
+                }),
+            });
+        }
         let xml = req
             .to_string()
             .map_err(|e| SamlError::Internal(format!("cannot serialize the AuthnRequest: {e}")))?;
@@ -578,8 +690,37 @@ impl SamlProvider {
                 relay_state,
                 return_to,
                 created_at: now,
+                acr: acr.map(str::to_owned),
             },
         ))
+    }
+
+    /// Step-up, after the full response check: SAML core 3.3.2.2.1, "the resulting authentication
+    /// context in the authentication statement MUST be the exact match of at least one of the
+    /// authentication contexts specified" (`exact`), or "at least as strong as" one (`minimum`,
+    /// strength from the IdP's configured `authn_context_order`). An IdP that answers with another
+    /// class is refused here, whatever the grant; with `minimum` the classes the answered one
+    /// meets are recorded, so the launch's `require_acr` check sees them.
+    pub fn check_authn_context(
+        &self,
+        requested: Option<&str>,
+        verified: &mut VerifiedAssertion,
+    ) -> Result<(), SamlError> {
+        let rule = &self.cfg.authn_context;
+        let got = verified.claims.auth().acr.clone();
+        if let Some(wanted) = requested
+            && !rule.satisfies(wanted, got.as_deref())
+        {
+            return Err(SamlError::AuthnContext {
+                got,
+                wanted: wanted.to_owned(),
+                comparison: rule.comparison(),
+            });
+        }
+        if let Some(g) = got.as_deref() {
+            verified.claims.set_acr_implies(rule.implied_by(g));
+        }
+        Ok(())
     }
 
     /// The full response check (see the module docs), off the async runtime.
@@ -594,7 +735,8 @@ impl SamlProvider {
             .await
     }
 
-    fn verify_blocking(
+    /// [`SamlProvider::verify`] without the runtime hop (also the `saml_response` fuzz entry).
+    pub(crate) fn verify_blocking(
         &self,
         saml_response: &str,
         request_id: Option<&str>,
@@ -816,6 +958,7 @@ impl SamlProvider {
                 .and_then(|c| c.value.as_ref())
                 .and_then(|r| r.value.clone()),
             amr: Vec::new(),
+            acr_implies: Vec::new(),
         };
         Ok(VerifiedAssertion {
             claims: VerifiedClaims::new(self.idp.clone(), subject_value.clone(), claims, auth),
@@ -875,31 +1018,67 @@ pub const FORCED_REFRESH_EVERY: i64 = 60;
 /// Largest metadata document accepted from `metadata_url`.
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
 
-/// The client for `metadata_url`: timeouts, and redirects only within the metadata host.
+/// What the metadata client does with a redirect to `next` after `previous` (the original URL
+/// first): SECURITY.md, metadata is "never downgraded on redirect", so nothing that ever was https
+/// may continue over http; otherwise it follows at most 5 redirects, within the metadata host.
+#[derive(Debug, PartialEq, Eq)]
+enum MetadataRedirect {
+    Follow,
+    /// Another host, or too many hops: the 3xx answer itself is the (refused) result.
+    Stop,
+    Refuse(String),
+}
+
+fn metadata_redirect(
+    next: &url::Url,
+    previous: &[url::Url],
+    host: Option<&str>,
+) -> MetadataRedirect {
+    if next.scheme() != "https" && previous.iter().any(|u| u.scheme() == "https") {
+        return MetadataRedirect::Refuse(format!(
+            "refused the redirect from https to {next}: metadata is never fetched over a downgraded connection"
+        ));
+    }
+    if next.host_str() == host && previous.len() < 5 {
+        MetadataRedirect::Follow
+    } else {
+        MetadataRedirect::Stop
+    }
+}
+
+/// The client for `metadata_url`: timeouts, and redirects per [`metadata_redirect`].
 fn metadata_client(host: Option<String>) -> Result<reqwest::Client, String> {
+    metadata_client_builder(host)
+        .build()
+        .map_err(|e| format!("cannot build the metadata client: {e}"))
+}
+
+fn metadata_client_builder(host: Option<String>) -> reqwest::ClientBuilder {
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
-        let same = attempt.url().host_str().map(str::to_owned) == host;
-        if same && attempt.previous().len() < 5 {
-            attempt.follow()
-        } else {
-            attempt.stop()
+        match metadata_redirect(attempt.url(), attempt.previous(), host.as_deref()) {
+            MetadataRedirect::Follow => attempt.follow(),
+            MetadataRedirect::Stop => attempt.stop(),
+            MetadataRedirect::Refuse(why) => attempt.error(why),
         }
     });
     reqwest::Client::builder()
         .redirect(policy)
         .timeout(std::time::Duration::from_secs(10))
         .connect_timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|e| format!("cannot build the metadata client: {e}"))
 }
 
 /// GETs the metadata document (2xx, at most [`MAX_METADATA_BYTES`]).
 pub async fn fetch_metadata(http: &reqwest::Client, url: &url::Url) -> Result<String, String> {
-    let mut resp = http
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    let mut resp = http.get(url.clone()).send().await.map_err(|e| {
+        // reqwest's own message leaves out the cause (e.g. a refused redirect): add the chain.
+        let mut text = format!("cannot fetch {url}: {e}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        text
+    })?;
     if !resp.status().is_success() {
         return Err(format!("{url} answered {}", resp.status()));
     }
@@ -932,4 +1111,159 @@ pub fn cert_der_from_pem(pem: &str) -> Result<CertificateDer, String> {
     x.to_der()
         .map(CertificateDer::from)
         .map_err(|_| "cannot encode the certificate".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> url::Url {
+        url::Url::parse(s).expect("url")
+    }
+
+    #[test]
+    fn a_metadata_redirect_never_downgrades_from_https_to_http() {
+        let start = [u("https://iam.corp.example/nidp/saml2/metadata")];
+        let down = metadata_redirect(
+            &u("http://iam.corp.example/nidp/saml2/metadata"),
+            &start,
+            Some("iam.corp.example"),
+        );
+        assert_eq!(
+            down,
+            MetadataRedirect::Refuse(
+                "refused the redirect from https to http://iam.corp.example/nidp/saml2/metadata: metadata is never fetched over a downgraded connection".into()
+            )
+        );
+        // Once https, always: also after an https hop.
+        let two = [start[0].clone(), u("https://iam.corp.example/md2")];
+        assert!(matches!(
+            metadata_redirect(
+                &u("http://iam.corp.example/md3"),
+                &two,
+                Some("iam.corp.example")
+            ),
+            MetadataRedirect::Refuse(_)
+        ));
+        assert_eq!(
+            metadata_redirect(
+                &u("https://iam.corp.example/md2"),
+                &start,
+                Some("iam.corp.example")
+            ),
+            MetadataRedirect::Follow
+        );
+    }
+
+    /// The real client against an https server (`openssl s_server`, a self-signed certificate
+    /// the test client accepts) that redirects to http: the fetch fails with the reason.
+    #[tokio::test]
+    async fn the_metadata_client_refuses_an_https_to_http_redirect_end_to_end() {
+        let dir = std::env::temp_dir().join(format!(
+            "storegate-md-redirect-{}-{}",
+            std::process::id(),
+            random_hex(4)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (key, cert) = sp::generate_key_and_cert("127.0.0.1").expect("key");
+        std::fs::write(dir.join("key.pem"), key).expect("key file");
+        std::fs::write(dir.join("cert.pem"), cert).expect("cert file");
+        // `s_server -HTTP` sends the file named by the path as the whole HTTP response.
+        std::fs::write(
+            dir.join("md"),
+            "HTTP/1.0 302 Found\r\nLocation: http://127.0.0.1:9/md\r\nContent-Length: 0\r\n\r\n",
+        )
+        .expect("response file");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut server = std::process::Command::new("openssl")
+            .args([
+                "s_server", "-quiet", "-HTTP", "-cert", "cert.pem", "-key", "key.pem",
+            ])
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run openssl s_server (make deps installs openssl)");
+        let mut up = false;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let client = metadata_client_builder(Some("127.0.0.1".into()))
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        let got = if up {
+            fetch_metadata(&client, &u(&format!("https://127.0.0.1:{port}/md"))).await
+        } else {
+            Err("openssl s_server did not start within 5 s".into())
+        };
+        let _ = server.kill();
+        let _ = server.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = got.expect_err("the downgrade must fail");
+        assert!(
+            err.contains("refused the redirect from https to http://127.0.0.1:9/md: metadata is never fetched over a downgraded connection"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_metadata_redirect_stays_on_the_metadata_host_and_is_bounded() {
+        let start = [u("https://iam.corp.example/md")];
+        assert_eq!(
+            metadata_redirect(
+                &u("https://evil.example/md"),
+                &start,
+                Some("iam.corp.example")
+            ),
+            MetadataRedirect::Stop
+        );
+        let five: Vec<url::Url> = (0..5)
+            .map(|i| u(&format!("https://iam.corp.example/{i}")))
+            .collect();
+        assert_eq!(
+            metadata_redirect(
+                &u("https://iam.corp.example/6"),
+                &five,
+                Some("iam.corp.example")
+            ),
+            MetadataRedirect::Stop
+        );
+        // Loopback http (tests, with allow_insecure_http) may redirect within http.
+        assert_eq!(
+            metadata_redirect(
+                &u("http://127.0.0.1:9/b"),
+                &[u("http://127.0.0.1:9/a")],
+                Some("127.0.0.1")
+            ),
+            MetadataRedirect::Follow
+        );
+    }
+
+    #[test]
+    fn loopback_is_only_this_machine() {
+        for yes in [
+            "http://127.0.0.1:8/x",
+            "http://[::1]/x",
+            "http://localhost/x",
+            "http://127.1.2.3/",
+        ] {
+            assert!(is_loopback(&u(yes)), "{yes}");
+        }
+        for no in [
+            "http://10.0.0.1/x",
+            "http://localhost.evil.example/x",
+            "http://iam.corp.example/",
+        ] {
+            assert!(!is_loopback(&u(no)), "{no}");
+        }
+    }
 }

@@ -83,6 +83,9 @@ pub fn prescan(xml: &str, allow_sha1: bool) -> Result<Prescan, SamlError> {
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// Deeper than any SAML message nests; bounds recursion in every later XML pass.
 const MAX_DEPTH: usize = 48;
+/// Exclusive C14N's InclusiveNamespaces PrefixList: canonicalisation work grows with elements
+/// times prefixes.
+const MAX_INCLUSIVE_PREFIXES: usize = 32;
 /// One signature on the protocol message and one on its assertion.
 const MAX_SIGNATURES: usize = 2;
 
@@ -442,6 +445,13 @@ fn check_signature_element(
             )
         });
         if is(ns, EXC_C14N_NS) && local == b"InclusiveNamespaces" && parent_is_c14n {
+            // IdPs list a few prefixes ("xs xsi"); C14N checks every element against every one.
+            let prefixes = attr(e, b"PrefixList").unwrap_or_default();
+            if prefixes.split_ascii_whitespace().count() > MAX_INCLUSIVE_PREFIXES {
+                return Err(malformed_sig(&format!(
+                    "more than {MAX_INCLUSIVE_PREFIXES} inclusive namespace prefixes"
+                )));
+            }
             return Ok(());
         }
         return Err(malformed_sig(&format!(
@@ -683,6 +693,15 @@ mod tests {
         let three =
             format!("{STD}<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>");
         assert!(shape_err(&signed(&signature("#_a1", &three, ""))).contains("more than two"));
+        let prefixes = |n: usize| {
+            let list: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+            STD.replace(
+                "PrefixList=\"xs\"",
+                &format!("PrefixList=\"{}\"", list.join(" ")),
+            )
+        };
+        prescan(&signed(&signature("#_a1", &prefixes(32), "")), false).expect("32 prefixes");
+        assert!(shape_err(&signed(&signature("#_a1", &prefixes(33), ""))).contains("prefixes"));
         let comments = signed(&signature("#_a1", STD, "")).replace(
             r#"<ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>"#,
             r#"<ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#WithComments"/>"#,

@@ -46,6 +46,26 @@ pub enum Inbound {
     },
 }
 
+impl Inbound {
+    /// Whether the message is (claims to be) a LogoutResponse: the answer to a LogoutRequest this
+    /// gateway sent, after the local session already ended. Read from the parameter name only.
+    pub fn is_response(&self) -> bool {
+        match self {
+            Inbound::Redirect(query) => raw_params(query)
+                .is_ok_and(|params| params.iter().any(|(k, _)| k == "SAMLResponse")),
+            Inbound::Post { is_request, .. } => !is_request,
+        }
+    }
+}
+
+/// A LogoutRequest this gateway sent: where to send the browser, and the ID the IdP's
+/// LogoutResponse must name in `InResponseTo`.
+#[derive(Debug, Clone)]
+pub struct LogoutRequestOut {
+    pub url: String,
+    pub id: String,
+}
+
 /// A verified LogoutRequest from the IdP.
 #[derive(Debug, Clone)]
 pub struct LogoutRequestIn {
@@ -61,6 +81,24 @@ pub struct LogoutResponseIn {
     pub in_response_to: Option<String>,
     /// `None` for Success, else the top-level status code.
     pub status_failure: Option<String>,
+}
+
+impl LogoutResponseIn {
+    /// Whether this (verified) LogoutResponse confirms the sign-out this browser asked for.
+    /// SAML core 3.2.2: InResponseTo is "the identifier of the request to which the response
+    /// corresponds"; only the ID of the LogoutRequest sent from this browser (`sent`) is
+    /// accepted, then the status must be Success (core 3.7.3.2: the IdP could not end every
+    /// session otherwise).
+    pub fn confirms(&self, sent: Option<&str>) -> Result<(), SamlError> {
+        match (sent, self.in_response_to.as_deref()) {
+            (Some(want), Some(got)) if want == got => {}
+            _ => return Err(SamlError::InResponseTo),
+        }
+        match &self.status_failure {
+            Some(code) => Err(SamlError::StatusNotSuccess(code.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -292,7 +330,7 @@ impl SamlProvider {
         name_id_format: Option<&str>,
         session_index: Option<&str>,
         now: UnixTime,
-    ) -> Result<Option<String>, SamlError> {
+    ) -> Result<Option<LogoutRequestOut>, SamlError> {
         let l = self.loaded()?;
         let Some(dest) = l.meta.slo_redirect.as_deref() else {
             return Ok(None);
@@ -312,7 +350,8 @@ impl SamlProvider {
             xml_escape(&self.entity_id),
             xml_escape(name_id),
         );
-        super::sp::redirect_url(dest, "SAMLRequest", &xml, "", Some(&self.keys.key)).map(Some)
+        let url = super::sp::redirect_url(dest, "SAMLRequest", &xml, "", Some(&self.keys.key))?;
+        Ok(Some(LogoutRequestOut { url, id }))
     }
 
     /// The signed HTTP-Redirect LogoutResponse (Success) to the IdP's logout request `in_response_to`.
@@ -353,7 +392,8 @@ impl SamlProvider {
         super::run_verification(move || this.verify_slo_blocking(inbound, now)).await
     }
 
-    fn verify_slo_blocking(
+    /// [`SamlProvider::verify_slo`] without the runtime hop (also the `slo_redirect` fuzz entry).
+    pub(crate) fn verify_slo_blocking(
         &self,
         inbound: Inbound,
         now: UnixTime,
@@ -563,6 +603,42 @@ mod tests {
         assert_eq!(p.issuer.as_deref(), Some("idp"));
         assert_eq!(p.name_id.as_deref(), Some("mia&co@corp.example"));
         assert_eq!(p.session_indexes, vec!["s1", "s2"]);
+    }
+
+    #[test]
+    fn a_logout_response_confirms_only_the_request_this_browser_sent() {
+        let ok = LogoutResponseIn {
+            in_response_to: Some("_sent".into()),
+            status_failure: None,
+        };
+        assert!(ok.confirms(Some("_sent")).is_ok());
+        for sent in [Some("_other"), None] {
+            assert!(matches!(ok.confirms(sent), Err(SamlError::InResponseTo)));
+        }
+        let none = LogoutResponseIn {
+            in_response_to: None,
+            status_failure: None,
+        };
+        assert!(matches!(
+            none.confirms(Some("_sent")),
+            Err(SamlError::InResponseTo)
+        ));
+        let failed = LogoutResponseIn {
+            in_response_to: Some("_sent".into()),
+            status_failure: Some("urn:oasis:names:tc:SAML:2.0:status:Responder".into()),
+        };
+        assert!(matches!(
+            failed.confirms(Some("_sent")),
+            Err(SamlError::StatusNotSuccess(_))
+        ));
+    }
+
+    #[test]
+    fn the_message_kind_is_read_from_the_parameter_name() {
+        assert!(Inbound::Redirect("SAMLResponse=x&SigAlg=y".into()).is_response());
+        assert!(!Inbound::Redirect("SAMLRequest=x&RelayState=SAMLResponse".into()).is_response());
+        // Keys are read decoded, as the verifier reads them.
+        assert!(Inbound::Redirect("SAMLRespons%65=x".into()).is_response());
     }
 
     #[test]

@@ -150,14 +150,16 @@ pub fn parse_attr_path(raw: &str) -> Result<AttrPath, String> {
             sub: None,
         });
     }
-    let (urn, rest) = if raw.len() > 4 && raw[..4].eq_ignore_ascii_case("urn:") {
-        match raw.rfind(':') {
-            Some(i) if i + 1 < raw.len() => (Some(raw[..i].to_owned()), &raw[i + 1..]),
-            _ => return Err(format!("\"{raw}\" is not an attribute path")),
-        }
-    } else {
-        (None, raw)
-    };
+    // `get`, not `[..4]`: byte 4 may fall inside a multi-byte character.
+    let (urn, rest) =
+        if raw.len() > 4 && raw.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")) {
+            match raw.rfind(':') {
+                Some(i) if i + 1 < raw.len() => (Some(raw[..i].to_owned()), &raw[i + 1..]),
+                _ => return Err(format!("\"{raw}\" is not an attribute path")),
+            }
+        } else {
+            (None, raw)
+        };
     let mut parts = rest.splitn(2, '.');
     let name = parts.next().unwrap_or_default();
     let sub = parts.next();

@@ -179,7 +179,8 @@ fn add_value(obj: &mut Map<String, Value>, name: &str, value: Value) {
 }
 
 fn is_extension_key(k: &str) -> bool {
-    k.len() > 4 && k[..4].eq_ignore_ascii_case("urn:")
+    // `get`, not `[..4]`: byte 4 may fall inside a multi-byte character.
+    k.len() > 4 && k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
 }
 
 fn guard_mutable(name: &str, readonly: &[&str]) -> Result<(), ScimError> {

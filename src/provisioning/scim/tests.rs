@@ -252,6 +252,41 @@ async fn patch_paths_with_filters_and_extension() {
 }
 
 #[tokio::test]
+async fn patch_with_a_multibyte_character_across_byte_four_is_refused_not_a_panic() {
+    // Found by the scim_patch fuzz target (tests/fuzz/corpus/scim_patch/crash-urn-slice-*.json):
+    // the "urn:" prefix checks of a path and of a value's keys sliced at byte 4, inside a
+    // multi-byte character.
+    let s = service().await;
+    let (u, _) = s
+        .create(Kind::User, json!({"userName": "a@x.com"}), BASE)
+        .await
+        .unwrap();
+    let id = u["id"].as_str().unwrap();
+    let e = s
+        .patch(
+            Kind::User,
+            id,
+            patch_req(vec![op("replace", Some("mem\u{721}'IN+ebers"), json!([]))]),
+            None,
+            BASE,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.scim_type), (400, Some(ScimType::InvalidPath)));
+    let (v, _) = s
+        .patch(
+            Kind::User,
+            id,
+            patch_req(vec![op("replace", None, json!({"abc\u{e9}x": "y"}))]),
+            None,
+            BASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["abc\u{e9}x"], "y");
+}
+
+#[tokio::test]
 async fn if_match_mismatch_is_412_and_match_succeeds() {
     let s = service().await;
     let (u, _) = s

@@ -134,3 +134,18 @@ fn malformed_filters_are_errors_not_panics() {
     let deep = format!("{}userName pr{}", "(".repeat(100), ")".repeat(100));
     assert!(parse(&deep).is_err());
 }
+
+#[test]
+fn a_multibyte_character_across_byte_four_is_an_error_not_a_panic() {
+    // Found by the scim_filter fuzz target (tests/fuzz/corpus/scim_filter/crash-urn-slice.txt):
+    // the "urn:" prefix check sliced the name at byte 4, inside a multi-byte character.
+    for bad in [
+        "ty\u{fffd}work eq \"x\"",
+        "abc\u{e9}x pr",
+        "emails[ty\u{fffd}work eq \"x\"]",
+    ] {
+        let e = parse(bad).expect_err(bad);
+        assert!(e.message.contains("is not an attribute path"), "{e}");
+    }
+    assert!(parse_attr_path("abc\u{e9}x").is_err());
+}

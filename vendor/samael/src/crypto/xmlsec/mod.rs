@@ -211,18 +211,34 @@ fn is_xml_dsig_element(node: &libxml::tree::Node, expected_name: &str) -> bool {
 /// read a different document than a strict scanner before it: a malformed document is "repaired",
 /// a declared UTF-7/UTF-16 is honoured. Every document here is parsed strictly, as UTF-8, with no
 /// network access.
+///
+/// `xmlReadMemory` is called directly: libxml 0.3.3's `parse_string_with_options` frees the
+/// encoding name it passes before libxml2 reads it (a dangling pointer; libxml2 then sometimes
+/// read garbage as the encoding), so the name here is a static C string.
 fn parse_strict<Bytes: AsRef<[u8]>>(
     xml: Bytes,
 ) -> Result<libxml::tree::Document, XmlParseError> {
-    let options = libxml::parser::ParserOptions {
-        recover: false,
-        no_net: true,
-        no_error: true,
-        no_warning: true,
-        encoding: Some("UTF-8"),
-        ..libxml::parser::ParserOptions::default()
+    use libxml::bindings as lx;
+    let bytes = xml.as_ref();
+    let len = std::os::raw::c_int::try_from(bytes.len())
+        .map_err(|_| XmlParseError::DocumentTooLarge)?;
+    let options = (lx::xmlParserOption_XML_PARSE_NONET
+        | lx::xmlParserOption_XML_PARSE_NOERROR
+        | lx::xmlParserOption_XML_PARSE_NOWARNING) as std::os::raw::c_int;
+    let doc = unsafe {
+        lx::xmlReadMemory(
+            bytes.as_ptr() as *const std::os::raw::c_char,
+            len,
+            std::ptr::null(),
+            c"UTF-8".as_ptr(),
+            options,
+        )
     };
-    XmlParser::default().parse_string_with_options(xml, options)
+    if doc.is_null() {
+        Err(XmlParseError::GotNullPointer)
+    } else {
+        Ok(libxml::tree::Document::new_ptr(doc))
+    }
 }
 
 pub struct XmlSec;

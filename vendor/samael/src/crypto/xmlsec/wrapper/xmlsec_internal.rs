@@ -80,8 +80,17 @@ fn init_xmlsec() -> XmlSecResult<()> {
     if rc < 0 {
         Err(XmlSecError::XmlSecInitError)
     } else {
+        // storegate: libxmlsec's default error callback prints every failure (with parts of the
+        // document: node names, URIs) to stderr, outside the structured log, once per refused
+        // message. The caller maps each error to its own reason instead.
+        unsafe { xmlSecErrorsDefaultCallbackEnableOutput(0) };
         Ok(())
     }
+}
+
+unsafe extern "C" {
+    // xmlsec/errors.h, not among the generated bindings.
+    fn xmlSecErrorsDefaultCallbackEnableOutput(enabled: std::os::raw::c_int);
 }
 
 /// Load default crypto engine if we are supporting dynamic loading for

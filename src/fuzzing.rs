@@ -1,0 +1,460 @@
+//! Fuzz entry points (issue 10, "make every hostile input harmless"): one per attack surface, each
+//! calling the production code an attacker's bytes reach, not a copy of it.
+//!
+//! Two runners drive them: `tests/fuzz.rs` (part of `make test`: replays the committed corpus in
+//! `tests/fuzz/corpus/<target>/`, then mutates it for a bounded time) and the cargo-fuzz crate in
+//! `fuzz/` (coverage-guided libFuzzer, for longer runs). A panic or a hang is a finding.
+//!
+//! Every entry returns an outcome label (a reason code, "accepted", ...) so the runners can show
+//! how deep the inputs got. Where an outcome would mean a broken check, the entry panics (an
+//! oracle): a mutated SAML message accepted with a subject no seed signed, a SCIM PATCH that
+//! changed a resource's id.
+//!
+//! The SAML entries use a [`SamlProvider`] built from the test-only keys in `tests/fuzz/keys`
+//! (passed in, so the library carries no key). Its clock skew is a century wide: samael checks
+//! issue and expiry times against the wall clock, and the committed responses must stay inside
+//! those windows for as long as the corpus lives. The time checks themselves are tested in
+//! tests/it/saml.rs; here they must only not crash.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use openssl::pkey::{PKey, Private};
+use serde_json::{Value, json};
+
+use crate::clock::{ManualClock, UnixTime};
+use crate::config::{self, ClaimMapping, IdpConfig, Protocol, SamlIdp, SamlSp};
+use crate::federation::saml::slo::{Inbound, SloMessage};
+use crate::federation::saml::{SamlProvider, sp::SpKeys};
+use crate::identity::IdpId;
+use crate::provisioning::scim::store::{Kind, MemoryStore};
+use crate::provisioning::scim::wire::PatchRequest;
+use crate::provisioning::scim::{ScimService, filter};
+use crate::secret::Secret;
+
+pub const IDP_ENTITY: &str = "https://iam.corp.example/nidp/saml2/metadata";
+pub const SP_ENTITY: &str = "https://sso.corp.example/saml/metadata";
+pub const ACS: &str = "https://sso.corp.example/saml/acs";
+pub const SLO: &str = "https://sso.corp.example/saml/slo";
+/// The AuthnRequest ID every seed response answers.
+pub const REQUEST_ID: &str = "_fuzz-request-1";
+/// The only subject the seed messages carry (signed by the fuzz IdP key).
+pub const SIGNED_SUBJECT: &str = "mia@corp.example";
+/// The gateway's clock during a fuzz run (December 2026, when the seeds were signed).
+pub const NOW: UnixTime = 1_796_200_000;
+const WIDE_SKEW: Duration = Duration::from_secs(100 * 365 * 86_400);
+const SHA256_SIG: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+
+/// The five fuzz targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    SamlResponse,
+    SloRedirect,
+    ScimFilter,
+    ScimPatch,
+    ConfigLoader,
+}
+
+impl Target {
+    pub const ALL: [Target; 5] = [
+        Target::SamlResponse,
+        Target::SloRedirect,
+        Target::ScimFilter,
+        Target::ScimPatch,
+        Target::ConfigLoader,
+    ];
+
+    /// The corpus folder name (`tests/fuzz/corpus/<name>`) and the cargo-fuzz target name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::SamlResponse => "saml_response",
+            Target::SloRedirect => "slo_redirect",
+            Target::ScimFilter => "scim_filter",
+            Target::ScimPatch => "scim_patch",
+            Target::ConfigLoader => "config_loader",
+        }
+    }
+}
+
+/// The test-only key material (PEM text) and IdP metadata from `tests/fuzz/keys`.
+#[derive(Clone)]
+pub struct FuzzKeys {
+    pub idp_key_pem: String,
+    pub idp_cert_pem: String,
+    pub idp_metadata_xml: String,
+    pub sp_key_pem: String,
+    pub sp_cert_pem: String,
+}
+
+impl FuzzKeys {
+    /// Reads `idp.key`, `idp.crt`, `idp-metadata.xml`, `sp.key` and `sp.crt` from `dir`.
+    pub fn from_dir(dir: &Path) -> Result<FuzzKeys, String> {
+        let read = |n: &str| {
+            std::fs::read_to_string(dir.join(n))
+                .map_err(|e| format!("cannot read {}: {e}", dir.join(n).display()))
+        };
+        Ok(FuzzKeys {
+            idp_key_pem: read("idp.key")?,
+            idp_cert_pem: read("idp.crt")?,
+            idp_metadata_xml: read("idp-metadata.xml")?,
+            sp_key_pem: read("sp.key")?,
+            sp_cert_pem: read("sp.crt")?,
+        })
+    }
+}
+
+/// Everything the targets need, built once per process.
+pub struct Fuzz {
+    saml: SamlProvider,
+    idp_key: PKey<Private>,
+    files: BTreeMap<&'static str, String>,
+}
+
+impl Fuzz {
+    pub fn new(keys: &FuzzKeys) -> Result<Fuzz, String> {
+        let idp = IdpConfig {
+            id: IdpId::new("fuzz-saml"),
+            display_name: "fuzz".into(),
+            protocol: Protocol::Saml(saml_idp(keys)),
+            claims: ClaimMapping::default(),
+        };
+        let Protocol::Saml(cfg) = &idp.protocol else {
+            return Err("not a SAML IdP".into());
+        };
+        let spc = SamlSp {
+            entity_id: SP_ENTITY.into(),
+            acs_url: ACS.into(),
+            slo_url: SLO.into(),
+            metadata_url: SP_ENTITY.into(),
+            key_pem: Secret::new(keys.sp_key_pem.clone()),
+            cert_pem: keys.sp_cert_pem.clone(),
+            sign_metadata: true,
+            sign_authn_requests: true,
+        };
+        let sp_keys = Arc::new(SpKeys::from_pem(&keys.sp_key_pem, &keys.sp_cert_pem)?);
+        let saml = SamlProvider::new(&idp, cfg, &spc, sp_keys)?;
+        let idp_key = PKey::private_key_from_pem(keys.idp_key_pem.as_bytes())
+            .map_err(|e| format!("the fuzz IdP key: {e}"))?;
+        let files = BTreeMap::from([
+            ("sp.key", keys.sp_key_pem.clone()),
+            ("sp.crt", keys.sp_cert_pem.clone()),
+            ("idp.crt", keys.idp_cert_pem.clone()),
+            ("idp-metadata.xml", keys.idp_metadata_xml.clone()),
+            ("secret.txt", "fuzz-secret-from-a-file\n".into()),
+        ]);
+        Ok(Fuzz {
+            saml,
+            idp_key,
+            files,
+        })
+    }
+
+    /// Runs one input through `target`; returns its outcome label.
+    pub fn run(&self, target: Target, data: &[u8]) -> &'static str {
+        match target {
+            Target::SamlResponse => self.saml_response(data),
+            Target::SloRedirect => self.slo_redirect(data),
+            Target::ScimFilter => scim_filter(data),
+            Target::ScimPatch => scim_patch(data),
+            Target::ConfigLoader => self.config_loader(data),
+        }
+    }
+
+    /// The ACS path: `data` is the Response XML (base64-encoded here, as a browser posts it), or
+    /// `b64:` followed by the form value as sent. Prescan, samael/libxmlsec verification and our
+    /// checks, exactly as `POST /saml/acs` runs them.
+    pub fn saml_response(&self, data: &[u8]) -> &'static str {
+        let form_value = match data.strip_prefix(b"b64:") {
+            Some(raw) => String::from_utf8_lossy(raw).into_owned(),
+            None => base64::engine::general_purpose::STANDARD.encode(data),
+        };
+        match self
+            .saml
+            .verify_blocking(&form_value, Some(REQUEST_ID), NOW)
+        {
+            Ok(v) => {
+                // Oracle: only the fuzz IdP's key signs, and it signed only this subject. Any
+                // other accepted subject is a signature bypass.
+                assert_eq!(
+                    v.name_id, SIGNED_SUBJECT,
+                    "a SAML response was accepted with a subject no seed signed"
+                );
+                "accepted"
+            }
+            Err(e) => e.reason(),
+        }
+    }
+
+    /// The SLO endpoint. `data` is the raw query string of a Redirect GET; or `xml:` + a logout
+    /// message that is deflated and signed here with the IdP key (a valid signature, so the
+    /// inflate cap, prescan and checks behind the signature are reached); or `post:` + XML for
+    /// the POST binding (libxmlsec).
+    pub fn slo_redirect(&self, data: &[u8]) -> &'static str {
+        let (inbound, oracle) = if let Some(xml) = data.strip_prefix(b"xml:") {
+            match self.signed_redirect(xml) {
+                Ok(q) => (Inbound::Redirect(q), false),
+                Err(_) => return "harness_sign_failed",
+            }
+        } else if let Some(xml) = data.strip_prefix(b"post:") {
+            let is_request = !contains(xml, b"LogoutResponse");
+            (
+                Inbound::Post {
+                    message: base64::engine::general_purpose::STANDARD.encode(xml),
+                    is_request,
+                    relay_state: Some("idp-state-1".into()),
+                },
+                true,
+            )
+        } else {
+            (
+                Inbound::Redirect(String::from_utf8_lossy(data).into_owned()),
+                true,
+            )
+        };
+        match self.saml.verify_slo_blocking(inbound, NOW) {
+            Ok(SloMessage::Request(r)) => {
+                if oracle {
+                    assert_eq!(
+                        r.name_id, SIGNED_SUBJECT,
+                        "a LogoutRequest was accepted for a subject no seed signed"
+                    );
+                }
+                "accepted_request"
+            }
+            Ok(SloMessage::Response(_)) => "accepted_response",
+            Err(e) => e.reason(),
+        }
+    }
+
+    /// What an IdP sends: `SAMLRequest` (or `SAMLResponse`) = base64(DEFLATE(xml)), RelayState,
+    /// SigAlg, and the RSA-SHA256 signature over them with the IdP key.
+    fn signed_redirect(&self, xml: &[u8]) -> Result<String, String> {
+        let e = |e: std::io::Error| e.to_string();
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(xml).map_err(e)?;
+        let deflated = z.finish().map_err(e)?;
+        let msg = base64::engine::general_purpose::STANDARD.encode(deflated);
+        let name = if contains(xml, b"LogoutResponse") {
+            "SAMLResponse"
+        } else {
+            "SAMLRequest"
+        };
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let signed = format!(
+            "{name}={}&RelayState=idp-state-1&SigAlg={}",
+            enc(&msg),
+            enc(SHA256_SIG)
+        );
+        let o = |e: openssl::error::ErrorStack| e.to_string();
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.idp_key)
+                .map_err(o)?;
+        let sig = signer.sign_oneshot_to_vec(signed.as_bytes()).map_err(o)?;
+        let sig = base64::engine::general_purpose::STANDARD.encode(sig);
+        Ok(format!("{signed}&Signature={}", enc(&sig)))
+    }
+
+    /// `storegate check` / start-up: TOML text through the file shape, validation and
+    /// diagnostics. Files and environment variables come from memory (the fuzz keys and
+    /// metadata), so no input touches the file system.
+    pub fn config_loader(&self, data: &[u8]) -> &'static str {
+        let text = String::from_utf8_lossy(data);
+        let env = MemoryEnv { files: &self.files };
+        match config::load_str(&text, "fuzz.toml", &env) {
+            Ok(c) => {
+                for w in &c.warnings {
+                    let _ = w.message.len();
+                }
+                "valid"
+            }
+            Err(d) => {
+                // Rendering maps every problem to its line: part of the path under test.
+                let rendered = d.to_string();
+                assert!(!d.items.is_empty(), "refused without a diagnostic");
+                let _ = rendered.len();
+                "invalid"
+            }
+        }
+    }
+}
+
+fn saml_idp(keys: &FuzzKeys) -> SamlIdp {
+    SamlIdp {
+        metadata_xml: keys.idp_metadata_xml.clone(),
+        metadata_url: None,
+        metadata_refresh: Duration::from_secs(3600),
+        entity_id: IDP_ENTITY.into(),
+        allow_sha1: false,
+        allow_unsolicited: false,
+        clock_skew: WIDE_SKEW,
+        nameid_format: None,
+        authn_context: config::AuthnContextRule::default(),
+        metadata_signing_cert: None,
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Environment variables and files from memory.
+struct MemoryEnv<'a> {
+    files: &'a BTreeMap<&'static str, String>,
+}
+
+impl config::Environment for MemoryEnv<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        // Every `${NAME}` is set, with a value that suits the key it is likely used in.
+        let upper = name.to_ascii_uppercase();
+        if upper.contains("REDIS") {
+            Some("redis://127.0.0.1:6379".into())
+        } else if upper.contains("URL") || upper.contains("ISSUER") || upper.contains("BASE") {
+            Some("https://env.example/".into())
+        } else if upper.contains("UNSET") {
+            None
+        } else {
+            Some("fuzz-secret-from-the-environment".into())
+        }
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        // The fuzz keys and metadata by file name; any other path holds a secret, unless its
+        // name says it is missing.
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        match self.files.get(name) {
+            Some(text) => Ok(text.clone()),
+            None if name.contains("missing") => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not in the fuzz file set",
+            )),
+            None => Ok("fuzz-secret-from-a-file\n".into()),
+        }
+    }
+}
+
+/// A user and a group the way the SCIM service renders them, for filters to match against.
+fn sample_resources() -> [Value; 2] {
+    [
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
+                        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+            "id": "u1", "externalId": "sub-1", "userName": "mia@corp.example", "active": true,
+            "name": {"givenName": "Mia", "familyName": "Merch", "formatted": "Mia Merch"},
+            "displayName": "Mia Merch", "title": null,
+            "emails": [{"value": "mia@corp.example", "type": "work", "primary": true},
+                       {"value": "mia@home.example", "type": "home"}],
+            "groups": [{"value": "g1", "display": "bc-merchandisers"}],
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":
+                {"employeeNumber": "42", "department": "Merch", "manager": {"value": "u2"}},
+            "meta": {"resourceType": "User", "created": "2026-01-01T00:00:00Z",
+                     "lastModified": "2026-01-02T00:00:00Z", "version": "W/\"1\""}
+        }),
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "id": "g1", "displayName": "bc-merchandisers", "externalId": "cn=bc-merchandisers",
+            "members": [{"value": "u1", "display": "mia@corp.example", "type": "User"}],
+            "meta": {"resourceType": "Group", "created": "2026-01-01T00:00:00Z"}
+        }),
+    ]
+}
+
+/// `GET /scim/v2/Users?filter=...`: the filter parser, then matching against a user and a group.
+pub fn scim_filter(data: &[u8]) -> &'static str {
+    let text = String::from_utf8_lossy(data);
+    let _ = filter::parse_attr_path(&text);
+    match filter::parse(&text) {
+        Ok(f) => {
+            let hits = sample_resources()
+                .iter()
+                .filter(|r| filter::matches(&f, r))
+                .count();
+            if hits > 0 { "parsed_match" } else { "parsed" }
+        }
+        Err(_) => "refused",
+    }
+}
+
+thread_local! {
+    static RUNTIME: Option<tokio::runtime::Runtime> =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().ok();
+}
+
+/// `PATCH /scim/v2/Users/{id}` and `/Groups/{id}`: the JSON body, then [`ScimService::patch`]
+/// (every operation, then the resource's validation) on a stored user and on a stored group,
+/// then the patched resources read back and listed with a filter.
+pub fn scim_patch(data: &[u8]) -> &'static str {
+    let Ok(req) = serde_json::from_slice::<PatchRequest>(data) else {
+        return "not_a_patch_request";
+    };
+    RUNTIME.with(|rt| {
+        let Some(rt) = rt else {
+            panic!("cannot build the tokio runtime of the scim_patch target");
+        };
+        rt.block_on(patch_both(req))
+    })
+}
+
+async fn patch_both(req: PatchRequest) -> &'static str {
+    const BASE: &str = "https://sso.corp.example/scim/v2";
+    let Ok(s) = ScimService::open(Arc::new(MemoryStore), Arc::new(ManualClock::at(NOW))).await
+    else {
+        panic!("the in-memory SCIM store did not open");
+    };
+    let [user, group] = sample_resources();
+    let strip = |mut v: Value| {
+        if let Some(o) = v.as_object_mut() {
+            for k in ["id", "meta", "groups"] {
+                o.remove(k);
+            }
+        }
+        v
+    };
+    let (Ok((u, _)), Ok((g, _))) = (
+        s.create(Kind::User, strip(user), BASE).await,
+        s.create(
+            Kind::Group,
+            json!({"displayName": "bc-merchandisers"}),
+            BASE,
+        )
+        .await,
+    ) else {
+        panic!("the SCIM fixtures were refused");
+    };
+    let uid = u["id"].as_str().unwrap_or_default().to_owned();
+    let gid = g["id"].as_str().unwrap_or_default().to_owned();
+    let mut group = strip(group);
+    group["members"] = json!([{ "value": uid }]);
+    if s.replace(Kind::Group, &gid, group, None, BASE)
+        .await
+        .is_err()
+    {
+        panic!("the SCIM group fixture was refused");
+    }
+    let mut applied = 0;
+    for (kind, id) in [(Kind::User, &uid), (Kind::Group, &gid)] {
+        if let Ok((v, _)) = s.patch(kind, id, req.clone(), None, BASE).await {
+            // Oracle: `id` is read-only, whatever the operations say.
+            assert_eq!(v["id"].as_str(), Some(id.as_str()), "PATCH changed an id");
+            let read = s.get(kind, id, BASE).await;
+            assert!(read.is_ok(), "a patched resource cannot be read back");
+            applied += 1;
+        }
+    }
+    let q = crate::provisioning::scim::wire::ListQuery {
+        filter: Some("userName sw \"m\" or displayName pr".into()),
+        ..Default::default()
+    };
+    let _ = s.list(Kind::User, &q, BASE).await;
+    let _ = s.list(Kind::Group, &q, BASE).await;
+    match applied {
+        0 => "refused",
+        1 => "applied_to_one",
+        _ => "applied_to_both",
+    }
+}
