@@ -1,4 +1,5 @@
-//! The `storegate` command line: serve | check | demo | explain | saml-metadata | certs.
+//! The `storegate` command line: serve | check | demo | explain | saml-metadata | certs |
+//! reconcile | audit verify.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,29 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The audit trail (issue 13).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of every writer in FILE...: exit 0 with a summary when intact, 1 with
+    /// FILE:LINE of the first edited, deleted, inserted or reordered event otherwise.
+    Verify {
+        /// Audit files, in any order (rotated files and several replicas' files together).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Skip events written without a chain (`chain = false`) instead of failing on them.
+        #[arg(long)]
+        allow_unchained: bool,
+        /// WRITER:SEQ:HASH known from elsewhere (a summary kept earlier, the head the gateway
+        /// logs on rotation): the trail must hold that event unchanged. Catches a cut-off tail.
+        #[arg(long = "anchor", value_name = "WRITER:SEQ:HASH")]
+        anchors: Vec<storegate::audit::verify::Anchor>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -204,9 +228,38 @@ fn main() -> ExitCode {
             };
             run(async move { reconcile(cfg, dry_run).await })
         }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    files,
+                    allow_unchained,
+                    anchors,
+                },
+        } => audit_verify(
+            &files,
+            &storegate::audit::verify::Options {
+                allow_unchained,
+                anchors,
+            },
+        ),
         Command::Demo { listen } => {
             init_tracing(false, None);
             run(async move { storegate::demo::run(&listen).await })
+        }
+    }
+}
+
+/// `storegate audit verify`: the summary on stdout, or the first problem as FILE:LINE on stderr.
+fn audit_verify(files: &[PathBuf], opts: &storegate::audit::verify::Options) -> ExitCode {
+    match storegate::audit::verify::verify(files, opts) {
+        Ok(summary) => {
+            print!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("{problem}");
+            eprintln!("storegate: the audit trail does not verify");
+            ExitCode::FAILURE
         }
     }
 }
@@ -289,6 +342,15 @@ async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     use storegate::provisioning::b2b_sync::render_b2b;
     use storegate::provisioning::run::{Reconciler, load_scim, render_drift, render_plan};
     let clock = clock();
+    // A writer of its own: a running gateway may append to the same file under the configured
+    // id, and two writers must never share one chain.
+    let mut cfg = cfg;
+    let base = cfg
+        .audit_trail
+        .writer_id
+        .clone()
+        .unwrap_or_else(|| storegate::audit::default_writer_id(false));
+    cfg.audit_trail.writer_id = Some(format!("{base}-reconcile-{}", std::process::id()));
     let audit = storegate::server::open_audit(&cfg)?;
     let data = load_scim(&cfg).await?;
     let now = clock.now();

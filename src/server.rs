@@ -13,8 +13,10 @@ use crate::web::{self, AppState};
 /// Opens the configured audit sink.
 pub fn open_audit(cfg: &Config) -> anyhow::Result<AuditLog> {
     match &cfg.audit {
-        AuditTarget::Stdout => AuditLog::open(None).context("cannot open the audit log on stdout"),
-        AuditTarget::File(p) => AuditLog::open(Some(p))
+        AuditTarget::Stdout => {
+            AuditLog::open(None, &cfg.audit_trail).context("cannot open the audit log on stdout")
+        }
+        AuditTarget::File(p) => AuditLog::open(Some(p), &cfg.audit_trail)
             .with_context(|| format!("cannot open the audit log {}", p.display())),
     }
 }

@@ -292,12 +292,13 @@ impl HttpB2bApi {
         path: &str,
         body: Option<Value>,
     ) -> Result<Option<Vec<u8>>, ApiError> {
-        let mut req = self
+        let req = self
             .client
             .request(method, format!("{}{path}", self.base))
             .header("X-Auth-Token", self.token.expose())
             .header("X-Store-Hash", &self.store_hash)
             .header("Accept", "application/json");
+        let mut req = crate::audit::correlation::tag(req);
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -141,12 +141,28 @@ pub struct AuditFile {
     /// JSON-lines file for audit events; `"-"` writes them to stdout. Default `-`.
     #[serde(default = "default_audit_file")]
     pub file: String,
+    /// Seal every event into a SHA-256 hash chain (`seq`, `writer`, `prev`, `hash`). Default true.
+    #[serde(default)]
+    pub chain: Option<bool>,
+    /// This writer's id in the chain. Default: the host name (stdout: host name and process id).
+    #[serde(default)]
+    pub writer_id: Option<String>,
+    /// Rotate the file before it would pass this size (`"100MiB"`, `"500MB"`, bytes). Default none.
+    #[serde(default)]
+    pub rotate_size: Option<String>,
+    /// Rotate the file once it has been written to for this long (`"1d"`). Default none.
+    #[serde(default)]
+    pub rotate_every: Option<String>,
 }
 
 impl Default for AuditFile {
     fn default() -> Self {
         AuditFile {
             file: default_audit_file(),
+            chain: None,
+            writer_id: None,
+            rotate_size: None,
+            rotate_every: None,
         }
     }
 }

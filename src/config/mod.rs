@@ -33,6 +33,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub session: SessionConfig,
     pub audit: AuditTarget,
+    /// `[audit]` chain, writer id and rotation.
+    pub audit_trail: crate::audit::TrailConfig,
     /// The SAML service provider, when `[saml]` is configured.
     pub saml: Option<SamlSp>,
     pub idps: Vec<IdpConfig>,

@@ -2062,3 +2062,73 @@ fn a_webhook_secret_from_the_environment_loads_and_an_unset_one_is_named() {
         "storegate.toml:43: `bigcommerce[0].webhook_secret` refers to the environment variable ACME_HOOK_SECRET, which is not set\n"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// [audit]: hash chain, writer id, rotation (issue 13)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn audit_chain_is_on_by_default_without_rotation() {
+    let c = load_with(MINIMAL, &FakeEnv::default()).unwrap();
+    assert_eq!(c.audit_trail, crate::audit::TrailConfig::default());
+    assert!(c.audit_trail.chain);
+    assert_eq!(c.audit_trail.writer_id, None);
+    assert_eq!(c.audit_trail.rotate, crate::audit::RotatePolicy::default());
+}
+
+#[test]
+fn audit_chain_writer_and_rotation_load() {
+    let text = format!(
+        "{MINIMAL}\n[audit]\nfile = \"audit/storegate.jsonl\"\nchain = false\nwriter_id = \"gw-eu-1\"\nrotate_size = \"100MiB\"\nrotate_every = \"1d\"\n"
+    );
+    let c = load_with(&text, &FakeEnv::default()).unwrap();
+    assert_eq!(c.audit, AuditTarget::File("audit/storegate.jsonl".into()));
+    assert!(!c.audit_trail.chain);
+    assert_eq!(c.audit_trail.writer_id.as_deref(), Some("gw-eu-1"));
+    assert_eq!(c.audit_trail.rotate.max_bytes, Some(100 << 20));
+    assert_eq!(
+        c.audit_trail.rotate.max_age,
+        Some(Duration::from_secs(24 * 3600))
+    );
+}
+
+#[test]
+fn audit_settings_that_cannot_work_are_reported_with_their_line() {
+    // MINIMAL is lines 1-7; line 8 is blank, `[audit]` is line 9.
+    let audit = |body: &str| format!("{MINIMAL}\n[audit]\n{body}\n");
+    assert_one(
+        &errors(&audit("file = \"a.jsonl\"\nwriter_id = \"gw 1!\"")),
+        11,
+        "`audit.writer_id` \"gw 1!\": use 1 to 64 letters",
+    );
+    assert_one(
+        &errors(&audit("file = \"a.jsonl\"\nrotate_size = \"ten\"")),
+        11,
+        "`audit.rotate_size`: \"ten\" is not a size like \"100MiB\"",
+    );
+    assert_one(
+        &errors(&audit("file = \"a.jsonl\"\nrotate_size = \"100\"")),
+        11,
+        "`audit.rotate_size` is 100 bytes: use at least 1024",
+    );
+    assert_one(
+        &errors(&audit("file = \"a.jsonl\"\nrotate_every = \"10s\"")),
+        11,
+        "`audit.rotate_every` is 10s: use at least \"1m\"",
+    );
+    assert_one(
+        &errors(&audit("file = \"a.jsonl\"\nrotate_every = \"daily\"")),
+        11,
+        "`audit.rotate_every`: \"daily\" is not a duration",
+    );
+    assert_one(
+        &errors(&audit("rotate_size = \"1MiB\"")),
+        10,
+        "`audit.rotate_size` needs `audit.file`: stdout cannot be rotated",
+    );
+    assert_one(
+        &errors(&audit("chain = \"yes\"")),
+        10,
+        "invalid type: string \"yes\", expected a boolean",
+    );
+}

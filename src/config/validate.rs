@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use url::Url;
 
+mod audit;
 mod provisioning;
 mod redis_topology;
 mod telemetry;
@@ -16,9 +17,8 @@ use super::file::{
     B2bFile, BigCommerceFile, ClaimsFile, FileConfig, IdpFile, RuleFile, StoreFile, TemplateFile,
 };
 use super::{
-    AuditTarget, AuthnContextRule, BigCommerceAccount, ClaimMapping, Config, Environment,
-    IdpConfig, OidcIdp, Protocol, SamlIdp, SamlSp, SessionBackend, SessionConfig, Store,
-    TokenAuthMethod,
+    AuthnContextRule, BigCommerceAccount, ClaimMapping, Config, Environment, IdpConfig, OidcIdp,
+    Protocol, SamlIdp, SamlSp, SessionBackend, SessionConfig, Store, TokenAuthMethod,
 };
 use crate::identity::{IdpId, StoreId};
 use crate::policy::{
@@ -313,17 +313,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
     };
 
     let session = session(c, &f);
-    let audit = match f.audit.file.as_str() {
-        "-" => AuditTarget::Stdout,
-        "" => {
-            c.error(
-                &[key("audit"), key("file")],
-                "`audit.file` is empty: use \"-\" for stdout or a path",
-            );
-            AuditTarget::Stdout
-        }
-        p => AuditTarget::File(p.into()),
-    };
+    let (audit, audit_trail) = audit::audit(c, &f);
 
     c.duplicate_ids("idp", f.idps.iter().map(|i| i.id.as_str()));
     c.duplicate_ids("bigcommerce", f.bigcommerce.iter().map(|b| b.id.as_str()));
@@ -443,6 +433,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         trusted_proxies,
         session: session?,
         audit,
+        audit_trail,
         saml,
         idps,
         bigcommerce: accounts,

@@ -85,7 +85,7 @@ support_contact = "the demo's e-commerce team (this is a demo: pick another user
 {session}
 
 [audit]
-file = {audit_file}
+{audit_file}
 
 [[idp]]
 id = "{IDP_ID}"
@@ -196,15 +196,16 @@ impl ReplicaSeed {
     }
 }
 
-/// The audit file setting as a TOML basic string (`-`: stdout).
-fn audit_setting(audit_file: Option<&std::path::Path>) -> anyhow::Result<String> {
+/// The `[audit]` table's body: the file as a TOML basic string (`-`: stdout), and `chain`.
+fn audit_setting(audit_file: Option<&std::path::Path>, chain: bool) -> anyhow::Result<String> {
     let audit_file = match audit_file {
         None => "-",
         Some(p) => p
             .to_str()
             .with_context(|| format!("the audit file name {} is not UTF-8", p.display()))?,
     };
-    Ok(toml::Value::String(audit_file.to_owned()).to_string())
+    let file = toml::Value::String(audit_file.to_owned());
+    Ok(format!("file = {file}\nchain = {chain}"))
 }
 
 impl Demo {
@@ -223,7 +224,12 @@ impl Demo {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
-        let cfg = self.seed.config(&audit_setting(audit_file)?)?;
+        // Its own writer id: the two gateways share a host name, and each chain needs its own.
+        let audit = format!(
+            "{}\nwriter_id = \"demo-replica\"",
+            audit_setting(audit_file, true)?
+        );
+        let cfg = self.seed.config(&audit)?;
         let audit = open_audit(&cfg)?;
         let state = AppState::build(cfg, Arc::new(SystemClock), audit)?;
         let app = web::router_with(state, mounted_router(self.seed.dev_op()?));
@@ -251,7 +257,18 @@ pub async fn start_with_audit(
     audit_file: Option<&std::path::Path>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Demo, tokio::task::JoinHandle<anyhow::Result<()>>)> {
-    let audit_file = audit_setting(audit_file)?;
+    start_with_audit_chain(listen, redis_url, audit_file, true, shutdown).await
+}
+
+/// As [`start_with_audit`], with the audit hash chain on or off (the launch bench compares).
+pub async fn start_with_audit_chain(
+    listen: &str,
+    redis_url: Option<&str>,
+    audit_file: Option<&std::path::Path>,
+    chain: bool,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Demo, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let audit_file = audit_setting(audit_file, chain)?;
     let listener = TcpListener::bind(listen).await.with_context(|| {
         format!(
             "cannot listen on {listen} (is another program using it? try --listen 127.0.0.1:8090)"

@@ -136,12 +136,13 @@ impl BatchClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> (Result<(StatusCode, Vec<u8>), CallError>, RateInfo) {
-        let mut req = self
+        let req = self
             .http
             .request(method, format!("{}{path}", self.base))
             .header("X-Auth-Token", self.token.expose())
             .header("Accept", "application/json")
             .query(query);
+        let mut req = crate::audit::correlation::tag(req);
         if let Some(b) = body {
             req = req.json(b);
         }

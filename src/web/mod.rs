@@ -227,6 +227,17 @@ async fn style() -> Response {
         .into_response()
 }
 
+/// Makes this request's id the current one for the BigCommerce clients (`audit::correlation`).
+async fn correlate(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let rid = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    crate::audit::correlation::scope(rid, next.run(req)).await
+}
+
 fn drop_client_request_id<B>(mut req: Request<B>) -> Request<B> {
     req.headers_mut().remove("x-request-id");
     req
@@ -340,6 +351,8 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %rid)
             }),
         )
+        // The request id follows the request into its BigCommerce calls (issue 13).
+        .layer(axum::middleware::from_fn(correlate))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(30)))
         // Outside the limit, which answers 413 with no body: SCIM clients get a SCIM error.
         .layer(axum::middleware::from_fn(scim::body_too_large_as_scim_error))

@@ -9,6 +9,7 @@
 mod support;
 
 mod adoption;
+mod audit_chain;
 mod cli;
 mod demo;
 mod deploy_config;

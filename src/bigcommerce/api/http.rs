@@ -99,12 +99,13 @@ impl HttpCustomerApi {
         let url = format!("{}{}", self.base, path);
         let mut retried = false;
         loop {
-            let mut req = self
+            let req = self
                 .client
                 .request(method.clone(), &url)
                 .header("X-Auth-Token", self.token.expose())
                 .header("Accept", "application/json")
                 .query(query);
+            let mut req = crate::audit::correlation::tag(req);
             if let Some(body) = body {
                 req = req.json(body);
             }

@@ -100,6 +100,13 @@ async fn guard(State(sim): State<SimHandle>, req: Request, next: Next) -> Respon
             return v3_error(StatusCode::NOT_FOUND, "Store not found", json!({}));
         };
         data.api_calls += 1;
+        if let Some(id) = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            data.request_ids.push(id.to_owned());
+        }
         let elapsed = u64::try_from(data.window_start.elapsed().as_millis()).unwrap_or(u64::MAX);
         if elapsed >= window_ms {
             data.window_start = std::time::Instant::now();

@@ -300,6 +300,17 @@ impl SimHandle {
         self.0.state.lock().rejected.clone()
     }
 
+    /// The `X-Request-Id` of every API request to this store that carried one, in order.
+    pub fn request_ids(&self, store_hash: &str) -> Vec<String> {
+        self.0
+            .state
+            .lock()
+            .stores
+            .get(store_hash)
+            .map(|s| s.request_ids.clone())
+            .unwrap_or_default()
+    }
+
     /// Test-only: lets `/v3/hooks` accept plain-http loopback destinations (BigCommerce takes
     /// https on port 443 only), so a test gateway on 127.0.0.1 can receive deliveries.
     pub fn dangerously_allow_loopback_http_hook_destinations(&self) {

@@ -82,6 +82,8 @@ pub(super) struct StoreData {
     pub window_start: Instant,
     pub used_in_window: u32,
     pub api_calls: u64,
+    /// The `X-Request-Id` of each API call that carried one, in order (correlation, issue 13).
+    pub request_ids: Vec<String>,
     /// API requests answered 429 (the quota spent, or injected).
     pub rate_limited: u64,
     /// Customer id -> how often `authentication.new_password` was set (the value is not kept).
@@ -104,6 +106,7 @@ impl StoreData {
             window_start: Instant::now(),
             used_in_window: 0,
             api_calls: 0,
+            request_ids: Vec::new(),
             rate_limited: 0,
             password_changes: HashMap::new(),
             b2b: Default::default(),
