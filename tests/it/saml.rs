@@ -1753,7 +1753,11 @@ fn rolled_over_metadata(idp: &Idp) -> String {
 }
 
 /// A gateway whose SAML IdP has `metadata_url` (and no `metadata_file`).
-async fn start_gateway_with_metadata_url(idp: &Idp, url: &str, idp_extra: &str) -> Gateway {
+pub(crate) async fn start_gateway_with_metadata_url(
+    idp: &Idp,
+    url: &str,
+    idp_extra: &str,
+) -> Gateway {
     let reserved = Reserved::new().await;
     let mut o = Opts::new("http://127.0.0.1:9/unused-oidc", "unused", "unused-secret");
     o.extra_toml = idp.toml(idp_extra).replace(

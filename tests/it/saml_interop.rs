@@ -16,7 +16,7 @@ use crate::harness::{Gateway, Opts, Reserved, assert_not_signed_in, config_text}
 use crate::saml::{
     EMAIL_FORMAT, IDP_ORIGIN, IDP_SLO, Idp, MetadataServer, SAML_IDP, assert_refused,
     assert_signed_in, background_refreshes, begin, begin_at, cert_b64, post, scratch, slo_peer,
-    slo_sign_in, start_gateway_with, user, write,
+    slo_sign_in, start_gateway_with, start_gateway_with_metadata_url, user, write,
 };
 use crate::support::browser::{Browser, location};
 use crate::support::peers::{OidcPeer, OidcPeerConfig, PeerClient};
@@ -471,26 +471,6 @@ fn metadata_signer(idp: &Idp, name: &str) -> (std::path::PathBuf, std::path::Pat
     (key, cert)
 }
 
-/// A gateway whose SAML IdP reads `metadata_url` (and no `metadata_file`).
-async fn gateway_with_metadata_url(idp: &Idp, url: &str, idp_extra: &str) -> Gateway {
-    let reserved = Reserved::new().await;
-    let mut o = Opts::new("http://127.0.0.1:9/unused-oidc", "unused", "unused-secret");
-    o.extra_toml = idp.toml(idp_extra).replace(
-        &format!("metadata_file = \"{}\"", idp.metadata.display()),
-        &format!("metadata_url = \"{url}\""),
-    );
-    assert!(o.extra_toml.contains("metadata_url"));
-    let gw = Gateway::start(reserved, o).await;
-    let md = reqwest::get(gw.url("/saml/metadata"))
-        .await
-        .expect("metadata")
-        .text()
-        .await
-        .expect("metadata text");
-    write(&idp.dir.join("sp-metadata.xml"), &md);
-    gw
-}
-
 /// The `/readyz` check of the SAML IdP.
 async fn readyz_saml(gw: &Gateway) -> Value {
     let r = reqwest::get(gw.url("/readyz")).await.expect("readyz");
@@ -605,7 +585,7 @@ async fn saml_signed_metadata_is_accepted_and_tampered_unsigned_or_other_key_met
         "metadata_refresh = \"1s\"\nmetadata_signing_cert = \"{}\"\n",
         sign_cert.display()
     );
-    let gw = gateway_with_metadata_url(&idp, &server.url, &extra).await;
+    let gw = start_gateway_with_metadata_url(&idp, &server.url, &extra).await;
     // Signed by the configured key: loaded, and its signing certificate verifies responses.
     assert_eq!(wait_ready_saml(&gw, true).await, json!({"ok": true}));
     assert_eq!(sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await, 303);
@@ -662,7 +642,7 @@ async fn saml_readyz_names_the_idp_whose_metadata_never_loaded() {
         "metadata_refresh = \"1s\"\nmetadata_signing_cert = \"{}\"\n",
         sign_cert.display()
     );
-    let gw = gateway_with_metadata_url(&idp, &server.url, &extra).await;
+    let gw = start_gateway_with_metadata_url(&idp, &server.url, &extra).await;
     let check = wait_ready_saml(&gw, false).await;
     let error = check["error"].as_str().expect("error");
     assert_eq!(
