@@ -14,3 +14,23 @@ pub mod store_clock;
 #[cfg(test)]
 mod test_support;
 pub mod webhooks;
+
+use crate::config::BigCommerceAccount;
+
+/// The HTTP client for one account's store API: its timeout, and redirects never followed (a
+/// redirect would carry the access token to wherever it points).
+pub fn store_api_client(account: &BigCommerceAccount) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(account.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// `{api_base}/stores/{store_hash}`, the root of every store API path.
+pub fn store_api_base(account: &BigCommerceAccount) -> String {
+    format!(
+        "{}/stores/{}",
+        account.api_base.as_str().trim_end_matches('/'),
+        account.store_hash
+    )
+}

@@ -60,15 +60,8 @@ pub struct BatchClient {
 impl BatchClient {
     pub fn new(account: &BigCommerceAccount) -> anyhow::Result<Self> {
         Ok(BatchClient {
-            http: reqwest::Client::builder()
-                .timeout(account.timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
-            base: format!(
-                "{}/stores/{}",
-                account.api_base.as_str().trim_end_matches('/'),
-                account.store_hash
-            ),
+            http: crate::bigcommerce::store_api_client(account)?,
+            base: crate::bigcommerce::store_api_base(account),
             token: account.access_token.clone(),
             subject_attribute: OnceLock::new(),
             store_hash: account.store_hash.clone(),

@@ -61,21 +61,13 @@ const MAX_ERROR_MESSAGE: usize = 300;
 
 impl HttpCustomerApi {
     pub fn new(account: &BigCommerceAccount) -> Result<Self, ApiError> {
-        let client = reqwest::Client::builder()
-            .timeout(account.timeout)
-            // Never follow: a redirect would carry the token to wherever it points.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ApiError::Unexpected {
+        let client =
+            crate::bigcommerce::store_api_client(account).map_err(|e| ApiError::Unexpected {
                 detail: format!("building the HTTP client: {e}"),
             })?;
         Ok(HttpCustomerApi {
             client,
-            base: format!(
-                "{}/stores/{}",
-                account.api_base.as_str().trim_end_matches('/'),
-                account.store_hash
-            ),
+            base: crate::bigcommerce::store_api_base(account),
             store_hash: account.store_hash.clone(),
             token: account.access_token.clone(),
             retry: RetryPolicy::default(),
