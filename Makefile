@@ -24,7 +24,7 @@ test: deps
 ## bench: policy evaluation (benches/policy.rs), then launch req/s and p50/p99 (memory sessions,
 ## Redis sessions on 1 and 2 replicas) against a bare axum 302 via wrk, RSS and the issue-6 targets
 ## (benches/launch.rs), then a 10,000-user provisioning wave over 3 stores against the simulator
-## on a 450-per-3 s window (benches/provisioning.rs), then SAML ACS verifications/s and CPU per
+## on a 450-per-30 s window (benches/provisioning.rs), then SAML ACS verifications/s and CPU per
 ## sign-in against pysaml2 on the same response (benches/saml.rs; needs `make deps`).
 ## Release build (bench profile).
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,

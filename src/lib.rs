@@ -1,5 +1,5 @@
 //! storegate: an SSO federation gateway between OpenText Identity and Access Management and
-//! BigCommerce. See ARCHITECTURE in the README for the path of a request.
+//! BigCommerce. See docs/architecture.md for the path of a request.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]

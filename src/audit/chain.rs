@@ -16,7 +16,7 @@
 //! also recompute every hash after an edit. Edits, deletions, insertions and reorders are caught
 //! when any later hash is known from elsewhere: the next rotated file (it starts with the previous
 //! file's last hash), a head the writer logged on rotation or reopen, or an `--anchor` the auditor
-//! recorded (see README "Audit trail verification").
+//! recorded (see docs/operations.md, "Audit trail verification").
 
 use sha2::{Digest, Sha256};
 

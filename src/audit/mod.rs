@@ -1,6 +1,6 @@
 //! The audit trail: one JSON line per sign-in, launch, denial and failure.
 //!
-//! BigCommerce keeps no login log (reference/BIGCOMMERCE.md), so this is the record of who had
+//! BigCommerce keeps no login log (docs/bigcommerce.md), so this is the record of who had
 //! access to which store and used it when. Events are typed; "deny" (policy said no) is kept apart
 //! from "error" (something failed). No secret is ever a field of an event.
 //!

@@ -1,6 +1,6 @@
 //! B2B Edition: putting the launching customer into the grant's company with the grant's role.
 //!
-//! reference/BIGCOMMERCE.md: API `https://api-b2b.bigcommerce.com/api/v3/io`, headers
+//! docs/bigcommerce.md: API `https://api-b2b.bigcommerce.com/api/v3/io`, headers
 //! `X-Auth-Token` + `X-Store-Hash`; company users carry `role` (0 admin, 1 senior buyer, 2 junior
 //! buyer) or `companyRoleId` for custom roles; `GET /users/customer/{customerId}`; a company maps to
 //! a customer group and has a `companyStatus` (0 pending, 1 approved, 2 rejected, 3 inactive).

@@ -1,4 +1,4 @@
-//! Find or create the BigCommerce customer a launch signs in as (BIGCOMMERCE.md: "Customers must
+//! Find or create the customer a launch signs in as (docs/bigcommerce.md: "Customers must
 //! already exist"). Customers are keyed by email; the IdP subject is kept beside the customer in the
 //! `storegate_subject` custom attribute (set inline on create, read with `include=attributes`),
 //! since BigCommerce cannot search by attribute value. An existing customer bound to nobody is
@@ -66,7 +66,7 @@ pub async fn ensure_customer(
             // with a staff member's email would otherwise be signed in as that staff member's
             // session, or vice versa. A customer this gateway created carries its IdP subject; one
             // created elsewhere (no subject yet) is adopted once, on its first launch, and only
-            // when the IdP vouches for the address (SECURITY.md, "Identity binding"). Nothing
+            // when the IdP vouches for the address (docs/security.md, "Identity binding"). Nothing
             // about the customer is changed before that is decided.
             match existing.attribute(attribute_id) {
                 Some(recorded) if recorded == ours => {}

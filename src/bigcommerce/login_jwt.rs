@@ -19,11 +19,11 @@ use crate::config::BigCommerceAccount;
 use crate::policy::LaunchDecision;
 use crate::redirect::LocalPath;
 
-/// BIGCOMMERCE.md: "JWT header exactly `{"typ":"JWT","alg":"HS256"}`". Written out as bytes so no
+/// docs/bigcommerce.md: "JWT header exactly `{"typ":"JWT","alg":"HS256"}`". Written as bytes so no
 /// library default (a `kid`, a different key order) can change it.
 pub const HEADER_JSON: &str = r#"{"typ":"JWT","alg":"HS256"}"#;
 
-/// BIGCOMMERCE.md: "`operation` always `"customer_login"`".
+/// docs/bigcommerce.md: "`operation` always `"customer_login"`".
 pub const OPERATION: &str = "customer_login";
 
 /// The claims, in the order BigCommerce documents them.

@@ -2,7 +2,7 @@
 //! small trait, customer provisioning, and the simulator that stands in for BigCommerce in tests
 //! and in `storegate demo`.
 //!
-//! The facts relied on are in `shared/reference/BIGCOMMERCE.md`; each check cites the rule it
+//! The facts relied on are in `docs/bigcommerce.md`; each check cites the rule it
 //! enforces where it is enforced.
 
 pub mod api;

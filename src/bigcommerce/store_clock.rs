@@ -1,6 +1,6 @@
 //! The store's clock, for `iat`.
 //!
-//! BIGCOMMERCE.md: a login token is valid for 30 s and refused when `iat` is in the future, and clock
+//! docs/bigcommerce.md: a login token is valid 30 s and refused when `iat` is in the future; clock
 //! skew is the classic cause of "Invalid login". So `iat` is our clock corrected by the store's
 //! (`GET /stores/{hash}/v2/time`), as the official Python client's `use_bc_time` does. The offset is
 //! cached per store hash and refreshed after a TTL; between refreshes no API call is made.

@@ -2,7 +2,7 @@
 //! which scopes storegate acts on, the record of storegate's own recent changes that tells an
 //! external change from our own, and the `/v3/hooks` calls behind `storegate webhooks sync`.
 //!
-//! BIGCOMMERCE.md ("Webhooks and logs"): hooks are registered with `POST /v3/hooks`
+//! docs/bigcommerce.md ("Webhooks and logs"): hooks are registered with `POST /v3/hooks`
 //! `{scope, destination (https, port 443), is_active, headers}`; a delivery is
 //! `{scope, store_id, data{type,id}, hash, created_at, producer}`; BigCommerce retries for 48 h and
 //! then deactivates the hook; "verify with your own secret header". The HTTP edge is

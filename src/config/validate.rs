@@ -528,7 +528,7 @@ fn warnings(c: &Checker<'_>, policy: &Policy, f: &FileConfig) -> Vec<Diagnostic>
     out
 }
 
-/// BigCommerce delivers webhooks to https on port 443 only (BIGCOMMERCE.md): with another
+/// BigCommerce delivers webhooks to https on port 443 only (docs/bigcommerce.md): with another
 /// `public_url`, `webhooks sync` is refused by BigCommerce.
 fn webhooks_unreachable(c: &Checker<'_>, f: &FileConfig) -> Vec<Diagnostic> {
     let Ok(url) = Url::parse(&f.public_url) else {
@@ -1374,7 +1374,7 @@ fn saml_idp_config(
             );
         }
     }
-    // SECURITY.md: "Metadata only over https (or a local file), never downgraded on redirect".
+    // docs/security.md: "Metadata only over https (or a local file), never downgraded on redirect".
     // The metadata names the keys every response is checked with: over plain http, anyone on
     // the path could swap them. Loopback http is for tests, and only with allow_insecure_http.
     let metadata_url = match &idp.metadata_url {

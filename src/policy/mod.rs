@@ -107,7 +107,7 @@ impl fmt::Display for CustomerGroupRef {
     }
 }
 
-/// A B2B Edition company user role (reference/BIGCOMMERCE.md: `role` 0 admin, 1 senior buyer,
+/// A B2B Edition company user role (docs/bigcommerce.md: `role` 0 admin, 1 senior buyer,
 /// 2 junior buyer; `companyRoleId` for custom roles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

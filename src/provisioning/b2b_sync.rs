@@ -21,7 +21,7 @@
 //!   bound to a subject are never removed.
 //!
 //! Remove, not deactivate: B2B Edition has no active flag on a company user (reference
-//! BIGCOMMERCE.md: only a company has a status, and deactivating the company would lock out every
+//! docs/bigcommerce.md: only a company has a status, and deactivating it would lock out every
 //! colleague), so deleting the user is the only way to end buying for the company. That holds for
 //! both `deprovision` modes: with `restrict` the locked customer stays but is no longer a buyer of
 //! the company; with `delete` no company user is left pointing at a deleted customer. A rehire

@@ -1,4 +1,4 @@
-//! The BigCommerce calls the work queue makes, in batches of at most 10 customers (BIGCOMMERCE.md:
+//! The BigCommerce calls the work queue makes, in batches of at most 10 (docs/bigcommerce.md:
 //! `POST`/`PUT /v3/customers` take arrays of at most 10). One call per method, no retry here: the
 //! queue decides about retries. Every answer's `X-Rate-Limit-*` headers are returned so the queue
 //! can pace itself before the store's quota runs out.

@@ -8,7 +8,7 @@
 //!   BigCommerce account read through a consumer group, so replicas share the work.
 //!
 //! What both guarantee:
-//! - Batched: up to 10 customers of one account and one kind per call (BIGCOMMERCE.md).
+//! - Batched: up to 10 customers of one account and one kind per call (docs/bigcommerce.md).
 //! - Optimistic creates: a batch of up to 10 joiners is created without a lookup, the IdP subject
 //!   set inline (`storegate_subject` attribute), so a joiner costs a tenth of a call. BigCommerce
 //!   refuses the whole batch with 422 when an email is taken, naming it: only those are looked up

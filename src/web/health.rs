@@ -14,7 +14,7 @@ pub async fn healthz() -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format. Carries no secret or per-user value; still, expose it
-/// to the monitoring network only (see docs/production.md).
+/// to the monitoring network only (see docs/operations.md).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.refresh().await;
     match state.metrics.render() {

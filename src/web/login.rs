@@ -218,7 +218,7 @@ pub async fn callback(
 /// id (fixation defence), store the signed-in state, and audit the sign-in.
 ///
 /// Empty, because on a shared PC the previous person's state must not survive into the next
-/// person's session (SECURITY.md, "Identity binding"): a SAML session's logout data left behind
+/// person's session (docs/security.md, "Identity binding"): a SAML session's logout data left over
 /// made B's sign-out send A's LogoutRequest (never ending B's session at B's IdP), and let an IdP
 /// logout for A end B's session. Pending logins of other tabs go too. The one thing kept is a
 /// step-up attempt of the *same* person (same IdP and subject), which stops a launch from

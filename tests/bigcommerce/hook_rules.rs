@@ -1,4 +1,4 @@
-//! The simulator's `/v3/hooks` rules (BIGCOMMERCE.md, "Webhooks and logs"): https on port 443
+//! The simulator's `/v3/hooks` rules (docs/bigcommerce.md, "Webhooks and logs"): https on port 443
 //! only, known scopes, headers sent back on delivery, retries on non-2xx, and deactivation when
 //! the retries run out.
 

@@ -1,4 +1,4 @@
-//! Each Customer Login rule of BIGCOMMERCE.md, enforced by the simulated storefront.
+//! Each Customer Login rule of docs/bigcommerce.md, enforced by the simulated storefront.
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};

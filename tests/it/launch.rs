@@ -76,7 +76,7 @@ fn launch_jti(resp: &reqwest::Response) -> String {
     claims["jti"].as_str().expect("a jti claim").to_owned()
 }
 
-/// BIGCOMMERCE.md: `jti` fresh per token. Two launches of one store by one person, at the same
+/// docs/bigcommerce.md: `jti` fresh per token. Two launches of one store by one person, at the same
 /// second, carry two different random (v4) token ids, and the storefront takes both.
 #[tokio::test]
 async fn every_launch_mints_a_token_with_a_fresh_random_jti() {

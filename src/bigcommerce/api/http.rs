@@ -21,7 +21,7 @@ use crate::secret::Secret;
 pub struct RetryPolicy {
     /// Longest wait honoured from `X-Rate-Limit-Time-Reset-Ms` before the one retry of a 429.
     pub max_rate_limit_wait: Duration,
-    /// Wait for a 429 without the header (platform load, per BIGCOMMERCE.md).
+    /// Wait for a 429 without the header (platform load, per docs/bigcommerce.md).
     pub default_rate_limit_wait: Duration,
     /// Wait before the one retry of a 5xx.
     pub server_error_backoff: Duration,

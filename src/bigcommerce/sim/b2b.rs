@@ -1,4 +1,4 @@
-//! The simulated B2B Edition API under `/api/v3/io/...` (reference/BIGCOMMERCE.md): headers
+//! The simulated B2B Edition API under `/api/v3/io/...` (docs/bigcommerce.md): headers
 //! `X-Auth-Token` + `X-Store-Hash`, `{code, data, meta}` envelopes, companies with a status and a
 //! customer group, company users with `role` 0/1/2 or a custom `companyRoleId`.
 //!

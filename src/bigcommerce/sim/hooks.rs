@@ -1,4 +1,4 @@
-//! Simulated webhooks (`/stores/{hash}/v3/hooks`) and their delivery, as BIGCOMMERCE.md
+//! Simulated webhooks (`/stores/{hash}/v3/hooks`) and their delivery, as docs/bigcommerce.md
 //! ("Webhooks and logs") describes them:
 //! - `POST /v3/hooks` takes `{scope, destination, is_active, headers}`; the destination must be
 //!   `https` on port 443 (a test may allow plain-http loopback destinations with
@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use super::SimHandle;
 
-/// Scopes the simulator knows (the customer and B2B company scopes BIGCOMMERCE.md lists, with
+/// Scopes the simulator knows (the customer and B2B company scopes docs/bigcommerce.md lists, with
 /// their wildcards). Anything else is refused with 422, as an unknown scope is by BigCommerce.
 pub const KNOWN_SCOPES: &[&str] = &[
     "store/customer/*",

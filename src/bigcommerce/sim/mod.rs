@@ -1,5 +1,5 @@
 //! The BigCommerce simulator: the Management API slice the gateway uses and Multi-Storefront
-//! storefronts that accept Customer Login JWTs, enforcing what BIGCOMMERCE.md says BigCommerce
+//! storefronts that accept Customer Login JWTs, enforcing what docs/bigcommerce.md says BigCommerce
 //! enforces. Used by the tests and by `storegate demo`; never a source of truth about BigCommerce.
 //!
 //! Layout: `/stores/{hash}/...` is the API (see [`api`]), `/storefront/{hash}/{channel_id}/...` is a

@@ -47,7 +47,7 @@ pub struct SimAttributeValue {
     pub attribute_value: String,
 }
 
-/// BigCommerce's limit on customer attributes per store (BIGCOMMERCE.md).
+/// BigCommerce's limit on customer attributes per store (docs/bigcommerce.md).
 pub const MAX_ATTRIBUTES: usize = 50;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! How a simulated storefront checks a Customer Login JWT, written independently of the minter
-//! (`login_jwt`) so that the pair tests each other. Each check quotes the BIGCOMMERCE.md rule.
+//! (`login_jwt`) so that the pair tests each other. Each check quotes the docs/bigcommerce.md rule.
 
 use std::net::IpAddr;
 
@@ -47,7 +47,7 @@ pub enum LoginRejection {
     ChannelNotAllowed,
 }
 
-/// BIGCOMMERCE.md: "`iat` ... Valid for 30 s only".
+/// docs/bigcommerce.md: "`iat` ... Valid for 30 s only".
 pub const MAX_AGE_SECS: i64 = 30;
 
 /// One presentation of a token at a storefront.

@@ -5,7 +5,7 @@
 //!
 //! The plan ([`plan`]) is a pure function of the hooks found and the hooks wanted; [`HooksClient`]
 //! is the thin `/v3/hooks` adapter (scope `store_v2_information`'s sibling: the API account needs
-//! "Information & settings" or the webhook scopes of the resources, see the README).
+//! "Information & settings" or the webhook scopes of the resources, see docs/bigcommerce.md).
 
 use std::collections::BTreeMap;
 
@@ -159,7 +159,7 @@ impl HooksClient {
                 .and_then(|v| v.get("title").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or_default();
             let hint = if status.as_u16() == 403 {
-                " (the API account lacks a scope webhooks need: see the README, \"BigCommerce API scopes\")"
+                " (the API account lacks a scope webhooks need: see docs/bigcommerce.md, \"API account scopes\")"
             } else {
                 ""
             };

@@ -1,7 +1,7 @@
 //! SAML 2.0 service provider: SP-initiated Web Browser SSO (HTTP-Redirect AuthnRequest, HTTP-POST
 //! Response) verified with samael (libxmlsec1), producing [`VerifiedClaims`].
 //!
-//! # Why this verification path (SECURITY.md, "SAML service provider")
+//! # Why this verification path (docs/security.md, "SAML service provider")
 //!
 //! samael 0.0.22 offers two ways to check a signature:
 //! - `CryptoProvider::verify_signed_xml` answers "some signature in this document is valid". It
@@ -1012,7 +1012,7 @@ pub const FORCED_REFRESH_EVERY: i64 = 60;
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
 
 /// What the metadata client does with a redirect to `next` after `previous` (the original URL
-/// first): SECURITY.md, metadata is "never downgraded on redirect", so nothing that ever was https
+/// first): docs/security.md: metadata is "never downgraded on redirect", so nothing once https
 /// may continue over http; otherwise it follows at most 5 redirects, within the metadata host.
 #[derive(Debug, PartialEq, Eq)]
 enum MetadataRedirect {

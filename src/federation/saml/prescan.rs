@@ -1,6 +1,6 @@
 //! A strict lexical pass over a SAML message before any XML library builds a tree from it.
 //!
-//! It refuses what no legitimate IdP sends and what attacks need (SECURITY.md, "XML"):
+//! It refuses what no IdP sends and what attacks need (docs/security.md, "SAML service provider"):
 //! - a DOCTYPE: no DTD, so no external entities (XXE) and no entity expansion ("billion laughs");
 //! - entity references other than the five predefined ones and character references;
 //! - comments and CDATA: exclusive C14N drops comments and flattens CDATA, so both can be inserted
