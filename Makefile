@@ -25,7 +25,8 @@ test: deps
 ## Redis sessions on 1 and 2 replicas) against a bare axum 302 via wrk, RSS and the issue-6 targets
 ## (benches/launch.rs), then a 10,000-user provisioning wave over 3 stores against the simulator
 ## on a 450-per-30 s window (benches/provisioning.rs), then SAML ACS verifications/s and CPU per
-## sign-in against pysaml2 on the same response (benches/saml.rs; needs `make deps`).
+## sign-in against pysaml2 on the same response (benches/saml.rs; needs `make deps`), then audit
+## events/s with the hash chain on and off and `audit verify` (benches/audit.rs).
 ## Release build (bench profile).
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,
 # BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs); the SAML bench reads
@@ -36,6 +37,7 @@ bench:
 	$(CARGO) bench --bench launch
 	$(CARGO) bench --bench provisioning
 	$(CARGO) bench --bench saml
+	$(CARGO) bench --bench audit
 
 ## lint: formatting and clippy, warnings are errors
 lint:

@@ -25,7 +25,8 @@ pub struct ScimFile {
     pub basic_password: Option<String>,
     #[serde(default)]
     pub basic_password_file: Option<String>,
-    /// `"file:DIR"` (default `file:scim-data`, relative to the working directory) or `"memory"`.
+    /// `"file:DIR"` (default `file:scim-data`, relative to the working directory), `"memory"`, or
+    /// `"redis"` (shared by replicas through `[session] redis_url`).
     #[serde(default)]
     pub store: Option<String>,
 }

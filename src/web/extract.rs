@@ -26,7 +26,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-/// The peer address of the connection, when the server recorded it.
+/// The client's address: the connection's peer, or the `X-Forwarded-For` hop the
+/// `trusted_proxies` allow (see `client_ip`), when the server recorded the peer.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
