@@ -327,7 +327,7 @@ pub async fn logout(
     let token_ok = form
         .csrf
         .as_deref()
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), signed_in.csrf.as_bytes()));
+        .is_some_and(|t| crate::secret::ct_eq(t, &signed_in.csrf));
     if !token_ok {
         return Err(AppError::new(
             StatusCode::FORBIDDEN,
@@ -411,10 +411,6 @@ pub(super) fn signed_out_page(unconfirmed: Option<&str>) -> Response {
         Ok(p) => Html(p).into_response(),
         Err(_) => "You are signed out.".into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A leaver (SCIM `active: false`, or deleted) gets no session at all, whatever the IdP says.
