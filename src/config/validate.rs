@@ -522,10 +522,27 @@ fn warnings(c: &Checker<'_>, policy: &Policy, f: &FileConfig) -> Vec<Diagnostic>
             });
         }
     }
+    out.extend(old_switch_names(c, f));
     out.extend(email_domains_never_vouched(c, f));
     out.extend(webhooks_unreachable(c, f));
     out.sort_by_key(|d| d.line);
     out
+}
+
+/// Dangerous switches known by an old name that does not say so (`allow_sha1`).
+fn old_switch_names(c: &Checker<'_>, f: &FileConfig) -> Vec<Diagnostic> {
+    f.idps
+        .iter()
+        .enumerate()
+        .filter(|(_, idp)| idp.allow_sha1.is_some())
+        .map(|(i, idp)| Diagnostic {
+            line: c.lines.line_of(&[key("idp"), Seg::Index(i), key("allow_sha1")]),
+            message: format!(
+                "[[idp]] \"{}\": `allow_sha1` is the old name of `dangerous_allow_sha1` (DANGER: RSA-SHA1 signatures and SHA-1 digests accepted): rename it",
+                idp.id
+            ),
+        })
+        .collect()
 }
 
 /// BigCommerce delivers webhooks to https on port 443 only (BIGCOMMERCE.md): with another
@@ -1473,6 +1490,18 @@ fn saml_idp_config(
             "`clock_skew` above 10m would keep expired assertions usable",
         );
     }
+    // The switch says what it is; the old name still works (`check` warns), but not both at once.
+    let allow_sha1 = match (idp.dangerous_allow_sha1, idp.allow_sha1) {
+        (Some(new), Some(_)) => {
+            c.error(
+                &at("allow_sha1"),
+                "`allow_sha1` is the old name of `dangerous_allow_sha1`: give only `dangerous_allow_sha1`",
+            );
+            new
+        }
+        (Some(v), None) | (None, Some(v)) => v,
+        (None, None) => false,
+    };
     let mapping = idp.attributes.as_ref().unwrap_or(&idp.claims);
     // SAML has no `email_verified`: only `trust_email` makes an address count as verified.
     let claims = ClaimMapping {
@@ -1489,7 +1518,7 @@ fn saml_idp_config(
             metadata_url,
             metadata_refresh: refresh?,
             entity_id: meta,
-            allow_sha1: idp.allow_sha1,
+            dangerous_allow_sha1: allow_sha1,
             allow_unsolicited: idp.allow_unsolicited,
             clock_skew: skew?,
             nameid_format: idp.nameid_format.clone(),

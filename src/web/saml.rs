@@ -69,8 +69,8 @@ impl SamlState {
         for idp in &config.idps {
             if let crate::config::Protocol::Saml(s) = &idp.protocol {
                 let p = SamlProvider::new(idp, s, spc, Arc::clone(&keys))?;
-                if s.allow_sha1 {
-                    tracing::warn!(idp = %idp.id, "DANGER: allow_sha1 is on: RSA-SHA1 signatures are accepted from this IdP");
+                if s.dangerous_allow_sha1 {
+                    tracing::warn!(idp = %idp.id, "DANGER: dangerous_allow_sha1 is on: RSA-SHA1 signatures are accepted from this IdP");
                 }
                 if s.allow_unsolicited {
                     tracing::warn!(idp = %idp.id, "DANGER: allow_unsolicited is on: IdP-initiated responses are accepted");

@@ -326,8 +326,8 @@ pub fn parse_idp_metadata(xml: &str) -> Result<IdpMetadata, String> {
     })
 }
 
-/// The signature algorithms accepted without `allow_sha1`; signed metadata never accepts more
-/// (`allow_sha1` is for an IdP's responses, not for the document that names its keys).
+/// The signature algorithms accepted without `dangerous_allow_sha1`; signed metadata never accepts
+/// more (`dangerous_allow_sha1` is for an IdP's responses, not for the document that names its keys).
 const STRONG_SIGNATURE_ALGORITHMS: [AllowedSignatureAlgorithm; 6] = [
     AllowedSignatureAlgorithm::RsaSha256,
     AllowedSignatureAlgorithm::RsaSha384,
@@ -433,7 +433,7 @@ impl SamlProvider {
         // Explicit allow-list (samael allows every algorithm when this is None). samael has no
         // SHA-1 entry: with `allow_sha1` we pass None and rely on the prescan allow-list, which
         // then admits exactly RSA-SHA1/SHA-1 besides the strong ones.
-        let allowed = if cfg.allow_sha1 {
+        let allowed = if cfg.dangerous_allow_sha1 {
             None
         } else {
             Some(STRONG_SIGNATURE_ALGORITHMS.to_vec())
@@ -752,7 +752,7 @@ impl SamlProvider {
         let xml = prescan::decode_document(bytes)?;
 
         // XML hygiene and algorithm allow-list before any tree is built.
-        let pre = prescan::prescan(&xml, self.cfg.allow_sha1)?;
+        let pre = prescan::prescan(&xml, self.cfg.dangerous_allow_sha1)?;
         // SAML core 3.2.2: "Status [Required] A code representing the status of the request."
         // Anything but Success ends here, signed or not.
         if let Some(code) = pre.status_failure {
