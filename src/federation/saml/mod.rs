@@ -26,9 +26,11 @@
 //! `spawn_blocking` and maps every error to [`SamlError`] inside the closure.
 
 pub mod prescan;
+pub mod service;
 pub mod slo;
 pub mod sp;
 
+pub use service::SamlState;
 use std::sync::Arc;
 
 use base64::Engine;
