@@ -19,11 +19,11 @@ use super::leaver::{self, NotCleared};
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::federation::VerifiedClaims;
 use crate::federation::claims::map_identity;
-use crate::federation::saml::{SamlError, VerifiedAssertion};
+use crate::federation::saml::{PendingSaml, SamlError, VerifiedAssertion};
 use crate::identity::Identity;
 use crate::session::browser::{
-    SAML_SESSION_KEY, STEP_UP_KEY, SamlSessionInfo, SignedInState, StepUpAttempt, read_signed_in,
-    write_signed_in,
+    PENDING_TTL, SAML_SESSION_KEY, STEP_UP_KEY, SamlSessionInfo, SignedInState, StepUpAttempt,
+    read_signed_in, write_signed_in,
 };
 
 /// What the protocol adapter verified.
@@ -212,4 +212,48 @@ async fn establish(session: &Session, identity: &Identity) -> Result<(), SignInE
             .map_err(|_| SignInError::SessionStore)?;
     }
     Ok(())
+}
+
+fn pending_key(k: &str) -> String {
+    format!("saml-pending:{k}")
+}
+
+/// Keeps a SAML request the browser is about to carry to the IdP, until the ACS takes it (once)
+/// or [`PENDING_TTL`] passes; the returned key goes in the browser's binding cookie.
+pub async fn remember_saml_request(
+    gw: &Gateway<'_>,
+    pending: &PendingSaml,
+) -> Result<String, SignInError> {
+    let Some(saml) = gw.saml else {
+        return Err(SignInError::UnknownIdp);
+    };
+    let now = gw.now();
+    let key = crate::secret::random_token();
+    let value = serde_json::to_string(pending).map_err(|_| SignInError::SessionStore)?;
+    let stored = saml
+        .one_time
+        .put_nx(&pending_key(&key), &value, now + PENDING_TTL, now)
+        .await
+        .map_err(|_| SignInError::SessionStore)?;
+    if !stored {
+        return Err(SignInError::SessionStore);
+    }
+    Ok(key)
+}
+
+/// Takes (once) the SAML request kept under `key`; `None` when missing, expired, already taken
+/// or unreadable.
+pub async fn take_saml_request(
+    gw: &Gateway<'_>,
+    key: &str,
+) -> Result<Option<PendingSaml>, SignInError> {
+    let Some(saml) = gw.saml else {
+        return Ok(None);
+    };
+    let raw = saml
+        .one_time
+        .take(&pending_key(key), gw.now())
+        .await
+        .map_err(|_| SignInError::SessionStore)?;
+    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
 }

@@ -11,11 +11,13 @@ use tower_sessions::Session;
 
 use super::answer::{Answer, FlowFailed};
 use super::auth;
+use super::cookies;
 use super::errors::AppError;
 use super::extract::RequestId;
 use super::{AppState, no_store};
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::federation::oidc::{CallbackParams, OidcError};
+use crate::federation::saml::SamlProvider;
 use crate::flows::sign_in::{self, Proof};
 use crate::flows::sign_out;
 use crate::redirect::{LocalPath, urlencode};
@@ -95,7 +97,7 @@ pub async fn login(
     // <saml:AuthnContextClassRef>{acr}</...> in the AuthnRequest, and the ACS refuses an
     // assertion of another class; its AuthnContextClassRef becomes `Identity.auth.acr`.
     if let Some(p) = state.saml.as_ref().and_then(|s| s.providers.get(&idp_id)) {
-        return super::saml::begin(&state, &rid, p, return_to, acr).await;
+        return begin_saml(&state, &rid, p, return_to, acr).await;
     }
     let Some(provider) = state.providers.get(&idp_id) else {
         return Err(AppError::not_found(
@@ -125,6 +127,31 @@ pub async fn login(
         .await
         .map_err(|_| AppError::session_store(&rid))?;
     Ok(no_store(Redirect::to(&url).into_response()))
+}
+
+/// Starts a SAML sign-in: the pending request is stored server-side and bound to this browser
+/// by its own cookie (`web::cookies`), since the IdP's POST to the ACS carries no Lax cookie.
+async fn begin_saml(
+    state: &AppState,
+    rid: &str,
+    provider: &SamlProvider,
+    return_to: LocalPath,
+    acr: Option<&str>,
+) -> Result<Response, AppError> {
+    let Some(saml) = &state.saml else {
+        return Err(AppError::not_found("There is no such sign-in method.", rid));
+    };
+    let now = state.clock.now();
+    let (url, pending) = provider.begin(return_to, acr, now).map_err(|e| {
+        tracing::warn!(idp = %provider.idp_id(), error = %e, "cannot start SAML sign-in");
+        AppError::unavailable("The identity provider", rid)
+    })?;
+    let key = sign_in::remember_saml_request(&state.gateway(), &pending)
+        .await
+        .map_err(|e| FlowFailed::new(e, state, rid))?;
+    let mut resp = Redirect::to(&url).into_response();
+    cookies::pending_cookie(&mut resp, &key, saml.secure_cookie);
+    Ok(no_store(resp))
 }
 
 /// `GET /oidc/{idp}/callback`

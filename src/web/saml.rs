@@ -1,5 +1,5 @@
-//! SAML endpoints: SP metadata, the start of a SAML sign-in (called from `/login`), and the
-//! assertion consumer service.
+//! SAML endpoints: SP metadata, the assertion consumer service and single logout. (A SAML
+//! sign-in starts at `/login`, `web::login`.)
 //!
 //! The ACS POST comes from the IdP's site, so the browser does not send the `SameSite=Lax` session
 //! cookie with it. The pending request is therefore bound to the browser by its own short-lived
@@ -32,18 +32,16 @@ use tower_sessions::Session;
 use super::answer::{Answer, FlowFailed};
 use super::cookies::{
     LOGOUT_COOKIE, PENDING_COOKIE, clear_logout_cookie, clear_pending_cookie, cookie_value,
-    pending_cookie,
 };
 use super::errors::AppError;
 use super::extract::RequestId;
 use super::{AppState, no_store};
 use crate::audit::{AuditEvent, EventKind, Outcome};
-use crate::federation::saml::{PendingSaml, SamlError, SamlProvider, prescan, slo};
+use crate::federation::saml::{PendingSaml, SamlError, prescan, slo};
 use crate::flows::sign_in::{self, Proof};
 use crate::flows::sign_out::{self, SignOutError};
 use crate::redirect::LocalPath;
-use crate::secret::random_token;
-use crate::session::browser::{PENDING_TTL, read_signed_in};
+use crate::session::browser::read_signed_in;
 
 pub use crate::federation::saml::SamlState;
 
@@ -62,41 +60,6 @@ pub async fn metadata(State(state): State<AppState>, RequestId(rid): RequestId) 
             AppError::not_found("SAML is not configured on this gateway.", &rid).into_response()
         }
     }
-}
-
-fn pending_key(k: &str) -> String {
-    format!("saml-pending:{k}")
-}
-
-/// Starts a SAML sign-in: stores the pending request, sets the binding cookie, redirects.
-pub async fn begin(
-    state: &AppState,
-    rid: &str,
-    provider: &SamlProvider,
-    return_to: LocalPath,
-    acr: Option<&str>,
-) -> Result<Response, AppError> {
-    let Some(saml) = &state.saml else {
-        return Err(AppError::not_found("There is no such sign-in method.", rid));
-    };
-    let now = state.clock.now();
-    let (url, pending) = provider.begin(return_to, acr, now).map_err(|e| {
-        tracing::warn!(idp = %provider.idp_id(), error = %e, "cannot start SAML sign-in");
-        AppError::unavailable("The identity provider", rid)
-    })?;
-    let key = random_token();
-    let value = serde_json::to_string(&pending).map_err(|_| AppError::session_store(rid))?;
-    let stored = saml
-        .one_time
-        .put_nx(&pending_key(&key), &value, now + PENDING_TTL, now)
-        .await
-        .map_err(|_| AppError::session_store(rid))?;
-    if !stored {
-        return Err(AppError::session_store(rid));
-    }
-    let mut resp = Redirect::to(&url).into_response();
-    pending_cookie(&mut resp, &key, saml.secure_cookie);
-    Ok(no_store(resp))
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,14 +121,9 @@ async fn acs_inner(
 
     // The pending request of this browser, taken once.
     let pending: Option<PendingSaml> = match cookie_value(headers, PENDING_COOKIE) {
-        Some(k) if !k.is_empty() => {
-            let raw = saml
-                .one_time
-                .take(&pending_key(k), now)
-                .await
-                .map_err(|_| AppError::session_store(rid))?;
-            raw.and_then(|r| serde_json::from_str(&r).ok())
-        }
+        Some(k) if !k.is_empty() => sign_in::take_saml_request(&state.gateway(), k)
+            .await
+            .map_err(|e| FlowFailed::new(e, state, rid))?,
         _ => None,
     };
 
