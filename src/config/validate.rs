@@ -1332,7 +1332,7 @@ fn saml_sp(c: &mut Checker<'_>, f: &FileConfig, public_url: &Url) -> Option<Saml
     let key_pem = read(c, "key_file", &s.key_file);
     let cert_pem = read(c, "cert_file", &s.cert_file);
     let (key_pem, cert_pem) = (key_pem?, cert_pem?);
-    if let Err(e) = crate::federation::saml::sp::SpKeys::from_pem(&key_pem, &cert_pem) {
+    if let Err(e) = crate::federation::saml::trust::SpKeys::from_pem(&key_pem, &cert_pem) {
         c.error(&at("cert_file"), format!("`[saml]`: {e}"));
         return None;
     }
@@ -1397,7 +1397,7 @@ fn saml_idp_config(
     let metadata_url = match &idp.metadata_url {
         Some(u) => c.url(&at("metadata_url"), u).filter(|u| {
             let ok = u.scheme() == "https"
-                || (allow_insecure_http && crate::federation::saml::is_loopback(u));
+                || (allow_insecure_http && crate::federation::saml::trust::is_loopback(u));
             if !ok {
                 c.error(
                     &at("metadata_url"),
@@ -1413,7 +1413,7 @@ fn saml_idp_config(
     };
     let metadata_signing_cert = match &idp.metadata_signing_cert {
         Some(p) => match c.env.read_file(Path::new(p)) {
-            Ok(pem) => match crate::federation::saml::cert_der_from_pem(&pem) {
+            Ok(pem) => match crate::federation::saml::trust::cert_der_from_pem(&pem) {
                 Ok(_) => Some(pem),
                 Err(e) => {
                     c.error(
@@ -1465,8 +1465,10 @@ fn saml_idp_config(
     let meta = match &metadata_xml {
         Some(x) if x.is_empty() => Some(String::new()),
         Some(x) => {
-            match crate::federation::saml::trusted_idp_metadata(x, metadata_signing_cert.as_deref())
-            {
+            match crate::federation::saml::trust::trusted_idp_metadata(
+                x,
+                metadata_signing_cert.as_deref(),
+            ) {
                 Ok(m) => Some(m.entity_id),
                 Err(e) => {
                     c.error(&at("metadata_file"), format!("[[idp]] \"{}\": {e}", idp.id));
