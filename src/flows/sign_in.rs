@@ -20,7 +20,7 @@ use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::federation::VerifiedClaims;
 use crate::federation::claims::map_identity;
 use crate::federation::saml::{PendingSaml, SamlError, VerifiedAssertion};
-use crate::identity::Identity;
+use crate::identity::{Identity, IdpId};
 use crate::session::browser::{
     PENDING_TTL, SAML_SESSION_KEY, STEP_UP_KEY, SamlSessionInfo, SignedInState, StepUpAttempt,
     read_signed_in, write_signed_in,
@@ -89,7 +89,7 @@ pub async fn finish(
     gw: &Gateway<'_>,
     session: &Session,
     rid: &str,
-    idp_id: &str,
+    idp_id: &IdpId,
     proof: Proof,
 ) -> Result<SignedIn, SignInError> {
     let now = gw.now();
@@ -114,7 +114,7 @@ pub async fn finish(
         if !first {
             let e = SamlError::Replay;
             let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Deny);
-            ev.idp = Some(idp_id.to_owned());
+            ev.idp = Some(idp_id.to_string());
             ev.reason = Some(e.reason().to_owned());
             ev.detail = Some(e.to_string());
             gw.audit.record(ev);
@@ -123,7 +123,7 @@ pub async fn finish(
     }
 
     // 2. The one normalized identity, from verified claims only.
-    let Some(idp_cfg) = gw.config.idp(idp_id) else {
+    let Some(idp_cfg) = gw.config.idp(idp_id.as_str()) else {
         return Err(SignInError::UnknownIdp);
     };
     let identity = map_identity(proof.claims(), &idp_cfg.claims, now);
@@ -172,7 +172,7 @@ pub async fn finish(
     gw.audit.record(ev);
     if let Proof::Saml(assertion) = proof {
         let slo = SamlSessionInfo {
-            idp: idp_id.to_owned(),
+            idp: idp_id.clone(),
             name_id: assertion.name_id,
             name_id_format: assertion.name_id_format,
             session_index: assertion.session_index,

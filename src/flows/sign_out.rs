@@ -19,6 +19,7 @@ use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::clock::UnixTime;
 use crate::federation::saml::SamlState;
 use crate::federation::saml::slo::LogoutRequestIn;
+use crate::identity::IdpId;
 use crate::session::browser::{PENDING_TTL, SAML_SESSION_KEY, SamlSessionInfo, SignedInState};
 
 /// Where a sign-out leaves the browser.
@@ -75,7 +76,7 @@ pub async fn sign_out(
     //    ends at /signed-out).
     if let Some(info) = saml_info
         && let Some(saml) = gw.saml
-        && let Some(p) = saml.providers.get(&info.idp)
+        && let Some(p) = saml.providers.get(info.idp.as_str())
     {
         let sent = p.logout_request_url(
             &info.name_id,
@@ -127,7 +128,7 @@ pub async fn sign_out(
 /// A LogoutRequest sent from a browser, kept server-side under the key in its binding cookie.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct SentLogout {
-    pub idp: String,
+    pub idp: IdpId,
     pub request_id: String,
 }
 
@@ -140,13 +141,13 @@ fn logout_sent_key(k: &str) -> String {
 /// IdP's answer will not be confirmed (the person is told so).
 async fn remember_logout_request(
     saml: &SamlState,
-    idp: &str,
+    idp: &IdpId,
     request_id: &str,
     now: UnixTime,
 ) -> Option<String> {
     let key = crate::secret::random_token();
     let sent = SentLogout {
-        idp: idp.to_owned(),
+        idp: idp.clone(),
         request_id: request_id.to_owned(),
     };
     let value = serde_json::to_string(&sent).ok()?;
@@ -158,7 +159,7 @@ async fn remember_logout_request(
         Ok(true) => Some(key),
         Ok(false) | Err(_) => {
             tracing::warn!(
-                idp,
+                idp = %idp,
                 "cannot remember the SAML LogoutRequest; its answer will not be confirmed"
             );
             None
@@ -179,11 +180,11 @@ pub async fn sent_logout(gw: &Gateway<'_>, binding: &str) -> Option<SentLogout> 
     serde_json::from_str(&raw).ok()
 }
 
-fn logout_key_index(idp: &str, index: &str) -> String {
+fn logout_key_index(idp: &IdpId, index: &str) -> String {
     format!("saml-logout:{idp}:sidx:{index}")
 }
 
-fn logout_key_name_id(idp: &str, name_id: &str) -> String {
+fn logout_key_name_id(idp: &IdpId, name_id: &str) -> String {
     format!("saml-logout:{idp}:nameid:{name_id}")
 }
 
@@ -196,7 +197,7 @@ pub async fn record_idp_logout(
     gw: &Gateway<'_>,
     saml: &SamlState,
     session: &Session,
-    idp_id: &str,
+    idp_id: &IdpId,
     req: &LogoutRequestIn,
 ) -> Result<(), SignOutError> {
     let now = gw.now();
@@ -219,7 +220,7 @@ pub async fn record_idp_logout(
             .map_err(|_| SignOutError::SessionStore)?;
     }
     let here: Option<SamlSessionInfo> = session.get(SAML_SESSION_KEY).await.ok().flatten();
-    if here.is_some_and(|h| h.idp == idp_id && h.name_id == req.name_id) {
+    if here.is_some_and(|h| &h.idp == idp_id && h.name_id == req.name_id) {
         session
             .flush()
             .await

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use crate::clock::UnixTime;
-use crate::identity::Identity;
+use crate::identity::{Identity, IdpId};
 
 pub const AUTH_KEY: &str = "auth";
 pub const PENDING_KEY: &str = "pending";
@@ -91,7 +91,7 @@ pub const SAML_SESSION_KEY: &str = "saml";
 /// What single logout needs to name the IdP session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SamlSessionInfo {
-    pub idp: String,
+    pub idp: IdpId,
     pub name_id: String,
     pub name_id_format: Option<String>,
     pub session_index: Option<String>,

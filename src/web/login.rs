@@ -20,6 +20,7 @@ use crate::federation::oidc::{CallbackParams, OidcError};
 use crate::federation::saml::SamlProvider;
 use crate::flows::sign_in::{self, Proof};
 use crate::flows::sign_out;
+use crate::identity::IdpId;
 use crate::redirect::{LocalPath, urlencode};
 use crate::session::browser::{MAX_PENDING, PENDING_KEY, PENDING_TTL};
 
@@ -236,7 +237,7 @@ pub async fn callback(
         &state.gateway(),
         &session,
         &rid,
-        &idp_id,
+        &IdpId::new(idp_id),
         Proof::Oidc(verified),
     )
     .await

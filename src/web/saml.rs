@@ -195,7 +195,7 @@ async fn acs_inner(
         &state.gateway(),
         session,
         rid,
-        &idp_id,
+        provider.idp_id(),
         Proof::Saml(Box::new(verified)),
     )
     .await
@@ -454,7 +454,7 @@ async fn slo_inner(
             // and only as the answer to the request this browser sent.
             let sent_id = sent
                 .as_ref()
-                .filter(|s| s.idp == idp_id)
+                .filter(|s| s.idp == *provider.idp_id())
                 .map(|s| s.request_id.as_str());
             if let Err(e) = r.confirms(sent_id) {
                 tracing::warn!(idp = %idp_id, reason = e.reason(), error = %e, "SAML LogoutResponse refused");
@@ -509,7 +509,7 @@ async fn slo_inner(
             }
             // Sessions of this NameID end at their next request, on any replica; this
             // browser's, when its cookie came along, right away.
-            sign_out::record_idp_logout(&state.gateway(), saml, session, &idp_id, &req)
+            sign_out::record_idp_logout(&state.gateway(), saml, session, provider.idp_id(), &req)
                 .await
                 .map_err(|e| match e {
                     SignOutError::SessionStore | SignOutError::NotFromOurPage => {
