@@ -185,7 +185,7 @@ fn setup(dir: &Path) -> Setup {
         metadata_url: None,
         metadata_refresh: Duration::from_secs(3600),
         entity_id: IDP_ENTITY.into(),
-        allow_sha1: false,
+        dangerous_allow_sha1: false,
         allow_unsolicited: false,
         clock_skew: Duration::from_secs(60),
         nameid_format: Some(EMAIL_FORMAT.into()),

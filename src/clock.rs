@@ -60,3 +60,30 @@ impl Clock for OffsetClock {
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+/// `t` as RFC 3339 UTC (`2026-12-01T00:00:00Z`), or `None` when it is out of the calendar's
+/// range. The one formatter for times the gateway writes (audit events, SCIM `meta`, explain).
+pub fn format_rfc3339(t: UnixTime) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// `t` as RFC 3339 UTC, or the number itself when out of range (nothing is lost in a log).
+pub fn rfc3339(t: UnixTime) -> String {
+    format_rfc3339(t).unwrap_or_else(|| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_as_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_764_547_200), "2025-12-01T00:00:00Z");
+        assert_eq!(format_rfc3339(i64::MAX), None);
+        assert_eq!(rfc3339(i64::MAX), i64::MAX.to_string());
+    }
+}

@@ -11,12 +11,13 @@ use std::process::ExitCode;
 
 use serde_json::{Map, Value, json};
 
+use crate::clock::rfc3339;
 use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::config::{self, Config};
 use crate::federation::VerifiedClaims;
 use crate::federation::claims::map_identity;
 use crate::identity::{AuthContext, Identity, IdpId, StoreId};
-use crate::policy::{Decision, Grant, parse_expiry, rfc3339};
+use crate::policy::{Decision, Grant, parse_expiry};
 use crate::web::portal::expires_in;
 
 /// What the command line asked for.

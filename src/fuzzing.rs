@@ -288,7 +288,7 @@ fn saml_idp(keys: &FuzzKeys) -> SamlIdp {
         metadata_url: None,
         metadata_refresh: Duration::from_secs(3600),
         entity_id: IDP_ENTITY.into(),
-        allow_sha1: false,
+        dangerous_allow_sha1: false,
         allow_unsolicited: false,
         clock_skew: WIDE_SKEW,
         nameid_format: None,

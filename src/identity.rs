@@ -44,6 +44,70 @@ id_type!(
     StoreId
 );
 
+/// The binding of a BigCommerce customer to one person: `"{idp}:{subject}"`, the value of the
+/// `storegate_subject` customer attribute. Launch records it when it creates or adopts a
+/// customer, and provisioning plans with it; both spell it through this type, so the two can
+/// never disagree about whose customer it is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BoundSubject(String);
+
+impl BoundSubject {
+    pub fn new(idp: &IdpId, subject: &str) -> Self {
+        BoundSubject(format!("{idp}:{subject}"))
+    }
+
+    /// The binding of this person.
+    pub fn of(identity: &Identity) -> Self {
+        BoundSubject::new(&identity.idp, &identity.subject)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// How a customer that carries `recorded` stands towards this person.
+    pub fn against<'a>(&self, recorded: Option<&'a str>) -> SubjectMatch<'a> {
+        SubjectMatch::of(recorded, &self.0)
+    }
+}
+
+impl fmt::Display for BoundSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The subject-conflict rule: email alone never hands over a customer. A customer found by a
+/// person's email is theirs only if it carries their binding; one that carries none may be adopted
+/// (launch also wants a verified email for that); one bound to someone else is a conflict an
+/// administrator must resolve, never something the gateway overwrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectMatch<'a> {
+    /// Bound to this person already.
+    Ours,
+    /// Bound to nobody yet: may be adopted.
+    Unbound,
+    /// Bound to another person (`recorded`): leave it alone.
+    Conflict { recorded: &'a str },
+}
+
+impl<'a> SubjectMatch<'a> {
+    /// `recorded`: the binding the customer carries, if any; `wanted`: the person's binding
+    /// (a [`BoundSubject`] string).
+    pub fn of(recorded: Option<&'a str>, wanted: &str) -> Self {
+        match recorded {
+            None => SubjectMatch::Unbound,
+            Some(r) if r == wanted => SubjectMatch::Ours,
+            Some(recorded) => SubjectMatch::Conflict { recorded },
+        }
+    }
+}
+
 /// How the user authenticated: the facts step-up and audits need.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthContext {
@@ -100,5 +164,42 @@ impl Identity {
             .as_deref()
             .and_then(|e| e.rsplit_once('@'))
             .map(|(_, d)| d.to_ascii_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_binding_is_idp_colon_subject() {
+        let b = BoundSubject::new(&IdpId::new("opentext"), "u-1:x");
+        assert_eq!(b.as_str(), "opentext:u-1:x");
+        assert_eq!(b.to_string(), "opentext:u-1:x");
+        assert_eq!(serde_json::to_string(&b).unwrap(), "\"opentext:u-1:x\"");
+    }
+
+    #[test]
+    fn a_customer_is_ours_only_with_our_exact_binding() {
+        let b = BoundSubject::new(&IdpId::new("opentext"), "u-1");
+        assert_eq!(b.against(Some("opentext:u-1")), SubjectMatch::Ours);
+        assert_eq!(b.against(None), SubjectMatch::Unbound);
+        assert_eq!(
+            b.against(Some("opentext:u-2")),
+            SubjectMatch::Conflict {
+                recorded: "opentext:u-2"
+            }
+        );
+        // Same subject at another IdP is another person; case matters.
+        assert!(matches!(
+            b.against(Some("other:u-1")),
+            SubjectMatch::Conflict { .. }
+        ));
+        assert!(matches!(
+            b.against(Some("OpenText:u-1")),
+            SubjectMatch::Conflict { .. }
+        ));
+        // (`Customer::attribute` already reads an empty value as none.)
+        assert!(matches!(b.against(Some("")), SubjectMatch::Conflict { .. }));
     }
 }

@@ -498,10 +498,10 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
                     sp.metadata_url, sp.entity_id, sp.acs_url, s.entity_id
                 );
             }
-            if s.allow_sha1 {
+            if s.dangerous_allow_sha1 {
                 let _ = writeln!(
                     out,
-                    "    warning: allow_sha1 is on (DANGER: RSA-SHA1 accepted)"
+                    "    warning: dangerous_allow_sha1 is on (DANGER: RSA-SHA1 accepted)"
                 );
             }
             if s.allow_unsolicited {

@@ -68,6 +68,11 @@ impl fmt::Display for LocalPath {
     }
 }
 
+/// `s` encoded for a query string value (`application/x-www-form-urlencoded`).
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

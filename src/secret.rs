@@ -36,9 +36,41 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Whether two secrets are equal, in a time that says nothing about them: both sides are hashed
+/// to SHA-256 first (so neither the length nor the position of the first difference shows), then
+/// the digests are compared without an early exit. The one comparison for tokens, passwords,
+/// CSRF values and shared secrets.
+pub fn ct_eq(a: impl AsRef<[u8]>, b: impl AsRef<[u8]>) -> bool {
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a.as_ref()), Sha256::digest(b.as_ref()));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
+/// A random URL-safe token of 256 bits (CSRF values, opaque keys in binding cookies).
+pub fn random_token() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ct_eq_is_equality() {
+        assert!(ct_eq("token", "token"));
+        assert!(ct_eq("", ""));
+        assert!(!ct_eq("token", "tokem"));
+        assert!(!ct_eq("token", "token "));
+        assert!(!ct_eq("", "x"));
+        assert!(ct_eq(b"bytes".as_slice(), "bytes"));
+    }
 
     #[test]
     fn secret_never_formats_its_value() {

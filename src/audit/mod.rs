@@ -104,13 +104,7 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn new(now: UnixTime, request_id: &str, event: EventKind, outcome: Outcome) -> Self {
-        let time = time::OffsetDateTime::from_unix_timestamp(now)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_else(|| now.to_string());
+        let time = crate::clock::rfc3339(now);
         AuditEvent {
             time,
             request_id: request_id.to_owned(),

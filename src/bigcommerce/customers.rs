@@ -5,7 +5,7 @@
 //! adopted only on an email the IdP vouches for ([`Identity::email_verified`]).
 
 use super::api::{ApiError, AttributeValue, CustomerApi, CustomerUpdate, NewCustomer};
-use crate::identity::Identity;
+use crate::identity::{BoundSubject, Identity, SubjectMatch};
 use crate::policy::LaunchDecision;
 
 /// BigCommerce's limit on first and last names.
@@ -40,7 +40,7 @@ pub async fn ensure_customer(
     };
 
     let attribute_id = api.subject_attribute_id().await?;
-    let ours = format!("{}:{}", identity.idp, identity.subject);
+    let ours = BoundSubject::of(identity);
 
     match api.find_customer_by_email(email).await? {
         None => {
@@ -55,7 +55,7 @@ pub async fn ensure_customer(
                     channel_ids: wanted,
                     attributes: vec![AttributeValue {
                         attribute_id,
-                        attribute_value: ours,
+                        attribute_value: ours.into_string(),
                     }],
                 })
                 .await?;
@@ -68,25 +68,26 @@ pub async fn ensure_customer(
             // created elsewhere (no subject yet) is adopted once, on its first launch, and only
             // when the IdP vouches for the address (docs/security.md, "Identity binding"). Nothing
             // about the customer is changed before that is decided.
-            match existing.attribute(attribute_id) {
-                Some(recorded) if recorded == ours => {}
-                Some(recorded) => {
+            match ours.against(existing.attribute(attribute_id)) {
+                SubjectMatch::Ours => {}
+                SubjectMatch::Conflict { recorded } => {
                     return Err(ApiError::SubjectConflict {
                         customer_id: existing.id,
                         recorded: recorded.to_owned(),
                     });
                 }
-                None if !identity.email_verified => {
+                SubjectMatch::Unbound if !identity.email_verified => {
                     return Err(ApiError::AdoptionNeedsVerifiedEmail {
                         customer_id: existing.id,
                     });
                 }
-                None => {
+                SubjectMatch::Unbound => {
                     tracing::info!(
                         customer_id = existing.id,
                         "adopting an existing BigCommerce customer by email"
                     );
-                    api.set_subject(existing.id, attribute_id, &ours).await?;
+                    api.set_subject(existing.id, attribute_id, ours.as_str())
+                        .await?;
                 }
             }
             let mut update = CustomerUpdate::default();

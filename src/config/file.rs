@@ -229,7 +229,10 @@ pub struct IdpFile {
     pub metadata_refresh: Option<String>,
     /// DANGER: accept RSA-SHA1 signatures and SHA-1 digests. Default false.
     #[serde(default)]
-    pub allow_sha1: bool,
+    pub dangerous_allow_sha1: Option<bool>,
+    /// The old name of `dangerous_allow_sha1`: still read, and `check` warns.
+    #[serde(default)]
+    pub allow_sha1: Option<bool>,
     /// DANGER: accept IdP-initiated (unsolicited) responses, which carry no request id. Default false.
     #[serde(default)]
     pub allow_unsolicited: bool,

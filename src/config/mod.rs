@@ -206,8 +206,8 @@ pub struct SamlIdp {
     pub metadata_refresh: Duration,
     /// From `metadata_file`; empty until fetched when only `metadata_url` is set.
     pub entity_id: String,
-    /// DANGER: RSA-SHA1 / SHA-1 digests accepted.
-    pub allow_sha1: bool,
+    /// DANGER: RSA-SHA1 / SHA-1 digests accepted (`dangerous_allow_sha1`, old name `allow_sha1`).
+    pub dangerous_allow_sha1: bool,
     /// DANGER: IdP-initiated responses accepted.
     pub allow_unsolicited: bool,
     pub clock_skew: Duration,

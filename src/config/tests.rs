@@ -1176,7 +1176,7 @@ fn saml_idp_loads_with_defaults_and_endpoints_from_public_url() {
     };
     assert_eq!(s.entity_id, "https://iam.example.com/nidp/saml2/metadata");
     assert!(
-        !s.allow_sha1 && !s.allow_unsolicited,
+        !s.dangerous_allow_sha1 && !s.allow_unsolicited,
         "unsafe switches off by default"
     );
     assert_eq!(s.clock_skew, Duration::from_secs(60));
@@ -2130,5 +2130,62 @@ fn audit_settings_that_cannot_work_are_reported_with_their_line() {
         &errors(&audit("chain = \"yes\"")),
         10,
         "invalid type: string \"yes\", expected a boolean",
+    );
+}
+
+#[test]
+fn saml_sha1_switch_is_named_dangerous_and_the_old_name_still_works_with_a_warning() {
+    let sha1 = |c: &Config| match &c.idps[0].protocol {
+        Protocol::Saml(s) => s.dangerous_allow_sha1,
+        _ => panic!("expected a SAML IdP"),
+    };
+    let env = saml_env(true);
+    let line = doc(SAML).lines().count() - 1;
+    let (new, old) = (
+        SAML.replace(
+            "metadata_file = \"idp.xml\"\n",
+            "metadata_file = \"idp.xml\"\ndangerous_allow_sha1 = true\n",
+        ),
+        SAML.replace(
+            "metadata_file = \"idp.xml\"\n",
+            "metadata_file = \"idp.xml\"\nallow_sha1 = true\n",
+        ),
+    );
+    let renamed = |c: &Config| -> Vec<(usize, String)> {
+        c.warnings
+            .iter()
+            .filter(|w| w.message.contains("allow_sha1"))
+            .map(|w| (w.line, w.message.clone()))
+            .collect()
+    };
+    let c = load_with(&new, &env).unwrap();
+    assert!(sha1(&c));
+    assert!(renamed(&c).is_empty(), "{:?}", c.warnings);
+    // The old name means the same, and `check` says to rename it, on its line.
+    let c = load_with(&old, &env).unwrap();
+    assert!(sha1(&c));
+    let w = renamed(&c);
+    assert_eq!(w.len(), 1, "{:?}", c.warnings);
+    assert_eq!(w[0].0, line);
+    assert!(
+        w[0].1
+            .contains("`allow_sha1` is the old name of `dangerous_allow_sha1`"),
+        "{}",
+        w[0].1
+    );
+    let off = SAML.replace(
+        "metadata_file = \"idp.xml\"\n",
+        "metadata_file = \"idp.xml\"\nallow_sha1 = false\n",
+    );
+    assert!(!sha1(&load_with(&off, &env).unwrap()));
+    // Both names at once: refused, at the old one.
+    let both = SAML.replace(
+        "metadata_file = \"idp.xml\"\n",
+        "metadata_file = \"idp.xml\"\ndangerous_allow_sha1 = false\nallow_sha1 = true\n",
+    );
+    assert_one(
+        &errors_with(&both, &env),
+        line + 1,
+        "give only `dangerous_allow_sha1`",
     );
 }

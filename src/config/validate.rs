@@ -522,10 +522,27 @@ fn warnings(c: &Checker<'_>, policy: &Policy, f: &FileConfig) -> Vec<Diagnostic>
             });
         }
     }
+    out.extend(old_switch_names(c, f));
     out.extend(email_domains_never_vouched(c, f));
     out.extend(webhooks_unreachable(c, f));
     out.sort_by_key(|d| d.line);
     out
+}
+
+/// Dangerous switches known by an old name that does not say so (`allow_sha1`).
+fn old_switch_names(c: &Checker<'_>, f: &FileConfig) -> Vec<Diagnostic> {
+    f.idps
+        .iter()
+        .enumerate()
+        .filter(|(_, idp)| idp.allow_sha1.is_some())
+        .map(|(i, idp)| Diagnostic {
+            line: c.lines.line_of(&[key("idp"), Seg::Index(i), key("allow_sha1")]),
+            message: format!(
+                "[[idp]] \"{}\": `allow_sha1` is the old name of `dangerous_allow_sha1` (DANGER: RSA-SHA1 signatures and SHA-1 digests accepted): rename it",
+                idp.id
+            ),
+        })
+        .collect()
 }
 
 /// BigCommerce delivers webhooks to https on port 443 only (docs/bigcommerce.md): with another
@@ -1315,7 +1332,7 @@ fn saml_sp(c: &mut Checker<'_>, f: &FileConfig, public_url: &Url) -> Option<Saml
     let key_pem = read(c, "key_file", &s.key_file);
     let cert_pem = read(c, "cert_file", &s.cert_file);
     let (key_pem, cert_pem) = (key_pem?, cert_pem?);
-    if let Err(e) = crate::federation::saml::sp::SpKeys::from_pem(&key_pem, &cert_pem) {
+    if let Err(e) = crate::federation::saml::trust::SpKeys::from_pem(&key_pem, &cert_pem) {
         c.error(&at("cert_file"), format!("`[saml]`: {e}"));
         return None;
     }
@@ -1380,7 +1397,7 @@ fn saml_idp_config(
     let metadata_url = match &idp.metadata_url {
         Some(u) => c.url(&at("metadata_url"), u).filter(|u| {
             let ok = u.scheme() == "https"
-                || (allow_insecure_http && crate::federation::saml::is_loopback(u));
+                || (allow_insecure_http && crate::federation::saml::trust::is_loopback(u));
             if !ok {
                 c.error(
                     &at("metadata_url"),
@@ -1396,7 +1413,7 @@ fn saml_idp_config(
     };
     let metadata_signing_cert = match &idp.metadata_signing_cert {
         Some(p) => match c.env.read_file(Path::new(p)) {
-            Ok(pem) => match crate::federation::saml::cert_der_from_pem(&pem) {
+            Ok(pem) => match crate::federation::saml::trust::cert_der_from_pem(&pem) {
                 Ok(_) => Some(pem),
                 Err(e) => {
                     c.error(
@@ -1448,8 +1465,10 @@ fn saml_idp_config(
     let meta = match &metadata_xml {
         Some(x) if x.is_empty() => Some(String::new()),
         Some(x) => {
-            match crate::federation::saml::trusted_idp_metadata(x, metadata_signing_cert.as_deref())
-            {
+            match crate::federation::saml::trust::trusted_idp_metadata(
+                x,
+                metadata_signing_cert.as_deref(),
+            ) {
                 Ok(m) => Some(m.entity_id),
                 Err(e) => {
                     c.error(&at("metadata_file"), format!("[[idp]] \"{}\": {e}", idp.id));
@@ -1473,6 +1492,18 @@ fn saml_idp_config(
             "`clock_skew` above 10m would keep expired assertions usable",
         );
     }
+    // The switch says what it is; the old name still works (`check` warns), but not both at once.
+    let allow_sha1 = match (idp.dangerous_allow_sha1, idp.allow_sha1) {
+        (Some(new), Some(_)) => {
+            c.error(
+                &at("allow_sha1"),
+                "`allow_sha1` is the old name of `dangerous_allow_sha1`: give only `dangerous_allow_sha1`",
+            );
+            new
+        }
+        (Some(v), None) | (None, Some(v)) => v,
+        (None, None) => false,
+    };
     let mapping = idp.attributes.as_ref().unwrap_or(&idp.claims);
     // SAML has no `email_verified`: only `trust_email` makes an address count as verified.
     let claims = ClaimMapping {
@@ -1489,7 +1520,7 @@ fn saml_idp_config(
             metadata_url,
             metadata_refresh: refresh?,
             entity_id: meta,
-            allow_sha1: idp.allow_sha1,
+            dangerous_allow_sha1: allow_sha1,
             allow_unsolicited: idp.allow_unsolicited,
             clock_skew: skew?,
             nameid_format: idp.nameid_format.clone(),

@@ -559,8 +559,8 @@ impl DevOp {
             .ok_or(AuthorizeError::UnknownOrExpiredRequest)?;
         // Double-submit: the form value must match both the one issued with this page and the
         // cookie this browser holds.
-        let cookie_ok = cookie_csrf.is_some_and(|c| constant_time_eq(c, &pending.csrf));
-        if !constant_time_eq(form_csrf, &pending.csrf) || !cookie_ok {
+        let cookie_ok = cookie_csrf.is_some_and(|c| crate::secret::ct_eq(c, &pending.csrf));
+        if !crate::secret::ct_eq(form_csrf, &pending.csrf) || !cookie_ok {
             return Err(AuthorizeError::CsrfMismatch);
         }
         let code = random_token();
@@ -659,7 +659,7 @@ impl DevOp {
             return Err(TokenError::InvalidGrant("code_verifier is malformed"));
         }
         let computed = B64URL.encode(Sha256::digest(verifier.as_bytes()));
-        if !constant_time_eq(&computed, &grant.code_challenge) {
+        if !crate::secret::ct_eq(&computed, &grant.code_challenge) {
             return Err(TokenError::InvalidGrant("code_verifier does not match"));
         }
         let user = self
@@ -758,7 +758,7 @@ impl DevOp {
         let client = self.client(&client_id);
         // Compare against something even for an unknown client, so timing says little either way.
         let expected = client.map_or("", |c| c.client_secret.expose());
-        let secret_ok = constant_time_eq(&secret, expected);
+        let secret_ok = crate::secret::ct_eq(&secret, expected);
         match client {
             Some(c) if secret_ok && !expected.is_empty() => Ok(c),
             _ => Err(TokenError::InvalidClient),
@@ -1141,16 +1141,6 @@ fn is_base64url(s: &str) -> bool {
 /// RFC 7636 §4.1: `unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"`.
 fn is_pkce_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-/// Equality whose running time does not depend on where the inputs differ: both sides are hashed
-/// to fixed-length digests first, then compared without early exit.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (da, db) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    da.iter()
-        .zip(db.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
 }
 
 /// OIDC Core §3.1.3.6 `at_hash`: base64url of the left half of SHA-256 of the access token.

@@ -123,7 +123,7 @@ pub fn lint(p: &Policy, now: UnixTime) -> Vec<Finding> {
         {
             out.push(never(format!(
                 "its not_after ({}) has passed",
-                super::rfc3339(end)
+                crate::clock::rfc3339(end)
             )));
             continue;
         }

@@ -628,7 +628,7 @@ impl DenyReason {
             DenyReason::DeniedByRule { rule } => format!("the rule \"{rule}\" denies this store"),
             DenyReason::Expired { rule, at } => format!(
                 "your access through the rule \"{rule}\" expired at {}",
-                rfc3339(*at)
+                crate::clock::rfc3339(*at)
             ),
             DenyReason::EmailNotVerified { rule } => format!(
                 "the rule \"{rule}\" grants this store by email domain, and your identity provider did not confirm your email address (email_verified), so it does not apply"
@@ -639,17 +639,6 @@ impl DenyReason {
             DenyReason::UnknownStore => "there is no such store".to_owned(),
         }
     }
-}
-
-/// RFC 3339 UTC, or the number when out of range.
-pub fn rfc3339(t: UnixTime) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
 }
 
 /// How one rule stands for one identity at one moment.

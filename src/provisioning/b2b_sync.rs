@@ -42,7 +42,7 @@ use crate::bigcommerce::b2b::{
     B2bApi, CompanyUser, MembershipNeed, membership_need, role_text, usable_company,
 };
 use crate::config::Config;
-use crate::identity::{AuthContext, Identity, IdpId};
+use crate::identity::{AuthContext, Identity, IdpId, SubjectMatch};
 use crate::policy::{B2bGrant, Effect};
 
 /// Company users per `GET /users?companyId=` page.
@@ -331,8 +331,9 @@ impl Reconciler {
             }
             return change;
         };
-        if let Some((_, Some(recorded))) = lookup.ids.get(&email)
-            && *recorded != d.subject
+        if let Some((_, recorded)) = lookup.ids.get(&email)
+            && let SubjectMatch::Conflict { recorded } =
+                SubjectMatch::of(recorded.as_deref(), &d.subject)
         {
             // Someone else's customer (a `subject_conflict` of the plan): never made a buyer.
             change.kind = B2bChangeKind::Conflict;

@@ -21,6 +21,7 @@ use super::reconcile::{Action, CustomerState};
 use crate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use crate::bigcommerce::api::Customer;
 use crate::clock::SharedClock;
+use crate::identity::SubjectMatch;
 
 pub struct Executor {
     pub queue: Arc<dyn WorkQueue>,
@@ -112,13 +113,13 @@ fn found_existing(item: &Item, c: &Customer, subject_attribute: u64) -> Found {
     let Action::Create { customer, group_id } = &item.action else {
         return Found::Ours(c.id);
     };
-    match c.attribute(subject_attribute) {
-        Some(s) if s == customer.subject => Found::Ours(c.id),
-        Some(s) => Found::Conflict(format!(
+    match SubjectMatch::of(c.attribute(subject_attribute), &customer.subject) {
+        SubjectMatch::Ours => Found::Ours(c.id),
+        SubjectMatch::Conflict { recorded: s } => Found::Conflict(format!(
             "subject_conflict: customer #{} has the email {} but is bound to {s}, not {}; left alone, an administrator must resolve it in BigCommerce",
             c.id, customer.email, customer.subject
         )),
-        None => {
+        SubjectMatch::Unbound => {
             let before = CustomerState::from(c);
             let after = CustomerState {
                 first_name: customer.first_name.clone(),

@@ -27,7 +27,7 @@ use crate::bigcommerce::api::Customer;
 use crate::clock::UnixTime;
 use crate::config::Config;
 use crate::config::provisioning::{Deprovision, SubjectAttribute};
-use crate::identity::{AuthContext, Identity, IdpId};
+use crate::identity::{AuthContext, BoundSubject, Identity, IdpId, SubjectMatch};
 use crate::policy::CustomerGroupRef;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +115,7 @@ pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
                 for e in &emails {
                     out.subjects
                         .entry(e.clone())
-                        .or_insert_with(|| format!("{}:{}", identity.idp, identity.subject));
+                        .or_insert_with(|| BoundSubject::of(&identity).into_string());
                 }
             }
             out.leavers.extend(emails);
@@ -131,7 +131,7 @@ pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
         // An active user's binding wins over a leaver's with the same address (a rehire).
         out.subjects.insert(
             email.to_lowercase(),
-            format!("{}:{}", identity.idp, identity.subject),
+            BoundSubject::of(&identity).into_string(),
         );
         type PerAccount = (
             Vec<u64>,
@@ -166,7 +166,7 @@ pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
                 last_name: identity.family_name.clone().unwrap_or_else(|| "-".into()),
                 channel_ids: channels,
                 group,
-                subject: format!("{}:{}", identity.idp, identity.subject),
+                subject: BoundSubject::of(&identity).into_string(),
                 b2b,
             });
         }
@@ -177,7 +177,7 @@ pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
             for e in &emails {
                 out.subjects
                     .entry(e.clone())
-                    .or_insert_with(|| format!("{}:{}", identity.idp, identity.subject));
+                    .or_insert_with(|| BoundSubject::of(&identity).into_string());
             }
         }
         out.leavers.extend(emails);
@@ -324,8 +324,8 @@ pub fn conflicts(
             let (Some(c), Some(wanted)) = (have.get(email), desired.subjects.get(email)) else {
                 continue;
             };
-            if let Some(recorded) = groups.recorded_subject(account, c)
-                && recorded != wanted
+            if let SubjectMatch::Conflict { recorded } =
+                SubjectMatch::of(groups.recorded_subject(account, c), wanted)
             {
                 out.push(Conflict {
                     account: account.clone(),

@@ -1,6 +1,7 @@
 //! Server-side sessions: the cookie holds only an opaque id; the data lives in memory (one
 //! process) or in Redis (several replicas).
 
+pub mod browser;
 pub mod memory;
 pub mod one_time;
 pub mod redis_handle;

@@ -1,97 +1,20 @@
-//! What the browser's server-side session holds, and the extractor that requires a sign-in.
-
-use std::collections::BTreeMap;
+//! The extractor that requires a sign-in, and loading the signed-in state with its lifetimes
+//! enforced. What the session holds is `session::browser`.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use super::AppState;
 use super::errors::AppError;
 use super::extract::RequestId;
-use crate::clock::UnixTime;
 use crate::federation::oidc::PendingLogin;
-use crate::identity::Identity;
+use crate::redirect::urlencode;
+use crate::session::browser::{PENDING_KEY, SignedInState, read_signed_in, write_signed_in};
 
-pub const AUTH_KEY: &str = "auth";
-pub const PENDING_KEY: &str = "pending";
-/// Logins a browser may have in flight at once (several tabs). Oldest dropped first, so state
-/// never piles up (mod_auth_openidc's state cookies did).
-pub const MAX_PENDING: usize = 5;
-/// A login not completed within this many seconds is forgotten.
-pub const PENDING_TTL: i64 = 600;
 /// `last_seen` is rewritten at most this often, so a launch does not always cost a session write.
 const SEEN_GRANULARITY: i64 = 60;
-
-/// A launch that sent the browser back to the IdP (step-up, or a fresh sign-in for a grant with a
-/// maximum session age), so that a second refusal shows a page instead of a redirect loop.
-pub const STEP_UP_KEY: &str = "step_up";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepUpAttempt {
-    /// The launch URL the sign-in returns to.
-    pub return_to: String,
-    pub at: UnixTime,
-}
-
-/// The signed-in state of one browser.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SignedInState {
-    pub identity: Identity,
-    /// Per-session token for state-changing forms (logout).
-    pub csrf: String,
-    pub last_seen: UnixTime,
-    /// BigCommerce customer ids already ensured, keyed by account id and channel set, so a
-    /// repeated launch makes no API call.
-    #[serde(default)]
-    pub customers: BTreeMap<String, u64>,
-}
-
-/// Reads the signed-in state from the session; `None` when there is none or it cannot be decoded
-/// (a record written by an incompatible version means signed out, not an error page).
-///
-/// It is stored as one JSON string (see [`write_signed_in`]). Objects, as written before, are
-/// still read, so sessions survive the upgrade.
-pub async fn read_signed_in(
-    session: &Session,
-) -> Result<Option<SignedInState>, tower_sessions::session::Error> {
-    let Some(value) = session.get_value(AUTH_KEY).await? else {
-        return Ok(None);
-    };
-    let decoded = match value {
-        serde_json::Value::String(s) => serde_json::from_str(&s),
-        other => serde_json::from_value(other),
-    };
-    match decoded {
-        Ok(auth) => Ok(Some(auth)),
-        Err(e) => {
-            // Not serde's message: it may quote a value (the CSRF token, the identity).
-            tracing::info!(
-                category = ?e.classify(),
-                column = e.column(),
-                "a session's sign-in could not be read; treated as signed out"
-            );
-            Ok(None)
-        }
-    }
-}
-
-/// Stores the signed-in state as one JSON string rather than a JSON object: tower-sessions keeps
-/// record values as `serde_json::Value` trees, which every load built (Redis) or copied (memory)
-/// node by node and every read copied again before decoding; a string is copied whole and decoded
-/// straight into the struct (~8% of a launch's CPU, perf, issue 6).
-pub async fn write_signed_in(
-    session: &Session,
-    auth: &SignedInState,
-) -> Result<(), tower_sessions::session::Error> {
-    let encoded = serde_json::to_string(auth).map_err(tower_sessions::session::Error::SerdeJson)?;
-    session
-        .insert_value(AUTH_KEY, serde_json::Value::String(encoded))
-        .await?;
-    Ok(())
-}
 
 /// Why there is no usable sign-in.
 pub enum NoSignIn {
@@ -115,9 +38,10 @@ pub async fn load(
     let s = &state.config.session;
     let absolute_over = now - auth.identity.signed_in_at >= s.absolute_timeout.as_secs() as i64;
     let idle_over = now - auth.last_seen >= s.idle_timeout.as_secs() as i64;
-    let ended_by_idp = super::saml::ended_by_idp(state, session, auth.identity.signed_in_at)
-        .await
-        .map_err(|_| AppError::session_store(reference))?;
+    let ended_by_idp =
+        crate::flows::sign_out::ended_by_idp(&state.gateway(), session, auth.identity.signed_in_at)
+            .await
+            .map_err(|_| AppError::session_store(reference))?;
     if absolute_over || idle_over || ended_by_idp {
         session
             .flush()
@@ -187,94 +111,5 @@ impl FromRequestParts<AppState> for SignedIn {
             }
             Err(e) => Err(e.into_response()),
         }
-    }
-}
-
-pub fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use serde_json::{Value, json};
-    use tower_sessions::Session;
-
-    use super::*;
-    use crate::identity::{AuthContext, IdpId};
-    use crate::session::MemorySessionStore;
-
-    fn session() -> Session {
-        Session::new(None, Arc::new(MemorySessionStore::default()), None)
-    }
-
-    fn signed_in() -> SignedInState {
-        SignedInState {
-            identity: Identity {
-                subject: "u-123".into(),
-                idp: IdpId::new("opentext"),
-                email: Some("ada@example.com".into()),
-                email_verified: true,
-                given_name: Some("Ada".into()),
-                family_name: None,
-                name: None,
-                groups: vec!["staff".into()],
-                roles: vec![],
-                attributes: Default::default(),
-                auth: AuthContext::default(),
-                signed_in_at: 1_760_000_000,
-            },
-            csrf: "csrf-token".into(),
-            last_seen: 1_760_000_060,
-            customers: [("acct|[1]|".to_owned(), 42)].into_iter().collect(),
-        }
-    }
-
-    #[tokio::test]
-    async fn the_sign_in_is_stored_as_one_json_string_and_read_back_whole() {
-        let session = session();
-        write_signed_in(&session, &signed_in()).await.unwrap();
-        let stored = session.get_value(AUTH_KEY).await.unwrap().unwrap();
-        assert!(stored.is_string(), "stored as {stored}");
-        let read = read_signed_in(&session).await.unwrap().unwrap();
-        assert_eq!(
-            serde_json::to_value(&read).unwrap(),
-            serde_json::to_value(signed_in()).unwrap()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_sign_in_stored_as_an_object_by_an_earlier_version_still_reads() {
-        let session = session();
-        let legacy = serde_json::to_value(signed_in()).unwrap();
-        assert!(legacy.is_object());
-        session.insert_value(AUTH_KEY, legacy).await.unwrap();
-        let read = read_signed_in(&session).await.unwrap().unwrap();
-        assert_eq!(read.identity.subject, "u-123");
-        assert_eq!(read.customers.get("acct|[1]|"), Some(&42));
-        assert_eq!(read.last_seen, 1_760_000_060);
-    }
-
-    #[tokio::test]
-    async fn an_undecodable_sign_in_reads_as_signed_out_not_as_an_error() {
-        for bad in [
-            json!({"identity": "not an identity"}),
-            Value::String("{\"identity\":".into()),
-            Value::String("\"a string, not an object\"".into()),
-            json!(17),
-        ] {
-            let session = session();
-            session.insert_value(AUTH_KEY, bad.clone()).await.unwrap();
-            assert!(
-                read_signed_in(&session).await.unwrap().is_none(),
-                "{bad} was not read as signed out"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn no_sign_in_reads_as_none() {
-        assert!(read_signed_in(&session()).await.unwrap().is_none());
     }
 }

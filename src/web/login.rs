@@ -1,4 +1,5 @@
-//! Sign-in (`/login`, the OIDC callback) and sign-out.
+//! Sign-in (`/login`, the OIDC callback) and sign-out: the protocol steps of OIDC here, the
+//! common ending in `flows::sign_in`, sign-out in `flows::sign_out`.
 
 use askama::Template;
 use axum::Form;
@@ -8,14 +9,20 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::auth::{self, MAX_PENDING, PENDING_KEY, PENDING_TTL, SignedInState};
+use super::answer::{Answer, FlowFailed};
+use super::auth;
+use super::cookies;
 use super::errors::AppError;
 use super::extract::RequestId;
-use super::{AppState, no_store, random_token};
+use super::{AppState, no_store};
 use crate::audit::{AuditEvent, EventKind, Outcome};
-use crate::federation::claims::map_identity;
 use crate::federation::oidc::{CallbackParams, OidcError};
-use crate::redirect::LocalPath;
+use crate::federation::saml::SamlProvider;
+use crate::flows::sign_in::{self, Proof};
+use crate::flows::sign_out;
+use crate::identity::IdpId;
+use crate::redirect::{LocalPath, urlencode};
+use crate::session::browser::{MAX_PENDING, PENDING_KEY, PENDING_TTL};
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
@@ -61,17 +68,14 @@ pub async fn login(
             .map(|i| i.id.to_string())
             .unwrap_or_default(),
         None => {
-            let rt = auth::urlencode(return_to.as_str());
+            let rt = urlencode(return_to.as_str());
             let choices = state
                 .config
                 .idps
                 .iter()
                 .map(|i| Choice {
                     name: i.display_name.clone(),
-                    href: format!(
-                        "/login?idp={}&return_to={rt}",
-                        auth::urlencode(i.id.as_str())
-                    ),
+                    href: format!("/login?idp={}&return_to={rt}", urlencode(i.id.as_str())),
                 })
                 .collect();
             let page = Chooser { choices }
@@ -94,7 +98,7 @@ pub async fn login(
     // <saml:AuthnContextClassRef>{acr}</...> in the AuthnRequest, and the ACS refuses an
     // assertion of another class; its AuthnContextClassRef becomes `Identity.auth.acr`.
     if let Some(p) = state.saml.as_ref().and_then(|s| s.providers.get(&idp_id)) {
-        return super::saml::begin(&state, &rid, p, return_to, acr).await;
+        return begin_saml(&state, &rid, p, return_to, acr).await;
     }
     let Some(provider) = state.providers.get(&idp_id) else {
         return Err(AppError::not_found(
@@ -124,6 +128,31 @@ pub async fn login(
         .await
         .map_err(|_| AppError::session_store(&rid))?;
     Ok(no_store(Redirect::to(&url).into_response()))
+}
+
+/// Starts a SAML sign-in: the pending request is stored server-side and bound to this browser
+/// by its own cookie (`web::cookies`), since the IdP's POST to the ACS carries no Lax cookie.
+async fn begin_saml(
+    state: &AppState,
+    rid: &str,
+    provider: &SamlProvider,
+    return_to: LocalPath,
+    acr: Option<&str>,
+) -> Result<Response, AppError> {
+    let Some(saml) = &state.saml else {
+        return Err(AppError::not_found("There is no such sign-in method.", rid));
+    };
+    let now = state.clock.now();
+    let (url, pending) = provider.begin(return_to, acr, now).map_err(|e| {
+        tracing::warn!(idp = %provider.idp_id(), error = %e, "cannot start SAML sign-in");
+        AppError::unavailable("The identity provider", rid)
+    })?;
+    let key = sign_in::remember_saml_request(&state.gateway(), &pending)
+        .await
+        .map_err(|e| FlowFailed::new(e, state, rid))?;
+    let mut resp = Redirect::to(&url).into_response();
+    cookies::pending_cookie(&mut resp, &key, saml.secure_cookie);
+    Ok(no_store(resp))
 }
 
 /// `GET /oidc/{idp}/callback`
@@ -203,73 +232,17 @@ pub async fn callback(
         Ok(v) => v,
         Err(e) => return Err(sign_in_failed(&state, &rid, &idp_id, now, e)),
     };
-    let Some(idp_cfg) = state.config.idp(&idp_id) else {
-        return Err(AppError::not_found(
-            "There is no such sign-in method.",
-            &rid,
-        ));
-    };
-    let identity = map_identity(&verified, &idp_cfg.claims, now);
-    establish(&state, &session, &rid, identity, now, "OIDC").await?;
-    Ok(no_store(Redirect::to(return_to.as_str()).into_response()))
-}
-
-/// The end of every protocol's sign-in: refuse a leaver, start from an empty session with a new
-/// id (fixation defence), store the signed-in state, and audit the sign-in.
-///
-/// Empty, because on a shared PC the previous person's state must not survive into the next
-/// person's session (docs/security.md, "Identity binding"): a SAML session's logout data left over
-/// made B's sign-out send A's LogoutRequest (never ending B's session at B's IdP), and let an IdP
-/// logout for A end B's session. Pending logins of other tabs go too. The one thing kept is a
-/// step-up attempt of the *same* person (same IdP and subject), which stops a launch from
-/// sending them round to the IdP in a loop (web/launch.rs).
-pub(super) async fn establish(
-    state: &AppState,
-    session: &Session,
-    rid: &str,
-    identity: crate::identity::Identity,
-    now: i64,
-    protocol: &str,
-) -> Result<(), AppError> {
-    refuse_deprovisioned(state, rid, &identity, now).await?;
-    let previous = auth::read_signed_in(session)
-        .await
-        .map_err(|_| AppError::session_store(rid))?;
-    let same_person = previous
-        .is_some_and(|p| p.identity.idp == identity.idp && p.identity.subject == identity.subject);
-    let step_up: Option<auth::StepUpAttempt> = if same_person {
-        session
-            .get(auth::STEP_UP_KEY)
-            .await
-            .map_err(|_| AppError::session_store(rid))?
-    } else {
-        None
-    };
-    session.clear().await;
-    session
-        .cycle_id()
-        .await
-        .map_err(|_| AppError::session_store(rid))?;
-    if let Some(attempt) = step_up {
-        session
-            .insert(auth::STEP_UP_KEY, attempt)
-            .await
-            .map_err(|_| AppError::session_store(rid))?;
-    }
-    let grants = state.policy().policy.grants(&identity, now);
-    let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Allow).who(&identity);
-    ev.detail = Some(format!("{protocol}; {} store(s) granted", grants.len()));
-    let signed_in = SignedInState {
-        identity,
-        csrf: random_token(),
-        last_seen: now,
-        customers: Default::default(),
-    };
-    auth::write_signed_in(session, &signed_in)
-        .await
-        .map_err(|_| AppError::session_store(rid))?;
-    state.audit.record(ev);
-    Ok(())
+    // The common ending: identity, leaver check, session, audit.
+    sign_in::finish(
+        &state.gateway(),
+        &session,
+        &rid,
+        &IdpId::new(idp_id),
+        Proof::Oidc(verified),
+    )
+    .await
+    .map_err(|e| FlowFailed::new(e, &state, &rid))?;
+    Ok(Answer::SignedInOidc { return_to }.into_response())
 }
 
 fn sign_in_failed(state: &AppState, rid: &str, idp: &str, now: i64, e: OidcError) -> AppError {
@@ -319,143 +292,20 @@ pub async fn logout(
     session: Session,
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, AppError> {
-    let now = state.clock.now();
-    let current = auth::load(&session, &state, &rid).await?;
-    let Ok(signed_in) = current else {
-        return Ok(no_store(Redirect::to("/signed-out").into_response()));
-    };
-    let token_ok = form
-        .csrf
-        .as_deref()
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), signed_in.csrf.as_bytes()));
-    if !token_ok {
-        return Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "Sign-out refused",
-            "The sign-out request did not come from this site's own page.",
-            &rid,
-        ));
-    }
-    let saml_info: Option<super::saml::SamlSessionInfo> = session
-        .get(super::saml::SAML_SESSION_KEY)
-        .await
-        .ok()
-        .flatten();
-    session
-        .flush()
-        .await
-        .map_err(|_| AppError::session_store(&rid))?;
-    state.audit.record(
-        AuditEvent::new(now, &rid, EventKind::SignOut, Outcome::Allow).who(&signed_in.identity),
-    );
-    // SAML: the local session is gone; tell the IdP with a signed LogoutRequest (its answer
-    // comes back to /saml/slo and ends at /signed-out).
-    if let Some(info) = saml_info
-        && let Some(p) = state.saml.as_ref().and_then(|s| s.providers.get(&info.idp))
-    {
-        let sent = p.logout_request_url(
-            &info.name_id,
-            info.name_id_format.as_deref(),
-            info.session_index.as_deref(),
-            now,
-        );
-        let resp = match sent {
-            Ok(Some(req)) => {
-                // Bound to this browser: the IdP's LogoutResponse must answer this very request.
-                let mut resp = Redirect::to(&req.url).into_response();
-                super::saml::remember_logout_request(&state, &info.idp, &req.id, &mut resp).await;
-                resp
-            }
-            Ok(None) => Redirect::to("/signed-out").into_response(),
-            Err(e) => {
-                tracing::warn!(idp = %info.idp, error = %e, "cannot build the SAML LogoutRequest");
-                Redirect::to("/signed-out").into_response()
-            }
-        };
-        return Ok(no_store(resp));
-    }
-    let back = state.config.logout_uri();
-    let target = match state.providers.get(signed_in.identity.idp.as_str()) {
-        Some(p) => match p.end_session_endpoint().await {
-            Some(end) => match url::Url::parse(&end) {
-                Ok(mut u) => {
-                    u.query_pairs_mut()
-                        .append_pair("client_id", p.client_id())
-                        .append_pair("post_logout_redirect_uri", &back);
-                    u.to_string()
-                }
-                Err(_) => "/signed-out".to_owned(),
-            },
-            None => "/signed-out".to_owned(),
-        },
-        None => "/signed-out".to_owned(),
-    };
-    Ok(no_store(Redirect::to(&target).into_response()))
-}
-
-#[derive(Template)]
-#[template(path = "signed_out.html")]
-struct SignedOut<'a> {
-    /// Set when the IdP's sign-out could not be confirmed: the reference of that request.
-    unconfirmed: Option<&'a str>,
+    let signed_in = auth::load(&session, &state, &rid).await?.ok();
+    let outcome = sign_out::sign_out(
+        &state.gateway(),
+        &session,
+        &rid,
+        signed_in,
+        form.csrf.as_deref(),
+    )
+    .await
+    .map_err(|e| FlowFailed::new(e, &state, &rid))?;
+    let secure = state.saml.as_ref().is_some_and(|s| s.secure_cookie);
+    Ok(Answer::SignedOut { outcome, secure }.into_response())
 }
 
 pub async fn signed_out() -> Response {
-    signed_out_page(None)
-}
-
-/// The signed-out page; with `unconfirmed` (a request reference), it adds that the identity
-/// provider's sign-out could not be confirmed.
-pub(super) fn signed_out_page(unconfirmed: Option<&str>) -> Response {
-    match (SignedOut { unconfirmed }).render() {
-        Ok(p) => Html(p).into_response(),
-        Err(_) => "You are signed out.".into_response(),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A leaver (SCIM `active: false`, or deleted) gets no session at all, whatever the IdP says.
-/// Shared by every protocol's sign-in.
-pub(super) async fn refuse_deprovisioned(
-    state: &AppState,
-    rid: &str,
-    identity: &crate::identity::Identity,
-    now: i64,
-) -> Result<(), AppError> {
-    let Some(scim) = &state.scim else {
-        return Ok(());
-    };
-    let deprovisioned = match scim
-        .is_deprovisioned(&identity.subject, identity.email.as_deref())
-        .await
-    {
-        Ok(d) => d,
-        // Cannot tell whether this person is a leaver: nobody is signed in (fail closed).
-        Err(e) => {
-            let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Error).who(identity);
-            ev.reason = Some("scim_store_unavailable".into());
-            ev.detail = Some(e.detail);
-            state.audit.record(ev);
-            return Err(AppError::unavailable(
-                "The identity management data (SCIM store)",
-                rid,
-            ));
-        }
-    };
-    if deprovisioned {
-        let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Deny).who(identity);
-        ev.rule = Some("deprovisioned".into());
-        ev.reason = Some("deprovisioned".into());
-        state.audit.record(ev);
-        return Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "Sign-in refused",
-            "Your account has been disabled by your organisation's identity management.",
-            rid,
-        ));
-    }
-    Ok(())
+    super::answer::signed_out_page(None)
 }

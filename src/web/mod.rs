@@ -1,8 +1,10 @@
 //! The HTTP edge: one state, thin handlers, one error mapping. No access decision is made here;
 //! handlers unpack the request, call `federation`, `policy` or `bigcommerce`, and answer.
 
+pub mod answer;
 pub mod auth;
 pub mod client_ip;
+mod cookies;
 pub mod errors;
 pub mod extract;
 pub mod health;
@@ -191,6 +193,22 @@ impl AppState {
     pub fn policy(&self) -> Arc<PolicySnapshot> {
         self.policy.load_full()
     }
+
+    /// What the journeys (`flows`) use of this state, for one request.
+    pub fn gateway(&self) -> crate::flows::Gateway<'_> {
+        crate::flows::Gateway {
+            config: &self.config,
+            clock: self.clock.as_ref(),
+            audit: &self.audit,
+            scim: self.scim.as_deref(),
+            bigcommerce: &self.bigcommerce,
+            b2b: &self.b2b,
+            store_clock: &self.store_clock,
+            providers: &self.providers,
+            saml: self.saml.as_deref(),
+            policy: &self.policy,
+        }
+    }
 }
 
 /// Marks a response that carries a token or a session change as not cacheable.
@@ -202,14 +220,7 @@ pub fn no_store(mut resp: Response) -> Response {
     resp
 }
 
-/// A random URL-safe token (CSRF values).
-pub fn random_token() -> String {
-    use base64::Engine;
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
+pub use crate::secret::random_token;
 
 /// The largest request body accepted (SAML responses, SCIM resources).
 pub const MAX_BODY: usize = 64 * 1024;

@@ -23,6 +23,7 @@ use crate::provisioning::scim::wire::{
     self, ErrorBody, ListQuery, PatchRequest, ScimType, SearchRequest,
 };
 use crate::provisioning::scim::{Change, ScimError, ScimService};
+use crate::secret::ct_eq;
 use crate::session::redis_store::RedisHandle;
 
 impl AppState {
@@ -102,25 +103,13 @@ pub fn router(state: AppState) -> Router {
 #[derive(Debug, Clone)]
 struct Actor(String);
 
-/// SHA-256 both sides, then compare the digests without an early exit: the time taken says
-/// nothing about how much of the secret was right.
-pub(super) fn constant_time_eq(a: &str, b: &str) -> bool {
-    use sha2::{Digest, Sha256};
-    let x = Sha256::digest(a.as_bytes());
-    let y = Sha256::digest(b.as_bytes());
-    x.iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
-        == 0
-}
-
 fn check_credentials(cfg: &ScimConfig, headers: &HeaderMap) -> Option<Actor> {
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = auth.split_once(' ')?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
         let want = cfg.bearer_token.as_ref()?;
-        constant_time_eq(rest, want.expose()).then(|| Actor("scim:bearer".into()))
+        ct_eq(rest, want.expose()).then(|| Actor("scim:bearer".into()))
     } else if scheme.eq_ignore_ascii_case("basic") {
         use base64::Engine;
         let (user, password) = cfg.basic.as_ref()?;
@@ -130,7 +119,7 @@ fn check_credentials(cfg: &ScimConfig, headers: &HeaderMap) -> Option<Actor> {
         let decoded = String::from_utf8(decoded).ok()?;
         let (u, p) = decoded.split_once(':')?;
         // Both compared, always, so a wrong user name takes as long as a wrong password.
-        let ok = constant_time_eq(u, user) & constant_time_eq(p, password.expose());
+        let ok = ct_eq(u, user) & ct_eq(p, password.expose());
         ok.then(|| Actor(format!("scim:basic:{user}")))
     } else {
         None

@@ -94,7 +94,7 @@ impl WebhookState {
     }
 }
 
-/// Constant time: see `scim::constant_time_eq` (SHA-256 both sides first, so the length of the
+/// Constant time: see [`crate::secret::ct_eq`] (SHA-256 both sides first, so the length of the
 /// secret leaks nothing either).
 fn secret_matches(headers: &HeaderMap, want: &str) -> Result<(), &'static str> {
     let got = headers
@@ -102,7 +102,7 @@ fn secret_matches(headers: &HeaderMap, want: &str) -> Result<(), &'static str> {
         .ok_or("webhook_secret_missing")?
         .to_str()
         .map_err(|_| "webhook_secret_invalid")?;
-    if super::scim::constant_time_eq(got, want) {
+    if crate::secret::ct_eq(got, want) {
         Ok(())
     } else {
         Err("webhook_secret_invalid")

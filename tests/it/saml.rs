@@ -449,7 +449,7 @@ async fn saml_sign_in_portal_launch_with_encrypted_assertion() {
 #[tokio::test]
 // pysaml2's own encryption defaults: RSA-OAEP-MGF1P key transport (SHA-1 digest, which is not a
 // signature weakness) and 3DES-CBC, with `xmlns:ds` inherited from the EncryptedData. Signed with
-// RSA-SHA256, so SHA-1 stays refused for the signature (allow_sha1 is off).
+// RSA-SHA256, so SHA-1 stays refused for the signature (dangerous_allow_sha1 is off).
 async fn saml_sign_in_portal_launch_with_pysaml2_default_encryption() {
     sign_in_and_launch(
         |r| {
@@ -464,7 +464,7 @@ async fn saml_sign_in_portal_launch_with_pysaml2_default_encryption() {
 
 #[tokio::test]
 async fn saml_sha1_is_accepted_only_when_allowed() {
-    sign_in_and_launch(|r| r["sha1"] = json!(true), "allow_sha1 = true").await;
+    sign_in_and_launch(|r| r["sha1"] = json!(true), "dangerous_allow_sha1 = true").await;
 }
 
 /// One gateway + IdP + started sign-in, for the refusal tests.

@@ -26,15 +26,20 @@
 //! `spawn_blocking` and maps every error to [`SamlError`] inside the closure.
 
 pub mod prescan;
+pub mod service;
 pub mod slo;
 pub mod sp;
+pub mod trust;
 
+pub use service::SamlState;
 use std::sync::Arc;
+pub use trust::{
+    IdpMetadata, cert_der_from_pem, is_loopback, parse_idp_metadata, trusted_idp_metadata,
+};
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use samael::crypto::{AllowedSignatureAlgorithm, CertificateDer, ReduceMode};
-use samael::metadata::{EntityDescriptor, HTTP_REDIRECT_BINDING};
+use samael::crypto::ReduceMode;
 use samael::schema::Assertion;
 use samael::service_provider::{Error as SpError, ServiceProvider};
 use serde::{Deserialize, Serialize};
@@ -253,130 +258,6 @@ pub struct VerifiedAssertion {
     pub session_index: Option<String>,
 }
 
-/// What the IdP's metadata says, checked: entity ID, SSO endpoint and at least one signing key.
-#[derive(Debug, Clone)]
-pub struct IdpMetadata {
-    pub entity_id: String,
-    pub sso_redirect: String,
-    pub slo_redirect: Option<String>,
-    /// Where LogoutResponses go (the Redirect SingleLogoutService's ResponseLocation, else its
-    /// Location).
-    pub slo_response_redirect: Option<String>,
-    pub signing_certs: usize,
-    pub certs: Vec<CertificateDer>,
-    pub descriptor: EntityDescriptor,
-}
-
-/// Parses IdP metadata. An EntityDescriptor that also carries an SPSSODescriptor (as Access
-/// Manager's does) is fine; one without a signing certificate is refused, because samael would
-/// then skip verification altogether.
-pub fn parse_idp_metadata(xml: &str) -> Result<IdpMetadata, String> {
-    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
-        return Err("the metadata contains a DTD, which is not accepted".into());
-    }
-    let descriptor: EntityDescriptor = xml
-        .parse()
-        .map_err(|e| format!("not a SAML EntityDescriptor: {e}"))?;
-    let entity_id = descriptor
-        .entity_id
-        .clone()
-        .filter(|s| !s.is_empty())
-        .ok_or("the metadata has no entityID")?;
-    let idps = descriptor
-        .idp_sso_descriptors
-        .as_deref()
-        .unwrap_or_default();
-    if idps.is_empty() {
-        return Err("the metadata has no IDPSSODescriptor".into());
-    }
-    let probe = ServiceProvider {
-        idp_metadata: descriptor.clone(),
-        ..ServiceProvider::default()
-    };
-    let certs = probe
-        .idp_signing_certs()
-        .map_err(|e| format!("a signing certificate in the metadata does not parse: {e}"))?
-        .unwrap_or_default();
-    if certs.is_empty() {
-        return Err(
-            "the IdP metadata has no signing certificate (KeyDescriptor use=\"signing\"): responses could not be verified"
-                .into(),
-        );
-    }
-    let sso_redirect = probe
-        .sso_binding_location(HTTP_REDIRECT_BINDING)
-        .ok_or("the metadata has no SingleSignOnService with the HTTP-Redirect binding")?;
-    let slo_response_redirect = idps
-        .iter()
-        .flat_map(|d| d.single_logout_services.iter())
-        .find(|e| e.binding == HTTP_REDIRECT_BINDING)
-        .map(|e| {
-            e.response_location
-                .clone()
-                .unwrap_or_else(|| e.location.clone())
-        });
-    Ok(IdpMetadata {
-        entity_id,
-        sso_redirect,
-        slo_redirect: probe.slo_binding_location(HTTP_REDIRECT_BINDING),
-        slo_response_redirect,
-        signing_certs: certs.len(),
-        certs,
-        descriptor,
-    })
-}
-
-/// The signature algorithms accepted without `allow_sha1`; signed metadata never accepts more
-/// (`allow_sha1` is for an IdP's responses, not for the document that names its keys).
-const STRONG_SIGNATURE_ALGORITHMS: [AllowedSignatureAlgorithm; 6] = [
-    AllowedSignatureAlgorithm::RsaSha256,
-    AllowedSignatureAlgorithm::RsaSha384,
-    AllowedSignatureAlgorithm::RsaSha512,
-    AllowedSignatureAlgorithm::EcdsaSha256,
-    AllowedSignatureAlgorithm::EcdsaSha384,
-    AllowedSignatureAlgorithm::EcdsaSha512,
-];
-
-/// IdP metadata as trusted: with `signing_cert_pem` (`metadata_signing_cert`), the document must
-/// carry a signature by that key, as Shibboleth's signature metadata filter demands. libxmlsec
-/// verifies every Signature (samael's reduce-to-signed path, with an explicit algorithm
-/// allow-list; an unsigned document, another key, or a modified one fails), every node not
-/// covered by a verified Reference is dropped, and only that reduced document is parsed: it must
-/// itself be the signed EntityDescriptor. Without a certificate, the document is parsed as is.
-pub fn trusted_idp_metadata(
-    xml: &str,
-    signing_cert_pem: Option<&str>,
-) -> Result<IdpMetadata, String> {
-    use samael::crypto::{Crypto, CryptoProvider};
-    let Some(pem) = signing_cert_pem else {
-        return parse_idp_metadata(xml);
-    };
-    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
-        return Err("the metadata contains a DTD, which is not accepted".into());
-    }
-    let cert = cert_der_from_pem(pem).map_err(|e| format!("metadata_signing_cert: {e}"))?;
-    let reduced = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
-        xml,
-        &[cert],
-        ReduceMode::ValidateAndMarkNoAncestors,
-        Some(&STRONG_SIGNATURE_ALGORITHMS),
-    )
-    .map_err(|_| {
-        "the metadata is not signed by metadata_signing_cert (unsigned, signed by another key or with a refused algorithm, or modified)".to_owned()
-    })?;
-    parse_idp_metadata(&reduced).map_err(|e| format!("the signed part of the metadata: {e}"))
-}
-
-/// Whether `url` names this machine (plain http is tolerated there, for tests).
-pub fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(a)) => a.is_loopback(),
-        Some(url::Host::Ipv6(a)) => a.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    }
-}
-
 /// The IdP's current metadata and the samael SP built on it (replaced whole on refresh).
 pub struct Loaded {
     pub meta: IdpMetadata,
@@ -433,10 +314,10 @@ impl SamlProvider {
         // Explicit allow-list (samael allows every algorithm when this is None). samael has no
         // SHA-1 entry: with `allow_sha1` we pass None and rely on the prescan allow-list, which
         // then admits exactly RSA-SHA1/SHA-1 besides the strong ones.
-        let allowed = if cfg.allow_sha1 {
+        let allowed = if cfg.dangerous_allow_sha1 {
             None
         } else {
-            Some(STRONG_SIGNATURE_ALGORITHMS.to_vec())
+            Some(trust::STRONG_SIGNATURE_ALGORITHMS.to_vec())
         };
         let template = ServiceProvider {
             entity_id: Some(spc.entity_id.clone()),
@@ -752,7 +633,7 @@ impl SamlProvider {
         let xml = prescan::decode_document(bytes)?;
 
         // XML hygiene and algorithm allow-list before any tree is built.
-        let pre = prescan::prescan(&xml, self.cfg.allow_sha1)?;
+        let pre = prescan::prescan(&xml, self.cfg.dangerous_allow_sha1)?;
         // SAML core 3.2.2: "Status [Required] A code representing the status of the request."
         // Anything but Success ends here, signed or not.
         if let Some(code) = pre.status_failure {
@@ -1095,15 +976,6 @@ pub fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     rand::rngs::OsRng.fill_bytes(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A certificate as DER, from PEM text.
-pub fn cert_der_from_pem(pem: &str) -> Result<CertificateDer, String> {
-    let x = openssl::x509::X509::from_pem(pem.as_bytes())
-        .map_err(|_| "not a PEM certificate".to_owned())?;
-    x.to_der()
-        .map(CertificateDer::from)
-        .map_err(|_| "cannot encode the certificate".to_owned())
 }
 
 #[cfg(test)]

@@ -402,7 +402,7 @@ impl SamlProvider {
         if l.meta.certs.is_empty() {
             return Err(SamlError::Internal("no IdP signing certificate".into()));
         }
-        let allow_sha1 = self.cfg.allow_sha1;
+        let allow_sha1 = self.cfg.dangerous_allow_sha1;
         let roots = ["LogoutRequest", "LogoutResponse"];
         let (xml, relay_state) = match inbound {
             Inbound::Redirect(query) => {
@@ -528,7 +528,7 @@ impl SamlProvider {
         let skew = self.cfg.clock_skew.as_secs() as i64;
         let pre = prescan::prescan_message(
             xml,
-            self.cfg.allow_sha1,
+            self.cfg.dangerous_allow_sha1,
             &["LogoutRequest", "LogoutResponse"],
         )?;
         let p = parse(xml)?;

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use base64::Engine;
 use openssl::pkey::{PKey, Private};
-use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
+use samael::crypto::{Crypto, CryptoProvider};
 use samael::metadata::{
     EncryptionMethod, EntityDescriptor, HTTP_POST_BINDING, HTTP_REDIRECT_BINDING, KeyDescriptor,
 };
@@ -15,38 +15,7 @@ use samael::signature::{DigestAlgorithm, Signature};
 use super::SamlError;
 use crate::config::SamlSp;
 
-/// The SP's RSA key (signs requests and metadata, decrypts assertions) and its certificate.
-pub struct SpKeys {
-    pub key: PKey<Private>,
-    pub cert: CertificateDer,
-}
-
-impl std::fmt::Debug for SpKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SpKeys(redacted)")
-    }
-}
-
-impl SpKeys {
-    pub fn from_pem(key_pem: &str, cert_pem: &str) -> Result<SpKeys, String> {
-        let key = PKey::private_key_from_pem(key_pem.as_bytes())
-            .map_err(|_| "the SP key is not a PEM private key".to_owned())?;
-        if key.rsa().is_err() {
-            return Err("the SP key must be an RSA key".into());
-        }
-        let x = openssl::x509::X509::from_pem(cert_pem.as_bytes())
-            .map_err(|_| "the SP certificate is not a PEM certificate".to_owned())?;
-        let matches = x.public_key().map(|p| p.public_eq(&key)).unwrap_or(false);
-        if !matches {
-            return Err("the SP certificate does not belong to the SP key".into());
-        }
-        let cert = x
-            .to_der()
-            .map(CertificateDer::from)
-            .map_err(|_| "cannot encode the SP certificate".to_owned())?;
-        Ok(SpKeys { key, cert })
-    }
-}
+pub use super::trust::SpKeys;
 
 /// The NameID formats the SP understands (all are used as an opaque subject).
 pub const NAMEID_FORMATS: &[&str] = &[

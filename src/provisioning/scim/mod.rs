@@ -227,13 +227,7 @@ fn carries_subject(v: &Value, subject: &str) -> bool {
 }
 
 fn rfc3339(t: UnixTime) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    crate::clock::format_rfc3339(t).unwrap_or_default()
 }
 
 fn new_version() -> String {

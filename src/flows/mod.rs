@@ -1,0 +1,86 @@
+//! The journeys a newcomer asks about, one file each, read top to bottom:
+//!
+//! - [`sign_in`]: the end every protocol's sign-in shares (SAML replay check, leaver check,
+//!   identity, a fresh session, audit). `web::login` (OIDC) and `web::saml` (SAML) run the
+//!   protocol and call it.
+//! - [`launch`]: opening a store (leaver check, entitlement, BigCommerce customer, login token).
+//! - [`sign_out`]: local sign-out, OIDC RP-initiated logout, and the SAML single-logout records.
+//!
+//! Each returns a typed outcome, or a typed error that names its audit reason; `web` turns both
+//! into responses in one place (`web::answer`). The journeys know no HTTP framework: they take the
+//! [`Gateway`] (borrowed from the web state) and the browser's session.
+
+pub mod launch;
+mod leaver;
+pub mod sign_in;
+pub mod sign_out;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::audit::AuditLog;
+use crate::bigcommerce::api::CustomerApi;
+use crate::bigcommerce::b2b::B2bApi;
+use crate::bigcommerce::store_clock::StoreClock;
+use crate::clock::{Clock, UnixTime};
+use crate::config::Config;
+use crate::federation::oidc::OidcProvider;
+use crate::federation::saml::SamlState;
+use crate::provisioning::scim::ScimService;
+use crate::reload::{PolicySnapshot, SharedPolicy};
+
+pub use launch::{LaunchError, Launched};
+pub use sign_in::{SignInError, SignedIn};
+pub use sign_out::{SignOutError, SignedOut};
+
+/// What the journeys use of the running gateway, borrowed for one request.
+pub struct Gateway<'a> {
+    pub config: &'a Config,
+    pub clock: &'a dyn Clock,
+    pub audit: &'a AuditLog,
+    pub scim: Option<&'a ScimService>,
+    pub bigcommerce: &'a HashMap<String, Arc<dyn CustomerApi>>,
+    pub b2b: &'a HashMap<String, Arc<dyn B2bApi>>,
+    pub store_clock: &'a StoreClock,
+    pub providers: &'a BTreeMap<String, Arc<OidcProvider>>,
+    pub saml: Option<&'a SamlState>,
+    pub policy: &'a SharedPolicy,
+}
+
+impl Gateway<'_> {
+    /// The policy and stores in force now; take it once per request (a reload in the middle of
+    /// a request cannot mix two policies).
+    pub fn policy(&self) -> Arc<PolicySnapshot> {
+        self.policy.load_full()
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+}
+
+/// Any journey's refusal or failure, for the one translation at the edge.
+#[derive(Debug)]
+pub enum FlowError {
+    SignIn(SignInError),
+    Launch(LaunchError),
+    SignOut(SignOutError),
+}
+
+impl From<SignOutError> for FlowError {
+    fn from(e: SignOutError) -> Self {
+        FlowError::SignOut(e)
+    }
+}
+
+impl From<SignInError> for FlowError {
+    fn from(e: SignInError) -> Self {
+        FlowError::SignIn(e)
+    }
+}
+
+impl From<LaunchError> for FlowError {
+    fn from(e: LaunchError) -> Self {
+        FlowError::Launch(e)
+    }
+}

@@ -1,0 +1,259 @@
+//! The end every protocol's sign-in shares, once the protocol adapter has verified what the IdP
+//! sent (`federation::oidc` for the OIDC callback, `federation::saml` for the ACS; `web::login`
+//! and `web::saml` run those):
+//!
+//! replay check (SAML) -> identity -> leaver check -> a fresh session -> audit.
+//!
+//! The session starts empty, with a new id (fixation defence): on a shared PC the previous
+//! person's state must not survive into the next person's session (docs/security.md, "Identity
+//! binding"). A SAML session's logout data left behind made B's sign-out send A's LogoutRequest
+//! (never ending B's session at B's IdP), and let an IdP logout for A end B's session. Pending
+//! logins of other tabs go too. The one thing kept is a step-up attempt of the *same* person
+//! (same IdP and subject), which stops a launch from sending them round to the IdP in a loop
+//! (`flows::launch`).
+
+use tower_sessions::Session;
+
+use super::Gateway;
+use super::leaver::{self, NotCleared};
+use crate::audit::{AuditEvent, EventKind, Outcome};
+use crate::federation::VerifiedClaims;
+use crate::federation::claims::map_identity;
+use crate::federation::saml::{PendingSaml, SamlError, VerifiedAssertion};
+use crate::identity::{Identity, IdpId};
+use crate::session::browser::{
+    PENDING_TTL, SAML_SESSION_KEY, STEP_UP_KEY, SamlSessionInfo, SignedInState, StepUpAttempt,
+    read_signed_in, write_signed_in,
+};
+
+/// What the protocol adapter verified.
+pub enum Proof {
+    Oidc(VerifiedClaims),
+    Saml(Box<VerifiedAssertion>),
+}
+
+impl Proof {
+    fn protocol(&self) -> &'static str {
+        match self {
+            Proof::Oidc(_) => "OIDC",
+            Proof::Saml(_) => "SAML",
+        }
+    }
+
+    fn claims(&self) -> &VerifiedClaims {
+        match self {
+            Proof::Oidc(c) => c,
+            Proof::Saml(a) => &a.claims,
+        }
+    }
+}
+
+/// A person is signed in.
+#[derive(Debug)]
+pub struct SignedIn {
+    /// `"OIDC"` or `"SAML"`, as the audit event says.
+    pub protocol: &'static str,
+    /// How many stores the policy grants them now (audit detail).
+    pub grants: usize,
+}
+
+/// Why a verified sign-in still gets no session. Every variant except the store failures was
+/// audited by the flow.
+#[derive(Debug)]
+pub enum SignInError {
+    /// SAML profiles 4.1.4.5: this assertion was already used.
+    Replay,
+    /// The IdP is no longer configured.
+    UnknownIdp,
+    /// The SCIM store could not say whether this person left (fail closed).
+    LeaverUnknown,
+    /// SCIM deprovisioned this person.
+    Leaver,
+    SessionStore,
+}
+
+impl SignInError {
+    /// The audit reason, where the flow recorded one.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            SignInError::Replay => Some(SamlError::Replay.reason()),
+            SignInError::LeaverUnknown => Some("scim_store_unavailable"),
+            SignInError::Leaver => Some("deprovisioned"),
+            SignInError::UnknownIdp | SignInError::SessionStore => None,
+        }
+    }
+}
+
+/// Ends a verified sign-in at `idp_id`: on success the browser's session holds the new sign-in.
+pub async fn finish(
+    gw: &Gateway<'_>,
+    session: &Session,
+    rid: &str,
+    idp_id: &IdpId,
+    proof: Proof,
+) -> Result<SignedIn, SignInError> {
+    let now = gw.now();
+
+    // 1. SAML profiles 4.1.4.5: "the service provider MUST ensure that bearer assertions are not
+    //    replayed, by maintaining the set of used ID values for the length of time for which the
+    //    assertion would be considered valid based on the NotOnOrAfter attribute". (An OIDC code
+    //    is single-use at the IdP, and its state was taken from this session.)
+    if let Proof::Saml(assertion) = &proof {
+        let Some(saml) = gw.saml else {
+            return Err(SignInError::UnknownIdp);
+        };
+        let first = saml
+            .one_time
+            .claim(
+                &format!("{idp_id}:{}", assertion.assertion_id),
+                assertion.replay_until,
+                now,
+            )
+            .await
+            .map_err(|_| SignInError::SessionStore)?;
+        if !first {
+            let e = SamlError::Replay;
+            let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Deny);
+            ev.idp = Some(idp_id.to_string());
+            ev.reason = Some(e.reason().to_owned());
+            ev.detail = Some(e.to_string());
+            gw.audit.record(ev);
+            return Err(SignInError::Replay);
+        }
+    }
+
+    // 2. The one normalized identity, from verified claims only.
+    let Some(idp_cfg) = gw.config.idp(idp_id.as_str()) else {
+        return Err(SignInError::UnknownIdp);
+    };
+    let identity = map_identity(proof.claims(), &idp_cfg.claims, now);
+
+    // 3. A leaver gets no session at all, whatever the IdP says.
+    if let Err(not_cleared) = leaver::check(gw.scim, &identity).await {
+        let mut ev = match &not_cleared {
+            NotCleared::Leaver => {
+                let mut ev =
+                    AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Deny).who(&identity);
+                ev.rule = Some("deprovisioned".into());
+                ev
+            }
+            NotCleared::Unknown { detail } => {
+                let mut ev =
+                    AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Error).who(&identity);
+                ev.detail = Some(detail.clone());
+                ev
+            }
+        };
+        ev.reason = Some(not_cleared.reason().into());
+        gw.audit.record(ev);
+        return Err(match not_cleared {
+            NotCleared::Leaver => SignInError::Leaver,
+            NotCleared::Unknown { .. } => SignInError::LeaverUnknown,
+        });
+    }
+
+    // 4. A fresh session, keeping only the same person's step-up attempt.
+    establish(session, &identity).await?;
+    let grants = gw.policy().policy.grants(&identity, now).len();
+    let protocol = proof.protocol();
+    let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Allow).who(&identity);
+    ev.detail = Some(format!("{protocol}; {grants} store(s) granted"));
+    let signed_in = SignedInState {
+        identity,
+        csrf: crate::secret::random_token(),
+        last_seen: now,
+        customers: Default::default(),
+    };
+    write_signed_in(session, &signed_in)
+        .await
+        .map_err(|_| SignInError::SessionStore)?;
+
+    // 5. Audit; a SAML session also remembers what single logout needs to name it.
+    gw.audit.record(ev);
+    if let Proof::Saml(assertion) = proof {
+        let slo = SamlSessionInfo {
+            idp: idp_id.clone(),
+            name_id: assertion.name_id,
+            name_id_format: assertion.name_id_format,
+            session_index: assertion.session_index,
+        };
+        session
+            .insert(SAML_SESSION_KEY, &slo)
+            .await
+            .map_err(|_| SignInError::SessionStore)?;
+    }
+    Ok(SignedIn { protocol, grants })
+}
+
+/// Empties the session and gives it a new id, carrying over a step-up attempt of the same person.
+async fn establish(session: &Session, identity: &Identity) -> Result<(), SignInError> {
+    let previous = read_signed_in(session)
+        .await
+        .map_err(|_| SignInError::SessionStore)?;
+    let same_person = previous
+        .is_some_and(|p| p.identity.idp == identity.idp && p.identity.subject == identity.subject);
+    let step_up: Option<StepUpAttempt> = if same_person {
+        session
+            .get(STEP_UP_KEY)
+            .await
+            .map_err(|_| SignInError::SessionStore)?
+    } else {
+        None
+    };
+    session.clear().await;
+    session
+        .cycle_id()
+        .await
+        .map_err(|_| SignInError::SessionStore)?;
+    if let Some(attempt) = step_up {
+        session
+            .insert(STEP_UP_KEY, attempt)
+            .await
+            .map_err(|_| SignInError::SessionStore)?;
+    }
+    Ok(())
+}
+
+fn pending_key(k: &str) -> String {
+    format!("saml-pending:{k}")
+}
+
+/// Keeps a SAML request the browser is about to carry to the IdP, until the ACS takes it (once)
+/// or [`PENDING_TTL`] passes; the returned key goes in the browser's binding cookie.
+pub async fn remember_saml_request(
+    gw: &Gateway<'_>,
+    pending: &PendingSaml,
+) -> Result<String, SignInError> {
+    let Some(saml) = gw.saml else {
+        return Err(SignInError::UnknownIdp);
+    };
+    let now = gw.now();
+    let key = crate::secret::random_token();
+    let value = serde_json::to_string(pending).map_err(|_| SignInError::SessionStore)?;
+    let stored = saml
+        .one_time
+        .put_nx(&pending_key(&key), &value, now + PENDING_TTL, now)
+        .await
+        .map_err(|_| SignInError::SessionStore)?;
+    if !stored {
+        return Err(SignInError::SessionStore);
+    }
+    Ok(key)
+}
+
+/// Takes (once) the SAML request kept under `key`; `None` when missing, expired, already taken
+/// or unreadable.
+pub async fn take_saml_request(
+    gw: &Gateway<'_>,
+    key: &str,
+) -> Result<Option<PendingSaml>, SignInError> {
+    let Some(saml) = gw.saml else {
+        return Ok(None);
+    };
+    let raw = saml
+        .one_time
+        .take(&pending_key(key), gw.now())
+        .await
+        .map_err(|_| SignInError::SessionStore)?;
+    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+}

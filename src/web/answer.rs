@@ -1,0 +1,282 @@
+//! The one place where the journeys' outcomes and refusals (`flows`) become responses: which
+//! status, which page, which words, which hint. Handlers extract, call the flow, and return what
+//! this module makes of the result.
+
+use askama::Template;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+
+use super::errors::AppError;
+use super::{AppState, cookies, no_store};
+use crate::federation::saml::SamlError;
+use crate::flows::launch::UpstreamFailure;
+use crate::flows::{FlowError, LaunchError, Launched, SignInError, SignOutError, SignedOut};
+use crate::policy::{DenyReason, LaunchRefusal};
+use crate::redirect::LocalPath;
+
+/// A journey's outcome, as the browser gets it.
+pub enum Answer {
+    Launched(Launched),
+    /// An OIDC callback signed the person in: 302 back to where they were going.
+    SignedInOidc {
+        return_to: LocalPath,
+    },
+    /// The SAML ACS signed the person in: 303, so the browser follows with a GET, which carries
+    /// the (Lax) session cookie just set.
+    SignedInSaml {
+        return_to: LocalPath,
+    },
+    /// `/logout` ended the session; `secure`: the binding cookie's `Secure` flag.
+    SignedOut {
+        outcome: SignedOut,
+        secure: bool,
+    },
+    /// The signed-out page, noting that the IdP's sign-out (request `reference`) is unconfirmed.
+    SignedOutUnconfirmed {
+        reference: String,
+    },
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            // 302 (the public contract) straight to the storefront.
+            Answer::Launched(Launched::Storefront { login_url }) => {
+                no_store((StatusCode::FOUND, [(header::LOCATION, login_url)]).into_response())
+            }
+            Answer::Launched(Launched::SignInAgain { target }) => {
+                no_store(Redirect::to(&target).into_response())
+            }
+            Answer::SignedInOidc { return_to } => {
+                no_store(Redirect::to(return_to.as_str()).into_response())
+            }
+            Answer::SignedInSaml { return_to } => (
+                StatusCode::SEE_OTHER,
+                [(header::LOCATION, return_to.as_str().to_owned())],
+            )
+                .into_response(),
+            Answer::SignedOut {
+                outcome: SignedOut::To { target },
+                ..
+            } => no_store(Redirect::to(&target).into_response()),
+            Answer::SignedOut {
+                outcome: SignedOut::SamlLogout { url, binding },
+                secure,
+            } => {
+                let mut resp = Redirect::to(&url).into_response();
+                if let Some(key) = binding {
+                    cookies::logout_cookie(&mut resp, &key, secure);
+                }
+                no_store(resp)
+            }
+            Answer::SignedOutUnconfirmed { reference } => signed_out_page(Some(&reference)),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+struct SignedOutPage<'a> {
+    /// Set when the IdP's sign-out could not be confirmed: the reference of that request.
+    unconfirmed: Option<&'a str>,
+}
+
+/// The signed-out page; with `unconfirmed` (a request reference), it adds that the identity
+/// provider's sign-out could not be confirmed.
+pub fn signed_out_page(unconfirmed: Option<&str>) -> Response {
+    match (SignedOutPage { unconfirmed }).render() {
+        Ok(p) => Html(p).into_response(),
+        Err(_) => "You are signed out.".into_response(),
+    }
+}
+
+/// A journey's refusal or failure with what its page needs (the request id as reference, and
+/// whom to ask).
+pub struct FlowFailed {
+    error: FlowError,
+    reference: String,
+    support: String,
+}
+
+impl FlowFailed {
+    pub fn new(error: impl Into<FlowError>, state: &AppState, reference: &str) -> Self {
+        FlowFailed {
+            error: error.into(),
+            reference: reference.to_owned(),
+            support: state.config.support_contact.clone(),
+        }
+    }
+}
+
+impl IntoResponse for FlowFailed {
+    fn into_response(self) -> Response {
+        AppError::from(self).into_response()
+    }
+}
+
+impl From<FlowFailed> for AppError {
+    fn from(f: FlowFailed) -> AppError {
+        let rid = f.reference.as_str();
+        match f.error {
+            FlowError::Launch(e) => launch_page(e, rid, &f.support),
+            FlowError::SignIn(e) => sign_in_page(e, rid),
+            FlowError::SignOut(e) => sign_out_page(e, rid),
+        }
+    }
+}
+
+const DISABLED_BY_SCIM: &str =
+    "Your account has been disabled by your organisation's identity management.";
+const SCIM_STORE: &str = "The identity management data (SCIM store)";
+const NEEDS_ADMIN: &str = "The store account needs an administrator";
+
+fn launch_page(e: LaunchError, rid: &str, support: &str) -> AppError {
+    match e {
+        LaunchError::UnknownStore => AppError::not_found("There is no store with this name.", rid),
+        LaunchError::BadRedirect { problem } => AppError::bad_request(
+            format!("The storefront page to open must be a path on the store: {problem}."),
+            rid,
+        ),
+        LaunchError::LeaverUnknown => AppError::unavailable(SCIM_STORE, rid),
+        LaunchError::Leaver => AppError::new(
+            StatusCode::FORBIDDEN,
+            "No access to this store",
+            DISABLED_BY_SCIM,
+            rid,
+        ),
+        LaunchError::Refused { store, refusal } => {
+            let (title, hint) = match &refusal {
+                LaunchRefusal::Denied(DenyReason::Expired { .. }) => (
+                    "Your access has expired",
+                    format!("To renew it, ask {support}."),
+                ),
+                LaunchRefusal::PathNotAllowed { .. } => (
+                    "This page of the store is not open to you",
+                    format!("Open the store from the portal, or ask {support} for wider access."),
+                ),
+                _ => (
+                    "No access to this store",
+                    format!("If you need this store, ask {support}."),
+                ),
+            };
+            AppError::new(
+                StatusCode::FORBIDDEN,
+                title,
+                format!("You cannot open {store}: {}.", refusal.explain()),
+                rid,
+            )
+            .with_hint(hint)
+        }
+        LaunchError::StepUpNotMet { store, refusal } => AppError::new(
+            StatusCode::FORBIDDEN,
+            "A stronger sign-in is needed",
+            format!(
+                "You cannot open {store} yet: {}. The identity provider did not confirm it when you signed in again.",
+                refusal.explain()
+            ),
+            rid,
+        )
+        .with_hint(format!(
+            "Sign in again with the required method, or ask {support}."
+        ))
+        .offer_sign_in(),
+        LaunchError::AccountNotConfigured => {
+            AppError::not_found("This store's BigCommerce account is not configured.", rid)
+        }
+        LaunchError::Upstream { store, failure, .. } => upstream_page(failure, &store, rid, support),
+        LaunchError::SessionStore => AppError::session_store(rid),
+        LaunchError::MintFailed => AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The store could not be opened",
+            "The gateway could not create the sign-in token; the administrator can find the details under this reference.",
+            rid,
+        ),
+    }
+}
+
+/// BigCommerce's part of a launch failed or refused: 409 when an administrator must act, 503
+/// when the store is unreachable, else 502.
+fn upstream_page(failure: UpstreamFailure, store: &str, rid: &str, support: &str) -> AppError {
+    match failure {
+        UpstreamFailure::AdoptionNeedsVerifiedEmail => AppError::new(
+            StatusCode::CONFLICT,
+            NEEDS_ADMIN,
+            format!(
+                "{store} already has a customer account with your email address that is not linked to you yet, and your identity provider did not confirm that the address is yours, so the gateway will not sign you into it."
+            ),
+            rid,
+        )
+        .with_hint(format!(
+            "Ask {support} to link the account: the identity provider must release email_verified, or be marked trust_email in the gateway's configuration if its directory owns the addresses."
+        )),
+        UpstreamFailure::B2bConflict { detail } => AppError::new(
+            StatusCode::CONFLICT,
+            NEEDS_ADMIN,
+            format!("Your B2B access to {store} cannot be set up automatically: {detail}."),
+            rid,
+        )
+        .with_hint(format!("Ask {support} to check the company in B2B Edition.")),
+        UpstreamFailure::SubjectConflict => AppError::new(
+            StatusCode::CONFLICT,
+            NEEDS_ADMIN,
+            format!(
+                "{store} already has a customer account with your email address that belongs to another identity, so the gateway will not sign you into it."
+            ),
+            rid,
+        )
+        .with_hint(format!(
+            "Ask {support} to resolve the duplicate account in BigCommerce."
+        )),
+        UpstreamFailure::Unavailable | UpstreamFailure::Failed { .. } => {
+            let status = if matches!(failure, UpstreamFailure::Unavailable) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            let err = AppError::new(
+                status,
+                "The store could not be opened",
+                format!(
+                    "BigCommerce did not complete the sign-in to {store}. You have access; please try again shortly."
+                ),
+                rid,
+            );
+            match failure {
+                UpstreamFailure::Failed { hint: Some(hint) } => err.with_hint(hint),
+                _ => err,
+            }
+        }
+    }
+}
+
+fn sign_in_page(e: SignInError, rid: &str) -> AppError {
+    match e {
+        // The same page as every other refused SAML response.
+        SignInError::Replay => AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in refused",
+            "The identity provider's answer did not pass the gateway's checks, so you were not signed in.",
+            rid,
+        )
+        .offer_sign_in()
+        .with_hint(format!("For the administrator: {}.", SamlError::Replay)),
+        SignInError::UnknownIdp => AppError::not_found("There is no such sign-in method.", rid),
+        SignInError::LeaverUnknown => AppError::unavailable(SCIM_STORE, rid),
+        SignInError::Leaver => {
+            AppError::new(StatusCode::FORBIDDEN, "Sign-in refused", DISABLED_BY_SCIM, rid)
+        }
+        SignInError::SessionStore => AppError::session_store(rid),
+    }
+}
+
+fn sign_out_page(e: SignOutError, rid: &str) -> AppError {
+    match e {
+        SignOutError::NotFromOurPage => AppError::new(
+            StatusCode::FORBIDDEN,
+            "Sign-out refused",
+            "The sign-out request did not come from this site's own page.",
+            rid,
+        ),
+        SignOutError::SessionStore => AppError::session_store(rid),
+    }
+}
