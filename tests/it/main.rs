@@ -7,6 +7,8 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+// The running gateway (tests/support/harness.rs), under the name the test files use.
+use support::harness;
 
 mod adoption;
 mod audit_chain;
@@ -14,7 +16,6 @@ mod cli;
 mod demo;
 mod deploy_config;
 mod entitlements;
-mod harness;
 mod launch;
 mod leaver;
 mod metrics;
