@@ -12,6 +12,7 @@ use support::harness;
 
 mod adoption;
 mod audit_chain;
+mod backend_conformance;
 mod cli;
 mod demo;
 mod deploy_config;
