@@ -3,10 +3,11 @@ CARGO ?= cargo
 
 .PHONY: demo test bench lint deps build-deps
 
-## demo: run the gateway against its built-in development provider and simulated store
-## (build-deps first: the SAML verifier needs the xmlsec/libxml2 headers and libclang to build)
+## demo: run the gateway against its development provider and simulated store, which only a build
+## with the `devkit` feature contains (build-deps first: the SAML verifier needs the xmlsec/libxml2
+## headers and libclang to build)
 demo: build-deps
-	$(CARGO) run --release -- demo
+	$(CARGO) run --release --features devkit -- demo
 
 ## build-deps: install missing Debian packages the build needs (scripts/build-deps.sh)
 build-deps:
@@ -39,7 +40,9 @@ bench:
 	$(CARGO) bench --bench saml
 	$(CARGO) bench --bench audit
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting and clippy, warnings are errors; both builds: --all-targets has the `devkit`
+## feature (tests and benches turn it on), --lib --bins is the production build without it
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --lib --bins -- -D warnings

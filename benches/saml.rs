@@ -22,9 +22,7 @@
 //! runs the pysaml2 baseline for a moment, timing nothing. Either way it fails (exit 1, saying
 //! why) when pysaml2 is not installed or a side measured nothing, rather than print 0 or NaN.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,6 +35,11 @@ use storegate::federation::saml::{SamlProvider, random_hex};
 use storegate::identity::IdpId;
 use storegate::secret::Secret;
 
+// The pysaml2 driver the integration tests use.
+#[path = "../tests/support/saml_peer.rs"]
+mod saml_peer;
+use saml_peer::{output, python_path, spawn};
+
 const IDP_ENTITY: &str = "https://iam.corp.example/nidp/saml2/metadata";
 const IDP_SSO: &str = "https://iam.corp.example/nidp/saml2/sso";
 const PUBLIC: &str = "https://gateway.corp.example";
@@ -44,44 +47,8 @@ const EMAIL_FORMAT: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddre
 const NAME_ID: &str = "mia@corp.example";
 const WORKERS: usize = 2;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    repo().join("tests/peers/saml/.venv/bin/python")
-}
-
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-/// Runs a peer script with `req` on stdin; returns its stdout.
-fn run_py(script: &str, req: &Value) -> std::process::Child {
-    let mut child = Command::new(python())
-        .arg(repo().join("tests/peers/saml").join(script))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {script}: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(req.to_string().as_bytes())
-        .expect("write request");
-    child
-}
-
-fn output(script: &str, child: std::process::Child) -> String {
-    let out = child.wait_with_output().expect("python output");
-    assert!(
-        out.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf8")
 }
 
 /// User + system CPU seconds of this process (`who` = RUSAGE_SELF) or its waited-for children.
@@ -178,7 +145,7 @@ fn setup(dir: &Path) -> Setup {
         "sign_assertion": true,
         "sign_response": true,
     });
-    let response = output("idp.py", run_py("idp.py", &req));
+    let response = saml_peer::run("idp.py", &req);
 
     let saml = SamlIdp {
         metadata_xml: md,
@@ -306,9 +273,7 @@ fn bench_pysaml2(s: &Setup, seconds: f64, processes: usize) -> Figures {
         "name_id": NAME_ID,
         "seconds": seconds,
     });
-    let children: Vec<_> = (0..processes)
-        .map(|_| run_py("sp_bench.py", &req))
-        .collect();
+    let children: Vec<_> = (0..processes).map(|_| spawn("sp_bench.py", &req)).collect();
     let mut f = Figures {
         count: 0,
         seconds: 0.0,
@@ -360,10 +325,10 @@ fn require_measured(side: &str, f: &Figures) {
 }
 
 fn main() {
-    if !python().exists() {
+    if !python_path().exists() {
         fail(&format!(
             "pysaml2 is not installed ({} is missing): run scripts/test-deps.sh (make deps)",
-            python().display()
+            python_path().display()
         ));
     }
     let dir = std::env::temp_dir().join(format!(

@@ -32,4 +32,19 @@ strip = lambda s: "\n".join(l.split(" #")[0].rstrip() for l in s.splitlines() if
 if strip(cm) != strip(ref):
     sys.exit("check-deploy: deploy/kubernetes/configmap.yaml differs from deploy/storegate.toml")
 PY
+# The shipped binary is `cargo build --release --bin storegate` (deploy/Dockerfile): it must leave out
+# the development OpenID provider and the BigCommerce simulator (the `devkit` feature, which only
+# tests, benches and `make demo` turn on). Read from Cargo's feature resolution, no build needed;
+# the second query proves the pattern matches when the feature is on.
+shipped_features() { cargo tree --quiet -e normal,build,features -i storegate "$@"; }
+if grep -Eq -- '--(all-)?features' deploy/Dockerfile; then
+    echo "check-deploy: deploy/Dockerfile builds with extra features; the shipped binary must be the default build" >&2
+    exit 1
+fi
+if shipped_features | grep -q 'feature "devkit"'; then
+    echo "check-deploy: the default build enables the devkit feature (development OP, BigCommerce simulator); remove it from [features] default" >&2
+    exit 1
+fi
+shipped_features --features devkit | grep -q 'feature "devkit"' \
+    || { echo "check-deploy: cannot read the build's features from cargo tree" >&2; exit 1; }
 echo "check-deploy: deploy/ is valid"

@@ -8,6 +8,8 @@ pub mod audit;
 pub mod bigcommerce;
 pub mod clock;
 pub mod config;
+/// `storegate demo` and its development OpenID provider; only with the `devkit` feature.
+#[cfg(feature = "devkit")]
 pub mod demo;
 pub mod explain;
 pub mod federation;

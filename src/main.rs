@@ -53,6 +53,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the gateway with a development OpenID provider and simulated storefronts (no setup).
+    /// Only in builds with the `devkit` feature (`make demo`); production builds leave it out.
     Demo {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -242,10 +243,7 @@ fn main() -> ExitCode {
                 anchors,
             },
         ),
-        Command::Demo { listen } => {
-            init_tracing(false, None);
-            run(async move { storegate::demo::run(&listen).await })
-        }
+        Command::Demo { listen } => demo(&listen),
     }
 }
 
@@ -569,3 +567,23 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
     }
     out
 }
+
+#[cfg(feature = "devkit")]
+fn demo(listen: &str) -> ExitCode {
+    init_tracing(false, None);
+    let listen = listen.to_owned();
+    run(async move { storegate::demo::run(&listen).await })
+}
+
+/// The production build leaves the development OpenID provider and the BigCommerce simulator out
+/// (the `devkit` feature); say how to get a build that has them rather than failing obscurely.
+#[cfg(not(feature = "devkit"))]
+fn demo(_listen: &str) -> ExitCode {
+    eprintln!("{DEMO_NOT_BUILT}");
+    ExitCode::from(2)
+}
+
+#[cfg(not(feature = "devkit"))]
+const DEMO_NOT_BUILT: &str = "storegate: `demo` is not part of this build: the development OpenID \
+provider and the BigCommerce simulator are left out of production builds. Run `make demo`, or \
+build with the development kit: `cargo run --release --features devkit -- demo`.";

@@ -9,6 +9,8 @@ pub mod api;
 pub mod b2b;
 pub mod customers;
 pub mod login_jwt;
+/// The BigCommerce simulator; only with the `devkit` feature (tests, benches, `storegate demo`).
+#[cfg(feature = "devkit")]
 pub mod sim;
 pub mod store_clock;
 #[cfg(test)]

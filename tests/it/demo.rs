@@ -264,6 +264,13 @@ fn make_demo_installs_the_build_dependencies_before_building() {
         matches!((deps, run), (Some(d), Some(r)) if d < r),
         "build-deps must run before the build: {steps:?}"
     );
+    // The demo's development OP and simulator are only in builds with the `devkit` feature; the
+    // production build's `storegate demo` refuses and points here.
+    let run_line = &steps[run.expect("cargo run step")];
+    assert!(
+        run_line.contains("--features devkit") && run_line.ends_with("-- demo"),
+        "make demo must build with the devkit feature: {run_line}"
+    );
     let script = std::fs::read_to_string(root.join("scripts/build-deps.sh")).expect("script");
     let list = script
         .lines()

@@ -7,14 +7,16 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+// The running gateway (tests/support/harness.rs), under the name the test files use.
+use support::harness;
 
 mod adoption;
 mod audit_chain;
+mod backend_conformance;
 mod cli;
 mod demo;
 mod deploy_config;
 mod entitlements;
-mod harness;
 mod launch;
 mod leaver;
 mod metrics;

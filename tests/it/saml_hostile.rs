@@ -20,11 +20,11 @@ use samael::crypto::{Crypto, CryptoProvider, ReduceMode};
 use serde_json::json;
 
 use crate::harness::Gateway;
-use crate::saml::{
+use crate::support::browser::Browser;
+use crate::support::saml_idp::{
     IDP_ENTITY, IDP_ORIGIN, Idp, Started, assert_refused, b64, begin, post, signed_xml,
     start_gateway,
 };
-use crate::support::browser::Browser;
 
 /// A listener standing in for an internal service or a cloud metadata endpoint: it must never see
 /// a connection.
@@ -356,7 +356,10 @@ fn client_from(n: u8) -> reqwest::Client {
 async fn hostile_post(gw: &Gateway, n: u8, saml_response: String) -> u16 {
     let c = client_from(n);
     let login = c
-        .get(gw.url(&format!("/login?idp={}", crate::saml::SAML_IDP)))
+        .get(gw.url(&format!(
+            "/login?idp={}",
+            crate::support::saml_idp::SAML_IDP
+        )))
         .send()
         .await
         .expect("login");

@@ -1,5 +1,5 @@
 //! SAML interoperability (issue 10), end to end against pysaml2 (tests/peers/saml) through the
-//! peer driver of tests/it/saml.rs: step-up with `RequestedAuthnContext`, single logout answers
+//! peer driver of tests/support (saml_idp.rs, saml_peer.rs): step-up with `RequestedAuthnContext`, single logout answers
 //! bound to the browser that asked, metadata trust (https only, signed metadata, `/readyz`), and a
 //! shared PC where one person signs in over SAML and the next over OIDC.
 //!
@@ -13,13 +13,14 @@ use serde_json::{Value, json};
 use storegate::audit::Outcome;
 
 use crate::harness::{Gateway, Opts, Reserved, assert_not_signed_in, config_text};
-use crate::saml::{
-    EMAIL_FORMAT, IDP_ORIGIN, IDP_SLO, Idp, MetadataServer, SAML_IDP, assert_refused,
-    assert_signed_in, background_refreshes, begin, begin_at, cert_b64, post, scratch, slo_peer,
-    slo_sign_in, start_gateway_with, start_gateway_with_metadata_url, user, write,
-};
 use crate::support::browser::{Browser, location};
 use crate::support::peers::{OidcPeer, OidcPeerConfig, PeerClient};
+use crate::support::saml_idp::{
+    EMAIL_FORMAT, IDP_ORIGIN, IDP_SLO, Idp, MetadataServer, SAML_IDP, assert_refused,
+    assert_signed_in, background_refreshes, begin, begin_at, cert_b64, post, scratch,
+    sign_in_with_key, slo_peer, slo_sign_in, start_gateway_with, start_gateway_with_metadata_url,
+    user, write,
+};
 
 const PASSWORD: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport";
 const MFA: &str = "urn:corp:ac:mfa";
@@ -494,22 +495,6 @@ async fn wait_ready_saml(gw: &Gateway, ok: bool) -> Value {
     panic!("/readyz never showed the SAML IdP with ok={ok}: {last}");
 }
 
-/// Signs a fresh browser in with the IdP key `key`/`cert`; the ACS status.
-async fn sign_in_with_key(
-    idp: &Idp,
-    gw: &Gateway,
-    key: &std::path::Path,
-    cert: &std::path::Path,
-) -> u16 {
-    let b = Browser::new();
-    let s = begin(&b, gw, "/").await;
-    let mut req = user(&s);
-    req["idp_key"] = json!(key);
-    req["idp_cert"] = json!(cert);
-    let acs = post(&b, &s, &idp.run(req)).await;
-    acs.status().as_u16()
-}
-
 /// `storegate check` on the harness configuration with a SAML IdP at `metadata_url`.
 fn check_with_metadata_url(idp: &Idp, url: &str, insecure_http: bool) -> (bool, String) {
     let mut text = config_text(
@@ -588,7 +573,10 @@ async fn saml_signed_metadata_is_accepted_and_tampered_unsigned_or_other_key_met
     let gw = start_gateway_with_metadata_url(&idp, &server.url, &extra).await;
     // Signed by the configured key: loaded, and its signing certificate verifies responses.
     assert_eq!(wait_ready_saml(&gw, true).await, json!({"ok": true}));
-    assert_eq!(sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await, 303);
+    assert_eq!(
+        sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await.1,
+        303
+    );
 
     // Each bad document names the IdP's second key instead; none may be installed: a response
     // signed with that key stays refused, one with the first key still passes.
@@ -606,7 +594,9 @@ async fn saml_signed_metadata_is_accepted_and_tampered_unsigned_or_other_key_met
         server.serve(200, doc);
         background_refreshes(&server).await;
         assert_eq!(
-            sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert).await,
+            sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert)
+                .await
+                .1,
             401,
             "{what}: its key must not be trusted"
         );
@@ -617,7 +607,7 @@ async fn saml_signed_metadata_is_accepted_and_tampered_unsigned_or_other_key_met
             "{what}: {ev:?}"
         );
         assert_eq!(
-            sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await,
+            sign_in_with_key(&idp, &gw, &idp.key, &idp.cert).await.1,
             303,
             "{what}: the last good metadata stays"
         );
@@ -626,7 +616,9 @@ async fn saml_signed_metadata_is_accepted_and_tampered_unsigned_or_other_key_met
     server.serve(200, sign_metadata(&idp.dir, &rolled, &sign_key, &sign_cert));
     background_refreshes(&server).await;
     assert_eq!(
-        sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert).await,
+        sign_in_with_key(&idp, &gw, &idp.other_key, &idp.other_cert)
+            .await
+            .1,
         303
     );
 }

@@ -5,14 +5,21 @@
 //! - [`browser::Browser`]: a cookie-keeping HTTP client that does not follow redirects by itself.
 //! - [`rogue_op::RogueOp`]: a hostile OpenID provider whose ID tokens break one rule at a time.
 //! - [`wait::until`]: wait for an event with a bound (no sleep-then-assert).
+//! - [`harness::Gateway`]: the gateway on loopback with the BigCommerce simulator behind it, built
+//!   from a TOML config ([`harness::Opts`], [`harness::config_text`]), its audit trail captured.
+//! - [`saml_idp::Idp`]: a SAML IdP (keys, metadata) answering through [`saml_peer`], the one
+//!   pysaml2 driver (benches/saml.rs includes it by path), and the browser's SAML steps.
 //!
 //! Each test binary uses only part of this, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod harness;
 pub mod peers;
 pub mod redis;
 pub mod rogue_op;
+pub mod saml_idp;
+pub mod saml_peer;
 pub mod wait;
 
 use std::net::TcpListener;
