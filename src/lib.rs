@@ -4,6 +4,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod app;
 pub mod audit;
 pub mod bigcommerce;
 pub mod clock;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod explain;
 pub mod federation;
+pub mod flows;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;

@@ -16,6 +16,12 @@ use crate::bigcommerce::api::{Customer, SUBJECT_ATTRIBUTE};
 use crate::config::BigCommerceAccount;
 use crate::secret::Secret;
 
+/// Emails per lookup call (`GET /v3/customers?email:in=...`).
+pub const LOOKUP: usize = 50;
+
+/// Ids per `GET /v3/customers?id:in=...`.
+pub const BY_ID: usize = 250;
+
 /// The rate-limit headers of one answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateInfo {
