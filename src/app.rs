@@ -28,14 +28,14 @@ pub fn reconciler(
     reconciler_with_redis(config, audit, clock, backoff, None)
 }
 
-/// Like [`reconciler`], with the gateway's shared [`RedisHandle`](crate::session::RedisHandle)
+/// Like [`reconciler`], with the gateway's shared [`RedisHandle`](crate::store::RedisHandle)
 /// for a Redis queue.
 pub fn reconciler_with_redis(
     config: Arc<Config>,
     audit: AuditLog,
     clock: SharedClock,
     backoff: Backoff,
-    redis: Option<crate::session::RedisHandle>,
+    redis: Option<crate::store::RedisHandle>,
 ) -> anyhow::Result<Reconciler> {
     let mut clients = HashMap::new();
     for a in &config.bigcommerce {
@@ -62,7 +62,7 @@ pub fn reconciler_with_redis(
 /// from `[session]`).
 pub fn open_queue(
     config: &Config,
-    redis: Option<crate::session::RedisHandle>,
+    redis: Option<crate::store::RedisHandle>,
 ) -> anyhow::Result<Arc<dyn WorkQueue>> {
     match &config.provisioning.queue {
         QueueStorage::File(path) => Ok(Arc::new(FileQueue::open(path)?)),
@@ -81,7 +81,7 @@ pub fn open_queue(
             let accounts = config.bigcommerce.iter().map(|a| a.id.clone()).collect();
             Ok(Arc::new(RedisQueue::new(
                 handle,
-                crate::session::REDIS_PREFIX,
+                crate::store::REDIS_PREFIX,
                 accounts,
                 config.provisioning.queue_claim_after,
             )))
@@ -104,7 +104,7 @@ pub async fn load_scim(cfg: &Config) -> anyhow::Result<ScimData> {
             };
             let store = crate::provisioning::scim::redis_store::RedisScimStore::new(
                 s.handle().clone(),
-                crate::session::REDIS_PREFIX,
+                crate::store::REDIS_PREFIX,
             );
             use crate::provisioning::scim::store::ScimStore;
             let items = store

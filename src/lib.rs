@@ -24,5 +24,6 @@ pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod telemetry;
 pub mod web;

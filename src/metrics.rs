@@ -46,7 +46,7 @@ use crate::bigcommerce::api::{
 use crate::clock::UnixTime;
 use crate::policy::CustomerGroupRef;
 use crate::provisioning::queue::WorkQueue;
-use crate::session::RedisHandle;
+use crate::store::RedisHandle;
 
 /// Upstream latency buckets, in seconds: loopback-fast to the 10 s client timeout.
 const LATENCY_BUCKETS: &[f64] = &[
