@@ -9,6 +9,7 @@ pub mod api;
 pub mod b2b;
 pub mod customers;
 pub mod login_jwt;
+pub mod metered;
 pub mod sim;
 pub mod store_clock;
 #[cfg(test)]

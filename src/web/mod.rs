@@ -153,7 +153,11 @@ impl AppState {
                     own: w.own.clone(),
                 });
             }
-            let api = metrics.metered_bigcommerce(&account.id, api);
+            let api = crate::bigcommerce::metered::MeteredCustomerApi::wrap(
+                &account.id,
+                api,
+                metrics.bigcommerce_latency(),
+            );
             bigcommerce.insert(account.id.clone(), api);
         }
         let mut b2b = crate::bigcommerce::b2b::clients(&config)?;
