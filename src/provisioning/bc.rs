@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::bigcommerce::api::{Customer, SUBJECT_ATTRIBUTE};
+use crate::bigcommerce::api::{Customer, ErrorClass, SUBJECT_ATTRIBUTE};
 use crate::config::BigCommerceAccount;
 use crate::secret::Secret;
 
@@ -40,6 +40,18 @@ pub enum CallError {
     /// 4xx other than 429: the input was refused.
     #[error("refused ({status}): {message}")]
     Refused { status: u16, message: String },
+}
+
+impl CallError {
+    /// Who must act (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            CallError::RateLimited { .. } | CallError::Transient(_) => {
+                ErrorClass::Upstream { retryable: true }
+            }
+            CallError::Refused { status, .. } => ErrorClass::of_status(*status),
+        }
+    }
 }
 
 /// The answer to a batch create.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::bc::CallError;
 use super::queue::Backoff;
-use crate::bigcommerce::api::ApiError;
+use crate::bigcommerce::api::{ApiError, ErrorClass};
 
 /// How to treat a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,24 +57,23 @@ where
 /// A B2B Edition error; `idempotent` says whether a call that may have taken effect can be
 /// repeated (a create cannot: a second one would be refused as a duplicate).
 pub fn b2b_wait(e: &ApiError, idempotent: bool) -> Wait {
-    match e {
-        ApiError::RateLimited { retry_after_ms } => {
+    match (e, e.class()) {
+        (ApiError::RateLimited { retry_after_ms }, _) => {
             Wait::RateLimited((*retry_after_ms > 0).then(|| Duration::from_millis(*retry_after_ms)))
         }
-        ApiError::Timeout { .. } | ApiError::Unreachable { .. } if idempotent => Wait::Transient,
-        ApiError::Rejected { status, .. } if *status >= 500 && idempotent => Wait::Transient,
+        (_, ErrorClass::Upstream { retryable: true }) if idempotent => Wait::Transient,
         _ => Wait::Final,
     }
 }
 
 /// A BigCommerce Management API error of a read (customer lookups).
 pub fn bc_wait(e: &CallError) -> Wait {
-    match e {
-        CallError::RateLimited { reset_ms } => {
+    match (e, e.class()) {
+        (CallError::RateLimited { reset_ms }, _) => {
             Wait::RateLimited(reset_ms.map(Duration::from_millis))
         }
-        CallError::Transient(_) => Wait::Transient,
-        CallError::Refused { .. } => Wait::Final,
+        (_, ErrorClass::Upstream { retryable: true }) => Wait::Transient,
+        _ => Wait::Final,
     }
 }
 
