@@ -24,7 +24,6 @@ use storegate::bigcommerce::sim::{SimConfig, SimStore, Simulator};
 use storegate::clock::SystemClock;
 use storegate::config::{self, Environment};
 use storegate::provisioning::queue::Backoff;
-use storegate::provisioning::run::Reconciler;
 use storegate::provisioning::scim::ScimService;
 use storegate::provisioning::scim::store::{Kind, MemoryStore};
 
@@ -121,7 +120,7 @@ async fn wave(users: usize, window_ms: u64) -> anyhow::Result<()> {
         rate_limited_default: Duration::from_millis(200),
         ..Default::default()
     };
-    let r = Reconciler::new(
+    let r = storegate::app::reconciler(
         Arc::new(cfg),
         AuditLog::channel().0,
         Arc::new(SystemClock),

@@ -4,6 +4,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod app;
 pub mod audit;
 pub mod bigcommerce;
 pub mod clock;
@@ -25,5 +26,6 @@ pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod telemetry;
 pub mod web;

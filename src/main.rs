@@ -337,8 +337,8 @@ fn certs(dir: &std::path::Path, cn: &str, force: bool) -> ExitCode {
 }
 
 async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
-    use storegate::provisioning::b2b_sync::render_b2b;
-    use storegate::provisioning::run::{Reconciler, load_scim, render_drift, render_plan};
+    use storegate::app::{load_scim, reconciler};
+    use storegate::provisioning::render::{render_b2b, render_drift, render_plan};
     let clock = clock();
     // A writer of its own: a running gateway may append to the same file under the configured
     // id, and two writers must never share one chain.
@@ -352,7 +352,7 @@ async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let audit = storegate::server::open_audit(&cfg)?;
     let data = load_scim(&cfg).await?;
     let now = clock.now();
-    let r = Reconciler::new(std::sync::Arc::new(cfg), audit, clock, Default::default())?;
+    let r = reconciler(std::sync::Arc::new(cfg), audit, clock, Default::default())?;
     if dry_run {
         let preview = r.dry_run(&data, now).await?;
         print!(

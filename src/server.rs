@@ -34,7 +34,7 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let public = cfg.public_url.to_string();
     let state = AppState::build(cfg, clock, audit)?.with_scim().await?;
-    let _schedule = spawn_reconcile_schedule(&state)?;
+    let _schedule = crate::app::start_reconcile_schedule(&state)?;
     if let Some(path) = config_path {
         crate::reload::spawn(
             state.policy.clone(),
@@ -47,49 +47,6 @@ pub async fn serve(
     }
     tracing::info!(listen = %listener.local_addr()?, public_url = %public, "storegate is serving");
     serve_on(listener, web::router(state), shutdown_signal()).await
-}
-
-/// The scheduled reconcile (issue 5): with `[scim]` enabled, at least one `[[bigcommerce]]` and a
-/// non-zero `[provisioning] reconcile_interval`, a pass runs every interval in the background.
-pub fn spawn_reconcile_schedule(
-    state: &AppState,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let (Some(scim), Some(interval)) = (
-        state.scim.clone(),
-        state.config.provisioning.reconcile_interval,
-    ) else {
-        return Ok(None);
-    };
-    if state.config.bigcommerce.is_empty() {
-        return Ok(None);
-    }
-    // The Redis queue shares the gateway's one Redis connection.
-    let redis = match state.sessions.as_ref() {
-        crate::session::Store::Redis(s) => Some(s.handle().clone()),
-        crate::session::Store::Memory(_) => None,
-    };
-    let mut r = crate::provisioning::run::Reconciler::with_redis(
-        state.config.clone(),
-        state.audit.clone(),
-        state.clock.clone(),
-        Default::default(),
-        redis,
-    )?;
-    state.metrics.watch_queue(r.executor.queue.clone())?;
-    // The reconciler's writes are our own changes too: their webhooks are not external.
-    if let Some(w) = &state.webhooks {
-        for client in r.clients.values() {
-            client.record_own_changes(w.own.clone());
-        }
-        crate::bigcommerce::webhooks::RecordingB2bApi::wrap_all(&mut r.b2b, &state.config, &w.own);
-    }
-    tracing::info!(every = ?interval, "scheduled reconcile enabled");
-    Ok(Some(crate::provisioning::run::spawn_schedule(
-        std::sync::Arc::new(r),
-        scim,
-        interval,
-        state.webhooks.as_ref().map(|w| w.reconcile_wake.clone()),
-    )))
 }
 
 /// Serves `app` on `listener` (with client addresses, for `request_ip`) until `shutdown` resolves.

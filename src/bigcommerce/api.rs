@@ -129,6 +129,51 @@ pub enum ApiError {
     B2bConflict { detail: String },
 }
 
+/// Who must act on a BigCommerce failure, decided once by the error type so callers do not sort
+/// variants again (the split rustls makes between a misbehaving peer, a configuration mismatch
+/// and API misuse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// BigCommerce failed or was out of reach; `retryable`: the same call may succeed later.
+    Upstream { retryable: bool },
+    /// Only an administrator can resolve it: a conflict in the store, a missing API scope, bad
+    /// credentials, an IdP that does not release or vouch for the email.
+    NeedsAdministrator,
+    /// Our bug or bad input: repeating the call cannot help.
+    Misuse,
+}
+
+impl ErrorClass {
+    /// The class of a refusal with HTTP `status` (BigCommerce's answer to one of our calls).
+    pub fn of_status(status: u16) -> Self {
+        match status {
+            // Bad or revoked credentials, or a scope the API account lacks.
+            401 | 403 => ErrorClass::NeedsAdministrator,
+            409 => ErrorClass::NeedsAdministrator,
+            429 => ErrorClass::Upstream { retryable: true },
+            s if s >= 500 => ErrorClass::Upstream { retryable: true },
+            _ => ErrorClass::Misuse,
+        }
+    }
+}
+
+impl ApiError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ApiError::Unreachable { .. }
+            | ApiError::Timeout { .. }
+            | ApiError::RateLimited { .. } => ErrorClass::Upstream { retryable: true },
+            ApiError::Rejected { status, .. } => ErrorClass::of_status(*status),
+            ApiError::Unexpected { .. } => ErrorClass::Upstream { retryable: false },
+            ApiError::MissingEmail
+            | ApiError::SubjectConflict { .. }
+            | ApiError::AdoptionNeedsVerifiedEmail { .. }
+            | ApiError::B2bConflict { .. } => ErrorClass::NeedsAdministrator,
+            ApiError::NoChannels => ErrorClass::Misuse,
+        }
+    }
+}
+
 /// The store's clock, the time source of [`crate::bigcommerce::store_clock::StoreClock`].
 #[async_trait]
 pub trait StoreTime: Send + Sync {
@@ -164,4 +209,76 @@ pub trait CustomerApi: StoreTime + Send + Sync {
         attribute_id: u64,
         idp_subject: &str,
     ) -> Result<(), ApiError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_failures_are_retryable_and_never_an_administrator_matter() {
+        let up = ErrorClass::Upstream { retryable: true };
+        for e in [
+            ApiError::Timeout {
+                store_hash: "s".into(),
+            },
+            ApiError::Unreachable {
+                store_hash: "s".into(),
+                detail: "reset".into(),
+            },
+            ApiError::RateLimited { retry_after_ms: 5 },
+            ApiError::Rejected {
+                status: 503,
+                message: "down".into(),
+            },
+        ] {
+            assert_eq!(e.class(), up, "{e}");
+        }
+        let garbled = ApiError::Unexpected {
+            detail: "bad JSON".into(),
+        };
+        assert_eq!(garbled.class(), ErrorClass::Upstream { retryable: false });
+    }
+
+    #[test]
+    fn conflicts_and_credentials_need_an_administrator_and_bad_input_is_misuse() {
+        for e in [
+            ApiError::Rejected {
+                status: 401,
+                message: "".into(),
+            },
+            ApiError::Rejected {
+                status: 403,
+                message: "".into(),
+            },
+            ApiError::Rejected {
+                status: 409,
+                message: "".into(),
+            },
+            ApiError::MissingEmail,
+            ApiError::SubjectConflict {
+                customer_id: 1,
+                recorded: "a:b".into(),
+            },
+            ApiError::AdoptionNeedsVerifiedEmail { customer_id: 1 },
+            ApiError::B2bConflict {
+                detail: "other company".into(),
+            },
+        ] {
+            assert_eq!(e.class(), ErrorClass::NeedsAdministrator, "{e}");
+        }
+        for e in [
+            ApiError::NoChannels,
+            ApiError::Rejected {
+                status: 422,
+                message: "bad".into(),
+            },
+            ApiError::Rejected {
+                status: 400,
+                message: "bad".into(),
+            },
+        ] {
+            assert_eq!(e.class(), ErrorClass::Misuse, "{e}");
+        }
+    }
 }

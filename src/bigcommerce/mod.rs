@@ -9,6 +9,7 @@ pub mod api;
 pub mod b2b;
 pub mod customers;
 pub mod login_jwt;
+pub mod metered;
 /// The BigCommerce simulator; only with the `devkit` feature (tests, benches, `storegate demo`).
 #[cfg(feature = "devkit")]
 pub mod sim;

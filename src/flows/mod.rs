@@ -5,6 +5,8 @@
 //!   protocol and call it.
 //! - [`launch`]: opening a store (leaver check, entitlement, BigCommerce customer, login token).
 //! - [`sign_out`]: local sign-out, OIDC RP-initiated logout, and the SAML single-logout records.
+//! - [`provision`]: a SCIM change reaching BigCommerce (the timer, the lease, the pass: desired
+//!   state, BigCommerce read, plan and drift, queue, executor, B2B).
 //!
 //! Each returns a typed outcome, or a typed error that names its audit reason; `web` turns both
 //! into responses in one place (`web::answer`). The journeys know no HTTP framework: they take the
@@ -12,6 +14,7 @@
 
 pub mod launch;
 mod leaver;
+pub mod provision;
 pub mod sign_in;
 pub mod sign_out;
 

@@ -32,11 +32,14 @@
 //! fails the pass.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
+use super::bc::{BatchClient, LOOKUP};
+use super::observe::BoundCustomer;
+use super::queue::Backoff;
 use super::reconcile::{Desired, DesiredCustomer};
 use super::retry::{b2b_wait, bc_wait, bounded};
-use super::run::{LOOKUP, Reconciler};
-use crate::audit::{AuditEvent, EventKind, Outcome};
+use crate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use crate::bigcommerce::api::{ApiError, Customer};
 use crate::bigcommerce::b2b::{
     B2bApi, CompanyUser, MembershipNeed, membership_need, role_text, usable_company,
@@ -141,15 +144,25 @@ fn managed_companies(cfg: &Config, account: &str) -> BTreeSet<u64> {
     out
 }
 
-impl Reconciler {
+/// What the step works with: the B2B Edition clients of the accounts with B2B access, and the
+/// Management API clients to find customer ids by email.
+pub struct B2bStep<'a> {
+    pub config: &'a Config,
+    pub b2b: &'a HashMap<String, Arc<dyn B2bApi>>,
+    pub clients: &'a HashMap<String, Arc<BatchClient>>,
+    pub backoff: Backoff,
+    pub audit: &'a AuditLog,
+}
+
+impl B2bStep<'_> {
     /// Brings B2B membership in line on every account with B2B access: desired customers with a
     /// B2B grant get it, `bound` customers (account, customer, subject: read before the drain)
     /// without one lose their company user. With `apply` false only reads (a dry run). Audits
     /// every change, conflict and failure when applying.
-    pub async fn b2b_step(
+    pub async fn run(
         &self,
         desired: &Desired,
-        bound: &[(String, Customer, String)],
+        bound: &[BoundCustomer],
         run: &str,
         now: crate::clock::UnixTime,
         apply: bool,
@@ -174,7 +187,7 @@ impl Reconciler {
                 .filter_map(|d| d.b2b.map(|g| g.company_id))
                 .collect();
             if !bound_here.is_empty() {
-                companies.extend(managed_companies(&self.config, account));
+                companies.extend(managed_companies(self.config, account));
             }
             let mut members = Vec::new();
             for company_id in companies {
@@ -213,7 +226,7 @@ impl Reconciler {
 
     /// A company's users by customer id, if the company exists and is approved.
     async fn members(&self, api: &dyn B2bApi, company_id: u64) -> Members {
-        let b = &self.executor.backoff;
+        let b = &self.backoff;
         let failed = |e: ApiError| {
             (
                 B2bChangeKind::Failed,
@@ -255,7 +268,7 @@ impl Reconciler {
         let Some(client) = self.clients.get(account) else {
             return out; // every account has a client; nobody is found otherwise
         };
-        let b = &self.executor.backoff;
+        let b = &self.backoff;
         // Cached since the plan; in a dry run it may not exist yet (then nobody is bound).
         let attribute = match bounded(b, bc_wait, || client.subject_attribute_id(false)).await {
             Ok(a) => a,
@@ -392,7 +405,7 @@ impl Reconciler {
         grant: B2bGrant,
         apply: bool,
     ) -> Result<(B2bChangeKind, Option<String>), ApiError> {
-        let b = &self.executor.backoff;
+        let b = &self.backoff;
         let user = match listed {
             Some(user) => Some(user.clone()),
             None => {
@@ -493,7 +506,7 @@ impl Reconciler {
                 };
                 if apply
                     && let Err(e) = bounded(
-                        &self.executor.backoff,
+                        &self.backoff,
                         |e| b2b_wait(e, true),
                         || api.delete_user(user.id),
                     )
@@ -559,37 +572,6 @@ impl Reconciler {
         if !c.detail.is_empty() {
             ev.detail = Some(c.detail.clone());
         }
-        self.executor.audit.record(ev);
+        self.audit.record(ev);
     }
-}
-
-/// The B2B step as text, one customer a line (unchanged ones left out).
-pub fn render_b2b(changes: &[B2bChange]) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    for c in changes {
-        let what = match c.kind {
-            B2bChangeKind::Unchanged => continue,
-            B2bChangeKind::Created | B2bChangeKind::AfterCreate => "b2b-add ",
-            B2bChangeKind::RoleChanged => "b2b-role",
-            B2bChangeKind::Removed => "b2b-rm  ",
-            B2bChangeKind::Conflict => "conflict",
-            B2bChangeKind::Failed => "b2b-fail",
-        };
-        let _ = writeln!(
-            out,
-            "{what} {:<10} {} company {} role {} -> {}{}",
-            c.account,
-            c.email,
-            c.company_id,
-            c.before.as_deref().unwrap_or("-"),
-            c.after.as_deref().unwrap_or("-"),
-            if c.detail.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", c.detail)
-            }
-        );
-    }
-    out
 }

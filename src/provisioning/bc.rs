@@ -12,9 +12,15 @@ use std::sync::OnceLock;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::bigcommerce::api::{Customer, SUBJECT_ATTRIBUTE};
+use crate::bigcommerce::api::{Customer, ErrorClass, SUBJECT_ATTRIBUTE};
 use crate::config::BigCommerceAccount;
 use crate::secret::Secret;
+
+/// Emails per lookup call (`GET /v3/customers?email:in=...`).
+pub const LOOKUP: usize = 50;
+
+/// Ids per `GET /v3/customers?id:in=...`.
+pub const BY_ID: usize = 250;
 
 /// The rate-limit headers of one answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +40,18 @@ pub enum CallError {
     /// 4xx other than 429: the input was refused.
     #[error("refused ({status}): {message}")]
     Refused { status: u16, message: String },
+}
+
+impl CallError {
+    /// Who must act (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            CallError::RateLimited { .. } | CallError::Transient(_) => {
+                ErrorClass::Upstream { retryable: true }
+            }
+            CallError::Refused { status, .. } => ErrorClass::of_status(*status),
+        }
+    }
 }
 
 /// The answer to a batch create.

@@ -2,14 +2,15 @@
 //! 429 waits what the answer asks (`X-Rate-Limit-Time-Reset-Ms` or `Retry-After`, capped by
 //! [`Backoff::max`]) or [`Backoff::rate_limited_default`]; a transient failure of an idempotent
 //! call backs off like the queue's workers. After [`Backoff::give_up_after`] retries the last
-//! error is returned, so a pass always ends; the next pass tries again.
+//! error is returned, so a pass always ends; the next pass tries again. [`lookup`] is the
+//! retry of the reads before planning.
 
 use std::future::Future;
 use std::time::Duration;
 
 use super::bc::CallError;
 use super::queue::Backoff;
-use crate::bigcommerce::api::ApiError;
+use crate::bigcommerce::api::{ApiError, ErrorClass};
 
 /// How to treat a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,24 +57,53 @@ where
 /// A B2B Edition error; `idempotent` says whether a call that may have taken effect can be
 /// repeated (a create cannot: a second one would be refused as a duplicate).
 pub fn b2b_wait(e: &ApiError, idempotent: bool) -> Wait {
-    match e {
-        ApiError::RateLimited { retry_after_ms } => {
+    match (e, e.class()) {
+        (ApiError::RateLimited { retry_after_ms }, _) => {
             Wait::RateLimited((*retry_after_ms > 0).then(|| Duration::from_millis(*retry_after_ms)))
         }
-        ApiError::Timeout { .. } | ApiError::Unreachable { .. } if idempotent => Wait::Transient,
-        ApiError::Rejected { status, .. } if *status >= 500 && idempotent => Wait::Transient,
+        (_, ErrorClass::Upstream { retryable: true }) if idempotent => Wait::Transient,
         _ => Wait::Final,
     }
 }
 
 /// A BigCommerce Management API error of a read (customer lookups).
 pub fn bc_wait(e: &CallError) -> Wait {
-    match e {
-        CallError::RateLimited { reset_ms } => {
+    match (e, e.class()) {
+        (CallError::RateLimited { reset_ms }, _) => {
             Wait::RateLimited(reset_ms.map(Duration::from_millis))
         }
-        CallError::Transient(_) => Wait::Transient,
-        CallError::Refused { .. } => Wait::Final,
+        (_, ErrorClass::Upstream { retryable: true }) => Wait::Transient,
+        _ => Wait::Final,
+    }
+}
+
+/// A lookup before planning: a 429 waits what the answer asks (uncapped, and never counted: a
+/// plan needs the answer, and the quota comes back), a transient failure backs off up to
+/// [`Backoff::give_up_after`] times; a refusal, or the last transient failure, is returned.
+pub async fn lookup<T, F, Fut>(b: &Backoff, f: F) -> Result<T, CallError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let mut failures = 0u32;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(CallError::RateLimited { reset_ms }) => {
+                tokio::time::sleep(
+                    reset_ms
+                        .map(Duration::from_millis)
+                        .unwrap_or(b.rate_limited_default),
+                )
+                .await;
+            }
+            Err(CallError::Transient(e)) if failures < b.give_up_after => {
+                failures += 1;
+                tracing::warn!(error = %e, "BigCommerce lookup failed; backing off");
+                tokio::time::sleep(b.first.saturating_mul(1 << failures.min(16)).min(b.max)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -4,22 +4,16 @@
 pub mod browser;
 pub mod memory;
 pub mod one_time;
-pub mod redis_handle;
-mod redis_sentinel;
 pub mod redis_store;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemorySessionStore;
-pub use redis_handle::{RedisConn, RedisHandle};
 pub use redis_store::RedisSessionStore;
 
 use crate::config::{SessionBackend, SessionConfig};
-
-/// The start of every key the gateway keeps in Redis (sessions, one-time ids, SCIM data, the
-/// provisioning queue).
-pub const REDIS_PREFIX: &str = "storegate:";
+use crate::store::{REDIS_PREFIX, RedisHandle};
 
 /// The configured store, as one concrete type for the session layer.
 #[derive(Debug, Clone)]

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::RedisHandle;
 use crate::clock::UnixTime;
+use crate::store::RedisHandle;
 
 #[derive(Clone)]
 pub enum OneTimeStore {

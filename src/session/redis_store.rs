@@ -10,7 +10,7 @@ use redis::AsyncCommands;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
-pub use super::redis_handle::{RedisConn, RedisHandle, describe};
+use crate::store::{RedisHandle, describe};
 
 #[derive(Debug, Clone)]
 pub struct RedisSessionStore {

@@ -117,9 +117,10 @@ impl AppState {
         // One-time values (SAML replay cache, pending SAML requests, seen webhooks, our own
         // recent changes) live beside the sessions: in Redis they are shared by every replica.
         let one_time = match &sessions {
-            session::Store::Redis(s) => {
-                session::one_time::OneTimeStore::redis(s.handle().clone(), session::REDIS_PREFIX)
-            }
+            session::Store::Redis(s) => session::one_time::OneTimeStore::redis(
+                s.handle().clone(),
+                crate::store::REDIS_PREFIX,
+            ),
             session::Store::Memory(_) => session::one_time::OneTimeStore::memory(),
         };
         let store_clock = Arc::new(StoreClock::new(clock.clone()));
@@ -154,7 +155,11 @@ impl AppState {
                     own: w.own.clone(),
                 });
             }
-            let api = metrics.metered_bigcommerce(&account.id, api);
+            let api = crate::bigcommerce::metered::MeteredCustomerApi::wrap(
+                &account.id,
+                api,
+                metrics.bigcommerce_latency(),
+            );
             bigcommerce.insert(account.id.clone(), api);
         }
         let mut b2b = crate::bigcommerce::b2b::clients(&config)?;

@@ -24,7 +24,7 @@ use crate::provisioning::scim::wire::{
 };
 use crate::provisioning::scim::{Change, ScimError, ScimService};
 use crate::secret::ct_eq;
-use crate::session::redis_store::RedisHandle;
+use crate::store::RedisHandle;
 
 impl AppState {
     /// Opens the SCIM service when `[scim]` is enabled (loads every stored resource).
@@ -59,7 +59,7 @@ pub fn open_store(
         ScimStorage::Memory => Arc::new(MemoryStore),
         ScimStorage::File(dir) => Arc::new(FileStore::open(dir)?),
         ScimStorage::Redis => match redis {
-            Some(h) => Arc::new(RedisScimStore::new(h, crate::session::REDIS_PREFIX)),
+            Some(h) => Arc::new(RedisScimStore::new(h, crate::store::REDIS_PREFIX)),
             None => anyhow::bail!(
                 "scim.store is \"redis\" but the gateway has no Redis: set [session] store = \"redis\""
             ),

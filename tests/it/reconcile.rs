@@ -10,7 +10,6 @@ use storegate::bigcommerce::sim::{SimConfig, SimHandle, SimStore, Simulator};
 use storegate::clock::SystemClock;
 use storegate::config::{self, Config, LiteralEnv};
 use storegate::provisioning::queue::Backoff;
-use storegate::provisioning::run::Reconciler;
 use storegate::provisioning::scim::store::{Kind, MemoryStore};
 use storegate::provisioning::scim::{ScimData, ScimService};
 use tokio::net::TcpListener;
@@ -165,7 +164,7 @@ async fn joiner_wave_of_1000_over_3_stores_with_429s_and_5xx_loses_and_duplicate
     let cfg = Arc::new(config(&base, &dir.join("queue.json"), ""));
     let scim = scim_with_users(1000, "staff").await;
     let (audit, mut rx) = AuditLog::channel();
-    let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), fast()).unwrap();
+    let r = storegate::app::reconciler(cfg, audit, Arc::new(SystemClock), fast()).unwrap();
     let now = storegate::clock::Clock::now(&SystemClock);
     let plan = r.plan(&scim.snapshot().await.unwrap(), now).await.unwrap();
     assert_eq!(plan.len(), 3000);
@@ -238,7 +237,7 @@ async fn a_restart_in_the_middle_of_a_run_resumes_without_duplicates() {
     let scim = scim_with_users(300, "staff").await;
     let data: ScimData = scim.snapshot().await.unwrap();
     let cfg = Arc::new(config(&base, &queue, ""));
-    let r = Reconciler::new(
+    let r = storegate::app::reconciler(
         cfg.clone(),
         AuditLog::channel().0,
         Arc::new(SystemClock),
@@ -267,7 +266,8 @@ async fn a_restart_in_the_middle_of_a_run_resumes_without_duplicates() {
     let partial: usize = HASHES.iter().map(|h| sim.customers(h).len()).sum();
     assert!(partial < 900, "the crash happened mid-run ({partial})");
     // A new process reads the queue file and resumes.
-    let r = Reconciler::new(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast()).unwrap();
+    let r = storegate::app::reconciler(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast())
+        .unwrap();
     assert!(
         !r.executor.queue.is_empty().await.unwrap(),
         "work survived the crash"
@@ -293,7 +293,8 @@ async fn a_leaver_is_locked_out_in_one_pass_and_a_mover_loses_stores() {
         "deprovision = \"restrict\"\nlocked_customer_group = \"Locked\"\n",
     ));
     let scim = scim_with_users(3, "staff").await;
-    let r = Reconciler::new(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast()).unwrap();
+    let r = storegate::app::reconciler(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast())
+        .unwrap();
     r.pass(
         &scim.snapshot().await.unwrap(),
         storegate::clock::Clock::now(&SystemClock),
@@ -388,7 +389,8 @@ async fn dry_run_creates_no_customer_group_and_no_customer() {
     let dir = temp("dry");
     let cfg = Arc::new(config(&base, &dir.join("queue.json"), ""));
     let scim = scim_with_users(3, "staff").await;
-    let r = Reconciler::new(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast()).unwrap();
+    let r = storegate::app::reconciler(cfg, AuditLog::channel().0, Arc::new(SystemClock), fast())
+        .unwrap();
     let (plan, drift) = r
         .preview(
             &scim.snapshot().await.unwrap(),
@@ -409,13 +411,13 @@ async fn dry_run_creates_no_customer_group_and_no_customer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_reported_and_repaired_only_with_repair_drift() {
-    use storegate::provisioning::run::DriftKind;
+    use storegate::provisioning::drift::DriftKind;
     let (sim, base) = simulator(1000, 1000).await;
     let dir = temp("drift");
     let queue = dir.join("queue.json");
     let now = || storegate::clock::Clock::now(&SystemClock);
     let scim = scim_with_users(2, "staff").await;
-    let r = Reconciler::new(
+    let r = storegate::app::reconciler(
         Arc::new(config(&base, &queue, "")),
         AuditLog::channel().0,
         Arc::new(SystemClock),
@@ -447,7 +449,7 @@ async fn drift_is_reported_and_repaired_only_with_repair_drift() {
     assert!(report.plan.is_empty(), "report only: {:?}", report.plan);
     assert_exactly_once(&sim, 2);
     // With repair_drift they are locked; the pass after that finds nothing.
-    let r = Reconciler::new(
+    let r = storegate::app::reconciler(
         Arc::new(config(&base, &queue, "repair_drift = true\n")),
         audit,
         Arc::new(SystemClock),
@@ -495,10 +497,11 @@ async fn the_schedule_runs_passes_and_audits_them() {
     let cfg = Arc::new(config(&base, &dir.join("queue.json"), ""));
     let scim = Arc::new(scim_with_users(2, "staff").await);
     let (audit, mut rx) = AuditLog::channel();
-    let r = Arc::new(Reconciler::new(cfg, audit, Arc::new(SystemClock), fast()).unwrap());
+    let r =
+        Arc::new(storegate::app::reconciler(cfg, audit, Arc::new(SystemClock), fast()).unwrap());
     let spawned = std::time::Instant::now();
     let task =
-        storegate::provisioning::run::spawn_schedule(r, scim, Duration::from_millis(300), None);
+        storegate::flows::provision::spawn_schedule(r, scim, Duration::from_millis(300), None);
     let mut passes = Vec::new();
     let deadline = spawned + Duration::from_secs(10);
     while passes.len() < 2 && std::time::Instant::now() < deadline {
@@ -535,12 +538,13 @@ async fn optimistic_creates_adopt_taken_emails_and_leave_another_subjects_custom
 /// by every later pass). Shared by the file and the Redis queue.
 pub(crate) async fn optimistic_creates_case(sim: &SimHandle, cfg: Config) {
     use storegate::audit::{EventKind, Outcome};
+    use storegate::provisioning::drift::DriftKind;
     use storegate::provisioning::queue::QueueStats;
-    use storegate::provisioning::run::{DriftKind, render_drift};
+    use storegate::provisioning::render::render_drift;
     let cfg = Arc::new(cfg);
     let scim = scim_with_users(25, "staff").await;
     let (audit, mut rx) = AuditLog::channel();
-    let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), fast()).unwrap();
+    let r = storegate::app::reconciler(cfg, audit, Arc::new(SystemClock), fast()).unwrap();
     let now = || storegate::clock::Clock::now(&SystemClock);
     let plan = r
         .plan(&scim.snapshot().await.unwrap(), now())
@@ -788,7 +792,7 @@ async fn b2b_membership_is_reconciled_without_a_launch_and_another_company_is_le
     let dir = temp("b2b");
     let cfg = Arc::new(b2b_config(&base, &dir.join("queue.json")));
     let (audit, mut events) = AuditLog::channel();
-    let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), fast()).unwrap();
+    let r = storegate::app::reconciler(cfg, audit, Arc::new(SystemClock), fast()).unwrap();
     let scim = scim_with_users(3, "buyers").await;
     let now = || storegate::clock::Clock::now(&SystemClock);
 
@@ -798,7 +802,7 @@ async fn b2b_membership_is_reconciled_without_a_launch_and_another_company_is_le
         .await
         .unwrap();
     assert_eq!(report.drain.failed, 0, "{:?}", report.drain);
-    let kinds = |report: &storegate::provisioning::run::PassReport| {
+    let kinds = |report: &storegate::flows::provision::PassReport| {
         let mut k: Vec<(String, B2bChangeKind)> = report
             .b2b
             .iter()

@@ -13,10 +13,11 @@ use storegate::bigcommerce::b2b::{B2bApi, HttpB2bApi};
 use storegate::bigcommerce::sim::{SimCompany, SimCompanyUser, SimHandle};
 use storegate::clock::SystemClock;
 use storegate::config::{self, Config, LiteralEnv};
-use storegate::provisioning::b2b_sync::{B2bChangeKind, render_b2b};
+use storegate::flows::provision::{PassReport, Reconciler};
+use storegate::provisioning::b2b_sync::B2bChangeKind;
 use storegate::provisioning::queue::Backoff;
 use storegate::provisioning::reconcile::desired_state;
-use storegate::provisioning::run::{PassReport, Reconciler};
+use storegate::provisioning::render::render_b2b;
 use storegate::provisioning::scim::ScimService;
 use storegate::provisioning::scim::store::Kind;
 use storegate::secret::Secret;
@@ -94,7 +95,7 @@ async fn b2b_setup_with(
         provisioning,
     ));
     let (audit, events) = AuditLog::channel();
-    let r = Reconciler::new(cfg.clone(), audit, Arc::new(SystemClock), backoff).unwrap();
+    let r = storegate::app::reconciler(cfg.clone(), audit, Arc::new(SystemClock), backoff).unwrap();
     (sim, cfg, r, events)
 }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use storegate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use storegate::clock::{Clock, SystemClock};
 use storegate::config::Config;
+use storegate::flows::provision::{Reconciler, scheduled_pass};
 use storegate::provisioning::queue::QueueStats;
 use storegate::provisioning::reconcile::Action;
-use storegate::provisioning::run::{Reconciler, scheduled_pass};
 
 use super::reconcile::{
     HASHES, assert_exactly_once, config_text, fast, optimistic_creates_case, scim_with_users,
@@ -31,7 +31,7 @@ fn redis_config(sim_base: &str, redis: &RedisServer, claim_after: &str) -> Confi
 }
 
 fn reconciler(cfg: &Arc<Config>, audit: AuditLog) -> Reconciler {
-    Reconciler::new(cfg.clone(), audit, Arc::new(SystemClock), fast()).unwrap()
+    storegate::app::reconciler(cfg.clone(), audit, Arc::new(SystemClock), fast()).unwrap()
 }
 
 fn drain_audit(rx: &mut tokio::sync::mpsc::UnboundedReceiver<AuditEvent>) -> Vec<AuditEvent> {
@@ -366,7 +366,7 @@ async fn an_item_failing_on_every_attempt_is_dead_lettered_after_dead_letter_aft
     let (audit, mut rx) = AuditLog::channel();
     let mut backoff = fast();
     backoff.dead_letter_after = 3;
-    let r = Reconciler::new(cfg, audit, Arc::new(SystemClock), backoff).unwrap();
+    let r = storegate::app::reconciler(cfg, audit, Arc::new(SystemClock), backoff).unwrap();
     let plan = r
         .plan(
             &scim.snapshot().await.expect("SCIM snapshot"),

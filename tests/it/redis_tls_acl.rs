@@ -252,7 +252,7 @@ async fn scim_and_the_provisioning_queue_work_under_the_acl_key_pattern() {
     use storegate::provisioning::queue::redis::RedisQueue;
     use storegate::provisioning::reconcile::{Action, CustomerState};
     use storegate::secret::Secret;
-    use storegate::session::{REDIS_PREFIX, RedisHandle};
+    use storegate::store::{REDIS_PREFIX, RedisHandle};
 
     let pki = Pki::make();
     let tls_port = free_port();

@@ -360,7 +360,7 @@ async fn sync_is_idempotent_reenables_a_deactivated_hook_and_removes_stale_ones(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wake_runs_a_reconcile_pass_before_the_interval() {
     use std::sync::Arc;
-    use storegate::provisioning::run::{Reconciler, spawn_schedule};
+    use storegate::flows::provision::spawn_schedule;
     let (_sim, base) = crate::reconcile::simulator(1000, 1000).await;
     let dir = crate::reconcile::temp("hook-wake");
     let cfg = crate::reconcile::config_text(
@@ -374,7 +374,7 @@ async fn a_wake_runs_a_reconcile_pass_before_the_interval() {
     let scim = Arc::new(crate::reconcile::scim_with_users(1, "staff").await);
     let (audit, mut rx) = storegate::audit::AuditLog::channel();
     let r = Arc::new(
-        Reconciler::new(
+        storegate::app::reconciler(
             Arc::new(cfg),
             audit,
             Arc::new(storegate::clock::SystemClock),

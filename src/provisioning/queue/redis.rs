@@ -31,8 +31,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::{BATCH, Item, PassLease, QueueStats, WorkQueue, pick_batch};
 use crate::provisioning::reconcile::Action;
-use crate::session::RedisHandle;
-use crate::session::redis_store::describe;
+use crate::store::{RedisHandle, describe};
 
 const GROUP: &str = "executors";
 /// How long a scheduled pass's lease lives without renewal; renewed every third of it.

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::store::{Commit, Kind, Refresh, Revision, ScimStore, StoreError, Write};
-use crate::session::redis_store::{RedisHandle, describe};
+use crate::store::{RedisHandle, describe};
 
 /// Changes kept in the log; a replica further behind reloads everything (one HGETALL).
 pub const LOG_LEN: usize = 1000;

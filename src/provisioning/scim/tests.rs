@@ -528,7 +528,7 @@ async fn an_unreachable_shared_store_fails_closed() {
         .port();
     let url = crate::secret::Secret::new(format!("redis://127.0.0.1:{port}/"));
     let handle =
-        crate::session::RedisHandle::new(&url, std::time::Duration::from_millis(300)).unwrap();
+        crate::store::RedisHandle::new(&url, std::time::Duration::from_millis(300)).unwrap();
     let st = Arc::new(super::redis_store::RedisScimStore::new(handle, "t:"));
     // Opening does not touch the shared store: the gateway starts while Redis is down.
     let s = ScimService::open(st, Arc::new(ManualClock::at(1_780_000_000)))

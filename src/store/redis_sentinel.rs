@@ -69,8 +69,8 @@ impl Sentinels {
     }
 
     /// Starts the watcher once; it stops when the last handle on `me` is dropped.
-    pub fn start_watching(me: &Arc<super::redis_handle::Connector>, timeout: Duration) {
-        let super::redis_handle::Connector::Sentinel(s) = &**me else {
+    pub fn start_watching(me: &Arc<super::redis::Connector>, timeout: Duration) {
+        let super::redis::Connector::Sentinel(s) = &**me else {
             return;
         };
         if s.watching.swap(true, Ordering::Relaxed) {
@@ -90,14 +90,14 @@ fn address(a: &ConnectionAddr) -> String {
     }
 }
 
-async fn watch(connector: Weak<super::redis_handle::Connector>, timeout: Duration) {
+async fn watch(connector: Weak<super::redis::Connector>, timeout: Duration) {
     let mut sentinel: Option<MultiplexedConnection> = None;
     loop {
         tokio::time::sleep(WATCH_PERIOD).await;
         let Some(c) = connector.upgrade() else {
             return;
         };
-        let super::redis_handle::Connector::Sentinel(s) = &*c else {
+        let super::redis::Connector::Sentinel(s) = &*c else {
             return;
         };
         let in_use = s.in_use.lock().ok().and_then(|g| g.clone());
