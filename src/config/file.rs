@@ -373,6 +373,10 @@ pub struct StoreFile {
     /// The `[[template]]` whose role mappings shape this store's grants. Default none.
     #[serde(default)]
     pub template: Option<String>,
+    /// The portal tile's picture: an `https://` URL, or the path of an SVG file (relative to
+    /// this file's folder) the gateway serves itself. Default none (the tile shows initials).
+    #[serde(default)]
+    pub logo: Option<String>,
 }
 
 /// A named set of role -> grant mappings stores and rules share.

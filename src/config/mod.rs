@@ -345,6 +345,17 @@ pub struct Store {
     /// Lower-cased tags rules select (`store_tags`).
     pub tags: Vec<String>,
     pub template: Option<String>,
+    /// The portal tile's picture (`logo`); none means initials.
+    pub logo: Option<Logo>,
+}
+
+/// Where a store's logo comes from (`[[store]] logo`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Logo {
+    /// An `https://` image the browser loads itself (its origin joins the portal's `img-src`).
+    Url(Url),
+    /// An SVG document read from disk at load time, served at `/static/logos/{store}.svg`.
+    Svg(std::sync::Arc<str>),
 }
 
 impl Config {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 mod audit;
+mod portal;
 mod provisioning;
 mod redis_topology;
 mod telemetry;
@@ -904,6 +905,7 @@ fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option
             ),
         );
     }
+    portal::store_tags(c, &at("tags"), &s.tags);
     let url = c.url(&at("url"), &s.url);
     let default_path = match &s.default_path {
         Some(p) => match LocalPath::parse(p) {
@@ -929,6 +931,10 @@ fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option
         bind_request_ip: s.bind_request_ip,
         tags: s.tags.iter().map(|t| t.to_lowercase()).collect(),
         template: s.template.clone(),
+        logo: s
+            .logo
+            .as_deref()
+            .and_then(|raw| portal::store_logo(c, &at("logo"), raw)),
     })
 }
 

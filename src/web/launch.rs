@@ -319,6 +319,7 @@ pub async fn launch(
     ev.role = Some(decision.grant().role.clone());
     ev.customer_id = Some(customer_id);
     state.audit.record(ev);
+    super::portal::remember_opened(&state, &auth.identity, store.id.as_str());
     // 302 (the public contract) straight to the storefront: no intermediate page that could leak
     // the token via Referer.
     Ok(no_store(

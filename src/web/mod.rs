@@ -9,6 +9,8 @@ pub mod health;
 pub mod launch;
 pub mod login;
 pub mod portal;
+pub mod portal_prefs;
+pub mod portal_tiles;
 pub mod ratelimit;
 pub mod saml;
 pub mod scim;
@@ -84,6 +86,8 @@ pub struct Shared {
     pub scim: Option<Arc<crate::provisioning::scim::ScimService>>,
     /// The BigCommerce webhook receiver (issue 13), when an account has a `webhook_secret`.
     pub webhooks: Option<Arc<webhooks::WebhookState>>,
+    /// Pinned and recently opened stores per person, beside the sessions (issue 16).
+    pub portal_prefs: portal_prefs::PrefsStore,
 }
 
 impl AppState {
@@ -177,6 +181,7 @@ impl AppState {
             bigcommerce: Arc::new(bigcommerce),
             b2b: Arc::new(b2b),
             audit,
+            portal_prefs: portal_prefs::PrefsStore::beside(&sessions),
             sessions: Arc::new(sessions),
             metrics,
             scim: None,
@@ -215,6 +220,18 @@ pub fn random_token() -> String {
 pub const MAX_BODY: usize = 64 * 1024;
 
 const STYLE_CSS: &str = include_str!("../../static/style.css");
+const PORTAL_JS: &str = include_str!("../../static/portal.js");
+
+async fn portal_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        PORTAL_JS,
+    )
+        .into_response()
+}
 
 async fn style() -> Response {
     (
@@ -227,15 +244,21 @@ async fn style() -> Response {
         .into_response()
 }
 
-/// Makes this request's id the current one for the BigCommerce clients (`audit::correlation`).
-async fn correlate(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// Makes this request's id the current one for the BigCommerce clients (`audit::correlation`),
+/// and the configured support contact the one error pages name (`errors::with_contact`).
+async fn correlate(
+    axum::extract::State(config): axum::extract::State<Arc<Config>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let rid = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    crate::audit::correlation::scope(rid, next.run(req)).await
+    let run = crate::audit::correlation::scope(rid, next.run(req));
+    errors::with_contact(config, run).await
 }
 
 fn drop_client_request_id<B>(mut req: Request<B>) -> Request<B> {
@@ -287,6 +310,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(idle));
     let https = state.config.public_url.scheme() == "https";
+    let config = state.config.clone();
 
     // Sign-in requests per client address (`[rate_limit]`): a token bucket whose default an
     // office behind one NAT address does not meet, tight enough that one client cannot flood the
@@ -325,6 +349,9 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/static/style.css", get(style))
+        .route("/static/portal.js", get(portal_js))
+        .route("/static/logos/{file}", get(portal::logo))
+        .route("/portal/pins", post(portal::pin))
         .with_state(state)
         .merge(scim_routes)
         .merge(extra);
@@ -352,7 +379,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             }),
         )
         // The request id follows the request into its BigCommerce calls (issue 13).
-        .layer(axum::middleware::from_fn(correlate))
+        .layer(axum::middleware::from_fn_with_state(config, correlate))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(30)))
         // Outside the limit, which answers 413 with no body: SCIM clients get a SCIM error.
         .layer(axum::middleware::from_fn(scim::body_too_large_as_scim_error))
