@@ -20,6 +20,7 @@ mod leaver;
 mod metrics;
 mod oidc_peer;
 mod oidc_refusals;
+mod portal;
 mod ratelimit;
 mod reconcile;
 mod reconcile_b2b;
