@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use url::Url;
 
+mod admin;
 mod audit;
 mod provisioning;
 mod redis_topology;
@@ -423,6 +424,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         c.error(&[key("rate_limit"), key("per_address_burst")], e);
         Default::default()
     });
+    let admin = admin::admin(c, &f, &idp_ids);
     Some(Config {
         public_url: public_url?,
         listen: listen?,
@@ -443,6 +445,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         provisioning,
         telemetry,
         rate_limit,
+        admin,
         warnings,
     })
 }
