@@ -48,6 +48,8 @@ pub struct Config {
     pub telemetry: Option<telemetry::TelemetryConfig>,
     /// `[rate_limit]`: the sign-in limit per client address.
     pub rate_limit: rate_limit::RateLimitConfig,
+    /// `[admin]`: who may use `/admin`; `None` = no console (404).
+    pub admin: Option<crate::policy::admin::AdminRule>,
     /// Things `storegate check` warns about (file line + message); none stop the gateway.
     pub warnings: Vec<Diagnostic>,
 }

@@ -2135,6 +2135,50 @@ fn audit_settings_that_cannot_work_are_reported_with_their_line() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// [admin] (issue 13)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn admin_table_loads_its_conditions_and_defaults_its_name() {
+    let text = format!(
+        "{}\n[admin]\ngroups_any = [\"storegate-admins\"]\n",
+        doc(MINIMAL)
+    );
+    let cfg = load_with(&text, &FakeEnv::default()).expect("loads");
+    let admin = cfg.admin.expect("[admin] kept");
+    assert_eq!(admin.name, "admin");
+    assert_eq!(admin.conditions.groups_any, vec!["storegate-admins"]);
+    assert!(
+        load_with(doc(MINIMAL), &FakeEnv::default())
+            .expect("loads")
+            .admin
+            .is_none()
+    );
+}
+
+#[test]
+fn admin_table_without_a_condition_is_refused_rather_than_open_to_everyone() {
+    let text = format!("{}\n[admin]\nname = \"it\"\n", doc(MINIMAL));
+    let lines = doc(MINIMAL).lines().count();
+    assert_one(
+        &errors(&text),
+        lines + 2,
+        "`[admin]` sets no condition, so every signed-in person would be an admin",
+    );
+}
+
+#[test]
+fn admin_idps_must_be_configured() {
+    let text = format!("{}\n[admin]\nidps = [\"elsewhere\"]\n", doc(MINIMAL));
+    let lines = doc(MINIMAL).lines().count();
+    assert_one(
+        &errors(&text),
+        lines + 3,
+        "`admin.idps` names idp \"elsewhere\", which is not configured",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // The portal's store logos and tags (issue 16)
 // ---------------------------------------------------------------------------------------------
 

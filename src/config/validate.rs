@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use url::Url;
 
+mod admin;
 mod audit;
 mod portal;
 mod provisioning;
@@ -424,6 +425,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         c.error(&[key("rate_limit"), key("per_address_burst")], e);
         Default::default()
     });
+    let admin = admin::admin(c, &f, &idp_ids);
     Some(Config {
         public_url: public_url?,
         listen: listen?,
@@ -444,6 +446,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         provisioning,
         telemetry,
         rate_limit,
+        admin,
         warnings,
     })
 }

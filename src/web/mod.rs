@@ -1,6 +1,7 @@
 //! The HTTP edge: one state, thin handlers, one error mapping. No access decision is made here;
 //! handlers unpack the request, call `federation`, `policy` or `bigcommerce`, and answer.
 
+pub mod admin;
 pub mod auth;
 pub mod client_ip;
 pub mod errors;
@@ -336,8 +337,14 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         Some(_) => Router::new().nest("/scim/v2", scim::router(state.clone())),
         None => Router::new(),
     };
+    // The console exists only when `[admin]` says who may use it; otherwise /admin is a 404.
+    let admin_routes = match state.config.admin {
+        Some(_) => admin::router(),
+        None => Router::new(),
+    };
     let app = Router::new()
         .route("/", get(portal::portal))
+        .merge(admin_routes)
         .merge(sign_in)
         .route("/saml/metadata", get(saml::metadata))
         .route("/logout", post(login::logout))

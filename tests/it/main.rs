@@ -9,6 +9,7 @@
 mod support;
 
 mod accessibility;
+mod admin;
 mod adoption;
 mod audit_chain;
 mod cli;
