@@ -9,6 +9,7 @@ pub mod bigcommerce;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod explain;
 pub mod federation;
 #[doc(hidden)]

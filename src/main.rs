@@ -52,6 +52,13 @@ enum Command {
         #[arg(short, long, env = "STOREGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Live checks before serving (IdP discovery and signing certificates, BigCommerce token,
+    /// scopes and store clock, Redis): one PASS/FAIL line each with its fix; exit 1 on any
+    /// failure. Read-only: safe in a Kubernetes init container.
+    Doctor {
+        #[arg(short, long, env = "STOREGATE_CONFIG")]
+        config: PathBuf,
+    },
     /// Run the gateway with a development OpenID provider and simulated storefronts (no setup).
     Demo {
         /// Address to listen on.
@@ -138,6 +145,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Doctor { config } => doctor(&config),
         Command::Explain {
             config,
             claims,
@@ -436,6 +444,40 @@ fn init_tracing(json: bool, telemetry: Option<&storegate::telemetry::Telemetry>)
         Some(t) => registry.with(t.layer()).init(),
         None => registry.init(),
     }
+}
+
+fn doctor(path: &std::path::Path) -> ExitCode {
+    let cfg = match config::load_file(path) {
+        Ok(cfg) => cfg,
+        Err(d) => {
+            print!("{d}");
+            println!(
+                "FAIL configuration: {} problem(s) -> fix: run `storegate check -c {}` and correct them",
+                d.items.len(),
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = 0;
+    let outcome = run(async {
+        let now = clock().now();
+        for c in storegate::doctor::run(&cfg, now).await {
+            println!("{}", c.line());
+            if !c.passed() {
+                failed += 1;
+            }
+        }
+        Ok(())
+    });
+    if outcome != ExitCode::SUCCESS {
+        return outcome;
+    }
+    if failed > 0 {
+        eprintln!("{failed} check(s) failed");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -15,6 +15,7 @@ mod audit_chain;
 mod cli;
 mod demo;
 mod deploy_config;
+mod doctor;
 mod entitlements;
 mod harness;
 mod launch;
