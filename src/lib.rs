@@ -16,6 +16,7 @@ pub mod federation;
 pub mod fuzzing;
 pub mod identity;
 pub mod metrics;
+pub mod onboarding;
 pub mod policy;
 pub mod provisioning;
 pub mod redirect;

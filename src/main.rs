@@ -51,6 +51,11 @@ enum Command {
     Check {
         #[arg(short, long, env = "STOREGATE_CONFIG")]
         config: PathBuf,
+        /// Also write the onboarding sheet for the Access Manager team to this file (redirect
+        /// and logout URIs, SP metadata URL, attributes to release, algorithms): HTML for
+        /// `.html`, Markdown otherwise. Secrets are never written.
+        #[arg(long, value_name = "FILE")]
+        onboarding: Option<PathBuf>,
     },
     /// Live checks before serving (IdP discovery and signing certificates, BigCommerce token,
     /// scopes and store clock, Redis): one PASS/FAIL line each with its fix; exit 1 on any
@@ -144,7 +149,7 @@ enum AuditCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, onboarding } => check(&config, onboarding.as_deref()),
         Command::Doctor { config } => doctor(&config),
         Command::Explain {
             config,
@@ -480,10 +485,18 @@ fn doctor(path: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, onboarding: Option<&std::path::Path>) -> ExitCode {
     match config::load_file(path) {
         Ok(cfg) => {
             print!("{}", registration_summary(path, &cfg));
+            if let Some(out) = onboarding {
+                let sheet = storegate::onboarding::render_for(out, &cfg);
+                if let Err(e) = std::fs::write(out, sheet) {
+                    eprintln!("cannot write the onboarding sheet {}: {e}", out.display());
+                    return ExitCode::FAILURE;
+                }
+                println!("onboarding sheet written to {}", out.display());
+            }
             ExitCode::SUCCESS
         }
         Err(d) => {

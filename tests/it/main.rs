@@ -23,6 +23,7 @@ mod leaver;
 mod metrics;
 mod oidc_peer;
 mod oidc_refusals;
+mod onboarding;
 mod portal;
 mod ratelimit;
 mod reconcile;
