@@ -138,7 +138,7 @@ pub fn arrange(
         t.pinned = prefs.pinned.contains(&t.id);
         t.hidden = !matches(t, query);
     }
-    tiles.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    tiles.sort_by_key(|t| t.name.to_lowercase());
     let take = |tiles: &mut Vec<Tile>, ids: &[String]| -> Vec<Tile> {
         ids.iter()
             .filter_map(|id| {
