@@ -11,6 +11,7 @@
 //   {"axe": true}                          run axe-core; result: the violations
 //   {"key": "Tab" | "Enter" | "Escape", "shift": bool}   press a key in the page
 //   {"type": TEXT}                         type text into the focused element
+//   {"click": SELECTOR}                    click an element and wait for the next page
 //   {"eval": JS}                           evaluate an expression; result: its JSON value
 //   {"screenshot": PATH}                   save a PNG of the whole page
 // Chromium is $CHROMIUM or `chromium`; it never reaches the network beyond the URLs given.
@@ -133,6 +134,12 @@ async function main() {
     } else if (step.type !== undefined) {
       await send("Input.insertText", { text: step.type }, s);
       results.push(true);
+    } else if (step.click) {
+      // Clicks the element matching the selector and waits for the page it leads to.
+      const loaded = once("Page.loadEventFired", s);
+      await evaluate(s, `document.querySelector(${JSON.stringify(step.click)}).click()`);
+      await loaded;
+      results.push(await evaluate(s, "location.pathname + location.search"));
     } else if (step.eval) {
       results.push(await evaluate(s, step.eval));
     } else if (step.screenshot) {
