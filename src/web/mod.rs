@@ -89,6 +89,8 @@ pub struct Shared {
     pub webhooks: Option<Arc<webhooks::WebhookState>>,
     /// Pinned and recently opened stores per person, beside the sessions (issue 16).
     pub portal_prefs: portal_prefs::PrefsStore,
+    /// Denials and hourly counts this process saw, for the IT console (issue 16).
+    pub recent: admin::console::RecentActivity,
 }
 
 impl AppState {
@@ -115,7 +117,16 @@ impl AppState {
             }
         }
         let metrics = crate::metrics::Metrics::new()?;
-        let audit = audit.with_observer(metrics.audit_observer());
+        // The metrics and the console's recent activity both watch every audit event.
+        let recent = admin::console::RecentActivity::new(clock.clone());
+        let audit = {
+            let count = metrics.audit_observer();
+            let watch = recent.clone();
+            audit.with_observer(Arc::new(move |ev: &crate::audit::AuditEvent| {
+                count(ev);
+                watch.observe(ev);
+            }))
+        };
         let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
         // One-time values (SAML replay cache, pending SAML requests, seen webhooks, our own
         // recent changes) live beside the sessions: in Redis they are shared by every replica.
@@ -183,6 +194,7 @@ impl AppState {
             b2b: Arc::new(b2b),
             audit,
             portal_prefs: portal_prefs::PrefsStore::beside(&sessions),
+            recent,
             sessions: Arc::new(sessions),
             metrics,
             scim: None,

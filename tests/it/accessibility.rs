@@ -1,5 +1,6 @@
 //! The pages people see, in headless Chromium (issue 16): axe-core finds no serious or critical
-//! violation on the portal, the sign-in chooser, an error page and the signed-out page, at
+//! violation on the portal, the sign-in chooser, an error page, the signed-out page and the IT
+//! console (`/admin`, `/admin/status`), at
 //! desktop width and at 320 px; the portal is usable by keyboard alone (skip link, focus order,
 //! visible focus, search as you type, pin with Enter).
 //!
@@ -11,7 +12,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Opts, Reserved};
+use crate::harness::{DEFAULT_POLICY, Gateway, Opts, Reserved};
 use crate::support::browser::Browser;
 use crate::support::rogue_op::RogueOp;
 
@@ -54,8 +55,11 @@ fn browse_blocking(steps: &Value) -> Vec<Value> {
 /// A gateway with two IdPs (so `/login` shows the chooser), signed in as a merchandiser.
 async fn signed_in() -> (RogueOp, Gateway, Browser) {
     let op = RogueOp::start(CLIENT, SECRET).await;
-    op.set_claims(json!({"email": "ana@corp.example", "email_verified": true, "given_name": "Ana", "family_name": "Keys", "groups": ["bc-merchandisers"]}));
+    op.set_claims(json!({"email": "ana@corp.example", "email_verified": true, "given_name": "Ana", "family_name": "Keys", "groups": ["bc-merchandisers", "storegate-admins"]}));
     let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.policy = Some(format!(
+        "{DEFAULT_POLICY}\n[admin]\nname = \"it-admins\"\ngroups_any = [\"storegate-admins\"]\n"
+    ));
     opts.extra_toml = format!(
         "[[idp]]\nid = \"partners\"\ndisplay_name = \"Partner sign-in\"\nprotocol = \"oidc\"\nissuer = \"{}\"\nclient_id = \"partners\"\nclient_secret = \"partners-secret-0123456789\"\n",
         op.issuer
@@ -120,6 +124,8 @@ async fn axe_finds_no_serious_violation_on_the_pages_people_see() {
         "/login",
         "/stores/nope/launch",
         "/signed-out",
+        "/admin",
+        "/admin/status",
     ];
     for width in [1280, 320] {
         let mut steps = vec![

@@ -13,6 +13,7 @@ mod admin;
 mod adoption;
 mod audit_chain;
 mod cli;
+mod console;
 mod demo;
 mod deploy_config;
 mod doctor;
