@@ -7,6 +7,7 @@
 #     `redis-server --sentinel`, so the separate redis-sentinel package is not needed.
 #   - pysaml2 (pinned in tests/peers/saml/requirements.txt) in tests/peers/saml/.venv for the SAML tests.
 #   - PyPI scim2-tester (pinned) in .venv, the SCIM compliance checker.
+#   - axe-core (npm, pinned) in tests/peers/axe/node_modules for the accessibility tests.
 #   - npm dependencies of the test OpenID provider (tests/peers/oidc-provider), via `npm ci` from the
 #     committed package-lock.json, when node_modules is missing or was installed from another lock file.
 #   - deploy/ checkers (yamllint, kubernetes-validate, check-jsonschema) from PyPI, pinned, into the
@@ -31,6 +32,17 @@ if [[ ! -f "$STAMP" || $(cat "$STAMP") != "$want" || ! -d "$PEER/node_modules/oi
     echo "test-deps: npm ci in $PEER"
     (cd "$PEER" && npm ci --no-audit --no-fund --loglevel=error)
     echo "$want" >"$STAMP"
+fi
+
+# axe-core (pinned by tests/peers/axe/package-lock.json) for the accessibility tests, which run it
+# in headless Chromium through tests/peers/axe/browse.mjs (issue 16).
+AXE=tests/peers/axe
+AXE_STAMP="$AXE/node_modules/.storegate-lock.sha256"
+want=$(sha256sum "$AXE/package-lock.json" | cut -d' ' -f1)
+if [[ ! -f "$AXE_STAMP" || $(cat "$AXE_STAMP") != "$want" || ! -f "$AXE/node_modules/axe-core/axe.min.js" ]]; then
+    echo "test-deps: npm ci in $AXE"
+    (cd "$AXE" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$AXE_STAMP"
 fi
 
 # Pinned deploy/ checkers, into .venv; reinstalled only when this list changes.

@@ -12,6 +12,7 @@ pub mod config;
 /// `storegate demo` and its development OpenID provider; only with the `devkit` feature.
 #[cfg(feature = "devkit")]
 pub mod demo;
+pub mod doctor;
 pub mod explain;
 pub mod federation;
 pub mod flows;
@@ -19,6 +20,7 @@ pub mod flows;
 pub mod fuzzing;
 pub mod identity;
 pub mod metrics;
+pub mod onboarding;
 pub mod policy;
 pub mod provisioning;
 pub mod redirect;

@@ -51,6 +51,18 @@ enum Command {
     Check {
         #[arg(short, long, env = "STOREGATE_CONFIG")]
         config: PathBuf,
+        /// Also write the onboarding sheet for the Access Manager team to this file (redirect
+        /// and logout URIs, SP metadata URL, attributes to release, algorithms): HTML for
+        /// `.html`, Markdown otherwise. Secrets are never written.
+        #[arg(long, value_name = "FILE")]
+        onboarding: Option<PathBuf>,
+    },
+    /// Live checks before serving (IdP discovery and signing certificates, BigCommerce token,
+    /// scopes and store clock, Redis): one PASS/FAIL line each with its fix; exit 1 on any
+    /// failure. Read-only: safe in a Kubernetes init container.
+    Doctor {
+        #[arg(short, long, env = "STOREGATE_CONFIG")]
+        config: PathBuf,
     },
     /// Run the gateway with a development OpenID provider and simulated storefronts (no setup).
     /// Only in builds with the `devkit` feature (`make demo`); production builds leave it out.
@@ -138,7 +150,8 @@ enum AuditCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, onboarding } => check(&config, onboarding.as_deref()),
+        Command::Doctor { config } => doctor(&config),
         Command::Explain {
             config,
             claims,
@@ -436,10 +449,52 @@ fn init_tracing(json: bool, telemetry: Option<&storegate::telemetry::Telemetry>)
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn doctor(path: &std::path::Path) -> ExitCode {
+    let cfg = match config::load_file(path) {
+        Ok(cfg) => cfg,
+        Err(d) => {
+            print!("{d}");
+            println!(
+                "FAIL configuration: {} problem(s) -> fix: run `storegate check -c {}` and correct them",
+                d.items.len(),
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = 0;
+    let outcome = run(async {
+        let now = clock().now();
+        for c in storegate::doctor::run(&cfg, now).await {
+            println!("{}", c.line());
+            if !c.passed() {
+                failed += 1;
+            }
+        }
+        Ok(())
+    });
+    if outcome != ExitCode::SUCCESS {
+        return outcome;
+    }
+    if failed > 0 {
+        eprintln!("{failed} check(s) failed");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn check(path: &std::path::Path, onboarding: Option<&std::path::Path>) -> ExitCode {
     match config::load_file(path) {
         Ok(cfg) => {
             print!("{}", registration_summary(path, &cfg));
+            if let Some(out) = onboarding {
+                let sheet = storegate::onboarding::render_for(out, &cfg);
+                if let Err(e) = std::fs::write(out, sheet) {
+                    eprintln!("cannot write the onboarding sheet {}: {e}", out.display());
+                    return ExitCode::FAILURE;
+                }
+                println!("onboarding sheet written to {}", out.display());
+            }
             ExitCode::SUCCESS
         }
         Err(d) => {

@@ -275,6 +275,7 @@ impl Metrics {
             EventKind::Drift => "drift",
             EventKind::Webhook => "webhook",
             EventKind::ExternalChange => "external_change",
+            EventKind::Admin => "admin",
         };
         let reason = label(ev.reason.as_deref().unwrap_or("unspecified"));
         match ev.outcome {

@@ -45,6 +45,9 @@ pub enum EventKind {
     Webhook,
     /// A change BigCommerce reported by webhook that storegate did not make (issue 13).
     ExternalChange,
+    /// A request to the IT console under `/admin`, admitted or refused by `[admin]` (issue 13);
+    /// `target` is the path asked for.
+    Admin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -125,6 +128,16 @@ impl AuditEvent {
             after: None,
             run: None,
         }
+    }
+
+    pub fn with_rule(mut self, rule: &str) -> Self {
+        self.rule = Some(rule.to_owned());
+        self
+    }
+
+    pub fn with_target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
     }
 
     pub fn who(mut self, id: &crate::identity::Identity) -> Self {

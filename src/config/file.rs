@@ -54,6 +54,35 @@ pub struct FileConfig {
     /// Sign-in rate limit per client address (issue 10).
     #[serde(default)]
     pub rate_limit: super::rate_limit::RateLimitFile,
+    /// Who may use the IT console under `/admin` (issue 13). Absent: `/admin` answers 404.
+    #[serde(default)]
+    pub admin: Option<AdminFile>,
+}
+
+/// `[admin]`: the conditions of a `[[rule]]` (kinds AND-ed, values OR-ed), no stores or role.
+/// At least one condition is required.
+#[derive(Debug, Deserialize)]
+pub struct AdminFile {
+    /// The rule's name in decisions, 403 pages and audit events. Default `"admin"`.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub groups_any: Vec<String>,
+    #[serde(default)]
+    pub roles_any: Vec<String>,
+    /// Counts only when the IdP vouches for the address, as in `[[rule]]`.
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+    #[serde(default)]
+    pub idps: Vec<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    pub attribute_regex: BTreeMap<String, String>,
+    #[serde(default)]
+    pub acr_any: Vec<String>,
+    #[serde(default)]
+    pub amr_any: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -376,6 +405,10 @@ pub struct StoreFile {
     /// The `[[template]]` whose role mappings shape this store's grants. Default none.
     #[serde(default)]
     pub template: Option<String>,
+    /// The portal tile's picture: an `https://` URL, or the path of an SVG file (relative to
+    /// this file's folder) the gateway serves itself. Default none (the tile shows initials).
+    #[serde(default)]
+    pub logo: Option<String>,
 }
 
 /// A named set of role -> grant mappings stores and rules share.

@@ -48,6 +48,8 @@ pub struct Config {
     pub telemetry: Option<telemetry::TelemetryConfig>,
     /// `[rate_limit]`: the sign-in limit per client address.
     pub rate_limit: rate_limit::RateLimitConfig,
+    /// `[admin]`: who may use `/admin`; `None` = no console (404).
+    pub admin: Option<crate::policy::admin::AdminRule>,
     /// Things `storegate check` warns about (file line + message); none stop the gateway.
     pub warnings: Vec<Diagnostic>,
 }
@@ -345,6 +347,17 @@ pub struct Store {
     /// Lower-cased tags rules select (`store_tags`).
     pub tags: Vec<String>,
     pub template: Option<String>,
+    /// The portal tile's picture (`logo`); none means initials.
+    pub logo: Option<Logo>,
+}
+
+/// Where a store's logo comes from (`[[store]] logo`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Logo {
+    /// An `https://` image the browser loads itself (its origin joins the portal's `img-src`).
+    Url(Url),
+    /// An SVG document read from disk at load time, served at `/static/logos/{store}.svg`.
+    Svg(std::sync::Arc<str>),
 }
 
 impl Config {

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    AuditTarget, ClaimMapping, Config, Environment, Protocol, RedisTopology, SessionBackend,
+    AuditTarget, ClaimMapping, Config, Environment, Logo, Protocol, RedisTopology, SessionBackend,
     TokenAuthMethod, load_str,
 };
+use crate::identity::StoreId;
 use crate::policy::{CustomerGroupRef, Effect, StoreSelector};
 
 const FILE: &str = "storegate.toml";
@@ -2188,4 +2189,127 @@ fn saml_sha1_switch_is_named_dangerous_and_the_old_name_still_works_with_a_warni
         line + 1,
         "give only `dangerous_allow_sha1`",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// [admin] (issue 13)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn admin_table_loads_its_conditions_and_defaults_its_name() {
+    let text = format!(
+        "{}\n[admin]\ngroups_any = [\"storegate-admins\"]\n",
+        doc(MINIMAL)
+    );
+    let cfg = load_with(&text, &FakeEnv::default()).expect("loads");
+    let admin = cfg.admin.expect("[admin] kept");
+    assert_eq!(admin.name, "admin");
+    assert_eq!(admin.conditions.groups_any, vec!["storegate-admins"]);
+    assert!(
+        load_with(doc(MINIMAL), &FakeEnv::default())
+            .expect("loads")
+            .admin
+            .is_none()
+    );
+}
+
+#[test]
+fn admin_table_without_a_condition_is_refused_rather_than_open_to_everyone() {
+    let text = format!("{}\n[admin]\nname = \"it\"\n", doc(MINIMAL));
+    let lines = doc(MINIMAL).lines().count();
+    assert_one(
+        &errors(&text),
+        lines + 2,
+        "`[admin]` sets no condition, so every signed-in person would be an admin",
+    );
+}
+
+#[test]
+fn admin_idps_must_be_configured() {
+    let text = format!("{}\n[admin]\nidps = [\"elsewhere\"]\n", doc(MINIMAL));
+    let lines = doc(MINIMAL).lines().count();
+    assert_one(
+        &errors(&text),
+        lines + 3,
+        "`admin.idps` names idp \"elsewhere\", which is not configured",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The portal's store logos and tags (issue 16)
+// ---------------------------------------------------------------------------------------------
+
+fn with_retail(extra: &str) -> String {
+    BASELINE.replace(
+        "id = \"retail\"\nname = \"Retail\"\n",
+        &format!("id = \"retail\"\nname = \"Retail\"\n{extra}\n"),
+    )
+}
+
+#[test]
+fn a_store_logo_is_an_https_url_or_an_svg_file() {
+    let c = load_with(
+        &with_retail("logo = \"https://cdn.example.com/retail.svg\""),
+        &baseline_env(),
+    )
+    .unwrap();
+    let retail = c.store(&StoreId::new("retail".to_owned())).unwrap();
+    assert_eq!(
+        retail.logo,
+        Some(Logo::Url(
+            "https://cdn.example.com/retail.svg".parse().unwrap()
+        ))
+    );
+
+    let svg = "<svg xmlns=\"http://www.w3.org/2000/svg\"/>";
+    let env = baseline_env().file("logos/retail.svg", svg);
+    let c = load_with(&with_retail("logo = \"logos/retail.svg\""), &env).unwrap();
+    let retail = c.store(&StoreId::new("retail".to_owned())).unwrap();
+    assert_eq!(retail.logo, Some(Logo::Svg(svg.into())));
+}
+
+#[test]
+fn a_bad_store_logo_is_refused_with_its_fix() {
+    let e = errors_with(
+        &with_retail("logo = \"http://cdn.example.com/retail.svg\""),
+        &baseline_env(),
+    );
+    assert!(e.contains("must be an https:// URL"), "{e}");
+    let e = errors_with(&with_retail("logo = \"retail.png\""), &baseline_env());
+    assert!(
+        e.contains("is neither an https:// URL nor an .svg file"),
+        "{e}"
+    );
+    let e = errors_with(&with_retail("logo = \"missing.svg\""), &baseline_env());
+    assert!(e.contains("cannot read missing.svg"), "{e}");
+    let env = baseline_env().file("x.svg", "<html>not a picture</html>");
+    let e = errors_with(&with_retail("logo = \"x.svg\""), &env);
+    assert!(e.contains("x.svg is not an SVG document"), "{e}");
+    let env = baseline_env().file("big.svg", &format!("<svg>{}</svg>", "x".repeat(70_000)));
+    let e = errors_with(&with_retail("logo = \"big.svg\""), &env);
+    assert!(
+        e.contains("more than the 65536 a tile logo may have"),
+        "{e}"
+    );
+}
+
+#[test]
+fn store_tags_are_words_or_kind_value_pairs() {
+    let c = load_with(
+        &with_retail("tags = [\"Brand:Acme\", \"region:eu\", \"outlet\"]"),
+        &baseline_env(),
+    )
+    .unwrap();
+    let retail = c.store(&StoreId::new("retail".to_owned())).unwrap();
+    assert_eq!(retail.tags, ["brand:acme", "region:eu", "outlet"]);
+    for bad in [
+        "\"brand:\"",
+        "\":eu\"",
+        "\" region:eu\"",
+        "\"a:b:c\"",
+        "\"\"",
+    ] {
+        let e = errors_with(&with_retail(&format!("tags = [{bad}]")), &baseline_env());
+        assert!(e.contains("must be a word or `kind:value`"), "{bad}: {e}");
+    }
 }

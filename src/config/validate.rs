@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use url::Url;
 
+mod admin;
 mod audit;
+mod portal;
 mod provisioning;
 mod redis_topology;
 mod telemetry;
@@ -423,6 +425,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         c.error(&[key("rate_limit"), key("per_address_burst")], e);
         Default::default()
     });
+    let admin = admin::admin(c, &f, &idp_ids);
     Some(Config {
         public_url: public_url?,
         listen: listen?,
@@ -443,6 +446,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         provisioning,
         telemetry,
         rate_limit,
+        admin,
         warnings,
     })
 }
@@ -921,6 +925,7 @@ fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option
             ),
         );
     }
+    portal::store_tags(c, &at("tags"), &s.tags);
     let url = c.url(&at("url"), &s.url);
     let default_path = match &s.default_path {
         Some(p) => match LocalPath::parse(p) {
@@ -946,6 +951,10 @@ fn store(c: &mut Checker<'_>, i: usize, s: &StoreFile, f: &FileConfig) -> Option
         bind_request_ip: s.bind_request_ip,
         tags: s.tags.iter().map(|t| t.to_lowercase()).collect(),
         template: s.template.clone(),
+        logo: s
+            .logo
+            .as_deref()
+            .and_then(|raw| portal::store_logo(c, &at("logo"), raw)),
     })
 }
 

@@ -43,6 +43,7 @@
 //! Every decision names the rule that made it, so the portal, the 403 page, the audit trail and
 //! `storegate explain` all tell the same story.
 
+pub mod admin;
 mod expiry;
 mod lint;
 

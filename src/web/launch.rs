@@ -35,7 +35,10 @@ pub async fn launch(
         request_id: &rid,
     };
     match launch::launch(&state.gateway(), &session, &mut auth, request).await {
-        Ok(launched) => Ok(Answer::Launched(launched).into_response()),
+        Ok(launched) => {
+            super::portal::remember_opened(&state, &auth.identity, &store_id);
+            Ok(Answer::Launched(launched).into_response())
+        }
         Err(e) => Err(FlowFailed::new(e, &state, &rid)),
     }
 }

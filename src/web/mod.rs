@@ -1,6 +1,7 @@
 //! The HTTP edge: one state, thin handlers, one error mapping. No access decision is made here;
 //! handlers unpack the request, call `federation`, `policy` or `bigcommerce`, and answer.
 
+pub mod admin;
 pub mod answer;
 pub mod auth;
 pub mod client_ip;
@@ -11,6 +12,8 @@ pub mod health;
 pub mod launch;
 pub mod login;
 pub mod portal;
+pub mod portal_prefs;
+pub mod portal_tiles;
 pub mod ratelimit;
 pub mod saml;
 pub mod scim;
@@ -86,6 +89,10 @@ pub struct Shared {
     pub scim: Option<Arc<crate::provisioning::scim::ScimService>>,
     /// The BigCommerce webhook receiver (issue 13), when an account has a `webhook_secret`.
     pub webhooks: Option<Arc<webhooks::WebhookState>>,
+    /// Pinned and recently opened stores per person, beside the sessions (issue 16).
+    pub portal_prefs: portal_prefs::PrefsStore,
+    /// Denials and hourly counts this process saw, for the IT console (issue 16).
+    pub recent: admin::console::RecentActivity,
 }
 
 impl AppState {
@@ -112,7 +119,16 @@ impl AppState {
             }
         }
         let metrics = crate::metrics::Metrics::new()?;
-        let audit = audit.with_observer(metrics.audit_observer());
+        // The metrics and the console's recent activity both watch every audit event.
+        let recent = admin::console::RecentActivity::new(clock.clone());
+        let audit = {
+            let count = metrics.audit_observer();
+            let watch = recent.clone();
+            audit.with_observer(Arc::new(move |ev: &crate::audit::AuditEvent| {
+                count(ev);
+                watch.observe(ev);
+            }))
+        };
         let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
         // One-time values (SAML replay cache, pending SAML requests, seen webhooks, our own
         // recent changes) live beside the sessions: in Redis they are shared by every replica.
@@ -184,6 +200,8 @@ impl AppState {
             bigcommerce: Arc::new(bigcommerce),
             b2b: Arc::new(b2b),
             audit,
+            portal_prefs: portal_prefs::PrefsStore::beside(&sessions),
+            recent,
             sessions: Arc::new(sessions),
             metrics,
             scim: None,
@@ -231,6 +249,18 @@ pub use crate::secret::random_token;
 pub const MAX_BODY: usize = 64 * 1024;
 
 const STYLE_CSS: &str = include_str!("../../static/style.css");
+const PORTAL_JS: &str = include_str!("../../static/portal.js");
+
+async fn portal_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        PORTAL_JS,
+    )
+        .into_response()
+}
 
 async fn style() -> Response {
     (
@@ -243,15 +273,21 @@ async fn style() -> Response {
         .into_response()
 }
 
-/// Makes this request's id the current one for the BigCommerce clients (`audit::correlation`).
-async fn correlate(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// Makes this request's id the current one for the BigCommerce clients (`audit::correlation`),
+/// and the configured support contact the one error pages name (`errors::with_contact`).
+async fn correlate(
+    axum::extract::State(config): axum::extract::State<Arc<Config>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let rid = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    crate::audit::correlation::scope(rid, next.run(req)).await
+    let run = crate::audit::correlation::scope(rid, next.run(req));
+    errors::with_contact(config, run).await
 }
 
 fn drop_client_request_id<B>(mut req: Request<B>) -> Request<B> {
@@ -303,6 +339,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(idle));
     let https = state.config.public_url.scheme() == "https";
+    let config = state.config.clone();
 
     // Sign-in requests per client address (`[rate_limit]`): a token bucket whose default an
     // office behind one NAT address does not meet, tight enough that one client cannot flood the
@@ -328,8 +365,14 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         Some(_) => Router::new().nest("/scim/v2", scim::router(state.clone())),
         None => Router::new(),
     };
+    // The console exists only when `[admin]` says who may use it; otherwise /admin is a 404.
+    let admin_routes = match state.config.admin {
+        Some(_) => admin::router(),
+        None => Router::new(),
+    };
     let app = Router::new()
         .route("/", get(portal::portal))
+        .merge(admin_routes)
         .merge(sign_in)
         .route("/saml/metadata", get(saml::metadata))
         .route("/logout", post(login::logout))
@@ -341,6 +384,9 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/static/style.css", get(style))
+        .route("/static/portal.js", get(portal_js))
+        .route("/static/logos/{file}", get(portal::logo))
+        .route("/portal/pins", post(portal::pin))
         .with_state(state)
         .merge(scim_routes)
         .merge(extra);
@@ -368,7 +414,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             }),
         )
         // The request id follows the request into its BigCommerce calls (issue 13).
-        .layer(axum::middleware::from_fn(correlate))
+        .layer(axum::middleware::from_fn_with_state(config, correlate))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(30)))
         // Outside the limit, which answers 413 with no body: SCIM clients get a SCIM error.
         .layer(axum::middleware::from_fn(scim::body_too_large_as_scim_error))

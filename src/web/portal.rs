@@ -1,19 +1,25 @@
-//! The portal (`GET /`) and `GET /api/me`: the same entitlements, as tiles and as JSON.
+//! The portal (`GET /`) and `GET /api/me`: the same entitlements, as tiles and as JSON; pins
+//! (`POST /portal/pins`) and logos served from configured SVG files.
 
 use askama::Template;
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
-use serde::Serialize;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use super::AppState;
 use super::auth::{self, SignedIn};
 use super::errors::AppError;
 use super::extract::RequestId;
+use super::portal_prefs::Prefs;
+use super::portal_tiles::{self, Section, Tile};
 use crate::clock::UnixTime;
+use crate::config::Logo;
+use crate::identity::Identity;
 use crate::policy::Grant;
+use crate::reload::PolicySnapshot;
 
 #[derive(Template)]
 #[template(path = "portal.html")]
@@ -22,15 +28,23 @@ struct Portal<'a> {
     email: Option<&'a str>,
     csrf: &'a str,
     support_contact: &'a str,
-    tiles: Vec<Tile>,
+    /// The search as typed (`?q=`), put back in the box.
+    query: &'a str,
+    /// The tag kind the rest is grouped by (`?group=`), if any.
+    group_by: Option<&'a str>,
+    /// Tag kinds offered in the "Group by" list.
+    group_kinds: Vec<String>,
+    sections: Vec<Section>,
+    total: usize,
+    shown: usize,
+    /// Set when the pin list could not be read: the page still works, in plain order.
+    prefs_note: Option<&'a str>,
 }
 
-struct Tile {
-    name: String,
-    role: String,
-    description: Option<String>,
-    launch_url: String,
-    expires: Option<String>,
+impl Portal<'_> {
+    fn is_group(&self, kind: &str) -> bool {
+        self.group_by == Some(kind)
+    }
 }
 
 /// "in 3 days", "in 5 hours": how long until a grant lapses.
@@ -45,34 +59,73 @@ pub fn expires_in(now: UnixTime, at: UnixTime) -> String {
     format!("in {n} {unit}{plural}")
 }
 
+#[derive(Deserialize, Default)]
+pub struct PortalQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    group: String,
+}
+
+/// The longest search kept: a store name, not a document.
+const MAX_QUERY: usize = 100;
+
 pub async fn portal(
     State(state): State<AppState>,
+    Query(query): Query<PortalQuery>,
     signed_in: SignedIn,
 ) -> Result<Response, AppError> {
     let now = state.clock.now();
     let id = &signed_in.auth.identity;
     let snap = state.policy();
-    let tiles = snap
+    let tiles: Vec<Tile> = snap
         .policy
         .grants(id, now)
         .into_iter()
         .filter_map(|g| {
             let store = snap.store(&g.store)?;
-            Some(Tile {
-                name: store.name.clone(),
-                role: g.role.clone(),
-                description: store.description.clone(),
-                launch_url: format!("/stores/{}/launch", store.id),
-                expires: g.expires_at.map(|t| expires_in(now, t)),
-            })
+            Some(Tile::new(
+                store,
+                &g.role,
+                g.expires_at.map(|t| expires_in(now, t)),
+            ))
         })
         .collect();
+    let q: String = query.q.trim().chars().take(MAX_QUERY).collect();
+    let group_kinds = portal_tiles::group_kinds(&tiles);
+    // Only a kind the tiles have: anything else in the URL is ignored, not echoed.
+    let group_by = group_kinds.iter().find(|k| **k == query.group).cloned();
+    let (prefs, prefs_note) = match state.portal_prefs.get(id).await {
+        Ok(p) => (p, None),
+        Err(e) => {
+            tracing::warn!(request_id = %signed_in.request_id, error = %e, "portal preferences unavailable; plain order");
+            (
+                Prefs::default(),
+                Some(
+                    "Pinned and recent stores cannot be shown right now; every store is listed below.",
+                ),
+            )
+        }
+    };
+    let total = tiles.len();
+    let sections = portal_tiles::arrange(tiles, &prefs, &q, group_by.as_deref());
+    let shown = sections
+        .iter()
+        .flat_map(|s| s.tiles.iter())
+        .filter(|t| !t.hidden)
+        .count();
     let page = Portal {
         display_name: id.display_name(),
         email: id.email.as_deref(),
         csrf: &signed_in.auth.csrf,
         support_contact: &state.config.support_contact,
-        tiles,
+        query: &q,
+        group_by: group_by.as_deref(),
+        group_kinds,
+        sections,
+        total,
+        shown,
+        prefs_note,
     };
     let html = page.render().map_err(|e| {
         AppError::new(
@@ -82,7 +135,162 @@ pub async fn portal(
             &signed_in.request_id,
         )
     })?;
-    Ok(super::no_store(Html(html).into_response()))
+    let mut resp = super::no_store(Html(html).into_response());
+    // The portal alone runs a script (its own filter) and shows logos from configured origins.
+    if let Ok(csp) = HeaderValue::from_str(&portal_csp(&snap)) {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    Ok(resp)
+}
+
+/// The portal's Content-Security-Policy: the site's own, plus `script-src 'self'` for
+/// `/static/portal.js` and the origins of `https://` logos.
+fn portal_csp(snap: &PolicySnapshot) -> String {
+    let mut origins: Vec<String> = snap
+        .stores
+        .iter()
+        .filter_map(|s| match &s.logo {
+            Some(Logo::Url(u)) => Some(u.origin().ascii_serialization()),
+            _ => None,
+        })
+        .collect();
+    origins.sort();
+    origins.dedup();
+    let mut img = String::from("'self' data:");
+    for o in origins {
+        img.push(' ');
+        img.push_str(&o);
+    }
+    format!(
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src {img}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
+
+#[derive(Deserialize)]
+pub struct PinForm {
+    csrf: Option<String>,
+    store: String,
+    /// "1" pins, "0" unpins.
+    pin: String,
+}
+
+/// `POST /portal/pins`: pins or unpins one of the person's stores, then back to the portal (303).
+/// Same-site forms only (the session's CSRF token); only a store the person has may be pinned.
+pub async fn pin(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Form(form): Form<PinForm>,
+) -> Result<Response, AppError> {
+    let rid = &signed_in.request_id;
+    let token_ok = form
+        .csrf
+        .as_deref()
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), signed_in.auth.csrf.as_bytes()));
+    if !token_ok {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "Change refused",
+            "The request to pin a store did not come from this site's own page.",
+            rid,
+        )
+        .with_hint("Go back to your stores and use the pin button there."));
+    }
+    let pinned = match form.pin.as_str() {
+        "1" => true,
+        "0" => false,
+        _ => {
+            return Err(AppError::bad_request(
+                "The pin request must say pin (1) or unpin (0).",
+                rid,
+            ));
+        }
+    };
+    let id = &signed_in.auth.identity;
+    let now = state.clock.now();
+    let snap = state.policy();
+    let has_it = snap
+        .policy
+        .grants(id, now)
+        .iter()
+        .any(|g| g.store.as_str() == form.store);
+    // Unpinning a store one has lost is allowed (it cleans the record); pinning needs a grant.
+    if pinned && !has_it {
+        return Err(AppError::not_found(
+            "You have no store with this name to pin.",
+            rid,
+        ));
+    }
+    match state
+        .portal_prefs
+        .update(id, |p| p.pin(&form.store, pinned))
+        .await
+    {
+        Ok(Ok(())) => Ok(super::no_store(
+            Redirect::to(&format!("/#tile-{}", form.store)).into_response(),
+        )),
+        Ok(Err(refused)) => Err(AppError::new(
+            StatusCode::CONFLICT,
+            "Not pinned",
+            refused,
+            rid,
+        )),
+        Err(e) => {
+            tracing::warn!(request_id = %rid, error = %e, "cannot save portal preferences");
+            Err(AppError::unavailable("The preference store", rid))
+        }
+    }
+}
+
+/// Puts `store` first among the person's recently opened stores, without holding up the launch
+/// that called it (a failure only loses the ordering, and is logged).
+pub fn remember_opened(state: &AppState, id: &Identity, store: &str) {
+    let prefs = state.portal_prefs.clone();
+    let id = id.clone();
+    let store = store.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = prefs
+            .update(&id, |p| {
+                p.opened(&store);
+                Ok(())
+            })
+            .await
+        {
+            tracing::info!(error = %e, "could not record a recently opened store");
+        }
+    });
+}
+
+/// `GET /static/logos/{store}.svg`: a logo configured as an SVG file. Served with a policy that
+/// runs no script, should someone open it directly rather than as an image.
+pub async fn logo(State(state): State<AppState>, Path(file): Path<String>) -> Response {
+    let snap = state.policy();
+    let svg = file
+        .strip_suffix(".svg")
+        .and_then(|id| snap.stores.iter().find(|s| s.id.as_str() == id))
+        .and_then(|s| match &s.logo {
+            Some(Logo::Svg(svg)) => Some(svg.clone()),
+            _ => None,
+        });
+    match svg {
+        Some(svg) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
+            ],
+            svg.to_string(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Serialize)]

@@ -10,18 +10,24 @@ mod support;
 // The running gateway (tests/support/harness.rs), under the name the test files use.
 use support::harness;
 
+mod accessibility;
+mod admin;
 mod adoption;
 mod audit_chain;
 mod backend_conformance;
 mod cli;
+mod console;
 mod demo;
 mod deploy_config;
+mod doctor;
 mod entitlements;
 mod launch;
 mod leaver;
 mod metrics;
 mod oidc_peer;
 mod oidc_refusals;
+mod onboarding;
+mod portal;
 mod ratelimit;
 mod reconcile;
 mod reconcile_b2b;

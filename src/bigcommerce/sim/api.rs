@@ -89,6 +89,8 @@ async fn guard(State(sim): State<SimHandle>, req: Request, next: Next) -> Respon
 
     let (verdict, left, reset_ms, after) = {
         let mut st = sim.0.state.lock();
+        let missing_scope =
+            required_scope(req.uri().path()).filter(|scope| st.revoked_scopes.contains(*scope));
         // An injected 429 comes first, spends no quota and leaves other injections pending.
         let throttled = if authed { st.take_throttle() } else { None };
         let injected = if authed && throttled.is_none() {
@@ -125,6 +127,12 @@ async fn guard(State(sim): State<SimHandle>, req: Request, next: Next) -> Respon
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized: missing or wrong X-Auth-Token",
                 json!({}),
+            ))
+        } else if let Some(scope) = missing_scope {
+            Err(v3_error(
+                StatusCode::FORBIDDEN,
+                "You don't have a required scope to access the endpoint",
+                json!({ "scope": scope }),
             ))
         } else if let Some(injected_reset) = throttled {
             data.rate_limited += 1;
@@ -169,6 +177,18 @@ async fn guard(State(sim): State<SimHandle>, req: Request, next: Next) -> Respon
     h.insert("x-rate-limit-requests-quota", HeaderValue::from(quota));
     h.insert("x-rate-limit-requests-left", HeaderValue::from(left));
     resp
+}
+
+/// The OAuth scope an endpoint needs (BigCommerce's API account scopes), `None` for `/v2/time`.
+fn required_scope(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/stores/")?.split_once('/')?.1;
+    if rest.starts_with("v3/customers") || rest.starts_with("v2/customer_groups") {
+        Some("store_v2_customers")
+    } else if rest.starts_with("v3/hooks") {
+        Some("store_v2_information")
+    } else {
+        None
+    }
 }
 
 async fn time(State(sim): State<SimHandle>) -> Response {

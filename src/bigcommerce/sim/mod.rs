@@ -140,6 +140,12 @@ impl SimHandle {
         self.0.state.lock().clock_offset = secs;
     }
 
+    /// The API accounts lose the OAuth scope `scope` (e.g. `store_v2_customers`): every endpoint
+    /// needing it answers 403 "You don't have a required scope", as BigCommerce does.
+    pub fn revoke_scope(&self, scope: &str) {
+        self.0.state.lock().revoked_scopes.insert(scope.to_owned());
+    }
+
     /// The next `n` authenticated API calls answer `status` (e.g. 500, 503) instead of running.
     pub fn fail_next(&self, n: u32, status: StatusCode) {
         self.0.state.lock().fail_next = Some((n, status));

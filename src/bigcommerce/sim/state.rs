@@ -179,6 +179,9 @@ pub(super) struct State {
     pub deliveries: Vec<super::hooks::HookDelivery>,
     /// Test override: hooks may point at `http://127.0.0.1` (see `hooks`).
     pub loopback_hooks: bool,
+    /// OAuth scopes the API accounts lack (`revoke_scope`): their endpoints answer 403, as
+    /// BigCommerce does for a token without the scope.
+    pub revoked_scopes: HashSet<String>,
 }
 
 impl State {
@@ -200,6 +203,7 @@ impl State {
             clock_offset: config.clock_offset_secs,
             deliveries: Vec::new(),
             loopback_hooks: false,
+            revoked_scopes: HashSet::new(),
         }
     }
 
