@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::UnixTime;
 
+pub mod access;
 pub mod chain;
 pub mod rotate;
 pub mod verify;

@@ -8,6 +8,8 @@
 //!
 //! With no `[admin]` table the routes are not mounted at all and `/admin...` answers 404.
 
+pub mod access;
+
 use askama::Template;
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -116,5 +118,8 @@ pub(crate) fn render(page: &impl Template, request_id: &str) -> Response {
 
 /// The console's routes; mounted by [`super::router`] only when `[admin]` is configured.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin", get(index))
+    Router::new()
+        .route("/admin", get(index))
+        .route("/admin/access", get(access::page))
+        .route("/admin/access.csv", get(access::csv))
 }
