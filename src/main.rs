@@ -138,8 +138,13 @@ enum AuditCommand {
     /// FILE:LINE of the first edited, deleted, inserted or reordered event otherwise.
     Verify {
         /// Audit files, in any order (rotated files and several replicas' files together).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "postgres", conflicts_with = "postgres")]
         files: Vec<PathBuf>,
+        /// Verify the PostgreSQL table `audit_events` instead of files (a URL like
+        /// postgres://auditor@db/audit; a role with SELECT is enough). Line N in a message is
+        /// the table's row N in (writer, seq) order.
+        #[arg(long, value_name = "URL", env = "STOREGATE_AUDIT_DB")]
+        postgres: Option<String>,
         /// Skip events written without a chain (`chain = false`) instead of failing on them.
         #[arg(long)]
         allow_unchained: bool,
@@ -248,16 +253,20 @@ fn main() -> ExitCode {
             command:
                 AuditCommand::Verify {
                     files,
+                    postgres,
                     allow_unchained,
                     anchors,
                 },
-        } => audit_verify(
-            &files,
-            &storegate::audit::verify::Options {
+        } => {
+            let opts = storegate::audit::verify::Options {
                 allow_unchained,
                 anchors,
-            },
-        ),
+            };
+            match postgres {
+                Some(url) => audit_verify_table(&url, &opts),
+                None => audit_verify(&files, &opts),
+            }
+        }
         Command::AccessReport {
             config,
             format,
@@ -293,6 +302,37 @@ fn audit_verify(files: &[PathBuf], opts: &storegate::audit::verify::Options) -> 
             ExitCode::FAILURE
         }
     }
+}
+
+/// `storegate audit verify --postgres URL`: the table's lines, in (writer, seq) order, checked
+/// exactly as a file would be.
+fn audit_verify_table(url: &str, opts: &storegate::audit::verify::Options) -> ExitCode {
+    let copy = std::env::temp_dir().join(format!(
+        "storegate-audit-table-{}.jsonl",
+        std::process::id()
+    ));
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let lines = storegate::audit::postgres::table_lines(url).await?;
+                let mut text = lines.join("\n");
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                std::fs::write(&copy, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", copy.display()))
+            })
+        });
+    if let Err(e) = fetched {
+        eprintln!("storegate: {e}");
+        return ExitCode::FAILURE;
+    }
+    let code = audit_verify(std::slice::from_ref(&copy), opts);
+    let _ = std::fs::remove_file(&copy);
+    code
 }
 
 fn saml_metadata(path: &std::path::Path) -> ExitCode {

@@ -11,6 +11,7 @@ mod support;
 mod admin;
 mod adoption;
 mod audit_chain;
+mod audit_postgres;
 mod cli;
 mod demo;
 mod deploy_config;

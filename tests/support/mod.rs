@@ -11,6 +11,7 @@
 
 pub mod browser;
 pub mod peers;
+pub mod postgres;
 pub mod redis;
 pub mod rogue_op;
 pub mod wait;
