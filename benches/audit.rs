@@ -7,12 +7,21 @@
 //! sustained rate, batching included, and the CPU time (user + system) of the process per event,
 //! which is the figure to compare on a shared machine. Settings: `BENCH_AUDIT_EVENTS` (200000).
 //!
+//! With the chain on, the same events also go to PostgreSQL (`audit.postgres_url`): a private
+//! `postgres` started like the tests start it (or `BENCH_AUDIT_DB` = a URL to use instead),
+//! `BENCH_AUDIT_DB_EVENTS` (20000) events, timed until the last one is in the table. The CPU
+//! figure there is this process's only (the database's own is not counted).
+//!
 //! Under `cargo test --all-targets` (no `--bench`) it writes 2,000 chained events across
 //! rotations, checks `verify` passes them and names a flipped byte, and checks `chain = false`
 //! writes no chain fields. No timing is asserted.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
 
 use storegate::audit::verify::{Options, verify};
 use storegate::audit::{AuditEvent, AuditLog, EventKind, Outcome, RotatePolicy, TrailConfig};
@@ -69,6 +78,55 @@ fn main() {
             }
         }
     }
+    bench_postgres(&runtime, &dir.0);
+}
+
+/// The PostgreSQL row: `n` chained events through the file writer and the sink, until the sink
+/// has stored them all.
+fn bench_postgres(runtime: &tokio::runtime::Runtime, dir: &Path) {
+    let n: usize = std::env::var("BENCH_AUDIT_DB_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let (_server, url) = match std::env::var("BENCH_AUDIT_DB") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let pg = support::postgres::PostgresServer::start();
+            let url = pg.url();
+            (Some(pg), url)
+        }
+    };
+    let file = dir.join("postgres.jsonl");
+    let sink = storegate::audit::postgres::SinkConfig {
+        url: storegate::secret::Secret::new(url),
+        spool_file: dir.join("postgres.pgspool"),
+        spool_max: 1 << 30,
+    };
+    let cpu_before = cpu_seconds();
+    let (elapsed, stored, spooled) = runtime.block_on(async {
+        let (feed, stats, task) = storegate::audit::postgres::start(sink);
+        let (log, writer) =
+            AuditLog::open_with_sink(Some(&file), &trail(true, None), Some(feed)).expect("open");
+        let start = Instant::now();
+        for i in 0..n {
+            log.record(event(i));
+        }
+        drop(log);
+        writer.await.expect("writer");
+        task.await.expect("sink");
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            start.elapsed(),
+            stats.stored.load(Relaxed),
+            stats.spooled.load(Relaxed) + stats.dropped.load(Relaxed),
+        )
+    });
+    let cpu = cpu_seconds() - cpu_before;
+    println!(
+        "  postgres (chain on): {:>9.0} events/s wall into the table, {:.2} us CPU/event here, {stored} stored, {spooled} spooled or dropped",
+        n as f64 / elapsed.as_secs_f64(),
+        cpu * 1e6 / n as f64,
+    );
 }
 
 /// User + system CPU seconds of this process so far.

@@ -122,6 +122,22 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The access review (issue 13): one row per person x store x entitlement, with the rule,
+    /// expiry, last launch (from the trail), dormant and expiring flags, people with access but
+    /// no SCIM record, and BigCommerce customers bound to subjects SCIM no longer knows.
+    AccessReport {
+        #[arg(short, long, env = "STOREGATE_CONFIG")]
+        config: PathBuf,
+        /// `csv` (an Identity Governance review campaign import) or `json`.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+        /// A grant not launched for this long is dormant.
+        #[arg(long, default_value = "30d")]
+        dormant: String,
+        /// A grant ending within this long is expiring.
+        #[arg(long, default_value = "14d")]
+        expiring: String,
+    },
     /// The audit trail (issue 13).
     Audit {
         #[command(subcommand)]
@@ -135,8 +151,13 @@ enum AuditCommand {
     /// FILE:LINE of the first edited, deleted, inserted or reordered event otherwise.
     Verify {
         /// Audit files, in any order (rotated files and several replicas' files together).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "postgres", conflicts_with = "postgres")]
         files: Vec<PathBuf>,
+        /// Verify the PostgreSQL table `audit_events` instead of files (a URL like
+        /// postgres://auditor@db/audit; a role with SELECT is enough). Line N in a message is
+        /// the table's row N in (writer, seq) order.
+        #[arg(long, value_name = "URL", env = "STOREGATE_AUDIT_DB")]
+        postgres: Option<String>,
         /// Skip events written without a chain (`chain = false`) instead of failing on them.
         #[arg(long)]
         allow_unchained: bool,
@@ -246,16 +267,35 @@ fn main() -> ExitCode {
             command:
                 AuditCommand::Verify {
                     files,
+                    postgres,
                     allow_unchained,
                     anchors,
                 },
-        } => audit_verify(
-            &files,
-            &storegate::audit::verify::Options {
+        } => {
+            let opts = storegate::audit::verify::Options {
                 allow_unchained,
                 anchors,
-            },
-        ),
+            };
+            match postgres {
+                Some(url) => audit_verify_table(&url, &opts),
+                None => audit_verify(&files, &opts),
+            }
+        }
+        Command::AccessReport {
+            config,
+            format,
+            dormant,
+            expiring,
+        } => {
+            let cfg = match config::load_file(&config) {
+                Ok(c) => c,
+                Err(d) => {
+                    eprint!("{d}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            run(async move { access_report(cfg, &format, &dormant, &expiring).await })
+        }
         Command::Demo { listen } => demo(&listen),
     }
 }
@@ -273,6 +313,37 @@ fn audit_verify(files: &[PathBuf], opts: &storegate::audit::verify::Options) -> 
             ExitCode::FAILURE
         }
     }
+}
+
+/// `storegate audit verify --postgres URL`: the table's lines, in (writer, seq) order, checked
+/// exactly as a file would be.
+fn audit_verify_table(url: &str, opts: &storegate::audit::verify::Options) -> ExitCode {
+    let copy = std::env::temp_dir().join(format!(
+        "storegate-audit-table-{}.jsonl",
+        std::process::id()
+    ));
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let lines = storegate::audit::postgres::table_lines(url).await?;
+                let mut text = lines.join("\n");
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                std::fs::write(&copy, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", copy.display()))
+            })
+        });
+    if let Err(e) = fetched {
+        eprintln!("storegate: {e}");
+        return ExitCode::FAILURE;
+    }
+    let code = audit_verify(std::slice::from_ref(&copy), opts);
+    let _ = std::fs::remove_file(&copy);
+    code
 }
 
 fn saml_metadata(path: &std::path::Path) -> ExitCode {
@@ -400,6 +471,36 @@ async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
             "BigCommerce kept failing for {:?}; the rest stays queued for the next run",
             report.drain.stalled
         );
+    }
+    Ok(())
+}
+
+/// `storegate access-report`: the report on stdout, what could not be read on stderr.
+async fn access_report(
+    cfg: Config,
+    format: &str,
+    dormant: &str,
+    expiring: &str,
+) -> anyhow::Result<()> {
+    use storegate::audit::access::{self, sources};
+    let windows = access::Windows {
+        dormant_secs: sources::parse_window(dormant)
+            .map_err(|e| anyhow::anyhow!("--dormant: {e}"))?,
+        expiring_secs: sources::parse_window(expiring)
+            .map_err(|e| anyhow::anyhow!("--expiring: {e}"))?,
+    };
+    let scim = storegate::provisioning::run::load_scim(&cfg)
+        .await
+        .map_err(|e| e.to_string());
+    let trail = sources::trail_files(&cfg);
+    let now = storegate::clock::Clock::now(&*clock());
+    let report = sources::gather(&cfg, scim, &trail, now, windows).await;
+    for w in &report.warnings {
+        eprintln!("storegate access-report: warning: {w}");
+    }
+    match format {
+        "json" => println!("{}", access::to_json(&report.rows)),
+        _ => print!("{}", access::to_csv(&report.rows)),
     }
     Ok(())
 }

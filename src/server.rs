@@ -11,14 +11,28 @@ use crate::config::{AuditTarget, Config};
 use crate::web::{self, AppState};
 
 /// Opens the configured audit sink.
+/// With `audit.postgres_url`, also the PostgreSQL sink's insert task (it never blocks the file
+/// writer; see `audit::postgres`).
 pub fn open_audit(cfg: &Config) -> anyhow::Result<AuditLog> {
-    match &cfg.audit {
-        AuditTarget::Stdout => {
-            AuditLog::open(None, &cfg.audit_trail).context("cannot open the audit log on stdout")
+    let (feed, stats) = match &cfg.audit_postgres {
+        Some(sink) => {
+            let (feed, stats, _task) = crate::audit::postgres::start(sink.clone());
+            (Some(feed), Some(stats))
         }
-        AuditTarget::File(p) => AuditLog::open(Some(p), &cfg.audit_trail)
-            .with_context(|| format!("cannot open the audit log {}", p.display())),
-    }
+        None => (None, None),
+    };
+    let log = match &cfg.audit {
+        AuditTarget::Stdout => AuditLog::open_with_sink(None, &cfg.audit_trail, feed)
+            .map(|(log, _)| log)
+            .context("cannot open the audit log on stdout")?,
+        AuditTarget::File(p) => AuditLog::open_with_sink(Some(p), &cfg.audit_trail, feed)
+            .map(|(log, _)| log)
+            .with_context(|| format!("cannot open the audit log {}", p.display()))?,
+    };
+    Ok(match stats {
+        Some(s) => log.with_postgres_stats(s),
+        None => log,
+    })
 }
 
 /// `storegate serve`: runs until SIGINT/SIGTERM, then drains in-flight requests. With

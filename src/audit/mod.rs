@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 
 use crate::clock::UnixTime;
 
+pub mod access;
 pub mod chain;
+pub mod postgres;
 pub mod rotate;
 pub mod verify;
 
@@ -216,6 +218,8 @@ struct Writer {
     reopen: Arc<AtomicBool>,
     json: Vec<u8>,
     batch: Vec<u8>,
+    /// The central PostgreSQL sink, when `audit.postgres_url` is set: every sealed line too.
+    postgres: Option<postgres::Feed>,
 }
 
 impl Writer {
@@ -235,7 +239,14 @@ impl Writer {
             }
         }
         match &mut self.chain {
-            Some(chain) => chain.seal(&self.json, &mut self.batch),
+            Some(chain) => {
+                let start = self.batch.len();
+                chain.seal(&self.json, &mut self.batch);
+                if let Some(feed) = &self.postgres {
+                    // Without the newline; the push never waits.
+                    feed.push(&self.batch[start..self.batch.len() - 1]);
+                }
+            }
             None => {
                 self.batch.extend_from_slice(&self.json);
                 self.batch.push(b'\n');
@@ -331,6 +342,8 @@ pub struct AuditLog {
     observer: Option<AuditObserver>,
     /// Set to make the writer reopen its file before the next batch (SIGHUP).
     reopen: Option<Arc<AtomicBool>>,
+    /// What the PostgreSQL sink did, when there is one.
+    postgres: Option<Arc<postgres::SinkStats>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -354,6 +367,16 @@ impl AuditLog {
     pub fn open_with_handle(
         file: Option<&Path>,
         trail: &TrailConfig,
+    ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
+        Self::open_with_sink(file, trail, None)
+    }
+
+    /// As [`Self::open_with_handle`], every sealed line also handed to the PostgreSQL sink's
+    /// `feed` (needs the chain: the table is keyed by writer and seq).
+    pub fn open_with_sink(
+        file: Option<&Path>,
+        trail: &TrailConfig,
+        feed: Option<postgres::Feed>,
     ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
         let writer_id = trail
             .writer_id
@@ -387,6 +410,7 @@ impl AuditLog {
             reopen: reopen.clone(),
             json: Vec::with_capacity(1024),
             batch: Vec::with_capacity(64 * 1024),
+            postgres: feed,
         };
         let (tx, rx) = mpsc::unbounded_channel::<AuditEvent>();
         let handle = tokio::task::spawn_blocking(move || writer.run(rx));
@@ -395,9 +419,21 @@ impl AuditLog {
                 tx,
                 observer: None,
                 reopen: Some(reopen),
+                postgres: None,
             },
             handle,
         ))
+    }
+
+    /// The same log, reporting the PostgreSQL sink's `stats` (metrics, readiness).
+    pub fn with_postgres_stats(mut self, stats: Arc<postgres::SinkStats>) -> Self {
+        self.postgres = Some(stats);
+        self
+    }
+
+    /// What the PostgreSQL sink did, when `audit.postgres_url` is set.
+    pub fn postgres_stats(&self) -> Option<&postgres::SinkStats> {
+        self.postgres.as_deref()
     }
 
     /// Makes the writer reopen its file before its next batch, as SIGHUP does.
@@ -415,6 +451,7 @@ impl AuditLog {
                 tx,
                 observer: None,
                 reopen: None,
+                postgres: None,
             },
             rx,
         )

@@ -182,6 +182,18 @@ pub struct AuditFile {
     /// Rotate the file once it has been written to for this long (`"1d"`). Default none.
     #[serde(default)]
     pub rotate_every: Option<String>,
+    /// A PostgreSQL URL (`postgres://user:pass@host/db`, usually `"${STOREGATE_AUDIT_DB}"`):
+    /// every chained event also goes to its append-only `audit_events` table. Needs `chain`.
+    /// Default none.
+    #[serde(default)]
+    pub postgres_url: Option<String>,
+    /// Where events wait while the database is away. Default `FILE.pgspool` (stdout:
+    /// `storegate-audit.pgspool`).
+    #[serde(default)]
+    pub spool_file: Option<String>,
+    /// The spool's size limit (`"64MiB"`); events beyond it are dropped and counted. Default 64 MiB.
+    #[serde(default)]
+    pub spool_max: Option<String>,
 }
 
 impl Default for AuditFile {
@@ -192,6 +204,9 @@ impl Default for AuditFile {
             writer_id: None,
             rotate_size: None,
             rotate_every: None,
+            postgres_url: None,
+            spool_file: None,
+            spool_max: None,
         }
     }
 }

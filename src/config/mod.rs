@@ -35,6 +35,8 @@ pub struct Config {
     pub audit: AuditTarget,
     /// `[audit]` chain, writer id and rotation.
     pub audit_trail: crate::audit::TrailConfig,
+    /// `[audit] postgres_url`: the central sink, when set.
+    pub audit_postgres: Option<crate::audit::postgres::SinkConfig>,
     /// The SAML service provider, when `[saml]` is configured.
     pub saml: Option<SamlSp>,
     pub idps: Vec<IdpConfig>,

@@ -2290,6 +2290,24 @@ fn a_bad_store_logo_is_refused_with_its_fix() {
     assert!(
         e.contains("more than the 65536 a tile logo may have"),
         "{e}"
+
+// [audit] postgres_url (issue 13)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn audit_postgres_url_loads_with_a_spool_beside_the_file() {
+    let text = format!(
+        "{}\n[audit]\nfile = \"audit/sg.jsonl\"\npostgres_url = \"${{AUDIT_DB}}\"\n",
+        doc(MINIMAL)
+    );
+    let env = FakeEnv::default().var("AUDIT_DB", "postgres://app:pw@db.example.com:5432/audit");
+    let cfg = load_with(&text, &env).expect("loads");
+    let sink = cfg.audit_postgres.expect("sink");
+    assert_eq!(sink.spool_file, PathBuf::from("audit/sg.jsonl.pgspool"));
+    assert_eq!(sink.spool_max, 64 << 20);
+    assert!(
+        !format!("{sink:?}").contains("pw"),
+        "the password never prints"
     );
 }
 
@@ -2312,4 +2330,24 @@ fn store_tags_are_words_or_kind_value_pairs() {
         let e = errors_with(&with_retail(&format!("tags = [{bad}]")), &baseline_env());
         assert!(e.contains("must be a word or `kind:value`"), "{bad}: {e}");
     }
+}
+
+fn audit_postgres_url_of_the_wrong_shape_is_refused_without_echoing_it() {
+    let lines = doc(MINIMAL).lines().count();
+    for bad in ["mysql://app:pw@db/audit", "postgres://app:pw@/audit"] {
+        let text = format!("{}\n[audit]\npostgres_url = \"{bad}\"\n", doc(MINIMAL));
+        let rendered = errors(&text);
+        assert_one(&rendered, lines + 3, "`audit.postgres_url`");
+        assert!(!rendered.contains("pw"), "{rendered}");
+    }
+}
+
+#[test]
+fn audit_postgres_url_needs_the_chain() {
+    let text = format!(
+        "{}\n[audit]\nchain = false\npostgres_url = \"postgres://app@db/audit\"\n",
+        doc(MINIMAL)
+    );
+    let lines = doc(MINIMAL).lines().count();
+    assert_one(&errors(&text), lines + 4, "needs `audit.chain = true`");
 }

@@ -316,6 +316,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
 
     let session = session(c, &f);
     let (audit, audit_trail) = audit::audit(c, &f);
+    let audit_postgres = audit::postgres(c, &f, &audit, audit_trail.chain);
 
     c.duplicate_ids("idp", f.idps.iter().map(|i| i.id.as_str()));
     c.duplicate_ids("bigcommerce", f.bigcommerce.iter().map(|b| b.id.as_str()));
@@ -437,6 +438,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         session: session?,
         audit,
         audit_trail,
+        audit_postgres,
         saml,
         idps,
         bigcommerce: accounts,

@@ -18,15 +18,20 @@ pub async fn healthz() -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.refresh().await;
     match state.metrics.render() {
-        Ok(text) => (
-            StatusCode::OK,
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+        Ok(mut text) => {
+            if let Some(sink) = state.audit.postgres_stats() {
+                text.push_str(&sink.prometheus());
+            }
+            (
+                StatusCode::OK,
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot render the metrics");
             (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response()
@@ -96,6 +101,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             };
             checks.insert(format!("webhooks:{account}"), check);
         }
+    }
+    // Events waiting in the spool are a warning: sign-ins go on, the central table lags.
+    if let Some(sink) = state.audit.postgres_stats() {
+        let spooling = sink.spooling.load(std::sync::atomic::Ordering::Relaxed);
+        let check = if spooling {
+            json!({"ok": true, "warning": "the audit database cannot be reached; events are spooled locally and will be replayed"})
+        } else {
+            json!({"ok": true})
+        };
+        checks.insert("audit_database".into(), check);
     }
     let status = if ready {
         StatusCode::OK

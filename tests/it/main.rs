@@ -14,6 +14,7 @@ mod accessibility;
 mod admin;
 mod adoption;
 mod audit_chain;
+mod audit_postgres;
 mod backend_conformance;
 mod cli;
 mod console;

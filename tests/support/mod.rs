@@ -16,6 +16,7 @@
 pub mod browser;
 pub mod harness;
 pub mod peers;
+pub mod postgres;
 pub mod redis;
 pub mod rogue_op;
 pub mod saml_idp;

@@ -84,6 +84,80 @@ pub(super) fn audit(c: &mut Checker<'_>, f: &FileConfig) -> (AuditTarget, TrailC
     (target, trail)
 }
 
+/// `postgres_url`, `spool_file`, `spool_max`: the central sink (issue 13).
+pub(super) fn postgres(
+    c: &mut Checker<'_>,
+    f: &FileConfig,
+    target: &AuditTarget,
+    chain: bool,
+) -> Option<crate::audit::postgres::SinkConfig> {
+    let a = &f.audit;
+    let at = |k: &str| [key("audit"), key(k)];
+    let url = c.secret(
+        &[key("audit")],
+        "postgres_url",
+        &a.postgres_url,
+        None,
+        false,
+    )?;
+    // The URL carries a password: the messages name the problem, never the value.
+    let shape_ok =
+        url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://");
+    if !shape_ok {
+        c.error(
+            &at("postgres_url"),
+            "`audit.postgres_url` must be a URL like postgres://storegate_app:PASSWORD@db.example.com:5432/audit",
+        );
+        return None;
+    }
+    match url.expose().parse::<tokio_postgres::Config>() {
+        Ok(pg) if pg.get_hosts().is_empty() => {
+            c.error(
+                &at("postgres_url"),
+                "`audit.postgres_url` names no host (postgres://user:PASSWORD@HOST:5432/DB)",
+            );
+            return None;
+        }
+        Ok(_) => {}
+        Err(_) => {
+            c.error(
+                &at("postgres_url"),
+                "`audit.postgres_url` is not a valid PostgreSQL URL (postgres://user:PASSWORD@host:5432/db)",
+            );
+            return None;
+        }
+    }
+    if !chain {
+        c.error(
+            &at("postgres_url"),
+            "`audit.postgres_url` needs `audit.chain = true`: the table is keyed by each writer's chain (writer, seq)",
+        );
+    }
+    let spool_file = match (&a.spool_file, target) {
+        (Some(p), _) => p.into(),
+        (None, AuditTarget::File(p)) => format!("{}.pgspool", p.display()).into(),
+        (None, AuditTarget::Stdout) => "storegate-audit.pgspool".into(),
+    };
+    let spool_max = match a.spool_max.as_deref() {
+        None => crate::audit::postgres::DEFAULT_SPOOL_MAX,
+        Some(raw) => match parse_size(raw) {
+            Some(n) if n >= MIN_ROTATE_SIZE => n,
+            _ => {
+                c.error(
+                    &at("spool_max"),
+                    format!("`audit.spool_max`: {raw:?} is not a size of at least 1024 bytes like \"64MiB\""),
+                );
+                crate::audit::postgres::DEFAULT_SPOOL_MAX
+            }
+        },
+    };
+    Some(crate::audit::postgres::SinkConfig {
+        url,
+        spool_file,
+        spool_max,
+    })
+}
+
 /// `"100MiB"`, `"500MB"`, `"64k"`, `"1048576"`: bytes. Units are case-insensitive; `K`/`KB` are
 /// 1000, `KiB` is 1024 (likewise M, G).
 pub(crate) fn parse_size(raw: &str) -> Option<u64> {

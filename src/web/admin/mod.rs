@@ -8,6 +8,7 @@
 //!
 //! With no `[admin]` table the routes are not mounted at all and `/admin...` answers 404.
 
+pub mod access;
 pub mod console;
 
 use askama::Template;
@@ -121,4 +122,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin", get(index))
         .route("/admin/status", get(console::status))
+        .route("/admin/access", get(access::page))
+        .route("/admin/access.csv", get(access::csv))
 }
