@@ -489,7 +489,7 @@ async fn access_report(
         expiring_secs: sources::parse_window(expiring)
             .map_err(|e| anyhow::anyhow!("--expiring: {e}"))?,
     };
-    let scim = storegate::provisioning::run::load_scim(&cfg)
+    let scim = storegate::app::load_scim(&cfg)
         .await
         .map_err(|e| e.to_string());
     let trail = sources::trail_files(&cfg);

@@ -2290,24 +2290,6 @@ fn a_bad_store_logo_is_refused_with_its_fix() {
     assert!(
         e.contains("more than the 65536 a tile logo may have"),
         "{e}"
-
-// [audit] postgres_url (issue 13)
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn audit_postgres_url_loads_with_a_spool_beside_the_file() {
-    let text = format!(
-        "{}\n[audit]\nfile = \"audit/sg.jsonl\"\npostgres_url = \"${{AUDIT_DB}}\"\n",
-        doc(MINIMAL)
-    );
-    let env = FakeEnv::default().var("AUDIT_DB", "postgres://app:pw@db.example.com:5432/audit");
-    let cfg = load_with(&text, &env).expect("loads");
-    let sink = cfg.audit_postgres.expect("sink");
-    assert_eq!(sink.spool_file, PathBuf::from("audit/sg.jsonl.pgspool"));
-    assert_eq!(sink.spool_max, 64 << 20);
-    assert!(
-        !format!("{sink:?}").contains("pw"),
-        "the password never prints"
     );
 }
 
@@ -2332,6 +2314,28 @@ fn store_tags_are_words_or_kind_value_pairs() {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// [audit] postgres_url (issue 13)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn audit_postgres_url_loads_with_a_spool_beside_the_file() {
+    let text = format!(
+        "{}\n[audit]\nfile = \"audit/sg.jsonl\"\npostgres_url = \"${{AUDIT_DB}}\"\n",
+        doc(MINIMAL)
+    );
+    let env = FakeEnv::default().var("AUDIT_DB", "postgres://app:pw@db.example.com:5432/audit");
+    let cfg = load_with(&text, &env).expect("loads");
+    let sink = cfg.audit_postgres.expect("sink");
+    assert_eq!(sink.spool_file, PathBuf::from("audit/sg.jsonl.pgspool"));
+    assert_eq!(sink.spool_max, 64 << 20);
+    assert!(
+        !format!("{sink:?}").contains("pw"),
+        "the password never prints"
+    );
+}
+
+#[test]
 fn audit_postgres_url_of_the_wrong_shape_is_refused_without_echoing_it() {
     let lines = doc(MINIMAL).lines().count();
     for bad in ["mysql://app:pw@db/audit", "postgres://app:pw@/audit"] {

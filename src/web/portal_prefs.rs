@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::identity::Identity;
-use crate::session::{self, RedisHandle};
+use crate::session;
+use crate::store::{self, RedisHandle};
 
 /// The most stores one person may pin: more would stop being "first" (and bounds the record).
 pub const MAX_PINNED: usize = 12;
@@ -91,7 +92,7 @@ fn person_key(id: &Identity) -> String {
     h.update(id.subject.as_bytes());
     let digest = h.finalize();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}portal:{hex}", session::REDIS_PREFIX)
+    format!("{}portal:{hex}", store::REDIS_PREFIX)
 }
 
 impl PrefsStore {
@@ -118,7 +119,7 @@ impl PrefsStore {
                     .arg(&key)
                     .query_async(&mut conn)
                     .await
-                    .map_err(|e| format!("redis GET: {}", session::redis_handle::describe(&e)))?;
+                    .map_err(|e| format!("redis GET: {}", store::describe(&e)))?;
                 // A record this version cannot read is no preference, not an error page.
                 Ok(raw
                     .and_then(|r| serde_json::from_str(&r).ok())
@@ -157,7 +158,7 @@ impl PrefsStore {
                     .arg(REDIS_TTL_SECS)
                     .query_async(&mut conn)
                     .await
-                    .map_err(|e| format!("redis SET: {}", session::redis_handle::describe(&e)))?;
+                    .map_err(|e| format!("redis SET: {}", store::describe(&e)))?;
                 Ok(())
             }
         }

@@ -28,7 +28,7 @@ use storegate::provisioning::scim::redis_store::RedisScimStore;
 use storegate::provisioning::scim::store::{FileStore, Kind, MemoryStore, ScimStore};
 use storegate::provisioning::scim::wire::ListQuery;
 use storegate::secret::Secret;
-use storegate::session::RedisHandle;
+use storegate::store::RedisHandle;
 
 use crate::support::redis::RedisServer;
 

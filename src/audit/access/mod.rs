@@ -22,8 +22,9 @@ use serde::Serialize;
 
 use crate::bigcommerce::api::Customer;
 use crate::clock::UnixTime;
+use crate::clock::rfc3339;
 use crate::config::Config;
-use crate::policy::{CustomerGroupRef, rfc3339};
+use crate::policy::CustomerGroupRef;
 use crate::provisioning::reconcile::identity_of;
 use crate::provisioning::scim::{ScimData, user_active};
 
