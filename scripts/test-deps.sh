@@ -2,7 +2,8 @@
 # Installs what the test suite needs and is missing; quiet and quick when everything is there.
 #   - Debian packages, through scripts/build-deps.sh (which `make demo` runs too): the build
 #     dependencies (xmlsec, libxml2, OpenSSL, clang for bindgen) and the programs tests run
-#     (xmlsec1, redis-server, wrk, chromium). `apt-get update` only if one is missing.
+#     (xmlsec1, redis-server, wrk, chromium, nginx for tests/it/forward_auth.rs). `apt-get update`
+#     only if one is missing.
 #     redis-tools gives redis-cli (cluster creation, failover in tests); Sentinel runs as
 #     `redis-server --sentinel`, so the separate redis-sentinel package is not needed.
 #   - pysaml2 (pinned in tests/peers/saml/requirements.txt) in tests/peers/saml/.venv for the SAML tests.
@@ -18,7 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The build dependencies (scripts/build-deps.sh, shared with `make demo`) plus the programs the
 # tests run, installed in one go.
-TEST_PACKAGES=(xmlsec1 redis-server redis-tools wrk chromium openssl python3-venv)
+TEST_PACKAGES=(xmlsec1 redis-server redis-tools wrk chromium openssl python3-venv nginx)
 command -v node >/dev/null || TEST_PACKAGES+=(nodejs)
 command -v npm >/dev/null || TEST_PACKAGES+=(npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || TEST_PACKAGES+=(python3)

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod explain;
 pub mod federation;
+pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;

@@ -281,6 +281,7 @@ impl Metrics {
             EventKind::Drift => "drift",
             EventKind::Webhook => "webhook",
             EventKind::ExternalChange => "external_change",
+            EventKind::ForwardAuth => "forward_auth",
         };
         let reason = label(ev.reason.as_deref().unwrap_or("unspecified"));
         match ev.outcome {

@@ -45,6 +45,8 @@ pub enum EventKind {
     Webhook,
     /// A change BigCommerce reported by webhook that storegate did not make (issue 13).
     ExternalChange,
+    /// A forward-auth or built-in-proxy decision on a `[[route]]` (issue 14).
+    ForwardAuth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

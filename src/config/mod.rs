@@ -7,6 +7,7 @@ pub mod diag;
 pub mod file;
 pub mod provisioning;
 pub mod rate_limit;
+pub mod route;
 pub mod telemetry;
 mod validate;
 
@@ -48,6 +49,8 @@ pub struct Config {
     pub telemetry: Option<telemetry::TelemetryConfig>,
     /// `[rate_limit]`: the sign-in limit per client address.
     pub rate_limit: rate_limit::RateLimitConfig,
+    /// `[[route]]` and `[forward_auth]`: forward authentication and the built-in proxy.
+    pub forward_auth: route::ForwardAuthConfig,
     /// Things `storegate check` warns about (file line + message); none stop the gateway.
     pub warnings: Vec<Diagnostic>,
 }

@@ -2132,3 +2132,7 @@ fn audit_settings_that_cannot_work_are_reported_with_their_line() {
         "invalid type: string \"yes\", expected a boolean",
     );
 }
+
+// `[[route]]` and `[forward_auth]` (issue 14).
+#[path = "route_tests.rs"]
+mod route;

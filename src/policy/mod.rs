@@ -45,6 +45,7 @@
 
 mod expiry;
 mod lint;
+pub mod route;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

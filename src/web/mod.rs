@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod errors;
 pub mod extract;
+pub mod forward;
 pub mod health;
 pub mod launch;
 pub mod login;
@@ -84,6 +85,8 @@ pub struct Shared {
     pub scim: Option<Arc<crate::provisioning::scim::ScimService>>,
     /// The BigCommerce webhook receiver (issue 13), when an account has a `webhook_secret`.
     pub webhooks: Option<Arc<webhooks::WebhookState>>,
+    /// Identity-token keys for `[[route]]`s (issue 14); `None` without routes.
+    pub forward: Option<Arc<forward::ForwardState>>,
 }
 
 impl AppState {
@@ -165,7 +168,9 @@ impl AppState {
         let saml = saml::SamlState::build(&config, one_time)
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
+        let forward = forward::ForwardState::build(&config)?.map(Arc::new);
         Ok(AppState(Arc::new(Shared {
+            forward,
             saml,
             policy: Arc::new(arc_swap::ArcSwap::from_pointee(
                 PolicySnapshot::from_config(&config),
@@ -324,6 +329,13 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/auth/verify", get(forward::verify))
+        .route(
+            "/auth/verify/{*path}",
+            axum::routing::any(forward::verify_envoy),
+        )
+        .route("/auth/continue", get(forward::continue_to))
+        .route("/.well-known/jwks.json", get(forward::jwks))
         .route("/static/style.css", get(style))
         .with_state(state)
         .merge(scim_routes)
