@@ -319,9 +319,14 @@ fn not_signed_in(state: &AppState, req: &ForwardedRequest, mode: Mode) -> Respon
         state.config.allow_insecure_http,
     );
     let mut resp = match (mode, &back) {
-        (Mode::Redirect, Ok(back)) => {
-            no_store(Redirect::to(&sign_in_url(state, back)).into_response())
-        }
+        // 302, as Traefik and Envoy pass it to the browser unchanged.
+        (Mode::Redirect, Ok(back)) => no_store(
+            (
+                StatusCode::FOUND,
+                [(header::LOCATION, sign_in_url(state, back))],
+            )
+                .into_response(),
+        ),
         _ => plain(StatusCode::UNAUTHORIZED, "sign in first"),
     };
     if let Ok(back) = &back

@@ -14,6 +14,7 @@ mod cli;
 mod demo;
 mod deploy_config;
 mod entitlements;
+mod forward_auth;
 mod harness;
 mod launch;
 mod leaver;
