@@ -27,7 +27,8 @@ test: deps
 ## (benches/launch.rs), then a 10,000-user provisioning wave over 3 stores against the simulator
 ## on a 450-per-30 s window (benches/provisioning.rs), then SAML ACS verifications/s and CPU per
 ## sign-in against pysaml2 on the same response (benches/saml.rs; needs `make deps`), then audit
-## events/s with the hash chain on and off and `audit verify` (benches/audit.rs).
+## events/s with the hash chain on and off and `audit verify` (benches/audit.rs), then
+## forward-auth decisions/s with and without the ES256 identity token (benches/forward_auth.rs).
 ## Release build (bench profile).
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,
 # BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs); the SAML bench reads
@@ -39,6 +40,7 @@ bench:
 	$(CARGO) bench --bench provisioning
 	$(CARGO) bench --bench saml
 	$(CARGO) bench --bench audit
+	$(CARGO) bench --bench forward_auth
 
 ## lint: formatting and clippy, warnings are errors; both builds: --all-targets has the `devkit`
 ## feature (tests and benches turn it on), --lib --bins is the production build without it

@@ -2,7 +2,8 @@
 # Installs what the test suite needs and is missing; quiet and quick when everything is there.
 #   - Debian packages, through scripts/build-deps.sh (which `make demo` runs too): the build
 #     dependencies (xmlsec, libxml2, OpenSSL, clang for bindgen) and the programs tests run
-#     (xmlsec1, redis-server, wrk, chromium, postgresql when missing). `apt-get update` only if one is missing.
+#     (xmlsec1, redis-server, wrk, chromium, nginx for tests/it/forward_auth.rs, postgresql when
+#     missing). `apt-get update` only if one is missing.
 #     redis-tools gives redis-cli (cluster creation, failover in tests); Sentinel runs as
 #     `redis-server --sentinel`, so the separate redis-sentinel package is not needed.
 #   - pysaml2 (pinned in tests/peers/saml/requirements.txt) in tests/peers/saml/.venv for the SAML tests.
@@ -19,7 +20,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The build dependencies (scripts/build-deps.sh, shared with `make demo`) plus the programs the
 # tests run, installed in one go.
-TEST_PACKAGES=(xmlsec1 redis-server redis-tools wrk chromium openssl python3-venv)
+TEST_PACKAGES=(xmlsec1 redis-server redis-tools wrk chromium openssl python3-venv nginx)
 # The PostgreSQL audit sink's tests run initdb + postgres from /usr/lib/postgresql/*/bin.
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || TEST_PACKAGES+=(postgresql)
 command -v node >/dev/null || TEST_PACKAGES+=(nodejs)

@@ -49,7 +49,7 @@ pub const NOW: UnixTime = 1_796_200_000;
 const WIDE_SKEW: Duration = Duration::from_secs(100 * 365 * 86_400);
 const SHA256_SIG: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 
-/// The five fuzz targets.
+/// The six fuzz targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     SamlResponse,
@@ -57,15 +57,18 @@ pub enum Target {
     ScimFilter,
     ScimPatch,
     ConfigLoader,
+    /// `GET /auth/verify`: forwarded headers and URI (issue 14).
+    ForwardedRequest,
 }
 
 impl Target {
-    pub const ALL: [Target; 5] = [
+    pub const ALL: [Target; 6] = [
         Target::SamlResponse,
         Target::SloRedirect,
         Target::ScimFilter,
         Target::ScimPatch,
         Target::ConfigLoader,
+        Target::ForwardedRequest,
     ];
 
     /// The corpus folder name (`tests/fuzz/corpus/<name>`) and the cargo-fuzz target name.
@@ -76,6 +79,7 @@ impl Target {
             Target::ScimFilter => "scim_filter",
             Target::ScimPatch => "scim_patch",
             Target::ConfigLoader => "config_loader",
+            Target::ForwardedRequest => "forwarded_request",
         }
     }
 }
@@ -161,6 +165,7 @@ impl Fuzz {
             Target::ScimFilter => scim_filter(data),
             Target::ScimPatch => scim_patch(data),
             Target::ConfigLoader => self.config_loader(data),
+            Target::ForwardedRequest => forwarded_request(data),
         }
     }
 
@@ -362,6 +367,72 @@ fn sample_resources() -> [Value; 2] {
             "meta": {"resourceType": "Group", "created": "2026-01-01T00:00:00Z"}
         }),
     ]
+}
+
+/// `GET /auth/verify`: `data` is header lines (`name: value`), then an optional line
+/// `suffix: /path` (Envoy's path form). The parser, then the route decision's lookup and the
+/// return-URL check on what it produced, as the handler runs them.
+pub fn forwarded_request(data: &[u8]) -> &'static str {
+    use crate::forward::request::ForwardedRequest;
+    use crate::forward::return_url::RouteReturn;
+    use crate::policy::route::{RouteRule, RouteTable};
+    let text = String::from_utf8_lossy(data);
+    let mut headers = axum::http::HeaderMap::new();
+    let mut suffix = None;
+    for line in text.lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if name == "suffix" {
+            suffix = Some(value.trim().to_owned());
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(name.trim().as_bytes()),
+            axum::http::HeaderValue::from_bytes(value.trim().as_bytes()),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let routes = RouteTable::new(vec![
+        RouteRule {
+            name: "desk".into(),
+            host: "orders.example.com".into(),
+            path_prefix: "/".into(),
+            conditions: Default::default(),
+            require_acr: None,
+        },
+        RouteRule {
+            name: "admin".into(),
+            host: "orders.example.com".into(),
+            path_prefix: "/admin".into(),
+            conditions: Default::default(),
+            require_acr: None,
+        },
+    ]);
+    match ForwardedRequest::from_headers(&headers, suffix.as_deref(), "GET") {
+        Err(e) => e.code(),
+        Ok(req) => {
+            let route = routes.find(&req.host, &req.uri).map(|r| r.name.as_str());
+            let back = RouteReturn::parse(&req.original_url(), &routes, true);
+            // A return URL must land on the host the request named (a default port aside).
+            if let Ok(b) = &back {
+                let host = crate::policy::route::strip_port(&req.host);
+                assert!(
+                    b.as_str().contains(host),
+                    "return URL {} left host {}",
+                    b.as_str(),
+                    req.host
+                );
+            }
+            match (route, back.is_ok()) {
+                (Some("admin"), _) => "route_admin",
+                (Some(_), true) => "route_desk",
+                (Some(_), false) => "route_no_return",
+                (None, _) => "no_route",
+            }
+        }
+    }
 }
 
 /// `GET /scim/v2/Users?filter=...`: the filter parser, then matching against a user and a group.

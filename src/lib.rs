@@ -16,6 +16,7 @@ pub mod doctor;
 pub mod explain;
 pub mod federation;
 pub mod flows;
+pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;

@@ -276,6 +276,7 @@ impl Metrics {
             EventKind::Webhook => "webhook",
             EventKind::ExternalChange => "external_change",
             EventKind::Admin => "admin",
+            EventKind::ForwardAuth => "forward_auth",
         };
         let reason = label(ev.reason.as_deref().unwrap_or("unspecified"));
         match ev.outcome {

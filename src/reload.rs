@@ -101,13 +101,17 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     // reload is refused and says so. Compared by their redacting `Debug` form, never printed.
     let same =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
-    let sections: [(&str, bool); 8] = [
+    let sections: [(&str, bool); 9] = [
         ("[saml]", same(&old.saml, &new.saml)),
         ("[scim]", same(&old.scim, &new.scim)),
         ("[provisioning]", same(&old.provisioning, &new.provisioning)),
         ("[audit]", same(&old.audit, &new.audit)),
         ("[telemetry]", same(&old.telemetry, &new.telemetry)),
         ("[rate_limit]", old.rate_limit == new.rate_limit),
+        (
+            "[[route]] or [forward_auth]",
+            old.forward_auth == new.forward_auth,
+        ),
         (
             "trusted_proxies",
             old.trusted_proxies == new.trusted_proxies,

@@ -1,4 +1,4 @@
-//! Fuzzing as part of `make test` (issue 10): the five targets of `storegate::fuzzing`, each for a
+//! Fuzzing as part of `make test` (issue 10): the six targets of `storegate::fuzzing`, each for a
 //! bounded time.
 //!
 //! Per target: (a) every committed file in `tests/fuzz/corpus/<target>/` is replayed, then (b)
@@ -189,6 +189,25 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "\"path\":\"id\"",
             "\"value\":[]",
             "\"value\":{}",
+        ],
+        Target::ForwardedRequest => &[
+            "x-forwarded-host: ",
+            "x-forwarded-uri: ",
+            "x-original-uri: ",
+            "x-forwarded-proto: https\n",
+            "x-forwarded-method: ",
+            "host: orders.example.com\n",
+            "suffix: ",
+            "%2e%2e",
+            "%2f",
+            "/../",
+            "orders.example.com",
+            ":443",
+            "@",
+            "\\",
+            "?",
+            "#",
+            "/admin",
         ],
         Target::ConfigLoader => &[
             "\n[saml]\nkey_file = \"sp.key\"\ncert_file = \"sp.crt\"\n",
@@ -467,7 +486,7 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
                     }
                     Err(_) => false,
                 },
-                Target::ConfigLoader => line_mutation(rng, &mut data),
+                Target::ConfigLoader | Target::ForwardedRequest => line_mutation(rng, &mut data),
                 Target::ScimFilter => false,
             };
         if !structured {
@@ -696,4 +715,9 @@ fn fuzz_scim_patch() {
 #[test]
 fn fuzz_config_loader() {
     fuzz(Target::ConfigLoader);
+}
+
+#[test]
+fn fuzz_forwarded_request() {
+    fuzz(Target::ForwardedRequest);
 }

@@ -50,6 +50,8 @@ pub enum EventKind {
     /// A request to the IT console under `/admin`, admitted or refused by `[admin]` (issue 13);
     /// `target` is the path asked for.
     Admin,
+    /// A forward-auth or built-in-proxy decision on a `[[route]]` (issue 14).
+    ForwardAuth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -54,6 +54,12 @@ pub struct FileConfig {
     /// Sign-in rate limit per client address (issue 10).
     #[serde(default)]
     pub rate_limit: super::rate_limit::RateLimitFile,
+    /// Web tools behind forward authentication or the built-in proxy (issue 14).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<super::route::RouteFile>,
+    /// Identity tokens and proxy limits (issue 14).
+    #[serde(default)]
+    pub forward_auth: super::route::ForwardAuthFile,
     /// Who may use the IT console under `/admin` (issue 13). Absent: `/admin` answers 404.
     #[serde(default)]
     pub admin: Option<AdminFile>,

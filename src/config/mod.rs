@@ -7,6 +7,7 @@ pub mod diag;
 pub mod file;
 pub mod provisioning;
 pub mod rate_limit;
+pub mod route;
 pub mod telemetry;
 mod validate;
 
@@ -52,6 +53,8 @@ pub struct Config {
     pub rate_limit: rate_limit::RateLimitConfig,
     /// `[admin]`: who may use `/admin`; `None` = no console (404).
     pub admin: Option<crate::policy::admin::AdminRule>,
+    /// `[[route]]` and `[forward_auth]`: forward authentication and the built-in proxy.
+    pub forward_auth: route::ForwardAuthConfig,
     /// Things `storegate check` warns about (file line + message); none stop the gateway.
     pub warnings: Vec<Diagnostic>,
 }

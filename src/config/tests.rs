@@ -2355,3 +2355,7 @@ fn audit_postgres_url_needs_the_chain() {
     let lines = doc(MINIMAL).lines().count();
     assert_one(&errors(&text), lines + 4, "needs `audit.chain = true`");
 }
+
+// `[[route]]` and `[forward_auth]` (issue 14).
+#[path = "route_tests.rs"]
+mod route;

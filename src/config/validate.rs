@@ -12,6 +12,7 @@ mod audit;
 mod portal;
 mod provisioning;
 mod redis_topology;
+mod route;
 mod telemetry;
 
 use super::diag::{Diagnostic, LineIndex, Seg, key, render_path};
@@ -422,6 +423,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
     let scim = provisioning::scim(c, &f);
     let provisioning = provisioning::provisioning(c, &f);
     let telemetry = telemetry::telemetry(c, &f);
+    let forward_auth = route::forward_auth(c, &f, &idp_ids);
     let rate_limit = super::rate_limit::validate(&f.rate_limit).unwrap_or_else(|e| {
         c.error(&[key("rate_limit"), key("per_address_burst")], e);
         Default::default()
@@ -449,6 +451,8 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         telemetry,
         rate_limit,
         admin,
+
+        forward_auth,
         warnings,
     })
 }

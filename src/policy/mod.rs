@@ -46,6 +46,7 @@
 pub mod admin;
 mod expiry;
 mod lint;
+pub mod route;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

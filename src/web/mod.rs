@@ -8,6 +8,7 @@ pub mod client_ip;
 mod cookies;
 pub mod errors;
 pub mod extract;
+pub mod forward;
 pub mod health;
 pub mod launch;
 pub mod login;
@@ -93,6 +94,9 @@ pub struct Shared {
     pub portal_prefs: portal_prefs::PrefsStore,
     /// Denials and hourly counts this process saw, for the IT console (issue 16).
     pub recent: admin::console::RecentActivity,
+
+    /// Identity-token keys for `[[route]]`s (issue 14); `None` without routes.
+    pub forward: Option<Arc<forward::ForwardState>>,
 }
 
 impl AppState {
@@ -188,7 +192,9 @@ impl AppState {
         let saml = saml::SamlState::build(&config, one_time)
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
+        let forward = forward::ForwardState::build(&config)?.map(Arc::new);
         Ok(AppState(Arc::new(Shared {
+            forward,
             saml,
             policy: Arc::new(arc_swap::ArcSwap::from_pointee(
                 PolicySnapshot::from_config(&config),
@@ -383,6 +389,13 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/auth/verify", get(forward::verify))
+        .route(
+            "/auth/verify/{*path}",
+            axum::routing::any(forward::verify_envoy),
+        )
+        .route("/auth/continue", get(forward::continue_to))
+        .route("/.well-known/jwks.json", get(forward::jwks))
         .route("/static/style.css", get(style))
         .route("/static/portal.js", get(portal_js))
         .route("/static/logos/{file}", get(portal::logo))

@@ -22,6 +22,7 @@ mod demo;
 mod deploy_config;
 mod doctor;
 mod entitlements;
+mod forward_auth;
 mod launch;
 mod leaver;
 mod metrics;

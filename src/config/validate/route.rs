@@ -1,0 +1,289 @@
+//! Validation of `[[route]]` and `[forward_auth]`: every problem with its line.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use url::Url;
+
+use super::super::diag::{Seg, key};
+use super::super::file::FileConfig;
+use super::super::route::{DEFAULT_IDENTITY_HEADER, ForwardAuthConfig, RouteFile, RouteTarget};
+use super::Checker;
+use crate::forward::keys::{SigningKey, previous_from_pem};
+use crate::policy::route::{RouteRule, RouteTable};
+use crate::policy::{AttrRegex, Conditions};
+use crate::secret::Secret;
+
+/// The longest identity-token lifetime accepted: the token is a bearer credential upstream.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Headers an identity token must never be put in (the upstream or proxy would misread it).
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "cookie",
+    "authorization",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+];
+
+pub(super) fn forward_auth(
+    c: &mut Checker<'_>,
+    f: &FileConfig,
+    idps: &[&str],
+) -> ForwardAuthConfig {
+    let fa = &f.forward_auth;
+    let at = |k: &str| [key("forward_auth"), key(k)];
+    let mut out = ForwardAuthConfig::default();
+    if let Some(raw) = &fa.token_lifetime
+        && let Some(d) = c.duration(&at("token_lifetime"), raw)
+    {
+        if d.is_zero() || d > MAX_TOKEN_LIFETIME {
+            c.error(
+                &at("token_lifetime"),
+                "`forward_auth.token_lifetime` must be between 1s and 1h (a few minutes is usual)",
+            );
+        }
+        out.token_lifetime = d;
+    }
+    if let Some(raw) = &fa.upstream_timeout
+        && let Some(d) = c.duration(&at("upstream_timeout"), raw)
+    {
+        if d.is_zero() {
+            c.error(
+                &at("upstream_timeout"),
+                "`forward_auth.upstream_timeout` must not be 0",
+            );
+        }
+        out.upstream_timeout = d;
+    }
+    if let Some(raw) = &fa.max_body {
+        match super::audit::parse_size(raw).and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if n > 0 => out.max_body = n,
+            _ => c.error(
+                &at("max_body"),
+                format!(
+                    "`forward_auth.max_body`: {raw:?} is not a size like \"10MiB\" or \"1048576\""
+                ),
+            ),
+        }
+    }
+    if let Some(file) = &fa.signing_key_file {
+        match c.env.read_file(Path::new(file)) {
+            Ok(pem) => match SigningKey::from_pem(file, pem.as_bytes()) {
+                Ok(_) => out.signing_key_pem = Some(Secret::new(pem)),
+                Err(e) => c.error(
+                    &at("signing_key_file"),
+                    format!("`forward_auth.signing_key_file`: {e}"),
+                ),
+            },
+            Err(e) => c.error(
+                &at("signing_key_file"),
+                format!("cannot read the signing key file {file}: {e}"),
+            ),
+        }
+    }
+    for (i, file) in fa.previous_key_files.iter().enumerate() {
+        let path = [
+            key("forward_auth"),
+            key("previous_key_files"),
+            Seg::Index(i),
+        ];
+        match c.env.read_file(Path::new(file)) {
+            Ok(pem) => match previous_from_pem(file, pem.as_bytes()) {
+                Ok(jwk) => out.previous_keys.push(jwk),
+                Err(e) => c.error(&path, format!("`forward_auth.previous_key_files`: {e}")),
+            },
+            Err(e) => c.error(
+                &path,
+                format!("cannot read the previous key file {file}: {e}"),
+            ),
+        }
+    }
+
+    let mut names = HashSet::new();
+    let mut places: HashSet<(String, String)> = HashSet::new();
+    let mut rules = Vec::new();
+    for (i, r) in f.routes.iter().enumerate() {
+        if !names.insert(r.name.as_str()) {
+            c.error(
+                &[key("route"), Seg::Index(i), key("name")],
+                format!("duplicate [[route]] name \"{}\"", r.name),
+            );
+        }
+        let Some((rule, target)) = route(c, i, r, idps) else {
+            continue;
+        };
+        let place = (
+            rule.host.clone(),
+            rule.path_prefix.trim_end_matches('/').to_owned(),
+        );
+        if !places.insert(place) {
+            c.error(
+                &[key("route"), Seg::Index(i), key("path_prefix")],
+                format!(
+                    "route \"{}\" overlaps an earlier route: same host \"{}\" and path_prefix \"{}\" (only one can decide)",
+                    r.name, rule.host, rule.path_prefix
+                ),
+            );
+        }
+        rules.push(rule);
+        out.targets.push(target);
+    }
+    out.routes = RouteTable::new(rules);
+    out
+}
+
+fn route(
+    c: &mut Checker<'_>,
+    i: usize,
+    r: &RouteFile,
+    idps: &[&str],
+) -> Option<(RouteRule, RouteTarget)> {
+    let at = |k: &str| [key("route"), Seg::Index(i), key(k)];
+    let mut ok = true;
+    if r.name.trim().is_empty() || r.name.chars().any(|ch| ch.is_control()) {
+        c.error(
+            &at("name"),
+            "a [[route]] needs a non-empty `name` (the identity token's audience)",
+        );
+        ok = false;
+    }
+    let host = r.host.trim().to_ascii_lowercase();
+    let host_ok = !host.is_empty()
+        && Url::parse(&format!("http://{host}/"))
+            .ok()
+            .is_some_and(|u| u.host_str().is_some() && u.path() == "/" && u.username().is_empty());
+    if !host_ok || host.contains('/') || host.contains('@') {
+        c.error(
+            &at("host"),
+            format!(
+                "route \"{}\": host {:?} is not a host name like orders.example.com (or host:port)",
+                r.name, r.host
+            ),
+        );
+        ok = false;
+    }
+    let prefix = r.path_prefix.clone().unwrap_or_else(|| "/".to_owned());
+    if !prefix.starts_with('/')
+        || prefix.contains(['?', '#', '\\'])
+        || prefix.split('/').any(|s| s == "." || s == "..")
+    {
+        c.error(
+            &at("path_prefix"),
+            format!("route \"{}\": path_prefix {prefix:?} must be a path starting with / (no query, no dot segments)", r.name),
+        );
+        ok = false;
+    }
+    for idp in &r.idps {
+        if !idps.contains(&idp.as_str()) {
+            c.error(
+                &at("idps"),
+                format!(
+                    "route \"{}\" names idp \"{idp}\", which is not configured",
+                    r.name
+                ),
+            );
+        }
+    }
+    let upstream = match &r.upstream {
+        None => None,
+        Some(raw) => match Url::parse(raw) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.path() == "/" =>
+            {
+                Some(u)
+            }
+            _ => {
+                c.error(
+                    &at("upstream"),
+                    format!("route \"{}\": upstream {raw:?} must be an http(s) origin like \"http://127.0.0.1:9000\" (no path, query or credentials)", r.name),
+                );
+                ok = false;
+                None
+            }
+        },
+    };
+    let header = r
+        .identity_header
+        .clone()
+        .unwrap_or_else(|| DEFAULT_IDENTITY_HEADER.to_owned())
+        .to_ascii_lowercase();
+    if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err()
+        || RESERVED_HEADERS.contains(&header.as_str())
+    {
+        c.error(
+            &at("identity_header"),
+            format!(
+                "route \"{}\": identity_header {header:?} is not a usable header name",
+                r.name
+            ),
+        );
+        ok = false;
+    }
+    let mut attribute_regex = std::collections::BTreeMap::new();
+    for (name, pattern) in &r.attribute_regex {
+        match AttrRegex::new(pattern) {
+            Ok(re) => {
+                attribute_regex.insert(name.clone(), re);
+            }
+            Err(_) => {
+                c.error(
+                    &[
+                        key("route"),
+                        Seg::Index(i),
+                        key("attribute_regex"),
+                        key(name),
+                    ],
+                    format!(
+                        "route \"{}\": `attribute_regex.{name}` is not a valid regex",
+                        r.name
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let rule = RouteRule {
+        name: r.name.clone(),
+        host,
+        path_prefix: prefix,
+        conditions: Conditions {
+            groups_any: r.groups_any.clone(),
+            roles_any: r.roles_any.clone(),
+            email_domains: r
+                .email_domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            idps: r.idps.clone(),
+            attributes: r
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.values()))
+                .collect(),
+            attribute_regex,
+            acr_any: r.acr_any.clone(),
+            amr_any: r.amr_any.clone(),
+        },
+        require_acr: r.require_acr.clone(),
+    };
+    let target = RouteTarget {
+        name: r.name.clone(),
+        upstream,
+        identity_header: header,
+    };
+    Some((rule, target))
+}

@@ -1,0 +1,522 @@
+//! Forward authentication behind a real nginx (`auth_request`), issue 14: allowed, not signed
+//! in, not allowed, header spoofing refused, the upstream verifying the identity JWT with the
+//! published JWKS, an open redirect refused, and key rotation. nginx runs as a child with a
+//! private prefix and config on free ports (`scripts/test-deps.sh` installs it); a test without
+//! nginx on the machine fails and says so.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
+use storegate::audit::{EventKind, Outcome};
+use storegate::forward::token::IdentityClaims;
+
+use crate::harness::{Gateway, Opts, Reserved};
+use crate::support::browser::{Browser, location};
+use crate::support::free_port;
+use crate::support::rogue_op::RogueOp;
+use crate::support::wait;
+
+const CLIENT: &str = "storegate";
+const SECRET: &str = "forward-auth-client-secret-0123";
+
+/// What the upstream saw: the identity header of every request it served.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Option<String>>>>);
+
+async fn upstream_handler(State(seen): State<Seen>, headers: HeaderMap) -> String {
+    let id = headers
+        .get("x-storegate-identity")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    seen.0.lock().unwrap().push(id.clone());
+    format!("upstream page; identity={}", id.unwrap_or_default())
+}
+
+/// A small upstream on a free port.
+async fn start_upstream() -> (String, Seen) {
+    let seen = Seen::default();
+    let app = axum::Router::new()
+        .fallback(upstream_handler)
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, seen)
+}
+
+/// nginx as a child process, stopped on drop.
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nginx_binary() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"] {
+        if std::path::Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("nginx is not installed: run scripts/test-deps.sh (make deps)");
+}
+
+/// The documented snippet (docs/reverse-proxy.md), on `port`, in front of `upstream`.
+fn nginx_conf(dir: &std::path::Path, port: u16, gateway: &str, upstream: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+worker_processes 1;
+error_log {d}/error.log info;
+pid {d}/nginx.pid;
+events {{ worker_connections 128; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /_storegate_verify {{
+            internal;
+            proxy_pass {gateway}/auth/verify;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+        location / {{
+            auth_request /_storegate_verify;
+            auth_request_set $storegate_identity $upstream_http_x_storegate_identity;
+            auth_request_set $storegate_sign_in $upstream_http_x_storegate_sign_in;
+            proxy_set_header X-Storegate-Identity $storegate_identity;
+            proxy_pass {upstream};
+            error_page 401 = @storegate_sign_in;
+        }}
+        location @storegate_sign_in {{
+            return 302 $storegate_sign_in;
+        }}
+    }}
+}}
+"#
+    )
+}
+
+async fn start_nginx(port: u16, gateway: &str, upstream: &str) -> Nginx {
+    let dir = std::env::temp_dir().join(format!("storegate-nginx-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(&dir, port, gateway, upstream)).unwrap();
+    let child = Command::new(nginx_binary())
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let nginx = Nginx { child, dir };
+    wait::until("nginx to listen", Duration::from_secs(20), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    nginx
+}
+
+fn routes_toml(nginx_port: u16, extra: &str) -> String {
+    format!(
+        r#"
+{extra}
+
+[[route]]
+name = "order-desk"
+host = "127.0.0.1:{nginx_port}"
+path_prefix = "/"
+groups_any = ["bc-finance"]
+
+[[route]]
+name = "order-admin"
+host = "127.0.0.1:{nginx_port}"
+path_prefix = "/admin"
+groups_any = ["bc-admins"]
+"#
+    )
+}
+
+struct Setup {
+    _op: RogueOp,
+    gw: Gateway,
+    _nginx: Nginx,
+    front: String,
+    seen: Seen,
+}
+
+async fn setup(groups: &[&str], forward_auth_table: &str) -> Setup {
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    op.set_claims(json!({"email": "lee@corp.example", "email_verified": true, "name": "Lee Tester", "groups": groups}));
+    let nginx_port = free_port();
+    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
+    opts.extra_toml = routes_toml(nginx_port, forward_auth_table);
+    let gw = Gateway::start(Reserved::new().await, opts).await;
+    let (upstream, seen) = start_upstream().await;
+    let nginx = start_nginx(nginx_port, &gw.url(""), &upstream).await;
+    Setup {
+        _op: op,
+        gw,
+        _nginx: nginx,
+        front: format!("http://127.0.0.1:{nginx_port}"),
+        seen,
+    }
+}
+
+async fn fetch_jwks(gw: &Gateway) -> Value {
+    reqwest::get(gw.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Verifies `jwt` as the upstream would: ES256, the published key its kid names, audience = the
+/// route, issuer = the gateway's public URL.
+fn jwks_verify(
+    jwks: &Value,
+    jwt: &str,
+    route: &str,
+    issuer: &str,
+) -> Result<IdentityClaims, jsonwebtoken::errors::Error> {
+    let kid = jsonwebtoken::decode_header(jwt)?.kid.expect("a kid");
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("the token's kid is published");
+    let decoding =
+        DecodingKey::from_ec_components(key["x"].as_str().unwrap(), key["y"].as_str().unwrap())?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_audience(&[route]);
+    v.set_issuer(&[issuer.trim_end_matches('/')]);
+    Ok(jsonwebtoken::decode::<IdentityClaims>(jwt, &decoding, &v)?.claims)
+}
+
+async fn verify_with_jwks(gw: &Gateway, jwt: &str, route: &str) -> IdentityClaims {
+    jwks_verify(&fetch_jwks(gw).await, jwt, route, &gw.url(""))
+        .expect("the identity token verifies with the published JWKS")
+}
+
+fn identity_in(body: &str) -> String {
+    body.split_once("identity=")
+        .map(|(_, t)| t.to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn nginx_sends_a_stranger_to_sign_in_and_back_then_the_upstream_verifies_the_jwt() {
+    let s = setup(&["bc-finance", "hr-confidential"], "").await;
+    let b = Browser::new();
+    let first = b.get(&format!("{}/orders/42?tab=lines", s.front)).await;
+    assert_eq!(first.status(), 302, "{}", b.hops_text());
+    let to = location(&first).unwrap();
+    assert_eq!(to.path(), "/auth/continue");
+    assert!(to.as_str().starts_with(&s.gw.url("/auth/continue?rd=")));
+    assert!(
+        s.seen.0.lock().unwrap().is_empty(),
+        "the upstream was reached without a session"
+    );
+
+    // Sign-in, and back to the tool: the upstream answers with our token.
+    let landed = b.follow(first).await;
+    assert_eq!(landed.status(), 200, "{}", b.hops_text());
+    let hops = b.hops_text();
+    assert!(hops.contains("/orders/42?tab=lines"), "{hops}");
+    let jwt = identity_in(&landed.text().await.unwrap());
+    let claims = verify_with_jwks(&s.gw, &jwt, "order-desk").await;
+    assert_eq!(claims.email.as_deref(), Some("lee@corp.example"));
+    assert_eq!(claims.name.as_deref(), Some("Lee Tester"));
+    // Only the groups the route names, never the whole list.
+    assert_eq!(claims.groups, vec!["bc-finance".to_owned()]);
+    assert!(claims.exp - claims.iat <= 300);
+
+    // Another route's upstream refuses it (audience), and a tampered token fails.
+    let jwks = fetch_jwks(&s.gw).await;
+    let issuer = s.gw.url("");
+    assert!(jwks_verify(&jwks, &jwt, "order-admin", &issuer).is_err());
+    let mut tampered = jwt.clone();
+    tampered.insert(jwt.rfind('.').unwrap() + 1, 'A');
+    assert!(jwks_verify(&jwks, &tampered, "order-desk", &issuer).is_err());
+
+    let events = s.gw.audit_now();
+    let allow = events
+        .iter()
+        .find(|e| e.event == EventKind::ForwardAuth && e.outcome == Outcome::Allow)
+        .expect("an allow event");
+    assert_eq!(allow.rule.as_deref(), Some("order-desk"));
+}
+
+#[tokio::test]
+async fn nginx_refuses_a_signed_in_person_the_route_does_not_admit() {
+    let s = setup(&["bc-finance"], "").await;
+    let b = Browser::new();
+    let landed = b.follow(b.get(&format!("{}/", s.front)).await).await;
+    assert_eq!(landed.status(), 200, "{}", b.hops_text());
+    let before = s.seen.0.lock().unwrap().len();
+
+    let admin = b.get(&format!("{}/admin/users", s.front)).await;
+    assert_eq!(admin.status(), 403);
+    assert_eq!(
+        s.seen.0.lock().unwrap().len(),
+        before,
+        "the upstream was reached"
+    );
+    let events = s.gw.audit_now();
+    let deny = events
+        .iter()
+        .rev()
+        .find(|e| e.event == EventKind::ForwardAuth && e.outcome == Outcome::Deny)
+        .expect("a deny event");
+    assert_eq!(deny.rule.as_deref(), Some("order-admin"));
+    assert_eq!(deny.reason.as_deref(), Some("not_entitled"));
+    assert!(deny.subject.is_some());
+
+    // The gateway's own answer names the route.
+    let direct = b
+        .client()
+        .get(s.gw.url("/auth/verify"))
+        .header("host", s.front.trim_start_matches("http://"))
+        .header("x-original-uri", "/admin/users")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 403);
+    assert_eq!(direct.headers()["x-storegate-route"], "order-admin");
+    assert!(direct.headers().get("x-storegate-identity").is_none());
+    assert!(direct.text().await.unwrap().contains("order-admin"));
+}
+
+#[tokio::test]
+async fn a_spoofed_identity_header_never_reaches_the_upstream() {
+    let s = setup(&["bc-finance"], "").await;
+    let forged = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.";
+
+    // Not signed in: the forged header gets nobody in, and the upstream never sees it.
+    let stranger = Browser::new();
+    let r = stranger
+        .client()
+        .get(format!("{}/orders", s.front))
+        .header("x-storegate-identity", forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(s.seen.0.lock().unwrap().is_empty());
+    // Nor does the gateway itself read it.
+    let r = stranger
+        .client()
+        .get(s.gw.url("/auth/verify"))
+        .header("host", s.front.trim_start_matches("http://"))
+        .header("x-original-uri", "/orders")
+        .header("x-storegate-identity", forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("x-storegate-identity").is_none());
+
+    // Signed in: the upstream gets the gateway's token, not the forged one.
+    let b = Browser::new();
+    let landed = b.follow(b.get(&format!("{}/", s.front)).await).await;
+    assert_eq!(landed.status(), 200, "{}", b.hops_text());
+    let r = b
+        .client()
+        .get(format!("{}/orders", s.front))
+        .header("x-storegate-identity", forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = identity_in(&r.text().await.unwrap());
+    assert_ne!(got, forged);
+    verify_with_jwks(&s.gw, &got, "order-desk").await;
+    assert!(
+        s.seen
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|h| h.as_deref() != Some(forged)),
+        "the forged header reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn traefik_style_requests_get_a_redirect_and_no_route_is_denied() {
+    let s = setup(&["bc-finance"], "").await;
+    let host = s.front.trim_start_matches("http://").to_owned();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c
+        .get(s.gw.url("/auth/verify"))
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-proto", "http")
+        .header("x-forwarded-host", &host)
+        .header("x-forwarded-uri", "/orders?x=1&y=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let to = location(&r).unwrap();
+    assert_eq!(to.path(), "/auth/continue");
+    let rd = to
+        .query_pairs()
+        .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(
+        rd.as_deref(),
+        Some(format!("http://{host}/orders?x=1&y=2").as_str())
+    );
+
+    // A host no route serves: 403, no redirect (it could not come back).
+    let r = c
+        .get(s.gw.url("/auth/verify"))
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-host", "elsewhere.example")
+        .header("x-forwarded-uri", "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("location").is_none());
+
+    // A path that would resolve elsewhere upstream: refused before any decision.
+    let r = c
+        .get(s.gw.url("/auth/verify"))
+        .header("x-forwarded-host", &host)
+        .header("x-forwarded-uri", "/public/%2e%2e/admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn continue_refuses_an_open_redirect_after_sign_in() {
+    let s = setup(&["bc-finance"], "").await;
+    let b = Browser::new();
+    let landed = b
+        .follow(
+            b.get(&s.gw.url(&format!(
+                "/auth/continue?rd={}",
+                storegate::redirect::urlencode("https://evil.example/")
+            )))
+            .await,
+        )
+        .await;
+    assert_eq!(landed.status(), 400, "{}", b.hops_text());
+    assert!(location(&landed).is_none());
+    assert!(!b.hops_text().contains("evil.example/ ->"));
+    // The same browser, now signed in, is sent on to a route host.
+    let ok = b
+        .get(&s.gw.url(&format!(
+            "/auth/continue?rd={}",
+            storegate::redirect::urlencode(&format!("{}/orders", s.front))
+        )))
+        .await;
+    assert_eq!(ok.status(), 303);
+    assert_eq!(
+        location(&ok).unwrap().as_str(),
+        format!("{}/orders", s.front)
+    );
+}
+
+fn p256_pem() -> (String, String) {
+    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+    let key = openssl::ec::EcKey::generate(&group).unwrap();
+    (
+        String::from_utf8(key.private_key_to_pem().unwrap()).unwrap(),
+        String::from_utf8(key.public_key_to_pem().unwrap()).unwrap(),
+    )
+}
+
+/// Rotation: a token signed with the old key still verifies with the JWKS of a gateway that
+/// now signs with a new key and lists the old one in `previous_key_files`.
+#[tokio::test]
+async fn a_rotated_key_stays_published_and_its_tokens_verify() {
+    let dir = std::env::temp_dir().join(format!(
+        "storegate-keys-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (old_private, _) = p256_pem();
+    let (new_private, _) = p256_pem();
+    let old_file = dir.join("old.pem");
+    let new_file = dir.join("new.pem");
+    std::fs::write(&old_file, &old_private).unwrap();
+    std::fs::write(&new_file, &new_private).unwrap();
+    let before = format!(
+        "[forward_auth]\nsigning_key_file = \"{}\"",
+        old_file.display()
+    );
+    let s = setup(&["bc-finance"], &before).await;
+    let b = Browser::new();
+    let landed = b.follow(b.get(&format!("{}/", s.front)).await).await;
+    assert_eq!(landed.status(), 200, "{}", b.hops_text());
+    let old_token = identity_in(&landed.text().await.unwrap());
+    let old_kid = jsonwebtoken::decode_header(&old_token)
+        .unwrap()
+        .kid
+        .unwrap();
+
+    let after = format!(
+        "[forward_auth]\nsigning_key_file = \"{}\"\nprevious_key_files = [\"{}\"]",
+        new_file.display(),
+        old_file.display()
+    );
+    let rotated =
+        s.gw.replica_edited(Reserved::new().await, &before, &after)
+            .await;
+    let jwks: Value = reqwest::get(rotated.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 2, "{jwks}");
+    assert_ne!(kids[0], old_kid, "the new key signs");
+    assert_eq!(kids[1], old_kid, "the old key is still published");
+    // The replica has the old gateway's issuer (same public_url): the old token verifies there.
+    jwks_verify(&jwks, &old_token, "order-desk", &s.gw.url(""))
+        .expect("a token of the previous key verifies with the rotated JWKS");
+    let _ = std::fs::remove_dir_all(&dir);
+}
