@@ -8,7 +8,9 @@
 //! never waits (a bounded channel; full = counted as dropped), so a slow or absent database
 //! cannot hold up a sign-in or a launch. One task inserts lines in order. While the database is
 //! away it appends them to a bounded local spool file (full = counted as dropped); when the
-//! database is back it replays the spool, in order, before anything newer. Inserts are
+//! database is back it replays the spool, in order, before anything newer. What the channel holds
+//! is taken in batches and inserted pipelined (the table is read in (writer, seq) order, so the
+//! order in which a batch's rows land does not matter). Inserts are
 //! `ON CONFLICT (writer, seq) DO NOTHING`, so a line sent twice (replayed after an insert whose
 //! answer was lost) is stored once.
 
@@ -30,6 +32,10 @@ mod embedded {
 pub const CHANNEL_CAPACITY: usize = 10_000;
 /// Default `audit.spool_max`: 64 MiB of lines, hours of events for a busy gateway.
 pub const DEFAULT_SPOOL_MAX: u64 = 64 << 20;
+/// Lines the task takes from the channel at once and sends pipelined on its one connection: one
+/// round trip per batch instead of one per line (a burst of launches outran single inserts and
+/// filled the channel).
+const BATCH: usize = 256;
 /// How long the task waits before trying an absent database again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -212,6 +218,64 @@ impl Inserter {
         }
     }
 
+    /// Inserts a batch pipelined on one connection; per line, whether it is done (stored, or
+    /// skipped as not a chained event). A line not done is not stored and must be spooled.
+    async fn insert_batch(&mut self, lines: &[Vec<u8>]) -> Vec<bool> {
+        if self.connect().await.is_err() || !self.migrated {
+            return vec![false; lines.len()];
+        }
+        let Some(client) = &self.client else {
+            return vec![false; lines.len()];
+        };
+        let statement = match client.prepare(INSERT).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit database unavailable; spooling");
+                self.client = None;
+                return vec![false; lines.len()];
+            }
+        };
+        let rows: Vec<_> = lines.iter().map(|l| columns(l)).collect();
+        let results = futures::future::join_all(rows.iter().map(|row| async {
+            match row {
+                None => {
+                    tracing::error!(
+                        "an audit line for the database is not a chained event; skipped"
+                    );
+                    Ok(false)
+                }
+                Some(c) => client
+                    .execute(&statement, &[&c.0, &c.1, &c.2, &c.3, &c.4, &c.5, &c.6])
+                    .await
+                    .map(|_| true),
+            }
+        }))
+        .await;
+        let mut lost_connection = false;
+        let done = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(stored) => {
+                    if stored {
+                        self.stats.stored.fetch_add(1, Ordering::Relaxed);
+                    }
+                    true
+                }
+                Err(e) => {
+                    if !lost_connection {
+                        tracing::warn!(error = %e, "audit database insert failed; spooling");
+                    }
+                    lost_connection = true;
+                    false
+                }
+            })
+            .collect();
+        if lost_connection {
+            self.client = None;
+        }
+        done
+    }
+
     fn spool_size(&self) -> u64 {
         std::fs::metadata(&self.cfg.spool_file)
             .map(|m| m.len())
@@ -297,17 +361,31 @@ impl Inserter {
             let Some(line) = next else {
                 break;
             };
+            let mut batch = vec![line];
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(line) => batch.push(line),
+                    Err(_) => break,
+                }
+            }
             if !spool_empty {
                 spool_empty = self.replay().await;
             }
             // Older lines first: while the spool holds any, new ones queue behind them.
-            if spool_empty && self.insert(&line).await.is_ok() {
-                self.stats.up.store(true, Ordering::Relaxed);
-                continue;
+            let done = if spool_empty {
+                self.insert_batch(&batch).await
+            } else {
+                vec![false; batch.len()]
+            };
+            self.stats
+                .up
+                .store(done.iter().all(|d| *d), Ordering::Relaxed);
+            for (line, done) in batch.iter().zip(done) {
+                if !done {
+                    self.spool(line);
+                    spool_empty = false;
+                }
             }
-            self.stats.up.store(false, Ordering::Relaxed);
-            self.spool(&line);
-            spool_empty = false;
         }
     }
 }
