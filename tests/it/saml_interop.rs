@@ -17,9 +17,9 @@ use crate::support::browser::{Browser, location};
 use crate::support::peers::{OidcPeer, OidcPeerConfig, PeerClient};
 use crate::support::saml_idp::{
     EMAIL_FORMAT, IDP_ORIGIN, IDP_SLO, Idp, MetadataServer, SAML_IDP, assert_refused,
-    assert_signed_in, background_refreshes, begin, begin_at, cert_b64, post, scratch,
-    sign_in_with_key, slo_peer, slo_sign_in, start_gateway_with, start_gateway_with_metadata_url,
-    user, write,
+    assert_signed_in, background_refreshes, begin, begin_at, cert_b64, give_sp_metadata, post,
+    scratch, sign_in_with_key, slo_peer, slo_sign_in, start_gateway_with,
+    start_gateway_with_metadata_url, user, write,
 };
 
 const PASSWORD: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport";
@@ -678,13 +678,7 @@ async fn shared_pc_gateway(name: &str, policy: Option<&str>) -> (Idp, OidcPeer, 
     o.extra_toml = idp.toml("");
     o.policy = policy.map(str::to_owned);
     let gw = Gateway::start(reserved, o).await;
-    let md = reqwest::get(gw.url("/saml/metadata"))
-        .await
-        .expect("metadata")
-        .text()
-        .await
-        .expect("metadata text");
-    write(&idp.dir.join("sp-metadata.xml"), &md);
+    give_sp_metadata(&idp, &gw).await;
     (idp, peer, gw)
 }
 

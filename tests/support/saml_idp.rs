@@ -191,7 +191,12 @@ pub async fn start_gateway_with(
     o.extra_toml = idp.toml(idp_extra);
     session(&mut o);
     let gw = Gateway::start(reserved, o).await;
-    // The IdP learns the SP from its published metadata, as Access Manager does.
+    give_sp_metadata(idp, &gw).await;
+    gw
+}
+
+/// The IdP learns the SP from its published metadata, as Access Manager does.
+pub async fn give_sp_metadata(idp: &Idp, gw: &Gateway) {
     let md = reqwest::get(gw.url("/saml/metadata"))
         .await
         .expect("metadata")
@@ -199,7 +204,6 @@ pub async fn start_gateway_with(
         .await
         .expect("metadata text");
     write(&idp.dir.join("sp-metadata.xml"), &md);
-    gw
 }
 
 pub async fn begin(b: &Browser, gw: &Gateway, return_to: &str) -> Started {
@@ -429,13 +433,7 @@ pub async fn start_gateway_with_metadata_url(idp: &Idp, url: &str, idp_extra: &s
     );
     assert!(o.extra_toml.contains("metadata_url"));
     let gw = Gateway::start(reserved, o).await;
-    let md = reqwest::get(gw.url("/saml/metadata"))
-        .await
-        .expect("metadata")
-        .text()
-        .await
-        .expect("metadata text");
-    write(&idp.dir.join("sp-metadata.xml"), &md);
+    give_sp_metadata(idp, &gw).await;
     gw
 }
 
