@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use super::file::OneOrMany;
+use super::file::ConditionsFile;
 use crate::policy::route::RouteTable;
 
 /// The identity header sent to upstreams unless a route names another.
@@ -24,22 +24,8 @@ pub struct RouteFile {
     pub path_prefix: Option<String>,
     /// Conditions, as in `[[rule]]`: all set kinds must hold (values inside one kind OR-ed).
     /// Default none (every signed-in person).
-    #[serde(default)]
-    pub groups_any: Vec<String>,
-    #[serde(default)]
-    pub roles_any: Vec<String>,
-    #[serde(default)]
-    pub email_domains: Vec<String>,
-    #[serde(default)]
-    pub idps: Vec<String>,
-    #[serde(default)]
-    pub attributes: std::collections::BTreeMap<String, OneOrMany>,
-    #[serde(default)]
-    pub attribute_regex: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    pub acr_any: Vec<String>,
-    #[serde(default)]
-    pub amr_any: Vec<String>,
+    #[serde(flatten)]
+    pub conditions: ConditionsFile,
     /// Authentication contract (acr) the session must carry. Default none.
     #[serde(default)]
     pub require_acr: Option<String>,

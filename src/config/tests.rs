@@ -517,6 +517,131 @@ claims.grups = "memberOf"
     );
 }
 
+/// `[[rule]]`, `[[route]]` and `[admin]` embed their conditions with `#[serde(flatten)]`, which
+/// `serde_ignored` cannot see through: their unknown keys are still reported, each on its line.
+const SHARED_CONDITIONS: &str = r#"
+public_url = "https://sso.example.com"
+
+[[idp]]
+id = "am"
+protocol = "oidc"
+issuer = "https://am.example.com"
+client_id = "storegate"
+
+[[store]]
+id = "s"
+name = "S"
+bigcommerce = "main"
+url = "https://s.example.com"
+
+[[bigcommerce]]
+id = "main"
+store_hash = "abc"
+access_token = "t"
+client_id = "c"
+client_secret = "s"
+
+[[rule]]
+name = "staff"
+groups_any = ["staff"]
+stores = ["*"]
+role = "buyer"
+"#;
+
+#[test]
+fn unknown_keys_next_to_shared_conditions_are_reported_with_their_lines() {
+    let base = doc(SHARED_CONDITIONS).lines().count();
+    let text = format!(
+        "{SHARED_CONDITIONS}grups_any = [\"x\"]\n\
+         \n\
+         [[route]]\n\
+         name = \"desk\"\n\
+         host = \"desk.example.com\"\n\
+         roles_anyy = [\"x\"]\n\
+         \n\
+         [admin]\n\
+         groups_any = [\"admins\"]\n\
+         [admin.atributes]\n\
+         dept = \"it\"\n"
+    );
+    assert_eq!(
+        errors(&text),
+        format!(
+            "storegate.toml:{}: unknown key `rule[0].grups_any`\n\
+             storegate.toml:{}: unknown key `route[0].roles_anyy`\n\
+             storegate.toml:{}: unknown key `admin.atributes`\n",
+            base + 1,
+            base + 6,
+            base + 10,
+        )
+    );
+}
+
+#[test]
+fn rule_route_and_admin_conditions_are_built_alike() {
+    let conditions = "groups_any = [\"Staff\"]\n\
+                      roles_any = [\"buyer\"]\n\
+                      email_domains = [\"Example.COM\"]\n\
+                      idps = [\"am\"]\n\
+                      attributes = { dept = \"sales\", site = [\"a\", \"b\"] }\n\
+                      attribute_regex = { title = \"(?i)manager.*\" }\n\
+                      acr_any = [\"urn:mfa\"]\n\
+                      amr_any = [\"otp\"]\n";
+    let text = format!(
+        "{}\n[[route]]\nname = \"desk\"\nhost = \"desk.example.com\"\n{conditions}\n[admin]\n{conditions}",
+        SHARED_CONDITIONS.replace("groups_any = [\"staff\"]\n", conditions)
+    );
+    let cfg = load_with(&text, &FakeEnv::default()).expect("loads");
+    let rule = &cfg.policy.rules()[0].conditions;
+    let route = &cfg.forward_auth.routes.routes()[0].conditions;
+    let admin = &cfg.admin.expect("[admin] kept").conditions;
+    assert_eq!(rule, route);
+    assert_eq!(rule, admin);
+    assert_eq!(rule.email_domains, vec!["example.com"]);
+    assert_eq!(rule.attributes["site"], vec!["a", "b"]);
+    assert_eq!(rule.attribute_regex.len(), 1);
+}
+
+#[test]
+fn a_bad_regex_or_an_empty_attribute_is_refused_in_every_table() {
+    let base = doc(SHARED_CONDITIONS).lines().count();
+    let text = format!(
+        "{SHARED_CONDITIONS}attribute_regex = {{ title = \"(\" }}\n\
+         \n\
+         [[route]]\n\
+         name = \"desk\"\n\
+         host = \"desk.example.com\"\n\
+         attribute_regex = {{ title = \"(\" }}\n\
+         \n\
+         [admin]\n\
+         attributes = {{ dept = [] }}\n"
+    );
+    let got = errors(&text);
+    let items = parsed(&got);
+    assert_eq!(items.len(), 3, "{got}");
+    assert_eq!(items[0].0, base + 1);
+    assert!(
+        items[0]
+            .1
+            .starts_with("rule \"staff\": `attribute_regex.title` is not a valid regex"),
+        "{got}"
+    );
+    assert_eq!(items[1].0, base + 6);
+    assert!(
+        items[1]
+            .1
+            .starts_with("route \"desk\": `attribute_regex.title` is not a valid regex"),
+        "{got}"
+    );
+    assert_eq!(
+        items[2],
+        (
+            base + 9,
+            "`admin.attributes.dept` lists no value, so it can never match".to_owned()
+        )
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Secrets
 // ---------------------------------------------------------------------------------------------

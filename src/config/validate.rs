@@ -9,11 +9,14 @@ use url::Url;
 
 mod admin;
 mod audit;
+mod conditions;
 mod portal;
 mod provisioning;
 mod redis_topology;
 mod route;
 mod telemetry;
+
+use conditions::Owner;
 
 use super::diag::{Diagnostic, LineIndex, Seg, key, render_path};
 use super::file::{
@@ -25,8 +28,8 @@ use super::{
 };
 use crate::identity::{IdpId, StoreId};
 use crate::policy::{
-    AttrRegex, B2bGrant, B2bRole, Conditions, CustomerGroupRef, Effect, GrantSpec, Location,
-    Policy, Rule, StoreEntry, StoreSelector, Template,
+    B2bGrant, B2bRole, CustomerGroupRef, Effect, GrantSpec, Location, Policy, Rule, StoreEntry,
+    StoreSelector, Template,
 };
 use crate::redirect::LocalPath;
 use crate::secret::Secret;
@@ -242,9 +245,12 @@ pub(super) fn load(text: &str, env: &dyn Environment) -> Result<Config, Vec<Diag
             unknown.push(segs);
         })
     });
-    for path in &unknown {
-        c.error(path, format!("unknown key `{}`", render_path(path)));
-    }
+    let report_unknown = |c: &mut Checker<'_>, paths: &[Vec<Seg>]| {
+        for path in paths {
+            c.error(path, format!("unknown key `{}`", render_path(path)));
+        }
+    };
+    report_unknown(&mut c, &unknown);
     let file = match parsed {
         Ok(f) => f,
         Err(e) => {
@@ -263,6 +269,7 @@ pub(super) fn load(text: &str, env: &dyn Environment) -> Result<Config, Vec<Diag
         }
     };
 
+    report_unknown(&mut c, &conditions::unknown_keys(&file));
     let config = build(&mut c, file);
     if c.problems.is_empty() {
         config.ok_or_else(Vec::new)
@@ -513,14 +520,19 @@ fn warnings(c: &Checker<'_>, policy: &Policy, f: &FileConfig) -> Vec<Diagnostic>
         })
         .collect();
     for (i, r) in f.rules.iter().enumerate() {
-        let dns: Vec<&String> = r.groups_any.iter().filter(|g| g.contains('=')).collect();
+        let dns: Vec<&String> = r
+            .conditions
+            .groups_any
+            .iter()
+            .filter(|g| g.contains('='))
+            .collect();
         if dns.is_empty() {
             continue;
         }
         let reducing: Vec<&IdpFile> = f
             .idps
             .iter()
-            .filter(|idp| r.idps.is_empty() || r.idps.contains(&idp.id))
+            .filter(|idp| r.conditions.idps.is_empty() || r.conditions.idps.contains(&idp.id))
             .collect();
         if !reducing.is_empty() && reducing.iter().all(|idp| idp.claims.group_dn_to_name) {
             out.push(Diagnostic {
@@ -591,13 +603,13 @@ fn webhooks_unreachable(c: &Checker<'_>, f: &FileConfig) -> Vec<Diagnostic> {
 fn email_domains_never_vouched(c: &Checker<'_>, f: &FileConfig) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for (i, r) in f.rules.iter().enumerate() {
-        if r.email_domains.is_empty() || r.effect.as_deref() == Some("deny") {
+        if r.conditions.email_domains.is_empty() || r.effect.as_deref() == Some("deny") {
             continue;
         }
         let idps: Vec<&IdpFile> = f
             .idps
             .iter()
-            .filter(|idp| r.idps.is_empty() || r.idps.contains(&idp.id))
+            .filter(|idp| r.conditions.idps.is_empty() || r.conditions.idps.contains(&idp.id))
             .collect();
         let unvouched = |idp: &&IdpFile| idp.protocol == "saml" && !idp.trust_email;
         if let Some(first) = idps.first()
@@ -1144,17 +1156,6 @@ fn rule(
         }
         StoreSelector::Only(r.stores.iter().map(|s| StoreId::new(s.clone())).collect())
     };
-    for idp in &r.idps {
-        if !idps.contains(&idp.as_str()) {
-            c.error(
-                &at("idps"),
-                format!(
-                    "rule \"{}\" names idp \"{idp}\", which is not configured",
-                    r.name
-                ),
-            );
-        }
-    }
     let role = match (&r.role, effect) {
         (Some(role), Effect::Allow) => role.clone(),
         (Some(_), Effect::Deny) => {
@@ -1211,38 +1212,8 @@ fn rule(
             }
         }
     }
-    let mut attribute_regex = std::collections::BTreeMap::new();
-    for (name, pattern) in &r.attribute_regex {
-        match AttrRegex::new(pattern) {
-            Ok(re) => {
-                attribute_regex.insert(name.clone(), re);
-            }
-            Err(e) => c.error(
-                &[
-                    key("rule"),
-                    Seg::Index(i),
-                    key("attribute_regex"),
-                    key(name),
-                ],
-                format!(
-                    "rule \"{}\": `attribute_regex.{name}` is not a valid regex: {}",
-                    r.name,
-                    e.to_string().lines().last().unwrap_or("")
-                ),
-            ),
-        }
-    }
-    for (name, wanted) in &r.attributes {
-        if wanted.values().is_empty() {
-            c.error(
-                &[key("rule"), Seg::Index(i), key("attributes"), key(name)],
-                format!(
-                    "rule \"{}\": `attributes.{name}` lists no value, so it can never match",
-                    r.name
-                ),
-            );
-        }
-    }
+    let conditions =
+        conditions::validate_conditions(c, &base, Owner::Rule(&r.name), &r.conditions, idps);
     if let Some(claim) = &r.expires_claim
         && claim.trim().is_empty()
     {
@@ -1275,24 +1246,7 @@ fn rule(
     Some(Rule {
         name: r.name.clone(),
         effect,
-        conditions: Conditions {
-            groups_any: r.groups_any.clone(),
-            roles_any: r.roles_any.clone(),
-            email_domains: r
-                .email_domains
-                .iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
-            idps: r.idps.clone(),
-            attributes: r
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), v.values()))
-                .collect(),
-            attribute_regex,
-            acr_any: r.acr_any.clone(),
-            amr_any: r.amr_any.clone(),
-        },
+        conditions,
         stores: selector,
         store_tags: r.store_tags.iter().map(|t| t.to_lowercase()).collect(),
         role,

@@ -10,9 +10,9 @@ use super::super::diag::{Seg, key};
 use super::super::file::FileConfig;
 use super::super::route::{DEFAULT_IDENTITY_HEADER, ForwardAuthConfig, RouteFile, RouteTarget};
 use super::Checker;
+use super::conditions::Owner;
 use crate::forward::keys::{SigningKey, previous_from_pem};
 use crate::policy::route::{RouteRule, RouteTable};
-use crate::policy::{AttrRegex, Conditions};
 use crate::secret::Secret;
 
 /// The longest identity-token lifetime accepted: the token is a bearer credential upstream.
@@ -178,17 +178,6 @@ fn route(
         );
         ok = false;
     }
-    for idp in &r.idps {
-        if !idps.contains(&idp.as_str()) {
-            c.error(
-                &at("idps"),
-                format!(
-                    "route \"{}\" names idp \"{idp}\", which is not configured",
-                    r.name
-                ),
-            );
-        }
-    }
     let upstream = match &r.upstream {
         None => None,
         Some(raw) => match Url::parse(raw) {
@@ -230,28 +219,16 @@ fn route(
         );
         ok = false;
     }
-    let mut attribute_regex = std::collections::BTreeMap::new();
-    for (name, pattern) in &r.attribute_regex {
-        match AttrRegex::new(pattern) {
-            Ok(re) => {
-                attribute_regex.insert(name.clone(), re);
-            }
-            Err(_) => {
-                c.error(
-                    &[
-                        key("route"),
-                        Seg::Index(i),
-                        key("attribute_regex"),
-                        key(name),
-                    ],
-                    format!(
-                        "route \"{}\": `attribute_regex.{name}` is not a valid regex",
-                        r.name
-                    ),
-                );
-                ok = false;
-            }
-        }
+    let conditions = super::conditions::validate_conditions(
+        c,
+        &[key("route"), Seg::Index(i)],
+        Owner::Route(&r.name),
+        &r.conditions,
+        idps,
+    );
+    // A regex left out would widen the route: build no rule from it.
+    if conditions.attribute_regex.len() < r.conditions.attribute_regex.len() {
+        ok = false;
     }
     if !ok {
         return None;
@@ -260,24 +237,7 @@ fn route(
         name: r.name.clone(),
         host,
         path_prefix: prefix,
-        conditions: Conditions {
-            groups_any: r.groups_any.clone(),
-            roles_any: r.roles_any.clone(),
-            email_domains: r
-                .email_domains
-                .iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
-            idps: r.idps.clone(),
-            attributes: r
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), v.values()))
-                .collect(),
-            attribute_regex,
-            acr_any: r.acr_any.clone(),
-            amr_any: r.amr_any.clone(),
-        },
+        conditions,
         require_acr: r.require_acr.clone(),
     };
     let target = RouteTarget {
