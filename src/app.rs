@@ -1,21 +1,186 @@
 //! The composition root: where the long-lived parts are built from the configuration and
-//! handed to the flows. `serve`, `demo`, `reconcile` and the tests build their state here.
+//! handed to the flows. `serve`, `demo`, `reconcile` and the tests build their state here:
+//! [`build_state`] and [`open_scim`] for the gateway, [`reconciler`] for provisioning.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::audit::AuditLog;
+use crate::bigcommerce::api::{CustomerApi, HttpCustomerApi};
+use crate::bigcommerce::store_clock::StoreClock;
 use crate::clock::SharedClock;
-use crate::config::Config;
-use crate::config::provisioning::{QueueStorage, ScimStorage};
+use crate::config::provisioning::{QueueStorage, ScimConfig, ScimStorage};
+use crate::config::{Config, Protocol};
+use crate::federation::oidc::OidcProvider;
 use crate::flows::provision::{self, Reconciler};
 use crate::provisioning::bc::BatchClient;
 use crate::provisioning::executor::Executor;
 use crate::provisioning::queue::file::FileQueue;
 use crate::provisioning::queue::redis::RedisQueue;
 use crate::provisioning::queue::{Backoff, WorkQueue};
-use crate::provisioning::scim::ScimData;
-use crate::web::AppState;
+use crate::provisioning::scim::redis_store::RedisScimStore;
+use crate::provisioning::scim::store::{FileStore, MemoryStore, ScimStore};
+use crate::provisioning::scim::{ScimData, ScimService};
+use crate::reload::PolicySnapshot;
+use crate::session;
+use crate::store::RedisHandle;
+use crate::web::{self, AppState, Shared};
+
+/// The gateway's state, built from a validated configuration: the IdP clients, the BigCommerce
+/// clients (with their webhook recording and metering layers), sessions, one-time values, SAML,
+/// forward auth. Nothing is contacted yet: IdP discovery and Redis connect on first use, so the
+/// gateway starts (and reports not-ready) while they are down. SCIM is opened by [`open_scim`].
+pub fn build_state(
+    config: Config,
+    clock: SharedClock,
+    audit: AuditLog,
+) -> anyhow::Result<AppState> {
+    let http = reqwest::Client::builder()
+        // Never follow redirects from an IdP's back channel.
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .build()?;
+    let mut providers = BTreeMap::new();
+    for idp in &config.idps {
+        match &idp.protocol {
+            Protocol::Oidc(o) => {
+                let p = OidcProvider::new(idp, o, config.base_url(), http.clone(), clock.clone())?;
+                providers.insert(idp.id.to_string(), Arc::new(p));
+            }
+            // Built below, with the SP.
+            Protocol::Saml(_) => {}
+        }
+    }
+    let metrics = crate::metrics::Metrics::new()?;
+    // The metrics and the console's recent activity both watch every audit event.
+    let recent = web::admin::console::RecentActivity::new(clock.clone());
+    let audit = {
+        let count = metrics.audit_observer();
+        let watch = recent.clone();
+        audit.with_observer(Arc::new(move |ev: &crate::audit::AuditEvent| {
+            count(ev);
+            watch.observe(ev);
+        }))
+    };
+    let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
+    // One-time values (SAML replay cache, pending SAML requests, seen webhooks, our own
+    // recent changes) live beside the sessions: in Redis they are shared by every replica.
+    let one_time = match &sessions {
+        session::Store::Redis(s) => {
+            session::one_time::OneTimeStore::redis(s.handle().clone(), crate::store::REDIS_PREFIX)
+        }
+        session::Store::Memory(_) => session::one_time::OneTimeStore::memory(),
+    };
+    let store_clock = Arc::new(StoreClock::new(clock.clone()));
+    let webhooks = if config
+        .bigcommerce
+        .iter()
+        .any(|a| a.webhook_secret.is_some())
+    {
+        // In memory (one process) the webhook records get their own bounded store: a burst
+        // of deliveries filling the shared one would refuse SAML sign-ins. In Redis they
+        // share the sessions' server, so every replica sees them.
+        let hook_store = match &one_time {
+            session::one_time::OneTimeStore::Memory(_) => session::one_time::OneTimeStore::memory(),
+            redis => redis.clone(),
+        };
+        let own = crate::bigcommerce::webhooks::OwnChanges::new(hook_store, clock.clone())
+            .with_store_clock(store_clock.clone());
+        Some(Arc::new(web::webhooks::WebhookState::build(&config, own)?))
+    } else {
+        None
+    };
+    let mut bigcommerce: HashMap<String, Arc<dyn CustomerApi>> = HashMap::new();
+    for account in &config.bigcommerce {
+        let api = HttpCustomerApi::new(account)
+            .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
+        let mut api: Arc<dyn CustomerApi> = Arc::new(api);
+        if let Some(w) = &webhooks {
+            api = Arc::new(crate::bigcommerce::webhooks::RecordingCustomerApi {
+                inner: api,
+                own: w.own.clone(),
+            });
+        }
+        let api = crate::bigcommerce::metered::MeteredCustomerApi::wrap(
+            &account.id,
+            api,
+            metrics.bigcommerce_latency(),
+        );
+        bigcommerce.insert(account.id.clone(), api);
+    }
+    let mut b2b = crate::bigcommerce::b2b::clients(&config)?;
+    if let Some(w) = &webhooks {
+        crate::bigcommerce::webhooks::RecordingB2bApi::wrap_all(&mut b2b, &config, &w.own);
+    }
+    if let session::Store::Redis(s) = &sessions {
+        metrics.watch_redis(s.handle().clone())?;
+    }
+    let saml = web::saml::SamlState::build(&config, one_time)
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    let forward = web::forward::ForwardState::build(&config)?.map(Arc::new);
+    Ok(AppState::new(Shared {
+        forward,
+        saml,
+        policy: Arc::new(arc_swap::ArcSwap::from_pointee(
+            PolicySnapshot::from_config(&config),
+        )),
+        store_clock,
+        config: Arc::new(config),
+        clock,
+        providers: Arc::new(providers),
+        bigcommerce: Arc::new(bigcommerce),
+        b2b: Arc::new(b2b),
+        audit,
+        portal_prefs: web::portal_prefs::PrefsStore::beside(&sessions),
+        recent,
+        sessions: Arc::new(sessions),
+        metrics,
+        scim: None,
+        webhooks,
+    }))
+}
+
+/// Opens the SCIM service when `[scim]` is enabled (loads every stored resource).
+pub async fn open_scim(mut state: AppState) -> anyhow::Result<AppState> {
+    if let Some(cfg) = &state.config.scim {
+        let redis = match &*state.sessions {
+            session::Store::Redis(s) => Some(s.handle().clone()),
+            session::Store::Memory(_) => None,
+        };
+        let service = Arc::new(open_scim_service(cfg, redis, state.clock.clone()).await?);
+        state.make_mut().scim = Some(service);
+    }
+    Ok(state)
+}
+
+/// `redis` is the gateway's one Redis connection, when it has one.
+pub async fn open_scim_service(
+    cfg: &ScimConfig,
+    redis: Option<RedisHandle>,
+    clock: SharedClock,
+) -> anyhow::Result<ScimService> {
+    Ok(ScimService::open(open_scim_store(cfg, redis)?, clock).await?)
+}
+
+/// The configured store (`[scim] store`).
+pub fn open_scim_store(
+    cfg: &ScimConfig,
+    redis: Option<RedisHandle>,
+) -> anyhow::Result<Arc<dyn ScimStore>> {
+    Ok(match &cfg.store {
+        ScimStorage::Memory => Arc::new(MemoryStore),
+        ScimStorage::File(dir) => Arc::new(FileStore::open(dir)?),
+        ScimStorage::Redis => match redis {
+            Some(h) => Arc::new(RedisScimStore::new(h, crate::store::REDIS_PREFIX)),
+            None => anyhow::bail!(
+                "scim.store is \"redis\" but the gateway has no Redis: set [session] store = \"redis\""
+            ),
+        },
+    })
+}
 
 /// The reconciler of `storegate reconcile` and the tests: with its own Redis connection when
 /// `[provisioning] queue = "redis"`; the gateway shares its own ([`reconciler_with_redis`]).

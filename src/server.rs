@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use crate::audit::AuditLog;
 use crate::clock::SharedClock;
 use crate::config::{AuditTarget, Config};
-use crate::web::{self, AppState};
+use crate::web;
 
 /// Opens the configured audit sink.
 /// With `audit.postgres_url`, also the PostgreSQL sink's insert task (it never blocks the file
@@ -47,7 +47,7 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let public = cfg.public_url.to_string();
-    let state = AppState::build(cfg, clock, audit)?.with_scim().await?;
+    let state = crate::app::open_scim(crate::app::build_state(cfg, clock, audit)?).await?;
     let _schedule = crate::app::start_reconcile_schedule(&state)?;
     if let Some(path) = config_path {
         crate::reload::spawn(

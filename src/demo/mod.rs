@@ -13,7 +13,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{self, LiteralEnv};
 use crate::secret::Secret;
 use crate::server::{open_audit, serve_on, shutdown_signal};
-use crate::web::{self, AppState};
+use crate::web;
 use op::{DevClient, DevOp, DevOpConfig, demo_users, mounted_router};
 
 /// The demo's IdP id (part of the redirect URI).
@@ -231,7 +231,7 @@ impl Demo {
         );
         let cfg = self.seed.config(&audit)?;
         let audit = open_audit(&cfg)?;
-        let state = AppState::build(cfg, Arc::new(SystemClock), audit)?;
+        let state = crate::app::build_state(cfg, Arc::new(SystemClock), audit)?;
         let app = web::router_with(state, mounted_router(self.seed.dev_op()?));
         let gateway = tokio::spawn(serve_on(listener, app, shutdown));
         Ok((format!("http://{addr}/"), gateway))
@@ -323,7 +323,7 @@ pub async fn start_with_audit_chain(
     let op = seed.dev_op()?;
 
     let audit = open_audit(&cfg)?;
-    let state = AppState::build(cfg, clock, audit)?;
+    let state = crate::app::build_state(cfg, clock, audit)?;
     let app = web::router_with(state, mounted_router(op));
 
     tokio::spawn(async move {

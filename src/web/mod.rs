@@ -1,5 +1,6 @@
 //! The HTTP edge: one state, thin handlers, one error mapping. No access decision is made here;
-//! handlers unpack the request, call `federation`, `policy` or `bigcommerce`, and answer.
+//! handlers unpack the request, call `federation`, `policy` or `bigcommerce`, and answer. The
+//! state is built by the composition root, `app::build_state`.
 
 pub mod admin;
 pub mod answer;
@@ -35,11 +36,11 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::audit::AuditLog;
-use crate::bigcommerce::api::{CustomerApi, HttpCustomerApi};
+use crate::bigcommerce::api::CustomerApi;
 use crate::bigcommerce::b2b::B2bApi;
 use crate::bigcommerce::store_clock::StoreClock;
 use crate::clock::SharedClock;
-use crate::config::{Config, Protocol};
+use crate::config::Config;
 use crate::federation::oidc::OidcProvider;
 use crate::reload::{PolicySnapshot, SharedPolicy};
 use crate::session;
@@ -58,8 +59,13 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Changes the state before it is shared (startup only: `with_scim`); clones the fields if a
-    /// copy is already out, so a handle taken earlier keeps what it saw.
+    /// Shares what the composition root built (`app::build_state`).
+    pub(crate) fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+
+    /// Changes the state before it is shared (startup only: `app::open_scim`); clones the fields
+    /// if a copy is already out, so a handle taken earlier keeps what it saw.
     pub(crate) fn make_mut(&mut self) -> &mut Shared {
         Arc::make_mut(&mut self.0)
     }
@@ -86,7 +92,7 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// The SAML service provider and its IdPs, when `[saml]` is configured.
     pub saml: Option<Arc<saml::SamlState>>,
-    /// The SCIM service (issue 5), when `[scim]` is enabled; opened by [`AppState::with_scim`].
+    /// The SCIM service (issue 5), when `[scim]` is enabled; opened by `app::open_scim`.
     pub scim: Option<Arc<crate::provisioning::scim::ScimService>>,
     /// The BigCommerce webhook receiver (issue 13), when an account has a `webhook_secret`.
     pub webhooks: Option<Arc<webhooks::WebhookState>>,
@@ -97,123 +103,6 @@ pub struct Shared {
 
     /// Identity-token keys for `[[route]]`s (issue 14); `None` without routes.
     pub forward: Option<Arc<forward::ForwardState>>,
-}
-
-impl AppState {
-    /// Builds the clients from a validated configuration. Nothing is contacted yet: IdP discovery
-    /// and Redis connect on first use, so the gateway starts (and reports not-ready) while they
-    /// are down.
-    pub fn build(config: Config, clock: SharedClock, audit: AuditLog) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            // Never follow redirects from an IdP's back channel.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
-        let mut providers = BTreeMap::new();
-        for idp in &config.idps {
-            match &idp.protocol {
-                Protocol::Oidc(o) => {
-                    let p =
-                        OidcProvider::new(idp, o, config.base_url(), http.clone(), clock.clone())?;
-                    providers.insert(idp.id.to_string(), Arc::new(p));
-                }
-                // Built below, with the SP.
-                Protocol::Saml(_) => {}
-            }
-        }
-        let metrics = crate::metrics::Metrics::new()?;
-        // The metrics and the console's recent activity both watch every audit event.
-        let recent = admin::console::RecentActivity::new(clock.clone());
-        let audit = {
-            let count = metrics.audit_observer();
-            let watch = recent.clone();
-            audit.with_observer(Arc::new(move |ev: &crate::audit::AuditEvent| {
-                count(ev);
-                watch.observe(ev);
-            }))
-        };
-        let sessions = session::Store::from_config(&config.session).map_err(anyhow::Error::msg)?;
-        // One-time values (SAML replay cache, pending SAML requests, seen webhooks, our own
-        // recent changes) live beside the sessions: in Redis they are shared by every replica.
-        let one_time = match &sessions {
-            session::Store::Redis(s) => session::one_time::OneTimeStore::redis(
-                s.handle().clone(),
-                crate::store::REDIS_PREFIX,
-            ),
-            session::Store::Memory(_) => session::one_time::OneTimeStore::memory(),
-        };
-        let store_clock = Arc::new(StoreClock::new(clock.clone()));
-        let webhooks = if config
-            .bigcommerce
-            .iter()
-            .any(|a| a.webhook_secret.is_some())
-        {
-            // In memory (one process) the webhook records get their own bounded store: a burst
-            // of deliveries filling the shared one would refuse SAML sign-ins. In Redis they
-            // share the sessions' server, so every replica sees them.
-            let hook_store = match &one_time {
-                session::one_time::OneTimeStore::Memory(_) => {
-                    session::one_time::OneTimeStore::memory()
-                }
-                redis => redis.clone(),
-            };
-            let own = crate::bigcommerce::webhooks::OwnChanges::new(hook_store, clock.clone())
-                .with_store_clock(store_clock.clone());
-            Some(Arc::new(webhooks::WebhookState::build(&config, own)?))
-        } else {
-            None
-        };
-        let mut bigcommerce: HashMap<String, Arc<dyn CustomerApi>> = HashMap::new();
-        for account in &config.bigcommerce {
-            let api = HttpCustomerApi::new(account)
-                .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
-            let mut api: Arc<dyn CustomerApi> = Arc::new(api);
-            if let Some(w) = &webhooks {
-                api = Arc::new(crate::bigcommerce::webhooks::RecordingCustomerApi {
-                    inner: api,
-                    own: w.own.clone(),
-                });
-            }
-            let api = crate::bigcommerce::metered::MeteredCustomerApi::wrap(
-                &account.id,
-                api,
-                metrics.bigcommerce_latency(),
-            );
-            bigcommerce.insert(account.id.clone(), api);
-        }
-        let mut b2b = crate::bigcommerce::b2b::clients(&config)?;
-        if let Some(w) = &webhooks {
-            crate::bigcommerce::webhooks::RecordingB2bApi::wrap_all(&mut b2b, &config, &w.own);
-        }
-        if let session::Store::Redis(s) = &sessions {
-            metrics.watch_redis(s.handle().clone())?;
-        }
-        let saml = saml::SamlState::build(&config, one_time)
-            .map_err(anyhow::Error::msg)?
-            .map(Arc::new);
-        let forward = forward::ForwardState::build(&config)?.map(Arc::new);
-        Ok(AppState(Arc::new(Shared {
-            forward,
-            saml,
-            policy: Arc::new(arc_swap::ArcSwap::from_pointee(
-                PolicySnapshot::from_config(&config),
-            )),
-            store_clock,
-            config: Arc::new(config),
-            clock,
-            providers: Arc::new(providers),
-            bigcommerce: Arc::new(bigcommerce),
-            b2b: Arc::new(b2b),
-            audit,
-            portal_prefs: portal_prefs::PrefsStore::beside(&sessions),
-            recent,
-            sessions: Arc::new(sessions),
-            metrics,
-            scim: None,
-            webhooks,
-        })))
-    }
 }
 
 impl AppState {

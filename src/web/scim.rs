@@ -3,8 +3,6 @@
 //! body here (RFC 7644 §3.12). Authentication is a middleware in front of every route: a bearer
 //! token or HTTP Basic, compared in constant time, 401 with `WWW-Authenticate` otherwise.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
@@ -16,56 +14,13 @@ use serde_json::Value;
 
 use super::AppState;
 use crate::audit::{AuditEvent, EventKind, Outcome};
-use crate::config::provisioning::{ScimConfig, ScimStorage};
-use crate::provisioning::scim::redis_store::RedisScimStore;
-use crate::provisioning::scim::store::{FileStore, Kind, MemoryStore, ScimStore};
+use crate::config::provisioning::ScimConfig;
+use crate::provisioning::scim::store::Kind;
 use crate::provisioning::scim::wire::{
     self, ErrorBody, ListQuery, PatchRequest, ScimType, SearchRequest,
 };
 use crate::provisioning::scim::{Change, ScimError, ScimService};
 use crate::secret::ct_eq;
-use crate::store::RedisHandle;
-
-impl AppState {
-    /// Opens the SCIM service when `[scim]` is enabled (loads every stored resource).
-    pub async fn with_scim(mut self) -> anyhow::Result<Self> {
-        if let Some(cfg) = &self.config.scim {
-            let redis = match &*self.sessions {
-                crate::session::Store::Redis(s) => Some(s.handle().clone()),
-                crate::session::Store::Memory(_) => None,
-            };
-            let service = Arc::new(open_service(cfg, redis, self.clock.clone()).await?);
-            self.make_mut().scim = Some(service);
-        }
-        Ok(self)
-    }
-}
-
-/// `redis` is the gateway's one Redis connection, when it has one.
-pub async fn open_service(
-    cfg: &ScimConfig,
-    redis: Option<RedisHandle>,
-    clock: crate::clock::SharedClock,
-) -> anyhow::Result<ScimService> {
-    Ok(ScimService::open(open_store(cfg, redis)?, clock).await?)
-}
-
-/// The configured store (`[scim] store`).
-pub fn open_store(
-    cfg: &ScimConfig,
-    redis: Option<RedisHandle>,
-) -> anyhow::Result<Arc<dyn ScimStore>> {
-    Ok(match &cfg.store {
-        ScimStorage::Memory => Arc::new(MemoryStore),
-        ScimStorage::File(dir) => Arc::new(FileStore::open(dir)?),
-        ScimStorage::Redis => match redis {
-            Some(h) => Arc::new(RedisScimStore::new(h, crate::store::REDIS_PREFIX)),
-            None => anyhow::bail!(
-                "scim.store is \"redis\" but the gateway has no Redis: set [session] store = \"redis\""
-            ),
-        },
-    })
-}
 
 /// The routes, mounted at `/scim/v2` when SCIM is enabled.
 pub fn router(state: AppState) -> Router {

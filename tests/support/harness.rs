@@ -6,12 +6,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use storegate::app;
 use storegate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use storegate::bigcommerce::sim::{SimChannel, SimConfig, SimHandle, SimStore, Simulator};
 use storegate::clock::OffsetClock;
 use storegate::config::{self, LiteralEnv};
 use storegate::secret::Secret;
-use storegate::web::{self, AppState};
+use storegate::web;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
@@ -324,11 +325,9 @@ impl Gateway {
             Err(d) => panic!("test config invalid:\n{d}"),
         };
         let (audit, rx) = AuditLog::channel();
-        let state = AppState::build(cfg, std::sync::Arc::new(clock.clone()), audit)
-            .expect("build state")
-            .with_scim()
-            .await
-            .expect("open SCIM");
+        let state =
+            app::build_state(cfg, std::sync::Arc::new(clock.clone()), audit).expect("build state");
+        let state = app::open_scim(state).await.expect("open SCIM");
         let app = web::router(state).layer(axum::middleware::from_fn_with_state(
             tokens_out.clone(),
             watch_for_login_tokens,
