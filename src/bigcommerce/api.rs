@@ -87,7 +87,9 @@ impl CustomerUpdate {
 }
 
 /// What went wrong talking to BigCommerce, kept apart so an admin knows what to do. "Upstream
-/// failed" is never "access denied". No variant ever carries a credential.
+/// failed" is never "access denied". No variant ever carries a credential. The one error type of
+/// both BigCommerce clients: [`CustomerApi`] (launch) and `provisioning::bc::BatchClient`
+/// (the reconciler's batches); [`ApiError::class`] says who must act.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {
@@ -144,6 +146,12 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// BigCommerce failed or was out of reach (retryable or not): nothing was wrong with the
+    /// request, so it is not settled as refused.
+    pub fn is_upstream(self) -> bool {
+        matches!(self, ErrorClass::Upstream { .. })
+    }
+
     /// The class of a refusal with HTTP `status` (BigCommerce's answer to one of our calls).
     pub fn of_status(status: u16) -> Self {
         match status {
@@ -158,6 +166,7 @@ impl ErrorClass {
 }
 
 impl ApiError {
+    /// Who must act; callers decide on this rather than on variants.
     pub fn class(&self) -> ErrorClass {
         match self {
             ApiError::Unreachable { .. }

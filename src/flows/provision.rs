@@ -29,11 +29,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::audit::{AuditEvent, EventKind, Outcome};
+use crate::bigcommerce::api::ApiError;
 use crate::bigcommerce::b2b::B2bApi;
 use crate::clock::UnixTime;
 use crate::config::Config;
 use crate::provisioning::b2b_sync::{self, B2bChange, B2bStep};
-use crate::provisioning::bc::{BatchClient, CallError};
+use crate::provisioning::bc::BatchClient;
 use crate::provisioning::drift::{self, Drift};
 use crate::provisioning::executor::Executor;
 use crate::provisioning::observe::{BoundCustomer, Observe};
@@ -56,7 +57,7 @@ pub struct Reconciler {
 pub enum PassError {
     /// A read before planning failed after its retries: nothing was planned.
     #[error("BigCommerce: {0}")]
-    BigCommerce(#[from] CallError),
+    BigCommerce(#[from] ApiError),
     /// Work left by an earlier pass could not be finished: planning on top would read a stale
     /// store.
     #[error("BigCommerce kept failing for {0:?}; queued work is kept for the next run")]

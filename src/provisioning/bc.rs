@@ -3,6 +3,11 @@
 //! queue decides about retries. Every answer's `X-Rate-Limit-*` headers are returned so the queue
 //! can pace itself before the store's quota runs out.
 //!
+//! Errors are the launch path's [`ApiError`] (one error type for both clients): a 429 is
+//! `RateLimited` (`retry_after_ms` 0 when the answer gave no reset), a transport failure
+//! `Unreachable`/`Timeout`, a 5xx or a refusal `Rejected` with its status (its
+//! [`ApiError::class`] says who must act), an answer that cannot be read `Unexpected`.
+//!
 //! The IdP subject lives in the `storegate_subject` customer attribute: set inline on create,
 //! read with `include=attributes`, written for existing customers 10 at a time with
 //! `PUT /v3/customers/attribute-values`.
@@ -12,7 +17,7 @@ use std::sync::OnceLock;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::bigcommerce::api::{Customer, ErrorClass, SUBJECT_ATTRIBUTE};
+use crate::bigcommerce::api::{ApiError, Customer, SUBJECT_ATTRIBUTE};
 use crate::config::BigCommerceAccount;
 use crate::secret::Secret;
 
@@ -27,31 +32,6 @@ pub const BY_ID: usize = 250;
 pub struct RateInfo {
     pub left: Option<u64>,
     pub reset_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallError {
-    /// 429: wait `reset_ms` (or back off when absent: platform load).
-    #[error("rate limited")]
-    RateLimited { reset_ms: Option<u64> },
-    /// 5xx, timeout or transport failure: the call may or may not have taken effect.
-    #[error("transient failure: {0}")]
-    Transient(String),
-    /// 4xx other than 429: the input was refused.
-    #[error("refused ({status}): {message}")]
-    Refused { status: u16, message: String },
-}
-
-impl CallError {
-    /// Who must act (see [`ErrorClass`]).
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            CallError::RateLimited { .. } | CallError::Transient(_) => {
-                ErrorClass::Upstream { retryable: true }
-            }
-            CallError::Refused { status, .. } => ErrorClass::of_status(*status),
-        }
-    }
 }
 
 /// The answer to a batch create.
@@ -114,7 +94,7 @@ impl BatchClient {
         path: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
-    ) -> (Result<Value, CallError>, RateInfo) {
+    ) -> (Result<Value, ApiError>, RateInfo) {
         let (r, rate) = self.send(method, path, query, body).await;
         (
             r.and_then(|(status, bytes)| Self::json(status, &bytes)),
@@ -123,18 +103,19 @@ impl BatchClient {
     }
 
     /// A successful answer's JSON; a refusal's words (truncated: they end up in audit events).
-    fn json(status: StatusCode, bytes: &[u8]) -> Result<Value, CallError> {
+    fn json(status: StatusCode, bytes: &[u8]) -> Result<Value, ApiError> {
         if !status.is_success() {
             let text = String::from_utf8_lossy(bytes);
-            Err(CallError::Refused {
+            Err(ApiError::Rejected {
                 status: status.as_u16(),
                 message: text.chars().take(300).collect(),
             })
         } else if bytes.is_empty() {
             Ok(Value::Null)
         } else {
-            serde_json::from_slice(bytes)
-                .map_err(|e| CallError::Transient(format!("bad JSON: {e}")))
+            serde_json::from_slice(bytes).map_err(|e| ApiError::Unexpected {
+                detail: format!("bad JSON: {e}"),
+            })
         }
     }
 
@@ -146,7 +127,7 @@ impl BatchClient {
         path: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
-    ) -> (Result<(StatusCode, Vec<u8>), CallError>, RateInfo) {
+    ) -> (Result<(StatusCode, Vec<u8>), ApiError>, RateInfo) {
         let req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -159,12 +140,7 @@ impl BatchClient {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => {
-                return (
-                    Err(CallError::Transient(e.without_url().to_string())),
-                    RateInfo::default(),
-                );
-            }
+            Err(e) => return (Err(self.transport_error(e)), RateInfo::default()),
         };
         let header = |n: &str| {
             resp.headers()
@@ -178,31 +154,51 @@ impl BatchClient {
         };
         let status = resp.status();
         let result = if status == StatusCode::TOO_MANY_REQUESTS {
-            Err(CallError::RateLimited {
-                reset_ms: rate.reset_ms,
+            Err(ApiError::RateLimited {
+                retry_after_ms: rate.reset_ms.unwrap_or(0),
             })
         } else if status.is_server_error() {
-            Err(CallError::Transient(format!("HTTP {status}")))
+            Err(ApiError::Rejected {
+                status: status.as_u16(),
+                message: format!("HTTP {status}"),
+            })
         } else {
             // A body cut off mid-way: the call may have taken effect, like a timeout.
             resp.bytes()
                 .await
                 .map(|b| (status, b.to_vec()))
-                .map_err(|e| CallError::Transient(e.without_url().to_string()))
+                .map_err(|e| self.transport_error(e))
         };
         (result, rate)
     }
 
-    fn customers(v: Value) -> Result<Vec<Customer>, CallError> {
-        serde_json::from_value(v.get("data").cloned().unwrap_or(Value::Array(vec![])))
-            .map_err(|e| CallError::Transient(format!("unexpected customer list: {e}")))
+    /// A timeout, or a failure to reach BigCommerce (or to read its whole answer: the call may
+    /// have taken effect). reqwest's message names the URL, never the headers.
+    fn transport_error(&self, e: reqwest::Error) -> ApiError {
+        let store_hash = self.store_hash.clone();
+        if e.is_timeout() {
+            ApiError::Timeout { store_hash }
+        } else {
+            ApiError::Unreachable {
+                store_hash,
+                detail: e.without_url().to_string(),
+            }
+        }
+    }
+
+    fn customers(v: Value) -> Result<Vec<Customer>, ApiError> {
+        serde_json::from_value(v.get("data").cloned().unwrap_or(Value::Array(vec![]))).map_err(
+            |e| ApiError::Unexpected {
+                detail: format!("unexpected customer list: {e}"),
+            },
+        )
     }
 
     /// Customers with these emails (at most 50 per call), with their attribute values.
     pub async fn find_by_emails(
         &self,
         emails: &[String],
-    ) -> (Result<Vec<Customer>, CallError>, RateInfo) {
+    ) -> (Result<Vec<Customer>, ApiError>, RateInfo) {
         let q = [
             ("email:in", emails.join(",")),
             ("include", "attributes".to_owned()),
@@ -214,7 +210,7 @@ impl BatchClient {
 
     /// `POST /v3/customers` with at most 10 customers. BigCommerce refuses the whole batch with
     /// 422 when an email is taken, naming it: that answer is [`Created::EmailsTaken`].
-    pub async fn create(&self, items: &[Value]) -> (Result<Created, CallError>, RateInfo) {
+    pub async fn create(&self, items: &[Value]) -> (Result<Created, ApiError>, RateInfo) {
         let (r, rate) = self.create_unrecorded(items).await;
         if let Ok(Created::All(created)) = &r {
             self.record(created.iter().map(|c| c.id).collect()).await;
@@ -222,7 +218,7 @@ impl BatchClient {
         (r, rate)
     }
 
-    async fn create_unrecorded(&self, items: &[Value]) -> (Result<Created, CallError>, RateInfo) {
+    async fn create_unrecorded(&self, items: &[Value]) -> (Result<Created, ApiError>, RateInfo) {
         let (r, rate) = self
             .send(
                 Method::POST,
@@ -246,7 +242,7 @@ impl BatchClient {
     }
 
     /// `PUT /v3/customers` with at most 10 updates, each with its `id`.
-    pub async fn update(&self, items: &[Value]) -> (Result<Vec<Customer>, CallError>, RateInfo) {
+    pub async fn update(&self, items: &[Value]) -> (Result<Vec<Customer>, ApiError>, RateInfo) {
         self.record(Self::ids_of(items)).await;
         let (r, rate) = self
             .call(
@@ -260,7 +256,7 @@ impl BatchClient {
     }
 
     /// `DELETE /v3/customers?id:in=...` (never without ids: BigCommerce would answer 204 anyway).
-    pub async fn delete(&self, ids: &[u64]) -> (Result<(), CallError>, RateInfo) {
+    pub async fn delete(&self, ids: &[u64]) -> (Result<(), ApiError>, RateInfo) {
         self.record(ids.to_vec()).await;
         let list: Vec<String> = ids.iter().map(u64::to_string).collect();
         let (r, rate) = self
@@ -280,7 +276,7 @@ impl BatchClient {
         &self,
         attribute_id: u64,
         subjects: &[(u64, String)],
-    ) -> (Result<(), CallError>, RateInfo) {
+    ) -> (Result<(), ApiError>, RateInfo) {
         let body: Vec<Value> = subjects
             .iter()
             .map(|(id, s)| json!({ "customer_id": id, "attribute_id": attribute_id, "value": s }))
@@ -301,7 +297,7 @@ impl BatchClient {
     /// The id of the `storegate_subject` attribute: cached, else found by name, else (when
     /// `create`) created. `None`: it does not exist and `create` is false (a dry run), so no
     /// customer carries a subject yet.
-    pub async fn subject_attribute_id(&self, create: bool) -> Result<Option<u64>, CallError> {
+    pub async fn subject_attribute_id(&self, create: bool) -> Result<Option<u64>, ApiError> {
         if let Some(id) = self.subject_attribute.get() {
             return Ok(Some(*id));
         }
@@ -332,11 +328,9 @@ impl BatchClient {
                     .await;
                 r?.pointer("/data/0/id")
                     .and_then(Value::as_u64)
-                    .ok_or_else(|| {
-                        CallError::Transient(
-                            "creating the storegate_subject customer attribute returned no id"
-                                .into(),
-                        )
+                    .ok_or_else(|| ApiError::Unexpected {
+                        detail: "creating the storegate_subject customer attribute returned no id"
+                            .into(),
                     })?
             }
         };
@@ -344,7 +338,7 @@ impl BatchClient {
     }
 
     /// The id of a customer group by name, if it exists (reads only: safe in `--dry-run`).
-    pub async fn find_group_id(&self, name: &str) -> Result<Option<u64>, CallError> {
+    pub async fn find_group_id(&self, name: &str) -> Result<Option<u64>, ApiError> {
         let (r, _) = self
             .call(
                 Method::GET,
@@ -362,7 +356,7 @@ impl BatchClient {
 
     /// Every customer carrying a value of the subject attribute, as (customer id, subject):
     /// `GET /v3/customers/attribute-values?attribute_id:in=..`, 250 a page.
-    pub async fn subject_values(&self, attribute_id: u64) -> Result<Vec<(u64, String)>, CallError> {
+    pub async fn subject_values(&self, attribute_id: u64) -> Result<Vec<(u64, String)>, ApiError> {
         let mut out = Vec::new();
         for page in 1u32.. {
             let q = [
@@ -397,7 +391,7 @@ impl BatchClient {
     }
 
     /// Customers by id (at most 250 per call).
-    pub async fn find_by_ids(&self, ids: &[u64]) -> Result<Vec<Customer>, CallError> {
+    pub async fn find_by_ids(&self, ids: &[u64]) -> Result<Vec<Customer>, ApiError> {
         let list: Vec<String> = ids.iter().map(u64::to_string).collect();
         let q = [("id:in", list.join(",")), ("limit", "250".to_owned())];
         let (r, _) = self.call(Method::GET, "/v3/customers", &q, None).await;
@@ -405,7 +399,7 @@ impl BatchClient {
     }
 
     /// The id of a customer group by name, created when missing.
-    pub async fn group_id(&self, name: &str) -> Result<u64, CallError> {
+    pub async fn group_id(&self, name: &str) -> Result<u64, ApiError> {
         if let Some(id) = self.find_group_id(name).await? {
             return Ok(id);
         }
@@ -419,7 +413,9 @@ impl BatchClient {
             .await;
         r?.get("id")
             .and_then(Value::as_u64)
-            .ok_or_else(|| CallError::Transient("no group id".into()))
+            .ok_or_else(|| ApiError::Unexpected {
+                detail: "creating a customer group returned no id".into(),
+            })
     }
 }
 

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::bc::{BatchClient, CallError, Created, RateInfo};
+use super::bc::{BatchClient, Created, RateInfo};
 use super::queue::{Backoff, BatchKey, DrainReport, Item, Stage, WorkQueue, batch_key};
 use super::reconcile::{Action, CustomerState};
 use crate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
-use crate::bigcommerce::api::Customer;
+use crate::bigcommerce::api::{ApiError, Customer};
 use crate::clock::SharedClock;
 use crate::identity::SubjectMatch;
 
@@ -195,7 +195,15 @@ enum Step {
         failed: Vec<(Item, String)>,
         changed: Vec<Item>,
     },
-    Retry(CallError),
+    Retry(ApiError),
+}
+
+/// Why a refused call's items are dead letters: the status and BigCommerce's words.
+fn refusal(e: &ApiError) -> String {
+    match e {
+        ApiError::Rejected { status, message } => format!("{status}: {message}"),
+        other => other.to_string(),
+    }
 }
 
 /// Rounds of "create, 422 names taken emails, look them up" in one batch before the rest is left
@@ -321,11 +329,13 @@ impl Executor {
                         self.dead_lettered(&item, &why);
                     }
                 }
-                Step::Retry(CallError::RateLimited { reset_ms }) => {
+                Step::Retry(ApiError::RateLimited { retry_after_ms }) => {
                     report.rate_limited += 1;
-                    let wait = reset_ms
-                        .map(Duration::from_millis)
-                        .unwrap_or(self.backoff.rate_limited_default);
+                    // 0: the answer gave no reset time.
+                    let wait = match retry_after_ms {
+                        0 => self.backoff.rate_limited_default,
+                        ms => Duration::from_millis(ms),
+                    };
                     self.pause(account, wait.max(Duration::from_millis(10)))
                         .await;
                 }
@@ -385,8 +395,8 @@ impl Executor {
         &self,
         account: &str,
         report: &mut DrainReport,
-        f: impl std::future::Future<Output = (Result<T, CallError>, RateInfo)>,
-    ) -> Result<T, CallError> {
+        f: impl std::future::Future<Output = (Result<T, ApiError>, RateInfo)>,
+    ) -> Result<T, ApiError> {
         // Another worker (or replica) may have paused the store since this batch was taken.
         if let Err(e) = self.wait_if_paused(account).await {
             tracing::warn!(account, error = %format!("{e:#}"), "cannot read the shared rate-limit pause");
@@ -448,15 +458,12 @@ impl Executor {
                         failed: vec![],
                         changed: vec![],
                     },
-                    Err(CallError::Refused { .. }) if batch.len() > 1 => {
+                    Err(e) if !e.class().is_upstream() && batch.len() > 1 => {
                         self.one_by_one(client, batch, report).await
                     }
-                    Err(CallError::Refused { status, message }) => Step::Settled {
+                    Err(e) if !e.class().is_upstream() => Step::Settled {
                         done: vec![],
-                        failed: batch
-                            .into_iter()
-                            .map(|i| (i, format!("{status}: {message}")))
-                            .collect(),
+                        failed: batch.into_iter().map(|i| (i, refusal(&e))).collect(),
                         changed: vec![],
                     },
                     Err(e) => Step::Retry(e),
@@ -476,12 +483,9 @@ impl Executor {
                         failed: vec![],
                         changed: vec![],
                     },
-                    Err(CallError::Refused { status, message }) => Step::Settled {
+                    Err(e) if !e.class().is_upstream() => Step::Settled {
                         done: vec![],
-                        failed: batch
-                            .into_iter()
-                            .map(|i| (i, format!("{status}: {message}")))
-                            .collect(),
+                        failed: batch.into_iter().map(|i| (i, refusal(&e))).collect(),
                         changed: vec![],
                     },
                     Err(e) => Step::Retry(e),
@@ -517,15 +521,12 @@ impl Executor {
                         }
                         settled.step()
                     }
-                    Err(CallError::Refused { .. }) if batch.len() > 1 => {
+                    Err(e) if !e.class().is_upstream() && batch.len() > 1 => {
                         self.one_by_one(client, batch, report).await
                     }
-                    Err(CallError::Refused { status, message }) => Step::Settled {
+                    Err(e) if !e.class().is_upstream() => Step::Settled {
                         done: vec![],
-                        failed: batch
-                            .into_iter()
-                            .map(|i| (i, format!("{status}: {message}")))
-                            .collect(),
+                        failed: batch.into_iter().map(|i| (i, refusal(&e))).collect(),
                         changed: vec![],
                     },
                     Err(e) => Step::Retry(e),
@@ -569,10 +570,13 @@ impl Executor {
     }
 
     /// The subject attribute's id on this account (found or created once, then cached).
-    async fn subject_attribute(&self, client: &BatchClient) -> Result<u64, CallError> {
-        client.subject_attribute_id(true).await?.ok_or_else(|| {
-            CallError::Transient("the storegate_subject attribute could not be created".into())
-        })
+    async fn subject_attribute(&self, client: &BatchClient) -> Result<u64, ApiError> {
+        client
+            .subject_attribute_id(true)
+            .await?
+            .ok_or_else(|| ApiError::Unexpected {
+                detail: "the storegate_subject attribute could not be created".into(),
+            })
     }
 
     /// Optimistic creates (see the module docs).
@@ -649,7 +653,7 @@ impl Executor {
                         Err(e) => return Step::Retry(e),
                     }
                 }
-                Err(CallError::Refused { .. }) if pending.len() > 1 => {
+                Err(e) if !e.class().is_upstream() && pending.len() > 1 => {
                     return match self.one_by_one(client, pending, report).await {
                         Step::Settled {
                             done,
@@ -664,12 +668,11 @@ impl Executor {
                         other => other,
                     };
                 }
-                Err(CallError::Refused { status, message }) => {
-                    settled.failed.extend(
-                        pending
-                            .drain(..)
-                            .map(|i| (i, format!("{status}: {message}"))),
-                    );
+                Err(e) if !e.class().is_upstream() => {
+                    let why = refusal(&e);
+                    settled
+                        .failed
+                        .extend(pending.drain(..).map(|i| (i, why.clone())));
                 }
                 Err(e) => return Step::Retry(e),
             }

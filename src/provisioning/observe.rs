@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::bc::{BY_ID, BatchClient, CallError, LOOKUP};
+use super::bc::{BY_ID, BatchClient, LOOKUP};
 use super::queue::Backoff;
 use super::reconcile::{Actual, Desired, GroupIds};
 use super::retry;
-use crate::bigcommerce::api::Customer;
+use crate::bigcommerce::api::{ApiError, Customer};
 use crate::config::Config;
 use crate::config::provisioning::Deprovision;
 use crate::policy::CustomerGroupRef;
@@ -27,16 +27,16 @@ pub struct Observe<'a> {
 }
 
 impl Observe<'_> {
-    async fn retrying<T, F, Fut>(&self, f: F) -> Result<T, CallError>
+    async fn retrying<T, F, Fut>(&self, f: F) -> Result<T, ApiError>
     where
         F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, CallError>>,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
     {
         retry::lookup(&self.backoff, f).await
     }
 
     /// The customers of every account with the emails in question.
-    pub async fn actual(&self, emails: &[String]) -> Result<Actual, CallError> {
+    pub async fn actual(&self, emails: &[String]) -> Result<Actual, ApiError> {
         let mut actual: Actual = HashMap::new();
         for (account, client) in self.clients {
             let mut have = HashMap::new();
@@ -58,7 +58,7 @@ impl Observe<'_> {
         client: &BatchClient,
         name: &str,
         create: bool,
-    ) -> Result<Option<u64>, CallError> {
+    ) -> Result<Option<u64>, ApiError> {
         if create {
             Ok(Some(self.retrying(|| client.group_id(name)).await?))
         } else {
@@ -78,7 +78,7 @@ impl Observe<'_> {
         desired: &Desired,
         need_locked: bool,
         create: bool,
-    ) -> Result<GroupIds, CallError> {
+    ) -> Result<GroupIds, ApiError> {
         let mut g = GroupIds::default();
         for d in &desired.customers {
             if let Some(CustomerGroupRef::Name(n)) = &d.group {
@@ -106,10 +106,7 @@ impl Observe<'_> {
 
     /// Per account, the `storegate_subject` attribute's id; created when missing unless
     /// `create` is false (a dry run: then that account has no entry, and no customer is bound).
-    pub async fn subject_attributes(
-        &self,
-        create: bool,
-    ) -> Result<HashMap<String, u64>, CallError> {
+    pub async fn subject_attributes(&self, create: bool) -> Result<HashMap<String, u64>, ApiError> {
         let mut out = HashMap::new();
         for (account, client) in self.clients {
             if let Some(id) = self
@@ -126,7 +123,7 @@ impl Observe<'_> {
     pub async fn tagged(
         &self,
         attributes: &HashMap<String, u64>,
-    ) -> Result<Vec<BoundCustomer>, CallError> {
+    ) -> Result<Vec<BoundCustomer>, ApiError> {
         let mut out = Vec::new();
         for (account, client) in self.clients {
             let Some(attribute) = attributes.get(account) else {

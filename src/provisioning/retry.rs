@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::bc::CallError;
 use super::queue::Backoff;
 use crate::bigcommerce::api::{ApiError, ErrorClass};
 
@@ -66,38 +65,40 @@ pub fn b2b_wait(e: &ApiError, idempotent: bool) -> Wait {
     }
 }
 
-/// A BigCommerce Management API error of a read (customer lookups).
-pub fn bc_wait(e: &CallError) -> Wait {
+/// A BigCommerce Management API error of a read (customer lookups): reads are safe to repeat,
+/// so every upstream failure is retried, an answer that could not be read included.
+pub fn bc_wait(e: &ApiError) -> Wait {
     match (e, e.class()) {
-        (CallError::RateLimited { reset_ms }, _) => {
-            Wait::RateLimited(reset_ms.map(Duration::from_millis))
+        (ApiError::RateLimited { retry_after_ms }, _) => {
+            Wait::RateLimited((*retry_after_ms > 0).then(|| Duration::from_millis(*retry_after_ms)))
         }
-        (_, ErrorClass::Upstream { retryable: true }) => Wait::Transient,
+        (_, class) if class.is_upstream() => Wait::Transient,
         _ => Wait::Final,
     }
 }
 
 /// A lookup before planning: a 429 waits what the answer asks (uncapped, and never counted: a
-/// plan needs the answer, and the quota comes back), a transient failure backs off up to
-/// [`Backoff::give_up_after`] times; a refusal, or the last transient failure, is returned.
-pub async fn lookup<T, F, Fut>(b: &Backoff, f: F) -> Result<T, CallError>
+/// plan needs the answer, and the quota comes back), an upstream failure backs off up to
+/// [`Backoff::give_up_after`] times; a refusal, or the last upstream failure, is returned.
+pub async fn lookup<T, F, Fut>(b: &Backoff, f: F) -> Result<T, ApiError>
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, CallError>>,
+    Fut: Future<Output = Result<T, ApiError>>,
 {
     let mut failures = 0u32;
     loop {
         match f().await {
             Ok(v) => return Ok(v),
-            Err(CallError::RateLimited { reset_ms }) => {
-                tokio::time::sleep(
-                    reset_ms
-                        .map(Duration::from_millis)
-                        .unwrap_or(b.rate_limited_default),
-                )
+            Err(ApiError::RateLimited { retry_after_ms }) => {
+                let hinted = Duration::from_millis(retry_after_ms);
+                tokio::time::sleep(if hinted.is_zero() {
+                    b.rate_limited_default
+                } else {
+                    hinted
+                })
                 .await;
             }
-            Err(CallError::Transient(e)) if failures < b.give_up_after => {
+            Err(e) if e.class().is_upstream() && failures < b.give_up_after => {
                 failures += 1;
                 tracing::warn!(error = %e, "BigCommerce lookup failed; backing off");
                 tokio::time::sleep(b.first.saturating_mul(1 << failures.min(16)).min(b.max)).await;
@@ -145,12 +146,16 @@ mod tests {
     #[tokio::test]
     async fn retries_stop_after_give_up_after_and_return_the_last_error() {
         let calls = AtomicU32::new(0);
-        let r: Result<(), CallError> = bounded(&quick(2), bc_wait, || async {
+        let unavailable = ApiError::Rejected {
+            status: 503,
+            message: "HTTP 503".into(),
+        };
+        let r: Result<(), ApiError> = bounded(&quick(2), bc_wait, || async {
             calls.fetch_add(1, Ordering::SeqCst);
-            Err(CallError::Transient("HTTP 503".into()))
+            Err(unavailable.clone())
         })
         .await;
-        assert_eq!(r, Err(CallError::Transient("HTTP 503".into())));
+        assert_eq!(r, Err(unavailable.clone()));
         assert_eq!(calls.load(Ordering::SeqCst), 3, "one try and two retries");
     }
 
@@ -171,5 +176,37 @@ mod tests {
         .await;
         assert_eq!(r, Err(timeout.clone()));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lookup_retries_upstream_failures_and_returns_a_refusal_at_once() {
+        let calls = AtomicU32::new(0);
+        let r: Result<u32, ApiError> = lookup(&quick(5), || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(ApiError::Unexpected {
+                    detail: "bad JSON".into(),
+                }),
+                1 => Err(ApiError::Unreachable {
+                    store_hash: "s".into(),
+                    detail: "reset".into(),
+                }),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(2));
+
+        let refused = ApiError::Rejected {
+            status: 422,
+            message: "bad".into(),
+        };
+        let calls = AtomicU32::new(0);
+        let r: Result<(), ApiError> = lookup(&quick(5), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(refused.clone())
+        })
+        .await;
+        assert_eq!(r, Err(refused.clone()));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "a refusal is not retried");
     }
 }
