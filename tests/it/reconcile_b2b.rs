@@ -22,7 +22,7 @@ use storegate::provisioning::scim::ScimService;
 use storegate::provisioning::scim::store::Kind;
 use storegate::secret::Secret;
 
-use super::reconcile::{fast, move_to_new_group, scim_with_users, simulator, temp};
+use crate::support::provisioning::{fast, move_to_new_group, scim_with_users, simulator, temp};
 
 /// store1 runs B2B Edition: `buyers` get company 42 as junior buyers; `rules` adds rules, and
 /// `provisioning` lines go into `[provisioning]`.
@@ -164,7 +164,7 @@ async fn leave_buyers_for(scim: &ScimService, external_id: &str, group: &str) {
 
 /// `active: false` for the user with this externalId.
 async fn deactivate(scim: &ScimService, external_id: &str) {
-    super::reconcile::deactivate(scim, &scim_user(scim, external_id).await).await;
+    crate::support::provisioning::deactivate(scim, &scim_user(scim, external_id).await).await;
 }
 
 type Events = tokio::sync::mpsc::UnboundedReceiver<storegate::audit::AuditEvent>;

@@ -13,7 +13,7 @@ use storegate::flows::provision::{Reconciler, scheduled_pass};
 use storegate::provisioning::queue::QueueStats;
 use storegate::provisioning::reconcile::Action;
 
-use super::reconcile::{
+use crate::support::provisioning::{
     HASHES, assert_exactly_once, config_text, fast, optimistic_creates_case, scim_with_users,
     simulator, temp,
 };

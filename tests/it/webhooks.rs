@@ -361,9 +361,9 @@ async fn sync_is_idempotent_reenables_a_deactivated_hook_and_removes_stale_ones(
 async fn a_wake_runs_a_reconcile_pass_before_the_interval() {
     use std::sync::Arc;
     use storegate::flows::provision::spawn_schedule;
-    let (_sim, base) = crate::reconcile::simulator(1000, 1000).await;
-    let dir = crate::reconcile::temp("hook-wake");
-    let cfg = crate::reconcile::config_text(
+    let (_sim, base) = crate::support::provisioning::simulator(1000, 1000).await;
+    let dir = crate::support::provisioning::temp("hook-wake");
+    let cfg = crate::support::provisioning::config_text(
         &base,
         &format!(
             "queue = \"file:{}\"\nrepair_drift = true\n",
@@ -371,14 +371,14 @@ async fn a_wake_runs_a_reconcile_pass_before_the_interval() {
         ),
         "",
     );
-    let scim = Arc::new(crate::reconcile::scim_with_users(1, "staff").await);
+    let scim = Arc::new(crate::support::provisioning::scim_with_users(1, "staff").await);
     let (audit, mut rx) = storegate::audit::AuditLog::channel();
     let r = Arc::new(
         storegate::app::reconciler(
             Arc::new(cfg),
             audit,
             Arc::new(storegate::clock::SystemClock),
-            crate::reconcile::fast(),
+            crate::support::provisioning::fast(),
         )
         .expect("reconciler"),
     );
@@ -404,8 +404,8 @@ async fn the_reconcilers_writes_are_recorded_as_own_changes() {
     use std::sync::Arc;
     use storegate::bigcommerce::webhooks::{OwnChanges, Subject};
     use storegate::provisioning::bc::BatchClient;
-    let (sim, base) = crate::reconcile::simulator(1000, 1000).await;
-    let cfg = crate::reconcile::config_text(&base, "", "");
+    let (sim, base) = crate::support::provisioning::simulator(1000, 1000).await;
+    let cfg = crate::support::provisioning::config_text(&base, "", "");
     let account = &cfg.bigcommerce[0];
     let id = sim
         .add_customer(&account.store_hash, "r@corp.example", "R", "One", None)

@@ -7,6 +7,8 @@
 //! - [`wait::until`]: wait for an event with a bound (no sleep-then-assert).
 //! - [`harness::Gateway`]: the gateway on loopback with the BigCommerce simulator behind it, built
 //!   from a TOML config ([`harness::Opts`], [`harness::config_text`]), its audit trail captured.
+//! - [`provisioning`]: the simulator with three stores, a reconciler configuration, SCIM joiners,
+//!   leavers and movers, and the queue cases every backend runs.
 //! - [`saml_idp::Idp`]: a SAML IdP (keys, metadata) answering through [`saml_peer`], the one
 //!   pysaml2 driver (benches/saml.rs includes it by path), and the browser's SAML steps.
 //!
@@ -17,6 +19,7 @@ pub mod browser;
 pub mod harness;
 pub mod peers;
 pub mod postgres;
+pub mod provisioning;
 pub mod redis;
 pub mod rogue_op;
 pub mod saml_idp;
