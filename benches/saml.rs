@@ -172,7 +172,7 @@ fn setup(dir: &Path) -> Setup {
             ..ClaimMapping::default()
         },
     };
-    let provider = Arc::new(SamlProvider::new(&idp, &saml, &spc, keys).expect("provider"));
+    let provider = Arc::new(SamlProvider::new(&idp.id, &saml, &spc, keys).expect("provider"));
     Setup {
         provider,
         response,

@@ -117,9 +117,18 @@ pub fn build_state(
     if let session::Store::Redis(s) = &sessions {
         metrics.watch_redis(s.handle().clone())?;
     }
-    let saml = web::saml::SamlState::build(&config, one_time)
-        .map_err(anyhow::Error::msg)?
-        .map(Arc::new);
+    let saml_idps = config.idps.iter().filter_map(|idp| match &idp.protocol {
+        Protocol::Saml(s) => Some((&idp.id, s)),
+        Protocol::Oidc(_) => None,
+    });
+    let saml = crate::federation::saml::SamlState::build(
+        config.saml.as_ref(),
+        saml_idps,
+        one_time,
+        !config.allow_insecure_http,
+    )
+    .map_err(anyhow::Error::msg)?
+    .map(Arc::new);
     let forward = web::forward::ForwardState::build(&config)?.map(Arc::new);
     Ok(AppState::new(Shared {
         forward,

@@ -140,7 +140,7 @@ impl Fuzz {
             sign_authn_requests: true,
         };
         let sp_keys = Arc::new(SpKeys::from_pem(&keys.sp_key_pem, &keys.sp_cert_pem)?);
-        let saml = SamlProvider::new(&idp, cfg, &spc, sp_keys)?;
+        let saml = SamlProvider::new(&idp.id, cfg, &spc, sp_keys)?;
         let idp_key = PKey::private_key_from_pem(keys.idp_key_pem.as_bytes())
             .map_err(|e| format!("the fuzz IdP key: {e}"))?;
         let files = BTreeMap::from([

@@ -27,11 +27,13 @@
 
 pub mod prescan;
 pub mod service;
+pub mod settings;
 pub mod slo;
 pub mod sp;
 pub mod trust;
 
 pub use service::SamlState;
+use settings::{AuthnContextRule, SamlIdp, SamlSp};
 use std::sync::Arc;
 pub use trust::{
     IdpMetadata, cert_der_from_pem, is_loopback, parse_idp_metadata, trusted_idp_metadata,
@@ -47,7 +49,6 @@ use serde_json::{Map, Value};
 
 use super::VerifiedClaims;
 use crate::clock::UnixTime;
-use crate::config::{AuthnContextRule, IdpConfig, SamlIdp, SamlSp};
 use crate::identity::{AuthContext, IdpId};
 use crate::redirect::LocalPath;
 
@@ -298,13 +299,14 @@ fn to_unix(t: DateTime<Utc>) -> UnixTime {
     t.timestamp()
 }
 
+/// A SAML time as the refusals name it, by the gateway's one formatter.
 fn fmt_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    crate::clock::rfc3339(to_unix(t))
 }
 
 impl SamlProvider {
     pub fn new(
-        idp: &IdpConfig,
+        idp: &IdpId,
         cfg: &SamlIdp,
         spc: &SamlSp,
         keys: Arc<sp::SpKeys>,
@@ -337,9 +339,9 @@ impl SamlProvider {
             .metadata_url
             .as_ref()
             .and_then(|u| u.host_str().map(str::to_owned));
-        let http = metadata_client(host).map_err(|e| format!("[[idp]] {}: {e}", idp.id))?;
+        let http = metadata_client(host).map_err(|e| format!("[[idp]] {}: {e}", idp))?;
         let p = SamlProvider {
-            idp: idp.id.clone(),
+            idp: idp.clone(),
             cfg: cfg.clone(),
             loaded: arc_swap::ArcSwapOption::empty(),
             template,
@@ -354,9 +356,9 @@ impl SamlProvider {
         };
         if !cfg.metadata_xml.is_empty() {
             p.install(&cfg.metadata_xml)
-                .map_err(|e| format!("[[idp]] {}: {e}", idp.id))?;
+                .map_err(|e| format!("[[idp]] {}: {e}", idp))?;
         } else if cfg.metadata_url.is_none() {
-            return Err(format!("[[idp]] {}: no metadata", idp.id));
+            return Err(format!("[[idp]] {}: no metadata", idp));
         }
         Ok(p)
     }

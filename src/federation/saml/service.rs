@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::SamlProvider;
+use super::settings::{SamlIdp, SamlSp};
 use super::sp::{SpKeys, metadata_xml};
-use crate::config::Config;
+use crate::identity::IdpId;
 use crate::session::one_time::OneTimeStore;
 
 /// Everything SAML needs at run time, built once at start-up.
@@ -18,32 +19,37 @@ pub struct SamlState {
 }
 
 impl SamlState {
-    pub fn build(config: &Config, one_time: OneTimeStore) -> Result<Option<Self>, String> {
-        let Some(spc) = &config.saml else {
+    /// `sp` is `[saml]` (none: SAML is off); `idps` the SAML IdPs by id; `secure_cookie`: the
+    /// binding cookies carry `Secure` (everything but `allow_insecure_http`).
+    pub fn build<'a>(
+        sp: Option<&SamlSp>,
+        idps: impl IntoIterator<Item = (&'a IdpId, &'a SamlIdp)>,
+        one_time: OneTimeStore,
+        secure_cookie: bool,
+    ) -> Result<Option<Self>, String> {
+        let Some(spc) = sp else {
             return Ok(None);
         };
         let keys = Arc::new(SpKeys::from_pem(spc.key_pem.expose(), &spc.cert_pem)?);
         let mut providers = BTreeMap::new();
-        for idp in &config.idps {
-            if let crate::config::Protocol::Saml(s) = &idp.protocol {
-                let p = SamlProvider::new(idp, s, spc, Arc::clone(&keys))?;
-                if s.dangerous_allow_sha1 {
-                    tracing::warn!(idp = %idp.id, "DANGER: dangerous_allow_sha1 is on: RSA-SHA1 signatures are accepted from this IdP");
-                }
-                if s.allow_unsolicited {
-                    tracing::warn!(idp = %idp.id, "DANGER: allow_unsolicited is on: IdP-initiated responses are accepted");
-                }
-                let p = Arc::new(p);
-                p.spawn_refresh();
-                providers.insert(idp.id.to_string(), p);
+        for (id, s) in idps {
+            let p = SamlProvider::new(id, s, spc, Arc::clone(&keys))?;
+            if s.dangerous_allow_sha1 {
+                tracing::warn!(idp = %id, "DANGER: dangerous_allow_sha1 is on: RSA-SHA1 signatures are accepted from this IdP");
             }
+            if s.allow_unsolicited {
+                tracing::warn!(idp = %id, "DANGER: allow_unsolicited is on: IdP-initiated responses are accepted");
+            }
+            let p = Arc::new(p);
+            p.spawn_refresh();
+            providers.insert(id.to_string(), p);
         }
         let metadata = metadata_xml(spc, &keys)?;
         Ok(Some(SamlState {
             providers,
             metadata,
             one_time,
-            secure_cookie: !config.allow_insecure_http,
+            secure_cookie,
         }))
     }
 }

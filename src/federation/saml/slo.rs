@@ -315,12 +315,6 @@ fn xml_escape(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
 }
 
-fn iso(t: UnixTime) -> String {
-    DateTime::<Utc>::from_timestamp(t, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 impl SamlProvider {
     /// SP-initiated logout: a signed (RSA-SHA256) HTTP-Redirect LogoutRequest naming the NameID
     /// and SessionIndex of the session that just ended. `None` when the IdP has no SLO endpoint.
@@ -344,9 +338,9 @@ impl SamlProvider {
             .unwrap_or_default();
         let xml = format!(
             "<samlp:LogoutRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{}\" Destination=\"{}\" NotOnOrAfter=\"{}\"><saml:Issuer>{}</saml:Issuer><saml:NameID{format}>{}</saml:NameID>{index}</samlp:LogoutRequest>",
-            iso(now),
+            crate::clock::rfc3339(now),
             xml_escape(dest),
-            iso(now + MAX_REQUEST_AGE),
+            crate::clock::rfc3339(now + MAX_REQUEST_AGE),
             xml_escape(&self.entity_id),
             xml_escape(name_id),
         );
@@ -368,7 +362,7 @@ impl SamlProvider {
         let xml = format!(
             "<samlp:LogoutResponse xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_{}\" Version=\"2.0\" IssueInstant=\"{}\" Destination=\"{}\" InResponseTo=\"{}\"><saml:Issuer>{}</saml:Issuer><samlp:Status><samlp:StatusCode Value=\"{SUCCESS}\"/></samlp:Status></samlp:LogoutResponse>",
             random_hex(20),
-            iso(now),
+            crate::clock::rfc3339(now),
             xml_escape(dest),
             xml_escape(in_response_to),
             xml_escape(&self.entity_id),
@@ -552,10 +546,12 @@ impl SamlProvider {
             .ok_or(SamlError::Missing("IssueInstant"))
             .and_then(parse_time)?;
         if issued - skew > now {
-            return Err(SamlError::NotYetValid(iso(issued)));
+            return Err(SamlError::NotYetValid(crate::clock::rfc3339(issued)));
         }
         if now - skew >= issued + MAX_REQUEST_AGE {
-            return Err(SamlError::Expired(iso(issued + MAX_REQUEST_AGE)));
+            return Err(SamlError::Expired(crate::clock::rfc3339(
+                issued + MAX_REQUEST_AGE,
+            )));
         }
         if p.root == "LogoutResponse" {
             return Ok(SloMessage::Response(LogoutResponseIn {
@@ -566,7 +562,7 @@ impl SamlProvider {
         if let Some(na) = pre.not_on_or_after.as_deref() {
             let na = parse_time(na)?;
             if now - skew >= na {
-                return Err(SamlError::Expired(iso(na)));
+                return Err(SamlError::Expired(crate::clock::rfc3339(na)));
             }
         }
         let id =

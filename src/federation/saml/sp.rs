@@ -13,7 +13,7 @@ use samael::service_provider::ServiceProvider;
 use samael::signature::{DigestAlgorithm, Signature};
 
 use super::SamlError;
-use crate::config::SamlSp;
+use super::settings::SamlSp;
 
 pub use super::trust::SpKeys;
 
