@@ -1,8 +1,15 @@
 //! The end every protocol's sign-in shares, once the protocol adapter has verified what the IdP
-//! sent (`federation::oidc` for the OIDC callback, `federation::saml` for the ACS; `web::login`
-//! and `web::saml` run those):
+//! sent (`federation::oidc` for the OIDC callback, run by `web::login`; `federation::saml` for
+//! the ACS, run by [`saml_response`] here):
 //!
 //! replay check (SAML) -> identity -> leaver check -> a fresh session -> audit.
+//!
+//! A SAML response ([`saml_response`]) first finds the request it answers: the one pending in
+//! this browser (its binding cookie keys a server-side record, taken once, whose RelayState must
+//! come back unchanged), or, when none is, an IdP that allows unsolicited responses chosen by
+//! the unverified Issuer. Then `federation::saml` verifies it with that IdP's keys (fetching the
+//! metadata once when the signing key is unknown: rollover), checks the step-up class asked for,
+//! and [`finish`] ends it.
 //!
 //! The session starts empty, with a new id (fixation defence): on a shared PC the previous
 //! person's state must not survive into the next person's session (docs/security.md, "Identity
@@ -19,8 +26,9 @@ use super::leaver::{self, NotCleared};
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::federation::VerifiedClaims;
 use crate::federation::claims::map_identity;
-use crate::federation::saml::{PendingSaml, SamlError, VerifiedAssertion};
+use crate::federation::saml::{PendingSaml, SamlError, VerifiedAssertion, prescan};
 use crate::identity::{Identity, IdpId};
+use crate::redirect::LocalPath;
 use crate::session::browser::{
     PENDING_TTL, SAML_SESSION_KEY, STEP_UP_KEY, SamlSessionInfo, SignedInState, StepUpAttempt,
     read_signed_in, write_signed_in,
@@ -70,6 +78,19 @@ pub enum SignInError {
     /// SCIM deprovisioned this person.
     Leaver,
     SessionStore,
+    /// A SAML response arrived, but `[saml]` is not configured.
+    SamlNotConfigured,
+    /// The ACS POST carried no SAMLResponse.
+    SamlResponseMissing,
+    /// No sign-in is pending in this browser (missing, expired or already used), and no IdP
+    /// accepts unsolicited responses from this issuer.
+    SamlNotPending,
+    /// The response did not pass the checks: `reason` as audited, `error` what the protocol
+    /// check said (none for a wrong RelayState or an IdP no longer configured).
+    SamlRefused {
+        reason: &'static str,
+        error: Option<SamlError>,
+    },
 }
 
 impl SignInError {
@@ -79,7 +100,12 @@ impl SignInError {
             SignInError::Replay => Some(SamlError::Replay.reason()),
             SignInError::LeaverUnknown => Some("scim_store_unavailable"),
             SignInError::Leaver => Some("deprovisioned"),
-            SignInError::UnknownIdp | SignInError::SessionStore => None,
+            SignInError::SamlResponseMissing => Some("saml_response_missing"),
+            SignInError::SamlNotPending => Some("saml_unsolicited"),
+            SignInError::SamlRefused { reason, .. } => Some(reason),
+            SignInError::UnknownIdp
+            | SignInError::SessionStore
+            | SignInError::SamlNotConfigured => None,
         }
     }
 }
@@ -256,4 +282,137 @@ pub async fn take_saml_request(
         .await
         .map_err(|_| SignInError::SessionStore)?;
     Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+}
+
+/// What the ACS received (HTTP-POST binding), unpacked by the handler.
+pub struct SamlPost<'a> {
+    /// The key in this browser's binding cookie, when it came along.
+    pub binding: Option<&'a str>,
+    pub response: Option<String>,
+    pub relay_state: Option<String>,
+}
+
+/// `POST /saml/acs`: finds the request the response answers, verifies it, and signs the person
+/// in ([`finish`]); returns where the browser goes next. Every refusal is audited here.
+pub async fn saml_response(
+    gw: &Gateway<'_>,
+    session: &Session,
+    rid: &str,
+    post: SamlPost<'_>,
+) -> Result<LocalPath, SignInError> {
+    let now = gw.now();
+    let deny = |idp: Option<&str>, reason: &str, detail: String| {
+        let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Deny);
+        ev.idp = idp.map(str::to_owned);
+        ev.reason = Some(reason.to_owned());
+        ev.detail = Some(detail);
+        gw.audit.record(ev);
+    };
+    let Some(saml) = gw.saml else {
+        return Err(SignInError::SamlNotConfigured);
+    };
+    let Some(response) = post.response.filter(|s| !s.is_empty()) else {
+        deny(
+            None,
+            "saml_response_missing",
+            "no SAMLResponse in the POST".into(),
+        );
+        return Err(SignInError::SamlResponseMissing);
+    };
+
+    // The pending request of this browser, taken once.
+    let pending: Option<PendingSaml> = match post.binding {
+        Some(k) if !k.is_empty() => take_saml_request(gw, k).await?,
+        _ => None,
+    };
+
+    let (provider, request_id, return_to, requested_acr) = match pending {
+        Some(p) => {
+            // RelayState is an opaque reference we issued with this very request.
+            if post.relay_state.as_deref() != Some(p.relay_state.as_str()) {
+                deny(
+                    Some(&p.idp),
+                    "saml_relay_state",
+                    "RelayState is not the one sent with the request".into(),
+                );
+                return Err(SignInError::SamlRefused {
+                    reason: "saml_relay_state",
+                    error: None,
+                });
+            }
+            let Some(provider) = saml.providers.get(&p.idp) else {
+                deny(
+                    Some(&p.idp),
+                    "unknown_idp",
+                    "pending request for an IdP that is no longer configured".into(),
+                );
+                return Err(SignInError::SamlRefused {
+                    reason: "unknown_idp",
+                    error: None,
+                });
+            };
+            (provider.clone(), Some(p.request_id), p.return_to, p.acr)
+        }
+        None => {
+            // No request of this browser is pending: only an IdP that allows unsolicited responses
+            // may answer, chosen by the (unverified) Issuer and then verified with its own keys.
+            let issuer = unverified_issuer(&response);
+            let provider = saml.providers.values().find(|p| {
+                p.allow_unsolicited() && p.entity_id().is_some() && p.entity_id() == issuer
+            });
+            let Some(provider) = provider else {
+                deny(None, "saml_unsolicited", "no sign-in is pending in this browser (missing, expired or already used), and unsolicited responses are not enabled for this issuer".into());
+                return Err(SignInError::SamlNotPending);
+            };
+            (provider.clone(), None, LocalPath::root(), None)
+        }
+    };
+    let idp_id = provider.idp_id().to_string();
+
+    let mut outcome = provider
+        .verify(response.clone(), request_id.clone(), now)
+        .await;
+    // A signature by a key the metadata does not (yet) name: fetch the metadata once (rate
+    // limited) and verify again if the IdP's signing certificates changed (rollover).
+    if matches!(outcome, Err(SamlError::Signature)) && provider.refresh_for_unknown_key(now).await {
+        outcome = provider.verify(response, request_id, now).await;
+    }
+    // Step-up: the class the AuthnRequest asked for, checked on the verified assertion.
+    let outcome = outcome.and_then(|mut v| {
+        provider.check_authn_context(requested_acr.as_deref(), &mut v)?;
+        Ok(v)
+    });
+    let verified = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(idp = %idp_id, reason = e.reason(), error = %e, "SAML sign-in refused");
+            deny(Some(&idp_id), e.reason(), e.to_string());
+            return Err(SignInError::SamlRefused {
+                reason: e.reason(),
+                error: Some(e),
+            });
+        }
+    };
+    // The common ending: replay check, identity, leaver check, session, audit.
+    finish(
+        gw,
+        session,
+        rid,
+        provider.idp_id(),
+        Proof::Saml(Box::new(verified)),
+    )
+    .await?;
+    Ok(return_to)
+}
+
+/// The Issuer named in the response, unverified: used only to choose whose keys verify an
+/// unsolicited response.
+fn unverified_issuer(b64: &str) -> Option<String> {
+    use base64::Engine;
+    let compact: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()?;
+    let xml = prescan::decode_document(bytes).ok()?;
+    prescan::prescan(&xml, true).ok()?.issuer
 }

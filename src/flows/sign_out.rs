@@ -6,7 +6,10 @@
 //! - or, for a SAML sign-in, a signed LogoutRequest to the IdP, remembered so that the IdP's
 //!   LogoutResponse is accepted only as the answer to it (`web::saml`, `/saml/slo`).
 //!
-//! SAML single logout started by the IdP arrives at `/saml/slo`: [`record_idp_logout`] writes it
+//! Every SAML message arriving at `/saml/slo` is answered by [`idp_message`]: the IdP's
+//! LogoutResponse to our request (confirmed only as the answer to the request this browser
+//! sent), or the IdP's own LogoutRequest (acted on once). SAML single logout started by the IdP:
+//! [`record_idp_logout`] writes it
 //! down in the shared one-time store by SessionIndex (or, without one, by NameID with its time),
 //! and every replica checks [`ended_by_idp`] when it loads a SAML session. That is how sessions in
 //! other browsers end: the gateway keeps no NameID-to-session index, so they end at their next
@@ -17,10 +20,12 @@ use tower_sessions::Session;
 use super::Gateway;
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::clock::UnixTime;
-use crate::federation::saml::SamlState;
-use crate::federation::saml::slo::LogoutRequestIn;
+use crate::federation::saml::slo::{self, LogoutRequestIn};
+use crate::federation::saml::{SamlError, SamlState};
 use crate::identity::IdpId;
-use crate::session::browser::{PENDING_TTL, SAML_SESSION_KEY, SamlSessionInfo, SignedInState};
+use crate::session::browser::{
+    PENDING_TTL, SAML_SESSION_KEY, SamlSessionInfo, SignedInState, read_signed_in,
+};
 
 /// Where a sign-out leaves the browser.
 #[derive(Debug)]
@@ -42,6 +47,24 @@ pub enum SignOutError {
     /// The form did not carry this session's CSRF token: the request did not come from our page.
     NotFromOurPage,
     SessionStore,
+    /// A SAML logout message arrived, but `[saml]` is not configured.
+    SamlNotConfigured,
+    /// The IdP's logout message did not pass the checks (or was replayed): nothing changed.
+    SloRefused(SamlError),
+    /// The IdP's LogoutRequest was recorded, but no LogoutResponse could be made for it.
+    SloCannotAnswer,
+}
+
+/// How an IdP's message at `/saml/slo` was answered.
+#[derive(Debug)]
+pub enum SloAnswered {
+    /// The IdP confirmed the LogoutRequest this browser sent: on to `/signed-out`.
+    Confirmed,
+    /// A LogoutResponse that could not be confirmed, in a browser that sent the request or holds
+    /// no sign-in: the signed-out page, noting the IdP's sign-out is unconfirmed.
+    Unconfirmed,
+    /// The IdP's LogoutRequest was recorded: back to the IdP with our LogoutResponse.
+    Respond { url: String },
 }
 
 /// `POST /logout` for the browser signed in as `signed_in` (`None`: nothing to end).
@@ -264,4 +287,171 @@ pub async fn ended_by_idp(
     Ok(by_name
         .and_then(|v| v.parse::<i64>().ok())
         .is_some_and(|at| at >= signed_in_at))
+}
+
+/// `/saml/slo`: an IdP's LogoutResponse or LogoutRequest (either binding). `binding` is the key
+/// in this browser's logout cookie, when it came along. Every outcome is audited here.
+pub async fn idp_message(
+    gw: &Gateway<'_>,
+    session: &Session,
+    rid: &str,
+    binding: Option<&str>,
+    inbound: slo::Inbound,
+) -> Result<SloAnswered, SignOutError> {
+    let now = gw.now();
+    let is_response = inbound.is_response();
+    let sent = match binding.filter(|k| !k.is_empty()) {
+        Some(binding) if is_response => sent_logout(gw, binding).await,
+        _ => None,
+    };
+    let audit = |idp: Option<&str>, outcome: Outcome, reason: Option<&str>, detail: String| {
+        let mut ev = AuditEvent::new(now, rid, EventKind::SignOut, outcome);
+        ev.idp = idp.map(str::to_owned);
+        ev.reason = reason.map(str::to_owned);
+        ev.detail = Some(detail);
+        gw.audit.record(ev);
+    };
+    let Some(saml) = gw.saml else {
+        return Err(SignOutError::SamlNotConfigured);
+    };
+    // The (unverified) Issuer only picks whose keys verify the message; what the prescan refuses
+    // ends here, with its reason.
+    let issuer = match slo::unverified_issuer(&inbound) {
+        Ok(issuer) => issuer,
+        Err(e) => {
+            audit(None, Outcome::Deny, Some(e.reason()), e.to_string());
+            return Err(SignOutError::SloRefused(e));
+        }
+    };
+    let Some(provider) = saml
+        .providers
+        .values()
+        .find(|p| p.entity_id().is_some() && p.entity_id() == issuer)
+    else {
+        let e = SamlError::Issuer {
+            got: issuer,
+            expected: "a configured SAML IdP".into(),
+        };
+        audit(None, Outcome::Deny, Some(e.reason()), e.to_string());
+        return slo_refusal(session, is_response, sent.is_some(), e).await;
+    };
+    let idp_id = provider.idp_id().to_string();
+    let mut outcome = provider.verify_slo(inbound.clone(), now).await;
+    if matches!(outcome, Err(SamlError::Signature)) && provider.refresh_for_unknown_key(now).await {
+        outcome = provider.verify_slo(inbound, now).await;
+    }
+    let msg = match outcome {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(idp = %idp_id, reason = e.reason(), error = %e, "SAML logout message refused");
+            audit(
+                Some(&idp_id),
+                Outcome::Deny,
+                Some(e.reason()),
+                e.to_string(),
+            );
+            return slo_refusal(session, is_response, sent.is_some(), e).await;
+        }
+    };
+    match msg {
+        slo::SloMessage::Response(r) => {
+            // The local session ended before the LogoutRequest was sent; this only ends the flow,
+            // and only as the answer to the request this browser sent.
+            let sent_id = sent
+                .as_ref()
+                .filter(|s| s.idp == *provider.idp_id())
+                .map(|s| s.request_id.as_str());
+            if let Err(e) = r.confirms(sent_id) {
+                tracing::warn!(idp = %idp_id, reason = e.reason(), error = %e, "SAML LogoutResponse refused");
+                audit(
+                    Some(&idp_id),
+                    Outcome::Deny,
+                    Some(e.reason()),
+                    format!("SAML LogoutResponse: {e}"),
+                );
+                return slo_refusal(session, true, sent.is_some(), e).await;
+            }
+            audit(
+                Some(&idp_id),
+                Outcome::Allow,
+                None,
+                "SAML LogoutResponse: Success, answering this browser's LogoutRequest".to_owned(),
+            );
+            Ok(SloAnswered::Confirmed)
+        }
+        slo::SloMessage::Request(req) => {
+            let skew = gw
+                .config
+                .idp(&idp_id)
+                .and_then(|i| match &i.protocol {
+                    crate::config::Protocol::Saml(s) => Some(s.clock_skew.as_secs() as i64),
+                    _ => None,
+                })
+                .unwrap_or(60);
+            // A LogoutRequest is acted on once (its IssueInstant bounds how long it could be replayed).
+            let first = saml
+                .one_time
+                .claim(
+                    &format!("slo:{idp_id}:{}", req.id),
+                    now + slo::MAX_REQUEST_AGE + 2 * skew,
+                    now,
+                )
+                .await
+                .map_err(|_| SignOutError::SessionStore)?;
+            if !first {
+                let e = SamlError::Replay;
+                audit(
+                    Some(&idp_id),
+                    Outcome::Deny,
+                    Some(e.reason()),
+                    e.to_string(),
+                );
+                return Err(SignOutError::SloRefused(e));
+            }
+            // Sessions of this NameID end at their next request, on any replica; this
+            // browser's, when its cookie came along, right away.
+            record_idp_logout(gw, saml, session, provider.idp_id(), &req)
+                .await
+                .map_err(|_| SignOutError::SessionStore)?;
+            audit(
+                Some(&idp_id),
+                Outcome::Allow,
+                None,
+                format!(
+                    "SAML LogoutRequest from the IdP ({} session index(es))",
+                    req.session_indexes.len()
+                ),
+            );
+            let url = provider
+                .logout_response_url(&req.id, req.relay_state.as_deref(), now)
+                .map_err(|e| {
+                    tracing::warn!(idp = %idp_id, error = %e, "cannot answer the LogoutRequest");
+                    SignOutError::SloCannotAnswer
+                })?;
+            Ok(SloAnswered::Respond { url })
+        }
+    }
+}
+
+/// A refused SLO message. A LogoutResponse answers a sign-out whose local part is already done:
+/// when this browser sent that LogoutRequest, or holds no sign-in anyway, the person sees the
+/// signed-out page with a note that the IdP's sign-out could not be confirmed (an IdP that
+/// answers unsigned, as SimpleSAMLphp does by default, used to leave them on a 400 page). A
+/// refused LogoutRequest, or a stray LogoutResponse in a signed-in browser, changes nothing.
+async fn slo_refusal(
+    session: &Session,
+    is_response: bool,
+    sent_here: bool,
+    e: SamlError,
+) -> Result<SloAnswered, SignOutError> {
+    if is_response {
+        let signed_in = read_signed_in(session)
+            .await
+            .map_err(|_| SignOutError::SessionStore)?
+            .is_some();
+        if sent_here || !signed_in {
+            return Ok(SloAnswered::Unconfirmed);
+        }
+    }
+    Err(SignOutError::SloRefused(e))
 }

@@ -10,6 +10,7 @@ use super::errors::AppError;
 use super::{AppState, cookies, no_store};
 use crate::federation::saml::SamlError;
 use crate::flows::launch::UpstreamFailure;
+use crate::flows::sign_out::SloAnswered;
 use crate::flows::{FlowError, LaunchError, Launched, SignInError, SignOutError, SignedOut};
 use crate::policy::{DenyReason, LaunchRefusal};
 use crate::redirect::LocalPath;
@@ -33,6 +34,11 @@ pub enum Answer {
     },
     /// The signed-out page, noting that the IdP's sign-out (request `reference`) is unconfirmed.
     SignedOutUnconfirmed {
+        reference: String,
+    },
+    /// An IdP's message at `/saml/slo` was answered (`reference`: this request's id).
+    IdpSignOut {
+        answered: SloAnswered,
         reference: String,
     },
 }
@@ -70,6 +76,22 @@ impl IntoResponse for Answer {
                 no_store(resp)
             }
             Answer::SignedOutUnconfirmed { reference } => signed_out_page(Some(&reference)),
+            Answer::IdpSignOut {
+                answered: SloAnswered::Confirmed,
+                ..
+            } => (
+                StatusCode::SEE_OTHER,
+                [(header::LOCATION, "/signed-out".to_owned())],
+            )
+                .into_response(),
+            Answer::IdpSignOut {
+                answered: SloAnswered::Unconfirmed,
+                reference,
+            } => signed_out_page(Some(&reference)),
+            Answer::IdpSignOut {
+                answered: SloAnswered::Respond { url },
+                ..
+            } => Redirect::to(&url).into_response(),
         }
     }
 }
@@ -266,7 +288,82 @@ fn sign_in_page(e: SignInError, rid: &str) -> AppError {
             AppError::new(StatusCode::FORBIDDEN, "Sign-in refused", DISABLED_BY_SCIM, rid)
         }
         SignInError::SessionStore => AppError::session_store(rid),
+        SignInError::SamlNotConfigured => saml_not_configured(rid),
+        SignInError::SamlResponseMissing => {
+            AppError::bad_request("The sign-in response is incomplete.", rid).offer_sign_in()
+        }
+        SignInError::SamlNotPending => AppError::bad_request(
+            "This sign-in response does not belong to a sign-in started in this browser, or it was already used.",
+            rid,
+        )
+        .with_hint("Start again from the portal; do not reuse or share sign-in links.")
+        .offer_sign_in(),
+        SignInError::SamlRefused { error, .. } => saml_refused(rid, error.as_ref()),
     }
+}
+
+fn saml_not_configured(rid: &str) -> AppError {
+    AppError::not_found("SAML is not configured on this gateway.", rid)
+}
+
+/// Every verifier stayed busy for the whole wait: nothing was wrong with the message.
+fn saml_busy(rid: &str) -> AppError {
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Busy",
+        "The gateway is handling many sign-ins right now and could not check yours in time.",
+        rid,
+    )
+    .with_hint("Try again in a moment.")
+    .offer_sign_in()
+}
+
+/// The page for a refused SAML response: admin-useful (what did not match), never raw markup
+/// (askama escapes it, and long values are cut).
+fn saml_refused(rid: &str, e: Option<&SamlError>) -> AppError {
+    if let Some(SamlError::Busy) = e {
+        return saml_busy(rid);
+    }
+    let err = AppError::new(
+        StatusCode::UNAUTHORIZED,
+        "Sign-in refused",
+        "The identity provider's answer did not pass the gateway's checks, so you were not signed in.",
+        rid,
+    )
+    .offer_sign_in();
+    match e {
+        Some(e) => err.with_hint(format!("For the administrator: {}.", short(&e.to_string()))),
+        None => err
+            .with_hint("If this keeps happening, give the reference below to your administrator."),
+    }
+}
+
+/// A refused SAML logout message: nothing was changed.
+fn slo_refused(rid: &str, e: &SamlError) -> AppError {
+    if let SamlError::Busy = e {
+        return saml_busy(rid);
+    }
+    AppError::new(
+        StatusCode::BAD_REQUEST,
+        "Sign-out message refused",
+        "The sign-out message did not pass the gateway's checks; nothing was changed.",
+        rid,
+    )
+    .with_hint(format!("For the administrator: {}.", short(&e.to_string())))
+}
+
+/// At most 300 bytes of an error's words (cut on a character boundary), for a hint.
+fn short(text: &str) -> String {
+    let mut text = text.to_owned();
+    if text.len() > 300 {
+        let mut cut = 300;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 fn sign_out_page(e: SignOutError, rid: &str) -> AppError {
@@ -278,5 +375,8 @@ fn sign_out_page(e: SignOutError, rid: &str) -> AppError {
             rid,
         ),
         SignOutError::SessionStore => AppError::session_store(rid),
+        SignOutError::SamlNotConfigured => saml_not_configured(rid),
+        SignOutError::SloRefused(e) => slo_refused(rid, &e),
+        SignOutError::SloCannotAnswer => AppError::unavailable("The identity provider", rid),
     }
 }
