@@ -3,6 +3,7 @@
 //! [`load_str`] is pure: text + environment in, every problem with its line out. Nothing here opens
 //! a socket or builds a client; `serve` does that from the validated value.
 
+pub mod conditions;
 pub mod diag;
 pub mod file;
 pub mod provisioning;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use super::file::ConditionsFile;
+use super::conditions::ConditionsFile;
 use crate::policy::route::RouteTable;
 
 /// The identity header sent to upstreams unless a route names another.

@@ -283,10 +283,7 @@ pub async fn start_with_audit_chain(
 
     let clock: SharedClock = Arc::new(SystemClock);
     let secrets = Secrets::fresh();
-    let agency_until = time::OffsetDateTime::now_utc() + time::Duration::days(3);
-    let agency_until = agency_until
-        .format(&time::format_description::well_known::Rfc3339)
-        .context("format the agency expiry")?;
+    let agency_until = crate::clock::rfc3339(clock.now() + 3 * 24 * 3600);
     let seed = ReplicaSeed {
         base: base.clone(),
         sim_base,

@@ -186,7 +186,7 @@ pub async fn pin(
     let token_ok = form
         .csrf
         .as_deref()
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), signed_in.auth.csrf.as_bytes()));
+        .is_some_and(|t| crate::secret::ct_eq(t, &signed_in.auth.csrf));
     if !token_ok {
         return Err(AppError::new(
             StatusCode::FORBIDDEN,
@@ -287,10 +287,6 @@ pub async fn logo(State(state): State<AppState>, Path(file): Path<String>) -> Re
             .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Serialize)]
