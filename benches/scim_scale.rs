@@ -172,7 +172,7 @@ fn population(s: &Scale) -> Vec<(Kind, Value)> {
                 "name": {"givenName": format!("Given{i}"), "familyName": format!("Family{i}")},
                 "emails": [{"value": format!("user{i}@corp.example"), "primary": true, "type": "work"},
                            {"value": format!("u{i}@alias.example")}],
-                "active": i % 10 != 0,
+                "active": !i.is_multiple_of(10),
                 "meta": meta(i, "User"),
             }),
         )
@@ -399,7 +399,7 @@ async fn run(s: Scale, benching: bool) {
             .await
             .expect("answers");
         lat.push(t.elapsed());
-        assert_eq!(leaver, i % 10 == 0, "sub-{i}");
+        assert_eq!(leaver, i.is_multiple_of(10), "sub-{i}");
         r += 1;
         tokio::task::yield_now().await;
     }

@@ -1154,7 +1154,7 @@ impl ScimService {
                 let mut hits: Vec<(&'a String, &'a Value)> = ids
                     .into_iter()
                     .filter_map(|id| map.get_key_value(id))
-                    .filter(|(_, v)| hit(*v))
+                    .filter(|(_, v)| hit(v))
                     .collect();
                 hits.sort_by_cached_key(|(id, v)| index::order_key(id, v));
                 page_of(&mut hits.into_iter().map(|(_, v)| v))
@@ -1163,7 +1163,7 @@ impl ScimService {
                 &mut index
                     .in_order(kind)
                     .filter_map(|id| map.get(id))
-                    .filter(|v| hit(*v)),
+                    .filter(|v| hit(v)),
             ),
         }
     }

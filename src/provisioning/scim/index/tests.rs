@@ -33,7 +33,7 @@ fn user(i: usize, name: usize, ext: Option<usize>, email: Option<usize>, created
     let mut v = json!({
         "id": format!("u{i}"),
         "userName": WORDS[name],
-        "active": i % 2 == 0,
+        "active": i.is_multiple_of(2),
         "meta": {"created": CREATED[created]},
     });
     if let Some(x) = ext {
