@@ -28,7 +28,9 @@ test: deps
 ## on a 450-per-30 s window (benches/provisioning.rs), then SAML ACS verifications/s and CPU per
 ## sign-in against pysaml2 on the same response (benches/saml.rs; needs `make deps`), then audit
 ## events/s with the hash chain on and off and `audit verify` (benches/audit.rs), then
-## forward-auth decisions/s with and without the ES256 identity token (benches/forward_auth.rs).
+## forward-auth decisions/s with and without the ES256 identity token (benches/forward_auth.rs),
+## then SCIM at 100,000 users and 5,000 groups: filter, big group, leaver check under a write storm,
+## reconcile pass, replica start-up from Redis (benches/scim_scale.rs).
 ## Release build (bench profile).
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,
 # BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs); the SAML bench reads
@@ -41,6 +43,7 @@ bench:
 	$(CARGO) bench --bench saml
 	$(CARGO) bench --bench audit
 	$(CARGO) bench --bench forward_auth
+	$(CARGO) bench --bench scim_scale
 
 ## lint: formatting and clippy, warnings are errors; both builds: --all-targets has the `devkit`
 ## feature (tests and benches turn it on), --lib --bins is the production build without it

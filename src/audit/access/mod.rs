@@ -25,7 +25,7 @@ use crate::clock::UnixTime;
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::policy::CustomerGroupRef;
-use crate::provisioning::reconcile::identity_of;
+use crate::provisioning::reconcile::identity_with_groups;
 use crate::provisioning::scim::{ScimData, user_active};
 
 /// The windows of `--dormant` and `--expiring`.
@@ -112,8 +112,9 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-/// Whether any SCIM user (active or not) or tombstone carries this subject.
-fn scim_knows(cfg: &Config, scim: &ScimData, subject: &str, active_only: bool) -> bool {
+/// The subjects SCIM users (active ones only, or any) and tombstones carry: built once per
+/// report, so that asking about each launch and customer is a lookup, not a pass over every user.
+fn scim_subjects(cfg: &Config, scim: &ScimData, active_only: bool) -> HashSet<String> {
     let users = scim
         .users
         .iter()
@@ -121,8 +122,10 @@ fn scim_knows(cfg: &Config, scim: &ScimData, subject: &str, active_only: bool) -
     let tombstones = scim.tombstones.iter().filter(|_| !active_only);
     users
         .chain(tombstones)
-        .filter_map(|(id, u)| identity_of(cfg, scim, id, u))
-        .any(|i| i.subject == subject)
+        // Only the subject is read: no group names.
+        .filter_map(|(_, u)| identity_with_groups(cfg, u, Vec::new))
+        .map(|i| i.subject)
+        .collect()
 }
 
 /// Builds the report at `now` from the SCIM data, the trail's last launches and the bound
@@ -137,11 +140,13 @@ pub fn build(
 ) -> Report {
     let mut rows = Vec::new();
     let mut seen_subjects: HashSet<String> = HashSet::new();
+    let memberships = scim.group_names_by_member();
     for (id, user) in &scim.users {
         if !user_active(user) {
             continue;
         }
-        let Some(identity) = identity_of(cfg, scim, id, user) else {
+        let groups = || memberships.get(id.as_str()).cloned().unwrap_or_default();
+        let Some(identity) = identity_with_groups(cfg, user, groups) else {
             continue;
         };
         seen_subjects.insert(identity.subject.clone());
@@ -173,8 +178,9 @@ pub fn build(
             });
         }
     }
+    let known = scim_subjects(cfg, scim, false);
     for ((subject, store), l) in launches {
-        if seen_subjects.contains(subject) || scim_knows(cfg, scim, subject, false) {
+        if seen_subjects.contains(subject) || known.contains(subject) {
             continue;
         }
         let idp = l.idp.clone().unwrap_or_default();
@@ -200,12 +206,13 @@ pub fn build(
             customer_id: None,
         });
     }
+    let known_active = scim_subjects(cfg, scim, true);
     for (account, customer, bound_to) in bound {
         let (idp, subject) = match bound_to.split_once(':') {
             Some((i, s)) => (Some(i.to_owned()), s.to_owned()),
             None => (None, bound_to.clone()),
         };
-        if seen_subjects.contains(&subject) || scim_knows(cfg, scim, &subject, true) {
+        if seen_subjects.contains(&subject) || known_active.contains(&subject) {
             continue;
         }
         // The stores of the account this customer can sign in to (no channel list: all of them).

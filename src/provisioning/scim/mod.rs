@@ -9,6 +9,7 @@
 //! against `If-Match` when the client sends one (RFC 7644 §3.14).
 
 pub mod filter;
+pub mod index;
 pub mod patch;
 mod person_index;
 pub mod redis_store;
@@ -22,6 +23,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
 use crate::clock::{SharedClock, UnixTime};
+use index::ResourceIndex;
 use store::{Kind, ScimStore};
 use wire::{
     ENTERPRISE_SCHEMA, GROUP_SCHEMA, ListQuery, ListResponse, MAX_PAGE, PatchRequest, ScimType,
@@ -125,6 +127,32 @@ impl ScimData {
             Some(v) => map.insert(w.id.clone(), v.clone()),
             None => map.remove(&w.id),
         };
+    }
+
+    /// Display names of the groups each user is a member of, for every user at once: what
+    /// [`Self::group_names_of`] answers for one user, built in one pass over the groups instead
+    /// of one pass per user (the reconciler asks for every user).
+    pub fn group_names_by_member(&self) -> std::collections::HashMap<&str, Vec<String>> {
+        let mut out: std::collections::HashMap<&str, Vec<String>> =
+            std::collections::HashMap::new();
+        for g in self.groups.values() {
+            let Some(name) = g.get("displayName").and_then(Value::as_str) else {
+                continue;
+            };
+            let members: std::collections::HashSet<&str> = g
+                .get("members")
+                .and_then(Value::as_array)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|x| x.get("value").and_then(Value::as_str))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for m in members {
+                out.entry(m).or_default().push(name.to_owned());
+            }
+        }
+        out
     }
 
     /// Display names of the groups `user_id` is a member of.
@@ -250,6 +278,8 @@ struct Cache {
     /// Shared with list requests, which filter and render outside the lock; a change while one
     /// holds it copies the data first (`Arc::make_mut`).
     data: Arc<ScimData>,
+    /// Filters, memberships and list order over `data` (shared with lists the same way).
+    index: Arc<ResourceIndex>,
     seen: Option<store::Revision>,
     /// The leaver check's lookup over `data`, changed only together with it.
     people: person_index::PersonIndex,
@@ -258,14 +288,18 @@ struct Cache {
 impl Cache {
     fn new(data: ScimData, seen: Option<store::Revision>) -> Self {
         let people = person_index::PersonIndex::build(&data);
+        let index = ResourceIndex::build(&data);
         Cache {
             data: Arc::new(data),
+            index: Arc::new(index),
             seen,
             people,
         }
     }
 
     fn apply(&mut self, w: &store::Write) {
+        // The index reads the value being replaced, so it goes first.
+        Arc::make_mut(&mut self.index).apply(&self.data, w);
         self.people.apply(Arc::make_mut(&mut self.data), w);
     }
 
@@ -313,6 +347,9 @@ const COMMIT_ATTEMPTS: usize = 16;
 
 pub struct ScimService {
     cache: Mutex<Cache>,
+    /// One change at a time is decided and stored; the cache lock is not held while it is
+    /// stored, so leaver checks do not queue behind a write storm's store round trips.
+    writer: Mutex<()>,
     store: Arc<dyn ScimStore>,
     clock: SharedClock,
     /// Tests park the next list here, after it let go of the lock and before it filters.
@@ -350,6 +387,7 @@ impl ScimService {
         };
         Ok(ScimService {
             cache: Mutex::new(Cache::new(data, None)),
+            writer: Mutex::new(()),
             store,
             clock,
             #[cfg(test)]
@@ -419,31 +457,45 @@ impl ScimService {
     /// Decides a change on a current copy and stores it. When another replica committed in
     /// between, the store refuses (`Stale`) and the change is decided again on a fresh copy: the
     /// uniqueness and If-Match checks in `plan` always saw the data the change lands on.
+    ///
+    /// Changes are decided one at a time (`writer`); the copy's lock is held to decide and to
+    /// take the stored change in, not across the store's round trip, so the leaver checks of
+    /// sign-ins do not wait for a write storm's disk syncs or Redis calls. A reader refreshing
+    /// meanwhile (shared store) may move the copy on; the change is then taken in by a refresh,
+    /// which brings everything up to a revision no older than the change's.
     async fn write(
         &self,
-        plan: impl Fn(&ScimData) -> Result<(Vec<store::Write>, Change), ScimError>,
+        plan: impl Fn(&ScimData, &ResourceIndex) -> Result<(Vec<store::Write>, Change), ScimError>,
         base: &str,
     ) -> Result<(Value, Change), ScimError> {
-        let mut c = self.cache.lock().await;
+        let _one_at_a_time = self.writer.lock().await;
         for _ in 0..COMMIT_ATTEMPTS {
-            self.sync(&mut c).await?;
-            let (writes, change) = plan(&c.data)?;
+            let (seen, planned) = {
+                let c = self.current().await?;
+                (c.seen.clone(), plan(&c.data, &c.index))
+            };
+            let (writes, change) = planned?;
             match self
                 .store
-                .commit(c.seen.as_ref(), &writes)
+                .commit(seen.as_ref(), &writes)
                 .await
                 .map_err(unavailable)?
             {
                 store::Commit::Stale => continue,
                 store::Commit::Done(at) => {
-                    for w in &writes {
-                        c.apply(w);
-                    }
-                    if at.is_some() {
-                        c.seen = at;
+                    let mut c = self.cache.lock().await;
+                    if c.seen == seen {
+                        for w in &writes {
+                            c.apply(w);
+                        }
+                        if at.is_some() {
+                            c.seen = at;
+                        }
+                    } else {
+                        self.sync(&mut c).await?;
                     }
                     let shown = match &change.after {
-                        Some(v) => Self::render(&c.data, change.kind, v, base),
+                        Some(v) => Self::render(&c.data, &c.index, change.kind, v, base),
                         None => Value::Null,
                     };
                     return Ok((shown, change));
@@ -456,9 +508,45 @@ impl ScimService {
         ))
     }
     /// The resource as the client sees it: `meta.location`, and a user's `groups`.
-    fn render(data: &ScimData, kind: Kind, stored: &Value, base: &str) -> Value {
-        let mut v = stored.clone();
-        let id = stored
+    fn render(
+        data: &ScimData,
+        index: &ResourceIndex,
+        kind: Kind,
+        stored: &Value,
+        base: &str,
+    ) -> Value {
+        let groups = Self::groups_of(data, index, kind, stored);
+        Self::render_taken(kind, stored.clone(), groups, base)
+    }
+
+    /// What rendering `stored` reads besides it: `(id, displayName)` of each group a user is
+    /// a member of (found by the index, confirmed as `is_member` reads it), in id order.
+    fn groups_of(
+        data: &ScimData,
+        index: &ResourceIndex,
+        kind: Kind,
+        stored: &Value,
+    ) -> Vec<(String, Value)> {
+        if kind != Kind::User {
+            return Vec::new();
+        }
+        let id = stored.get("id").and_then(Value::as_str).unwrap_or_default();
+        index
+            .groups_of(id)
+            .filter_map(|gid| data.groups.get_key_value(gid))
+            .filter(|(_, g)| is_member(g, id))
+            .map(|(gid, g)| {
+                (
+                    gid.clone(),
+                    g.get("displayName").cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect()
+    }
+
+    /// [`Self::render`] from what was taken out of the copy (no lock needed).
+    fn render_taken(kind: Kind, mut v: Value, groups: Vec<(String, Value)>, base: &str) -> Value {
+        let id = v
             .get("id")
             .and_then(Value::as_str)
             .unwrap_or_default()
@@ -469,24 +557,20 @@ impl ScimService {
                 json!(format!("{base}/{}/{id}", endpoint(kind))),
             );
         }
-        if kind == Kind::User {
-            let groups: Vec<Value> = data
-                .groups
-                .iter()
-                .filter(|(_, g)| is_member(g, &id))
-                .map(|(gid, g)| {
+        if !groups.is_empty()
+            && let Some(o) = v.as_object_mut()
+        {
+            let groups = groups
+                .into_iter()
+                .map(|(gid, display)| {
                     json!({
                         "value": gid,
                         "$ref": format!("{base}/Groups/{gid}"),
-                        "display": g.get("displayName").cloned().unwrap_or(Value::Null),
+                        "display": display,
                     })
                 })
                 .collect();
-            if !groups.is_empty()
-                && let Some(o) = v.as_object_mut()
-            {
-                o.insert("groups".into(), Value::Array(groups));
-            }
+            o.insert("groups".into(), Value::Array(groups));
         }
         v
     }
@@ -495,6 +579,7 @@ impl ScimService {
     /// sets `schemas`, coerces `active`).
     fn prepare(
         data: &ScimData,
+        index: &ResourceIndex,
         kind: Kind,
         body: Value,
         own_id: Option<&str>,
@@ -553,12 +638,18 @@ impl ScimService {
                         "userName is required",
                     ));
                 }
-                let clash = data.users.iter().any(|(id, u)| {
-                    Some(id.as_str()) != own_id
-                        && u.get("userName")
-                            .and_then(Value::as_str)
-                            .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
-                });
+                let key = index::Attr::UserName.key(user_name);
+                let clash = index
+                    .ids(Kind::User, index::Attr::UserName, &key)
+                    .any(|id| {
+                        Some(id.as_str()) != own_id
+                            && data
+                                .users
+                                .get(id)
+                                .and_then(|u| u.get("userName"))
+                                .and_then(Value::as_str)
+                                .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
+                    });
                 if clash {
                     return Err(ScimError {
                         status: 409,
@@ -614,12 +705,18 @@ impl ScimService {
                 }
                 // Policy rules and the reconciler know groups by name: two groups with one name
                 // would be one group to them.
-                let clash = data.groups.iter().any(|(id, g)| {
-                    Some(id.as_str()) != own_id
-                        && g.get("displayName")
-                            .and_then(Value::as_str)
-                            .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
-                });
+                let key = index::Attr::DisplayName.key(name);
+                let clash = index
+                    .ids(Kind::Group, index::Attr::DisplayName, &key)
+                    .any(|id| {
+                        Some(id.as_str()) != own_id
+                            && data
+                                .groups
+                                .get(id)
+                                .and_then(|g| g.get("displayName"))
+                                .and_then(Value::as_str)
+                                .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
+                    });
                 if clash {
                     return Err(ScimError {
                         status: 409,
@@ -712,8 +809,8 @@ impl ScimService {
         base: &str,
     ) -> Result<(Value, Change), ScimError> {
         self.write(
-            |data| {
-                let mut obj = Self::prepare(data, kind, body.clone(), None)?;
+            |data, index| {
+                let mut obj = Self::prepare(data, index, kind, body.clone(), None)?;
                 let id = uuid::Uuid::new_v4().to_string();
                 obj.insert("id".into(), json!(id));
                 obj.insert("meta".into(), self.meta(kind, None));
@@ -747,7 +844,7 @@ impl ScimService {
             .map(kind)
             .get(id)
             .ok_or_else(|| ScimError::not_found(kind, id))?;
-        Ok(Self::render(&c.data, kind, v, base))
+        Ok(Self::render(&c.data, &c.index, kind, v, base))
     }
 
     /// The stored resource `id`, provided `If-Match` (when sent) names its version.
@@ -803,9 +900,9 @@ impl ScimService {
         base: &str,
     ) -> Result<(Value, Change), ScimError> {
         self.write(
-            |data| {
+            |data, index| {
                 let before = Self::existing(data, kind, id, if_match)?;
-                let obj = Self::prepare(data, kind, body.clone(), Some(id))?;
+                let obj = Self::prepare(data, index, kind, body.clone(), Some(id))?;
                 Ok(self.updated(kind, id, before, obj, "replace"))
             },
             base,
@@ -828,14 +925,14 @@ impl ScimService {
             ));
         }
         self.write(
-            |data| {
+            |data, index| {
                 let before = Self::existing(data, kind, id, if_match)?;
                 let mut work = before.clone();
                 let readonly: &[&str] = if kind == Kind::User { &["groups"] } else { &[] };
                 for op in &req.operations {
                     patch::apply(&mut work, op, readonly)?;
                 }
-                let obj = Self::prepare(data, kind, work, Some(id))?;
+                let obj = Self::prepare(data, index, kind, work, Some(id))?;
                 Ok(self.updated(kind, id, before, obj, "patch"))
             },
             base,
@@ -850,7 +947,10 @@ impl ScimService {
         if_match: Option<&str>,
     ) -> Result<Change, ScimError> {
         let (_, change) = self
-            .write(|data| self.plan_delete(data, kind, id, if_match), "")
+            .write(
+                |data, index| self.plan_delete(data, index, kind, id, if_match),
+                "",
+            )
             .await?;
         Ok(change)
     }
@@ -859,6 +959,7 @@ impl ScimService {
     fn plan_delete(
         &self,
         data: &ScimData,
+        index: &ResourceIndex,
         kind: Kind,
         id: &str,
         if_match: Option<&str>,
@@ -880,7 +981,11 @@ impl ScimService {
                 value: Some(Value::Object(t)),
             });
             // RFC 7644 §3.6: the user disappears from every group.
-            for (gid, g) in data.groups.iter().filter(|(_, g)| is_member(g, id)) {
+            let groups = index
+                .groups_of(id)
+                .filter_map(|gid| data.groups.get_key_value(gid))
+                .filter(|(_, g)| is_member(g, id));
+            for (gid, g) in groups {
                 let mut g = g.clone();
                 let emptied = match g.get_mut("members").and_then(Value::as_array_mut) {
                     Some(m) => {
@@ -936,11 +1041,47 @@ impl ScimService {
         // RFC 7644 §3.4.2.4: startIndex < 1 is 1; count < 0 is 0.
         let start = q.start_index.unwrap_or(1).max(1) as usize;
         let count = q.count.unwrap_or(100).clamp(0, MAX_PAGE as i64) as usize;
-        // The lock is held only to take the current data; every sign-in's leaver check waits
-        // on it, so the filtering and rendering of a large list happen after it is released,
-        // on a blocking thread (a list of every user is CPU work, not I/O).
-        let data = Arc::clone(&self.current().await?.data);
         let (attributes, excluded) = (q.attributes.clone(), q.excluded_attributes.clone());
+        // Every sign-in's leaver check waits on this lock. A list the index answers (no filter,
+        // or `eq` on an indexed attribute) costs about its page here: the page's resources are
+        // copied out and rendered after the lock is released.
+        let taken = {
+            let c = self.current().await?;
+            let indexed = f
+                .as_ref()
+                .is_none_or(|f| c.index.candidates(&c.data, kind, f).is_some());
+            if indexed {
+                let (total, page) =
+                    Self::select(&c.data, &c.index, kind, f.as_ref(), start, count, base);
+                let page: Vec<(Value, Vec<(String, Value)>)> = page
+                    .into_iter()
+                    .map(|v| (v.clone(), Self::groups_of(&c.data, &c.index, kind, v)))
+                    .collect();
+                Ok((total, page))
+            } else {
+                Err((Arc::clone(&c.data), Arc::clone(&c.index)))
+            }
+        };
+        let render_page =
+            move |total: usize, page: Vec<(Value, Vec<(String, Value)>)>, base: &str| {
+                let page = page
+                    .into_iter()
+                    .map(|(v, groups)| {
+                        project(
+                            Self::render_taken(kind, v, groups, base),
+                            attributes.as_deref(),
+                            excluded.as_deref(),
+                        )
+                    })
+                    .collect();
+                ListResponse::new(total, start, page)
+            };
+        let (data, index) = match taken {
+            Ok((total, page)) => return Ok(render_page(total, page, base)),
+            Err(shared) => shared,
+        };
+        // Any other filter reads every resource: that is CPU work, done after the lock is
+        // released, on a blocking thread.
         let base = base.to_owned();
         #[cfg(test)]
         let gate = self.list_gate.lock().take();
@@ -950,16 +1091,12 @@ impl ScimService {
                 let _ = g.arrived.send(());
                 let _ = g.go.recv();
             }
-            Self::list_page(
-                &data,
-                kind,
-                f.as_ref(),
-                start,
-                count,
-                &base,
-                attributes.as_deref(),
-                excluded.as_deref(),
-            )
+            let (total, page) = Self::select(&data, &index, kind, f.as_ref(), start, count, &base);
+            let page = page
+                .into_iter()
+                .map(|v| (v.clone(), Self::groups_of(&data, &index, kind, v)))
+                .collect();
+            render_page(total, page, &base)
         })
         .await
         .map_err(|e| {
@@ -968,44 +1105,67 @@ impl ScimService {
         })
     }
 
-    /// One page of a list: filtered on the stored resources (rendered first only when the filter
-    /// reads what rendering adds), ordered, and only the page's resources rendered.
+    /// One page of a list, as the stored resources it shows, and the number of matches: from
+    /// the index when it can answer the filter (its candidates checked with the filter, then
+    /// ordered), otherwise every resource in list order checked with the filter (on the
+    /// rendered resource when the filter reads what rendering adds). Only matches are counted,
+    /// only the page is kept.
     #[allow(clippy::too_many_arguments)]
-    fn list_page(
-        data: &ScimData,
+    fn select<'a>(
+        data: &'a ScimData,
+        index: &ResourceIndex,
         kind: Kind,
         f: Option<&filter::Filter>,
         start: usize,
         count: usize,
         base: &str,
-        attributes: Option<&str>,
-        excluded: Option<&str>,
-    ) -> ListResponse {
-        let render_first = f.is_some_and(|f| filter::reads_rendered(f, kind == Kind::User));
-        let mut hits: Vec<(&String, &Value)> = data
-            .map(kind)
-            .iter()
-            .filter(|(_, v)| match f {
-                None => true,
-                Some(f) if render_first => filter::matches(f, &Self::render(data, kind, v, base)),
-                Some(f) => filter::matches(f, v),
-            })
-            .collect();
-        // Stable order for paging: creation time, then id.
-        fn created(v: &Value) -> &str {
-            v.pointer("/meta/created")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
+    ) -> (usize, Vec<&'a Value>) {
+        let map = data.map(kind);
+        let Some(f) = f else {
+            let page = index
+                .in_order(kind)
+                .skip(start - 1)
+                .take(count)
+                .filter_map(|id| map.get(id))
+                .collect();
+            return (map.len(), page);
+        };
+        let render_first = filter::reads_rendered(f, kind == Kind::User);
+        let hit = |v: &Value| {
+            if render_first {
+                filter::matches(f, &Self::render(data, index, kind, v, base))
+            } else {
+                filter::matches(f, v)
+            }
+        };
+        let page_of = |hits: &mut dyn Iterator<Item = &'a Value>| {
+            let mut total = 0;
+            let mut page = Vec::new();
+            for v in hits {
+                total += 1;
+                if total >= start && page.len() < count {
+                    page.push(v);
+                }
+            }
+            (total, page)
+        };
+        match index.candidates(data, kind, f) {
+            Some(ids) => {
+                let mut hits: Vec<(&'a String, &'a Value)> = ids
+                    .into_iter()
+                    .filter_map(|id| map.get_key_value(id))
+                    .filter(|(_, v)| hit(v))
+                    .collect();
+                hits.sort_by_cached_key(|(id, v)| index::order_key(id, v));
+                page_of(&mut hits.into_iter().map(|(_, v)| v))
+            }
+            None => page_of(
+                &mut index
+                    .in_order(kind)
+                    .filter_map(|id| map.get(id))
+                    .filter(|v| hit(v)),
+            ),
         }
-        hits.sort_by(|a, b| created(a.1).cmp(created(b.1)).then(a.0.cmp(b.0)));
-        let total = hits.len();
-        let page: Vec<Value> = hits
-            .into_iter()
-            .skip(start - 1)
-            .take(count)
-            .map(|(_, v)| project(Self::render(data, kind, v, base), attributes, excluded))
-            .collect();
-        ListResponse::new(total, start, page)
     }
 }
 

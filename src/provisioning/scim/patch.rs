@@ -121,6 +121,65 @@ fn same_member(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// What [`same_member`] compares, as a hashable key, for values whose `value` is a string: two
+/// such are the same member exactly when their keys are equal. Anything else (no `value`, or a
+/// complex one) has no key and is compared one by one, as before.
+fn member_key(v: &Value) -> Option<&str> {
+    filter::get_ci(v, "value").and_then(Value::as_str)
+}
+
+/// The values of a multi-valued attribute, for asking "is this one already there" without
+/// comparing against each (a group of 20,000 members gets members added and removed one PATCH
+/// at a time, and a PATCH may name thousands).
+struct Present<'a> {
+    keyed: std::collections::HashSet<&'a str>,
+    unkeyed: Vec<&'a Value>,
+}
+
+impl<'a> Present<'a> {
+    fn of(values: impl IntoIterator<Item = &'a Value>) -> Self {
+        let mut p = Present {
+            keyed: Default::default(),
+            unkeyed: Vec::new(),
+        };
+        for v in values {
+            match member_key(v) {
+                Some(k) => {
+                    p.keyed.insert(k);
+                }
+                None => p.unkeyed.push(v),
+            }
+        }
+        p
+    }
+
+    /// Whether any value held is [`same_member`] as `v`.
+    fn holds(&self, v: &Value) -> bool {
+        match member_key(v) {
+            Some(k) => self.keyed.contains(k),
+            None => self.unkeyed.iter().any(|h| same_member(h, v)),
+        }
+    }
+}
+
+/// Appends the values not already held (by [`same_member`]), in order.
+fn append_new(have: &mut Vec<Value>, new: Vec<Value>) {
+    let mut keys: std::collections::HashSet<String> = have
+        .iter()
+        .filter_map(member_key)
+        .map(str::to_owned)
+        .collect();
+    for v in new {
+        let held = match member_key(&v) {
+            Some(k) => !keys.insert(k.to_owned()),
+            None => have.iter().any(|h| same_member(h, &v)),
+        };
+        if !held {
+            have.push(v);
+        }
+    }
+}
+
 /// `remove` of a whole attribute path. Without a value (RFC 7644 §3.5.2.2: "no filter and no
 /// value") the attribute is cleared. With a value, only the values it names go: Entra ID and
 /// Identity Manager send `{"value": id}` or `[{"value": id}, ...]` for `members` and expect the
@@ -136,7 +195,8 @@ fn remove_values(obj: &mut Map<String, Value>, key: &str, value: Value) {
     };
     match obj.get_mut(key) {
         Some(Value::Array(have)) => {
-            have.retain(|h| !gone.iter().any(|g| same_member(h, g)));
+            let gone = Present::of(&gone);
+            have.retain(|h| !gone.holds(h));
             if have.is_empty() {
                 obj.remove(key);
             }
@@ -154,13 +214,7 @@ fn remove_values(obj: &mut Map<String, Value>, key: &str, value: Value) {
 fn add_value(obj: &mut Map<String, Value>, name: &str, value: Value) {
     let k = key_of(obj, name);
     match (obj.get_mut(&k), value) {
-        (Some(Value::Array(have)), Value::Array(new)) => {
-            for v in new {
-                if !have.iter().any(|h| same_member(h, &v)) {
-                    have.push(v);
-                }
-            }
-        }
+        (Some(Value::Array(have)), Value::Array(new)) => append_new(have, new),
         (Some(Value::Array(have)), v) => {
             if !have.iter().any(|h| same_member(h, &v)) {
                 have.push(v);
@@ -341,9 +395,10 @@ pub fn apply(
                     }
                     match (&p.sub_after, op) {
                         (None, Op::Remove) => {
+                            // `matched` is in ascending order.
                             let mut i = 0;
                             items.retain(|_| {
-                                let keep = !matched.contains(&i);
+                                let keep = matched.binary_search(&i).is_err();
                                 i += 1;
                                 keep
                             });
@@ -471,6 +526,70 @@ mod tests {
             apply(&mut g, &remove("members", value), &[]).unwrap();
             assert_eq!(g, json!({"displayName": "g"}));
         }
+    }
+
+    fn add(path: &str, value: Value) -> PatchOperation {
+        PatchOperation {
+            op: "add".into(),
+            path: Some(path.into()),
+            value: Some(value),
+        }
+    }
+
+    /// Issue 15: adding and removing members is looked up, not compared against every member;
+    /// what counts as "already there" is unchanged: the same `value` (key in any letter case),
+    /// or, for a value without one, the same whole value.
+    #[test]
+    fn add_members_skips_those_already_present_and_keeps_order() {
+        let mut g = group();
+        let new = json!([
+            {"value": "u2", "display": "again"},
+            {"value": "u4"},
+            {"VALUE": "u4"},
+            {"display": "no value"},
+            {"display": "no value"},
+            {"value": 7},
+            {"value": 7},
+        ]);
+        apply(&mut g, &add("members", new), &[]).unwrap();
+        assert_eq!(
+            g["members"],
+            json!([{"value": "u1"}, {"value": "u2"}, {"value": "u3"}, {"value": "u4"},
+                   {"display": "no value"}, {"value": 7}])
+        );
+    }
+
+    #[test]
+    fn add_and_remove_thousands_of_members_of_a_large_group() {
+        let many = |r: std::ops::Range<usize>| -> Value {
+            r.map(|i| json!({"value": format!("u{i}")})).collect()
+        };
+        let mut g = json!({"displayName": "big", "members": many(0..20_000)});
+        apply(&mut g, &add("members", many(10_000..30_000)), &[]).unwrap();
+        assert_eq!(g["members"], many(0..30_000));
+        apply(&mut g, &remove("members", Some(many(5_000..25_000))), &[]).unwrap();
+        let left: Vec<Value> = (0..5_000)
+            .chain(25_000..30_000)
+            .map(|i| json!({"value": format!("u{i}")}))
+            .collect();
+        assert_eq!(g["members"], Value::Array(left));
+    }
+
+    #[test]
+    fn remove_members_without_a_string_value_compares_whole_values() {
+        let mut g = json!({"displayName": "g", "members": [{"value": "u1"}, {"display": "x"}, {"value": 7}]});
+        apply(
+            &mut g,
+            &remove(
+                "members",
+                Some(json!([{"display": "x"}, {"value": 7}, {"value": "U1"}])),
+            ),
+            &[],
+        )
+        .unwrap();
+        // Values compare exactly: "U1" is not "u1".
+        assert_eq!(members(&g), ["u1"]);
+        assert_eq!(g["members"].as_array().map(Vec::len), Some(1));
     }
 
     #[test]

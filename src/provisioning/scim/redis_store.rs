@@ -14,7 +14,12 @@
 //! set: a replica whose copy is stale is told so and decides again on a fresh copy, which is how
 //! uniqueness and If-Match hold across replicas). `refresh` answers, in one round trip, "current",
 //! the latest value of every resource changed since the caller's revision (from the log), or
-//! everything when the caller fell behind the log or the epoch changed.
+//! "full" when the caller fell behind the log or the epoch changed. A full load is then read in
+//! batches (`HSCAN ... COUNT 1000`), not in one reply from the script: at 100,000 users one
+//! reply was tens of megabytes built inside Lua, with every other client of that Redis (every
+//! replica's sessions and leaver checks) waiting until it was done. The batches are not one
+//! snapshot; the changes made while they were read are in the log since the revision the load
+//! started from, and taking their latest values afterwards gives the state at the newer revision.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -22,8 +27,15 @@ use serde_json::Value;
 use super::store::{Commit, Kind, Refresh, Revision, ScimStore, StoreError, Write};
 use crate::store::{RedisHandle, describe};
 
-/// Changes kept in the log; a replica further behind reloads everything (one HGETALL).
+/// Changes kept in the log; a replica further behind reloads everything.
 pub const LOG_LEN: usize = 1000;
+
+/// Resources asked for per `HSCAN` of a full load.
+const SCAN_BATCH: usize = 1000;
+
+/// Full loads tried when the data changes faster than the log keeps (more than [`LOG_LEN`]
+/// changes while one load reads).
+const LOAD_ATTEMPTS: usize = 4;
 
 const REFRESH: &str = r#"
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'rev')
@@ -58,11 +70,7 @@ if epoch == ARGV[1] and behind > 0 and behind <= tonumber(ARGV[3]) then
     end
   end
 end
-local out = {'full', epoch, tostring(rev)}
-for _, x in ipairs(redis.call('HGETALL', KEYS[2])) do
-  table.insert(out, x)
-end
-return out
+return {'full', epoch, tostring(rev)}
 "#;
 
 const COMMIT: &str = r#"
@@ -132,6 +140,79 @@ impl RedisScimStore {
             self.redis.count_error();
             StoreError(format!("Redis: {}", describe(&e)))
         })
+    }
+
+    /// Every field of the resources hash, in batches; a field changed meanwhile may appear twice
+    /// or with either value (the caller takes the log's latest values over these).
+    async fn scan_all(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut conn = self.redis.conn().await.map_err(StoreError)?;
+        let mut fields = std::collections::HashMap::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("HSCAN")
+                .arg(&self.keys[1])
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| {
+                    self.redis.count_error();
+                    StoreError(format!("Redis: {}", describe(&e)))
+                })?;
+            let mut pairs = batch.into_iter();
+            while let (Some(f), Some(v)) = (pairs.next(), pairs.next()) {
+                fields.insert(f, v);
+            }
+            if next == 0 {
+                return Ok(fields);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Everything, as of a revision no older than `at` (the head when the refresh answered
+    /// "full").
+    async fn full_load(&self, mut at: Revision) -> Result<Refresh, StoreError> {
+        for _ in 0..LOAD_ATTEMPTS {
+            let mut fields = self.scan_all().await?;
+            let [epoch, rev] = seen_args(Some(&at));
+            let reply = self
+                .run(&self.refresh, &[epoch, rev, LOG_LEN.to_string()])
+                .await?;
+            let (status, head, pairs) = parse_reply(&reply)?;
+            match status {
+                "current" => {}
+                "changed" => {
+                    for (f, v) in pairs {
+                        if v.is_empty() {
+                            fields.remove(f);
+                        } else {
+                            fields.insert(f.to_owned(), v.to_owned());
+                        }
+                    }
+                    at = head;
+                }
+                // Behind the log already, or Redis was emptied: read it all again.
+                _ => {
+                    at = head;
+                    continue;
+                }
+            }
+            // Parsing 100,000 resources is CPU work: off the request threads.
+            let items = tokio::task::spawn_blocking(move || {
+                fields
+                    .iter()
+                    .map(|(f, v)| Ok((parse_field(f)?.0, parse_json(f, v)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await
+            .map_err(|e| StoreError(e.to_string()))??;
+            return Ok(Refresh::Full { at, items });
+        }
+        Err(StoreError(
+            "the SCIM data in Redis changed faster than a full load could read it".into(),
+        ))
     }
 
     async fn load_all(&self) -> Result<Vec<(Kind, Value)>, StoreError> {
@@ -262,7 +343,10 @@ impl ScimStore for RedisScimStore {
         let reply = self
             .run(&self.refresh, &[epoch, rev, LOG_LEN.to_string()])
             .await?;
-        refresh_from_reply(&reply)
+        match refresh_from_reply(&reply)? {
+            Refresh::Full { at, .. } => self.full_load(at).await,
+            other => Ok(other),
+        }
     }
 
     async fn commit(
@@ -301,10 +385,12 @@ impl RedisScimStore {
     /// A single write on top of whatever is there (`put`/`delete`; the service uses `commit`).
     async fn unconditional(&self, w: Write) -> Result<(), StoreError> {
         for _ in 0..16 {
-            let seen = match self.refresh(None).await? {
-                Refresh::Full { at, .. } | Refresh::Changed { at, .. } => at,
-                Refresh::Current => return Err(StoreError("unexpected refresh answer".into())),
-            };
+            // Asked with no revision, the script names the head and sends nothing else.
+            let [epoch, rev] = seen_args(None);
+            let reply = self
+                .run(&self.refresh, &[epoch, rev, LOG_LEN.to_string()])
+                .await?;
+            let (_, seen, _) = parse_reply(&reply)?;
             if let Commit::Done(_) = self.commit(Some(&seen), std::slice::from_ref(&w)).await? {
                 return Ok(());
             }

@@ -794,3 +794,124 @@ async fn the_leaver_check_answers_while_a_list_is_being_filtered_and_rendered() 
     let page = listing.await.unwrap().unwrap();
     assert_eq!(page.total_results, 299);
 }
+
+/// Issue 15: uniqueness and `eq` filters read the index, which follows renames: the old name is
+/// free at once, the new one taken, in any letter case.
+#[tokio::test]
+async fn a_renamed_user_frees_the_old_user_name_and_takes_the_new_one() {
+    let s = service().await;
+    let (a, _) = s
+        .create(Kind::User, json!({"userName": "a@x.com"}), BASE)
+        .await
+        .unwrap();
+    s.create(Kind::User, json!({"userName": "b@x.com"}), BASE)
+        .await
+        .unwrap();
+    let id = a["id"].as_str().unwrap();
+    let e = s
+        .replace(Kind::User, id, json!({"userName": "B@x.com"}), None, BASE)
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.scim_type), (409, Some(ScimType::Uniqueness)));
+    s.replace(Kind::User, id, json!({"userName": "c@x.com"}), None, BASE)
+        .await
+        .unwrap();
+    s.create(Kind::User, json!({"userName": "A@x.com"}), BASE)
+        .await
+        .unwrap();
+    let e = s
+        .create(Kind::User, json!({"userName": "C@X.COM"}), BASE)
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.scim_type), (409, Some(ScimType::Uniqueness)));
+    let q = |f: &str| ListQuery {
+        filter: Some(f.to_owned()),
+        ..Default::default()
+    };
+    let by_new = s
+        .list(Kind::User, &q(r#"userName eq "C@x.COM""#), BASE)
+        .await
+        .unwrap();
+    assert_eq!(by_new.total_results, 1);
+    assert_eq!(by_new.resources[0]["id"], json!(id));
+    let by_old = s
+        .list(Kind::User, &q(r#"userName eq "a@x.com""#), BASE)
+        .await
+        .unwrap();
+    assert_eq!(by_old.total_results, 1);
+    assert_ne!(by_old.resources[0]["id"], json!(id));
+}
+
+/// Issue 15: a group of thousands of members is read and changed one member at a time, and a
+/// member's `groups` and deletion follow the membership index.
+#[tokio::test]
+async fn a_large_group_keeps_its_members_through_single_member_patches() {
+    let s = service().await;
+    let mut ids = Vec::new();
+    for i in 0..3000 {
+        let (u, _) = s
+            .create(Kind::User, json!({"userName": format!("u{i}@x.com")}), BASE)
+            .await
+            .unwrap();
+        ids.push(u["id"].as_str().unwrap().to_owned());
+    }
+    let members: Vec<Value> = ids[..2999].iter().map(|id| json!({"value": id})).collect();
+    let (g, _) = s
+        .create(
+            Kind::Group,
+            json!({"displayName": "big", "members": members}),
+            BASE,
+        )
+        .await
+        .unwrap();
+    let gid = g["id"].as_str().unwrap();
+    let last = &ids[2999];
+    s.patch(
+        Kind::Group,
+        gid,
+        patch_req(vec![op("add", Some("members"), json!([{"value": last}]))]),
+        None,
+        BASE,
+    )
+    .await
+    .unwrap();
+    let u = s.get(Kind::User, last, BASE).await.unwrap();
+    assert_eq!(u["groups"][0]["value"], json!(gid));
+    s.patch(
+        Kind::Group,
+        gid,
+        patch_req(vec![op(
+            "remove",
+            Some("members"),
+            json!([{"value": &ids[5]}]),
+        )]),
+        None,
+        BASE,
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.get(Kind::User, &ids[5], BASE)
+            .await
+            .unwrap()
+            .get("groups")
+            .is_none()
+    );
+    s.delete(Kind::User, &ids[7], None).await.unwrap();
+    let g = s.get(Kind::Group, gid, BASE).await.unwrap();
+    let have: Vec<&str> = g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(have.len(), 2998);
+    assert!(!have.contains(&ids[5].as_str()) && !have.contains(&ids[7].as_str()));
+    assert!(have.contains(&last.as_str()));
+    let q = ListQuery {
+        filter: Some(format!("members.value eq \"{last}\"")),
+        ..Default::default()
+    };
+    let found = s.list(Kind::Group, &q, BASE).await.unwrap();
+    assert_eq!(found.total_results, 1);
+}

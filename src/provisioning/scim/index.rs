@@ -1,0 +1,280 @@
+//! Lookups over the SCIM copy, so that what a request costs grows with its answer and not with
+//! the directory (issue 15: 100,000 users, 5,000 groups, groups of 20,000 members).
+//!
+//! - Attribute values: a user's `userName`, `externalId` and `emails.value`, a group's
+//!   `displayName`, `externalId` and `members.value`, each value as the filter compares it
+//!   (lower-cased unless the attribute is caseExact). A filter `eq` on one of them, and `and`/`or`
+//!   of such, is answered from here; [`ResourceIndex::candidates`] gives a superset that the
+//!   caller still checks with [`filter::matches`], so the answer is the scan's by construction.
+//! - Membership: the groups whose `members` list a user id (as [`super::is_member`] reads them),
+//!   for a user's rendered `groups` and for taking a deleted user out of every group.
+//! - List order: `(meta.created, id)` of every resource, so an unfiltered page is read in order
+//!   without sorting the directory.
+//!
+//! Kept in step with every write the copy takes ([`ResourceIndex::apply`], before the data
+//! changes); a write changes only the keys that differ between the old and the new value, so
+//! adding one member to a group of 20,000 touches one entry.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::ScimData;
+use super::filter::{self, AttrPath, CompareOp, Filter};
+use super::store::{Kind, Write};
+
+/// An indexed attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attr {
+    UserName,
+    ExternalId,
+    EmailValue,
+    DisplayName,
+    MemberValue,
+}
+
+impl Attr {
+    fn of(kind: Kind) -> &'static [Attr] {
+        match kind {
+            Kind::User => &[Attr::UserName, Attr::ExternalId, Attr::EmailValue],
+            Kind::Group => &[Attr::DisplayName, Attr::ExternalId, Attr::MemberValue],
+            Kind::Tombstone => &[],
+        }
+    }
+
+    /// `(name, sub)` of the attribute path, as a filter names it.
+    fn path(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Attr::UserName => ("userName", None),
+            Attr::ExternalId => ("externalId", None),
+            Attr::EmailValue => ("emails", Some("value")),
+            Attr::DisplayName => ("displayName", None),
+            Attr::MemberValue => ("members", Some("value")),
+        }
+    }
+
+    /// caseExact in RFC 7643 (what `filter::compare` compares exactly).
+    fn exact(self) -> bool {
+        self == Attr::ExternalId
+    }
+
+    /// The attribute a filter's path names on `kind`, if indexed. Paths with a schema URN are
+    /// left to the scan (a core URN changes whether `externalId` compares exactly).
+    fn named(kind: Kind, p: &AttrPath) -> Option<Attr> {
+        if p.urn.is_some() {
+            return None;
+        }
+        Attr::of(kind).iter().copied().find(|a| {
+            let (name, sub) = a.path();
+            p.name.eq_ignore_ascii_case(name)
+                && match (sub, &p.sub) {
+                    (None, None) => true,
+                    (Some(s), Some(ps)) => ps.eq_ignore_ascii_case(s),
+                    _ => false,
+                }
+        })
+    }
+
+    /// The value as looked up: as given when caseExact, lower-cased otherwise.
+    pub fn key(self, value: &str) -> String {
+        if self.exact() {
+            value.to_owned()
+        } else {
+            value.to_lowercase()
+        }
+    }
+}
+
+/// Every key `v` is found under for `attr`: the values `filter::values_at` reaches, plus the
+/// plain `get` and trimmed spellings the uniqueness checks read. More keys than needed only add
+/// candidates the caller's exact check drops; a missing key would lose a match.
+fn keys_of(attr: Attr, v: &Value) -> HashSet<String> {
+    let (name, sub) = attr.path();
+    let path = AttrPath {
+        urn: None,
+        name: name.to_owned(),
+        sub: sub.map(str::to_owned),
+    };
+    let mut out: HashSet<String> = filter::values_at(v, &path)
+        .into_iter()
+        .filter_map(Value::as_str)
+        .map(|s| attr.key(s))
+        .collect();
+    if sub.is_none()
+        && let Some(s) = v.get(name).and_then(Value::as_str)
+    {
+        out.insert(attr.key(s));
+        out.insert(attr.key(s.trim()));
+    }
+    if attr == Attr::DisplayName {
+        let trimmed: Vec<String> = out.iter().map(|k| k.trim().to_owned()).collect();
+        out.extend(trimmed);
+    }
+    out
+}
+
+/// The user ids a group lists as members, read exactly as [`super::is_member`] does.
+fn member_ids(group: &Value) -> HashSet<&str> {
+    group
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| x.get("value").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The list order of a resource: `meta.created`, then id.
+pub fn order_key(id: &str, v: &Value) -> (String, String) {
+    let created = v
+        .pointer("/meta/created")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    (created.to_owned(), id.to_owned())
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ResourceIndex {
+    by_value: HashMap<(Kind, Attr), HashMap<String, BTreeSet<String>>>,
+    /// user id → ids of the groups listing it.
+    groups_of: HashMap<String, BTreeSet<String>>,
+    order: HashMap<Kind, BTreeSet<(String, String)>>,
+}
+
+impl ResourceIndex {
+    pub fn build(data: &ScimData) -> Self {
+        let mut index = ResourceIndex::default();
+        for kind in Kind::ALL {
+            for (id, v) in data.map(kind) {
+                index.change(kind, id, None, Some(v));
+            }
+        }
+        index
+    }
+
+    /// Takes `w` in; `data` is the copy before `w` is applied to it.
+    pub fn apply(&mut self, data: &ScimData, w: &Write) {
+        let old = data.map(w.kind).get(&w.id);
+        self.change(w.kind, &w.id, old, w.value.as_ref());
+    }
+
+    fn change(&mut self, kind: Kind, id: &str, old: Option<&Value>, new: Option<&Value>) {
+        for &attr in Attr::of(kind) {
+            let before = old.map(|v| keys_of(attr, v)).unwrap_or_default();
+            let after = new.map(|v| keys_of(attr, v)).unwrap_or_default();
+            let map = self.by_value.entry((kind, attr)).or_default();
+            for k in before.difference(&after) {
+                if let Some(ids) = map.get_mut(k) {
+                    ids.remove(id);
+                    if ids.is_empty() {
+                        map.remove(k);
+                    }
+                }
+            }
+            for k in after.difference(&before) {
+                map.entry(k.clone()).or_default().insert(id.to_owned());
+            }
+        }
+        if kind == Kind::Group {
+            let before = old.map(member_ids).unwrap_or_default();
+            let after = new.map(member_ids).unwrap_or_default();
+            for uid in before.difference(&after) {
+                if let Some(gids) = self.groups_of.get_mut(*uid) {
+                    gids.remove(id);
+                    if gids.is_empty() {
+                        self.groups_of.remove(*uid);
+                    }
+                }
+            }
+            for uid in after.difference(&before) {
+                self.groups_of
+                    .entry((*uid).to_owned())
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+        }
+        let order = self.order.entry(kind).or_default();
+        let (before, after) = (old.map(|v| order_key(id, v)), new.map(|v| order_key(id, v)));
+        if before != after {
+            if let Some(k) = before {
+                order.remove(&k);
+            }
+            if let Some(k) = after {
+                order.insert(k);
+            }
+        }
+    }
+
+    /// Ids of `kind` carrying `key` (see [`Attr::key`]) in `attr`.
+    pub fn ids(&self, kind: Kind, attr: Attr, key: &str) -> impl Iterator<Item = &String> {
+        self.by_value
+            .get(&(kind, attr))
+            .and_then(|m| m.get(key))
+            .into_iter()
+            .flatten()
+    }
+
+    /// Ids of the groups listing `user_id` as a member, in id order.
+    pub fn groups_of(&self, user_id: &str) -> impl Iterator<Item = &String> {
+        self.groups_of.get(user_id).into_iter().flatten()
+    }
+
+    /// Ids of `kind` in list order.
+    pub fn in_order(&self, kind: Kind) -> impl Iterator<Item = &String> {
+        self.order
+            .get(&kind)
+            .into_iter()
+            .flatten()
+            .map(|(_, id)| id)
+    }
+
+    /// Every resource of `kind` that can match `f`, when the index can tell (`None`: scan).
+    /// A superset: the caller checks each with `filter::matches`.
+    pub fn candidates<'a>(
+        &'a self,
+        data: &'a ScimData,
+        kind: Kind,
+        f: &Filter,
+    ) -> Option<BTreeSet<&'a String>> {
+        match f {
+            Filter::And(a, b) => match (
+                self.candidates(data, kind, a),
+                self.candidates(data, kind, b),
+            ) {
+                (Some(x), Some(y)) => Some(x.intersection(&y).copied().collect()),
+                (Some(x), None) | (None, Some(x)) => Some(x),
+                (None, None) => None,
+            },
+            Filter::Or(a, b) => {
+                let mut x = self.candidates(data, kind, a)?;
+                x.extend(self.candidates(data, kind, b)?);
+                Some(x)
+            }
+            Filter::Compare(p, CompareOp::Eq, Value::String(want)) => {
+                // Two RFC 3339 instants compare as instants, not text: left to the scan.
+                if time::OffsetDateTime::parse(want, &time::format_description::well_known::Rfc3339)
+                    .is_ok()
+                {
+                    return None;
+                }
+                if p.urn.is_none() && p.sub.is_none() && p.name.eq_ignore_ascii_case("id") {
+                    return Some(
+                        data.map(kind)
+                            .get_key_value(want)
+                            .map(|(k, _)| k)
+                            .into_iter()
+                            .collect(),
+                    );
+                }
+                let attr = Attr::named(kind, p)?;
+                Some(self.ids(kind, attr, &attr.key(want)).collect())
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
