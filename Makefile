@@ -28,7 +28,8 @@ test: deps
 ## on a 450-per-30 s window (benches/provisioning.rs), then SAML ACS verifications/s and CPU per
 ## sign-in against pysaml2 on the same response (benches/saml.rs; needs `make deps`), then audit
 ## events/s with the hash chain on and off and `audit verify` (benches/audit.rs), then
-## forward-auth decisions/s with and without the ES256 identity token (benches/forward_auth.rs).
+## forward-auth decisions/s with and without the ES256 identity token (benches/forward_auth.rs),
+## then proxied requests/s through the built-in proxy vs nginx on the same upstream (benches/proxy.rs).
 ## Release build (bench profile).
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,
 # BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs); the SAML bench reads
@@ -41,6 +42,7 @@ bench:
 	$(CARGO) bench --bench saml
 	$(CARGO) bench --bench audit
 	$(CARGO) bench --bench forward_auth
+	$(CARGO) bench --bench proxy
 
 ## lint: formatting and clippy, warnings are errors; both builds: --all-targets has the `devkit`
 ## feature (tests and benches turn it on), --lib --bins is the production build without it
