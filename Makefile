@@ -31,6 +31,7 @@ test: deps
 ## forward-auth decisions/s with and without the ES256 identity token (benches/forward_auth.rs),
 ## then SCIM at 100,000 users and 5,000 groups: filter, big group, leaver check under a write storm,
 ## reconcile pass, replica start-up from Redis (benches/scim_scale.rs).
+## then proxied requests/s through the built-in proxy vs nginx on the same upstream (benches/proxy.rs).
 ## Release build (bench profile).
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,
 # BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs); the SAML bench reads
@@ -44,6 +45,7 @@ bench:
 	$(CARGO) bench --bench audit
 	$(CARGO) bench --bench forward_auth
 	$(CARGO) bench --bench scim_scale
+	$(CARGO) bench --bench proxy
 
 ## lint: formatting and clippy, warnings are errors; both builds: --all-targets has the `devkit`
 ## feature (tests and benches turn it on), --lib --bins is the production build without it

@@ -49,7 +49,7 @@ pub const NOW: UnixTime = 1_796_200_000;
 const WIDE_SKEW: Duration = Duration::from_secs(100 * 365 * 86_400);
 const SHA256_SIG: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 
-/// The six fuzz targets.
+/// The seven fuzz targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     SamlResponse,
@@ -59,16 +59,19 @@ pub enum Target {
     ConfigLoader,
     /// `GET /auth/verify`: forwarded headers and URI (issue 14).
     ForwardedRequest,
+    /// The built-in proxy's header rewriting, both ways (issue 14).
+    ProxyHeaders,
 }
 
 impl Target {
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 7] = [
         Target::SamlResponse,
         Target::SloRedirect,
         Target::ScimFilter,
         Target::ScimPatch,
         Target::ConfigLoader,
         Target::ForwardedRequest,
+        Target::ProxyHeaders,
     ];
 
     /// The corpus folder name (`tests/fuzz/corpus/<name>`) and the cargo-fuzz target name.
@@ -80,6 +83,7 @@ impl Target {
             Target::ScimPatch => "scim_patch",
             Target::ConfigLoader => "config_loader",
             Target::ForwardedRequest => "forwarded_request",
+            Target::ProxyHeaders => "proxy_headers",
         }
     }
 }
@@ -166,6 +170,7 @@ impl Fuzz {
             Target::ScimPatch => scim_patch(data),
             Target::ConfigLoader => self.config_loader(data),
             Target::ForwardedRequest => forwarded_request(data),
+            Target::ProxyHeaders => proxy_headers(data),
         }
     }
 
@@ -433,6 +438,81 @@ pub fn forwarded_request(data: &[u8]) -> &'static str {
             }
         }
     }
+}
+
+/// The built-in proxy: `data` is a browser's header lines (`name: value`), rewritten for the
+/// upstream from an untrusted peer, then the same lines as an upstream's answer rewritten for
+/// the browser. Oracles: the upstream gets exactly the gateway's identity token, the peer as
+/// `X-Forwarded-For`, the route's host, no session cookie and no header `Connection` named;
+/// the browser gets no cookie of the session's name.
+pub fn proxy_headers(data: &[u8]) -> &'static str {
+    use crate::proxy::headers::{self, Hop};
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+    let text = String::from_utf8_lossy(data);
+    let mut incoming = HeaderMap::new();
+    for line in text.lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.trim().as_bytes()),
+            HeaderValue::from_bytes(value.trim().as_bytes()),
+        ) {
+            incoming.append(n, v);
+        }
+    }
+    let ids = vec!["x-storegate-identity".to_owned(), "x-desk-user".to_owned()];
+    let name = HeaderName::from_static("x-desk-user");
+    let token = HeaderValue::from_static("the.gateway.token");
+    let upgrade = headers::wants_upgrade(&incoming);
+    let hop = Hop {
+        peer: Some(std::net::IpAddr::from([203, 0, 113, 9])),
+        peer_trusted: false,
+        proto: "https",
+        host: "orders.example.com",
+        session_cookie: "storegate_session",
+        identity_headers: &ids,
+        identity: (&name, &token),
+        request_id: "fuzz",
+        upgrade,
+    };
+    let out = headers::to_upstream(&incoming, &hop);
+    let all = |h: &HeaderMap, n: &str| -> Vec<String> {
+        h.get_all(n)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    };
+    assert_eq!(all(&out, "x-desk-user"), ["the.gateway.token"]);
+    assert!(out.get("x-storegate-identity").is_none());
+    assert_eq!(all(&out, "x-forwarded-for"), ["203.0.113.9"]);
+    assert_eq!(all(&out, "x-forwarded-host"), ["orders.example.com"]);
+    assert!(
+        headers::cookie_value(&out, "storegate_session").is_none(),
+        "the session cookie reached the upstream"
+    );
+    for gone in [
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "proxy-authorization",
+    ] {
+        assert!(out.get(gone).is_none(), "{gone} reached the upstream");
+    }
+    if !upgrade {
+        assert!(out.get("connection").is_none() && out.get("upgrade").is_none());
+    }
+    let mut back = incoming;
+    headers::to_browser(&mut back, false, "storegate_session");
+    assert!(back.get_all("set-cookie").iter().all(|c| {
+        c.to_str()
+            .ok()
+            .and_then(|c| c.split('=').next())
+            .map(str::trim)
+            != Some("storegate_session")
+    }));
+    if upgrade { "upgrade" } else { "rewritten" }
 }
 
 /// `GET /scim/v2/Users?filter=...`: the filter parser, then matching against a user and a group.

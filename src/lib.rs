@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod onboarding;
 pub mod policy;
 pub mod provisioning;
+pub mod proxy;
 pub mod redirect;
 pub mod reload;
 pub mod secret;

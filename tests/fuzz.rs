@@ -209,6 +209,22 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "#",
             "/admin",
         ],
+        Target::ProxyHeaders => &[
+            "connection: ",
+            "upgrade: websocket\n",
+            "cookie: storegate_session=",
+            "set-cookie: storegate_session=",
+            "x-storegate-identity: ",
+            "x-desk-user: ",
+            "x-forwarded-for: ",
+            "forwarded: ",
+            "keep-alive",
+            "proxy-authorization: ",
+            "te: trailers\n",
+            ", ",
+            "; ",
+            "=",
+        ],
         Target::ConfigLoader => &[
             "\n[saml]\nkey_file = \"sp.key\"\ncert_file = \"sp.crt\"\n",
             "\n[[idp]]\nid = \"s\"\nprotocol = \"saml\"\nmetadata_file = \"idp-metadata.xml\"\n",
@@ -486,7 +502,9 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
                     }
                     Err(_) => false,
                 },
-                Target::ConfigLoader | Target::ForwardedRequest => line_mutation(rng, &mut data),
+                Target::ConfigLoader | Target::ForwardedRequest | Target::ProxyHeaders => {
+                    line_mutation(rng, &mut data)
+                }
                 Target::ScimFilter => false,
             };
         if !structured {
@@ -720,4 +738,9 @@ fn fuzz_config_loader() {
 #[test]
 fn fuzz_forwarded_request() {
     fuzz(Target::ForwardedRequest);
+}
+
+#[test]
+fn fuzz_proxy_headers() {
+    fuzz(Target::ProxyHeaders);
 }

@@ -122,6 +122,11 @@ pub struct SessionFile {
     /// Cookie name. Default `storegate_session`.
     #[serde(default = "default_cookie")]
     pub cookie_name: String,
+    /// The cookie's `Domain` (`example.com`), so the browser also sends it to the tools the
+    /// built-in proxy or a front door serves on sibling hosts (`orders.example.com`). Must be
+    /// `public_url`'s host or a parent of it. Default none: the cookie is `public_url`'s host's only.
+    #[serde(default)]
+    pub cookie_domain: Option<String>,
 }
 
 impl Default for SessionFile {
@@ -138,6 +143,7 @@ impl Default for SessionFile {
             idle_timeout: default_idle(),
             absolute_timeout: default_absolute(),
             cookie_name: default_cookie(),
+            cookie_domain: None,
         }
     }
 }

@@ -156,6 +156,8 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
     pub cookie_name: String,
+    /// `session.cookie_domain`, lower-cased; `public_url`'s host is inside it.
+    pub cookie_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

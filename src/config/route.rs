@@ -51,7 +51,9 @@ pub struct ForwardAuthFile {
     /// Lifetime of an identity token. Default 5m (at most 1h).
     #[serde(default)]
     pub token_lifetime: Option<String>,
-    /// Built-in proxy: the whole exchange with the upstream must finish within this. Default 60s.
+    /// Built-in proxy: the upstream's response head must arrive within this, and its body may
+    /// pause no longer than this between two pieces (a long download is fine, a hung one is
+    /// not). Connecting may take at most 5s of it. Default 60s.
     #[serde(default)]
     pub upstream_timeout: Option<String>,
     /// Built-in proxy: largest request body forwarded (`"10MiB"`, bytes). Default 10 MiB.

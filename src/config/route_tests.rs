@@ -175,3 +175,62 @@ host = "a.example.com"
         .file("keys/old.pem", &public);
     assert_one(&errors_with(&long, &env), 12, "between 1s and 1h");
 }
+
+#[test]
+fn a_proxied_route_on_the_gateway_s_own_host_must_not_take_its_paths() {
+    for bad in [
+        "/",
+        "/auth",
+        "/auth/tools/",
+        "/login",
+        "/oidc/x",
+        "/static/",
+    ] {
+        let text = with(&format!(
+            "\n[[route]]\nname = \"t\"\nhost = \"sso.example.com\"\npath_prefix = \"{bad}\"\nupstream = \"http://127.0.0.1:9000\"\n"
+        ));
+        assert_one(&errors(&text), 12, "would proxy the gateway's own");
+    }
+    // A prefix of its own on the gateway's host is fine, and so is any prefix on another host
+    // or a forward-auth-only route on the gateway's host.
+    for (host, prefix, upstream) in [
+        ("sso.example.com", "/tools/desk/", true),
+        ("sso.example.com:443", "/login-help/", true),
+        ("desk.example.com", "/", true),
+        ("sso.example.com", "/", false),
+    ] {
+        let up = if upstream {
+            "upstream = \"http://127.0.0.1:9000\"\n"
+        } else {
+            ""
+        };
+        let text = with(&format!(
+            "\n[[route]]\nname = \"t\"\nhost = \"{host}\"\npath_prefix = \"{prefix}\"\n{up}"
+        ));
+        load_with(&text, &FakeEnv::default()).unwrap_or_else(|d| panic!("{host}{prefix}: {d}"));
+    }
+}
+
+#[test]
+fn cookie_domain_must_contain_the_gateway_s_host() {
+    for ok in ["example.com", ".Example.com", "sso.example.com"] {
+        let text = with(&format!("\n[session]\ncookie_domain = \"{ok}\"\n"));
+        let cfg = load_with(&text, &FakeEnv::default()).unwrap_or_else(|d| panic!("{ok}: {d}"));
+        let want = ok.trim_start_matches('.').to_ascii_lowercase();
+        assert_eq!(cfg.session.cookie_domain.as_deref(), Some(want.as_str()));
+    }
+    for bad in [
+        "com",
+        "other.com",
+        "xample.com",
+        "example.com:443",
+        "https://example.com",
+        "1.2.3.4",
+        "",
+    ] {
+        let text = with(&format!("\n[session]\ncookie_domain = \"{bad}\"\n"));
+        assert_one(&errors(&text), 10, "`session.cookie_domain`");
+    }
+    let cfg = load_with(&with(""), &FakeEnv::default()).unwrap();
+    assert!(cfg.session.cookie_domain.is_none());
+}

@@ -676,13 +676,47 @@ fn session(c: &mut Checker<'_>, f: &FileConfig) -> Option<SessionConfig> {
             ),
         }
     }
+    let cookie_domain = s
+        .cookie_domain
+        .as_deref()
+        .and_then(|d| cookie_domain(c, d, &f.public_url));
     Some(SessionConfig {
         backend,
         redis_ca_file,
         idle_timeout: idle?,
         absolute_timeout: absolute?,
         cookie_name: s.cookie_name.clone(),
+        cookie_domain,
     })
+}
+
+/// `session.cookie_domain`: a host name (at least two labels, no port) that `public_url`'s host
+/// is, or ends with after a dot; browsers would silently drop any other cookie.
+fn cookie_domain(c: &mut Checker<'_>, raw: &str, public_url: &str) -> Option<String> {
+    let domain = raw.trim().trim_start_matches('.').to_ascii_lowercase();
+    let host = url::Url::parse(public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    let is_name = domain.contains('.')
+        && domain
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-'))
+        && !domain
+            .split('.')
+            .all(|l| l.chars().all(|ch| ch.is_ascii_digit()));
+    let covers = host
+        .as_deref()
+        .is_some_and(|h| h == domain || h.ends_with(&format!(".{domain}")));
+    if is_name && covers {
+        return Some(domain);
+    }
+    c.error(
+        &[key("session"), key("cookie_domain")],
+        format!(
+            "`session.cookie_domain` {raw:?} must be a domain name (like \"example.com\") that public_url's host is in"
+        ),
+    );
+    None
 }
 
 const ASYMMETRIC_ALGS: [&str; 9] = [

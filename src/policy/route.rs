@@ -155,6 +155,13 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
+    /// Whether some route's `require_acr` is `acr` (a step-up sign-in may ask the IdP for it).
+    pub fn requires_acr(&self, acr: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.require_acr.as_deref() == Some(acr))
+    }
+
     /// Whether some route serves `host` (any path): the hosts a return URL may name.
     pub fn serves_host(&self, host: &str) -> bool {
         self.routes.iter().any(|r| r.host_matches(host))

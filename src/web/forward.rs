@@ -23,7 +23,9 @@ use crate::forward::request::ForwardedRequest;
 use crate::forward::return_url::RouteReturn;
 use crate::forward::token;
 use crate::identity::Identity;
+use crate::policy::route::RouteRefusal;
 use crate::redirect::urlencode;
+use crate::session::browser::{PENDING_TTL, STEP_UP_KEY, StepUpAttempt};
 
 /// The signing keys, built once at start when any `[[route]]` is configured.
 #[derive(Debug)]
@@ -104,7 +106,7 @@ pub async fn verify(
     headers: HeaderMap,
 ) -> Response {
     let mode = Mode::of(uri.query(), &headers, false);
-    decide(
+    answer(
         &state,
         &rid,
         &session,
@@ -133,7 +135,7 @@ pub async fn verify_envoy(
         suffix.push_str(q);
     }
     let mode = Mode::of(None, &headers, true);
-    decide(
+    answer(
         &state,
         &rid,
         &session,
@@ -175,7 +177,8 @@ fn plain(status: StatusCode, text: &str) -> Response {
     )
 }
 
-async fn decide(
+/// `/auth/verify`'s answer: 400 for an unreadable forwarded request, else the decision.
+async fn answer(
     state: &AppState,
     rid: &str,
     session: &Session,
@@ -184,25 +187,67 @@ async fn decide(
     method: &str,
     mode: Mode,
 ) -> Response {
-    let Some(fwd) = &state.forward else {
+    if state.forward.is_none() {
         return plain(StatusCode::NOT_FOUND, "no [[route]] is configured");
-    };
-    let fa = &state.config.forward_auth;
+    }
     let req = match ForwardedRequest::from_headers(headers, suffix, method) {
         Ok(r) => r,
-        Err(e) => {
-            audit(
-                state,
-                rid,
-                Outcome::Deny,
-                None,
-                "default-deny",
-                Some(e.code()),
-                e.to_string(),
-            );
-            return plain(StatusCode::BAD_REQUEST, &e.to_string());
-        }
+        Err(e) => return refuse_unreadable(state, rid, &e),
     };
+    match decide(state, rid, session, &req, mode).await {
+        Ok(allowed) => {
+            let mut resp = plain(StatusCode::OK, "ok");
+            resp.headers_mut().insert(allowed.header, allowed.token);
+            if let Ok(r) = HeaderValue::from_str(&allowed.route) {
+                resp.headers_mut().insert("x-storegate-route", r);
+            }
+            resp
+        }
+        Err(resp) => resp,
+    }
+}
+
+/// A request the gateway cannot read unambiguously: audited, 400, no decision.
+pub fn refuse_unreadable(
+    state: &AppState,
+    rid: &str,
+    e: &crate::forward::request::ForwardError,
+) -> Response {
+    audit(
+        state,
+        rid,
+        Outcome::Deny,
+        None,
+        "default-deny",
+        Some(e.code()),
+        e.to_string(),
+    );
+    plain(StatusCode::BAD_REQUEST, &e.to_string())
+}
+
+/// A request the route admits: the identity token for the upstream, in the route's header.
+#[derive(Debug)]
+pub struct Allowed {
+    pub route: String,
+    pub header: HeaderName,
+    pub token: HeaderValue,
+}
+
+/// The decision for one request to a route, shared by `/auth/verify` and the built-in proxy
+/// (`crate::proxy`): the route, the session, the conditions, then an identity token. Every
+/// outcome is audited. `Err` is the answer to give instead: sign in (or step up) per `mode`,
+/// 403 naming the route, or an error page.
+pub async fn decide(
+    state: &AppState,
+    rid: &str,
+    session: &Session,
+    req: &ForwardedRequest,
+    mode: Mode,
+) -> Result<Allowed, Response> {
+    let Some(fwd) = &state.forward else {
+        return Err(plain(StatusCode::NOT_FOUND, "no [[route]] is configured"));
+    };
+    let fa = &state.config.forward_auth;
     let Some(route) = fa.routes.find(&req.host, &req.uri) else {
         audit(
             state,
@@ -213,15 +258,15 @@ async fn decide(
             Some("no_route"),
             format!("{} {}", req.method, req.original_url()),
         );
-        return plain(
+        return Err(plain(
             StatusCode::FORBIDDEN,
             "no route covers this address (deny by default)",
-        );
+        ));
     };
     let auth = match auth::load(session, state, rid).await {
         Ok(Ok(a)) => a,
-        Ok(Err(_)) => return not_signed_in(state, &req, mode),
-        Err(e) => return no_store(e.into_response()),
+        Ok(Err(_)) => return Err(not_signed_in(state, req, mode)),
+        Err(e) => return Err(no_store(e.into_response())),
     };
     let id = &auth.identity;
     let now = state.clock.now();
@@ -246,10 +291,10 @@ async fn decide(
                         Some("token_mint_failed"),
                         e.to_string(),
                     );
-                    return plain(
+                    return Err(plain(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "the identity token could not be signed",
-                    );
+                    ));
                 }
             };
             let header_name = fa
@@ -257,10 +302,10 @@ async fn decide(
                 .and_then(|t| HeaderName::from_bytes(t.identity_header.as_bytes()).ok())
                 .unwrap_or(HeaderName::from_static("x-storegate-identity"));
             let Ok(value) = HeaderValue::from_str(&jwt) else {
-                return plain(
+                return Err(plain(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "the identity token is not a header value",
-                );
+                ));
             };
             audit(
                 state,
@@ -271,12 +316,11 @@ async fn decide(
                 None,
                 format!("{} {}", req.method, req.original_url()),
             );
-            let mut resp = plain(StatusCode::OK, "ok");
-            resp.headers_mut().insert(header_name, value);
-            if let Ok(r) = HeaderValue::from_str(grant.route()) {
-                resp.headers_mut().insert("x-storegate-route", r);
-            }
-            resp
+            Ok(Allowed {
+                route: grant.route().to_owned(),
+                header: header_name,
+                token: value,
+            })
         }
         Err(refusal) => {
             audit(
@@ -288,6 +332,11 @@ async fn decide(
                 Some(refusal.code()),
                 format!("{} {}", req.method, req.original_url()),
             );
+            if let RouteRefusal::StepUpRequired { acr, .. } = &refusal
+                && let Some(resp) = step_up(state, session, id, req, acr, mode, rid).await
+            {
+                return Err(resp);
+            }
             let page = AppError::new(
                 StatusCode::FORBIDDEN,
                 "Access denied",
@@ -299,9 +348,74 @@ async fn decide(
             if let Ok(r) = HeaderValue::from_str(&route.name) {
                 resp.headers_mut().insert("x-storegate-route", r);
             }
-            resp
+            Err(resp)
         }
     }
+}
+
+/// A route's `require_acr` not met: send the browser to sign in again asking the IdP for that
+/// contract, then back to the tool (302, or nginx's 401 with `X-Storegate-Sign-In`). `None`
+/// (show the 403) when the sign-in just asked for came back without it, so the browser is not
+/// sent round in a loop, or when the address cannot be come back to.
+async fn step_up(
+    state: &AppState,
+    session: &Session,
+    id: &Identity,
+    req: &ForwardedRequest,
+    acr: &str,
+    mode: Mode,
+    rid: &str,
+) -> Option<Response> {
+    let fa = &state.config.forward_auth;
+    let back = RouteReturn::parse(
+        &req.original_url(),
+        &fa.routes,
+        state.config.allow_insecure_http,
+    )
+    .ok()?;
+    let now = state.clock.now();
+    let attempt: Option<StepUpAttempt> = session.remove(STEP_UP_KEY).await.ok()?;
+    let just_tried = attempt.is_some_and(|a| {
+        a.return_to == back.as_str() && id.signed_in_at >= a.at && now - a.at < PENDING_TTL
+    });
+    if just_tried {
+        tracing::info!(request_id = %rid, "a step-up sign-in came back without the route's acr");
+        return None;
+    }
+    session
+        .insert(
+            STEP_UP_KEY,
+            StepUpAttempt {
+                return_to: back.as_str().to_owned(),
+                at: now,
+            },
+        )
+        .await
+        .ok()?;
+    let continue_path = format!("/auth/continue?rd={}", urlencode(back.as_str()));
+    let target = format!(
+        "{}/login?idp={}&acr={}&return_to={}",
+        state.config.base_url(),
+        urlencode(id.idp.as_str()),
+        urlencode(acr),
+        urlencode(&continue_path)
+    );
+    Some(sign_in_answer(&target, mode))
+}
+
+/// "Sign in at `target`": a 302 for front doors that pass it to the browser, a 401 for nginx;
+/// both carry `X-Storegate-Sign-In` (nginx's `error_page 401` redirects to it).
+fn sign_in_answer(target: &str, mode: Mode) -> Response {
+    let mut resp = match mode {
+        Mode::Redirect => {
+            no_store((StatusCode::FOUND, [(header::LOCATION, target)]).into_response())
+        }
+        Mode::Status401 => plain(StatusCode::UNAUTHORIZED, "sign in first"),
+    };
+    if let Ok(v) = HeaderValue::from_str(target) {
+        resp.headers_mut().insert("x-storegate-sign-in", v);
+    }
+    resp
 }
 
 /// Where a browser without a session signs in and comes back to `original`.
@@ -314,28 +428,15 @@ pub fn sign_in_url(state: &AppState, original: &RouteReturn) -> String {
 }
 
 fn not_signed_in(state: &AppState, req: &ForwardedRequest, mode: Mode) -> Response {
-    let back = RouteReturn::parse(
+    match RouteReturn::parse(
         &req.original_url(),
         &state.config.forward_auth.routes,
         state.config.allow_insecure_http,
-    );
-    let mut resp = match (mode, &back) {
-        // 302, as Traefik and Envoy pass it to the browser unchanged.
-        (Mode::Redirect, Ok(back)) => no_store(
-            (
-                StatusCode::FOUND,
-                [(header::LOCATION, sign_in_url(state, back))],
-            )
-                .into_response(),
-        ),
-        _ => plain(StatusCode::UNAUTHORIZED, "sign in first"),
-    };
-    if let Ok(back) = &back
-        && let Ok(v) = HeaderValue::from_str(&sign_in_url(state, back))
-    {
-        resp.headers_mut().insert("x-storegate-sign-in", v);
+    ) {
+        Ok(back) => sign_in_answer(&sign_in_url(state, &back), mode),
+        // Nowhere to come back to (e.g. http while the gateway requires https): no redirect.
+        Err(_) => plain(StatusCode::UNAUTHORIZED, "sign in first"),
     }
-    resp
 }
 
 #[derive(Deserialize)]

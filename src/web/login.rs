@@ -86,7 +86,12 @@ pub async fn login(
     };
     let acr = match q.acr.as_deref().filter(|a| !a.is_empty()) {
         None => None,
-        Some(a) if state.policy().policy.required_acrs().contains(&a) => Some(a),
+        Some(a)
+            if state.policy().policy.required_acrs().contains(&a)
+                || state.config.forward_auth.routes.requires_acr(a) =>
+        {
+            Some(a)
+        }
         Some(_) => {
             return Err(AppError::bad_request(
                 "The requested sign-in method is not one this gateway asks for.",

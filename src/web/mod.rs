@@ -233,6 +233,10 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .with_secure(!state.config.allow_insecure_http)
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(idle));
+    let sessions = match &cfg.cookie_domain {
+        Some(d) => sessions.with_domain(d.clone()),
+        None => sessions,
+    };
     let https = state.config.public_url.scheme() == "https";
     let config = state.config.clone();
 
@@ -265,6 +269,8 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         Some(_) => admin::router(),
         None => Router::new(),
     };
+    // The built-in proxy (`[[route]] upstream`) answers route hosts in front of everything.
+    let proxy = crate::proxy::Proxy::build(&state);
     let app = Router::new()
         .route("/", get(portal::portal))
         .merge(admin_routes)
@@ -333,5 +339,14 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         ))
         .layer(axum::middleware::from_fn(session_save_failed_page))
         .layer(sessions);
-    app.layer(stack)
+    let app = app.layer(stack);
+    match proxy {
+        Some(p) => Router::new()
+            .fallback_service(app)
+            .layer(axum::middleware::from_fn_with_state(
+                p,
+                crate::proxy::dispatch,
+            )),
+        None => app,
+    }
 }

@@ -16,6 +16,7 @@ mod adoption;
 mod audit_chain;
 mod audit_postgres;
 mod backend_conformance;
+mod builtin_proxy;
 mod cli;
 mod console;
 mod demo;

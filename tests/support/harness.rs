@@ -60,6 +60,8 @@ pub struct Opts {
     pub policy: Option<String>,
     /// Extra lines appended to the `main` `[[bigcommerce]]` table (e.g. `webhook_secret`).
     pub bigcommerce_extra: String,
+    /// Extra top-level keys, before the first table (e.g. `trusted_proxies`).
+    pub root_extra: String,
 }
 
 impl Opts {
@@ -75,6 +77,7 @@ impl Opts {
             extra_toml: String::new(),
             policy: None,
             bigcommerce_extra: String::new(),
+            root_extra: String::new(),
         }
     }
 }
@@ -159,6 +162,7 @@ public_url = "{base}"
 listen = "{listen}"
 allow_insecure_http = true
 support_contact = "the e-commerce team (ecom-access@example.com)"
+{root_extra}
 
 [session]
 {session}
@@ -227,6 +231,7 @@ url = "{sim_base}/storefront/{OUTLET_HASH}/1"
         extra_toml = o.extra_toml,
         policy = o.policy.as_deref().unwrap_or(DEFAULT_POLICY),
         bigcommerce_extra = o.bigcommerce_extra,
+        root_extra = o.root_extra,
     )
 }
 

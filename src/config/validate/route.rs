@@ -130,11 +130,66 @@ pub(super) fn forward_auth(
                 ),
             );
         }
+        if target.upstream.is_some()
+            && let Some(path) = shadowed_gateway_path(&f.public_url, &rule)
+        {
+            c.error(
+                &[key("route"), Seg::Index(i), key("path_prefix")],
+                format!(
+                    "route \"{}\" would proxy the gateway's own {path} on its host \"{}\": give it a prefix of its own (e.g. \"/tools/{}/\") or another host",
+                    r.name, rule.host, r.name
+                ),
+            );
+        }
         rules.push(rule);
         out.targets.push(target);
     }
     out.routes = RouteTable::new(rules);
     out
+}
+
+/// The gateway's own paths. A proxied route on the gateway's host must cover none of them, or
+/// sign-in itself would be sent to the tool.
+const GATEWAY_PATHS: &[&str] = &[
+    "/",
+    "/login",
+    "/oidc/",
+    "/saml/",
+    "/logout",
+    "/signed-out",
+    "/stores/",
+    "/api/",
+    "/webhooks/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/auth/",
+    "/.well-known/",
+    "/static/",
+    "/portal/",
+    "/scim/",
+    "/admin",
+];
+
+/// The first gateway path a proxied route on the gateway's own host would take over.
+fn shadowed_gateway_path(public_url: &str, rule: &RouteRule) -> Option<&'static str> {
+    let url = Url::parse(public_url).ok()?;
+    let host = url.host_str()?;
+    let gateway = match url.port_or_known_default() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    if !rule.host_matches(&gateway) {
+        return None;
+    }
+    GATEWAY_PATHS.iter().copied().find(|g| {
+        // The route takes the gateway path (or what is below it), or sits inside it.
+        let base = g.trim_end_matches('/');
+        rule.covers(g)
+            || rule.covers(&format!("{g}x"))
+            || (!base.is_empty()
+                && (rule.path_prefix == base || rule.path_prefix.starts_with(&format!("{base}/"))))
+    })
 }
 
 fn route(
