@@ -3,6 +3,7 @@
 //! [`load_str`] is pure: text + environment in, every problem with its line out. Nothing here opens
 //! a socket or builds a client; `serve` does that from the validated value.
 
+pub mod account;
 pub mod diag;
 pub mod file;
 pub mod provisioning;
@@ -43,6 +44,8 @@ pub struct Config {
     pub idps: Vec<IdpConfig>,
     pub bigcommerce: Vec<BigCommerceAccount>,
     pub stores: Vec<Store>,
+    /// `[[account]]`: control-panel users managed through the Account API (issue 12).
+    pub accounts: Vec<account::ControlPanelAccount>,
     pub policy: Policy,
     /// `[scim]`: `None` when SCIM is off.
     pub scim: Option<provisioning::ScimConfig>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use url::Url;
 
+mod account;
 mod admin;
 mod audit;
 mod portal;
@@ -429,6 +430,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         Default::default()
     });
     let admin = admin::admin(c, &f, &idp_ids);
+    let control_panel_accounts = account::accounts(c, &f);
     Some(Config {
         public_url: public_url?,
         listen: listen?,
@@ -445,6 +447,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         idps,
         bigcommerce: accounts,
         stores,
+        accounts: control_panel_accounts,
         policy,
         scim,
         provisioning,
