@@ -9,6 +9,7 @@ pub mod audit;
 pub mod bigcommerce;
 pub mod clock;
 pub mod config;
+pub mod controlpanel;
 /// `storegate demo` and its development OpenID provider; only with the `devkit` feature.
 #[cfg(feature = "devkit")]
 pub mod demo;

@@ -721,6 +721,27 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
             "    Scopes: Customers (modify), Customers login (login), Information & settings (read-only)"
         );
     }
+    if !cfg.accounts.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nControl-panel users (Account settings > API accounts > account-level API account), per [[account]]:"
+        );
+        for a in &cfg.accounts {
+            let hashes: Vec<&str> = a.stores.iter().map(|s| s.store_hash.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "  [{}] account {} stores {}",
+                a.id,
+                a.account_uuid,
+                hashes.join(", ")
+            );
+            let _ = writeln!(
+                out,
+                "    Scopes: {}",
+                storegate::config::account::ACCOUNT_SCOPES.join(", ")
+            );
+        }
+    }
     out
 }
 

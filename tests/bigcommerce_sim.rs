@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bigcommerce {
+    mod account_rules;
     mod api_rules;
     mod b2b_rules;
     mod client;

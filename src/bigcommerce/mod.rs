@@ -5,6 +5,7 @@
 //! The facts relied on are in `docs/bigcommerce.md`; each check cites the rule it
 //! enforces where it is enforced.
 
+pub mod account_api;
 pub mod api;
 pub mod b2b;
 pub mod customers;

@@ -40,6 +40,9 @@ pub struct FileConfig {
     pub bigcommerce: Vec<BigCommerceFile>,
     #[serde(default, rename = "store")]
     pub stores: Vec<StoreFile>,
+    /// BigCommerce accounts whose control-panel users are managed (issue 12).
+    #[serde(default, rename = "account")]
+    pub accounts: Vec<super::account::AccountFile>,
     #[serde(default, rename = "template")]
     pub templates: Vec<TemplateFile>,
     #[serde(default, rename = "rule")]

@@ -4,6 +4,7 @@
 //! a socket or builds a client; `serve` does that from the validated value.
 
 pub mod conditions;
+pub mod account;
 pub mod diag;
 pub mod file;
 pub mod provisioning;
@@ -44,6 +45,8 @@ pub struct Config {
     pub idps: Vec<IdpConfig>,
     pub bigcommerce: Vec<BigCommerceAccount>,
     pub stores: Vec<Store>,
+    /// `[[account]]`: control-panel users managed through the Account API (issue 12).
+    pub accounts: Vec<account::ControlPanelAccount>,
     pub policy: Policy,
     /// `[scim]`: `None` when SCIM is off.
     pub scim: Option<provisioning::ScimConfig>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use url::Url;
 
+mod account;
 mod admin;
 mod audit;
 mod conditions;
@@ -436,6 +437,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         Default::default()
     });
     let admin = admin::admin(c, &f, &idp_ids);
+    let control_panel_accounts = account::accounts(c, &f);
     Some(Config {
         public_url: public_url?,
         listen: listen?,
@@ -452,6 +454,7 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         idps,
         bigcommerce: accounts,
         stores,
+        accounts: control_panel_accounts,
         policy,
         scim,
         provisioning,

@@ -5,6 +5,8 @@
 //! Layout: `/stores/{hash}/...` is the API (see [`api`]), `/storefront/{hash}/{channel_id}/...` is a
 //! storefront (see [`storefront`]). [`SimHandle`] inspects and steers a running simulator.
 
+mod account;
+mod account_state;
 mod api;
 mod b2b;
 mod hooks;
@@ -21,6 +23,9 @@ use parking_lot::Mutex;
 use crate::clock::{SharedClock, SystemClock, UnixTime};
 use crate::secret::Secret;
 
+pub use account_state::{
+    ACCOUNT_REQUESTS_PER_HOUR, NO_PERMISSION_REQUIRED, SimAccount, SimAccountCall, SimStaff,
+};
 pub use b2b::{SimCompany, SimCompanyUser};
 pub use hooks::{
     HookDelivery, KNOWN_SCOPES as HOOK_SCOPES, RETRY_DELAYS as HOOK_RETRY_DELAYS, SimHook,
@@ -69,6 +74,8 @@ impl SimStore {
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub stores: Vec<SimStore>,
+    /// Accounts served by the GraphQL Account API (control-panel users).
+    pub accounts: Vec<SimAccount>,
     /// API requests per store and window (Pro plan: 450).
     pub requests_per_window: u32,
     /// The rate-limit window (30 s).
@@ -81,6 +88,7 @@ impl SimConfig {
     pub fn new(stores: Vec<SimStore>) -> Self {
         SimConfig {
             stores,
+            accounts: Vec::new(),
             requests_per_window: 450,
             window_ms: 30_000,
             clock_offset_secs: 0,
@@ -104,14 +112,21 @@ impl Simulator {
 
     /// A simulator whose store clocks read `clock` plus the configured offset.
     pub fn with_clock(config: SimConfig, clock: SharedClock) -> (Router, SimHandle) {
+        let accounts = config
+            .accounts
+            .iter()
+            .map(|a| (a.uuid.clone(), account_state::AccountData::new(&a.stores)))
+            .collect();
         let handle = SimHandle(Arc::new(Inner {
             state: Mutex::new(state::State::new(&config)),
+            accounts: Mutex::new(accounts),
             config,
             clock,
         }));
         let router = api::router(handle.clone())
             .merge(b2b::router(handle.clone()))
-            .merge(storefront::router(handle.clone()));
+            .merge(storefront::router(handle.clone()))
+            .merge(account::router(handle.clone()));
         (router, handle)
     }
 }
@@ -120,6 +135,8 @@ struct Inner {
     config: SimConfig,
     clock: SharedClock,
     state: Mutex<state::State>,
+    /// The Account API's accounts, by UUID.
+    accounts: Mutex<std::collections::BTreeMap<String, account_state::AccountData>>,
 }
 
 /// Inspection and fault injection for a running simulator. Cheap to clone.
