@@ -25,7 +25,7 @@ use storegate::audit::AuditLog;
 use storegate::config::{self, LiteralEnv};
 use storegate::identity::{Identity, IdpId};
 use storegate::session::browser::{AUTH_KEY, SignedInState};
-use storegate::web::{self, AppState};
+use storegate::web;
 use tokio::net::TcpListener;
 use tower_sessions::SessionStore;
 
@@ -77,7 +77,7 @@ upstream = "{upstream}"
     let (audit, mut rx) = AuditLog::channel();
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let clock = Arc::new(storegate::clock::SystemClock);
-    let state = AppState::build(cfg, clock, audit).expect("state");
+    let state = storegate::app::build_state(cfg, clock, audit).expect("state");
     let now = time::OffsetDateTime::now_utc();
     let signed_in = SignedInState {
         identity: Identity {
