@@ -35,7 +35,7 @@ async fn scim_user(gw: &Gateway) -> String {
     scim_person(gw, "rogue-user", &["rogue@corp.example"]).await
 }
 
-async fn deactivate(gw: &Gateway, id: &str) {
+pub(crate) async fn deactivate(gw: &Gateway, id: &str) {
     let r = reqwest::Client::new()
         .patch(gw.url(&format!("/scim/v2/Users/{id}")))
         .bearer_auth(TOKEN)
@@ -134,7 +134,7 @@ async fn an_active_scim_user_signs_in_and_launches() {
     assert_eq!(b.get(&gw.url("/stores/us/launch")).await.status(), 302);
 }
 
-async fn scim_person(gw: &Gateway, subject: &str, emails: &[&str]) -> String {
+pub(crate) async fn scim_person(gw: &Gateway, subject: &str, emails: &[&str]) -> String {
     let emails: Vec<Value> = emails
         .iter()
         .enumerate()

@@ -19,6 +19,7 @@ mod backend_conformance;
 mod builtin_proxy;
 mod cli;
 mod console;
+mod control_panel_portal;
 mod demo;
 mod deploy_config;
 mod doctor;
