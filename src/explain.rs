@@ -6,6 +6,7 @@
 //! Rendering is pure ([`render_text`], [`render_json`]) so the output is tested as snapshots
 //! (`tests/data/explain/`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ use crate::config::{self, Config};
 use crate::federation::VerifiedClaims;
 use crate::federation::claims::map_identity;
 use crate::identity::{AuthContext, Identity, IdpId, StoreId};
-use crate::policy::{Decision, Grant, parse_expiry};
+use crate::policy::{ControlPanelGrant, Decision, Grant, parse_expiry};
 use crate::web::portal::expires_in;
 
 /// What the command line asked for.
@@ -42,6 +43,13 @@ pub fn run(req: &Request<'_>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What the policy says for one identity: every (selected) store's decision, and the
+/// control-panel grant per `[[bigcommerce]]` id (store hash).
+pub struct Explained<'a> {
+    pub decisions: &'a [(StoreId, Decision)],
+    pub control_panel: &'a BTreeMap<String, ControlPanelGrant>,
 }
 
 /// The whole command, as text: the output, or the error to print.
@@ -70,13 +78,27 @@ pub fn explain(req: &Request<'_>) -> Result<String, String> {
         .into_iter()
         .filter(|(id, _)| req.store.is_none_or(|s| id.as_str() == s))
         .collect();
+    // With --store, the control panel of that store's hash only.
+    let only_account = req
+        .store
+        .and_then(|s| cfg.policy.store_account(&StoreId::new(s)));
+    let control_panel: BTreeMap<String, ControlPanelGrant> = cfg
+        .policy
+        .control_panel_grants(&identity, at)
+        .into_iter()
+        .filter(|(account, _)| only_account.is_none_or(|a| a == account.as_str()))
+        .collect();
+    let out = Explained {
+        decisions: &decisions,
+        control_panel: &control_panel,
+    };
     Ok(if req.json {
-        let mut s = serde_json::to_string_pretty(&render_json(&cfg, &identity, &decisions, at))
+        let mut s = serde_json::to_string_pretty(&render_json(&cfg, &identity, &out, at))
             .unwrap_or_default();
         s.push('\n');
         s
     } else {
-        render_text(&cfg, &identity, &decisions, at)
+        render_text(&cfg, &identity, &out, at)
     })
 }
 
@@ -139,6 +161,9 @@ pub fn grant_details(g: &Grant, at: UnixTime) -> String {
     if let Some(acr) = &g.require_acr {
         parts.push(format!("requires acr {acr}"));
     }
+    if let Some(set) = &g.control_panel {
+        parts.push(format!("control panel set \"{set}\""));
+    }
     if let Some(max) = g.max_session_age {
         parts.push(format!(
             "launches within {} of sign-in",
@@ -165,12 +190,8 @@ fn list(v: &[String]) -> String {
     }
 }
 
-pub fn render_text(
-    cfg: &Config,
-    id: &Identity,
-    decisions: &[(StoreId, Decision)],
-    at: UnixTime,
-) -> String {
+pub fn render_text(cfg: &Config, id: &Identity, out_of: &Explained<'_>, at: UnixTime) -> String {
+    let decisions = out_of.decisions;
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
@@ -220,16 +241,38 @@ pub fn render_text(
             }
         }
     }
+    for (account, cp) in out_of.control_panel {
+        let hash = cfg
+            .account(account)
+            .map(|a| a.store_hash.as_str())
+            .unwrap_or("?");
+        let rules: Vec<String> = cp.rules.iter().map(|r| format!("\"{r}\"")).collect();
+        let _ = writeln!(
+            out,
+            "CONTROL PANEL {account} (store {hash}): set {} by rule {}",
+            cp.sets.join(" + "),
+            rules.join(", ")
+        );
+        let perms: Vec<&str> = cp.permissions.iter().map(String::as_str).collect();
+        let _ = writeln!(out, "      permissions {}", perms.join(", "));
+        if let Some(end) = cp.expires_at {
+            let _ = writeln!(
+                out,
+                "      expires {} ({})",
+                rfc3339(end),
+                expires_in(at, end)
+            );
+        }
+    }
+    if out_of.control_panel.is_empty() && !cfg.policy.permission_sets().is_empty() {
+        let _ = writeln!(out, "CONTROL PANEL: no grant");
+    }
     out
 }
 
-pub fn render_json(
-    cfg: &Config,
-    id: &Identity,
-    decisions: &[(StoreId, Decision)],
-    at: UnixTime,
-) -> Value {
-    let stores: Vec<Value> = decisions
+pub fn render_json(cfg: &Config, id: &Identity, out_of: &Explained<'_>, at: UnixTime) -> Value {
+    let stores: Vec<Value> = out_of
+        .decisions
         .iter()
         .map(|(sid, d)| {
             let name = cfg.store(sid).map(|s| s.name.clone());
@@ -250,6 +293,7 @@ pub fn render_json(
         "acr": id.auth.acr,
         "amr": id.auth.amr,
         "stores": stores,
+        "control_panel": out_of.control_panel,
     })
 }
 
@@ -285,7 +329,17 @@ mod tests {
     }
 
     fn run_explain(claims: &str, store: Option<&str>, at: &str, json: bool) -> String {
-        let config = data("policy.toml");
+        run_explain_on("policy.toml", claims, store, at, json)
+    }
+
+    fn run_explain_on(
+        config: &str,
+        claims: &str,
+        store: Option<&str>,
+        at: &str,
+        json: bool,
+    ) -> String {
+        let config = data(config);
         let claims = data(claims);
         explain(&Request {
             config: &config,
@@ -327,6 +381,44 @@ mod tests {
         snapshot(
             "merch-nl.out.txt",
             &run_explain("merch.claims.json", Some("nl"), "1800000000", false),
+        );
+    }
+
+    #[test]
+    fn explain_shows_control_panel_grants_per_hash_beside_storefront_ones() {
+        // A contractor: denied in `de`, so `main`'s set comes from `nl` and `us` only; the
+        // `outlet` hash is granted through its own store.
+        snapshot(
+            "cp-merch.out.txt",
+            &run_explain_on(
+                "control-panel.toml",
+                "merch.claims.json",
+                None,
+                "1800000000",
+                false,
+            ),
+        );
+        // Finance and merchandising through two channels of `main`: the union of both sets.
+        snapshot(
+            "cp-finance.out.json",
+            &run_explain_on(
+                "control-panel.toml",
+                "finance.claims.json",
+                None,
+                "1800000000",
+                true,
+            ),
+        );
+        // --store: that store's hash only.
+        snapshot(
+            "cp-finance-outlet.out.txt",
+            &run_explain_on(
+                "control-panel.toml",
+                "finance.claims.json",
+                Some("outlet"),
+                "1800000000",
+                false,
+            ),
         );
     }
 

@@ -277,6 +277,7 @@ impl Metrics {
             EventKind::ExternalChange => "external_change",
             EventKind::Admin => "admin",
             EventKind::ForwardAuth => "forward_auth",
+            EventKind::ControlPanelOpen => "control_panel_open",
         };
         let reason = label(ev.reason.as_deref().unwrap_or("unspecified"));
         match ev.outcome {

@@ -52,6 +52,9 @@ pub enum EventKind {
     Admin,
     /// A forward-auth or built-in-proxy decision on a `[[route]]` (issue 14).
     ForwardAuth,
+    /// The portal's "Control panel" entry opened (or refused) for a store hash (issue 12);
+    /// `store` is the `[[bigcommerce]]` id, `role` the permission sets.
+    ControlPanelOpen,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -45,6 +45,9 @@ pub struct FileConfig {
     pub templates: Vec<TemplateFile>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleFile>,
+    /// Control-panel permission sets grants name (issue 12).
+    #[serde(default, rename = "permission_set")]
+    pub permission_sets: Vec<super::permission_set::PermissionSetFile>,
     /// SCIM 2.0 service (issue 5).
     #[serde(default)]
     pub scim: super::provisioning::ScimFile,
@@ -463,6 +466,10 @@ pub struct GrantFile {
     /// Launch only this soon after authenticating, e.g. "8h" (partners, agencies). Default none.
     #[serde(default)]
     pub max_session_age: Option<String>,
+    /// The `[[permission_set]]` this role is expected to hold in the store's control panel.
+    /// Default none (storefront only).
+    #[serde(default)]
+    pub control_panel: Option<String>,
 }
 
 /// `b2b = { company_id = 42, role = "junior_buyer" }` or `{ company_id = 42, company_role_id = 7 }`.
@@ -551,6 +558,8 @@ pub struct RuleFile {
     pub require_acr: Option<String>,
     #[serde(default)]
     pub max_session_age: Option<String>,
+    #[serde(default)]
+    pub control_panel: Option<String>,
     /// Rule validity window, RFC 3339 (`2026-12-01T00:00:00Z`).
     #[serde(default)]
     pub not_before: Option<String>,

@@ -6,6 +6,7 @@
 pub mod account;
 pub mod diag;
 pub mod file;
+pub mod permission_set;
 pub mod provisioning;
 pub mod rate_limit;
 pub mod route;

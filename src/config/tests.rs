@@ -2359,3 +2359,7 @@ fn audit_postgres_url_needs_the_chain() {
 // `[[route]]` and `[forward_auth]` (issue 14).
 #[path = "route_tests.rs"]
 mod route;
+
+// `[[permission_set]]` and `control_panel` (issue 12).
+#[path = "permission_set_tests.rs"]
+mod permission_set;

@@ -10,6 +10,7 @@ use url::Url;
 mod account;
 mod admin;
 mod audit;
+mod permission_set;
 mod portal;
 mod provisioning;
 mod redis_topology;
@@ -388,6 +389,8 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
         .enumerate()
         .filter_map(|(i, r)| rule(c, i, r, &store_ids, &idp_ids, &f.templates))
         .collect();
+    let permission_sets = permission_set::permission_sets(c, &f);
+    permission_set::grant_keys(c, &f, &permission_sets);
 
     let policy = Policy::new(
         stores
@@ -400,7 +403,8 @@ fn build(c: &mut Checker<'_>, f: FileConfig) -> Option<Config> {
             .collect(),
         templates,
         rules,
-    );
+    )
+    .with_control_panel(permission_set::setup(permission_sets, &stores));
     b2b_needs_access(c, &policy, &stores, &accounts);
     let warnings = if c.problems.is_empty() {
         warnings(c, &policy, &f)
@@ -538,6 +542,7 @@ fn warnings(c: &Checker<'_>, policy: &Policy, f: &FileConfig) -> Vec<Diagnostic>
     out.extend(old_switch_names(c, f));
     out.extend(email_domains_never_vouched(c, f));
     out.extend(webhooks_unreachable(c, f));
+    out.extend(permission_set::unknown_codes(c, f));
     out.sort_by_key(|d| d.line);
     out
 }
@@ -974,6 +979,7 @@ struct GrantFields<'a> {
     allowed_paths: &'a Option<Vec<String>>,
     require_acr: &'a Option<String>,
     max_session_age: &'a Option<String>,
+    control_panel: &'a Option<String>,
 }
 
 fn grant_spec(c: &mut Checker<'_>, base: &[Seg], g: GrantFields<'_>) -> GrantSpec {
@@ -1054,6 +1060,7 @@ fn grant_spec(c: &mut Checker<'_>, base: &[Seg], g: GrantFields<'_>) -> GrantSpe
         allowed_paths: g.allowed_paths.clone(),
         require_acr: g.require_acr.clone(),
         max_session_age,
+        control_panel: g.control_panel.clone(),
     }
 }
 
@@ -1078,6 +1085,7 @@ fn template(c: &mut Checker<'_>, i: usize, t: &TemplateFile) -> Template {
                     allowed_paths: &g.allowed_paths,
                     require_acr: &g.require_acr,
                     max_session_age: &g.max_session_age,
+                    control_panel: &g.control_panel,
                 },
             );
             (role.clone(), spec)
@@ -1260,6 +1268,7 @@ fn rule(
             allowed_paths: &r.allowed_paths,
             require_acr: &r.require_acr,
             max_session_age: &r.max_session_age,
+            control_panel: &r.control_panel,
         },
     );
     let not_before = c.time(&at("not_before"), &r.not_before);

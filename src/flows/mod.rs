@@ -4,6 +4,8 @@
 //!   identity, a fresh session, audit). `web::login` (OIDC) and `web::saml` (SAML) run the
 //!   protocol and call it.
 //! - [`launch`]: opening a store (leaver check, entitlement, BigCommerce customer, login token).
+//! - [`control_panel`]: opening a store's control panel from the portal (leaver check, the
+//!   control-panel grant decided again, audit, redirect).
 //! - [`sign_out`]: local sign-out, OIDC RP-initiated logout, and the SAML single-logout records.
 //! - [`provision`]: a SCIM change reaching BigCommerce (the timer, the lease, the pass: desired
 //!   state, BigCommerce read, plan and drift, queue, executor, B2B).
@@ -12,6 +14,7 @@
 //! into responses in one place (`web::answer`). The journeys know no HTTP framework: they take the
 //! [`Gateway`] (borrowed from the web state) and the browser's session.
 
+pub mod control_panel;
 pub mod launch;
 mod leaver;
 pub mod provision;
@@ -68,6 +71,13 @@ pub enum FlowError {
     SignIn(SignInError),
     Launch(LaunchError),
     SignOut(SignOutError),
+    ControlPanel(control_panel::ControlPanelError),
+}
+
+impl From<control_panel::ControlPanelError> for FlowError {
+    fn from(e: control_panel::ControlPanelError) -> Self {
+        FlowError::ControlPanel(e)
+    }
 }
 
 impl From<SignOutError> for FlowError {

@@ -44,6 +44,7 @@
 //! `storegate explain` all tell the same story.
 
 pub mod admin;
+mod control_panel;
 mod expiry;
 mod lint;
 pub mod route;
@@ -57,6 +58,10 @@ use crate::clock::UnixTime;
 use crate::identity::{Identity, StoreId};
 use crate::redirect::LocalPath;
 
+pub use control_panel::{
+    ControlPanelGrant, ControlPanelRefusal, ControlPanelSetup, HIGH_RISK_PERMISSIONS,
+    KNOWN_PERMISSIONS,
+};
 pub use expiry::parse_expiry;
 pub use lint::{Finding, Location};
 
@@ -172,6 +177,8 @@ pub struct GrantSpec {
     pub require_acr: Option<String>,
     /// Launch only within this many seconds of signing in at the gateway (agencies, partners).
     pub max_session_age: Option<i64>,
+    /// The `[[permission_set]]` this role is expected to hold in the store's control panel.
+    pub control_panel: Option<String>,
 }
 
 impl GrantSpec {
@@ -191,6 +198,10 @@ impl GrantSpec {
                 .or_else(|| f.allowed_paths.clone()),
             require_acr: self.require_acr.clone().or_else(|| f.require_acr.clone()),
             max_session_age: self.max_session_age.or(f.max_session_age),
+            control_panel: self
+                .control_panel
+                .clone()
+                .or_else(|| f.control_panel.clone()),
         }
     }
 }
@@ -510,6 +521,8 @@ pub struct Policy {
     allows_by_store: Vec<Vec<usize>>,
     store_pos: HashMap<StoreId, usize>,
     template_pos: HashMap<String, usize>,
+    /// Permission sets and each store's `[[bigcommerce]]` id: what control-panel grants need.
+    control_panel: ControlPanelSetup,
 }
 
 /// One user's right on one store.
@@ -535,6 +548,10 @@ pub struct Grant {
     pub require_acr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_session_age: Option<i64>,
+    /// The `[[permission_set]]` expected in the store's control panel (see
+    /// [`Policy::control_panel_grants`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_panel: Option<String>,
 }
 
 impl Grant {
@@ -706,6 +723,7 @@ impl Policy {
             allows_by_store,
             store_pos,
             template_pos,
+            control_panel: ControlPanelSetup::default(),
         }
     }
 
@@ -863,6 +881,7 @@ impl Policy {
             allowed_paths: spec.allowed_paths,
             require_acr: spec.require_acr,
             max_session_age: spec.max_session_age,
+            control_panel: spec.control_panel,
         }
     }
 

@@ -475,6 +475,7 @@ fn first_allow_in_file_order_decides_role_and_customer_group_and_later_ones_are_
                 allowed_paths: None,
                 require_acr: None,
                 max_session_age: None,
+                control_panel: None,
             },
             overridden: vec!["second".into(), "third".into()],
         }
@@ -1074,6 +1075,7 @@ fn staff_template() -> Template {
                         company_id: 42,
                         role: B2bRole::JuniorBuyer,
                     }),
+                    control_panel: None,
                 },
             ),
         ]),

@@ -9,14 +9,17 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use super::errors::AppError;
 use super::{AppState, cookies, no_store};
 use crate::federation::saml::SamlError;
+use crate::flows::control_panel::{ControlPanelError, Opened};
 use crate::flows::launch::UpstreamFailure;
 use crate::flows::{FlowError, LaunchError, Launched, SignInError, SignOutError, SignedOut};
-use crate::policy::{DenyReason, LaunchRefusal};
+use crate::policy::{ControlPanelRefusal, DenyReason, LaunchRefusal};
 use crate::redirect::LocalPath;
 
 /// A journey's outcome, as the browser gets it.
 pub enum Answer {
     Launched(Launched),
+    /// The portal's "Control panel" entry: 302 to the store's control panel.
+    ControlPanel(Opened),
     /// An OIDC callback signed the person in: 302 back to where they were going.
     SignedInOidc {
         return_to: LocalPath,
@@ -43,6 +46,9 @@ impl IntoResponse for Answer {
             // 302 (the public contract) straight to the storefront.
             Answer::Launched(Launched::Storefront { login_url }) => {
                 no_store((StatusCode::FOUND, [(header::LOCATION, login_url)]).into_response())
+            }
+            Answer::ControlPanel(Opened { url }) => {
+                no_store((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
             }
             Answer::Launched(Launched::SignInAgain { target }) => {
                 no_store(Redirect::to(&target).into_response())
@@ -121,6 +127,7 @@ impl From<FlowFailed> for AppError {
             FlowError::Launch(e) => launch_page(e, rid, &f.support),
             FlowError::SignIn(e) => sign_in_page(e, rid),
             FlowError::SignOut(e) => sign_out_page(e, rid),
+            FlowError::ControlPanel(e) => control_panel_page(e, rid, &f.support),
         }
     }
 }
@@ -191,6 +198,44 @@ fn launch_page(e: LaunchError, rid: &str, support: &str) -> AppError {
             "The gateway could not create the sign-in token; the administrator can find the details under this reference.",
             rid,
         ),
+    }
+}
+
+/// The launch's pages, for the same refusals of the control-panel entry.
+fn control_panel_page(e: ControlPanelError, rid: &str, support: &str) -> AppError {
+    match e {
+        ControlPanelError::UnknownAccount => {
+            AppError::not_found("There is no store with this name.", rid)
+        }
+        ControlPanelError::LeaverUnknown => AppError::unavailable(SCIM_STORE, rid),
+        ControlPanelError::Leaver => AppError::new(
+            StatusCode::FORBIDDEN,
+            "No access to this store",
+            DISABLED_BY_SCIM,
+            rid,
+        ),
+        ControlPanelError::Refused { store, refusal } => {
+            let (title, hint) = match &refusal {
+                ControlPanelRefusal::Denied(DenyReason::Expired { .. }) => (
+                    "Your access has expired",
+                    format!("To renew it, ask {support}."),
+                ),
+                _ => (
+                    "No access to this control panel",
+                    format!("If you need to manage this store, ask {support}."),
+                ),
+            };
+            AppError::new(
+                StatusCode::FORBIDDEN,
+                title,
+                format!(
+                    "You cannot open the control panel of {store}: {}.",
+                    refusal.explain()
+                ),
+                rid,
+            )
+            .with_hint(hint)
+        }
     }
 }
 

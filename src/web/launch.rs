@@ -1,5 +1,6 @@
-//! `GET /stores/{store}/launch?to=/path`: the journey is `flows::launch`; this handler unpacks
-//! the request, runs it, and answers.
+//! `GET /stores/{store}/launch?to=/path` and `GET /control-panel/{account}`: the journeys are
+//! `flows::launch` and `flows::control_panel`; these handlers unpack the request, run it, and
+//! answer.
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +10,7 @@ use super::AppState;
 use super::answer::{Answer, FlowFailed};
 use super::auth::SignedIn;
 use super::extract::ClientIp;
+use crate::flows::control_panel;
 use crate::flows::launch::{self, LaunchRequest};
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +41,19 @@ pub async fn launch(
             super::portal::remember_opened(&state, &auth.identity, &store_id);
             Ok(Answer::Launched(launched).into_response())
         }
+        Err(e) => Err(FlowFailed::new(e, &state, &rid)),
+    }
+}
+
+/// The portal's "Control panel" entry of one `[[bigcommerce]]` account (store hash).
+pub async fn control_panel(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    signed_in: SignedIn,
+) -> Result<Response, FlowFailed> {
+    let rid = signed_in.request_id;
+    match control_panel::open(&state.gateway(), &signed_in.auth.identity, &account, &rid).await {
+        Ok(opened) => Ok(Answer::ControlPanel(opened).into_response()),
         Err(e) => Err(FlowFailed::new(e, &state, &rid)),
     }
 }

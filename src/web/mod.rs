@@ -384,6 +384,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/logout", post(login::logout))
         .route("/signed-out", get(login::signed_out))
         .route("/stores/{store}/launch", get(launch::launch))
+        .route("/control-panel/{account}", get(launch::control_panel))
         .route("/api/me", get(portal::me))
         .route("/webhooks/bigcommerce/{account}", post(webhooks::receive))
         .route("/healthz", get(health::healthz))

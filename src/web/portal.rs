@@ -17,6 +17,7 @@ use super::portal_prefs::Prefs;
 use super::portal_tiles::{self, Section, Tile};
 use crate::clock::UnixTime;
 use crate::config::Logo;
+use crate::flows::control_panel;
 use crate::identity::Identity;
 use crate::policy::Grant;
 use crate::reload::PolicySnapshot;
@@ -78,17 +79,19 @@ pub async fn portal(
     let now = state.clock.now();
     let id = &signed_in.auth.identity;
     let snap = state.policy();
+    // The control panel belongs to the store hash: every tile of a granted hash offers it.
+    let cp_grants = snap.policy.control_panel_grants(id, now);
     let tiles: Vec<Tile> = snap
         .policy
         .grants(id, now)
         .into_iter()
         .filter_map(|g| {
             let store = snap.store(&g.store)?;
-            Some(Tile::new(
-                store,
-                &g.role,
-                g.expires_at.map(|t| expires_in(now, t)),
-            ))
+            let mut tile = Tile::new(store, &g.role, g.expires_at.map(|t| expires_in(now, t)));
+            if cp_grants.contains_key(&store.account) {
+                tile.control_panel = Some(control_panel::entry_path(&store.account));
+            }
+            Some(tile)
         })
         .collect();
     let q: String = query.q.trim().chars().take(MAX_QUERY).collect();
@@ -303,6 +306,9 @@ struct MeStore<'a> {
     launch: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<UnixTime>,
+    /// The "Control panel" entry, when the person holds a control-panel grant for the hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control_panel: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -337,6 +343,7 @@ pub async fn me(
     let id = &auth.identity;
     let snap = state.policy();
     let grants: Vec<Grant> = snap.policy.grants(id, now);
+    let cp_grants = snap.policy.control_panel_grants(id, now);
     let stores = grants
         .iter()
         .filter_map(|g| {
@@ -349,6 +356,9 @@ pub async fn me(
                 url: s.url.to_string(),
                 launch: format!("/stores/{}/launch", s.id),
                 expires_at: g.expires_at,
+                control_panel: cp_grants
+                    .contains_key(&s.account)
+                    .then(|| control_panel::entry_path(&s.account)),
             })
         })
         .collect();

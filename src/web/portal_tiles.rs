@@ -27,8 +27,8 @@ pub struct Tile {
     /// Lower-case text the search matches (name, description, role, tags, id).
     pub search: String,
     pub pinned: bool,
-    /// Where the store's control panel opens for this grant. Always `None` until issue 12
-    /// (control-panel access per grant) exists: the template already shows the entry when set.
+    /// The gateway's `/control-panel/{account}` entry when the person holds a control-panel
+    /// grant for this store's hash (issue 12); the template shows "Control panel" when set.
     pub control_panel: Option<String>,
     /// Hidden by the current search (still in the page, so typing can show it again).
     pub hidden: bool,

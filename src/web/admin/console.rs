@@ -138,6 +138,7 @@ fn event_name(e: EventKind) -> &'static str {
         EventKind::Launch => "launch",
         EventKind::Admin => "admin",
         EventKind::Webhook => "webhook",
+        EventKind::ControlPanelOpen => "control panel",
         _ => "other",
     }
 }
