@@ -18,6 +18,7 @@ mod audit_postgres;
 mod backend_conformance;
 mod cli;
 mod console;
+mod control_panel;
 mod demo;
 mod deploy_config;
 mod doctor;
