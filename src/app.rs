@@ -215,6 +215,7 @@ pub fn reconciler_with_redis(
     for a in &config.bigcommerce {
         clients.insert(a.id.clone(), Arc::new(BatchClient::new(a)?));
     }
+    let staff = staff_reconciler(&config, redis.clone(), audit.clone(), clock.clone())?;
     let queue = open_queue(&config, redis)?;
     let executor = Arc::new(Executor {
         queue,
@@ -229,7 +230,55 @@ pub fn reconciler_with_redis(
         clients,
         b2b,
         executor,
+        staff,
     })
+}
+
+/// The control-panel step (issue 12) when `[[account]]` is configured. Its budget: on the
+/// `[session]` Redis when there is one (every replica shares it), else in a file beside the
+/// provisioning queue file (`QUEUE.account-budget.json`), so a restart does not reset it.
+pub fn staff_reconciler(
+    config: &Config,
+    redis: Option<crate::store::RedisHandle>,
+    audit: AuditLog,
+    clock: SharedClock,
+) -> anyhow::Result<Option<Arc<crate::controlpanel::run::StaffReconciler>>> {
+    use crate::controlpanel::budget::{CallBudget, FileBudget, HOURLY_LIMIT, RedisBudget};
+    if config.accounts.is_empty() {
+        return Ok(None);
+    }
+    let redis = match redis {
+        Some(h) => Some(h),
+        None => match crate::session::Store::from_config(&config.session)
+            .map_err(anyhow::Error::msg)?
+        {
+            crate::session::Store::Redis(s) => Some(s.handle().clone()),
+            crate::session::Store::Memory(_) => None,
+        },
+    };
+    let budget: Arc<dyn CallBudget> = match (redis, &config.provisioning.queue) {
+        (Some(h), _) => Arc::new(RedisBudget::new(
+            h,
+            crate::store::REDIS_PREFIX,
+            HOURLY_LIMIT,
+        )),
+        (None, QueueStorage::File(path)) => {
+            let mut name = path.as_os_str().to_owned();
+            name.push(".account-budget.json");
+            Arc::new(FileBudget::open(name.into(), HOURLY_LIMIT)?)
+        }
+        (None, QueueStorage::Redis) => {
+            anyhow::bail!("provisioning.queue = \"redis\" needs [session] store = \"redis\"")
+        }
+    };
+    Ok(Some(Arc::new(
+        crate::controlpanel::run::StaffReconciler::from_config(
+            &config.accounts,
+            budget,
+            audit,
+            clock,
+        )?,
+    )))
 }
 
 /// The configured queue: the file, or a Redis Stream on `redis` (else on a connection opened

@@ -440,19 +440,21 @@ async fn reconcile(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     if dry_run {
         let preview = r.dry_run(&data, now).await?;
         print!(
-            "{}{}{}",
+            "{}{}{}{}",
             render_drift(&preview.drift),
             render_plan(&preview.plan),
-            render_b2b(&preview.b2b)
+            render_b2b(&preview.b2b),
+            storegate::controlpanel::render::render(&preview.staff, true)
         );
         return Ok(());
     }
     let report = r.pass(&data, now).await?;
     print!(
-        "{}{}{}",
+        "{}{}{}{}",
         render_drift(&report.drift),
         render_plan(&report.plan),
-        render_b2b(&report.b2b)
+        render_b2b(&report.b2b),
+        storegate::controlpanel::render::render(&report.staff, false)
     );
     let (b2b_changed, b2b_failed) = report.b2b_counts();
     println!(

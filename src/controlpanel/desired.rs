@@ -81,3 +81,14 @@ pub fn desired_staff(
     }
     out
 }
+
+/// Desired staff from SCIM and the configured policy's control-panel grants at `now`.
+pub fn from_config(cfg: &Config, data: &ScimData, now: UnixTime) -> DesiredStaffState {
+    desired_staff(cfg, data, |id| {
+        cfg.policy
+            .control_panel_grants(id, now)
+            .into_iter()
+            .map(|(account, g)| (account, g.permissions))
+            .collect()
+    })
+}

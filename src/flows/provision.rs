@@ -50,6 +50,8 @@ pub struct Reconciler {
     /// B2B Edition clients of the accounts that have B2B access, for [`Reconciler::b2b_step`].
     pub b2b: HashMap<String, Arc<dyn B2bApi>>,
     pub executor: Arc<Executor>,
+    /// Control-panel users through the Account API, when `[[account]]` is configured (issue 12).
+    pub staff: Option<Arc<crate::controlpanel::run::StaffReconciler>>,
 }
 
 /// Why a pass ended before its plan was worked off.
@@ -76,6 +78,8 @@ pub struct PassReport {
     pub drain: DrainReport,
     /// B2B Edition membership, after the queue drained (see [`super::b2b_sync`]).
     pub b2b: Vec<B2bChange>,
+    /// Control-panel users (see [`crate::controlpanel`]); empty without `[[account]]`.
+    pub staff: crate::controlpanel::run::StaffReport,
 }
 
 /// What `storegate reconcile --dry-run` prints.
@@ -84,6 +88,7 @@ pub struct DryRun {
     pub plan: Vec<Action>,
     pub drift: Vec<Drift>,
     pub b2b: Vec<B2bChange>,
+    pub staff: crate::controlpanel::run::StaffReport,
 }
 
 impl PassReport {
@@ -127,7 +132,24 @@ impl Reconciler {
         report.b2b = self
             .b2b_step(&desired, &bound, &report.run, now, true)
             .await;
+        report.staff = self.staff_step(data, &report.run, now, true).await;
         Ok(report)
+    }
+
+    /// Control-panel users (issue 12): its own budget and plan, after the customers; a spent
+    /// budget pauses it without failing the pass. `apply` false only reads.
+    pub async fn staff_step(
+        &self,
+        data: &ScimData,
+        run: &str,
+        now: UnixTime,
+        apply: bool,
+    ) -> crate::controlpanel::run::StaffReport {
+        let Some(staff) = &self.staff else {
+            return Default::default();
+        };
+        let desired = crate::controlpanel::desired::from_config(&self.config, data, now);
+        staff.pass(&desired, run, apply).await
     }
 
     /// `--dry-run`: the drift, the plan and the B2B step, reading only. The desired state and
@@ -136,7 +158,13 @@ impl Reconciler {
         let desired = reconcile::desired_state(&self.config, data, now);
         let (plan, drift, bound) = self.plan_drift_bound(&desired, false).await?;
         let b2b = self.b2b_step(&desired, &bound, "dry-run", now, false).await;
-        Ok(DryRun { plan, drift, b2b })
+        let staff = self.staff_step(data, "dry-run", now, false).await;
+        Ok(DryRun {
+            plan,
+            drift,
+            b2b,
+            staff,
+        })
     }
 
     /// Plans a pass (creating missing customer groups). Work left in the queue by an earlier run
