@@ -22,7 +22,7 @@ use storegate::provisioning::scim::ScimService;
 use storegate::secret::Secret;
 use tokio::net::TcpListener;
 
-use super::reconcile::{config_text, deactivate, move_to_new_group};
+use crate::support::provisioning::{config_text, deactivate, move_to_new_group};
 use crate::support::redis::RedisServer;
 
 const UUID: &str = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
