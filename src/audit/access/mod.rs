@@ -110,6 +110,9 @@ pub struct Row {
 pub struct Report {
     pub rows: Vec<Row>,
     pub warnings: Vec<String>,
+    /// Where `last_launch_at` was read: "the audit table (every replica)" or "this replica's
+    /// audit files" (set by [`sources::gather`]; empty from [`build`]).
+    pub launches_from: String,
 }
 
 /// Whether any SCIM user (active or not) or tombstone carries this subject.
@@ -253,6 +256,7 @@ pub fn build(
     Report {
         rows,
         warnings: Vec::new(),
+        launches_from: String::new(),
     }
 }
 
