@@ -370,6 +370,7 @@ pub fn start_reconcile_schedule(
         redis,
     )?;
     state.metrics.watch_queue(r.executor.queue.clone())?;
+    state.recent.watch_queue(r.executor.queue.clone());
     // The reconciler's writes are our own changes too: their webhooks are not external.
     if let Some(w) = &state.webhooks {
         for client in r.clients.values() {

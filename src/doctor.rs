@@ -62,22 +62,12 @@ impl Check {
     }
 }
 
-/// Every check of `cfg`, in a stable order: IdPs, BigCommerce accounts, the session store.
+/// Every check of `cfg`, in a stable order: IdPs, BigCommerce accounts, the session store,
+/// SCIM and the provisioning queue (when `[scim]` is on).
 pub async fn run(cfg: &Config, now: UnixTime) -> Vec<Check> {
-    let http = match reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(5))
-        .connect_timeout(Duration::from_secs(3))
-        .build()
-    {
+    let http = match http_client() {
         Ok(c) => c,
-        Err(e) => {
-            return vec![Check::fail(
-                "doctor",
-                format!("cannot build an HTTP client: {e}"),
-                "check the system's TLS root certificates",
-            )];
-        }
+        Err(check) => return vec![check],
     };
     let mut out = Vec::new();
     for idp in &cfg.idps {
@@ -87,6 +77,187 @@ pub async fn run(cfg: &Config, now: UnixTime) -> Vec<Check> {
         out.extend(bigcommerce_checks(&http, account, now).await);
     }
     out.push(session_store_check(cfg).await);
+    if cfg.scim.is_some() {
+        out.push(scim_check(cfg).await);
+        out.push(queue_check(cfg).await);
+    }
+    out
+}
+
+/// What the SCIM data holds: for `doctor` and the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimSummary {
+    pub active_users: usize,
+    pub users: usize,
+    pub groups: usize,
+    /// The newest `meta.lastModified` of any user or group (RFC 3339), if any.
+    pub last_write: Option<String>,
+}
+
+impl ScimSummary {
+    pub fn of(data: &crate::provisioning::scim::ScimData) -> ScimSummary {
+        let last_write = data
+            .users
+            .values()
+            .chain(data.groups.values())
+            .filter_map(|v| v.pointer("/meta/lastModified").and_then(|t| t.as_str()))
+            .filter_map(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                    .ok()
+                    .map(|at| (at, t))
+            })
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, t)| t.to_owned());
+        ScimSummary {
+            active_users: data
+                .users
+                .values()
+                .filter(|u| crate::provisioning::scim::user_active(u))
+                .count(),
+            users: data.users.len(),
+            groups: data.groups.len(),
+            last_write,
+        }
+    }
+
+    /// `12 active users of 14, 3 groups, last write 2026-12-02T10:00:00Z`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} active user(s) of {}, {} group(s), last write {}",
+            self.active_users,
+            self.users,
+            self.groups,
+            self.last_write.as_deref().unwrap_or("never")
+        )
+    }
+}
+
+async fn scim_check(cfg: &Config) -> Check {
+    use crate::config::provisioning::ScimStorage;
+    let subject = "scim";
+    let Some(scim) = &cfg.scim else {
+        return Check::pass(subject, "off");
+    };
+    let (kind, fix) = match &scim.store {
+        ScimStorage::Memory => {
+            return Check::pass(subject, "memory (this process only; nothing stored to read)");
+        }
+        ScimStorage::File(dir) => (
+            format!("file {}", dir.display()),
+            format!(
+                "check that `scim.store` names a directory this user may read ({})",
+                dir.display()
+            ),
+        ),
+        ScimStorage::Redis => (
+            "Redis".to_owned(),
+            "check `session.redis_url` (SCIM data lives in the session Redis) and that this host reaches Redis".to_owned(),
+        ),
+    };
+    match crate::app::load_scim(cfg).await {
+        Ok(data) => Check::pass(
+            subject,
+            format!("{kind}: {}", ScimSummary::of(&data).describe()),
+        ),
+        Err(e) => Check::fail(
+            subject,
+            format!("the SCIM data cannot be read ({e:#})"),
+            fix,
+        ),
+    }
+}
+
+/// The provisioning queue's counts: for `doctor` and the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSummary {
+    pub stats: crate::provisioning::queue::QueueStats,
+    /// When the oldest queued item was queued (unix seconds).
+    pub oldest_at: Option<UnixTime>,
+}
+
+impl QueueSummary {
+    pub async fn read(
+        queue: &dyn crate::provisioning::queue::WorkQueue,
+    ) -> anyhow::Result<QueueSummary> {
+        Ok(QueueSummary {
+            stats: queue.stats().await?,
+            oldest_at: queue.oldest_queued_at().await?,
+        })
+    }
+
+    /// `2 waiting, 1 in flight, oldest queued 2026-12-02T10:00:00Z, 0 dead letter(s)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} waiting, {} in flight, oldest queued {}, {} dead letter(s)",
+            self.stats.waiting,
+            self.stats.in_flight,
+            self.oldest_at
+                .map(crate::clock::rfc3339)
+                .unwrap_or_else(|| "-".to_owned()),
+            self.stats.dead_letters
+        )
+    }
+}
+
+/// Reads the queue (never takes an item). Dead letters do not fail the check: they are a
+/// matter for the `dead_letter` audit events, not a reason to hold a deployment.
+async fn queue_check(cfg: &Config) -> Check {
+    use crate::config::provisioning::QueueStorage;
+    let subject = "provisioning queue";
+    let (kind, fix) = match &cfg.provisioning.queue {
+        QueueStorage::File(p) => (
+            format!("file {}", p.display()),
+            format!(
+                "check `provisioning.queue`: {} must be a storegate queue file this user may read (move a damaged one away; the next reconcile pass plans again)",
+                p.display()
+            ),
+        ),
+        QueueStorage::Redis => (
+            "Redis".to_owned(),
+            "check `session.redis_url` (the queue lives in the session Redis) and that this host reaches Redis".to_owned(),
+        ),
+    };
+    let read = match crate::app::open_queue(cfg, None) {
+        Ok(q) => QueueSummary::read(q.as_ref()).await,
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok(q) => {
+            let mut what = format!("{kind}: {}", q.describe());
+            if q.stats.dead_letters > 0 {
+                what.push_str(" (see the `dead_letter` audit events for why)");
+            }
+            Check::pass(subject, what)
+        }
+        Err(e) => Check::fail(subject, format!("the queue cannot be read ({e:#})"), fix),
+    }
+}
+
+fn http_client() -> Result<reqwest::Client, Check> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| {
+            Check::fail(
+                "doctor",
+                format!("cannot build an HTTP client: {e}"),
+                "check the system's TLS root certificates",
+            )
+        })
+}
+
+/// The BigCommerce checks alone (the console shows them per store, cached).
+pub async fn bigcommerce(accounts: &[BigCommerceAccount], now: UnixTime) -> Vec<Check> {
+    let http = match http_client() {
+        Ok(c) => c,
+        Err(check) => return vec![check],
+    };
+    let mut out = Vec::new();
+    for account in accounts {
+        out.extend(bigcommerce_checks(&http, account, now).await);
+    }
     out
 }
 
@@ -221,7 +392,7 @@ pub fn cert_verdict(subject: &str, not_after: UnixTime, now: UnixTime) -> Check 
     }
 }
 
-fn cert_not_after(der: &[u8]) -> Result<UnixTime, String> {
+pub fn cert_not_after(der: &[u8]) -> Result<UnixTime, String> {
     let x = openssl::x509::X509::from_der(der).map_err(|e| e.to_string())?;
     let epoch = openssl::asn1::Asn1Time::from_unix(0).map_err(|e| e.to_string())?;
     let diff = epoch.diff(x.not_after()).map_err(|e| e.to_string())?;
@@ -257,6 +428,7 @@ async fn bigcommerce_checks(
         )
     };
     // The store clock needs a valid token and no scope: it tells a wrong token from a scope.
+    let headroom;
     let store_time = match get("/v2/time").await {
         Ok(r) if r.status().as_u16() == 401 => {
             return vec![Check::fail(
@@ -271,10 +443,20 @@ async fn bigcommerce_checks(
                 ),
             )];
         }
-        Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
-            Ok(v) => v["time"].as_i64(),
-            Err(_) => None,
-        },
+        Ok(r) if r.status().is_success() => {
+            let header = |n: &str| {
+                r.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            headroom =
+                header("x-rate-limit-requests-left").zip(header("x-rate-limit-requests-quota"));
+            match r.json::<serde_json::Value>().await {
+                Ok(v) => v["time"].as_i64(),
+                Err(_) => None,
+            }
+        }
         Ok(r) => {
             return vec![Check::fail(
                 &subject,
@@ -339,6 +521,20 @@ async fn bigcommerce_checks(
             "GET /v2/time gave no time",
             "check `api_base` points at the BigCommerce API",
         )),
+    }
+    // What is left of the store's request quota in the current window, as the store counts it
+    // (shared by every client of the API account, this gateway's replicas included).
+    match headroom {
+        Some((0, quota)) => out.push(Check::fail(
+            &subject,
+            format!("the rate limit is spent: 0 of {quota} requests left in this window"),
+            "find what else uses this API account (another app, a script) or ask BigCommerce for a higher plan; provisioning pauses until the window resets",
+        )),
+        Some((left, quota)) => out.push(Check::pass(
+            &subject,
+            format!("rate-limit headroom {left} of {quota} requests left in this window"),
+        )),
+        None => {}
     }
     out
 }

@@ -166,6 +166,13 @@ enum AuditCommand {
         #[arg(long = "anchor", value_name = "WRITER:SEQ:HASH")]
         anchors: Vec<storegate::audit::verify::Anchor>,
     },
+    /// Create or upgrade the PostgreSQL table `audit_events` as its owner, so the gateway can run
+    /// as a role that may only INSERT and SELECT (docs/audit.md, "The PostgreSQL roles").
+    Migrate {
+        /// A URL whose role owns the table (or may create it), like postgres://storegate_owner@db/audit.
+        #[arg(long, value_name = "URL", env = "STOREGATE_AUDIT_OWNER_DB")]
+        postgres: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -281,6 +288,9 @@ fn main() -> ExitCode {
                 None => audit_verify(&files, &opts),
             }
         }
+        Command::Audit {
+            command: AuditCommand::Migrate { postgres },
+        } => audit_migrate(&postgres),
         Command::AccessReport {
             config,
             format,
@@ -310,6 +320,29 @@ fn audit_verify(files: &[PathBuf], opts: &storegate::audit::verify::Options) -> 
         Err(problem) => {
             eprintln!("{problem}");
             eprintln!("storegate: the audit trail does not verify");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `storegate audit migrate --postgres URL`: the migrations applied, or why not.
+fn audit_migrate(url: &str) -> ExitCode {
+    let migrated = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(storegate::audit::postgres::migrate(url)));
+    match migrated {
+        Ok(applied) if applied.is_empty() => {
+            println!("audit_events is current; nothing to apply");
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            println!("applied {}", applied.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("storegate: {e}");
             ExitCode::FAILURE
         }
     }
@@ -500,6 +533,10 @@ async fn access_report(
     for w in &report.warnings {
         eprintln!("storegate access-report: warning: {w}");
     }
+    eprintln!(
+        "storegate access-report: last launches from {}",
+        report.launches_from
+    );
     match format {
         "json" => println!("{}", access::to_json(&report.rows)),
         _ => print!("{}", access::to_csv(&report.rows)),

@@ -2,7 +2,9 @@
 //! full first; only a valid file whose non-reloadable parts are unchanged replaces the running
 //! policy. An invalid file is refused, the old policy stays, and a log line says why.
 //!
-//! The reloadable part is small on purpose: the policy (templates, rules) and the stores. IdPs,
+//! The reloadable part is small on purpose: the policy (templates, rules), the stores and the
+//! `[admin]` rule's conditions (adding or removing `[admin]` mounts or unmounts the console, so
+//! that needs a restart). IdPs,
 //! BigCommerce accounts (credentials, clients), sessions, the listener, `[saml]`, `[scim]`,
 //! `[provisioning]`, `[audit]`, `[telemetry]`, `[rate_limit]` and the proxy settings need a
 //! restart, and a reload that changes them is refused rather than half applied.
@@ -24,6 +26,8 @@ use crate::policy::Policy;
 pub struct PolicySnapshot {
     pub policy: Policy,
     pub stores: Vec<Store>,
+    /// Who may use the console (`[admin]`); the console decides with this one.
+    pub admin: Option<crate::policy::admin::AdminRule>,
 }
 
 impl PolicySnapshot {
@@ -31,6 +35,7 @@ impl PolicySnapshot {
         PolicySnapshot {
             policy: cfg.policy.clone(),
             stores: cfg.stores.clone(),
+            admin: cfg.admin.clone(),
         }
     }
 
@@ -101,7 +106,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     // reload is refused and says so. Compared by their redacting `Debug` form, never printed.
     let same =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
-    let sections: [(&str, bool); 9] = [
+    let sections: [(&str, bool); 10] = [
+        (
+            "[admin] added or removed",
+            old.admin.is_some() == new.admin.is_some(),
+        ),
         ("[saml]", same(&old.saml, &new.saml)),
         ("[scim]", same(&old.scim, &new.scim)),
         ("[provisioning]", same(&old.provisioning, &new.provisioning)),
@@ -356,6 +365,45 @@ url = "https://us.example.com"
             assert_eq!(err, ReloadRefused::NeedsRestart(section.into()), "{edit}");
             assert_eq!(names(&shared), ["one"], "{edit}");
         }
+    }
+
+    const ADMINS: &str = "[admin]\nname = \"it-admins\"\ngroups_any = [\"storegate-admins\"]\n";
+
+    fn admin_rule(shared: &SharedPolicy) -> Option<crate::policy::admin::AdminRule> {
+        shared.load().admin.clone()
+    }
+
+    #[test]
+    fn the_admin_rule_reloads_with_the_policy_but_adding_or_removing_it_needs_a_restart() {
+        let running = load(&text(&format!("{ONE}{ADMINS}"), "abc")).unwrap();
+        let shared: SharedPolicy =
+            Arc::new(ArcSwap::from_pointee(PolicySnapshot::from_config(&running)));
+        let before = admin_rule(&shared).expect("an admin rule");
+        let other = ADMINS
+            .replace("it-admins", "helpdesk")
+            .replace("storegate-admins", "helpdesk-leads");
+        apply(
+            &shared,
+            &running,
+            load(&text(&format!("{TWO}{other}"), "abc")),
+        )
+        .unwrap();
+        let after = admin_rule(&shared).expect("an admin rule");
+        assert_ne!(before, after);
+        assert_eq!(
+            after,
+            load(&text(&format!("{TWO}{other}"), "abc"))
+                .unwrap()
+                .admin
+                .unwrap()
+        );
+        assert_eq!(names(&shared), ["two"]);
+        let err = apply(&shared, &running, load(&text(ONE, "abc"))).unwrap_err();
+        assert_eq!(
+            err,
+            ReloadRefused::NeedsRestart("[admin] added or removed".into())
+        );
+        assert_eq!(admin_rule(&shared), Some(after), "the running rule stays");
     }
 
     #[tokio::test]

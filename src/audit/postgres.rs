@@ -5,17 +5,17 @@
 //! macros or compile-time database, and the pair builds much lighter.
 //!
 //! The path of an event: the file writer seals a line and hands a copy to [`Feed::push`], which
-//! never waits (a bounded channel; full = counted as dropped), so a slow or absent database
-//! cannot hold up a sign-in or a launch. One task inserts lines in order. While the database is
-//! away it appends them to a bounded local spool file (full = counted as dropped); when the
-//! database is back it replays the spool, in order, before anything newer. What the channel holds
-//! is taken in batches and inserted pipelined (the table is read in (writer, seq) order, so the
-//! order in which a batch's rows land does not matter). Inserts are
-//! `ON CONFLICT (writer, seq) DO NOTHING`, so a line sent twice (replayed after an insert whose
-//! answer was lost) is stored once.
+//! never waits, so a slow or absent database cannot hold up a sign-in or a launch. The line goes
+//! into a bounded channel (10,000 lines); when the channel is full, or while older lines wait in
+//! the local spool file, it is appended to the spool instead ([`spool`]: one order for channel
+//! and file). One task inserts lines in order: what the channel holds is taken in batches and
+//! inserted pipelined; lines it could not store (database away) go to the front of the spool with
+//! what the channel still holds; once the channel is empty it replays the spool, in order, and
+//! deletes it. Inserts are `ON CONFLICT (writer, seq) DO NOTHING`, so a line sent twice (replayed
+//! after an insert whose answer was lost) is stored once. The spool is bounded (`spool_max`);
+//! beyond it events are dropped for the table (they stay in the file trail) and counted.
 
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,11 +24,14 @@ use tokio::sync::mpsc;
 
 use super::chain::{Line, parse_line};
 
+pub mod spool;
+use spool::Spool;
+
 mod embedded {
     refinery::embed_migrations!("migrations/audit");
 }
 
-/// Lines waiting for the insert task; beyond this the push is dropped (and counted).
+/// Lines waiting in memory for the insert task; beyond this they go to the spool file.
 pub const CHANNEL_CAPACITY: usize = 10_000;
 /// Default `audit.spool_max`: 64 MiB of lines, hours of events for a busy gateway.
 pub const DEFAULT_SPOOL_MAX: u64 = 64 << 20;
@@ -44,11 +47,14 @@ const RETRY: Duration = Duration::from_millis(500);
 pub struct SinkStats {
     /// Lines inserted (first time or replayed).
     pub stored: AtomicU64,
-    /// Lines written to the spool because the database was away.
+    /// Lines written to the spool: the database was away, or the channel full.
     pub spooled: AtomicU64,
+    /// Lines the writer found the channel full for (each went to the spool, or was dropped when
+    /// the spool was full too).
+    pub channel_full: AtomicU64,
     /// Spooled lines inserted after the database came back.
     pub replayed: AtomicU64,
-    /// Lines lost: spool full, or the channel full.
+    /// Lines lost for the table (still in the file trail): the spool full or unwritable.
     pub dropped: AtomicU64,
     /// Whether the last attempt reached the database.
     pub up: AtomicBool,
@@ -72,13 +78,17 @@ impl SinkStats {
              storegate_audit_db_up {}\n\
              # HELP storegate_audit_db_spooling Whether audit events wait in the local spool.\n\
              # TYPE storegate_audit_db_spooling gauge\n\
-             storegate_audit_db_spooling {}\n",
+             storegate_audit_db_spooling {}\n\
+             # HELP storegate_audit_db_channel_full_total Audit events that found the in-memory queue to the database full and went to the spool.\n\
+             # TYPE storegate_audit_db_channel_full_total counter\n\
+             storegate_audit_db_channel_full_total {}\n",
             n(&self.stored),
             n(&self.spooled),
             n(&self.replayed),
             n(&self.dropped),
             u8::from(self.up.load(Ordering::Relaxed)),
             u8::from(self.spooling.load(Ordering::Relaxed)),
+            n(&self.channel_full),
         )
     }
 }
@@ -100,49 +110,57 @@ impl std::fmt::Debug for SinkConfig {
     }
 }
 
-/// The writer's end: hands sealed lines to the insert task without waiting.
+/// The writer's end: hands sealed lines to the insert task, or to the spool, without waiting.
 #[derive(Clone)]
 pub struct Feed {
     tx: mpsc::Sender<Vec<u8>>,
-    stats: Arc<SinkStats>,
+    spool: Arc<Spool>,
 }
 
 impl Feed {
     /// One sealed line (without its newline).
     pub fn push(&self, line: &[u8]) {
-        if self.tx.try_send(line.to_vec()).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.spool.push(&self.tx, line);
     }
 }
 
 /// Starts the insert task. It ends when every [`Feed`] is dropped and every line is stored or
-/// spooled.
+/// spooled (a spool that cannot be replayed then stays for the next start).
 pub fn start(cfg: SinkConfig) -> (Feed, Arc<SinkStats>, tokio::task::JoinHandle<()>) {
     let stats = Arc::new(SinkStats::default());
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let spool = Arc::new(Spool::open(
+        cfg.spool_file.clone(),
+        cfg.spool_max,
+        stats.clone(),
+    ));
     let task = Inserter {
         cfg,
         stats: stats.clone(),
+        spool: spool.clone(),
         client: None,
         migrated: false,
     };
     let handle = tokio::spawn(task.run(rx));
-    (
-        Feed {
-            tx,
-            stats: stats.clone(),
-        },
-        stats,
-        handle,
-    )
+    (Feed { tx, spool }, stats, handle)
 }
 
 struct Inserter {
     cfg: SinkConfig,
     stats: Arc<SinkStats>,
+    spool: Arc<Spool>,
     client: Option<tokio_postgres::Client>,
     migrated: bool,
+}
+
+/// What one replay step did.
+enum Replay {
+    /// Lines were stored; there may be more.
+    Progress,
+    /// The spool is empty and deleted.
+    Drained,
+    /// The database is away (or the file unreadable): try again later.
+    Stalled,
 }
 
 /// The columns of one line; `None` for a line that is not a chained event.
@@ -180,42 +198,15 @@ impl Inserter {
             }
         });
         if !self.migrated {
-            if let Err(e) = embedded::migrations::runner().run_async(&mut client).await {
-                tracing::error!(error = %e, "cannot migrate the audit table; will retry");
+            if let Err(e) = ensure_migrated(&mut client).await {
+                let e = migration_error(&e);
+                tracing::error!(error = %e, "cannot migrate the audit table; will retry (run `storegate audit migrate` as the table's owner)");
                 return Ok(());
             }
             self.migrated = true;
         }
         self.client = Some(client);
         Ok(())
-    }
-
-    /// Inserts one line; `Err` when the database is away (the line is not stored).
-    async fn insert(&mut self, line: &[u8]) -> Result<(), ()> {
-        let Some(c) = columns(line) else {
-            tracing::error!("an audit line for the database is not a chained event; skipped");
-            return Ok(());
-        };
-        if self.connect().await.is_err() || !self.migrated {
-            return Err(());
-        }
-        let Some(client) = &self.client else {
-            return Err(());
-        };
-        match client
-            .execute(INSERT, &[&c.0, &c.1, &c.2, &c.3, &c.4, &c.5, &c.6])
-            .await
-        {
-            Ok(_) => {
-                self.stats.stored.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "audit database insert failed; spooling");
-                self.client = None;
-                Err(())
-            }
-        }
     }
 
     /// Inserts a batch pipelined on one connection; per line, whether it is done (stored, or
@@ -276,129 +267,177 @@ impl Inserter {
         done
     }
 
-    fn spool_size(&self) -> u64 {
-        std::fs::metadata(&self.cfg.spool_file)
-            .map(|m| m.len())
-            .unwrap_or(0)
-    }
-
-    fn spool(&self, line: &[u8]) {
-        if self.spool_size() + line.len() as u64 + 1 > self.cfg.spool_max {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(spool = %self.cfg.spool_file.display(), "the audit spool is full; an event for the database was dropped (it is still in the file trail)");
-            return;
-        }
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.cfg.spool_file)
-            .and_then(|mut f| {
-                let mut buf = line.to_vec();
-                buf.push(b'\n');
-                f.write_all(&buf)
-            });
-        match written {
-            Ok(()) => {
-                self.stats.spooled.fetch_add(1, Ordering::Relaxed);
-                self.stats.spooling.store(true, Ordering::Relaxed);
-            }
-            Err(e) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(spool = %self.cfg.spool_file.display(), error = %e, "cannot write the audit spool; an event for the database was dropped");
-            }
+    /// Stores a batch taken from the channel; what is not stored goes to the front of the spool.
+    async fn store(
+        &mut self,
+        batch: Vec<Vec<u8>>,
+        rx: &mut mpsc::Receiver<Vec<u8>>,
+        offset: &mut u64,
+    ) {
+        let done = self.insert_batch(&batch).await;
+        self.stats
+            .up
+            .store(done.iter().all(|d| *d), Ordering::Relaxed);
+        let failed: Vec<Vec<u8>> = batch
+            .into_iter()
+            .zip(done)
+            .filter_map(|(line, done)| (!done).then_some(line))
+            .collect();
+        if !failed.is_empty() {
+            self.spool.spill_front(failed, rx, offset);
         }
     }
 
-    /// Replays the spool in order. `true` when it is empty afterwards.
-    async fn replay(&mut self) -> bool {
-        let lines = match read_lines(&self.cfg.spool_file) {
+    /// Replays up to a batch of the spool from `offset`, moving `offset` past what was stored.
+    async fn replay(&mut self, offset: &mut u64) -> Replay {
+        let lines = match self.spool.read_from(*offset, BATCH) {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(spool = %self.cfg.spool_file.display(), error = %e, "cannot read the audit spool");
-                return false;
+                tracing::error!(spool = %self.spool.path().display(), error = %e, "cannot read the audit spool");
+                return Replay::Stalled;
             }
         };
         if lines.is_empty() {
-            self.stats.spooling.store(false, Ordering::Relaxed);
-            return true;
-        }
-        for line in &lines {
-            if self.insert(line).await.is_err() {
-                // Still away; the spool stays as it is (what was inserted is not inserted twice).
-                return false;
+            if self.spool.finish_if_drained(*offset) {
+                *offset = 0;
+                tracing::info!("audit spool replayed into the database");
+                return Replay::Drained;
             }
-            self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+            return Replay::Stalled;
         }
-        if let Err(e) = std::fs::remove_file(&self.cfg.spool_file) {
-            tracing::error!(error = %e, "cannot empty the audit spool; its lines will be sent again (stored once)");
-            return false;
+        let batch: Vec<Vec<u8>> = lines.iter().map(|l| l.line.clone()).collect();
+        let done = self.insert_batch(&batch).await;
+        // Only a stored prefix moves the offset: the rest is sent again (stored once).
+        let stored = done.iter().take_while(|d| **d).count();
+        if let Some(last) = stored.checked_sub(1) {
+            *offset = lines[last].end;
         }
-        self.stats.spooling.store(false, Ordering::Relaxed);
-        tracing::info!(
-            events = lines.len(),
-            "audit spool replayed into the database"
-        );
-        true
+        self.stats
+            .replayed
+            .fetch_add(stored as u64, Ordering::Relaxed);
+        let all = stored == lines.len();
+        self.stats.up.store(all, Ordering::Relaxed);
+        if all {
+            Replay::Progress
+        } else {
+            Replay::Stalled
+        }
+    }
+
+    /// Takes `first` and what else the channel holds now, up to [`BATCH`] lines.
+    fn batch(first: Vec<u8>, rx: &mut mpsc::Receiver<Vec<u8>>) -> Vec<Vec<u8>> {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(line) => batch.push(line),
+                Err(_) => break,
+            }
+        }
+        batch
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Vec<u8>>) {
-        let mut spool_empty = self.spool_size() == 0;
-        self.stats.spooling.store(!spool_empty, Ordering::Relaxed);
+        // Where replay stands in the spool file (in memory: after a restart the file is sent
+        // again from the start, and what was stored is stored once).
+        let mut offset = 0u64;
         loop {
-            let next = if spool_empty {
-                rx.recv().await
-            } else {
-                // With a spool to replay, try again every RETRY even when nothing new comes.
-                match tokio::time::timeout(RETRY, rx.recv()).await {
-                    Ok(line) => line,
-                    Err(_) => {
-                        spool_empty = self.replay().await;
-                        self.stats.up.store(spool_empty, Ordering::Relaxed);
-                        continue;
-                    }
-                }
-            };
-            let Some(line) = next else {
-                break;
-            };
-            let mut batch = vec![line];
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(line) => batch.push(line),
-                    Err(_) => break,
-                }
+            if !self.spool.is_spilling() {
+                let Some(first) = rx.recv().await else {
+                    break;
+                };
+                let batch = Self::batch(first, &mut rx);
+                self.store(batch, &mut rx, &mut offset).await;
+                continue;
             }
-            if !spool_empty {
-                spool_empty = self.replay().await;
-            }
-            // Older lines first: while the spool holds any, new ones queue behind them.
-            let done = if spool_empty {
-                self.insert_batch(&batch).await
-            } else {
-                vec![false; batch.len()]
-            };
-            self.stats
-                .up
-                .store(done.iter().all(|d| *d), Ordering::Relaxed);
-            for (line, done) in batch.iter().zip(done) {
-                if !done {
-                    self.spool(line);
-                    spool_empty = false;
+            // The channel's lines are older than the spool's: they go first.
+            let closed = match rx.try_recv() {
+                Ok(first) => {
+                    let batch = Self::batch(first, &mut rx);
+                    self.store(batch, &mut rx, &mut offset).await;
+                    continue;
                 }
+                Err(mpsc::error::TryRecvError::Empty) => false,
+                Err(mpsc::error::TryRecvError::Disconnected) => true,
+            };
+            match self.replay(&mut offset).await {
+                Replay::Progress | Replay::Drained => {}
+                Replay::Stalled if closed => break,
+                Replay::Stalled => tokio::time::sleep(RETRY).await,
             }
         }
     }
 }
 
-fn read_lines(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
-    match std::fs::File::open(path) {
-        Ok(f) => std::io::BufReader::new(f)
-            .split(b'\n')
-            .filter(|l| l.as_ref().map_or(true, |l| !l.is_empty()))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
+/// The newest migration this build embeds.
+fn latest_migration() -> i32 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .and_then(|v| i32::try_from(v).ok())
+        .unwrap_or(0)
+}
+
+/// Whether the owner already applied every migration this build has. Read with SELECT only:
+/// refinery's runner starts with `CREATE TABLE IF NOT EXISTS refinery_schema_history`, which
+/// PostgreSQL refuses to a role without CREATE on the schema even when the table exists, so
+/// the insert-and-select-only application role must not run it.
+async fn is_current(client: &tokio_postgres::Client) -> bool {
+    match client
+        .query_one("SELECT max(version) FROM refinery_schema_history", &[])
+        .await
+    {
+        Ok(row) => row
+            .try_get::<_, Option<i32>>(0)
+            .ok()
+            .flatten()
+            .is_some_and(|v| v >= latest_migration()),
+        Err(_) => false,
     }
+}
+
+/// refinery's message with its causes (its own Display ends at "db error"; the database's
+/// reason, e.g. "permission denied for schema public", is further down the chain).
+fn migration_error(e: &refinery::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// Runs the embedded migrations unless the table is current already.
+async fn ensure_migrated(client: &mut tokio_postgres::Client) -> Result<(), refinery::Error> {
+    if is_current(client).await {
+        return Ok(());
+    }
+    embedded::migrations::runner()
+        .run_async(client)
+        .await
+        .map(|_| ())
+}
+
+/// `storegate audit migrate --postgres URL`: creates or upgrades `audit_events` as the role in
+/// `url` (the table's owner), so the gateway itself can run as a role that may only insert and
+/// select. Returns the versions applied now (empty: already current).
+pub async fn migrate(url: &str) -> anyhow::Result<Vec<String>> {
+    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the audit database: {e}"))?;
+    tokio::spawn(conn);
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot migrate the audit table: {}", migration_error(&e)))?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| format!("V{}__{}", m.version(), m.name()))
+        .collect())
 }
 
 /// The table's lines in (writer, seq) order, for `storegate audit verify --postgres URL`.

@@ -174,6 +174,8 @@ struct Discovered {
     /// rather than on every sign-in.
     core: openidconnect::core::CoreProviderMetadata,
     jwks: JsonWebKeySet<CoreJsonWebKey>,
+    /// When the document was fetched (the console shows its age).
+    at: Instant,
 }
 
 /// One configured OpenID provider.
@@ -255,7 +257,17 @@ impl OidcProvider {
             metadata,
             core,
             jwks,
+            at: Instant::now(),
         })
+    }
+
+    /// How long ago the discovery document in use was fetched; `None` before the first fetch.
+    pub async fn discovery_age(&self) -> Option<Duration> {
+        self.discovered
+            .read()
+            .await
+            .as_ref()
+            .map(|d| d.at.elapsed())
     }
 
     /// Readiness: the provider's discovery document answers now (probed at most every
@@ -524,10 +536,12 @@ impl OidcProvider {
                 issuer: self.cfg.issuer.clone(),
                 detail: error_chain(&e),
             })?;
+        // A JWKS refresh keeps the discovery document, and its age.
         let fresh = Arc::new(Discovered {
             metadata: d.metadata.clone(),
             core: d.core.clone(),
             jwks,
+            at: d.at,
         });
         *self.discovered.write().await = Some(fresh.clone());
         Ok(fresh)

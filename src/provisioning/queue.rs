@@ -64,6 +64,10 @@ pub struct Item {
     /// The Redis Stream entry id this item was read from. Not stored.
     #[serde(skip)]
     pub entry: Option<String>,
+    /// When the file queue took it (unix seconds), for the console's "oldest item"; the Redis
+    /// queue reads that from the entry id instead. Absent in items queued by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<i64>,
 }
 
 impl Item {
@@ -76,6 +80,7 @@ impl Item {
             attempts: 0,
             uncertain: false,
             entry: None,
+            queued_at: None,
         }
     }
 }
@@ -180,6 +185,11 @@ pub trait WorkQueue: Send + Sync {
 
     /// The dead letters, oldest first, with their reasons.
     async fn dead_letters(&self) -> anyhow::Result<Vec<(Item, String)>>;
+
+    /// When the oldest item still queued was queued (unix seconds), if known (the console).
+    async fn oldest_queued_at(&self) -> anyhow::Result<Option<i64>> {
+        Ok(None)
+    }
 }
 
 /// How long to wait; tests shorten these.

@@ -1,10 +1,12 @@
-//! The IT console's status page (issue 16): admins see the IdPs, stores, session store, the
-//! recent denials with their rules and an SVG activity chart; others get the gate's 403; every
-//! view is an `admin` audit event.
+//! The IT console's status page (issue 16): admins see the IdPs (discovery age, certificate,
+//! last sign-in), the BigCommerce stores (doctor's checks), the session store, SCIM, the queue,
+//! the recent denials with their rules and the SVG charts; others get the gate's 403; every view
+//! is an `admin` audit event.
 
 use storegate::audit::{EventKind, Outcome};
 
 use crate::admin::gateway_and_browser;
+use crate::harness::MAIN_HASH;
 
 const ADMIN: &str = "[admin]\nname = \"it-admins\"\ngroups_any = [\"storegate-admins\"]\n";
 
@@ -18,17 +20,54 @@ async fn an_admin_sees_status_denials_with_rules_and_the_chart() {
     let html = resp.text().await.unwrap();
     assert!(
         html.contains(
-            "<strong>nam</strong> (OIDC): <span class=\"ok\">OK</span>, discovery answers"
+            "<strong>nam</strong> (OIDC): <span class=\"ok\">OK</span>, discovery answers; discovery fetched "
         ),
         "{html}"
     );
     assert!(
-        html.contains("<strong>US Storefront</strong> (us, account main)"),
+        html.contains("Signing certificate: <span class=\"ok\">none to expire (tokens are checked with the JWKS keys)</span>."),
+        "{html}"
+    );
+    let signed_in = gw
+        .audit_now()
+        .into_iter()
+        .find(|e| e.event == EventKind::SignIn && e.outcome == Outcome::Allow)
+        .expect("a sign-in");
+    assert!(
+        html.contains(&format!(
+            "Last successful sign-in: {} (this replica).",
+            signed_in.time
+        )),
         "{html}"
     );
     assert!(
-        html.contains("memory: <span class=\"ok\">OK</span>, answers"),
+        html.contains(&format!(
+            "<strong>main</strong> (store {MAIN_HASH}; US Storefront (us)"
+        )),
         "{html}"
+    );
+    assert!(
+        html.contains("<span class=\"ok\">OK</span>: the access token is accepted"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<span class=\"ok\">OK</span>: scopes present: store_v2_customers"),
+        "{html}"
+    );
+    assert!(html.contains("requests left in this window"), "{html}");
+    assert!(
+        html.contains("memory (this replica only): <span class=\"ok\">OK</span>, answers"),
+        "{html}"
+    );
+    assert!(html.contains("<h2>SCIM</h2>"), "{html}");
+    assert!(html.contains("<h2>Provisioning queue</h2>"), "{html}");
+    assert!(
+        html.contains("Sign-ins, launches and denials below are from this replica."),
+        "{html}"
+    );
+    assert!(
+        html.contains("viewBox=\"0 0 576 80\""),
+        "the queue chart: {html}"
     );
     assert!(
         html.contains(

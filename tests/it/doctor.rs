@@ -1,7 +1,7 @@
-//! `storegate doctor` (issue 16) against the BigCommerce simulator, an OpenID provider and a
-//! private Redis, each failure injected once: wrong token, missing scope, IdP down, Redis down.
-//! The exact lines are asserted; the binary exits 1 on any failure and 0 when all pass. (An
-//! expiring or expired SAML signing certificate is covered by src/doctor.rs's unit tests.)
+//! `storegate doctor` (issue 16) against the BigCommerce simulator, an OpenID provider, a SAML
+//! IdP's metadata and a private Redis, each failure injected once: wrong token, missing scope,
+//! IdP down, expired signing certificate, Redis down, unreadable SCIM data, a damaged queue.
+//! The exact lines are asserted; the binary exits 1 on any failure and 0 when all pass.
 
 use std::process::Command;
 
@@ -48,12 +48,34 @@ async fn lines(gw: &Gateway, cfg: &storegate::config::Config) -> Vec<String> {
         .collect()
 }
 
+/// Takes the headroom line of `account` out of `got`, checking its shape and numbers: some of
+/// the simulator's quota spent, some left.
+fn take_headroom(got: &mut Vec<String>, account: &str) {
+    let prefix = format!("PASS bigcommerce {account}: rate-limit headroom ");
+    let i = got
+        .iter()
+        .position(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no headroom line for {account}: {got:#?}"));
+    let line = got.remove(i);
+    let nums: Vec<u64> = line[prefix.len()..]
+        .trim_end_matches(" requests left in this window")
+        .split(" of ")
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    assert!(
+        nums.len() == 2 && nums[0] > 0 && nums[0] < nums[1],
+        "{line}"
+    );
+}
+
 #[tokio::test]
 async fn every_check_passes_on_a_healthy_setup_and_the_binary_exits_0() {
     let op = RogueOp::start(CLIENT, SECRET).await;
     let redis = RedisServer::start();
     let gw = Gateway::start(Reserved::new().await, opts(&op, Some(&redis))).await;
-    let got = lines(&gw, &gw.config()).await;
+    let mut got = lines(&gw, &gw.config()).await;
+    take_headroom(&mut got, "main");
+    take_headroom(&mut got, "outlet");
     let discovery = format!("{}/.well-known/openid-configuration", op.issuer);
     assert_eq!(
         got,
@@ -80,7 +102,7 @@ async fn every_check_passes_on_a_healthy_setup_and_the_binary_exits_0() {
     let out = run_doctor(file).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert_eq!(stdout.lines().count(), 8, "{stdout}");
+    assert_eq!(stdout.lines().count(), 10, "{stdout}");
 }
 
 #[tokio::test]
@@ -186,5 +208,171 @@ async fn redis_down_is_named_with_the_settings_to_check() {
     assert!(
         last.ends_with("-> fix: check `session.redis_url` (or the Sentinel/Cluster nodes), the password, and that this host reaches Redis"),
         "{last}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_saml_signing_certificate_is_named_with_who_must_roll_it() {
+    use crate::support::saml_idp::{Idp, SAML_IDP, cert_b64};
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    let gw = Gateway::start(Reserved::new().await, opts(&op, None)).await;
+    let idp = Idp::new("doctor-expired", 1);
+    // The metadata's certificate, replaced by one that expired on 2020-01-01.
+    let expired = {
+        use openssl::asn1::Asn1Time;
+        use openssl::pkey::PKey;
+        use openssl::rsa::Rsa;
+        use openssl::x509::X509Builder;
+        let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("key");
+        let mut b = X509Builder::new().expect("builder");
+        b.set_pubkey(&key).expect("pubkey");
+        b.set_not_before(&Asn1Time::from_unix(1_500_000_000).expect("t"))
+            .expect("not before");
+        b.set_not_after(&Asn1Time::from_unix(1_577_836_800).expect("t"))
+            .expect("not after");
+        b.sign(&key, openssl::hash::MessageDigest::sha256())
+            .expect("sign");
+        String::from_utf8(b.build().to_pem().expect("pem")).expect("utf8")
+    };
+    let current = std::fs::read_to_string(&idp.cert).expect("cert");
+    let md = std::fs::read_to_string(&idp.metadata).expect("metadata");
+    std::fs::write(
+        &idp.metadata,
+        md.replace(&cert_b64(&current), &cert_b64(&expired)),
+    )
+    .expect("write metadata");
+    let mut o = opts(&op, None);
+    o.extra_toml = idp.toml("");
+    let dir = TempDir::new("doctor-cert");
+    let file = dir.write("storegate.toml", &config_text(&gw.base, &gw.sim_base, &o));
+    let want = format!(
+        "FAIL idp {SAML_IDP}: the signing certificate expired on 2020-01-01 -> fix: ask the IdP team to roll the signing certificate and publish the new one in the metadata before 2020-01-01, then reload the gateway"
+    );
+    let out = run_doctor(file).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l == want),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+}
+
+fn with_scim(
+    cfg: &mut storegate::config::Config,
+    store: storegate::config::provisioning::ScimStorage,
+    queue: storegate::config::provisioning::QueueStorage,
+) {
+    cfg.scim = Some(storegate::config::provisioning::ScimConfig {
+        bearer_token: Some(Secret::new("doctor-scim-token-0123".to_owned())),
+        basic: None,
+        store,
+    });
+    cfg.provisioning.queue = queue;
+}
+
+#[tokio::test]
+async fn scim_and_the_queue_are_read_and_reported_without_writing() {
+    use storegate::config::provisioning::{QueueStorage, ScimStorage};
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    let gw = Gateway::start(Reserved::new().await, opts(&op, None)).await;
+    let dir = TempDir::new("doctor-scim");
+    let base = dir
+        .write("readme", "doctor test")
+        .parent()
+        .expect("temp dir")
+        .to_path_buf();
+    let scim_dir = base.join("scim-data");
+    std::fs::create_dir_all(&scim_dir).expect("scim dir");
+    let queue = base.join("queue.json");
+    let mut cfg = gw.config();
+    with_scim(
+        &mut cfg,
+        ScimStorage::File(scim_dir.clone()),
+        QueueStorage::File(queue.clone()),
+    );
+    let got = lines(&gw, &cfg).await;
+    let n = got.len();
+    assert_eq!(
+        &got[n - 2..],
+        [
+            format!(
+                "PASS scim: file {}: 0 active user(s) of 0, 0 group(s), last write never",
+                scim_dir.display()
+            ),
+            format!(
+                "PASS provisioning queue: file {}: 0 waiting, 0 in flight, oldest queued -, 0 dead letter(s)",
+                queue.display()
+            ),
+        ]
+    );
+    assert!(!queue.exists(), "doctor creates no queue file");
+
+    // A damaged queue file and a SCIM store that is not a directory.
+    std::fs::write(&queue, "not a queue").expect("queue");
+    let not_a_dir = dir.write("scim-file", "x");
+    with_scim(
+        &mut cfg,
+        ScimStorage::File(not_a_dir.clone()),
+        QueueStorage::File(queue.clone()),
+    );
+    let got = lines(&gw, &cfg).await;
+    let n = got.len();
+    assert!(
+        got[n - 2].starts_with("FAIL scim: the SCIM data cannot be read ("),
+        "{got:#?}"
+    );
+    assert!(
+        got[n - 2].ends_with(&format!(
+            "-> fix: check that `scim.store` names a directory this user may read ({})",
+            not_a_dir.display()
+        )),
+        "{got:#?}"
+    );
+    assert_eq!(
+        got[n - 1],
+        format!(
+            "FAIL provisioning queue: the queue cannot be read ({q} is not a storegate queue: expected ident at line 1 column 2) -> fix: check `provisioning.queue`: {q} must be a storegate queue file this user may read (move a damaged one away; the next reconcile pass plans again)",
+            q = queue.display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_redis_queue_and_scim_with_redis_down_are_named_with_the_setting_to_check() {
+    use storegate::config::provisioning::{QueueStorage, ScimStorage};
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    let mut redis = RedisServer::start();
+    let gw = Gateway::start(Reserved::new().await, opts(&op, Some(&redis))).await;
+    let mut cfg = gw.config();
+    with_scim(&mut cfg, ScimStorage::Redis, QueueStorage::Redis);
+    let got = lines(&gw, &cfg).await;
+    let n = got.len();
+    assert_eq!(
+        &got[n - 2..],
+        [
+            "PASS scim: Redis: 0 active user(s) of 0, 0 group(s), last write never".to_owned(),
+            "PASS provisioning queue: Redis: 0 waiting, 0 in flight, oldest queued -, 0 dead letter(s)".to_owned(),
+        ]
+    );
+    redis.stop();
+    let got = lines(&gw, &cfg).await;
+    let n = got.len();
+    for (line, what) in [
+        (&got[n - 2], "scim: the SCIM data"),
+        (&got[n - 1], "provisioning queue: the queue"),
+    ] {
+        assert!(
+            line.starts_with(&format!("FAIL {what} cannot be read (")),
+            "{got:#?}"
+        );
+    }
+    assert!(
+        got[n - 2].ends_with("-> fix: check `session.redis_url` (SCIM data lives in the session Redis) and that this host reaches Redis"),
+        "{got:#?}"
+    );
+    assert!(
+        got[n - 1].ends_with("-> fix: check `session.redis_url` (the queue lives in the session Redis) and that this host reaches Redis"),
+        "{got:#?}"
     );
 }

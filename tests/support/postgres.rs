@@ -129,6 +129,11 @@ impl PostgresServer {
         }
     }
 
+    /// The `psql` binary of this server's version (for a session a test keeps open).
+    pub fn psql_bin(&self) -> PathBuf {
+        self.bin.join("psql")
+    }
+
     /// Runs SQL through `psql` as `user`; returns stdout, or stderr as the error.
     pub fn psql(&self, user: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))

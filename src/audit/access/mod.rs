@@ -110,6 +110,9 @@ pub struct Row {
 pub struct Report {
     pub rows: Vec<Row>,
     pub warnings: Vec<String>,
+    /// Where `last_launch_at` was read: "the audit table (every replica)" or "this replica's
+    /// audit files" (set by [`sources::gather`]; empty from [`build`]).
+    pub launches_from: String,
 }
 
 /// The subjects SCIM users (active ones only, or any) and tombstones carry: built once per
@@ -260,6 +263,7 @@ pub fn build(
     Report {
         rows,
         warnings: Vec::new(),
+        launches_from: String::new(),
     }
 }
 

@@ -94,6 +94,58 @@ pub fn launches_from_files(files: &[PathBuf]) -> std::io::Result<Launches> {
     Ok(out)
 }
 
+/// The last allowed launch per (subject, store) in the central table: every replica's events.
+/// PostgreSQL picks each pair's newest line (times are RFC 3339 UTC, so text order is time
+/// order); [`fold_line`] reads it exactly as it reads a file's line.
+pub async fn launches_from_table(url: &str) -> anyhow::Result<Launches> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the audit database: {e}"))?;
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            "SELECT DISTINCT ON (l->>'subject', l->>'store') line \
+             FROM (SELECT line, time, line::jsonb AS l FROM audit_events WHERE event = 'launch') e \
+             WHERE l->>'outcome' = 'allow' AND l ? 'subject' AND l ? 'store' \
+             ORDER BY l->>'subject', l->>'store', time DESC",
+            &[],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read audit_events: {e}"))?;
+    let mut out = Launches::new();
+    for row in rows {
+        let line: String = row.try_get(0)?;
+        fold_line(line.as_bytes(), &mut out);
+    }
+    Ok(out)
+}
+
+/// Where the last launches come from: the central table when `[audit] postgres_url` is set
+/// (fleet-wide), this replica's files otherwise or when the table cannot be read. Returns the
+/// launches, the source's name for the report, and warnings.
+pub async fn last_launches(
+    table: Option<&crate::audit::postgres::SinkConfig>,
+    files: &[PathBuf],
+) -> (Launches, String, Vec<String>) {
+    let mut warnings = Vec::new();
+    if let Some(sink) = table {
+        match launches_from_table(sink.url.expose()).await {
+            Ok(l) => return (l, "the audit table (every replica)".to_owned(), warnings),
+            Err(e) => warnings.push(format!(
+                "the audit table was not read ({e}); last launches come from this replica's files"
+            )),
+        }
+    }
+    if files.is_empty() {
+        warnings.push("the audit trail goes to stdout (`audit.file = \"-\"`): no last launches; every grant shows as dormant".to_owned());
+    }
+    let launches = launches_from_files(files).unwrap_or_else(|e| {
+        warnings.push(format!("{e}; last launches are missing"));
+        Launches::new()
+    });
+    (launches, "this replica's audit files".to_owned(), warnings)
+}
+
 /// Every customer carrying `storegate_subject`, on every account. An account whose attribute
 /// does not exist yet has no bound customer (nothing is created here).
 pub async fn bound_customers(cfg: &Config) -> anyhow::Result<Vec<BoundCustomer>> {
@@ -137,13 +189,9 @@ pub async fn gather(
         warnings.push(format!("SCIM data not read ({e}): no `grant` rows, and every launcher counts as having no SCIM record"));
         ScimData::default()
     });
-    if trail.is_empty() {
-        warnings.push("the audit trail goes to stdout (`audit.file = \"-\"`): no last launches; every grant shows as dormant".to_owned());
-    }
-    let launches = launches_from_files(trail).unwrap_or_else(|e| {
-        warnings.push(format!("{e}; last launches are missing"));
-        Launches::new()
-    });
+    let (launches, launches_from, trouble) =
+        last_launches(cfg.audit_postgres.as_ref(), trail).await;
+    warnings.extend(trouble);
     let bound = bound_customers(cfg).await.unwrap_or_else(|e| {
         warnings.push(format!(
             "BigCommerce customers not read ({e}): no `orphan_customer` rows"
@@ -152,6 +200,7 @@ pub async fn gather(
     });
     let mut report = super::build(cfg, &scim, &launches, &bound, now, w);
     report.warnings = warnings;
+    report.launches_from = launches_from;
     report
 }
 

@@ -263,6 +263,8 @@ pub struct VerifiedAssertion {
 pub struct Loaded {
     pub meta: IdpMetadata,
     sp: ServiceProvider,
+    /// When this metadata was installed (the console shows its age).
+    at: std::time::Instant,
 }
 
 /// One SAML IdP as seen from this SP.
@@ -395,7 +397,11 @@ impl SamlProvider {
             idp_metadata: meta.descriptor.clone(),
             ..self.template.clone()
         };
-        self.loaded.store(Some(Arc::new(Loaded { meta, sp })));
+        self.loaded.store(Some(Arc::new(Loaded {
+            meta,
+            sp,
+            at: std::time::Instant::now(),
+        })));
         Ok(changed)
     }
 
@@ -412,6 +418,16 @@ impl SamlProvider {
             *last = outcome.as_ref().err().cloned();
         }
         outcome
+    }
+
+    /// How long ago the metadata in use was installed, and its signing certificates (DER), for
+    /// the console; `None` before it ever loaded.
+    pub fn metadata_status(&self) -> Option<(std::time::Duration, Vec<Vec<u8>>)> {
+        let l = self.loaded.load_full()?;
+        Some((
+            l.at.elapsed(),
+            l.meta.certs.iter().map(|c| c.der_data().to_vec()).collect(),
+        ))
     }
 
     /// For `/readyz`: an IdP whose metadata never loaded cannot sign anyone in.

@@ -141,6 +141,7 @@ impl WorkQueue for FileQueue {
         let mut f = self.state.lock().await;
         for action in actions {
             let mut item = Item::new(run, action);
+            item.queued_at = Some(crate::clock::Clock::now(&crate::clock::SystemClock));
             item.seq = f.next_seq;
             f.next_seq += 1;
             f.items.push(item);
@@ -236,6 +237,11 @@ impl WorkQueue for FileQueue {
             in_flight,
             dead_letters: f.dead.len() as u64,
         })
+    }
+
+    async fn oldest_queued_at(&self) -> anyhow::Result<Option<i64>> {
+        let f = self.state.lock().await;
+        Ok(f.items.iter().filter_map(|i| i.queued_at).min())
     }
 
     async fn dead_letters(&self) -> anyhow::Result<Vec<(Item, String)>> {

@@ -633,6 +633,35 @@ impl WorkQueue for RedisQueue {
         Ok(s)
     }
 
+    /// The oldest entry of every account's stream: its id starts with the milliseconds Redis
+    /// added it at.
+    async fn oldest_queued_at(&self) -> anyhow::Result<Option<i64>> {
+        let mut c = self.conn().await?;
+        let mut oldest: Option<i64> = None;
+        for a in &self.accounts {
+            let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(self.stream(a))
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| redis_err(&self.redis, "XRANGE (oldest)", &e))?;
+            let at = r
+                .ids
+                .first()
+                .and_then(|e| e.id.split('-').next())
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .map(|ms| ms / 1000);
+            oldest = match (oldest, at) {
+                (Some(o), Some(a)) => Some(o.min(a)),
+                (o, a) => o.or(a),
+            };
+        }
+        Ok(oldest)
+    }
+
     async fn dead_letters(&self) -> anyhow::Result<Vec<(Item, String)>> {
         let mut c = self.conn().await?;
         let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")

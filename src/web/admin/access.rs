@@ -54,6 +54,7 @@ async fn report(state: &AppState, w: Windows) -> Report {
 struct AccessPage<'a> {
     rows: &'a [Row],
     warnings: &'a [String],
+    launches_from: &'a str,
     dormant: usize,
     expiring: usize,
     csv_link: String,
@@ -74,6 +75,7 @@ pub async fn page(
     let page = AccessPage {
         rows: &r.rows,
         warnings: &r.warnings,
+        launches_from: &r.launches_from,
         dormant: r.rows.iter().filter(|x| x.dormant).count(),
         expiring: r.rows.iter().filter(|x| x.expiring).count(),
         csv_link: format!("/admin/access.csv?{query}"),

@@ -3,27 +3,43 @@
 //! last 100 denials with their rules, and sign-ins, launches and denials per hour over the last
 //! day as a server-rendered SVG chart (no script, no CDN).
 //!
-//! The recent activity is what this process saw (an audit observer), not the whole fleet's:
-//! each replica shows its own; the audit trail remains the record.
+//! Each part says whose view it is. With `[audit] postgres_url` the activity (hourly counts,
+//! denials, last sign-in per IdP) is read from the central table: every replica's ([`fleet`]).
+//! Without it, it is what this process saw (an audit observer). SCIM, the queue and the session
+//! store are fleet-wide when they live in Redis. The per-IdP, per-store, SCIM and queue rows
+//! are built in [`health`]; the store rows are `storegate doctor`'s checks, cached a minute.
+//!
+//! [`fleet`]: super::fleet
+//! [`health`]: super::health
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
 use parking_lot::Mutex;
 
+use super::health::{self, IdpRow, QueueRow, ScimRow, StoreHealth};
 use super::{Admin, render};
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::clock::{SharedClock, UnixTime};
-use crate::config::Protocol;
+use crate::doctor::Check;
+use crate::provisioning::queue::WorkQueue;
 use crate::web::AppState;
 
 /// Denials kept for the table.
 pub const MAX_DENIALS: usize = 100;
 /// Hours in the chart.
 pub const HOURS: usize = 24;
+/// How often the queue depth is sampled for its chart.
+pub const QUEUE_SAMPLE_EVERY: Duration = Duration::from_secs(300);
+/// Queue samples kept: a day's worth.
+pub const QUEUE_SAMPLES: usize = 288;
+/// How long the BigCommerce checks are reused: a console left open must not spend the stores'
+/// request quota.
+pub const PROBE_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 pub struct Denial {
@@ -48,13 +64,23 @@ pub struct Hour {
 struct Inner {
     denials: VecDeque<Denial>,
     hours: VecDeque<Hour>,
+    /// IdP id → time of the last allowed sign-in this process saw.
+    last_sign_in: BTreeMap<String, String>,
+    /// (5-minute slot, items waiting or in flight), oldest first.
+    queue_depth: VecDeque<(i64, u64)>,
 }
 
-/// What this process saw lately, fed by the audit log's observer.
+/// The BigCommerce checks last run, and when.
+type Probes = Option<(Instant, Vec<Check>)>;
+
+/// What this process saw lately (fed by the audit log's observer), the queue it samples, and
+/// the console's cached store checks.
 #[derive(Clone)]
 pub struct RecentActivity {
     inner: Arc<Mutex<Inner>>,
     clock: SharedClock,
+    queue: Arc<OnceLock<Arc<dyn WorkQueue>>>,
+    probes: Arc<tokio::sync::Mutex<Probes>>,
 }
 
 impl RecentActivity {
@@ -62,7 +88,80 @@ impl RecentActivity {
         RecentActivity {
             inner: Arc::default(),
             clock,
+            queue: Arc::default(),
+            probes: Arc::default(),
         }
+    }
+
+    /// Shows `queue` on the console and samples its depth every [`QUEUE_SAMPLE_EVERY`] (once;
+    /// a second queue is ignored).
+    pub fn watch_queue(&self, queue: Arc<dyn WorkQueue>) {
+        if self.queue.set(queue.clone()).is_err() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match queue.stats().await {
+                    Ok(s) => me.record_queue_depth(me.clock.now(), s.waiting + s.in_flight),
+                    Err(e) => {
+                        tracing::debug!(error = %format!("{e:#}"), "cannot sample the provisioning queue depth")
+                    }
+                }
+                tokio::time::sleep(QUEUE_SAMPLE_EVERY).await;
+            }
+        });
+    }
+
+    pub fn queue(&self) -> Option<Arc<dyn WorkQueue>> {
+        self.queue.get().cloned()
+    }
+
+    /// One depth sample at `now` (the last one of a slot wins).
+    pub fn record_queue_depth(&self, now: UnixTime, depth: u64) {
+        let slot = now.div_euclid(QUEUE_SAMPLE_EVERY.as_secs() as i64);
+        let mut m = self.inner.lock();
+        match m.queue_depth.back_mut() {
+            Some(last) if last.0 == slot => last.1 = depth,
+            _ => m.queue_depth.push_back((slot, depth)),
+        }
+        while m.queue_depth.len() > QUEUE_SAMPLES {
+            m.queue_depth.pop_front();
+        }
+    }
+
+    /// The last day's depth per slot ending with `now`'s, oldest first; `None` = not sampled.
+    pub fn queue_depth(&self, now: UnixTime) -> Vec<Option<u64>> {
+        let this = now.div_euclid(QUEUE_SAMPLE_EVERY.as_secs() as i64);
+        let m = self.inner.lock();
+        (0..QUEUE_SAMPLES as i64)
+            .rev()
+            .map(|back| {
+                let slot = this - back;
+                m.queue_depth
+                    .iter()
+                    .find(|(s, _)| *s == slot)
+                    .map(|(_, d)| *d)
+            })
+            .collect()
+    }
+
+    /// The BigCommerce checks, run again when older than [`PROBE_TTL`].
+    pub async fn store_checks(&self, accounts: &[crate::config::BigCommerceAccount]) -> Vec<Check> {
+        let mut cached = self.probes.lock().await;
+        if let Some((at, checks)) = cached.as_ref()
+            && at.elapsed() < PROBE_TTL
+        {
+            return checks.clone();
+        }
+        let checks = crate::doctor::bigcommerce(accounts, self.clock.now()).await;
+        *cached = Some((Instant::now(), checks.clone()));
+        checks
+    }
+
+    /// IdP id → the last allowed sign-in this process saw.
+    pub fn last_sign_in(&self) -> BTreeMap<String, String> {
+        self.inner.lock().last_sign_in.clone()
     }
 
     pub fn observe(&self, ev: &AuditEvent) {
@@ -73,6 +172,12 @@ impl RecentActivity {
         }
         let hour = self.clock.now().div_euclid(3600);
         let mut m = self.inner.lock();
+        if ev.event == EventKind::SignIn
+            && ev.outcome == Outcome::Allow
+            && let Some(idp) = &ev.idp
+        {
+            m.last_sign_in.insert(idp.clone(), ev.time.clone());
+        }
         if m.hours.back().is_none_or(|h| h.hour != hour) {
             m.hours.push_back(Hour {
                 hour,
@@ -139,6 +244,20 @@ fn event_name(e: EventKind) -> &'static str {
         EventKind::Admin => "admin",
         EventKind::Webhook => "webhook",
         EventKind::ControlPanelOpen => "control panel",
+        EventKind::ForwardAuth => "forward-auth",
+        _ => "other",
+    }
+}
+
+/// [`event_name`] for an event's name as written in the trail (`sign_in`).
+pub fn event_label(name: &str) -> &'static str {
+    match name {
+        "sign_in" => "sign-in",
+        "launch" => "launch",
+        "admin" => "admin",
+        "webhook" => "webhook",
+        "forward_auth" => "forward-auth",
+        "control_panel_open" => "control panel",
         _ => "other",
     }
 }
@@ -185,17 +304,35 @@ fn series(name: &'static str, class: &'static str, values: &[u32], offset: u32) 
     }
 }
 
-pub struct IdpRow {
-    pub id: String,
-    pub protocol: &'static str,
-    pub status: String,
-    pub ok: bool,
-}
-
-pub struct StoreRow {
-    pub id: String,
-    pub name: String,
-    pub account: String,
+/// The queue-depth chart: one bar per sampled slot, 2 units apart, scaled to the deepest.
+pub fn queue_series(depths: &[Option<u64>]) -> Series {
+    let max = depths.iter().flatten().copied().max().unwrap_or(0).max(1);
+    let bars = depths
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| d.map(|d| (i, d)))
+        .filter(|(_, d)| *d > 0)
+        .map(|(i, d)| {
+            let height = u32::try_from((d * u64::from(CHART_H)).div_ceil(max)).unwrap_or(CHART_H);
+            Bar {
+                x: i as u32 * 2,
+                y: CHART_H - height,
+                height,
+                label: format!("{d}"),
+            }
+        })
+        .collect();
+    Series {
+        name: "Queue depth",
+        class: "s-queue",
+        total: depths
+            .iter()
+            .rev()
+            .flatten()
+            .next()
+            .map_or(0, |d| u32::try_from(*d).unwrap_or(u32::MAX)),
+        bars,
+    }
 }
 
 #[derive(Template)]
@@ -203,72 +340,61 @@ pub struct StoreRow {
 struct Status<'a> {
     display_name: &'a str,
     idps: Vec<IdpRow>,
-    stores: Vec<StoreRow>,
+    stores: Vec<StoreHealth>,
     session_kind: &'static str,
+    session_scope: &'static str,
     session_status: String,
     session_ok: bool,
-    scim: &'static str,
+    scim: ScimRow,
+    queue: QueueRow,
+    queue_chart: Series,
+    /// "every replica (the audit table)" or "this replica".
+    activity_scope: String,
+    activity_warning: Option<String>,
     series: Vec<Series>,
     denials: Vec<Denial>,
 }
 
 /// `GET /admin/status`.
 pub async fn status(State(state): State<AppState>, admin: Admin) -> Response {
-    let mut idps = Vec::new();
-    for (id, p) in state.providers.iter() {
-        let (ok, status) = match p.check_ready().await {
-            Ok(()) => (true, "discovery answers".to_owned()),
-            Err(e) => (false, e.to_string()),
+    let now = state.clock.now();
+    let local = || {
+        (
+            state.recent.hours(now),
+            state.recent.denials(),
+            state.recent.last_sign_in(),
+        )
+    };
+    let (activity_scope, activity_warning, (hours, denials, last_sign_in)) =
+        match &state.config.audit_postgres {
+            Some(sink) => match super::fleet::read(sink.url.expose(), now).await {
+                Ok(f) => (
+                    "every replica (the audit table)".to_owned(),
+                    None,
+                    (f.hours, f.denials, f.last_sign_in),
+                ),
+                Err(e) => (
+                    "this replica".to_owned(),
+                    Some(format!(
+                        "The audit table could not be read ({e}); showing what this replica saw."
+                    )),
+                    local(),
+                ),
+            },
+            None => ("this replica".to_owned(), None, local()),
         };
-        idps.push(IdpRow {
-            id: id.clone(),
-            protocol: "OIDC",
-            status,
-            ok,
-        });
-    }
-    for (id, p) in state.saml.iter().flat_map(|s| s.providers.iter()) {
-        let (ok, status) = match p.check_ready() {
-            Ok(()) => (true, "metadata loaded".to_owned()),
-            Err(e) => (false, e),
-        };
-        idps.push(IdpRow {
-            id: id.to_string(),
-            protocol: "SAML",
-            status,
-            ok,
-        });
-    }
-    // IdPs configured but not built (none today) would be missing above: list them too.
-    for idp in &state.config.idps {
-        if !idps.iter().any(|r| r.id == idp.id.as_str()) {
-            let protocol = match idp.protocol {
-                Protocol::Oidc(_) => "OIDC",
-                Protocol::Saml(_) => "SAML",
-            };
-            idps.push(IdpRow {
-                id: idp.id.to_string(),
-                protocol,
-                status: "not started".into(),
-                ok: false,
-            });
-        }
-    }
-    let snap = state.policy();
-    let stores = snap
-        .stores
-        .iter()
-        .map(|s| StoreRow {
-            id: s.id.to_string(),
-            name: s.name.clone(),
-            account: s.account.clone(),
-        })
-        .collect();
+    let idp_scope = if state.config.audit_postgres.is_some() && activity_warning.is_none() {
+        "every replica"
+    } else {
+        "this replica"
+    };
+    let idps = health::idp_rows(&state, now, &last_sign_in, idp_scope).await;
+    let checks = state.recent.store_checks(&state.config.bigcommerce).await;
+    let stores = health::store_rows(&state, &checks);
     let (session_ok, session_status) = match state.sessions.check().await {
         Ok(()) => (true, "answers".to_owned()),
         Err(e) => (false, e),
     };
-    let hours = state.recent.hours(state.clock.now());
     let pick = |f: fn(&Hour) -> u32| hours.iter().map(f).collect::<Vec<u32>>();
     let series = vec![
         series("Sign-ins", "s-sign-in", &pick(|h| h.sign_ins), 0),
@@ -280,15 +406,19 @@ pub async fn status(State(state): State<AppState>, admin: Admin) -> Response {
         idps,
         stores,
         session_kind: state.sessions.kind(),
+        session_scope: match state.sessions.as_ref() {
+            crate::session::Store::Redis(..) => "shared by every replica",
+            crate::session::Store::Memory(_) => "this replica only",
+        },
         session_status,
         session_ok,
-        scim: if state.scim.is_some() {
-            "enabled"
-        } else {
-            "off"
-        },
+        scim: health::scim_row(&state).await,
+        queue: health::queue_row(&state).await,
+        queue_chart: queue_series(&state.recent.queue_depth(now)),
+        activity_scope,
+        activity_warning,
         series,
-        denials: state.recent.denials(),
+        denials,
     };
     render(&page, &admin.request_id)
 }
@@ -331,5 +461,53 @@ mod tests {
             r.observe(&ev);
         }
         assert_eq!(r.denials().len(), MAX_DENIALS);
+    }
+
+    #[test]
+    fn the_last_sign_in_is_kept_per_idp() {
+        let shared: SharedClock = Arc::new(OffsetClock::default());
+        let r = RecentActivity::new(shared.clone());
+        let now = shared.now();
+        let mut ok = AuditEvent::new(now, "r1", EventKind::SignIn, Outcome::Allow);
+        ok.idp = Some("nam".into());
+        r.observe(&ok);
+        let mut refused = AuditEvent::new(now + 60, "r2", EventKind::SignIn, Outcome::Deny);
+        refused.idp = Some("nam".into());
+        r.observe(&refused);
+        let mut other = AuditEvent::new(now + 120, "r3", EventKind::SignIn, Outcome::Allow);
+        other.idp = Some("partners".into());
+        r.observe(&other);
+        let last = r.last_sign_in();
+        assert_eq!(
+            last.get("nam"),
+            Some(&ok.time),
+            "a refused sign-in is not a success"
+        );
+        assert_eq!(last.get("partners"), Some(&other.time));
+    }
+
+    #[test]
+    fn queue_depth_is_kept_per_slot_for_a_day_and_charted() {
+        let r = RecentActivity::new(Arc::new(OffsetClock::default()));
+        let slot = QUEUE_SAMPLE_EVERY.as_secs() as i64;
+        let now = 1_796_205_600;
+        r.record_queue_depth(now - 2 * slot, 4);
+        r.record_queue_depth(now - slot, 10);
+        r.record_queue_depth(now - slot + 1, 8); // the same slot: the last sample wins
+        r.record_queue_depth(now, 0);
+        let d = r.queue_depth(now);
+        assert_eq!(d.len(), QUEUE_SAMPLES);
+        assert_eq!(&d[QUEUE_SAMPLES - 3..], &[Some(4), Some(8), Some(0)]);
+        assert_eq!(d[0], None, "not sampled");
+        let chart = queue_series(&d);
+        assert_eq!(chart.total, 0, "the legend shows the depth now");
+        let heights: Vec<(u32, u32)> = chart.bars.iter().map(|b| (b.x, b.height)).collect();
+        let x = |back: u32| (QUEUE_SAMPLES as u32 - 1 - back) * 2;
+        assert_eq!(heights, [(x(2), 30), (x(1), 60)], "scaled to the deepest");
+        for _ in 0..QUEUE_SAMPLES + 5 {
+            r.record_queue_depth(now + 10 * slot, 1);
+        }
+        r.record_queue_depth(now + (QUEUE_SAMPLES as i64 + 10) * slot, 1);
+        assert!(r.inner.lock().queue_depth.len() <= QUEUE_SAMPLES);
     }
 }

@@ -10,6 +10,8 @@
 
 pub mod access;
 pub mod console;
+pub mod fleet;
+pub mod health;
 
 use askama::Template;
 use axum::Router;
@@ -47,8 +49,10 @@ impl FromRequestParts<AppState> for Admin {
         let path = parts.uri.path().to_owned();
         let rid = signed_in.request_id;
         let id = signed_in.auth.identity;
-        // The routes are mounted only with `[admin]`; a missing rule here still fails closed.
-        let Some(rule) = state.config.admin.as_ref() else {
+        // The rule in force now (a reload may have changed it). The routes are mounted only
+        // with `[admin]`; a missing rule here still fails closed.
+        let snap = state.policy();
+        let Some(rule) = snap.admin.as_ref() else {
             return Err(
                 AppError::not_found("There is no admin console here.", &rid).into_response()
             );
