@@ -366,10 +366,11 @@ async fn a_signed_in_person_the_route_does_not_admit_gets_a_403_naming_it() {
     assert_eq!(deny.rule.as_deref(), Some("order-admin"));
     assert_eq!(deny.reason.as_deref(), Some("not_entitled"));
 
-    // A path with dot segments is refused before any decision, never proxied.
+    // A path hiding a segment in an encoded slash is refused before any decision, never
+    // proxied. (A client's URL parser already resolves `..` and `%2e%2e` itself.)
     let c = bare();
     let r = c
-        .get(s.gw.url("/tools/orders/%2e%2e/admin/users"))
+        .get(s.gw.url("/tools/orders/x%2f..%2fadmin/users"))
         .header("cookie", session_cookie(&s, &b))
         .send()
         .await
@@ -626,15 +627,20 @@ async fn bodies_stream_both_ways_and_the_limit_is_413() {
     assert_eq!(rest, b"second piece");
 
     // A declared length over the limit: 413 before the upstream is contacted.
+    // (The body is announced but never sent: the answer cannot have waited for it.)
     let before = s.up.seen().len();
-    let r = bare()
-        .post(s.gw.url("/tools/orders/upload"))
+    let (_held, rx) =
+        futures::channel::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
+    let req = axum::http::Request::post(s.gw.url("/tools/orders/upload"))
         .header("cookie", &cookie)
-        .body(vec![0u8; 1024 * 1024 + 1])
-        .send()
-        .await
+        .header("content-length", (1024 * 1024 + 1).to_string())
+        .body(http_body_util::StreamBody::new(rx))
         .unwrap();
-    assert_eq!(r.status(), 413);
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    assert_eq!(resp.status(), 413);
     assert_eq!(s.up.seen().len(), before);
     // A streamed body that grows past the limit: 413 too.
     let (mut tx, rx) =

@@ -520,3 +520,60 @@ async fn a_rotated_key_stays_published_and_its_tokens_verify() {
         .expect("a token of the previous key verifies with the rotated JWKS");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Envoy `ext_authz` (HTTP service) shape: the original path appended to `path_prefix`
+/// (`/auth/verify/<path>`), the original `Host`, method and `Cookie`. No Envoy binary in Debian,
+/// so the requests are made by hand exactly as Envoy sends them.
+#[tokio::test]
+async fn envoy_style_requests_are_decided_on_the_appended_path() {
+    let s = setup(&["bc-finance"], "").await;
+    let host = s.front.trim_start_matches("http://").to_owned();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c
+        .get(s.gw.url("/auth/verify/orders/42?tab=lines"))
+        .header("host", &host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let to = location(&r).unwrap();
+    let rd = to
+        .query_pairs()
+        .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(
+        rd.as_deref(),
+        Some(format!("http://{host}/orders/42?tab=lines").as_str())
+    );
+
+    let b = Browser::new();
+    let landed = b.follow(b.get(&format!("{}/", s.front)).await).await;
+    assert_eq!(landed.status(), 200, "{}", b.hops_text());
+    let cookie = b.cookies_for(&s.gw.url("/")).expect("cookie");
+    let r = c
+        .post(s.gw.url("/auth/verify/orders/42"))
+        .header("host", &host)
+        .header("cookie", &cookie)
+        .header("x-storegate-identity", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let jwt = r.headers()["x-storegate-identity"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    verify_with_jwks(&s.gw, &jwt, "order-desk").await;
+    let r = c
+        .get(s.gw.url("/auth/verify/admin/users"))
+        .header("host", &host)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["x-storegate-route"], "order-admin");
+}
