@@ -459,7 +459,7 @@ async fn a_failed_customer_lookup_fails_only_its_people_in_the_b2b_step() {
         assert_eq!(c.kind, B2bChangeKind::Failed);
         assert_eq!(
             c.detail,
-            "BigCommerce customer lookup failed (transient failure: HTTP 500 Internal Server Error); retried next pass"
+            "BigCommerce customer lookup failed (BigCommerce refused the request (500): HTTP 500 Internal Server Error); retried next pass"
         );
     }
     assert_eq!(
