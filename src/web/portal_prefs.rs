@@ -374,12 +374,20 @@ mod tests {
 
     #[test]
     fn the_person_key_is_a_hex_digest_not_the_subject() {
-        let id: Identity = serde_json::from_value(serde_json::json!({
-            "subject": "ada@example.com", "idp": "corp", "email": null, "email_verified": false,
-            "given_name": null, "family_name": null, "name": null, "groups": [], "roles": [],
-            "attributes": {}, "auth": {}, "signed_in_at": 0
-        }))
-        .unwrap();
+        let id = Identity {
+            subject: "ada@example.com".into(),
+            idp: crate::identity::IdpId::new("corp"),
+            email: None,
+            email_verified: false,
+            given_name: None,
+            family_name: None,
+            name: None,
+            groups: vec![],
+            roles: vec![],
+            attributes: Default::default(),
+            auth: Default::default(),
+            signed_in_at: 0,
+        };
         let key = person_key(&id);
         let hex = key.strip_prefix("storegate:portal:").unwrap();
         assert_eq!(hex.len(), 64);
