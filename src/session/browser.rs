@@ -3,12 +3,14 @@
 //! of them reaches into another's module for it.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use crate::clock::UnixTime;
 use crate::identity::{Identity, IdpId};
+use crate::session::decoded::DecodedCache;
 
 pub const AUTH_KEY: &str = "auth";
 pub const PENDING_KEY: &str = "pending";
@@ -41,6 +43,10 @@ pub struct SignedInState {
     pub customers: BTreeMap<String, u64>,
 }
 
+/// Signed-in states decoded lately, by session and the exact text they were decoded from: a
+/// launch repeated on one session decodes its state once (see `session::decoded`).
+static SIGNED_IN: LazyLock<DecodedCache<SignedInState>> = LazyLock::new(DecodedCache::default);
+
 /// Reads the signed-in state from the session; `None` when there is none or it cannot be decoded
 /// (a record written by an incompatible version means signed out, not an error page).
 ///
@@ -52,9 +58,12 @@ pub async fn read_signed_in(
     let Some(value) = session.get_value(AUTH_KEY).await? else {
         return Ok(None);
     };
-    let decoded = match value {
-        serde_json::Value::String(s) => serde_json::from_str(&s),
-        other => serde_json::from_value(other),
+    let decoded = match (value, session.id()) {
+        (serde_json::Value::String(s), Some(id)) => {
+            SIGNED_IN.get_or_decode(id, &s, |t| serde_json::from_str(t))
+        }
+        (serde_json::Value::String(s), None) => serde_json::from_str(&s),
+        (other, _) => serde_json::from_value(other),
     };
     match decoded {
         Ok(auth) => Ok(Some(auth)),

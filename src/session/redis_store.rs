@@ -5,17 +5,23 @@
 //! replay cache and the provisioning queue. Records are JSON under `{prefix}session:{id}` with a
 //! Redis expiry at the record's expiry date, so Redis itself forgets idle sessions.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
+use super::decoded::DecodedCache;
 use crate::store::{RedisHandle, describe};
 
 #[derive(Debug, Clone)]
 pub struct RedisSessionStore {
     redis: RedisHandle,
     prefix: String,
+    /// Records decoded lately, by the exact bytes Redis returned (issue 15): a repeated load of
+    /// an unchanged record is a compare and a copy, not a JSON decode.
+    decoded: Arc<DecodedCache<Record>>,
 }
 
 impl RedisSessionStore {
@@ -23,6 +29,7 @@ impl RedisSessionStore {
         RedisSessionStore {
             redis,
             prefix: prefix.into(),
+            decoded: Arc::default(),
         }
     }
 
@@ -50,7 +57,7 @@ impl RedisSessionStore {
         let mut conn = self.redis.conn().await.map_err(Self::backend)?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(&record.id))
-            .arg(data)
+            .arg(&data)
             .arg("PXAT")
             .arg(expire_at_ms as i64);
         if only_if_new {
@@ -60,6 +67,10 @@ impl RedisSessionStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.command_failed(&e))?;
+        if reply.is_some() {
+            // The next load of this record gets these very bytes back, unless it changes.
+            self.decoded.remember(record.id, data, record.clone());
+        }
         Ok(reply.is_some())
     }
 }
@@ -93,7 +104,10 @@ impl SessionStore for RedisSessionStore {
         let Some(d) = data else {
             return Ok(None);
         };
-        match serde_json::from_str(&d) {
+        match self
+            .decoded
+            .get_or_decode(*id, &d, |t| serde_json::from_str::<Record>(t))
+        {
             Ok(record) => Ok(Some(record)),
             // A record this version cannot read (another version's format, a hand edit) is no
             // session: the browser signs in again instead of getting an error page on every
@@ -110,6 +124,7 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.decoded.forget(id);
         let mut conn = self.redis.conn().await.map_err(Self::backend)?;
         let _: i64 = conn
             .del(self.key(id))

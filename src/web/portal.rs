@@ -246,22 +246,9 @@ pub async fn pin(
 }
 
 /// Puts `store` first among the person's recently opened stores, without holding up the launch
-/// that called it (a failure only loses the ordering, and is logged).
+/// that called it (see `PrefsStore::opened`).
 pub fn remember_opened(state: &AppState, id: &Identity, store: &str) {
-    let prefs = state.portal_prefs.clone();
-    let id = id.clone();
-    let store = store.to_owned();
-    tokio::spawn(async move {
-        if let Err(e) = prefs
-            .update(&id, |p| {
-                p.opened(&store);
-                Ok(())
-            })
-            .await
-        {
-            tracing::info!(error = %e, "could not record a recently opened store");
-        }
-    });
+    state.portal_prefs.opened(id, store);
 }
 
 /// `GET /static/logos/{store}.svg`: a logo configured as an SVG file. Served with a policy that

@@ -228,6 +228,63 @@ async fn replicas_share_pins_through_redis() {
     assert!(!keys.contains("pat") && !keys.contains('@'), "{keys}");
 }
 
+/// Issue 15: a launch records the store without reading anything first, as a Redis list beside
+/// the person's record; launches coalesced into one write keep their order, and a replica shows
+/// it. A record from before the list (`recent` inside it) is still shown until the first launch.
+#[tokio::test]
+async fn launches_order_the_recently_opened_through_a_redis_list_without_a_read() {
+    let op = RogueOp::start(CLIENT, SECRET).await;
+    let redis = RedisServer::start();
+    let mut o = opts(&op);
+    o.redis_url = Some(redis.url());
+    let a = Gateway::start(Reserved::new().await, o).await;
+    let replica = a.replica(Reserved::new().await).await;
+    let b = Browser::new();
+    sign_in(&b, &a).await;
+
+    // A record written by an earlier version, with `recent` inside.
+    let csrf = csrf_of(&page(&b, &a.url("/")).await);
+    assert_eq!(pin(&b, &a, &csrf, "us", true).await.status(), 303);
+    assert_eq!(pin(&b, &a, &csrf, "us", false).await.status(), 303);
+    let keys = crate::support::redis::cli(redis.port, &["KEYS", "storegate:portal:*"]);
+    let record = keys.trim().to_owned();
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    crate::support::redis::cli(
+        redis.port,
+        &["SET", &record, r#"{"pinned":[],"recent":["outlet"]}"#],
+    );
+    let html = page(&b, &replica.url("/")).await;
+    assert_eq!(tiles_under(&html, "Recently opened"), ["outlet"], "{html}");
+
+    for store in ["eu", "us", "eu"] {
+        let resp = b.get(&a.url(&format!("/stores/{store}/launch"))).await;
+        assert_eq!(resp.status(), 302, "{store}");
+    }
+    wait::until(
+        "eu, then us, among the recently opened on the replica",
+        Duration::from_secs(10),
+        || async {
+            tiles_under(&page(&b, &replica.url("/")).await, "Recently opened") == ["eu", "us"]
+        },
+    )
+    .await;
+    let list = crate::support::redis::cli(
+        redis.port,
+        &["LRANGE", &format!("{record}:recent"), "0", "-1"],
+    );
+    assert_eq!(list.lines().collect::<Vec<_>>(), ["eu", "us"], "{list}");
+    let ttl = crate::support::redis::cli(redis.port, &["TTL", &format!("{record}:recent")]);
+    assert!(
+        ttl.trim().parse::<i64>().is_ok_and(|t| t > 86_400),
+        "the list expires like the record: {ttl}"
+    );
+    // A refused launch records nothing.
+    assert_eq!(b.get(&a.url("/stores/nope/launch")).await.status(), 404);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let html = page(&b, &a.url("/")).await;
+    assert_eq!(tiles_under(&html, "Recently opened"), ["eu", "us"]);
+}
+
 #[tokio::test]
 async fn an_error_page_names_the_fix_whom_to_ask_and_the_audit_events_reference() {
     let op = RogueOp::start(CLIENT, SECRET).await;
