@@ -209,6 +209,21 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "#",
             "/admin",
         ],
+        Target::LogoutToken => &[
+            "\"nonce\":\"n\",",
+            "\"sid\":\"s\",",
+            "\"sub\":\"u\",",
+            "\"aud\":[\"storegate\",\"x\"],",
+            "\"exp\":0,",
+            "\"iat\":1796200000,",
+            "\"events\":{\"http://schemas.openid.net/event/backchannel-logout\":{}},",
+            "\"alg\":\"none\"",
+            "\"alg\":\"HS256\"",
+            "\"typ\":\"logout+jwt\"",
+            "\"crit\":[\"b64\"]",
+            "raw:",
+            ".",
+        ],
         Target::ConfigLoader => &[
             "\n[saml]\nkey_file = \"sp.key\"\ncert_file = \"sp.crt\"\n",
             "\n[[idp]]\nid = \"s\"\nprotocol = \"saml\"\nmetadata_file = \"idp-metadata.xml\"\n",
@@ -486,7 +501,9 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
                     }
                     Err(_) => false,
                 },
-                Target::ConfigLoader | Target::ForwardedRequest => line_mutation(rng, &mut data),
+                Target::ConfigLoader | Target::ForwardedRequest | Target::LogoutToken => {
+                    line_mutation(rng, &mut data)
+                }
                 Target::ScimFilter => false,
             };
         if !structured {
@@ -720,4 +737,9 @@ fn fuzz_config_loader() {
 #[test]
 fn fuzz_forwarded_request() {
     fuzz(Target::ForwardedRequest);
+}
+
+#[test]
+fn fuzz_logout_token() {
+    fuzz(Target::LogoutToken);
 }

@@ -2,6 +2,7 @@
 //! process) or in Redis (several replicas).
 
 pub mod browser;
+pub mod index;
 pub mod memory;
 pub mod one_time;
 pub mod redis_store;

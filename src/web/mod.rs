@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod answer;
 pub mod auth;
+pub mod backchannel;
 pub mod client_ip;
 mod cookies;
 pub mod errors;
@@ -82,6 +83,10 @@ pub struct Shared {
     pub store_clock: Arc<StoreClock>,
     pub audit: AuditLog,
     pub sessions: Arc<session::Store>,
+    /// Which sessions each IdP session opened, for logouts the IdP starts (issue 14).
+    pub session_index: session::index::SessionIndex,
+    /// One-time values beside the sessions (replay caches, logout records), shared by replicas.
+    pub one_time: session::one_time::OneTimeStore,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
     /// The SAML service provider and its IdPs, when `[saml]` is configured.
@@ -189,7 +194,8 @@ impl AppState {
         if let session::Store::Redis(s) = &sessions {
             metrics.watch_redis(s.handle().clone())?;
         }
-        let saml = saml::SamlState::build(&config, one_time)
+        let session_index = session::index::SessionIndex::beside(&sessions);
+        let saml = saml::SamlState::build(&config, one_time.clone())
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
         let forward = forward::ForwardState::build(&config)?.map(Arc::new);
@@ -209,6 +215,8 @@ impl AppState {
             portal_prefs: portal_prefs::PrefsStore::beside(&sessions),
             recent,
             sessions: Arc::new(sessions),
+            session_index,
+            one_time,
             metrics,
             scim: None,
             webhooks,
@@ -236,6 +244,9 @@ impl AppState {
             providers: &self.providers,
             saml: self.saml.as_deref(),
             policy: &self.policy,
+            sessions: &self.sessions,
+            session_index: &self.session_index,
+            one_time: &self.one_time,
         }
     }
 }
@@ -383,6 +394,10 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/saml/metadata", get(saml::metadata))
         .route("/logout", post(login::logout))
         .route("/signed-out", get(login::signed_out))
+        .route(
+            "/oidc/{idp}/backchannel-logout",
+            post(backchannel::backchannel_logout),
+        )
         .route("/stores/{store}/launch", get(launch::launch))
         .route("/api/me", get(portal::me))
         .route("/webhooks/bigcommerce/{account}", post(webhooks::receive))

@@ -472,11 +472,13 @@ async fn slo_inner(
                 None,
                 "SAML LogoutResponse: Success, answering this browser's LogoutRequest".to_owned(),
             );
-            Ok((
-                StatusCode::SEE_OTHER,
-                [(header::LOCATION, "/signed-out".to_owned())],
-            )
-                .into_response())
+            // On to the signed-out page, which also ends the storefront sessions the sign-out
+            // remembered (`flows::sign_out`).
+            let target = match sent.as_ref().and_then(|s| s.signed_out.as_deref()) {
+                Some(k) => format!("/signed-out?state={}", crate::redirect::urlencode(k)),
+                None => "/signed-out".to_owned(),
+            };
+            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response())
         }
         slo::SloMessage::Request(req) => {
             let skew = state
@@ -507,8 +509,8 @@ async fn slo_inner(
                 );
                 return Err(slo_refused(rid, &e));
             }
-            // Sessions of this NameID end at their next request, on any replica; this
-            // browser's, when its cookie came along, right away.
+            // Sessions of this NameID (or SessionIndex) end at once on every replica through
+            // the session index; this browser's, when its cookie came along, too.
             sign_out::record_idp_logout(&state.gateway(), saml, session, provider.idp_id(), &req)
                 .await
                 .map_err(|e| match e {

@@ -42,5 +42,6 @@ mod saml_hostile;
 mod saml_interop;
 mod scim;
 mod scim_replicas;
+mod signout;
 mod telemetry;
 mod webhooks;

@@ -1418,5 +1418,10 @@ async fn saml_slo_idp_logout_on_one_replica_ends_the_session_on_another_sharing_
         )
         .await;
     assert_eq!(resp.status(), 303);
+    // Ended at once through the session index (issue 14): the record is gone from Redis before
+    // the browser's next request reaches either replica.
+    let records =
+        crate::support::redis::cli(redis.port, &["--scan", "--pattern", "storegate:session:*"]);
+    assert_eq!(records.trim(), "", "session records left: {records}");
     assert_not_signed_in(&b, &gw1).await;
 }
