@@ -97,6 +97,7 @@ upstream = "{upstream}"
         csrf: "bench".into(),
         last_seen: now.unix_timestamp(),
         customers: Default::default(),
+        launched: Default::default(),
     };
     let mut record = tower_sessions::session::Record {
         id: tower_sessions::session::Id::default(),

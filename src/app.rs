@@ -124,12 +124,14 @@ pub fn build_state(
     let saml = crate::federation::saml::SamlState::build(
         config.saml.as_ref(),
         saml_idps,
-        one_time,
+        one_time.clone(),
         !config.allow_insecure_http,
     )
     .map_err(anyhow::Error::msg)?
     .map(Arc::new);
     let forward = web::forward::ForwardState::build(&config)?.map(Arc::new);
+    // Which sessions each IdP session opened, beside the sessions (shared by replicas in Redis).
+    let session_index = session::index::SessionIndex::beside(&sessions);
     Ok(AppState::new(Shared {
         forward,
         saml,
@@ -146,6 +148,8 @@ pub fn build_state(
         portal_prefs: web::portal_prefs::PrefsStore::beside(&sessions),
         recent,
         sessions: Arc::new(sessions),
+        session_index,
+        one_time,
         metrics,
         scim: None,
         webhooks,
@@ -249,12 +253,12 @@ pub fn staff_reconciler(
     }
     let redis = match redis {
         Some(h) => Some(h),
-        None => match crate::session::Store::from_config(&config.session)
-            .map_err(anyhow::Error::msg)?
-        {
-            crate::session::Store::Redis(s) => Some(s.handle().clone()),
-            crate::session::Store::Memory(_) => None,
-        },
+        None => {
+            match crate::session::Store::from_config(&config.session).map_err(anyhow::Error::msg)? {
+                crate::session::Store::Redis(s) => Some(s.handle().clone()),
+                crate::session::Store::Memory(_) => None,
+            }
+        }
     };
     let budget: Arc<dyn CallBudget> = match (redis, &config.provisioning.queue) {
         (Some(h), _) => Arc::new(RedisBudget::new(

@@ -712,6 +712,11 @@ fn registration_summary(path: &std::path::Path, cfg: &Config) -> String {
         );
         let _ = writeln!(out, "    Logout redirect URI: {}", cfg.logout_uri());
         if let config::Protocol::Oidc(o) = &idp.protocol {
+            let _ = writeln!(
+                out,
+                "    Back-channel logout URI: {}",
+                idp.backchannel_logout_uri(&cfg.public_url)
+            );
             let auth = match o.auth_method {
                 config::TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
                 config::TokenAuthMethod::ClientSecretPost => "client_secret_post",

@@ -49,6 +49,13 @@ fn idp_part(cfg: &Config, idp: &IdpConfig) -> Part {
             row("Login redirect URI", idp.redirect_uri(&cfg.public_url));
             row("Logout redirect URI", cfg.logout_uri());
             row(
+                "Back-channel logout URI (backchannel_logout_uri, session required)",
+                idp.backchannel_logout_uri(&cfg.public_url),
+            );
+            if let Some(u) = &o.end_session_url {
+                row("End-session URL used", u.to_string());
+            }
+            row(
                 "Grant",
                 "authorization code with PKCE (S256); no implicit or hybrid flow".into(),
             );

@@ -225,6 +225,21 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "; ",
             "=",
         ],
+        Target::LogoutToken => &[
+            "\"nonce\":\"n\",",
+            "\"sid\":\"s\",",
+            "\"sub\":\"u\",",
+            "\"aud\":[\"storegate\",\"x\"],",
+            "\"exp\":0,",
+            "\"iat\":1796200000,",
+            "\"events\":{\"http://schemas.openid.net/event/backchannel-logout\":{}},",
+            "\"alg\":\"none\"",
+            "\"alg\":\"HS256\"",
+            "\"typ\":\"logout+jwt\"",
+            "\"crit\":[\"b64\"]",
+            "raw:",
+            ".",
+        ],
         Target::ConfigLoader => &[
             "\n[saml]\nkey_file = \"sp.key\"\ncert_file = \"sp.crt\"\n",
             "\n[[idp]]\nid = \"s\"\nprotocol = \"saml\"\nmetadata_file = \"idp-metadata.xml\"\n",
@@ -502,9 +517,10 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
                     }
                     Err(_) => false,
                 },
-                Target::ConfigLoader | Target::ForwardedRequest | Target::ProxyHeaders => {
-                    line_mutation(rng, &mut data)
-                }
+                Target::ConfigLoader
+                | Target::ForwardedRequest
+                | Target::ProxyHeaders
+                | Target::LogoutToken => line_mutation(rng, &mut data),
                 Target::ScimFilter => false,
             };
         if !structured {
@@ -743,4 +759,9 @@ fn fuzz_forwarded_request() {
 #[test]
 fn fuzz_proxy_headers() {
     fuzz(Target::ProxyHeaders);
+}
+
+#[test]
+fn fuzz_logout_token() {
+    fuzz(Target::LogoutToken);
 }

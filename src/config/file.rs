@@ -256,6 +256,11 @@ pub struct IdpFile {
     /// many attributes only there.
     #[serde(default)]
     pub userinfo: Option<bool>,
+    /// RP-initiated logout endpoint for an IdP whose discovery document advertises no
+    /// `end_session_endpoint` (Access Manager: `https://{host}/nidp/oauth/v1/nam/end_session`).
+    /// Default: the advertised one; without either, sign-out ends only the local session.
+    #[serde(default)]
+    pub end_session_url: Option<String>,
     #[serde(default)]
     pub claims: ClaimsFile,
     /// This IdP's directory owns the email addresses it releases (Access Manager over the

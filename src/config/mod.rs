@@ -3,8 +3,8 @@
 //! [`load_str`] is pure: text + environment in, every problem with its line out. Nothing here opens
 //! a socket or builds a client; `serve` does that from the validated value.
 
-pub mod conditions;
 pub mod account;
+pub mod conditions;
 pub mod diag;
 pub mod file;
 pub mod permission_set;
@@ -186,6 +186,9 @@ pub struct OidcIdp {
     pub id_token_algs: Vec<String>,
     pub clock_skew: Duration,
     pub userinfo: bool,
+    /// `end_session_url`: RP-initiated logout goes here when discovery advertises no
+    /// `end_session_endpoint` (Access Manager: `{issuer}/../v1/nam/end_session`).
+    pub end_session_url: Option<Url>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +245,15 @@ pub struct IdpConfig {
 
 impl IdpConfig {
     /// The redirect URI IT registers in Access Manager for this IdP.
+    /// OIDC Back-Channel Logout 1.0: the `backchannel_logout_uri` to register with the IdP.
+    pub fn backchannel_logout_uri(&self, public_url: &Url) -> String {
+        format!(
+            "{}/oidc/{}/backchannel-logout",
+            public_url.as_str().trim_end_matches('/'),
+            self.id
+        )
+    }
+
     pub fn redirect_uri(&self, public_url: &Url) -> String {
         format!(
             "{}/oidc/{}/callback",

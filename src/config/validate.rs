@@ -818,6 +818,18 @@ fn idp_config(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<IdpConfig>
         Some(s) => c.duration(&at("clock_skew"), s)?,
         None => Duration::from_secs(60),
     };
+    let end_session_url = idp.end_session_url.as_ref().and_then(|raw| {
+        let s = c.interpolate(&at("end_session_url"), raw)?;
+        let u = c.url(&at("end_session_url"), &s)?;
+        let loopback = u
+            .host_str()
+            .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]");
+        if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
+            c.error(&at("end_session_url"), format!("[[idp]] \"{}\": `end_session_url` must use https (plain http only on loopback, for tests)", idp.id));
+            return None;
+        }
+        Some(u)
+    });
     let claims = ClaimMapping {
         trust_email: idp.trust_email,
         ..claim_mapping(&idp.claims)
@@ -834,6 +846,7 @@ fn idp_config(c: &mut Checker<'_>, i: usize, idp: &IdpFile) -> Option<IdpConfig>
             id_token_algs: algs,
             clock_skew: skew,
             userinfo: idp.userinfo.unwrap_or(true),
+            end_session_url,
         }),
         claims,
     })
@@ -1398,6 +1411,7 @@ fn saml_idp_config(
         ("issuer", idp.issuer.is_some()),
         ("client_id", idp.client_id.is_some()),
         ("client_secret", idp.client_secret.is_some()),
+        ("end_session_url", idp.end_session_url.is_some()),
     ] {
         if set {
             c.error(

@@ -247,7 +247,9 @@ impl StaffReconciler {
     fn halted(&self, r: &mut AccountReport, h: Halt) {
         match h {
             Halt::Paused { retry_at } => r.paused_until = Some(retry_at),
-            Halt::Budget(e) => r.error = Some(format!("the Account API budget cannot be read: {e}")),
+            Halt::Budget(e) => {
+                r.error = Some(format!("the Account API budget cannot be read: {e}"))
+            }
             Halt::Failed(e) => {
                 self.cache.lock().remove(&r.account);
                 r.error = Some(e.to_string());
@@ -255,7 +257,13 @@ impl StaffReconciler {
         }
     }
 
-    async fn apply(&self, a: &StaffAccount, r: &mut AccountReport, observed: &mut Observed, run: &str) {
+    async fn apply(
+        &self,
+        a: &StaffAccount,
+        r: &mut AccountReport,
+        observed: &mut Observed,
+        run: &str,
+    ) {
         let id = a.config.id.clone();
         for step in r.plan.steps.clone() {
             let mut calls = 0;
@@ -297,7 +305,14 @@ impl StaffReconciler {
         }
     }
 
-    fn audit_step(&self, account: &str, run: &str, step: &Step, outcome: Outcome, error: Option<String>) {
+    fn audit_step(
+        &self,
+        account: &str,
+        run: &str,
+        step: &Step,
+        outcome: Outcome,
+        error: Option<String>,
+    ) {
         let mut ev = AuditEvent::new(
             self.clock.now(),
             &format!("reconcile-{run}"),

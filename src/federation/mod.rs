@@ -4,6 +4,7 @@
 //! which only this module tree can construct; `claims` maps them into the one normalized identity.
 
 pub mod claims;
+pub mod logout_token;
 pub mod oidc;
 pub mod saml;
 
@@ -19,6 +20,8 @@ pub struct VerifiedClaims {
     subject: String,
     claims: Map<String, Value>,
     auth: AuthContext,
+    /// OIDC: the ID token as received, kept for `id_token_hint` at RP-initiated logout.
+    id_token: Option<crate::secret::Secret>,
 }
 
 impl VerifiedClaims {
@@ -33,7 +36,19 @@ impl VerifiedClaims {
             subject,
             claims,
             auth,
+            id_token: None,
         }
+    }
+
+    /// The verified ID token these claims came from (OIDC).
+    pub(in crate::federation) fn with_id_token(mut self, raw: String) -> Self {
+        self.id_token = Some(crate::secret::Secret::new(raw));
+        self
+    }
+
+    /// The ID token these claims came from (OIDC), for `id_token_hint` at logout.
+    pub fn id_token(&self) -> Option<&crate::secret::Secret> {
+        self.id_token.as_ref()
     }
 
     pub fn idp(&self) -> &IdpId {
@@ -67,6 +82,7 @@ impl VerifiedClaims {
             subject,
             claims,
             auth: AuthContext::default(),
+            id_token: None,
         }
     }
 }

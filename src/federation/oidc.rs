@@ -32,6 +32,7 @@ use serde_json::{Map, Value};
 use tokio::sync::RwLock;
 
 use super::VerifiedClaims;
+use super::logout_token::{self, LogoutTokenError};
 use crate::clock::{SharedClock, UnixTime};
 use crate::config::{IdpConfig, OidcIdp, TokenAuthMethod};
 use crate::identity::{AuthContext, IdpId};
@@ -299,6 +300,16 @@ impl OidcProvider {
         self.discovered().await.map(|_| ())
     }
 
+    /// Where RP-initiated logout sends the browser: `end_session_url` when configured (Access
+    /// Manager tenants whose discovery does not advertise it), else the advertised endpoint.
+    pub async fn end_session_url(&self) -> Option<url::Url> {
+        if let Some(u) = &self.cfg.end_session_url {
+            return Some(u.clone());
+        }
+        let advertised = self.end_session_endpoint().await?;
+        url::Url::parse(&advertised).ok()
+    }
+
     /// The end-session endpoint, when the provider advertises one.
     pub async fn end_session_endpoint(&self) -> Option<String> {
         let d = self.discovered().await.ok()?;
@@ -436,7 +447,8 @@ impl OidcProvider {
                 claims.entry(k).or_insert(v);
             }
         }
-        Ok(VerifiedClaims::new(self.id.clone(), subject, claims, auth))
+        Ok(VerifiedClaims::new(self.id.clone(), subject, claims, auth)
+            .with_id_token(id_token.to_string()))
     }
 
     fn verifier<'a>(&'a self, d: &Discovered) -> CoreIdTokenVerifier<'a> {
@@ -520,6 +532,51 @@ impl OidcProvider {
         Ok((subject, raw_claims, auth))
     }
 
+    /// OIDC Back-Channel Logout 1.0 section 2.6: a `logout_token` this IdP signed for this
+    /// client, checked like an ID token (signature with the IdP's keys and an allowed asymmetric
+    /// algorithm, iss, aud, iat, exp) plus the logout rules ([`logout_token::check_claims`]).
+    /// The `jti` replay check (step 8) needs the shared store: the caller does it.
+    pub async fn verify_logout_token(
+        &self,
+        raw: &str,
+        max_age: i64,
+    ) -> Result<logout_token::LogoutOrder, LogoutTokenError> {
+        let parsed = logout_token::parse(raw)?;
+        // 2. "Validate the Logout Token signature in the same way that an ID Token signature is
+        //    validated": the algorithm allowlist first, then the IdP's keys (one rate-limited
+        //    JWKS refresh for an unknown kid, as for ID tokens).
+        logout_token::check_header(&parsed, &self.cfg.id_token_algs)?;
+        let d = self
+            .discovered()
+            .await
+            .map_err(|_| LogoutTokenError::KeysUnavailable)?;
+        let d = match signature_check(&d.jwks, &parsed) {
+            KeyCheck::Valid => d,
+            KeyCheck::Invalid => return Err(LogoutTokenError::Signature),
+            KeyCheck::NoKey => {
+                let fresh = self
+                    .refresh_jwks(&d)
+                    .await
+                    .map_err(|_| LogoutTokenError::Signature)?;
+                if signature_check(&fresh.jwks, &parsed) != KeyCheck::Valid {
+                    return Err(LogoutTokenError::Signature);
+                }
+                fresh
+            }
+        };
+        // 3-7 on the verified claims.
+        logout_token::check_claims(
+            &parsed.claims,
+            &logout_token::Expected {
+                issuer: d.metadata.issuer().as_str(),
+                client_id: &self.cfg.client_id,
+                now: self.clock.now(),
+                skew: self.cfg.clock_skew.as_secs() as i64,
+                max_age,
+            },
+        )
+    }
+
     async fn refresh_jwks(&self, d: &Discovered) -> Result<Arc<Discovered>, OidcError> {
         {
             let mut last = self.last_jwks_refresh.lock();
@@ -579,6 +636,47 @@ impl OidcProvider {
         resp.json::<Map<String, Value>>()
             .await
             .map_err(|e| OidcError::Userinfo(format!("invalid JSON: {e}")))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum KeyCheck {
+    Valid,
+    /// No key of the set has the token's kid (or fits its algorithm): maybe a rotation.
+    NoKey,
+    Invalid,
+}
+
+/// Whether a key of `jwks` (the one named by the token's `kid`, or any when it names none)
+/// verifies the token's signature with its header algorithm.
+fn signature_check(
+    jwks: &JsonWebKeySet<CoreJsonWebKey>,
+    p: &logout_token::ParsedLogoutToken,
+) -> KeyCheck {
+    use openidconnect::JsonWebKey;
+    let Ok(alg) = serde_json::from_value::<CoreJwsSigningAlgorithm>(Value::String(p.alg.clone()))
+    else {
+        return KeyCheck::Invalid;
+    };
+    let candidates: Vec<&CoreJsonWebKey> = jwks
+        .keys()
+        .iter()
+        .filter(|k| match &p.kid {
+            Some(kid) => k.key_id().is_some_and(|id| id.as_str() == kid),
+            None => true,
+        })
+        .collect();
+    if candidates.is_empty() {
+        return KeyCheck::NoKey;
+    }
+    let valid = candidates.iter().any(|k| {
+        k.verify_signature(&alg, p.signing_input.as_bytes(), &p.signature)
+            .is_ok()
+    });
+    if valid {
+        KeyCheck::Valid
+    } else {
+        KeyCheck::Invalid
     }
 }
 

@@ -322,6 +322,13 @@ pub async fn launch(
     ev.role = Some(decision.grant().role.clone());
     ev.customer_id = Some(customer_id);
     gw.audit.record(ev);
+    // Remembered for sign-out, which ends the storefront sessions this session opened. Written
+    // only on a store's first launch, so repeated launches cost no session write.
+    if auth.launched.insert(store.id.to_string()) {
+        write_signed_in(session, auth)
+            .await
+            .map_err(|_| LaunchError::SessionStore)?;
+    }
     Ok(Launched::Storefront {
         login_url: token.login_url(&store.url),
     })

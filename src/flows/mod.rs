@@ -15,6 +15,7 @@
 //! [`Gateway`] (borrowed from the web state) and the browser's session.
 
 pub mod control_panel;
+pub mod idp_logout;
 pub mod launch;
 mod leaver;
 pub mod provision;
@@ -51,6 +52,10 @@ pub struct Gateway<'a> {
     pub providers: &'a BTreeMap<String, Arc<OidcProvider>>,
     pub saml: Option<&'a SamlState>,
     pub policy: &'a SharedPolicy,
+    /// The session records, for ending sessions other than the current browser's.
+    pub sessions: &'a crate::session::Store,
+    pub session_index: &'a crate::session::index::SessionIndex,
+    pub one_time: &'a crate::session::one_time::OneTimeStore,
 }
 
 impl Gateway<'_> {

@@ -30,9 +30,10 @@ use crate::federation::saml::{PendingSaml, SamlError, VerifiedAssertion, prescan
 use crate::identity::{Identity, IdpId};
 use crate::redirect::LocalPath;
 use crate::session::browser::{
-    PENDING_TTL, SAML_SESSION_KEY, STEP_UP_KEY, SamlSessionInfo, SignedInState, StepUpAttempt,
-    read_signed_in, write_signed_in,
+    OIDC_SESSION_KEY, OidcSessionInfo, PENDING_TTL, SAML_SESSION_KEY, STEP_UP_KEY, SamlSessionInfo,
+    SignedInState, StepUpAttempt, read_signed_in, write_signed_in,
 };
+use crate::session::index::IndexKey;
 
 /// What the protocol adapter verified.
 pub enum Proof {
@@ -189,26 +190,87 @@ pub async fn finish(
         csrf: crate::secret::random_token(),
         last_seen: now,
         customers: Default::default(),
+        launched: Default::default(),
     };
     write_signed_in(session, &signed_in)
         .await
         .map_err(|_| SignInError::SessionStore)?;
 
-    // 5. Audit; a SAML session also remembers what single logout needs to name it.
+    // 5. Audit; the session remembers what logout needs to name the IdP session, and the
+    //    session index learns which IdP session and subject opened it, so that the IdP's own
+    //    logout (back-channel, SAML LogoutRequest) ends it on every replica at once.
     gw.audit.record(ev);
-    if let Proof::Saml(assertion) = proof {
-        let slo = SamlSessionInfo {
-            idp: idp_id.clone(),
-            name_id: assertion.name_id,
-            name_id_format: assertion.name_id_format,
-            session_index: assertion.session_index,
-        };
-        session
-            .insert(SAML_SESSION_KEY, &slo)
-            .await
-            .map_err(|_| SignInError::SessionStore)?;
-    }
+    let subject = proof.claims().subject().to_owned();
+    let index_keys = match proof {
+        Proof::Saml(assertion) => {
+            let mut keys = vec![IndexKey::Sub(assertion.name_id.clone())];
+            keys.extend(assertion.session_index.clone().map(IndexKey::Sid));
+            let slo = SamlSessionInfo {
+                idp: idp_id.clone(),
+                name_id: assertion.name_id,
+                name_id_format: assertion.name_id_format,
+                session_index: assertion.session_index,
+            };
+            session
+                .insert(SAML_SESSION_KEY, &slo)
+                .await
+                .map_err(|_| SignInError::SessionStore)?;
+            keys
+        }
+        Proof::Oidc(claims) => {
+            let sid = claims
+                .claims()
+                .get("sid")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
+            let mut keys = vec![IndexKey::Sub(subject)];
+            keys.extend(sid.clone().map(IndexKey::Sid));
+            if let Some(id_token) = claims.id_token() {
+                let info = OidcSessionInfo {
+                    idp: idp_id.clone(),
+                    id_token: id_token.expose().to_owned(),
+                    sid,
+                };
+                session
+                    .insert(OIDC_SESSION_KEY, &info)
+                    .await
+                    .map_err(|_| SignInError::SessionStore)?;
+            }
+            keys
+        }
+    };
+    index_session(gw, session, idp_id, &index_keys).await?;
     Ok(SignedIn { protocol, grants })
+}
+
+/// Stores the session now (so it has its id) and records it under `keys` in the session index.
+/// Fails closed: a session the IdP's logout could not find must not exist.
+async fn index_session(
+    gw: &Gateway<'_>,
+    session: &Session,
+    idp_id: &IdpId,
+    keys: &[IndexKey],
+) -> Result<(), SignInError> {
+    let now = gw.now();
+    session
+        .save()
+        .await
+        .map_err(|_| SignInError::SessionStore)?;
+    let Some(id) = session.id() else {
+        return Err(SignInError::SessionStore);
+    };
+    let until = now + gw.config.session.absolute_timeout.as_secs() as i64;
+    if let Err(e) = gw
+        .session_index
+        .add(idp_id, keys, &id.to_string(), until, now)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot index the new session; sign-in refused");
+        // Not left behind unindexed.
+        let _ = session.flush().await;
+        return Err(SignInError::SessionStore);
+    }
+    Ok(())
 }
 
 /// Empties the session and gives it a new id, carrying over a step-up attempt of the same person.

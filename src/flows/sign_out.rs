@@ -1,19 +1,24 @@
 //! Signing out, the three ways it exists:
 //!
 //! - local (`POST /logout`, with the session's CSRF token): the session ends here, audited;
-//! - then, for an OIDC sign-in, RP-initiated logout at the IdP's `end_session_endpoint` (which
-//!   sends the browser back to `/signed-out`);
+//! - then, for an OIDC sign-in, RP-initiated logout at the IdP's end-session endpoint (advertised,
+//!   or `end_session_url`) with `id_token_hint`, `post_logout_redirect_uri` and `state`, which
+//!   sends the browser back to `/signed-out?state=...`;
 //! - or, for a SAML sign-in, a signed LogoutRequest to the IdP, remembered so that the IdP's
 //!   LogoutResponse is accepted only as the answer to it (`web::saml`, `/saml/slo`).
 //!
 //! Every SAML message arriving at `/saml/slo` is answered by [`idp_message`]: the IdP's
 //! LogoutResponse to our request (confirmed only as the answer to the request this browser
-//! sent), or the IdP's own LogoutRequest (acted on once). SAML single logout started by the IdP:
-//! [`record_idp_logout`] writes it
-//! down in the shared one-time store by SessionIndex (or, without one, by NameID with its time),
-//! and every replica checks [`ended_by_idp`] when it loads a SAML session. That is how sessions in
-//! other browsers end: the gateway keeps no NameID-to-session index, so they end at their next
-//! request rather than being deleted from the session store at once.
+//! sent), or the IdP's own LogoutRequest (acted on once).
+//!
+//! Logouts the IdP starts (OIDC back-channel, SAML LogoutRequest) end the sessions they name on
+//! every replica at once through the session index (`flows::idp_logout`). A SAML LogoutRequest
+//! is also written down in the shared one-time store by SessionIndex (or, without one, by NameID
+//! with its time), which [`ended_by_idp`] checks when a SAML session loads: that covers sessions
+//! signed in before the index existed.
+//!
+//! A sign-out also ends the BigCommerce storefront sessions this session opened: the signed-out
+//! page loads each store's logout URL ([`signed_out_stores`]).
 
 use tower_sessions::Session;
 
@@ -24,8 +29,10 @@ use crate::federation::saml::slo::{self, LogoutRequestIn};
 use crate::federation::saml::{SamlError, SamlState};
 use crate::identity::IdpId;
 use crate::session::browser::{
-    PENDING_TTL, SAML_SESSION_KEY, SamlSessionInfo, SignedInState, read_signed_in,
+    OIDC_SESSION_KEY, OidcSessionInfo, PENDING_TTL, SAML_SESSION_KEY, SamlSessionInfo,
+    SignedInState, read_signed_in,
 };
+use crate::session::index::IndexKey;
 
 /// Where a sign-out leaves the browser.
 #[derive(Debug)]
@@ -58,8 +65,9 @@ pub enum SignOutError {
 /// How an IdP's message at `/saml/slo` was answered.
 #[derive(Debug)]
 pub enum SloAnswered {
-    /// The IdP confirmed the LogoutRequest this browser sent: on to `/signed-out`.
-    Confirmed,
+    /// The IdP confirmed the LogoutRequest this browser sent: on to `/signed-out` (with the key
+    /// of the storefronts to sign out of, when the sign-out remembered them).
+    Confirmed { signed_out: Option<String> },
     /// A LogoutResponse that could not be confirmed, in a browser that sent the request or holds
     /// no sign-in: the signed-out page, noting the IdP's sign-out is unconfirmed.
     Unconfirmed,
@@ -87,15 +95,36 @@ pub async fn sign_out(
 
     // 1. The local session ends, whatever the IdP does next.
     let saml_info: Option<SamlSessionInfo> = session.get(SAML_SESSION_KEY).await.ok().flatten();
+    let oidc_info: Option<OidcSessionInfo> = session.get(OIDC_SESSION_KEY).await.ok().flatten();
     session
         .flush()
         .await
         .map_err(|_| SignOutError::SessionStore)?;
-    gw.audit.record(
-        AuditEvent::new(now, rid, EventKind::SignOut, Outcome::Allow).who(&signed_in.identity),
-    );
+    let stores = storefront_logouts(gw, &signed_in);
+    let mut ev =
+        AuditEvent::new(now, rid, EventKind::SignOut, Outcome::Allow).who(&signed_in.identity);
+    if !stores.is_empty() {
+        ev.detail = Some(format!(
+            "storefront sign-out: {}",
+            stores
+                .iter()
+                .map(|s| s.store.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    gw.audit.record(ev);
 
-    // 2. SAML: tell the IdP with a signed LogoutRequest (its answer comes back to /saml/slo and
+    // 2. What the signed-out page must do (the storefronts this session opened), under a key
+    //    the browser brings back to /signed-out (in `state` through the IdP, RP-Initiated
+    //    Logout 1.0 section 3). Best effort: without it the page names no store.
+    let done = remember_signed_out(gw, &stores, now).await;
+    let signed_out_page = match &done {
+        Some(k) => format!("/signed-out?state={}", crate::redirect::urlencode(k)),
+        None => "/signed-out".to_owned(),
+    };
+
+    // 3. SAML: tell the IdP with a signed LogoutRequest (its answer comes back to /saml/slo and
     //    ends at /signed-out).
     if let Some(info) = saml_info
         && let Some(saml) = gw.saml
@@ -110,42 +139,142 @@ pub async fn sign_out(
         return Ok(match sent {
             Ok(Some(req)) => {
                 // Bound to this browser: the IdP's LogoutResponse must answer this very request.
-                let binding = remember_logout_request(saml, &info.idp, &req.id, now).await;
+                let binding =
+                    remember_logout_request(saml, &info.idp, &req.id, done.as_deref(), now).await;
                 SignedOut::SamlLogout {
                     url: req.url,
                     binding,
                 }
             }
             Ok(None) => SignedOut::To {
-                target: "/signed-out".into(),
+                target: signed_out_page,
             },
             Err(e) => {
                 tracing::warn!(idp = %info.idp, error = %e, "cannot build the SAML LogoutRequest");
                 SignedOut::To {
-                    target: "/signed-out".into(),
+                    target: signed_out_page,
                 }
             }
         });
     }
 
-    // 3. OIDC: RP-initiated logout, back to /signed-out.
-    let back = gw.config.logout_uri();
-    let target = match gw.providers.get(signed_in.identity.idp.as_str()) {
-        Some(p) => match p.end_session_endpoint().await {
-            Some(end) => match url::Url::parse(&end) {
-                Ok(mut u) => {
-                    u.query_pairs_mut()
-                        .append_pair("client_id", p.client_id())
-                        .append_pair("post_logout_redirect_uri", &back);
-                    u.to_string()
-                }
-                Err(_) => "/signed-out".to_owned(),
-            },
-            None => "/signed-out".to_owned(),
-        },
-        None => "/signed-out".to_owned(),
+    // 4. OIDC: RP-initiated logout (OIDC RP-Initiated Logout 1.0 section 2), back to /signed-out.
+    let idp = signed_in.identity.idp.as_str();
+    let Some(p) = gw.providers.get(idp) else {
+        return Ok(SignedOut::To {
+            target: signed_out_page,
+        });
     };
-    Ok(SignedOut::To { target })
+    let Some(end) = p.end_session_url().await else {
+        return Ok(SignedOut::To {
+            target: signed_out_page,
+        });
+    };
+    let hint = oidc_info
+        .filter(|i| i.idp.as_str() == idp)
+        .map(|i| i.id_token);
+    Ok(SignedOut::To {
+        target: end_session_target(
+            end,
+            p.client_id(),
+            hint.as_deref(),
+            &gw.config.logout_uri(),
+            done.as_deref(),
+        ),
+    })
+}
+
+/// The end-session URL: `id_token_hint` (which session, and proof the request comes from this
+/// client), `client_id`, `post_logout_redirect_uri` (registered with the IdP, exact match) and
+/// `state`, which the IdP hands back to it.
+pub fn end_session_target(
+    mut end: url::Url,
+    client_id: &str,
+    id_token_hint: Option<&str>,
+    back: &str,
+    state: Option<&str>,
+) -> String {
+    {
+        let mut q = end.query_pairs_mut();
+        if let Some(hint) = id_token_hint {
+            q.append_pair("id_token_hint", hint);
+        }
+        q.append_pair("client_id", client_id)
+            .append_pair("post_logout_redirect_uri", back);
+        if let Some(state) = state {
+            q.append_pair("state", state);
+        }
+    }
+    end.to_string()
+}
+
+/// One storefront session the signed-out page ends: the store's name and its logout URL.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StorefrontLogout {
+    pub store: String,
+    pub name: String,
+    pub logout_url: String,
+}
+
+/// The storefronts this session opened that are still configured, with their logout URLs
+/// (`{storefront}/login.php?action=logout`, BigCommerce's documented logout path).
+fn storefront_logouts(gw: &Gateway<'_>, signed_in: &SignedInState) -> Vec<StorefrontLogout> {
+    let snap = gw.policy();
+    signed_in
+        .launched
+        .iter()
+        .filter_map(|id| snap.store(&crate::identity::StoreId::new(id)))
+        .map(|s| StorefrontLogout {
+            store: s.id.to_string(),
+            name: s.name.clone(),
+            logout_url: storefront_logout_url(&s.url),
+        })
+        .collect()
+}
+
+pub fn storefront_logout_url(storefront: &url::Url) -> String {
+    format!(
+        "{}/login.php?action=logout",
+        storefront.as_str().trim_end_matches('/')
+    )
+}
+
+fn signed_out_key(k: &str) -> String {
+    format!("signed-out:{k}")
+}
+
+/// Keeps what the signed-out page needs under a fresh random key, for [`PENDING_TTL`].
+async fn remember_signed_out(
+    gw: &Gateway<'_>,
+    stores: &[StorefrontLogout],
+    now: UnixTime,
+) -> Option<String> {
+    let key = crate::secret::random_token();
+    let value = serde_json::to_string(stores).ok()?;
+    match gw
+        .one_time
+        .put_nx(&signed_out_key(&key), &value, now + PENDING_TTL, now)
+        .await
+    {
+        Ok(true) => Some(key),
+        Ok(false) | Err(_) => {
+            tracing::warn!("cannot remember the storefronts to sign out of");
+            None
+        }
+    }
+}
+
+/// The storefronts the sign-out under `state` must end (read, not taken: a reload of the
+/// signed-out page signs out again). Unknown or expired: none.
+pub async fn signed_out_stores(gw: &Gateway<'_>, state: &str) -> Vec<StorefrontLogout> {
+    let raw = gw
+        .one_time
+        .get(&signed_out_key(state), gw.now())
+        .await
+        .ok()
+        .flatten();
+    raw.and_then(|r| serde_json::from_str(&r).ok())
+        .unwrap_or_default()
 }
 
 /// A LogoutRequest sent from a browser, kept server-side under the key in its binding cookie.
@@ -153,6 +282,9 @@ pub async fn sign_out(
 pub struct SentLogout {
     pub idp: IdpId,
     pub request_id: String,
+    /// The key of what the signed-out page must do (storefront sign-outs), if any.
+    #[serde(default)]
+    pub signed_out: Option<String>,
 }
 
 fn logout_sent_key(k: &str) -> String {
@@ -166,12 +298,14 @@ async fn remember_logout_request(
     saml: &SamlState,
     idp: &IdpId,
     request_id: &str,
+    signed_out: Option<&str>,
     now: UnixTime,
 ) -> Option<String> {
     let key = crate::secret::random_token();
     let sent = SentLogout {
         idp: idp.clone(),
         request_id: request_id.to_owned(),
+        signed_out: signed_out.map(str::to_owned),
     };
     let value = serde_json::to_string(&sent).ok()?;
     match saml
@@ -242,6 +376,21 @@ pub async fn record_idp_logout(
             .await
             .map_err(|_| SignOutError::SessionStore)?;
     }
+    // Every session the IdP named ends now, on every replica: by SessionIndex when the IdP
+    // names one (SAML core 3.7.1: only those sessions), else every session of the NameID.
+    let mut keys: Vec<IndexKey> = req
+        .session_indexes
+        .iter()
+        .cloned()
+        .map(IndexKey::Sid)
+        .collect();
+    if keys.is_empty() {
+        keys.push(IndexKey::Sub(req.name_id.clone()));
+    }
+    let ended = super::idp_logout::end_indexed(gw, idp_id, &keys)
+        .await
+        .map_err(|_| SignOutError::SessionStore)?;
+    tracing::info!(idp = %idp_id, ended, "SAML IdP logout: sessions ended");
     let here: Option<SamlSessionInfo> = session.get(SAML_SESSION_KEY).await.ok().flatten();
     if here.is_some_and(|h| &h.idp == idp_id && h.name_id == req.name_id) {
         session
@@ -377,7 +526,9 @@ pub async fn idp_message(
                 None,
                 "SAML LogoutResponse: Success, answering this browser's LogoutRequest".to_owned(),
             );
-            Ok(SloAnswered::Confirmed)
+            Ok(SloAnswered::Confirmed {
+                signed_out: sent.and_then(|s| s.signed_out),
+            })
         }
         slo::SloMessage::Request(req) => {
             let skew = gw

@@ -2,7 +2,7 @@
 //! Shared by the sign-in, launch and sign-out journeys (`flows`) and the web extractors, so none
 //! of them reaches into another's module for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,9 @@ pub struct SignedInState {
     /// repeated launch makes no API call.
     #[serde(default)]
     pub customers: BTreeMap<String, u64>,
+    /// Stores this session opened (store ids): sign-out ends their storefront sessions too.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub launched: BTreeSet<String>,
 }
 
 /// Signed-in states decoded lately, by session and the exact text they were decoded from: a
@@ -106,6 +109,27 @@ pub struct SamlSessionInfo {
     pub session_index: Option<String>,
 }
 
+/// Session key for what OIDC logout needs (RP-initiated and back-channel).
+pub const OIDC_SESSION_KEY: &str = "oidc";
+
+/// What OIDC logout needs to name the IdP session: the ID token for `id_token_hint` (OIDC
+/// RP-Initiated Logout 1.0, section 2) and its `sid`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct OidcSessionInfo {
+    pub idp: IdpId,
+    pub id_token: String,
+    pub sid: Option<String>,
+}
+
+impl std::fmt::Debug for OidcSessionInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The ID token vouches for the person to this client: never printed.
+        f.debug_struct("OidcSessionInfo")
+            .field("idp", &self.idp)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -140,6 +164,7 @@ mod tests {
             csrf: "csrf-token".into(),
             last_seen: 1_760_000_060,
             customers: [("acct|[1]|".to_owned(), 42)].into_iter().collect(),
+            launched: ["us".to_owned()].into_iter().collect(),
         }
     }
 

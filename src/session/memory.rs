@@ -87,7 +87,11 @@ impl SessionStore for MemorySessionStore {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.inner.lock().records.insert(record.id, record.clone());
+        // Only an existing record is updated: a request still in flight when a logout deleted
+        // its session (issue 14: back-channel logout) cannot write the session back.
+        if let Some(slot) = self.inner.lock().records.get_mut(&record.id) {
+            *slot = record.clone();
+        }
         Ok(())
     }
 

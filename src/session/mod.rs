@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod decoded;
+pub mod index;
 pub mod memory;
 pub mod one_time;
 pub mod redis_store;

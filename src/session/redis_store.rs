@@ -60,9 +60,9 @@ impl RedisSessionStore {
             .arg(&data)
             .arg("PXAT")
             .arg(expire_at_ms as i64);
-        if only_if_new {
-            cmd.arg("NX");
-        }
+        // NX for a new record; XX for an update, so that a request still in flight when a logout
+        // deleted its session (issue 14: back-channel logout) cannot write the session back.
+        cmd.arg(if only_if_new { "NX" } else { "XX" });
         let reply: Option<String> = cmd
             .query_async(&mut conn)
             .await

@@ -11,7 +11,7 @@ use super::{AppState, cookies, no_store};
 use crate::federation::saml::SamlError;
 use crate::flows::control_panel::{ControlPanelError, Opened};
 use crate::flows::launch::UpstreamFailure;
-use crate::flows::sign_out::SloAnswered;
+use crate::flows::sign_out::{SloAnswered, StorefrontLogout};
 use crate::flows::{FlowError, LaunchError, Launched, SignInError, SignOutError, SignedOut};
 use crate::policy::{ControlPanelRefusal, DenyReason, LaunchRefusal};
 use crate::redirect::LocalPath;
@@ -83,13 +83,17 @@ impl IntoResponse for Answer {
             }
             Answer::SignedOutUnconfirmed { reference } => signed_out_page(Some(&reference)),
             Answer::IdpSignOut {
-                answered: SloAnswered::Confirmed,
+                answered: SloAnswered::Confirmed { signed_out },
                 ..
-            } => (
-                StatusCode::SEE_OTHER,
-                [(header::LOCATION, "/signed-out".to_owned())],
-            )
-                .into_response(),
+            } => {
+                // On to the signed-out page, which also ends the storefront sessions the
+                // sign-out remembered (`flows::sign_out`).
+                let target = match signed_out {
+                    Some(k) => format!("/signed-out?state={}", crate::redirect::urlencode(&k)),
+                    None => "/signed-out".to_owned(),
+                };
+                (StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response()
+            }
             Answer::IdpSignOut {
                 answered: SloAnswered::Unconfirmed,
                 reference,
@@ -107,15 +111,56 @@ impl IntoResponse for Answer {
 struct SignedOutPage<'a> {
     /// Set when the IdP's sign-out could not be confirmed: the reference of that request.
     unconfirmed: Option<&'a str>,
+    /// Storefronts whose sessions this page ends (each logout URL in a hidden frame).
+    stores: &'a [StorefrontLogout],
 }
 
 /// The signed-out page; with `unconfirmed` (a request reference), it adds that the identity
 /// provider's sign-out could not be confirmed.
 pub fn signed_out_page(unconfirmed: Option<&str>) -> Response {
-    match (SignedOutPage { unconfirmed }).render() {
+    signed_out_page_with(unconfirmed, &[])
+}
+
+/// The signed-out page that also ends `stores`' storefront sessions: each store's logout URL
+/// loads in a hidden frame, and the page's Content-Security-Policy allows exactly those
+/// origins as frames (nothing else changes: still no script, `frame-ancestors 'none'`).
+pub fn signed_out_page_with(unconfirmed: Option<&str>, stores: &[StorefrontLogout]) -> Response {
+    let mut resp = match (SignedOutPage {
+        unconfirmed,
+        stores,
+    })
+    .render()
+    {
         Ok(p) => Html(p).into_response(),
         Err(_) => "You are signed out.".into_response(),
+    };
+    if let Some(csp) = signed_out_csp(stores)
+        && let Ok(v) = header::HeaderValue::from_str(&csp)
+    {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
     }
+    no_store(resp)
+}
+
+/// The gateway's policy plus `frame-src` for the storefronts' origins; `None` without stores
+/// (the default policy applies).
+pub fn signed_out_csp(stores: &[StorefrontLogout]) -> Option<String> {
+    let mut origins: Vec<String> = stores
+        .iter()
+        .filter_map(|s| url::Url::parse(&s.logout_url).ok())
+        .map(|u| u.origin().ascii_serialization())
+        .filter(|o| o != "null")
+        .collect();
+    origins.sort();
+    origins.dedup();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-src {}; frame-ancestors 'none'; base-uri 'none'",
+        origins.join(" ")
+    ))
 }
 
 /// A journey's refusal or failure with what its page needs (the request id as reference, and

@@ -311,6 +311,22 @@ pub async fn logout(
     Ok(Answer::SignedOut { outcome, secure }.into_response())
 }
 
-pub async fn signed_out() -> Response {
-    super::answer::signed_out_page(None)
+#[derive(Debug, Deserialize)]
+pub struct SignedOutQuery {
+    state: Option<String>,
+}
+
+/// `GET /signed-out[?state=KEY]`: where every sign-out ends. With the key the sign-out
+/// remembered (through the IdP as `state`), the page also ends the storefront sessions.
+pub async fn signed_out(
+    State(state): State<AppState>,
+    Query(q): Query<SignedOutQuery>,
+) -> Response {
+    let stores = match q.state.as_deref() {
+        Some(k) if !k.is_empty() && k.len() <= 128 => {
+            sign_out::signed_out_stores(&state.gateway(), k).await
+        }
+        _ => Vec::new(),
+    };
+    super::answer::signed_out_page_with(None, &stores)
 }

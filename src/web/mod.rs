@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod answer;
 pub mod auth;
+pub mod backchannel;
 pub mod client_ip;
 mod cookies;
 pub mod errors;
@@ -88,6 +89,10 @@ pub struct Shared {
     pub store_clock: Arc<StoreClock>,
     pub audit: AuditLog,
     pub sessions: Arc<session::Store>,
+    /// Which sessions each IdP session opened, for logouts the IdP starts (issue 14).
+    pub session_index: session::index::SessionIndex,
+    /// One-time values beside the sessions (replay caches, logout records), shared by replicas.
+    pub one_time: session::one_time::OneTimeStore,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
     /// The SAML service provider and its IdPs, when `[saml]` is configured.
@@ -125,6 +130,9 @@ impl AppState {
             providers: &self.providers,
             saml: self.saml.as_deref(),
             policy: &self.policy,
+            sessions: &self.sessions,
+            session_index: &self.session_index,
+            one_time: &self.one_time,
         }
     }
 }
@@ -278,6 +286,10 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/saml/metadata", get(saml::metadata))
         .route("/logout", post(login::logout))
         .route("/signed-out", get(login::signed_out))
+        .route(
+            "/oidc/{idp}/backchannel-logout",
+            post(backchannel::backchannel_logout),
+        )
         .route("/stores/{store}/launch", get(launch::launch))
         .route("/control-panel/{account}", get(launch::control_panel))
         .route("/api/me", get(portal::me))

@@ -103,6 +103,7 @@ fn the_example_configuration_passes_check_and_prints_the_registration_values() {
         "Login redirect URI:  https://sso.example.com/oidc/nam/callback",
         "Login redirect URI:  https://sso.example.com/oidc/partners/callback",
         "Logout redirect URI: https://sso.example.com/signed-out",
+        "Back-channel logout URI: https://sso.example.com/oidc/nam/backchannel-logout",
         "store hash abc123",
         "store hash xyz789",
     ] {

@@ -66,6 +66,7 @@ fn the_markdown_sheet_lists_what_to_register_per_idp() {
         "| Login redirect URI | https://sso.example.com/oidc/nam/callback |",
         "| Login redirect URI | https://sso.example.com/oidc/partners/callback |",
         "| Logout redirect URI | https://sso.example.com/signed-out |",
+        "| Back-channel logout URI (backchannel_logout_uri, session required) | https://sso.example.com/oidc/nam/backchannel-logout |",
         "| Grant | authorization code with PKCE (S256); no implicit or hybrid flow |",
         "| Client secret | confidential client: the secret configured in `client_secret` (not shown here) |",
     ] {

@@ -1406,6 +1406,8 @@ async fn saml_slo_idp_logout_on_one_replica_ends_the_session_on_another_sharing_
     o.extra_toml = idp.toml("");
     o.redis_url = Some(redis.url());
     let _gw2 = Gateway::start(reserved, o).await;
+    let before = session_records(&redis);
+    assert!(before >= 1, "the session is in Redis");
     let msg = slo_peer(
         &idp,
         logout_request(&gw1, "post", json!({"session_indexes": [index]})),
@@ -1418,5 +1420,21 @@ async fn saml_slo_idp_logout_on_one_replica_ends_the_session_on_another_sharing_
         )
         .await;
     assert_eq!(resp.status(), 303);
+    // Ended at once through the session index (issue 14): the record is gone from Redis before
+    // the browser's next request reaches either replica.
+    let records = session_records(&redis);
+    assert_eq!(
+        records,
+        before - 1,
+        "the signed-in session's record deleted"
+    );
     assert_not_signed_in(&b, &gw1).await;
+}
+
+/// The session records in `redis` (the gateway's prefix).
+fn session_records(redis: &RedisServer) -> usize {
+    crate::support::redis::cli(redis.port, &["--scan", "--pattern", "storegate:session:*"])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
 }

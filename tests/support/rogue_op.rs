@@ -229,6 +229,25 @@ impl RogueOp {
         self.lock().token_requests.clone()
     }
 
+    /// A JWT over `claims` signed RS256 by key A (`kid: rogue-a`, in the JWKS) or, with
+    /// `by_key_b`, by key B under kid A (a signature no published key verifies). For hand-made
+    /// logout tokens.
+    pub fn sign_jwt(&self, header: Value, claims: &Value, by_key_b: bool) -> String {
+        let rs256 = CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256;
+        let input = format!("{}.{}", b64json(&header), b64json(claims));
+        let key = if by_key_b {
+            &self.inner.key_b
+        } else {
+            &self.inner.key_a
+        };
+        let sig = key.sign(&rs256, input.as_bytes()).expect("RS256 sign");
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    pub fn client_id(&self) -> String {
+        self.inner.client_id.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Mutable> {
         self.inner.s.lock().expect("rogue OP state lock")
     }

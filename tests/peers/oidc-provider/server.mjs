@@ -18,6 +18,8 @@
 //   "pkce_required": true,                      // refuse authorization requests without PKCE
 //   "ttl": { "IdToken": 3600, "AuthorizationCode": 60, ... }
 // }
+// Back-channel logout is on: give a client `backchannel_logout_uri` (and
+// `backchannel_logout_session_required: true` to put `sid` in its ID and logout tokens).
 //
 // Where claims end up (authorization code flow):
 // - `conform_id_token_claims: false` (our default, like an Access Manager attribute set marked "add to
@@ -129,6 +131,10 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: true },
     claimsParameter: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    // OIDC Back-Channel Logout 1.0: a client registered with `backchannel_logout_uri` (and
+    // `backchannel_logout_session_required: true` for `sid`) gets a logout token when the
+    // person signs out here (`/session/end`, then the confirm form).
+    backchannelLogout: { enabled: true },
   },
   async findAccount(_ctx, id) {
     const claims = accounts[id];

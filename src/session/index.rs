@@ -1,0 +1,275 @@
+//! Which sessions an identity provider's session opened, so that the IdP's logout (OIDC
+//! Back-Channel Logout, a SAML LogoutRequest) ends them at once on every replica, instead of at
+//! their next request.
+//!
+//! Two keys per signed-in session, both scoped to the IdP: its IdP session (`sid` claim of the ID
+//! token, SAML `SessionIndex`) and its subject (`sub`, SAML NameID). Each key holds the set of
+//! gateway session ids. A logout *takes* the set (read and delete in one step, so two replicas
+//! receiving the same logout do not both act on it) and the caller deletes those session records.
+//!
+//! In memory for one process; in Redis beside the sessions for several (a set per key, `MULTI`
+//! for the take, an expiry at the sessions' absolute lifetime so Redis forgets keys with them).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::Store;
+use crate::clock::UnixTime;
+use crate::identity::IdpId;
+use crate::store::{REDIS_PREFIX, RedisHandle};
+
+/// What an IdP names when it ends sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndexKey {
+    /// The IdP's session: OIDC `sid`, SAML `SessionIndex`.
+    Sid(String),
+    /// The person at the IdP: OIDC `sub`, SAML NameID.
+    Sub(String),
+}
+
+impl IndexKey {
+    fn name(&self, idp: &IdpId) -> String {
+        // The IdP id is a config name (letters, digits, '-', '_'); the value is the IdP's own
+        // string, last, so no value can reach into another IdP's keys.
+        match self {
+            IndexKey::Sid(v) => format!("sidx:{idp}:sid:{v}"),
+            IndexKey::Sub(v) => format!("sidx:{idp}:sub:{v}"),
+        }
+    }
+}
+
+/// Above this many keys the memory index drops expired ones on insert.
+const SWEEP_AT: usize = 10_000;
+
+#[derive(Clone)]
+pub enum SessionIndex {
+    Memory(Arc<Mutex<MemoryIndex>>),
+    Redis { handle: RedisHandle, prefix: String },
+}
+
+impl std::fmt::Debug for SessionIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionIndex::Memory(_) => f.write_str("SessionIndex::Memory"),
+            SessionIndex::Redis { .. } => f.write_str("SessionIndex::Redis"),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryIndex {
+    /// key -> (expiry, session ids)
+    sets: HashMap<String, (UnixTime, BTreeSet<String>)>,
+    swept_at: Option<UnixTime>,
+}
+
+impl SessionIndex {
+    /// The index for `store`: in the same Redis when the sessions are there, else in memory.
+    pub fn beside(store: &Store) -> Self {
+        match store {
+            Store::Redis(s) => SessionIndex::Redis {
+                handle: s.handle().clone(),
+                prefix: REDIS_PREFIX.to_owned(),
+            },
+            Store::Memory(_) => SessionIndex::Memory(Arc::default()),
+        }
+    }
+
+    /// Records that session `session_id` was opened by `idp` under each of `keys`, until `until`
+    /// (the session's absolute end; a later sign-in under the same key extends it).
+    pub async fn add(
+        &self,
+        idp: &IdpId,
+        keys: &[IndexKey],
+        session_id: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<(), String> {
+        match self {
+            SessionIndex::Memory(m) => {
+                let mut m = m.lock();
+                if m.sets.len() >= SWEEP_AT && m.swept_at != Some(now) {
+                    m.sets.retain(|_, (exp, _)| *exp > now);
+                    m.swept_at = Some(now);
+                }
+                for k in keys {
+                    let slot = m.sets.entry(k.name(idp)).or_default();
+                    if slot.0 <= now {
+                        slot.1.clear();
+                    }
+                    slot.0 = slot.0.max(until);
+                    slot.1.insert(session_id.to_owned());
+                }
+                Ok(())
+            }
+            SessionIndex::Redis { handle, prefix } => {
+                let mut conn = handle.conn().await?;
+                // Not MULTI: the keys may live in different cluster slots; each SADD and its
+                // EXPIREAT stand alone (a failure refuses the sign-in).
+                let mut pipe = redis::pipe();
+                for k in keys {
+                    let name = format!("{prefix}{}", k.name(idp));
+                    pipe.sadd(&name, session_id).ignore();
+                    // Every sign-in sets `until` = its time + the absolute lifetime, so the
+                    // newest member always sets the latest expiry.
+                    pipe.cmd("EXPIREAT")
+                        .arg(&name)
+                        .arg(until.max(now + 1))
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| format!("redis session index: {:?}", e.kind()))
+            }
+        }
+    }
+
+    /// Takes (reads and forgets, at once) the sessions `idp` opened under `key`.
+    pub async fn take(
+        &self,
+        idp: &IdpId,
+        key: &IndexKey,
+        now: UnixTime,
+    ) -> Result<Vec<String>, String> {
+        match self {
+            SessionIndex::Memory(m) => Ok(m
+                .lock()
+                .sets
+                .remove(&key.name(idp))
+                .filter(|(exp, _)| *exp > now)
+                .map(|(_, ids)| ids.into_iter().collect())
+                .unwrap_or_default()),
+            SessionIndex::Redis { handle, prefix } => {
+                let mut conn = handle.conn().await?;
+                let name = format!("{prefix}{}", key.name(idp));
+                // One key, so MULTI is fine in a cluster too: read and delete at once.
+                let (ids, _): (Vec<String>, i64) = redis::pipe()
+                    .atomic()
+                    .smembers(&name)
+                    .del(&name)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| format!("redis session index: {:?}", e.kind()))?;
+                Ok(ids)
+            }
+        }
+    }
+}
+
+/// Deletes the session records `ids` from `store` (ids that no longer exist are skipped);
+/// returns how many ids were valid and deleted.
+pub async fn end_sessions(store: &Store, ids: &[String]) -> Result<usize, String> {
+    use tower_sessions::SessionStore;
+    let mut ended = 0;
+    for raw in ids {
+        let Ok(id) = raw.parse::<tower_sessions::session::Id>() else {
+            continue;
+        };
+        store.delete(&id).await.map_err(|e| e.to_string())?;
+        ended += 1;
+    }
+    Ok(ended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idp() -> IdpId {
+        IdpId::new("nam")
+    }
+
+    #[tokio::test]
+    async fn a_take_returns_every_session_of_the_key_once() {
+        let ix = SessionIndex::Memory(Arc::default());
+        let keys = [IndexKey::Sid("s1".into()), IndexKey::Sub("ada".into())];
+        ix.add(&idp(), &keys, "a", 1000, 0).await.unwrap();
+        ix.add(&idp(), &[IndexKey::Sub("ada".into())], "b", 1000, 0)
+            .await
+            .unwrap();
+        let mut by_sub = ix
+            .take(&idp(), &IndexKey::Sub("ada".into()), 1)
+            .await
+            .unwrap();
+        by_sub.sort();
+        assert_eq!(by_sub, ["a", "b"]);
+        assert!(
+            ix.take(&idp(), &IndexKey::Sub("ada".into()), 1)
+                .await
+                .unwrap()
+                .is_empty(),
+            "taken once"
+        );
+        assert_eq!(
+            ix.take(&idp(), &IndexKey::Sid("s1".into()), 1)
+                .await
+                .unwrap(),
+            ["a"]
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_of_another_idp_or_kind_are_not_taken() {
+        let ix = SessionIndex::Memory(Arc::default());
+        ix.add(&idp(), &[IndexKey::Sid("x".into())], "a", 1000, 0)
+            .await
+            .unwrap();
+        assert!(
+            ix.take(&IdpId::new("other"), &IndexKey::Sid("x".into()), 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            ix.take(&idp(), &IndexKey::Sub("x".into()), 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_key_ends_nothing_and_is_not_extended_by_old_members() {
+        let ix = SessionIndex::Memory(Arc::default());
+        ix.add(&idp(), &[IndexKey::Sub("ada".into())], "old", 100, 0)
+            .await
+            .unwrap();
+        assert!(
+            ix.take(&idp(), &IndexKey::Sub("ada".into()), 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        ix.add(&idp(), &[IndexKey::Sub("ada".into())], "old", 100, 0)
+            .await
+            .unwrap();
+        ix.add(&idp(), &[IndexKey::Sub("ada".into())], "new", 500, 200)
+            .await
+            .unwrap();
+        assert_eq!(
+            ix.take(&idp(), &IndexKey::Sub("ada".into()), 201)
+                .await
+                .unwrap(),
+            ["new"],
+            "the expired member went with its key"
+        );
+    }
+
+    #[tokio::test]
+    async fn ending_sessions_deletes_their_records_and_skips_junk_ids() {
+        use tower_sessions::SessionStore;
+        use tower_sessions::session::{Id, Record};
+        let store = Store::Memory(crate::session::MemorySessionStore::default());
+        let mut rec = Record {
+            id: Id::default(),
+            data: Default::default(),
+            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        };
+        store.create(&mut rec).await.unwrap();
+        let ids = [rec.id.to_string(), "not-an-id".to_owned()];
+        assert_eq!(end_sessions(&store, &ids).await.unwrap(), 1);
+        assert!(store.load(&rec.id).await.unwrap().is_none());
+    }
+}
