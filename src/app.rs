@@ -75,12 +75,12 @@ pub fn staff_reconciler(
     }
     let redis = match redis {
         Some(h) => Some(h),
-        None => match crate::session::Store::from_config(&config.session)
-            .map_err(anyhow::Error::msg)?
-        {
-            crate::session::Store::Redis(s) => Some(s.handle().clone()),
-            crate::session::Store::Memory(_) => None,
-        },
+        None => {
+            match crate::session::Store::from_config(&config.session).map_err(anyhow::Error::msg)? {
+                crate::session::Store::Redis(s) => Some(s.handle().clone()),
+                crate::session::Store::Memory(_) => None,
+            }
+        }
     };
     let budget: Arc<dyn CallBudget> = match (redis, &config.provisioning.queue) {
         (Some(h), _) => Arc::new(RedisBudget::new(
@@ -196,6 +196,9 @@ pub fn start_reconcile_schedule(
         redis,
     )?;
     state.metrics.watch_queue(r.executor.queue.clone())?;
+    if let Some(staff) = &r.staff {
+        staff.set_gauges(state.metrics.control_panel_gauges()?);
+    }
     // The reconciler's writes are our own changes too: their webhooks are not external.
     if let Some(w) = &state.webhooks {
         for client in r.clients.values() {

@@ -183,7 +183,12 @@ impl AccountApi {
 
     /// A mutation whose result object at `field` (a JSON pointer into `data`) must be present:
     /// `null` without `errors[]` is not a success.
-    async fn mutate(&self, query: &str, variables: Value, field: &str) -> Result<(), AccountApiError> {
+    async fn mutate(
+        &self,
+        query: &str,
+        variables: Value,
+        field: &str,
+    ) -> Result<(), AccountApiError> {
         let data: Value = self.call(query, variables).await?;
         mutated(&data, field)
     }

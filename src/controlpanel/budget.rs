@@ -82,10 +82,16 @@ impl FileBudget {
     pub fn open(path: PathBuf, limit: u32) -> anyhow::Result<Self> {
         let logs = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("the Account API budget file {} is damaged: {e}", path.display())
+                anyhow::anyhow!(
+                    "the Account API budget file {} is damaged: {e}",
+                    path.display()
+                )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => anyhow::bail!("cannot read the Account API budget file {}: {e}", path.display()),
+            Err(e) => anyhow::bail!(
+                "cannot read the Account API budget file {}: {e}",
+                path.display()
+            ),
         };
         Ok(FileBudget {
             limit,
@@ -102,7 +108,12 @@ impl FileBudget {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("cannot write the Account API budget file {}: {e}", path.display()))
+            .map_err(|e| {
+                format!(
+                    "cannot write the Account API budget file {}: {e}",
+                    path.display()
+                )
+            })
     }
 }
 
@@ -219,7 +230,10 @@ mod tests {
         for t in [0, 10, 20] {
             assert_eq!(b.take("a", t).await, Ok(Spend::Granted));
         }
-        assert_eq!(b.take("a", 30).await, Ok(Spend::Exhausted { retry_at: 3600 }));
+        assert_eq!(
+            b.take("a", 30).await,
+            Ok(Spend::Exhausted { retry_at: 3600 })
+        );
         // Another account has its own budget.
         assert_eq!(b.take("b", 30).await, Ok(Spend::Granted));
         assert_eq!(b.used("a", 3599).await, Ok(3));
@@ -238,7 +252,10 @@ mod tests {
         drop(b);
         let again = FileBudget::open(path.clone(), 2).unwrap();
         assert_eq!(again.used("a", 200).await, Ok(2));
-        assert_eq!(again.take("a", 200).await, Ok(Spend::Exhausted { retry_at: 3700 }));
+        assert_eq!(
+            again.take("a", 200).await,
+            Ok(Spend::Exhausted { retry_at: 3700 })
+        );
         std::fs::write(&path, "{not json").unwrap();
         assert!(FileBudget::open(path, 2).is_err());
         let _ = std::fs::remove_dir_all(dir);

@@ -40,7 +40,11 @@ pub struct PermissionDrift {
 /// The drift of every managed person in a store they are expected in and have access to
 /// (someone not yet added is a planned addition, not drift). High-risk first, then by email and
 /// store.
-pub fn find(account: &str, desired: &DesiredStaffState, observed: &Observed) -> Vec<PermissionDrift> {
+pub fn find(
+    account: &str,
+    desired: &DesiredStaffState,
+    observed: &Observed,
+) -> Vec<PermissionDrift> {
     let mut out = Vec::new();
     for (email, staff) in &desired.staff {
         for (store, expected) in &staff.stores {
@@ -80,7 +84,11 @@ pub fn find(account: &str, desired: &DesiredStaffState, observed: &Observed) -> 
     }
     // `false` sorts first: high-risk drift leads.
     out.sort_by(|a, b| {
-        (a.high_risk.is_empty(), &a.email, &a.store).cmp(&(b.high_risk.is_empty(), &b.email, &b.store))
+        (a.high_risk.is_empty(), &a.email, &a.store).cmp(&(
+            b.high_risk.is_empty(),
+            &b.email,
+            &b.store,
+        ))
     });
     out
 }
@@ -99,7 +107,12 @@ pub fn reason(d: &PermissionDrift) -> &'static str {
 /// One audit event (`drift`, outcome deny) per person and store.
 pub fn audit(log: &AuditLog, run: &str, now: UnixTime, drift: &[PermissionDrift]) {
     for d in drift {
-        let mut ev = AuditEvent::new(now, &format!("reconcile-{run}"), EventKind::Drift, Outcome::Deny);
+        let mut ev = AuditEvent::new(
+            now,
+            &format!("reconcile-{run}"),
+            EventKind::Drift,
+            Outcome::Deny,
+        );
         ev.actor = Some("reconcile".into());
         ev.run = Some(run.to_owned());
         ev.subject = Some(d.subject.clone());

@@ -13,7 +13,9 @@ use crate::clock::{SharedClock, UnixTime};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Halt {
     /// The budget is spent, or BigCommerce answered 429: go on at `retry_at` (not a failure).
-    Paused { retry_at: UnixTime },
+    Paused {
+        retry_at: UnixTime,
+    },
     /// The budget could not be consulted (Redis down): nothing is sent without it.
     Budget(String),
     Failed(AccountApiError),
@@ -65,7 +67,14 @@ pub async fn read(
     let mut out = Observed::default();
     let mut after: Option<String> = None;
     loop {
-        let page = spend_and_call(budget, account, clock, calls, api.account_users(after.as_deref())).await?;
+        let page = spend_and_call(
+            budget,
+            account,
+            clock,
+            calls,
+            api.account_users(after.as_deref()),
+        )
+        .await?;
         for u in page.items {
             out.account_users.insert(u.email.to_lowercase(), Some(u.id));
         }

@@ -25,10 +25,17 @@ pub enum Change {
         user_id: Option<String>,
         store: String,
     },
-    RemoveUserFromAccount { email: String },
-    AddUserToAccount { email: String },
+    RemoveUserFromAccount {
+        email: String,
+    },
+    AddUserToAccount {
+        email: String,
+    },
     /// By email, as BigCommerce requires.
-    AddUserToStore { email: String, store: String },
+    AddUserToStore {
+        email: String,
+        store: String,
+    },
 }
 
 impl Change {
@@ -120,12 +127,9 @@ impl Plan {
     /// A removal whose user id is unknown (added since the last read): the account must be read
     /// again before it can be sent.
     pub fn needs_ids(&self) -> bool {
-        self.steps.iter().any(|s| {
-            matches!(
-                s.change,
-                Change::RemoveUserFromStore { user_id: None, .. }
-            )
-        })
+        self.steps
+            .iter()
+            .any(|s| matches!(s.change, Change::RemoveUserFromStore { user_id: None, .. }))
     }
 }
 
@@ -258,7 +262,7 @@ pub fn apply(observed: &mut Observed, change: &Change) {
                 super::model::Member {
                     user_id,
                     permissions: BTreeSet::from([
-                        crate::controlpanel::drift::NO_PERMISSION_REQUIRED.to_owned()
+                        crate::controlpanel::drift::NO_PERMISSION_REQUIRED.to_owned(),
                     ]),
                 },
             );

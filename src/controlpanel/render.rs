@@ -76,7 +76,11 @@ fn account(out: &mut String, r: &AccountReport, dry_run: bool) {
         r.used_last_hour
     );
     for s in &r.plan.steps {
-        let store = s.change.store().map(|h| format!(" store {h}")).unwrap_or_default();
+        let store = s
+            .change
+            .store()
+            .map(|h| format!(" store {h}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "  {:<8} {} {}{store}",
@@ -85,7 +89,11 @@ fn account(out: &mut String, r: &AccountReport, dry_run: bool) {
             s.change.email()
         );
     }
-    let pending = if dry_run { r.plan.steps.clone() } else { r.pending() };
+    let pending = if dry_run {
+        r.plan.steps.clone()
+    } else {
+        r.pending()
+    };
     for line in cost(&pending, r.used_last_hour) {
         let _ = writeln!(out, "  cost: {line} at {HOURLY_LIMIT} calls/hour");
     }
@@ -93,7 +101,12 @@ fn account(out: &mut String, r: &AccountReport, dry_run: bool) {
         let _ = writeln!(out, "  done {}, failed {}", r.done.len(), r.failed.len());
     }
     for (s, e) in &r.failed {
-        let _ = writeln!(out, "  failed: {} {}: {e}", s.change.name(), s.change.email());
+        let _ = writeln!(
+            out,
+            "  failed: {} {}: {e}",
+            s.change.name(),
+            s.change.email()
+        );
     }
     if let Some(t) = r.paused_until {
         let _ = writeln!(

@@ -24,8 +24,12 @@ fn a_429_is_rate_limited_with_its_retry_after() {
 
 #[test]
 fn refusals_and_failures_are_classed() {
-    let e = decode::<Value>(401, None, &body(json!({"errors": [{"message": "Invalid X-Auth-Token"}]})))
-        .unwrap_err();
+    let e = decode::<Value>(
+        401,
+        None,
+        &body(json!({"errors": [{"message": "Invalid X-Auth-Token"}]})),
+    )
+    .unwrap_err();
     assert_eq!(
         e,
         AccountApiError::Refused {
@@ -67,12 +71,28 @@ fn a_body_that_is_not_the_documented_shape_is_unexpected() {
         Err(AccountApiError::Unexpected(_))
     ));
     assert!(matches!(
-        decode::<wire::AccountUsersData>(200, None, &body(json!({"data": {"account": {"users": {"edges": []}}}}))),
+        decode::<wire::AccountUsersData>(
+            200,
+            None,
+            &body(json!({"data": {"account": {"users": {"edges": []}}}}))
+        ),
         Err(AccountApiError::Unexpected(_))
     ));
     // A mutation answering `null` without errors did not happen.
-    assert!(mutated(&json!({"user": {"addUserToStore": null}}), "/user/addUserToStore").is_err());
-    assert!(mutated(&json!({"user": {"addUserToStore": {"storeId": "s1"}}}), "/user/addUserToStore").is_ok());
+    assert!(
+        mutated(
+            &json!({"user": {"addUserToStore": null}}),
+            "/user/addUserToStore"
+        )
+        .is_err()
+    );
+    assert!(
+        mutated(
+            &json!({"user": {"addUserToStore": {"storeId": "s1"}}}),
+            "/user/addUserToStore"
+        )
+        .is_ok()
+    );
 }
 
 #[test]

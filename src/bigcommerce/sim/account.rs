@@ -106,7 +106,9 @@ async fn graphql(
         log(data, "rate-limited", String::new(), 429, true);
         let mut resp = (
             StatusCode::TOO_MANY_REQUESTS,
-            axum::Json(json!({ "errors": [{ "message": "Too many requests: 70 per hour per account" }] })),
+            axum::Json(
+                json!({ "errors": [{ "message": "Too many requests: 70 per hour per account" }] }),
+            ),
         )
             .into_response();
         if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
@@ -122,18 +124,20 @@ async fn graphql(
 fn run(data: &mut AccountData, uuid: &str, body: &[u8]) -> Done {
     let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let Some(query) = req.get("query").and_then(Value::as_str) else {
-        return refusal(
-            "unknown",
-            String::new(),
-            &[],
-            "Must provide a query string",
-        );
+        return refusal("unknown", String::new(), &[], "Must provide a query string");
     };
     let empty = Map::new();
     let vars = match req.get("variables") {
         None | Some(Value::Null) => &empty,
         Some(Value::Object(m)) => m,
-        Some(_) => return refusal("unknown", String::new(), &[], "`variables` must be an object"),
+        Some(_) => {
+            return refusal(
+                "unknown",
+                String::new(),
+                &[],
+                "`variables` must be an object",
+            );
+        }
     };
     let q = normalized(query);
     let result = if q == normalized(ops::ACCOUNT_USERS) {
@@ -184,7 +188,9 @@ fn required(
             op,
             String::new(),
             path,
-            &format!("Variable \"${name}\" of required type was not provided or is not a non-empty string"),
+            &format!(
+                "Variable \"${name}\" of required type was not provided or is not a non-empty string"
+            ),
         )),
     }
 }
@@ -211,7 +217,12 @@ fn window(
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => {
-            return Err(refusal(op, String::new(), &[], &format!("`{after}` must be a string")));
+            return Err(refusal(
+                op,
+                String::new(),
+                &[],
+                &format!("`{after}` must be a string"),
+            ));
         }
     };
     Ok((n, after))
@@ -339,7 +350,12 @@ fn add_user_to_account(
         return Err(refusal(OP, args, &path, "Invalid email address"));
     }
     if data.user_by_email(&email).is_some() {
-        return Err(refusal(OP, args, &path, "The user is already in the account"));
+        return Err(refusal(
+            OP,
+            args,
+            &path,
+            "The user is already in the account",
+        ));
     }
     let local = email.split('@').next().unwrap_or_default().to_owned();
     data.insert_user(&email, &local, "");
@@ -361,10 +377,24 @@ fn remove_user_from_account(
     let email = required(vars, "email", OP, &path)?;
     let args = email.clone();
     let Some(id) = data.user_by_email(&email).map(|u| u.id) else {
-        return Err(refusal(OP, args, &path, "No user with this email in the account"));
+        return Err(refusal(
+            OP,
+            args,
+            &path,
+            "No user with this email in the account",
+        ));
     };
-    if data.members.values().any(|m| m.get(&id).is_some_and(|x| x.owner)) {
-        return Err(refusal(OP, args, &path, "The store owner cannot be removed"));
+    if data
+        .members
+        .values()
+        .any(|m| m.get(&id).is_some_and(|x| x.owner))
+    {
+        return Err(refusal(
+            OP,
+            args,
+            &path,
+            "The store owner cannot be removed",
+        ));
     }
     data.users.remove(&id);
     for m in data.members.values_mut() {
@@ -385,13 +415,23 @@ fn add_user_to_store(data: &mut AccountData, vars: &Map<String, Value>) -> Resul
     let store = required(vars, "storeId", OP, &path)?;
     let args = format!("{email} {store}");
     let Some(id) = data.user_by_email(&email).map(|u| u.id) else {
-        return Err(refusal(OP, args, &path, "No user with this email in the account: add them to the account first"));
+        return Err(refusal(
+            OP,
+            args,
+            &path,
+            "No user with this email in the account: add them to the account first",
+        ));
     };
     let Some(members) = data.members.get_mut(&store) else {
         return Err(refusal(OP, args, &path, "Store not found in this account"));
     };
     if members.contains_key(&id) {
-        return Err(refusal(OP, args, &path, "The user already has access to this store"));
+        return Err(refusal(
+            OP,
+            args,
+            &path,
+            "The user already has access to this store",
+        ));
     }
     members.insert(
         id,
@@ -415,15 +455,32 @@ fn remove_user_from_store(data: &mut AccountData, vars: &Map<String, Value>) -> 
     let store = required(vars, "storeId", OP, &path)?;
     let args = format!("{user} {store}");
     let Some(id) = parse_user_node_id(&user) else {
-        return Err(refusal(OP, args, &path, "`userId` is not a user id (bc/account/user/N)"));
+        return Err(refusal(
+            OP,
+            args,
+            &path,
+            "`userId` is not a user id (bc/account/user/N)",
+        ));
     };
     let Some(members) = data.members.get_mut(&store) else {
         return Err(refusal(OP, args, &path, "Store not found in this account"));
     };
     match members.get(&id) {
-        None => return Err(refusal(OP, args, &path, "The user has no access to this store")),
+        None => {
+            return Err(refusal(
+                OP,
+                args,
+                &path,
+                "The user has no access to this store",
+            ));
+        }
         Some(m) if m.owner => {
-            return Err(refusal(OP, args, &path, "The store owner cannot be removed"));
+            return Err(refusal(
+                OP,
+                args,
+                &path,
+                "The store owner cannot be removed",
+            ));
         }
         Some(_) => {}
     }
@@ -494,7 +551,13 @@ impl SimHandle {
 
     /// Seeds a user (as if added in the control panel) with access to `stores`; `owner` makes
     /// them the stores' owner (never removable). Returns the user's node id.
-    pub fn seed_staff(&self, uuid: &str, email: &str, stores: &[&str], owner: bool) -> Option<String> {
+    pub fn seed_staff(
+        &self,
+        uuid: &str,
+        email: &str,
+        stores: &[&str],
+        owner: bool,
+    ) -> Option<String> {
         let mut accounts = self.0.accounts.lock();
         let a = accounts.get_mut(uuid)?;
         let id = match a.user_by_email(email) {
@@ -516,7 +579,13 @@ impl SimHandle {
     /// An administrator sets a user's permissions on a store in the control panel (the only way:
     /// the API has no mutation for it). `No_Permission_Required` is always kept. False when the
     /// user has no access to the store.
-    pub fn set_staff_permissions(&self, uuid: &str, store_hash: &str, email: &str, permissions: &[&str]) -> bool {
+    pub fn set_staff_permissions(
+        &self,
+        uuid: &str,
+        store_hash: &str,
+        email: &str,
+        permissions: &[&str],
+    ) -> bool {
         let mut accounts = self.0.accounts.lock();
         let Some(a) = accounts.get_mut(uuid) else {
             return false;

@@ -19,7 +19,9 @@ pub(super) fn accounts(c: &mut Checker<'_>, f: &FileConfig) -> Vec<ControlPanelA
         let at = |k: &str| [key("account"), Seg::Index(i), key(k)];
         let uuid_ok = uuid::Uuid::parse_str(&a.account_uuid).is_ok()
             && a.account_uuid.len() == 36
-            && a.account_uuid.chars().all(|ch| ch == '-' || ch.is_ascii_hexdigit());
+            && a.account_uuid
+                .chars()
+                .all(|ch| ch == '-' || ch.is_ascii_hexdigit());
         if !uuid_ok {
             c.error(
                 &at("account_uuid"),

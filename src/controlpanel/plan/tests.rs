@@ -52,7 +52,10 @@ fn describe(p: &Plan) -> Vec<String> {
                 s.kind.label(),
                 s.change.name(),
                 s.change.email(),
-                s.change.store().map(|x| format!(" {x}")).unwrap_or_default()
+                s.change
+                    .store()
+                    .map(|x| format!(" {x}"))
+                    .unwrap_or_default()
             )
         })
         .collect()
@@ -71,7 +74,9 @@ fn leavers_go_first_then_movers_then_additions_and_unmanaged_are_only_listed() {
         ]
         .into_iter()
         .collect(),
-        leavers: [("leaver@corp.example".to_owned(), None)].into_iter().collect(),
+        leavers: [("leaver@corp.example".to_owned(), None)]
+            .into_iter()
+            .collect(),
     };
     let o = observed(&[
         ("owner@corp.example", &["s1", "s2"]),
@@ -109,7 +114,9 @@ fn leavers_go_first_then_movers_then_additions_and_unmanaged_are_only_listed() {
 fn keep_account_on_leave_keeps_the_account_user_and_manage_all_removes_the_unmanaged() {
     let desired = DesiredStaffState {
         staff: BTreeMap::new(),
-        leavers: [("leaver@corp.example".to_owned(), None)].into_iter().collect(),
+        leavers: [("leaver@corp.example".to_owned(), None)]
+            .into_iter()
+            .collect(),
     };
     let o = observed(&[
         ("leaver@corp.example", &["s1"]),
@@ -161,7 +168,11 @@ fn stores_outside_the_account_are_neither_added_nor_removed() {
     };
     let mut o = observed(&[("ada@corp.example", &["s1"])]);
     o.stores.insert("other".into(), BTreeMap::new());
-    assert!(plan(&desired, &o, &stores(), Rules::default()).steps.is_empty());
+    assert!(
+        plan(&desired, &o, &stores(), Rules::default())
+            .steps
+            .is_empty()
+    );
 }
 
 #[test]
@@ -173,7 +184,9 @@ fn a_plan_applied_to_what_was_read_leaves_nothing_to_do() {
         ]
         .into_iter()
         .collect(),
-        leavers: [("leaver@corp.example".to_owned(), None)].into_iter().collect(),
+        leavers: [("leaver@corp.example".to_owned(), None)]
+            .into_iter()
+            .collect(),
     };
     let mut o = observed(&[
         ("mover@corp.example", &["s1"]),
@@ -183,11 +196,17 @@ fn a_plan_applied_to_what_was_read_leaves_nothing_to_do() {
     for s in &p.steps {
         apply(&mut o, &s.change);
     }
-    assert!(plan(&desired, &o, &stores(), Rules::default()).steps.is_empty());
+    assert!(
+        plan(&desired, &o, &stores(), Rules::default())
+            .steps
+            .is_empty()
+    );
     // The joiner was added since the read: removing them needs the account read again.
     let gone = DesiredStaffState {
         staff: BTreeMap::new(),
-        leavers: [("joiner@corp.example".to_owned(), None)].into_iter().collect(),
+        leavers: [("joiner@corp.example".to_owned(), None)]
+            .into_iter()
+            .collect(),
     };
     assert!(plan(&gone, &o, &stores(), Rules::default()).needs_ids());
 }
