@@ -375,6 +375,9 @@ pub fn start_reconcile_schedule(
     )?;
     state.metrics.watch_queue(r.executor.queue.clone())?;
     state.recent.watch_queue(r.executor.queue.clone());
+    if let Some(staff) = &r.staff {
+        staff.set_gauges(state.metrics.control_panel_gauges()?);
+    }
     // The reconciler's writes are our own changes too: their webhooks are not external.
     if let Some(w) = &state.webhooks {
         for client in r.clients.values() {

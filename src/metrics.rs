@@ -17,6 +17,9 @@
 //! | `storegate_provisioning_queue_depth` | none | items waiting in the provisioning queue |
 //! | `storegate_provisioning_queue_in_flight` | none | items a worker took and has not settled (Redis: pending in the consumer group, every replica) |
 //! | `storegate_provisioning_queue_dead_letters` | none | items given up on (refused by BigCommerce or failing too often) |
+//! | `storegate_control_panel_calls_used` / `_calls_left` | `account` | the Account API's hourly budget, as of the last control-panel pass |
+//! | `storegate_control_panel_pending_steps` | `account`, `kind` | control-panel steps not done yet (leaver, mover, addition) |
+//! | `storegate_control_panel_oldest_pending_leaver_seconds` | `account` | since SCIM's change of the oldest leaver still pending |
 //!
 //! Labels are only values from fixed vocabularies or from the configuration (IdP and account
 //! ids): never a subject, an email, a session id, a token or a URL. Reason codes pass through
@@ -240,6 +243,42 @@ impl Metrics {
                 tracing::warn!(error = %format!("{e:#}"), "cannot read the provisioning queue counts for /metrics")
             }
         }
+    }
+
+    /// The control-panel gauges (issue 12), registered once and set by each control-panel pass:
+    /// `control_panel_calls_used` / `control_panel_calls_left` (the account's hourly Account API
+    /// budget), `control_panel_pending_steps` by `kind` (leaver, mover, addition) and
+    /// `control_panel_oldest_pending_leaver_seconds`, per `account`.
+    pub fn control_panel_gauges(
+        &self,
+    ) -> Result<crate::controlpanel::run::Gauges, prometheus::Error> {
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = prometheus::IntGaugeVec::new(Opts::new(name, help), labels)?;
+            self.registry.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
+        Ok(crate::controlpanel::run::Gauges {
+            calls_used: gauge(
+                "control_panel_calls_used",
+                "Account API calls spent in the last hour (of 70), as of the last pass.",
+                &["account"],
+            )?,
+            calls_left: gauge(
+                "control_panel_calls_left",
+                "Account API calls left in the hour, as of the last pass.",
+                &["account"],
+            )?,
+            pending: gauge(
+                "control_panel_pending_steps",
+                "Control-panel steps planned and not done yet, by kind (leaver, mover, addition).",
+                &["account", "kind"],
+            )?,
+            oldest_leaver: gauge(
+                "control_panel_oldest_pending_leaver_seconds",
+                "Age of the oldest leaver whose control-panel removal is still pending (0: none).",
+                &["account"],
+            )?,
+        })
     }
 
     /// Counts Redis errors of `handle` (read when scraped).

@@ -58,6 +58,41 @@ pub struct StaffReconciler {
     cache: Mutex<HashMap<String, Cached>>,
     /// The last pass's pending steps per account, for the metrics.
     pending: Mutex<BTreeMap<String, Vec<Step>>>,
+    gauges: std::sync::OnceLock<Gauges>,
+}
+
+/// The control-panel gauges (registered by [`crate::metrics::Metrics::control_panel_gauges`]).
+pub struct Gauges {
+    pub calls_used: prometheus::IntGaugeVec,
+    pub calls_left: prometheus::IntGaugeVec,
+    pub pending: prometheus::IntGaugeVec,
+    pub oldest_leaver: prometheus::IntGaugeVec,
+}
+
+impl Gauges {
+    /// Sets one account's gauges from its part of a pass.
+    fn set(&self, r: &AccountReport, desired: &DesiredStaffState, now: UnixTime) {
+        let a = r.account.as_str();
+        let used = i64::from(r.used_last_hour);
+        self.calls_used.with_label_values(&[a]).set(used);
+        self.calls_left
+            .with_label_values(&[a])
+            .set((i64::from(super::budget::HOURLY_LIMIT) - used).max(0));
+        let pending = r.pending();
+        for (kind, n) in plan::by_kind(&pending) {
+            self.pending
+                .with_label_values(&[a, kind.label()])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let oldest = pending
+            .iter()
+            .filter(|s| s.kind == plan::Kind::Leaver)
+            .filter_map(|s| desired.leavers.get(s.change.email()).copied().flatten())
+            .min()
+            .map(|since| (now - since).max(0))
+            .unwrap_or(0);
+        self.oldest_leaver.with_label_values(&[a]).set(oldest);
+    }
 }
 
 /// One account's part of a pass.
@@ -112,6 +147,7 @@ impl StaffReconciler {
             clock,
             cache: Mutex::new(HashMap::new()),
             pending: Mutex::new(BTreeMap::new()),
+            gauges: std::sync::OnceLock::new(),
         }
     }
 
@@ -140,9 +176,17 @@ impl StaffReconciler {
         for a in &self.accounts {
             let r = self.account_pass(a, desired, run, apply).await;
             self.pending.lock().insert(a.config.id.clone(), r.pending());
+            if let Some(g) = self.gauges.get() {
+                g.set(&r, desired, self.clock.now());
+            }
             report.accounts.push(r);
         }
         report
+    }
+
+    /// Sets the gauges each pass updates (once; the gateway's metrics).
+    pub fn set_gauges(&self, gauges: Gauges) {
+        let _ = self.gauges.set(gauges);
     }
 
     /// The pending steps of the last pass per account (metrics).

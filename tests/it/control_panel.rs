@@ -27,6 +27,7 @@ use crate::support::redis::RedisServer;
 
 /// (email, store, high-risk, excess, missing) of one drift finding.
 type DriftRow = (String, String, Vec<String>, Vec<String>, Vec<String>);
+
 const UUID: &str = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
 const NOW: i64 = 1_790_000_000;
 const MERCH: &[&str] = &[
@@ -294,9 +295,9 @@ async fn leavers_are_removed_before_any_addition_with_a_large_backlog() {
         if r2.pending().is_empty() {
             break;
         }
-        assert!(hours < 5, "{r2:?}");
+        assert!(hours < 4, "{r2:?}");
     }
-    assert_eq!(hours, 4);
+    assert_eq!(hours, 3);
     assert_eq!(w.store("store2").len(), 100);
     assert!(w.sim.account_peak_hourly_requests(UUID) <= 70);
 }
