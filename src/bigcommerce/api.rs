@@ -103,7 +103,7 @@ pub enum ApiError {
         "BigCommerce rate limit reached for this store; retry in {retry_after_ms} ms (the quota is shared by every app on the store)"
     )]
     RateLimited { retry_after_ms: u64 },
-    #[error("BigCommerce refused the request ({status}): {message}")]
+    #[error("BigCommerce {} ({status}): {message}", rejection(.status))]
     Rejected { status: u16, message: String },
     #[error("unexpected answer from BigCommerce: {detail}")]
     Unexpected { detail: String },
@@ -129,6 +129,15 @@ pub enum ApiError {
     /// that is not approved): an administrator must look.
     #[error("{detail}")]
     B2bConflict { detail: String },
+}
+
+/// How an error status reads: a 5xx is BigCommerce failing (retried), anything else a refusal.
+fn rejection(status: &u16) -> &'static str {
+    if *status >= 500 {
+        "failed on its side"
+    } else {
+        "refused the request"
+    }
 }
 
 /// Who must act on a BigCommerce failure, decided once by the error type so callers do not sort

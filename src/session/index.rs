@@ -106,11 +106,12 @@ impl SessionIndex {
             }
             SessionIndex::Redis { handle, prefix } => {
                 let mut conn = handle.conn().await?;
-                // Not MULTI: the keys may live in different cluster slots; each SADD and its
-                // EXPIREAT stand alone (a failure refuses the sign-in).
-                let mut pipe = redis::pipe();
+                // One pipeline per key: the keys may live in different cluster slots, and a
+                // pipeline across slots is refused there. Each SADD and its EXPIREAT stand
+                // together (a failure refuses the sign-in).
                 for k in keys {
                     let name = format!("{prefix}{}", k.name(idp));
+                    let mut pipe = redis::pipe();
                     pipe.sadd(&name, session_id).ignore();
                     // Every sign-in sets `until` = its time + the absolute lifetime, so the
                     // newest member always sets the latest expiry.
@@ -118,10 +119,11 @@ impl SessionIndex {
                         .arg(&name)
                         .arg(until.max(now + 1))
                         .ignore();
+                    pipe.query_async::<()>(&mut conn)
+                        .await
+                        .map_err(|e| format!("redis session index: {:?}", e.kind()))?;
                 }
-                pipe.query_async::<()>(&mut conn)
-                    .await
-                    .map_err(|e| format!("redis session index: {:?}", e.kind()))
+                Ok(())
             }
         }
     }

@@ -123,7 +123,9 @@ fn person_key(id: &Identity) -> String {
 
 /// The Redis list of a person's recently opened stores, most recent first, beside their record.
 fn recent_key(record_key: &str) -> String {
-    format!("{record_key}:recent")
+    // The record's key as the hash tag: in a Redis cluster the list lives in the record's slot,
+    // so reading both is one pipeline on one node (a pipeline across slots is refused there).
+    format!("{{{record_key}}}:recent")
 }
 
 /// A moment's launches (person key, store; oldest first) reduced to what the recent lists
@@ -151,13 +153,15 @@ fn coalesce(opened: &[(String, String)]) -> Vec<(&str, Vec<&str>)> {
     by_person
 }
 
-/// One pipeline that records `opened` (see [`coalesce`]): each store is moved to the front of
-/// the person's list (`LREM`, then one `LPUSH`, which pushes its arguments to the front in turn,
-/// so the last one opened ends first), the list cut to [`MAX_RECENT`] and its expiry renewed. No
-/// read: the result does not depend on what the list held.
-fn recent_pipeline(opened: &[(String, String)]) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
+/// The pipelines that record `opened` (see [`coalesce`]), one per person (one key, so one
+/// cluster slot): each store is moved to the front of the person's list (`LREM`, then one
+/// `LPUSH`, which pushes its arguments to the front in turn, so the last one opened ends first),
+/// the list cut to [`MAX_RECENT`] and its expiry renewed. No read: the result does not depend on
+/// what the list held.
+fn recent_pipelines(opened: &[(String, String)]) -> Vec<redis::Pipeline> {
+    let mut pipes = Vec::new();
     for (person, stores) in coalesce(opened) {
+        let mut pipe = redis::pipe();
         let key = recent_key(person);
         for s in &stores {
             pipe.cmd("LREM").arg(&key).arg(0).arg(*s).ignore();
@@ -169,8 +173,9 @@ fn recent_pipeline(opened: &[(String, String)]) -> redis::Pipeline {
             .arg(MAX_RECENT as i64 - 1)
             .ignore();
         pipe.cmd("EXPIRE").arg(&key).arg(REDIS_TTL_SECS).ignore();
+        pipes.push(pipe);
     }
-    pipe
+    pipes
 }
 
 impl PrefsStore {
@@ -317,10 +322,15 @@ async fn write_opened(handle: &RedisHandle, queue: &OpenedQueue) {
         return;
     }
     let written = match handle.conn().await {
-        Ok(mut conn) => recent_pipeline(&batch)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| store::describe(&e)),
+        Ok(mut conn) => {
+            let mut written = Ok(());
+            for pipe in recent_pipelines(&batch) {
+                if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                    written = Err(store::describe(&e));
+                }
+            }
+            written
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = written {
@@ -399,7 +409,7 @@ mod tests {
         h.update(b"corp\0ada@example.com");
         let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, want);
-        assert_eq!(recent_key(&key), format!("{key}:recent"));
+        assert_eq!(recent_key(&key), format!("{{{key}}}:recent"));
     }
 
     #[test]

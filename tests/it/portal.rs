@@ -270,10 +270,10 @@ async fn launches_order_the_recently_opened_through_a_redis_list_without_a_read(
     .await;
     let list = crate::support::redis::cli(
         redis.port,
-        &["LRANGE", &format!("{record}:recent"), "0", "-1"],
+        &["LRANGE", &format!("{{{record}}}:recent"), "0", "-1"],
     );
     assert_eq!(list.lines().collect::<Vec<_>>(), ["eu", "us"], "{list}");
-    let ttl = crate::support::redis::cli(redis.port, &["TTL", &format!("{record}:recent")]);
+    let ttl = crate::support::redis::cli(redis.port, &["TTL", &format!("{{{record}}}:recent")]);
     assert!(
         ttl.trim().parse::<i64>().is_ok_and(|t| t > 86_400),
         "the list expires like the record: {ttl}"

@@ -421,7 +421,7 @@ async fn a_b2b_call_that_keeps_failing_is_reported_per_person_and_the_next_pass_
     );
     assert_eq!(
         report.b2b[0].detail,
-        "B2B Edition: BigCommerce refused the request (503): B2B Edition: injected failure; retried next pass"
+        "B2B Edition: BigCommerce failed on its side (503): B2B Edition: injected failure; retried next pass"
     );
     let reasons: Vec<String> = b2b_events(&mut events).into_iter().map(|e| e.1).collect();
     assert_eq!(reasons, vec!["b2b_failed"; 2]);
@@ -459,7 +459,7 @@ async fn a_failed_customer_lookup_fails_only_its_people_in_the_b2b_step() {
         assert_eq!(c.kind, B2bChangeKind::Failed);
         assert_eq!(
             c.detail,
-            "BigCommerce customer lookup failed (BigCommerce refused the request (500): HTTP 500 Internal Server Error); retried next pass"
+            "BigCommerce customer lookup failed (BigCommerce failed on its side (500): HTTP 500 Internal Server Error); retried next pass"
         );
     }
     assert_eq!(

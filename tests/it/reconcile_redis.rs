@@ -387,7 +387,7 @@ async fn an_item_failing_on_every_attempt_is_dead_lettered_after_dead_letter_aft
     for (item, why) in &dead {
         assert_eq!(item.attempts, 3);
         assert!(
-            why.starts_with("failed 3 times, last: transient failure"),
+            why.starts_with("failed 3 times, last: BigCommerce failed on its side (503)"),
             "{why}"
         );
     }
