@@ -16,13 +16,9 @@ use crate::clock::UnixTime;
 pub const NO_PERMISSION_REQUIRED: &str = "No_Permission_Required";
 
 /// Permissions that let the holder hand out access or take the store's data wholesale
-/// (BigCommerce: only the store owner grants "high-risk" permissions). An excess one is
-/// reported before any other drift.
-pub const HIGH_RISK: &[&str] = &[
-    "Grant_High_Risk_Store_Permissions",
-    "Manage_Users",
-    "Create_Store_API_Tokens",
-];
+/// (BigCommerce: only the store owner grants "high-risk" permissions); one list, the policy's.
+/// An excess one is reported before any other drift.
+use crate::policy::HIGH_RISK_PERMISSIONS as HIGH_RISK;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PermissionDrift {
