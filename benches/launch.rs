@@ -789,18 +789,19 @@ fn rss_kib() -> Option<u64> {
 // Targets: the bare handler, signing in
 // ---------------------------------------------------------------------------------------------
 
-async fn start_bare(stop: oneshot::Receiver<()>) -> (String, tokio::task::JoinHandle<()>) {
-    async fn found() -> impl axum::response::IntoResponse {
-        (StatusCode::FOUND, [(header::LOCATION, BARE_LOCATION)])
-    }
-    let app = axum::Router::new().route("/", axum::routing::get(found));
+/// Serves `app` on a free loopback port until `stop` fires, with TCP_NODELAY as the gateway's
+/// `serve_on` sets it, so the comparison rows are served the same way.
+async fn serve_until(
+    app: axum::Router,
+    stop: oneshot::Receiver<()>,
+    what: &str,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .expect("cannot bind the bare axum server");
+        .unwrap_or_else(|e| panic!("cannot bind the {what} server: {e}"));
     let addr = listener
         .local_addr()
-        .expect("the bare server has no address");
-    // TCP_NODELAY as the gateway's `serve_on` sets it.
+        .unwrap_or_else(|e| panic!("the {what} server has no address: {e}"));
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -811,6 +812,15 @@ async fn start_bare(stop: oneshot::Receiver<()>) -> (String, tokio::task::JoinHa
             })
             .await;
     });
+    (addr, handle)
+}
+
+async fn start_bare(stop: oneshot::Receiver<()>) -> (String, tokio::task::JoinHandle<()>) {
+    async fn found() -> impl axum::response::IntoResponse {
+        (StatusCode::FOUND, [(header::LOCATION, BARE_LOCATION)])
+    }
+    let app = axum::Router::new().route("/", axum::routing::get(found));
+    let (addr, handle) = serve_until(app, stop, "bare axum").await;
     let url = format!("http://{addr}/");
     check_once(&url, None, StatusCode::FOUND, BARE_LOCATION).await;
     (url, handle)
@@ -919,22 +929,7 @@ async fn start_reference(
             redis: conn,
             key: jsonwebtoken::EncodingKey::from_secret(b"reference-client-secret-0123456789"),
         }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("cannot bind the reference server");
-    let addr = listener
-        .local_addr()
-        .expect("the reference server has no address");
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let handle = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.await;
-            })
-            .await;
-    });
+    let (addr, handle) = serve_until(app, stop, "reference").await;
     let url = format!("http://{addr}/stores/{STORE}/launch");
     check_once(&url, None, StatusCode::FOUND, LOGIN_TOKEN_PATH).await;
     (url, handle)
