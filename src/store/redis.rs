@@ -39,7 +39,8 @@ pub struct RedisHandle {
 /// How a fresh connection is made.
 pub(super) enum Connector {
     Standalone(redis::Client),
-    Sentinel(Sentinels),
+    /// Shared with the watcher that follows the master (`redis_sentinel`), which holds it weakly.
+    Sentinel(Arc<Sentinels>),
     Cluster(ClusterClient),
 }
 
@@ -142,7 +143,7 @@ impl RedisHandle {
                 let client = b
                     .build()
                     .map_err(|e| format!("invalid Redis sentinel setup: {}", describe(&e)))?;
-                Connector::Sentinel(Sentinels::new(client, master.clone()))
+                Connector::Sentinel(Arc::new(Sentinels::new(client, master.clone())))
             }
             RedisTopology::Cluster { nodes } => {
                 let mut urls = Vec::with_capacity(nodes.len());
@@ -241,7 +242,7 @@ impl RedisHandle {
                             describe(&e)
                         )
                     })?;
-                Sentinels::start_watching(&self.connector, self.timeout);
+                Sentinels::start_watching(sentinels, self.timeout);
                 Ok(RedisConn::single(c, Some(sentinels.now_using(&master))))
             }
             Connector::Cluster(client) => client

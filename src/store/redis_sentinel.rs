@@ -68,12 +68,10 @@ impl Sentinels {
         m
     }
 
-    /// Starts the watcher once; it stops when the last handle on `me` is dropped.
-    pub fn start_watching(me: &Arc<super::redis::Connector>, timeout: Duration) {
-        let super::redis::Connector::Sentinel(s) = &**me else {
-            return;
-        };
-        if s.watching.swap(true, Ordering::Relaxed) {
+    /// Starts the watcher once; it stops when the last handle on `me` is dropped (the watcher
+    /// holds it weakly, so it needs nothing of the connector that owns it).
+    pub fn start_watching(me: &Arc<Sentinels>, timeout: Duration) {
+        if me.watching.swap(true, Ordering::Relaxed) {
             return;
         }
         tokio::spawn(watch(Arc::downgrade(me), timeout));
@@ -90,14 +88,11 @@ fn address(a: &ConnectionAddr) -> String {
     }
 }
 
-async fn watch(connector: Weak<super::redis::Connector>, timeout: Duration) {
+async fn watch(sentinels: Weak<Sentinels>, timeout: Duration) {
     let mut sentinel: Option<MultiplexedConnection> = None;
     loop {
         tokio::time::sleep(WATCH_PERIOD).await;
-        let Some(c) = connector.upgrade() else {
-            return;
-        };
-        let super::redis::Connector::Sentinel(s) = &*c else {
+        let Some(s) = sentinels.upgrade() else {
             return;
         };
         let in_use = s.in_use.lock().ok().and_then(|g| g.clone());

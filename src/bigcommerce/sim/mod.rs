@@ -9,6 +9,7 @@ mod account;
 mod account_state;
 mod api;
 mod b2b;
+mod b2b_state;
 mod hooks;
 mod state;
 mod storefront;
@@ -26,7 +27,7 @@ use crate::secret::Secret;
 pub use account_state::{
     ACCOUNT_REQUESTS_PER_HOUR, NO_PERMISSION_REQUIRED, SimAccount, SimAccountCall, SimStaff,
 };
-pub use b2b::{SimCompany, SimCompanyUser};
+pub use b2b_state::{SimCompany, SimCompanyUser};
 pub use hooks::{
     HookDelivery, KNOWN_SCOPES as HOOK_SCOPES, RETRY_DELAYS as HOOK_RETRY_DELAYS, SimHook,
 };

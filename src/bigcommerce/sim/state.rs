@@ -89,7 +89,7 @@ pub(super) struct StoreData {
     /// Customer id -> how often `authentication.new_password` was set (the value is not kept).
     pub password_changes: HashMap<u64, u32>,
     /// B2B Edition, when installed.
-    pub b2b: super::b2b::B2bData,
+    pub b2b: super::b2b_state::B2bData,
     /// Webhooks registered with `/v3/hooks`, by id.
     pub hooks: BTreeMap<u64, super::hooks::SimHook>,
 }

@@ -21,6 +21,7 @@ use axum::extract::State;
 use axum::response::Response;
 use parking_lot::Mutex;
 
+use super::activity::{Denial, HOURS, Hour, MAX_DENIALS, event_name};
 use super::health::{self, IdpRow, QueueRow, ScimRow, StoreHealth};
 use super::{Admin, render};
 use crate::audit::{AuditEvent, EventKind, Outcome};
@@ -29,10 +30,6 @@ use crate::doctor::Check;
 use crate::provisioning::queue::WorkQueue;
 use crate::web::AppState;
 
-/// Denials kept for the table.
-pub const MAX_DENIALS: usize = 100;
-/// Hours in the chart.
-pub const HOURS: usize = 24;
 /// How often the queue depth is sampled for its chart.
 pub const QUEUE_SAMPLE_EVERY: Duration = Duration::from_secs(300);
 /// Queue samples kept: a day's worth.
@@ -40,25 +37,6 @@ pub const QUEUE_SAMPLES: usize = 288;
 /// How long the BigCommerce checks are reused: a console left open must not spend the stores'
 /// request quota.
 pub const PROBE_TTL: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Debug)]
-pub struct Denial {
-    pub time: String,
-    pub event: &'static str,
-    pub who: String,
-    pub store: String,
-    pub rule: String,
-    pub reason: String,
-}
-
-#[derive(Clone, Copy, Default, Debug, PartialEq)]
-pub struct Hour {
-    /// Unix hour (seconds / 3600).
-    pub hour: i64,
-    pub sign_ins: u32,
-    pub launches: u32,
-    pub denials: u32,
-}
 
 #[derive(Default)]
 struct Inner {
@@ -234,31 +212,6 @@ impl RecentActivity {
 
     pub fn denials(&self) -> Vec<Denial> {
         self.inner.lock().denials.iter().cloned().collect()
-    }
-}
-
-fn event_name(e: EventKind) -> &'static str {
-    match e {
-        EventKind::SignIn => "sign-in",
-        EventKind::Launch => "launch",
-        EventKind::Admin => "admin",
-        EventKind::Webhook => "webhook",
-        EventKind::ControlPanelOpen => "control panel",
-        EventKind::ForwardAuth => "forward-auth",
-        _ => "other",
-    }
-}
-
-/// [`event_name`] for an event's name as written in the trail (`sign_in`).
-pub fn event_label(name: &str) -> &'static str {
-    match name {
-        "sign_in" => "sign-in",
-        "launch" => "launch",
-        "admin" => "admin",
-        "webhook" => "webhook",
-        "forward_auth" => "forward-auth",
-        "control_panel_open" => "control panel",
-        _ => "other",
     }
 }
 

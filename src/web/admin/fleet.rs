@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::console::{Denial, HOURS, Hour, MAX_DENIALS, event_label};
+use super::activity::{Denial, HOURS, Hour, MAX_DENIALS, event_label};
 use crate::clock::{UnixTime, rfc3339};
 
 /// How far back the last denials and the last sign-in per IdP are looked for.

@@ -9,6 +9,7 @@
 //! With no `[admin]` table the routes are not mounted at all and `/admin...` answers 404.
 
 pub mod access;
+pub mod activity;
 pub mod console;
 pub mod fleet;
 pub mod health;
