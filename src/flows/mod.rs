@@ -45,6 +45,8 @@ pub struct Gateway<'a> {
     pub config: &'a Config,
     pub clock: &'a dyn Clock,
     pub audit: &'a AuditLog,
+    /// Latencies of the IdPs' steps.
+    pub metrics: &'a crate::metrics::Metrics,
     pub scim: Option<&'a ScimService>,
     pub bigcommerce: &'a HashMap<String, Arc<dyn CustomerApi>>,
     pub b2b: &'a HashMap<String, Arc<dyn B2bApi>>,

@@ -1,8 +1,12 @@
 //! The end every protocol's sign-in shares, once the protocol adapter has verified what the IdP
-//! sent (`federation::oidc` for the OIDC callback, run by `web::login`; `federation::saml` for
-//! the ACS, run by [`saml_response`] here):
+//! sent (`federation::oidc` for the OIDC callback, run by [`oidc_callback`] here;
+//! `federation::saml` for the ACS, run by [`saml_response`] here):
 //!
 //! replay check (SAML) -> identity -> leaver check -> a fresh session -> audit.
+//!
+//! An OIDC callback ([`oidc_callback`]) first takes the sign-in this browser started (its
+//! `state`, kept in the browser's session by `web::login`, used once and for at most
+//! [`PENDING_TTL`]), then `federation::oidc` verifies the IdP's answer.
 //!
 //! A SAML response ([`saml_response`]) first finds the request it answers: the one pending in
 //! this browser (its binding cookie keys a server-side record, taken once, whose RelayState must
@@ -26,12 +30,13 @@ use super::leaver::{self, NotCleared};
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::federation::VerifiedClaims;
 use crate::federation::claims::map_identity;
+use crate::federation::oidc::{CallbackParams, OidcError, PendingLogin};
 use crate::federation::saml::{PendingSaml, SamlError, VerifiedAssertion, prescan};
 use crate::identity::{Identity, IdpId};
 use crate::redirect::LocalPath;
 use crate::session::browser::{
-    OIDC_SESSION_KEY, OidcSessionInfo, PENDING_TTL, SAML_SESSION_KEY, STEP_UP_KEY, SamlSessionInfo,
-    SignedInState, StepUpAttempt, read_signed_in, write_signed_in,
+    OIDC_SESSION_KEY, OidcSessionInfo, PENDING_KEY, PENDING_TTL, SAML_SESSION_KEY, STEP_UP_KEY,
+    SamlSessionInfo, SignedInState, StepUpAttempt, read_signed_in, write_signed_in,
 };
 use crate::session::index::IndexKey;
 
@@ -92,6 +97,14 @@ pub enum SignInError {
         reason: &'static str,
         error: Option<SamlError>,
     },
+    /// The OIDC callback carried no `state`.
+    OidcStateMissing,
+    /// The callback's `state` was not issued to this browser, or was already used.
+    OidcStateUnknown,
+    /// The sign-in took longer than [`PENDING_TTL`].
+    OidcStateExpired,
+    /// The IdP's answer did not pass the checks, or the IdP could not be reached.
+    OidcRefused(OidcError),
 }
 
 impl SignInError {
@@ -104,6 +117,10 @@ impl SignInError {
             SignInError::SamlResponseMissing => Some("saml_response_missing"),
             SignInError::SamlNotPending => Some("saml_unsolicited"),
             SignInError::SamlRefused { reason, .. } => Some(reason),
+            SignInError::OidcStateMissing => Some("state_missing"),
+            SignInError::OidcStateUnknown => Some("state_unknown"),
+            SignInError::OidcStateExpired => Some("state_expired"),
+            SignInError::OidcRefused(e) => Some(e.reason()),
             SignInError::UnknownIdp
             | SignInError::SessionStore
             | SignInError::SamlNotConfigured => None,
@@ -300,6 +317,95 @@ async fn establish(session: &Session, identity: &Identity) -> Result<(), SignInE
             .map_err(|_| SignInError::SessionStore)?;
     }
     Ok(())
+}
+
+/// `GET /oidc/{idp}/callback`: takes the sign-in this browser started at `idp_id` (once), has
+/// `federation::oidc` verify the IdP's answer, and signs the person in ([`finish`]); returns where
+/// the browser goes next. Every refusal is audited here.
+pub async fn oidc_callback(
+    gw: &Gateway<'_>,
+    session: &Session,
+    rid: &str,
+    idp_id: &str,
+    params: &CallbackParams,
+) -> Result<LocalPath, SignInError> {
+    let now = gw.now();
+    let deny = |reason: &str, detail: String| {
+        let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, Outcome::Deny);
+        ev.idp = Some(idp_id.to_owned());
+        ev.reason = Some(reason.to_owned());
+        ev.detail = Some(detail);
+        gw.audit.record(ev);
+    };
+    let Some(provider) = gw.providers.get(idp_id) else {
+        deny(
+            "unknown_idp",
+            "callback for an IdP that is not configured".into(),
+        );
+        return Err(SignInError::UnknownIdp);
+    };
+    let Some(got_state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
+        deny("state_missing", "the callback carried no state".into());
+        return Err(SignInError::OidcStateMissing);
+    };
+    // The pending login is looked up in this browser's own session: a state that is unknown here
+    // was never issued to this browser, was already used, or belongs to someone else.
+    let mut list: Vec<PendingLogin> = session
+        .get(PENDING_KEY)
+        .await
+        .map_err(|_| SignInError::SessionStore)?
+        .unwrap_or_default();
+    let Some(pos) = list
+        .iter()
+        .position(|p| p.state == got_state && p.idp.as_str() == idp_id)
+    else {
+        deny(
+            "state_unknown",
+            "state not issued to this browser session, or already used".into(),
+        );
+        return Err(SignInError::OidcStateUnknown);
+    };
+    let pending = list.remove(pos);
+    // One use: forget it before doing anything else.
+    session
+        .insert(PENDING_KEY, &list)
+        .await
+        .map_err(|_| SignInError::SessionStore)?;
+    if now - pending.created_at >= PENDING_TTL {
+        deny(
+            "state_expired",
+            "the sign-in took longer than 10 minutes".into(),
+        );
+        return Err(SignInError::OidcStateExpired);
+    }
+
+    let return_to = pending.return_to.clone();
+    let started = std::time::Instant::now();
+    let completed = provider.complete(pending, params).await;
+    gw.metrics
+        .observe_idp(idp_id, "callback", completed.is_ok(), started);
+    let verified = match completed {
+        Ok(v) => v,
+        Err(e) => {
+            // An IdP that cannot be reached is an error of ours to report, not a refusal.
+            let unavailable = e.is_unavailable();
+            tracing::warn!(idp = idp_id, reason = e.reason(), error = %e, "sign-in refused");
+            let outcome = if unavailable {
+                Outcome::Error
+            } else {
+                Outcome::Deny
+            };
+            let mut ev = AuditEvent::new(now, rid, EventKind::SignIn, outcome);
+            ev.idp = Some(idp_id.to_owned());
+            ev.reason = Some(e.reason().to_owned());
+            ev.detail = Some(e.to_string());
+            gw.audit.record(ev);
+            return Err(SignInError::OidcRefused(e));
+        }
+    };
+    // The common ending: identity, leaver check, session, audit.
+    finish(gw, session, rid, &IdpId::new(idp_id), Proof::Oidc(verified)).await?;
+    Ok(return_to)
 }
 
 fn pending_key(k: &str) -> String {

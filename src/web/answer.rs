@@ -8,6 +8,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::errors::AppError;
 use super::{AppState, cookies, no_store};
+use crate::federation::oidc::OidcError;
 use crate::federation::saml::SamlError;
 use crate::flows::control_panel::{ControlPanelError, Opened};
 use crate::flows::launch::UpstreamFailure;
@@ -382,13 +383,43 @@ fn sign_in_page(e: SignInError, rid: &str) -> AppError {
         SignInError::SamlResponseMissing => {
             AppError::bad_request("The sign-in response is incomplete.", rid).offer_sign_in()
         }
-        SignInError::SamlNotPending => AppError::bad_request(
+        SignInError::OidcStateMissing => {
+            AppError::bad_request("The sign-in response is incomplete (no state).", rid)
+                .offer_sign_in()
+        }
+        SignInError::OidcStateExpired => {
+            AppError::bad_request("This sign-in took too long and has expired.", rid)
+                .offer_sign_in()
+        }
+        SignInError::OidcRefused(e) => oidc_refused(rid, e),
+        SignInError::SamlNotPending | SignInError::OidcStateUnknown => AppError::bad_request(
             "This sign-in response does not belong to a sign-in started in this browser, or it was already used.",
             rid,
         )
         .with_hint("Start again from the portal; do not reuse or share sign-in links.")
         .offer_sign_in(),
         SignInError::SamlRefused { error, .. } => saml_refused(rid, error.as_ref()),
+    }
+}
+
+/// The page for a refused OIDC answer: the IdP unreachable (503), or its answer refused (401)
+/// with a hint that says what to change where the fix is a setting.
+fn oidc_refused(rid: &str, e: OidcError) -> AppError {
+    if e.is_unavailable() {
+        return AppError::unavailable("The identity provider", rid);
+    }
+    let err = AppError::new(
+        StatusCode::UNAUTHORIZED,
+        "Sign-in refused",
+        "The identity provider's answer did not pass the gateway's checks, so you were not signed in.",
+        rid,
+    )
+    .offer_sign_in();
+    match e {
+        // Admin-facing: the fix is a console setting, and the message says which.
+        OidcError::UnsignedIdToken => err.with_hint(e.to_string()),
+        OidcError::ProviderError { .. } => err.with_hint("The identity provider reported an error; the administrator can find the details in the audit log under this reference."),
+        _ => err.with_hint("If this keeps happening, give the reference below to your administrator."),
     }
 }
 

@@ -123,6 +123,7 @@ impl AppState {
             config: &self.config,
             clock: self.clock.as_ref(),
             audit: &self.audit,
+            metrics: &self.metrics,
             scim: self.scim.as_deref(),
             bigcommerce: &self.bigcommerce,
             b2b: &self.b2b,

@@ -71,45 +71,20 @@ pub struct PortalQuery {
 /// The longest search kept: a store name, not a document.
 const MAX_QUERY: usize = 100;
 
+/// `GET /`: the person's stores as tiles (pinned and recent first, searchable, grouped by a tag).
 pub async fn portal(
     State(state): State<AppState>,
     Query(query): Query<PortalQuery>,
     signed_in: SignedIn,
 ) -> Result<Response, AppError> {
-    let now = state.clock.now();
     let id = &signed_in.auth.identity;
     let snap = state.policy();
-    // The control panel belongs to the store hash: every tile of a granted hash offers it.
-    let cp_grants = snap.policy.control_panel_grants(id, now);
-    let tiles: Vec<Tile> = snap
-        .policy
-        .grants(id, now)
-        .into_iter()
-        .filter_map(|g| {
-            let store = snap.store(&g.store)?;
-            let mut tile = Tile::new(store, &g.role, g.expires_at.map(|t| expires_in(now, t)));
-            if cp_grants.contains_key(&store.account) {
-                tile.control_panel = Some(control_panel::entry_path(&store.account));
-            }
-            Some(tile)
-        })
-        .collect();
+    let tiles = tiles(&snap, id, state.clock.now());
     let q: String = query.q.trim().chars().take(MAX_QUERY).collect();
     let group_kinds = portal_tiles::group_kinds(&tiles);
     // Only a kind the tiles have: anything else in the URL is ignored, not echoed.
     let group_by = group_kinds.iter().find(|k| **k == query.group).cloned();
-    let (prefs, prefs_note) = match state.portal_prefs.get(id).await {
-        Ok(p) => (p, None),
-        Err(e) => {
-            tracing::warn!(request_id = %signed_in.request_id, error = %e, "portal preferences unavailable; plain order");
-            (
-                Prefs::default(),
-                Some(
-                    "Pinned and recent stores cannot be shown right now; every store is listed below.",
-                ),
-            )
-        }
-    };
+    let (prefs, prefs_note) = prefs(&state, &signed_in).await;
     let total = tiles.len();
     let sections = portal_tiles::arrange(tiles, &prefs, &q, group_by.as_deref());
     let shown = sections
@@ -130,17 +105,61 @@ pub async fn portal(
         shown,
         prefs_note,
     };
+    render_portal(&page, &snap, &signed_in.request_id)
+}
+
+/// One tile per store the person is granted now. The control panel belongs to the store hash:
+/// every tile of a granted hash offers it.
+fn tiles(snap: &PolicySnapshot, id: &Identity, now: UnixTime) -> Vec<Tile> {
+    let cp_grants = snap.policy.control_panel_grants(id, now);
+    snap.policy
+        .grants(id, now)
+        .into_iter()
+        .filter_map(|g| {
+            let store = snap.store(&g.store)?;
+            let mut tile = Tile::new(store, &g.role, g.expires_at.map(|t| expires_in(now, t)));
+            if cp_grants.contains_key(&store.account) {
+                tile.control_panel = Some(control_panel::entry_path(&store.account));
+            }
+            Some(tile)
+        })
+        .collect()
+}
+
+/// The person's pins and recent stores; when they cannot be read the page still works, in
+/// plain order, with a note saying so.
+async fn prefs(state: &AppState, signed_in: &SignedIn) -> (Prefs, Option<&'static str>) {
+    match state.portal_prefs.get(&signed_in.auth.identity).await {
+        Ok(p) => (p, None),
+        Err(e) => {
+            tracing::warn!(request_id = %signed_in.request_id, error = %e, "portal preferences unavailable; plain order");
+            (
+                Prefs::default(),
+                Some(
+                    "Pinned and recent stores cannot be shown right now; every store is listed below.",
+                ),
+            )
+        }
+    }
+}
+
+/// The page, not cacheable, with the portal's own Content-Security-Policy.
+fn render_portal(
+    page: &Portal<'_>,
+    snap: &PolicySnapshot,
+    rid: &str,
+) -> Result<Response, AppError> {
     let html = page.render().map_err(|e| {
         AppError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Page error",
             format!("the portal could not be drawn: {e}"),
-            &signed_in.request_id,
+            rid,
         )
     })?;
     let mut resp = super::no_store(Html(html).into_response());
     // The portal alone runs a script (its own filter) and shows logos from configured origins.
-    if let Ok(csp) = HeaderValue::from_str(&portal_csp(&snap)) {
+    if let Ok(csp) = HeaderValue::from_str(&portal_csp(snap)) {
         resp.headers_mut()
             .insert(header::CONTENT_SECURITY_POLICY, csp);
     }
@@ -186,6 +205,30 @@ pub async fn pin(
     Form(form): Form<PinForm>,
 ) -> Result<Response, AppError> {
     let rid = &signed_in.request_id;
+    let pinned = pin_request(&form, &signed_in)?;
+    let id = &signed_in.auth.identity;
+    let has_it = state
+        .policy()
+        .policy
+        .grants(id, state.clock.now())
+        .iter()
+        .any(|g| g.store.as_str() == form.store);
+    // Unpinning a store one has lost is allowed (it cleans the record); pinning needs a grant.
+    if pinned && !has_it {
+        return Err(AppError::not_found(
+            "You have no store with this name to pin.",
+            rid,
+        ));
+    }
+    save_pin(&state, &signed_in, &form.store, pinned).await?;
+    Ok(super::no_store(
+        Redirect::to(&format!("/#tile-{}", form.store)).into_response(),
+    ))
+}
+
+/// The form's CSRF token checked, and whether it pins (`true`) or unpins.
+fn pin_request(form: &PinForm, signed_in: &SignedIn) -> Result<bool, AppError> {
+    let rid = &signed_in.request_id;
     let token_ok = form
         .csrf
         .as_deref()
@@ -199,39 +242,30 @@ pub async fn pin(
         )
         .with_hint("Go back to your stores and use the pin button there."));
     }
-    let pinned = match form.pin.as_str() {
-        "1" => true,
-        "0" => false,
-        _ => {
-            return Err(AppError::bad_request(
-                "The pin request must say pin (1) or unpin (0).",
-                rid,
-            ));
-        }
-    };
-    let id = &signed_in.auth.identity;
-    let now = state.clock.now();
-    let snap = state.policy();
-    let has_it = snap
-        .policy
-        .grants(id, now)
-        .iter()
-        .any(|g| g.store.as_str() == form.store);
-    // Unpinning a store one has lost is allowed (it cleans the record); pinning needs a grant.
-    if pinned && !has_it {
-        return Err(AppError::not_found(
-            "You have no store with this name to pin.",
+    match form.pin.as_str() {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        _ => Err(AppError::bad_request(
+            "The pin request must say pin (1) or unpin (0).",
             rid,
-        ));
+        )),
     }
+}
+
+/// Records the pin; a full pin list is a 409 that says so, an unreachable store a 503.
+async fn save_pin(
+    state: &AppState,
+    signed_in: &SignedIn,
+    store: &str,
+    pinned: bool,
+) -> Result<(), AppError> {
+    let rid = &signed_in.request_id;
     match state
         .portal_prefs
-        .update(id, |p| p.pin(&form.store, pinned))
+        .update(&signed_in.auth.identity, |p| p.pin(store, pinned))
         .await
     {
-        Ok(Ok(())) => Ok(super::no_store(
-            Redirect::to(&format!("/#tile-{}", form.store)).into_response(),
-        )),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(refused)) => Err(AppError::new(
             StatusCode::CONFLICT,
             "Not pinned",

@@ -311,49 +311,14 @@ struct Status<'a> {
 /// `GET /admin/status`.
 pub async fn status(State(state): State<AppState>, admin: Admin) -> Response {
     let now = state.clock.now();
-    let local = || {
-        (
-            state.recent.hours(now),
-            state.recent.denials(),
-            state.recent.last_sign_in(),
-        )
-    };
-    let (activity_scope, activity_warning, (hours, denials, last_sign_in)) =
-        match &state.config.audit_postgres {
-            Some(sink) => match super::fleet::read(sink.url.expose(), now).await {
-                Ok(f) => (
-                    "every replica (the audit table)".to_owned(),
-                    None,
-                    (f.hours, f.denials, f.last_sign_in),
-                ),
-                Err(e) => (
-                    "this replica".to_owned(),
-                    Some(format!(
-                        "The audit table could not be read ({e}); showing what this replica saw."
-                    )),
-                    local(),
-                ),
-            },
-            None => ("this replica".to_owned(), None, local()),
-        };
-    let idp_scope = if state.config.audit_postgres.is_some() && activity_warning.is_none() {
-        "every replica"
-    } else {
-        "this replica"
-    };
-    let idps = health::idp_rows(&state, now, &last_sign_in, idp_scope).await;
+    let activity = activity(&state, now).await;
+    let idps = health::idp_rows(&state, now, &activity.last_sign_in, activity.idp_scope()).await;
     let checks = state.recent.store_checks(&state.config.bigcommerce).await;
     let stores = health::store_rows(&state, &checks);
     let (session_ok, session_status) = match state.sessions.check().await {
         Ok(()) => (true, "answers".to_owned()),
         Err(e) => (false, e),
     };
-    let pick = |f: fn(&Hour) -> u32| hours.iter().map(f).collect::<Vec<u32>>();
-    let series = vec![
-        series("Sign-ins", "s-sign-in", &pick(|h| h.sign_ins), 0),
-        series("Launches", "s-launch", &pick(|h| h.launches), 6),
-        series("Denials", "s-denial", &pick(|h| h.denials), 12),
-    ];
     let page = Status {
         display_name: admin.identity.display_name(),
         idps,
@@ -368,12 +333,74 @@ pub async fn status(State(state): State<AppState>, admin: Admin) -> Response {
         scim: health::scim_row(&state).await,
         queue: health::queue_row(&state).await,
         queue_chart: queue_series(&state.recent.queue_depth(now)),
-        activity_scope,
-        activity_warning,
-        series,
-        denials,
+        series: activity_chart(&activity.hours),
+        activity_scope: activity.scope,
+        activity_warning: activity.warning,
+        denials: activity.denials,
     };
     render(&page, &admin.request_id)
+}
+
+/// The activity the page shows, and whose view it is.
+struct Activity {
+    /// "every replica (the audit table)" or "this replica".
+    scope: String,
+    /// Set when the audit table was configured but could not be read.
+    warning: Option<String>,
+    fleet_wide: bool,
+    hours: Vec<Hour>,
+    denials: Vec<Denial>,
+    last_sign_in: BTreeMap<String, String>,
+}
+
+impl Activity {
+    /// Whose sign-ins the IdP rows' "last sign-in" covers.
+    fn idp_scope(&self) -> &'static str {
+        if self.fleet_wide {
+            "every replica"
+        } else {
+            "this replica"
+        }
+    }
+}
+
+/// Every replica's activity from the central audit table when `[audit] postgres_url` is set and
+/// readable; else what this process saw (with a warning when the table could not be read).
+async fn activity(state: &AppState, now: UnixTime) -> Activity {
+    let local = |warning| Activity {
+        scope: "this replica".to_owned(),
+        warning,
+        fleet_wide: false,
+        hours: state.recent.hours(now),
+        denials: state.recent.denials(),
+        last_sign_in: state.recent.last_sign_in(),
+    };
+    let Some(sink) = &state.config.audit_postgres else {
+        return local(None);
+    };
+    match super::fleet::read(sink.url.expose(), now).await {
+        Ok(f) => Activity {
+            scope: "every replica (the audit table)".to_owned(),
+            warning: None,
+            fleet_wide: true,
+            hours: f.hours,
+            denials: f.denials,
+            last_sign_in: f.last_sign_in,
+        },
+        Err(e) => local(Some(format!(
+            "The audit table could not be read ({e}); showing what this replica saw."
+        ))),
+    }
+}
+
+/// Sign-ins, launches and denials per hour, side by side.
+fn activity_chart(hours: &[Hour]) -> Vec<Series> {
+    let pick = |f: fn(&Hour) -> u32| hours.iter().map(f).collect::<Vec<u32>>();
+    vec![
+        series("Sign-ins", "s-sign-in", &pick(|h| h.sign_ins), 0),
+        series("Launches", "s-launch", &pick(|h| h.launches), 6),
+        series("Denials", "s-denial", &pick(|h| h.denials), 12),
+    ]
 }
 
 #[cfg(test)]
