@@ -17,8 +17,10 @@ build-deps:
 deps:
 	scripts/test-deps.sh
 
-## test: every test; the install step (deps) is the only one that downloads
+## test: the shape checks (scripts/arch-check.py: no new module cycle, no handler over 60 lines),
+## then every test; the install step (deps) is the only one that downloads
 test: deps
+	python3 scripts/arch-check.py
 	scripts/check-deploy.sh
 	$(CARGO) test --all-targets
 

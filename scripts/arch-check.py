@@ -9,8 +9,12 @@
    RFC 3339 formatting outside `clock`, the `"{idp}:{subject}"` binding string outside
    `identity::BoundSubject`.
 
-Usage: scripts/arch-check.py [--max-handler N]   (exit 1 when a file-module cycle or a leftover
-is found; long handlers and mutual top-level modules are listed, not failed)
+Usage: scripts/arch-check.py [--max-handler N]   (exit 1 when a file-module cycle, a handler
+over N lines (60) or a leftover is found that the allow-lists below do not name; mutual
+top-level modules are listed, not failed). `make test` runs it before the tests.
+
+An allow-list entry is a known debt with its reason, not a way around the check: remove it in
+the change that fixes it (an entry that no longer matches anything is reported as stale).
 """
 
 import re
@@ -18,6 +22,22 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
+
+# File-module cycles not fixed yet: (module, module) in sorted order -> why it is allowed.
+ALLOWED_CYCLES = {
+    ("proxy", "web"): "the built-in proxy (src/proxy) reuses web's state, error page and the "
+    "forward-auth decision (web::forward::decide), which web routes back to it; moving that "
+    "decision into flows/ breaks the cycle, but src/proxy is being changed on another branch",
+}
+
+# Handlers over the limit not thinned yet: "src/web/file.rs::name" -> why it is allowed.
+ALLOWED_LONG_HANDLERS = {
+    "src/web/webhooks.rs::receive": "being split on another branch (webhook correlation); "
+    "remove this entry when that lands",
+    "src/web/forward.rs::decide": "not a handler but the route decision /auth/verify and the "
+    "built-in proxy share (it takes a &Session); it belongs in flows/ with the proxy <-> web "
+    "cycle above, which another branch is changing",
+}
 
 
 def module_of(path: Path) -> tuple:
@@ -133,10 +153,15 @@ def main() -> int:
     cycles = sorted(
         {tuple(sorted((a, b))) for a, ts in edges.items() for b in ts if a in edges.get(b, ()) and not related(a, b)}
     )
-    for a, b in cycles:
-        print(f"CYCLE {'::'.join(a)} <-> {'::'.join(b)}")
-    print(f"{len(cycles)} cycle(s)")
-    status |= bool(cycles)
+    named = {("::".join(a), "::".join(b)) for a, b in cycles}
+    for a, b in sorted(named):
+        reason = ALLOWED_CYCLES.get((a, b))
+        print(f"{'allowed' if reason else 'CYCLE'} {a} <-> {b}" + (f"  ({reason})" if reason else ""))
+    new_cycles = [c for c in named if c not in ALLOWED_CYCLES]
+    print(f"{len(named)} cycle(s), {len(new_cycles)} not allowed")
+    for stale in sorted(set(ALLOWED_CYCLES) - named):
+        print(f"stale allow-list entry (no such cycle now; remove it): {stale[0]} <-> {stale[1]}")
+    status |= bool(new_cycles)
 
     print("\n## Import cycles (top-level modules)")
     top, via = {}, {}
@@ -170,9 +195,21 @@ def main() -> int:
             )
             handlers.append((end - i + 1, f"{p.relative_to(SRC.parent)}::{m.group(1)}"))
     handlers.sort(reverse=True)
-    for n, name in handlers[:10]:
-        flag = "  TOO LONG" if n > max_handler else ""
+    too_long = {name for n, name in handlers if n > max_handler}
+    for rank, (n, name) in enumerate(handlers):
+        # Every handler over the limit, and the ten longest.
+        if n <= max_handler and rank >= 10:
+            continue
+        flag = ""
+        if n > max_handler:
+            reason = ALLOWED_LONG_HANDLERS.get(name)
+            flag = f"  allowed ({reason})" if reason else "  TOO LONG"
         print(f"{n:4} {name}{flag}")
+    not_allowed = sorted(too_long - set(ALLOWED_LONG_HANDLERS))
+    print(f"{len(too_long)} handler(s) over {max_handler} lines, {len(not_allowed)} not allowed")
+    for stale in sorted(set(ALLOWED_LONG_HANDLERS) - too_long):
+        print(f"stale allow-list entry (no longer over {max_handler} lines; remove it): {stale}")
+    status |= bool(not_allowed)
 
     print("\n## Leftovers of single-owner rules")
     rules = [
