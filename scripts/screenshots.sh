@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PORT=${SCREENSHOT_PORT:-18091}
 BASE="http://127.0.0.1:$PORT"
 mkdir -p docs/img
-cargo build --quiet
+cargo build --quiet --features devkit   # the demo (development IdP, simulator) is devkit-only
 target/debug/storegate demo --listen "127.0.0.1:$PORT" >/tmp/storegate-screenshots.log 2>&1 &
 DEMO=$!
 trap 'kill "$DEMO" 2>/dev/null || true' EXIT
