@@ -314,6 +314,7 @@ impl Metrics {
             EventKind::Drift => "drift",
             EventKind::Webhook => "webhook",
             EventKind::ExternalChange => "external_change",
+            EventKind::WebhookEcho => "webhook_echo",
             EventKind::Admin => "admin",
             EventKind::ForwardAuth => "forward_auth",
             EventKind::ControlPanelOpen => "control_panel_open",

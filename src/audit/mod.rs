@@ -37,7 +37,9 @@ pub enum EventKind {
     SignOut,
     /// A SCIM create, replace, patch or delete (issue 5).
     ScimChange,
-    /// One reconciler action on a BigCommerce customer (issue 5).
+    /// One action on a BigCommerce customer: the reconciler's (issue 5, actor `reconcile`), or
+    /// the create, adoption or update a launch made (issue 13, actor `launch`, the launch's
+    /// request id).
     Provision,
     /// One reconcile pass (scheduled or `storegate reconcile`), with its counts (issue 5).
     Reconcile,
@@ -47,6 +49,9 @@ pub enum EventKind {
     Webhook,
     /// A change BigCommerce reported by webhook that storegate did not make (issue 13).
     ExternalChange,
+    /// A webhook that echoes one of storegate's own changes (issue 13): its `request_id` is the
+    /// request that made the change, so the launch, the change and the echo join on it.
+    WebhookEcho,
     /// A request to the IT console under `/admin`, admitted or refused by `[admin]` (issue 13);
     /// `target` is the path asked for.
     Admin,
@@ -538,5 +543,21 @@ pub mod correlation {
             Some(id) => req.header(HEADER, id),
             None => req,
         }
+    }
+
+    tokio::task_local! {
+        static ON_BEHALF_OF: String;
+    }
+
+    /// Runs `f` with `subject` (a bound subject, `idp:subject`) as the person the BigCommerce
+    /// writes inside are made for: the own-change record keeps it, so the webhook that echoes
+    /// a write can name the person without reading the customer back (one API call per echo).
+    pub async fn on_behalf_of<F: std::future::Future>(subject: String, f: F) -> F::Output {
+        ON_BEHALF_OF.scope(subject, f).await
+    }
+
+    /// The bound subject of [`on_behalf_of`], when inside it.
+    pub fn subject() -> Option<String> {
+        ON_BEHALF_OF.try_with(Clone::clone).ok()
     }
 }

@@ -22,6 +22,56 @@ pub async fn ensure_customer(
     decision: &LaunchDecision,
     channel_ids: &[u64],
 ) -> Result<u64, ApiError> {
+    ensure_customer_reporting(api, identity, decision, channel_ids)
+        .await
+        .map(|e| e.id)
+}
+
+/// The customer a launch ensured, and what it changed on the way (for the launch's audit event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ensured {
+    pub id: u64,
+    pub change: Option<CustomerChange>,
+}
+
+/// A write a launch made to a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomerChange {
+    /// Created, with the subject bound inline.
+    Created,
+    /// An existing customer bound to this person (`update` as well when there was one).
+    Adopted { update: Option<CustomerUpdate> },
+    /// Channels widened or customer group moved.
+    Updated(CustomerUpdate),
+}
+
+impl CustomerChange {
+    /// The audit reason, the reconciler's words for the same writes.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CustomerChange::Created => "create",
+            CustomerChange::Adopted { .. } => "adopt",
+            CustomerChange::Updated(_) => "update",
+        }
+    }
+
+    /// What was written, for the audit event's `after`.
+    pub fn update(&self) -> Option<&CustomerUpdate> {
+        match self {
+            CustomerChange::Created => None,
+            CustomerChange::Adopted { update } => update.as_ref(),
+            CustomerChange::Updated(u) => Some(u),
+        }
+    }
+}
+
+/// [`ensure_customer`], also saying what it wrote.
+pub async fn ensure_customer_reporting(
+    api: &dyn CustomerApi,
+    identity: &Identity,
+    decision: &LaunchDecision,
+    channel_ids: &[u64],
+) -> Result<Ensured, ApiError> {
     let email = identity
         .email
         .as_deref()
@@ -59,7 +109,10 @@ pub async fn ensure_customer(
                     }],
                 })
                 .await?;
-            Ok(created.id)
+            Ok(Ensured {
+                id: created.id,
+                change: Some(CustomerChange::Created),
+            })
         }
         Some(existing) => {
             // Email alone must not hand over an account: a storefront customer who registered
@@ -68,8 +121,8 @@ pub async fn ensure_customer(
             // created elsewhere (no subject yet) is adopted once, on its first launch, and only
             // when the IdP vouches for the address (docs/security.md, "Identity binding"). Nothing
             // about the customer is changed before that is decided.
-            match ours.against(existing.attribute(attribute_id)) {
-                SubjectMatch::Ours => {}
+            let adopted = match ours.against(existing.attribute(attribute_id)) {
+                SubjectMatch::Ours => false,
                 SubjectMatch::Conflict { recorded } => {
                     return Err(ApiError::SubjectConflict {
                         customer_id: existing.id,
@@ -88,8 +141,9 @@ pub async fn ensure_customer(
                     );
                     api.set_subject(existing.id, attribute_id, ours.as_str())
                         .await?;
+                    true
                 }
-            }
+            };
             let mut update = CustomerUpdate::default();
             if let Some(have) = &existing.channel_ids {
                 let mut union = have.clone();
@@ -106,10 +160,21 @@ pub async fn ensure_customer(
             if let Some(g) = group.filter(|g| *g != existing.customer_group_id) {
                 update.customer_group_id = Some(g);
             }
-            if !update.is_empty() {
-                api.update_customer(existing.id, update).await?;
-            }
-            Ok(existing.id)
+            let update = if update.is_empty() {
+                None
+            } else {
+                api.update_customer(existing.id, update.clone()).await?;
+                Some(update)
+            };
+            let change = match (adopted, update) {
+                (true, update) => Some(CustomerChange::Adopted { update }),
+                (false, Some(u)) => Some(CustomerChange::Updated(u)),
+                (false, None) => None,
+            };
+            Ok(Ensured {
+                id: existing.id,
+                change,
+            })
         }
     }
 }

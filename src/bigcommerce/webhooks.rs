@@ -10,7 +10,7 @@
 
 pub mod sync;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bigcommerce::api::{
     ApiError, Customer, CustomerApi, CustomerUpdate, NewCustomer, StoreTime,
@@ -138,8 +138,9 @@ pub fn dedup_key(account: &str, body: &[u8]) -> String {
 
 /// storegate's own recent changes to customers, shared by every replica through the one-time
 /// store (Redis with several replicas). Launch and the reconciler record each customer they
-/// write, before the write where the id is known; the webhook receiver asks before it calls a
-/// change external.
+/// write, before the write where the id is known, with the request id and bound subject of the
+/// write ([`OwnWrite`]); the webhook receiver asks before it calls a change external, and names
+/// the request that made an echoed change in its `webhook_echo` event.
 #[derive(Clone)]
 pub struct OwnChanges {
     store: OneTimeStore,
@@ -205,23 +206,18 @@ impl OwnChanges {
             .await
     }
 
-    /// Adds the write's store time to the subject's recent write times. Read-modify-write: two
-    /// replicas writing the same customer in the same instant may keep only one time, which is
+    /// Adds this write (its store time, and the request id and bound subject of the task's
+    /// correlation context) to the subject's recent writes. Read-modify-write: two replicas
+    /// writing the same customer in the same instant may keep only one of the two, which is
     /// within the tolerance of the other anyway.
     async fn record(&self, store_hash: &str, subject: &Subject) {
         let key = format!("own:{}", subject.key(store_hash));
         let now = self.now();
-        let at = self.store_now(store_hash);
+        let write = OwnWrite::in_context(self.store_now(store_hash));
         let result = async {
-            let mut times = parse_times(self.store.get(&key, now).await?.as_deref());
-            times.retain(|t| at - t < OWN_CHANGE_RECORD_SECS);
-            times.push(at);
-            let skip = times.len().saturating_sub(OWN_CHANGE_TIMES);
-            let value = times[skip..]
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let writes = parse_writes(self.store.get(&key, now).await?.as_deref());
+            let value = serde_json::to_string(&add_write(writes, write))
+                .map_err(|e| format!("cannot encode the own-change record: {e}"))?;
             self.store
                 .set(&key, &value, now + OWN_CHANGE_RECORD_SECS, now)
                 .await
@@ -240,11 +236,23 @@ impl OwnChanges {
         subject: &Subject,
         created_at: i64,
     ) -> Result<bool, String> {
+        Ok(self
+            .own_write(store_hash, subject, created_at)
+            .await?
+            .is_some())
+    }
+
+    /// The recorded write of ours an event BigCommerce stamped `created_at` (store time) about
+    /// this subject echoes, if any (see [`matching_write`]).
+    pub async fn own_write(
+        &self,
+        store_hash: &str,
+        subject: &Subject,
+        created_at: i64,
+    ) -> Result<Option<OwnWrite>, String> {
         let key = format!("own:{}", subject.key(store_hash));
-        let times = parse_times(self.store.get(&key, self.now()).await?.as_deref());
-        Ok(times
-            .iter()
-            .any(|t| (created_at - t).abs() <= OWN_CHANGE_TOLERANCE_SECS))
+        let writes = parse_writes(self.store.get(&key, self.now()).await?.as_deref());
+        Ok(matching_write(&writes, created_at).cloned())
     }
 
     /// The first delivery about a subject within the settle window gets `true`; later ones
@@ -270,11 +278,67 @@ impl OwnChanges {
     }
 }
 
-fn parse_times(v: Option<&str>) -> Vec<i64> {
-    v.unwrap_or("")
-        .split(',')
+/// One of storegate's own writes to a customer or company user, as the record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnWrite {
+    /// When, in the store's time.
+    pub at: i64,
+    /// The request id (correlation id) of the request that made the write; none outside a
+    /// request (the reconciler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The bound subject (`idp:subject`) the write was made for, when the writer said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+impl OwnWrite {
+    /// A write at `at` (store time) in this task's correlation context
+    /// ([`crate::audit::correlation`]).
+    fn in_context(at: i64) -> Self {
+        OwnWrite {
+            at,
+            request_id: crate::audit::correlation::current().filter(|r| !r.is_empty()),
+            subject: crate::audit::correlation::subject(),
+        }
+    }
+}
+
+/// The record's value: a JSON list of writes. A value written before correlation ids were kept
+/// (comma-separated store times) still reads, as writes without request id or subject, so a
+/// rolling upgrade does not turn in-flight echoes into external changes.
+fn parse_writes(v: Option<&str>) -> Vec<OwnWrite> {
+    let v = v.unwrap_or("").trim();
+    if v.starts_with('[') {
+        return serde_json::from_str(v).unwrap_or_default();
+    }
+    v.split(',')
         .filter_map(|t| t.parse().ok())
+        .map(|at| OwnWrite {
+            at,
+            request_id: None,
+            subject: None,
+        })
         .collect()
+}
+
+/// `writes` with `new` added: writes older than [`OWN_CHANGE_RECORD_SECS`] before it are
+/// dropped, and at most [`OWN_CHANGE_TIMES`] of the newest are kept.
+fn add_write(mut writes: Vec<OwnWrite>, new: OwnWrite) -> Vec<OwnWrite> {
+    writes.retain(|w| new.at - w.at < OWN_CHANGE_RECORD_SECS);
+    writes.push(new);
+    let skip = writes.len().saturating_sub(OWN_CHANGE_TIMES);
+    writes.split_off(skip)
+}
+
+/// The write an event stamped `created_at` echoes: the one nearest in time within
+/// [`OWN_CHANGE_TOLERANCE_SECS`] (the later one on a tie: the newer request made the state
+/// BigCommerce reports).
+pub fn matching_write(writes: &[OwnWrite], created_at: i64) -> Option<&OwnWrite> {
+    writes
+        .iter()
+        .filter(|w| (created_at - w.at).abs() <= OWN_CHANGE_TOLERANCE_SECS)
+        .min_by_key(|w| ((created_at - w.at).abs(), std::cmp::Reverse(w.at)))
 }
 
 /// The launch path's customer client, recording every customer it writes in [`OwnChanges`]
@@ -488,6 +552,88 @@ mod tests {
         assert!(!own.is_own("abc", &c, 1_050).await.unwrap());
         clock.set(1_100 + OWN_CHANGE_RECORD_SECS);
         assert!(!own.is_own("abc", &c, 1_100).await.unwrap());
+    }
+
+    /// A write records the request id and bound subject of the task it runs in, and the echo
+    /// finds that write; a write outside any request records neither.
+    #[tokio::test]
+    async fn a_write_keeps_its_request_id_and_subject_for_the_echo() {
+        use crate::audit::correlation;
+        let clock = crate::clock::ManualClock::at(1_000);
+        let own = OwnChanges::new(OneTimeStore::memory(), std::sync::Arc::new(clock.clone()));
+        let c = Subject::Customer {
+            id: 5,
+            deleted: false,
+        };
+        correlation::scope(
+            "req-1".into(),
+            correlation::on_behalf_of("nam:ada".into(), own.record_customer("abc", 5)),
+        )
+        .await;
+        clock.set(1_100);
+        own.record_customer("abc", 5).await;
+        let first = own.own_write("abc", &c, 1_003).await.unwrap();
+        assert_eq!(
+            first,
+            Some(OwnWrite {
+                at: 1_000,
+                request_id: Some("req-1".into()),
+                subject: Some("nam:ada".into())
+            })
+        );
+        let second = own.own_write("abc", &c, 1_100).await.unwrap();
+        assert_eq!(
+            second,
+            Some(OwnWrite {
+                at: 1_100,
+                request_id: None,
+                subject: None
+            })
+        );
+        assert_eq!(own.own_write("abc", &c, 1_050).await.unwrap(), None);
+    }
+
+    #[test]
+    fn the_nearest_write_is_the_echoed_one_and_old_records_still_read() {
+        let w = |at, rid: &str| OwnWrite {
+            at,
+            request_id: Some(rid.into()),
+            subject: None,
+        };
+        let writes = vec![w(100, "a"), w(106, "b"), w(112, "c")];
+        assert_eq!(matching_write(&writes, 104).map(|w| w.at), Some(106));
+        assert_eq!(
+            matching_write(&writes, 109).map(|w| w.at),
+            Some(112),
+            "tie: the newer"
+        );
+        assert_eq!(matching_write(&writes, 89).map(|w| w.at), None);
+        assert_eq!(matching_write(&writes, 90).map(|w| w.at), Some(100));
+        // The comma-separated record of earlier versions.
+        assert_eq!(
+            parse_writes(Some("100,106")),
+            vec![
+                OwnWrite {
+                    at: 100,
+                    request_id: None,
+                    subject: None
+                },
+                OwnWrite {
+                    at: 106,
+                    request_id: None,
+                    subject: None
+                }
+            ]
+        );
+        assert_eq!(parse_writes(Some("[not json")), vec![]);
+        assert_eq!(parse_writes(None), vec![]);
+        // Old writes fall out; at most OWN_CHANGE_TIMES are kept, the newest.
+        let many: Vec<OwnWrite> = (0..20).map(|i| w(5_000 + i, "x")).collect();
+        let kept = add_write(many, w(5_020, "y"));
+        assert_eq!(kept.len(), OWN_CHANGE_TIMES);
+        assert_eq!(kept.first().map(|w| w.at), Some(5_005));
+        let kept = add_write(vec![w(1, "old")], w(1 + OWN_CHANGE_RECORD_SECS, "new"));
+        assert_eq!(kept, vec![w(1 + OWN_CHANGE_RECORD_SECS, "new")]);
     }
 
     #[tokio::test]

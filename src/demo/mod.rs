@@ -142,6 +142,11 @@ stores = ["nw-us", "nw-eu"]
 role = "agency"
 customer_group = "Agency"
 not_after = "{agency_until}"
+
+# The IT console (/admin): the demo's IT user.
+[admin]
+name = "demo-it-admins"
+groups_any = ["storegate-admins"]
 "#
     ));
     out

@@ -153,6 +153,13 @@ pub fn demo_users() -> Vec<DevUser> {
             &[],
             "No groups: signs in, and sees the \"no stores\" page.",
         ),
+        user(
+            "demo-ivy",
+            "Ivy",
+            "Operations",
+            &["storegate-admins"],
+            "IT: the admin console at /admin (status, access review); no stores.",
+        ),
     ]
 }
 

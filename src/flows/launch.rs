@@ -11,14 +11,14 @@ use tower_sessions::Session;
 
 use super::Gateway;
 use super::leaver::{self, NotCleared};
-use crate::audit::{AuditEvent, EventKind, Outcome};
+use crate::audit::{AuditEvent, EventKind, Outcome, correlation};
 use crate::bigcommerce::api::ApiError;
-use crate::bigcommerce::b2b::ensure_company_user;
-use crate::bigcommerce::customers::ensure_customer;
+use crate::bigcommerce::b2b::{B2bOutcome, ensure_company_user};
+use crate::bigcommerce::customers::{CustomerChange, ensure_customer_reporting};
 use crate::bigcommerce::login_jwt;
 use crate::clock::UnixTime;
 use crate::config::Store;
-use crate::identity::{Identity, StoreId};
+use crate::identity::{BoundSubject, Identity, StoreId};
 use crate::policy::{DenyReason, LaunchDecision, LaunchRefusal};
 use crate::redirect::{LocalPath, urlencode};
 use crate::reload::PolicySnapshot;
@@ -257,13 +257,38 @@ pub async fn launch(
     };
 
     // 4. The BigCommerce customer, ensured once per account, channel set and grant per session.
+    //    Each write is audited under this request's id, and made on behalf of this person: the
+    //    own-change record keeps both, so the webhook echoing the write joins this launch.
     let (channels, cache_key) = customer_scope(&snap, identity, store, &decision, now);
+    let for_whom = BoundSubject::of(identity).into_string();
+    let change_event = |identity: &Identity, customer_id: u64, reason: &str| {
+        let mut ev = audit(identity, Outcome::Allow);
+        ev.event = EventKind::Provision;
+        ev.actor = Some("launch".into());
+        ev.rule = Some(decision.grant().rule.clone());
+        ev.customer_id = Some(customer_id);
+        ev.reason = Some(reason.to_owned());
+        ev
+    };
     let customer_id = match auth.customers.get(&cache_key) {
         Some(id) => *id,
         None => {
-            let id = ensure_customer(api.as_ref(), identity, &decision, &channels)
-                .await
-                .map_err(|e| upstream_failed(identity, e, "ensure customer"))?;
+            let ensured = correlation::on_behalf_of(
+                for_whom.clone(),
+                ensure_customer_reporting(api.as_ref(), identity, &decision, &channels),
+            )
+            .await
+            .map_err(|e| upstream_failed(identity, e, "ensure customer"))?;
+            let id = ensured.id;
+            if let Some(change) = &ensured.change {
+                let mut ev = change_event(identity, id, change.reason());
+                ev.target = Some(format!("customer {id} on {}", store.account));
+                ev.after = change.update().and_then(|u| serde_json::to_value(u).ok());
+                if let CustomerChange::Created = change {
+                    ev.detail = Some(format!("created on the launch of {}", store.id));
+                }
+                gw.audit.record(ev);
+            }
             if decision.grant().b2b.is_some() {
                 // Validation refuses B2B grants on accounts without B2B Edition access.
                 let Some(b2b) = gw.b2b.get(&store.account) else {
@@ -275,10 +300,23 @@ pub async fn launch(
                         "B2B company user",
                     ));
                 };
-                let outcome = ensure_company_user(b2b.as_ref(), &decision, identity, id)
-                    .await
-                    .map_err(|e| upstream_failed(identity, e, "B2B company user"))?;
+                let outcome = correlation::on_behalf_of(
+                    for_whom.clone(),
+                    ensure_company_user(b2b.as_ref(), &decision, identity, id),
+                )
+                .await
+                .map_err(|e| upstream_failed(identity, e, "B2B company user"))?;
                 tracing::info!(store = %store.id, ?outcome, "B2B Edition membership ensured");
+                let written = match outcome {
+                    Some(B2bOutcome::Created { user_id }) => Some(("b2b_create", user_id)),
+                    Some(B2bOutcome::RoleChanged { user_id }) => Some(("b2b_role", user_id)),
+                    Some(B2bOutcome::Unchanged { .. }) | None => None,
+                };
+                if let Some((reason, user_id)) = written {
+                    let mut ev = change_event(identity, id, reason);
+                    ev.target = Some(format!("company user {user_id} on {}", store.account));
+                    gw.audit.record(ev);
+                }
             }
             auth.customers.insert(cache_key, id);
             write_signed_in(session, auth)

@@ -1,7 +1,8 @@
 //! `POST /webhooks/bigcommerce/{account}` (issue 13): checks the secret header in constant time,
 //! drops retries already seen, answers at once, and correlates the event with storegate's own
 //! recent changes in the background: what storegate did not do becomes an `external_change`
-//! audit event (and, with `repair_drift`, a reconcile pass is requested).
+//! audit event (and, with `repair_drift`, a reconcile pass is requested); the echo of its own
+//! change becomes a `webhook_echo` event under the request id of the request that made it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,8 +17,9 @@ use super::AppState;
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::bigcommerce::webhooks::sync::{self, HooksClient};
 use crate::bigcommerce::webhooks::{
-    Delivery, MAX_DELIVERY_BYTES, OwnChanges, SECRET_HEADER, SETTLE, Subject, dedup_key,
+    Delivery, MAX_DELIVERY_BYTES, OwnChanges, OwnWrite, SECRET_HEADER, SETTLE, Subject, dedup_key,
 };
+use crate::clock::UnixTime;
 use crate::config::BigCommerceAccount;
 
 /// What the receiver shares: the own-change record, a `/v3/hooks` client per account with a
@@ -116,14 +118,21 @@ fn refuse(
     status: StatusCode,
     reason: &str,
     detail: String,
-) -> Response {
+) -> Early {
     let mut ev = AuditEvent::new(state.clock.now(), rid, EventKind::Webhook, Outcome::Deny);
     ev.actor = Some("bigcommerce:webhook".into());
     ev.store = Some(account.to_owned());
     ev.reason = Some(reason.to_owned());
     ev.detail = Some(detail);
     state.audit.record(ev);
-    (status, format!("{reason}\n")).into_response()
+    (status, format!("{reason}\n"))
+}
+
+/// A step's early answer to BigCommerce: the status and a one-line body.
+type Early = (StatusCode, String);
+
+fn early(status: StatusCode, text: &str) -> Early {
+    (status, format!("{text}\n"))
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -134,6 +143,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
+/// `POST /webhooks/bigcommerce/{account}`: the steps below in order; any of them may answer.
 pub async fn receive(
     State(state): State<AppState>,
     Path(account_id): Path<String>,
@@ -141,88 +151,17 @@ pub async fn receive(
     body: Bytes,
 ) -> Response {
     let rid = request_id(&headers);
-    let (Some(hooks), Some(account)) = (
-        state.webhooks.as_ref(),
-        state
-            .config
-            .account(&account_id)
-            .filter(|a| a.webhook_secret.is_some()),
-    ) else {
+    let Some((hooks, account)) = receiver(&state, &account_id) else {
         return (StatusCode::NOT_FOUND, "no webhooks for this account\n").into_response();
     };
-    let Some(secret) = &account.webhook_secret else {
-        return (StatusCode::NOT_FOUND, "no webhooks for this account\n").into_response();
-    };
-    if let Err(reason) = secret_matches(&headers, secret.expose()) {
-        state.metrics.observe_webhook(&account.id, "refused");
-        tracing::warn!(account = %account.id, reason, "webhook refused");
-        return refuse(
-            &state,
-            &rid,
-            &account.id,
-            StatusCode::UNAUTHORIZED,
-            reason,
-            format!("a webhook delivery without the right {SECRET_HEADER} header was refused"),
-        );
-    }
-    if body.len() > MAX_DELIVERY_BYTES {
-        state.metrics.observe_webhook(&account.id, "invalid");
-        return refuse(
-            &state,
-            &rid,
-            &account.id,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "webhook_too_large",
-            format!(
-                "{} bytes; a delivery is at most {MAX_DELIVERY_BYTES}",
-                body.len()
-            ),
-        );
-    }
-    let delivery: Delivery = match serde_json::from_slice(&body) {
+    let checked = authenticate(&state, &rid, account, &headers)
+        .and_then(|()| parse(&state, &rid, account, &body));
+    let delivery = match checked {
         Ok(d) => d,
-        Err(e) => {
-            state.metrics.observe_webhook(&account.id, "invalid");
-            return refuse(
-                &state,
-                &rid,
-                &account.id,
-                StatusCode::BAD_REQUEST,
-                "webhook_payload_invalid",
-                format!("not a BigCommerce webhook payload: {e}"),
-            );
-        }
+        Err(refused) => return refused.into_response(),
     };
-    if delivery.producer != format!("stores/{}", account.store_hash) {
-        state.metrics.observe_webhook(&account.id, "invalid");
-        return refuse(
-            &state,
-            &rid,
-            &account.id,
-            StatusCode::BAD_REQUEST,
-            "webhook_wrong_store",
-            format!(
-                "the delivery names producer {:?}, not this account's store",
-                delivery.producer
-            ),
-        );
-    }
-    match hooks
-        .own
-        .first_delivery(&dedup_key(&account.id, &body))
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            state.metrics.observe_webhook(&account.id, "duplicate");
-            return (StatusCode::OK, "duplicate\n").into_response();
-        }
-        Err(e) => {
-            // Without the de-duplication record a retry could become a second event: let
-            // BigCommerce retry later instead.
-            tracing::error!(error = %e, "webhook: the one-time store failed");
-            return (StatusCode::SERVICE_UNAVAILABLE, "retry later\n").into_response();
-        }
+    if let Err(answer) = deduplicate(&state, hooks, account, &body).await {
+        return answer.into_response();
     }
     let Some(subject) = delivery.subject() else {
         state.metrics.observe_webhook(&account.id, "ignored");
@@ -235,6 +174,156 @@ pub async fn receive(
     (StatusCode::OK, "accepted\n").into_response()
 }
 
+/// The account's receiver: only an account with a `webhook_secret` has one.
+fn receiver<'a>(
+    state: &'a AppState,
+    account_id: &str,
+) -> Option<(&'a WebhookState, &'a BigCommerceAccount)> {
+    let hooks = state.webhooks.as_deref()?;
+    let account = state
+        .config
+        .account(account_id)
+        .filter(|a| a.webhook_secret.is_some())?;
+    Some((hooks, account))
+}
+
+/// Step 1: the secret header, in constant time; a refusal is a 401 and an audit event.
+fn authenticate(
+    state: &AppState,
+    rid: &str,
+    account: &BigCommerceAccount,
+    headers: &HeaderMap,
+) -> Result<(), Early> {
+    let Some(secret) = &account.webhook_secret else {
+        return Err(early(StatusCode::NOT_FOUND, "no webhooks for this account"));
+    };
+    secret_matches(headers, secret.expose()).map_err(|reason| {
+        state.metrics.observe_webhook(&account.id, "refused");
+        tracing::warn!(account = %account.id, reason, "webhook refused");
+        refuse(
+            state,
+            rid,
+            &account.id,
+            StatusCode::UNAUTHORIZED,
+            reason,
+            format!("a webhook delivery without the right {SECRET_HEADER} header was refused"),
+        )
+    })
+}
+
+/// Step 2: the body, as a BigCommerce delivery from this account's store.
+fn parse(
+    state: &AppState,
+    rid: &str,
+    account: &BigCommerceAccount,
+    body: &[u8],
+) -> Result<Delivery, Early> {
+    let invalid = |status: StatusCode, reason: &str, detail: String| {
+        state.metrics.observe_webhook(&account.id, "invalid");
+        refuse(state, rid, &account.id, status, reason, detail)
+    };
+    if body.len() > MAX_DELIVERY_BYTES {
+        return Err(invalid(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "webhook_too_large",
+            format!(
+                "{} bytes; a delivery is at most {MAX_DELIVERY_BYTES}",
+                body.len()
+            ),
+        ));
+    }
+    let delivery: Delivery = serde_json::from_slice(body).map_err(|e| {
+        invalid(
+            StatusCode::BAD_REQUEST,
+            "webhook_payload_invalid",
+            format!("not a BigCommerce webhook payload: {e}"),
+        )
+    })?;
+    if delivery.producer != format!("stores/{}", account.store_hash) {
+        return Err(invalid(
+            StatusCode::BAD_REQUEST,
+            "webhook_wrong_store",
+            format!(
+                "the delivery names producer {:?}, not this account's store",
+                delivery.producer
+            ),
+        ));
+    }
+    Ok(delivery)
+}
+
+/// Step 3: a retry BigCommerce sends again is answered `duplicate` and goes no further.
+async fn deduplicate(
+    state: &AppState,
+    hooks: &WebhookState,
+    account: &BigCommerceAccount,
+    body: &[u8],
+) -> Result<(), Early> {
+    match hooks
+        .own
+        .first_delivery(&dedup_key(&account.id, body))
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            state.metrics.observe_webhook(&account.id, "duplicate");
+            Err(early(StatusCode::OK, "duplicate"))
+        }
+        Err(e) => {
+            // Without the de-duplication record a retry could become a second event: let
+            // BigCommerce retry later instead.
+            tracing::error!(error = %e, "webhook: the one-time store failed");
+            Err(early(StatusCode::SERVICE_UNAVAILABLE, "retry later"))
+        }
+    }
+}
+
+/// What a delivery turned out to be.
+#[derive(Debug)]
+enum Verdict {
+    /// The echo of this recorded write of ours.
+    Own(OwnWrite),
+    /// Folded into another delivery about the same subject being looked at.
+    Coalesced,
+    /// Nothing we did.
+    External,
+}
+
+/// Step 4 (in the background): ours, or not. A delivery that is not ours yet waits
+/// [`SETTLE`] for our write to be recorded (its answer may come after BigCommerce's hook).
+async fn classify(
+    own: &OwnChanges,
+    store_hash: &str,
+    delivery: &Delivery,
+    subject: &Subject,
+) -> Verdict {
+    if let Ok(Some(write)) = own
+        .own_write(store_hash, subject, delivery.created_at)
+        .await
+    {
+        return Verdict::Own(write);
+    }
+    match own.open_window(store_hash, subject).await {
+        Ok(true) => {}
+        Ok(false) => return Verdict::Coalesced,
+        Err(e) => tracing::warn!(error = %e, "webhook: cannot open the coalescing window"),
+    }
+    tokio::time::sleep(SETTLE).await;
+    match own
+        .own_write(store_hash, subject, delivery.created_at)
+        .await
+    {
+        Ok(Some(write)) => Verdict::Own(write),
+        Ok(None) => Verdict::External,
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook: cannot read the own-change record; reporting the change as external");
+            Verdict::External
+        }
+    }
+}
+
+/// Steps 4 and 5: classify, then audit (and, for an external change with `repair_drift`, wake
+/// the reconciler).
 async fn correlate(
     state: AppState,
     account: BigCommerceAccount,
@@ -245,42 +334,78 @@ async fn correlate(
     let Some(hooks) = state.webhooks.as_ref() else {
         return;
     };
-    if hooks
-        .own
-        .is_own(&account.store_hash, &subject, delivery.created_at)
-        .await
-        .unwrap_or(false)
-    {
-        state.metrics.observe_webhook(&account.id, "own");
-        return;
-    }
-    match hooks.own.open_window(&account.store_hash, &subject).await {
-        Ok(true) => {}
-        Ok(false) => {
-            // Another delivery about the same subject is already being looked at.
-            state.metrics.observe_webhook(&account.id, "coalesced");
-            return;
-        }
-        Err(e) => tracing::warn!(error = %e, "webhook: cannot open the coalescing window"),
-    }
-    tokio::time::sleep(SETTLE).await;
-    match hooks
-        .own
-        .is_own(&account.store_hash, &subject, delivery.created_at)
-        .await
-    {
-        Ok(true) => {
+    match classify(&hooks.own, &account.store_hash, &delivery, &subject).await {
+        Verdict::Own(write) => {
+            let now = state.clock.now();
+            let ev = echo_event(now, &account.id, &delivery, &subject, &write, &rid);
+            state.audit.record(ev);
             state.metrics.observe_webhook(&account.id, "own");
-            return;
         }
-        Ok(false) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "webhook: cannot read the own-change record; reporting the change as external")
+        Verdict::Coalesced => state.metrics.observe_webhook(&account.id, "coalesced"),
+        Verdict::External => {
+            let ev = external_event(&state, hooks, &account, &delivery, subject, &rid).await;
+            state.audit.record(ev);
+            state.metrics.observe_webhook(&account.id, "external");
+            if state.config.provisioning.repair_drift {
+                hooks.reconcile_wake.notify_one();
+            }
         }
     }
+}
+
+/// Where a delivery's subject is, for `target`.
+fn target(account_id: &str, subject: &Subject) -> String {
+    match subject {
+        Subject::Customer { id, .. } => format!("customer {id} on {account_id}"),
+        Subject::CompanyUser { id } => format!("company user {id} on {account_id}"),
+    }
+}
+
+/// The `webhook_echo` event: under the request id of the request that made the change (the
+/// webhook's own when the write was recorded outside a request), so the launch, its change
+/// and this echo share one `request_id`.
+fn echo_event(
+    now: UnixTime,
+    account_id: &str,
+    delivery: &Delivery,
+    subject: &Subject,
+    write: &OwnWrite,
+    webhook_rid: &str,
+) -> AuditEvent {
+    let rid = write.request_id.as_deref().unwrap_or(webhook_rid);
+    let mut ev = AuditEvent::new(now, rid, EventKind::WebhookEcho, Outcome::Allow);
+    ev.actor = Some("bigcommerce".into());
+    ev.store = Some(account_id.to_owned());
+    ev.reason = Some(delivery.reason_code());
+    ev.subject = write.subject.clone();
+    ev.target = Some(target(account_id, subject));
+    if let Subject::Customer { id, .. } = subject {
+        ev.customer_id = Some(*id);
+    }
+    let by = match &write.request_id {
+        Some(r) => format!("request {r}"),
+        None => "the reconciler".to_owned(),
+    };
+    ev.detail = Some(format!(
+        "own change confirmed: BigCommerce reported {} at {} (store time), storegate's write by {by} at {}; webhook request {webhook_rid}",
+        delivery.scope, delivery.created_at, write.at
+    ));
+    ev
+}
+
+/// The `external_change` event, with the customer as BigCommerce has it now (its email and
+/// bound subject) unless it was deleted.
+async fn external_event(
+    state: &AppState,
+    hooks: &WebhookState,
+    account: &BigCommerceAccount,
+    delivery: &Delivery,
+    subject: Subject,
+    rid: &str,
+) -> AuditEvent {
     let mut ev = AuditEvent::new(
         state.clock.now(),
-        &rid,
+        rid,
         EventKind::ExternalChange,
         Outcome::Allow,
     );
@@ -291,31 +416,94 @@ async fn correlate(
         "BigCommerce reported {} at {} (store time); storegate made no change to it then",
         delivery.scope, delivery.created_at
     ));
-    match subject {
-        Subject::Customer { id, deleted } => {
-            ev.customer_id = Some(id);
-            ev.target = Some(format!("customer {id} on {}", account.id));
-            if !deleted && let Some(client) = hooks.clients.get(&account.id) {
-                match client.customer(id).await {
-                    Ok(Some((c, bound))) => {
-                        ev.email = Some(c.email.clone());
-                        ev.subject = bound;
-                        ev.after = serde_json::to_value(&c).ok();
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "webhook: cannot read the changed customer")
-                    }
-                }
-            }
-        }
-        Subject::CompanyUser { id } => {
-            ev.target = Some(format!("company user {id} on {}", account.id));
-        }
+    ev.target = Some(target(&account.id, &subject));
+    let Subject::Customer { id, deleted } = subject else {
+        return ev;
+    };
+    ev.customer_id = Some(id);
+    if deleted {
+        return ev;
     }
-    state.audit.record(ev);
-    state.metrics.observe_webhook(&account.id, "external");
-    if state.config.provisioning.repair_drift {
-        hooks.reconcile_wake.notify_one();
+    let Some(client) = hooks.clients.get(&account.id) else {
+        return ev;
+    };
+    match client.customer(id).await {
+        Ok(Some((c, bound))) => {
+            ev.email = Some(c.email.clone());
+            ev.subject = bound;
+            ev.after = serde_json::to_value(&c).ok();
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "webhook: cannot read the changed customer"),
+    }
+    ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(scope: &str) -> Delivery {
+        serde_json::from_value(serde_json::json!({
+            "scope": scope, "store_id": "1", "data": {"type": "customer", "id": 7},
+            "hash": "x", "created_at": 1_700_000_003, "producer": "stores/abc"
+        }))
+        .unwrap()
+    }
+
+    /// The echo carries the request id of the write it echoes (so it joins the launch), the
+    /// customer, the store and the bound subject; a write the reconciler recorded outside any
+    /// request falls back to the webhook's own request id.
+    #[test]
+    fn the_echo_joins_the_request_that_made_the_change() {
+        let customer = Subject::Customer {
+            id: 7,
+            deleted: false,
+        };
+        let write = OwnWrite {
+            at: 1_700_000_000,
+            request_id: Some("launch-rid".into()),
+            subject: Some("nam:lee".into()),
+        };
+        let ev = echo_event(
+            1_700_000_010,
+            "main",
+            &delivery("store/customer/created"),
+            &customer,
+            &write,
+            "hook-rid",
+        );
+        assert_eq!(ev.event, EventKind::WebhookEcho);
+        assert_eq!(ev.outcome, Outcome::Allow);
+        assert_eq!(ev.request_id, "launch-rid");
+        assert_eq!(ev.customer_id, Some(7));
+        assert_eq!(ev.store.as_deref(), Some("main"));
+        assert_eq!(ev.subject.as_deref(), Some("nam:lee"));
+        assert_eq!(ev.reason.as_deref(), Some("customer_created"));
+        assert_eq!(ev.target.as_deref(), Some("customer 7 on main"));
+        assert!(
+            ev.detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("own change confirmed") && d.contains("hook-rid")),
+            "{ev:?}"
+        );
+
+        let unattributed = OwnWrite {
+            request_id: None,
+            subject: None,
+            ..write
+        };
+        let ev = echo_event(
+            1_700_000_010,
+            "main",
+            &delivery("store/company/user/updated"),
+            &Subject::CompanyUser { id: 9 },
+            &unattributed,
+            "hook-rid",
+        );
+        assert_eq!(ev.request_id, "hook-rid");
+        assert_eq!(ev.customer_id, None);
+        assert_eq!(ev.subject, None);
+        assert_eq!(ev.target.as_deref(), Some("company user 9 on main"));
     }
 }

@@ -1,8 +1,9 @@
 //! The pages people see, in headless Chromium (issue 16): axe-core finds no serious or critical
 //! violation on the portal, the sign-in chooser, an error page, the signed-out page and the IT
-//! console (`/admin`, `/admin/status`), at
-//! desktop width and at 320 px; the portal is usable by keyboard alone (skip link, focus order,
-//! visible focus, search as you type, pin with Enter).
+//! console (`/admin`, `/admin/status`, `/admin/access`), at
+//! desktop width and at 320 px; the portal and the console are usable by keyboard alone (skip
+//! link, focus order, visible focus, search as you type, pin with Enter, the console's filter
+//! and CSV download with Enter).
 //!
 //! Chromium is driven by tests/peers/axe/browse.mjs over the DevTools pipe; axe-core comes from
 //! npm into tests/peers/axe/node_modules (scripts/test-deps.sh). Nothing downloads here.
@@ -126,6 +127,7 @@ async fn axe_finds_no_serious_violation_on_the_pages_people_see() {
         "/signed-out",
         "/admin",
         "/admin/status",
+        "/admin/access",
     ];
     for width in [1280, 320] {
         let mut steps = vec![
@@ -213,4 +215,128 @@ async fn the_portal_works_by_keyboard_alone() {
     assert_eq!(results[20], "tile-outlet");
     assert_eq!(results[22], "1 of 3 stores match");
     assert_eq!(results[24], json!(["", "3 stores"]));
+}
+
+/// Steps for browse.mjs, each push returning the index of its result.
+#[derive(Default)]
+struct Steps(Vec<Value>);
+
+impl Steps {
+    fn push(&mut self, step: Value) -> usize {
+        self.0.push(step);
+        self.0.len() - 1
+    }
+
+    /// Presses Tab `n` times, reading the focused element after each; returns those results.
+    fn tabs(&mut self, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                self.push(json!({"key": "Tab"}));
+                self.push(json!({"eval": FOCUSED}))
+            })
+            .collect()
+    }
+}
+
+/// The focused element: tag, id, name (its `aria-labelledby` text, else its own text),
+/// whether it matches `:focus-visible`, and its outline style and box shadow there.
+const FOCUSED: &str = "(() => { const e = document.activeElement; const s = getComputedStyle(e); const by = e.getAttribute('aria-labelledby'); const name = by ? document.getElementById(by).textContent : e.textContent; return [e.tagName, e.id, (name || '').trim().replace(/\\s+/g, ' ').slice(0, 40), e.matches(':focus-visible'), s.outlineStyle, s.boxShadow]; })()";
+
+/// The landmarks: how many `main`, the labels of the `nav`s, the `h1`, the page the console's
+/// navigation marks current.
+const LANDMARKS: &str = "[document.querySelectorAll('main').length, [...document.querySelectorAll('nav')].map(n => n.getAttribute('aria-label')), document.querySelector('h1')?.textContent, document.querySelector('nav [aria-current=page]')?.textContent]";
+
+/// Issue 16: the IT console by keyboard alone. On `/admin`, `/admin/status` and
+/// `/admin/access`, Tab reaches every control in reading order (skip link, header, the
+/// console's navigation, then the page), focus is visible on each, and the landmarks are there;
+/// the access review's filter applies with Enter and its CSV downloads with Enter.
+#[tokio::test]
+async fn the_console_works_by_keyboard_alone() {
+    let (_op, gw, b) = signed_in().await;
+    let mut s = Steps::default();
+    s.push(cookie_step(&b, &gw));
+    let header = [
+        "Skip to content",
+        "storegate",
+        "Overview",
+        "Status",
+        "Access review",
+    ];
+    let pages: [(&str, &str, &str, &[&str]); 3] = [
+        (
+            "/admin",
+            "Admin console",
+            "Overview",
+            &["Status", "Access review"],
+        ),
+        ("/admin/status", "Status", "Status", &["Last 0 denials"]),
+        (
+            "/admin/access",
+            "Access review",
+            "Access review",
+            &["", "", "Apply", "Download CSV", "Entitlements"],
+        ),
+    ];
+    let mut visits = Vec::new();
+    for (path, _, _, rest) in pages {
+        s.push(json!({"goto": gw.url(path)}));
+        let landmarks = s.push(json!({"eval": LANDMARKS}));
+        let focus = s.tabs(header.len() + rest.len());
+        visits.push((landmarks, focus));
+    }
+    // The filter: Tab to "dormant", type over it, Enter submits.
+    s.push(json!({"goto": gw.url("/admin/access")}));
+    let dormant = s.tabs(header.len() + 1);
+    s.push(json!({"type": "7d"}));
+    s.push(json!({"key": "Enter", "waitForLoad": true}));
+    let filtered = s.push(json!({"eval": "[location.search, document.getElementById('dormant').value, document.querySelector('a[href^=\"/admin/access.csv\"]').getAttribute('href')]"}));
+    // The CSV: Tab to its link, Enter downloads it.
+    let csv_link = s.tabs(header.len() + 4);
+    let download = s.push(json!({"key": "Enter", "waitForDownload": true}));
+    let r = browse(&Value::Array(s.0)).await;
+
+    let text = |i: usize| r[i][2].as_str().unwrap_or("").to_owned();
+    for ((path, h1, current, rest), (landmarks, focus)) in pages.iter().zip(&visits) {
+        assert_eq!(
+            r[*landmarks],
+            json!([1, ["Admin console"], h1, current]),
+            "{path}: landmarks"
+        );
+        let order: Vec<String> = focus.iter().map(|i| text(*i)).collect();
+        let want: Vec<&str> = header.iter().chain(rest.iter()).copied().collect();
+        assert_eq!(order, want, "{path}: focus order\n{r:#?}");
+        for i in focus {
+            let f = &r[*i];
+            assert_eq!(f[3], true, "{path}: {f} is focused by keyboard");
+            assert!(
+                f[4] != "none" || f[5] != "none",
+                "{path}: no visible focus on {f}"
+            );
+        }
+    }
+    let ids: Vec<&str> = visits[2].1[5..7]
+        .iter()
+        .map(|i| r[*i][1].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ids, ["dormant", "expiring"], "the filter's fields");
+    assert_eq!(r[*dormant.last().expect("tabs")][1], "dormant");
+    assert_eq!(
+        r[filtered],
+        json!([
+            "?dormant=7d&expiring=14d",
+            "7d",
+            "/admin/access.csv?dormant=7d&expiring=14d"
+        ])
+    );
+    assert_eq!(text(*csv_link.last().expect("tabs")), "Download CSV");
+    let got = &r[download];
+    assert_eq!(got["filename"], "storegate-access.csv", "{got}");
+    assert_eq!(
+        got["url"],
+        gw.url("/admin/access.csv?dormant=7d&expiring=14d")
+    );
+    assert!(
+        got["text"].as_str().is_some_and(|t| t.starts_with("id,")),
+        "{got}"
+    );
 }

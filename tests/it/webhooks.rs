@@ -10,6 +10,7 @@ use storegate::bigcommerce::webhooks::sync::{self, Step};
 
 use crate::harness::{Gateway, IDP, MAIN_HASH, Opts, Reserved};
 use crate::support::browser::Browser;
+use crate::support::postgres::PostgresServer;
 use crate::support::rogue_op::RogueOp;
 use crate::support::wait;
 
@@ -19,10 +20,16 @@ const HOOK_SECRET: &str = "hook-secret-0123456789abcdefghij";
 const WITHIN: Duration = Duration::from_secs(20);
 
 async fn gateway() -> (RogueOp, Gateway) {
+    gateway_with("").await
+}
+
+/// [`gateway`] with `extra_toml` (e.g. an `[audit]` table) appended to its configuration.
+async fn gateway_with(extra_toml: &str) -> (RogueOp, Gateway) {
     let op = RogueOp::start(CLIENT, SECRET).await;
     op.set_claims(json!({"email": "lee@corp.example", "email_verified": true, "given_name": "Lee", "family_name": "Tester", "groups": ["bc-merchandisers"]}));
     let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
     opts.bigcommerce_extra = format!("webhook_secret = \"{HOOK_SECRET}\"");
+    opts.extra_toml = extra_toml.to_owned();
     let gw = Gateway::start(Reserved::new().await, opts).await;
     // The test gateway listens on plain-http loopback; BigCommerce itself takes https:443 only.
     gw.sim.dangerously_allow_loopback_http_hook_destinations();
@@ -479,4 +486,249 @@ async fn the_webhooks_sync_command_registers_the_hooks_once() {
     assert!(second.status.success(), "{out}");
     assert_eq!(out.matches("  ok ").count(), 2, "{out}");
     assert_eq!(gw.sim.hooks(MAIN_HASH).len(), 2);
+}
+
+/// Signs Lee in and launches the `us` store, which creates Lee's customer on `main`; returns it.
+async fn launch_creating_the_customer(gw: &Gateway) -> storegate::bigcommerce::sim::SimCustomer {
+    let b = Browser::new();
+    let start = b.get(&gw.url("/login")).await;
+    let done = b.follow_while(start, |u| u.path() != "/").await;
+    assert_eq!(done.status(), 303, "signed in: {}", b.hops_text());
+    let launch = b.get(&gw.url("/stores/us/launch")).await;
+    assert_eq!(launch.status(), 302, "{}", b.hops_text());
+    gw.sim
+        .customers(MAIN_HASH)
+        .into_iter()
+        .find(|c| c.email == "lee@corp.example")
+        .expect("the launch created the customer")
+}
+
+/// The trail file's events, as JSON.
+fn trail(file: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// docs/audit.md, "Correlation": a launch, the customer changes it made and the webhooks that
+/// echo them, in one query over the central table (every replica's events).
+const JOIN_QUERY: &str = "\
+SELECT l.line::jsonb->>'request_id', l.line::jsonb->>'idp', l.line::jsonb->>'subject', \
+       l.line::jsonb->>'store', c.line::jsonb->>'reason', c.line::jsonb->>'customer_id', \
+       e.line::jsonb->>'reason', e.line::jsonb->>'subject' \
+FROM audit_events l \
+JOIN audit_events c ON c.event = 'provision' \
+ AND c.line::jsonb->>'request_id' = l.line::jsonb->>'request_id' \
+JOIN audit_events e ON e.event = 'webhook_echo' \
+ AND e.line::jsonb->>'request_id' = l.line::jsonb->>'request_id' \
+ AND e.line::jsonb->>'customer_id' = c.line::jsonb->>'customer_id' \
+WHERE l.event = 'launch' AND l.line::jsonb->>'outcome' = 'allow' \
+ORDER BY l.time";
+
+/// Issue 13, "correlation ids end to end": the launch that creates a customer, the customer
+/// change it made and the webhook BigCommerce sends about it carry one request id, in the
+/// trail file and in the PostgreSQL table, where one query joins the three rows. BigCommerce
+/// saw the same id on the create call. A replay of the echo is a duplicate: no second event.
+#[tokio::test]
+async fn a_launch_its_customer_change_and_the_echoing_webhook_share_one_request_id() {
+    let pg = PostgresServer::start();
+    let dir = std::env::temp_dir().join(format!("sg-hook-corr-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("audit.jsonl");
+    let (_op, gw) = gateway_with(&format!(
+        "[audit]\nfile = \"{}\"\npostgres_url = \"{}\"\nwriter_id = \"gw-corr\"\n",
+        file.display(),
+        pg.url()
+    ))
+    .await;
+    sync_hooks(&gw).await;
+    let customer = launch_creating_the_customer(&gw).await;
+    // The echo may be recorded before the launch's own event (BigCommerce is quick).
+    wait::until("the launch and the echo in the trail", WITHIN, || async {
+        let t = trail(&file);
+        t.iter().any(|e| e["event"] == "webhook_echo") && t.iter().any(|e| e["event"] == "launch")
+    })
+    .await;
+
+    let events = trail(&file);
+    let launch = events
+        .iter()
+        .find(|e| e["event"] == "launch" && e["outcome"] == "allow")
+        .expect("the launch");
+    let rid = launch["request_id"].as_str().expect("request id");
+    assert!(!rid.is_empty());
+    let joined: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["request_id"] == rid).collect();
+    let mut kinds: Vec<(&str, &str)> = joined
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or(""),
+                e["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            ("launch", ""),
+            ("provision", "create"),
+            ("webhook_echo", "customer_created")
+        ],
+        "{joined:#?}"
+    );
+    assert!(
+        joined.iter().all(|e| e["customer_id"] == customer.id),
+        "{joined:#?}"
+    );
+    let bound = format!("{IDP}:{}", launch["subject"].as_str().expect("subject"));
+    let of = |kind: &str| {
+        joined
+            .iter()
+            .find(|e| e["event"] == kind)
+            .copied()
+            .expect("joined above")
+    };
+    let (change, echo) = (of("provision"), of("webhook_echo"));
+    assert_eq!(change["actor"], "launch");
+    assert_eq!(change["subject"], launch["subject"]);
+    assert_eq!(change["store"], "us");
+    assert_eq!(echo["subject"], bound.as_str());
+    assert_eq!(echo["store"], "main");
+    assert_eq!(echo["outcome"], "allow");
+    assert!(
+        echo["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("own change confirmed")),
+        "{echo:#?}"
+    );
+    assert!(
+        events.iter().all(|e| e["event"] != "external_change"),
+        "{events:#?}"
+    );
+    assert!(
+        gw.sim.request_ids(MAIN_HASH).iter().any(|r| r == rid),
+        "BigCommerce saw the request id: {:?}",
+        gw.sim.request_ids(MAIN_HASH)
+    );
+
+    // BigCommerce retries the echo byte for byte: a duplicate, and no second event.
+    let sent = gw
+        .sim
+        .hook_deliveries()
+        .into_iter()
+        .find(|d| d.scope == "store/customer/created")
+        .expect("the simulator's delivery");
+    let (status, text) = post(&gw, "main", Some(HOOK_SECRET), &sent.payload).await;
+    assert_eq!((status, text.trim()), (200, "duplicate"));
+    assert_eq!(metric(&gw, "duplicate").await, 1);
+    assert_eq!(metric(&gw, "own").await, 1);
+
+    // The central table: one query joins the three rows.
+    let want = format!(
+        "{rid}|{IDP}|{}|us|create|{}|customer_created|{bound}",
+        launch["subject"].as_str().unwrap_or(""),
+        customer.id
+    );
+    let mut rows = String::new();
+    let joined_in_table = tokio::time::timeout(WITHIN, async {
+        loop {
+            rows = pg.psql("postgres", JOIN_QUERY).unwrap_or_default();
+            if !rows.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(joined_in_table.is_ok(), "nothing joined in the table");
+    assert_eq!(rows, want);
+    let echoes = trail(&file)
+        .iter()
+        .filter(|e| e["event"] == "webhook_echo")
+        .count();
+    assert_eq!(echoes, 1, "the replay added no event");
+}
+
+/// The echo of our own change arriving after its record expired (BigCommerce retrying for
+/// hours while the gateway was away) is reported as exactly one `external_change`, a false
+/// alarm rather than a missed change; the same echo in time is a `webhook_echo`.
+#[tokio::test]
+async fn an_echo_whose_own_change_record_expired_is_one_external_change() {
+    use storegate::bigcommerce::webhooks::OWN_CHANGE_RECORD_SECS;
+    use storegate::clock::Clock;
+    // No hooks registered: the test delivers by hand, when it chooses.
+    let (_op, gw) = gateway().await;
+    let written_at = gw.clock.now();
+    let customer = launch_creating_the_customer(&gw).await;
+    let launch_rid = gw
+        .audit_now()
+        .into_iter()
+        .find(|e| e.event == EventKind::Launch && e.outcome == Outcome::Allow)
+        .map(|e| e.request_id)
+        .expect("the launch");
+    let at = |scope: &str| {
+        let mut d = delivery(customer.id, scope);
+        d["created_at"] = json!(written_at);
+        d
+    };
+
+    // In time: the echo of our change.
+    let (status, _) = post(
+        &gw,
+        "main",
+        Some(HOOK_SECRET),
+        &at("store/customer/created"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait::until("the echo", WITHIN, || async {
+        metric(&gw, "own").await == 1
+    })
+    .await;
+    let echoes: Vec<AuditEvent> = gw
+        .audit_now()
+        .into_iter()
+        .filter(|e| e.event == EventKind::WebhookEcho)
+        .collect();
+    assert_eq!(echoes.len(), 1, "{echoes:#?}");
+    assert_eq!(echoes[0].request_id, launch_rid);
+
+    // Past the record's lifetime, another delivery about the same write.
+    gw.clock.advance(OWN_CHANGE_RECORD_SECS + 1);
+    let late = at("store/customer/updated");
+    let (status, _) = post(&gw, "main", Some(HOOK_SECRET), &late).await;
+    assert_eq!(status, 200);
+    wait::until("the external change", WITHIN, || async {
+        metric(&gw, "external").await == 1
+    })
+    .await;
+    let events = external_changes(&gw);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let ev = &events[0];
+    assert_eq!(ev.outcome, Outcome::Allow);
+    assert_eq!(ev.reason.as_deref(), Some("customer_updated"));
+    assert_eq!(ev.customer_id, Some(customer.id));
+    assert_eq!(ev.store.as_deref(), Some("main"));
+    assert_eq!(ev.email.as_deref(), Some("lee@corp.example"));
+    assert!(
+        ev.subject
+            .as_deref()
+            .is_some_and(|s| s.starts_with(&format!("{IDP}:"))),
+        "{ev:#?}"
+    );
+    assert_ne!(ev.request_id, launch_rid, "no longer joined to the launch");
+    assert_eq!(
+        ev.target.as_deref(),
+        Some(format!("customer {} on main", customer.id).as_str())
+    );
+    let echoes = gw
+        .audit_now()
+        .into_iter()
+        .filter(|e| e.event == EventKind::WebhookEcho)
+        .count();
+    assert_eq!(echoes, 1, "the late delivery is no echo");
 }

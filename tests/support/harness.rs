@@ -329,7 +329,16 @@ impl Gateway {
             Ok(c) => c,
             Err(d) => panic!("test config invalid:\n{d}"),
         };
-        let (audit, rx) = AuditLog::channel();
+        // With `[audit] file` the gateway writes the real trail (and the PostgreSQL sink of
+        // `postgres_url`) as `storegate serve` does; its events are then read from the file or
+        // the table, and `audit_now` sees none.
+        let (audit, rx) = match &cfg.audit {
+            config::AuditTarget::File(_) => (
+                storegate::server::open_audit(&cfg).expect("open the audit trail"),
+                AuditLog::channel().1,
+            ),
+            config::AuditTarget::Stdout => AuditLog::channel(),
+        };
         let state =
             app::build_state(cfg, std::sync::Arc::new(clock.clone()), audit).expect("build state");
         let state = app::open_scim(state).await.expect("open SCIM");

@@ -331,3 +331,68 @@ fn names_fall_back_to_display_name_then_email_local_part() {
     assert_eq!(first, "grace.hopper");
     assert_eq!(last.len(), 100);
 }
+
+/// The launch audits what it wrote: a create, an adoption (with the channels it widened), an
+/// update, and nothing when the customer was already in line.
+#[tokio::test]
+async fn the_launch_is_told_what_it_wrote() {
+    let ada = identity(Some("ada@corp.example"));
+    let fake = Fake::default();
+    let created = ensure_customer_reporting(&fake, &ada, &decision(None), &[3])
+        .await
+        .unwrap();
+    assert_eq!(created.change, Some(CustomerChange::Created));
+    assert_eq!(
+        created.change.as_ref().map(CustomerChange::reason),
+        Some("create")
+    );
+    let again = ensure_customer_reporting(&fake, &ada, &decision(None), &[3])
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Ensured {
+            id: created.id,
+            change: None
+        }
+    );
+    let widened = ensure_customer_reporting(&fake, &ada, &decision(None), &[3, 4])
+        .await
+        .unwrap();
+    let update = CustomerUpdate {
+        channel_ids: Some(vec![3, 4]),
+        customer_group_id: None,
+    };
+    assert_eq!(
+        widened.change,
+        Some(CustomerChange::Updated(update.clone()))
+    );
+    assert_eq!(
+        widened.change.as_ref().map(CustomerChange::reason),
+        Some("update")
+    );
+
+    let fake = Fake::default();
+    fake.customers.lock().push(existing(Some(vec![1]), 0));
+    let adopted = ensure_customer_reporting(&fake, &ada, &decision(None), &[1])
+        .await
+        .unwrap();
+    assert_eq!(
+        adopted.change,
+        Some(CustomerChange::Adopted { update: None })
+    );
+    let fake = Fake::default();
+    fake.customers.lock().push(existing(Some(vec![1]), 0));
+    let adopted = ensure_customer_reporting(&fake, &ada, &decision(None), &[2])
+        .await
+        .unwrap();
+    let change = adopted.change.expect("adopted");
+    assert_eq!(change.reason(), "adopt");
+    assert_eq!(
+        change.update(),
+        Some(&CustomerUpdate {
+            channel_ids: Some(vec![1, 2]),
+            customer_group_id: None
+        })
+    );
+}

@@ -81,6 +81,8 @@ pub struct HookDelivery {
     pub attempt: u32,
     /// The destination's answer; `None` when it could not be reached.
     pub status: Option<u16>,
+    /// The body sent (a test replays it byte for byte, as BigCommerce's retry does).
+    pub payload: Value,
 }
 
 /// The hook routes; [`super::api::router`] puts them behind its guard (token, quota).
@@ -296,6 +298,7 @@ async fn deliver(sim: SimHandle, hash: String, hook: SimHook, scope: String, pay
             scope: scope.clone(),
             attempt,
             status,
+            payload: payload.clone(),
         });
         if status.is_some_and(|s| (200..300).contains(&s)) {
             return;

@@ -1040,7 +1040,8 @@ fn demo_users_cover_each_outcome() {
             "bc-finance",
             "bc-support",
             "agency-northwind",
-            ""
+            "",
+            "storegate-admins"
         ]
     );
 }

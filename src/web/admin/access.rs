@@ -58,6 +58,9 @@ struct AccessPage<'a> {
     dormant: usize,
     expiring: usize,
     csv_link: String,
+    /// The filter form's values: what was asked, else the defaults.
+    dormant_window: &'a str,
+    expiring_window: &'a str,
 }
 
 /// `GET /admin/access`.
@@ -68,9 +71,19 @@ pub async fn page(
 ) -> Result<Response, AppError> {
     let w = q.windows(&admin.request_id)?;
     let r = report(&state, w).await;
+    let dormant_window = q
+        .dormant
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .unwrap_or("30d");
+    let expiring_window = q
+        .expiring
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .unwrap_or("14d");
     let query = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("dormant", q.dormant.as_deref().unwrap_or("30d"))
-        .append_pair("expiring", q.expiring.as_deref().unwrap_or("14d"))
+        .append_pair("dormant", dormant_window)
+        .append_pair("expiring", expiring_window)
         .finish();
     let page = AccessPage {
         rows: &r.rows,
@@ -79,6 +92,8 @@ pub async fn page(
         dormant: r.rows.iter().filter(|x| x.dormant).count(),
         expiring: r.rows.iter().filter(|x| x.expiring).count(),
         csv_link: format!("/admin/access.csv?{query}"),
+        dormant_window,
+        expiring_window,
     };
     Ok(render(&page, &admin.request_id))
 }

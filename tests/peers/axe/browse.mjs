@@ -10,6 +10,8 @@
 //   {"goto": URL}                          navigate and wait for the load event
 //   {"axe": true}                          run axe-core; result: the violations
 //   {"key": "Tab" | "Enter" | "Escape", "shift": bool}   press a key in the page
+//        with "waitForLoad": true, wait for the page it leads to; with "waitForDownload": true,
+//        for the download it starts (result: {url, filename, text} of the downloaded file)
 //   {"type": TEXT}                         type text into the focused element
 //   {"click": SELECTOR}                    click an element and wait for the next page
 //   {"eval": JS}                           evaluate an expression; result: its JSON value
@@ -64,11 +66,11 @@ function send(method, params = {}, sessionId) {
   return new Promise((resolve, reject) => waiting.set(id, { resolve, reject }));
 }
 
-function once(method, sessionId, limitMs = 30000) {
+function once(method, sessionId, limitMs = 30000, matches = () => true) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no ${method} within ${limitMs} ms`)), limitMs);
     const l = (msg) => {
-      if (msg.method === method && msg.sessionId === sessionId) {
+      if (msg.method === method && msg.sessionId === sessionId && matches(msg.params)) {
         clearTimeout(timer);
         listeners.splice(listeners.indexOf(l), 1);
         resolve(msg.params);
@@ -92,6 +94,22 @@ const KEYS = {
   Escape: { code: "Escape", keyCode: 27 },
   Space: { code: "Space", keyCode: 32, text: " ", key: " " },
 };
+
+// Downloads go to a fresh directory, named by their guid; the returned function waits for the
+// next one to finish and reads it (browser-level events: no session id).
+async function expectDownload() {
+  const dir = mkdtempSync(join(tmpdir(), "storegate-download-"));
+  await send("Browser.setDownloadBehavior", { behavior: "allowAndName", downloadPath: dir, eventsEnabled: true });
+  const begun = once("Browser.downloadWillBegin", undefined);
+  const done = once("Browser.downloadProgress", undefined, 30000, (p) => p.state === "completed");
+  return async () => {
+    const b = await begun;
+    await done;
+    const text = readFileSync(join(dir, b.guid), "utf8");
+    rmSync(dir, { recursive: true, force: true });
+    return { url: b.url, filename: b.suggestedFilename, text };
+  };
+}
 
 async function main() {
   const { targetId } = await send("Target.createTarget", { url: "about:blank" });
@@ -127,10 +145,11 @@ async function main() {
       const base = { key: k.key ?? step.key, code: k.code, windowsVirtualKeyCode: k.keyCode, modifiers: step.shift ? 8 : 0 };
       const navigates = step.key === "Enter" && step.waitForLoad;
       const loaded = navigates ? once("Page.loadEventFired", s) : null;
+      const download = step.waitForDownload ? await expectDownload() : null;
       await send("Input.dispatchKeyEvent", { type: "keyDown", ...base, text: k.text }, s);
       await send("Input.dispatchKeyEvent", { type: "keyUp", ...base }, s);
       if (loaded) { await loaded; }
-      results.push(true);
+      results.push(download ? await download() : true);
     } else if (step.type !== undefined) {
       await send("Input.insertText", { text: step.type }, s);
       results.push(true);
