@@ -49,7 +49,7 @@ pub const NOW: UnixTime = 1_796_200_000;
 const WIDE_SKEW: Duration = Duration::from_secs(100 * 365 * 86_400);
 const SHA256_SIG: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 
-/// The seven fuzz targets.
+/// The fuzz targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     SamlResponse,
@@ -63,10 +63,12 @@ pub enum Target {
     ProxyHeaders,
     /// `POST /oidc/{idp}/backchannel-logout`: the logout token's parser and claim checks (issue 14).
     LogoutToken,
+    /// The GraphQL Account API's answers: `account_api::decode_*` (issue 12).
+    AccountApiDecode,
 }
 
 impl Target {
-    pub const ALL: [Target; 8] = [
+    pub const ALL: [Target; 9] = [
         Target::SamlResponse,
         Target::SloRedirect,
         Target::ScimFilter,
@@ -75,6 +77,7 @@ impl Target {
         Target::ForwardedRequest,
         Target::ProxyHeaders,
         Target::LogoutToken,
+        Target::AccountApiDecode,
     ];
 
     /// The corpus folder name (`tests/fuzz/corpus/<name>`) and the cargo-fuzz target name.
@@ -88,6 +91,7 @@ impl Target {
             Target::ForwardedRequest => "forwarded_request",
             Target::ProxyHeaders => "proxy_headers",
             Target::LogoutToken => "logout_token",
+            Target::AccountApiDecode => "account_api_decode",
         }
     }
 }
@@ -176,6 +180,7 @@ impl Fuzz {
             Target::ForwardedRequest => forwarded_request(data),
             Target::ProxyHeaders => proxy_headers(data),
             Target::LogoutToken => logout_token(data),
+            Target::AccountApiDecode => account_api_decode(data),
         }
     }
 
@@ -677,4 +682,111 @@ async fn patch_both(req: PatchRequest) -> &'static str {
         1 => "applied_to_one",
         _ => "applied_to_both",
     }
+}
+
+/// The GraphQL Account API client's decoding of an answer (issue 12): the first byte picks the
+/// document (`byte % 6`: `0` account users, `1` store users, `2`..`5` the four mutations) and,
+/// from 0x80 up, a non-200 status (`byte % 5` of 400, 401, 403, 429, 500); the rest is the body.
+/// Oracles: a non-200 answer or a body with a non-empty top-level `errors[]` (any occurrence of
+/// the key, found by a second reading independent of the decoder's) is never a success; pages
+/// hold at most what was asked, cursors are non-empty and bounded; messages are clipped.
+pub fn account_api_decode(data: &[u8]) -> &'static str {
+    use crate::bigcommerce::account_api::{
+        self as api, AccountApiError, MAX_CURSOR, MAX_MESSAGE, MAX_MESSAGES, PAGE_SIZE,
+        STORE_PAGE_SIZE, ops,
+    };
+    let Some((&pick, body)) = data.split_first() else {
+        return "empty";
+    };
+    let status = if pick < 0x80 {
+        200
+    } else {
+        [400, 401, 403, 429, 500][usize::from(pick) % 5]
+    };
+    let retry = Some("120");
+    let cursor_ok = |c: &Option<String>| {
+        c.as_ref()
+            .is_none_or(|c| !c.is_empty() && c.len() <= MAX_CURSOR)
+    };
+    let result: Result<&'static str, AccountApiError> = match pick % 6 {
+        0 => api::decode_account_users(status, retry, body).map(|p| {
+            assert!(p.items.len() <= PAGE_SIZE as usize, "an oversized page");
+            assert!(cursor_ok(&p.next), "an empty or oversized cursor");
+            "users_page"
+        }),
+        1 => api::decode_store_users(status, retry, body, STORE_PAGE_SIZE).map(|p| {
+            assert!(
+                p.stores.len() <= STORE_PAGE_SIZE as usize,
+                "an oversized page"
+            );
+            assert!(cursor_ok(&p.next), "an empty or oversized cursor");
+            for s in &p.stores {
+                assert!(
+                    s.users.items.len() <= PAGE_SIZE as usize,
+                    "an oversized page"
+                );
+                assert!(cursor_ok(&s.users.next) && s.cursor.len() <= MAX_CURSOR);
+            }
+            "stores_page"
+        }),
+        k => {
+            let field = [
+                ops::ADD_USER_TO_ACCOUNT_RESULT,
+                ops::REMOVE_USER_FROM_ACCOUNT_RESULT,
+                ops::ADD_USER_TO_STORE_RESULT,
+                ops::REMOVE_USER_FROM_STORE_RESULT,
+            ][usize::from(k - 2)];
+            api::decode_mutation(status, retry, body, field).map(|()| "mutated")
+        }
+    };
+    match result {
+        Ok(label) => {
+            assert_eq!(status, 200, "a {status} answer decoded as a success");
+            assert!(
+                !has_graphql_errors(body),
+                "a body with errors[] decoded as a success"
+            );
+            label
+        }
+        Err(e) => {
+            if let AccountApiError::GraphQl { messages } = &e {
+                assert!(messages.len() <= MAX_MESSAGES);
+                assert!(messages.iter().all(|m| m.chars().count() <= MAX_MESSAGE));
+            }
+            match e {
+                AccountApiError::RateLimited { .. } => "rate_limited",
+                AccountApiError::Transient(_) => "transient",
+                AccountApiError::Refused { .. } => "refused",
+                AccountApiError::GraphQl { .. } => "graphql_errors",
+                AccountApiError::Unexpected(_) => "unexpected",
+            }
+        }
+    }
+}
+
+/// Whether any top-level `errors` member of a JSON object is a non-empty array: every
+/// occurrence of the key, read without the decoder's code (a duplicate key must not hide one).
+fn has_graphql_errors(body: &[u8]) -> bool {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Scan;
+    impl<'de> Visitor<'de> for Scan {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut found = false;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "errors" {
+                    let v: Value = map.next_value()?;
+                    found |= v.as_array().is_some_and(|a| !a.is_empty());
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.deserialize_map(Scan).unwrap_or(false)
 }

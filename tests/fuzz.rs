@@ -21,8 +21,8 @@
 //! corpus file. A hang ends the test process at once (exit code 101): the stuck thread cannot be
 //! stopped, and the process's exit handlers would crash under it.
 //!
-//! Settings: `STOREGATE_FUZZ_SECONDS` (mutation time per target, default 30; 0 replays the corpus
-//! only), `STOREGATE_FUZZ_HANG_SECONDS` (per input, default 5), `STOREGATE_FUZZ_SEED` (the
+//! Settings: `STOREGATE_FUZZ_SECONDS` (mutation time per target, default 30, or 8 for the quick
+//! JSON and text parsers: see `default_seconds`; 0 replays the corpus only), `STOREGATE_FUZZ_HANG_SECONDS` (per input, default 5), `STOREGATE_FUZZ_SEED` (the
 //! mutation seed; each run prints the one it used), `STOREGATE_FUZZ_PENDING=1` (also replay the
 //! corpus files listed in `tests/fuzz/pending.txt`: known findings waiting for a fix).
 //! `STOREGATE_FUZZ_VERBOSE=1` prints the outcome of every corpus file.
@@ -239,6 +239,29 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "\"crit\":[\"b64\"]",
             "raw:",
             ".",
+        ],
+        Target::AccountApiDecode => &[
+            "\"errors\":[{\"message\":\"x\"}],",
+            "\"errors\":[],",
+            "\"errors\":{},",
+            "\"data\":null,",
+            "\"data\":{},",
+            "\"hasNextPage\":true",
+            "\"hasNextPage\":false",
+            "\"endCursor\":null",
+            "\"endCursor\":\"\"",
+            "\"cursor\":\"c\"",
+            "\"edges\":[]",
+            "\"node\":{}",
+            "\"permissions\":[\"Manage_Users\"]",
+            "\"storeHash\":\"h\"",
+            "\"addUserToStore\":null",
+            "\"addUserToStore\":{}",
+            "\\u0000",
+            "\\ud800",
+            "1e999",
+            "\u{80}",
+            "\u{fe}",
         ],
         Target::ConfigLoader => &[
             "\n[saml]\nkey_file = \"sp.key\"\ncert_file = \"sp.crt\"\n",
@@ -500,8 +523,8 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
     let rounds = 1 + rng.below(4);
     for _ in 0..rounds {
         // Structured rounds keep the input parseable for longer: one in three, and two in three
-        // for PATCH bodies (JSON that no longer parses stops at serde).
-        let structured_round = if target == Target::ScimPatch {
+        // for PATCH bodies and Account API answers (JSON that no longer parses stops at serde).
+        let structured_round = if matches!(target, Target::ScimPatch | Target::AccountApiDecode) {
             !rng.chance(3)
         } else {
             rng.chance(3)
@@ -521,6 +544,20 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
                 | Target::ForwardedRequest
                 | Target::ProxyHeaders
                 | Target::LogoutToken => line_mutation(rng, &mut data),
+                // The first byte picks the document; the rest is JSON.
+                Target::AccountApiDecode => match data.split_first() {
+                    Some((&pick, rest)) => match serde_json::from_slice(rest) {
+                        Ok(mut v) => {
+                            mutate_json(rng, &mut v, 0);
+                            let mut out = vec![pick];
+                            out.extend(serde_json::to_vec(&v).unwrap_or_default());
+                            data = out;
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    None => false,
+                },
                 Target::ScimFilter => false,
             };
         if !structured {
@@ -661,9 +698,19 @@ fn divert_native_stderr() {
     });
 }
 
+/// Mutation seconds per target unless `STOREGATE_FUZZ_SECONDS` says: the parsers of small JSON
+/// or text inputs run thousands of inputs a second and get a shorter default, so that each
+/// new target adds seconds, not half a minute, to `make test`.
+fn default_seconds(target: Target) -> u64 {
+    match target {
+        Target::AccountApiDecode => 8,
+        _ => 30,
+    }
+}
+
 fn fuzz(target: Target) {
     divert_native_stderr();
-    let seconds = env_u64("STOREGATE_FUZZ_SECONDS", 30);
+    let seconds = env_u64("STOREGATE_FUZZ_SECONDS", default_seconds(target));
     let hang = Duration::from_secs(env_u64("STOREGATE_FUZZ_HANG_SECONDS", 5));
     let seed = env_u64(
         "STOREGATE_FUZZ_SEED",
@@ -764,4 +811,9 @@ fn fuzz_proxy_headers() {
 #[test]
 fn fuzz_logout_token() {
     fuzz(Target::LogoutToken);
+}
+
+#[test]
+fn fuzz_account_api_decode() {
+    fuzz(Target::AccountApiDecode);
 }
