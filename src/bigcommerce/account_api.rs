@@ -101,7 +101,15 @@ pub fn decode<T: DeserializeOwned>(
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| AccountApiError::Unexpected(clip(&format!("not JSON: {e}"))))?;
-    if let Some(errors) = v.get("errors").and_then(Value::as_array)
+    if !v.is_object() {
+        return Err(AccountApiError::Unexpected("not a JSON object".into()));
+    }
+    // Read again as the two members that matter: a JSON object keeps only the last of two
+    // members with one name, so `{"errors":[..],"data":..,"errors":[]}` would pass for a success.
+    // The typed read refuses a repeated `data` or `errors` (fuzz target account_api_decode).
+    let v: Envelope = serde_json::from_slice(body)
+        .map_err(|e| AccountApiError::Unexpected(clip(&format!("not one answer: {e}"))))?;
+    if let Some(errors) = v.errors.as_ref().and_then(Value::as_array)
         && !errors.is_empty()
     {
         let messages = errors
@@ -112,10 +120,19 @@ pub fn decode<T: DeserializeOwned>(
         return Err(AccountApiError::GraphQl { messages });
     }
     let data = v
-        .get("data")
+        .data
         .filter(|d| d.is_object())
         .ok_or_else(|| AccountApiError::Unexpected("no `data` object".into()))?;
     T::deserialize(data).map_err(|e| AccountApiError::Unexpected(clip(&e.to_string())))
+}
+
+/// The top level of a GraphQL answer (other members, such as `extensions`, are ignored).
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    errors: Option<Value>,
 }
 
 /// Whether a mutation's `data` holds its result object at `field`.

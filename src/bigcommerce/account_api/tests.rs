@@ -191,3 +191,23 @@ fn a_page_larger_than_asked_is_unexpected() {
         ))
     );
 }
+
+/// Seed `tests/fuzz/corpus/account_api_decode/hostile-duplicate-errors`: a repeated `errors`
+/// member (the last one empty) must not hide the first; the oracle of the fuzz target found it.
+#[test]
+fn a_repeated_errors_member_is_unexpected_not_a_success() {
+    let body = br#"{"errors":[{"message":"The user already has access to this store"}],"data":{"user":{"addUserToStore":{"storeId":"abc123"}}},"errors":[]}"#;
+    match decode_mutation(200, None, body, ops::ADD_USER_TO_STORE_RESULT) {
+        Err(AccountApiError::Unexpected(m)) => {
+            assert!(
+                m.starts_with("not one answer: duplicate field `errors`"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        decode::<Value>(200, None, b"[{\"data\":{}}]"),
+        Err(AccountApiError::Unexpected("not a JSON object".into()))
+    );
+}
