@@ -65,10 +65,12 @@ pub enum Target {
     LogoutToken,
     /// The GraphQL Account API's answers: `account_api::decode_*` (issue 12).
     AccountApiDecode,
+    /// `POST /webhooks/bigcommerce/{id}` after the secret check: `bigcommerce::webhooks::classify` (issue 13).
+    WebhookPayload,
 }
 
 impl Target {
-    pub const ALL: [Target; 9] = [
+    pub const ALL: [Target; 10] = [
         Target::SamlResponse,
         Target::SloRedirect,
         Target::ScimFilter,
@@ -78,6 +80,7 @@ impl Target {
         Target::ProxyHeaders,
         Target::LogoutToken,
         Target::AccountApiDecode,
+        Target::WebhookPayload,
     ];
 
     /// The corpus folder name (`tests/fuzz/corpus/<name>`) and the cargo-fuzz target name.
@@ -92,6 +95,7 @@ impl Target {
             Target::ProxyHeaders => "proxy_headers",
             Target::LogoutToken => "logout_token",
             Target::AccountApiDecode => "account_api_decode",
+            Target::WebhookPayload => "webhook_payload",
         }
     }
 }
@@ -181,6 +185,7 @@ impl Fuzz {
             Target::ProxyHeaders => proxy_headers(data),
             Target::LogoutToken => logout_token(data),
             Target::AccountApiDecode => account_api_decode(data),
+            Target::WebhookPayload => webhook_payload(data),
         }
     }
 
@@ -789,4 +794,96 @@ fn has_graphql_errors(body: &[u8]) -> bool {
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     de.deserialize_map(Scan).unwrap_or(false)
+}
+
+/// `POST /webhooks/bigcommerce/{id}` once the secret matched: `data` is the body, classified as
+/// the handler does ([`classify`](crate::bigcommerce::webhooks::classify)) for account `main`
+/// (store `abc123`), and again for `outlet` (store `def456`) and for an account without a store
+/// hash. Oracles: only the scopes listed here (BigCommerce's, written out independently of the
+/// code's list) are acted on; a delivery is accepted for at most one store, its producer's, and
+/// never for an empty hash; the de-duplication key is the same for the same bytes and differs
+/// between accounts; `created_at` compared with our writes neither panics nor wraps.
+pub fn webhook_payload(data: &[u8]) -> &'static str {
+    use crate::bigcommerce::webhooks::{
+        OWN_CHANGE_TOLERANCE_SECS, Subject, classify, dedup_key, stamped_near,
+    };
+    const ACTED_ON: [&str; 7] = [
+        "store/customer/created",
+        "store/customer/updated",
+        "store/customer/deleted",
+        "store/customer/channel/login/access/updated",
+        "store/company/user/created",
+        "store/company/user/updated",
+        "store/company/user/deleted",
+    ];
+    let main = classify("main", "abc123", data);
+    let outlet = classify("outlet", "def456", data);
+    assert!(
+        classify("blank", "", data).is_err(),
+        "a delivery was accepted for an account without a store hash"
+    );
+    let c = match main {
+        Err(r) => {
+            assert!(
+                matches!(
+                    (r.status, r.reason),
+                    (413, "webhook_too_large")
+                        | (400, "webhook_payload_invalid")
+                        | (400, "webhook_wrong_store")
+                ),
+                "an undocumented refusal {r:?}"
+            );
+            if let Ok(o) = &outlet {
+                assert_eq!(o.delivery.producer, "stores/def456");
+                return "other_store";
+            }
+            return r.reason;
+        }
+        Ok(c) => c,
+    };
+    assert_eq!(c.delivery.producer, "stores/abc123");
+    assert!(outlet.is_err(), "one delivery was accepted for two stores");
+    // The de-duplication key: a function of the account and the bytes, nothing else.
+    assert_eq!(c.dedup_key, dedup_key("main", data));
+    assert_ne!(c.dedup_key, dedup_key("outlet", data));
+    let scope = c.delivery.scope.as_str();
+    let Some(subject) = c.subject else {
+        assert!(
+            !ACTED_ON.contains(&scope),
+            "the documented scope {scope:?} was ignored"
+        );
+        return "ignored";
+    };
+    assert!(
+        ACTED_ON.contains(&scope),
+        "the scope {scope:?} was acted on"
+    );
+    let created = c.delivery.created_at;
+    for write in [
+        NOW,
+        0,
+        i64::MIN,
+        i64::MAX,
+        created.wrapping_add(11),
+        created,
+    ] {
+        let near = (i128::from(created) - i128::from(write)).abs()
+            <= i128::from(OWN_CHANGE_TOLERANCE_SECS);
+        assert_eq!(
+            stamped_near(created, write),
+            near,
+            "created_at {created} against a write at {write}"
+        );
+    }
+    match subject {
+        Subject::Customer { id, deleted } => {
+            assert_eq!(id, c.delivery.data.id);
+            assert_eq!(deleted, scope == "store/customer/deleted");
+            "customer"
+        }
+        Subject::CompanyUser { id } => {
+            assert_eq!(id, c.delivery.data.id);
+            "company_user"
+        }
+    }
 }

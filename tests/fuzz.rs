@@ -263,6 +263,23 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "\u{80}",
             "\u{fe}",
         ],
+        Target::WebhookPayload => &[
+            "\"scope\":\"store/customer/updated\",",
+            "\"scope\":\"store/customer/address/updated\",",
+            "\"scope\":\"store/company/user/created\",",
+            "\"producer\":\"stores/abc123\",",
+            "\"producer\":\"stores/def456\",",
+            "\"producer\":\"stores/\",",
+            "\"created_at\":-9223372036854775808,",
+            "\"created_at\":9223372036854775807,",
+            "\"id\":18446744073709551615",
+            "\"id\":-1",
+            "\"data\":{},",
+            "store/customer/",
+            "stores/abc123",
+            "\\u0000",
+            "\\/",
+        ],
         Target::ConfigLoader => &[
             "\n[saml]\nkey_file = \"sp.key\"\ncert_file = \"sp.crt\"\n",
             "\n[[idp]]\nid = \"s\"\nprotocol = \"saml\"\nmetadata_file = \"idp-metadata.xml\"\n",
@@ -524,7 +541,10 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
     for _ in 0..rounds {
         // Structured rounds keep the input parseable for longer: one in three, and two in three
         // for PATCH bodies and Account API answers (JSON that no longer parses stops at serde).
-        let structured_round = if matches!(target, Target::ScimPatch | Target::AccountApiDecode) {
+        let structured_round = if matches!(
+            target,
+            Target::ScimPatch | Target::AccountApiDecode | Target::WebhookPayload
+        ) {
             !rng.chance(3)
         } else {
             rng.chance(3)
@@ -532,7 +552,7 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
         let structured = structured_round
             && match target {
                 Target::SamlResponse | Target::SloRedirect => xml_mutation(rng, &mut data),
-                Target::ScimPatch => match serde_json::from_slice(&data) {
+                Target::ScimPatch | Target::WebhookPayload => match serde_json::from_slice(&data) {
                     Ok(mut v) => {
                         mutate_json(rng, &mut v, 0);
                         data = serde_json::to_vec(&v).unwrap_or(data);
@@ -703,7 +723,7 @@ fn divert_native_stderr() {
 /// new target adds seconds, not half a minute, to `make test`.
 fn default_seconds(target: Target) -> u64 {
     match target {
-        Target::AccountApiDecode => 8,
+        Target::AccountApiDecode | Target::WebhookPayload => 8,
         _ => 30,
     }
 }
@@ -816,4 +836,9 @@ fn fuzz_logout_token() {
 #[test]
 fn fuzz_account_api_decode() {
     fuzz(Target::AccountApiDecode);
+}
+
+#[test]
+fn fuzz_webhook_payload() {
+    fuzz(Target::WebhookPayload);
 }

@@ -16,7 +16,7 @@ use super::AppState;
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::bigcommerce::webhooks::sync::{self, HooksClient};
 use crate::bigcommerce::webhooks::{
-    Delivery, MAX_DELIVERY_BYTES, OwnChanges, SECRET_HEADER, SETTLE, Subject, dedup_key,
+    Delivery, OwnChanges, SECRET_HEADER, SETTLE, Subject, classify,
 };
 use crate::config::BigCommerceAccount;
 
@@ -165,53 +165,15 @@ pub async fn receive(
             format!("a webhook delivery without the right {SECRET_HEADER} header was refused"),
         );
     }
-    if body.len() > MAX_DELIVERY_BYTES {
-        state.metrics.observe_webhook(&account.id, "invalid");
-        return refuse(
-            &state,
-            &rid,
-            &account.id,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "webhook_too_large",
-            format!(
-                "{} bytes; a delivery is at most {MAX_DELIVERY_BYTES}",
-                body.len()
-            ),
-        );
-    }
-    let delivery: Delivery = match serde_json::from_slice(&body) {
-        Ok(d) => d,
-        Err(e) => {
+    let classified = match classify(&account.id, &account.store_hash, &body) {
+        Ok(c) => c,
+        Err(r) => {
             state.metrics.observe_webhook(&account.id, "invalid");
-            return refuse(
-                &state,
-                &rid,
-                &account.id,
-                StatusCode::BAD_REQUEST,
-                "webhook_payload_invalid",
-                format!("not a BigCommerce webhook payload: {e}"),
-            );
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return refuse(&state, &rid, &account.id, status, r.reason, r.detail);
         }
     };
-    if delivery.producer != format!("stores/{}", account.store_hash) {
-        state.metrics.observe_webhook(&account.id, "invalid");
-        return refuse(
-            &state,
-            &rid,
-            &account.id,
-            StatusCode::BAD_REQUEST,
-            "webhook_wrong_store",
-            format!(
-                "the delivery names producer {:?}, not this account's store",
-                delivery.producer
-            ),
-        );
-    }
-    match hooks
-        .own
-        .first_delivery(&dedup_key(&account.id, &body))
-        .await
-    {
+    match hooks.own.first_delivery(&classified.dedup_key).await {
         Ok(true) => {}
         Ok(false) => {
             state.metrics.observe_webhook(&account.id, "duplicate");
@@ -224,13 +186,14 @@ pub async fn receive(
             return (StatusCode::SERVICE_UNAVAILABLE, "retry later\n").into_response();
         }
     }
-    let Some(subject) = delivery.subject() else {
+    let Some(subject) = classified.subject else {
         state.metrics.observe_webhook(&account.id, "ignored");
         return (StatusCode::OK, "ignored\n").into_response();
     };
     // Answer BigCommerce now; correlating may wait for our own write to be recorded.
     let bg = state.clone();
     let account = account.clone();
+    let delivery = classified.delivery;
     tokio::spawn(async move { correlate(bg, account, delivery, subject, rid).await });
     (StatusCode::OK, "accepted\n").into_response()
 }
