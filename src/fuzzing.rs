@@ -67,10 +67,12 @@ pub enum Target {
     AccountApiDecode,
     /// `POST /webhooks/bigcommerce/{id}` after the secret check: `bigcommerce::webhooks::classify` (issue 13).
     WebhookPayload,
+    /// `POST /scim/v2/Users|Groups` and `PUT .../{id}`: `ScimService::create` and `replace`.
+    ScimResource,
 }
 
 impl Target {
-    pub const ALL: [Target; 10] = [
+    pub const ALL: [Target; 11] = [
         Target::SamlResponse,
         Target::SloRedirect,
         Target::ScimFilter,
@@ -81,6 +83,7 @@ impl Target {
         Target::LogoutToken,
         Target::AccountApiDecode,
         Target::WebhookPayload,
+        Target::ScimResource,
     ];
 
     /// The corpus folder name (`tests/fuzz/corpus/<name>`) and the cargo-fuzz target name.
@@ -96,6 +99,7 @@ impl Target {
             Target::LogoutToken => "logout_token",
             Target::AccountApiDecode => "account_api_decode",
             Target::WebhookPayload => "webhook_payload",
+            Target::ScimResource => "scim_resource",
         }
     }
 }
@@ -186,6 +190,7 @@ impl Fuzz {
             Target::LogoutToken => logout_token(data),
             Target::AccountApiDecode => account_api_decode(data),
             Target::WebhookPayload => webhook_payload(data),
+            Target::ScimResource => scim_resource(data),
         }
     }
 
@@ -886,4 +891,178 @@ pub fn webhook_payload(data: &[u8]) -> &'static str {
             "company_user"
         }
     }
+}
+
+/// `POST /scim/v2/Users|Groups` and `PUT .../{id}`: the first byte picks the kind (`g` or `G`: a
+/// Group, anything else: a User), the rest is the JSON body. [`ScimService::create`], then the
+/// same body as a PUT over a stored fixture, each read back and found by a filter on its name.
+/// Oracles: what a create answers is what a read returns and what the name filter lists; a
+/// second create with the name in another (ASCII) case, or a create of the fixture's name, is
+/// refused with 409 `uniqueness`; a PUT keeps the id.
+pub fn scim_resource(data: &[u8]) -> &'static str {
+    let Some((&pick, body)) = data.split_first() else {
+        return "empty";
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return "not_json";
+    };
+    let kind = if pick.eq_ignore_ascii_case(&b'g') {
+        Kind::Group
+    } else {
+        Kind::User
+    };
+    RUNTIME.with(|rt| {
+        let Some(rt) = rt else {
+            panic!("cannot build the tokio runtime of the scim_resource target");
+        };
+        rt.block_on(create_and_replace(kind, body))
+    })
+}
+
+/// The attribute a kind is unique by.
+fn unique_attr(kind: Kind) -> &'static str {
+    if kind == Kind::User {
+        "userName"
+    } else {
+        "displayName"
+    }
+}
+
+/// `s` with the case of every ASCII letter swapped.
+fn swap_ascii_case(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+async fn create_and_replace(kind: Kind, body: Value) -> &'static str {
+    use crate::provisioning::scim::wire::{ListQuery, ScimType};
+    const BASE: &str = "https://sso.corp.example/scim/v2";
+    let Ok(s) = ScimService::open(Arc::new(MemoryStore), Arc::new(ManualClock::at(NOW))).await
+    else {
+        panic!("the in-memory SCIM store did not open");
+    };
+    let fixture = if kind == Kind::User {
+        json!({"userName": SIGNED_SUBJECT, "emails": [{"value": SIGNED_SUBJECT, "primary": true}]})
+    } else {
+        json!({"displayName": "bc-merchandisers"})
+    };
+    let Ok((fixture, _)) = s.create(kind, fixture, BASE).await else {
+        panic!("the SCIM fixture was refused");
+    };
+    let fixture_id = fixture["id"].as_str().unwrap_or_default().to_owned();
+    let fixture_name = fixture[unique_attr(kind)]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The service reads the name under any case of its key; with two such keys which one wins
+    // is the service's business, so the oracle judges only a body with one.
+    let names: Vec<&Value> = body
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(unique_attr(kind)))
+                .map(|(_, v)| v)
+                .collect()
+        })
+        .unwrap_or_default();
+    let taken = matches!(names.as_slice(), [n] if n
+        .as_str()
+        .is_some_and(|n| n.trim().eq_ignore_ascii_case(&fixture_name)));
+    let mut label: &'static str = match s.create(kind, body.clone(), BASE).await {
+        Err(e) => {
+            if taken {
+                // Oracle: the fixture's name, in any ASCII case, is taken.
+                assert_eq!(
+                    (e.status, e.scim_type),
+                    (409, Some(ScimType::Uniqueness)),
+                    "a create of a taken name was refused with another error: {e}"
+                );
+            }
+            "create_refused"
+        }
+        Ok((created, _)) => {
+            assert!(!taken, "a second resource was created with a taken name");
+            let id = created["id"].as_str().unwrap_or_default().to_owned();
+            // Oracle: the create's answer is what is stored.
+            let Ok(read) = s.get(kind, &id, BASE).await else {
+                panic!("a created resource cannot be read back");
+            };
+            assert_eq!(read, created, "a created resource reads back differently");
+            let stored = read[unique_attr(kind)]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            // Oracle: the name filter finds it (the index agrees with the data).
+            let q = ListQuery {
+                filter: Some(format!(
+                    "{} eq {}",
+                    unique_attr(kind),
+                    Value::String(stored.clone())
+                )),
+                ..Default::default()
+            };
+            if let Ok(list) = s.list(kind, &q, BASE).await {
+                assert!(
+                    list.resources.iter().any(|r| r["id"] == read["id"]),
+                    "a created resource is not found by its {}",
+                    unique_attr(kind)
+                );
+            }
+            // Oracle: uniqueness ignores ASCII case.
+            let mut again = body.clone();
+            if let Some(o) = again.as_object_mut() {
+                o.retain(|k, _| !k.eq_ignore_ascii_case(unique_attr(kind)));
+                o.insert(unique_attr(kind).into(), json!(swap_ascii_case(&stored)));
+            }
+            match s.create(kind, again, BASE).await {
+                Ok(_) => panic!(
+                    "a second {} was created with the {} {:?} in another case",
+                    kind_label(kind),
+                    unique_attr(kind),
+                    swap_ascii_case(&stored)
+                ),
+                Err(e) => assert_eq!(
+                    (e.status, e.scim_type),
+                    (409, Some(ScimType::Uniqueness)),
+                    "a second create with the same name in another case: {e}"
+                ),
+            }
+            "created"
+        }
+    };
+    // The same body as a PUT over the fixture.
+    match s.replace(kind, &fixture_id, body, None, BASE).await {
+        Ok((put, _)) => {
+            // Oracle: a name another resource holds cannot be taken over by a PUT either.
+            assert_ne!(label, "created", "a PUT took over another resource's name");
+            assert_eq!(
+                put["id"].as_str(),
+                Some(fixture_id.as_str()),
+                "PUT changed an id"
+            );
+            let Ok(read) = s.get(kind, &fixture_id, BASE).await else {
+                panic!("a replaced resource cannot be read back");
+            };
+            assert_eq!(read, put, "a replaced resource reads back differently");
+            label = "replaced";
+        }
+        Err(e) if label == "created" => assert_eq!(
+            (e.status, e.scim_type),
+            (409, Some(ScimType::Uniqueness)),
+            "a PUT to another resource's name: {e}"
+        ),
+        Err(_) => {}
+    }
+    label
+}
+
+fn kind_label(kind: Kind) -> &'static str {
+    if kind == Kind::User { "User" } else { "Group" }
 }

@@ -149,7 +149,7 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "9999-12-31T23:59:59Z",
             "-999999-01-01T00:00:00Z",
         ],
-        Target::ScimFilter | Target::ScimPatch => &[
+        Target::ScimFilter | Target::ScimPatch | Target::ScimResource => &[
             " eq ",
             " ne ",
             " co ",
@@ -189,6 +189,12 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "\"path\":\"id\"",
             "\"value\":[]",
             "\"value\":{}",
+            "\"userName\":\" Mia@Corp.Example \",",
+            "\"displayName\":\"BC-Merchandisers\",",
+            "\"members\":[{\"value\":\"u1\"}],",
+            "\"active\":\"False\",",
+            "\"id\":\"x\",",
+            "\"USERNAME\":\"x\",",
         ],
         Target::ForwardedRequest => &[
             "x-forwarded-host: ",
@@ -543,7 +549,10 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
         // for PATCH bodies and Account API answers (JSON that no longer parses stops at serde).
         let structured_round = if matches!(
             target,
-            Target::ScimPatch | Target::AccountApiDecode | Target::WebhookPayload
+            Target::ScimPatch
+                | Target::AccountApiDecode
+                | Target::WebhookPayload
+                | Target::ScimResource
         ) {
             !rng.chance(3)
         } else {
@@ -565,7 +574,7 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
                 | Target::ProxyHeaders
                 | Target::LogoutToken => line_mutation(rng, &mut data),
                 // The first byte picks the document; the rest is JSON.
-                Target::AccountApiDecode => match data.split_first() {
+                Target::AccountApiDecode | Target::ScimResource => match data.split_first() {
                     Some((&pick, rest)) => match serde_json::from_slice(rest) {
                         Ok(mut v) => {
                             mutate_json(rng, &mut v, 0);
@@ -723,7 +732,7 @@ fn divert_native_stderr() {
 /// new target adds seconds, not half a minute, to `make test`.
 fn default_seconds(target: Target) -> u64 {
     match target {
-        Target::AccountApiDecode | Target::WebhookPayload => 8,
+        Target::AccountApiDecode | Target::WebhookPayload | Target::ScimResource => 8,
         _ => 30,
     }
 }
@@ -841,4 +850,9 @@ fn fuzz_account_api_decode() {
 #[test]
 fn fuzz_webhook_payload() {
     fuzz(Target::WebhookPayload);
+}
+
+#[test]
+fn fuzz_scim_resource() {
+    fuzz(Target::ScimResource);
 }
