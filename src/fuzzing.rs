@@ -69,10 +69,12 @@ pub enum Target {
     WebhookPayload,
     /// `POST /scim/v2/Users|Groups` and `PUT .../{id}`: `ScimService::create` and `replace`.
     ScimResource,
+    /// `return_to` (after sign-in) and `to` (launch): `redirect::LocalPath::parse`.
+    ReturnTo,
 }
 
 impl Target {
-    pub const ALL: [Target; 11] = [
+    pub const ALL: [Target; 12] = [
         Target::SamlResponse,
         Target::SloRedirect,
         Target::ScimFilter,
@@ -84,6 +86,7 @@ impl Target {
         Target::AccountApiDecode,
         Target::WebhookPayload,
         Target::ScimResource,
+        Target::ReturnTo,
     ];
 
     /// The corpus folder name (`tests/fuzz/corpus/<name>`) and the cargo-fuzz target name.
@@ -100,6 +103,7 @@ impl Target {
             Target::AccountApiDecode => "account_api_decode",
             Target::WebhookPayload => "webhook_payload",
             Target::ScimResource => "scim_resource",
+            Target::ReturnTo => "return_to",
         }
     }
 }
@@ -191,6 +195,7 @@ impl Fuzz {
             Target::AccountApiDecode => account_api_decode(data),
             Target::WebhookPayload => webhook_payload(data),
             Target::ScimResource => scim_resource(data),
+            Target::ReturnTo => return_to(data),
         }
     }
 
@@ -1065,4 +1070,62 @@ async fn create_and_replace(kind: Kind, body: Value) -> &'static str {
 
 fn kind_label(kind: Kind) -> &'static str {
     if kind == Kind::User { "User" } else { "Group" }
+}
+
+/// `return_to` (`GET /login`) and `to` (`GET /launch/{store}`): the raw query value, after the
+/// query string's decoding, through [`LocalPath::parse`](crate::redirect::LocalPath::parse), the
+/// one parser both go through. Oracles, on an independent (WHATWG, as browsers) URL parser: an
+/// accepted path resolves on the gateway's own origin and on a store's, with no userinfo, and
+/// never to a scheme-relative path (`//host`) after dot segments are removed; it holds no control
+/// character or backslash, and is a valid `Location` header value.
+pub fn return_to(data: &[u8]) -> &'static str {
+    use crate::redirect::{LocalPath, NotLocal};
+    let Ok(raw) = std::str::from_utf8(data) else {
+        // The query extractor refuses what is not UTF-8 before any handler runs.
+        return "not_utf8";
+    };
+    match LocalPath::parse(raw) {
+        Err(NotLocal::Empty) => "empty",
+        Err(NotLocal::NotAbsolutePath) => "not_absolute",
+        Err(NotLocal::OtherHost) => "other_host",
+        Err(NotLocal::ForbiddenCharacter) => "forbidden_character",
+        Err(NotLocal::TooLong) => "too_long",
+        Ok(p) => {
+            let path = p.as_str();
+            assert!(
+                !path.chars().any(|c| c.is_control() || c == '\\'),
+                "accepted a control character or backslash: {path:?}"
+            );
+            assert!(
+                axum::http::HeaderValue::from_str(path).is_ok(),
+                "accepted a path that is no Location value: {path:?}"
+            );
+            for base in [
+                "https://sso.corp.example/login",
+                "https://store-abc123.mybigcommerce.com/",
+            ] {
+                let Ok(base) = url::Url::parse(base) else {
+                    panic!("the oracle's base URL does not parse");
+                };
+                let Ok(to) = base.join(path) else {
+                    panic!("an accepted path does not resolve: {path:?}");
+                };
+                assert_eq!(
+                    to.origin(),
+                    base.origin(),
+                    "accepted {path:?}, which leaves for {to}"
+                );
+                assert!(
+                    to.username().is_empty() && to.password().is_none(),
+                    "accepted {path:?} with userinfo ({to})"
+                );
+                assert!(
+                    !to.path().starts_with("//"),
+                    "accepted {path:?}, which normalises to the scheme-relative {}",
+                    to.path()
+                );
+            }
+            "accepted"
+        }
+    }
 }

@@ -196,6 +196,35 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "\"id\":\"x\",",
             "\"USERNAME\":\"x\",",
         ],
+        Target::ReturnTo => &[
+            "/",
+            "//",
+            "\\",
+            "/\\",
+            "..",
+            "/../",
+            "./",
+            "%2e%2e",
+            "%2E.",
+            "%2f",
+            "%5c",
+            "%09",
+            "@",
+            ":",
+            "https:",
+            "javascript:",
+            "evil.example",
+            "?",
+            "#",
+            "\t",
+            "\r\n",
+            "\u{0}",
+            "\u{a0}",
+            "\u{3002}",
+            "\u{ff0f}",
+            "\u{2215}",
+            "\u{202e}",
+        ],
         Target::ForwardedRequest => &[
             "x-forwarded-host: ",
             "x-forwarded-uri: ",
@@ -587,7 +616,7 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
                     },
                     None => false,
                 },
-                Target::ScimFilter => false,
+                Target::ScimFilter | Target::ReturnTo => false,
             };
         if !structured {
             byte_mutation(rng, &mut data, other, dictionary(target));
@@ -732,7 +761,10 @@ fn divert_native_stderr() {
 /// new target adds seconds, not half a minute, to `make test`.
 fn default_seconds(target: Target) -> u64 {
     match target {
-        Target::AccountApiDecode | Target::WebhookPayload | Target::ScimResource => 8,
+        Target::AccountApiDecode
+        | Target::WebhookPayload
+        | Target::ScimResource
+        | Target::ReturnTo => 8,
         _ => 30,
     }
 }
@@ -855,4 +887,9 @@ fn fuzz_webhook_payload() {
 #[test]
 fn fuzz_scim_resource() {
     fuzz(Target::ScimResource);
+}
+
+#[test]
+fn fuzz_return_to() {
+    fuzz(Target::ReturnTo);
 }
