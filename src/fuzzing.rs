@@ -49,7 +49,7 @@ pub const NOW: UnixTime = 1_796_200_000;
 const WIDE_SKEW: Duration = Duration::from_secs(100 * 365 * 86_400);
 const SHA256_SIG: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 
-/// The seven fuzz targets.
+/// The fuzz targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     SamlResponse,
@@ -63,10 +63,18 @@ pub enum Target {
     ProxyHeaders,
     /// `POST /oidc/{idp}/backchannel-logout`: the logout token's parser and claim checks (issue 14).
     LogoutToken,
+    /// The GraphQL Account API's answers: `account_api::decode_*` (issue 12).
+    AccountApiDecode,
+    /// `POST /webhooks/bigcommerce/{id}` after the secret check: `bigcommerce::webhooks::classify` (issue 13).
+    WebhookPayload,
+    /// `POST /scim/v2/Users|Groups` and `PUT .../{id}`: `ScimService::create` and `replace`.
+    ScimResource,
+    /// `return_to` (after sign-in) and `to` (launch): `redirect::LocalPath::parse`.
+    ReturnTo,
 }
 
 impl Target {
-    pub const ALL: [Target; 8] = [
+    pub const ALL: [Target; 12] = [
         Target::SamlResponse,
         Target::SloRedirect,
         Target::ScimFilter,
@@ -75,6 +83,10 @@ impl Target {
         Target::ForwardedRequest,
         Target::ProxyHeaders,
         Target::LogoutToken,
+        Target::AccountApiDecode,
+        Target::WebhookPayload,
+        Target::ScimResource,
+        Target::ReturnTo,
     ];
 
     /// The corpus folder name (`tests/fuzz/corpus/<name>`) and the cargo-fuzz target name.
@@ -88,6 +100,10 @@ impl Target {
             Target::ForwardedRequest => "forwarded_request",
             Target::ProxyHeaders => "proxy_headers",
             Target::LogoutToken => "logout_token",
+            Target::AccountApiDecode => "account_api_decode",
+            Target::WebhookPayload => "webhook_payload",
+            Target::ScimResource => "scim_resource",
+            Target::ReturnTo => "return_to",
         }
     }
 }
@@ -176,6 +192,10 @@ impl Fuzz {
             Target::ForwardedRequest => forwarded_request(data),
             Target::ProxyHeaders => proxy_headers(data),
             Target::LogoutToken => logout_token(data),
+            Target::AccountApiDecode => account_api_decode(data),
+            Target::WebhookPayload => webhook_payload(data),
+            Target::ScimResource => scim_resource(data),
+            Target::ReturnTo => return_to(data),
         }
     }
 
@@ -676,5 +696,436 @@ async fn patch_both(req: PatchRequest) -> &'static str {
         0 => "refused",
         1 => "applied_to_one",
         _ => "applied_to_both",
+    }
+}
+
+/// The GraphQL Account API client's decoding of an answer (issue 12): the first byte picks the
+/// document (`byte % 6`: `0` account users, `1` store users, `2`..`5` the four mutations) and,
+/// from 0x80 up, a non-200 status (`byte % 5` of 400, 401, 403, 429, 500); the rest is the body.
+/// Oracles: a non-200 answer or a body with a non-empty top-level `errors[]` (any occurrence of
+/// the key, found by a second reading independent of the decoder's) is never a success; pages
+/// hold at most what was asked, cursors are non-empty and bounded; messages are clipped.
+pub fn account_api_decode(data: &[u8]) -> &'static str {
+    use crate::bigcommerce::account_api::{
+        self as api, AccountApiError, MAX_CURSOR, MAX_MESSAGE, MAX_MESSAGES, PAGE_SIZE,
+        STORE_PAGE_SIZE, ops,
+    };
+    let Some((&pick, body)) = data.split_first() else {
+        return "empty";
+    };
+    let status = if pick < 0x80 {
+        200
+    } else {
+        [400, 401, 403, 429, 500][usize::from(pick) % 5]
+    };
+    let retry = Some("120");
+    let cursor_ok = |c: &Option<String>| {
+        c.as_ref()
+            .is_none_or(|c| !c.is_empty() && c.len() <= MAX_CURSOR)
+    };
+    let result: Result<&'static str, AccountApiError> = match pick % 6 {
+        0 => api::decode_account_users(status, retry, body).map(|p| {
+            assert!(p.items.len() <= PAGE_SIZE as usize, "an oversized page");
+            assert!(cursor_ok(&p.next), "an empty or oversized cursor");
+            "users_page"
+        }),
+        1 => api::decode_store_users(status, retry, body, STORE_PAGE_SIZE).map(|p| {
+            assert!(
+                p.stores.len() <= STORE_PAGE_SIZE as usize,
+                "an oversized page"
+            );
+            assert!(cursor_ok(&p.next), "an empty or oversized cursor");
+            for s in &p.stores {
+                assert!(
+                    s.users.items.len() <= PAGE_SIZE as usize,
+                    "an oversized page"
+                );
+                assert!(cursor_ok(&s.users.next) && s.cursor.len() <= MAX_CURSOR);
+            }
+            "stores_page"
+        }),
+        k => {
+            let field = [
+                ops::ADD_USER_TO_ACCOUNT_RESULT,
+                ops::REMOVE_USER_FROM_ACCOUNT_RESULT,
+                ops::ADD_USER_TO_STORE_RESULT,
+                ops::REMOVE_USER_FROM_STORE_RESULT,
+            ][usize::from(k - 2)];
+            api::decode_mutation(status, retry, body, field).map(|()| "mutated")
+        }
+    };
+    match result {
+        Ok(label) => {
+            assert_eq!(status, 200, "a {status} answer decoded as a success");
+            assert!(
+                !has_graphql_errors(body),
+                "a body with errors[] decoded as a success"
+            );
+            label
+        }
+        Err(e) => {
+            if let AccountApiError::GraphQl { messages } = &e {
+                assert!(messages.len() <= MAX_MESSAGES);
+                assert!(messages.iter().all(|m| m.chars().count() <= MAX_MESSAGE));
+            }
+            match e {
+                AccountApiError::RateLimited { .. } => "rate_limited",
+                AccountApiError::Transient(_) => "transient",
+                AccountApiError::Refused { .. } => "refused",
+                AccountApiError::GraphQl { .. } => "graphql_errors",
+                AccountApiError::Unexpected(_) => "unexpected",
+            }
+        }
+    }
+}
+
+/// Whether any top-level `errors` member of a JSON object is a non-empty array: every
+/// occurrence of the key, read without the decoder's code (a duplicate key must not hide one).
+fn has_graphql_errors(body: &[u8]) -> bool {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Scan;
+    impl<'de> Visitor<'de> for Scan {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut found = false;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "errors" {
+                    let v: Value = map.next_value()?;
+                    found |= v.as_array().is_some_and(|a| !a.is_empty());
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.deserialize_map(Scan).unwrap_or(false)
+}
+
+/// `POST /webhooks/bigcommerce/{id}` once the secret matched: `data` is the body, classified as
+/// the handler does ([`classify`](crate::bigcommerce::webhooks::classify)) for account `main`
+/// (store `abc123`), and again for `outlet` (store `def456`) and for an account without a store
+/// hash. Oracles: only the scopes listed here (BigCommerce's, written out independently of the
+/// code's list) are acted on; a delivery is accepted for at most one store, its producer's, and
+/// never for an empty hash; the de-duplication key is the same for the same bytes and differs
+/// between accounts; `created_at` compared with our writes neither panics nor wraps.
+pub fn webhook_payload(data: &[u8]) -> &'static str {
+    use crate::bigcommerce::webhooks::{
+        OWN_CHANGE_TOLERANCE_SECS, Subject, classify, dedup_key, stamped_near,
+    };
+    const ACTED_ON: [&str; 7] = [
+        "store/customer/created",
+        "store/customer/updated",
+        "store/customer/deleted",
+        "store/customer/channel/login/access/updated",
+        "store/company/user/created",
+        "store/company/user/updated",
+        "store/company/user/deleted",
+    ];
+    let main = classify("main", "abc123", data);
+    let outlet = classify("outlet", "def456", data);
+    assert!(
+        classify("blank", "", data).is_err(),
+        "a delivery was accepted for an account without a store hash"
+    );
+    let c = match main {
+        Err(r) => {
+            assert!(
+                matches!(
+                    (r.status, r.reason),
+                    (413, "webhook_too_large")
+                        | (400, "webhook_payload_invalid")
+                        | (400, "webhook_wrong_store")
+                ),
+                "an undocumented refusal {r:?}"
+            );
+            if let Ok(o) = &outlet {
+                assert_eq!(o.delivery.producer, "stores/def456");
+                return "other_store";
+            }
+            return r.reason;
+        }
+        Ok(c) => c,
+    };
+    assert_eq!(c.delivery.producer, "stores/abc123");
+    assert!(outlet.is_err(), "one delivery was accepted for two stores");
+    // The de-duplication key: a function of the account and the bytes, nothing else.
+    assert_eq!(c.dedup_key, dedup_key("main", data));
+    assert_ne!(c.dedup_key, dedup_key("outlet", data));
+    let scope = c.delivery.scope.as_str();
+    let Some(subject) = c.subject else {
+        assert!(
+            !ACTED_ON.contains(&scope),
+            "the documented scope {scope:?} was ignored"
+        );
+        return "ignored";
+    };
+    assert!(
+        ACTED_ON.contains(&scope),
+        "the scope {scope:?} was acted on"
+    );
+    let created = c.delivery.created_at;
+    for write in [
+        NOW,
+        0,
+        i64::MIN,
+        i64::MAX,
+        created.wrapping_add(11),
+        created,
+    ] {
+        let near = (i128::from(created) - i128::from(write)).abs()
+            <= i128::from(OWN_CHANGE_TOLERANCE_SECS);
+        assert_eq!(
+            stamped_near(created, write),
+            near,
+            "created_at {created} against a write at {write}"
+        );
+    }
+    match subject {
+        Subject::Customer { id, deleted } => {
+            assert_eq!(id, c.delivery.data.id);
+            assert_eq!(deleted, scope == "store/customer/deleted");
+            "customer"
+        }
+        Subject::CompanyUser { id } => {
+            assert_eq!(id, c.delivery.data.id);
+            "company_user"
+        }
+    }
+}
+
+/// `POST /scim/v2/Users|Groups` and `PUT .../{id}`: the first byte picks the kind (`g` or `G`: a
+/// Group, anything else: a User), the rest is the JSON body. [`ScimService::create`], then the
+/// same body as a PUT over a stored fixture, each read back and found by a filter on its name.
+/// Oracles: what a create answers is what a read returns and what the name filter lists; a
+/// second create with the name in another (ASCII) case, or a create of the fixture's name, is
+/// refused with 409 `uniqueness`; a PUT keeps the id.
+pub fn scim_resource(data: &[u8]) -> &'static str {
+    let Some((&pick, body)) = data.split_first() else {
+        return "empty";
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return "not_json";
+    };
+    let kind = if pick.eq_ignore_ascii_case(&b'g') {
+        Kind::Group
+    } else {
+        Kind::User
+    };
+    RUNTIME.with(|rt| {
+        let Some(rt) = rt else {
+            panic!("cannot build the tokio runtime of the scim_resource target");
+        };
+        rt.block_on(create_and_replace(kind, body))
+    })
+}
+
+/// The attribute a kind is unique by.
+fn unique_attr(kind: Kind) -> &'static str {
+    if kind == Kind::User {
+        "userName"
+    } else {
+        "displayName"
+    }
+}
+
+/// `s` with the case of every ASCII letter swapped.
+fn swap_ascii_case(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+async fn create_and_replace(kind: Kind, body: Value) -> &'static str {
+    use crate::provisioning::scim::wire::{ListQuery, ScimType};
+    const BASE: &str = "https://sso.corp.example/scim/v2";
+    let Ok(s) = ScimService::open(Arc::new(MemoryStore), Arc::new(ManualClock::at(NOW))).await
+    else {
+        panic!("the in-memory SCIM store did not open");
+    };
+    let fixture = if kind == Kind::User {
+        json!({"userName": SIGNED_SUBJECT, "emails": [{"value": SIGNED_SUBJECT, "primary": true}]})
+    } else {
+        json!({"displayName": "bc-merchandisers"})
+    };
+    let Ok((fixture, _)) = s.create(kind, fixture, BASE).await else {
+        panic!("the SCIM fixture was refused");
+    };
+    let fixture_id = fixture["id"].as_str().unwrap_or_default().to_owned();
+    let fixture_name = fixture[unique_attr(kind)]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The service reads the name under any case of its key; with two such keys which one wins
+    // is the service's business, so the oracle judges only a body with one.
+    let names: Vec<&Value> = body
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(unique_attr(kind)))
+                .map(|(_, v)| v)
+                .collect()
+        })
+        .unwrap_or_default();
+    let taken = matches!(names.as_slice(), [n] if n
+        .as_str()
+        .is_some_and(|n| n.trim().eq_ignore_ascii_case(&fixture_name)));
+    let mut label: &'static str = match s.create(kind, body.clone(), BASE).await {
+        Err(e) => {
+            if taken {
+                // Oracle: the fixture's name, in any ASCII case, is taken.
+                assert_eq!(
+                    (e.status, e.scim_type),
+                    (409, Some(ScimType::Uniqueness)),
+                    "a create of a taken name was refused with another error: {e}"
+                );
+            }
+            "create_refused"
+        }
+        Ok((created, _)) => {
+            assert!(!taken, "a second resource was created with a taken name");
+            let id = created["id"].as_str().unwrap_or_default().to_owned();
+            // Oracle: the create's answer is what is stored.
+            let Ok(read) = s.get(kind, &id, BASE).await else {
+                panic!("a created resource cannot be read back");
+            };
+            assert_eq!(read, created, "a created resource reads back differently");
+            let stored = read[unique_attr(kind)]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            // Oracle: the name filter finds it (the index agrees with the data).
+            let q = ListQuery {
+                filter: Some(format!(
+                    "{} eq {}",
+                    unique_attr(kind),
+                    Value::String(stored.clone())
+                )),
+                ..Default::default()
+            };
+            if let Ok(list) = s.list(kind, &q, BASE).await {
+                assert!(
+                    list.resources.iter().any(|r| r["id"] == read["id"]),
+                    "a created resource is not found by its {}",
+                    unique_attr(kind)
+                );
+            }
+            // Oracle: uniqueness ignores ASCII case.
+            let mut again = body.clone();
+            if let Some(o) = again.as_object_mut() {
+                o.retain(|k, _| !k.eq_ignore_ascii_case(unique_attr(kind)));
+                o.insert(unique_attr(kind).into(), json!(swap_ascii_case(&stored)));
+            }
+            match s.create(kind, again, BASE).await {
+                Ok(_) => panic!(
+                    "a second {} was created with the {} {:?} in another case",
+                    kind_label(kind),
+                    unique_attr(kind),
+                    swap_ascii_case(&stored)
+                ),
+                Err(e) => assert_eq!(
+                    (e.status, e.scim_type),
+                    (409, Some(ScimType::Uniqueness)),
+                    "a second create with the same name in another case: {e}"
+                ),
+            }
+            "created"
+        }
+    };
+    // The same body as a PUT over the fixture.
+    match s.replace(kind, &fixture_id, body, None, BASE).await {
+        Ok((put, _)) => {
+            // Oracle: a name another resource holds cannot be taken over by a PUT either.
+            assert_ne!(label, "created", "a PUT took over another resource's name");
+            assert_eq!(
+                put["id"].as_str(),
+                Some(fixture_id.as_str()),
+                "PUT changed an id"
+            );
+            let Ok(read) = s.get(kind, &fixture_id, BASE).await else {
+                panic!("a replaced resource cannot be read back");
+            };
+            assert_eq!(read, put, "a replaced resource reads back differently");
+            label = "replaced";
+        }
+        Err(e) if label == "created" => assert_eq!(
+            (e.status, e.scim_type),
+            (409, Some(ScimType::Uniqueness)),
+            "a PUT to another resource's name: {e}"
+        ),
+        Err(_) => {}
+    }
+    label
+}
+
+fn kind_label(kind: Kind) -> &'static str {
+    if kind == Kind::User { "User" } else { "Group" }
+}
+
+/// `return_to` (`GET /login`) and `to` (`GET /launch/{store}`): the raw query value, after the
+/// query string's decoding, through [`LocalPath::parse`](crate::redirect::LocalPath::parse), the
+/// one parser both go through. Oracles, on an independent (WHATWG, as browsers) URL parser: an
+/// accepted path resolves on the gateway's own origin and on a store's, with no userinfo, and
+/// never to a scheme-relative path (`//host`) after dot segments are removed; it holds no control
+/// character or backslash, and is a valid `Location` header value.
+pub fn return_to(data: &[u8]) -> &'static str {
+    use crate::redirect::{LocalPath, NotLocal};
+    let Ok(raw) = std::str::from_utf8(data) else {
+        // The query extractor refuses what is not UTF-8 before any handler runs.
+        return "not_utf8";
+    };
+    match LocalPath::parse(raw) {
+        Err(NotLocal::Empty) => "empty",
+        Err(NotLocal::NotAbsolutePath) => "not_absolute",
+        Err(NotLocal::OtherHost) => "other_host",
+        Err(NotLocal::ForbiddenCharacter) => "forbidden_character",
+        Err(NotLocal::TooLong) => "too_long",
+        Ok(p) => {
+            let path = p.as_str();
+            assert!(
+                !path.chars().any(|c| c.is_control() || c == '\\'),
+                "accepted a control character or backslash: {path:?}"
+            );
+            assert!(
+                axum::http::HeaderValue::from_str(path).is_ok(),
+                "accepted a path that is no Location value: {path:?}"
+            );
+            for base in [
+                "https://sso.corp.example/login",
+                "https://store-abc123.mybigcommerce.com/",
+            ] {
+                let Ok(base) = url::Url::parse(base) else {
+                    panic!("the oracle's base URL does not parse");
+                };
+                let Ok(to) = base.join(path) else {
+                    panic!("an accepted path does not resolve: {path:?}");
+                };
+                assert_eq!(
+                    to.origin(),
+                    base.origin(),
+                    "accepted {path:?}, which leaves for {to}"
+                );
+                assert!(
+                    to.username().is_empty() && to.password().is_none(),
+                    "accepted {path:?} with userinfo ({to})"
+                );
+                assert!(
+                    !to.path().starts_with("//"),
+                    "accepted {path:?}, which normalises to the scheme-relative {}",
+                    to.path()
+                );
+            }
+            "accepted"
+        }
     }
 }

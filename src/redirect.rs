@@ -50,6 +50,12 @@ impl LocalPath {
         if lower.starts_with("%2f") || lower.starts_with("%5c") {
             return Err(NotLocal::OtherHost);
         }
+        // Dot segments (`/a/..//evil`, also `%2e%2e`, which browsers decode) can remove the first
+        // segment and leave `//evil` for whatever normalises the path before redirecting (a
+        // scheme-relative URL). Resolved as a browser would (WHATWG, the `url` crate).
+        if !stays_local(raw) {
+            return Err(NotLocal::OtherHost);
+        }
         Ok(LocalPath(raw.to_owned()))
     }
 
@@ -60,6 +66,15 @@ impl LocalPath {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `path`, resolved against a base, stays on the base's host with a path that does not
+/// start with `//`.
+fn stays_local(path: &str) -> bool {
+    const BASE: &str = "https://gateway.invalid/";
+    url::Url::parse(BASE)
+        .and_then(|b| b.join(path))
+        .is_ok_and(|u| u.host_str() == Some("gateway.invalid") && !u.path().starts_with("//"))
 }
 
 impl fmt::Display for LocalPath {
@@ -85,6 +100,9 @@ mod tests {
             "/cart.php?x=1&y=%2F",
             "/a/b/c#frag",
             "/login.php?action=logout",
+            "/a/../b",
+            "/@evil.example",
+            "/a//b",
         ] {
             assert_eq!(LocalPath::parse(ok).map(|p| p.0), Ok(ok.to_owned()), "{ok}");
         }
@@ -105,6 +123,11 @@ mod tests {
             ("/%5cevil.example", NotLocal::OtherHost),
             ("/ok\r\nSet-Cookie: x=y", NotLocal::ForbiddenCharacter),
             ("/\t/evil.example", NotLocal::ForbiddenCharacter),
+            // Seeds of tests/fuzz/corpus/return_to, found by its oracle: normalised, these are
+            // `//evil.example`.
+            ("/portal/..//evil.example", NotLocal::OtherHost),
+            ("/a/%2e%2e//evil.example", NotLocal::OtherHost),
+            ("/a/%2E./..//evil.example", NotLocal::OtherHost),
         ];
         for (raw, want) in cases {
             assert_eq!(LocalPath::parse(raw), Err(want), "{raw:?}");

@@ -21,8 +21,8 @@
 //! corpus file. A hang ends the test process at once (exit code 101): the stuck thread cannot be
 //! stopped, and the process's exit handlers would crash under it.
 //!
-//! Settings: `STOREGATE_FUZZ_SECONDS` (mutation time per target, default 30; 0 replays the corpus
-//! only), `STOREGATE_FUZZ_HANG_SECONDS` (per input, default 5), `STOREGATE_FUZZ_SEED` (the
+//! Settings: `STOREGATE_FUZZ_SECONDS` (mutation time per target, default 30, or 8 for the quick
+//! JSON and text parsers: see `default_seconds`; 0 replays the corpus only), `STOREGATE_FUZZ_HANG_SECONDS` (per input, default 5), `STOREGATE_FUZZ_SEED` (the
 //! mutation seed; each run prints the one it used), `STOREGATE_FUZZ_PENDING=1` (also replay the
 //! corpus files listed in `tests/fuzz/pending.txt`: known findings waiting for a fix).
 //! `STOREGATE_FUZZ_VERBOSE=1` prints the outcome of every corpus file.
@@ -149,7 +149,7 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "9999-12-31T23:59:59Z",
             "-999999-01-01T00:00:00Z",
         ],
-        Target::ScimFilter | Target::ScimPatch => &[
+        Target::ScimFilter | Target::ScimPatch | Target::ScimResource => &[
             " eq ",
             " ne ",
             " co ",
@@ -189,6 +189,41 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "\"path\":\"id\"",
             "\"value\":[]",
             "\"value\":{}",
+            "\"userName\":\" Mia@Corp.Example \",",
+            "\"displayName\":\"BC-Merchandisers\",",
+            "\"members\":[{\"value\":\"u1\"}],",
+            "\"active\":\"False\",",
+            "\"id\":\"x\",",
+            "\"USERNAME\":\"x\",",
+        ],
+        Target::ReturnTo => &[
+            "/",
+            "//",
+            "\\",
+            "/\\",
+            "..",
+            "/../",
+            "./",
+            "%2e%2e",
+            "%2E.",
+            "%2f",
+            "%5c",
+            "%09",
+            "@",
+            ":",
+            "https:",
+            "javascript:",
+            "evil.example",
+            "?",
+            "#",
+            "\t",
+            "\r\n",
+            "\u{0}",
+            "\u{a0}",
+            "\u{3002}",
+            "\u{ff0f}",
+            "\u{2215}",
+            "\u{202e}",
         ],
         Target::ForwardedRequest => &[
             "x-forwarded-host: ",
@@ -239,6 +274,46 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "\"crit\":[\"b64\"]",
             "raw:",
             ".",
+        ],
+        Target::AccountApiDecode => &[
+            "\"errors\":[{\"message\":\"x\"}],",
+            "\"errors\":[],",
+            "\"errors\":{},",
+            "\"data\":null,",
+            "\"data\":{},",
+            "\"hasNextPage\":true",
+            "\"hasNextPage\":false",
+            "\"endCursor\":null",
+            "\"endCursor\":\"\"",
+            "\"cursor\":\"c\"",
+            "\"edges\":[]",
+            "\"node\":{}",
+            "\"permissions\":[\"Manage_Users\"]",
+            "\"storeHash\":\"h\"",
+            "\"addUserToStore\":null",
+            "\"addUserToStore\":{}",
+            "\\u0000",
+            "\\ud800",
+            "1e999",
+            "\u{80}",
+            "\u{fe}",
+        ],
+        Target::WebhookPayload => &[
+            "\"scope\":\"store/customer/updated\",",
+            "\"scope\":\"store/customer/address/updated\",",
+            "\"scope\":\"store/company/user/created\",",
+            "\"producer\":\"stores/abc123\",",
+            "\"producer\":\"stores/def456\",",
+            "\"producer\":\"stores/\",",
+            "\"created_at\":-9223372036854775808,",
+            "\"created_at\":9223372036854775807,",
+            "\"id\":18446744073709551615",
+            "\"id\":-1",
+            "\"data\":{},",
+            "store/customer/",
+            "stores/abc123",
+            "\\u0000",
+            "\\/",
         ],
         Target::ConfigLoader => &[
             "\n[saml]\nkey_file = \"sp.key\"\ncert_file = \"sp.crt\"\n",
@@ -500,8 +575,14 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
     let rounds = 1 + rng.below(4);
     for _ in 0..rounds {
         // Structured rounds keep the input parseable for longer: one in three, and two in three
-        // for PATCH bodies (JSON that no longer parses stops at serde).
-        let structured_round = if target == Target::ScimPatch {
+        // for PATCH bodies and Account API answers (JSON that no longer parses stops at serde).
+        let structured_round = if matches!(
+            target,
+            Target::ScimPatch
+                | Target::AccountApiDecode
+                | Target::WebhookPayload
+                | Target::ScimResource
+        ) {
             !rng.chance(3)
         } else {
             rng.chance(3)
@@ -509,7 +590,7 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
         let structured = structured_round
             && match target {
                 Target::SamlResponse | Target::SloRedirect => xml_mutation(rng, &mut data),
-                Target::ScimPatch => match serde_json::from_slice(&data) {
+                Target::ScimPatch | Target::WebhookPayload => match serde_json::from_slice(&data) {
                     Ok(mut v) => {
                         mutate_json(rng, &mut v, 0);
                         data = serde_json::to_vec(&v).unwrap_or(data);
@@ -521,7 +602,21 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
                 | Target::ForwardedRequest
                 | Target::ProxyHeaders
                 | Target::LogoutToken => line_mutation(rng, &mut data),
-                Target::ScimFilter => false,
+                // The first byte picks the document; the rest is JSON.
+                Target::AccountApiDecode | Target::ScimResource => match data.split_first() {
+                    Some((&pick, rest)) => match serde_json::from_slice(rest) {
+                        Ok(mut v) => {
+                            mutate_json(rng, &mut v, 0);
+                            let mut out = vec![pick];
+                            out.extend(serde_json::to_vec(&v).unwrap_or_default());
+                            data = out;
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    None => false,
+                },
+                Target::ScimFilter | Target::ReturnTo => false,
             };
         if !structured {
             byte_mutation(rng, &mut data, other, dictionary(target));
@@ -661,9 +756,22 @@ fn divert_native_stderr() {
     });
 }
 
+/// Mutation seconds per target unless `STOREGATE_FUZZ_SECONDS` says: the parsers of small JSON
+/// or text inputs run thousands of inputs a second and get a shorter default, so that each
+/// new target adds seconds, not half a minute, to `make test`.
+fn default_seconds(target: Target) -> u64 {
+    match target {
+        Target::AccountApiDecode
+        | Target::WebhookPayload
+        | Target::ScimResource
+        | Target::ReturnTo => 8,
+        _ => 30,
+    }
+}
+
 fn fuzz(target: Target) {
     divert_native_stderr();
-    let seconds = env_u64("STOREGATE_FUZZ_SECONDS", 30);
+    let seconds = env_u64("STOREGATE_FUZZ_SECONDS", default_seconds(target));
     let hang = Duration::from_secs(env_u64("STOREGATE_FUZZ_HANG_SECONDS", 5));
     let seed = env_u64(
         "STOREGATE_FUZZ_SEED",
@@ -764,4 +872,24 @@ fn fuzz_proxy_headers() {
 #[test]
 fn fuzz_logout_token() {
     fuzz(Target::LogoutToken);
+}
+
+#[test]
+fn fuzz_account_api_decode() {
+    fuzz(Target::AccountApiDecode);
+}
+
+#[test]
+fn fuzz_webhook_payload() {
+    fuzz(Target::WebhookPayload);
+}
+
+#[test]
+fn fuzz_scim_resource() {
+    fuzz(Target::ScimResource);
+}
+
+#[test]
+fn fuzz_return_to() {
+    fuzz(Target::ReturnTo);
 }

@@ -27,7 +27,13 @@ pub const PAGE_SIZE: u32 = 500;
 /// Stores asked for per page of `account.stores`.
 pub const STORE_PAGE_SIZE: u32 = 50;
 /// The longest error text kept from an answer (it ends in logs and audit events).
-const MAX_MESSAGE: usize = 300;
+pub const MAX_MESSAGE: usize = 300;
+/// The most GraphQL error messages kept from one answer.
+pub const MAX_MESSAGES: usize = 5;
+/// The longest page cursor accepted: a cursor goes back into the next request and is kept
+/// between passes, so an answer cannot make either grow without bound (the simulator's and
+/// BigCommerce's are a few dozen bytes).
+pub const MAX_CURSOR: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountApiError {
@@ -95,21 +101,38 @@ pub fn decode<T: DeserializeOwned>(
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| AccountApiError::Unexpected(clip(&format!("not JSON: {e}"))))?;
-    if let Some(errors) = v.get("errors").and_then(Value::as_array)
+    if !v.is_object() {
+        return Err(AccountApiError::Unexpected("not a JSON object".into()));
+    }
+    // Read again as the two members that matter: a JSON object keeps only the last of two
+    // members with one name, so `{"errors":[..],"data":..,"errors":[]}` would pass for a success.
+    // The typed read refuses a repeated `data` or `errors` (fuzz target account_api_decode).
+    let v: Envelope = serde_json::from_slice(body)
+        .map_err(|e| AccountApiError::Unexpected(clip(&format!("not one answer: {e}"))))?;
+    if let Some(errors) = v.errors.as_ref().and_then(Value::as_array)
         && !errors.is_empty()
     {
         let messages = errors
             .iter()
-            .take(5)
+            .take(MAX_MESSAGES)
             .map(|e| clip(e.get("message").and_then(Value::as_str).unwrap_or("error")))
             .collect();
         return Err(AccountApiError::GraphQl { messages });
     }
     let data = v
-        .get("data")
+        .data
         .filter(|d| d.is_object())
         .ok_or_else(|| AccountApiError::Unexpected("no `data` object".into()))?;
     T::deserialize(data).map_err(|e| AccountApiError::Unexpected(clip(&e.to_string())))
+}
+
+/// The top level of a GraphQL answer (other members, such as `extensions`, are ignored).
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    errors: Option<Value>,
 }
 
 /// Whether a mutation's `data` holds its result object at `field`.
@@ -118,6 +141,40 @@ pub fn mutated(data: &Value, field: &str) -> Result<(), AccountApiError> {
         Some(v) if v.is_object() => Ok(()),
         _ => Err(AccountApiError::Unexpected(format!("no result at {field}"))),
     }
+}
+
+/// An `account.users` answer -> one page of at most [`PAGE_SIZE`] users (the size asked for).
+pub fn decode_account_users(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+) -> Result<Page<AccountUser>, AccountApiError> {
+    let d: wire::AccountUsersData = decode(status, retry_after, body)?;
+    d.account.users.into_page(PAGE_SIZE)
+}
+
+/// An `account.stores.users` answer asked with `stores` stores per page -> at most that many
+/// stores, each with at most [`PAGE_SIZE`] users.
+pub fn decode_store_users(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    stores: u32,
+) -> Result<StorePage, AccountApiError> {
+    let d: wire::StoreUsersData = decode(status, retry_after, body)?;
+    d.into_page(stores, PAGE_SIZE)
+}
+
+/// A mutation's answer -> `Ok` only when `data` holds the result object at `field` (one of the
+/// `*_RESULT` pointers of [`ops`]).
+pub fn decode_mutation(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    field: &str,
+) -> Result<(), AccountApiError> {
+    let data: Value = decode(status, retry_after, body)?;
+    mutated(&data, field)
 }
 
 fn first_message(v: &Value) -> Option<String> {
@@ -129,6 +186,13 @@ fn first_message(v: &Value) -> Option<String> {
         .or_else(|| v.get("message"))
         .and_then(Value::as_str)
         .map(str::to_owned)
+}
+
+/// What came back for one document, before decoding.
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    body: axum::body::Bytes,
 }
 
 /// One account's client. Cheap to share.
@@ -155,11 +219,9 @@ impl AccountApi {
         })
     }
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        query: &str,
-        variables: Value,
-    ) -> Result<T, AccountApiError> {
+    /// Sends one document; the status, `Retry-After` and body for one of the `decode_*`
+    /// functions (kept apart so the fuzz target reaches the same decoding).
+    async fn call(&self, query: &str, variables: Value) -> Result<Answer, AccountApiError> {
         let resp = self
             .http
             .post(&self.url)
@@ -178,7 +240,11 @@ impl AccountApi {
             .bytes()
             .await
             .map_err(|e| AccountApiError::Transient(clip(&e.without_url().to_string())))?;
-        decode(status, retry_after.as_deref(), &body)
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
     }
 
     /// A mutation whose result object at `field` (a JSON pointer into `data`) must be present:
@@ -189,8 +255,8 @@ impl AccountApi {
         variables: Value,
         field: &str,
     ) -> Result<(), AccountApiError> {
-        let data: Value = self.call(query, variables).await?;
-        mutated(&data, field)
+        let a = self.call(query, variables).await?;
+        decode_mutation(a.status, a.retry_after.as_deref(), &a.body, field)
     }
 
     /// One page of `account.users`.
@@ -198,13 +264,13 @@ impl AccountApi {
         &self,
         after: Option<&str>,
     ) -> Result<Page<AccountUser>, AccountApiError> {
-        let d: wire::AccountUsersData = self
+        let a = self
             .call(
                 ops::ACCOUNT_USERS,
                 json!({ "first": PAGE_SIZE, "after": after }),
             )
             .await?;
-        Ok(d.account.users.into_page())
+        decode_account_users(a.status, a.retry_after.as_deref(), &a.body)
     }
 
     /// One page of `account.stores`, each with one page of its users (`users_after` applies to
@@ -215,20 +281,20 @@ impl AccountApi {
         stores_after: Option<&str>,
         users_after: Option<&str>,
     ) -> Result<StorePage, AccountApiError> {
-        let d: wire::StoreUsersData = self
+        let a = self
             .call(
                 ops::STORE_USERS,
                 json!({ "stores": stores, "storesAfter": stores_after, "first": PAGE_SIZE, "after": users_after }),
             )
             .await?;
-        Ok(d.into_page())
+        decode_store_users(a.status, a.retry_after.as_deref(), &a.body, stores)
     }
 
     pub async fn add_user_to_account(&self, email: &str) -> Result<(), AccountApiError> {
         self.mutate(
             ops::ADD_USER_TO_ACCOUNT,
             json!({ "email": email }),
-            "/account/addUserToAccount",
+            ops::ADD_USER_TO_ACCOUNT_RESULT,
         )
         .await
     }
@@ -237,7 +303,7 @@ impl AccountApi {
         self.mutate(
             ops::REMOVE_USER_FROM_ACCOUNT,
             json!({ "email": email }),
-            "/account/removeUserFromAccount",
+            ops::REMOVE_USER_FROM_ACCOUNT_RESULT,
         )
         .await
     }
@@ -251,7 +317,7 @@ impl AccountApi {
         self.mutate(
             ops::ADD_USER_TO_STORE,
             json!({ "email": email, "storeId": store_hash }),
-            "/user/addUserToStore",
+            ops::ADD_USER_TO_STORE_RESULT,
         )
         .await
     }
@@ -264,7 +330,7 @@ impl AccountApi {
         self.mutate(
             ops::REMOVE_USER_FROM_STORE,
             json!({ "userId": user_id, "storeId": store_hash }),
-            "/user/removeUserFromStore",
+            ops::REMOVE_USER_FROM_STORE_RESULT,
         )
         .await
     }

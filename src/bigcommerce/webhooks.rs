@@ -97,17 +97,34 @@ impl Subject {
     }
 }
 
+/// The scopes a delivery may name to be acted on, exactly (docs/bigcommerce.md, "Webhooks"): the
+/// customer events whose `data.id` is the customer's id, and B2B Edition's company-user events.
+/// Any other scope, including other events under `store/customer/` (an address event's
+/// `data.id` is the address's, not the customer's), is ignored.
+pub const CUSTOMER_SCOPES: &[&str] = &[
+    "store/customer/created",
+    "store/customer/updated",
+    "store/customer/deleted",
+    "store/customer/channel/login/access/updated",
+];
+pub const COMPANY_USER_SCOPES: &[&str] = &[
+    "store/company/user/created",
+    "store/company/user/updated",
+    "store/company/user/deleted",
+];
+
 impl Delivery {
     /// What this delivery is about, or `None` for a scope storegate does not act on.
     pub fn subject(&self) -> Option<Subject> {
         let id = self.data.id;
-        if let Some(rest) = self.scope.strip_prefix("store/customer/") {
+        let scope = self.scope.as_str();
+        if CUSTOMER_SCOPES.contains(&scope) {
             return Some(Subject::Customer {
                 id,
-                deleted: rest == "deleted",
+                deleted: scope == "store/customer/deleted",
             });
         }
-        if self.scope.starts_with("store/company/user/") {
+        if COMPANY_USER_SCOPES.contains(&scope) {
             return Some(Subject::CompanyUser { id });
         }
         None
@@ -123,6 +140,68 @@ impl Delivery {
             .collect::<String>()
             .to_lowercase()
     }
+}
+
+/// Why the receiver refused a delivery (after the secret check): the HTTP status, the reason
+/// code (the answer's body and the audit event's reason) and a detail for the audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// A delivery the receiver goes on with: what it is about (`None`: a scope storegate does not
+/// act on) and the key that drops its retries.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    pub delivery: Delivery,
+    pub subject: Option<Subject>,
+    pub dedup_key: String,
+}
+
+/// The receiver's body step, pure so it can be tested and fuzzed as the handler runs it: size,
+/// shape, the producer naming this account's store, then the subject and the de-duplication key.
+pub fn classify(account_id: &str, store_hash: &str, body: &[u8]) -> Result<Classified, Refusal> {
+    if body.len() > MAX_DELIVERY_BYTES {
+        return Err(Refusal {
+            status: 413,
+            reason: "webhook_too_large",
+            detail: format!(
+                "{} bytes; a delivery is at most {MAX_DELIVERY_BYTES}",
+                body.len()
+            ),
+        });
+    }
+    let delivery: Delivery = serde_json::from_slice(body).map_err(|e| Refusal {
+        status: 400,
+        reason: "webhook_payload_invalid",
+        detail: format!("not a BigCommerce webhook payload: {e}"),
+    })?;
+    // An empty store hash would make any `stores/` producer this store's.
+    if store_hash.is_empty() || delivery.producer != format!("stores/{store_hash}") {
+        return Err(Refusal {
+            status: 400,
+            reason: "webhook_wrong_store",
+            detail: format!(
+                "the delivery names producer {:?}, not this account's store",
+                delivery.producer
+            ),
+        });
+    }
+    Ok(Classified {
+        subject: delivery.subject(),
+        dedup_key: dedup_key(account_id, body),
+        delivery,
+    })
+}
+
+/// Whether an event stamped `created_at` is within [`OWN_CHANGE_TOLERANCE_SECS`] of a write at
+/// `write` (both store time). `abs_diff`: `created_at` comes from the payload, and a plain
+/// difference of two i64 overflows (a panic in debug, and in release a wrapped `i64::MIN` whose
+/// `abs()` is still negative, so any far-off stamp would pass as ours).
+pub fn stamped_near(created_at: i64, write: i64) -> bool {
+    created_at.abs_diff(write) <= OWN_CHANGE_TOLERANCE_SECS.unsigned_abs()
 }
 
 /// The de-duplication key of a delivery: BigCommerce sends a retry byte for byte again, so the
@@ -325,7 +404,7 @@ fn parse_writes(v: Option<&str>) -> Vec<OwnWrite> {
 /// `writes` with `new` added: writes older than [`OWN_CHANGE_RECORD_SECS`] before it are
 /// dropped, and at most [`OWN_CHANGE_TIMES`] of the newest are kept.
 fn add_write(mut writes: Vec<OwnWrite>, new: OwnWrite) -> Vec<OwnWrite> {
-    writes.retain(|w| new.at - w.at < OWN_CHANGE_RECORD_SECS);
+    writes.retain(|w| new.at.saturating_sub(w.at) < OWN_CHANGE_RECORD_SECS);
     writes.push(new);
     let skip = writes.len().saturating_sub(OWN_CHANGE_TIMES);
     writes.split_off(skip)
@@ -337,8 +416,8 @@ fn add_write(mut writes: Vec<OwnWrite>, new: OwnWrite) -> Vec<OwnWrite> {
 pub fn matching_write(writes: &[OwnWrite], created_at: i64) -> Option<&OwnWrite> {
     writes
         .iter()
-        .filter(|w| (created_at - w.at).abs() <= OWN_CHANGE_TOLERANCE_SECS)
-        .min_by_key(|w| ((created_at - w.at).abs(), std::cmp::Reverse(w.at)))
+        .filter(|w| stamped_near(created_at, w.at))
+        .min_by_key(|w| (created_at.abs_diff(w.at), std::cmp::Reverse(w.at)))
 }
 
 /// The launch path's customer client, recording every customer it writes in [`OwnChanges`]
@@ -518,6 +597,91 @@ mod tests {
             delivery("store/customer/channel/login/access/updated").reason_code(),
             "customer_channel_login_access_updated"
         );
+    }
+
+    fn body(scope: &str, producer: &str, created_at: i64) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "scope": scope, "store_id": "1025646", "data": {"type": "customer", "id": 7},
+            "hash": "x", "created_at": created_at, "producer": producer
+        }))
+        .unwrap()
+    }
+
+    /// The seeds of tests/fuzz/corpus/webhook_payload with an exact refusal each.
+    #[test]
+    fn classify_refuses_another_store_a_bad_shape_and_an_oversized_body() {
+        let wrong = classify(
+            "main",
+            "abc",
+            &body("store/customer/updated", "stores/def", 1),
+        )
+        .unwrap_err();
+        assert_eq!((wrong.status, wrong.reason), (400, "webhook_wrong_store"));
+        // A prefix of the store hash, or an empty configured hash, is not the store.
+        for (hash, producer) in [
+            ("abc", "stores/ab"),
+            ("abc", "stores/abcd"),
+            ("", "stores/"),
+        ] {
+            let r =
+                classify("main", hash, &body("store/customer/updated", producer, 1)).unwrap_err();
+            assert_eq!(
+                (r.status, r.reason),
+                (400, "webhook_wrong_store"),
+                "{hash} {producer}"
+            );
+        }
+        for bad in [&b"{}"[..], b"[]", b"{\"scope\":\"store/customer/updated\",\"producer\":\"stores/abc\",\"created_at\":1,\"data\":{\"id\":-7}}"] {
+            let r = classify("main", "abc", bad).unwrap_err();
+            assert_eq!((r.status, r.reason), (400, "webhook_payload_invalid"));
+        }
+        let big = vec![b' '; MAX_DELIVERY_BYTES + 1];
+        let r = classify("main", "abc", &big).unwrap_err();
+        assert_eq!((r.status, r.reason), (413, "webhook_too_large"));
+    }
+
+    #[test]
+    fn classify_acts_only_on_the_documented_scopes() {
+        let ok = classify(
+            "main",
+            "abc",
+            &body("store/customer/updated", "stores/abc", 1),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.subject,
+            Some(Subject::Customer {
+                id: 7,
+                deleted: false
+            })
+        );
+        let raw = body("store/customer/updated", "stores/abc", 1);
+        assert_eq!(ok.dedup_key, dedup_key("main", &raw));
+        // An address event's data.id is the address's: never taken for a customer; nor any
+        // other scope that only starts like one of ours.
+        for scope in [
+            "store/customer/address/updated",
+            "store/customer/",
+            "store/customer/deleted/x",
+            "store/customer/updated ",
+            "store/company/user/",
+            "store/company/updated",
+            "STORE/CUSTOMER/UPDATED",
+        ] {
+            let c = classify("main", "abc", &body(scope, "stores/abc", 1)).unwrap();
+            assert_eq!(c.subject, None, "{scope}");
+        }
+    }
+
+    /// `created_at` is the sender's: the extremes neither panic nor pass for our own write.
+    #[test]
+    fn a_far_off_created_at_is_never_near_our_write() {
+        assert!(stamped_near(1_000, 1_010) && stamped_near(1_010, 1_000));
+        assert!(!stamped_near(1_000, 1_011));
+        assert!(!stamped_near(i64::MIN, 1_000));
+        assert!(!stamped_near(i64::MIN + 1_000, 1_000));
+        assert!(!stamped_near(i64::MAX, -1));
+        assert!(stamped_near(i64::MIN, i64::MIN + 10));
     }
 
     /// An event is ours when BigCommerce stamped it within the tolerance of one of our writes

@@ -17,7 +17,8 @@ use super::AppState;
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::bigcommerce::webhooks::sync::{self, HooksClient};
 use crate::bigcommerce::webhooks::{
-    Delivery, MAX_DELIVERY_BYTES, OwnChanges, OwnWrite, SECRET_HEADER, SETTLE, Subject, dedup_key,
+    Classified, Delivery, OwnChanges, OwnWrite, SECRET_HEADER, SETTLE, Subject,
+    classify as classify_body,
 };
 use crate::clock::UnixTime;
 use crate::config::BigCommerceAccount;
@@ -156,20 +157,21 @@ pub async fn receive(
     };
     let checked = authenticate(&state, &rid, account, &headers)
         .and_then(|()| parse(&state, &rid, account, &body));
-    let delivery = match checked {
-        Ok(d) => d,
+    let classified = match checked {
+        Ok(c) => c,
         Err(refused) => return refused.into_response(),
     };
-    if let Err(answer) = deduplicate(&state, hooks, account, &body).await {
+    if let Err(answer) = deduplicate(&state, hooks, account, &classified.dedup_key).await {
         return answer.into_response();
     }
-    let Some(subject) = delivery.subject() else {
+    let Some(subject) = classified.subject else {
         state.metrics.observe_webhook(&account.id, "ignored");
         return (StatusCode::OK, "ignored\n").into_response();
     };
     // Answer BigCommerce now; correlating may wait for our own write to be recorded.
     let bg = state.clone();
     let account = account.clone();
+    let delivery = classified.delivery;
     tokio::spawn(async move { correlate(bg, account, delivery, subject, rid).await });
     (StatusCode::OK, "accepted\n").into_response()
 }
@@ -211,45 +213,19 @@ fn authenticate(
     })
 }
 
-/// Step 2: the body, as a BigCommerce delivery from this account's store.
+/// Step 2: the body, as a BigCommerce delivery from this account's store (the pure
+/// [`classify_body`], which the `webhook_payload` fuzz target runs too); a refusal is audited.
 fn parse(
     state: &AppState,
     rid: &str,
     account: &BigCommerceAccount,
     body: &[u8],
-) -> Result<Delivery, Early> {
-    let invalid = |status: StatusCode, reason: &str, detail: String| {
+) -> Result<Classified, Early> {
+    classify_body(&account.id, &account.store_hash, body).map_err(|r| {
         state.metrics.observe_webhook(&account.id, "invalid");
-        refuse(state, rid, &account.id, status, reason, detail)
-    };
-    if body.len() > MAX_DELIVERY_BYTES {
-        return Err(invalid(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "webhook_too_large",
-            format!(
-                "{} bytes; a delivery is at most {MAX_DELIVERY_BYTES}",
-                body.len()
-            ),
-        ));
-    }
-    let delivery: Delivery = serde_json::from_slice(body).map_err(|e| {
-        invalid(
-            StatusCode::BAD_REQUEST,
-            "webhook_payload_invalid",
-            format!("not a BigCommerce webhook payload: {e}"),
-        )
-    })?;
-    if delivery.producer != format!("stores/{}", account.store_hash) {
-        return Err(invalid(
-            StatusCode::BAD_REQUEST,
-            "webhook_wrong_store",
-            format!(
-                "the delivery names producer {:?}, not this account's store",
-                delivery.producer
-            ),
-        ));
-    }
-    Ok(delivery)
+        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+        refuse(state, rid, &account.id, status, r.reason, r.detail)
+    })
 }
 
 /// Step 3: a retry BigCommerce sends again is answered `duplicate` and goes no further.
@@ -257,13 +233,9 @@ async fn deduplicate(
     state: &AppState,
     hooks: &WebhookState,
     account: &BigCommerceAccount,
-    body: &[u8],
+    dedup_key: &str,
 ) -> Result<(), Early> {
-    match hooks
-        .own
-        .first_delivery(&dedup_key(&account.id, body))
-        .await
-    {
+    match hooks.own.first_delivery(dedup_key).await {
         Ok(true) => Ok(()),
         Ok(false) => {
             state.metrics.observe_webhook(&account.id, "duplicate");

@@ -12,3 +12,9 @@ pub const REMOVE_USER_FROM_ACCOUNT: &str = "mutation RemoveUserFromAccount($emai
 pub const ADD_USER_TO_STORE: &str = "mutation AddUserToStore($email: String!, $storeId: String!) { user { addUserToStore(input: { user: { email: $email }, storeId: $storeId }) { storeId } } }";
 
 pub const REMOVE_USER_FROM_STORE: &str = "mutation RemoveUserFromStore($userId: ID!, $storeId: String!) { user { removeUserFromStore(input: { storeId: $storeId, userId: $userId }) { storeId user { id email } } } }";
+
+/// Where each mutation's result object sits in `data` (a JSON pointer): present means done.
+pub const ADD_USER_TO_ACCOUNT_RESULT: &str = "/account/addUserToAccount";
+pub const REMOVE_USER_FROM_ACCOUNT_RESULT: &str = "/account/removeUserFromAccount";
+pub const ADD_USER_TO_STORE_RESULT: &str = "/user/addUserToStore";
+pub const REMOVE_USER_FROM_STORE_RESULT: &str = "/user/removeUserFromStore";

@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::{AccountApiError, MAX_CURSOR};
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountUser {
@@ -70,16 +72,51 @@ pub(super) struct Connection<T> {
     edges: Vec<Edge<T>>,
 }
 
-fn next_of(p: &PageInfo) -> Option<String> {
-    p.end_cursor.clone().filter(|_| p.has_next_page)
+/// The cursor of the next page, when there is one. A page that says there is more but gives no
+/// usable cursor is refused: reading would stop there and take a partial list for the whole
+/// (a managed user on a later page would look absent).
+fn next_of(p: &PageInfo) -> Result<Option<String>, AccountApiError> {
+    if !p.has_next_page {
+        return Ok(None);
+    }
+    match &p.end_cursor {
+        Some(c) if !c.is_empty() => cursor(c).map(|c| Some(c.to_owned())),
+        _ => Err(AccountApiError::Unexpected(
+            "a page says more follow but gives no endCursor".into(),
+        )),
+    }
+}
+
+fn cursor(c: &str) -> Result<&str, AccountApiError> {
+    if c.len() > MAX_CURSOR {
+        return Err(AccountApiError::Unexpected(format!(
+            "a page cursor of {} bytes (at most {MAX_CURSOR})",
+            c.len()
+        )));
+    }
+    Ok(c)
+}
+
+/// More items than asked for is not the documented answer (and would let one answer grow the
+/// plan without bound).
+fn bounded<T>(edges: &[T], asked: u32, what: &str) -> Result<(), AccountApiError> {
+    if edges.len() > usize::try_from(asked).unwrap_or(usize::MAX) {
+        return Err(AccountApiError::Unexpected(format!(
+            "{} {what} in a page of at most {asked}",
+            edges.len()
+        )));
+    }
+    Ok(())
 }
 
 impl<T> Connection<T> {
-    pub(super) fn into_page(self) -> Page<T> {
-        Page {
-            next: next_of(&self.page_info),
+    /// The page, provided it holds at most `asked` items and its cursor is usable.
+    pub(super) fn into_page(self, asked: u32) -> Result<Page<T>, AccountApiError> {
+        bounded(&self.edges, asked, "users")?;
+        Ok(Page {
+            next: next_of(&self.page_info)?,
             items: self.edges.into_iter().map(|e| e.node).collect(),
-        }
+        })
     }
 }
 
@@ -111,19 +148,20 @@ struct StoreNode {
 }
 
 impl StoreUsersData {
-    pub(super) fn into_page(self) -> StorePage {
+    /// The page, provided it holds at most `stores` stores of at most `users` users each.
+    pub(super) fn into_page(self, stores: u32, users: u32) -> Result<StorePage, AccountApiError> {
         let c = self.account.stores;
-        StorePage {
-            next: next_of(&c.page_info),
-            stores: c
-                .edges
-                .into_iter()
-                .map(|e| StoreUsers {
-                    store_hash: e.node.store_hash,
-                    cursor: e.cursor.unwrap_or_default(),
-                    users: e.node.users.into_page(),
-                })
-                .collect(),
+        bounded(&c.edges, stores, "stores")?;
+        let next = next_of(&c.page_info)?;
+        let mut out = Vec::with_capacity(c.edges.len());
+        for e in c.edges {
+            let cursor = cursor(e.cursor.as_deref().unwrap_or_default())?.to_owned();
+            out.push(StoreUsers {
+                store_hash: e.node.store_hash,
+                cursor,
+                users: e.node.users.into_page(users)?,
+            });
         }
+        Ok(StorePage { stores: out, next })
     }
 }

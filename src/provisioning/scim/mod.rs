@@ -597,6 +597,16 @@ impl ScimService {
                 && !k.eq_ignore_ascii_case("schemas")
                 && (kind != Kind::User || !k.eq_ignore_ascii_case("groups"))
         });
+        // Attribute names are case-insensitive (RFC 7643 §2.1): `USERNAME` and `UserName` are one
+        // attribute given twice. Keeping both stores a name the uniqueness check does not read
+        // but a filter on it matches (fuzz target scim_resource).
+        let mut seen = std::collections::HashSet::new();
+        if let Some(k) = obj.keys().find(|k| !seen.insert(k.to_ascii_lowercase())) {
+            return Err(ScimError::bad(
+                ScimType::InvalidSyntax,
+                format!("the attribute {k:?} is given twice (names are case-insensitive)"),
+            ));
+        }
         // Canonical spelling of the attributes this service interprets.
         let canon: &[&str] = match kind {
             Kind::User => &[
@@ -648,7 +658,8 @@ impl ScimService {
                                 .get(id)
                                 .and_then(|u| u.get("userName"))
                                 .and_then(Value::as_str)
-                                .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
+                                // Trimmed as `user_name` is: a stored " ann " holds "ann".
+                                .is_some_and(|n| n.trim().eq_ignore_ascii_case(user_name))
                     });
                 if clash {
                     return Err(ScimError {

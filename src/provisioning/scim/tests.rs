@@ -46,6 +46,91 @@ async fn duplicate_user_name_is_a_409_uniqueness() {
     assert_eq!((e.status, e.scim_type), (409, Some(ScimType::Uniqueness)));
 }
 
+/// Seed `tests/fuzz/corpus/scim_resource/hostile-name-with-spaces`, found by its oracle: a
+/// userName stored with surrounding spaces still holds the name, in any case, for a create and
+/// for a PUT of another user.
+#[tokio::test]
+async fn a_user_name_with_spaces_is_still_unique() {
+    let s = service().await;
+    let (ola, _) = s
+        .create(Kind::User, json!({"userName": " ola@corp.example "}), BASE)
+        .await
+        .unwrap();
+    for name in [
+        " OLA@CORP.EXAMPLE ",
+        "Ola@corp.example",
+        "ola@corp.example  ",
+    ] {
+        let e = s
+            .create(Kind::User, json!({"userName": name}), BASE)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.status, e.scim_type, e.detail.as_str()),
+            (
+                409,
+                Some(ScimType::Uniqueness),
+                format!("userName \"{}\" is already taken", name.trim()).as_str()
+            ),
+            "{name:?}"
+        );
+    }
+    let (bo, _) = s
+        .create(Kind::User, json!({"userName": "bo@corp.example"}), BASE)
+        .await
+        .unwrap();
+    let bo_id = bo["id"].as_str().unwrap();
+    let e = s
+        .replace(
+            Kind::User,
+            bo_id,
+            json!({"userName": "OLA@corp.example"}),
+            None,
+            BASE,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.scim_type), (409, Some(ScimType::Uniqueness)));
+    // Nothing changed: one user holds the name, the other kept its own.
+    assert_eq!(
+        s.get(Kind::User, bo_id, BASE).await.unwrap()["userName"],
+        "bo@corp.example"
+    );
+    let ola_id = ola["id"].as_str().unwrap();
+    assert_eq!(
+        s.get(Kind::User, ola_id, BASE).await.unwrap()["userName"],
+        " ola@corp.example "
+    );
+}
+
+/// Seed `tests/fuzz/corpus/scim_resource/crash-two-spellings`, found by its oracle: with two
+/// spellings of userName one was stored as the name and the other matched filters.
+#[tokio::test]
+async fn an_attribute_given_twice_in_two_cases_is_refused() {
+    let s = service().await;
+    let e = s
+        .create(
+            Kind::User,
+            json!({"USERNAME": "id", "UserName": "kai@corp.example"}),
+            BASE,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.scim_type, e.detail.as_str()),
+        (
+            400,
+            Some(ScimType::InvalidSyntax),
+            "the attribute \"UserName\" is given twice (names are case-insensitive)"
+        )
+    );
+    let list = s
+        .list(Kind::User, &ListQuery::default(), BASE)
+        .await
+        .unwrap();
+    assert_eq!(list.total_results, 0, "nothing stored");
+}
+
 #[tokio::test]
 async fn patch_active_false_disables_and_deprovisions() {
     let s = service().await;
