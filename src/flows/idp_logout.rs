@@ -123,10 +123,17 @@ pub async fn back_channel(
     ev.idp = Some(idp_id.to_string());
     ev.subject = order.sub.clone();
     ev.actor = Some("idp:backchannel".into());
-    ev.detail = Some(format!(
-        "back-channel logout ({}): {ended} session(s) ended",
-        if order.sid.is_some() { "sid" } else { "sub" }
-    ));
+    // The IdP session (or person) by its value, so an administrator can find the same logout
+    // in the IdP's own log. Neither is a credential: a logout needs a token the IdP signed.
+    ev.detail = Some(match (&order.sid, &order.sub) {
+        (Some(sid), _) => {
+            format!("back-channel logout of IdP session sid {sid:?}: {ended} session(s) ended")
+        }
+        (None, sub) => format!(
+            "back-channel logout of every session of sub {:?}: {ended} session(s) ended",
+            sub.as_deref().unwrap_or_default()
+        ),
+    });
     gw.audit.record(ev);
     Ok(LoggedOut { sessions: ended })
 }

@@ -127,6 +127,17 @@ const provider = new Provider(issuer, {
   pkce: { required: () => config.pkce_required ?? true },
   responseTypes: ['code'],
   ttl: config.ttl ?? {},
+  // oidc-provider's outgoing requests (back-channel logout tokens, client JWKS) refuse
+  // special-use addresses, 127.0.0.0/8 among them (SSRF protection in helpers/fetch_request.js,
+  // a socket destroyed on connect): every relying party in the tests listens on loopback, so
+  // for loopback only the guard is dropped. Without this no logout token ever reaches a gateway.
+  fetch(url, options) {
+    const { hostname } = new URL(url);
+    if (hostname === '127.0.0.1' || hostname === 'localhost' || hostname === '[::1]') {
+      delete options.dispatcher;
+    }
+    return globalThis.fetch(url, options);
+  },
   features: {
     devInteractions: { enabled: true },
     claimsParameter: { enabled: true },
@@ -150,6 +161,16 @@ const provider = new Provider(issuer, {
       },
     };
   },
+});
+
+// Back-channel deliveries are otherwise silent (oidc-provider only emits events): one line each
+// on stderr, which the tests show when an expected logout did not happen.
+provider.on('backchannel.success', (_ctx, client, accountId, sid) => {
+  process.stderr.write(`backchannel.success client=${client.clientId} sub=${accountId} sid=${sid}\n`);
+});
+provider.on('backchannel.error', (_ctx, err, client, accountId, sid) => {
+  const cause = err.cause ? ` (${err.cause.message ?? err.cause})` : '';
+  process.stderr.write(`backchannel.error client=${client.clientId} sub=${accountId} sid=${sid}: ${err.message}${cause}\n`);
 });
 
 server.on('request', provider.callback());
