@@ -33,7 +33,9 @@ test: deps
 ## forward-auth decisions/s with and without the ES256 identity token (benches/forward_auth.rs),
 ## then SCIM at 100,000 users and 5,000 groups: filter, big group, leaver check under a write storm,
 ## reconcile pass, replica start-up from Redis (benches/scim_scale.rs).
-## then proxied requests/s through the built-in proxy vs nginx on the same upstream (benches/proxy.rs).
+## then proxied requests/s through the built-in proxy vs nginx on the same upstream (benches/proxy.rs),
+## then a control-panel wave of 500 joiners + 50 leavers at 70 Account API calls/hour on a
+## simulated clock: calls vs the minimum, hours to remove the leavers and to finish (benches/control_panel.rs).
 ## Release build (bench profile).
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,
 # BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs); the SAML bench reads
@@ -48,6 +50,7 @@ bench:
 	$(CARGO) bench --bench forward_auth
 	$(CARGO) bench --bench scim_scale
 	$(CARGO) bench --bench proxy
+	$(CARGO) bench --bench control_panel
 
 ## lint: formatting and clippy, warnings are errors; both builds: --all-targets has the `devkit`
 ## feature (tests and benches turn it on), --lib --bins is the production build without it
