@@ -139,14 +139,14 @@ fn an_empty_token_and_an_unset_variable_are_refused() {
         e,
         format!(
             "{FILE}:{}: `account[0].access_token` is empty\n",
-            line_of(&text, "access_token", 0)
+            line_of(&text, "access_token = \"  \"", 0)
         )
     );
     let text = with_accounts(ACME);
     let e = errors_with(&text, &FakeEnv::default());
     let got = parsed(&e);
     assert_eq!(got.len(), 1, "{e}");
-    assert_eq!(got[0].0, line_of(&text, "access_token", 0));
+    assert_eq!(got[0].0, line_of(&text, "${BC_ACCOUNT_TOKEN}", 0));
     assert!(
         got[0]
             .1
