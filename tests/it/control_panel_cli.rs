@@ -4,6 +4,8 @@
 //! - `storegate access-report --control-panel`: the exact rows (csv and json), read through the
 //!   reconciler's budget; a spent budget (all of it, or part way through the read) and a refused
 //!   token fail with the exact message, exit 1 and nothing on stdout;
+//! - `storegate reconcile --dry-run`: only reads (the simulator's call log), and it says what
+//!   those reads cost.
 //!
 //! The population (`store1`, `store2` of account `acme`; policy [`POLICY`]):
 //! - ada (`cp-merch`: merchandiser on both): store1 holds Manage_Users and lacks three codes
@@ -160,8 +162,8 @@ async fn setup(token: &str) -> Setup {
     let audit = queue.with_file_name("audit.jsonl");
     let text = config_toml(
         &base,
-        &scim_dir.to_string_lossy(),
-        &format!("queue = \"{}\"\n", queue.display()),
+        &format!("file:{}", scim_dir.display()),
+        &format!("queue = \"file:{}\"\n", queue.display()),
         &format!(
             "{POLICY}\n[[account]]\nid = \"acme\"\naccount_uuid = \"{UUID}\"\naccess_token = \"{token}\"\napi_base = \"{base}\"\nstores = [\"store1\", \"store2\"]\n\n[audit]\nfile = \"{}\"\n",
             audit.display()
@@ -403,4 +405,46 @@ async fn a_refused_account_token_fails_the_report_with_what_to_fix() {
     );
     assert!(!out.stderr.contains("not-the-account-token"));
     assert_eq!(calls(&s.sim), ["unauthenticated() -> 401"]);
+}
+
+#[tokio::test]
+async fn a_dry_run_only_reads_and_says_what_its_reads_cost() {
+    let s = setup(&good_token()).await;
+    let out = storegate(&["reconcile", "--dry-run"], &s.config).await;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    // Exactly the two paged reads: not one mutation.
+    assert_eq!(calls(&s.sim), READS);
+    assert!(s.sim.account_mutations(UUID).is_empty());
+    // The Management API side of the dry run wrote nothing either: no customer was created.
+    for h in HASHES {
+        assert!(s.sim.customers(h).is_empty(), "{h}");
+    }
+    let block = out
+        .stdout
+        .find("control panel [acme]")
+        .map(|i| &out.stdout[i..])
+        .unwrap_or_else(|| panic!("no control-panel block in:\n{}", out.stdout));
+    let expected = [
+        "control panel [acme]: 6 step(s) planned, 2 call(s) this pass (2 page(s) read), 2 of 70 calls used in the last hour",
+        "  leaver   removeUserFromStore dan@corp.example store store1",
+        "  leaver   removeUserFromAccount dan@corp.example",
+        "  mover    removeUserFromStore bob@corp.example store store1",
+        "  addition addUserToAccount cat@corp.example",
+        "  addition addUserToStore cat@corp.example store store1",
+        "  addition addUserToStore cat@corp.example store store2",
+        "  cost: 1 leaver(s) removed: 2 call(s), now at 70 calls/hour",
+        "  cost: 1 mover(s) removed from lost stores: 1 call(s), now at 70 calls/hour",
+        "  cost: 1 person(s) added: 3 call(s), now at 70 calls/hour",
+        "  dry run: no write call sent; its reads used 2 of this hour's 70 Account API calls (2 used in the last hour, 68 left)",
+        "  unmanaged (not in SCIM, left alone): owner@corp.example stores [store1, store2]",
+        "  drift ada@corp.example store store1: high-risk excess Manage_Users; missing Edit_Products Manage_Categories Manage_PriceLists (permissions are not writable by API: fix in the control panel)",
+        "  drift bob@corp.example store store2: excess Manage_Customers; missing Refund_Orders (permissions are not writable by API: fix in the control panel)",
+    ];
+    assert_eq!(block.lines().collect::<Vec<_>>(), expected, "{block}");
+    assert!(block.ends_with('\n'));
+    // The reads were real calls: spent from the shared budget.
+    let spent: Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.budget).expect("budget file"))
+            .expect("budget JSON");
+    assert_eq!(spent["acme"].as_array().map(Vec::len), Some(2));
 }

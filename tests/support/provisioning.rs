@@ -39,8 +39,8 @@ pub fn config_text(sim_base: &str, provisioning: &str, tail: &str) -> Config {
     config::load_str(&t, "reconcile.toml", &LiteralEnv).unwrap_or_else(|d| panic!("{d}"))
 }
 
-/// The text behind [`config_text`], with `scim_store` as `[scim] store` (`"memory"`, or a
-/// folder that a test and the `storegate` binary both read): for tests that run the binary.
+/// The text behind [`config_text`], with `scim_store` as `[scim] store` (`"memory"`, or
+/// `"file:DIR"`, a folder that a test and the `storegate` binary both read): for tests that run the binary.
 pub fn config_toml(sim_base: &str, scim_store: &str, provisioning: &str, tail: &str) -> String {
     let mut t = String::from(
         "public_url = \"http://127.0.0.1:1\"\nallow_insecure_http = true\n[[idp]]\nid = \"nam\"\nprotocol = \"oidc\"\nissuer = \"http://127.0.0.1:9/x\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
