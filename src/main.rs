@@ -137,6 +137,12 @@ enum Command {
         /// A grant ending within this long is expiring.
         #[arg(long, default_value = "14d")]
         expiring: String,
+        /// The control-panel report instead (issue 12): one row per person x store of every
+        /// `[[account]]`, with the expected permission sets, missing, excess and high-risk
+        /// permissions (flagged rows first) and the unmanaged users. Reads through the
+        /// reconciler's 70-per-hour budget; a spent budget fails the report (exit 1).
+        #[arg(long)]
+        control_panel: bool,
     },
     /// The audit trail (issue 13).
     Audit {
@@ -296,6 +302,7 @@ fn main() -> ExitCode {
             format,
             dormant,
             expiring,
+            control_panel,
         } => {
             let cfg = match config::load_file(&config) {
                 Ok(c) => c,
@@ -304,6 +311,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if control_panel {
+                return run(async move { control_panel_report(cfg, &format).await });
+            }
             run(async move { access_report(cfg, &format, &dormant, &expiring).await })
         }
         Command::Demo { listen } => demo(&listen),
@@ -540,6 +550,36 @@ async fn access_report(
     match format {
         "json" => println!("{}", access::to_json(&report.rows)),
         _ => print!("{}", access::to_csv(&report.rows)),
+    }
+    Ok(())
+}
+
+/// `storegate access-report --control-panel`: the rows on stdout, how each account was read on
+/// stderr; nothing on stdout when an account cannot be read in full (exit 1 with the reason).
+async fn control_panel_report(cfg: Config, format: &str) -> anyhow::Result<()> {
+    use storegate::controlpanel::access;
+    if cfg.accounts.is_empty() {
+        anyhow::bail!(
+            "the configuration has no [[account]]: the control-panel report reads the Account API of each [[account]] (docs/control-panel.md)"
+        );
+    }
+    let clock = clock();
+    // Reads are not audited; the receiver is kept so nothing is reported as a stopped writer.
+    let (audit, _events) = storegate::audit::AuditLog::channel();
+    let Some(staff) = storegate::app::staff_reconciler(&cfg, None, audit, clock.clone())? else {
+        anyhow::bail!("no [[account]] to read");
+    };
+    let data = storegate::app::load_scim(&cfg).await?;
+    let now = storegate::clock::Clock::now(&*clock);
+    let (rows, reads) = access::report(&cfg, &staff, &data, now)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    for r in &reads {
+        eprintln!("storegate access-report: {}", r.describe());
+    }
+    match format {
+        "json" => println!("{}", access::to_json(&rows)),
+        _ => print!("{}", access::to_csv(&rows)),
     }
     Ok(())
 }

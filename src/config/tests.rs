@@ -2488,3 +2488,7 @@ mod route;
 // `[[permission_set]]` and `control_panel` (issue 12).
 #[path = "permission_set_tests.rs"]
 mod permission_set;
+
+// `[[account]]` (issue 12).
+#[path = "account_tests.rs"]
+mod account;

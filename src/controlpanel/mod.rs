@@ -14,12 +14,15 @@
 //!   (permissions are readable but not writable through the API: reported, never "fixed");
 //! - [`run`]: a pass: read (or reuse the cached read), plan, spend the budget step by step; a
 //!   spent budget or a 429 pauses the pass, which is not a failure;
-//! - [`render`]: the `--dry-run` text with the plan's cost in calls and time at the budget.
+//! - [`render`]: the `--dry-run` text with the plan's cost in calls and time at the budget;
+//! - [`access`]: `access-report --control-panel`, one row per person × store with the drift,
+//!   read through the same budgeted, cached path as a pass.
 //!
 //! Durability: a pass recomputes the plan from desired vs observed, and observed is read again
 //! after a restart (the cache lives in memory only), so no planned change can be lost; the budget
 //! itself is durable (Redis, or a state file beside the provisioning queue file).
 
+pub mod access;
 pub mod budget;
 pub mod desired;
 pub mod drift;

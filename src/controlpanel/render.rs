@@ -97,7 +97,17 @@ fn account(out: &mut String, r: &AccountReport, dry_run: bool) {
     for line in cost(&pending, r.used_last_hour) {
         let _ = writeln!(out, "  cost: {line} at {HOURLY_LIMIT} calls/hour");
     }
-    if !dry_run {
+    if dry_run {
+        // Reads are real calls and count against BigCommerce's hourly limit: say what this
+        // dry run cost, and that it sent nothing else.
+        let _ = writeln!(
+            out,
+            "  dry run: no write call sent; its reads used {} of this hour's {HOURLY_LIMIT} Account API calls ({} used in the last hour, {} left)",
+            r.calls,
+            r.used_last_hour,
+            HOURLY_LIMIT.saturating_sub(r.used_last_hour)
+        );
+    } else {
         let _ = writeln!(out, "  done {}, failed {}", r.done.len(), r.failed.len());
     }
     for (s, e) in &r.failed {

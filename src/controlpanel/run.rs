@@ -194,13 +194,49 @@ impl StaffReconciler {
         self.pending.lock().clone()
     }
 
-    /// The cached read, when fresh enough.
-    fn cached(&self, account: &str, now: UnixTime) -> Option<Observed> {
+    /// The cached read and when it was made, when fresh enough.
+    fn cached(&self, account: &str, now: UnixTime) -> Option<(Observed, UnixTime)> {
         self.cache
             .lock()
             .get(account)
             .filter(|c| now - c.read_at < CACHE_MAX_AGE_SECS)
-            .map(|c| c.observed.clone())
+            .map(|c| (c.observed.clone(), c.read_at))
+    }
+
+    /// What `a` holds and when it was read, through the pass's own read path: the cached read
+    /// while fresh, else a read whose pages each spend a call of the budget first (`calls`
+    /// counts them). `storegate access-report --control-panel` reads through this, so a report
+    /// can never take calls the reconciler's budget does not know about.
+    pub async fn snapshot(
+        &self,
+        a: &StaffAccount,
+        calls: &mut u32,
+    ) -> Result<(Observed, UnixTime), Halt> {
+        let now = self.clock.now();
+        if let Some(cached) = self.cached(&a.config.id, now) {
+            return Ok(cached);
+        }
+        let o = observe::read(
+            &a.api,
+            self.budget.as_ref(),
+            &a.config.id,
+            &self.clock,
+            &a.stores(),
+            calls,
+        )
+        .await?;
+        self.remember(&a.config.id, &o, now);
+        Ok((o, now))
+    }
+
+    fn remember(&self, account: &str, observed: &Observed, read_at: UnixTime) {
+        self.cache.lock().insert(
+            account.to_owned(),
+            Cached {
+                observed: observed.clone(),
+                read_at,
+            },
+        );
     }
 
     async fn read(&self, a: &StaffAccount, r: &mut AccountReport) -> Result<Observed, Halt> {
@@ -217,13 +253,7 @@ impl StaffReconciler {
         r.calls += calls;
         r.reads += calls;
         if let Ok(o) = &result {
-            self.cache.lock().insert(
-                a.config.id.clone(),
-                Cached {
-                    observed: o.clone(),
-                    read_at: self.clock.now(),
-                },
-            );
+            self.remember(&a.config.id, o, self.clock.now());
         }
         result
     }
@@ -242,7 +272,7 @@ impl StaffReconciler {
         };
         let mut fresh = false;
         let mut observed = match self.cached(&id, self.clock.now()) {
-            Some(o) => o,
+            Some((o, _)) => o,
             None => {
                 fresh = true;
                 match self.read(a, &mut r).await {

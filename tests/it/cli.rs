@@ -27,6 +27,11 @@ impl TempDir {
         TempDir(dir)
     }
 
+    /// `name` inside the directory (not created).
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
     pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         std::fs::write(&path, text).expect("write temp file");

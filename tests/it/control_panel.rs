@@ -492,3 +492,132 @@ async fn drift_reports_missing_excess_and_high_risk_permissions_exactly_and_sets
     assert_eq!(report.calls, report.reads);
     assert!(w.sim.store_staff(UUID, "store1")["ada@corp.example"].contains("Manage_Users"));
 }
+
+/// Joiner, mover and leaver with the grants from a real policy file: `[[permission_set]]`s, a
+/// template role and an allow rule carrying `control_panel` (crate::control_panel_cli::POLICY),
+/// loaded and validated like any configuration, the desired state from
+/// `controlpanel::desired::from_config` (the policy's `control_panel_grants`), as `reconcile` and
+/// the gateway's scheduled pass compute it. Every call to the Account API is asserted, reads
+/// included.
+#[tokio::test]
+async fn a_policy_file_drives_joiner_mover_and_leaver_with_exactly_these_calls() {
+    use storegate::controlpanel::desired::from_config;
+    let w = world(crate::control_panel_cli::POLICY).await;
+    w.sim
+        .seed_staff(UUID, "owner@corp.example", &["store1", "store2"], true);
+    let mut merch = w
+        .people(
+            "cp-merch",
+            &["ada@corp.example".into(), "bob@corp.example".into()],
+        )
+        .await;
+    let (ada, bob) = (merch.remove(0), merch.remove(0));
+    let (r, _rx) = w.reconciler(memory_budget());
+    let pass = || async {
+        let data = w.scim.snapshot().await.unwrap();
+        let desired = from_config(&w.cfg, &data, NOW);
+        r.pass(&desired, "policy", true).await.accounts.remove(0)
+    };
+    let calls = |from: usize| -> Vec<String> {
+        w.sim.account_calls(UUID)[from..]
+            .iter()
+            .map(|c| c.describe())
+            .collect()
+    };
+    const READS: [&str; 2] = [
+        "account.users(first 500 after -)",
+        "account.stores.users(stores 50 after - users 500 after -)",
+    ];
+
+    // Joiners: the template role `merchandiser` (set "merchandiser") on both stores.
+    let joined = pass().await;
+    assert!(
+        joined.failed.is_empty() && joined.error.is_none(),
+        "{joined:?}"
+    );
+    assert_eq!(
+        calls(0),
+        [
+            READS[0],
+            READS[1],
+            "addUserToAccount(ada@corp.example)",
+            "addUserToStore(ada@corp.example store1)",
+            "addUserToStore(ada@corp.example store2)",
+            "addUserToAccount(bob@corp.example)",
+            "addUserToStore(bob@corp.example store1)",
+            "addUserToStore(bob@corp.example store2)",
+        ]
+    );
+    assert_eq!(
+        w.store("store1"),
+        ["ada@corp.example", "bob@corp.example", "owner@corp.example"]
+    );
+    assert_eq!(
+        w.store("store2"),
+        ["ada@corp.example", "bob@corp.example", "owner@corp.example"]
+    );
+
+    // Mover: bob leaves cp-merch for cp-finance, whose allow rule carries `control_panel =
+    // "finance"` on store2 only: store1 is lost (removed; his id is read first), store2 stays,
+    // now expected to hold the finance set, which the drift shows.
+    move_to_new_group(&w.scim, &bob, "cp-finance").await;
+    let before = w.sim.account_calls(UUID).len();
+    let moved = pass().await;
+    assert_eq!(
+        calls(before),
+        [
+            READS[0].to_owned(),
+            READS[1].to_owned(),
+            format!(
+                "removeUserFromStore({} store1)",
+                w.user_id("bob@corp.example")
+            ),
+        ]
+    );
+    assert_eq!(
+        w.store("store1"),
+        ["ada@corp.example", "owner@corp.example"]
+    );
+    let bob_drift: Vec<(String, Vec<String>)> = moved
+        .drift
+        .iter()
+        .filter(|d| d.email == "bob@corp.example")
+        .map(|d| (d.store.clone(), d.missing.clone()))
+        .collect();
+    assert_eq!(
+        bob_drift,
+        [(
+            "store2".to_owned(),
+            vec!["Manage_Orders".to_owned(), "Refund_Orders".to_owned()]
+        )]
+    );
+
+    // Leaver: ada is deactivated: out of both stores, then out of the account (cached read).
+    deactivate(&w.scim, &ada).await;
+    let ada_id = w.user_id("ada@corp.example");
+    let before = w.sim.account_calls(UUID).len();
+    let left = pass().await;
+    assert_eq!(left.reads, 0);
+    assert_eq!(
+        calls(before),
+        [
+            format!("removeUserFromStore({ada_id} store1)"),
+            format!("removeUserFromStore({ada_id} store2)"),
+            "removeUserFromAccount(ada@corp.example)".to_owned(),
+        ]
+    );
+    assert_eq!(w.store("store1"), ["owner@corp.example"]);
+    assert_eq!(
+        w.store("store2"),
+        ["bob@corp.example", "owner@corp.example"]
+    );
+    assert!(
+        w.sim
+            .staff(UUID)
+            .iter()
+            .all(|s| s.email != "ada@corp.example")
+    );
+    // The owner, outside SCIM, was listed every pass and never touched.
+    assert_eq!(left.plan.unmanaged.len(), 1);
+    assert!(calls(0).iter().all(|c| !c.contains("owner")));
+}

@@ -20,6 +20,7 @@ mod builtin_proxy;
 mod cli;
 mod console;
 mod control_panel;
+mod control_panel_cli;
 mod control_panel_portal;
 mod demo;
 mod deploy_config;

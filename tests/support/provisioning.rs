@@ -35,6 +35,13 @@ pub async fn simulator(per_window: u32, window_ms: u64) -> (SimHandle, String) {
 /// A configuration with `provisioning` as the `[provisioning]` body and `tail` (further tables)
 /// after it.
 pub fn config_text(sim_base: &str, provisioning: &str, tail: &str) -> Config {
+    let t = config_toml(sim_base, "memory", provisioning, tail);
+    config::load_str(&t, "reconcile.toml", &LiteralEnv).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// The text behind [`config_text`], with `scim_store` as `[scim] store` (`"memory"`, or
+/// `"file:DIR"`, a folder that a test and the `storegate` binary both read): for tests that run the binary.
+pub fn config_toml(sim_base: &str, scim_store: &str, provisioning: &str, tail: &str) -> String {
     let mut t = String::from(
         "public_url = \"http://127.0.0.1:1\"\nallow_insecure_http = true\n[[idp]]\nid = \"nam\"\nprotocol = \"oidc\"\nissuer = \"http://127.0.0.1:9/x\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
     );
@@ -46,9 +53,9 @@ pub fn config_text(sim_base: &str, provisioning: &str, tail: &str) -> Config {
     t += "[[rule]]\nname = \"staff-everywhere\"\ngroups_any = [\"staff\"]\nstores = [\"*\"]\nrole = \"staff\"\ncustomer_group = \"Staff\"\n";
     t += "[[rule]]\nname = \"outlet-only\"\ngroups_any = [\"outlet\"]\nstores = [\"store3\"]\nrole = \"outlet\"\n";
     t += &format!(
-        "[scim]\nenabled = true\nbearer_token = \"0123456789abcdef0123\"\nstore = \"memory\"\n[provisioning]\n{provisioning}{tail}"
+        "[scim]\nenabled = true\nbearer_token = \"0123456789abcdef0123\"\nstore = \"{scim_store}\"\n[provisioning]\n{provisioning}{tail}"
     );
-    config::load_str(&t, "reconcile.toml", &LiteralEnv).unwrap_or_else(|d| panic!("{d}"))
+    t
 }
 
 pub fn fast() -> Backoff {

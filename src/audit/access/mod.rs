@@ -330,14 +330,25 @@ fn fields(r: &Row) -> [String; 16] {
 
 /// The rows as CSV with a header line, `\r\n` line ends (RFC 4180).
 pub fn to_csv(rows: &[Row]) -> String {
-    let mut out = COLUMNS.join(",");
+    csv(&COLUMNS, rows.iter().map(fields))
+}
+
+/// A CSV table: the header line of `columns`, then one line per row, each field escaped by
+/// [`csv_field`], `\r\n` line ends (RFC 4180). Every report that writes CSV goes through here,
+/// so the quoting and the formula guard are the same everywhere.
+pub fn csv<R, F>(columns: &[&str], rows: R) -> String
+where
+    R: IntoIterator<Item = F>,
+    F: IntoIterator<Item = String>,
+{
+    let mut out = columns.join(",");
     out.push_str("\r\n");
     for r in rows {
-        for (i, f) in fields(r).iter().enumerate() {
+        for (i, f) in r.into_iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            csv_field(&mut out, f);
+            csv_field(&mut out, &f);
         }
         out.push_str("\r\n");
     }

@@ -54,8 +54,17 @@ pub(super) fn accounts(c: &mut Checker<'_>, f: &FileConfig) -> Vec<ControlPanelA
             );
         }
         let mut stores = Vec::new();
+        let mut listed = std::collections::HashSet::new();
         for (j, s) in a.stores.iter().enumerate() {
             let path = [key("account"), Seg::Index(i), key("stores"), Seg::Index(j)];
+            // Named twice in one account: said as such, not as "in acme and in acme".
+            if !listed.insert(s.as_str()) {
+                c.error(
+                    &path,
+                    format!("[[account]] \"{}\" lists store \"{s}\" twice", a.id),
+                );
+                continue;
+            }
             let Some(b) = f.bigcommerce.iter().find(|b| &b.id == s) else {
                 c.error(
                     &path,
