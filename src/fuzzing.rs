@@ -71,10 +71,12 @@ pub enum Target {
     ScimResource,
     /// `return_to` (after sign-in) and `to` (launch): `redirect::LocalPath::parse`.
     ReturnTo,
+    /// The client address behind trusted proxies: `web::client_ip` (`X-Forwarded-For`).
+    ClientIp,
 }
 
 impl Target {
-    pub const ALL: [Target; 12] = [
+    pub const ALL: [Target; 13] = [
         Target::SamlResponse,
         Target::SloRedirect,
         Target::ScimFilter,
@@ -87,6 +89,7 @@ impl Target {
         Target::WebhookPayload,
         Target::ScimResource,
         Target::ReturnTo,
+        Target::ClientIp,
     ];
 
     /// The corpus folder name (`tests/fuzz/corpus/<name>`) and the cargo-fuzz target name.
@@ -104,6 +107,7 @@ impl Target {
             Target::WebhookPayload => "webhook_payload",
             Target::ScimResource => "scim_resource",
             Target::ReturnTo => "return_to",
+            Target::ClientIp => "client_ip",
         }
     }
 }
@@ -196,6 +200,7 @@ impl Fuzz {
             Target::WebhookPayload => webhook_payload(data),
             Target::ScimResource => scim_resource(data),
             Target::ReturnTo => return_to(data),
+            Target::ClientIp => client_ip(data),
         }
     }
 
@@ -983,10 +988,10 @@ async fn create_and_replace(kind: Kind, body: Value) -> &'static str {
     let mut label: &'static str = match s.create(kind, body.clone(), BASE).await {
         Err(e) => {
             if taken {
-                // Oracle: the fixture's name, in any ASCII case, is taken.
-                assert_eq!(
-                    (e.status, e.scim_type),
-                    (409, Some(ScimType::Uniqueness)),
+                // Oracle: the fixture's name, in any ASCII case, is taken (a body that is
+                // invalid for another reason may be refused for that first, with a 400).
+                assert!(
+                    (e.status, e.scim_type) == (409, Some(ScimType::Uniqueness)) || e.status == 400,
                     "a create of a taken name was refused with another error: {e}"
                 );
             }
@@ -1128,4 +1133,67 @@ pub fn return_to(data: &[u8]) -> &'static str {
             "accepted"
         }
     }
+}
+
+/// The client address the rate limits and the audit trail use: the first byte picks the TCP peer
+/// (even: an untrusted 203.0.113.9, odd: the trusted proxy 10.2.2.2), each further line is one
+/// `X-Forwarded-For` header value. Oracles: an untrusted peer is the client whatever it sends;
+/// behind a trusted proxy the answer is the peer or a hop of the header, every hop to its right
+/// is a trusted proxy, and it is never a trusted address other than the peer itself.
+pub fn client_ip(data: &[u8]) -> &'static str {
+    use axum::http::{HeaderMap, HeaderValue};
+    use std::net::IpAddr;
+    let Some((&pick, rest)) = data.split_first() else {
+        return "empty";
+    };
+    let trusted: Vec<ipnet::IpNet> = ["10.0.0.0/8", "fd00::/8"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let peer = IpAddr::from(if pick % 2 == 0 {
+        [203, 0, 113, 9]
+    } else {
+        [10, 2, 2, 2]
+    });
+    let mut headers = HeaderMap::new();
+    for line in rest.split(|&b| b == b'\n') {
+        if let Ok(v) = HeaderValue::from_bytes(line) {
+            headers.append("x-forwarded-for", v);
+        }
+    }
+    let Some(got) = crate::web::client_ip::client_ip(Some(peer), &headers, &trusted) else {
+        panic!("no client address with a peer");
+    };
+    if !is_trusted(&peer) {
+        assert_eq!(got, peer, "an untrusted peer chose its address");
+        return "untrusted_peer";
+    }
+    if got == peer {
+        return "the_proxy";
+    }
+    assert!(
+        !is_trusted(&got),
+        "a trusted address {got} taken for the client"
+    );
+    // Every hop to the right of the answer is a trusted proxy.
+    let hops: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|t| t.split(',').map(|p| p.trim().to_owned()))
+        .collect();
+    let Some(at) = hops
+        .iter()
+        .rposition(|h| h.parse::<IpAddr>().ok() == Some(got))
+    else {
+        panic!("the client {got} is not a hop of the header");
+    };
+    assert!(
+        hops[at + 1..]
+            .iter()
+            .all(|h| h.parse::<IpAddr>().is_ok_and(|ip| is_trusted(&ip))),
+        "an untrusted hop right of the client {got}"
+    );
+    "forwarded_hop"
 }

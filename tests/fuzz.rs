@@ -225,6 +225,20 @@ fn dictionary(target: Target) -> &'static [&'static str] {
             "\u{2215}",
             "\u{202e}",
         ],
+        Target::ClientIp => &[
+            ", ",
+            ",",
+            "\n",
+            "10.1.1.1",
+            "198.51.100.7",
+            "::ffff:10.1.1.1",
+            "fd00::1",
+            "[::1]",
+            "1.2.3.4:80",
+            "unknown",
+            "0",
+            "%25",
+        ],
         Target::ForwardedRequest => &[
             "x-forwarded-host: ",
             "x-forwarded-uri: ",
@@ -599,6 +613,7 @@ fn mutate(rng: &mut Rng, target: Target, base: &[u8], other: &[u8]) -> Vec<u8> {
                     Err(_) => false,
                 },
                 Target::ConfigLoader
+                | Target::ClientIp
                 | Target::ForwardedRequest
                 | Target::ProxyHeaders
                 | Target::LogoutToken => line_mutation(rng, &mut data),
@@ -764,7 +779,8 @@ fn default_seconds(target: Target) -> u64 {
         Target::AccountApiDecode
         | Target::WebhookPayload
         | Target::ScimResource
-        | Target::ReturnTo => 8,
+        | Target::ReturnTo
+        | Target::ClientIp => 8,
         _ => 30,
     }
 }
@@ -892,4 +908,9 @@ fn fuzz_scim_resource() {
 #[test]
 fn fuzz_return_to() {
     fuzz(Target::ReturnTo);
+}
+
+#[test]
+fn fuzz_client_ip() {
+    fuzz(Target::ClientIp);
 }
