@@ -21,6 +21,7 @@ mod cli;
 mod console;
 mod control_panel;
 mod control_panel_portal;
+mod cookie_domain;
 mod demo;
 mod deploy_config;
 mod doctor;
