@@ -35,6 +35,14 @@ pub struct RouteFile {
     /// The header carrying the signed identity token. Default `X-Storegate-Identity`.
     #[serde(default)]
     pub identity_header: Option<String>,
+    /// Built-in proxy, this route only: `[forward_auth] upstream_timeout` for its upstream
+    /// (`"30s"`). Default `[forward_auth]`'s. Needs `upstream`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Built-in proxy, this route only: `[forward_auth] max_body` (`"10MiB"`). Default
+    /// `[forward_auth]`'s. Needs `upstream`.
+    #[serde(default)]
+    pub max_body: Option<String>,
 }
 
 /// `[forward_auth]`: the identity tokens and the built-in proxy's limits.
@@ -68,6 +76,16 @@ pub struct RouteTarget {
     pub upstream: Option<Url>,
     /// Lower-cased header name.
     pub identity_header: String,
+    /// This route's own upstream timeout and body limit; `None`: `[forward_auth]`'s.
+    pub limits: RouteLimits,
+}
+
+/// A route's own `timeout` and `max_body` (built-in proxy); `None` falls back to
+/// `[forward_auth]`'s `upstream_timeout` and `max_body`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteLimits {
+    pub timeout: Option<Duration>,
+    pub max_body: Option<usize>,
 }
 
 /// `[forward_auth]` and every `[[route]]`, validated.
@@ -101,6 +119,24 @@ impl Default for ForwardAuthConfig {
 impl ForwardAuthConfig {
     pub fn target(&self, route: &str) -> Option<&RouteTarget> {
         self.targets.iter().find(|t| t.name == route)
+    }
+
+    /// The upstream timeout of `target`: its own, else `[forward_auth]`'s.
+    pub fn timeout_of(&self, target: &RouteTarget) -> Duration {
+        target.limits.timeout.unwrap_or(self.upstream_timeout)
+    }
+
+    /// The request body limit of `target`: its own, else `[forward_auth]`'s.
+    pub fn max_body_of(&self, target: &RouteTarget) -> usize {
+        target.limits.max_body.unwrap_or(self.max_body)
+    }
+
+    /// The shortest upstream timeout of any route (the pooled client's connect bound).
+    pub fn shortest_timeout(&self) -> Duration {
+        self.targets
+            .iter()
+            .filter_map(|t| t.limits.timeout)
+            .fold(self.upstream_timeout, Duration::min)
     }
 
     /// Every identity header name some route uses (stripped from every incoming request).

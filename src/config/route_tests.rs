@@ -234,3 +234,84 @@ fn cookie_domain_must_contain_the_gateway_s_host() {
     let cfg = load_with(&with(""), &FakeEnv::default()).unwrap();
     assert!(cfg.session.cookie_domain.is_none());
 }
+
+#[test]
+fn a_proxied_route_may_have_its_own_timeout_and_body_limit() {
+    let cfg = load_with(
+        &with(
+            r#"
+[forward_auth]
+upstream_timeout = "20s"
+max_body = "2MiB"
+
+[[route]]
+name = "uploads"
+host = "files.example.com"
+upstream = "http://127.0.0.1:9000"
+timeout = "5m"
+max_body = "100MiB"
+
+[[route]]
+name = "desk"
+host = "desk.example.com"
+upstream = "http://127.0.0.1:9001"
+"#,
+        ),
+        &FakeEnv::default(),
+    )
+    .unwrap();
+    let fa = &cfg.forward_auth;
+    let uploads = fa.target("uploads").unwrap();
+    assert_eq!(fa.timeout_of(uploads), std::time::Duration::from_secs(300));
+    assert_eq!(fa.max_body_of(uploads), 100 * 1024 * 1024);
+    // Without its own, a route has [forward_auth]'s.
+    let desk = fa.target("desk").unwrap();
+    assert_eq!(fa.timeout_of(desk), std::time::Duration::from_secs(20));
+    assert_eq!(fa.max_body_of(desk), 2 * 1024 * 1024);
+    assert_eq!(fa.shortest_timeout(), std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn bad_route_limits_are_refused_on_their_line() {
+    // The route starts on line 9 (MINIMAL is 7 lines); its fourth line is 12.
+    let route = |lines: &str| {
+        with(&format!(
+            "\n[[route]]\nname = \"a\"\nhost = \"a.example.com\"\n{lines}\n"
+        ))
+    };
+    let up = "upstream = \"http://127.0.0.1:9000\"\n";
+    for (lines, line, needle) in [
+        (
+            format!("{up}timeout = \"0s\""),
+            13,
+            "route \"a\": `timeout` must not be 0",
+        ),
+        (
+            format!("{up}timeout = \"soon\""),
+            13,
+            "`route[0].timeout`: \"soon\" is not a duration",
+        ),
+        (
+            format!("{up}max_body = \"lots\""),
+            13,
+            "`route[0].max_body`: \"lots\" is not a size like \"10MiB\"",
+        ),
+        (
+            format!("{up}max_body = \"0\""),
+            13,
+            "`route[0].max_body`: \"0\" is not a size",
+        ),
+        (
+            "timeout = \"30s\"".to_owned(),
+            12,
+            "route \"a\": `timeout` applies to the built-in proxy only",
+        ),
+        (
+            "max_body = \"1MiB\"".to_owned(),
+            12,
+            "route \"a\": `max_body` applies to the built-in proxy only",
+        ),
+    ] {
+        assert_one(&errors(&route(&lines)), line, needle);
+    }
+}

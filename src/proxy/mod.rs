@@ -52,7 +52,7 @@ impl Proxy {
         if !fa.targets.iter().any(|t| t.upstream.is_some()) {
             return None;
         }
-        let connect = forward::CONNECT_TIMEOUT.min(fa.upstream_timeout);
+        let connect = forward::CONNECT_TIMEOUT.min(fa.shortest_timeout());
         Some(Arc::new(Proxy {
             state: state.clone(),
             client: forward::client(connect),
@@ -68,9 +68,22 @@ pub async fn dispatch(State(proxy): State<Arc<Proxy>>, req: Request, next: Next)
         let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
         route_match::request_host(req.headers(), req.uri())
             .and_then(|host| route_match::proxied(fa, host, pq))
-            .map(|(name, upstream)| (name.to_owned(), upstream.clone()))
+            .map(|(name, upstream)| {
+                // The route's own timeout and body limit, else `[forward_auth]`'s.
+                let limits = fa.target(name).map_or(
+                    Limits {
+                        timeout: fa.upstream_timeout,
+                        max_body: fa.max_body,
+                    },
+                    |t| Limits {
+                        timeout: fa.timeout_of(t),
+                        max_body: fa.max_body_of(t),
+                    },
+                );
+                (name.to_owned(), upstream.clone(), limits)
+            })
     };
-    let Some((route, upstream)) = target else {
+    let Some((route, upstream, limits)) = target else {
         return next.run(req).await;
     };
     let rid = uuid::Uuid::new_v4().to_string();
@@ -82,7 +95,9 @@ pub async fn dispatch(State(proxy): State<Arc<Proxy>>, req: Request, next: Next)
         request_id = %rid,
     );
     let config = proxy.state.config.clone();
-    let serve = proxy.serve(req, &route, &upstream, &rid).instrument(span);
+    let serve = proxy
+        .serve(req, &route, &upstream, limits, &rid)
+        .instrument(span);
     let mut resp = crate::web::errors::with_contact(config, serve).await;
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().entry("x-request-id").or_insert(v);
@@ -90,8 +105,22 @@ pub async fn dispatch(State(proxy): State<Arc<Proxy>>, req: Request, next: Next)
     resp
 }
 
+/// The upstream timeout and request body limit that apply to one route.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    timeout: std::time::Duration,
+    max_body: usize,
+}
+
 impl Proxy {
-    async fn serve(&self, mut req: Request, route: &str, upstream: &Url, rid: &str) -> Response {
+    async fn serve(
+        &self,
+        mut req: Request,
+        route: &str,
+        upstream: &Url,
+        limits: Limits,
+        rid: &str,
+    ) -> Response {
         let state = &self.state;
         let fa = &state.config.forward_auth;
         let peer = req
@@ -140,20 +169,20 @@ impl Proxy {
             Err(resp) => return own_page(resp),
         };
 
-        let max = u64::try_from(fa.max_body).unwrap_or(u64::MAX);
+        let max = u64::try_from(limits.max_body).unwrap_or(u64::MAX);
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max) {
-            return self.failed(UpstreamFailure::BodyTooLarge, route, rid);
+            return self.failed(UpstreamFailure::BodyTooLarge, route, limits, rid);
         }
 
         let upgrade = headers::wants_upgrade(req.headers());
         let browser_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let Some(uri) = route_match::upstream_uri(upstream, &pq) else {
-            return self.failed(UpstreamFailure::Unreachable, route, rid);
+            return self.failed(UpstreamFailure::Unreachable, route, limits, rid);
         };
         let identity_headers = fa.identity_headers();
         let hop = headers::Hop {
@@ -177,9 +206,9 @@ impl Proxy {
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = out_headers;
 
-        let mut resp = match forward::send(&self.client, out, fa.upstream_timeout, &tripped).await {
+        let mut resp = match forward::send(&self.client, out, limits.timeout, &tripped).await {
             Ok(r) => r,
-            Err(f) => return self.failed(f, route, rid),
+            Err(f) => return self.failed(f, route, limits, rid),
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(browser) = browser_upgrade
@@ -192,7 +221,7 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         headers::to_browser(&mut parts.headers, false, cookie_name);
-        Response::from_parts(parts, Body::new(IdleBody::new(body, fa.upstream_timeout)))
+        Response::from_parts(parts, Body::new(IdleBody::new(body, limits.timeout)))
     }
 
     /// The session the browser's cookie names, read from the gateway's store (lazily).
@@ -208,14 +237,14 @@ impl Proxy {
     }
 
     /// The upstream gave no usable answer: a page with the reference, and an audit event.
-    fn failed(&self, failure: UpstreamFailure, route: &str, rid: &str) -> Response {
+    fn failed(&self, failure: UpstreamFailure, route: &str, limits: Limits, rid: &str) -> Response {
         let (status, title, message) = match failure {
             UpstreamFailure::BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Upload too large",
                 format!(
                     "This upload is larger than the {} bytes the gateway forwards to \"{route}\".",
-                    self.state.config.forward_auth.max_body
+                    limits.max_body
                 ),
             ),
             UpstreamFailure::Timeout => (

@@ -53,6 +53,7 @@ mod tests {
             name: name.into(),
             upstream: up.map(|u| Url::parse(u).unwrap()),
             identity_header: "x-storegate-identity".into(),
+            limits: Default::default(),
         };
         ForwardAuthConfig {
             routes: RouteTable::new(vec![

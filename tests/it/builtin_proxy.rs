@@ -6,7 +6,7 @@
 //! side waits for the other's first piece, so a buffering proxy deadlocks), the body limit,
 //! WebSocket echo, upstream down (502) and silent (504).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,34 +15,28 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::{Value, json};
+use serde_json::Value;
 use storegate::audit::{EventKind, Outcome};
-use storegate::forward::token::IdentityClaims;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{Gateway, Opts, Reserved};
+use crate::harness::Gateway;
 use crate::support::browser::{Browser, location, query_param};
 use crate::support::free_port;
 use crate::support::rogue_op::RogueOp;
+use crate::support::tools::{
+    Recorder, ToolSpec, bare, jwks, p256_pem, person, session_cookie, sign_in, verified,
+    verify_identity,
+};
 
-const CLIENT: &str = "storegate";
-const SECRET: &str = "builtin-proxy-client-secret-0123";
 const MFA: &str = "urn:example:contract:mfa";
 const FORGED: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.";
-const COOKIE: &str = "storegate_session";
 
-/// What the upstream saw of each request: path and headers.
-#[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    headers: HeaderMap,
-}
-
+/// The upstream's handlers beyond the echo page: each records its request; the streaming ones
+/// wait for the test.
 #[derive(Clone, Default)]
 struct Upstream {
-    seen: Arc<Mutex<Vec<Seen>>>,
+    rec: Recorder,
     /// The upload handler got its first piece.
     upload_first: Arc<Notify>,
     /// The test got the download's first piece: the upstream may send the rest.
@@ -50,26 +44,9 @@ struct Upstream {
 }
 
 impl Upstream {
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
     fn record(&self, req: &Request) {
-        self.seen.lock().unwrap().push(Seen {
-            path: req.uri().to_string(),
-            headers: req.headers().clone(),
-        });
+        self.rec.record(req);
     }
-}
-
-async fn echo(State(up): State<Upstream>, req: Request) -> Response {
-    up.record(&req);
-    let id = req
-        .headers()
-        .get("x-storegate-identity")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    format!("upstream page; identity={id}").into_response()
 }
 
 async fn upload(State(up): State<Upstream>, req: Request) -> Response {
@@ -102,10 +79,17 @@ async fn download(State(up): State<Upstream>, req: Request) -> Response {
     Body::from_stream(rx).into_response()
 }
 
+/// Answers after `?ms=` milliseconds (default 4000).
 async fn slow(State(up): State<Upstream>, req: Request) -> Response {
     up.record(&req);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    "too late".into_response()
+    let ms = req
+        .uri()
+        .query()
+        .and_then(|q| q.strip_prefix("ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    format!("answered after {ms} ms").into_response()
 }
 
 async fn hop_headers(State(up): State<Upstream>, req: Request) -> Response {
@@ -153,22 +137,17 @@ async fn ws_echo(State(up): State<Upstream>, mut req: Request) -> Response {
         .unwrap()
 }
 
-async fn start_upstream() -> (String, Upstream) {
-    let up = Upstream::default();
-    let app = axum::Router::new()
+/// The upstream's own routes (everything else is the echo page).
+fn upstream_routes(up: &Upstream) -> axum::Router {
+    axum::Router::new()
         .route("/tools/orders/upload", axum::routing::post(upload))
         .route("/tools/orders/download", axum::routing::get(download))
         .route("/tools/orders/slow", axum::routing::get(slow))
+        .route("/tools/patient/slow", axum::routing::get(slow))
+        .route("/tools/patient/upload", axum::routing::post(upload))
         .route("/tools/orders/hops", axum::routing::get(hop_headers))
         .route("/tools/orders/ws", axum::routing::get(ws_echo))
-        .fallback(echo)
-        .with_state(up.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (base, up)
+        .with_state(up.clone())
 }
 
 struct Setup {
@@ -218,90 +197,43 @@ name = "sales-desk"
 host = "desk.test"
 groups_any = ["bc-finance"]
 upstream = "{upstream}"
+
+[[route]]
+name = "patient-desk"
+host = "{host}"
+path_prefix = "/tools/patient/"
+upstream = "{upstream}"
+timeout = "3s"
+max_body = "1KiB"
 "#
     )
 }
 
 async fn setup_with(claims: Value, forward_auth_extra: &str, root_extra: &str) -> Setup {
-    let op = RogueOp::start(CLIENT, SECRET).await;
-    op.set_claims(claims);
-    let reserved = Reserved::new().await;
-    let host = reserved.base.trim_start_matches("http://").to_owned();
-    let (upstream, up) = start_upstream().await;
+    let up = Upstream::default();
+    let mut spec = ToolSpec::new(claims);
+    spec.upstream_routes = upstream_routes(&up);
+    spec.recorder = up.rec.clone();
+    spec.root_extra = root_extra.to_owned();
     let down = format!("http://127.0.0.1:{}", free_port());
-    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
-    opts.extra_toml = routes(&host, &upstream, &down).replace(
-        "max_body = \"1MiB\"",
-        &format!("max_body = \"1MiB\"\n{forward_auth_extra}"),
-    );
-    opts.root_extra = root_extra.to_owned();
-    let gw = Gateway::start(reserved, opts).await;
-    Setup { op, gw, up, host }
+    let tool = spec
+        .start(|h| {
+            routes(h.gateway, h.upstream, &down).replace(
+                "max_body = \"1MiB\"",
+                &format!("max_body = \"1MiB\"\n{forward_auth_extra}"),
+            )
+        })
+        .await;
+    Setup {
+        op: tool.op,
+        gw: tool.gw,
+        up,
+        host: tool.host,
+    }
 }
 
 async fn setup(groups: &[&str]) -> Setup {
-    setup_with(finance(groups), "", "").await
-}
-
-fn finance(groups: &[&str]) -> Value {
-    json!({"email": "lee@corp.example", "email_verified": true, "name": "Lee Tester", "groups": groups})
-}
-
-/// Signs the browser in at the gateway (the portal).
-async fn sign_in(s: &Setup, b: &Browser) {
-    let start = b.get(&s.gw.url("/login")).await;
-    let done = b.follow_while(start, |u| u.path() != "/").await;
-    assert_eq!(done.status(), 303, "signed in: {}", b.hops_text());
-}
-
-/// A client without a cookie jar or redirects, to send exactly the headers a test names.
-fn bare() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-fn session_cookie(s: &Setup, b: &Browser) -> String {
-    let all = b.cookies_for(&s.gw.url("/")).expect("a session cookie");
-    all.split("; ")
-        .find(|c| c.starts_with(&format!("{COOKIE}=")))
-        .expect("the session cookie")
-        .to_owned()
-}
-
-async fn jwks(gw: &Gateway) -> Value {
-    reqwest::get(gw.url("/.well-known/jwks.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Verifies `jwt` as an upstream would: ES256 with the published key its kid names, audience
-/// = the route, issuer = the gateway.
-fn verify(jwks: &Value, jwt: &str, route: &str, issuer: &str) -> IdentityClaims {
-    let kid = jsonwebtoken::decode_header(jwt)
-        .unwrap()
-        .kid
-        .expect("a kid");
-    let key = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == kid.as_str())
-        .expect("the token's kid is published");
-    let decoding =
-        DecodingKey::from_ec_components(key["x"].as_str().unwrap(), key["y"].as_str().unwrap())
-            .unwrap();
-    let mut v = Validation::new(Algorithm::ES256);
-    v.set_audience(&[route]);
-    v.set_issuer(&[issuer.trim_end_matches('/')]);
-    jsonwebtoken::decode::<IdentityClaims>(jwt, &decoding, &v)
-        .expect("the identity token verifies with the published JWKS")
-        .claims
+    setup_with(person(groups), "", "").await
 }
 
 fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -321,7 +253,7 @@ async fn a_stranger_signs_in_and_comes_back_to_the_tool() {
         Some(s.gw.url("/tools/orders/42?tab=lines").as_str())
     );
     assert!(
-        s.up.seen().is_empty(),
+        s.up.rec.seen().is_empty(),
         "the upstream was reached without a session"
     );
 
@@ -329,11 +261,11 @@ async fn a_stranger_signs_in_and_comes_back_to_the_tool() {
     assert_eq!(landed.status(), 200, "{}", b.hops_text());
     let body = landed.text().await.unwrap();
     assert!(body.starts_with("upstream page"), "{body}");
-    let seen = s.up.seen();
+    let seen = s.up.rec.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/tools/orders/42?tab=lines");
-    let jwt = header(&seen[0].headers, "x-storegate-identity").unwrap();
-    let claims = verify(&jwks(&s.gw).await, jwt, "order-desk", &s.gw.url(""));
+    let jwt = seen[0].identity().unwrap();
+    let claims = verified(&s.gw, jwt, "order-desk").await;
     assert_eq!(claims.email.as_deref(), Some("lee@corp.example"));
     // Only the groups the route names travel on.
     assert_eq!(claims.groups, vec!["bc-finance".to_owned()]);
@@ -349,14 +281,14 @@ async fn a_stranger_signs_in_and_comes_back_to_the_tool() {
 async fn a_signed_in_person_the_route_does_not_admit_gets_a_403_naming_it() {
     let s = setup(&["bc-finance"]).await;
     let b = Browser::new();
-    sign_in(&s, &b).await;
+    sign_in(&b, &s.gw).await;
     let r = b.get(&s.gw.url("/tools/orders/admin/users")).await;
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["x-storegate-route"], "order-admin");
     assert!(r.headers().get("x-storegate-identity").is_none());
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     assert!(r.text().await.unwrap().contains("order-admin"));
-    assert!(s.up.seen().is_empty(), "the upstream was reached");
+    assert!(s.up.rec.seen().is_empty(), "the upstream was reached");
     let deny =
         s.gw.audit_now()
             .into_iter()
@@ -371,19 +303,19 @@ async fn a_signed_in_person_the_route_does_not_admit_gets_a_403_naming_it() {
     let c = bare();
     let r = c
         .get(s.gw.url("/tools/orders/x%2f..%2fadmin/users"))
-        .header("cookie", session_cookie(&s, &b))
+        .header("cookie", session_cookie(&b, &s.gw))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert!(s.up.seen().is_empty());
+    assert!(s.up.rec.seen().is_empty());
 }
 
 #[tokio::test]
 async fn spoofed_identity_forwarding_and_hop_by_hop_headers_never_reach_the_upstream() {
     let s = setup(&["bc-finance"]).await;
     let b = Browser::new();
-    sign_in(&s, &b).await;
+    sign_in(&b, &s.gw).await;
     let c = bare();
 
     // Not signed in, the forged header gets nobody in.
@@ -394,13 +326,13 @@ async fn spoofed_identity_forwarding_and_hop_by_hop_headers_never_reach_the_upst
         .await
         .unwrap();
     assert_eq!(r.status(), 302);
-    assert!(s.up.seen().is_empty());
+    assert!(s.up.rec.seen().is_empty());
 
     let r = c
         .get(s.gw.url("/tools/orders/x"))
         .header(
             "cookie",
-            format!("theme=dark; {}; lang=en", session_cookie(&s, &b)),
+            format!("theme=dark; {}; lang=en", session_cookie(&b, &s.gw)),
         )
         .header("x-storegate-identity", FORGED)
         .header("x-forwarded-for", "6.6.6.6")
@@ -419,13 +351,13 @@ async fn spoofed_identity_forwarding_and_hop_by_hop_headers_never_reach_the_upst
         .unwrap();
     assert_eq!(r.status(), 200);
     let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
-    let seen = s.up.seen();
+    let seen = s.up.rec.seen();
     assert_eq!(seen.len(), 1);
     let h = &seen[0].headers;
     let jwt = header(h, "x-storegate-identity").unwrap();
     assert_ne!(jwt, FORGED);
     assert_eq!(h.get_all("x-storegate-identity").iter().count(), 1);
-    verify(&jwks(&s.gw).await, jwt, "order-desk", &s.gw.url(""));
+    verified(&s.gw, jwt, "order-desk").await;
     assert_eq!(header(h, "x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(header(h, "x-forwarded-proto"), Some("http"));
     assert_eq!(header(h, "x-forwarded-host"), Some(s.host.as_str()));
@@ -445,7 +377,7 @@ async fn spoofed_identity_forwarding_and_hop_by_hop_headers_never_reach_the_upst
     // The way back: the upstream's hop-by-hop headers and a cookie of the session's name stop.
     let r = c
         .get(s.gw.url("/tools/orders/hops"))
-        .header("cookie", session_cookie(&s, &b))
+        .header("cookie", session_cookie(&b, &s.gw))
         .send()
         .await
         .unwrap();
@@ -458,23 +390,23 @@ async fn spoofed_identity_forwarding_and_hop_by_hop_headers_never_reach_the_upst
 #[tokio::test]
 async fn a_trusted_proxy_s_chain_is_appended_and_its_scheme_believed() {
     let s = setup_with(
-        finance(&["bc-finance"]),
+        person(&["bc-finance"]),
         "",
         "trusted_proxies = [\"127.0.0.1/32\"]",
     )
     .await;
     let b = Browser::new();
-    sign_in(&s, &b).await;
+    sign_in(&b, &s.gw).await;
     let r = bare()
         .get(s.gw.url("/tools/orders/y"))
-        .header("cookie", session_cookie(&s, &b))
+        .header("cookie", session_cookie(&b, &s.gw))
         .header("x-forwarded-for", "198.51.100.7")
         .header("x-forwarded-proto", "https")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let seen = s.up.seen();
+    let seen = s.up.rec.seen();
     let h = &seen[0].headers;
     assert_eq!(
         header(h, "x-forwarded-for"),
@@ -487,25 +419,20 @@ async fn a_trusted_proxy_s_chain_is_appended_and_its_scheme_believed() {
 async fn routes_are_chosen_by_host_header() {
     let s = setup(&["bc-finance"]).await;
     let b = Browser::new();
-    sign_in(&s, &b).await;
+    sign_in(&b, &s.gw).await;
     let c = bare();
     // Every path of desk.test is the tool's, even one the gateway has itself.
     let r = c
         .get(s.gw.url("/api/me"))
         .header("host", "desk.test")
-        .header("cookie", session_cookie(&s, &b))
+        .header("cookie", session_cookie(&b, &s.gw))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let seen = s.up.seen();
+    let seen = s.up.rec.seen();
     assert_eq!(seen[0].path, "/api/me");
-    verify(
-        &jwks(&s.gw).await,
-        header(&seen[0].headers, "x-storegate-identity").unwrap(),
-        "sales-desk",
-        &s.gw.url(""),
-    );
+    verified(&s.gw, seen[0].identity().unwrap(), "sales-desk").await;
     assert_eq!(
         header(&seen[0].headers, "x-forwarded-host"),
         Some("desk.test")
@@ -513,14 +440,14 @@ async fn routes_are_chosen_by_host_header() {
     // The gateway's own host still serves the gateway.
     let me: Value = b.get(&s.gw.url("/api/me")).await.json().await.unwrap();
     assert_eq!(me["email"], "lee@corp.example");
-    assert_eq!(s.up.seen().len(), 1);
+    assert_eq!(s.up.rec.seen().len(), 1);
 }
 
 #[tokio::test]
 async fn a_route_requiring_mfa_steps_up_then_admits() {
     let s = setup(&["bc-finance"]).await;
     let b = Browser::new();
-    sign_in(&s, &b).await;
+    sign_in(&b, &s.gw).await;
     let r = b.get(&s.gw.url("/tools/strong/report")).await;
     assert_eq!(r.status(), 302);
     let to = location(&r).unwrap();
@@ -532,13 +459,8 @@ async fn a_route_requiring_mfa_steps_up_then_admits() {
     let asked = s.op.authorize_requests();
     assert_eq!(asked.len(), 2, "one sign-in, one step-up");
     assert_eq!(asked[1].acr_values.as_deref(), Some(MFA));
-    let seen = s.up.seen();
-    let claims = verify(
-        &jwks(&s.gw).await,
-        header(&seen[0].headers, "x-storegate-identity").unwrap(),
-        "strong-desk",
-        &s.gw.url(""),
-    );
+    let seen = s.up.rec.seen();
+    let claims = verified(&s.gw, seen[0].identity().unwrap(), "strong-desk").await;
     assert_eq!(claims.acr.as_deref(), Some(MFA));
 }
 
@@ -546,7 +468,7 @@ async fn a_route_requiring_mfa_steps_up_then_admits() {
 async fn an_idp_that_does_not_step_up_gets_one_round_trip_then_a_403() {
     let s = setup(&["bc-finance"]).await;
     let b = Browser::new();
-    sign_in(&s, &b).await;
+    sign_in(&b, &s.gw).await;
     s.op.set_echo_acr(false);
     let r = b.get(&s.gw.url("/tools/strong/report")).await;
     let page = b.follow(r).await;
@@ -554,7 +476,7 @@ async fn an_idp_that_does_not_step_up_gets_one_round_trip_then_a_403() {
     let text = page.text().await.unwrap();
     assert!(text.contains(MFA) && text.contains("strong-desk"), "{text}");
     assert_eq!(s.op.authorize_requests().len(), 2, "no redirect loop");
-    assert!(s.up.seen().is_empty());
+    assert!(s.up.rec.seen().is_empty());
     let deny =
         s.gw.audit_now()
             .into_iter()
@@ -568,8 +490,8 @@ async fn an_idp_that_does_not_step_up_gets_one_round_trip_then_a_403() {
 async fn bodies_stream_both_ways_and_the_limit_is_413() {
     let s = setup(&["bc-finance"]).await;
     let b = Browser::new();
-    sign_in(&s, &b).await;
-    let cookie = session_cookie(&s, &b);
+    sign_in(&b, &s.gw).await;
+    let cookie = session_cookie(&b, &s.gw);
 
     // Upload: the second half is only sent once the upstream has the first.
     let (mut tx, rx) =
@@ -628,7 +550,7 @@ async fn bodies_stream_both_ways_and_the_limit_is_413() {
 
     // A declared length over the limit: 413 before the upstream is contacted.
     // (The body is announced but never sent: the answer cannot have waited for it.)
-    let before = s.up.seen().len();
+    let before = s.up.rec.seen().len();
     let (_held, rx) =
         futures::channel::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
     let req = axum::http::Request::post(s.gw.url("/tools/orders/upload"))
@@ -641,7 +563,7 @@ async fn bodies_stream_both_ways_and_the_limit_is_413() {
         .expect("answered without the body")
         .unwrap();
     assert_eq!(resp.status(), 413);
-    assert_eq!(s.up.seen().len(), before);
+    assert_eq!(s.up.rec.seen().len(), before);
     // A streamed body that grows past the limit: 413 too.
     let (mut tx, rx) =
         futures::channel::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
@@ -672,12 +594,12 @@ async fn a_websocket_echoes_through_the_proxy() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let s = setup(&["bc-finance"]).await;
     let b = Browser::new();
-    sign_in(&s, &b).await;
+    sign_in(&b, &s.gw).await;
     let mut req = format!("ws://{}/tools/orders/ws", s.host)
         .into_client_request()
         .unwrap();
     req.headers_mut()
-        .insert("cookie", session_cookie(&s, &b).parse().unwrap());
+        .insert("cookie", session_cookie(&b, &s.gw).parse().unwrap());
     req.headers_mut()
         .insert("x-storegate-identity", FORGED.parse().unwrap());
     let (mut ws, resp) = tokio_tungstenite::connect_async(req)
@@ -699,10 +621,10 @@ async fn a_websocket_echoes_through_the_proxy() {
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     let back = ws.next().await.unwrap().unwrap();
     assert_eq!(back.into_data().as_ref(), &[1u8, 2, 3]);
-    let seen = s.up.seen();
-    let jwt = header(&seen[0].headers, "x-storegate-identity").unwrap();
+    let seen = s.up.rec.seen();
+    let jwt = seen[0].identity().unwrap();
     assert_ne!(jwt, FORGED);
-    verify(&jwks(&s.gw).await, jwt, "order-desk", &s.gw.url(""));
+    verified(&s.gw, jwt, "order-desk").await;
 
     // Without a session, no upgrade: the sign-in redirect.
     let bad = tokio_tungstenite::connect_async(format!("ws://{}/tools/orders/ws", s.host)).await;
@@ -716,7 +638,7 @@ async fn a_websocket_echoes_through_the_proxy() {
 async fn an_upstream_down_is_a_502_page_and_a_silent_one_a_504() {
     let s = setup(&["bc-finance"]).await;
     let b = Browser::new();
-    sign_in(&s, &b).await;
+    sign_in(&b, &s.gw).await;
     let r = b.get(&s.gw.url("/tools/gone/x")).await;
     assert_eq!(r.status(), 502);
     let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
@@ -751,12 +673,6 @@ async fn an_upstream_down_is_a_502_page_and_a_silent_one_a_504() {
     );
 }
 
-fn p256_pem() -> String {
-    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
-    let key = openssl::ec::EcKey::generate(&group).unwrap();
-    String::from_utf8(key.private_key_to_pem().unwrap()).unwrap()
-}
-
 /// After a rotation the proxy signs with the new key, and the JWKS still lists the old one.
 #[tokio::test]
 async fn after_a_key_rotation_the_proxy_signs_with_the_new_key() {
@@ -767,16 +683,16 @@ async fn after_a_key_rotation_the_proxy_signs_with_the_new_key() {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let (old, new) = (dir.join("old.pem"), dir.join("new.pem"));
-    std::fs::write(&old, p256_pem()).unwrap();
-    std::fs::write(&new, p256_pem()).unwrap();
+    std::fs::write(&old, p256_pem().0).unwrap();
+    std::fs::write(&new, p256_pem().0).unwrap();
     let keys = format!(
         "signing_key_file = \"{}\"\nprevious_key_files = [\"{}\"]",
         new.display(),
         old.display()
     );
-    let s = setup_with(finance(&["bc-finance"]), &keys, "").await;
+    let s = setup_with(person(&["bc-finance"]), &keys, "").await;
     let b = Browser::new();
-    sign_in(&s, &b).await;
+    sign_in(&b, &s.gw).await;
     assert_eq!(b.get(&s.gw.url("/tools/orders/z")).await.status(), 200);
     let set = jwks(&s.gw).await;
     let kids: Vec<&str> = set["keys"]
@@ -786,10 +702,101 @@ async fn after_a_key_rotation_the_proxy_signs_with_the_new_key() {
         .map(|k| k["kid"].as_str().unwrap())
         .collect();
     assert_eq!(kids.len(), 2, "{set}");
-    let seen = s.up.seen();
-    let jwt = header(&seen[0].headers, "x-storegate-identity").unwrap();
+    let seen = s.up.rec.seen();
+    let jwt = seen[0].identity().unwrap();
     let kid = jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
     assert_eq!(kid, kids[0], "the new key signs");
-    verify(&set, jwt, "order-desk", &s.gw.url(""));
+    verify_identity(&set, jwt, "order-desk", &s.gw.url(""))
+        .expect("the new key's token verifies with the JWKS");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `[[route]] timeout` and `max_body` replace `[forward_auth]`'s (1 s, 1 MiB here) for that
+/// route alone: "patient-desk" waits 3 s for its upstream and forwards at most 1 KiB.
+#[tokio::test]
+async fn a_route_s_own_timeout_and_body_limit_apply_to_it_alone() {
+    let s = setup(&["bc-finance"]).await;
+    let b = Browser::new();
+    sign_in(&b, &s.gw).await;
+    let cookie = session_cookie(&b, &s.gw);
+    let c = bare();
+
+    // 1.5 s: past [forward_auth]'s 1 s, within the route's 3 s.
+    let r = b.get(&s.gw.url("/tools/patient/slow?ms=1500")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "answered after 1500 ms");
+    let r = b.get(&s.gw.url("/tools/orders/slow?ms=1500")).await;
+    assert_eq!(
+        r.status(),
+        504,
+        "order-desk keeps the 1 s of [forward_auth]"
+    );
+
+    // 6 s: past the route's 3 s. The 504 page comes at the route's bound, not [forward_auth]'s
+    // (a lower bound only: the machine may be slow, never fast).
+    let started = std::time::Instant::now();
+    let r = b.get(&s.gw.url("/tools/patient/slow?ms=6000")).await;
+    let took = started.elapsed();
+    assert_eq!(r.status(), 504);
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("did not answer in time")
+            && text.contains("patient-desk")
+            && text.contains(&rid),
+        "{text}"
+    );
+
+    // 2 KiB: over the route's 1 KiB (413 before the upstream is contacted), within order-desk's 1 MiB.
+    let before = s.up.rec.seen().len();
+    let body = vec![b'x'; 2048];
+    let r = c
+        .post(s.gw.url("/tools/patient/upload"))
+        .header("cookie", &cookie)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("larger than the 1024 bytes") && text.contains("patient-desk"),
+        "{text}"
+    );
+    assert_eq!(s.up.rec.seen().len(), before, "the upstream was reached");
+    let r = c
+        .post(s.gw.url("/tools/orders/upload"))
+        .header("cookie", &cookie)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "2048");
+    // Within the route's limit, the route forwards.
+    let r = c
+        .post(s.gw.url("/tools/patient/upload"))
+        .header("cookie", &cookie)
+        .body(vec![b'y'; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "1024");
+
+    let errors: Vec<_> =
+        s.gw.audit_now()
+            .into_iter()
+            .filter(|e| e.event == EventKind::ForwardAuth && e.outcome == Outcome::Error)
+            .map(|e| (e.rule.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect();
+    assert_eq!(
+        errors,
+        [
+            ("order-desk".to_owned(), "upstream_timeout".to_owned()),
+            ("patient-desk".to_owned(), "upstream_timeout".to_owned()),
+            ("patient-desk".to_owned(), "body_too_large".to_owned()),
+        ]
+    );
 }

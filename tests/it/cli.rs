@@ -335,3 +335,29 @@ fn check_prints_the_telemetry_target_and_header_names_but_no_header_value() {
     assert!(!printed.contains("s3cret"), "{printed}");
     assert!(!stderr(&out).contains("s3cret"));
 }
+
+#[test]
+fn a_cookie_domain_that_does_not_cover_the_public_url_s_host_is_reported_with_its_line() {
+    let text = VALID.replace(
+        "idle_timeout = \"15m\"",
+        "idle_timeout = \"15m\"\ncookie_domain = \"example.net\"",
+    );
+    assert_one_problem(
+        "cookie-domain-elsewhere",
+        &text,
+        5,
+        "`session.cookie_domain` \"example.net\" must be a domain name (like \"example.com\") that public_url's host is in",
+        &[],
+    );
+    // The parent domain of public_url's host passes.
+    let dir = TempDir::new("cookie-domain-parent");
+    let path = dir.write(
+        "storegate.toml",
+        &VALID.replace(
+            "idle_timeout = \"15m\"",
+            "idle_timeout = \"15m\"\ncookie_domain = \"example.com\"",
+        ),
+    );
+    let out = check(&path, &[], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}

@@ -6,51 +6,18 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::{Value, json};
 use storegate::audit::{EventKind, Outcome};
-use storegate::forward::token::IdentityClaims;
 
-use crate::harness::{Gateway, Opts, Reserved};
+use crate::harness::{Gateway, Reserved};
 use crate::support::browser::{Browser, location};
 use crate::support::free_port;
 use crate::support::rogue_op::RogueOp;
+use crate::support::tools::{
+    Recorder, ToolSpec, identity_in, jwks, p256_pem, person, verified, verify_identity,
+};
 use crate::support::wait;
-
-const CLIENT: &str = "storegate";
-const SECRET: &str = "forward-auth-client-secret-0123";
-
-/// What the upstream saw: the identity header of every request it served.
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<Option<String>>>>);
-
-async fn upstream_handler(State(seen): State<Seen>, headers: HeaderMap) -> String {
-    let id = headers
-        .get("x-storegate-identity")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    seen.0.lock().unwrap().push(id.clone());
-    format!("upstream page; identity={}", id.unwrap_or_default())
-}
-
-/// A small upstream on a free port.
-async fn start_upstream() -> (String, Seen) {
-    let seen = Seen::default();
-    let app = axum::Router::new()
-        .fallback(upstream_handler)
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (base, seen)
-}
 
 /// nginx as a child process, stopped on drop.
 struct Nginx {
@@ -165,72 +132,27 @@ groups_any = ["bc-admins"]
 }
 
 struct Setup {
+    /// Kept alive: the gateway's IdP.
     _op: RogueOp,
     gw: Gateway,
     _nginx: Nginx,
     front: String,
-    seen: Seen,
+    seen: Recorder,
 }
 
 async fn setup(groups: &[&str], forward_auth_table: &str) -> Setup {
-    let op = RogueOp::start(CLIENT, SECRET).await;
-    op.set_claims(json!({"email": "lee@corp.example", "email_verified": true, "name": "Lee Tester", "groups": groups}));
     let nginx_port = free_port();
-    let mut opts = Opts::new(&op.issuer, CLIENT, SECRET);
-    opts.extra_toml = routes_toml(nginx_port, forward_auth_table);
-    let gw = Gateway::start(Reserved::new().await, opts).await;
-    let (upstream, seen) = start_upstream().await;
-    let nginx = start_nginx(nginx_port, &gw.url(""), &upstream).await;
+    let tool = ToolSpec::new(person(groups))
+        .start(|_| routes_toml(nginx_port, forward_auth_table))
+        .await;
+    let nginx = start_nginx(nginx_port, &tool.gw.url(""), &tool.upstream).await;
     Setup {
-        _op: op,
-        gw,
+        _op: tool.op,
+        gw: tool.gw,
         _nginx: nginx,
         front: format!("http://127.0.0.1:{nginx_port}"),
-        seen,
+        seen: tool.up,
     }
-}
-
-async fn fetch_jwks(gw: &Gateway) -> Value {
-    reqwest::get(gw.url("/.well-known/jwks.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Verifies `jwt` as the upstream would: ES256, the published key its kid names, audience = the
-/// route, issuer = the gateway's public URL.
-fn jwks_verify(
-    jwks: &Value,
-    jwt: &str,
-    route: &str,
-    issuer: &str,
-) -> Result<IdentityClaims, jsonwebtoken::errors::Error> {
-    let kid = jsonwebtoken::decode_header(jwt)?.kid.expect("a kid");
-    let key = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == kid.as_str())
-        .expect("the token's kid is published");
-    let decoding =
-        DecodingKey::from_ec_components(key["x"].as_str().unwrap(), key["y"].as_str().unwrap())?;
-    let mut v = Validation::new(Algorithm::ES256);
-    v.set_audience(&[route]);
-    v.set_issuer(&[issuer.trim_end_matches('/')]);
-    Ok(jsonwebtoken::decode::<IdentityClaims>(jwt, &decoding, &v)?.claims)
-}
-
-async fn verify_with_jwks(gw: &Gateway, jwt: &str, route: &str) -> IdentityClaims {
-    jwks_verify(&fetch_jwks(gw).await, jwt, route, &gw.url(""))
-        .expect("the identity token verifies with the published JWKS")
-}
-
-fn identity_in(body: &str) -> String {
-    body.split_once("identity=")
-        .map(|(_, t)| t.to_owned())
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -243,7 +165,7 @@ async fn nginx_sends_a_stranger_to_sign_in_and_back_then_the_upstream_verifies_t
     assert_eq!(to.path(), "/auth/continue");
     assert!(to.as_str().starts_with(&s.gw.url("/auth/continue?rd=")));
     assert!(
-        s.seen.0.lock().unwrap().is_empty(),
+        s.seen.seen().is_empty(),
         "the upstream was reached without a session"
     );
 
@@ -253,7 +175,7 @@ async fn nginx_sends_a_stranger_to_sign_in_and_back_then_the_upstream_verifies_t
     let hops = b.hops_text();
     assert!(hops.contains("/orders/42?tab=lines"), "{hops}");
     let jwt = identity_in(&landed.text().await.unwrap());
-    let claims = verify_with_jwks(&s.gw, &jwt, "order-desk").await;
+    let claims = verified(&s.gw, &jwt, "order-desk").await;
     assert_eq!(claims.email.as_deref(), Some("lee@corp.example"));
     assert_eq!(claims.name.as_deref(), Some("Lee Tester"));
     // Only the groups the route names, never the whole list.
@@ -261,12 +183,12 @@ async fn nginx_sends_a_stranger_to_sign_in_and_back_then_the_upstream_verifies_t
     assert!(claims.exp - claims.iat <= 300);
 
     // Another route's upstream refuses it (audience), and a tampered token fails.
-    let jwks = fetch_jwks(&s.gw).await;
+    let jwks = jwks(&s.gw).await;
     let issuer = s.gw.url("");
-    assert!(jwks_verify(&jwks, &jwt, "order-admin", &issuer).is_err());
+    assert!(verify_identity(&jwks, &jwt, "order-admin", &issuer).is_err());
     let mut tampered = jwt.clone();
     tampered.insert(jwt.rfind('.').unwrap() + 1, 'A');
-    assert!(jwks_verify(&jwks, &tampered, "order-desk", &issuer).is_err());
+    assert!(verify_identity(&jwks, &tampered, "order-desk", &issuer).is_err());
 
     let events = s.gw.audit_now();
     let allow = events
@@ -282,15 +204,11 @@ async fn nginx_refuses_a_signed_in_person_the_route_does_not_admit() {
     let b = Browser::new();
     let landed = b.follow(b.get(&format!("{}/", s.front)).await).await;
     assert_eq!(landed.status(), 200, "{}", b.hops_text());
-    let before = s.seen.0.lock().unwrap().len();
+    let before = s.seen.seen().len();
 
     let admin = b.get(&format!("{}/admin/users", s.front)).await;
     assert_eq!(admin.status(), 403);
-    assert_eq!(
-        s.seen.0.lock().unwrap().len(),
-        before,
-        "the upstream was reached"
-    );
+    assert_eq!(s.seen.seen().len(), before, "the upstream was reached");
     let events = s.gw.audit_now();
     let deny = events
         .iter()
@@ -331,7 +249,7 @@ async fn a_spoofed_identity_header_never_reaches_the_upstream() {
         .await
         .unwrap();
     assert_eq!(r.status(), 302);
-    assert!(s.seen.0.lock().unwrap().is_empty());
+    assert!(s.seen.seen().is_empty());
     // Nor does the gateway itself read it.
     let r = stranger
         .client()
@@ -359,14 +277,9 @@ async fn a_spoofed_identity_header_never_reaches_the_upstream() {
     assert_eq!(r.status(), 200);
     let got = identity_in(&r.text().await.unwrap());
     assert_ne!(got, forged);
-    verify_with_jwks(&s.gw, &got, "order-desk").await;
+    verified(&s.gw, &got, "order-desk").await;
     assert!(
-        s.seen
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|h| h.as_deref() != Some(forged)),
+        s.seen.seen().iter().all(|h| h.identity() != Some(forged)),
         "the forged header reached the upstream"
     );
 }
@@ -453,15 +366,6 @@ async fn continue_refuses_an_open_redirect_after_sign_in() {
     );
 }
 
-fn p256_pem() -> (String, String) {
-    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
-    let key = openssl::ec::EcKey::generate(&group).unwrap();
-    (
-        String::from_utf8(key.private_key_to_pem().unwrap()).unwrap(),
-        String::from_utf8(key.public_key_to_pem().unwrap()).unwrap(),
-    )
-}
-
 /// Rotation: a token signed with the old key still verifies with the JWKS of a gateway that
 /// now signs with a new key and lists the old one in `previous_key_files`.
 #[tokio::test]
@@ -500,12 +404,7 @@ async fn a_rotated_key_stays_published_and_its_tokens_verify() {
     let rotated =
         s.gw.replica_edited(Reserved::new().await, &before, &after)
             .await;
-    let jwks: Value = reqwest::get(rotated.url("/.well-known/jwks.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = jwks(&rotated).await;
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -516,7 +415,7 @@ async fn a_rotated_key_stays_published_and_its_tokens_verify() {
     assert_ne!(kids[0], old_kid, "the new key signs");
     assert_eq!(kids[1], old_kid, "the old key is still published");
     // The replica has the old gateway's issuer (same public_url): the old token verifies there.
-    jwks_verify(&jwks, &old_token, "order-desk", &s.gw.url(""))
+    verify_identity(&jwks, &old_token, "order-desk", &s.gw.url(""))
         .expect("a token of the previous key verifies with the rotated JWKS");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -566,7 +465,7 @@ async fn envoy_style_requests_are_decided_on_the_appended_path() {
         .to_str()
         .unwrap()
         .to_owned();
-    verify_with_jwks(&s.gw, &jwt, "order-desk").await;
+    verified(&s.gw, &jwt, "order-desk").await;
     let r = c
         .get(s.gw.url("/auth/verify/admin/users"))
         .header("host", &host)

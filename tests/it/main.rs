@@ -22,6 +22,7 @@ mod console;
 mod control_panel;
 mod control_panel_cli;
 mod control_panel_portal;
+mod cookie_domain;
 mod demo;
 mod deploy_config;
 mod doctor;

@@ -33,13 +33,21 @@ impl Default for Browser {
 
 impl Browser {
     pub fn new() -> Browser {
+        Self::resolving(&[], std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// A browser whose resolver sends each of `names` to `addr`, as DNS (or /etc/hosts) would:
+    /// one gateway on 127.0.0.1 reached under several host names. Cookies follow the names.
+    pub fn resolving(names: &[&str], addr: std::net::SocketAddr) -> Browser {
         let jar = Arc::new(Jar::default());
-        let client = Client::builder()
+        let mut builder = Client::builder()
             .cookie_provider(Arc::clone(&jar))
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .expect("build reqwest client");
+            .timeout(std::time::Duration::from_secs(30));
+        for name in names {
+            builder = builder.resolve(name, addr);
+        }
+        let client = builder.build().expect("build reqwest client");
         Browser {
             client,
             jar,

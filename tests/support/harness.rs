@@ -37,6 +37,19 @@ impl Reserved {
         Reserved { listener, base }
     }
 
+    /// A port on 127.0.0.1 whose public URL names `host` instead (`http://{host}:PORT`): the
+    /// test's client resolves `host` to [`Self::addr`] (see `Browser::resolving`).
+    pub async fn named(host: &str) -> Reserved {
+        let mut r = Reserved::new().await;
+        r.base = format!("http://{host}:{}", r.addr().port());
+        r
+    }
+
+    /// The address the gateway will listen on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.listener.local_addr().expect("addr")
+    }
+
     pub fn redirect_uri(&self) -> String {
         format!("{}/oidc/{IDP}/callback", self.base)
     }
@@ -156,6 +169,13 @@ pub fn config_text(base: &str, sim_base: &str, o: &Opts) -> String {
         session.push('\n');
         session.push_str(&o.session_extra);
     }
+    // The harness binds the listener itself; `listen` only has to be an address, also when
+    // `public_url` names a host (`Reserved::named`).
+    let port = url::Url::parse(base)
+        .ok()
+        .and_then(|u| u.port())
+        .unwrap_or_default();
+    let listen = format!("127.0.0.1:{port}");
     format!(
         r#"
 public_url = "{base}"
@@ -223,7 +243,6 @@ url = "{sim_base}/storefront/{OUTLET_HASH}/1"
 
 {extra_toml}
 "#,
-        listen = base.trim_start_matches("http://"),
         issuer = o.issuer,
         client_id = o.client_id,
         client_secret = o.client_secret,

@@ -5,6 +5,8 @@
 //! - [`browser::Browser`]: a cookie-keeping HTTP client that does not follow redirects by itself.
 //! - [`rogue_op::RogueOp`]: a hostile OpenID provider whose ID tokens break one rule at a time.
 //! - [`wait::until`]: wait for an event with a bound (no sleep-then-assert).
+//! - [`tools::ToolSpec`]: a web tool behind the gateway (routes, a recording upstream) and the
+//!   identity JWT checked with the JWKS, for the forward-auth and built-in proxy tests.
 //! - [`harness::Gateway`]: the gateway on loopback with the BigCommerce simulator behind it, built
 //!   from a TOML config ([`harness::Opts`], [`harness::config_text`]), its audit trail captured.
 //! - [`provisioning`]: the simulator with three stores, a reconciler configuration, SCIM joiners,
@@ -24,6 +26,7 @@ pub mod redis;
 pub mod rogue_op;
 pub mod saml_idp;
 pub mod saml_peer;
+pub mod tools;
 pub mod wait;
 
 use std::net::TcpListener;

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::super::diag::{Seg, key};
+use super::super::diag::{Seg, key, render_path};
 use super::super::file::FileConfig;
-use super::super::route::{DEFAULT_IDENTITY_HEADER, ForwardAuthConfig, RouteFile, RouteTarget};
+use super::super::route::{
+    DEFAULT_IDENTITY_HEADER, ForwardAuthConfig, RouteFile, RouteLimits, RouteTarget,
+};
 use super::Checker;
 use super::conditions::Owner;
 use crate::forward::keys::{SigningKey, previous_from_pem};
@@ -60,16 +62,10 @@ pub(super) fn forward_auth(
         }
         out.upstream_timeout = d;
     }
-    if let Some(raw) = &fa.max_body {
-        match super::audit::parse_size(raw).and_then(|n| usize::try_from(n).ok()) {
-            Some(n) if n > 0 => out.max_body = n,
-            _ => c.error(
-                &at("max_body"),
-                format!(
-                    "`forward_auth.max_body`: {raw:?} is not a size like \"10MiB\" or \"1048576\""
-                ),
-            ),
-        }
+    if let Some(raw) = &fa.max_body
+        && let Some(n) = body_size(c, &at("max_body"), raw)
+    {
+        out.max_body = n;
     }
     if let Some(file) = &fa.signing_key_file {
         match c.env.read_file(Path::new(file)) {
@@ -192,6 +188,71 @@ fn shadowed_gateway_path(public_url: &str, rule: &RouteRule) -> Option<&'static 
     })
 }
 
+/// A body size like `"10MiB"` or `"1048576"`, above 0; reported on `path` otherwise.
+fn body_size(c: &mut Checker<'_>, path: &[Seg], raw: &str) -> Option<usize> {
+    match super::audit::parse_size(raw).and_then(|n| usize::try_from(n).ok()) {
+        Some(n) if n > 0 => Some(n),
+        _ => {
+            c.error(
+                path,
+                format!(
+                    "`{}`: {raw:?} is not a size like \"10MiB\" or \"1048576\"",
+                    render_path(path)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A route's own `timeout` and `max_body`: sizes and durations above 0, and only on a route the
+/// gateway proxies (a front door keeps its own limits; silently ignoring them would mislead).
+fn route_limits(
+    c: &mut Checker<'_>,
+    i: usize,
+    r: &RouteFile,
+    proxied: bool,
+) -> Option<RouteLimits> {
+    let at = |k: &str| [key("route"), Seg::Index(i), key(k)];
+    let mut ok = true;
+    let mut limits = RouteLimits::default();
+    for (k, set) in [
+        ("timeout", r.timeout.is_some()),
+        ("max_body", r.max_body.is_some()),
+    ] {
+        if set && !proxied {
+            c.error(
+                &at(k),
+                format!(
+                    "route \"{}\": `{k}` applies to the built-in proxy only; give the route an `upstream`, or set the limit in your front door",
+                    r.name
+                ),
+            );
+            ok = false;
+        }
+    }
+    if let Some(raw) = &r.timeout {
+        match c.duration(&at("timeout"), raw) {
+            Some(d) if d.is_zero() => {
+                c.error(
+                    &at("timeout"),
+                    format!("route \"{}\": `timeout` must not be 0", r.name),
+                );
+                ok = false;
+            }
+            Some(d) => limits.timeout = Some(d),
+            None => ok = false,
+        }
+    }
+    if let Some(raw) = &r.max_body {
+        match body_size(c, &at("max_body"), raw) {
+            Some(n) => limits.max_body = Some(n),
+            None => ok = false,
+        }
+    }
+    ok.then_some(limits)
+}
+
 fn route(
     c: &mut Checker<'_>,
     i: usize,
@@ -274,6 +335,7 @@ fn route(
         );
         ok = false;
     }
+    let limits = route_limits(c, i, r, upstream.is_some() || r.upstream.is_some());
     let conditions = super::conditions::validate_conditions(
         c,
         &[key("route"), Seg::Index(i)],
@@ -285,9 +347,7 @@ fn route(
     if conditions.attribute_regex.len() < r.conditions.attribute_regex.len() {
         ok = false;
     }
-    if !ok {
-        return None;
-    }
+    let limits = limits.filter(|_| ok)?;
     let rule = RouteRule {
         name: r.name.clone(),
         host,
@@ -299,6 +359,7 @@ fn route(
         name: r.name.clone(),
         upstream,
         identity_header: header,
+        limits,
     };
     Some((rule, target))
 }
