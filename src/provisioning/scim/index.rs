@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::ScimData;
 use super::filter::{self, AttrPath, CompareOp, Filter};
+use super::id_set::IdSet;
 use super::store::{Kind, Write};
 
 /// An indexed attribute.
@@ -137,9 +138,9 @@ pub fn order_key(id: &str, v: &Value) -> (String, String) {
 
 #[derive(Debug, Clone, Default)]
 pub struct ResourceIndex {
-    by_value: HashMap<(Kind, Attr), HashMap<String, BTreeSet<String>>>,
+    by_value: HashMap<(Kind, Attr), HashMap<String, IdSet<String>>>,
     /// user id → ids of the groups listing it.
-    groups_of: HashMap<String, BTreeSet<String>>,
+    groups_of: HashMap<String, IdSet<String>>,
     order: HashMap<Kind, BTreeSet<(String, String)>>,
 }
 

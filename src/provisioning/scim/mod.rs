@@ -9,6 +9,7 @@
 //! against `If-Match` when the client sends one (RFC 7644 §3.14).
 
 pub mod filter;
+mod id_set;
 pub mod index;
 pub mod patch;
 mod person_index;

@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
 
+use super::id_set::IdSet;
 use super::store::{Kind, Write};
 use super::{ScimData, user_active, user_emails};
 
@@ -28,7 +29,7 @@ enum Key {
 /// Users and tombstones by the keys a signing-in person can match.
 #[derive(Debug, Default)]
 pub struct PersonIndex {
-    by_key: HashMap<Key, BTreeSet<(Kind, String)>>,
+    by_key: HashMap<Key, IdSet<(Kind, String)>>,
 }
 
 impl PersonIndex {
