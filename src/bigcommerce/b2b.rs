@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::api::ApiError;
+use super::transport::StoreHttp;
 use crate::identity::Identity;
 use crate::policy::{B2bGrant, B2bRole, LaunchDecision};
 use crate::secret::Secret;
@@ -197,17 +198,14 @@ pub fn clients(
 
 /// [`B2bApi`] over HTTP.
 pub struct HttpB2bApi {
-    client: reqwest::Client,
-    /// e.g. `https://api-b2b.bigcommerce.com/api/v3/io`, no trailing slash.
-    base: String,
-    store_hash: String,
-    token: Secret,
+    /// e.g. `https://api-b2b.bigcommerce.com/api/v3/io`, with `X-Store-Hash`.
+    http: StoreHttp,
 }
 
 impl std::fmt::Debug for HttpB2bApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpB2bApi")
-            .field("base", &self.base)
+            .field("http", &self.http)
             .finish_non_exhaustive()
     }
 }
@@ -236,20 +234,6 @@ struct Pagination {
     total_count: u64,
 }
 
-/// How long a 429 asks to wait, in ms (0: no hint): the Management API's
-/// `X-Rate-Limit-Time-Reset-Ms`, else HTTP `Retry-After` in seconds.
-fn rate_limit_wait_ms(headers: &reqwest::header::HeaderMap) -> u64 {
-    let number = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    number("x-rate-limit-time-reset-ms")
-        .or_else(|| number("retry-after").map(|s| s.saturating_mul(1000)))
-        .unwrap_or(0)
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Created {
@@ -270,19 +254,11 @@ impl HttpB2bApi {
         token: Secret,
         timeout: std::time::Duration,
     ) -> Result<Self, ApiError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ApiError::Unexpected {
+        let http =
+            StoreHttp::b2b(base, store_hash, token, timeout).map_err(|e| ApiError::Unexpected {
                 detail: format!("building the HTTP client: {e}"),
             })?;
-        Ok(HttpB2bApi {
-            client,
-            base: base.as_str().trim_end_matches('/').to_owned(),
-            store_hash: store_hash.to_owned(),
-            token,
-        })
+        Ok(HttpB2bApi { http })
     }
 
     /// One call; `Ok(None)` for 404. B2B Edition answers `{code, data, meta}` envelopes.
@@ -292,37 +268,19 @@ impl HttpB2bApi {
         path: &str,
         body: Option<Value>,
     ) -> Result<Option<Vec<u8>>, ApiError> {
-        let req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .header("X-Auth-Token", self.token.expose())
-            .header("X-Store-Hash", &self.store_hash)
-            .header("Accept", "application/json");
-        let mut req = crate::audit::correlation::tag(req);
-        if let Some(b) = body {
-            req = req.json(&b);
+        let no_query: &[(&str, &str)] = &[];
+        let reply = self
+            .http
+            .send(method, path, no_query, body.as_ref())
+            .await?;
+        let status = reply.status;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(reply.rate_limited());
         }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                ApiError::Timeout {
-                    store_hash: self.store_hash.clone(),
-                }
-            } else {
-                ApiError::Unreachable {
-                    store_hash: self.store_hash.clone(),
-                    detail: e.without_url().to_string(),
-                }
-            }
-        })?;
-        let status = resp.status();
-        let retry_after_ms = rate_limit_wait_ms(resp.headers());
-        let bytes = resp.bytes().await.map_err(|e| ApiError::Unexpected {
-            detail: e.without_url().to_string(),
-        })?;
+        let bytes = self.http.body(reply).await?;
         match status {
-            s if s.is_success() => Ok(Some(bytes.to_vec())),
+            s if s.is_success() => Ok(Some(bytes)),
             StatusCode::NOT_FOUND => Ok(None),
-            StatusCode::TOO_MANY_REQUESTS => Err(ApiError::RateLimited { retry_after_ms }),
             s => {
                 let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let message: String = v

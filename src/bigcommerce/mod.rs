@@ -2,6 +2,9 @@
 //! small trait, customer provisioning, and the simulator that stands in for BigCommerce in tests
 //! and in `storegate demo`.
 //!
+//! Every client talks HTTP through [`transport::StoreHttp`]: credentials, the correlation
+//! header, the rate-limit headers and the classification of transport failures live there once.
+//!
 //! The facts relied on are in `docs/bigcommerce.md`; each check cites the rule it
 //! enforces where it is enforced.
 
@@ -17,6 +20,7 @@ pub mod sim;
 pub mod store_clock;
 #[cfg(test)]
 mod test_support;
+pub mod transport;
 pub mod webhooks;
 
 use crate::config::BigCommerceAccount;

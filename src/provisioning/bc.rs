@@ -3,6 +3,9 @@
 //! queue decides about retries. Every answer's `X-Rate-Limit-*` headers are returned so the queue
 //! can pace itself before the store's quota runs out.
 //!
+//! The HTTP exchange (credentials, correlation header, rate-limit headers, transport failures) is
+//! the shared [`StoreHttp`], as for the launch path's client and B2B Edition.
+//!
 //! Errors are the launch path's [`ApiError`] (one error type for both clients): a 429 is
 //! `RateLimited` (`retry_after_ms` 0 when the answer gave no reset), a transport failure
 //! `Unreachable`/`Timeout`, a 5xx or a refusal `Rejected` with its status (its
@@ -18,21 +21,16 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::bigcommerce::api::{ApiError, Customer, SUBJECT_ATTRIBUTE};
+use crate::bigcommerce::transport::StoreHttp;
 use crate::config::BigCommerceAccount;
-use crate::secret::Secret;
+
+pub use crate::bigcommerce::transport::RateInfo;
 
 /// Emails per lookup call (`GET /v3/customers?email:in=...`).
 pub const LOOKUP: usize = 50;
 
 /// Ids per `GET /v3/customers?id:in=...`.
 pub const BY_ID: usize = 250;
-
-/// The rate-limit headers of one answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateInfo {
-    pub left: Option<u64>,
-    pub reset_ms: Option<u64>,
-}
 
 /// The answer to a batch create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,12 +42,9 @@ pub enum Created {
 }
 
 pub struct BatchClient {
-    http: reqwest::Client,
-    base: String,
-    token: Secret,
+    http: StoreHttp,
     /// The subject attribute's id, once found or created (it never changes for a store).
     subject_attribute: OnceLock<u64>,
-    store_hash: String,
     /// Where the customers this client writes are recorded, so their webhooks are known to be
     /// ours (issue 13); set by the gateway when it receives webhooks.
     own: OnceLock<crate::bigcommerce::webhooks::OwnChanges>,
@@ -58,11 +53,8 @@ pub struct BatchClient {
 impl BatchClient {
     pub fn new(account: &BigCommerceAccount) -> anyhow::Result<Self> {
         Ok(BatchClient {
-            http: crate::bigcommerce::store_api_client(account)?,
-            base: crate::bigcommerce::store_api_base(account),
-            token: account.access_token.clone(),
+            http: StoreHttp::management(account)?,
             subject_attribute: OnceLock::new(),
-            store_hash: account.store_hash.clone(),
             own: OnceLock::new(),
         })
     }
@@ -76,7 +68,7 @@ impl BatchClient {
     async fn record(&self, ids: Vec<u64>) {
         if let Some(own) = self.own.get() {
             for id in ids {
-                own.record_customer(&self.store_hash, id).await;
+                own.record_customer(self.http.store_hash(), id).await;
             }
         }
     }
@@ -128,35 +120,13 @@ impl BatchClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> (Result<(StatusCode, Vec<u8>), ApiError>, RateInfo) {
-        let req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("X-Auth-Token", self.token.expose())
-            .header("Accept", "application/json")
-            .query(query);
-        let mut req = crate::audit::correlation::tag(req);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = match req.send().await {
+        let reply = match self.http.send(method, path, query, body).await {
             Ok(r) => r,
-            Err(e) => return (Err(self.transport_error(e)), RateInfo::default()),
+            Err(e) => return (Err(e), RateInfo::default()),
         };
-        let header = |n: &str| {
-            resp.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-        };
-        let rate = RateInfo {
-            left: header("x-rate-limit-requests-left"),
-            reset_ms: header("x-rate-limit-time-reset-ms"),
-        };
-        let status = resp.status();
+        let (status, rate) = (reply.status, reply.rate);
         let result = if status == StatusCode::TOO_MANY_REQUESTS {
-            Err(ApiError::RateLimited {
-                retry_after_ms: rate.reset_ms.unwrap_or(0),
-            })
+            Err(reply.rate_limited())
         } else if status.is_server_error() {
             Err(ApiError::Rejected {
                 status: status.as_u16(),
@@ -164,26 +134,9 @@ impl BatchClient {
             })
         } else {
             // A body cut off mid-way: the call may have taken effect, like a timeout.
-            resp.bytes()
-                .await
-                .map(|b| (status, b.to_vec()))
-                .map_err(|e| self.transport_error(e))
+            self.http.body(reply).await.map(|b| (status, b))
         };
         (result, rate)
-    }
-
-    /// A timeout, or a failure to reach BigCommerce (or to read its whole answer: the call may
-    /// have taken effect). reqwest's message names the URL, never the headers.
-    fn transport_error(&self, e: reqwest::Error) -> ApiError {
-        let store_hash = self.store_hash.clone();
-        if e.is_timeout() {
-            ApiError::Timeout { store_hash }
-        } else {
-            ApiError::Unreachable {
-                store_hash,
-                detail: e.without_url().to_string(),
-            }
-        }
     }
 
     fn customers(v: Value) -> Result<Vec<Customer>, ApiError> {

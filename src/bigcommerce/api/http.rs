@@ -1,4 +1,6 @@
-//! [`CustomerApi`] over HTTP: `{api_base}/stores/{hash}/...` with `X-Auth-Token`.
+//! [`CustomerApi`] over HTTP: `{api_base}/stores/{hash}/...` through the shared
+//! [`StoreHttp`] (credentials, correlation header, transport failures), with this client's own
+//! retry policy and the reading of BigCommerce's refusals.
 
 use std::time::Duration;
 
@@ -11,10 +13,10 @@ use serde_json::{Value, json};
 use super::{
     ApiError, Customer, CustomerApi, CustomerUpdate, NewCustomer, SUBJECT_ATTRIBUTE, StoreTime,
 };
+use crate::bigcommerce::transport::StoreHttp;
 use crate::clock::UnixTime;
 use crate::config::BigCommerceAccount;
 use crate::policy::CustomerGroupRef;
-use crate::secret::Secret;
 
 /// How often and how long to retry. One retry each, both short: a launch has a user waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +40,7 @@ impl Default for RetryPolicy {
 }
 
 pub struct HttpCustomerApi {
-    client: reqwest::Client,
-    /// `{api_base}/stores/{hash}`, no trailing slash.
-    base: String,
-    store_hash: String,
-    token: Secret,
+    http: StoreHttp,
     retry: RetryPolicy,
     /// The subject attribute's id, resolved on first use (it never changes for a store).
     subject_attribute: tokio::sync::OnceCell<u64>,
@@ -51,25 +49,20 @@ pub struct HttpCustomerApi {
 impl std::fmt::Debug for HttpCustomerApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpCustomerApi")
-            .field("base", &self.base)
+            .field("http", &self.http)
             .finish_non_exhaustive()
     }
 }
 
-const RESET_HEADER: &str = "x-rate-limit-time-reset-ms";
 const MAX_ERROR_MESSAGE: usize = 300;
 
 impl HttpCustomerApi {
     pub fn new(account: &BigCommerceAccount) -> Result<Self, ApiError> {
-        let client =
-            crate::bigcommerce::store_api_client(account).map_err(|e| ApiError::Unexpected {
-                detail: format!("building the HTTP client: {e}"),
-            })?;
+        let http = StoreHttp::management(account).map_err(|e| ApiError::Unexpected {
+            detail: format!("building the HTTP client: {e}"),
+        })?;
         Ok(HttpCustomerApi {
-            client,
-            base: crate::bigcommerce::store_api_base(account),
-            store_hash: account.store_hash.clone(),
-            token: account.access_token.clone(),
+            http,
             retry: RetryPolicy::default(),
             subject_attribute: tokio::sync::OnceCell::new(),
         })
@@ -88,69 +81,37 @@ impl HttpCustomerApi {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<(StatusCode, Vec<u8>), ApiError> {
-        let url = format!("{}{}", self.base, path);
+        let store_hash = self.http.store_hash();
         let mut retried = false;
         loop {
-            let req = self
-                .client
-                .request(method.clone(), &url)
-                .header("X-Auth-Token", self.token.expose())
-                .header("Accept", "application/json")
-                .query(query);
-            let mut req = crate::audit::correlation::tag(req);
-            if let Some(body) = body {
-                req = req.json(body);
-            }
-            let resp = req.send().await.map_err(|e| self.transport_error(e))?;
-            let status = resp.status();
+            let reply = self.http.send(method.clone(), path, query, body).await?;
+            let status = reply.status;
             if status == StatusCode::TOO_MANY_REQUESTS {
-                let reset = resp
-                    .headers()
-                    .get(RESET_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
                 if retried {
-                    return Err(ApiError::RateLimited {
-                        retry_after_ms: reset.unwrap_or(0),
-                    });
+                    return Err(reply.rate_limited());
                 }
-                let wait = reset
+                let wait = reply
+                    .rate
+                    .reset_ms
                     .map(Duration::from_millis)
                     .unwrap_or(self.retry.default_rate_limit_wait)
                     .min(self.retry.max_rate_limit_wait);
-                tracing::warn!(store_hash = %self.store_hash, wait_ms = wait.as_millis() as u64, "BigCommerce rate limit: retrying once");
+                tracing::warn!(%store_hash, wait_ms = wait.as_millis() as u64, "BigCommerce rate limit: retrying once");
                 tokio::time::sleep(wait).await;
                 retried = true;
                 continue;
             }
             if status.is_server_error() && !retried {
-                tracing::warn!(store_hash = %self.store_hash, %status, "BigCommerce server error: retrying once");
+                tracing::warn!(%store_hash, %status, "BigCommerce server error: retrying once");
                 tokio::time::sleep(self.retry.server_error_backoff).await;
                 retried = true;
                 continue;
             }
-            let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+            let body = self.http.body(reply).await?;
             if status.is_success() {
-                return Ok((status, body.to_vec()));
+                return Ok((status, body));
             }
             return Err(rejected(status, &body));
-        }
-    }
-
-    fn transport_error(&self, e: reqwest::Error) -> ApiError {
-        let store_hash = self.store_hash.clone();
-        if e.is_timeout() {
-            ApiError::Timeout { store_hash }
-        } else if e.is_connect() || e.is_request() {
-            // reqwest's message names the URL, never the headers: no token in here.
-            ApiError::Unreachable {
-                store_hash,
-                detail: e.without_url().to_string(),
-            }
-        } else {
-            ApiError::Unexpected {
-                detail: e.without_url().to_string(),
-            }
         }
     }
 
@@ -277,7 +238,7 @@ impl StoreTime for HttpCustomerApi {
 #[async_trait]
 impl CustomerApi for HttpCustomerApi {
     fn store_hash(&self) -> &str {
-        &self.store_hash
+        self.http.store_hash()
     }
 
     async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError> {
