@@ -65,6 +65,7 @@ pub async fn read(
     calls: &mut u32,
 ) -> Result<Observed, Halt> {
     let mut out = Observed::default();
+    let mut seen = SeenCursors::default();
     let mut after: Option<String> = None;
     loop {
         let page = spend_and_call(
@@ -79,7 +80,7 @@ pub async fn read(
             out.account_users.insert(u.email.to_lowercase(), Some(u.id));
         }
         match page.next {
-            Some(n) => after = Some(n),
+            Some(n) => after = Some(seen.fresh(n, "account users")?),
             None => break,
         }
     }
@@ -118,6 +119,7 @@ pub async fn read(
                 let Some(next) = users.next.clone().filter(|_| keep) else {
                     break;
                 };
+                let next = seen.fresh(next, &store.store_hash)?;
                 let more = spend_and_call(
                     budget,
                     account,
@@ -141,9 +143,49 @@ pub async fn read(
             before = Some(store.cursor);
         }
         match page.next {
-            Some(n) => stores_after = Some(n),
+            Some(n) => stores_after = Some(seen.fresh(n, "stores")?),
             None => break,
         }
     }
     Ok(out)
+}
+
+/// The cursors one read has followed. An answer that says more pages follow but hands back a
+/// cursor already followed would make the read go round until the hour's budget is spent: it is
+/// refused instead, as an answer storegate cannot use.
+#[derive(Default)]
+struct SeenCursors(std::collections::HashSet<(String, String)>);
+
+impl SeenCursors {
+    fn fresh(&mut self, cursor: String, list: &str) -> Result<String, Halt> {
+        if self.0.insert((list.to_owned(), cursor.clone())) {
+            Ok(cursor)
+        } else {
+            Err(Halt::Failed(AccountApiError::Unexpected(format!(
+                "the Account API gave the same page cursor twice while listing {list}; \
+                 the read stops so it does not spend the hour's budget going round"
+            ))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_followed_twice_in_one_list_stops_the_read() {
+        let mut seen = SeenCursors::default();
+        assert_eq!(seen.fresh("c1".into(), "stores").ok(), Some("c1".into()));
+        // The same cursor in another list is another page.
+        assert!(seen.fresh("c1".into(), "account users").is_ok());
+        match seen.fresh("c1".into(), "stores") {
+            Err(Halt::Failed(AccountApiError::Unexpected(m))) => assert_eq!(
+                m,
+                "the Account API gave the same page cursor twice while listing stores; \
+                 the read stops so it does not spend the hour's budget going round"
+            ),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
 }
