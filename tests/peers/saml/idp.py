@@ -15,6 +15,9 @@ Reads one JSON object on stdin and prints the base64 SAMLResponse (or the XML wi
                                        unsigned XML; the result is then signed as asked (this is how
                                        tests make a correctly signed response with a wrong Audience,
                                        Recipient, time, ...)
+  in_response_to_each                  a list of request IDs: one response per ID (each with its
+                                       own fresh IDs), printed one per line (examples/saml_acs_cost.rs
+                                       needs many unique responses within samael's 150 s window)
 """
 
 import base64
@@ -98,6 +101,17 @@ def main():
         }
     )
     idp = Server(config=conf)
+    each = req.get("in_response_to_each")
+    if each is not None:
+        for rid in each:
+            sys.stdout.write(respond(idp, dict(req, in_response_to=rid), sign_alg, digest_alg) + "\n")
+        return
+    sys.stdout.write(respond(idp, req, sign_alg, digest_alg))
+
+
+def respond(idp, req, sign_alg, digest_alg):
+    """One Response to `req` (see the module docstring), base64 unless "xml"."""
+    entity = req["idp_entity_id"]
     name_id = NameID(format=req.get("name_id_format"), text=req["name_id"])
     authn = {
         "class_ref": req.get("authn_class", "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"),
@@ -132,9 +146,8 @@ def main():
             xml = xml.replace(old, new)
         xml = sign(idp, xml, req, sign_alg, digest_alg)
     if req.get("xml"):
-        sys.stdout.write(xml)
-    else:
-        sys.stdout.write(base64.b64encode(xml.encode("utf-8")).decode("ascii"))
+        return xml
+    return base64.b64encode(xml.encode("utf-8")).decode("ascii")
 
 
 def sign(idp, xml, req, sign_alg, digest_alg):
