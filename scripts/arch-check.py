@@ -32,8 +32,6 @@ ALLOWED_CYCLES = {
 
 # Handlers over the limit not thinned yet: "src/web/file.rs::name" -> why it is allowed.
 ALLOWED_LONG_HANDLERS = {
-    "src/web/webhooks.rs::receive": "being split on another branch (webhook correlation); "
-    "remove this entry when that lands",
     "src/web/forward.rs::decide": "not a handler but the route decision /auth/verify and the "
     "built-in proxy share (it takes a &Session); it belongs in flows/ with the proxy <-> web "
     "cycle above, which another branch is changing",
