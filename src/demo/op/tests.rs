@@ -995,6 +995,7 @@ fn config_validation_reports_every_problem() {
     cfg.clients[1].client_secret = Secret::new("");
     cfg.clients[1].redirect_uris = vec!["/relative".to_owned(), "http://x/cb#frag".to_owned()];
     cfg.users.push(cfg.users[0].clone());
+    let duplicate_user = format!("users[{}].sub: duplicate", cfg.users.len() - 1);
     let Err(DevOpError::Config(errors)) =
         DevOp::with_key_and_clock(cfg, key(), Arc::new(SystemClock))
     else {
@@ -1008,7 +1009,7 @@ fn config_validation_reports_every_problem() {
         "clients[1].client_secret: empty",
         "clients[1].redirect_uris: \"/relative\" is not absolute",
         "clients[1].redirect_uris: \"http://x/cb#frag\" has a fragment",
-        "users[5].sub: duplicate",
+        duplicate_user.as_str(),
     ] {
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
     }
