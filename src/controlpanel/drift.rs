@@ -4,7 +4,7 @@
 //! `reconcile --dry-run`, `access-report --control-panel`); an administrator or an Identity
 //! Governance review acts on it in the control panel.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -101,7 +101,7 @@ pub fn reason(d: &PermissionDrift) -> &'static str {
 }
 
 /// One audit event (`drift`, outcome deny) per person and store.
-pub fn audit(log: &AuditLog, run: &str, now: UnixTime, drift: &[PermissionDrift]) {
+pub fn audit(log: &AuditLog, run: &str, now: UnixTime, drift: &[&PermissionDrift]) {
     for d in drift {
         let mut ev = AuditEvent::new(
             now,
@@ -118,6 +118,55 @@ pub fn audit(log: &AuditLog, run: &str, now: UnixTime, drift: &[PermissionDrift]
         ev.reason = Some(reason(d).into());
         ev.detail = Some(describe(d));
         log.record(ev);
+    }
+}
+
+/// An unchanged drift is audited again after this long, so a daily review of the trail still
+/// sees a permission nobody fixed.
+pub const DRIFT_REMINDER_SECS: i64 = 24 * 3600;
+
+/// Which drifts deserve an audit event. A pass runs every few minutes, and a person whose
+/// permissions an administrator has not set yet drifts at every one (a 500-person wave made
+/// 54,724 identical events): each drift is audited when it first appears or changes, then once a
+/// day while it lasts; one that was fixed and comes back is new again. Kept per replica, so two
+/// replicas may each report a drift once.
+#[derive(Debug, Default)]
+pub struct DriftLedger {
+    /// (account, store, email) -> (the drift as described, when it was last audited).
+    seen: HashMap<(String, String, String), (String, UnixTime)>,
+}
+
+impl DriftLedger {
+    /// The drifts of `account` found at `now` that are to be audited; remembers them, and
+    /// forgets the account's drifts that are gone.
+    pub fn to_audit<'a>(
+        &mut self,
+        account: &str,
+        now: UnixTime,
+        drift: &'a [PermissionDrift],
+    ) -> Vec<&'a PermissionDrift> {
+        let current: HashSet<(String, String, String)> = drift
+            .iter()
+            .map(|d| (d.account.clone(), d.store.clone(), d.email.clone()))
+            .collect();
+        self.seen
+            .retain(|k, _| k.0 != account || current.contains(k));
+        let mut out = Vec::new();
+        for d in drift {
+            let key = (d.account.clone(), d.store.clone(), d.email.clone());
+            let described = describe(d);
+            let due = match self.seen.get(&key) {
+                Some((before, at)) => {
+                    *before != described || now.saturating_sub(*at) >= DRIFT_REMINDER_SECS
+                }
+                None => true,
+            };
+            if due {
+                self.seen.insert(key, (described, now));
+                out.push(d);
+            }
+        }
+        out
     }
 }
 
@@ -142,4 +191,68 @@ pub fn describe(d: &PermissionDrift) -> String {
         parts.push(format!("missing {}", d.missing.join(" ")));
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod ledger_tests {
+    use super::*;
+
+    fn drift(email: &str, missing: &[&str]) -> PermissionDrift {
+        PermissionDrift {
+            account: "acme".into(),
+            email: email.into(),
+            subject: format!("corp:{email}"),
+            store: "abc123".into(),
+            missing: missing.iter().map(|s| s.to_string()).collect(),
+            excess: vec![],
+            high_risk: vec![],
+        }
+    }
+
+    fn emails(v: Vec<&PermissionDrift>) -> Vec<String> {
+        v.into_iter().map(|d| d.email.clone()).collect()
+    }
+
+    #[test]
+    fn a_drift_is_audited_when_new_or_changed_and_daily_while_it_lasts() {
+        let mut l = DriftLedger::default();
+        let first = [
+            drift("ana@x", &["Manage_Orders"]),
+            drift("bo@x", &["Manage_Products"]),
+        ];
+        assert_eq!(emails(l.to_audit("acme", 1_000, &first)), ["ana@x", "bo@x"]);
+        // The next pass finds the same: nothing new to say.
+        assert!(l.to_audit("acme", 1_900, &first).is_empty());
+        // Ana's drift changes: only hers is audited.
+        let changed = [
+            drift("ana@x", &["Manage_Orders", "Manage_Customers"]),
+            drift("bo@x", &["Manage_Products"]),
+        ];
+        assert_eq!(emails(l.to_audit("acme", 2_800, &changed)), ["ana@x"]);
+        // A day after Bo's was audited it is audited again; Ana's (audited later) not yet.
+        assert_eq!(
+            emails(l.to_audit("acme", 1_000 + DRIFT_REMINDER_SECS, &changed)),
+            ["bo@x"]
+        );
+    }
+
+    #[test]
+    fn a_fixed_drift_that_comes_back_is_new_again_and_other_accounts_are_kept() {
+        let mut l = DriftLedger::default();
+        let ana = [drift("ana@x", &["Manage_Orders"])];
+        assert_eq!(l.to_audit("acme", 10, &ana).len(), 1);
+        let mut other = drift("cy@x", &["Manage_Orders"]);
+        other.account = "beta".into();
+        assert_eq!(
+            l.to_audit("beta", 10, std::slice::from_ref(&other)).len(),
+            1
+        );
+        // Fixed in acme: forgotten there, and beta's record is untouched.
+        assert!(l.to_audit("acme", 20, &[]).is_empty());
+        assert_eq!(l.to_audit("acme", 30, &ana).len(), 1);
+        assert!(
+            l.to_audit("beta", 30, std::slice::from_ref(&other))
+                .is_empty()
+        );
+    }
 }

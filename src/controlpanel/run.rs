@@ -59,6 +59,8 @@ pub struct StaffReconciler {
     /// The last pass's pending steps per account, for the metrics.
     pending: Mutex<BTreeMap<String, Vec<Step>>>,
     gauges: std::sync::OnceLock<Gauges>,
+    /// Which drifts were audited, so an unchanged one is not audited at every pass.
+    drift_ledger: Mutex<drift::DriftLedger>,
 }
 
 /// The control-panel gauges (registered by [`crate::metrics::Metrics::control_panel_gauges`]).
@@ -148,6 +150,7 @@ impl StaffReconciler {
             cache: Mutex::new(HashMap::new()),
             pending: Mutex::new(BTreeMap::new()),
             gauges: std::sync::OnceLock::new(),
+            drift_ledger: Mutex::new(drift::DriftLedger::default()),
         }
     }
 
@@ -304,7 +307,9 @@ impl StaffReconciler {
         r.plan = p;
         r.drift = drift::find(&id, desired, &observed);
         if apply {
-            drift::audit(&self.audit, run, self.clock.now(), &r.drift);
+            let now = self.clock.now();
+            let due = self.drift_ledger.lock().to_audit(&id, now, &r.drift);
+            drift::audit(&self.audit, run, now, &due);
             self.apply(a, &mut r, &mut observed, run).await;
         }
         r.used_last_hour = self.used(&id).await;

@@ -491,6 +491,22 @@ async fn drift_reports_missing_excess_and_high_risk_permissions_exactly_and_sets
     assert!(report.plan.steps.is_empty());
     assert_eq!(report.calls, report.reads);
     assert!(w.sim.store_staff(UUID, "store1")["ada@corp.example"].contains("Manage_Users"));
+
+    // The next passes find the same drift and say nothing new; a day after it was audited, it
+    // is audited again (a daily review of the trail still sees it).
+    let drift_events = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<AuditEvent>| {
+        let mut n = 0;
+        while let Ok(ev) = rx.try_recv() {
+            n += usize::from(ev.event == EventKind::Drift);
+        }
+        n
+    };
+    w.clock.advance(3600);
+    assert_eq!(w.pass(&r).await.drift.len(), 3);
+    assert_eq!(drift_events(&mut rx), 0);
+    w.clock.advance(23 * 3600);
+    assert_eq!(w.pass(&r).await.drift.len(), 3);
+    assert_eq!(drift_events(&mut rx), 3);
 }
 
 /// Joiner, mover and leaver with the grants from a real policy file: `[[permission_set]]`s, a
