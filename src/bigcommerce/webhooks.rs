@@ -362,8 +362,8 @@ impl OwnChanges {
 pub struct OwnWrite {
     /// When, in the store's time.
     pub at: i64,
-    /// The request id (correlation id) of the request that made the write; none outside a
-    /// request (the reconciler).
+    /// The request id (correlation id) of the request that made the write: a launch's, or a
+    /// reconcile pass's `reconcile-{run}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// The bound subject (`idp:subject`) the write was made for, when the writer said so.

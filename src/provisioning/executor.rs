@@ -306,7 +306,19 @@ impl Executor {
             if batch.is_empty() {
                 continue;
             }
-            match self.run_batch(&client, batch.clone(), &mut report).await {
+            // The pass's id (`reconcile-{run}`, its provision events' request id) goes on the
+            // calls as X-Request-Id and on the own-change record, so the webhook echoing this
+            // batch's writes joins the pass's events as a launch's echo joins the launch.
+            let request_id = batch
+                .first()
+                .map(|i| format!("reconcile-{}", i.run))
+                .unwrap_or_default();
+            let step = crate::audit::correlation::scope(
+                request_id,
+                self.run_batch(&client, batch.clone(), &mut report),
+            )
+            .await;
+            match step {
                 Step::Settled {
                     done,
                     failed,

@@ -435,10 +435,19 @@ async fn the_reconcilers_writes_are_recorded_as_own_changes() {
             .unwrap()
     );
     client.record_own_changes(own.clone());
-    let (r, _) = client
-        .update(&[json!({"id": id, "last_name": "Three"})])
-        .await;
+    // As the executor runs a batch: inside the pass's correlation scope, which the record keeps.
+    let (r, _) = storegate::audit::correlation::scope(
+        "reconcile-r7".to_owned(),
+        client.update(&[json!({"id": id, "last_name": "Three"})]),
+    )
+    .await;
     r.expect("update");
+    let write = own
+        .own_write(&account.store_hash, &subject, 1_800_000_000)
+        .await
+        .unwrap()
+        .expect("the write is recorded");
+    assert_eq!(write.request_id.as_deref(), Some("reconcile-r7"));
     assert!(
         own.is_own(&account.store_hash, &subject, 1_800_000_000)
             .await
