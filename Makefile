@@ -36,21 +36,14 @@ test: deps
 ## then proxied requests/s through the built-in proxy vs nginx on the same upstream (benches/proxy.rs),
 ## then a control-panel wave of 500 joiners + 50 leavers at 70 Account API calls/hour on a
 ## simulated clock: calls vs the minimum, hours to remove the leavers and to finish (benches/control_panel.rs).
-## Release build (bench profile).
+## Release build (bench profile). scripts/bench.sh runs them all (BENCHES="a b" for a subset), keeps
+## each one's output in target/bench/<name>.log and ends with one summary of every row that has a
+## target, the machine and its load.
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,
 # BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs); the SAML bench reads
 # BENCH_SECONDS only (default 5, at most 60).
-bench:
-	$(CARGO) bench --bench policy
-	$(CARGO) bench --bench leaver_check
-	$(CARGO) bench --bench launch
-	$(CARGO) bench --bench provisioning
-	$(CARGO) bench --bench saml
-	$(CARGO) bench --bench audit
-	$(CARGO) bench --bench forward_auth
-	$(CARGO) bench --bench scim_scale
-	$(CARGO) bench --bench proxy
-	$(CARGO) bench --bench control_panel
+bench: deps
+	CARGO="$(CARGO)" scripts/bench.sh
 
 ## lint: formatting and clippy, warnings are errors; both builds: --all-targets has the `devkit`
 ## feature (tests and benches turn it on), --lib --bins is the production build without it
