@@ -282,7 +282,7 @@ impl StaffReconciler {
                     Ok(o) => o,
                     Err(h) => {
                         self.halted(&mut r, h);
-                        r.used_last_hour = self.used(&id).await;
+                        self.record_used(&mut r).await;
                         return r;
                     }
                 }
@@ -299,7 +299,7 @@ impl StaffReconciler {
                 Err(h) => {
                     self.halted(&mut r, h);
                     r.plan = p;
-                    r.used_last_hour = self.used(&id).await;
+                    self.record_used(&mut r).await;
                     return r;
                 }
             }
@@ -312,15 +312,22 @@ impl StaffReconciler {
             drift::audit(&self.audit, run, now, &due);
             self.apply(a, &mut r, &mut observed, run).await;
         }
-        r.used_last_hour = self.used(&id).await;
+        self.record_used(&mut r).await;
         r
     }
 
-    async fn used(&self, account: &str) -> u32 {
-        self.budget
-            .used(account, self.clock.now())
-            .await
-            .unwrap_or(0)
+    /// Sets the report's calls used in the last hour. A budget that cannot be read counts as
+    /// spent (the gauges then show no headroom, not a full hour) and says so in the report.
+    async fn record_used(&self, r: &mut AccountReport) {
+        match self.budget.used(&r.account, self.clock.now()).await {
+            Ok(n) => r.used_last_hour = n,
+            Err(e) => {
+                r.used_last_hour = super::budget::HOURLY_LIMIT;
+                r.error.get_or_insert_with(|| {
+                    format!("the Account API budget cannot be read, so calls used in the last hour are unknown (counted as all {}): {e}", super::budget::HOURLY_LIMIT)
+                });
+            }
+        }
     }
 
     fn halted(&self, r: &mut AccountReport, h: Halt) {

@@ -637,3 +637,41 @@ async fn a_policy_file_drives_joiner_mover_and_leaver_with_exactly_these_calls()
     assert_eq!(left.plan.unmanaged.len(), 1);
     assert!(calls(0).iter().all(|c| !c.contains("owner")));
 }
+
+/// A budget that grants calls but cannot say how many were used (a Redis that answers the
+/// spend script but not the count, say).
+struct BudgetWithoutCount(FileBudget);
+
+#[async_trait::async_trait]
+impl CallBudget for BudgetWithoutCount {
+    async fn take(
+        &self,
+        account: &str,
+        now: storegate::clock::UnixTime,
+    ) -> Result<storegate::controlpanel::budget::Spend, String> {
+        self.0.take(account, now).await
+    }
+    async fn used(&self, _account: &str, _now: storegate::clock::UnixTime) -> Result<u32, String> {
+        Err("connection refused".into())
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_budget_count_is_reported_as_spent_not_as_zero() {
+    let w = world("").await;
+    w.people("cp-merch", &["ada@corp.example".into()]).await;
+    let (r, _rx) = w.reconciler(Arc::new(BudgetWithoutCount(FileBudget::memory(
+        HOURLY_LIMIT,
+    ))));
+    let report = w.pass(&r).await;
+    assert_eq!(
+        report.used_last_hour, HOURLY_LIMIT,
+        "an unknown count must not read as a full hour left"
+    );
+    assert_eq!(
+        report.error.as_deref(),
+        Some(
+            "the Account API budget cannot be read, so calls used in the last hour are unknown (counted as all 70): connection refused"
+        )
+    );
+}
