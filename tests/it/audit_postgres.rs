@@ -411,7 +411,10 @@ async fn the_owner_migrates_and_the_gateway_runs_as_a_role_that_may_only_insert_
 
     assert_eq!(
         audit_migrate(&pg.url_as("storegate_owner")),
-        Ok("applied V1__audit_events, V2__audit_events_time".to_owned())
+        Ok(
+            "applied V1__audit_events, V2__audit_events_time, V3__audit_events_request_id"
+                .to_owned()
+        )
     );
     assert_eq!(
         audit_migrate(&pg.url_as("storegate_owner")),
