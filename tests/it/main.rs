@@ -28,6 +28,7 @@ mod deploy_config;
 mod doctor;
 mod entitlements;
 mod forward_auth;
+mod forward_auth_traefik;
 mod launch;
 mod leaver;
 mod metrics;
