@@ -77,6 +77,7 @@ async fn traefik_sends_a_stranger_to_sign_in_and_back_then_the_upstream_verifies
     assert_eq!(header.alg, Algorithm::ES256);
     let claims = verified(&s.gw, &jwt, "order-desk").await;
     assert_eq!(claims.aud, "order-desk");
+    assert_eq!(claims.sub, "rogue-user", "the OP's subject");
     assert_eq!(claims.email.as_deref(), Some("lee@corp.example"));
     assert_eq!(claims.name.as_deref(), Some("Lee Tester"));
     // Only the groups the route names, never the whole list.
@@ -167,26 +168,42 @@ async fn through_traefik_spoofed_identity_and_forwarded_headers_get_nowhere() {
         "the forged header reached the upstream"
     );
 
-    // A person who may not open /admin claims, in every header the gateway reads, to be asking
-    // for /orders on another host: refused on the real address, the upstream never asked.
+    // A person who may not open /admin claims to be asking for /orders, in every header the
+    // gateway reads the path from; then claims another host, scheme and method. Refused on the
+    // real address both times, the upstream never asked.
     let before = s.seen.seen().len();
-    let r = b
-        .client()
-        .get(format!("{}/admin/users", s.front))
-        .header("x-forwarded-uri", "/orders")
-        .header("x-original-uri", "/orders")
-        .header("x-forwarded-host", "elsewhere.example")
-        .header("x-forwarded-proto", "https")
-        .header("x-forwarded-method", "OPTIONS")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    assert_eq!(r.headers()["x-storegate-route"], "order-admin");
-    assert_eq!(s.seen.seen().len(), before, "the upstream was reached");
-    let deny = last_decision(&s.gw.audit_now(), Outcome::Deny);
-    assert_eq!(deny.rule.as_deref(), Some("order-admin"));
-    assert_eq!(deny.detail, Some(format!("GET {}/admin/users", s.front)));
+    let spoofed_paths = [
+        [
+            ("x-forwarded-uri", "/orders"),
+            ("x-original-uri", "/orders"),
+        ],
+        [
+            ("x-forwarded-host", "elsewhere.example"),
+            ("x-forwarded-proto", "https"),
+        ],
+        [("x-forwarded-method", "OPTIONS"), ("x-forwarded-port", "1")],
+    ];
+    for spoof in spoofed_paths {
+        let mut req = b.client().get(format!("{}/admin/users", s.front));
+        for (k, v) in spoof {
+            req = req.header(k, v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 403, "{spoof:?}");
+        assert_eq!(r.headers()["x-storegate-route"], "order-admin", "{spoof:?}");
+        assert_eq!(
+            s.seen.seen().len(),
+            before,
+            "{spoof:?}: the upstream was reached"
+        );
+        let deny = last_decision(&s.gw.audit_now(), Outcome::Deny);
+        assert_eq!(deny.rule.as_deref(), Some("order-admin"), "{spoof:?}");
+        assert_eq!(
+            deny.detail,
+            Some(format!("GET {}/admin/users", s.front)),
+            "{spoof:?}"
+        );
+    }
 }
 
 /// Traefik resolves dot segments (plain or `%2e`) before asking, so the gateway decides on the
