@@ -122,7 +122,18 @@ async fn traefik_refuses_a_signed_in_person_the_route_does_not_admit() {
 /// the identity header; the `headers` middleware removes the user headers.
 #[tokio::test]
 async fn through_traefik_spoofed_identity_and_forwarded_headers_get_nowhere() {
-    let s = setup(&["bc-finance"]).await;
+    spoofing_gets_nowhere(setup(&["bc-finance"]).await).await;
+}
+
+/// The same with `trustForwardHeader: false` (Traefik reports the request as it got it).
+#[tokio::test]
+async fn through_traefik_not_trusting_forward_headers_spoofing_gets_nowhere_too() {
+    let spec = ToolSpec::new(person(&["bc-finance"]));
+    let s = protected(spec, "", |behind| Traefik::start_with(behind, false)).await;
+    spoofing_gets_nowhere(s).await;
+}
+
+async fn spoofing_gets_nowhere(s: Protected<Traefik>) {
     let spoofs = [
         ("x-storegate-identity", FORGED),
         ("x-forwarded-user", "admin@corp.example"),

@@ -26,7 +26,7 @@ pub fn binary() -> PathBuf {
 /// The dynamic configuration: one router for the tool's host, the `forwardAuth` middleware asking
 /// `gateway`'s `/auth/verify`, and a `headers` middleware removing user headers a tool might trust
 /// that Traefik would otherwise pass through from the client.
-pub fn dynamic_yaml(gateway: &str, upstream: &str) -> String {
+pub fn dynamic_yaml(gateway: &str, upstream: &str, trust_forward_header: bool) -> String {
     format!(
         r#"http:
   routers:
@@ -39,7 +39,7 @@ pub fn dynamic_yaml(gateway: &str, upstream: &str) -> String {
     storegate:
       forwardAuth:
         address: "{gateway}/auth/verify"
-        trustForwardHeader: true
+        trustForwardHeader: {trust_forward_header}
         authResponseHeaders: ["X-Storegate-Identity"]
     strip-user-headers:
       headers:
@@ -63,16 +63,22 @@ pub struct Traefik {
     pub api_port: u16,
     dynamic: PathBuf,
     upstream: String,
+    trust_forward_header: bool,
 }
 
 impl Traefik {
-    /// Starts Traefik on `behind.port` in front of `behind.upstream`, asking `behind.gateway`;
-    /// returns once the router and the middleware are in force.
+    /// Starts Traefik on `behind.port` in front of `behind.upstream`, asking `behind.gateway`
+    /// with `trustForwardHeader: true`; returns once the router and the middleware are in force.
     pub async fn start(behind: Behind) -> Traefik {
+        Self::start_with(behind, true).await
+    }
+
+    /// [`Self::start`] with `trustForwardHeader: trust_forward_header`.
+    pub async fn start_with(behind: Behind, trust_forward_header: bool) -> Traefik {
         let dir = private_dir("traefik", behind.port);
         let dynamic = dir.join("dynamic.yml");
-        std::fs::write(&dynamic, dynamic_yaml(&behind.gateway, &behind.upstream))
-            .expect("write dynamic.yml");
+        let yaml = dynamic_yaml(&behind.gateway, &behind.upstream, trust_forward_header);
+        std::fs::write(&dynamic, yaml).expect("write dynamic.yml");
         let api_port = free_port();
         let mut cmd = Command::new(binary());
         cmd.args([
@@ -97,6 +103,7 @@ impl Traefik {
             api_port,
             dynamic,
             upstream: behind.upstream,
+            trust_forward_header,
         };
         t.wait_for_gateway(&behind.gateway).await;
         t
@@ -106,7 +113,8 @@ impl Traefik {
     /// Traefik) and waits until Traefik uses it.
     pub async fn ask(&mut self, gateway: &str) {
         let tmp = self.dynamic.with_extension("tmp");
-        std::fs::write(&tmp, dynamic_yaml(gateway, &self.upstream)).expect("write dynamic.yml");
+        let yaml = dynamic_yaml(gateway, &self.upstream, self.trust_forward_header);
+        std::fs::write(&tmp, yaml).expect("write dynamic.yml");
         std::fs::rename(&tmp, &self.dynamic).expect("replace dynamic.yml");
         self.wait_for_gateway(gateway).await;
     }
