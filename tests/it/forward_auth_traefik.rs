@@ -240,6 +240,15 @@ async fn traefik_normalised_paths_are_decided_as_the_upstream_gets_them() {
     assert_eq!(s.seen.seen().len(), before, "the upstream was reached");
     let refused = last_decision(&s.gw.audit_now(), Outcome::Deny);
     assert_eq!(refused.reason.as_deref(), Some("forward_dot_segments"));
+
+    // The other way round: admitted, and the upstream gets the path the gateway decided on.
+    let head = raw_get(&s.front, "/admin/%2E%2E/orders/7", &cookie).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let seen = s.seen.seen();
+    assert_eq!(seen.len(), before + 1);
+    assert_eq!(seen[before].path, "/orders/7");
+    let allow = last_decision(&s.gw.audit_now(), Outcome::Allow);
+    assert_eq!(allow.detail, Some(format!("GET {}/orders/7", s.front)));
 }
 
 /// `GET path` sent as it is (an HTTP client would resolve the dot segments first): the status line
