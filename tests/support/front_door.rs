@@ -23,7 +23,17 @@ pub struct FrontDoor {
 }
 
 impl Drop for FrontDoor {
+    /// SIGTERM first: nginx's master then stops its workers (a SIGKILL left them running, one
+    /// pair per test), Traefik closes its listeners. SIGKILL if it is still there after 5 s.
     fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

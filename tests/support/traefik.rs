@@ -75,12 +75,13 @@ impl Traefik {
 
     /// [`Self::start`] with `trustForwardHeader: trust_forward_header`.
     pub async fn start_with(behind: Behind, trust_forward_header: bool) -> Traefik {
+        let program = binary();
         let dir = private_dir("traefik", behind.port);
         let dynamic = dir.join("dynamic.yml");
         let yaml = dynamic_yaml(&behind.gateway, &behind.upstream, trust_forward_header);
         std::fs::write(&dynamic, yaml).expect("write dynamic.yml");
         let api_port = free_port();
-        let mut cmd = Command::new(binary());
+        let mut cmd = Command::new(program);
         cmd.args([
             // Never call home from a test.
             "--global.checkNewVersion=false",
