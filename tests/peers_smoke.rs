@@ -293,3 +293,92 @@ async fn rogue_op_faults_break_exactly_the_intended_rule() {
         );
     }
 }
+
+/// A server on 127.0.0.1 answering every request with `answer` after recording it in `rec`.
+async fn recording_server(
+    rec: support::tools::Recorder,
+    answer: fn(&axum::extract::Request) -> axum::response::Response,
+) -> String {
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let rec = rec.clone();
+        async move {
+            rec.record(&req);
+            answer(&req)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+/// What tests/it/forward_auth_traefik.rs relies on, with a stand-in for the gateway: Traefik
+/// asks `/auth/verify` with `X-Forwarded-*` of the real request (the client's dropped by the
+/// entry point), passes a non-2xx answer (and its `Location`) to the browser, replaces the
+/// client's identity header with the answer's, and never calls the upstream on a refusal.
+#[tokio::test]
+async fn traefik_forward_auth_sends_the_real_request_and_replaces_the_identity_header() {
+    use axum::response::IntoResponse;
+    let auth_seen = support::tools::Recorder::default();
+    let up_seen = support::tools::Recorder::default();
+    let auth = recording_server(auth_seen.clone(), |req| {
+        let uri = req.headers().get("x-forwarded-uri");
+        if uri.is_some_and(|u| u.as_bytes().starts_with(b"/deny")) {
+            (
+                axum::http::StatusCode::FOUND,
+                [("location", "http://sign-in.example/continue")],
+            )
+                .into_response()
+        } else {
+            ([("x-storegate-identity", "from-auth")], "ok").into_response()
+        }
+    })
+    .await;
+    let upstream = recording_server(up_seen.clone(), |_| "upstream".into_response()).await;
+    let port = support::free_port();
+    let _traefik = support::traefik::Traefik::start(support::front_door::Behind {
+        port,
+        gateway: auth,
+        upstream,
+    })
+    .await;
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/deny/me?q=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "http://sign-in.example/continue");
+    assert!(up_seen.seen().is_empty(), "the upstream was called");
+
+    let r = c
+        .post(format!("http://127.0.0.1:{port}/orders?x=1"))
+        .header("x-forwarded-uri", "/elsewhere")
+        .header("x-forwarded-host", "elsewhere.example")
+        .header("x-forwarded-method", "GET")
+        .header("x-storegate-identity", "forged")
+        .header("cookie", "storegate_session=abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let asked = auth_seen.seen().pop().unwrap();
+    assert_eq!(asked.path, "/auth/verify");
+    let h = |k: &str| asked.headers.get(k).and_then(|v| v.to_str().ok());
+    assert_eq!(h("x-forwarded-uri"), Some("/orders?x=1"));
+    assert_eq!(h("x-forwarded-method"), Some("POST"));
+    let host = format!("127.0.0.1:{port}");
+    assert_eq!(h("x-forwarded-host"), Some(host.as_str()));
+    assert_eq!(h("x-forwarded-proto"), Some("http"));
+    assert_eq!(h("cookie"), Some("storegate_session=abc"));
+    let got = up_seen.seen().pop().unwrap();
+    assert_eq!(got.path, "/orders?x=1");
+    assert_eq!(got.identity(), Some("from-auth"));
+}

@@ -4,39 +4,22 @@
 //! private prefix and config on free ports (`scripts/test-deps.sh` installs it); a test without
 //! nginx on the machine fails and says so.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use storegate::audit::{EventKind, Outcome};
 
-use crate::harness::{Gateway, Reserved};
+use crate::harness::Reserved;
 use crate::support::browser::{Browser, location};
 use crate::support::free_port;
-use crate::support::rogue_op::RogueOp;
+use crate::support::front_door::{Behind, FrontDoor, Protected, private_dir, protected};
 use crate::support::tools::{
-    Recorder, ToolSpec, identity_in, jwks, p256_pem, person, verified, verify_identity,
+    ToolSpec, identity_in, jwks, p256_pem, person, verified, verify_identity,
 };
-use crate::support::wait;
 
-/// nginx as a child process, stopped on drop.
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn nginx_binary() -> PathBuf {
+fn nginx_binary() -> &'static str {
     for p in ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"] {
         if std::path::Path::new(p).exists() {
-            return p.into();
+            return p;
         }
     }
     panic!("nginx is not installed: run scripts/test-deps.sh (make deps)");
@@ -86,73 +69,32 @@ http {{
     )
 }
 
-async fn start_nginx(port: u16, gateway: &str, upstream: &str) -> Nginx {
-    let dir = std::env::temp_dir().join(format!("storegate-nginx-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+async fn start_nginx(behind: Behind) -> FrontDoor {
+    let dir = private_dir("nginx", behind.port);
     let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(&dir, port, gateway, upstream)).unwrap();
-    let child = Command::new(nginx_binary())
-        .arg("-p")
+    std::fs::write(
+        &conf,
+        nginx_conf(&dir, behind.port, &behind.gateway, &behind.upstream),
+    )
+    .unwrap();
+    let mut cmd = Command::new(nginx_binary());
+    cmd.arg("-p")
         .arg(&dir)
         .arg("-c")
         .arg(&conf)
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let nginx = Nginx { child, dir };
-    wait::until("nginx to listen", Duration::from_secs(20), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
+        .args(["-g", "daemon off;"]);
+    let mut nginx = FrontDoor::spawn("nginx", cmd, dir);
+    nginx.wait_listening(behind.port).await;
     nginx
 }
 
-fn routes_toml(nginx_port: u16, extra: &str) -> String {
-    format!(
-        r#"
-{extra}
-
-[[route]]
-name = "order-desk"
-host = "127.0.0.1:{nginx_port}"
-path_prefix = "/"
-groups_any = ["bc-finance"]
-
-[[route]]
-name = "order-admin"
-host = "127.0.0.1:{nginx_port}"
-path_prefix = "/admin"
-groups_any = ["bc-admins"]
-"#
+async fn setup(groups: &[&str], forward_auth_table: &str) -> Protected<FrontDoor> {
+    protected(
+        ToolSpec::new(person(groups)),
+        forward_auth_table,
+        start_nginx,
     )
-}
-
-struct Setup {
-    /// Kept alive: the gateway's IdP.
-    _op: RogueOp,
-    gw: Gateway,
-    _nginx: Nginx,
-    front: String,
-    seen: Recorder,
-}
-
-async fn setup(groups: &[&str], forward_auth_table: &str) -> Setup {
-    let nginx_port = free_port();
-    let tool = ToolSpec::new(person(groups))
-        .start(|_| routes_toml(nginx_port, forward_auth_table))
-        .await;
-    let nginx = start_nginx(nginx_port, &tool.gw.url(""), &tool.upstream).await;
-    Setup {
-        _op: tool.op,
-        gw: tool.gw,
-        _nginx: nginx,
-        front: format!("http://127.0.0.1:{nginx_port}"),
-        seen: tool.up,
-    }
+    .await
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //!
 //! Each test runs the real gateway over loopback against independent peers: node `oidc-provider`
 //! (installed by `make test`), a hostile OP for refusals, a private `redis-server`, and the
-//! BigCommerce simulator. `cli` and `demo` run the built `storegate` binary itself
+//! BigCommerce simulator; forward authentication behind a real nginx and Traefik
+//! (`forward_auth`, `forward_auth_traefik`). `cli` and `demo` run the built `storegate` binary itself
 //! (`storegate check`, `storegate demo`) and need no peer.
 
 #[path = "../support/mod.rs"]
@@ -28,6 +29,7 @@ mod deploy_config;
 mod doctor;
 mod entitlements;
 mod forward_auth;
+mod forward_auth_traefik;
 mod launch;
 mod leaver;
 mod metrics;

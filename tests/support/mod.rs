@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod front_door;
 pub mod harness;
 pub mod peers;
 pub mod postgres;
@@ -27,6 +28,7 @@ pub mod rogue_op;
 pub mod saml_idp;
 pub mod saml_peer;
 pub mod tools;
+pub mod traefik;
 pub mod wait;
 
 use std::net::TcpListener;

@@ -92,6 +92,8 @@ pub struct ToolSpec {
     pub root_extra: String,
     /// Lines of the `[session]` table (e.g. `cookie_domain`).
     pub session_extra: String,
+    /// Sessions in this Redis (replicas then share them); default the memory store.
+    pub redis_url: Option<String>,
 }
 
 impl ToolSpec {
@@ -103,6 +105,7 @@ impl ToolSpec {
             recorder: Recorder::default(),
             root_extra: String::new(),
             session_extra: String::new(),
+            redis_url: None,
         }
     }
 
@@ -124,6 +127,7 @@ impl ToolSpec {
         });
         opts.root_extra = self.root_extra;
         opts.session_extra = self.session_extra;
+        opts.redis_url = self.redis_url;
         let gw = Gateway::start(reserved, opts).await;
         Tool {
             op,
