@@ -129,7 +129,7 @@ pub fn build_state(
     )
     .map_err(anyhow::Error::msg)?
     .map(Arc::new);
-    let forward = web::forward::ForwardState::build(&config)?.map(Arc::new);
+    let forward = crate::flows::forward_auth::ForwardState::build(&config)?.map(Arc::new);
     // Which sessions each IdP session opened, beside the sessions (shared by replicas in Redis).
     let session_index = session::index::SessionIndex::beside(&sessions);
     Ok(AppState::new(Shared {
