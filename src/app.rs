@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use crate::audit::AuditLog;
 use crate::bigcommerce::api::{CustomerApi, HttpCustomerApi};
+use crate::bigcommerce::batch::BatchClient;
 use crate::bigcommerce::store_clock::StoreClock;
 use crate::clock::SharedClock;
 use crate::config::provisioning::{QueueStorage, ScimConfig, ScimStorage};
 use crate::config::{Config, Protocol};
 use crate::federation::oidc::OidcProvider;
 use crate::flows::provision::{self, Reconciler};
-use crate::provisioning::bc::BatchClient;
 use crate::provisioning::executor::Executor;
 use crate::provisioning::queue::file::FileQueue;
 use crate::provisioning::queue::redis::RedisQueue;
@@ -129,7 +129,7 @@ pub fn build_state(
     )
     .map_err(anyhow::Error::msg)?
     .map(Arc::new);
-    let forward = web::forward::ForwardState::build(&config)?.map(Arc::new);
+    let forward = crate::flows::forward_auth::ForwardState::build(&config)?.map(Arc::new);
     // Which sessions each IdP session opened, beside the sessions (shared by replicas in Redis).
     let session_index = session::index::SessionIndex::beside(&sessions);
     Ok(AppState::new(Shared {

@@ -88,7 +88,7 @@ impl CustomerUpdate {
 
 /// What went wrong talking to BigCommerce, kept apart so an admin knows what to do. "Upstream
 /// failed" is never "access denied". No variant ever carries a credential. The one error type of
-/// both BigCommerce clients: [`CustomerApi`] (launch) and `provisioning::bc::BatchClient`
+/// both BigCommerce clients: [`CustomerApi`] (launch) and [`super::batch::BatchClient`]
 /// (the reconciler's batches); [`ApiError::class`] says who must act.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -2,8 +2,17 @@
 //! small trait, customer provisioning, and the simulator that stands in for BigCommerce in tests
 //! and in `storegate demo`.
 //!
-//! Every client talks HTTP through [`transport::StoreHttp`]: credentials, the correlation
-//! header, the rate-limit headers and the classification of transport failures live there once.
+//! The clients, all over one HTTP exchange ([`transport::StoreHttp`]: credentials, the
+//! correlation header, the rate-limit headers and the classification of transport failures live
+//! there once) and all failing with one error, [`api::ApiError`], whose `class()` says who must
+//! act:
+//!
+//! - [`api::CustomerApi`] (`api::HttpCustomerApi`): the launch path, one customer at a time with
+//!   one quick retry; the composition root stacks the metering layer ([`metered`]) and the
+//!   own-change recording layer (`webhooks::RecordingCustomerApi`) on it.
+//! - [`batch::BatchClient`]: the reconciler, ten customers a call, no retry (the queue decides),
+//!   the rate-limit headers returned so the queue can pace itself.
+//! - [`b2b::B2bApi`] (`b2b::HttpB2bApi`): B2B Edition company users, for both.
 //!
 //! The facts relied on are in `docs/bigcommerce.md`; each check cites the rule it
 //! enforces where it is enforced.
@@ -11,6 +20,7 @@
 pub mod account_api;
 pub mod api;
 pub mod b2b;
+pub mod batch;
 pub mod customers;
 pub mod login_jwt;
 pub mod metered;

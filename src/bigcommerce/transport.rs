@@ -1,5 +1,5 @@
 //! The one HTTP exchange behind every BigCommerce client: the launch path's customer client
-//! (`api::HttpCustomerApi`), the reconciler's batches (`provisioning::bc::BatchClient`) and B2B
+//! (`api::HttpCustomerApi`), the reconciler's batches (`batch::BatchClient`) and B2B
 //! Edition (`b2b::HttpB2bApi`). Here, and only here: the credentials and the correlation header go
 //! on each request (`X-Request-Id`, issue 13), redirects are never followed (they would carry the
 //! token), the rate-limit headers are read, and a failure to reach BigCommerce becomes an

@@ -9,18 +9,25 @@
 //! - [`sign_out`]: local sign-out, OIDC RP-initiated logout, and the SAML single-logout records.
 //! - [`provision`]: a SCIM change reaching BigCommerce (the timer, the lease, the pass: desired
 //!   state, BigCommerce read, plan and drift, queue, executor, B2B).
+//! - [`forward_auth`]: may this browser open this address of a `[[route]]` (asked by
+//!   `/auth/verify` for a front door and by the built-in proxy before it forwards).
+//!
+//! [`signed_in`] loads the browser's sign-in with its lifetimes enforced, for every journey that
+//! needs one.
 //!
 //! Each returns a typed outcome, or a typed error that names its audit reason; `web` turns both
 //! into responses in one place (`web::answer`). The journeys know no HTTP framework: they take the
 //! [`Gateway`] (borrowed from the web state) and the browser's session.
 
 pub mod control_panel;
+pub mod forward_auth;
 pub mod idp_logout;
 pub mod launch;
 mod leaver;
 pub mod provision;
 pub mod sign_in;
 pub mod sign_out;
+pub mod signed_in;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -58,6 +65,8 @@ pub struct Gateway<'a> {
     pub sessions: &'a crate::session::Store,
     pub session_index: &'a crate::session::index::SessionIndex,
     pub one_time: &'a crate::session::one_time::OneTimeStore,
+    /// The identity-token keys, when any `[[route]]` is configured.
+    pub forward: Option<&'a forward_auth::ForwardState>,
 }
 
 impl Gateway<'_> {

@@ -16,7 +16,7 @@
 //!    - the plan ([`reconcile::plan`], pure) and the drift ([`drift`]), logged and audited;
 //!    - the plan is queued ([`crate::provisioning::queue`]) and the
 //!      [`Executor`](crate::provisioning::executor::Executor) works it off in batches through the
-//!      Management API client ([`crate::provisioning::bc`]);
+//!      Management API client ([`crate::bigcommerce::batch`]);
 //!    - B2B Edition company membership, after the drain, since a company user needs the customer
 //!      ([`b2b_sync`]).
 //!
@@ -31,10 +31,10 @@ use std::sync::Arc;
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::bigcommerce::api::ApiError;
 use crate::bigcommerce::b2b::B2bApi;
+use crate::bigcommerce::batch::BatchClient;
 use crate::clock::UnixTime;
 use crate::config::Config;
 use crate::provisioning::b2b_sync::{self, B2bChange, B2bStep};
-use crate::provisioning::bc::BatchClient;
 use crate::provisioning::drift::{self, Drift};
 use crate::provisioning::executor::Executor;
 use crate::provisioning::observe::{BoundCustomer, Observe};

@@ -34,7 +34,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::bc::{BatchClient, LOOKUP};
 use super::observe::BoundCustomer;
 use super::queue::Backoff;
 use super::reconcile::{Desired, DesiredCustomer};
@@ -44,6 +43,7 @@ use crate::bigcommerce::api::{ApiError, Customer};
 use crate::bigcommerce::b2b::{
     B2bApi, CompanyUser, MembershipNeed, membership_need, role_text, usable_company,
 };
+use crate::bigcommerce::batch::{BatchClient, LOOKUP};
 use crate::config::Config;
 use crate::identity::{AuthContext, Identity, IdpId, SubjectMatch};
 use crate::policy::{B2bGrant, Effect};

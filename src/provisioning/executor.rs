@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::bc::{BatchClient, Created, RateInfo};
 use super::queue::{Backoff, BatchKey, DrainReport, Item, Stage, WorkQueue, batch_key};
 use super::reconcile::{Action, CustomerState};
 use crate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use crate::bigcommerce::api::{ApiError, Customer};
+use crate::bigcommerce::batch::{BatchClient, Created, RateInfo};
 use crate::clock::SharedClock;
 use crate::identity::SubjectMatch;
 

@@ -4,7 +4,6 @@
 //! (timer, pass, B2B step) reads top to bottom in [`crate::flows::provision`].
 
 pub mod b2b_sync;
-pub mod bc;
 pub mod drift;
 pub mod executor;
 pub mod observe;

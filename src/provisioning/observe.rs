@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::bc::{BY_ID, BatchClient, LOOKUP};
 use super::queue::Backoff;
 use super::reconcile::{Actual, Desired, GroupIds};
 use super::retry;
 use crate::bigcommerce::api::{ApiError, Customer};
+use crate::bigcommerce::batch::{BY_ID, BatchClient, LOOKUP};
 use crate::config::Config;
 use crate::config::provisioning::Deprovision;
 use crate::policy::CustomerGroupRef;

@@ -1,7 +1,8 @@
 //! Which requests the built-in proxy takes: those whose `Host` and path a `[[route]]` with an
 //! `upstream` covers (the longest prefix on the host, as for every route decision). Everything
-//! else, including `/auth/verify` calls a front door makes with a route's `Host`, stays the
-//! gateway's.
+//! else stays the gateway's, and so does `/auth/verify` on every host: a front door asks it with
+//! the route's `Host` (nginx `proxy_set_header Host $http_host`, Envoy's original `Host`), and a
+//! proxied route on that host must not take the question to its tool.
 
 use axum::http::{HeaderMap, Uri, header};
 use url::Url;
@@ -24,9 +25,20 @@ pub fn proxied<'a>(
     host: &str,
     path_and_query: &str,
 ) -> Option<(&'a str, &'a Url)> {
+    if is_verify(path_and_query) {
+        return None;
+    }
     let route = fa.routes.find(host, path_and_query)?;
     let upstream = fa.target(&route.name)?.upstream.as_ref()?;
     Some((route.name.as_str(), upstream))
+}
+
+/// `/auth/verify` or Envoy's `/auth/verify/<original path>`, with or without a query.
+fn is_verify(path_and_query: &str) -> bool {
+    let path = path_and_query
+        .split_once('?')
+        .map_or(path_and_query, |(p, _)| p);
+    path == "/auth/verify" || path.starts_with("/auth/verify/")
 }
 
 /// The upstream URI: its origin, the browser's path and query unchanged (no prefix stripped).
@@ -77,8 +89,20 @@ mod tests {
         assert_eq!((name, up.as_str()), ("desk", "http://127.0.0.1:9000/"));
         // The longest prefix is a forward-auth-only route: not the proxy's.
         assert!(proxied(&fa, "desk.example.com", "/reports/1").is_none());
-        // A front door calling /auth/verify with a route's Host stays the gateway's.
+        // A front door calling /auth/verify with a route's Host stays the gateway's, also on
+        // a host whose "/" is proxied.
         assert!(proxied(&fa, "tool.example.com", "/auth/verify").is_none());
+        for pq in [
+            "/auth/verify",
+            "/auth/verify?mode=401",
+            "/auth/verify/reports/1?x=y",
+        ] {
+            assert!(proxied(&fa, "desk.example.com", pq).is_none(), "{pq}");
+        }
+        // Only that path: its neighbours are the tool's.
+        for pq in ["/auth/verifying", "/auth/", "/auth/continue?rd=x"] {
+            assert!(proxied(&fa, "desk.example.com", pq).is_some(), "{pq}");
+        }
         assert!(proxied(&fa, "sso.example.com", "/").is_none());
     }
 

@@ -3,7 +3,7 @@
 //! this module makes of the result.
 
 use askama::Template;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::errors::AppError;
@@ -11,6 +11,7 @@ use super::{AppState, cookies, no_store};
 use crate::federation::oidc::OidcError;
 use crate::federation::saml::SamlError;
 use crate::flows::control_panel::{ControlPanelError, Opened};
+use crate::flows::forward_auth::Refused;
 use crate::flows::launch::UpstreamFailure;
 use crate::flows::sign_out::{SloAnswered, StorefrontLogout};
 use crate::flows::{FlowError, LaunchError, Launched, SignInError, SignOutError, SignedOut};
@@ -500,4 +501,89 @@ fn sign_out_page(e: SignOutError, rid: &str) -> AppError {
         SignOutError::SloRefused(e) => slo_refused(rid, &e),
         SignOutError::SloCannotAnswer => AppError::unavailable("The identity provider", rid),
     }
+}
+
+/// How a front door wants "sign in first" said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInMode {
+    /// 401: nginx `auth_request` (its `error_page 401` sends the browser to sign in).
+    Status401,
+    /// 302 to sign-in: Traefik `forwardAuth`, Envoy `ext_authz` and the built-in proxy pass it
+    /// to the browser.
+    Redirect,
+}
+
+/// A forward-auth refusal (`flows::forward_auth`), as the front door (or, through the built-in
+/// proxy, the browser) gets it: sign in (or step up) per `mode`, 403 naming the route, 400 for
+/// an unreadable request, or an error.
+pub fn forward_refused(
+    refused: Refused,
+    mode: SignInMode,
+    state: &AppState,
+    rid: &str,
+) -> Response {
+    match refused {
+        Refused::NotConfigured => plain(StatusCode::NOT_FOUND, "no [[route]] is configured"),
+        Refused::Unreadable(e) => plain(StatusCode::BAD_REQUEST, &e.to_string()),
+        Refused::NoRoute => plain(
+            StatusCode::FORBIDDEN,
+            "no route covers this address (deny by default)",
+        ),
+        Refused::NotSignedIn {
+            sign_in: Some(target),
+        }
+        | Refused::StepUp { target } => sign_in_answer(&target, mode),
+        // Nowhere to come back to: no redirect.
+        Refused::NotSignedIn { sign_in: None } => plain(StatusCode::UNAUTHORIZED, "sign in first"),
+        Refused::Denied { route, refusal } => {
+            let page = AppError::new(
+                StatusCode::FORBIDDEN,
+                "Access denied",
+                refusal.explain(),
+                rid,
+            )
+            .with_hint(format!("Ask {} for access.", state.config.support_contact));
+            let mut resp = no_store(page.into_response());
+            if let Ok(r) = HeaderValue::from_str(&route) {
+                resp.headers_mut().insert("x-storegate-route", r);
+            }
+            resp
+        }
+        Refused::SessionStore => no_store(AppError::session_store(rid).into_response()),
+        Refused::TokenMintFailed => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the identity token could not be signed",
+        ),
+        Refused::TokenNotHeader => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the identity token is not a header value",
+        ),
+    }
+}
+
+/// "Sign in at `target`": a 302 for front doors that pass it to the browser, a 401 for nginx;
+/// both carry `X-Storegate-Sign-In` (nginx's `error_page 401` redirects to it).
+fn sign_in_answer(target: &str, mode: SignInMode) -> Response {
+    let mut resp = match mode {
+        SignInMode::Redirect => {
+            no_store((StatusCode::FOUND, [(header::LOCATION, target)]).into_response())
+        }
+        SignInMode::Status401 => plain(StatusCode::UNAUTHORIZED, "sign in first"),
+    };
+    if let Ok(v) = HeaderValue::from_str(target) {
+        resp.headers_mut().insert("x-storegate-sign-in", v);
+    }
+    resp
+}
+
+/// A short plain-text answer that is never cached (forward auth speaks to front doors).
+pub fn plain(status: StatusCode, text: &str) -> Response {
+    no_store(
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text.to_owned(),
+        )
+            .into_response(),
+    )
 }

@@ -11,51 +11,19 @@ use super::errors::AppError;
 use super::extract::RequestId;
 use crate::federation::oidc::PendingLogin;
 use crate::redirect::urlencode;
-use crate::session::browser::{PENDING_KEY, SignedInState, read_signed_in, write_signed_in};
+use crate::session::browser::{PENDING_KEY, SignedInState};
 
-/// `last_seen` is rewritten at most this often, so a launch does not always cost a session write.
-const SEEN_GRANULARITY: i64 = 60;
+pub use crate::flows::signed_in::NoSignIn;
 
-/// Why there is no usable sign-in.
-pub enum NoSignIn {
-    Absent,
-    Expired,
-}
-
-/// Loads the signed-in state, enforcing the idle and absolute lifetimes with the gateway's clock.
+/// Loads the signed-in state (`flows::signed_in::load`), a store failure as the error page.
 pub async fn load(
     session: &Session,
     state: &AppState,
     reference: &str,
 ) -> Result<Result<SignedInState, NoSignIn>, AppError> {
-    let found = read_signed_in(session)
+    crate::flows::signed_in::load(&state.gateway(), session)
         .await
-        .map_err(|_| AppError::session_store(reference))?;
-    let Some(mut auth) = found else {
-        return Ok(Err(NoSignIn::Absent));
-    };
-    let now = state.clock.now();
-    let s = &state.config.session;
-    let absolute_over = now - auth.identity.signed_in_at >= s.absolute_timeout.as_secs() as i64;
-    let idle_over = now - auth.last_seen >= s.idle_timeout.as_secs() as i64;
-    let ended_by_idp =
-        crate::flows::sign_out::ended_by_idp(&state.gateway(), session, auth.identity.signed_in_at)
-            .await
-            .map_err(|_| AppError::session_store(reference))?;
-    if absolute_over || idle_over || ended_by_idp {
-        session
-            .flush()
-            .await
-            .map_err(|_| AppError::session_store(reference))?;
-        return Ok(Err(NoSignIn::Expired));
-    }
-    if now - auth.last_seen >= SEEN_GRANULARITY {
-        auth.last_seen = now;
-        write_signed_in(session, &auth)
-            .await
-            .map_err(|_| AppError::session_store(reference))?;
-    }
-    Ok(Ok(auth))
+        .map_err(|_| AppError::session_store(reference))
 }
 
 pub async fn pending_logins(

@@ -17,6 +17,7 @@ pub mod login;
 pub mod portal;
 pub mod portal_prefs;
 pub mod portal_tiles;
+pub mod proxy;
 pub mod ratelimit;
 pub mod saml;
 pub mod scim;
@@ -107,7 +108,7 @@ pub struct Shared {
     pub recent: admin::console::RecentActivity,
 
     /// Identity-token keys for `[[route]]`s (issue 14); `None` without routes.
-    pub forward: Option<Arc<forward::ForwardState>>,
+    pub forward: Option<Arc<crate::flows::forward_auth::ForwardState>>,
 }
 
 impl AppState {
@@ -134,6 +135,7 @@ impl AppState {
             sessions: &self.sessions,
             session_index: &self.session_index,
             one_time: &self.one_time,
+            forward: self.forward.as_deref(),
         }
     }
 }
@@ -279,7 +281,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         None => Router::new(),
     };
     // The built-in proxy (`[[route]] upstream`) answers route hosts in front of everything.
-    let proxy = crate::proxy::Proxy::build(&state);
+    let proxy_edge = proxy::ProxyEdge::build(&state);
     let app = Router::new()
         .route("/", get(portal::portal))
         .merge(admin_routes)
@@ -354,13 +356,10 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .layer(axum::middleware::from_fn(session_save_failed_page))
         .layer(sessions);
     let app = app.layer(stack);
-    match proxy {
+    match proxy_edge {
         Some(p) => Router::new()
             .fallback_service(app)
-            .layer(axum::middleware::from_fn_with_state(
-                p,
-                crate::proxy::dispatch,
-            )),
+            .layer(axum::middleware::from_fn_with_state(p, proxy::dispatch)),
         None => app,
     }
 }

@@ -443,6 +443,47 @@ async fn routes_are_chosen_by_host_header() {
     assert_eq!(s.up.rec.seen().len(), 1);
 }
 
+/// A front door that asks `/auth/verify` with a tool's `Host` (nginx `Host $http_host`) gets the
+/// gateway's decision for the address it names, even on a host whose every path is proxied: the
+/// question never reaches the proxied tool (which could answer 200 for any path).
+#[tokio::test]
+async fn auth_verify_on_a_proxied_host_stays_the_gateway_s() {
+    let reports = r#"
+[[route]]
+name = "desk-reports"
+host = "desk.test"
+path_prefix = "/reports/"
+groups_any = ["bc-admins"]
+"#;
+    let s = setup_with(person(&["bc-finance"]), reports, "").await;
+    let b = Browser::new();
+    sign_in(&b, &s.gw).await;
+    let c = bare();
+    let verify = |uri: &'static str| {
+        c.get(s.gw.url("/auth/verify"))
+            .header("host", "desk.test")
+            .header("x-original-uri", uri)
+            .header("cookie", session_cookie(&b, &s.gw))
+            .send()
+    };
+    // The forward-auth-only route refuses this person: 403 naming it, not the tool's answer.
+    let r = verify("/reports/q3").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        header(r.headers(), "x-storegate-route"),
+        Some("desk-reports")
+    );
+    // The proxied route admits: the front door gets the token, the tool gets nothing.
+    let r = verify("/orders").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "x-storegate-route"), Some("sales-desk"));
+    let token = header(r.headers(), "x-storegate-identity")
+        .unwrap()
+        .to_owned();
+    verified(&s.gw, &token, "sales-desk").await;
+    assert!(s.up.rec.seen().is_empty(), "/auth/verify reached the tool");
+}
+
 #[tokio::test]
 async fn a_route_requiring_mfa_steps_up_then_admits() {
     let s = setup(&["bc-finance"]).await;

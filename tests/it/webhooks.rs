@@ -409,8 +409,8 @@ async fn a_wake_runs_a_reconcile_pass_before_the_interval() {
 #[tokio::test]
 async fn the_reconcilers_writes_are_recorded_as_own_changes() {
     use std::sync::Arc;
+    use storegate::bigcommerce::batch::BatchClient;
     use storegate::bigcommerce::webhooks::{OwnChanges, Subject};
-    use storegate::provisioning::bc::BatchClient;
     let (sim, base) = crate::support::provisioning::simulator(1000, 1000).await;
     let cfg = crate::support::provisioning::config_text(&base, "", "");
     let account = &cfg.bigcommerce[0];

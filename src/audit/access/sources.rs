@@ -5,9 +5,9 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use super::{BoundCustomer, LastLaunch, Launches, Report, Windows};
+use crate::bigcommerce::batch::BatchClient;
 use crate::clock::UnixTime;
 use crate::config::{AuditTarget, Config};
-use crate::provisioning::bc::BatchClient;
 use crate::provisioning::scim::ScimData;
 
 /// The trail's files, oldest first: the rotated ones, then the current one. Stdout: none.

@@ -1,4 +1,5 @@
-//! The BigCommerce calls the work queue makes, in batches of at most 10 (docs/bigcommerce.md:
+//! The Management API client of the reconciler (the work queue, the reads before planning, the
+//! access report): the customer calls in batches of at most 10 (docs/bigcommerce.md:
 //! `POST`/`PUT /v3/customers` take arrays of at most 10). One call per method, no retry here: the
 //! queue decides about retries. Every answer's `X-Rate-Limit-*` headers are returned so the queue
 //! can pace itself before the store's quota runs out.
@@ -20,11 +21,11 @@ use std::sync::OnceLock;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::bigcommerce::api::{ApiError, Customer, SUBJECT_ATTRIBUTE};
-use crate::bigcommerce::transport::StoreHttp;
+use super::api::{ApiError, Customer, SUBJECT_ATTRIBUTE};
+use super::transport::StoreHttp;
 use crate::config::BigCommerceAccount;
 
-pub use crate::bigcommerce::transport::RateInfo;
+pub use super::transport::RateInfo;
 
 /// Emails per lookup call (`GET /v3/customers?email:in=...`).
 pub const LOOKUP: usize = 50;
