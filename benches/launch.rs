@@ -102,7 +102,9 @@ fn main() {
     // Logging as `storegate serve --json-logs` sets it up (same filter, JSON), written to a sink:
     // the spans and events a launch emits in production are paid for here too.
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info,tower_http=warn"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            storegate::telemetry::DEFAULT_LOG_FILTER,
+        ))
         .with_writer(std::io::sink)
         .json()
         .init();
