@@ -7,9 +7,9 @@
 //!
 //! Recording a launch is on the launch's hot path, so it costs no read: in Redis the recently
 //! opened stores are a list beside the record (`LREM`, `LPUSH`, `LTRIM`, `EXPIRE`, pipelined), and
-//! the launches of a busy moment are coalesced into one pipeline sent by one task (issue 15: a
-//! `GET` and a `SET` per launch, in a task of its own, cost the Redis launch about a third of its
-//! throughput). In memory the record is changed in place.
+//! the launches of a moment (`OPENED_WINDOW`) are coalesced into one pipeline per person, sent by
+//! one task (issue 15: a `GET` and a `SET` per launch, in a task of its own, cost the Redis launch
+//! about a third of its throughput). In memory the record is changed in place.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -86,6 +86,13 @@ pub struct OpenedQueue {
 /// A moment's launches waiting beyond this many are dropped (and logged): what is lost is an
 /// ordering on the portal, and memory stays bounded if Redis stalls.
 const MAX_PENDING_OPENED: usize = 10_000;
+
+/// How long the first launch of a batch waits for others to join it before the batch is written.
+/// A person opening stores in a burst costs one pipeline per window instead of one per launch
+/// (issue 15: the pipeline was a second Redis round trip per launch); the portal, seen again only
+/// after the storefront, shows the order this much later. A process stopping within the window
+/// loses that ordering, as a full queue does.
+const OPENED_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Default)]
 pub struct MemoryPrefs {
@@ -262,11 +269,15 @@ impl PrefsStore {
                     pending.push((person_key(id), store.to_owned()));
                     pending.len() == 1
                 };
-                // The first launch of a batch starts its writer; the others join the batch.
+                // The first launch of a batch starts its writer; the others join the batch
+                // while it waits.
                 if first {
                     let handle = handle.clone();
                     let queue = queue.clone();
-                    tokio::spawn(async move { write_opened(&handle, &queue).await });
+                    tokio::spawn(async move {
+                        tokio::time::sleep(OPENED_WINDOW).await;
+                        write_opened(&handle, &queue).await
+                    });
                 }
             }
         }
@@ -322,14 +333,20 @@ async fn write_opened(handle: &RedisHandle, queue: &OpenedQueue) {
         return;
     }
     let written = match handle.conn().await {
-        Ok(mut conn) => {
-            let mut written = Ok(());
-            for pipe in recent_pipelines(&batch) {
-                if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-                    written = Err(store::describe(&e));
-                }
+        Ok(conn) => {
+            // One pipeline per person (one key, one cluster slot), sent together: a batch of
+            // many people is one wait, not one round trip each. A person's order holds, as each
+            // has one pipeline per batch and batches are written one at a time.
+            let pipes = recent_pipelines(&batch);
+            let sent = futures::future::join_all(pipes.iter().map(|pipe| {
+                let mut conn = conn.clone();
+                async move { pipe.query_async::<()>(&mut conn).await }
+            }))
+            .await;
+            match sent.into_iter().find_map(Result::err) {
+                Some(e) => Err(store::describe(&e)),
+                None => Ok(()),
             }
-            written
         }
         Err(e) => Err(e),
     };
