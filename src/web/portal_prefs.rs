@@ -78,6 +78,7 @@ pub enum PrefsStore {
 /// Launches waiting to be written to Redis, in the order they happened.
 #[derive(Default)]
 pub struct OpenedQueue {
+    /// (person, store): the person as [`person_name`] gives it, hashed by the writer.
     pending: Mutex<Vec<(String, String)>>,
     /// One writer at a time, so a person's launches reach Redis in order.
     writing: tokio::sync::Mutex<()>,
@@ -113,11 +114,22 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The key of one person's record: a hash, so a subject (an email, a DN) is never a Redis key.
 fn person_key(id: &Identity) -> String {
-    let mut h = Sha256::new();
-    h.update(id.idp.as_str().as_bytes());
-    h.update([0]);
-    h.update(id.subject.as_bytes());
-    let digest = h.finalize();
+    person_key_of(&person_name(id))
+}
+
+/// What identifies a person to [`person_key`]: the IdP and the subject, NUL-separated. The
+/// launch queues this and the writer hashes it once per person and batch.
+fn person_name(id: &Identity) -> String {
+    let (idp, subject) = (id.idp.as_str(), id.subject.as_str());
+    let mut name = String::with_capacity(idp.len() + 1 + subject.len());
+    name.push_str(idp);
+    name.push('\0');
+    name.push_str(subject);
+    name
+}
+
+fn person_key_of(name: &str) -> String {
+    let digest = Sha256::digest(name.as_bytes());
     let mut key = String::with_capacity(store::REDIS_PREFIX.len() + 7 + 2 * digest.len());
     key.push_str(store::REDIS_PREFIX);
     key.push_str("portal:");
@@ -160,7 +172,8 @@ fn coalesce(opened: &[(String, String)]) -> Vec<(&str, Vec<&str>)> {
     by_person
 }
 
-/// The pipelines that record `opened` (see [`coalesce`]), one per person (one key, so one
+/// The pipelines that record `opened` (person names, see [`person_name`], and stores; see
+/// [`coalesce`]), one per person (one key, so one
 /// cluster slot): each store is moved to the front of the person's list (`LREM`, then one
 /// `LPUSH`, which pushes its arguments to the front in turn, so the last one opened ends first),
 /// the list cut to [`MAX_RECENT`] and its expiry renewed. No read: the result does not depend on
@@ -169,7 +182,7 @@ fn recent_pipelines(opened: &[(String, String)]) -> Vec<redis::Pipeline> {
     let mut pipes = Vec::new();
     for (person, stores) in coalesce(opened) {
         let mut pipe = redis::pipe();
-        let key = recent_key(person);
+        let key = recent_key(&person_key_of(person));
         for s in &stores {
             pipe.cmd("LREM").arg(&key).arg(0).arg(*s).ignore();
         }
@@ -266,7 +279,7 @@ impl PrefsStore {
                         );
                         return;
                     }
-                    pending.push((person_key(id), store.to_owned()));
+                    pending.push((person_name(id), store.to_owned()));
                     pending.len() == 1
                 };
                 // The first launch of a batch starts its writer; the others join the batch
