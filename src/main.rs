@@ -614,8 +614,10 @@ fn init_tracing(json: bool, telemetry: Option<&storegate::telemetry::Telemetry>)
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STOREGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("STOREGATE_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(storegate::telemetry::DEFAULT_LOG_FILTER)
+        });
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if json {
         fmt.json().with_filter(filter).boxed()

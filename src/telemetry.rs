@@ -28,6 +28,12 @@ use crate::config::telemetry::TelemetryConfig;
 /// The instrumentation scope name of every exported span.
 const SCOPE: &str = "storegate";
 
+/// The log filter when `STOREGATE_LOG` is not set. `tower_sessions=warn` keeps its errors but
+/// drops the field-less `call` span it opens around every request: our `request` span already
+/// names the request, and that second span cost every launch a span allocation, a JSON field
+/// render and an enter and exit per poll (issue 15).
+pub const DEFAULT_LOG_FILTER: &str = "info,tower_http=warn,tower_sessions=warn";
+
 /// A running exporter. Keep it until the server has drained, then [`Telemetry::shutdown`] it so
 /// the last batch reaches the collector.
 ///

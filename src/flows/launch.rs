@@ -260,7 +260,6 @@ pub async fn launch(
     //    Each write is audited under this request's id, and made on behalf of this person: the
     //    own-change record keeps both, so the webhook echoing the write joins this launch.
     let (channels, cache_key) = customer_scope(&snap, identity, store, &decision, now);
-    let for_whom = BoundSubject::of(identity).into_string();
     let change_event = |identity: &Identity, customer_id: u64, reason: &str| {
         let mut ev = audit(identity, Outcome::Allow);
         ev.event = EventKind::Provision;
@@ -273,6 +272,7 @@ pub async fn launch(
     let customer_id = match auth.customers.get(&cache_key) {
         Some(id) => *id,
         None => {
+            let for_whom = BoundSubject::of(identity).into_string();
             let ensured = correlation::on_behalf_of(
                 for_whom.clone(),
                 ensure_customer_reporting(api.as_ref(), identity, &decision, &channels),
@@ -362,7 +362,8 @@ pub async fn launch(
     gw.audit.record(ev);
     // Remembered for sign-out, which ends the storefront sessions this session opened. Written
     // only on a store's first launch, so repeated launches cost no session write.
-    if auth.launched.insert(store.id.to_string()) {
+    if !auth.launched.contains(store.id.as_str()) {
+        auth.launched.insert(store.id.to_string());
         write_signed_in(session, auth)
             .await
             .map_err(|_| LaunchError::SessionStore)?;

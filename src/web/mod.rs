@@ -331,10 +331,12 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(request_id))
         .layer(
-            // The span names the path only: query strings carry codes and states.
+            // The span names the path only: query strings carry codes and states. Fields are
+            // recorded as `&str`, not through `Display` (`%`): the same JSON, without a
+            // formatter pass per field and request.
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let rid = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %rid)
+                tracing::info_span!("request", method = req.method().as_str(), path = req.uri().path(), request_id = rid)
             }),
         )
         // The request id follows the request into its BigCommerce calls (issue 13).

@@ -7,9 +7,9 @@
 //!
 //! Recording a launch is on the launch's hot path, so it costs no read: in Redis the recently
 //! opened stores are a list beside the record (`LREM`, `LPUSH`, `LTRIM`, `EXPIRE`, pipelined), and
-//! the launches of a busy moment are coalesced into one pipeline sent by one task (issue 15: a
-//! `GET` and a `SET` per launch, in a task of its own, cost the Redis launch about a third of its
-//! throughput). In memory the record is changed in place.
+//! the launches of a moment (`OPENED_WINDOW`) are coalesced into one pipeline per person, sent by
+//! one task (issue 15: a `GET` and a `SET` per launch, in a task of its own, cost the Redis launch
+//! about a third of its throughput). In memory the record is changed in place.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,6 +78,7 @@ pub enum PrefsStore {
 /// Launches waiting to be written to Redis, in the order they happened.
 #[derive(Default)]
 pub struct OpenedQueue {
+    /// (person, store): the person as [`person_name`] gives it, hashed by the writer.
     pending: Mutex<Vec<(String, String)>>,
     /// One writer at a time, so a person's launches reach Redis in order.
     writing: tokio::sync::Mutex<()>,
@@ -86,6 +87,13 @@ pub struct OpenedQueue {
 /// A moment's launches waiting beyond this many are dropped (and logged): what is lost is an
 /// ordering on the portal, and memory stays bounded if Redis stalls.
 const MAX_PENDING_OPENED: usize = 10_000;
+
+/// How long the first launch of a batch waits for others to join it before the batch is written.
+/// A person opening stores in a burst costs one pipeline per window instead of one per launch
+/// (issue 15: the pipeline was a second Redis round trip per launch); the portal, seen again only
+/// after the storefront, shows the order this much later. A process stopping within the window
+/// loses that ordering, as a full queue does.
+const OPENED_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Default)]
 pub struct MemoryPrefs {
@@ -106,11 +114,22 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The key of one person's record: a hash, so a subject (an email, a DN) is never a Redis key.
 fn person_key(id: &Identity) -> String {
-    let mut h = Sha256::new();
-    h.update(id.idp.as_str().as_bytes());
-    h.update([0]);
-    h.update(id.subject.as_bytes());
-    let digest = h.finalize();
+    person_key_of(&person_name(id))
+}
+
+/// What identifies a person to [`person_key`]: the IdP and the subject, NUL-separated. The
+/// launch queues this and the writer hashes it once per person and batch.
+fn person_name(id: &Identity) -> String {
+    let (idp, subject) = (id.idp.as_str(), id.subject.as_str());
+    let mut name = String::with_capacity(idp.len() + 1 + subject.len());
+    name.push_str(idp);
+    name.push('\0');
+    name.push_str(subject);
+    name
+}
+
+fn person_key_of(name: &str) -> String {
+    let digest = Sha256::digest(name.as_bytes());
     let mut key = String::with_capacity(store::REDIS_PREFIX.len() + 7 + 2 * digest.len());
     key.push_str(store::REDIS_PREFIX);
     key.push_str("portal:");
@@ -153,7 +172,8 @@ fn coalesce(opened: &[(String, String)]) -> Vec<(&str, Vec<&str>)> {
     by_person
 }
 
-/// The pipelines that record `opened` (see [`coalesce`]), one per person (one key, so one
+/// The pipelines that record `opened` (person names, see [`person_name`], and stores; see
+/// [`coalesce`]), one per person (one key, so one
 /// cluster slot): each store is moved to the front of the person's list (`LREM`, then one
 /// `LPUSH`, which pushes its arguments to the front in turn, so the last one opened ends first),
 /// the list cut to [`MAX_RECENT`] and its expiry renewed. No read: the result does not depend on
@@ -162,7 +182,7 @@ fn recent_pipelines(opened: &[(String, String)]) -> Vec<redis::Pipeline> {
     let mut pipes = Vec::new();
     for (person, stores) in coalesce(opened) {
         let mut pipe = redis::pipe();
-        let key = recent_key(person);
+        let key = recent_key(&person_key_of(person));
         for s in &stores {
             pipe.cmd("LREM").arg(&key).arg(0).arg(*s).ignore();
         }
@@ -259,14 +279,18 @@ impl PrefsStore {
                         );
                         return;
                     }
-                    pending.push((person_key(id), store.to_owned()));
+                    pending.push((person_name(id), store.to_owned()));
                     pending.len() == 1
                 };
-                // The first launch of a batch starts its writer; the others join the batch.
+                // The first launch of a batch starts its writer; the others join the batch
+                // while it waits.
                 if first {
                     let handle = handle.clone();
                     let queue = queue.clone();
-                    tokio::spawn(async move { write_opened(&handle, &queue).await });
+                    tokio::spawn(async move {
+                        tokio::time::sleep(OPENED_WINDOW).await;
+                        write_opened(&handle, &queue).await
+                    });
                 }
             }
         }
@@ -322,14 +346,20 @@ async fn write_opened(handle: &RedisHandle, queue: &OpenedQueue) {
         return;
     }
     let written = match handle.conn().await {
-        Ok(mut conn) => {
-            let mut written = Ok(());
-            for pipe in recent_pipelines(&batch) {
-                if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-                    written = Err(store::describe(&e));
-                }
+        Ok(conn) => {
+            // One pipeline per person (one key, one cluster slot), sent together: a batch of
+            // many people is one wait, not one round trip each. A person's order holds, as each
+            // has one pipeline per batch and batches are written one at a time.
+            let pipes = recent_pipelines(&batch);
+            let sent = futures::future::join_all(pipes.iter().map(|pipe| {
+                let mut conn = conn.clone();
+                async move { pipe.query_async::<()>(&mut conn).await }
+            }))
+            .await;
+            match sent.into_iter().find_map(Result::err) {
+                Some(e) => Err(store::describe(&e)),
+                None => Ok(()),
             }
-            written
         }
         Err(e) => Err(e),
     };
