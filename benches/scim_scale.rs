@@ -20,14 +20,15 @@
 //!   the figure does not depend on the build or the allocator's slack.
 //!
 //! Run: `cargo bench --bench scim_scale` (in `make bench`). BENCH_USERS (100000), BENCH_GROUPS
-//! (5000), BENCH_BIG_MEMBERS (20000); BENCH_MEMORY_ONLY=1 stops after the live-heap figures. Under `cargo test --all-targets` it runs the same steps on 2,000 users and 100 groups
-//! (groups of 500) and checks the answers, not the times.
+//! (5000), BENCH_BIG_MEMBERS (20000); BENCH_MEMORY_ONLY=1 stops after the live-heap figures.
+//! Under `cargo test --all-targets` it runs the same steps on 2,000 users and 100 groups (groups
+//! of 500) and checks the answers, not the times.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

@@ -39,8 +39,8 @@ impl PersonIndex {
             (Kind::User, &data.users),
             (Kind::Tombstone, &data.tombstones),
         ] {
-            for (id, v) in map {
-                index.add(kind, id, v);
+            for (id, r) in map {
+                index.add(kind, id, &r.value());
             }
         }
         index
@@ -53,8 +53,8 @@ impl PersonIndex {
                 Kind::User => data.users.get(&w.id),
                 _ => data.tombstones.get(&w.id),
             };
-            if let Some(old) = old {
-                for key in keys(old) {
+            if let Some(old) = old.map(super::Record::value) {
+                for key in keys(&old) {
                     if let Some(set) = self.by_key.get_mut(&key) {
                         set.remove(&(w.kind, w.id.clone()));
                         if set.is_empty() {
@@ -92,10 +92,10 @@ impl PersonIndex {
                 .collect();
             ids.into_iter()
                 .filter_map(|(kind, id)| match kind {
-                    Kind::User => data
-                        .users
-                        .get(id)
-                        .map(|u| (user_active(u), u.get("externalId").is_some())),
+                    Kind::User => data.users.get(id).map(|u| {
+                        let u = u.value();
+                        (user_active(&u), u.get("externalId").is_some())
+                    }),
                     // A tombstone is never active, so whether it has an externalId is moot.
                     Kind::Tombstone => data.tombstones.get(id).map(|_| (false, true)),
                     Kind::Group => None,
