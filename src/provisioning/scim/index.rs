@@ -161,7 +161,9 @@ impl ResourceIndex {
         self.change(w.kind, &w.id, old.as_ref(), w.value.as_ref());
     }
 
-    fn change(&mut self, kind: Kind, id: &str, old: Option<&Value>, new: Option<&Value>) {
+    /// Takes the change of `id` from `old` to `new` (as [`Self::apply`], with the old value
+    /// already decoded).
+    pub fn change(&mut self, kind: Kind, id: &str, old: Option<&Value>, new: Option<&Value>) {
         for &attr in Attr::of(kind) {
             let before = old.map(|v| keys_of(attr, v)).unwrap_or_default();
             let after = new.map(|v| keys_of(attr, v)).unwrap_or_default();

@@ -299,9 +299,12 @@ impl Cache {
     }
 
     fn apply(&mut self, w: &store::Write) {
-        // The index reads the value being replaced, so it goes first.
-        Arc::make_mut(&mut self.index).apply(&self.data, w);
-        self.people.apply(Arc::make_mut(&mut self.data), w);
+        // The indexes read the value being replaced, so they go first; it is decoded once.
+        let old = self.data.map(w.kind).get(&w.id).map(Record::value);
+        Arc::make_mut(&mut self.index).change(w.kind, &w.id, old.as_ref(), w.value.as_ref());
+        self.people
+            .change(w.kind, &w.id, old.as_ref(), w.value.as_ref());
+        Arc::make_mut(&mut self.data).apply(w);
     }
 
     /// Takes a refresh that was read, without the lock, from revision `from`. Other refreshes or

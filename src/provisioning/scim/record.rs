@@ -22,6 +22,9 @@ pub struct Record {
     /// `members`, when it is an array of objects each with a string `value`; `None` when the
     /// resource has no `members` or they are kept in `body`.
     members: Option<Arc<[Member]>>,
+    /// What the leaver check reads of a user, so that it decodes nothing under the copy's lock.
+    active: bool,
+    has_external_id: bool,
 }
 
 /// One group member: its `value` (a user id) and its other attributes as a JSON object, if any.
@@ -51,18 +54,34 @@ fn text(v: &impl Serialize) -> Box<str> {
 
 impl Record {
     pub fn new(v: &Value) -> Record {
+        let active = super::user_active(v);
+        let has_external_id = v.get("externalId").is_some();
         if let Some(obj) = v.as_object()
             && let Some(members) = obj.get(MEMBERS).and_then(compact_members)
         {
             return Record {
                 body: Arc::from(text(&WithoutMembers(obj))),
                 members: Some(members),
+                active,
+                has_external_id,
             };
         }
         Record {
             body: Arc::from(text(v)),
             members: None,
+            active,
+            has_external_id,
         }
+    }
+
+    /// [`super::user_active`] of the resource.
+    pub fn active(&self) -> bool {
+        self.active
+    }
+
+    /// Whether the resource has an `externalId` (of any type).
+    pub fn has_external_id(&self) -> bool {
+        self.has_external_id
     }
 
     /// The resource as it was stored.
@@ -185,6 +204,8 @@ mod tests {
         ] {
             let r = Record::new(&v);
             assert_eq!(r.value(), v);
+            assert_eq!(r.active(), crate::provisioning::scim::user_active(&v));
+            assert_eq!(r.has_external_id(), v.get("externalId").is_some());
             assert_eq!(
                 serde_json::to_string(&r.value()).ok(),
                 serde_json::to_string(&v).ok()
