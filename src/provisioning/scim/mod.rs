@@ -84,7 +84,7 @@ fn endpoint(kind: Kind) -> &'static str {
 
 /// Everything the service holds; the reconciler reads a copy. Each resource is a compact
 /// [`Record`], decoded when read (`Record::value`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScimData {
     pub users: BTreeMap<String, Record>,
     pub groups: BTreeMap<String, Record>,
@@ -93,21 +93,33 @@ pub struct ScimData {
 }
 
 impl ScimData {
-    pub fn from_resources(items: Vec<(Kind, Value)>) -> Self {
+    pub fn from_resources(items: impl IntoIterator<Item = (Kind, Value)>) -> Self {
         let mut d = ScimData::default();
         for (kind, v) in items {
-            let Some(id) = v.get("id").and_then(Value::as_str).map(str::to_owned) else {
-                continue;
-            };
-            let r = Record::new(&v);
-            drop(v);
-            match kind {
-                Kind::User => d.users.insert(id, r),
-                Kind::Group => d.groups.insert(id, r),
-                Kind::Tombstone => d.tombstones.insert(id, r),
-            };
+            d.insert(kind, &v);
         }
         d
+    }
+
+    /// Takes one resource in (one without an `id` is skipped, as a load skips it).
+    pub fn insert(&mut self, kind: Kind, v: &Value) {
+        let Some(id) = v.get("id").and_then(Value::as_str).map(str::to_owned) else {
+            return;
+        };
+        self.map_mut(kind).insert(id, Record::new(v));
+    }
+
+    /// Every resource, decoded (what [`store::ScimStore::load`] answers).
+    pub fn into_resources(self) -> Vec<(Kind, Value)> {
+        let mut out = Vec::new();
+        for (kind, map) in [
+            (Kind::User, self.users),
+            (Kind::Group, self.groups),
+            (Kind::Tombstone, self.tombstones),
+        ] {
+            out.extend(map.into_values().map(|r| (kind, r.value())));
+        }
+        out
     }
 
     fn map(&self, kind: Kind) -> &BTreeMap<String, Record> {
@@ -335,13 +347,29 @@ impl Cache {
                 }
             }
             store::Refresh::Full { at, items } => {
-                if unmoved || newer(&at, self.seen.as_ref()) {
-                    *self = Cache::new(ScimData::from_resources(items), Some(at));
-                    true
-                } else {
-                    self.seen.as_ref().is_some_and(|now| now.epoch == at.epoch)
-                }
+                self.take_all(from, at, || ScimData::from_resources(items))
             }
+            store::Refresh::Loaded { at, data } => self.take_all(from, at, || data),
+        }
+    }
+
+    /// [`Self::take`] of a whole copy read at `at`.
+    fn take_all(
+        &mut self,
+        from: Option<&store::Revision>,
+        at: store::Revision,
+        data: impl FnOnce() -> ScimData,
+    ) -> bool {
+        let newer = match self.seen.as_ref() {
+            None => true,
+            Some(now) if now.epoch == at.epoch => at.number > now.number,
+            Some(_) => false,
+        };
+        if self.seen.as_ref() == from || newer {
+            *self = Cache::new(data(), Some(at));
+            true
+        } else {
+            self.seen.as_ref().is_some_and(|now| now.epoch == at.epoch)
         }
     }
 }
@@ -417,6 +445,7 @@ impl ScimService {
             store::Refresh::Full { at, items } => {
                 *c = Cache::new(ScimData::from_resources(items), Some(at));
             }
+            store::Refresh::Loaded { at, data } => *c = Cache::new(data, Some(at)),
         }
         Ok(())
     }
