@@ -15,15 +15,21 @@
 //! - Replica start-up: a second gateway's first leaver check loads everything from Redis (a
 //!   private `redis-server`, `BENCH_REDIS_SERVER`, default from PATH), time and RSS it added.
 //!
+//! - Live heap of one SCIM copy, by part (users' records, groups' records, `ResourceIndex`,
+//!   the leaver check's index), counted by this bench's global allocator: requested bytes, so
+//!   the figure does not depend on the build or the allocator's slack.
+//!
 //! Run: `cargo bench --bench scim_scale` (in `make bench`). BENCH_USERS (100000), BENCH_GROUPS
-//! (5000). Under `cargo test --all-targets` it runs the same steps on 2,000 users and 100 groups
-//! (groups of 500) and checks the answers, not the times.
+//! (5000), BENCH_BIG_MEMBERS (20000); BENCH_MEMORY_ONLY=1 stops after the live-heap figures.
+//! Under `cargo test --all-targets` it runs the same steps on 2,000 users and 100 groups (groups
+//! of 500) and checks the answers, not the times.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -36,6 +42,42 @@ use storegate::provisioning::scim::store::{
 };
 use storegate::provisioning::scim::wire::{ListQuery, PATCH_SCHEMA, PatchOperation, PatchRequest};
 use storegate::provisioning::scim::{ScimData, ScimService};
+
+/// The system allocator, counting the bytes live (requested sizes) for the live-heap figures.
+struct Counting;
+
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: every call is passed to `System` unchanged; only a counter is kept beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(l.size() as i64, Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(l.size() as i64, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE_BYTES.fetch_sub(l.size() as i64, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new as i64 - l.size() as i64, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_bytes() -> i64 {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
 
 const BASE: &str = "https://sso.corp.example/scim/v2";
 const BIG_GROUPS: usize = 3;
@@ -61,7 +103,7 @@ fn main() {
         Scale {
             users: env_num("BENCH_USERS", 100_000),
             groups: env_num("BENCH_GROUPS", 5_000),
-            big_members: 20_000,
+            big_members: env_num("BENCH_BIG_MEMBERS", 20_000),
             rounds: 2_000,
             storm: Duration::from_secs(5),
         }
@@ -236,7 +278,12 @@ async fn run(s: Scale, benching: bool) {
 
     // -- Replica start-up from Redis, first: the RSS it adds is read before anything else
     // of this process has grown and shrunk.
-    match RedisServer::start() {
+    let redis = if std::env::var("BENCH_MEMORY_ONLY").is_ok_and(|v| v == "1") {
+        None
+    } else {
+        RedisServer::start()
+    };
+    match redis {
         Some(redis) => {
             let (secs, added) = replica_start(&redis, &items).await;
             rows.push(Row {
@@ -253,8 +300,24 @@ async fn run(s: Scale, benching: bool) {
             });
         }
         None => println!(
-            "replica start-up: not measured (no redis-server; install it or set BENCH_REDIS_SERVER)"
+            "replica start-up: not measured (BENCH_MEMORY_ONLY, or no redis-server: install it or set BENCH_REDIS_SERVER)"
         ),
+    }
+
+    // -- Live heap of one copy, by part (after the replica's RSS was read: building and
+    // dropping these copies grows and shrinks the process).
+    let copy = live_copy(&items, s.users).await;
+    rows.push(Row {
+        name: "live heap of one SCIM copy (records and indexes)".into(),
+        measured: format!("{:.0} MiB", copy as f64 / (1024.0 * 1024.0)),
+        target: "< 1024 MiB".into(),
+        holds: copy < 1024 * 1024 * 1024,
+    });
+    if std::env::var("BENCH_MEMORY_ONLY").is_ok_and(|v| v == "1") {
+        for r in &rows {
+            r.print();
+        }
+        return;
     }
 
     // -- One gateway: open (full load from its store), lists, reads, PATCH of a big group.
@@ -454,6 +517,54 @@ async fn run(s: Scale, benching: bool) {
     if !benching {
         println!("(test mode: a small population; the times are not the issue's)");
     }
+}
+
+/// Live heap bytes of one SCIM copy, by part, printed per user; returns the whole copy's bytes.
+/// Each part is what stays allocated once it is built from a copy of the population.
+async fn live_copy(items: &[(Kind, Value)], users: usize) -> i64 {
+    let of = |kind: Kind| -> Vec<(Kind, Value)> {
+        items.iter().filter(|(k, _)| *k == kind).cloned().collect()
+    };
+    // Counted from before the input is copied: the copy's values are moved into the records
+    // or freed, and what stays is what the records hold.
+    let counted = |input: &dyn Fn() -> Vec<(Kind, Value)>| {
+        let before = live_bytes();
+        let data = ScimData::from_resources(input());
+        (live_bytes() - before, data)
+    };
+    let (user_bytes, only_users) = counted(&|| of(Kind::User));
+    drop(only_users);
+    let (group_bytes, only_groups) = counted(&|| of(Kind::Group));
+    drop(only_groups);
+    let (data_bytes, data) = counted(&|| items.to_vec());
+    let before = live_bytes();
+    let index = storegate::provisioning::scim::index::ResourceIndex::build(&data);
+    let index_bytes = live_bytes() - before;
+    drop((index, data));
+    let store = Arc::new(Slow {
+        items: items.to_vec(),
+        delay: Duration::ZERO,
+    });
+    let before = live_bytes();
+    let scim = ScimService::open(store, Arc::new(ManualClock::at(1_800_000_000)))
+        .await
+        .expect("open the SCIM service");
+    let whole = live_bytes() - before;
+    drop(scim);
+    let per_user = |b: i64| b as f64 / users.max(1) as f64;
+    println!(
+        "live heap per user: users' records {:.0} B, groups' records {:.0}, ResourceIndex {:.0}, \
+         leaver-check index {:.0} (the rest); whole copy {:.0} B/user, {:.0} MiB \
+         (all records {:.0} B/user built together)",
+        per_user(user_bytes),
+        per_user(group_bytes),
+        per_user(index_bytes),
+        per_user(whole - data_bytes - index_bytes),
+        per_user(whole),
+        whole as f64 / (1024.0 * 1024.0),
+        per_user(data_bytes),
+    );
+    whole
 }
 
 struct NoEnv;

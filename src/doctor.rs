@@ -100,19 +100,24 @@ impl ScimSummary {
             .users
             .values()
             .chain(data.groups.values())
-            .filter_map(|v| v.pointer("/meta/lastModified").and_then(|t| t.as_str()))
+            .filter_map(|r| {
+                r.get("meta")?
+                    .get("lastModified")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .filter_map(|t| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
                     .ok()
                     .map(|at| (at, t))
             })
             .max_by_key(|(at, _)| *at)
-            .map(|(_, t)| t.to_owned());
+            .map(|(_, t)| t);
         ScimSummary {
             active_users: data
                 .users
                 .values()
-                .filter(|u| crate::provisioning::scim::user_active(u))
+                .filter(|u| crate::provisioning::scim::user_active(&u.value()))
                 .count(),
             users: data.users.len(),
             groups: data.groups.len(),

@@ -120,7 +120,11 @@ pub const COLUMNS: [&str; 17] = [
 /// keeps only the codes; a review needs the names).
 pub fn expected_sets(cfg: &Config, data: &ScimData, now: UnixTime) -> ExpectedSets {
     let mut out = ExpectedSets::new();
-    for (id, user) in data.users.iter().filter(|(_, u)| user_active(u)) {
+    for (id, user) in &data.users {
+        let user = &user.value();
+        if !user_active(user) {
+            continue;
+        }
         let Some(identity) = identity_of(cfg, data, id, user) else {
             continue;
         };

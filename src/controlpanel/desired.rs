@@ -46,6 +46,7 @@ pub fn desired_staff(
     };
     let mut active = Vec::new();
     for (id, user) in &data.users {
+        let user = &user.value();
         if !user_active(user) {
             leave(user_emails(user), modified_at(user));
             continue;
@@ -72,6 +73,7 @@ pub fn desired_staff(
         });
     }
     for t in data.tombstones.values() {
+        let t = &t.value();
         leave(user_emails(t), modified_at(t));
     }
     for staff in active {

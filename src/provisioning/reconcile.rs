@@ -122,6 +122,7 @@ pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
     let memberships = data.group_names_by_member();
     let groups_of = |id: &str| memberships.get(id).cloned().unwrap_or_default();
     for (id, user) in &data.users {
+        let user = &user.value();
         let emails: Vec<String> = user_emails(user).iter().map(|e| e.to_lowercase()).collect();
         if !user_active(user) {
             if let Some(identity) = identity_with_groups(cfg, user, || groups_of(id)) {
@@ -185,6 +186,7 @@ pub fn desired_state(cfg: &Config, data: &ScimData, now: UnixTime) -> Desired {
         }
     }
     for (id, t) in &data.tombstones {
+        let t = &t.value();
         let emails: Vec<String> = user_emails(t).iter().map(|e| e.to_lowercase()).collect();
         if let Some(identity) = identity_with_groups(cfg, t, || groups_of(id)) {
             for e in &emails {

@@ -120,13 +120,18 @@ pub struct Report {
 fn scim_subjects(cfg: &Config, scim: &ScimData, active_only: bool) -> HashSet<String> {
     let users = scim
         .users
-        .iter()
-        .filter(|(_, u)| !active_only || user_active(u));
-    let tombstones = scim.tombstones.iter().filter(|_| !active_only);
+        .values()
+        .map(|u| u.value())
+        .filter(|u| !active_only || user_active(u));
+    let tombstones = scim
+        .tombstones
+        .values()
+        .filter(|_| !active_only)
+        .map(|t| t.value());
     users
         .chain(tombstones)
         // Only the subject is read: no group names.
-        .filter_map(|(_, u)| identity_with_groups(cfg, u, Vec::new))
+        .filter_map(|u| identity_with_groups(cfg, &u, Vec::new))
         .map(|i| i.subject)
         .collect()
 }
@@ -145,6 +150,7 @@ pub fn build(
     let mut seen_subjects: HashSet<String> = HashSet::new();
     let memberships = scim.group_names_by_member();
     for (id, user) in &scim.users {
+        let user = &user.value();
         if !user_active(user) {
             continue;
         }

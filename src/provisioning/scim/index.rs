@@ -148,8 +148,8 @@ impl ResourceIndex {
     pub fn build(data: &ScimData) -> Self {
         let mut index = ResourceIndex::default();
         for kind in Kind::ALL {
-            for (id, v) in data.map(kind) {
-                index.change(kind, id, None, Some(v));
+            for (id, r) in data.map(kind) {
+                index.change(kind, id, None, Some(&r.value()));
             }
         }
         index
@@ -157,11 +157,13 @@ impl ResourceIndex {
 
     /// Takes `w` in; `data` is the copy before `w` is applied to it.
     pub fn apply(&mut self, data: &ScimData, w: &Write) {
-        let old = data.map(w.kind).get(&w.id);
-        self.change(w.kind, &w.id, old, w.value.as_ref());
+        let old = data.map(w.kind).get(&w.id).map(super::Record::value);
+        self.change(w.kind, &w.id, old.as_ref(), w.value.as_ref());
     }
 
-    fn change(&mut self, kind: Kind, id: &str, old: Option<&Value>, new: Option<&Value>) {
+    /// Takes the change of `id` from `old` to `new` (as [`Self::apply`], with the old value
+    /// already decoded).
+    pub fn change(&mut self, kind: Kind, id: &str, old: Option<&Value>, new: Option<&Value>) {
         for &attr in Attr::of(kind) {
             let before = old.map(|v| keys_of(attr, v)).unwrap_or_default();
             let after = new.map(|v| keys_of(attr, v)).unwrap_or_default();

@@ -13,6 +13,7 @@ mod id_set;
 pub mod index;
 pub mod patch;
 mod person_index;
+pub mod record;
 pub mod redis_store;
 pub mod store;
 pub mod wire;
@@ -25,6 +26,7 @@ use tokio::sync::Mutex;
 
 use crate::clock::{SharedClock, UnixTime};
 use index::ResourceIndex;
+pub use record::Record;
 use store::{Kind, ScimStore};
 use wire::{
     ENTERPRISE_SCHEMA, GROUP_SCHEMA, ListQuery, ListResponse, MAX_PAGE, PatchRequest, ScimType,
@@ -80,32 +82,47 @@ fn endpoint(kind: Kind) -> &'static str {
     }
 }
 
-/// Everything the service holds; the reconciler reads a copy.
-#[derive(Debug, Clone, Default)]
+/// Everything the service holds; the reconciler reads a copy. Each resource is a compact
+/// [`Record`], decoded when read (`Record::value`).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScimData {
-    pub users: BTreeMap<String, Value>,
-    pub groups: BTreeMap<String, Value>,
+    pub users: BTreeMap<String, Record>,
+    pub groups: BTreeMap<String, Record>,
     /// Deleted users (`id`, `userName`, `externalId`, `emails`): their sign-in stays refused.
-    pub tombstones: BTreeMap<String, Value>,
+    pub tombstones: BTreeMap<String, Record>,
 }
 
 impl ScimData {
-    pub fn from_resources(items: Vec<(Kind, Value)>) -> Self {
+    pub fn from_resources(items: impl IntoIterator<Item = (Kind, Value)>) -> Self {
         let mut d = ScimData::default();
         for (kind, v) in items {
-            let Some(id) = v.get("id").and_then(Value::as_str).map(str::to_owned) else {
-                continue;
-            };
-            match kind {
-                Kind::User => d.users.insert(id, v),
-                Kind::Group => d.groups.insert(id, v),
-                Kind::Tombstone => d.tombstones.insert(id, v),
-            };
+            d.insert(kind, &v);
         }
         d
     }
 
-    fn map(&self, kind: Kind) -> &BTreeMap<String, Value> {
+    /// Takes one resource in (one without an `id` is skipped, as a load skips it).
+    pub fn insert(&mut self, kind: Kind, v: &Value) {
+        let Some(id) = v.get("id").and_then(Value::as_str).map(str::to_owned) else {
+            return;
+        };
+        self.map_mut(kind).insert(id, Record::new(v));
+    }
+
+    /// Every resource, decoded (what [`store::ScimStore::load`] answers).
+    pub fn into_resources(self) -> Vec<(Kind, Value)> {
+        let mut out = Vec::new();
+        for (kind, map) in [
+            (Kind::User, self.users),
+            (Kind::Group, self.groups),
+            (Kind::Tombstone, self.tombstones),
+        ] {
+            out.extend(map.into_values().map(|r| (kind, r.value())));
+        }
+        out
+    }
+
+    fn map(&self, kind: Kind) -> &BTreeMap<String, Record> {
         match kind {
             Kind::User => &self.users,
             Kind::Group => &self.groups,
@@ -113,7 +130,7 @@ impl ScimData {
         }
     }
 
-    fn map_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Value> {
+    fn map_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Record> {
         match kind {
             Kind::User => &mut self.users,
             Kind::Group => &mut self.groups,
@@ -125,7 +142,7 @@ impl ScimData {
     pub fn apply(&mut self, w: &store::Write) {
         let map = self.map_mut(w.kind);
         match &w.value {
-            Some(v) => map.insert(w.id.clone(), v.clone()),
+            Some(v) => map.insert(w.id.clone(), Record::new(v)),
             None => map.remove(&w.id),
         };
     }
@@ -133,24 +150,16 @@ impl ScimData {
     /// Display names of the groups each user is a member of, for every user at once: what
     /// [`Self::group_names_of`] answers for one user, built in one pass over the groups instead
     /// of one pass per user (the reconciler asks for every user).
-    pub fn group_names_by_member(&self) -> std::collections::HashMap<&str, Vec<String>> {
-        let mut out: std::collections::HashMap<&str, Vec<String>> =
+    pub fn group_names_by_member(&self) -> std::collections::HashMap<String, Vec<String>> {
+        let mut out: std::collections::HashMap<String, Vec<String>> =
             std::collections::HashMap::new();
         for g in self.groups.values() {
-            let Some(name) = g.get("displayName").and_then(Value::as_str) else {
+            let Some(Value::String(name)) = g.get("displayName") else {
                 continue;
             };
-            let members: std::collections::HashSet<&str> = g
-                .get("members")
-                .and_then(Value::as_array)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|x| x.get("value").and_then(Value::as_str))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let members: std::collections::HashSet<String> = g.member_ids().into_iter().collect();
             for m in members {
-                out.entry(m).or_default().push(name.to_owned());
+                out.entry(m).or_default().push(name.clone());
             }
         }
         out
@@ -160,11 +169,10 @@ impl ScimData {
     pub fn group_names_of(&self, user_id: &str) -> Vec<String> {
         self.groups
             .values()
-            .filter(|g| is_member(g, user_id))
-            .filter_map(|g| {
-                g.get("displayName")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
+            .filter(|g| g.has_member(user_id))
+            .filter_map(|g| match g.get("displayName") {
+                Some(Value::String(name)) => Some(name),
+                _ => None,
             })
             .collect()
     }
@@ -184,8 +192,12 @@ impl ScimData {
         let records = || {
             self.users
                 .values()
-                .map(|u| (u, user_active(u)))
-                .chain(self.tombstones.values().map(|t| (t, false)))
+                .map(|u| {
+                    let u = u.value();
+                    let active = user_active(&u);
+                    (u, active)
+                })
+                .chain(self.tombstones.values().map(|t| (t.value(), false)))
         };
         let by_subject: Vec<bool> = records()
             .filter(|(v, _)| carries_subject(v, subject))
@@ -197,7 +209,7 @@ impl ScimData {
         let Some(email) = email else {
             return false;
         };
-        let by_email: Vec<(&Value, bool)> = records()
+        let by_email: Vec<(Value, bool)> = records()
             .filter(|(v, _)| user_emails(v).iter().any(|x| x.eq_ignore_ascii_case(email)))
             .collect();
         if by_email
@@ -299,9 +311,12 @@ impl Cache {
     }
 
     fn apply(&mut self, w: &store::Write) {
-        // The index reads the value being replaced, so it goes first.
-        Arc::make_mut(&mut self.index).apply(&self.data, w);
-        self.people.apply(Arc::make_mut(&mut self.data), w);
+        // The indexes read the value being replaced, so they go first; it is decoded once.
+        let old = self.data.map(w.kind).get(&w.id).map(Record::value);
+        Arc::make_mut(&mut self.index).change(w.kind, &w.id, old.as_ref(), w.value.as_ref());
+        self.people
+            .change(w.kind, &w.id, old.as_ref(), w.value.as_ref());
+        Arc::make_mut(&mut self.data).apply(w);
     }
 
     /// Takes a refresh that was read, without the lock, from revision `from`. Other refreshes or
@@ -332,13 +347,29 @@ impl Cache {
                 }
             }
             store::Refresh::Full { at, items } => {
-                if unmoved || newer(&at, self.seen.as_ref()) {
-                    *self = Cache::new(ScimData::from_resources(items), Some(at));
-                    true
-                } else {
-                    self.seen.as_ref().is_some_and(|now| now.epoch == at.epoch)
-                }
+                self.take_all(from, at, || ScimData::from_resources(items))
             }
+            store::Refresh::Loaded { at, data } => self.take_all(from, at, || data),
+        }
+    }
+
+    /// [`Self::take`] of a whole copy read at `at`.
+    fn take_all(
+        &mut self,
+        from: Option<&store::Revision>,
+        at: store::Revision,
+        data: impl FnOnce() -> ScimData,
+    ) -> bool {
+        let newer = match self.seen.as_ref() {
+            None => true,
+            Some(now) if now.epoch == at.epoch => at.number > now.number,
+            Some(_) => false,
+        };
+        if self.seen.as_ref() == from || newer {
+            *self = Cache::new(data(), Some(at));
+            true
+        } else {
+            self.seen.as_ref().is_some_and(|now| now.epoch == at.epoch)
         }
     }
 }
@@ -414,6 +445,7 @@ impl ScimService {
             store::Refresh::Full { at, items } => {
                 *c = Cache::new(ScimData::from_resources(items), Some(at));
             }
+            store::Refresh::Loaded { at, data } => *c = Cache::new(data, Some(at)),
         }
         Ok(())
     }
@@ -484,19 +516,23 @@ impl ScimService {
             {
                 store::Commit::Stale => continue,
                 store::Commit::Done(at) => {
-                    let mut c = self.cache.lock().await;
-                    if c.seen == seen {
-                        for w in &writes {
-                            c.apply(w);
+                    let groups = {
+                        let mut c = self.cache.lock().await;
+                        if c.seen == seen {
+                            for w in &writes {
+                                c.apply(w);
+                            }
+                            if at.is_some() {
+                                c.seen = at;
+                            }
+                        } else {
+                            self.sync(&mut c).await?;
                         }
-                        if at.is_some() {
-                            c.seen = at;
-                        }
-                    } else {
-                        self.sync(&mut c).await?;
-                    }
+                        Self::groups_of(&c.data, &c.index, change.kind, &change.id)
+                    };
+                    // Rendered after the lock is released (a group's copy can be large).
                     let shown = match &change.after {
-                        Some(v) => Self::render(&c.data, &c.index, change.kind, v, base),
+                        Some(v) => Self::render_taken(change.kind, v.clone(), groups, base),
                         None => Value::Null,
                     };
                     return Ok((shown, change));
@@ -508,44 +544,23 @@ impl ScimService {
             "other replicas kept changing the SCIM data; nothing was changed, retry",
         ))
     }
-    /// The resource as the client sees it: `meta.location`, and a user's `groups`.
-    fn render(
-        data: &ScimData,
-        index: &ResourceIndex,
-        kind: Kind,
-        stored: &Value,
-        base: &str,
-    ) -> Value {
-        let groups = Self::groups_of(data, index, kind, stored);
-        Self::render_taken(kind, stored.clone(), groups, base)
-    }
 
-    /// What rendering `stored` reads besides it: `(id, displayName)` of each group a user is
+    /// What rendering a resource reads besides it: `(id, displayName)` of each group a user is
     /// a member of (found by the index, confirmed as `is_member` reads it), in id order.
-    fn groups_of(
-        data: &ScimData,
-        index: &ResourceIndex,
-        kind: Kind,
-        stored: &Value,
-    ) -> Vec<(String, Value)> {
+    fn groups_of(data: &ScimData, index: &ResourceIndex, kind: Kind, id: &str) -> Groups {
         if kind != Kind::User {
             return Vec::new();
         }
-        let id = stored.get("id").and_then(Value::as_str).unwrap_or_default();
         index
             .groups_of(id)
             .filter_map(|gid| data.groups.get_key_value(gid))
-            .filter(|(_, g)| is_member(g, id))
-            .map(|(gid, g)| {
-                (
-                    gid.clone(),
-                    g.get("displayName").cloned().unwrap_or(Value::Null),
-                )
-            })
+            .filter(|(_, g)| g.has_member(id))
+            .map(|(gid, g)| (gid.clone(), g.get("displayName").unwrap_or(Value::Null)))
             .collect()
     }
 
-    /// [`Self::render`] from what was taken out of the copy (no lock needed).
+    /// The resource as the client sees it (`meta.location`, and a user's `groups`), from what
+    /// was taken out of the copy (no lock needed).
     fn render_taken(kind: Kind, mut v: Value, groups: Vec<(String, Value)>, base: &str) -> Value {
         let id = v
             .get("id")
@@ -658,9 +673,11 @@ impl ScimService {
                                 .users
                                 .get(id)
                                 .and_then(|u| u.get("userName"))
-                                .and_then(Value::as_str)
                                 // Trimmed as `user_name` is: a stored " ann " holds "ann".
-                                .is_some_and(|n| n.trim().eq_ignore_ascii_case(user_name))
+                                .is_some_and(|n| {
+                                    n.as_str()
+                                        .is_some_and(|n| n.trim().eq_ignore_ascii_case(user_name))
+                                })
                     });
                 if clash {
                     return Err(ScimError {
@@ -726,8 +743,10 @@ impl ScimService {
                                 .groups
                                 .get(id)
                                 .and_then(|g| g.get("displayName"))
-                                .and_then(Value::as_str)
-                                .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
+                                .is_some_and(|n| {
+                                    n.as_str()
+                                        .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
+                                })
                     });
                 if clash {
                     return Err(ScimError {
@@ -850,13 +869,19 @@ impl ScimService {
     }
 
     pub async fn get(&self, kind: Kind, id: &str, base: &str) -> Result<Value, ScimError> {
-        let c = self.current().await?;
-        let v = c
-            .data
-            .map(kind)
-            .get(id)
-            .ok_or_else(|| ScimError::not_found(kind, id))?;
-        Ok(Self::render(&c.data, &c.index, kind, v, base))
+        // The record is shared out of the lock and decoded after (a group of 20,000 members is
+        // about 1.5 MB of JSON).
+        let (record, groups) = {
+            let c = self.current().await?;
+            let r = c
+                .data
+                .map(kind)
+                .get(id)
+                .cloned()
+                .ok_or_else(|| ScimError::not_found(kind, id))?;
+            (r, Self::groups_of(&c.data, &c.index, kind, id))
+        };
+        Ok(Self::render_taken(kind, record.value(), groups, base))
     }
 
     /// The stored resource `id`, provided `If-Match` (when sent) names its version.
@@ -869,7 +894,7 @@ impl ScimService {
         let before = data
             .map(kind)
             .get(id)
-            .cloned()
+            .map(Record::value)
             .ok_or_else(|| ScimError::not_found(kind, id))?;
         Self::check_version(&before, if_match)?;
         Ok(before)
@@ -996,9 +1021,9 @@ impl ScimService {
             let groups = index
                 .groups_of(id)
                 .filter_map(|gid| data.groups.get_key_value(gid))
-                .filter(|(_, g)| is_member(g, id));
+                .filter(|(_, g)| g.has_member(id));
             for (gid, g) in groups {
-                let mut g = g.clone();
+                let mut g = g.value();
                 let emptied = match g.get_mut("members").and_then(Value::as_array_mut) {
                     Some(m) => {
                         m.retain(|x| x.get("value").and_then(Value::as_str) != Some(id));
@@ -1055,41 +1080,33 @@ impl ScimService {
         let count = q.count.unwrap_or(100).clamp(0, MAX_PAGE as i64) as usize;
         let (attributes, excluded) = (q.attributes.clone(), q.excluded_attributes.clone());
         // Every sign-in's leaver check waits on this lock. A list the index answers (no filter,
-        // or `eq` on an indexed attribute) costs about its page here: the page's resources are
-        // copied out and rendered after the lock is released.
+        // or `eq` on an indexed attribute) costs about its page (or its candidates) here: their
+        // records are shared out, decoded, checked and rendered after the lock is released.
         let taken = {
             let c = self.current().await?;
-            let indexed = f
-                .as_ref()
-                .is_none_or(|f| c.index.candidates(&c.data, kind, f).is_some());
-            if indexed {
-                let (total, page) =
-                    Self::select(&c.data, &c.index, kind, f.as_ref(), start, count, base);
-                let page: Vec<(Value, Vec<(String, Value)>)> = page
-                    .into_iter()
-                    .map(|v| (v.clone(), Self::groups_of(&c.data, &c.index, kind, v)))
-                    .collect();
-                Ok((total, page))
-            } else {
-                Err((Arc::clone(&c.data), Arc::clone(&c.index)))
+            match Self::take(&c.data, &c.index, kind, f.as_ref(), start, count) {
+                Some(taken) => Ok(taken),
+                None => Err((Arc::clone(&c.data), Arc::clone(&c.index))),
             }
         };
-        let render_page =
-            move |total: usize, page: Vec<(Value, Vec<(String, Value)>)>, base: &str| {
-                let page = page
-                    .into_iter()
-                    .map(|(v, groups)| {
-                        project(
-                            Self::render_taken(kind, v, groups, base),
-                            attributes.as_deref(),
-                            excluded.as_deref(),
-                        )
-                    })
-                    .collect();
-                ListResponse::new(total, start, page)
-            };
+        let render_page = move |total: usize, page: Vec<(Value, Groups)>, base: &str| {
+            let page = page
+                .into_iter()
+                .map(|(v, groups)| {
+                    project(
+                        Self::render_taken(kind, v, groups, base),
+                        attributes.as_deref(),
+                        excluded.as_deref(),
+                    )
+                })
+                .collect();
+            ListResponse::new(total, start, page)
+        };
         let (data, index) = match taken {
-            Ok((total, page)) => return Ok(render_page(total, page, base)),
+            Ok(taken) => {
+                let (total, page) = Self::finish(kind, f.as_ref(), start, count, base, taken);
+                return Ok(render_page(total, page, base));
+            }
             Err(shared) => shared,
         };
         // Any other filter reads every resource: that is CPU work, done after the lock is
@@ -1103,11 +1120,7 @@ impl ScimService {
                 let _ = g.arrived.send(());
                 let _ = g.go.recv();
             }
-            let (total, page) = Self::select(&data, &index, kind, f.as_ref(), start, count, &base);
-            let page = page
-                .into_iter()
-                .map(|v| (v.clone(), Self::groups_of(&data, &index, kind, v)))
-                .collect();
+            let (total, page) = Self::scan(&data, &index, kind, f.as_ref(), start, count, &base);
             render_page(total, page, &base)
         })
         .await
@@ -1117,68 +1130,163 @@ impl ScimService {
         })
     }
 
-    /// One page of a list, as the stored resources it shows, and the number of matches: from
-    /// the index when it can answer the filter (its candidates checked with the filter, then
-    /// ordered), otherwise every resource in list order checked with the filter (on the
-    /// rendered resource when the filter reads what rendering adds). Only matches are counted,
-    /// only the page is kept.
+    /// One page of a list, decoded, with each user's groups, and the number of matches: what
+    /// [`Self::list`] computes, in one call (the index's answer when it has one, else the scan).
+    #[cfg(test)]
     #[allow(clippy::too_many_arguments)]
-    fn select<'a>(
-        data: &'a ScimData,
+    fn select(
+        data: &ScimData,
         index: &ResourceIndex,
         kind: Kind,
         f: Option<&filter::Filter>,
         start: usize,
         count: usize,
         base: &str,
-    ) -> (usize, Vec<&'a Value>) {
-        let map = data.map(kind);
-        let Some(f) = f else {
-            let page = index
-                .in_order(kind)
-                .skip(start - 1)
-                .take(count)
-                .filter_map(|id| map.get(id))
-                .collect();
-            return (map.len(), page);
-        };
-        let render_first = filter::reads_rendered(f, kind == Kind::User);
-        let hit = |v: &Value| {
-            if render_first {
-                filter::matches(f, &Self::render(data, index, kind, v, base))
-            } else {
-                filter::matches(f, v)
-            }
-        };
-        let page_of = |hits: &mut dyn Iterator<Item = &'a Value>| {
-            let mut total = 0;
-            let mut page = Vec::new();
-            for v in hits {
-                total += 1;
-                if total >= start && page.len() < count {
-                    page.push(v);
-                }
-            }
-            (total, page)
-        };
-        match index.candidates(data, kind, f) {
-            Some(ids) => {
-                let mut hits: Vec<(&'a String, &'a Value)> = ids
-                    .into_iter()
-                    .filter_map(|id| map.get_key_value(id))
-                    .filter(|(_, v)| hit(v))
-                    .collect();
-                hits.sort_by_cached_key(|(id, v)| index::order_key(id, v));
-                page_of(&mut hits.into_iter().map(|(_, v)| v))
-            }
-            None => page_of(
-                &mut index
-                    .in_order(kind)
-                    .filter_map(|id| map.get(id))
-                    .filter(|v| hit(v)),
-            ),
+    ) -> (usize, Vec<(Value, Groups)>) {
+        match Self::take(data, index, kind, f, start, count) {
+            Some(taken) => Self::finish(kind, f, start, count, base, taken),
+            None => Self::scan(data, index, kind, f, start, count, base),
         }
     }
+
+    /// What a list the index answers needs from the copy (taken under the lock; records are
+    /// shared, not decoded): the page itself when there is no filter, else the index's
+    /// candidates. `None`: the index cannot narrow the filter, the copy is scanned.
+    fn take(
+        data: &ScimData,
+        index: &ResourceIndex,
+        kind: Kind,
+        f: Option<&filter::Filter>,
+        start: usize,
+        count: usize,
+    ) -> Option<Taken> {
+        let map = data.map(kind);
+        let with_groups = |(id, r): (&String, &Record)| {
+            (
+                id.clone(),
+                r.clone(),
+                Self::groups_of(data, index, kind, id),
+            )
+        };
+        match f {
+            None => Some(Taken::Page(
+                map.len(),
+                index
+                    .in_order(kind)
+                    .skip(start - 1)
+                    .take(count)
+                    .filter_map(|id| map.get_key_value(id))
+                    .map(with_groups)
+                    .collect(),
+            )),
+            Some(f) => Some(Taken::Candidates(
+                index
+                    .candidates(data, kind, f)?
+                    .into_iter()
+                    .filter_map(|id| map.get_key_value(id))
+                    .map(with_groups)
+                    .collect(),
+            )),
+        }
+    }
+
+    /// [`Self::take`]'s answer as a page and the number of matches: the candidates decoded,
+    /// checked with the filter (on the rendered resource when the filter reads what rendering
+    /// adds) and put in list order. No lock needed.
+    fn finish(
+        kind: Kind,
+        f: Option<&filter::Filter>,
+        start: usize,
+        count: usize,
+        base: &str,
+        taken: Taken,
+    ) -> (usize, Vec<(Value, Groups)>) {
+        match taken {
+            Taken::Page(total, page) => (
+                total,
+                page.into_iter()
+                    .map(|(_, r, groups)| (r.value(), groups))
+                    .collect(),
+            ),
+            Taken::Candidates(candidates) => {
+                let mut hits: Vec<(String, Value, Groups)> = candidates
+                    .into_iter()
+                    .map(|(id, r, groups)| (id, r.value(), groups))
+                    .filter(|(_, v, groups)| f.is_none_or(|f| Self::hit(kind, f, v, groups, base)))
+                    .collect();
+                hits.sort_by_cached_key(|(id, v, _)| index::order_key(id, v));
+                let total = hits.len();
+                let page = hits
+                    .into_iter()
+                    .skip(start - 1)
+                    .take(count)
+                    .map(|(_, v, groups)| (v, groups))
+                    .collect();
+                (total, page)
+            }
+        }
+    }
+
+    /// A list the index cannot narrow: every resource in list order, decoded and checked with
+    /// the filter; only matches are counted, only the page is kept.
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        data: &ScimData,
+        index: &ResourceIndex,
+        kind: Kind,
+        f: Option<&filter::Filter>,
+        start: usize,
+        count: usize,
+        base: &str,
+    ) -> (usize, Vec<(Value, Groups)>) {
+        let map = data.map(kind);
+        let mut total = 0;
+        let mut page = Vec::new();
+        for (id, r) in index.in_order(kind).filter_map(|id| map.get_key_value(id)) {
+            let v = r.value();
+            // A user's groups are read only when the filter or the page needs them: a group of
+            // 20,000 members costs a pass over it per user asked.
+            let matched = match f {
+                None => true,
+                Some(f) if filter::reads_rendered(f, kind == Kind::User) => {
+                    let groups = Self::groups_of(data, index, kind, id);
+                    filter::matches(f, &Self::render_taken(kind, v.clone(), groups, base))
+                }
+                Some(f) => filter::matches(f, &v),
+            };
+            if !matched {
+                continue;
+            }
+            total += 1;
+            if total >= start && page.len() < count {
+                page.push((v, Self::groups_of(data, index, kind, id)));
+            }
+        }
+        (total, page)
+    }
+
+    /// Whether `v` (with the groups rendering adds) matches `f`.
+    fn hit(kind: Kind, f: &filter::Filter, v: &Value, groups: &Groups, base: &str) -> bool {
+        if filter::reads_rendered(f, kind == Kind::User) {
+            filter::matches(
+                f,
+                &Self::render_taken(kind, v.clone(), groups.clone(), base),
+            )
+        } else {
+            filter::matches(f, v)
+        }
+    }
+}
+
+/// `(id, displayName)` of each group a user is a member of, as rendering shows them.
+type Groups = Vec<(String, Value)>;
+
+/// What a list took from the copy under the lock (see [`ScimService::take`]).
+enum Taken {
+    /// The number of resources and the page's records (no filter).
+    Page(usize, Vec<(String, Record, Groups)>),
+    /// The records the index found for the filter: a superset of the matches.
+    Candidates(Vec<(String, Record, Groups)>),
 }
 
 /// `attributes` / `excludedAttributes` (RFC 7644 §3.4.2.5) on top-level attributes; `id`,

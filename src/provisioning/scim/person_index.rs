@@ -13,8 +13,10 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::Value;
 
 use super::id_set::IdSet;
-use super::store::{Kind, Write};
-use super::{ScimData, user_active, user_emails};
+use super::store::Kind;
+#[cfg(test)]
+use super::store::Write;
+use super::{ScimData, user_emails};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
@@ -39,35 +41,39 @@ impl PersonIndex {
             (Kind::User, &data.users),
             (Kind::Tombstone, &data.tombstones),
         ] {
-            for (id, v) in map {
-                index.add(kind, id, v);
+            for (id, r) in map {
+                index.add(kind, id, &r.value());
             }
         }
         index
     }
 
     /// Takes `w` into `data` and into the index together (the old value's keys go first).
+    #[cfg(test)]
     pub fn apply(&mut self, data: &mut ScimData, w: &Write) {
-        if w.kind != Kind::Group {
-            let old = match w.kind {
-                Kind::User => data.users.get(&w.id),
-                _ => data.tombstones.get(&w.id),
-            };
-            if let Some(old) = old {
-                for key in keys(old) {
-                    if let Some(set) = self.by_key.get_mut(&key) {
-                        set.remove(&(w.kind, w.id.clone()));
-                        if set.is_empty() {
-                            self.by_key.remove(&key);
-                        }
+        let old = data.map(w.kind).get(&w.id).map(super::Record::value);
+        self.change(w.kind, &w.id, old.as_ref(), w.value.as_ref());
+        data.apply(w);
+    }
+
+    /// Takes the change of `id` from `old` to `new` (the data changes alongside).
+    pub fn change(&mut self, kind: Kind, id: &str, old: Option<&Value>, new: Option<&Value>) {
+        if kind == Kind::Group {
+            return;
+        }
+        if let Some(old) = old {
+            for key in keys(old) {
+                if let Some(set) = self.by_key.get_mut(&key) {
+                    set.remove(&(kind, id.to_owned()));
+                    if set.is_empty() {
+                        self.by_key.remove(&key);
                     }
                 }
             }
-            if let Some(new) = &w.value {
-                self.add(w.kind, &w.id, new);
-            }
         }
-        data.apply(w);
+        if let Some(new) = new {
+            self.add(kind, id, new);
+        }
     }
 
     fn add(&mut self, kind: Kind, id: &str, v: &Value) {
@@ -95,7 +101,7 @@ impl PersonIndex {
                     Kind::User => data
                         .users
                         .get(id)
-                        .map(|u| (user_active(u), u.get("externalId").is_some())),
+                        .map(|u| (u.active(), u.has_external_id())),
                     // A tombstone is never active, so whether it has an externalId is moot.
                     Kind::Tombstone => data.tombstones.get(id).map(|_| (false, true)),
                     Kind::Group => None,

@@ -199,16 +199,18 @@ impl RedisScimStore {
                     continue;
                 }
             }
-            // Parsing 100,000 resources is CPU work: off the request threads.
-            let items = tokio::task::spawn_blocking(move || {
-                fields
-                    .iter()
-                    .map(|(f, v)| Ok((parse_field(f)?.0, parse_json(f, v)?)))
-                    .collect::<Result<Vec<_>, StoreError>>()
+            // Parsing 100,000 resources is CPU work: off the request threads. Each is made a
+            // record as soon as it is parsed, and its text let go.
+            let data = tokio::task::spawn_blocking(move || {
+                let mut data = super::ScimData::default();
+                for (f, v) in fields.drain() {
+                    data.insert(parse_field(&f)?.0, &parse_json(&f, &v)?);
+                }
+                Ok::<_, StoreError>(data)
             })
             .await
             .map_err(|e| StoreError(e.to_string()))??;
-            return Ok(Refresh::Full { at, items });
+            return Ok(Refresh::Loaded { at, data });
         }
         Err(StoreError(
             "the SCIM data in Redis changed faster than a full load could read it".into(),
@@ -218,6 +220,7 @@ impl RedisScimStore {
     async fn load_all(&self) -> Result<Vec<(Kind, Value)>, StoreError> {
         match self.refresh(None).await? {
             Refresh::Full { items, .. } => Ok(items),
+            Refresh::Loaded { data, .. } => Ok(data.into_resources()),
             other => Err(StoreError(format!(
                 "expected a full load from Redis, got {other:?}"
             ))),

@@ -82,6 +82,9 @@ pub enum Refresh {
         at: Revision,
         items: Vec<(Kind, Value)>,
     },
+    /// As `Full`, already built into a copy while it was read (a full load from Redis: holding
+    /// 100,000 resources as `Value`s at once would cost a replica about 800 MB).
+    Loaded { at: Revision, data: super::ScimData },
 }
 
 /// The outcome of [`ScimStore::commit`].

@@ -156,6 +156,7 @@ fn scanned(data: &ScimData, kind: Kind, f: &Filter) -> Vec<String> {
         let id = v["id"].as_str().unwrap_or_default();
         data.groups
             .iter()
+            .map(|(gid, g)| (gid, g.value()))
             .filter(|(_, g)| crate::provisioning::scim::is_member(g, id))
             .map(|(gid, g)| {
                 (
@@ -165,9 +166,14 @@ fn scanned(data: &ScimData, kind: Kind, f: &Filter) -> Vec<String> {
             })
             .collect()
     };
-    let mut hits: Vec<(&String, &Value)> = data
+    let decoded: Vec<(&String, Value)> = data
         .map(kind)
         .iter()
+        .map(|(id, r)| (id, r.value()))
+        .collect();
+    let mut hits: Vec<(&String, &Value)> = decoded
+        .iter()
+        .map(|(id, v)| (*id, v))
         .filter(|(_, v)| {
             if filter::reads_rendered(f, kind == Kind::User) {
                 let shown = ScimService::render_taken(kind, (*v).clone(), groups(v), BASE);
@@ -189,9 +195,9 @@ fn scanned(data: &ScimData, kind: Kind, f: &Filter) -> Vec<String> {
     hits.into_iter().map(|(id, _)| id.clone()).collect()
 }
 
-fn ids_of(page: Vec<&Value>) -> Vec<String> {
+fn ids_of(page: Vec<(Value, Vec<(String, Value)>)>) -> Vec<String> {
     page.into_iter()
-        .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+        .map(|(v, _)| v["id"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
 
@@ -321,7 +327,7 @@ fn eq_on_each_indexed_attribute_is_answered_from_the_index() {
             .unwrap_or_else(|| panic!("{raw} is answered from the index"));
         let got: Vec<&str> = c
             .into_iter()
-            .filter(|id| filter::matches(&f, &data.map(kind)[*id]))
+            .filter(|id| filter::matches(&f, &data.map(kind)[*id].value()))
             .map(String::as_str)
             .collect();
         assert_eq!(got, want, "{raw}");
