@@ -633,8 +633,8 @@ fn report(
         s.response.len()
     );
     println!(
-        "{:<58} {:>10} {:>9} {:>9} {:>16}",
-        "", "per s", "p50 µs", "p99 µs", "CPU µs each"
+        "{:<58} {:>10} {:>12} {:>9} {:>16}",
+        "", "per s", "p50/mean µs", "p99 µs", "CPU µs each"
     );
     for r in acs_rows {
         let cpu = match r.redis_cpu {
@@ -646,7 +646,7 @@ fn report(
             None => format!("{:.0}", r.gateway_cpu * 1e6 / r.signins as f64),
         };
         println!(
-            "{:<58} {:>10.0} {:>9} {:>9} {:>16}",
+            "{:<58} {:>10.0} {:>12} {:>9} {:>16}",
             format!("full ACS, {} ({} sign-ins)", r.name, r.signins),
             r.rate(),
             r.p50_us,
@@ -662,10 +662,10 @@ fn report(
         ),
     ] {
         println!(
-            "{name:<58} {:>10.0} {:>9.0} {:>9} {:>16.0}",
+            "{name:<58} {:>10.0} {:>12} {:>9} {:>16.0}",
             rate(f),
-            per(f.latency_seconds, f),
-            "(mean)",
+            format!("{:.0} mean", per(f.latency_seconds, f)),
+            "-",
             per(f.cpu_seconds, f)
         );
     }
