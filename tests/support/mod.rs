@@ -1,7 +1,8 @@
 //! Test infrastructure shared by the integration tests: include with `mod support;`.
 //!
 //! - [`peers::OidcPeer`]: the independent OpenID provider (node `oidc-provider`) in `tests/peers/`.
-//! - [`redis::RedisServer`]: a private `redis-server` per test, stoppable for fail-closed tests.
+//! - [`redis::RedisServer`]: a private `redis-server` per test, stoppable for fail-closed tests
+//!   (benches/saml.rs includes it by path for its Redis-sessions row).
 //! - [`browser::Browser`]: a cookie-keeping HTTP client that does not follow redirects by itself.
 //! - [`rogue_op::RogueOp`]: a hostile OpenID provider whose ID tokens break one rule at a time.
 //! - [`wait::until`]: wait for an event with a bound (no sleep-then-assert).
