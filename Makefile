@@ -27,8 +27,10 @@ test: deps
 ## bench: policy evaluation (benches/policy.rs), then launch req/s and p50/p99 (memory sessions,
 ## Redis sessions on 1 and 2 replicas) against a bare axum 302 via wrk, RSS and the issue-6 targets
 ## (benches/launch.rs), then a 10,000-user provisioning wave over 3 stores against the simulator
-## on a 450-per-30 s window (benches/provisioning.rs), then SAML ACS verifications/s and CPU per
-## sign-in against pysaml2 on the same response (benches/saml.rs; needs `make deps`), then audit
+## on a 450-per-30 s window (benches/provisioning.rs), then SAML: full ACS sign-ins/s over HTTP
+## (unique signed Responses, 16 connections, memory and Redis sessions) against one core's
+## `openssl speed rsa2048` verify rate in the same run, verify-only, and pysaml2 on the same
+## Response (benches/saml.rs; needs `make deps`), then audit
 ## events/s with the hash chain on and off and `audit verify` (benches/audit.rs), then
 ## forward-auth decisions/s with and without the ES256 identity token (benches/forward_auth.rs),
 ## then SCIM at 100,000 users and 5,000 groups: filter, big group, leaver check under a write storm,
@@ -41,7 +43,7 @@ test: deps
 ## target, the machine and its load.
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_THREADS,
 # BENCH_LOADGEN=wrk|builtin, BENCH_REDIS_SERVER (see benches/launch.rs); the SAML bench reads
-# BENCH_SECONDS only (default 5, at most 60).
+# BENCH_SECONDS (default 5, at most 60) and BENCH_SAML_SIGNINS (sign-ins per ACS row).
 bench: deps
 	CARGO="$(CARGO)" scripts/bench.sh
 
