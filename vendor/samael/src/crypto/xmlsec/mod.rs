@@ -107,12 +107,14 @@ enum VerifiedSelectionKind {
     ChildSequence,
 }
 
-#[derive(Debug, Clone)]
 struct VerifiedSelection {
     anchor: libxml::tree::Node,
     kind: VerifiedSelectionKind,
     uri: String,
     predigest_xml: String,
+    /// storegate: the pre-digest fragment as parsed when the selection was built, so that
+    /// `build_keep_state` does not parse the same fragment a second time (`None`: parse there).
+    parsed: Option<ParsedSelection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -241,6 +243,39 @@ fn parse_strict<Bytes: AsRef<[u8]>>(
     }
 }
 
+/// storegate: how many IdP certificates' keys each thread keeps loaded (every IdP's current
+/// and next signing certificate fits; the oldest is dropped first).
+const VERIFICATION_KEYS_KEPT: usize = 16;
+
+thread_local! {
+    /// storegate: verification keys by the exact DER of the certificate they were loaded from.
+    /// Loading a key (X.509 parse with OpenSSL 3's decoder set-up) cost 1.45 million
+    /// instructions per signature, about four RSA-2048 verifications (docs/performance.md); the
+    /// same bytes always give the same key, so nothing is trusted that was not passed in by the
+    /// caller for this very call. Per thread, because a libxmlsec key
+    /// is not meant to be shared between threads.
+    static VERIFICATION_KEYS: std::cell::RefCell<Vec<(Vec<u8>, std::rc::Rc<XmlSecKey>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn verification_key(cert_der: &[u8]) -> Result<std::rc::Rc<XmlSecKey>, CryptoError> {
+    VERIFICATION_KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if let Some((_, key)) = keys.iter().find(|(der, _)| der.as_slice() == cert_der) {
+            return Ok(std::rc::Rc::clone(key));
+        }
+        let key = std::rc::Rc::new(XmlSecKey::from_memory(
+            cert_der,
+            XmlSecKeyFormat::CertDer,
+        )?);
+        if keys.len() >= VERIFICATION_KEYS_KEPT {
+            keys.remove(0);
+        }
+        keys.push((cert_der.to_vec(), std::rc::Rc::clone(&key)));
+        Ok(key)
+    })
+}
+
 pub struct XmlSec;
 
 impl super::CryptoProvider for XmlSec {
@@ -310,9 +345,10 @@ impl super::CryptoProvider for XmlSec {
                     wrapper::XMLSEC_DSIG_FLAGS_STORE_SIGNEDINFO_REFERENCES,
                 )?;
 
-                let key = XmlSecKey::from_memory(key_data.der_data(), XmlSecKeyFormat::CertDer)?;
-                sig_ctx.insert_key(key);
-                verified = sig_ctx.verify_node(sig_node)?;
+                // storegate: the IdP's key is loaded once per thread and certificate, not per
+                // signature (see `verification_key`).
+                let key = verification_key(key_data.der_data())?;
+                verified = sig_ctx.verify_node_with_key(sig_node, &key)?;
                 if verified {
                     verified_references = sig_ctx.get_verified_references()?;
                     break;
@@ -664,6 +700,7 @@ fn build_verified_selection(
         },
         uri: reference_uri,
         predigest_xml: verified_reference.predigest_xml,
+        parsed: Some(parsed_selection),
     })
 }
 
@@ -724,7 +761,15 @@ fn build_keep_state(
     let mut allowed_attributes = HashMap::new();
 
     for selection in selections {
-        let parsed_selection = parse_selection(&selection.anchor, &selection.predigest_xml)?;
+        // storegate: reuse the fragment parsed in `build_verified_selection`.
+        let parsed_here;
+        let parsed_selection = match &selection.parsed {
+            Some(parsed) => parsed,
+            None => {
+                parsed_here = parse_selection(&selection.anchor, &selection.predigest_xml)?;
+                &parsed_here
+            }
+        };
         let matched = match selection.kind {
             VerifiedSelectionKind::WholeNode => {
                 let shell_source = parsed_selection
@@ -805,55 +850,86 @@ fn is_ignorable_text_node(node: &libxml::tree::Node) -> bool {
     node.get_type() == Some(NodeType::TextNode) && node.get_content().trim().is_empty()
 }
 
+/// storegate: what a (possibly failing) match would keep, as an append-only log. A failed
+/// alternative is undone by truncating to a mark taken before it, instead of cloning every set
+/// kept so far before each alternative (upstream cloned both sets at every element and every
+/// candidate position: quadratic in the size of the signed content).
+#[derive(Default)]
+struct KeepLog {
+    nodes: Vec<usize>,
+    /// `(element, None)` records an element whose attributes are all dropped unless named.
+    attributes: Vec<(usize, Option<AttributeName>)>,
+}
+
+impl KeepLog {
+    fn mark(&self) -> (usize, usize) {
+        (self.nodes.len(), self.attributes.len())
+    }
+
+    fn undo_to(&mut self, mark: (usize, usize)) {
+        self.nodes.truncate(mark.0);
+        self.attributes.truncate(mark.1);
+    }
+
+    fn apply_to(
+        self,
+        nodes_to_keep: &mut HashSet<usize>,
+        allowed_attributes: &mut HashMap<usize, HashSet<AttributeName>>,
+    ) {
+        nodes_to_keep.extend(self.nodes);
+        for (node, attribute) in self.attributes {
+            let allowed: &mut HashSet<AttributeName> = allowed_attributes.entry(node).or_default();
+            if let Some(attribute) = attribute {
+                allowed.insert(attribute);
+            }
+        }
+    }
+}
+
 fn collect_matching_sequence(
     original_children: &[libxml::tree::Node],
     fragment_children: &[libxml::tree::Node],
     nodes_to_keep: &mut HashSet<usize>,
     allowed_attributes: &mut HashMap<usize, HashSet<AttributeName>>,
 ) -> bool {
-    collect_matching_sequence_from(
-        original_children,
-        fragment_children,
-        0,
-        0,
-        nodes_to_keep,
-        allowed_attributes,
-    )
+    let mut log = KeepLog::default();
+    if collect_matching_sequence_from(original_children, fragment_children, 0, 0, &mut log) {
+        log.apply_to(nodes_to_keep, allowed_attributes);
+        true
+    } else {
+        false
+    }
 }
 
+/// Whether `fragment_children[fragment_index..]` matches, in order, a subsequence of
+/// `original_children[original_index..]`; on `false` the log is as it was.
 fn collect_matching_sequence_from(
     original_children: &[libxml::tree::Node],
     fragment_children: &[libxml::tree::Node],
     original_index: usize,
     fragment_index: usize,
-    nodes_to_keep: &mut HashSet<usize>,
-    allowed_attributes: &mut HashMap<usize, HashSet<AttributeName>>,
+    log: &mut KeepLog,
 ) -> bool {
     if fragment_index == fragment_children.len() {
         return true;
     }
 
     for index in original_index..original_children.len() {
-        let mut candidate_nodes_to_keep = nodes_to_keep.clone();
-        let mut candidate_allowed_attributes = allowed_attributes.clone();
-
+        let mark = log.mark();
         if collect_matching_node_inner(
             &original_children[index],
             &fragment_children[fragment_index],
-            &mut candidate_nodes_to_keep,
-            &mut candidate_allowed_attributes,
+            log,
         ) && collect_matching_sequence_from(
             original_children,
             fragment_children,
             index + 1,
             fragment_index + 1,
-            &mut candidate_nodes_to_keep,
-            &mut candidate_allowed_attributes,
+            log,
         ) {
-            *nodes_to_keep = candidate_nodes_to_keep;
-            *allowed_attributes = candidate_allowed_attributes;
             return true;
         }
+        log.undo_to(mark);
     }
 
     false
@@ -865,28 +941,21 @@ fn collect_matching_node(
     nodes_to_keep: &mut HashSet<usize>,
     allowed_attributes: &mut HashMap<usize, HashSet<AttributeName>>,
 ) -> bool {
-    let mut candidate_nodes_to_keep = nodes_to_keep.clone();
-    let mut candidate_allowed_attributes = allowed_attributes.clone();
-
-    if collect_matching_node_inner(
-        original_node,
-        fragment_node,
-        &mut candidate_nodes_to_keep,
-        &mut candidate_allowed_attributes,
-    ) {
-        *nodes_to_keep = candidate_nodes_to_keep;
-        *allowed_attributes = candidate_allowed_attributes;
+    let mut log = KeepLog::default();
+    if collect_matching_node_inner(original_node, fragment_node, &mut log) {
+        log.apply_to(nodes_to_keep, allowed_attributes);
         true
     } else {
         false
     }
 }
 
+/// Whether `fragment_node` matches `original_node`; on `false` the log may hold part of the
+/// attempt (the caller undoes it).
 fn collect_matching_node_inner(
     original_node: &libxml::tree::Node,
     fragment_node: &libxml::tree::Node,
-    nodes_to_keep: &mut HashSet<usize>,
-    allowed_attributes: &mut HashMap<usize, HashSet<AttributeName>>,
+    log: &mut KeepLog,
 ) -> bool {
     match fragment_node.get_type() {
         Some(NodeType::ElementNode) => {
@@ -896,19 +965,30 @@ fn collect_matching_node_inner(
                 return false;
             }
 
-            allowed_attributes
-                .entry(original_node.node_ptr() as usize)
-                .or_default()
-                .extend(node_attribute_names(fragment_node));
-            nodes_to_keep.insert(original_node.node_ptr() as usize);
+            let original_ptr = original_node.node_ptr() as usize;
+            log.attributes.push((original_ptr, None));
+            log.attributes.extend(
+                node_attribute_names(fragment_node)
+                    .into_iter()
+                    .map(|attribute| (original_ptr, Some(attribute))),
+            );
+            log.nodes.push(original_ptr);
 
             let fragment_children = supported_fragment_children(fragment_node);
-            collect_matching_sequence(
-                &supported_fragment_children(original_node),
+            let original_children = supported_fragment_children(original_node);
+            let mark = log.mark();
+            if collect_matching_sequence_from(
+                &original_children,
                 &fragment_children,
-                nodes_to_keep,
-                allowed_attributes,
-            )
+                0,
+                0,
+                log,
+            ) {
+                true
+            } else {
+                log.undo_to(mark);
+                false
+            }
         }
         Some(NodeType::TextNode | NodeType::CDataSectionNode) => {
             if !matches!(
@@ -919,7 +999,7 @@ fn collect_matching_node_inner(
                 return false;
             }
 
-            nodes_to_keep.insert(original_node.node_ptr() as usize);
+            log.nodes.push(original_node.node_ptr() as usize);
             true
         }
         Some(NodeType::CommentNode) => {
@@ -929,7 +1009,7 @@ fn collect_matching_node_inner(
                 return false;
             }
 
-            nodes_to_keep.insert(original_node.node_ptr() as usize);
+            log.nodes.push(original_node.node_ptr() as usize);
             true
         }
         Some(NodeType::PiNode) => {
@@ -940,7 +1020,7 @@ fn collect_matching_node_inner(
                 return false;
             }
 
-            nodes_to_keep.insert(original_node.node_ptr() as usize);
+            log.nodes.push(original_node.node_ptr() as usize);
             true
         }
         _ => false,
@@ -1594,6 +1674,7 @@ mod tests {
         <saml:Issuer>https://idp.example.com</saml:Issuer>
       </saml:Assertion>"#
                     .to_string(),
+                parsed: None,
             }
         });
 
@@ -1631,6 +1712,7 @@ mod tests {
         <saml:Issuer>https://idp.example.com</saml:Issuer>
       </saml:Assertion>"#
                     .to_string(),
+                parsed: None,
             }
         });
 
@@ -1655,6 +1737,7 @@ mod tests {
                 kind: VerifiedSelectionKind::ChildSequence,
                 uri: "".to_string(),
                 predigest_xml: r#"<Signed attr="keep">value</Signed>"#.to_string(),
+                parsed: None,
             }
         });
 

@@ -63,6 +63,12 @@ impl XmlSecKey {
         Self(ptr)
     }
 
+    /// storegate: the key as libxmlsec knows it, still owned by `self` (see
+    /// `XmlSecSignatureContext::verify_node_with_key`).
+    pub fn as_ptr(&self) -> *mut bindings::xmlSecKey {
+        self.0
+    }
+
     /// Leak the internal resource. This is needed by [`XmlSecSignatureContext`][sigctx], since wrapper takes over the
     /// lifetime management of the underlying resource when setting it as the active key for signature signing or
     /// verification.

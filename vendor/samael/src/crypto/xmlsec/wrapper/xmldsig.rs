@@ -218,6 +218,32 @@ impl XmlSecSignatureContext {
     }
 }
 
+impl XmlSecSignatureContext {
+    /// storegate: [`Self::verify_node`] with a key the caller keeps (an IdP key loaded once, not
+    /// per message). libxmlsec only reads the context's key: it is matched against the key
+    /// requirements and the signature transform takes its own reference to the EVP key. The
+    /// context forgets the key before returning, so destroying the context never frees it. A
+    /// context that already holds a key is refused (that key would be lost).
+    pub fn verify_node_with_key(
+        &mut self,
+        sig_node: &libxml::tree::Node,
+        key: &XmlSecKey,
+    ) -> XmlSecResult<bool> {
+        unsafe {
+            let ctx = self.ctx.as_mut();
+            if !ctx.signKey.is_null() {
+                return Err(XmlSecError::KeyLoadError);
+            }
+            ctx.signKey = key.as_ptr();
+        }
+        let outcome = self.verify_node(sig_node);
+        unsafe {
+            self.ctx.as_mut().signKey = null_mut();
+        }
+        outcome
+    }
+}
+
 /// storegate: what a `<ds:Reference>` may point at and run. libxmlsec's defaults dereference any
 /// URI (`http://`, `file://`: a blind server-side request, or a read of `/dev/zero` that kills the
 /// process) and run any registered transform (XSLT, XPath) *before* the signature value is
