@@ -125,38 +125,15 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// A self-signed RSA key of `bits` bits (PKCS#8 PEM, and DER for xmlsec) and its certificate.
-fn key_and_cert(bits: u32, cn: &str) -> (String, Vec<u8>, String) {
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::BigNum;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
-    use openssl::x509::{X509Builder, X509NameBuilder};
-    let key = PKey::from_rsa(Rsa::generate(bits).expect("rsa")).expect("pkey");
-    let mut name = X509NameBuilder::new().expect("name");
-    name.append_entry_by_text("CN", cn).expect("cn");
-    let name = name.build();
-    let mut b = X509Builder::new().expect("x509");
-    b.set_version(2).expect("v3");
-    let serial = BigNum::from_u32(1)
-        .and_then(|n| n.to_asn1_integer())
-        .expect("serial");
-    b.set_serial_number(&serial).expect("serial");
-    b.set_subject_name(&name).expect("subject");
-    b.set_issuer_name(&name).expect("issuer");
-    b.set_pubkey(&key).expect("pubkey");
-    b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
-        .expect("nb");
-    b.set_not_after(&Asn1Time::days_from_now(365).expect("t"))
-        .expect("na");
-    b.sign(&key, MessageDigest::sha256()).expect("sign");
-    let cert = b.build();
-    (
-        String::from_utf8(key.private_key_to_pem_pkcs8().expect("pem")).expect("utf8"),
-        key.private_key_to_der().expect("der"),
-        String::from_utf8(cert.to_pem().expect("pem")).expect("utf8"),
-    )
+/// A fresh RSA-2048 key (PKCS#8 PEM, and DER for xmlsec's signing) and its self-signed
+/// certificate, from the gateway's own generator.
+fn key_and_cert(cn: &str) -> (String, Vec<u8>, String) {
+    let (key_pem, cert_pem) =
+        storegate::federation::saml::sp::generate_rsa_key_and_cert(cn, 2048).expect("RSA key");
+    let der = openssl::pkey::PKey::private_key_from_pem(key_pem.as_bytes())
+        .and_then(|k| k.private_key_to_der())
+        .expect("key as DER");
+    (key_pem, der, cert_pem)
 }
 
 /// Everything the rows need: the provider, one response, the files pysaml2 and the gateway read.
@@ -200,8 +177,8 @@ fn idp_request(s: &Setup, in_response_to: &str, xml: bool) -> Value {
 }
 
 fn setup(dir: &Path) -> Setup {
-    let (idp_key_pem, idp_key_der, idp_cert_pem) = key_and_cert(2048, "idp");
-    let (sp_key_pem, _, sp_cert_pem) = key_and_cert(2048, "sp");
+    let (idp_key_pem, idp_key_der, idp_cert_pem) = key_and_cert("idp");
+    let (sp_key_pem, _, sp_cert_pem) = key_and_cert("sp");
     let idp_key = dir.join("idp.key");
     let idp_cert = dir.join("idp.crt");
     let sp_key = dir.join("sp.key");

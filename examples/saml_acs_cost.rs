@@ -33,6 +33,7 @@ use storegate::audit::AuditLog;
 use storegate::clock::SystemClock;
 use storegate::config::{LiteralEnv, load_str};
 use storegate::federation::saml::PendingSaml;
+use storegate::federation::saml::sp::generate_rsa_key_and_cert;
 use storegate::flows::sign_in::{self, SamlPost};
 use storegate::redirect::LocalPath;
 
@@ -41,35 +42,8 @@ const IDP_SSO: &str = "https://iam.corp.example/nidp/saml2/sso";
 const PUBLIC: &str = "https://gateway.corp.example";
 const EMAIL_FORMAT: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
 
-/// Valgrind client requests (valgrind.h's amd64 magic sequence; callgrind.h's request codes).
-/// Outside valgrind the sequence does nothing.
-mod callgrind {
-    const BASE: u64 = ((b'C' as u64) << 24) | ((b'T' as u64) << 16);
-    pub const DUMP_STATS: u64 = BASE;
-    pub const ZERO_STATS: u64 = BASE + 1;
-    pub const START_INSTRUMENTATION: u64 = BASE + 4;
-    pub const STOP_INSTRUMENTATION: u64 = BASE + 5;
-
-    #[cfg(target_arch = "x86_64")]
-    pub fn request(code: u64) {
-        let args: [u64; 6] = [code, 0, 0, 0, 0, 0];
-        let mut result: u64 = 0;
-        // SAFETY: the rotations sum to 128 (rdi unchanged) and xchg rbx,rbx is a no-op; under
-        // valgrind the sequence is the client-request trap that reads `args`.
-        unsafe {
-            std::arch::asm!(
-                "rol rdi, 3", "rol rdi, 13", "rol rdi, 61", "rol rdi, 51",
-                "xchg rbx, rbx",
-                inout("rdx") result,
-                in("rax") args.as_ptr(),
-                options(nostack)
-            );
-        }
-        let _ = result;
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    pub fn request(_code: u64) {}
-}
+#[path = "../benches/support/callgrind.rs"]
+mod callgrind;
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -77,39 +51,6 @@ fn write(path: &Path, text: &str) {
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A self-signed RSA key and certificate of `bits` bits, as PEM.
-fn key_and_cert(bits: u32, cn: &str) -> (String, String) {
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::BigNum;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
-    use openssl::x509::{X509Builder, X509NameBuilder};
-    let key = PKey::from_rsa(Rsa::generate(bits).expect("rsa")).expect("pkey");
-    let mut name = X509NameBuilder::new().expect("name");
-    name.append_entry_by_text("CN", cn).expect("cn");
-    let name = name.build();
-    let mut b = X509Builder::new().expect("x509");
-    b.set_version(2).expect("v3");
-    let serial = BigNum::from_u32(1)
-        .and_then(|n| n.to_asn1_integer())
-        .expect("serial");
-    b.set_serial_number(&serial).expect("serial");
-    b.set_subject_name(&name).expect("subject");
-    b.set_issuer_name(&name).expect("issuer");
-    b.set_pubkey(&key).expect("pubkey");
-    b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
-        .expect("nb");
-    b.set_not_after(&Asn1Time::days_from_now(365).expect("t"))
-        .expect("na");
-    b.sign(&key, MessageDigest::sha256()).expect("sign");
-    let cert = b.build();
-    (
-        String::from_utf8(key.private_key_to_pem_pkcs8().expect("pem")).expect("utf8"),
-        String::from_utf8(cert.to_pem().expect("pem")).expect("utf8"),
-    )
 }
 
 fn config_text(dir: &Path) -> String {
@@ -198,8 +139,8 @@ fn rsa(n: usize) {
 fn acs(n: usize) {
     let dir = std::env::temp_dir().join(format!("storegate-acs-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let (idp_key, idp_cert) = key_and_cert(2048, "idp");
-    let (sp_key, sp_cert) = key_and_cert(2048, "sp");
+    let (idp_key, idp_cert) = generate_rsa_key_and_cert("idp", 2048).expect("IdP key");
+    let (sp_key, sp_cert) = generate_rsa_key_and_cert("sp", 2048).expect("SP key");
     write(&dir.join("idp.key"), &idp_key);
     write(&dir.join("idp.crt"), &idp_cert);
     write(&dir.join("sp.key"), &sp_key);
