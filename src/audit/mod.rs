@@ -112,6 +112,12 @@ pub struct AuditEvent {
     pub before: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<serde_json::Value>,
+    /// A group change: the members (user ids) that came and that went; `before` and `after`
+    /// leave the member list out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members_added: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members_removed: Option<Vec<String>>,
     /// The reconcile run a provisioning action belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
@@ -138,6 +144,8 @@ impl AuditEvent {
             target: None,
             before: None,
             after: None,
+            members_added: None,
+            members_removed: None,
             run: None,
         }
     }

@@ -219,6 +219,10 @@ fn audit(state: &AppState, headers: &HeaderMap, actor: &Actor, change: &Change) 
     ev.reason = Some(change.action.to_owned());
     ev.before = change.before.clone();
     ev.after = change.after.clone();
+    if change.kind == Kind::Group {
+        ev.members_added = Some(change.members_added.clone());
+        ev.members_removed = Some(change.members_removed.clone());
+    }
     state.audit.record(ev);
 }
 

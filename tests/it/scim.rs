@@ -313,4 +313,40 @@ async fn removing_named_members_over_http_keeps_the_other_members() {
         .await
         .unwrap();
     assert_eq!(u["groups"][0]["display"], "bc-merchandisers");
+    // Issue 15: the audit trail names the members that came and went; a group's before and
+    // after leave the member list out (a group of 20,000 is not copied into every event).
+    let events = gw.audit_events().await;
+    let group_events: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e.target
+                .as_deref()
+                .is_some_and(|t| t.starts_with(&format!("Group/{gid} ")))
+        })
+        .collect();
+    let delta = |e: &storegate::audit::AuditEvent| {
+        (
+            e.reason.clone().unwrap_or_default(),
+            e.members_added.clone().unwrap_or_default(),
+            e.members_removed.clone().unwrap_or_default(),
+        )
+    };
+    let none: Vec<String> = Vec::new();
+    assert_eq!(
+        group_events.iter().map(|e| delta(e)).collect::<Vec<_>>(),
+        vec![
+            ("create".to_owned(), ids.clone(), none.clone()),
+            ("patch".to_owned(), none.clone(), vec![ids[0].clone()]),
+            ("patch".to_owned(), none.clone(), ids[1..3].to_vec()),
+            ("patch".to_owned(), none.clone(), vec![ids[3].clone()]),
+        ]
+    );
+    for e in &group_events {
+        let after = e.after.as_ref().expect("after");
+        assert_eq!(after["displayName"], "bc-merchandisers");
+        assert!(after.get("members").is_none(), "{after}");
+        if let Some(before) = &e.before {
+            assert!(before.get("members").is_none(), "{before}");
+        }
+    }
 }

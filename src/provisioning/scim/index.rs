@@ -15,14 +15,15 @@
 //! changes); a write changes only the keys that differ between the old and the new value, so
 //! adding one member to a group of 20,000 touches one entry.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::ScimData;
 use super::filter::{self, AttrPath, CompareOp, Filter};
 use super::id_set::IdSet;
 use super::store::{Kind, Write};
+use super::{Record, ScimData};
 
 /// An indexed attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,6 +137,141 @@ pub fn order_key(id: &str, v: &Value) -> (String, String) {
     (created.to_owned(), id.to_owned())
 }
 
+/// What the index reads of one record: the resource without compactly held members (cheap for
+/// a big group), and those members' ids.
+struct Read<'a> {
+    value: Value,
+    /// `Some` when these are exactly the values a filter's `members.value` reaches (members held
+    /// compactly, or no `members` in any spelling); `None`: read `value` instead.
+    ids: Option<Vec<&'a str>>,
+}
+
+impl<'a> Read<'a> {
+    fn of(r: &'a Record) -> Self {
+        let value = r.value_without_compact_members();
+        let ids = match r.compact_member_ids() {
+            Some(ids) => Some(ids.collect()),
+            None => (!value
+                .as_object()
+                .is_some_and(|o| o.keys().any(|k| k.eq_ignore_ascii_case("members"))))
+            .then(Vec::new),
+        };
+        Read { value, ids }
+    }
+
+    fn keys(&self, attr: Attr) -> HashSet<String> {
+        match (&self.ids, attr) {
+            (Some(ids), Attr::MemberValue) => ids.iter().map(|i| attr.key(i)).collect(),
+            _ => keys_of(attr, &self.value),
+        }
+    }
+
+    /// The member ids as [`super::is_member`] reads them.
+    fn member_ids(&self) -> Vec<&str> {
+        match &self.ids {
+            Some(ids) => ids.clone(),
+            None => member_ids(&self.value).into_iter().collect(),
+        }
+    }
+}
+
+/// Ids in `after` and not `before`, and in `before` and not `after`, each once, in list order.
+///
+/// A PATCH appends or takes out a few members and leaves the order of the rest: the lists then
+/// share a long head and tail, and only the few ids between are looked for in the rest (a scan,
+/// no set of 20,000 ids). Anything else is compared as sets.
+pub(super) fn id_diff<'a>(before: &[&'a str], after: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    const FEW: usize = 8;
+    let head = before.iter().zip(after).take_while(|(b, a)| b == a).count();
+    let (b_rest, a_rest) = (&before[head..], &after[head..]);
+    let tail = b_rest
+        .iter()
+        .rev()
+        .zip(a_rest.iter().rev())
+        .take_while(|(b, a)| b == a)
+        .count();
+    let (b_mid, a_mid) = (
+        &b_rest[..b_rest.len() - tail],
+        &a_rest[..a_rest.len() - tail],
+    );
+    if b_mid.len() + a_mid.len() <= FEW {
+        // Head and tail are in both lists: an id between is in the other list exactly when it
+        // is between there too, or in the head or tail.
+        let shared = || before[..head].iter().chain(&b_rest[b_rest.len() - tail..]);
+        let only = |mid: &[&'a str], other: &[&'a str]| {
+            let mut out: Vec<&'a str> = Vec::new();
+            for x in mid {
+                if !other.contains(x) && !out.contains(x) && !shared().any(|s| s == x) {
+                    out.push(x);
+                }
+            }
+            out
+        };
+        return (only(a_mid, b_mid), only(b_mid, a_mid));
+    }
+    let (b, a): (HashSet<&str>, HashSet<&str>) = (
+        before.iter().copied().collect(),
+        after.iter().copied().collect(),
+    );
+    let only = |list: &[&'a str], other: &HashSet<&str>| {
+        let mut seen = HashSet::new();
+        list.iter()
+            .copied()
+            .filter(|x| !other.contains(x) && seen.insert(*x))
+            .collect()
+    };
+    (only(after, &b), only(before, &a))
+}
+
+/// Takes `id` out of the set under `key`, and the set out of `map` once empty.
+fn unlist(map: &mut HashMap<String, IdSet<String>>, key: &str, id: &str) {
+    if let Some(ids) = map.get_mut(key) {
+        ids.remove(id);
+        if ids.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+/// The `members.value` keys of group `id` when `added` came and `removed` went, leaving
+/// `after`: a key goes only when no member left has it (`U1` and `u1` share `u1`), and comes
+/// when a new member has it.
+fn change_member_keys(
+    map: &mut HashMap<String, IdSet<String>>,
+    id: &str,
+    after: &[&str],
+    added: &[&str],
+    removed: &[&str],
+) {
+    // A few removals look for their key among the members left; many build the set once.
+    let left: Option<HashSet<Cow<str>>> =
+        (removed.len() > 8).then(|| after.iter().map(|m| member_key(m)).collect());
+    for r in removed {
+        let k = member_key(r);
+        let kept = match &left {
+            Some(left) => left.contains(&k),
+            None => after.iter().any(|m| member_key(m) == k),
+        };
+        if !kept {
+            unlist(map, k.as_ref(), id);
+        }
+    }
+    for a in added {
+        map.entry(member_key(a).into_owned())
+            .or_default()
+            .insert(id.to_owned());
+    }
+}
+
+/// [`Attr::key`] of a member id, without a copy when it is already lower case (a UUID).
+fn member_key(id: &str) -> Cow<'_, str> {
+    if id.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        Cow::Borrowed(id)
+    } else {
+        Cow::Owned(Attr::MemberValue.key(id))
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ResourceIndex {
     by_value: HashMap<(Kind, Attr), HashMap<String, IdSet<String>>>,
@@ -149,7 +285,7 @@ impl ResourceIndex {
         let mut index = ResourceIndex::default();
         for kind in Kind::ALL {
             for (id, r) in data.map(kind) {
-                index.change(kind, id, None, Some(&r.value()));
+                index.change(kind, id, None, Some(r));
             }
         }
         index
@@ -157,49 +293,56 @@ impl ResourceIndex {
 
     /// Takes `w` in; `data` is the copy before `w` is applied to it.
     pub fn apply(&mut self, data: &ScimData, w: &Write) {
-        let old = data.map(w.kind).get(&w.id).map(super::Record::value);
-        self.change(w.kind, &w.id, old.as_ref(), w.value.as_ref());
+        let new = w.value.as_ref().map(Record::new);
+        self.change(w.kind, &w.id, data.map(w.kind).get(&w.id), new.as_ref());
     }
 
-    /// Takes the change of `id` from `old` to `new` (as [`Self::apply`], with the old value
-    /// already decoded).
-    pub fn change(&mut self, kind: Kind, id: &str, old: Option<&Value>, new: Option<&Value>) {
+    /// Takes the change of `id` from `old` to `new`. A group's members held compactly are not
+    /// decoded: the ids that came and went are found by comparing the two id lists, and only
+    /// their entries change (a PATCH adding one member to a group of 20,000 touches one).
+    pub fn change(&mut self, kind: Kind, id: &str, old: Option<&Record>, new: Option<&Record>) {
+        let (old, new) = (old.map(Read::of), new.map(Read::of));
+        // Members that came and went, found once for the member keys and the memberships.
+        let members = (kind == Kind::Group).then(|| {
+            let before = old.as_ref().map(Read::member_ids).unwrap_or_default();
+            let after = new.as_ref().map(Read::member_ids).unwrap_or_default();
+            let (added, removed) = id_diff(&before, &after);
+            (after, added, removed)
+        });
+        let exact = |r: Option<&Read>| r.is_none_or(|r| r.ids.is_some());
         for &attr in Attr::of(kind) {
-            let before = old.map(|v| keys_of(attr, v)).unwrap_or_default();
-            let after = new.map(|v| keys_of(attr, v)).unwrap_or_default();
             let map = self.by_value.entry((kind, attr)).or_default();
+            if attr == Attr::MemberValue
+                && exact(old.as_ref())
+                && exact(new.as_ref())
+                && let Some((after, added, removed)) = &members
+            {
+                change_member_keys(map, id, after, added, removed);
+                continue;
+            }
+            let keys = |r: Option<&Read>| r.map(|r| r.keys(attr)).unwrap_or_default();
+            let (before, after) = (keys(old.as_ref()), keys(new.as_ref()));
             for k in before.difference(&after) {
-                if let Some(ids) = map.get_mut(k) {
-                    ids.remove(id);
-                    if ids.is_empty() {
-                        map.remove(k);
-                    }
-                }
+                unlist(map, k, id);
             }
             for k in after.difference(&before) {
                 map.entry(k.clone()).or_default().insert(id.to_owned());
             }
         }
-        if kind == Kind::Group {
-            let before = old.map(member_ids).unwrap_or_default();
-            let after = new.map(member_ids).unwrap_or_default();
-            for uid in before.difference(&after) {
-                if let Some(gids) = self.groups_of.get_mut(*uid) {
-                    gids.remove(id);
-                    if gids.is_empty() {
-                        self.groups_of.remove(*uid);
-                    }
-                }
+        if let Some((_, added, removed)) = members {
+            for uid in removed {
+                unlist(&mut self.groups_of, uid, id);
             }
-            for uid in after.difference(&before) {
+            for uid in added {
                 self.groups_of
-                    .entry((*uid).to_owned())
+                    .entry(uid.to_owned())
                     .or_default()
                     .insert(id.to_owned());
             }
         }
         let order = self.order.entry(kind).or_default();
-        let (before, after) = (old.map(|v| order_key(id, v)), new.map(|v| order_key(id, v)));
+        let key = |r: Option<&Read>| r.map(|r| order_key(id, &r.value));
+        let (before, after) = (key(old.as_ref()), key(new.as_ref()));
         if before != after {
             if let Some(k) = before {
                 order.remove(&k);

@@ -140,10 +140,15 @@ impl ScimData {
 
     /// Takes one stored change into this copy.
     pub fn apply(&mut self, w: &store::Write) {
-        let map = self.map_mut(w.kind);
-        match &w.value {
-            Some(v) => map.insert(w.id.clone(), Record::new(v)),
-            None => map.remove(&w.id),
+        self.set(w.kind, &w.id, w.value.as_ref().map(Record::new));
+    }
+
+    /// Stores `record` as `id` (`None`: removes it).
+    fn set(&mut self, kind: Kind, id: &str, record: Option<Record>) {
+        let map = self.map_mut(kind);
+        match record {
+            Some(r) => map.insert(id.to_owned(), r),
+            None => map.remove(id),
         };
     }
 
@@ -276,6 +281,9 @@ fn new_version() -> String {
 }
 
 /// What changed, for the audit trail: resource type, id, userName/displayName, before and after.
+/// A group's `before` and `after` leave out `members`: the members that came and went are
+/// `members_added` and `members_removed` (by `value`, in list order). A PATCH adding one member to
+/// a group of 20,000 is then an event naming that member, not two copies of 20,000.
 #[derive(Debug, Clone)]
 pub struct Change {
     pub kind: Kind,
@@ -284,6 +292,96 @@ pub struct Change {
     pub action: &'static str,
     pub before: Option<Value>,
     pub after: Option<Value>,
+    pub members_added: Vec<String>,
+    pub members_removed: Vec<String>,
+}
+
+impl Change {
+    /// The change of `id` from `before` to `after` (both `None` never happens).
+    fn of(
+        kind: Kind,
+        id: &str,
+        action: &'static str,
+        before: Option<&Record>,
+        after: Option<&Value>,
+    ) -> Change {
+        let (members_added, members_removed) = match kind {
+            Kind::Group => members_changed(before, after),
+            _ => Default::default(),
+        };
+        let before_value = before.map(Record::value_without_compact_members);
+        let name = match (after, &before_value) {
+            (Some(v), _) | (None, Some(v)) => ScimService::name_of(kind, v),
+            (None, None) => String::new(),
+        };
+        Change {
+            kind,
+            id: id.to_owned(),
+            name,
+            action,
+            before: before_value.map(|v| audit_view(kind, v)),
+            after: after.map(|v| audit_view(kind, v.clone_without_members(kind))),
+            members_added,
+            members_removed,
+        }
+    }
+}
+
+/// A resource as the audit trail keeps it: a group without `members`.
+fn audit_view(kind: Kind, mut v: Value) -> Value {
+    if kind == Kind::Group
+        && let Some(o) = v.as_object_mut()
+    {
+        o.remove("members");
+    }
+    v
+}
+
+/// A copy of a resource, without a group's `members` (not copied only to be dropped).
+trait CloneWithoutMembers {
+    fn clone_without_members(&self, kind: Kind) -> Value;
+}
+
+impl CloneWithoutMembers for Value {
+    fn clone_without_members(&self, kind: Kind) -> Value {
+        match (kind, self.as_object()) {
+            (Kind::Group, Some(o)) => Value::Object(
+                o.iter()
+                    .filter(|(k, _)| k.as_str() != "members")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            _ => self.clone(),
+        }
+    }
+}
+
+/// The member ids in `after` and not in `before`, and in `before` and not in `after`, each in
+/// list order, once each (by `value`: a member without a string `value` is not named).
+fn members_changed(before: Option<&Record>, after: Option<&Value>) -> (Vec<String>, Vec<String>) {
+    let held;
+    let before: Vec<&str> = match before {
+        None => Vec::new(),
+        Some(r) => match r.compact_member_ids() {
+            Some(ids) => ids.collect(),
+            None => {
+                held = r.member_ids();
+                held.iter().map(String::as_str).collect()
+            }
+        },
+    };
+    let after: Vec<&str> = after
+        .and_then(|v| v.get("members"))
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| x.get("value").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (added, removed) = index::id_diff(&before, &after);
+    let owned = |ids: Vec<&str>| ids.into_iter().map(str::to_owned).collect();
+    (owned(added), owned(removed))
 }
 
 /// A replica's copy of the SCIM data and the store revision it reflects (shared stores only).
@@ -311,12 +409,18 @@ impl Cache {
     }
 
     fn apply(&mut self, w: &store::Write) {
-        // The indexes read the value being replaced, so they go first; it is decoded once.
-        let old = self.data.map(w.kind).get(&w.id).map(Record::value);
-        Arc::make_mut(&mut self.index).change(w.kind, &w.id, old.as_ref(), w.value.as_ref());
-        self.people
-            .change(w.kind, &w.id, old.as_ref(), w.value.as_ref());
-        Arc::make_mut(&mut self.data).apply(w);
+        // The indexes read the record being replaced, so they go first. A group is not decoded
+        // (the leaver check's index reads users and tombstones only; `ResourceIndex` compares
+        // member id lists).
+        let new = w.value.as_ref().map(Record::new);
+        let old = self.data.map(w.kind).get(&w.id);
+        Arc::make_mut(&mut self.index).change(w.kind, &w.id, old, new.as_ref());
+        if w.kind != Kind::Group {
+            let old = old.map(Record::value);
+            self.people
+                .change(w.kind, &w.id, old.as_ref(), w.value.as_ref());
+        }
+        Arc::make_mut(&mut self.data).set(w.kind, &w.id, new);
     }
 
     /// Takes a refresh that was read, without the lock, from revision `from`. Other refreshes or
@@ -530,9 +634,14 @@ impl ScimService {
                         }
                         Self::groups_of(&c.data, &c.index, change.kind, &change.id)
                     };
-                    // Rendered after the lock is released (a group's copy can be large).
-                    let shown = match &change.after {
-                        Some(v) => Self::render_taken(change.kind, v.clone(), groups, base),
+                    // Rendered after the lock is released (a group's copy can be large), from
+                    // the value written (the change keeps only what the audit trail needs).
+                    let written = writes
+                        .into_iter()
+                        .find(|w| w.kind == change.kind && w.id == change.id)
+                        .and_then(|w| w.value);
+                    let shown = match written {
+                        Some(v) => Self::render_taken(change.kind, v, groups, base),
                         None => Value::Null,
                     };
                     return Ok((shown, change));
@@ -762,7 +871,6 @@ impl ScimService {
                             "members must be an array",
                         ));
                     };
-                    let mut seen = std::collections::HashSet::new();
                     for it in items.iter() {
                         if it.get("value").and_then(Value::as_str).is_none() {
                             return Err(ScimError::bad(
@@ -771,14 +879,17 @@ impl ScimService {
                             ));
                         }
                     }
-                    items.retain(|it| {
-                        seen.insert(
-                            it.get("value")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
-                        )
-                    });
+                    // A member listed twice is kept once (decided over borrowed ids: a big
+                    // group's are not copied).
+                    let first: Vec<bool> = {
+                        let mut seen = std::collections::HashSet::with_capacity(items.len());
+                        items
+                            .iter()
+                            .map(|it| seen.insert(it.get("value").and_then(Value::as_str)))
+                            .collect()
+                    };
+                    let mut first = first.into_iter();
+                    items.retain(|_| first.next().unwrap_or(true));
                     if items.is_empty() {
                         obj.remove("members");
                     }
@@ -846,14 +957,7 @@ impl ScimService {
                 obj.insert("id".into(), json!(id));
                 obj.insert("meta".into(), self.meta(kind, None));
                 let v = Value::Object(obj);
-                let change = Change {
-                    kind,
-                    id: id.clone(),
-                    name: Self::name_of(kind, &v),
-                    action: "create",
-                    before: None,
-                    after: Some(v.clone()),
-                };
+                let change = Change::of(kind, &id, "create", None, Some(&v));
                 Ok((
                     vec![store::Write {
                         kind,
@@ -885,18 +989,18 @@ impl ScimService {
     }
 
     /// The stored resource `id`, provided `If-Match` (when sent) names its version.
-    fn existing(
-        data: &ScimData,
+    fn existing<'a>(
+        data: &'a ScimData,
         kind: Kind,
         id: &str,
         if_match: Option<&str>,
-    ) -> Result<Value, ScimError> {
+    ) -> Result<&'a Record, ScimError> {
         let before = data
             .map(kind)
             .get(id)
-            .map(Record::value)
             .ok_or_else(|| ScimError::not_found(kind, id))?;
-        Self::check_version(&before, if_match)?;
+        // The version is in `meta`, read without a big group's members.
+        Self::check_version(&before.value_without_compact_members(), if_match)?;
         Ok(before)
     }
 
@@ -905,21 +1009,17 @@ impl ScimService {
         &self,
         kind: Kind,
         id: &str,
-        before: Value,
+        before: &Record,
         mut obj: Map<String, Value>,
         action: &'static str,
     ) -> (Vec<store::Write>, Change) {
         obj.insert("id".into(), json!(id));
-        obj.insert("meta".into(), self.meta(kind, Some(&before)));
+        obj.insert(
+            "meta".into(),
+            self.meta(kind, Some(&before.value_without_compact_members())),
+        );
         let v = Value::Object(obj);
-        let change = Change {
-            kind,
-            id: id.to_owned(),
-            name: Self::name_of(kind, &v),
-            action,
-            before: Some(before),
-            after: Some(v.clone()),
-        };
+        let change = Change::of(kind, id, action, Some(before), Some(&v));
         let write = store::Write {
             kind,
             id: id.to_owned(),
@@ -964,7 +1064,7 @@ impl ScimService {
         self.write(
             |data, index| {
                 let before = Self::existing(data, kind, id, if_match)?;
-                let mut work = before.clone();
+                let mut work = before.value();
                 let readonly: &[&str] = if kind == Kind::User { &["groups"] } else { &[] };
                 for op in &req.operations {
                     patch::apply(&mut work, op, readonly)?;
@@ -1008,7 +1108,7 @@ impl ScimService {
             let mut t = Map::new();
             for k in ["id", "userName", "externalId", "emails", "name"] {
                 if let Some(v) = before.get(k) {
-                    t.insert(k.into(), v.clone());
+                    t.insert(k.into(), v);
                 }
             }
             t.insert("deleted".into(), json!(rfc3339(self.clock.now())));
@@ -1052,15 +1152,7 @@ impl ScimService {
             id: id.to_owned(),
             value: None,
         });
-        let change = Change {
-            kind,
-            id: id.to_owned(),
-            name: Self::name_of(kind, &before),
-            action: "delete",
-            before: Some(before),
-            after: None,
-        };
-        Ok((writes, change))
+        Ok((writes, Change::of(kind, id, "delete", Some(before), None)))
     }
     pub async fn list(
         &self,

@@ -162,22 +162,35 @@ impl<'a> Present<'a> {
     }
 }
 
-/// Appends the values not already held (by [`same_member`]), in order.
+/// Appends the values not already held (by [`same_member`]), in order. What to take is decided
+/// first, over borrowed keys, so that the ids of a big group are not copied.
 fn append_new(have: &mut Vec<Value>, new: Vec<Value>) {
-    let mut keys: std::collections::HashSet<String> = have
-        .iter()
-        .filter_map(member_key)
-        .map(str::to_owned)
-        .collect();
-    for v in new {
-        let held = match member_key(&v) {
-            Some(k) => !keys.insert(k.to_owned()),
-            None => have.iter().any(|h| same_member(h, &v)),
-        };
-        if !held {
-            have.push(v);
+    let take: Vec<bool> = {
+        let mut keys: std::collections::HashSet<&str> =
+            have.iter().filter_map(member_key).collect();
+        let mut taken: Vec<&Value> = Vec::new();
+        let mut take = Vec::with_capacity(new.len());
+        for v in &new {
+            let held = match member_key(v) {
+                Some(k) => !keys.insert(k),
+                None => have
+                    .iter()
+                    .chain(taken.iter().copied())
+                    .any(|h| same_member(h, v)),
+            };
+            if !held {
+                taken.push(v);
+            }
+            take.push(!held);
         }
-    }
+        take
+    };
+    have.extend(
+        new.into_iter()
+            .zip(take)
+            .filter(|(_, t)| *t)
+            .map(|(v, _)| v),
+    );
 }
 
 /// `remove` of a whole attribute path. Without a value (RFC 7644 §3.5.2.2: "no filter and no

@@ -19,7 +19,9 @@ use serde_json::{Map, Value};
 pub struct Record {
     /// The resource's JSON, without `members` when those are held in `members`.
     body: Arc<str>,
-    /// `members`, when it is an array of objects each with a string `value`; `None` when the
+    /// `members`, when it is an array of objects each with a string `value` (and no other key
+    /// spelling `value` in another letter case), and the body has no other spelling of
+    /// `members`: then a filter's `members.value` reads exactly these ids. `None` when the
     /// resource has no `members` or they are kept in `body`.
     members: Option<Arc<[Member]>>,
     /// What the leaver check reads of a user, so that it decodes nothing under the copy's lock.
@@ -57,6 +59,9 @@ impl Record {
         let active = super::user_active(v);
         let has_external_id = v.get("externalId").is_some();
         if let Some(obj) = v.as_object()
+            && !obj
+                .keys()
+                .any(|k| k != MEMBERS && k.eq_ignore_ascii_case(MEMBERS))
             && let Some(members) = obj.get(MEMBERS).and_then(compact_members)
         {
             return Record {
@@ -99,6 +104,22 @@ impl Record {
     /// The resource without a compactly held `members` list (cheap for a big group).
     fn body_value(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The member ids, when `members` is held compactly: exactly what a filter's
+    /// `members.value` reaches, in order. `None`: read [`Self::value`] instead.
+    pub fn compact_member_ids(&self) -> Option<impl Iterator<Item = &str>> {
+        self.members.as_ref().map(|m| m.iter().map(|x| &*x.value))
+    }
+
+    /// The resource as [`Self::value`] gives it, but without `members` when those are held
+    /// compactly (with [`Self::compact_member_ids`], what the index and the audit trail read of
+    /// a big group without decoding its members).
+    pub fn value_without_compact_members(&self) -> Value {
+        match self.members {
+            Some(_) => self.body_value(),
+            None => self.value(),
+        }
     }
 
     /// One top-level attribute, decoding no more than needed (a group's members only when
@@ -148,6 +169,12 @@ fn compact_members(members: &Value) -> Option<Arc<[Member]>> {
         .map(|m| {
             let obj = m.as_object()?;
             let value = obj.get("value")?.as_str()?;
+            if obj
+                .keys()
+                .any(|k| k != "value" && k.eq_ignore_ascii_case("value"))
+            {
+                return None;
+            }
             let rest = (obj.len() > 1).then(|| text(&RestOf(obj)));
             Some(Member {
                 value: value.into(),
@@ -230,5 +257,31 @@ mod tests {
         assert!(r.members.is_none());
         assert!(r.has_member("u1"));
         assert_eq!(r.member_ids(), ["u1"]);
+    }
+
+    /// Compact members are what a filter's `members.value` reads: a second spelling of `value`
+    /// in a member, or of `members` in the group, would be read instead, so such a group is
+    /// kept whole.
+    #[test]
+    fn other_spellings_of_value_or_members_keep_the_group_whole() {
+        for v in [
+            json!({"id": "g", "members": [{"value": "u1", "Value": "x"}]}),
+            json!({"id": "g", "Members": [{"value": "x"}], "members": [{"value": "u1"}]}),
+        ] {
+            let r = Record::new(&v);
+            assert!(r.compact_member_ids().is_none(), "{v}");
+            assert_eq!(r.value_without_compact_members(), v);
+            assert_eq!(r.value(), v);
+        }
+        let plain = Record::new(&json!({"id": "g", "displayName": "G",
+            "members": [{"value": "u1"}, {"value": "u2"}]}));
+        assert_eq!(
+            plain.compact_member_ids().map(Iterator::collect::<Vec<_>>),
+            Some(vec!["u1", "u2"])
+        );
+        assert_eq!(
+            plain.value_without_compact_members(),
+            json!({"id": "g", "displayName": "G"})
+        );
     }
 }

@@ -56,12 +56,22 @@ fn group(i: usize, name: usize, ext: Option<usize>, members: Vec<usize>, created
         v["externalId"] = json!(WORDS[x]);
     }
     if !members.is_empty() {
-        v["members"] = members
-            .into_iter()
-            .map(|m| json!({"value": format!("u{m}")}))
-            .collect();
+        v["members"] = members.into_iter().map(member).collect();
     }
     v
+}
+
+/// A member: mostly `{"value": "u{m}"}`, sometimes one whose id differs only in letter case
+/// (one `members.value` key for two ids), one with a second spelling of `value`, or one whose
+/// `value` is not a string (both kept out of the compact member list).
+fn member(m: usize) -> Value {
+    let (form, m) = (m / (USERS + 1), m % (USERS + 1));
+    match form {
+        0 => json!({"value": format!("u{m}")}),
+        1 => json!({"value": format!("U{m}"), "display": "upper"}),
+        2 => json!({"value": format!("u{m}"), "Value": format!("x{m}")}),
+        _ => json!({"value": m}),
+    }
 }
 
 fn user_value() -> impl Strategy<Value = (usize, Option<usize>, Option<usize>, usize)> {
@@ -77,7 +87,10 @@ fn group_value() -> impl Strategy<Value = (usize, Option<usize>, Vec<usize>, usi
     (
         0..WORDS.len(),
         proptest::option::of(0..WORDS.len()),
-        proptest::collection::vec(0..USERS + 1, 0..5),
+        proptest::collection::vec(
+            prop_oneof![6 => 0..2 * (USERS + 1), 1 => 0..4 * (USERS + 1)],
+            0..5,
+        ),
         0..CREATED.len(),
     )
 }
@@ -345,5 +358,51 @@ fn eq_on_each_indexed_attribute_is_answered_from_the_index() {
     ] {
         let f = filter::parse(raw).unwrap();
         assert!(index.candidates(&data, kind, &f).is_none(), "{raw}");
+    }
+}
+
+proptest! {
+    /// The head-and-tail shortcut of `id_diff` answers what comparing the two lists answers,
+    /// duplicates and all, in list order.
+    #[test]
+    fn id_diff_is_the_set_difference(
+        common in proptest::collection::vec(0..12u8, 0..40),
+        cut in 0..40usize,
+        take_out in proptest::collection::vec(0..40usize, 0..3),
+        put_in in proptest::collection::vec(0..12u8, 0..4),
+    ) {
+        let name = |x: &u8| format!("u{x}");
+        let before: Vec<String> = common.iter().map(name).collect();
+        let mut after = before.clone();
+        for i in take_out {
+            if i < after.len() {
+                after.remove(i);
+            }
+        }
+        let at = cut.min(after.len());
+        for (n, x) in put_in.iter().enumerate() {
+            after.insert(at + n, name(x));
+        }
+        let (b, a): (Vec<&str>, Vec<&str>) = (
+            before.iter().map(String::as_str).collect(),
+            after.iter().map(String::as_str).collect(),
+        );
+        let (added, removed) = id_diff(&b, &a);
+        // Each once, in the order of its list.
+        let only = |list: &[&str], other: &[&str]| {
+            let mut out: Vec<String> = Vec::new();
+            for x in list {
+                if !other.contains(x) && !out.iter().any(|o| o == x) {
+                    out.push((*x).to_owned());
+                }
+            }
+            out
+        };
+        let (added, removed): (Vec<String>, Vec<String>) = (
+            added.into_iter().map(str::to_owned).collect(),
+            removed.into_iter().map(str::to_owned).collect(),
+        );
+        prop_assert_eq!(added, only(&a, &b));
+        prop_assert_eq!(removed, only(&b, &a));
     }
 }
