@@ -187,3 +187,69 @@ impl Customers for MeteredCustomers {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bigcommerce::test_support::Scripted;
+
+    fn histogram() -> HistogramVec {
+        HistogramVec::new(
+            prometheus::HistogramOpts::new("t", "t"),
+            &["account", "call", "result"],
+        )
+        .expect("valid histogram")
+    }
+
+    fn count(h: &HistogramVec, call: &str, result: &str) -> u64 {
+        h.with_label_values(&["main", call, result])
+            .get_sample_count()
+    }
+
+    #[tokio::test]
+    async fn the_reconcilers_batch_calls_are_recorded_under_their_own_names() {
+        let h = histogram();
+        let fake = Arc::new(Scripted::new(vec![
+            Ok(()),
+            Err(ApiError::RateLimited { retry_after_ms: 9 }),
+            Ok(()),
+        ]));
+        let api = MeteredCustomers::wrap("main", Caller::Reconciler, fake, h.clone());
+        let emails: Vec<String> = (0..10).map(|i| format!("u{i}@corp.example")).collect();
+        let _ = api.find_by_emails(&emails).await;
+        let _ = api.create(&[Value::Null, Value::Null]).await;
+        let _ = api.delete(&[1, 2, 3]).await;
+        assert_eq!(count(&h, "find_customers", "ok"), 1);
+        assert_eq!(count(&h, "create_customers", "rate_limited"), 1);
+        assert_eq!(count(&h, "delete_customers", "ok"), 1);
+        // Never under the launch's names.
+        assert_eq!(count(&h, "find_customer", "ok"), 0);
+        assert_eq!(count(&h, "create_customer", "rate_limited"), 0);
+    }
+
+    #[tokio::test]
+    async fn the_launchs_calls_keep_their_names_one_observation_per_call() {
+        let h = histogram();
+        let fake = Arc::new(Scripted::new(vec![Err(ApiError::Rejected {
+            status: 503,
+            message: "down".into(),
+        })]));
+        // Outside the quick retry: the retried call is one observation.
+        let retried = crate::bigcommerce::quick_retry::QuickRetry::wrap(
+            fake.clone(),
+            crate::bigcommerce::quick_retry::RetryPolicy {
+                max_rate_limit_wait: std::time::Duration::ZERO,
+                default_rate_limit_wait: std::time::Duration::ZERO,
+                server_error_backoff: std::time::Duration::ZERO,
+            },
+        );
+        let api = MeteredCustomers::wrap("main", Caller::Launch, retried, h.clone());
+        super::super::api::one::find_customer_by_email(api.as_ref(), "a@corp.example")
+            .await
+            .expect("found none after the retry");
+        assert_eq!(fake.calls(), 2);
+        assert_eq!(count(&h, "find_customer", "ok"), 1);
+        assert_eq!(count(&h, "find_customer", "error"), 0);
+        assert_eq!(count(&h, "find_customers", "ok"), 0);
+    }
+}

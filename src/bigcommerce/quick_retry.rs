@@ -160,3 +160,79 @@ impl Customers for QuickRetry {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bigcommerce::test_support::Scripted;
+
+    fn instant() -> RetryPolicy {
+        RetryPolicy {
+            max_rate_limit_wait: Duration::ZERO,
+            default_rate_limit_wait: Duration::ZERO,
+            server_error_backoff: Duration::ZERO,
+        }
+    }
+
+    fn rejected(status: u16) -> ApiError {
+        ApiError::Rejected {
+            status,
+            message: "no".into(),
+        }
+    }
+
+    /// Calls made for one `find_by_emails` whose answers are `script` in turn.
+    async fn calls_for(
+        script: Vec<Result<(), ApiError>>,
+    ) -> (Result<Vec<Customer>, ApiError>, u32) {
+        let fake = Arc::new(Scripted::new(script));
+        let api = QuickRetry::wrap(fake.clone(), instant());
+        let (r, _) = api.find_by_emails(&["a@corp.example".into()]).await;
+        (r, fake.calls())
+    }
+
+    #[tokio::test]
+    async fn a_retryable_upstream_failure_is_retried_exactly_once() {
+        for e in [rejected(503), ApiError::RateLimited { retry_after_ms: 5 }] {
+            assert_eq!(e.class(), ErrorClass::Upstream { retryable: true });
+            let (r, calls) = calls_for(vec![Err(e.clone()), Ok(())]).await;
+            assert_eq!((r, calls), (Ok(vec![]), 2), "{e}");
+            let (r, calls) = calls_for(vec![Err(e.clone()), Err(e.clone()), Ok(())]).await;
+            assert_eq!((r, calls), (Err(e.clone()), 2), "{e}: once, not twice");
+        }
+    }
+
+    #[tokio::test]
+    async fn administrator_matters_misuse_and_timeouts_are_never_retried() {
+        for e in [
+            rejected(401),
+            rejected(409),
+            ApiError::SubjectConflict {
+                customer_id: 1,
+                recorded: "a:b".into(),
+            },
+            rejected(422),
+            ApiError::NoChannels,
+            // Retryable upstream, but the user has waited the whole timeout already.
+            ApiError::Timeout {
+                store_hash: "h".into(),
+            },
+            ApiError::Unexpected {
+                detail: "bad JSON".into(),
+            },
+        ] {
+            let (r, calls) = calls_for(vec![Err(e.clone()), Ok(())]).await;
+            assert_eq!((r, calls), (Err(e.clone()), 1), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_429_waits_the_advertised_reset_capped_and_a_default_without_one() {
+        let p = RetryPolicy::default();
+        let wait = |ms| retry_wait(&ApiError::RateLimited { retry_after_ms: ms }, &p);
+        assert_eq!(wait(300), Some(Duration::from_millis(300)));
+        assert_eq!(wait(60_000), Some(p.max_rate_limit_wait));
+        assert_eq!(wait(0), Some(p.default_rate_limit_wait));
+        assert_eq!(retry_wait(&rejected(502), &p), Some(p.server_error_backoff));
+    }
+}
