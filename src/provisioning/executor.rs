@@ -354,7 +354,15 @@ impl Executor {
                 Step::Retry(e) => {
                     failures += 1;
                     report.retried += 1;
-                    tracing::warn!(account, error = %e, failures, "BigCommerce call failed; backing off");
+                    // Say what happens next: the admin reading this need not act yet.
+                    tracing::warn!(
+                        account,
+                        error = %e,
+                        failures,
+                        retry_in_ms = self.backoff.after(failures).as_millis() as u64,
+                        "BigCommerce call failed; the batch stays queued and is retried after a backoff (a dead letter after {} attempts)",
+                        self.backoff.dead_letter_after
+                    );
                     // The outcome is unknown: the batch's creates must look before they create.
                     let (mut changed, mut dead) = (Vec::new(), Vec::new());
                     for mut i in batch {
