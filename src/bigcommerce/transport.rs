@@ -1,10 +1,10 @@
 //! The one HTTP exchange behind every BigCommerce client: the customer client of the launch path
-//! and the reconciler (`api::HttpCustomers`) and B2B Edition (`b2b::HttpB2bApi`). Here, and only here: the credentials and the correlation header go
-//! on each request (`X-Request-Id`, issue 13), redirects are never followed (they would carry the
-//! token), the rate-limit headers are read, and a failure to reach BigCommerce becomes an
-//! [`ApiError`] of the right class. What an answer means (envelopes, refusal wording,
-//! batching) stays with the client of that API; retrying is the caller's (`quick_retry`, the
-//! reconciler's queue).
+//! and the reconciler (`api::HttpCustomers`) and B2B Edition (`b2b::HttpB2bApi`). Here, and only
+//! here: the credentials and the correlation header go on each request (`X-Request-Id`, issue
+//! 13), redirects are never followed (they would carry the token), the rate-limit headers are
+//! read, and a failure to reach BigCommerce becomes an [`ApiError`] of the right class. What an
+//! answer means (envelopes, refusal wording, batching) stays with the client of that API;
+//! retrying is the caller's (`quick_retry`, the reconciler's queue).
 
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
