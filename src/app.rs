@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::AuditLog;
-use crate::bigcommerce::api::{CustomerApi, HttpCustomerApi};
-use crate::bigcommerce::batch::BatchClient;
+use crate::bigcommerce::api::{Customers, HttpCustomers};
+use crate::bigcommerce::metered::{Caller, MeteredCustomers};
+use crate::bigcommerce::quick_retry::{QuickRetry, RetryPolicy};
 use crate::bigcommerce::store_clock::StoreClock;
+use crate::bigcommerce::webhooks::{OwnChanges, RecordingCustomers};
 use crate::clock::SharedClock;
 use crate::config::provisioning::{QueueStorage, ScimConfig, ScimStorage};
 use crate::config::{Config, Protocol};
@@ -92,22 +94,13 @@ pub fn build_state(
     } else {
         None
     };
-    let mut bigcommerce: HashMap<String, Arc<dyn CustomerApi>> = HashMap::new();
+    let layers = ClientLayers {
+        own: webhooks.as_ref().map(|w| w.own.clone()),
+        latency: Some(metrics.bigcommerce_latency()),
+    };
+    let mut bigcommerce: HashMap<String, Arc<dyn Customers>> = HashMap::new();
     for account in &config.bigcommerce {
-        let api = HttpCustomerApi::new(account)
-            .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
-        let mut api: Arc<dyn CustomerApi> = Arc::new(api);
-        if let Some(w) = &webhooks {
-            api = Arc::new(crate::bigcommerce::webhooks::RecordingCustomerApi {
-                inner: api,
-                own: w.own.clone(),
-            });
-        }
-        let api = crate::bigcommerce::metered::MeteredCustomerApi::wrap(
-            &account.id,
-            api,
-            metrics.bigcommerce_latency(),
-        );
+        let api = customer_client(account, Caller::Launch, &layers)?;
         bigcommerce.insert(account.id.clone(), api);
     }
     let mut b2b = crate::bigcommerce::b2b::clients(&config)?;
@@ -195,6 +188,38 @@ pub fn open_scim_store(
     })
 }
 
+/// The layers stacked on a customer client besides the launch's quick retry.
+#[derive(Clone, Default)]
+pub struct ClientLayers {
+    /// Records every customer the client writes, so its webhooks are known to be ours.
+    pub own: Option<OwnChanges>,
+    /// The `bigcommerce` latency histogram (`storegate_bigcommerce_request_duration_seconds`).
+    pub latency: Option<prometheus::HistogramVec>,
+}
+
+/// The customer client of `account` for `caller`, with its layers, innermost first: the HTTP
+/// client; the one quick retry (the launch only: the reconciler's queue decides itself);
+/// own-change recording; metering outermost, so a retried call is one observation.
+pub fn customer_client(
+    account: &crate::config::BigCommerceAccount,
+    caller: Caller,
+    layers: &ClientLayers,
+) -> anyhow::Result<Arc<dyn Customers>> {
+    let http = HttpCustomers::new(account)
+        .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id))?;
+    let mut api: Arc<dyn Customers> = Arc::new(http);
+    if caller == Caller::Launch {
+        api = QuickRetry::wrap(api, RetryPolicy::default());
+    }
+    if let Some(own) = &layers.own {
+        api = RecordingCustomers::wrap(api, own.clone());
+    }
+    if let Some(latency) = &layers.latency {
+        api = MeteredCustomers::wrap(&account.id, caller, api, latency.clone());
+    }
+    Ok(api)
+}
+
 /// The reconciler of `storegate reconcile` and the tests: with its own Redis connection when
 /// `[provisioning] queue = "redis"`; the gateway shares its own ([`reconciler_with_redis`]).
 pub fn reconciler(
@@ -203,21 +228,32 @@ pub fn reconciler(
     clock: SharedClock,
     backoff: Backoff,
 ) -> anyhow::Result<Reconciler> {
-    reconciler_with_redis(config, audit, clock, backoff, None)
+    reconciler_with_redis(
+        config,
+        audit,
+        clock,
+        backoff,
+        None,
+        &ClientLayers::default(),
+    )
 }
 
 /// Like [`reconciler`], with the gateway's shared [`RedisHandle`](crate::store::RedisHandle)
-/// for a Redis queue.
+/// for a Redis queue and the gateway's client layers (recording, metering).
 pub fn reconciler_with_redis(
     config: Arc<Config>,
     audit: AuditLog,
     clock: SharedClock,
     backoff: Backoff,
     redis: Option<crate::store::RedisHandle>,
+    layers: &ClientLayers,
 ) -> anyhow::Result<Reconciler> {
     let mut clients = HashMap::new();
     for a in &config.bigcommerce {
-        clients.insert(a.id.clone(), Arc::new(BatchClient::new(a)?));
+        clients.insert(
+            a.id.clone(),
+            customer_client(a, Caller::Reconciler, layers)?,
+        );
     }
     let staff = staff_reconciler(&config, redis.clone(), audit.clone(), clock.clone())?;
     let queue = open_queue(&config, redis)?;
@@ -372,17 +408,18 @@ pub fn start_reconcile_schedule(
         state.clock.clone(),
         Default::default(),
         redis,
+        // The reconciler's writes are our own changes too: their webhooks are not external.
+        &ClientLayers {
+            own: state.webhooks.as_ref().map(|w| w.own.clone()),
+            latency: Some(state.metrics.bigcommerce_latency()),
+        },
     )?;
     state.metrics.watch_queue(r.executor.queue.clone())?;
     state.recent.watch_queue(r.executor.queue.clone());
     if let Some(staff) = &r.staff {
         staff.set_gauges(state.metrics.control_panel_gauges()?);
     }
-    // The reconciler's writes are our own changes too: their webhooks are not external.
     if let Some(w) = &state.webhooks {
-        for client in r.clients.values() {
-            client.record_own_changes(w.own.clone());
-        }
         crate::bigcommerce::webhooks::RecordingB2bApi::wrap_all(&mut r.b2b, &state.config, &w.own);
     }
     tracing::info!(every = ?interval, "scheduled reconcile enabled");

@@ -10,7 +10,7 @@
 //! | `storegate_denials_total` | `event`, `reason` (a stable reason code) | the audit trail |
 //! | `storegate_failures_total` | `event`, `reason` | the audit trail (outcome error) |
 //! | `storegate_idp_request_duration_seconds` | `idp`, `step` (begin, callback), `result` | around each IdP step |
-//! | `storegate_bigcommerce_request_duration_seconds` | `account`, `call`, `result` | around each Management API call |
+//! | `storegate_bigcommerce_request_duration_seconds` | `account`, `call`, `result` | around each customer client call (launch and scheduled reconcile; `call` values in docs/operations.md) |
 //! | `storegate_redis_errors_total` | none | every failed Redis connect or command |
 //! | `storegate_config_reloads_total` | `result` (applied, refused) | each reload attempt (SIGHUP or file change) |
 //! | `storegate_config_last_reload_success_timestamp_seconds` | none | Unix time of the last applied reload (0: none since start) |

@@ -1,16 +1,26 @@
-//! The slice of the BigCommerce Management API the gateway uses, behind one small trait, so
-//! provisioning can be tested against a fake and the simulator, and so nothing above this module
-//! knows about HTTP.
+//! The slice of the BigCommerce Management API the gateway uses, behind one batch-shaped trait,
+//! [`Customers`], so the launch path, the reconciler and the tests see the same interface and
+//! nothing above this module knows about HTTP. One HTTP implementation ([`HttpCustomers`]);
+//! retry, metering and own-change recording are layers implementing the same trait
+//! (`quick_retry`, `metered`, `webhooks::RecordingCustomers`). The launch's one-customer
+//! operations are slices of one ([`one`]).
 
 mod http;
+pub mod one;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::clock::UnixTime;
-use crate::policy::CustomerGroupRef;
 
-pub use http::{HttpCustomerApi, RetryPolicy};
+pub use http::HttpCustomers;
+
+/// Emails per lookup call (`GET /v3/customers?email:in=...`).
+pub const LOOKUP: usize = 50;
+
+/// Ids per `GET /v3/customers?id:in=...`.
+pub const BY_ID: usize = 250;
 
 /// A customer as the gateway sees it (a subset of the v3 customer object).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +66,7 @@ pub struct AttributeValue {
 pub const SUBJECT_ATTRIBUTE: &str = "storegate_subject";
 
 /// A customer to create. `channel_ids` must not be empty (BigCommerce rejects an empty array).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewCustomer {
     pub email: String,
     pub first_name: String,
@@ -67,12 +77,13 @@ pub struct NewCustomer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_channel_id: Option<u64>,
     /// Set inline on create: the subject binding costs no extra call.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<AttributeValue>,
 }
 
 /// The fields the gateway changes on an existing customer; `None` leaves a field alone.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CustomerUpdate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel_ids: Option<Vec<u64>>,
@@ -88,8 +99,8 @@ impl CustomerUpdate {
 
 /// What went wrong talking to BigCommerce, kept apart so an admin knows what to do. "Upstream
 /// failed" is never "access denied". No variant ever carries a credential. The one error type of
-/// both BigCommerce clients: [`CustomerApi`] (launch) and [`super::batch::BatchClient`]
-/// (the reconciler's batches); [`ApiError::class`] says who must act.
+/// every BigCommerce client ([`Customers`] for the launch and the reconciler, B2B Edition's
+/// `B2bApi`); [`ApiError::class`] says who must act.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {
@@ -199,34 +210,68 @@ pub trait StoreTime: Send + Sync {
     async fn store_time(&self) -> Result<UnixTime, ApiError>;
 }
 
-/// The customer operations the launch path needs, on one store.
+/// The rate-limit headers of one answer (`X-Rate-Limit-Requests-Left`,
+/// `X-Rate-Limit-Time-Reset-Ms`), so a caller working through many calls can pace itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateInfo {
+    pub left: Option<u64>,
+    pub reset_ms: Option<u64>,
+}
+
+/// A write's result with the rate-limit headers of its answer (default when there was none).
+pub type Paced<T> = (Result<T, ApiError>, RateInfo);
+
+/// The answer to a batch create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Every customer was created (BigCommerce creates all or none).
+    All(Vec<Customer>),
+    /// 422 because these emails (lower-case) already belong to customers: nothing was created.
+    EmailsTaken(Vec<String>),
+}
+
+/// The BigCommerce customer operations of one store, batch-shaped (docs/bigcommerce.md:
+/// `POST`/`PUT /v3/customers` take arrays of at most 10). The launch path uses slices of one
+/// ([`one`]); the reconciler's queue uses batches and paces itself by the returned
+/// [`RateInfo`]. The HTTP client never retries; the launch stacks [`crate::bigcommerce::quick_retry`]
+/// on it, the reconciler's queue decides about retries itself.
 #[async_trait]
-pub trait CustomerApi: StoreTime + Send + Sync {
+pub trait Customers: StoreTime + Send + Sync {
     /// The store this client talks to.
     fn store_hash(&self) -> &str;
 
-    /// The customer with this email (compared case-insensitively), if any, with its custom
-    /// attribute values (`include=attributes`).
-    async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError>;
+    /// Customers with these emails (at most [`LOOKUP`]), with their custom attribute values
+    /// (`include=attributes`). `email:in` splits on commas: callers keep the exact matches.
+    async fn find_by_emails(&self, emails: &[String]) -> Paced<Vec<Customer>>;
 
-    async fn create_customer(&self, customer: NewCustomer) -> Result<Customer, ApiError>;
+    /// Customers by id (at most [`BY_ID`]).
+    async fn find_by_ids(&self, ids: &[u64]) -> Result<Vec<Customer>, ApiError>;
 
-    async fn update_customer(&self, id: u64, update: CustomerUpdate) -> Result<(), ApiError>;
+    /// `POST /v3/customers` with at most 10 v3 customer objects (a serialized [`NewCustomer`]
+    /// or the reconciler's rendering). BigCommerce refuses the whole batch with 422 when an
+    /// email is taken, naming it: that answer is [`Created::EmailsTaken`].
+    async fn create(&self, customers: &[Value]) -> Paced<Created>;
 
-    /// The id of a customer group; a group given by name is looked up and created when missing.
-    async fn customer_group_id(&self, group: &CustomerGroupRef) -> Result<u64, ApiError>;
+    /// `PUT /v3/customers` with at most 10 updates, each with its `id`.
+    async fn update(&self, updates: &[Value]) -> Paced<Vec<Customer>>;
 
-    /// The id of the [`SUBJECT_ATTRIBUTE`] customer attribute, found by name or created (once per
-    /// store; cached).
-    async fn subject_attribute_id(&self) -> Result<u64, ApiError>;
+    /// `DELETE /v3/customers?id:in=...` (never without ids: BigCommerce would answer 204 anyway).
+    async fn delete(&self, ids: &[u64]) -> Paced<()>;
 
-    /// Records the IdP subject on an existing customer (`PUT /v3/customers/attribute-values`).
-    async fn set_subject(
-        &self,
-        customer_id: u64,
-        attribute_id: u64,
-        idp_subject: &str,
-    ) -> Result<(), ApiError>;
+    /// Records IdP subjects on existing customers, at most 10 per call:
+    /// `PUT /v3/customers/attribute-values` (an upsert).
+    async fn set_subjects(&self, attribute_id: u64, subjects: &[(u64, String)]) -> Paced<()>;
+
+    /// Every customer carrying a value of the subject attribute, as (customer id, subject).
+    async fn subject_values(&self, attribute_id: u64) -> Result<Vec<(u64, String)>, ApiError>;
+
+    /// The id of the [`SUBJECT_ATTRIBUTE`] customer attribute: cached, else found by name, else
+    /// (when `create`) created. `None`: it does not exist and `create` is false (a dry run).
+    async fn subject_attribute_id(&self, create: bool) -> Result<Option<u64>, ApiError>;
+
+    /// The id of the customer group named `name`, created when missing and `create`. `None`: it
+    /// does not exist and `create` is false (reads only: safe in `--dry-run`).
+    async fn customer_group_id(&self, name: &str, create: bool) -> Result<Option<u64>, ApiError>;
 }
 
 #[cfg(test)]

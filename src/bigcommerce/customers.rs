@@ -4,7 +4,7 @@
 //! since BigCommerce cannot search by attribute value. An existing customer bound to nobody is
 //! adopted only on an email the IdP vouches for ([`Identity::email_verified`]).
 
-use super::api::{ApiError, AttributeValue, CustomerApi, CustomerUpdate, NewCustomer};
+use super::api::{ApiError, AttributeValue, CustomerUpdate, Customers, NewCustomer, one};
 use crate::identity::{BoundSubject, Identity, SubjectMatch};
 use crate::policy::LaunchDecision;
 
@@ -17,7 +17,7 @@ const MAX_NAME: usize = 100;
 /// `channel_ids` are the channels of this store hash the user is entitled to. An existing customer's
 /// channels are only ever widened (union), and a customer allowed on every channel (`null`) is left so.
 pub async fn ensure_customer(
-    api: &dyn CustomerApi,
+    api: &dyn Customers,
     identity: &Identity,
     decision: &LaunchDecision,
     channel_ids: &[u64],
@@ -67,7 +67,7 @@ impl CustomerChange {
 
 /// [`ensure_customer`], also saying what it wrote.
 pub async fn ensure_customer_reporting(
-    api: &dyn CustomerApi,
+    api: &dyn Customers,
     identity: &Identity,
     decision: &LaunchDecision,
     channel_ids: &[u64],
@@ -85,18 +85,19 @@ pub async fn ensure_customer_reporting(
         return Err(ApiError::NoChannels);
     }
     let group = match &decision.grant().customer_group {
-        Some(g) => Some(api.customer_group_id(g).await?),
+        Some(g) => Some(one::customer_group_id(api, g).await?),
         None => None,
     };
 
-    let attribute_id = api.subject_attribute_id().await?;
+    let attribute_id = one::subject_attribute_id(api).await?;
     let ours = BoundSubject::of(identity);
 
-    match api.find_customer_by_email(email).await? {
+    match one::find_customer_by_email(api, email).await? {
         None => {
             let (first_name, last_name) = names(identity, email);
-            let created = api
-                .create_customer(NewCustomer {
+            let created = one::create_customer(
+                api,
+                NewCustomer {
                     email: email.to_owned(),
                     first_name,
                     last_name,
@@ -107,8 +108,9 @@ pub async fn ensure_customer_reporting(
                         attribute_id,
                         attribute_value: ours.into_string(),
                     }],
-                })
-                .await?;
+                },
+            )
+            .await?;
             Ok(Ensured {
                 id: created.id,
                 change: Some(CustomerChange::Created),
@@ -139,8 +141,7 @@ pub async fn ensure_customer_reporting(
                         customer_id = existing.id,
                         "adopting an existing BigCommerce customer by email"
                     );
-                    api.set_subject(existing.id, attribute_id, ours.as_str())
-                        .await?;
+                    one::set_subject(api, existing.id, attribute_id, ours.as_str()).await?;
                     true
                 }
             };
@@ -163,7 +164,7 @@ pub async fn ensure_customer_reporting(
             let update = if update.is_empty() {
                 None
             } else {
-                api.update_customer(existing.id, update.clone()).await?;
+                one::update_customer(api, existing.id, update.clone()).await?;
                 Some(update)
             };
             let change = match (adopted, update) {

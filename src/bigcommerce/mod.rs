@@ -7,11 +7,13 @@
 //! there once) and all failing with one error, [`api::ApiError`], whose `class()` says who must
 //! act:
 //!
-//! - [`api::CustomerApi`] (`api::HttpCustomerApi`): the launch path, one customer at a time with
-//!   one quick retry; the composition root stacks the metering layer ([`metered`]) and the
-//!   own-change recording layer (`webhooks::RecordingCustomerApi`) on it.
-//! - [`batch::BatchClient`]: the reconciler, ten customers a call, no retry (the queue decides),
-//!   the rate-limit headers returned so the queue can pace itself.
+//! - [`api::Customers`], one batch-shaped trait implemented once over HTTP
+//!   ([`api::HttpCustomers`]: at most ten customers a write, no retry, the rate-limit headers
+//!   returned so the reconciler's queue can pace itself). The launch path uses slices of one
+//!   ([`api::one`]). Layers implement the same trait and are stacked by the composition root:
+//!   the launch's one quick retry ([`quick_retry`]), own-change recording
+//!   (`webhooks::RecordingCustomers`) and metering ([`metered`]), the last two for the
+//!   reconciler too.
 //! - [`b2b::B2bApi`] (`b2b::HttpB2bApi`): B2B Edition company users, for both.
 //!
 //! The facts relied on are in `docs/bigcommerce.md`; each check cites the rule it
@@ -20,10 +22,10 @@
 pub mod account_api;
 pub mod api;
 pub mod b2b;
-pub mod batch;
 pub mod customers;
 pub mod login_jwt;
 pub mod metered;
+pub mod quick_retry;
 /// The BigCommerce simulator; only with the `devkit` feature (tests, benches, `storegate demo`).
 #[cfg(feature = "devkit")]
 pub mod sim;

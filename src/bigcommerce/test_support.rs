@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
+use super::api::{ApiError, Created, Customer, Customers, Paced, RateInfo, StoreTime};
+
 use crate::clock::UnixTime;
 use crate::config::BigCommerceAccount;
 use crate::identity::{AuthContext, Identity, IdpId, StoreId};
@@ -70,5 +74,79 @@ pub fn account() -> BigCommerceAccount {
         timeout: Duration::from_secs(5),
         b2b: None,
         webhook_secret: None,
+    }
+}
+
+/// A [`Customers`] answering every call with the next of a script (`Ok(())`: an empty success),
+/// counting the calls: for the layers' tests, which care how often a call reaches the client.
+pub struct Scripted {
+    script: parking_lot::Mutex<std::collections::VecDeque<Result<(), ApiError>>>,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+impl Scripted {
+    pub fn new(script: Vec<Result<(), ApiError>>) -> Self {
+        Scripted {
+            script: parking_lot::Mutex::new(script.into()),
+            calls: Default::default(),
+        }
+    }
+
+    pub fn calls(&self) -> u32 {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The next answer (a success once the script is used up).
+    fn next<T: Default>(&self) -> Result<T, ApiError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.script
+            .lock()
+            .pop_front()
+            .unwrap_or(Ok(()))
+            .map(|()| T::default())
+    }
+}
+
+#[async_trait::async_trait]
+impl StoreTime for Scripted {
+    async fn store_time(&self) -> Result<UnixTime, ApiError> {
+        self.next()
+    }
+}
+
+#[async_trait::async_trait]
+impl Customers for Scripted {
+    fn store_hash(&self) -> &str {
+        "abc123"
+    }
+    async fn find_by_emails(&self, _: &[String]) -> Paced<Vec<Customer>> {
+        (self.next(), RateInfo::default())
+    }
+    async fn find_by_ids(&self, _: &[u64]) -> Result<Vec<Customer>, ApiError> {
+        self.next()
+    }
+    async fn create(&self, _: &[Value]) -> Paced<Created> {
+        (
+            self.next::<Vec<Customer>>().map(Created::All),
+            RateInfo::default(),
+        )
+    }
+    async fn update(&self, _: &[Value]) -> Paced<Vec<Customer>> {
+        (self.next(), RateInfo::default())
+    }
+    async fn delete(&self, _: &[u64]) -> Paced<()> {
+        (self.next(), RateInfo::default())
+    }
+    async fn set_subjects(&self, _: u64, _: &[(u64, String)]) -> Paced<()> {
+        (self.next(), RateInfo::default())
+    }
+    async fn subject_values(&self, _: u64) -> Result<Vec<(u64, String)>, ApiError> {
+        self.next()
+    }
+    async fn subject_attribute_id(&self, _: bool) -> Result<Option<u64>, ApiError> {
+        self.next()
+    }
+    async fn customer_group_id(&self, _: &str, _: bool) -> Result<Option<u64>, ApiError> {
+        self.next()
     }
 }

@@ -1,26 +1,18 @@
-//! The one HTTP exchange behind every BigCommerce client: the launch path's customer client
-//! (`api::HttpCustomerApi`), the reconciler's batches (`batch::BatchClient`) and B2B
-//! Edition (`b2b::HttpB2bApi`). Here, and only here: the credentials and the correlation header go
-//! on each request (`X-Request-Id`, issue 13), redirects are never followed (they would carry the
-//! token), the rate-limit headers are read, and a failure to reach BigCommerce becomes an
-//! [`ApiError`] of the right class. What an answer means (envelopes, refusal wording, retries,
-//! batching) stays with the client of that API.
+//! The one HTTP exchange behind every BigCommerce client: the customer client of the launch path
+//! and the reconciler (`api::HttpCustomers`) and B2B Edition (`b2b::HttpB2bApi`). Here, and only
+//! here: the credentials and the correlation header go on each request (`X-Request-Id`, issue
+//! 13), redirects are never followed (they would carry the token), the rate-limit headers are
+//! read, and a failure to reach BigCommerce becomes an [`ApiError`] of the right class. What an
+//! answer means (envelopes, refusal wording, batching) stays with the client of that API;
+//! retrying is the caller's (`quick_retry`, the reconciler's queue).
 
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::api::ApiError;
+use super::api::{ApiError, RateInfo};
 use crate::config::BigCommerceAccount;
 use crate::secret::Secret;
-
-/// The rate-limit headers of one answer (`X-Rate-Limit-Requests-Left`,
-/// `X-Rate-Limit-Time-Reset-Ms`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateInfo {
-    pub left: Option<u64>,
-    pub reset_ms: Option<u64>,
-}
 
 /// One store's API over HTTP.
 pub struct StoreHttp {

@@ -12,12 +12,10 @@ pub mod sync;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bigcommerce::api::{
-    ApiError, Customer, CustomerApi, CustomerUpdate, NewCustomer, StoreTime,
-};
+use crate::bigcommerce::api::{ApiError, Created, Customer, Customers, Paced, StoreTime};
 use crate::bigcommerce::b2b::{B2bApi, Company, CompanyUser};
 use crate::clock::{SharedClock, UnixTime};
-use crate::policy::{B2bRole, CustomerGroupRef};
+use crate::policy::B2bRole;
 use crate::session::one_time::OneTimeStore;
 
 /// The header BigCommerce sends back with every delivery: the hook's registered header.
@@ -420,63 +418,90 @@ pub fn matching_write(writes: &[OwnWrite], created_at: i64) -> Option<&OwnWrite>
         .min_by_key(|w| (created_at.abs_diff(w.at), std::cmp::Reverse(w.at)))
 }
 
-/// The launch path's customer client, recording every customer it writes in [`OwnChanges`]
-/// (before the write when the id is known, so the hook cannot overtake the record).
-pub struct RecordingCustomerApi {
-    pub inner: std::sync::Arc<dyn CustomerApi>,
-    pub own: OwnChanges,
+/// A customer client (the launch path's or the reconciler's), recording every customer it
+/// writes in [`OwnChanges`]: before the write when the id is known, so the hook cannot overtake
+/// the record; a created customer once its id is known.
+pub struct RecordingCustomers {
+    inner: std::sync::Arc<dyn Customers>,
+    own: OwnChanges,
+}
+
+impl RecordingCustomers {
+    pub fn wrap(
+        inner: std::sync::Arc<dyn Customers>,
+        own: OwnChanges,
+    ) -> std::sync::Arc<dyn Customers> {
+        std::sync::Arc::new(RecordingCustomers { inner, own })
+    }
+
+    async fn record(&self, ids: Vec<u64>) {
+        for id in ids {
+            self.own.record_customer(self.inner.store_hash(), id).await;
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl StoreTime for RecordingCustomerApi {
+impl StoreTime for RecordingCustomers {
     async fn store_time(&self) -> Result<UnixTime, ApiError> {
         self.inner.store_time().await
     }
 }
 
 #[async_trait::async_trait]
-impl CustomerApi for RecordingCustomerApi {
+impl Customers for RecordingCustomers {
     fn store_hash(&self) -> &str {
         self.inner.store_hash()
     }
 
-    async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError> {
-        self.inner.find_customer_by_email(email).await
+    async fn find_by_emails(&self, emails: &[String]) -> Paced<Vec<Customer>> {
+        self.inner.find_by_emails(emails).await
     }
 
-    async fn create_customer(&self, customer: NewCustomer) -> Result<Customer, ApiError> {
-        let c = self.inner.create_customer(customer).await?;
-        self.own
-            .record_customer(self.inner.store_hash(), c.id)
+    async fn find_by_ids(&self, ids: &[u64]) -> Result<Vec<Customer>, ApiError> {
+        self.inner.find_by_ids(ids).await
+    }
+
+    async fn create(&self, customers: &[serde_json::Value]) -> Paced<Created> {
+        let (r, rate) = self.inner.create(customers).await;
+        if let Ok(Created::All(created)) = &r {
+            self.record(created.iter().map(|c| c.id).collect()).await;
+        }
+        (r, rate)
+    }
+
+    async fn update(&self, updates: &[serde_json::Value]) -> Paced<Vec<Customer>> {
+        self.record(
+            updates
+                .iter()
+                .filter_map(|u| u.get("id").and_then(serde_json::Value::as_u64))
+                .collect(),
+        )
+        .await;
+        self.inner.update(updates).await
+    }
+
+    async fn delete(&self, ids: &[u64]) -> Paced<()> {
+        self.record(ids.to_vec()).await;
+        self.inner.delete(ids).await
+    }
+
+    async fn set_subjects(&self, attribute_id: u64, subjects: &[(u64, String)]) -> Paced<()> {
+        self.record(subjects.iter().map(|(id, _)| *id).collect())
             .await;
-        Ok(c)
+        self.inner.set_subjects(attribute_id, subjects).await
     }
 
-    async fn update_customer(&self, id: u64, update: CustomerUpdate) -> Result<(), ApiError> {
-        self.own.record_customer(self.inner.store_hash(), id).await;
-        self.inner.update_customer(id, update).await
+    async fn subject_values(&self, attribute_id: u64) -> Result<Vec<(u64, String)>, ApiError> {
+        self.inner.subject_values(attribute_id).await
     }
 
-    async fn customer_group_id(&self, group: &CustomerGroupRef) -> Result<u64, ApiError> {
-        self.inner.customer_group_id(group).await
+    async fn subject_attribute_id(&self, create: bool) -> Result<Option<u64>, ApiError> {
+        self.inner.subject_attribute_id(create).await
     }
 
-    async fn subject_attribute_id(&self) -> Result<u64, ApiError> {
-        self.inner.subject_attribute_id().await
-    }
-
-    async fn set_subject(
-        &self,
-        customer_id: u64,
-        attribute_id: u64,
-        idp_subject: &str,
-    ) -> Result<(), ApiError> {
-        self.own
-            .record_customer(self.inner.store_hash(), customer_id)
-            .await;
-        self.inner
-            .set_subject(customer_id, attribute_id, idp_subject)
-            .await
+    async fn customer_group_id(&self, name: &str, create: bool) -> Result<Option<u64>, ApiError> {
+        self.inner.customer_group_id(name, create).await
     }
 }
 

@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::audit::AuditLog;
-use crate::bigcommerce::api::CustomerApi;
+use crate::bigcommerce::api::Customers;
 use crate::bigcommerce::b2b::B2bApi;
 use crate::bigcommerce::store_clock::StoreClock;
 use crate::clock::{Clock, UnixTime};
@@ -55,7 +55,7 @@ pub struct Gateway<'a> {
     /// Latencies of the IdPs' steps.
     pub metrics: &'a crate::metrics::Metrics,
     pub scim: Option<&'a ScimService>,
-    pub bigcommerce: &'a HashMap<String, Arc<dyn CustomerApi>>,
+    pub bigcommerce: &'a HashMap<String, Arc<dyn Customers>>,
     pub b2b: &'a HashMap<String, Arc<dyn B2bApi>>,
     pub store_clock: &'a StoreClock,
     pub providers: &'a BTreeMap<String, Arc<OidcProvider>>,

@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::bigcommerce::api::ApiError;
+use crate::bigcommerce::api::Customers;
 use crate::bigcommerce::b2b::B2bApi;
-use crate::bigcommerce::batch::BatchClient;
 use crate::clock::UnixTime;
 use crate::config::Config;
 use crate::provisioning::b2b_sync::{self, B2bChange, B2bStep};
@@ -46,7 +46,7 @@ use crate::provisioning::scim::{ScimData, ScimService};
 /// client per account, and the executor that owns the queue.
 pub struct Reconciler {
     pub config: Arc<Config>,
-    pub clients: HashMap<String, Arc<BatchClient>>,
+    pub clients: HashMap<String, Arc<dyn Customers>>,
     /// B2B Edition clients of the accounts that have B2B access, for [`Reconciler::b2b_step`].
     pub b2b: HashMap<String, Arc<dyn B2bApi>>,
     pub executor: Arc<Executor>,

@@ -40,10 +40,10 @@ use super::reconcile::{Desired, DesiredCustomer};
 use super::retry::{b2b_wait, bc_wait, bounded};
 use crate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use crate::bigcommerce::api::{ApiError, Customer};
+use crate::bigcommerce::api::{Customers, LOOKUP};
 use crate::bigcommerce::b2b::{
     B2bApi, CompanyUser, MembershipNeed, membership_need, role_text, usable_company,
 };
-use crate::bigcommerce::batch::{BatchClient, LOOKUP};
 use crate::config::Config;
 use crate::identity::{AuthContext, Identity, IdpId, SubjectMatch};
 use crate::policy::{B2bGrant, Effect};
@@ -149,7 +149,7 @@ fn managed_companies(cfg: &Config, account: &str) -> BTreeSet<u64> {
 pub struct B2bStep<'a> {
     pub config: &'a Config,
     pub b2b: &'a HashMap<String, Arc<dyn B2bApi>>,
-    pub clients: &'a HashMap<String, Arc<BatchClient>>,
+    pub clients: &'a HashMap<String, Arc<dyn Customers>>,
     pub backoff: Backoff,
     pub audit: &'a AuditLog,
 }

@@ -19,13 +19,13 @@ use super::queue::{Backoff, BatchKey, DrainReport, Item, Stage, WorkQueue, batch
 use super::reconcile::{Action, CustomerState};
 use crate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use crate::bigcommerce::api::{ApiError, Customer};
-use crate::bigcommerce::batch::{BatchClient, Created, RateInfo};
+use crate::bigcommerce::api::{Created, Customers, RateInfo};
 use crate::clock::SharedClock;
 use crate::identity::SubjectMatch;
 
 pub struct Executor {
     pub queue: Arc<dyn WorkQueue>,
-    pub clients: HashMap<String, Arc<BatchClient>>,
+    pub clients: HashMap<String, Arc<dyn Customers>>,
     pub audit: AuditLog,
     pub clock: SharedClock,
     pub backoff: Backoff,
@@ -315,7 +315,7 @@ impl Executor {
                 .unwrap_or_default();
             let step = crate::audit::correlation::scope(
                 request_id,
-                self.run_batch(&client, batch.clone(), &mut report),
+                self.run_batch(client.as_ref(), batch.clone(), &mut report),
             )
             .await;
             match step {
@@ -354,7 +354,15 @@ impl Executor {
                 Step::Retry(e) => {
                     failures += 1;
                     report.retried += 1;
-                    tracing::warn!(account, error = %e, failures, "BigCommerce call failed; backing off");
+                    // Say what happens next: the admin reading this need not act yet.
+                    tracing::warn!(
+                        account,
+                        error = %e,
+                        failures,
+                        retry_in_ms = self.backoff.after(failures).as_millis() as u64,
+                        "BigCommerce call failed; the batch stays queued and is retried after a backoff (a dead letter after {} attempts)",
+                        self.backoff.dead_letter_after
+                    );
                     // The outcome is unknown: the batch's creates must look before they create.
                     let (mut changed, mut dead) = (Vec::new(), Vec::new());
                     for mut i in batch {
@@ -421,7 +429,7 @@ impl Executor {
 
     async fn run_batch(
         &self,
-        client: &BatchClient,
+        client: &dyn Customers,
         batch: Vec<Item>,
         report: &mut DrainReport,
     ) -> Step {
@@ -551,7 +559,7 @@ impl Executor {
     /// A refused batch: each item alone, so one bad customer does not hold up nine good ones.
     async fn one_by_one(
         &self,
-        client: &BatchClient,
+        client: &dyn Customers,
         batch: Vec<Item>,
         report: &mut DrainReport,
     ) -> Step {
@@ -582,19 +590,14 @@ impl Executor {
     }
 
     /// The subject attribute's id on this account (found or created once, then cached).
-    async fn subject_attribute(&self, client: &BatchClient) -> Result<u64, ApiError> {
-        client
-            .subject_attribute_id(true)
-            .await?
-            .ok_or_else(|| ApiError::Unexpected {
-                detail: "the storegate_subject attribute could not be created".into(),
-            })
+    async fn subject_attribute(&self, client: &dyn Customers) -> Result<u64, ApiError> {
+        crate::bigcommerce::api::one::subject_attribute_id(client).await
     }
 
     /// Optimistic creates (see the module docs).
     async fn create(
         &self,
-        client: &BatchClient,
+        client: &dyn Customers,
         batch: Vec<Item>,
         report: &mut DrainReport,
     ) -> Step {

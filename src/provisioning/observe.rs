@@ -11,7 +11,7 @@ use super::queue::Backoff;
 use super::reconcile::{Actual, Desired, GroupIds};
 use super::retry;
 use crate::bigcommerce::api::{ApiError, Customer};
-use crate::bigcommerce::batch::{BY_ID, BatchClient, LOOKUP};
+use crate::bigcommerce::api::{BY_ID, Customers, LOOKUP};
 use crate::config::Config;
 use crate::config::provisioning::Deprovision;
 use crate::policy::CustomerGroupRef;
@@ -22,7 +22,7 @@ pub type BoundCustomer = (String, Customer, String);
 /// The reads of one pass, over every account's client.
 pub struct Observe<'a> {
     pub config: &'a Config,
-    pub clients: &'a HashMap<String, Arc<BatchClient>>,
+    pub clients: &'a HashMap<String, Arc<dyn Customers>>,
     pub backoff: Backoff,
 }
 
@@ -55,22 +55,20 @@ impl Observe<'_> {
 
     pub async fn group(
         &self,
-        client: &BatchClient,
+        client: &dyn Customers,
         name: &str,
         create: bool,
     ) -> Result<Option<u64>, ApiError> {
-        if create {
-            Ok(Some(self.retrying(|| client.group_id(name)).await?))
-        } else {
-            let id = self.retrying(|| client.find_group_id(name)).await?;
-            if id.is_none() {
-                tracing::info!(
-                    group = name,
-                    "customer group does not exist yet (dry run: not created)"
-                );
-            }
-            Ok(id)
+        let id = self
+            .retrying(|| client.customer_group_id(name, create))
+            .await?;
+        if id.is_none() && !create {
+            tracing::info!(
+                group = name,
+                "customer group does not exist yet (dry run: not created)"
+            );
         }
+        Ok(id)
     }
 
     pub async fn groups(
@@ -87,7 +85,7 @@ impl Observe<'_> {
                     continue;
                 }
                 if let Some(client) = self.clients.get(&d.account)
-                    && let Some(id) = self.group(client, n, create).await?
+                    && let Some(id) = self.group(client.as_ref(), n, create).await?
                 {
                     g.named.insert(key, id);
                 }
@@ -96,7 +94,7 @@ impl Observe<'_> {
         if need_locked && self.config.provisioning.deprovision == Deprovision::Restrict {
             let name = &self.config.provisioning.locked_customer_group;
             for (account, client) in self.clients {
-                if let Some(id) = self.group(client, name, create).await? {
+                if let Some(id) = self.group(client.as_ref(), name, create).await? {
                     g.locked.insert(account.clone(), id);
                 }
             }

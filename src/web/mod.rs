@@ -38,7 +38,7 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::audit::AuditLog;
-use crate::bigcommerce::api::CustomerApi;
+use crate::bigcommerce::api::Customers;
 use crate::bigcommerce::b2b::B2bApi;
 use crate::bigcommerce::store_clock::StoreClock;
 use crate::clock::SharedClock;
@@ -84,7 +84,7 @@ pub struct Shared {
     pub clock: SharedClock,
     pub providers: Arc<BTreeMap<String, Arc<OidcProvider>>>,
     /// BigCommerce Management API per `[[bigcommerce]]` id.
-    pub bigcommerce: Arc<HashMap<String, Arc<dyn CustomerApi>>>,
+    pub bigcommerce: Arc<HashMap<String, Arc<dyn Customers>>>,
     /// B2B Edition API per `[[bigcommerce]]` id, for accounts that configure it.
     pub b2b: Arc<HashMap<String, Arc<dyn B2bApi>>>,
     pub store_clock: Arc<StoreClock>,

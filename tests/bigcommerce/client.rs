@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use storegate::bigcommerce::api::{ApiError, CustomerApi, HttpCustomerApi, RetryPolicy, StoreTime};
+use storegate::bigcommerce::api::{ApiError, HttpCustomers, StoreTime, one};
 use storegate::bigcommerce::customers::ensure_customer;
 use storegate::bigcommerce::login_jwt;
+use storegate::bigcommerce::quick_retry::{QuickRetry, RetryPolicy};
 use storegate::bigcommerce::sim::{SimConfig, SimHandle, Simulator};
 use storegate::bigcommerce::store_clock::StoreClock;
 use storegate::clock::ManualClock;
@@ -120,7 +121,7 @@ async fn token_minted_after_a_policy_decision_is_accepted_by_the_simulator() {
 async fn store_clock_reads_the_simulated_store_offset_over_http() {
     let (base, handle, clock) = serve(config()).await;
     handle.set_clock_offset(77);
-    let api = HttpCustomerApi::new(&account(&base)).unwrap();
+    let api = HttpCustomers::new(&account(&base)).unwrap();
     let store_clock = StoreClock::new(Arc::new(clock.clone()));
     assert_eq!(store_clock.now(HASH, &api).await.unwrap(), NOW + 77);
     clock.advance(10);
@@ -131,7 +132,7 @@ async fn store_clock_reads_the_simulated_store_offset_over_http() {
 #[tokio::test]
 async fn ensure_customer_creates_once_then_finds_the_same_customer() {
     let (base, handle, _) = serve(config()).await;
-    let api = HttpCustomerApi::new(&account(&base)).unwrap();
+    let api = HttpCustomers::new(&account(&base)).unwrap();
     let id = identity("Ada@Corp.Example");
     let d = decision(&id, Some(CustomerGroupRef::Name("Staff".into())));
     let first = ensure_customer(&api, &id, &d, &[1]).await.unwrap();
@@ -165,7 +166,7 @@ async fn ensure_customer_unions_channels_of_an_existing_customer() {
     let existing = handle
         .add_customer(HASH, "ada@corp.example", "Ada", "L", Some(vec![2]))
         .unwrap();
-    let api = HttpCustomerApi::new(&account(&base)).unwrap();
+    let api = HttpCustomers::new(&account(&base)).unwrap();
     let id = identity("ada@corp.example");
     let got = ensure_customer(&api, &id, &decision(&id, None), &[1])
         .await
@@ -177,9 +178,10 @@ async fn ensure_customer_unions_channels_of_an_existing_customer() {
 #[tokio::test]
 async fn a_5xx_is_retried_once() {
     let (base, handle, _) = serve(config()).await;
-    let api = HttpCustomerApi::new(&account(&base))
-        .unwrap()
-        .with_retry(fast_retry());
+    let api = QuickRetry::wrap(
+        Arc::new(HttpCustomers::new(&account(&base)).unwrap()),
+        fast_retry(),
+    );
     handle.fail_next(1, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(api.store_time().await.unwrap(), NOW);
     handle.fail_next(2, StatusCode::INTERNAL_SERVER_ERROR);
@@ -197,9 +199,10 @@ async fn a_429_is_retried_once_then_reported_as_rate_limited() {
         ..config()
     })
     .await;
-    let api = HttpCustomerApi::new(&account(&base))
-        .unwrap()
-        .with_retry(fast_retry());
+    let api = QuickRetry::wrap(
+        Arc::new(HttpCustomers::new(&account(&base)).unwrap()),
+        fast_retry(),
+    );
     api.store_time().await.unwrap();
     let err = api.store_time().await.unwrap_err();
     match err {
@@ -215,9 +218,10 @@ async fn a_429_is_retried_once_then_reported_as_rate_limited() {
 async fn refusals_carry_bigcommerce_words_and_never_the_token() {
     let (base, handle, _) = serve(config()).await;
     handle.add_customer(HASH, "taken@corp.example", "T", "K", None);
-    let api = HttpCustomerApi::new(&account(&base)).unwrap();
-    let err = api
-        .create_customer(storegate::bigcommerce::api::NewCustomer {
+    let api = HttpCustomers::new(&account(&base)).unwrap();
+    let err = one::create_customer(
+        &api,
+        storegate::bigcommerce::api::NewCustomer {
             email: "taken@corp.example".into(),
             first_name: "A".into(),
             last_name: "B".into(),
@@ -225,9 +229,10 @@ async fn refusals_carry_bigcommerce_words_and_never_the_token() {
             channel_ids: vec![1],
             origin_channel_id: None,
             attributes: vec![],
-        })
-        .await
-        .unwrap_err();
+        },
+    )
+    .await
+    .unwrap_err();
     match &err {
         ApiError::Rejected {
             status: 422,
@@ -237,7 +242,7 @@ async fn refusals_carry_bigcommerce_words_and_never_the_token() {
     }
     let mut wrong = account(&base);
     wrong.access_token = storegate::secret::Secret::new("wrong-token");
-    let err = HttpCustomerApi::new(&wrong)
+    let err = HttpCustomers::new(&wrong)
         .unwrap()
         .store_time()
         .await
@@ -259,7 +264,7 @@ async fn closed_port_is_unreachable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let api = HttpCustomerApi::new(&account(&format!("http://{addr}/"))).unwrap();
+    let api = HttpCustomers::new(&account(&format!("http://{addr}/"))).unwrap();
     let err = api.store_time().await.unwrap_err();
     assert!(matches!(err, ApiError::Unreachable { .. }), "{err:?}");
 }

@@ -409,7 +409,8 @@ async fn a_wake_runs_a_reconcile_pass_before_the_interval() {
 #[tokio::test]
 async fn the_reconcilers_writes_are_recorded_as_own_changes() {
     use std::sync::Arc;
-    use storegate::bigcommerce::batch::BatchClient;
+    use storegate::app::{ClientLayers, customer_client};
+    use storegate::bigcommerce::metered::Caller;
     use storegate::bigcommerce::webhooks::{OwnChanges, Subject};
     let (sim, base) = crate::support::provisioning::simulator(1000, 1000).await;
     let cfg = crate::support::provisioning::config_text(&base, "", "");
@@ -422,7 +423,8 @@ async fn the_reconcilers_writes_are_recorded_as_own_changes() {
         storegate::session::one_time::OneTimeStore::memory(),
         Arc::new(clock.clone()),
     );
-    let client = BatchClient::new(account).expect("client");
+    let client =
+        customer_client(account, Caller::Reconciler, &ClientLayers::default()).expect("client");
     let subject = Subject::Customer { id, deleted: false };
     // Without the record the write is not ours.
     let (r, _) = client
@@ -434,7 +436,12 @@ async fn the_reconcilers_writes_are_recorded_as_own_changes() {
             .await
             .unwrap()
     );
-    client.record_own_changes(own.clone());
+    // The reconciler's client as the gateway builds it: with the recording layer.
+    let layers = ClientLayers {
+        own: Some(own.clone()),
+        latency: None,
+    };
+    let client = customer_client(account, Caller::Reconciler, &layers).expect("client");
     // As the executor runs a batch: inside the pass's correlation scope, which the record keeps.
     let (r, _) = storegate::audit::correlation::scope(
         "reconcile-r7".to_owned(),

@@ -5,7 +5,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use super::{BoundCustomer, LastLaunch, Launches, Report, Windows};
-use crate::bigcommerce::batch::BatchClient;
+use crate::bigcommerce::api::{Customers, HttpCustomers};
 use crate::clock::UnixTime;
 use crate::config::{AuditTarget, Config};
 use crate::provisioning::scim::ScimData;
@@ -151,7 +151,7 @@ pub async fn last_launches(
 pub async fn bound_customers(cfg: &Config) -> anyhow::Result<Vec<BoundCustomer>> {
     let mut out = Vec::new();
     for account in &cfg.bigcommerce {
-        let client = BatchClient::new(account)?;
+        let client = HttpCustomers::new(account)?;
         let fail = |e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id);
         let Some(attribute) = client.subject_attribute_id(false).await.map_err(fail)? else {
             continue;

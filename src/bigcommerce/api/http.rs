@@ -1,148 +1,161 @@
-//! [`CustomerApi`] over HTTP: `{api_base}/stores/{hash}/...` through the shared
-//! [`StoreHttp`] (credentials, correlation header, transport failures), with this client's own
-//! retry policy and the reading of BigCommerce's refusals.
-
-use std::time::Duration;
+//! [`Customers`] over HTTP: `{api_base}/stores/{hash}/...` through the shared [`StoreHttp`]
+//! (credentials, correlation header, rate-limit headers, transport failures), and the reading of
+//! BigCommerce's answers. One request per call (a find-or-create two), no retry here: the
+//! launch stacks `quick_retry` on this client, the reconciler's queue decides itself.
+//!
+//! Errors: a 429 is `RateLimited` (`retry_after_ms` 0 when the answer gave no reset), a
+//! transport failure `Unreachable`/`Timeout`, a 5xx or a refusal `Rejected` with its status (a
+//! refusal in BigCommerce's own words), an answer that cannot be read `Unexpected`.
+//!
+//! The IdP subject lives in the `storegate_subject` customer attribute: set inline on create,
+//! read with `include=attributes`, written for existing customers 10 at a time with
+//! `PUT /v3/customers/attribute-values`.
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, Customer, CustomerApi, CustomerUpdate, NewCustomer, SUBJECT_ATTRIBUTE, StoreTime,
+    ApiError, Created, Customer, Customers, Paced, RateInfo, SUBJECT_ATTRIBUTE, StoreTime,
 };
 use crate::bigcommerce::transport::StoreHttp;
 use crate::clock::UnixTime;
 use crate::config::BigCommerceAccount;
-use crate::policy::CustomerGroupRef;
 
-/// How often and how long to retry. One retry each, both short: a launch has a user waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Longest wait honoured from `X-Rate-Limit-Time-Reset-Ms` before the one retry of a 429.
-    pub max_rate_limit_wait: Duration,
-    /// Wait for a 429 without the header (platform load, per docs/bigcommerce.md).
-    pub default_rate_limit_wait: Duration,
-    /// Wait before the one retry of a 5xx.
-    pub server_error_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_rate_limit_wait: Duration::from_secs(2),
-            default_rate_limit_wait: Duration::from_millis(500),
-            server_error_backoff: Duration::from_millis(250),
-        }
-    }
-}
-
-pub struct HttpCustomerApi {
+pub struct HttpCustomers {
     http: StoreHttp,
-    retry: RetryPolicy,
-    /// The subject attribute's id, resolved on first use (it never changes for a store).
+    /// The subject attribute's id, resolved on first use (it never changes for a store); a
+    /// `OnceCell` so concurrent launches wait for one lookup instead of racing to create it.
     subject_attribute: tokio::sync::OnceCell<u64>,
 }
 
-impl std::fmt::Debug for HttpCustomerApi {
+impl std::fmt::Debug for HttpCustomers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpCustomerApi")
+        f.debug_struct("HttpCustomers")
             .field("http", &self.http)
             .finish_non_exhaustive()
     }
 }
 
+/// The longest refusal message kept (they end up in audit events and pages).
 const MAX_ERROR_MESSAGE: usize = 300;
 
-impl HttpCustomerApi {
+impl HttpCustomers {
     pub fn new(account: &BigCommerceAccount) -> Result<Self, ApiError> {
         let http = StoreHttp::management(account).map_err(|e| ApiError::Unexpected {
             detail: format!("building the HTTP client: {e}"),
         })?;
-        Ok(HttpCustomerApi {
+        Ok(HttpCustomers {
             http,
-            retry: RetryPolicy::default(),
             subject_attribute: tokio::sync::OnceCell::new(),
         })
     }
 
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// One call, retried once on 429 (after the advertised reset, capped) and once on 5xx.
+    /// One request and its JSON (`Null` for an empty answer, as v2 collections give with 204
+    /// when nothing matches); 429, 5xx, refusals and transport failures are errors.
     async fn call(
         &self,
         method: Method,
         path: &str,
-        query: &[(&str, &str)],
+        query: &[(&str, String)],
         body: Option<&Value>,
-    ) -> Result<(StatusCode, Vec<u8>), ApiError> {
-        let store_hash = self.http.store_hash();
-        let mut retried = false;
-        loop {
-            let reply = self.http.send(method.clone(), path, query, body).await?;
-            let status = reply.status;
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                if retried {
-                    return Err(reply.rate_limited());
-                }
-                let wait = reply
-                    .rate
-                    .reset_ms
-                    .map(Duration::from_millis)
-                    .unwrap_or(self.retry.default_rate_limit_wait)
-                    .min(self.retry.max_rate_limit_wait);
-                tracing::warn!(%store_hash, wait_ms = wait.as_millis() as u64, "BigCommerce rate limit: retrying once");
-                tokio::time::sleep(wait).await;
-                retried = true;
-                continue;
-            }
-            if status.is_server_error() && !retried {
-                tracing::warn!(%store_hash, %status, "BigCommerce server error: retrying once");
-                tokio::time::sleep(self.retry.server_error_backoff).await;
-                retried = true;
-                continue;
-            }
-            let body = self.http.body(reply).await?;
-            if status.is_success() {
-                return Ok((status, body));
-            }
-            return Err(rejected(status, &body));
-        }
+    ) -> Paced<Value> {
+        let (r, rate) = self.send(method, path, query, body).await;
+        (r.and_then(|(status, bytes)| json(status, &bytes)), rate)
     }
 
-    async fn get_json<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> Result<Option<T>, ApiError> {
-        let (status, body) = self.call(Method::GET, path, query, None).await?;
-        // v2 collections answer 204 with no body when nothing matches.
-        if status == StatusCode::NO_CONTENT || body.is_empty() {
-            return Ok(None);
-        }
-        parse(&body).map(Some)
-    }
-
-    async fn send_json<T: DeserializeOwned>(
+    /// One request; 429, 5xx and transport failures are errors, any other answer is returned
+    /// with its body.
+    async fn send(
         &self,
         method: Method,
         path: &str,
-        body: &Value,
-    ) -> Result<T, ApiError> {
-        let (_, bytes) = self.call(method, path, &[], Some(body)).await?;
-        parse(&bytes)
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Paced<(StatusCode, Vec<u8>)> {
+        let reply = match self.http.send(method, path, query, body).await {
+            Ok(r) => r,
+            Err(e) => return (Err(e), RateInfo::default()),
+        };
+        let (status, rate) = (reply.status, reply.rate);
+        let result = if status == StatusCode::TOO_MANY_REQUESTS {
+            Err(reply.rate_limited())
+        } else if status.is_server_error() {
+            // BigCommerce failed; its body (often a proxy's HTML page) says nothing more.
+            Err(ApiError::Rejected {
+                status: status.as_u16(),
+                message: format!("HTTP {status}"),
+            })
+        } else {
+            // A body cut off mid-way: the call may have taken effect, like a timeout.
+            self.http.body(reply).await.map(|b| (status, b))
+        };
+        (result, rate)
+    }
+
+    /// The subject attribute's id found by name, if it exists.
+    async fn find_subject_attribute(&self) -> Result<Option<u64>, ApiError> {
+        let (r, _) = self
+            .call(
+                Method::GET,
+                "/v3/customers/attributes",
+                &[("name", SUBJECT_ATTRIBUTE.to_owned())],
+                None,
+            )
+            .await;
+        Ok(r?
+            .get("data")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .find(|a| a.get("name").and_then(Value::as_str) == Some(SUBJECT_ATTRIBUTE))
+            })
+            .and_then(|a| a.get("id"))
+            .and_then(Value::as_u64))
+    }
+
+    /// The subject attribute's id, found by name or created.
+    async fn find_or_create_subject_attribute(&self) -> Result<u64, ApiError> {
+        if let Some(id) = self.find_subject_attribute().await? {
+            return Ok(id);
+        }
+        let body = json!([{ "name": SUBJECT_ATTRIBUTE, "type": "string" }]);
+        let (r, _) = self
+            .call(Method::POST, "/v3/customers/attributes", &[], Some(&body))
+            .await;
+        r?.pointer("/data/0/id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| ApiError::Unexpected {
+                detail: "creating the storegate_subject customer attribute returned no attribute"
+                    .into(),
+            })
     }
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::Unexpected {
-        detail: format!("malformed JSON from BigCommerce: {e}"),
+/// A successful answer's JSON; a refusal in BigCommerce's words.
+fn json(status: StatusCode, bytes: &[u8]) -> Result<Value, ApiError> {
+    if !status.is_success() {
+        Err(rejected(status, bytes))
+    } else if bytes.is_empty() || status == StatusCode::NO_CONTENT {
+        Ok(Value::Null)
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| ApiError::Unexpected {
+            detail: format!("malformed JSON from BigCommerce: {e}"),
+        })
+    }
+}
+
+fn customers(v: Value) -> Result<Vec<Customer>, ApiError> {
+    serde_json::from_value(v.get("data").cloned().unwrap_or(Value::Array(vec![]))).map_err(|e| {
+        ApiError::Unexpected {
+            detail: format!("unexpected customer list: {e}"),
+        }
     })
+}
+
+fn ids_query(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Turns a 4xx/3xx answer into [`ApiError::Rejected`] with BigCommerce's own words: the v3 `title`
@@ -204,161 +217,257 @@ fn rejected(status: StatusCode, body: &[u8]) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
-struct Data<T> {
-    data: T,
-}
-
-#[derive(Deserialize)]
-struct Group {
-    id: u64,
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct Attribute {
-    id: u64,
-    name: String,
+/// The emails of `items` that a 422 body says are already in use (lower-case). BigCommerce names
+/// each duplicate in its `errors` map ("The email address X is already in use ..."); an email is
+/// taken when a message saying so names it as a whole word.
+fn taken_emails(items: &[Value], body: &[u8]) -> Vec<String> {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let named: Vec<String> = body
+        .get("errors")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.values()
+                .filter_map(Value::as_str)
+                .map(str::to_lowercase)
+                .filter(|t| t.contains("already in use") || t.contains("already exists"))
+                .flat_map(|t| {
+                    t.split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ','))
+                        .map(|w| w.trim_end_matches(['.', ':', ';']).to_owned())
+                        .filter(|w| w.contains('@'))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut taken: Vec<String> = items
+        .iter()
+        .filter_map(|i| i.get("email").and_then(Value::as_str))
+        .map(str::to_lowercase)
+        .filter(|e| named.contains(e))
+        .collect();
+    taken.sort();
+    taken.dedup();
+    taken
 }
 
 #[async_trait]
-impl StoreTime for HttpCustomerApi {
+impl StoreTime for HttpCustomers {
     async fn store_time(&self) -> Result<UnixTime, ApiError> {
         #[derive(Deserialize)]
         struct Time {
             time: UnixTime,
         }
-        let t: Option<Time> = self.get_json("/v2/time", &[]).await?;
-        t.map(|t| t.time).ok_or_else(|| ApiError::Unexpected {
-            detail: "empty answer from /v2/time".into(),
-        })
+        let (r, _) = self.call(Method::GET, "/v2/time", &[], None).await;
+        match r? {
+            Value::Null => Err(ApiError::Unexpected {
+                detail: "empty answer from /v2/time".into(),
+            }),
+            v => serde_json::from_value::<Time>(v)
+                .map(|t| t.time)
+                .map_err(|e| ApiError::Unexpected {
+                    detail: format!("malformed JSON from BigCommerce: {e}"),
+                }),
+        }
     }
 }
 
 #[async_trait]
-impl CustomerApi for HttpCustomerApi {
+impl Customers for HttpCustomers {
     fn store_hash(&self) -> &str {
         self.http.store_hash()
     }
 
-    async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError> {
-        let found: Option<Data<Vec<Customer>>> = self
-            .get_json(
-                "/v3/customers",
-                &[("email:in", email), ("include", "attributes")],
-            )
-            .await?;
-        // `email:in` splits on commas: keep only the exact (case-insensitive) match.
-        Ok(found
-            .map(|d| d.data)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.email.eq_ignore_ascii_case(email)))
+    async fn find_by_emails(&self, emails: &[String]) -> Paced<Vec<Customer>> {
+        let q = [
+            ("email:in", emails.join(",")),
+            ("include", "attributes".to_owned()),
+            ("limit", "250".to_owned()),
+        ];
+        let (r, rate) = self.call(Method::GET, "/v3/customers", &q, None).await;
+        (r.and_then(customers), rate)
     }
 
-    async fn create_customer(&self, customer: NewCustomer) -> Result<Customer, ApiError> {
-        if customer.channel_ids.is_empty() {
-            return Err(ApiError::NoChannels);
-        }
-        let created: Data<Vec<Customer>> = self
-            .send_json(Method::POST, "/v3/customers", &json!([customer]))
-            .await?;
-        created
-            .data
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Unexpected {
-                detail: "creating a customer returned no customer".into(),
-            })
+    async fn find_by_ids(&self, ids: &[u64]) -> Result<Vec<Customer>, ApiError> {
+        let q = [("id:in", ids_query(ids)), ("limit", "250".to_owned())];
+        let (r, _) = self.call(Method::GET, "/v3/customers", &q, None).await;
+        r.and_then(customers)
     }
 
-    async fn update_customer(&self, id: u64, update: CustomerUpdate) -> Result<(), ApiError> {
-        if update.channel_ids.as_ref().is_some_and(Vec::is_empty) {
-            return Err(ApiError::NoChannels);
-        }
-        let mut item = serde_json::to_value(&update).map_err(|e| ApiError::Unexpected {
-            detail: e.to_string(),
-        })?;
-        if let Value::Object(map) = &mut item {
-            map.insert("id".into(), json!(id));
-        }
-        let _: Value = self
-            .send_json(Method::PUT, "/v3/customers", &json!([item]))
-            .await?;
-        Ok(())
-    }
-
-    async fn customer_group_id(&self, group: &CustomerGroupRef) -> Result<u64, ApiError> {
-        let name = match group {
-            CustomerGroupRef::Id(id) => return Ok(*id),
-            CustomerGroupRef::Name(name) => name,
-        };
-        let found: Option<Vec<Group>> = self
-            .get_json("/v2/customer_groups", &[("name", name)])
-            .await?;
-        if let Some(g) = found
-            .unwrap_or_default()
-            .into_iter()
-            .find(|g| &g.name == name)
-        {
-            return Ok(g.id);
-        }
-        let created: Group = self
-            .send_json(
+    async fn create(&self, items: &[Value]) -> Paced<Created> {
+        let (r, rate) = self
+            .send(
                 Method::POST,
-                "/v2/customer_groups",
-                &json!({ "name": name }),
+                "/v3/customers",
+                &[],
+                Some(&Value::Array(items.to_vec())),
             )
-            .await?;
-        Ok(created.id)
-    }
-
-    async fn subject_attribute_id(&self) -> Result<u64, ApiError> {
-        self.subject_attribute
-            .get_or_try_init(|| async {
-                let found: Option<Data<Vec<Attribute>>> = self
-                    .get_json("/v3/customers/attributes", &[("name", SUBJECT_ATTRIBUTE)])
-                    .await?;
-                if let Some(a) = found
-                    .map(|d| d.data)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|a| a.name == SUBJECT_ATTRIBUTE)
-                {
-                    return Ok(a.id);
+            .await;
+        let r = r.and_then(|(status, bytes)| {
+            if status == StatusCode::UNPROCESSABLE_ENTITY {
+                let taken = taken_emails(items, &bytes);
+                if !taken.is_empty() {
+                    return Ok(Created::EmailsTaken(taken));
                 }
-                let created: Data<Vec<Attribute>> = self
-                    .send_json(
-                        Method::POST,
-                        "/v3/customers/attributes",
-                        &json!([{ "name": SUBJECT_ATTRIBUTE, "type": "string" }]),
-                    )
-                    .await?;
-                created
-                    .data
-                    .first()
-                    .map(|a| a.id)
-                    .ok_or_else(|| ApiError::Unexpected {
-                        detail: "creating the storegate_subject customer attribute returned no attribute".into(),
-                    })
-            })
-            .await
-            .copied()
+            }
+            json(status, &bytes).and_then(customers).map(Created::All)
+        });
+        (r, rate)
     }
 
-    async fn set_subject(
-        &self,
-        customer_id: u64,
-        attribute_id: u64,
-        idp_subject: &str,
-    ) -> Result<(), ApiError> {
-        let _: Value = self
-            .send_json(
+    async fn update(&self, items: &[Value]) -> Paced<Vec<Customer>> {
+        let (r, rate) = self
+            .call(
+                Method::PUT,
+                "/v3/customers",
+                &[],
+                Some(&Value::Array(items.to_vec())),
+            )
+            .await;
+        (r.and_then(customers), rate)
+    }
+
+    async fn delete(&self, ids: &[u64]) -> Paced<()> {
+        let (r, rate) = self
+            .call(
+                Method::DELETE,
+                "/v3/customers",
+                &[("id:in", ids_query(ids))],
+                None,
+            )
+            .await;
+        (r.map(|_| ()), rate)
+    }
+
+    async fn set_subjects(&self, attribute_id: u64, subjects: &[(u64, String)]) -> Paced<()> {
+        let body: Vec<Value> = subjects
+            .iter()
+            .map(|(id, s)| json!({ "customer_id": id, "attribute_id": attribute_id, "value": s }))
+            .collect();
+        let (r, rate) = self
+            .call(
                 Method::PUT,
                 "/v3/customers/attribute-values",
-                &json!([{ "customer_id": customer_id, "attribute_id": attribute_id, "value": idp_subject }]),
+                &[],
+                Some(&Value::Array(body)),
             )
-            .await?;
-        Ok(())
+            .await;
+        (r.map(|_| ()), rate)
+    }
+
+    /// `GET /v3/customers/attribute-values?attribute_id:in=..`, 250 a page.
+    async fn subject_values(&self, attribute_id: u64) -> Result<Vec<(u64, String)>, ApiError> {
+        let mut out = Vec::new();
+        for page in 1u32.. {
+            let q = [
+                ("attribute_id:in", attribute_id.to_string()),
+                ("limit", "250".to_owned()),
+                ("page", page.to_string()),
+            ];
+            let (r, _) = self
+                .call(Method::GET, "/v3/customers/attribute-values", &q, None)
+                .await;
+            let v = r?;
+            let data = v.get("data").and_then(Value::as_array);
+            let n = data.map_or(0, Vec::len);
+            for m in data.into_iter().flatten() {
+                if let (Some(id), Some(val)) = (
+                    m.get("customer_id").and_then(Value::as_u64),
+                    m.get("attribute_value").and_then(Value::as_str),
+                ) && !val.is_empty()
+                {
+                    out.push((id, val.to_owned()));
+                }
+            }
+            let pages = v
+                .pointer("/meta/pagination/total_pages")
+                .and_then(Value::as_u64)
+                .unwrap_or(1);
+            if n == 0 || u64::from(page) >= pages {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn subject_attribute_id(&self, create: bool) -> Result<Option<u64>, ApiError> {
+        if let Some(id) = self.subject_attribute.get() {
+            return Ok(Some(*id));
+        }
+        if !create {
+            let found = self.find_subject_attribute().await?;
+            if let Some(id) = found {
+                // Lost to a concurrent lookup: the same id.
+                let _ = self.subject_attribute.set(id);
+            }
+            return Ok(found);
+        }
+        self.subject_attribute
+            .get_or_try_init(|| self.find_or_create_subject_attribute())
+            .await
+            .map(|id| Some(*id))
+    }
+
+    async fn customer_group_id(&self, name: &str, create: bool) -> Result<Option<u64>, ApiError> {
+        let (r, _) = self
+            .call(
+                Method::GET,
+                "/v2/customer_groups",
+                &[("name", name.to_owned())],
+                None,
+            )
+            .await;
+        // The exact name only: the filter is BigCommerce's, the decision ours.
+        let found = r?
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|g| g.get("name").and_then(Value::as_str) == Some(name))
+            })
+            .and_then(|g| g.get("id"))
+            .and_then(Value::as_u64);
+        if found.is_some() || !create {
+            return Ok(found);
+        }
+        let (r, _) = self
+            .call(
+                Method::POST,
+                "/v2/customer_groups",
+                &[],
+                Some(&json!({ "name": name })),
+            )
+            .await;
+        r?.get("id")
+            .and_then(Value::as_u64)
+            .map(Some)
+            .ok_or_else(|| ApiError::Unexpected {
+                detail: "creating a customer group returned no id".into(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taken_emails_are_the_batch_emails_named_as_in_use() {
+        let items = vec![
+            json!({"email": "Ada@corp.example"}),
+            json!({"email": "bob@corp.example"}),
+            json!({"email": "ada@corp.example.org"}),
+        ];
+        let body = json!({"status": 422, "title": "Unable to create customers", "errors": {
+            "0.email": "The email address ada@corp.example is already in use by another customer.",
+            "2.first_name": "first_name is required",
+        }});
+        let taken = taken_emails(&items, body.to_string().as_bytes());
+        // Whole addresses only: "ada@corp.example.org" is not named.
+        assert_eq!(taken, vec!["ada@corp.example".to_owned()]);
+        assert!(taken_emails(&items, b"not json").is_empty());
+        let longer = json!({"errors": {"0.email": "The email address ada@corp.example.org is already in use."}});
+        assert_eq!(
+            taken_emails(&items, longer.to_string().as_bytes()),
+            vec!["ada@corp.example.org".to_owned()]
+        );
     }
 }

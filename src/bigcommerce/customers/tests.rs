@@ -2,7 +2,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::*;
-use crate::bigcommerce::api::{AttributeValue, Customer, StoreTime};
+use serde_json::Value;
+
+use crate::bigcommerce::api::{AttributeValue, Created, Customer, Paced, RateInfo, StoreTime};
 use crate::bigcommerce::test_support::{decision, identity};
 use crate::clock::UnixTime;
 use crate::identity::Identity;
@@ -29,71 +31,94 @@ impl StoreTime for Fake {
     }
 }
 
+impl Fake {
+    fn with_subject(&self, mut c: Customer) -> Customer {
+        c.attributes = self
+            .subjects
+            .lock()
+            .iter()
+            .rev()
+            .find(|(id, _)| *id == c.id)
+            .map(|(_, s)| AttributeValue {
+                attribute_id: ATTR,
+                attribute_value: s.clone(),
+            })
+            .into_iter()
+            .collect();
+        c
+    }
+}
+
 #[async_trait]
-impl CustomerApi for Fake {
+impl Customers for Fake {
     fn store_hash(&self) -> &str {
         "h"
     }
-    async fn find_customer_by_email(&self, email: &str) -> Result<Option<Customer>, ApiError> {
-        let found = self
+    async fn find_by_emails(&self, emails: &[String]) -> Paced<Vec<Customer>> {
+        let found: Vec<Customer> = self
             .customers
             .lock()
             .iter()
-            .find(|c| c.email.eq_ignore_ascii_case(email))
-            .cloned();
-        Ok(found.map(|mut c| {
-            c.attributes = self
-                .subjects
-                .lock()
-                .iter()
-                .rev()
-                .find(|(id, _)| *id == c.id)
-                .map(|(_, s)| AttributeValue {
-                    attribute_id: ATTR,
-                    attribute_value: s.clone(),
-                })
-                .into_iter()
-                .collect();
-            c
-        }))
+            .filter(|c| emails.iter().any(|e| c.email.eq_ignore_ascii_case(e)))
+            .cloned()
+            .collect();
+        let found = found.into_iter().map(|c| self.with_subject(c)).collect();
+        (Ok(found), RateInfo::default())
     }
-    async fn create_customer(&self, c: NewCustomer) -> Result<Customer, ApiError> {
+    async fn find_by_ids(&self, _: &[u64]) -> Result<Vec<Customer>, ApiError> {
+        unreachable!("a launch finds by email")
+    }
+    async fn create(&self, items: &[Value]) -> Paced<Created> {
         let mut all = self.customers.lock();
-        let created = Customer {
-            id: all.len() as u64 + 1,
-            email: c.email,
-            first_name: c.first_name,
-            last_name: c.last_name,
-            customer_group_id: c.customer_group_id.unwrap_or(0),
-            channel_ids: Some(c.channel_ids),
-            origin_channel_id: c.origin_channel_id,
-            attributes: Vec::new(),
-        };
-        for a in c.attributes {
-            assert_eq!(a.attribute_id, ATTR, "only the subject attribute is set");
-            self.subjects.lock().push((created.id, a.attribute_value));
+        let mut out = Vec::new();
+        for item in items {
+            let c: NewCustomer = serde_json::from_value(item.clone()).expect("a NewCustomer");
+            let created = Customer {
+                id: all.len() as u64 + 1,
+                email: c.email,
+                first_name: c.first_name,
+                last_name: c.last_name,
+                customer_group_id: c.customer_group_id.unwrap_or(0),
+                channel_ids: Some(c.channel_ids),
+                origin_channel_id: c.origin_channel_id,
+                attributes: Vec::new(),
+            };
+            for a in c.attributes {
+                assert_eq!(a.attribute_id, ATTR, "only the subject attribute is set");
+                self.subjects.lock().push((created.id, a.attribute_value));
+            }
+            all.push(created.clone());
+            out.push(created);
         }
-        all.push(created.clone());
-        Ok(created)
+        (Ok(Created::All(out)), RateInfo::default())
     }
-    async fn update_customer(&self, id: u64, update: CustomerUpdate) -> Result<(), ApiError> {
-        self.updates.lock().push((id, update));
-        Ok(())
+    async fn update(&self, items: &[Value]) -> Paced<Vec<Customer>> {
+        for item in items {
+            let id = item["id"].as_u64().expect("an id");
+            let update: CustomerUpdate = serde_json::from_value(item.clone()).expect("an update");
+            self.updates.lock().push((id, update));
+        }
+        (Ok(vec![]), RateInfo::default())
     }
-    async fn customer_group_id(&self, g: &CustomerGroupRef) -> Result<u64, ApiError> {
-        Ok(match g {
-            CustomerGroupRef::Id(id) => *id,
-            CustomerGroupRef::Name(_) => 77,
-        })
+    async fn delete(&self, _: &[u64]) -> Paced<()> {
+        unreachable!("a launch never deletes")
     }
-    async fn subject_attribute_id(&self) -> Result<u64, ApiError> {
-        Ok(ATTR)
-    }
-    async fn set_subject(&self, id: u64, attr: u64, s: &str) -> Result<(), ApiError> {
+    async fn set_subjects(&self, attr: u64, subjects: &[(u64, String)]) -> Paced<()> {
         assert_eq!(attr, ATTR);
-        *self.subject_writes.lock() += 1;
-        self.subjects.lock().push((id, s.to_owned()));
-        Ok(())
+        for (id, s) in subjects {
+            *self.subject_writes.lock() += 1;
+            self.subjects.lock().push((*id, s.clone()));
+        }
+        (Ok(()), RateInfo::default())
+    }
+    async fn subject_values(&self, _: u64) -> Result<Vec<(u64, String)>, ApiError> {
+        unreachable!("a launch reads subjects with the customer")
+    }
+    async fn subject_attribute_id(&self, _: bool) -> Result<Option<u64>, ApiError> {
+        Ok(Some(ATTR))
+    }
+    async fn customer_group_id(&self, _: &str, _: bool) -> Result<Option<u64>, ApiError> {
+        Ok(Some(77))
     }
 }
 
