@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::free_port;
 use super::harness::Gateway;
 use super::rogue_op::RogueOp;
 use super::tools::{Recorder, ToolSpec};
@@ -168,8 +167,14 @@ where
     F: FnOnce(Behind) -> Fut,
     Fut: Future<Output = D>,
 {
-    let port = free_port();
+    // The port stays bound while the OP, the upstream and the gateway start (each binds port 0,
+    // and the kernel could hand out this one, which the door would then not get: a test once
+    // reached the upstream directly and read its 200 as the door's), and is let go just before
+    // the door binds it.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = reserved.local_addr().expect("a bound port").port();
     let tool = spec.start(|_| routes_toml(port, forward_auth_table)).await;
+    drop(reserved);
     let door = start(Behind {
         port,
         gateway: tool.gw.url("").trim_end_matches('/').to_owned(),
