@@ -527,7 +527,7 @@ async fn access_report(
     dormant: &str,
     expiring: &str,
 ) -> anyhow::Result<()> {
-    use storegate::audit::access::{self, sources};
+    use storegate::access_review::{self as access, sources};
     let windows = access::Windows {
         dormant_secs: sources::parse_window(dormant)
             .map_err(|e| anyhow::anyhow!("--dormant: {e}"))?,

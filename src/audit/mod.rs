@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 
 use crate::clock::UnixTime;
 
-pub mod access;
 pub mod chain;
 pub mod postgres;
 pub mod rotate;

@@ -309,7 +309,7 @@ fn fields(r: &Row) -> Vec<String> {
 
 /// The rows as CSV (lists space-separated), through the storefront report's writer.
 pub fn to_csv(rows: &[Row]) -> String {
-    crate::audit::access::csv(&COLUMNS, rows.iter().map(fields))
+    crate::access_review::csv(&COLUMNS, rows.iter().map(fields))
 }
 
 /// The rows as a JSON array (lists as arrays, absent values `null`).

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::VerifiedClaims;
+use super::settings::ClaimMapping;
 use crate::clock::UnixTime;
-use crate::config::ClaimMapping;
 use crate::identity::Identity;
 
 /// Looks a claim up by its configured name, then by Access Manager's XPath form of that name.

@@ -7,6 +7,7 @@ pub mod claims;
 pub mod logout_token;
 pub mod oidc;
 pub mod saml;
+pub mod settings;
 
 use serde_json::{Map, Value};
 

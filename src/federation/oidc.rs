@@ -33,8 +33,8 @@ use tokio::sync::RwLock;
 
 use super::VerifiedClaims;
 use super::logout_token::{self, LogoutTokenError};
+use super::settings::{IdpConfig, OidcIdp, TokenAuthMethod};
 use crate::clock::{SharedClock, UnixTime};
-use crate::config::{IdpConfig, OidcIdp, TokenAuthMethod};
 use crate::identity::{AuthContext, IdpId};
 use crate::redirect::LocalPath;
 

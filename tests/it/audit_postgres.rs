@@ -475,7 +475,7 @@ fn seal_json(chain: &mut Chain, json: &str) -> Vec<u8> {
 #[tokio::test]
 async fn the_access_review_reads_last_launches_from_the_table_when_there_is_one_else_from_the_files()
  {
-    use storegate::audit::access::sources::last_launches;
+    use storegate::access_review::sources::last_launches;
     let pg = PostgresServer::start();
     let dir = temp_dir("pg-launches");
     // Replica A's events reach the table; replica B's file is all this replica has of its own.
@@ -506,7 +506,7 @@ async fn the_access_review_reads_last_launches_from_the_table_when_there_is_one_
             .expect("time")
             .unix_timestamp()
     };
-    let pairs = |l: &storegate::audit::access::Launches| -> Vec<(String, String, i64)> {
+    let pairs = |l: &storegate::access_review::Launches| -> Vec<(String, String, i64)> {
         l.iter()
             .map(|((s, st), v)| (s.clone(), st.clone(), v.at))
             .collect()

@@ -1,6 +1,6 @@
 //! `/admin/access`: the access review as an HTML table, and `/admin/access.csv` as the same rows
 //! for a review campaign import (issue 13). Both sit behind the [`Admin`] gate, so each view is
-//! audited. The rows are the ones `storegate access-report` prints (`audit::access`).
+//! audited. The rows are the ones `storegate access-report` prints (`access_review`).
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{Admin, render};
-use crate::audit::access::{self, Report, Row, Windows, sources};
+use crate::access_review::{self as access, Report, Row, Windows, sources};
 use crate::web::AppState;
 use crate::web::errors::AppError;
 

@@ -14,7 +14,7 @@ use crate::provisioning::scim::ScimData;
 pub fn trail_files(cfg: &Config) -> Vec<PathBuf> {
     match &cfg.audit {
         AuditTarget::File(p) => {
-            let mut files = super::super::rotate::rotated_files(p).unwrap_or_default();
+            let mut files = crate::audit::rotate::rotated_files(p).unwrap_or_default();
             files.push(p.clone());
             files
         }
