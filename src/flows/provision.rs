@@ -16,7 +16,7 @@
 //!    - the plan ([`reconcile::plan`], pure) and the drift ([`drift`]), logged and audited;
 //!    - the plan is queued ([`crate::provisioning::queue`]) and the
 //!      [`Executor`](crate::provisioning::executor::Executor) works it off in batches through the
-//!      Management API client ([`crate::bigcommerce::batch`]);
+//!      Management API client ([`crate::bigcommerce::api::Customers`]);
 //!    - B2B Edition company membership, after the drain, since a company user needs the customer
 //!      ([`b2b_sync`]).
 //!
