@@ -17,7 +17,8 @@ build-deps:
 deps:
 	scripts/test-deps.sh
 
-## test: the shape checks (scripts/arch-check.py: no new module cycle, no handler over 60 lines),
+## test: the shape checks (scripts/arch-check.py: no new module cycle, no handler over 60 lines,
+## no anyhow outside the CLI and start-up edge),
 ## then every test; the install step (deps) is the only one that downloads
 test: deps
 	python3 scripts/arch-check.py

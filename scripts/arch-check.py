@@ -8,10 +8,12 @@
 3. Leftovers of rules that have one owner: constant-time comparison outside `secret::ct_eq`,
    RFC 3339 formatting outside `clock`, the `"{idp}:{subject}"` binding string outside
    `identity::BoundSubject`.
+4. Error style: `anyhow` only at the CLI and start-up edge (`ANYHOW_EDGE`); the core returns
+   typed errors (thiserror) that callers can match on.
 
 Usage: scripts/arch-check.py [--max-handler N]   (exit 1 when a file-module cycle, a pair of
-top-level modules using each other, a handler over N lines (60) or a leftover is found that the
-allow-lists below do not name). `make test` runs it before the tests.
+top-level modules using each other, a handler over N lines (60), a leftover or an `anyhow` outside
+the edge is found that the allow-lists below do not name). `make test` runs it before the tests.
 
 An allow-list entry is a known debt with its reason, not a way around the check: remove it in
 the change that fixes it (an entry that no longer matches anything is reported as stale).
@@ -31,6 +33,19 @@ ALLOWED_MUTUAL = {}
 
 # Handlers over the limit not thinned yet: "src/web/file.rs::name" -> why it is allowed.
 ALLOWED_LONG_HANDLERS = {}
+
+# Where `anyhow` belongs: the CLI and start-up, which only report an error and exit. Paths
+# relative to src/; a directory covers its files.
+ANYHOW_EDGE = {
+    "main.rs": "the CLI: prints the error chain and sets the exit code",
+    "app.rs": "the composition root: builds the gateway from the configuration at start",
+    "server.rs": "start-up: opens the audit log, binds and serves",
+    "telemetry.rs": "start-up: starts the OTLP exporter",
+    "demo/": "`storegate demo`: a CLI command with its own peers",
+}
+
+# Core files still using `anyhow`, not converted yet: "src/path.rs" -> why it is allowed.
+ALLOWED_ANYHOW = {}
 
 
 def module_of(path: Path) -> tuple:
@@ -227,6 +242,24 @@ def main() -> int:
         for h in hits:
             print(f"  {h}")
         status |= bool(hits)
+
+    print("\n## Error style: anyhow outside the CLI and start-up edge")
+    users = {}
+    for p in files:
+        rel = p.relative_to(SRC).as_posix()
+        if rel in ANYHOW_EDGE or any(rel.startswith(d) for d in ANYHOW_EDGE if d.endswith("/")):
+            continue
+        n = len(re.findall(r"\banyhow\b", strip_tests(p.read_text())))
+        if n:
+            users[f"src/{rel}"] = n
+    for name, n in sorted(users.items()):
+        reason = ALLOWED_ANYHOW.get(name)
+        print(f"{'allowed' if reason else 'ANYHOW'} {name}: {n} use(s)" + (f"  ({reason})" if reason else ""))
+    not_allowed_anyhow = sorted(set(users) - set(ALLOWED_ANYHOW))
+    print(f"{len(users)} core file(s) use anyhow, {len(not_allowed_anyhow)} not allowed")
+    for stale in sorted(set(ALLOWED_ANYHOW) - set(users)):
+        print(f"stale allow-list entry (no anyhow there now; remove it): {stale}")
+    status |= bool(not_allowed_anyhow)
     return 1 if status else 0
 
 

@@ -183,7 +183,7 @@ pub struct QueueSummary {
 impl QueueSummary {
     pub async fn read(
         queue: &dyn crate::provisioning::queue::WorkQueue,
-    ) -> anyhow::Result<QueueSummary> {
+    ) -> Result<QueueSummary, crate::provisioning::queue::QueueError> {
         Ok(QueueSummary {
             stats: queue.stats().await?,
             oldest_at: queue.oldest_queued_at().await?,
@@ -223,7 +223,7 @@ async fn queue_check(cfg: &Config) -> Check {
         ),
     };
     let read = match crate::app::open_queue(cfg, None) {
-        Ok(q) => QueueSummary::read(q.as_ref()).await,
+        Ok(q) => QueueSummary::read(q.as_ref()).await.map_err(Into::into),
         Err(e) => Err(e),
     };
     match read {

@@ -341,7 +341,7 @@ fn audit_migrate(url: &str) -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(storegate::audit::postgres::migrate(url)));
+        .and_then(|rt| Ok(rt.block_on(storegate::audit::postgres::migrate(url))?));
     match migrated {
         Ok(applied) if applied.is_empty() => {
             println!("audit_events is current; nothing to apply");

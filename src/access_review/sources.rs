@@ -5,7 +5,8 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use super::{BoundCustomer, LastLaunch, Launches, Report, Windows};
-use crate::bigcommerce::api::{Customers, HttpCustomers};
+use crate::audit::postgres::AuditStoreError;
+use crate::bigcommerce::api::{AccountError, Customers, HttpCustomers};
 use crate::clock::UnixTime;
 use crate::config::{AuditTarget, Config};
 use crate::provisioning::scim::ScimData;
@@ -97,11 +98,8 @@ pub fn launches_from_files(files: &[PathBuf]) -> std::io::Result<Launches> {
 /// The last allowed launch per (subject, store) in the central table: every replica's events.
 /// PostgreSQL picks each pair's newest line (times are RFC 3339 UTC, so text order is time
 /// order); [`fold_line`] reads it exactly as it reads a file's line.
-pub async fn launches_from_table(url: &str) -> anyhow::Result<Launches> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the audit database: {e}"))?;
-    tokio::spawn(conn);
+pub async fn launches_from_table(url: &str) -> Result<Launches, AuditStoreError> {
+    let client = crate::audit::postgres::connect(url).await?;
     let rows = client
         .query(
             "SELECT DISTINCT ON (l->>'subject', l->>'store') line \
@@ -111,10 +109,10 @@ pub async fn launches_from_table(url: &str) -> anyhow::Result<Launches> {
             &[],
         )
         .await
-        .map_err(|e| anyhow::anyhow!("cannot read audit_events: {e}"))?;
+        .map_err(AuditStoreError::Read)?;
     let mut out = Launches::new();
     for row in rows {
-        let line: String = row.try_get(0)?;
+        let line: String = row.try_get(0).map_err(AuditStoreError::Read)?;
         fold_line(line.as_bytes(), &mut out);
     }
     Ok(out)
@@ -148,11 +146,11 @@ pub async fn last_launches(
 
 /// Every customer carrying `storegate_subject`, on every account. An account whose attribute
 /// does not exist yet has no bound customer (nothing is created here).
-pub async fn bound_customers(cfg: &Config) -> anyhow::Result<Vec<BoundCustomer>> {
+pub async fn bound_customers(cfg: &Config) -> Result<Vec<BoundCustomer>, AccountError> {
     let mut out = Vec::new();
     for account in &cfg.bigcommerce {
-        let client = HttpCustomers::new(account)?;
-        let fail = |e| anyhow::anyhow!("[[bigcommerce]] {}: {e}", account.id);
+        let fail = |e| AccountError::store(&account.id, e);
+        let client = HttpCustomers::new(account).map_err(fail)?;
         let Some(attribute) = client.subject_attribute_id(false).await.map_err(fail)? else {
             continue;
         };

@@ -421,18 +421,40 @@ async fn ensure_migrated(client: &mut tokio_postgres::Client) -> Result<(), refi
         .map(|_| ())
 }
 
+/// Why the audit table could not be used by a one-off reader or `storegate audit migrate`
+/// (the sink itself retries and spools instead, see [`Feed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditStoreError {
+    /// The database cannot be reached or refused the login: check `[audit] postgres_url` (host,
+    /// role, password) and that this host reaches PostgreSQL.
+    #[error("cannot connect to the audit database: {0}")]
+    Connect(tokio_postgres::Error),
+    /// A query on `audit_events` failed (the table is missing, the role may not select).
+    #[error("cannot read audit_events: {0}")]
+    Read(tokio_postgres::Error),
+    /// The migrations failed (with their causes): run them as the table's owner.
+    #[error("cannot migrate the audit table: {0}")]
+    Migrate(String),
+}
+
+/// One short-lived connection for a reader (`audit verify`, the console, the access review).
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, AuditStoreError> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(AuditStoreError::Connect)?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
 /// `storegate audit migrate --postgres URL`: creates or upgrades `audit_events` as the role in
 /// `url` (the table's owner), so the gateway itself can run as a role that may only insert and
 /// select. Returns the versions applied now (empty: already current).
-pub async fn migrate(url: &str) -> anyhow::Result<Vec<String>> {
-    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the audit database: {e}"))?;
-    tokio::spawn(conn);
+pub async fn migrate(url: &str) -> Result<Vec<String>, AuditStoreError> {
+    let mut client = connect(url).await?;
     let report = embedded::migrations::runner()
         .run_async(&mut client)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot migrate the audit table: {}", migration_error(&e)))?;
+        .map_err(|e| AuditStoreError::Migrate(migration_error(&e)))?;
     Ok(report
         .applied_migrations()
         .iter()
@@ -441,14 +463,11 @@ pub async fn migrate(url: &str) -> anyhow::Result<Vec<String>> {
 }
 
 /// The table's lines in (writer, seq) order, for `storegate audit verify --postgres URL`.
-pub async fn table_lines(url: &str) -> anyhow::Result<Vec<String>> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the audit database: {e}"))?;
-    tokio::spawn(conn);
+pub async fn table_lines(url: &str) -> Result<Vec<String>, AuditStoreError> {
+    let client = connect(url).await?;
     let rows = client
         .query("SELECT line FROM audit_events ORDER BY writer, seq", &[])
         .await
-        .map_err(|e| anyhow::anyhow!("cannot read audit_events: {e}"))?;
+        .map_err(AuditStoreError::Read)?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::bigcommerce::api::ErrorClass;
+use crate::bigcommerce::api::{AccountError, ApiError, ErrorClass};
 use crate::config::account::ControlPanelAccount;
 use crate::secret::Secret;
 
@@ -203,13 +203,20 @@ pub struct AccountApi {
 }
 
 impl AccountApi {
-    pub fn new(account: &ControlPanelAccount) -> anyhow::Result<Self> {
+    /// The client of `[[account]]` `account`; fails only when the HTTP client cannot be built.
+    pub fn new(account: &ControlPanelAccount) -> Result<Self, AccountError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            // A redirect would carry the token to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| AccountError {
+                section: "account",
+                account: account.id.clone(),
+                error: ApiError::client_setup(e),
+            })?;
         Ok(AccountApi {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                // A redirect would carry the token to wherever it points.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http,
             url: format!(
                 "{}/accounts/{}/graphql",
                 account.api_base.as_str().trim_end_matches('/'),

@@ -185,7 +185,38 @@ impl ErrorClass {
     }
 }
 
+/// An [`ApiError`] of one configured account, named as the configuration names it
+/// (`[[bigcommerce]] acme: ...`), for the errors that reach an administrator at start or in a
+/// report rather than in a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[[{section}]] {account}: {error}")]
+pub struct AccountError {
+    /// The configuration table: `bigcommerce` or `account` (control panel).
+    pub section: &'static str,
+    /// The account's `id`, and the API when it is not the store's (`acme (B2B Edition)`).
+    pub account: String,
+    pub error: ApiError,
+}
+
+impl AccountError {
+    /// An error of the `[[bigcommerce]]` account `account`.
+    pub fn store(account: impl Into<String>, error: ApiError) -> Self {
+        AccountError {
+            section: "bigcommerce",
+            account: account.into(),
+            error,
+        }
+    }
+}
+
 impl ApiError {
+    /// The HTTP client could not be built (the TLS backend failed to start): a start-up failure.
+    pub fn client_setup(e: impl std::fmt::Display) -> Self {
+        ApiError::Unexpected {
+            detail: format!("building the HTTP client: {e}"),
+        }
+    }
+
     /// Who must act; callers decide on this rather than on variants.
     pub fn class(&self) -> ErrorClass {
         match self {
@@ -343,5 +374,14 @@ mod tests {
         ] {
             assert_eq!(e.class(), ErrorClass::Misuse, "{e}");
         }
+    }
+
+    #[test]
+    fn an_account_error_names_the_configuration_table_and_account() {
+        let e = AccountError::store("acme (B2B Edition)", ApiError::client_setup("no TLS"));
+        assert_eq!(
+            e.to_string(),
+            "[[bigcommerce]] acme (B2B Edition): unexpected answer from BigCommerce: building the HTTP client: no TLS"
+        );
     }
 }

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::api::ApiError;
+use super::api::{AccountError, ApiError};
 use super::transport::StoreHttp;
 use crate::identity::Identity;
 use crate::policy::{B2bGrant, B2bRole, LaunchDecision};
@@ -178,7 +178,7 @@ pub fn role_text(user: &CompanyUser) -> String {
 /// (the gateway's launch path and the reconciler build them the same way).
 pub fn clients(
     config: &crate::config::Config,
-) -> anyhow::Result<std::collections::HashMap<String, std::sync::Arc<dyn B2bApi>>> {
+) -> Result<std::collections::HashMap<String, std::sync::Arc<dyn B2bApi>>, AccountError> {
     let mut b2b: std::collections::HashMap<String, std::sync::Arc<dyn B2bApi>> =
         std::collections::HashMap::new();
     for account in &config.bigcommerce {
@@ -189,7 +189,7 @@ pub fn clients(
                 access.access_token.clone(),
                 account.timeout,
             )
-            .map_err(|e| anyhow::anyhow!("[[bigcommerce]] {} (B2B Edition): {e}", account.id))?;
+            .map_err(|e| AccountError::store(format!("{} (B2B Edition)", account.id), e))?;
             b2b.insert(account.id.clone(), std::sync::Arc::new(api));
         }
     }
@@ -255,9 +255,7 @@ impl HttpB2bApi {
         timeout: std::time::Duration,
     ) -> Result<Self, ApiError> {
         let http =
-            StoreHttp::b2b(base, store_hash, token, timeout).map_err(|e| ApiError::Unexpected {
-                detail: format!("building the HTTP client: {e}"),
-            })?;
+            StoreHttp::b2b(base, store_hash, token, timeout).map_err(ApiError::client_setup)?;
         Ok(HttpB2bApi { http })
     }
 

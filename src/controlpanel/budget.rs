@@ -67,6 +67,21 @@ pub struct FileBudget {
     logs: Mutex<BTreeMap<String, VecDeque<UnixTime>>>,
 }
 
+/// Why [`FileBudget::open`] refused: starting with an empty budget instead would allow calls
+/// the hour has already spent.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetFileError {
+    /// Not a budget (damaged, or another file): fix or remove it once the hour it covers is over.
+    #[error("the Account API budget file {} is damaged: {detail}", path.display())]
+    Damaged { path: PathBuf, detail: String },
+    /// The file exists but cannot be read (permissions).
+    #[error("cannot read the Account API budget file {}: {error}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
 impl FileBudget {
     /// A budget kept in memory only (tests, `--dry-run` of a configuration without a file queue).
     pub fn memory(limit: u32) -> Self {
@@ -79,19 +94,14 @@ impl FileBudget {
 
     /// A budget kept in `path` (created when missing); an unreadable file is an error, not a
     /// fresh budget (that would allow 70 more calls).
-    pub fn open(path: PathBuf, limit: u32) -> anyhow::Result<Self> {
+    pub fn open(path: PathBuf, limit: u32) -> Result<Self, BudgetFileError> {
         let logs = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "the Account API budget file {} is damaged: {e}",
-                    path.display()
-                )
+            Ok(text) => serde_json::from_str(&text).map_err(|e| BudgetFileError::Damaged {
+                path: path.clone(),
+                detail: e.to_string(),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => anyhow::bail!(
-                "cannot read the Account API budget file {}: {e}",
-                path.display()
-            ),
+            Err(error) => return Err(BudgetFileError::Unreadable { path, error }),
         };
         Ok(FileBudget {
             limit,
@@ -258,6 +268,26 @@ mod tests {
         );
         std::fs::write(&path, "{not json").unwrap();
         assert!(FileBudget::open(path, 2).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_damaged_budget_file_is_refused_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("sg-budget-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("budget.json");
+        std::fs::write(&path, "[]").unwrap();
+        let Err(e) = FileBudget::open(path.clone(), 2) else {
+            panic!("a damaged budget must not open as a fresh one");
+        };
+        assert!(matches!(&e, BudgetFileError::Damaged { path: p, .. } if *p == path));
+        assert!(
+            e.to_string().starts_with(&format!(
+                "the Account API budget file {} is damaged: ",
+                path.display()
+            )),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -16,6 +16,7 @@ use super::observe::{self, Halt, spend_and_call};
 use super::plan::{self, Change, Plan, Rules, Step};
 use crate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use crate::bigcommerce::account_api::{AccountApi, AccountApiError};
+use crate::bigcommerce::api::AccountError;
 use crate::clock::{SharedClock, UnixTime};
 use crate::config::account::ControlPanelAccount;
 
@@ -160,7 +161,7 @@ impl StaffReconciler {
         budget: Arc<dyn CallBudget>,
         audit: AuditLog,
         clock: SharedClock,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, AccountError> {
         let accounts = accounts
             .iter()
             .map(|a| {
@@ -169,7 +170,7 @@ impl StaffReconciler {
                     config: a.clone(),
                 })
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, AccountError>>()?;
         Ok(Self::new(accounts, budget, audit, clock))
     }
 

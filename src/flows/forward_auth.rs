@@ -17,7 +17,7 @@ use tower_sessions::Session;
 use super::Gateway;
 use super::signed_in;
 use crate::audit::{AuditEvent, EventKind, Outcome};
-use crate::forward::keys::{KeySet, SigningKey};
+use crate::forward::keys::{KeyError, KeySet, SigningKey};
 use crate::forward::request::{ForwardError, ForwardedRequest};
 use crate::forward::return_url::RouteReturn;
 use crate::forward::token;
@@ -33,7 +33,7 @@ pub struct ForwardState {
 }
 
 impl ForwardState {
-    pub fn build(config: &crate::config::Config) -> anyhow::Result<Option<Self>> {
+    pub fn build(config: &crate::config::Config) -> Result<Option<Self>, KeyError> {
         let fa = &config.forward_auth;
         if fa.routes.is_empty() {
             return Ok(None);

@@ -64,8 +64,9 @@ pub enum PassError {
     /// store.
     #[error("BigCommerce kept failing for {0:?}; queued work is kept for the next run")]
     Stalled(Vec<String>),
-    #[error("{0:#}")]
-    Queue(anyhow::Error),
+    /// The queue could not be read or written: the pass stops; queued work stays queued.
+    #[error(transparent)]
+    Queue(crate::provisioning::queue::QueueError),
     #[error("cannot read the SCIM data: {0}")]
     Scim(String),
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::queue::{Backoff, BatchKey, DrainReport, Item, Stage, WorkQueue, batch_key};
+use super::queue::{Backoff, BatchKey, DrainReport, Item, QueueError, Stage, WorkQueue, batch_key};
 use super::reconcile::{Action, CustomerState};
 use crate::audit::{AuditEvent, AuditLog, EventKind, Outcome};
 use crate::bigcommerce::api::{ApiError, Customer};
@@ -264,7 +264,7 @@ impl Executor {
     }
 
     /// Sleeps while another worker (here or on another replica) paused the account.
-    async fn wait_if_paused(&self, account: &str) -> anyhow::Result<()> {
+    async fn wait_if_paused(&self, account: &str) -> Result<(), QueueError> {
         while let Some(wait) = self.queue.paused_for(account).await? {
             tokio::time::sleep(wait).await;
         }
@@ -398,7 +398,7 @@ impl Executor {
 
     /// The next batch; `Some(empty)` when another consumer holds items of the account (the
     /// worker waits for them to settle or to become reclaimable), `None` when all is done.
-    async fn next(&self, account: &str) -> anyhow::Result<Option<Vec<Item>>> {
+    async fn next(&self, account: &str) -> Result<Option<Vec<Item>>, QueueError> {
         self.wait_if_paused(account).await?;
         let batch = self.queue.next_batch(account).await?;
         if !batch.is_empty() {

@@ -26,6 +26,7 @@
 pub mod file;
 pub mod redis;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -130,6 +131,35 @@ pub struct QueueStats {
     pub dead_letters: u64,
 }
 
+/// Why the queue could not be read or written. None loses work: what was queued stays queued,
+/// so a caller backs off and retries (the executor) or reports it (doctor, the console).
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis cannot be reached (down, a timeout, a lost master): retry once it is back.
+    #[error("provisioning queue: {0}")]
+    Unavailable(String),
+    /// Redis failed one command (`command` says which step).
+    #[error("provisioning queue in Redis: {command} failed: {detail}")]
+    Command {
+        command: &'static str,
+        detail: String,
+    },
+    /// The queue file holds something else (another file, damaged): move it away; the next
+    /// reconcile pass plans again.
+    #[error("{} is not a storegate queue: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    /// The queue file or its journal cannot be read or written (permissions, a full disk).
+    #[error("cannot {action} {}: {error}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// An item could not be written as JSON (a bug: items are plain data).
+    #[error("cannot encode a provisioning queue item: {0}")]
+    Encode(serde_json::Error),
+}
+
 /// A scheduled pass's right to plan (see [`WorkQueue::lease`]).
 #[async_trait]
 pub trait PassLease: Send {
@@ -141,25 +171,25 @@ pub trait PassLease: Send {
 #[async_trait]
 pub trait WorkQueue: Send + Sync {
     /// Queues the plan of run `run`, one item per action.
-    async fn enqueue(&self, run: &str, actions: Vec<Action>) -> anyhow::Result<()>;
+    async fn enqueue(&self, run: &str, actions: Vec<Action>) -> Result<(), QueueError>;
 
     /// Items waiting or in flight (every consumer).
-    async fn len(&self) -> anyhow::Result<u64>;
+    async fn len(&self) -> Result<u64, QueueError>;
 
-    async fn is_empty(&self) -> anyhow::Result<bool> {
+    async fn is_empty(&self) -> Result<bool, QueueError> {
         Ok(self.len().await? == 0)
     }
 
     /// Accounts with queued items.
-    async fn accounts(&self) -> anyhow::Result<Vec<String>>;
+    async fn accounts(&self) -> Result<Vec<String>, QueueError>;
 
     /// The next batch of `account` for this worker (see [`pick_batch`]); empty when there is
     /// nothing this worker can take now.
-    async fn next_batch(&self, account: &str) -> anyhow::Result<Vec<Item>>;
+    async fn next_batch(&self, account: &str) -> Result<Vec<Item>, QueueError>;
 
     /// True when another consumer still holds items of `account`: a worker with an empty batch
     /// waits for them to settle (or to become reclaimable) instead of declaring the queue done.
-    async fn held_elsewhere(&self, account: &str) -> anyhow::Result<bool>;
+    async fn held_elsewhere(&self, account: &str) -> Result<bool, QueueError>;
 
     /// The outcome of a batch: `done` items leave, `dead` items go to the dead letters with
     /// their reason, `changed` items replace their earlier version (next stage, or one more
@@ -169,25 +199,25 @@ pub trait WorkQueue: Send + Sync {
         done: &[Item],
         dead: &[(Item, String)],
         changed: Vec<Item>,
-    ) -> anyhow::Result<()>;
+    ) -> Result<(), QueueError>;
 
     /// Pauses every worker of `account` (on every replica sharing the queue) for `wait`: the
     /// store answered 429 or its quota is spent.
-    async fn pause(&self, account: &str, wait: Duration) -> anyhow::Result<()>;
+    async fn pause(&self, account: &str, wait: Duration) -> Result<(), QueueError>;
 
     /// How long workers of `account` must still wait, if paused.
-    async fn paused_for(&self, account: &str) -> anyhow::Result<Option<Duration>>;
+    async fn paused_for(&self, account: &str) -> Result<Option<Duration>, QueueError>;
 
     /// The right to plan a scheduled pass, or `None` when another replica holds it.
-    async fn lease(&self) -> anyhow::Result<Option<Box<dyn PassLease>>>;
+    async fn lease(&self) -> Result<Option<Box<dyn PassLease>>, QueueError>;
 
-    async fn stats(&self) -> anyhow::Result<QueueStats>;
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
 
     /// The dead letters, oldest first, with their reasons.
-    async fn dead_letters(&self) -> anyhow::Result<Vec<(Item, String)>>;
+    async fn dead_letters(&self) -> Result<Vec<(Item, String)>, QueueError>;
 
     /// When the oldest item still queued was queued (unix seconds), if known (the console).
-    async fn oldest_queued_at(&self) -> anyhow::Result<Option<i64>> {
+    async fn oldest_queued_at(&self) -> Result<Option<i64>, QueueError> {
         Ok(None)
     }
 }

@@ -38,7 +38,10 @@ pub struct WebhookState {
 const INACTIVE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl WebhookState {
-    pub fn build(config: &crate::config::Config, own: OwnChanges) -> anyhow::Result<Self> {
+    pub fn build(
+        config: &crate::config::Config,
+        own: OwnChanges,
+    ) -> Result<Self, crate::bigcommerce::api::AccountError> {
         let mut clients = HashMap::new();
         for a in &config.bigcommerce {
             if a.webhook_secret.is_some() {

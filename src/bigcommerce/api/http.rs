@@ -43,9 +43,7 @@ const MAX_ERROR_MESSAGE: usize = 300;
 
 impl HttpCustomers {
     pub fn new(account: &BigCommerceAccount) -> Result<Self, ApiError> {
-        let http = StoreHttp::management(account).map_err(|e| ApiError::Unexpected {
-            detail: format!("building the HTTP client: {e}"),
-        })?;
+        let http = StoreHttp::management(account).map_err(ApiError::client_setup)?;
         Ok(HttpCustomers {
             http,
             subject_attribute: tokio::sync::OnceCell::new(),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{SECRET_HEADER, wanted_scopes};
-use crate::bigcommerce::api::{Customer, SUBJECT_ATTRIBUTE};
+use crate::bigcommerce::api::{AccountError, ApiError, Customer, SUBJECT_ATTRIBUTE};
 use crate::config::{BigCommerceAccount, Config};
 use crate::secret::Secret;
 
@@ -120,9 +120,11 @@ pub struct HooksClient {
 }
 
 impl HooksClient {
-    pub fn new(account: &BigCommerceAccount) -> anyhow::Result<Self> {
+    pub fn new(account: &BigCommerceAccount) -> Result<Self, AccountError> {
+        let http = crate::bigcommerce::store_api_client(account)
+            .map_err(|e| AccountError::store(&account.id, ApiError::client_setup(e)))?;
         Ok(HooksClient {
-            http: crate::bigcommerce::store_api_client(account)?,
+            http,
             base: crate::bigcommerce::store_api_base(account),
             token: account.access_token.clone(),
         })

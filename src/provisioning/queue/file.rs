@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::{Item, PassLease, QueueStats, WorkQueue, pick_batch};
+use super::{Item, PassLease, QueueError, QueueStats, WorkQueue, pick_batch};
 use crate::provisioning::reconcile::Action;
 
 /// Journal lines after which the snapshot is rewritten.
@@ -55,15 +55,24 @@ pub struct FileQueue {
 
 impl FileQueue {
     /// Opens (or starts) the queue file; every item found is treated as uncertain.
-    pub fn open(path: impl Into<PathBuf>) -> anyhow::Result<Self> {
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, QueueError> {
         let path = path.into();
         let mut file: QueueFile = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("{} is not a storegate queue: {e}", path.display()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| QueueError::Corrupt {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => QueueFile::default(),
-            Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+            Err(error) => {
+                return Err(QueueError::Io {
+                    action: "read",
+                    path,
+                    error,
+                });
+            }
         };
-        match std::fs::read_to_string(Self::log_path(&path)) {
+        let log_path = Self::log_path(&path);
+        match std::fs::read_to_string(&log_path) {
             Ok(log) => {
                 for line in log.lines() {
                     // A torn last line (crash while appending) is ignored: its batch is redone.
@@ -74,7 +83,13 @@ impl FileQueue {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow::anyhow!("cannot read the queue journal: {e}")),
+            Err(error) => {
+                return Err(QueueError::Io {
+                    action: "read the queue journal",
+                    path: log_path,
+                    error,
+                });
+            }
         }
         for it in &mut file.items {
             it.uncertain = true;
@@ -111,19 +126,35 @@ impl FileQueue {
     }
 
     /// Rewrites the snapshot, then drops the journal it now contains.
-    async fn persist(&self, file: &mut QueueFile) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(&*file)?;
+    async fn persist(&self, file: &mut QueueFile) -> Result<(), QueueError> {
+        let bytes = serde_json::to_vec(&*file).map_err(QueueError::Encode)?;
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             crate::provisioning::scim::store::write_atomic(&path, &bytes)?;
             match std::fs::remove_file(Self::log_path(&path)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             }
         })
-        .await??;
+        .await;
+        Self::io_outcome("write the queue snapshot", self.path.clone(), written)?;
         file.journal_lines = 0;
         Ok(())
+    }
+
+    /// The outcome of a blocking file task; a task that did not finish (it panicked) counts
+    /// as an I/O failure of `path`.
+    fn io_outcome(
+        action: &'static str,
+        path: PathBuf,
+        done: Result<std::io::Result<()>, tokio::task::JoinError>,
+    ) -> Result<(), QueueError> {
+        done.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|error| QueueError::Io {
+                action,
+                path,
+                error,
+            })
     }
 }
 
@@ -137,7 +168,7 @@ impl PassLease for LocalLease {
 
 #[async_trait]
 impl WorkQueue for FileQueue {
-    async fn enqueue(&self, run: &str, actions: Vec<Action>) -> anyhow::Result<()> {
+    async fn enqueue(&self, run: &str, actions: Vec<Action>) -> Result<(), QueueError> {
         let mut f = self.state.lock().await;
         for action in actions {
             let mut item = Item::new(run, action);
@@ -149,11 +180,11 @@ impl WorkQueue for FileQueue {
         self.persist(&mut f).await
     }
 
-    async fn len(&self) -> anyhow::Result<u64> {
+    async fn len(&self) -> Result<u64, QueueError> {
         Ok(self.state.lock().await.items.len() as u64)
     }
 
-    async fn accounts(&self) -> anyhow::Result<Vec<String>> {
+    async fn accounts(&self) -> Result<Vec<String>, QueueError> {
         let f = self.state.lock().await;
         let mut a: Vec<String> = f
             .items
@@ -165,7 +196,7 @@ impl WorkQueue for FileQueue {
         Ok(a)
     }
 
-    async fn next_batch(&self, account: &str) -> anyhow::Result<Vec<Item>> {
+    async fn next_batch(&self, account: &str) -> Result<Vec<Item>, QueueError> {
         let mut f = self.state.lock().await;
         // Picked by reference: the backlog can be tens of thousands of items.
         let batch = pick_batch(f.items.iter().filter(|i| i.action.account() == account));
@@ -173,7 +204,7 @@ impl WorkQueue for FileQueue {
         Ok(batch)
     }
 
-    async fn held_elsewhere(&self, _account: &str) -> anyhow::Result<bool> {
+    async fn held_elsewhere(&self, _account: &str) -> Result<bool, QueueError> {
         Ok(false)
     }
 
@@ -182,7 +213,7 @@ impl WorkQueue for FileQueue {
         done: &[Item],
         dead: &[(Item, String)],
         changed: Vec<Item>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), QueueError> {
         let mut f = self.state.lock().await;
         let j = Journal {
             done: done.iter().map(|i| i.seq).collect(),
@@ -199,37 +230,39 @@ impl WorkQueue for FileQueue {
         if f.journal_lines + 1 >= COMPACT_EVERY {
             return self.persist(&mut f).await;
         }
-        let mut line = serde_json::to_vec(&j)?;
+        let mut line = serde_json::to_vec(&j).map_err(QueueError::Encode)?;
         line.push(b'\n');
         let log = Self::log_path(&self.path);
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let to = log.clone();
+        let appended = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write;
             let mut out = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(log)?;
+                .open(to)?;
             out.write_all(&line)
         })
-        .await??;
+        .await;
+        Self::io_outcome("append to the queue journal", log, appended)?;
         f.journal_lines += 1;
         Ok(())
     }
 
-    async fn pause(&self, _account: &str, wait: Duration) -> anyhow::Result<()> {
+    async fn pause(&self, _account: &str, wait: Duration) -> Result<(), QueueError> {
         // One worker per account in one process: the worker that saw the 429 waits itself.
         tokio::time::sleep(wait).await;
         Ok(())
     }
 
-    async fn paused_for(&self, _account: &str) -> anyhow::Result<Option<Duration>> {
+    async fn paused_for(&self, _account: &str) -> Result<Option<Duration>, QueueError> {
         Ok(None)
     }
 
-    async fn lease(&self) -> anyhow::Result<Option<Box<dyn PassLease>>> {
+    async fn lease(&self) -> Result<Option<Box<dyn PassLease>>, QueueError> {
         Ok(Some(Box::new(LocalLease)))
     }
 
-    async fn stats(&self) -> anyhow::Result<QueueStats> {
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
         let f = self.state.lock().await;
         let in_flight = f.handed.len() as u64;
         Ok(QueueStats {
@@ -239,16 +272,69 @@ impl WorkQueue for FileQueue {
         })
     }
 
-    async fn oldest_queued_at(&self) -> anyhow::Result<Option<i64>> {
+    async fn oldest_queued_at(&self) -> Result<Option<i64>, QueueError> {
         let f = self.state.lock().await;
         Ok(f.items.iter().filter_map(|i| i.queued_at).min())
     }
 
-    async fn dead_letters(&self) -> anyhow::Result<Vec<(Item, String)>> {
+    async fn dead_letters(&self) -> Result<Vec<(Item, String)>, QueueError> {
         let f = self.state.lock().await;
         Ok(f.dead
             .iter()
             .map(|d| (d.item.clone(), d.reason.clone()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sg-queue-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_queue_is_corrupt_and_named() {
+        let dir = scratch();
+        let path = dir.join("queue.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let Err(e) = FileQueue::open(&path) else {
+            panic!("a damaged queue file must not open");
+        };
+        assert!(matches!(&e, QueueError::Corrupt { path: p, .. } if *p == path));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} is not a storegate queue: key must be a string at line 1 column 2",
+                path.display()
+            )
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_unreadable_journal_is_an_io_error_naming_the_journal() {
+        let dir = scratch();
+        let path = dir.join("queue.json");
+        // A directory where the journal should be: reading it fails, not with "not found".
+        std::fs::create_dir_all(dir.join("queue.json.log")).unwrap();
+        let Err(e) = FileQueue::open(&path) else {
+            panic!("an unreadable journal must not be skipped");
+        };
+        assert!(
+            matches!(&e, QueueError::Io { action: "read the queue journal", path: p, .. } if *p == dir.join("queue.json.log")),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with(&format!(
+                "cannot read the queue journal {}: ",
+                dir.join("queue.json.log").display()
+            )),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
-use super::{BATCH, Item, PassLease, QueueStats, WorkQueue, pick_batch};
+use super::{BATCH, Item, PassLease, QueueError, QueueStats, WorkQueue, pick_batch};
 use crate::provisioning::reconcile::Action;
 use crate::store::{RedisHandle, describe};
 
@@ -134,12 +134,12 @@ fn taken_key(key: &str, id: &str) -> String {
     format!("{key} {id}")
 }
 
-fn redis_err(redis: &RedisHandle, what: &str, e: &redis::RedisError) -> anyhow::Error {
+fn redis_err(redis: &RedisHandle, command: &'static str, e: &redis::RedisError) -> QueueError {
     redis.count_error();
-    anyhow::anyhow!(
-        "provisioning queue in Redis: {what} failed: {}",
-        describe(e)
-    )
+    QueueError::Command {
+        command,
+        detail: describe(e),
+    }
 }
 
 impl RedisQueue {
@@ -185,15 +185,12 @@ impl RedisQueue {
         format!("{}:lease", self.tag)
     }
 
-    async fn conn(&self) -> anyhow::Result<impl redis::aio::ConnectionLike + Clone + Send> {
-        self.redis
-            .conn()
-            .await
-            .map_err(|e| anyhow::anyhow!("provisioning queue: {e}"))
+    async fn conn(&self) -> Result<impl redis::aio::ConnectionLike + Clone + Send, QueueError> {
+        self.redis.conn().await.map_err(QueueError::Unavailable)
     }
 
     /// Creates the consumer group (and the stream) once per stream and process.
-    async fn ensure_group(&self, key: &str) -> anyhow::Result<()> {
+    async fn ensure_group(&self, key: &str) -> Result<(), QueueError> {
         if self.grouped.lock().is_ok_and(|g| g.contains(key)) {
             return Ok(());
         }
@@ -274,7 +271,7 @@ impl RedisQueue {
     }
 
     /// Moves entries that are not storegate items to the dead letters.
-    async fn dead_letter_raw(&self, key: &str, ids: Vec<String>) -> anyhow::Result<()> {
+    async fn dead_letter_raw(&self, key: &str, ids: Vec<String>) -> Result<(), QueueError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -298,7 +295,12 @@ impl RedisQueue {
             .map_err(|e| redis_err(&self.redis, "dead-lettering unreadable entries", &e))
     }
 
-    async fn read_group(&self, key: &str, id: &str, count: usize) -> anyhow::Result<Vec<StreamId>> {
+    async fn read_group(
+        &self,
+        key: &str,
+        id: &str,
+        count: usize,
+    ) -> Result<Vec<StreamId>, QueueError> {
         let mut c = self.conn().await?;
         let r: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -322,7 +324,7 @@ impl RedisQueue {
         }
     }
 
-    async fn pending_count(&self, key: &str) -> anyhow::Result<u64> {
+    async fn pending_count(&self, key: &str) -> Result<u64, QueueError> {
         let mut c = self.conn().await?;
         let r: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
             .arg(key)
@@ -341,7 +343,7 @@ impl RedisQueue {
         }
     }
 
-    async fn xlen(&self, key: &str) -> anyhow::Result<u64> {
+    async fn xlen(&self, key: &str) -> Result<u64, QueueError> {
         let mut c = self.conn().await?;
         redis::cmd("XLEN")
             .arg(key)
@@ -387,7 +389,7 @@ impl PassLease for RedisLease {
 
 #[async_trait]
 impl WorkQueue for RedisQueue {
-    async fn enqueue(&self, run: &str, actions: Vec<Action>) -> anyhow::Result<()> {
+    async fn enqueue(&self, run: &str, actions: Vec<Action>) -> Result<(), QueueError> {
         if actions.is_empty() {
             return Ok(());
         }
@@ -395,7 +397,8 @@ impl WorkQueue for RedisQueue {
         let mut streams = HashSet::new();
         for action in actions {
             let key = self.stream(action.account());
-            let item = serde_json::to_string(&Item::new(run, action))?;
+            let item =
+                serde_json::to_string(&Item::new(run, action)).map_err(QueueError::Encode)?;
             pipe.cmd("XADD")
                 .arg(&key)
                 .arg("*")
@@ -413,7 +416,7 @@ impl WorkQueue for RedisQueue {
             .map_err(|e| redis_err(&self.redis, "XADD", &e))
     }
 
-    async fn len(&self) -> anyhow::Result<u64> {
+    async fn len(&self) -> Result<u64, QueueError> {
         let mut n = 0;
         for a in &self.accounts {
             n += self.xlen(&self.stream(a)).await?;
@@ -421,7 +424,7 @@ impl WorkQueue for RedisQueue {
         Ok(n)
     }
 
-    async fn accounts(&self) -> anyhow::Result<Vec<String>> {
+    async fn accounts(&self) -> Result<Vec<String>, QueueError> {
         let mut out = Vec::new();
         for a in &self.accounts {
             if self.xlen(&self.stream(a)).await? > 0 {
@@ -431,7 +434,7 @@ impl WorkQueue for RedisQueue {
         Ok(out)
     }
 
-    async fn next_batch(&self, account: &str) -> anyhow::Result<Vec<Item>> {
+    async fn next_batch(&self, account: &str) -> Result<Vec<Item>, QueueError> {
         let key = self.stream(account);
         self.ensure_group(&key).await?;
         let mut items = Vec::new();
@@ -485,7 +488,7 @@ impl WorkQueue for RedisQueue {
         Ok(batch)
     }
 
-    async fn held_elsewhere(&self, account: &str) -> anyhow::Result<bool> {
+    async fn held_elsewhere(&self, account: &str) -> Result<bool, QueueError> {
         Ok(self.pending_count(&self.stream(account)).await? > 0)
     }
 
@@ -494,7 +497,7 @@ impl WorkQueue for RedisQueue {
         done: &[Item],
         dead: &[(Item, String)],
         changed: Vec<Item>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), QueueError> {
         let mut accounts: Vec<&str> = done
             .iter()
             .chain(dead.iter().map(|(i, _)| i))
@@ -523,13 +526,16 @@ impl WorkQueue for RedisQueue {
             let x: Vec<&(Item, String)> = dead.iter().filter(|(i, _)| mine(&i)).collect();
             inv.arg(x.len());
             for (i, why) in x {
-                inv.arg(entry(i)).arg(serde_json::to_string(i)?).arg(why);
+                inv.arg(entry(i))
+                    .arg(serde_json::to_string(i).map_err(QueueError::Encode)?)
+                    .arg(why);
                 settled.push(taken(i));
             }
             let ch: Vec<&Item> = changed.iter().filter(mine).collect();
             inv.arg(ch.len());
             for i in ch {
-                inv.arg(entry(i)).arg(serde_json::to_string(i)?);
+                inv.arg(entry(i))
+                    .arg(serde_json::to_string(i).map_err(QueueError::Encode)?);
                 settled.push(taken(i));
             }
             let _: i64 = inv
@@ -545,7 +551,7 @@ impl WorkQueue for RedisQueue {
         Ok(())
     }
 
-    async fn pause(&self, account: &str, wait: Duration) -> anyhow::Result<()> {
+    async fn pause(&self, account: &str, wait: Duration) -> Result<(), QueueError> {
         let ms = wait.as_millis().max(1) as u64;
         let mut c = self.conn().await?;
         redis::cmd("SET")
@@ -558,7 +564,7 @@ impl WorkQueue for RedisQueue {
             .map_err(|e| redis_err(&self.redis, "SET (pause)", &e))
     }
 
-    async fn paused_for(&self, account: &str) -> anyhow::Result<Option<Duration>> {
+    async fn paused_for(&self, account: &str) -> Result<Option<Duration>, QueueError> {
         let mut c = self.conn().await?;
         let ms: i64 = redis::cmd("PTTL")
             .arg(self.pause_key(account))
@@ -568,7 +574,7 @@ impl WorkQueue for RedisQueue {
         Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
     }
 
-    async fn lease(&self) -> anyhow::Result<Option<Box<dyn PassLease>>> {
+    async fn lease(&self) -> Result<Option<Box<dyn PassLease>>, QueueError> {
         let key = self.lease_key();
         let token = format!("{}-{}", self.consumer, uuid::Uuid::new_v4().simple());
         let mut c = self.conn().await?;
@@ -620,7 +626,7 @@ impl WorkQueue for RedisQueue {
         })))
     }
 
-    async fn stats(&self) -> anyhow::Result<QueueStats> {
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut s = QueueStats::default();
         for a in &self.accounts {
             let key = self.stream(a);
@@ -635,7 +641,7 @@ impl WorkQueue for RedisQueue {
 
     /// The oldest entry of every account's stream: its id starts with the milliseconds Redis
     /// added it at.
-    async fn oldest_queued_at(&self) -> anyhow::Result<Option<i64>> {
+    async fn oldest_queued_at(&self) -> Result<Option<i64>, QueueError> {
         let mut c = self.conn().await?;
         let mut oldest: Option<i64> = None;
         for a in &self.accounts {
@@ -662,7 +668,7 @@ impl WorkQueue for RedisQueue {
         Ok(oldest)
     }
 
-    async fn dead_letters(&self) -> anyhow::Result<Vec<(Item, String)>> {
+    async fn dead_letters(&self) -> Result<Vec<(Item, String)>, QueueError> {
         let mut c = self.conn().await?;
         let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(self.dead_key())

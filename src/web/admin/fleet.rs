@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::activity::{Denial, HOURS, Hour, MAX_DENIALS, event_label};
+use crate::audit::postgres::AuditStoreError;
 use crate::clock::{UnixTime, rfc3339};
 
 /// How far back the last denials and the last sign-in per IdP are looked for.
@@ -65,14 +66,10 @@ pub fn hours_of(rows: &[(String, String, String, i64)], now: UnixTime) -> Vec<Ho
 }
 
 /// Reads the table. One short-lived connection per view: the console is not a hot path.
-pub async fn read(url: &str, now: UnixTime) -> anyhow::Result<FleetActivity> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the audit database: {e}"))?;
-    tokio::spawn(conn);
+pub async fn read(url: &str, now: UnixTime) -> Result<FleetActivity, AuditStoreError> {
+    let client = crate::audit::postgres::connect(url).await?;
     let day = rfc3339((now.div_euclid(3600) - HOURS as i64 + 1) * 3600);
     let back = rfc3339(now - LOOK_BACK_DAYS * 86_400);
-    let read_err = |e: tokio_postgres::Error| anyhow::anyhow!("cannot read audit_events: {e}");
     let counts = client
         .query(
             "SELECT substr(time, 1, 13), event, line::jsonb->>'outcome', count(*) \
@@ -80,7 +77,7 @@ pub async fn read(url: &str, now: UnixTime) -> anyhow::Result<FleetActivity> {
             &[&day],
         )
         .await
-        .map_err(read_err)?;
+        .map_err(AuditStoreError::Read)?;
     let rows: Vec<(String, String, String, i64)> = counts
         .iter()
         .filter_map(|r| {
@@ -99,7 +96,7 @@ pub async fn read(url: &str, now: UnixTime) -> anyhow::Result<FleetActivity> {
             &[&back, &(MAX_DENIALS as i64)],
         )
         .await
-        .map_err(read_err)?
+        .map_err(AuditStoreError::Read)?
         .iter()
         .filter_map(|r| r.try_get::<_, String>(0).ok())
         .filter_map(|l| denial_of_line(&l))
@@ -112,7 +109,7 @@ pub async fn read(url: &str, now: UnixTime) -> anyhow::Result<FleetActivity> {
             &[&back],
         )
         .await
-        .map_err(read_err)?
+        .map_err(AuditStoreError::Read)?
         .iter()
         .filter_map(|r| {
             Some((
