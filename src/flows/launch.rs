@@ -6,6 +6,7 @@
 //! ahead of time, never cached, logged or shown.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tower_sessions::Session;
 
@@ -147,11 +148,12 @@ impl UpstreamFailure {
     }
 }
 
-/// Runs one launch for the signed-in person in `auth` (whose cache of ensured customers may grow).
+/// Runs one launch for the signed-in person in `auth` (whose cache of ensured customers may grow;
+/// it is copied first, `Arc::make_mut`, as it is shared with the session's decode cache).
 pub async fn launch(
     gw: &Gateway<'_>,
     session: &Session,
-    auth: &mut SignedInState,
+    auth: &mut Arc<SignedInState>,
     req: LaunchRequest<'_>,
 ) -> Result<Launched, LaunchError> {
     let now = gw.now();
@@ -318,7 +320,7 @@ pub async fn launch(
                     gw.audit.record(ev);
                 }
             }
-            auth.customers.insert(cache_key, id);
+            Arc::make_mut(auth).customers.insert(cache_key, id);
             write_signed_in(session, auth)
                 .await
                 .map_err(|_| LaunchError::SessionStore)?;
@@ -363,7 +365,7 @@ pub async fn launch(
     // Remembered for sign-out, which ends the storefront sessions this session opened. Written
     // only on a store's first launch, so repeated launches cost no session write.
     if !auth.launched.contains(store.id.as_str()) {
-        auth.launched.insert(store.id.to_string());
+        Arc::make_mut(auth).launched.insert(store.id.to_string());
         write_signed_in(session, auth)
             .await
             .map_err(|_| LaunchError::SessionStore)?;
