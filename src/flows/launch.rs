@@ -396,19 +396,34 @@ fn customer_scope(
         .collect();
     channels.sort_unstable();
     channels.dedup();
-    let group_key = decision
-        .grant()
-        .customer_group
-        .as_ref()
-        .map(|g| format!("{g:?}"))
-        .unwrap_or_default();
-    let b2b_key = decision
-        .grant()
-        .b2b
-        .map(|b| format!("|b2b:{}:{}", b.company_id, b.role))
-        .unwrap_or_default();
-    let cache_key = format!("{}|{:?}|{}{b2b_key}", store.account, channels, group_key);
+    let cache_key = customer_cache_key(&store.account, &channels, decision.grant());
     (channels, cache_key)
+}
+
+/// `{account}|{channels:?}|{group:?}` and `|b2b:{company}:{role}` for a B2B grant: the key
+/// sessions have stored their ensured customers under, so its text must not change. Written
+/// piece by piece: a launch computes it every time, and `format!` with `{:?}` of the channel
+/// list cost a third of the customer scope (issue 15).
+fn customer_cache_key(account: &str, channels: &[u64], grant: &crate::policy::Grant) -> String {
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(account.len() + 4 + channels.len() * 8);
+    key.push_str(account);
+    key.push_str("|[");
+    for (i, channel) in channels.iter().enumerate() {
+        if i > 0 {
+            key.push_str(", ");
+        }
+        // Writing into a `String` cannot fail.
+        let _ = write!(key, "{channel}");
+    }
+    key.push_str("]|");
+    if let Some(g) = &grant.customer_group {
+        let _ = write!(key, "{g:?}");
+    }
+    if let Some(b) = grant.b2b {
+        let _ = write!(key, "|b2b:{}:{}", b.company_id, b.role);
+    }
+    key
 }
 
 /// This launch's own URL, to come back to after signing in again.
@@ -471,4 +486,61 @@ async fn refused(
         .await
         .map_err(|_| LaunchError::SessionStore)?;
     Ok(Launched::SignInAgain { target })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{B2bGrant, B2bRole, CustomerGroupRef, Grant};
+
+    fn grant(customer_group: Option<CustomerGroupRef>, b2b: Option<B2bGrant>) -> Grant {
+        Grant {
+            store: StoreId::new("us"),
+            role: "buyer".into(),
+            customer_group,
+            rule: "staff".into(),
+            template: None,
+            expires_at: None,
+            b2b,
+            allowed_paths: None,
+            require_acr: None,
+            max_session_age: None,
+            control_panel: None,
+        }
+    }
+
+    #[test]
+    fn the_customer_cache_key_keeps_the_text_sessions_stored_it_under() {
+        // Sessions hold ensured customers under this key: another text would turn every cached
+        // customer into a miss (a BigCommerce call per session).
+        assert_eq!(
+            customer_cache_key("acct", &[1], &grant(None, None)),
+            "acct|[1]|"
+        );
+        let b2b = Some(B2bGrant {
+            company_id: 7,
+            role: B2bRole::Admin,
+        });
+        for (channels, group, b2b) in [
+            (vec![], None, None),
+            (vec![1, 2, 30], None, None),
+            (vec![5], Some(CustomerGroupRef::Id(4)), None),
+            (
+                vec![5, 6],
+                Some(CustomerGroupRef::Name("VIP \"gold\"".into())),
+                b2b,
+            ),
+        ] {
+            let before = format!(
+                "{}|{:?}|{}{}",
+                "acct",
+                channels,
+                group.as_ref().map(|g| format!("{g:?}")).unwrap_or_default(),
+                b2b.map(|b| format!("|b2b:{}:{}", b.company_id, b.role))
+                    .unwrap_or_default()
+            );
+            let key = customer_cache_key("acct", &channels, &grant(group, b2b));
+            assert_eq!(key, before);
+        }
+    }
 }
