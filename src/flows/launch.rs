@@ -6,6 +6,7 @@
 //! ahead of time, never cached, logged or shown.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tower_sessions::Session;
 
@@ -147,11 +148,12 @@ impl UpstreamFailure {
     }
 }
 
-/// Runs one launch for the signed-in person in `auth` (whose cache of ensured customers may grow).
+/// Runs one launch for the signed-in person in `auth` (whose cache of ensured customers may grow;
+/// it is copied first, `Arc::make_mut`, as it is shared with the session's decode cache).
 pub async fn launch(
     gw: &Gateway<'_>,
     session: &Session,
-    auth: &mut SignedInState,
+    auth: &mut Arc<SignedInState>,
     req: LaunchRequest<'_>,
 ) -> Result<Launched, LaunchError> {
     let now = gw.now();
@@ -318,7 +320,7 @@ pub async fn launch(
                     gw.audit.record(ev);
                 }
             }
-            auth.customers.insert(cache_key, id);
+            Arc::make_mut(auth).customers.insert(cache_key, id);
             write_signed_in(session, auth)
                 .await
                 .map_err(|_| LaunchError::SessionStore)?;
@@ -363,7 +365,7 @@ pub async fn launch(
     // Remembered for sign-out, which ends the storefront sessions this session opened. Written
     // only on a store's first launch, so repeated launches cost no session write.
     if !auth.launched.contains(store.id.as_str()) {
-        auth.launched.insert(store.id.to_string());
+        Arc::make_mut(auth).launched.insert(store.id.to_string());
         write_signed_in(session, auth)
             .await
             .map_err(|_| LaunchError::SessionStore)?;
@@ -394,19 +396,34 @@ fn customer_scope(
         .collect();
     channels.sort_unstable();
     channels.dedup();
-    let group_key = decision
-        .grant()
-        .customer_group
-        .as_ref()
-        .map(|g| format!("{g:?}"))
-        .unwrap_or_default();
-    let b2b_key = decision
-        .grant()
-        .b2b
-        .map(|b| format!("|b2b:{}:{}", b.company_id, b.role))
-        .unwrap_or_default();
-    let cache_key = format!("{}|{:?}|{}{b2b_key}", store.account, channels, group_key);
+    let cache_key = customer_cache_key(&store.account, &channels, decision.grant());
     (channels, cache_key)
+}
+
+/// `{account}|{channels:?}|{group:?}` and `|b2b:{company}:{role}` for a B2B grant: the key
+/// sessions have stored their ensured customers under, so its text must not change. Written
+/// piece by piece: a launch computes it every time, and `format!` with `{:?}` of the channel
+/// list cost a third of the customer scope (issue 15).
+fn customer_cache_key(account: &str, channels: &[u64], grant: &crate::policy::Grant) -> String {
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(account.len() + 4 + channels.len() * 8);
+    key.push_str(account);
+    key.push_str("|[");
+    for (i, channel) in channels.iter().enumerate() {
+        if i > 0 {
+            key.push_str(", ");
+        }
+        // Writing into a `String` cannot fail.
+        let _ = write!(key, "{channel}");
+    }
+    key.push_str("]|");
+    if let Some(g) = &grant.customer_group {
+        let _ = write!(key, "{g:?}");
+    }
+    if let Some(b) = grant.b2b {
+        let _ = write!(key, "|b2b:{}:{}", b.company_id, b.role);
+    }
+    key
 }
 
 /// This launch's own URL, to come back to after signing in again.
@@ -469,4 +486,61 @@ async fn refused(
         .await
         .map_err(|_| LaunchError::SessionStore)?;
     Ok(Launched::SignInAgain { target })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{B2bGrant, B2bRole, CustomerGroupRef, Grant};
+
+    fn grant(customer_group: Option<CustomerGroupRef>, b2b: Option<B2bGrant>) -> Grant {
+        Grant {
+            store: StoreId::new("us"),
+            role: "buyer".into(),
+            customer_group,
+            rule: "staff".into(),
+            template: None,
+            expires_at: None,
+            b2b,
+            allowed_paths: None,
+            require_acr: None,
+            max_session_age: None,
+            control_panel: None,
+        }
+    }
+
+    #[test]
+    fn the_customer_cache_key_keeps_the_text_sessions_stored_it_under() {
+        // Sessions hold ensured customers under this key: another text would turn every cached
+        // customer into a miss (a BigCommerce call per session).
+        assert_eq!(
+            customer_cache_key("acct", &[1], &grant(None, None)),
+            "acct|[1]|"
+        );
+        let b2b = Some(B2bGrant {
+            company_id: 7,
+            role: B2bRole::Admin,
+        });
+        for (channels, group, b2b) in [
+            (vec![], None, None),
+            (vec![1, 2, 30], None, None),
+            (vec![5], Some(CustomerGroupRef::Id(4)), None),
+            (
+                vec![5, 6],
+                Some(CustomerGroupRef::Name("VIP \"gold\"".into())),
+                b2b,
+            ),
+        ] {
+            let before = format!(
+                "{}|{:?}|{}{}",
+                "acct",
+                channels,
+                group.as_ref().map(|g| format!("{g:?}")).unwrap_or_default(),
+                b2b.map(|b| format!("|b2b:{}:{}", b.company_id, b.role))
+                    .unwrap_or_default()
+            );
+            let key = customer_cache_key("acct", &channels, &grant(group, b2b));
+            assert_eq!(key, before);
+        }
+    }
 }

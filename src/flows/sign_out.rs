@@ -80,7 +80,7 @@ pub async fn sign_out(
     gw: &Gateway<'_>,
     session: &Session,
     rid: &str,
-    signed_in: Option<SignedInState>,
+    signed_in: Option<std::sync::Arc<SignedInState>>,
     csrf: Option<&str>,
 ) -> Result<SignedOut, SignOutError> {
     let now = gw.now();

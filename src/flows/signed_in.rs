@@ -2,6 +2,8 @@
 //! logout the IdP started on any replica). Every page that needs a sign-in and the forward-auth
 //! decision load it here; what the session holds is `session::browser`.
 
+use std::sync::Arc;
+
 use tower_sessions::Session;
 
 use super::Gateway;
@@ -21,11 +23,12 @@ pub enum NoSignIn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionStoreFailed;
 
-/// The signed-in state of `session`, or why there is none (an expired one is ended here).
+/// The signed-in state of `session`, or why there is none (an expired one is ended here). Shared
+/// with the decode cache: change it with `Arc::make_mut`, which copies it first.
 pub async fn load(
     gw: &Gateway<'_>,
     session: &Session,
-) -> Result<Result<SignedInState, NoSignIn>, SessionStoreFailed> {
+) -> Result<Result<Arc<SignedInState>, NoSignIn>, SessionStoreFailed> {
     let found = read_signed_in(session)
         .await
         .map_err(|_| SessionStoreFailed)?;
@@ -44,7 +47,7 @@ pub async fn load(
         return Ok(Err(NoSignIn::Expired));
     }
     if now - auth.last_seen >= SEEN_GRANULARITY {
-        auth.last_seen = now;
+        Arc::make_mut(&mut auth).last_seen = now;
         write_signed_in(session, &auth)
             .await
             .map_err(|_| SessionStoreFailed)?;

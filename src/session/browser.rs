@@ -3,7 +3,7 @@
 //! of them reaches into another's module for it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
@@ -47,8 +47,11 @@ pub struct SignedInState {
 }
 
 /// Signed-in states decoded lately, by session and the exact text they were decoded from: a
-/// launch repeated on one session decodes its state once (see `session::decoded`).
-static SIGNED_IN: LazyLock<DecodedCache<SignedInState>> = LazyLock::new(DecodedCache::default);
+/// launch repeated on one session decodes its state once (see `session::decoded`). Held behind an
+/// `Arc`, so a hit is a reference count, not a copy of the identity, its groups and attributes
+/// (issue 15); a request that changes its state gets its own copy (`Arc::make_mut`), so what is
+/// cached only ever says what the stored text says.
+static SIGNED_IN: LazyLock<DecodedCache<Arc<SignedInState>>> = LazyLock::new(DecodedCache::default);
 
 /// Reads the signed-in state from the session; `None` when there is none or it cannot be decoded
 /// (a record written by an incompatible version means signed out, not an error page).
@@ -57,16 +60,16 @@ static SIGNED_IN: LazyLock<DecodedCache<SignedInState>> = LazyLock::new(DecodedC
 /// still read, so sessions survive the upgrade.
 pub async fn read_signed_in(
     session: &Session,
-) -> Result<Option<SignedInState>, tower_sessions::session::Error> {
+) -> Result<Option<Arc<SignedInState>>, tower_sessions::session::Error> {
     let Some(value) = session.get_value(AUTH_KEY).await? else {
         return Ok(None);
     };
     let decoded = match (value, session.id()) {
         (serde_json::Value::String(s), Some(id)) => {
-            SIGNED_IN.get_or_decode(id, &s, |t| serde_json::from_str(t))
+            SIGNED_IN.get_or_decode(id, &s, |t| serde_json::from_str(t).map(Arc::new))
         }
-        (serde_json::Value::String(s), None) => serde_json::from_str(&s),
-        (other, _) => serde_json::from_value(other),
+        (serde_json::Value::String(s), None) => serde_json::from_str(&s).map(Arc::new),
+        (other, _) => serde_json::from_value(other).map(Arc::new),
     };
     match decoded {
         Ok(auth) => Ok(Some(auth)),
@@ -208,6 +211,26 @@ mod tests {
                 "{bad} was not read as signed out"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_cached_sign_in_is_shared_copied_before_a_change_and_a_write_is_read_back() {
+        let session = session();
+        write_signed_in(&session, &signed_in()).await.unwrap();
+        session.save().await.unwrap();
+        assert!(session.id().is_some(), "the cache is per session id");
+        let first = read_signed_in(&session).await.unwrap().unwrap();
+        let mut mine = read_signed_in(&session).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &mine), "a repeated read is not shared");
+        // A request's change is made on its own copy, never on what the cache holds.
+        Arc::make_mut(&mut mine).launched.insert("eu".to_owned());
+        let unchanged = read_signed_in(&session).await.unwrap().unwrap();
+        assert!(!unchanged.launched.contains("eu"));
+        // Written back, the next read sees the change (the stored text changed).
+        write_signed_in(&session, &mine).await.unwrap();
+        let after = read_signed_in(&session).await.unwrap().unwrap();
+        assert!(after.launched.contains("eu"), "a stale sign-in was read");
+        assert!(!Arc::ptr_eq(&after, &first));
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! The extractor that requires a sign-in, and loading the signed-in state with its lifetimes
 //! enforced. What the session holds is `session::browser`.
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -20,7 +22,7 @@ pub async fn load(
     session: &Session,
     state: &AppState,
     reference: &str,
-) -> Result<Result<SignedInState, NoSignIn>, AppError> {
+) -> Result<Result<Arc<SignedInState>, NoSignIn>, AppError> {
     crate::flows::signed_in::load(&state.gateway(), session)
         .await
         .map_err(|_| AppError::session_store(reference))
@@ -41,7 +43,8 @@ pub async fn pending_logins(
 /// back here afterwards.
 pub struct SignedIn {
     pub session: Session,
-    pub auth: SignedInState,
+    /// Shared with the decode cache: `Arc::make_mut` to change it.
+    pub auth: Arc<SignedInState>,
     pub request_id: String,
 }
 

@@ -3,7 +3,7 @@ use std::net::IpAddr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use super::*;
@@ -224,4 +224,50 @@ fn token_never_prints_and_login_url_strips_the_trailing_slash() {
             token.expose()
         )
     );
+}
+
+#[test]
+fn the_header_segment_is_the_header_in_base64url() {
+    assert_eq!(HEADER_SEGMENT, URL_SAFE_NO_PAD.encode(HEADER_JSON));
+}
+
+#[test]
+fn a_changed_client_secret_signs_with_the_new_key_at_once() {
+    // The key is made once per account and kept: a reload that rotates the secret must not
+    // leave tokens signed with the old one.
+    let mut a = account();
+    a.id = "rotating-account".into();
+    let mint_with = |a: &BigCommerceAccount| {
+        mint(
+            &decision(None),
+            a,
+            "abc123",
+            42,
+            3,
+            &path("/cart.php"),
+            None,
+            NOW,
+            Uuid::new_v4(),
+        )
+        .unwrap()
+    };
+    let verifies_with = |token: &LoginToken, secret: &[u8]| {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims = HashSet::new();
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<Value>(
+            token.expose(),
+            &DecodingKey::from_secret(secret),
+            &validation,
+        )
+        .is_ok()
+    };
+    assert!(verifies_with(&mint_with(&a), b"s3cret-key"));
+    a.client_secret = Secret::new("rotated-secret");
+    let after = mint_with(&a);
+    assert!(
+        verifies_with(&after, b"rotated-secret"),
+        "signed with a stale key"
+    );
+    assert!(!verifies_with(&after, b"s3cret-key"));
 }

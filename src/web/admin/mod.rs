@@ -49,7 +49,7 @@ impl FromRequestParts<AppState> for Admin {
         let signed_in = SignedIn::from_request_parts(parts, state).await?;
         let path = parts.uri.path().to_owned();
         let rid = signed_in.request_id;
-        let id = signed_in.auth.identity;
+        let id = std::sync::Arc::unwrap_or_clone(signed_in.auth).identity;
         // The rule in force now (a reload may have changed it). The routes are mounted only
         // with `[admin]`; a missing rule here still fails closed.
         let snap = state.policy();
