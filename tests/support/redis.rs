@@ -45,6 +45,27 @@ impl RedisServer {
         panic!("{last}");
     }
 
+    /// Like [`Self::start_with`], for arguments that name a second port of their own (a TLS
+    /// port): each attempt picks that port afresh too, so a taken one is not tried five times.
+    /// Returns the server and its second port.
+    pub fn start_with_second_port(extra: impl Fn(u16) -> Vec<String>) -> (RedisServer, u16) {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let second = super::free_port();
+            let mut server = RedisServer {
+                port: super::free_port(),
+                child: None,
+                extra: extra(second),
+                dir: private_dir("redis"),
+            };
+            match server.try_spawn() {
+                Ok(()) => return (server, second),
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
+    }
+
     /// `redis://127.0.0.1:PORT/`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
@@ -530,7 +551,7 @@ impl ClusterSetup {
             // Each node keeps its `nodes.conf` in a directory of its own.
             let dir = private_dir("cluster");
             let d = dir.display().to_string();
-            let mut args: Vec<String> = [
+            let args: Vec<String> = [
                 "--cluster-enabled",
                 "yes",
                 "--cluster-node-timeout",
@@ -541,39 +562,46 @@ impl ClusterSetup {
             .map(str::to_owned)
             .to_vec();
             if let (Some(t), Some(acl)) = (tls, &acl) {
-                let port = super::free_port();
+                // The TLS port is picked afresh on each attempt, with the node's own port.
+                let (node, port) = RedisServer::start_with_second_port(|port| {
+                    let port = port.to_string();
+                    let mut args = args.clone();
+                    args.extend(
+                        [
+                            "--tls-port",
+                            &port,
+                            "--tls-cert-file",
+                            t.cert,
+                            "--tls-key-file",
+                            t.key,
+                            "--tls-ca-cert-file",
+                            t.ca,
+                            "--tls-auth-clients",
+                            "no",
+                            "--tls-cluster",
+                            "yes",
+                            "--tls-replication",
+                            "yes",
+                            "--user",
+                            "default",
+                            "off",
+                            "--user",
+                            t.user,
+                            "on",
+                            acl,
+                            "~storegate:*",
+                            "+@all",
+                        ]
+                        .map(str::to_owned),
+                    );
+                    args
+                });
                 tls_ports.push(port);
-                args.extend(
-                    [
-                        "--tls-port",
-                        &port.to_string(),
-                        "--tls-cert-file",
-                        t.cert,
-                        "--tls-key-file",
-                        t.key,
-                        "--tls-ca-cert-file",
-                        t.ca,
-                        "--tls-auth-clients",
-                        "no",
-                        "--tls-cluster",
-                        "yes",
-                        "--tls-replication",
-                        "yes",
-                        "--user",
-                        "default",
-                        "off",
-                        "--user",
-                        t.user,
-                        "on",
-                        acl,
-                        "~storegate:*",
-                        "+@all",
-                    ]
-                    .map(str::to_owned),
-                );
+                nodes.push(node);
+            } else {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                nodes.push(RedisServer::start_with(&args));
             }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            nodes.push(RedisServer::start_with(&args));
             dirs.push(dir);
         }
         let cli_auth: Vec<String> = match tls {
