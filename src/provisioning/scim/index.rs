@@ -115,8 +115,9 @@ fn keys_of(attr: Attr, v: &Value) -> HashSet<String> {
     out
 }
 
-/// The user ids a group lists as members, read exactly as [`super::is_member`] does.
-fn member_ids(group: &Value) -> HashSet<&str> {
+/// The user ids a group lists as members, in list order, read exactly as [`super::is_member`]
+/// does.
+pub(super) fn member_ids(group: &Value) -> Vec<&str> {
     group
         .get("members")
         .and_then(Value::as_array)
@@ -170,7 +171,7 @@ impl<'a> Read<'a> {
     fn member_ids(&self) -> Vec<&str> {
         match &self.ids {
             Some(ids) => ids.clone(),
-            None => member_ids(&self.value).into_iter().collect(),
+            None => member_ids(&self.value),
         }
     }
 }

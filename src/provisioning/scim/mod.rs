@@ -320,7 +320,7 @@ impl Change {
             name,
             action,
             before: before_value.map(|v| audit_view(kind, v)),
-            after: after.map(|v| audit_view(kind, v.clone_without_members(kind))),
+            after: after.map(|v| audit_copy(kind, v)),
             members_added,
             members_removed,
         }
@@ -337,22 +337,17 @@ fn audit_view(kind: Kind, mut v: Value) -> Value {
     v
 }
 
-/// A copy of a resource, without a group's `members` (not copied only to be dropped).
-trait CloneWithoutMembers {
-    fn clone_without_members(&self, kind: Kind) -> Value;
-}
-
-impl CloneWithoutMembers for Value {
-    fn clone_without_members(&self, kind: Kind) -> Value {
-        match (kind, self.as_object()) {
-            (Kind::Group, Some(o)) => Value::Object(
-                o.iter()
-                    .filter(|(k, _)| k.as_str() != "members")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-            _ => self.clone(),
-        }
+/// [`audit_view`] of a resource held elsewhere, without copying a group's members only to drop
+/// them.
+fn audit_copy(kind: Kind, v: &Value) -> Value {
+    match (kind, v.as_object()) {
+        (Kind::Group, Some(o)) => Value::Object(
+            o.iter()
+                .filter(|(k, _)| k.as_str() != "members")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        _ => v.clone(),
     }
 }
 
@@ -370,15 +365,7 @@ fn members_changed(before: Option<&Record>, after: Option<&Value>) -> (Vec<Strin
             }
         },
     };
-    let after: Vec<&str> = after
-        .and_then(|v| v.get("members"))
-        .and_then(Value::as_array)
-        .map(|m| {
-            m.iter()
-                .filter_map(|x| x.get("value").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
+    let after = after.map(index::member_ids).unwrap_or_default();
     let (added, removed) = index::id_diff(&before, &after);
     let owned = |ids: Vec<&str>| ids.into_iter().map(str::to_owned).collect();
     (owned(added), owned(removed))

@@ -146,17 +146,10 @@ impl Record {
     pub fn member_ids(&self) -> Vec<String> {
         match &self.members {
             Some(m) => m.iter().map(|x| x.value.to_string()).collect(),
-            None => self
-                .body_value()
-                .get(MEMBERS)
-                .and_then(Value::as_array)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|x| x.get("value").and_then(Value::as_str))
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            None => super::index::member_ids(&self.body_value())
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }
