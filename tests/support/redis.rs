@@ -27,27 +27,15 @@ impl RedisServer {
     /// Like [`Self::start`], with extra `redis-server` arguments (e.g. `--tls-port`, `--user`).
     /// Readiness is then any answer on the plain port (an ACL may refuse the default user's PING).
     pub fn start_with(extra: &[&str]) -> RedisServer {
-        // The port is free when chosen, but a test running in parallel may take it before
-        // redis-server binds it: then redis-server exits at once, and another port is tried.
-        let mut last = String::new();
-        for _ in 0..5 {
-            let mut server = RedisServer {
-                port: super::free_port(),
-                child: None,
-                extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-                dir: private_dir("redis"),
-            };
-            match server.try_spawn() {
-                Ok(()) => return server,
-                Err(e) => last = e,
-            }
-        }
-        panic!("{last}");
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        Self::start_with_second_port(|_| extra.clone()).0
     }
 
     /// Like [`Self::start_with`], for arguments that name a second port of their own (a TLS
     /// port): each attempt picks that port afresh too, so a taken one is not tried five times.
-    /// Returns the server and its second port.
+    /// Returns the server and its second port. The ports are free when chosen, but a test
+    /// running in parallel may take one before redis-server binds it: then redis-server exits
+    /// at once, and other ports are tried.
     pub fn start_with_second_port(extra: impl Fn(u16) -> Vec<String>) -> (RedisServer, u16) {
         let mut last = String::new();
         for _ in 0..5 {
