@@ -217,13 +217,11 @@ fn is_xml_dsig_element(node: &libxml::tree::Node, expected_name: &str) -> bool {
 /// `xmlReadMemory` is called directly: libxml 0.3.3's `parse_string_with_options` frees the
 /// encoding name it passes before libxml2 reads it (a dangling pointer; libxml2 then sometimes
 /// read garbage as the encoding), so the name here is a static C string.
-fn parse_strict<Bytes: AsRef<[u8]>>(
-    xml: Bytes,
-) -> Result<libxml::tree::Document, XmlParseError> {
+fn parse_strict<Bytes: AsRef<[u8]>>(xml: Bytes) -> Result<libxml::tree::Document, XmlParseError> {
     use libxml::bindings as lx;
     let bytes = xml.as_ref();
-    let len = std::os::raw::c_int::try_from(bytes.len())
-        .map_err(|_| XmlParseError::DocumentTooLarge)?;
+    let len =
+        std::os::raw::c_int::try_from(bytes.len()).map_err(|_| XmlParseError::DocumentTooLarge)?;
     let options = (lx::xmlParserOption_XML_PARSE_NONET
         | lx::xmlParserOption_XML_PARSE_NOERROR
         | lx::xmlParserOption_XML_PARSE_NOWARNING) as std::os::raw::c_int;
@@ -264,10 +262,7 @@ fn verification_key(cert_der: &[u8]) -> Result<std::rc::Rc<XmlSecKey>, CryptoErr
         if let Some((_, key)) = keys.iter().find(|(der, _)| der.as_slice() == cert_der) {
             return Ok(std::rc::Rc::clone(key));
         }
-        let key = std::rc::Rc::new(XmlSecKey::from_memory(
-            cert_der,
-            XmlSecKeyFormat::CertDer,
-        )?);
+        let key = std::rc::Rc::new(XmlSecKey::from_memory(cert_der, XmlSecKeyFormat::CertDer)?);
         if keys.len() >= VERIFICATION_KEYS_KEPT {
             keys.remove(0);
         }
@@ -312,89 +307,20 @@ impl super::CryptoProvider for XmlSec {
         reduce_mode: ReduceMode,
         allowed_algorithms: Option<&[super::AllowedSignatureAlgorithm]>,
     ) -> Result<String, CryptoError> {
-        let mut xml = parse_strict(xml_str)?;
-
-        // collect ID attribute values and tell libxml about them
-        collect_id_attributes(&mut xml)?;
-
-        let signature_nodes = {
-            let root_elem = xml
-                .get_root_element()
-                .ok_or(XmlSecProviderError::XmlMissingRootElement)?;
-            find_signature_nodes(&root_elem)
-        };
-        if signature_nodes.is_empty() {
-            return Err(CryptoError::InvalidSignature);
+        let reduced = reduce_to_signed(xml_str, certs_der, reduce_mode, allowed_algorithms, true);
+        // storegate: every debug build (the test suite, the fuzz targets) checks that the
+        // whole-root shortcut gives exactly what the general matching gives.
+        #[cfg(debug_assertions)]
+        if let Ok(fast) = &reduced {
+            let general =
+                reduce_to_signed(xml_str, certs_der, reduce_mode, allowed_algorithms, false);
+            debug_assert_eq!(
+                Some(fast),
+                general.as_ref().ok(),
+                "the whole-root shortcut and the general reduction disagree"
+            );
         }
-
-        let mut predigest_results = Vec::new();
-        let mut selections = Vec::new();
-
-        for sig_node in &signature_nodes {
-            if let Some(allowed) = allowed_algorithms {
-                if !signature_uses_allowed_algorithm(sig_node, allowed) {
-                    return Err(CryptoError::InvalidSignature);
-                }
-            }
-
-            let mut verified = false;
-            let mut verified_references = Vec::new();
-
-            for key_data in certs_der {
-                let mut sig_ctx = XmlSecSignatureContext::new_with_flags(
-                    wrapper::XMLSEC_DSIG_FLAGS_STORE_SIGNEDINFO_REFERENCES,
-                )?;
-
-                // storegate: the IdP's key is loaded once per thread and certificate, not per
-                // signature (see `verification_key`).
-                let key = verification_key(key_data.der_data())?;
-                verified = sig_ctx.verify_node_with_key(sig_node, &key)?;
-                if verified {
-                    verified_references = sig_ctx.get_verified_references()?;
-                    break;
-                }
-            }
-
-            if !verified {
-                return Err(CryptoError::InvalidSignature);
-            }
-
-            for verified_reference in verified_references {
-                if reduce_mode == ReduceMode::PreDigest {
-                    predigest_results.push(verified_reference.predigest_xml);
-                    continue;
-                }
-
-                selections.push(build_verified_selection(
-                    &xml,
-                    sig_node,
-                    verified_reference,
-                )?);
-            }
-        }
-
-        if reduce_mode == ReduceMode::PreDigest {
-            return predigest_result(predigest_results);
-        }
-
-        if selections.is_empty() {
-            return Err(CryptoError::InvalidSignature);
-        }
-
-        let (nodes_to_keep, allowed_attributes, output_root_ptr) =
-            build_keep_state(&xml, &selections, reduce_mode)?;
-
-        drop(selections);
-        drop(signature_nodes);
-
-        move_output_root_to_document_root(&mut xml, output_root_ptr)?;
-
-        let mut root_elem = xml
-            .get_root_element()
-            .ok_or(XmlSecProviderError::XmlMissingRootElement)?;
-        prune_unverified_nodes(&mut root_elem, &nodes_to_keep, &allowed_attributes)?;
-
-        Ok(xml.to_string())
+        reduced
     }
 
     fn decrypt_assertion_key_info(
@@ -534,6 +460,252 @@ impl super::CryptoProvider for XmlSec {
 
         Ok(document.to_string())
     }
+}
+
+/// Takes an XML document, parses it, verifies all XML digital signatures against the given
+/// certificates, and returns a derived version of the document where all elements that are not
+/// covered by a digital signature have been removed.
+///
+/// If `allowed_algorithms` is provided, only those signature algorithms will be accepted.
+/// This provides protection against algorithm substitution attacks.
+fn reduce_to_signed(
+    xml_str: &str,
+    certs_der: &[CertificateDer],
+    reduce_mode: ReduceMode,
+    allowed_algorithms: Option<&[super::AllowedSignatureAlgorithm]>,
+    whole_root_shortcut: bool,
+) -> Result<String, CryptoError> {
+    let mut xml = parse_strict(xml_str)?;
+
+    // collect ID attribute values and tell libxml about them
+    collect_id_attributes(&mut xml)?;
+
+    let signature_nodes = {
+        let root_elem = xml
+            .get_root_element()
+            .ok_or(XmlSecProviderError::XmlMissingRootElement)?;
+        find_signature_nodes(&root_elem)
+    };
+    if signature_nodes.is_empty() {
+        return Err(CryptoError::InvalidSignature);
+    }
+
+    let mut predigest_results = Vec::new();
+    // storegate: every signature is verified before any reduction starts, so that the
+    // whole-root shortcut below can look at all of them.
+    let mut verified_by_signature = Vec::with_capacity(signature_nodes.len());
+
+    for sig_node in &signature_nodes {
+        if let Some(allowed) = allowed_algorithms {
+            if !signature_uses_allowed_algorithm(sig_node, allowed) {
+                return Err(CryptoError::InvalidSignature);
+            }
+        }
+
+        let mut verified = false;
+        let mut verified_references = Vec::new();
+
+        for key_data in certs_der {
+            let mut sig_ctx = XmlSecSignatureContext::new_with_flags(
+                wrapper::XMLSEC_DSIG_FLAGS_STORE_SIGNEDINFO_REFERENCES,
+            )?;
+
+            // storegate: the IdP's key is loaded once per thread and certificate, not per
+            // signature (see `verification_key`).
+            let key = verification_key(key_data.der_data())?;
+            verified = sig_ctx.verify_node_with_key(sig_node, &key)?;
+            if verified {
+                verified_references = sig_ctx.get_verified_references()?;
+                break;
+            }
+        }
+
+        if !verified {
+            return Err(CryptoError::InvalidSignature);
+        }
+
+        if reduce_mode == ReduceMode::PreDigest {
+            predigest_results.extend(verified_references.into_iter().map(|r| r.predigest_xml));
+            continue;
+        }
+        verified_by_signature.push(verified_references);
+    }
+
+    if reduce_mode == ReduceMode::PreDigest {
+        return predigest_result(predigest_results);
+    }
+
+    if whole_root_shortcut {
+        if let Some((i, whitespace)) =
+            whole_root_signature(&xml, &signature_nodes, &verified_by_signature)
+        {
+            // What the general path keeps here: everything but the enveloped signature over
+            // the root and whitespace-only text (see `whole_root_signature`).
+            drop(verified_by_signature);
+            let mut enveloped = signature_nodes[i].clone();
+            enveloped.unlink_node();
+            drop(enveloped);
+            drop(signature_nodes);
+            for &node in &whitespace {
+                // Nothing wraps these nodes from here on; they are freed below, after the
+                // document no longer refers to them.
+                unsafe { libxml::bindings::xmlUnlinkNode(node) };
+            }
+            let reduced = xml.to_string();
+            for node in whitespace {
+                unsafe { libxml::bindings::xmlFreeNode(node) };
+            }
+            return Ok(reduced);
+        }
+    }
+
+    let mut selections = Vec::new();
+    for (sig_node, verified_references) in signature_nodes.iter().zip(verified_by_signature) {
+        for verified_reference in verified_references {
+            selections.push(build_verified_selection(
+                &xml,
+                sig_node,
+                verified_reference,
+            )?);
+        }
+    }
+
+    if selections.is_empty() {
+        return Err(CryptoError::InvalidSignature);
+    }
+
+    let (nodes_to_keep, allowed_attributes, output_root_ptr) =
+        build_keep_state(&xml, &selections, reduce_mode)?;
+
+    drop(selections);
+    drop(signature_nodes);
+
+    move_output_root_to_document_root(&mut xml, output_root_ptr)?;
+
+    let mut root_elem = xml
+        .get_root_element()
+        .ok_or(XmlSecProviderError::XmlMissingRootElement)?;
+    prune_unverified_nodes(&mut root_elem, &nodes_to_keep, &allowed_attributes)?;
+
+    Ok(xml.to_string())
+}
+
+/// storegate (cost only, issue 15): when one verified signature covers the document's root
+/// element, every other verified reference selects a subtree of what it covers, so the general
+/// reduction (parse each pre-digest fragment, match it node by node against the document, prune
+/// what no fragment matched) keeps exactly the root minus that enveloped signature. This finds
+/// that signature, under conditions that make it so without looking at the fragments:
+///
+/// - the root element's `ID` is registered for the root itself (`collect_id_attributes` refuses
+///   duplicates; `xmlGetID` is what libxmlsec's and `resolve_id_to_node`'s `#id` lookup use),
+///   and exactly one signature has a verified reference to `#<that ID>`;
+/// - that signature is a child of the root (so no other reference can select it) and its
+///   `SignedInfo` has exactly one `Reference` with that URI, with the enveloped-signature
+///   transform (so the digest left out the signature element and only that);
+/// - below the root there are only elements and text: C14N leaves comments out and rewrites
+///   CDATA and entity references, which only the general matching handles. The general path
+///   also drops whitespace-only text (it does not match it), so the shortcut returns those
+///   nodes to drop too.
+///
+/// Anything else (the Assertion alone signed, `URI=""`, two signatures over the root) takes the
+/// general path. Debug builds run both and compare the results
+/// (`reduce_xml_to_signed_with_allowed_algorithms`).
+fn whole_root_signature(
+    doc: &libxml::tree::Document,
+    signature_nodes: &[libxml::tree::Node],
+    verified_by_signature: &[Vec<VerifiedReference>],
+) -> Option<(usize, Vec<*mut libxml::bindings::xmlNode>)> {
+    let root = doc.get_root_element()?;
+    let root_ptr = root.node_ptr();
+    let root_id = root.get_attribute("ID")?;
+    let id = CString::new(root_id.as_str()).ok()?;
+    let registered = unsafe { libxml::bindings::xmlGetID(doc.doc_ptr(), id.as_ptr() as *const u8) };
+    if registered.is_null() || unsafe { (*registered).parent } != root_ptr {
+        return None;
+    }
+    let uri = format!("#{root_id}");
+
+    let mut over_root = verified_by_signature
+        .iter()
+        .enumerate()
+        .filter(|(_, refs)| refs.iter().any(|r| r.uri.as_deref() == Some(uri.as_str())))
+        .map(|(i, _)| i);
+    let i = over_root.next()?;
+    if over_root.next().is_some() {
+        return None;
+    }
+    let signature = signature_nodes.get(i)?;
+    if signature.get_parent()?.node_ptr() != root_ptr {
+        return None;
+    }
+    if !single_enveloped_reference(signature, &uri) {
+        return None;
+    }
+    let whitespace = whitespace_text_below(root_ptr)?;
+    Some((i, whitespace))
+}
+
+const ENVELOPED_SIGNATURE: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
+
+/// storegate: `signature`'s `SignedInfo` has exactly one `Reference` to `uri`, and its one
+/// `Transforms` lists the enveloped-signature transform.
+fn single_enveloped_reference(signature: &libxml::tree::Node, uri: &str) -> bool {
+    let Some(signed_info) = signed_info_node(signature) else {
+        return false;
+    };
+    let mut references = signed_info.get_child_elements().into_iter().filter(|r| {
+        is_xml_dsig_element(r, "Reference") && r.get_attribute("URI").as_deref() == Some(uri)
+    });
+    let (Some(reference), None) = (references.next(), references.next()) else {
+        return false;
+    };
+    let mut transforms = reference
+        .get_child_elements()
+        .into_iter()
+        .filter(|t| is_xml_dsig_element(t, "Transforms"));
+    let (Some(transforms), None) = (transforms.next(), transforms.next()) else {
+        return false;
+    };
+    transforms.get_child_elements().iter().any(|t| {
+        is_xml_dsig_element(t, "Transform")
+            && t.get_attribute("Algorithm").as_deref() == Some(ENVELOPED_SIGNATURE)
+    })
+}
+
+/// storegate: the whitespace-only text nodes below `root` (the general path drops them, see
+/// `is_ignorable_text_node`), or `None` when the subtree holds anything but elements and text
+/// (attributes hang off `properties`, not the children). Walked without wrapping every node.
+fn whitespace_text_below(
+    root: *mut libxml::bindings::xmlNode,
+) -> Option<Vec<*mut libxml::bindings::xmlNode>> {
+    use libxml::bindings as lx;
+    let mut whitespace = Vec::new();
+    let mut pending = vec![root];
+    while let Some(node) = pending.pop() {
+        let mut child = unsafe { (*node).children };
+        while !child.is_null() {
+            match unsafe { (*child).type_ } {
+                lx::xmlElementType_XML_ELEMENT_NODE => pending.push(child),
+                lx::xmlElementType_XML_TEXT_NODE => {
+                    let content = unsafe { (*child).content };
+                    // The same test as `is_ignorable_text_node` (`get_content().trim()`).
+                    let blank = content.is_null()
+                        || String::from_utf8_lossy(
+                            unsafe { CStr::from_ptr(content as *const std::ffi::c_char) }
+                                .to_bytes(),
+                        )
+                        .trim()
+                        .is_empty();
+                    if blank {
+                        whitespace.push(child);
+                    }
+                }
+                _ => return None,
+            }
+            child = unsafe { (*child).next };
+        }
+    }
+    Some(whitespace)
 }
 
 fn predigest_result(mut predigest_results: Vec<String>) -> Result<String, CryptoError> {
@@ -977,13 +1149,7 @@ fn collect_matching_node_inner(
             let fragment_children = supported_fragment_children(fragment_node);
             let original_children = supported_fragment_children(original_node);
             let mark = log.mark();
-            if collect_matching_sequence_from(
-                &original_children,
-                &fragment_children,
-                0,
-                0,
-                log,
-            ) {
+            if collect_matching_sequence_from(&original_children, &fragment_children, 0, 0, log) {
                 true
             } else {
                 log.undo_to(mark);
