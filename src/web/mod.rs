@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backchannel;
 pub mod client_ip;
 mod cookies;
+mod edge;
 pub mod errors;
 pub mod extract;
 pub mod forward;
@@ -179,52 +180,9 @@ async fn style() -> Response {
         .into_response()
 }
 
-/// Makes this request's id the current one for the BigCommerce clients (`audit::correlation`),
-/// and the configured support contact the one error pages name (`errors::with_contact`).
-async fn correlate(
-    axum::extract::State(config): axum::extract::State<Arc<Config>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let rid = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let run = crate::audit::correlation::scope(rid, next.run(req));
-    errors::with_contact(config, run).await
-}
-
 fn drop_client_request_id<B>(mut req: Request<B>) -> Request<B> {
     req.headers_mut().remove("x-request-id");
     req
-}
-
-/// The session layer answers a failed end-of-request save (the store went away between load and
-/// save, or a first write with no cookie yet) with a bare, header-less 500. That already grants
-/// nothing (no cookie, no `Location`), but the user should get the same 503 page as every other
-/// store failure: this turns exactly that bare 500 into it. Handler errors always carry a body
-/// type, so they are never touched.
-async fn session_save_failed_page(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let rid = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let resp = next.run(req).await;
-    if resp.status() == axum::http::StatusCode::INTERNAL_SERVER_ERROR
-        && resp.headers().get(header::CONTENT_TYPE).is_none()
-        && resp.headers().get(header::LOCATION).is_none()
-    {
-        tracing::warn!(request_id = %rid, "the session store failed to save; answered 503");
-        return errors::AppError::session_store(&rid).into_response();
-    }
-    resp
 }
 
 /// The gateway's routes with every layer (sessions, security headers, request ids, limits).
@@ -340,10 +298,10 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             }),
         )
         // The request id follows the request into its BigCommerce calls (issue 13).
-        .layer(axum::middleware::from_fn_with_state(config, correlate))
+        .layer(edge::CorrelateLayer(config))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(30)))
         // Outside the limit, which answers 413 with no body: SCIM clients get a SCIM error.
-        .layer(axum::middleware::from_fn(scim::body_too_large_as_scim_error))
+        .layer(edge::ScimTooLargeLayer)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         // The limit wraps the body; what follows takes axum's body type again.
         .map_request(|req: Request<_>| req.map(axum::body::Body::new))
@@ -355,7 +313,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"),
         ))
-        .layer(axum::middleware::from_fn(session_save_failed_page))
+        .layer(edge::SaveFailedPageLayer)
         .layer(sessions);
     let app = app.layer(stack);
     match proxy_edge {
