@@ -33,7 +33,6 @@ use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
@@ -277,12 +276,6 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
     // boxes every route again, and every box is cloned and its future allocated per request;
     // with a dozen separate calls that was ~14% of a launch's CPU (perf, issue 6).
     let request_id = HeaderName::from_static("x-request-id");
-    let hsts = https.then(|| {
-        SetResponseHeaderLayer::if_not_present(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        )
-    });
     let stack = tower::ServiceBuilder::new()
         // The audit trail's request ids are ours: a client-sent x-request-id is dropped first.
         .map_request(drop_client_request_id)
@@ -293,26 +286,32 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             // recorded as `&str`, not through `Display` (`%`): the same JSON, without a
             // formatter pass per field and request.
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let rid = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = req.method().as_str(), path = req.uri().path(), request_id = rid)
+                let rid = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!(
+                    "request",
+                    method = req.method().as_str(),
+                    path = req.uri().path(),
+                    request_id = rid
+                )
             }),
         )
         // The request id follows the request into its BigCommerce calls (issue 13).
         .layer(edge::CorrelateLayer(config))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(30)))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(30),
+        ))
         // Outside the limit, which answers 413 with no body: SCIM clients get a SCIM error.
         .layer(edge::ScimTooLargeLayer)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         // The limit wraps the body; what follows takes axum's body type again.
         .map_request(|req: Request<_>| req.map(axum::body::Body::new))
-        .option_layer(hsts)
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"),
-        ))
+        // CSP, nosniff, no-referrer, DENY and, over https, HSTS, unless a handler set its own.
+        .layer(edge::SecurityHeadersLayer { hsts: https })
         .layer(edge::SaveFailedPageLayer)
         .layer(sessions);
     let app = app.layer(stack);
