@@ -288,6 +288,82 @@ where
     }
 }
 
+/// The gateway's own request id, on the request and on its response: a client-sent
+/// `x-request-id` is replaced (the audit trail's ids are ours), and a response that carries
+/// none gets the request's. One layer for what `map_request`, `SetRequestIdLayer` and
+/// `PropagateRequestIdLayer` did, without their `RequestId` extensions, which nothing reads.
+#[derive(Clone, Copy)]
+pub struct RequestIdLayer;
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestId<S>;
+    fn layer(&self, inner: S) -> RequestId<S> {
+        RequestId(inner)
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestId<S>(S);
+
+/// A new request id: a random (v4) uuid, hyphenated, lower case.
+fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // A uuid's text is always a valid header value; the fallback is never taken.
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("no-request-id"))
+}
+
+impl<S, B, RB> Service<Request<B>> for RequestId<S>
+where
+    S: Service<Request<B>, Response = HttpResponse<RB>>,
+{
+    type Response = HttpResponse<RB>;
+    type Error = S::Error;
+    type Future = RequestIdFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let id = new_request_id();
+        // `insert` drops every value the client sent under this name.
+        req.headers_mut().insert(REQUEST_ID, id.clone());
+        RequestIdFuture {
+            inner: self.0.call(req),
+            id: Some(id),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`RequestId`]'s future: the response gets the id unless it names one.
+    pub struct RequestIdFuture<F> {
+        #[pin]
+        inner: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F, B, E> Future for RequestIdFuture<F>
+where
+    F: Future<Output = Result<HttpResponse<B>, E>>,
+{
+    type Output = Result<HttpResponse<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = match this.inner.poll(cx) {
+            Poll::Ready(Ok(resp)) => resp,
+            other => return other,
+        };
+        if let Some(id) = this.id.take() {
+            resp.headers_mut().entry(REQUEST_ID).or_insert(id);
+        }
+        Poll::Ready(Ok(resp))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,5 +409,45 @@ mod tests {
             "max-age=31536000; includeSubDomains"
         );
         assert_eq!(resp.headers().len(), 5);
+    }
+
+    /// What the handler saw as the request id, and the response's.
+    async fn ids(client: &[&'static str], handler_sets: Option<&'static str>) -> (String, String) {
+        let handler = tower::service_fn(move |req: Request<()>| async move {
+            let seen: Vec<_> = req.headers().get_all(REQUEST_ID).iter().cloned().collect();
+            assert_eq!(seen.len(), 1, "{seen:?}");
+            let mut resp = HttpResponse::new(seen[0].to_str().unwrap_or("").to_owned());
+            if let Some(id) = handler_sets {
+                resp.headers_mut()
+                    .insert(REQUEST_ID, HeaderValue::from_static(id));
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        });
+        let mut req = Request::new(());
+        for id in client {
+            req.headers_mut()
+                .append(REQUEST_ID, HeaderValue::from_static(id));
+        }
+        match RequestIdLayer.layer(handler).oneshot(req).await {
+            Ok(resp) => {
+                let answered = resp.headers()[REQUEST_ID].to_str().unwrap_or("").to_owned();
+                (resp.into_body(), answered)
+            }
+            Err(never) => match never {},
+        }
+    }
+
+    #[tokio::test]
+    async fn the_request_id_is_ours_and_the_response_carries_it() {
+        let (seen, answered) = ids(&["client-1", "client-2"], None).await;
+        assert!(uuid::Uuid::parse_str(&seen).is_ok(), "{seen}");
+        assert_eq!(seen.len(), 36);
+        assert_eq!(seen, seen.to_lowercase());
+        assert_eq!(answered, seen);
+        let (other, _) = ids(&[], None).await;
+        assert_ne!(other, seen);
+        // A response that names its own id keeps it.
+        let (_, answered) = ids(&[], Some("upstream-id")).await;
+        assert_eq!(answered, "upstream-id");
     }
 }

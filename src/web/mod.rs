@@ -29,10 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Request, header};
+use axum::http::{HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
@@ -179,11 +178,6 @@ async fn style() -> Response {
         .into_response()
 }
 
-fn drop_client_request_id<B>(mut req: Request<B>) -> Request<B> {
-    req.headers_mut().remove("x-request-id");
-    req
-}
-
 /// The gateway's routes with every layer (sessions, security headers, request ids, limits).
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
@@ -275,12 +269,10 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
     // One `Router::layer` call with the whole stack (outermost first): each `Router::layer`
     // boxes every route again, and every box is cloned and its future allocated per request;
     // with a dozen separate calls that was ~14% of a launch's CPU (perf, issue 6).
-    let request_id = HeaderName::from_static("x-request-id");
     let stack = tower::ServiceBuilder::new()
-        // The audit trail's request ids are ours: a client-sent x-request-id is dropped first.
-        .map_request(drop_client_request_id)
-        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-        .layer(PropagateRequestIdLayer::new(request_id))
+        // The audit trail's request ids are ours: a client-sent x-request-id is replaced, and
+        // the response carries ours.
+        .layer(edge::RequestIdLayer)
         .layer(
             // The span names the path only: query strings carry codes and states. Fields are
             // recorded as `&str`, not through `Display` (`%`): the same JSON, without a
