@@ -1,7 +1,7 @@
 //! Hand-written layers of the gateway's middleware stack (`web::router_with`). Each one calls
 //! the next service directly and wraps its future in a named type. `axum::middleware::from_fn`
 //! did the same work per request only after cloning the whole rest of the stack, boxing that
-//! clone and boxing a future; with three such layers that was about 7% of a Redis launch's
+//! clone and boxing a future; with three such layers that was about 5% of a Redis launch's
 //! instructions (issue 15).
 
 use std::future::Future;
