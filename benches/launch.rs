@@ -107,6 +107,7 @@ fn main() {
         ))
         .with_writer(std::io::sink)
         .json()
+        .fmt_fields(storegate::telemetry::json_fields::JsonSpanFields)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,6 +10,8 @@
 //! browser could otherwise choose trace ids (and the sampling decision) for the gateway's spans;
 //! the request id (`x-request-id`, also ours alone) joins the spans with logs and the audit trail.
 
+pub mod json_fields;
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -534,9 +534,13 @@ pub mod correlation {
     /// The header BigCommerce calls carry the id in.
     pub const HEADER: &str = "X-Request-Id";
 
-    /// Runs `f` with `id` as the current request id.
-    pub async fn scope<F: std::future::Future>(id: String, f: F) -> F::Output {
-        REQUEST_ID.scope(id, f).await
+    /// Runs `f` with `id` as the current request id. A plain future type (not an `async fn`)
+    /// so the middleware can name it instead of boxing it (`web::edge`).
+    pub fn scope<F: std::future::Future>(
+        id: String,
+        f: F,
+    ) -> tokio::task::futures::TaskLocalFuture<String, F> {
+        REQUEST_ID.scope(id, f)
     }
 
     /// The current request id, when inside [`scope`].

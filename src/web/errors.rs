@@ -27,12 +27,13 @@ tokio::task_local! {
     static SUPPORT_CONTACT: std::sync::Arc<crate::config::Config>;
 }
 
-/// Runs `f` with `config`'s support contact named on every error page it produces.
-pub async fn with_contact<F: std::future::Future>(
+/// Runs `f` with `config`'s support contact named on every error page it produces. A plain
+/// future type (not an `async fn`) so the middleware can name it (`web::edge`).
+pub fn with_contact<F: std::future::Future>(
     config: std::sync::Arc<crate::config::Config>,
     f: F,
-) -> F::Output {
-    SUPPORT_CONTACT.scope(config, f).await
+) -> tokio::task::futures::TaskLocalFuture<std::sync::Arc<crate::config::Config>, F> {
+    SUPPORT_CONTACT.scope(config, f)
 }
 
 /// Whom an error page says to ask: the configured contact, or a generic one outside a request.

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backchannel;
 pub mod client_ip;
 mod cookies;
+mod edge;
 pub mod errors;
 pub mod extract;
 pub mod forward;
@@ -28,11 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Request, header};
+use axum::http::{HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
@@ -179,54 +178,6 @@ async fn style() -> Response {
         .into_response()
 }
 
-/// Makes this request's id the current one for the BigCommerce clients (`audit::correlation`),
-/// and the configured support contact the one error pages name (`errors::with_contact`).
-async fn correlate(
-    axum::extract::State(config): axum::extract::State<Arc<Config>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let rid = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let run = crate::audit::correlation::scope(rid, next.run(req));
-    errors::with_contact(config, run).await
-}
-
-fn drop_client_request_id<B>(mut req: Request<B>) -> Request<B> {
-    req.headers_mut().remove("x-request-id");
-    req
-}
-
-/// The session layer answers a failed end-of-request save (the store went away between load and
-/// save, or a first write with no cookie yet) with a bare, header-less 500. That already grants
-/// nothing (no cookie, no `Location`), but the user should get the same 503 page as every other
-/// store failure: this turns exactly that bare 500 into it. Handler errors always carry a body
-/// type, so they are never touched.
-async fn session_save_failed_page(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let rid = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let resp = next.run(req).await;
-    if resp.status() == axum::http::StatusCode::INTERNAL_SERVER_ERROR
-        && resp.headers().get(header::CONTENT_TYPE).is_none()
-        && resp.headers().get(header::LOCATION).is_none()
-    {
-        tracing::warn!(request_id = %rid, "the session store failed to save; answered 503");
-        return errors::AppError::session_store(&rid).into_response();
-    }
-    resp
-}
-
 /// The gateway's routes with every layer (sessions, security headers, request ids, limits).
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
@@ -318,44 +269,42 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
     // One `Router::layer` call with the whole stack (outermost first): each `Router::layer`
     // boxes every route again, and every box is cloned and its future allocated per request;
     // with a dozen separate calls that was ~14% of a launch's CPU (perf, issue 6).
-    let request_id = HeaderName::from_static("x-request-id");
-    let hsts = https.then(|| {
-        SetResponseHeaderLayer::if_not_present(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        )
-    });
     let stack = tower::ServiceBuilder::new()
-        // The audit trail's request ids are ours: a client-sent x-request-id is dropped first.
-        .map_request(drop_client_request_id)
-        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-        .layer(PropagateRequestIdLayer::new(request_id))
+        // The audit trail's request ids are ours: a client-sent x-request-id is replaced, and
+        // the response carries ours.
+        .layer(edge::RequestIdLayer)
         .layer(
             // The span names the path only: query strings carry codes and states. Fields are
             // recorded as `&str`, not through `Display` (`%`): the same JSON, without a
             // formatter pass per field and request.
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let rid = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = req.method().as_str(), path = req.uri().path(), request_id = rid)
+                let rid = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!(
+                    "request",
+                    method = req.method().as_str(),
+                    path = req.uri().path(),
+                    request_id = rid
+                )
             }),
         )
         // The request id follows the request into its BigCommerce calls (issue 13).
-        .layer(axum::middleware::from_fn_with_state(config, correlate))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(30)))
+        .layer(edge::CorrelateLayer(config))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(30),
+        ))
         // Outside the limit, which answers 413 with no body: SCIM clients get a SCIM error.
-        .layer(axum::middleware::from_fn(scim::body_too_large_as_scim_error))
+        .layer(edge::ScimTooLargeLayer)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         // The limit wraps the body; what follows takes axum's body type again.
         .map_request(|req: Request<_>| req.map(axum::body::Body::new))
-        .option_layer(hsts)
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"),
-        ))
-        .layer(axum::middleware::from_fn(session_save_failed_page))
+        // CSP, nosniff, no-referrer, DENY and, over https, HSTS, unless a handler set its own.
+        .layer(edge::SecurityHeadersLayer { hsts: https })
+        .layer(edge::SaveFailedPageLayer)
         .layer(sessions);
     let app = app.layer(stack);
     match proxy_edge {

@@ -108,13 +108,16 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     }
 }
 
+/// Whether a request's path is a SCIM one, whose 413 [`too_large_as_scim_error`] rewrites.
+pub(super) fn is_scim_path(path: &str) -> bool {
+    path == "/scim/v2" || path.starts_with("/scim/v2/")
+}
+
 /// A 413 on a SCIM path, from the body limit in front of every route (an empty body) or from
 /// reading a chunked body past it (plain text), becomes a SCIM error (RFC 7644 §3.12).
-pub async fn body_too_large_as_scim_error(req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let scim = path == "/scim/v2" || path.starts_with("/scim/v2/");
-    let resp = next.run(req).await;
-    if scim && resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+/// `web::edge::ScimTooLarge` calls this for SCIM paths only.
+pub(super) fn too_large_as_scim_error(resp: Response) -> Response {
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return error(&ScimError::status(
             413,
             format!(
