@@ -61,6 +61,14 @@ impl<T: Clone> DecodedCache<T> {
         Ok(value)
     }
 
+    /// Whether session `id` was last read or written as exactly `text`.
+    pub fn holds(&self, id: &Id, text: &str) -> bool {
+        self.entries
+            .lock()
+            .get(id)
+            .is_some_and(|(seen, _)| seen == text)
+    }
+
     /// Keeps `value` as what `text` decodes to (a store that has just written `text` knows).
     pub fn remember(&self, id: Id, text: String, value: T) {
         let mut entries = self.entries.lock();

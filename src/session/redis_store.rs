@@ -53,6 +53,14 @@ impl RedisSessionStore {
     async fn write(&self, record: &Record, only_if_new: bool) -> session_store::Result<bool> {
         let data = serde_json::to_string(record)
             .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        // An update to exactly the text this replica last read or wrote for the record (the
+        // expiry is part of it) changes nothing in Redis: a sign-in stores its new session
+        // itself and the session layer then saved the same bytes again at the end of the request
+        // (one SET per sign-in, issue 15). Skipping it also keeps XX's promise: nothing is
+        // written back after a logout deleted the record.
+        if !only_if_new && self.decoded.holds(&record.id, &data) {
+            return Ok(true);
+        }
         let expire_at_ms = record.expiry_date.unix_timestamp_nanos() / 1_000_000;
         let mut conn = self.redis.conn().await.map_err(Self::backend)?;
         let mut cmd = redis::cmd("SET");

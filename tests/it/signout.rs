@@ -795,3 +795,56 @@ async fn the_session_index_behaves_the_same_in_memory_and_in_redis() {
         .expect("TTL");
     assert!((590..=601).contains(&ttl), "ttl {ttl}");
 }
+
+/// Issue 15: a save of exactly the bytes this replica last read or wrote for a session sends no
+/// SET (a sign-in stored its new session, and the session layer saved the same bytes again); a
+/// changed record is written; and a record deleted meanwhile is still never written back.
+#[tokio::test]
+async fn an_unchanged_session_is_not_written_again_and_a_deleted_one_never_comes_back() {
+    use tower_sessions::SessionStore;
+    use tower_sessions::session::{Id, Record};
+
+    let redis = RedisServer::start();
+    let handle = storegate::store::RedisHandle::new(
+        &storegate::secret::Secret::new(redis.url()),
+        Duration::from_secs(2),
+    )
+    .expect("redis handle");
+    let store = storegate::session::RedisSessionStore::new(handle, "storegate:");
+    let sets = || -> u64 {
+        let stats = cli(redis.port, &["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_set:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().expect("calls"))
+    };
+    let mut record = Record {
+        id: Id::default(),
+        data: [("k".to_owned(), json!("v"))].into_iter().collect(),
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+    };
+    store.create(&mut record).await.expect("create");
+    assert_eq!(sets(), 1);
+
+    // The same bytes again: no SET.
+    store.save(&record).await.expect("save");
+    assert_eq!(sets(), 1);
+
+    // Another value: written.
+    record.data.insert("k".into(), json!("w"));
+    store.save(&record).await.expect("save");
+    assert_eq!(sets(), 2);
+    let stored = store.load(&record.id).await.expect("load").expect("stored");
+    assert_eq!(stored.data.get("k"), Some(&json!("w")));
+
+    // Deleted elsewhere (a logout on another replica): neither the same bytes nor new ones come
+    // back.
+    let key = format!("storegate:session:{}", record.id);
+    assert_eq!(cli(redis.port, &["EXISTS", &key]).trim(), "1");
+    cli(redis.port, &["DEL", &key]);
+    store.save(&record).await.expect("save");
+    record.data.insert("k".into(), json!("x"));
+    store.save(&record).await.expect("save");
+    assert_eq!(cli(redis.port, &["EXISTS", &key]).trim(), "0");
+}

@@ -868,14 +868,22 @@ impl SamlProvider {
 /// How long a verification may wait for a free verifier before the sign-in is answered "busy".
 const VERIFIER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Verifications that may run at once, across every IdP and message kind: one per core. libxmlsec
-/// work is CPU-bound and cannot be cancelled once started, so a flood of posted messages queues
-/// here (fairly, first come first served) instead of filling the blocking pool and starving
-/// sign-ins and everything else of threads.
+/// Verifications admitted at once, across every IdP and message kind: one running per verifier
+/// thread (one per core) and one waiting behind each, so that a verifier that finishes finds its
+/// next message already queued instead of idling until a request task is scheduled to hand it
+/// over. libxmlsec work is CPU-bound and cannot be cancelled once started, so a flood of posted
+/// messages queues here (fairly, first come first served), not in the verifiers' queue.
 fn verifier_permits() -> Arc<tokio::sync::Semaphore> {
     static PERMITS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
-    Arc::clone(PERMITS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(verifier_threads()))))
+    Arc::clone(PERMITS.get_or_init(|| {
+        Arc::new(tokio::sync::Semaphore::new(
+            VERIFICATIONS_PER_THREAD * verifier_threads(),
+        ))
+    }))
 }
+
+/// One verification running and one queued behind it, per verifier thread.
+const VERIFICATIONS_PER_THREAD: usize = 2;
 
 fn verifier_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -883,7 +891,7 @@ fn verifier_threads() -> usize {
 
 type VerifierJob = Box<dyn FnOnce() + Send>;
 
-/// The verifiers: one long-lived thread per permit, fed by a queue. Not tokio's blocking pool:
+/// The verifiers: one long-lived thread per core, fed by a queue. Not tokio's blocking pool:
 /// there, the next verification often starts on a new or another idle thread (the permit is
 /// free before the previous thread is idle again), so verifications rotated over a dozen
 /// threads, each with cold caches, its own allocator pages and its own copy of the IdP's key;
@@ -1092,7 +1100,7 @@ mod tests {
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Hold every permit, so the next request waits in the queue; then drop it.
         let mut held = Vec::new();
-        for _ in 0..verifier_threads() {
+        for _ in 0..VERIFICATIONS_PER_THREAD * verifier_threads() {
             held.push(verifier_permits().acquire_owned().await.expect("a permit"));
         }
         let flag = Arc::clone(&started);
