@@ -475,8 +475,19 @@ impl SentinelSetup {
     /// (the sentinel also disconnects the old master's clients). Returns once the sentinel names
     /// the replica as master and the replica says it is one.
     pub fn failover(&self) {
-        let out = self.sentinel_cli(&["SENTINEL", "FAILOVER", Self::MASTER]);
-        assert_eq!(out.trim(), "OK", "SENTINEL FAILOVER answered {out}");
+        // The sentinel learns of the replica from the master's INFO, which it polls every 10 s:
+        // until it has, FAILOVER answers NOGOODSLAVE and does nothing, so it is asked again
+        // (seen once in a full run: "NOGOODSLAVE No suitable replica to promote").
+        let mut answer = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            answer = self.sentinel_cli(&["SENTINEL", "FAILOVER", Self::MASTER]);
+            if !answer.trim().starts_with("NOGOODSLAVE") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        assert_eq!(answer.trim(), "OK", "SENTINEL FAILOVER answered {answer}");
         let new = self.replica_client_port();
         wait_until(
             "the sentinel to name the new master",
