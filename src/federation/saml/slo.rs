@@ -15,7 +15,6 @@
 
 use std::io::Read;
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
@@ -237,10 +236,7 @@ pub fn unverified_issuer(inbound: &Inbound) -> Result<Option<String>, SamlError>
             else {
                 return Ok(None);
             };
-            let compact: String = raw.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-            let deflated = base64::engine::general_purpose::STANDARD
-                .decode(compact)
-                .map_err(|_| SamlError::Encoding)?;
+            let deflated = super::decode_base64_text(&raw).map_err(|_| SamlError::Encoding)?;
             let mut bytes = Vec::new();
             flate2::read::DeflateDecoder::new(&deflated[..])
                 .take(MAX_INFLATED + 1)
@@ -255,13 +251,7 @@ pub fn unverified_issuer(inbound: &Inbound) -> Result<Option<String>, SamlError>
             if message.len() > prescan::MAX_DOCUMENT_BYTES / 3 * 4 + 4096 {
                 return Err(SamlError::Malformed("the message is too large".into()));
             }
-            let compact: String = message
-                .chars()
-                .filter(|c| !c.is_ascii_whitespace())
-                .collect();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(compact)
-                .map_err(|_| SamlError::Encoding)?;
+            let bytes = super::decode_base64_text(message).map_err(|_| SamlError::Encoding)?;
             prescan::decode_document(bytes)?
         }
     };
@@ -422,12 +412,7 @@ impl SamlProvider {
                     signed.push_str(&format!("&RelayState={rs}"));
                 }
                 signed.push_str(&format!("&SigAlg={raw_alg}"));
-                let sig_b64: String = url_decode(raw_sig)
-                    .chars()
-                    .filter(|c| !c.is_ascii_whitespace())
-                    .collect();
-                let sig = base64::engine::general_purpose::STANDARD
-                    .decode(sig_b64)
+                let sig = super::decode_base64_text(&url_decode(raw_sig))
                     .map_err(|_| SamlError::Signature)?;
                 let ok = l.meta.certs.iter().any(|c| {
                     let Ok(x) = openssl::x509::X509::from_der(c.der_data()) else {
@@ -444,12 +429,7 @@ impl SamlProvider {
                 if !ok {
                     return Err(SamlError::Signature);
                 }
-                let b64: String = url_decode(raw_msg)
-                    .chars()
-                    .filter(|c| !c.is_ascii_whitespace())
-                    .collect();
-                let deflated = base64::engine::general_purpose::STANDARD
-                    .decode(b64)
+                let deflated = super::decode_base64_text(&url_decode(raw_msg))
                     .map_err(|_| SamlError::Encoding)?;
                 let mut bytes = Vec::new();
                 flate2::read::DeflateDecoder::new(&deflated[..])
@@ -471,13 +451,7 @@ impl SamlProvider {
                 if message.len() > prescan::MAX_DOCUMENT_BYTES / 3 * 4 + 4096 {
                     return Err(SamlError::Malformed("the message is too large".into()));
                 }
-                let compact: String = message
-                    .chars()
-                    .filter(|c| !c.is_ascii_whitespace())
-                    .collect();
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(compact)
-                    .map_err(|_| SamlError::Encoding)?;
+                let bytes = super::decode_base64_text(&message).map_err(|_| SamlError::Encoding)?;
                 let raw = prescan::decode_document(bytes)?;
                 let want = if is_request {
                     "LogoutRequest"
