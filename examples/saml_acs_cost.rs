@@ -37,6 +37,11 @@ use storegate::federation::saml::sp::generate_rsa_key_and_cert;
 use storegate::flows::sign_in::{self, SamlPost};
 use storegate::redirect::LocalPath;
 
+// The same allocator as the `storegate` binary (src/main.rs), so that the counts are those of
+// the binary that runs (with its `override` feature, libxml2's and libxmlsec's allocations too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const IDP_ENTITY: &str = "https://iam.corp.example/nidp/saml2/metadata";
 const IDP_SSO: &str = "https://iam.corp.example/nidp/saml2/sso";
 const PUBLIC: &str = "https://gateway.corp.example";

@@ -28,6 +28,11 @@
 //! `STOREGATE_FUZZ_VERBOSE=1` prints the outcome of every corpus file.
 //! Executions and outcomes per target are printed at the end (`cargo test --test fuzz -- --nocapture`).
 
+// The `storegate` binary's allocator (src/main.rs), which with its `override` feature also serves
+// libxml2, libxmlsec and OpenSSL: hostile input meets the allocator that runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

@@ -6,6 +6,11 @@
 //! (`forward_auth`, `forward_auth_traefik`). `cli` and `demo` run the built `storegate` binary itself
 //! (`storegate check`, `storegate demo`) and need no peer.
 
+// The `storegate` binary's allocator (src/main.rs), which with its `override` feature also serves
+// libxml2, libxmlsec and OpenSSL: the gateway under test allocates as the one that runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../support/mod.rs"]
 mod support;
 // The running gateway (tests/support/harness.rs), under the name the test files use.
