@@ -306,10 +306,16 @@ async fn establish(session: &Session, identity: &Identity) -> Result<(), SignInE
         None
     };
     session.clear().await;
-    session
-        .cycle_id()
-        .await
-        .map_err(|_| SignInError::SessionStore)?;
+    // A new id against session fixation, for a session the store holds (`read_signed_in` loaded
+    // it, so an id here is a stored one). A browser without one gets a fresh id when the session
+    // is first saved: cycling would only delete a random id that was never stored (one Redis
+    // round trip per sign-in, issue 15).
+    if session.id().is_some() {
+        session
+            .cycle_id()
+            .await
+            .map_err(|_| SignInError::SessionStore)?;
+    }
     if let Some(attempt) = step_up {
         session
             .insert(STEP_UP_KEY, attempt)

@@ -61,12 +61,13 @@ impl<T: Clone> DecodedCache<T> {
         Ok(value)
     }
 
-    /// Whether session `id` was last read or written as exactly `text`.
-    pub fn holds(&self, id: &Id, text: &str) -> bool {
+    /// Whether what session `id` was last read or written as satisfies `same` (given the
+    /// decoded value).
+    pub fn holds_where(&self, id: &Id, same: impl FnOnce(&T) -> bool) -> bool {
         self.entries
             .lock()
             .get(id)
-            .is_some_and(|(seen, _)| seen == text)
+            .is_some_and(|(_, value)| same(value))
     }
 
     /// Keeps `value` as what `text` decodes to (a store that has just written `text` knows).

@@ -106,22 +106,26 @@ impl SessionIndex {
             }
             SessionIndex::Redis { handle, prefix } => {
                 let mut conn = handle.conn().await?;
-                // One pipeline per key: the keys may live in different cluster slots, and a
-                // pipeline across slots is refused there. Each SADD and its EXPIREAT stand
-                // together (a failure refuses the sign-in).
-                for k in keys {
+                // Each SADD and its EXPIREAT stand together (a failure refuses the sign-in).
+                // Every sign-in sets `until` = its time + the absolute lifetime, so the newest
+                // member always sets the latest expiry. One pipeline for every key (one round
+                // trip per sign-in, issue 15), except in a cluster: there the keys may live in
+                // different slots and a pipeline across slots is refused, so one per key.
+                let per_key = handle.is_cluster();
+                let mut pipe = redis::pipe();
+                for (i, k) in keys.iter().enumerate() {
                     let name = format!("{prefix}{}", k.name(idp));
-                    let mut pipe = redis::pipe();
                     pipe.sadd(&name, session_id).ignore();
-                    // Every sign-in sets `until` = its time + the absolute lifetime, so the
-                    // newest member always sets the latest expiry.
                     pipe.cmd("EXPIREAT")
                         .arg(&name)
                         .arg(until.max(now + 1))
                         .ignore();
-                    pipe.query_async::<()>(&mut conn)
-                        .await
-                        .map_err(|e| format!("redis session index: {:?}", e.kind()))?;
+                    if per_key || i + 1 == keys.len() {
+                        pipe.query_async::<()>(&mut conn)
+                            .await
+                            .map_err(|e| format!("redis session index: {:?}", e.kind()))?;
+                        pipe.clear();
+                    }
                 }
                 Ok(())
             }

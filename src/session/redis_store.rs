@@ -51,16 +51,20 @@ impl RedisSessionStore {
     }
 
     async fn write(&self, record: &Record, only_if_new: bool) -> session_store::Result<bool> {
-        let data = serde_json::to_string(record)
-            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        // An update to exactly the text this replica last read or wrote for the record (the
-        // expiry is part of it) changes nothing in Redis: a sign-in stores its new session
-        // itself and the session layer then saved the same bytes again at the end of the request
-        // (one SET per sign-in, issue 15). Skipping it also keeps XX's promise: nothing is
-        // written back after a logout deleted the record.
-        if !only_if_new && self.decoded.holds(&record.id, &data) {
+        // An update that changes nothing but moves the expiry a moment is not written (issue 15):
+        // a sign-in stores its new session itself, and the session layer saves it again at the
+        // end of the request with the expiry its idle timeout gives at that instant. Comparing
+        // the decoded record also spares the encoding. Skipping keeps XX's promise too: nothing
+        // is written back after a logout deleted the record.
+        if !only_if_new
+            && self
+                .decoded
+                .holds_where(&record.id, |seen| unchanged_but_for_a_moment(seen, record))
+        {
             return Ok(true);
         }
+        let data = serde_json::to_string(record)
+            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let expire_at_ms = record.expiry_date.unix_timestamp_nanos() / 1_000_000;
         let mut conn = self.redis.conn().await.map_err(Self::backend)?;
         let mut cmd = redis::cmd("SET");
@@ -81,6 +85,18 @@ impl RedisSessionStore {
         }
         Ok(reply.is_some())
     }
+}
+
+/// How far a save may move a record's expiry without being written: Redis then forgets an idle
+/// session at most this much before the idle timeout says, against one SET per sign-in saved.
+const EXPIRY_SLACK: time::Duration = time::Duration::seconds(5);
+
+/// Whether `now` is what was last read or written (`seen`) but for an expiry within
+/// [`EXPIRY_SLACK`].
+fn unchanged_but_for_a_moment(seen: &Record, now: &Record) -> bool {
+    seen.id == now.id
+        && (now.expiry_date - seen.expiry_date).abs() < EXPIRY_SLACK
+        && seen.data == now.data
 }
 
 #[async_trait]

@@ -185,6 +185,11 @@ impl RedisHandle {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether this is a Redis Cluster, where one pipeline must not span keys of several slots.
+    pub fn is_cluster(&self) -> bool {
+        matches!(&*self.connector, Connector::Cluster(_))
+    }
+
     /// The shared connection, connecting first if there is none (or, with Sentinel, if the
     /// master it reached has failed or stepped down since).
     pub async fn conn(&self) -> Result<RedisConn, String> {

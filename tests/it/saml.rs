@@ -1438,3 +1438,53 @@ fn session_records(redis: &RedisServer) -> usize {
         .filter(|l| !l.trim().is_empty())
         .count()
 }
+
+/// Issue 15: a sign-in on Redis sessions sends the commands it needs, each once: the pending
+/// request taken, the assertion claimed, the session created, and its two index keys. Neither a
+/// DEL of a session id that was never stored (cycling the id of a browser that had no session)
+/// nor a second SET of the same session (the session layer saving again at the end of the
+/// request what the sign-in had just stored).
+#[tokio::test]
+async fn a_saml_sign_in_on_redis_sends_each_command_it_needs_once() {
+    let redis = RedisServer::start();
+    let idp = Idp::new("redis-commands", 1);
+    let gw = start_gateway(&idp, "", Some(&redis)).await;
+    let b = Browser::new();
+    let s = begin(&b, &gw, "/").await;
+    let resp = idp.run(user(&s));
+
+    let monitor = crate::support::redis::Monitor::start(redis.port);
+    let acs = post(&b, &s, &resp).await;
+    assert_eq!(acs.status(), 303, "signed in");
+    let seen = monitor.stop();
+    // What the gateway's own keys were sent (other keys, e.g. a queue's lease, are not the
+    // sign-in's).
+    let mut sent: Vec<String> = seen
+        .iter()
+        .filter_map(|(command, key)| {
+            let kind = key
+                .strip_prefix("storegate:")?
+                .split(':')
+                .next()?
+                .to_owned();
+            ["session", "replay", "saml-pending", "sidx"]
+                .contains(&kind.as_str())
+                .then(|| format!("{command} {kind}"))
+        })
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            "EXPIREAT sidx",
+            "EXPIREAT sidx",
+            "GETDEL saml-pending",
+            "SADD sidx",
+            "SADD sidx",
+            "SET replay",
+            "SET session",
+        ],
+        "{seen:?}"
+    );
+    assert_eq!(b.get(&gw.url("/api/me")).await.status(), 200);
+}

@@ -831,10 +831,31 @@ async fn an_unchanged_session_is_not_written_again_and_a_deleted_one_never_comes
     store.save(&record).await.expect("save");
     assert_eq!(sets(), 1);
 
+    // The same data with the expiry a moment later (the session layer saving at the end of a
+    // request what the request had just saved itself): no SET either.
+    record.expiry_date += time::Duration::seconds(1);
+    store.save(&record).await.expect("save");
+    assert_eq!(sets(), 1);
+    // An expiry moved further is written.
+    record.expiry_date += time::Duration::minutes(10);
+    store.save(&record).await.expect("save");
+    assert_eq!(sets(), 2);
+    assert!(
+        cli(
+            redis.port,
+            &["PEXPIRETIME", &format!("storegate:session:{}", record.id)]
+        )
+        .trim()
+        .parse::<i128>()
+        .expect("PEXPIRETIME")
+            >= (record.expiry_date.unix_timestamp_nanos() / 1_000_000) - 1,
+        "Redis forgets the record at its new expiry"
+    );
+
     // Another value: written.
     record.data.insert("k".into(), json!("w"));
     store.save(&record).await.expect("save");
-    assert_eq!(sets(), 2);
+    assert_eq!(sets(), 3);
     let stored = store.load(&record.id).await.expect("load").expect("stored");
     assert_eq!(stored.data.get("k"), Some(&json!("w")));
 

@@ -697,3 +697,44 @@ impl Drop for ClusterSetup {
         }
     }
 }
+
+/// What a server is sent, as `MONITOR` reports it: for tests that count the commands a request
+/// costs. Each entry is the command (upper case, as sent) and its first argument (the key).
+pub struct Monitor {
+    stream: TcpStream,
+    reader: std::thread::JoinHandle<Vec<(String, String)>>,
+}
+
+impl Monitor {
+    /// Starts monitoring the server on `port`; returns once the server confirmed.
+    pub fn start(port: u16) -> Monitor {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+        stream.write_all(b"MONITOR\r\n").expect("send MONITOR");
+        let mut ok = [0u8; 5];
+        stream.read_exact(&mut ok).expect("MONITOR answer");
+        assert_eq!(&ok, b"+OK\r\n", "MONITOR refused");
+        let reading = stream.try_clone().expect("clone the monitor socket");
+        let reader = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let lines = std::io::BufRead::lines(std::io::BufReader::new(reading));
+            for line in lines.map_while(Result::ok) {
+                // +1796400448.339390 [0 127.0.0.1:48998] "GETDEL" "storegate:saml-pending:..."
+                let mut quoted = line.split('"').skip(1).step_by(2);
+                if let Some(command) = quoted.next() {
+                    let key = quoted.next().unwrap_or_default();
+                    seen.push((command.to_ascii_uppercase(), key.to_owned()));
+                }
+            }
+            seen
+        });
+        Monitor { stream, reader }
+    }
+
+    /// Stops monitoring after a moment (the server's feed may trail the replies a client has
+    /// already had) and returns every command seen, in order.
+    pub fn stop(self) -> Vec<(String, String)> {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.reader.join().expect("monitor reader")
+    }
+}
