@@ -223,25 +223,67 @@ impl XmlSecSignatureContext {
     /// per message). libxmlsec only reads the context's key: it is matched against the key
     /// requirements and the signature transform takes its own reference to the EVP key. The
     /// context forgets the key before returning, so destroying the context never frees it. A
-    /// context that already holds a key is refused (that key would be lost).
+    /// context that already holds a key or a keys manager is refused (that key would be lost).
+    ///
+    /// The key is handed over by a keys manager whose only job is to return it
+    /// ([`hand_over_key`]), not set on the context beforehand: that way the key requirement's
+    /// *type* (public/private) can be cleared before libxmlsec matches the key against it. With
+    /// OpenSSL 3 that check exports the RSA key's parameters on every signature to learn whether
+    /// it holds a private part (0.25 million instructions per sign-in, callgrind), and it cannot
+    /// refuse our keys: they come from the IdP's certificates, so they are public, which is what
+    /// verification requires. The key's algorithm is still matched against the signature
+    /// method's (an RSA key for an RSA signature), and KeyInfo is still never read.
     pub fn verify_node_with_key(
         &mut self,
         sig_node: &libxml::tree::Node,
         key: &XmlSecKey,
     ) -> XmlSecResult<bool> {
+        match sig_node.get_namespace() {
+            Some(ns)
+                if ns.get_href() == "http://www.w3.org/2000/09/xmldsig#"
+                    && sig_node.get_name() == "Signature" => {}
+            _ => return Err(XmlSecError::NotASignatureNode),
+        }
+        let mngr = unsafe { bindings::xmlSecKeysMngrCreate() };
+        if mngr.is_null() {
+            return Err(XmlSecError::ContextInitError);
+        }
         unsafe {
             let ctx = self.ctx.as_mut();
-            if !ctx.signKey.is_null() {
+            if !ctx.signKey.is_null() || !ctx.keyInfoReadCtx.keysMngr.is_null() {
+                bindings::xmlSecKeysMngrDestroy(mngr);
                 return Err(XmlSecError::KeyLoadError);
             }
-            ctx.signKey = key.as_ptr();
+            (*mngr).getKey = Some(hand_over_key);
+            ctx.keyInfoReadCtx.keysMngr = mngr;
+            ctx.keyInfoReadCtx.userData = key.as_ptr() as *mut std::os::raw::c_void;
         }
-        let outcome = self.verify_node(sig_node);
+        let outcome = self.verify_node_raw(sig_node.node_ptr() as *mut bindings::xmlNode);
         unsafe {
-            self.ctx.as_mut().signKey = null_mut();
+            let ctx = self.ctx.as_mut();
+            ctx.signKey = null_mut();
+            ctx.keyInfoReadCtx.keysMngr = null_mut();
+            ctx.keyInfoReadCtx.userData = null_mut();
+            bindings::xmlSecKeysMngrDestroy(mngr);
         }
         outcome
     }
+}
+
+/// storegate: the keys manager's `getKey` for [`XmlSecSignatureContext::verify_node_with_key`]:
+/// returns the caller's key (in the key info context's `userData`) without reading KeyInfo, and
+/// clears the requirement's key type (see there why). libxmlsec calls it only when the context
+/// has no key yet, just before it matches the key against the requirement.
+unsafe extern "C" fn hand_over_key(
+    _key_info_node: bindings::xmlNodePtr,
+    key_info_ctx: bindings::xmlSecKeyInfoCtxPtr,
+) -> bindings::xmlSecKeyPtr {
+    if key_info_ctx.is_null() {
+        return null_mut();
+    }
+    let key_info_ctx = &mut *key_info_ctx;
+    key_info_ctx.keyReq.keyType = bindings::xmlSecKeyDataTypeUnknown;
+    key_info_ctx.userData as bindings::xmlSecKeyPtr
 }
 
 /// storegate: what a `<ds:Reference>` may point at and run. libxmlsec's defaults dereference any
