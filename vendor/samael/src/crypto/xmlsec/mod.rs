@@ -738,12 +738,15 @@ fn collect_id_attributes(doc: &mut libxml::tree::Document) -> Result<(), XmlSecP
     let id_attr_name = CString::new(ID_STR).unwrap();
     let mut seen_ids = HashSet::new();
 
-    let mut nodes_to_visit = Vec::new();
+    // storegate: the walk goes by pointer (cost only, issue 15): the libxml crate's `Node`
+    // wrappers register every node they wrap in the document's map, which made this walk ~2% of
+    // a sign-in. Same order, same attribute lookup (`xmlGetProp`, as `get_attribute`).
+    let mut nodes_to_visit: Vec<*mut libxml::bindings::xmlNode> = Vec::new();
     if let Some(root_elem) = doc.get_root_element() {
-        nodes_to_visit.push(root_elem);
+        nodes_to_visit.push(root_elem.node_ptr());
     }
-    while let Some(node) = nodes_to_visit.pop() {
-        if let Some(id_value) = node.get_attribute(ID_STR) {
+    while let Some(node_ptr) = nodes_to_visit.pop() {
+        if let Some(id_value) = raw_attribute(node_ptr, &id_attr_name) {
             let id_value_cstr = CString::new(id_value.clone()).map_err(|_| {
                 XmlSecProviderError::XmlInvalidIdAttribute {
                     id: id_value.clone(),
@@ -756,7 +759,6 @@ fn collect_id_attributes(doc: &mut libxml::tree::Document) -> Result<(), XmlSecP
                 return Err(XmlSecProviderError::XmlDuplicateIdAttribute { id: id_value });
             }
 
-            let node_ptr = node.node_ptr();
             unsafe {
                 let attr =
                     libxml::bindings::xmlHasProp(node_ptr, id_attr_name.as_ptr() as *const u8);
@@ -774,12 +776,45 @@ fn collect_id_attributes(doc: &mut libxml::tree::Document) -> Result<(), XmlSecP
             }
         }
 
-        for child in node.get_child_elements() {
-            nodes_to_visit.push(child);
-        }
+        push_child_elements(node_ptr, &mut nodes_to_visit);
     }
 
     Ok(())
+}
+
+/// storegate: the value of attribute `name` of element `node` (any namespace, as
+/// `Node::get_attribute`), read as UTF-8 (lossy, as there).
+fn raw_attribute(node: *mut libxml::bindings::xmlNode, name: &CStr) -> Option<String> {
+    unsafe {
+        let value = libxml::bindings::xmlGetProp(node, name.as_ptr() as *const u8);
+        if value.is_null() {
+            return None;
+        }
+        let text = CStr::from_ptr(value as *const std::ffi::c_char)
+            .to_string_lossy()
+            .into_owned();
+        // libxml2 allocates with the process's malloc (nothing calls xmlMemSetup), so its
+        // strings are freed with `free`, as the libxml crate does.
+        libc::free(value as *mut std::ffi::c_void);
+        Some(text)
+    }
+}
+
+/// storegate: pushes the element children of `node` onto `stack`, in document order (as
+/// `Node::get_child_elements`, without wrapping each one).
+fn push_child_elements(
+    node: *mut libxml::bindings::xmlNode,
+    stack: &mut Vec<*mut libxml::bindings::xmlNode>,
+) {
+    unsafe {
+        let mut child = (*node).children;
+        while !child.is_null() {
+            if (*child).type_ == libxml::bindings::xmlElementType_XML_ELEMENT_NODE {
+                stack.push(child);
+            }
+            child = (*child).next;
+        }
+    }
 }
 
 /// Finds and returns all `<dsig:Signature>` elements in the subtree rooted at the given node.
