@@ -1488,3 +1488,54 @@ async fn a_saml_sign_in_on_redis_sends_each_command_it_needs_once() {
     );
     assert_eq!(b.get(&gw.url("/api/me")).await.status(), 200);
 }
+
+/// A P-256 certificate (self-signed), as base64 DER: an IdP key of another algorithm.
+fn ec_certificate_b64() -> String {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509, X509NameBuilder};
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
+    let key = PKey::from_ec_key(EcKey::generate(&group).expect("EC key")).expect("pkey");
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", "idp-ec").expect("CN");
+    let name = name.build();
+    let mut cert = X509::builder().expect("builder");
+    cert.set_version(2).expect("version");
+    let serial = BigNum::from_u32(1)
+        .and_then(|n| n.to_asn1_integer())
+        .expect("serial");
+    cert.set_serial_number(&serial).expect("serial");
+    cert.set_subject_name(&name).expect("subject");
+    cert.set_issuer_name(&name).expect("issuer");
+    cert.set_pubkey(&key).expect("pubkey");
+    cert.set_not_before(&Asn1Time::days_from_now(0).expect("now"))
+        .expect("not before");
+    cert.set_not_after(&Asn1Time::days_from_now(30).expect("later"))
+        .expect("not after");
+    cert.sign(&key, MessageDigest::sha256()).expect("sign");
+    base64::engine::general_purpose::STANDARD.encode(cert.build().to_der().expect("DER"))
+}
+
+/// The IdP's metadata names an EC key; the response is signed with RSA (RSA-SHA256): refused,
+/// no session. The vendored samael clears only the public/private part of libxmlsec's key
+/// requirement (STOREGATE.md item 10); the key's algorithm is refused twice over, by that
+/// requirement and by the RSA signature transform's own key check (clearing the requirement's
+/// algorithm as well leaves this test green: the transform's check alone refuses).
+#[tokio::test]
+async fn saml_refuses_an_rsa_signature_when_the_metadata_names_an_ec_key() {
+    let idp = Idp::new("ec-metadata-key", 1);
+    let rsa = cert_b64(&std::fs::read_to_string(&idp.cert).expect("idp cert"));
+    let metadata = std::fs::read_to_string(&idp.metadata).expect("metadata");
+    assert!(metadata.contains(&rsa));
+    std::fs::write(&idp.metadata, metadata.replace(&rsa, &ec_certificate_b64()))
+        .expect("write metadata");
+    let gw = start_gateway(&idp, "", None).await;
+    let b = Browser::new();
+    let s = begin(&b, &gw, "/").await;
+    let acs = post(&b, &s, &idp.run(user(&s))).await;
+    assert_refused(&b, &gw, acs, 401, "saml_signature").await;
+}
