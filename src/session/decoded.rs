@@ -61,8 +61,7 @@ impl<T: Clone> DecodedCache<T> {
         Ok(value)
     }
 
-    /// Whether what session `id` was last read or written as satisfies `same` (given the
-    /// decoded value).
+    /// Whether the value session `id` was last read or written as satisfies `same`.
     pub fn holds_where(&self, id: &Id, same: impl FnOnce(&T) -> bool) -> bool {
         self.entries
             .lock()

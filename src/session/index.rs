@@ -111,21 +111,24 @@ impl SessionIndex {
                 // member always sets the latest expiry. One pipeline for every key (one round
                 // trip per sign-in, issue 15), except in a cluster: there the keys may live in
                 // different slots and a pipeline across slots is refused, so one per key.
-                let per_key = handle.is_cluster();
-                let mut pipe = redis::pipe();
-                for (i, k) in keys.iter().enumerate() {
-                    let name = format!("{prefix}{}", k.name(idp));
-                    pipe.sadd(&name, session_id).ignore();
-                    pipe.cmd("EXPIREAT")
-                        .arg(&name)
-                        .arg(until.max(now + 1))
-                        .ignore();
-                    if per_key || i + 1 == keys.len() {
-                        pipe.query_async::<()>(&mut conn)
-                            .await
-                            .map_err(|e| format!("redis session index: {:?}", e.kind()))?;
-                        pipe.clear();
+                let per_pipeline = if handle.is_cluster() {
+                    1
+                } else {
+                    keys.len().max(1)
+                };
+                for group in keys.chunks(per_pipeline) {
+                    let mut pipe = redis::pipe();
+                    for k in group {
+                        let name = format!("{prefix}{}", k.name(idp));
+                        pipe.sadd(&name, session_id).ignore();
+                        pipe.cmd("EXPIREAT")
+                            .arg(&name)
+                            .arg(until.max(now + 1))
+                            .ignore();
                     }
+                    pipe.query_async::<()>(&mut conn)
+                        .await
+                        .map_err(|e| format!("redis session index: {:?}", e.kind()))?;
                 }
                 Ok(())
             }

@@ -91,12 +91,10 @@ impl RedisSessionStore {
 /// session at most this much before the idle timeout says, against one SET per sign-in saved.
 const EXPIRY_SLACK: time::Duration = time::Duration::seconds(5);
 
-/// Whether `now` is what was last read or written (`seen`) but for an expiry within
-/// [`EXPIRY_SLACK`].
+/// Whether `now` is the record last read or written under its id (`seen`) but for an expiry
+/// within [`EXPIRY_SLACK`].
 fn unchanged_but_for_a_moment(seen: &Record, now: &Record) -> bool {
-    seen.id == now.id
-        && (now.expiry_date - seen.expiry_date).abs() < EXPIRY_SLACK
-        && seen.data == now.data
+    (now.expiry_date - seen.expiry_date).abs() < EXPIRY_SLACK && seen.data == now.data
 }
 
 #[async_trait]

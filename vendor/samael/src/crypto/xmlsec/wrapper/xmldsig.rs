@@ -203,15 +203,7 @@ impl XmlSecSignatureContext {
     /// [inskey]: struct.XmlSecSignatureContext.html#method.insert_key
     pub fn verify_node(&self, sig_node: &libxml::tree::Node) -> XmlSecResult<bool> {
         self.key_is_set()?;
-        if let Some(ns) = sig_node.get_namespace() {
-            if ns.get_href() != "http://www.w3.org/2000/09/xmldsig#"
-                || sig_node.get_name() != "Signature"
-            {
-                return Err(XmlSecError::NotASignatureNode);
-            }
-        } else {
-            return Err(XmlSecError::NotASignatureNode);
-        }
+        ensure_signature_node(sig_node)?;
 
         let node_ptr = sig_node.node_ptr();
         self.verify_node_raw(node_ptr as *mut bindings::xmlNode)
@@ -238,12 +230,7 @@ impl XmlSecSignatureContext {
         sig_node: &libxml::tree::Node,
         key: &XmlSecKey,
     ) -> XmlSecResult<bool> {
-        match sig_node.get_namespace() {
-            Some(ns)
-                if ns.get_href() == "http://www.w3.org/2000/09/xmldsig#"
-                    && sig_node.get_name() == "Signature" => {}
-            _ => return Err(XmlSecError::NotASignatureNode),
-        }
+        ensure_signature_node(sig_node)?;
         let mngr = unsafe { bindings::xmlSecKeysMngrCreate() };
         if mngr.is_null() {
             return Err(XmlSecError::ContextInitError);
@@ -267,6 +254,19 @@ impl XmlSecSignatureContext {
             bindings::xmlSecKeysMngrDestroy(mngr);
         }
         outcome
+    }
+}
+
+/// storegate: refuses a node that is not a `<dsig:Signature>` element (shared by both verifiers).
+fn ensure_signature_node(sig_node: &libxml::tree::Node) -> XmlSecResult<()> {
+    match sig_node.get_namespace() {
+        Some(ns)
+            if ns.get_href() == "http://www.w3.org/2000/09/xmldsig#"
+                && sig_node.get_name() == "Signature" =>
+        {
+            Ok(())
+        }
+        _ => Err(XmlSecError::NotASignatureNode),
     }
 }
 
