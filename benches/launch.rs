@@ -36,9 +36,15 @@
 //! Load generator: `wrk` when it is on PATH (Debian package `wrk`, installed by `make deps`),
 //! otherwise a small in-process one. `BENCH_LOADGEN=builtin` forces the latter.
 //!
+//! Rounds: the rows run one after another (bare, reference, Redis, 2 replicas, memory, chain
+//! off), and that `BENCH_ROUNDS` times over (3). On a VM whose speed drifts by a third within
+//! minutes, one long row each compared rows measured on different machines, in effect; the
+//! report shows each row's median round and every round's req/s, and the issue's ratio is the
+//! median of the per-round ratios (each row against the reference row of its own round).
+//!
 //! Settings (environment): `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (1), `BENCH_CONNECTIONS`
-//! (64), `BENCH_THREADS` (2, load generator threads), `BENCH_LOADGEN` (`wrk` or `builtin`),
-//! `BENCH_REDIS_SERVER` (the `redis-server` program, default from PATH).
+//! (64), `BENCH_THREADS` (2, load generator threads), `BENCH_ROUNDS` (3), `BENCH_LOADGEN` (`wrk`
+//! or `builtin`), `BENCH_REDIS_SERVER` (the `redis-server` program, default from PATH).
 //!
 //! Audit events (one JSON line per launch) are written to a temporary file rather than stdout, so
 //! their cost is paid as in production; that file is also how the bench checks that the launches
@@ -139,6 +145,9 @@ struct Settings {
     warmup_seconds: u64,
     connections: usize,
     threads: usize,
+    /// Every row is run this many times, the rows one after another in each round; the report
+    /// takes each row's median round and the median of the per-round ratios.
+    rounds: usize,
     loadgen: LoadGen,
     redis_server: String,
 }
@@ -158,6 +167,7 @@ impl Settings {
         let warmup_seconds = number("BENCH_WARMUP_SECONDS", 1, 0);
         let connections = number("BENCH_CONNECTIONS", 64, 1) as usize;
         let threads = number("BENCH_THREADS", 2, 1) as usize;
+        let rounds = number("BENCH_ROUNDS", 3, 1) as usize;
         // wrk refuses fewer connections than threads.
         let threads = threads.min(connections);
         let loadgen = match std::env::var("BENCH_LOADGEN").as_deref() {
@@ -180,6 +190,7 @@ impl Settings {
             warmup_seconds,
             connections,
             threads,
+            rounds,
             loadgen,
             redis_server,
         }
@@ -213,6 +224,7 @@ struct Target {
     audits: Vec<PathBuf>,
 }
 
+#[derive(Clone)]
 struct Row {
     name: &'static str,
     replicas: usize,
@@ -263,14 +275,14 @@ async fn run(settings: Settings) -> bool {
     // The audit hash chain is on (the default) except in the `CHAIN_OFF` row (issue 13: the chain
     // must not cost a launch more than 5%).
     for (name, redis_url, audit_name, chain) in [
-        (CHAIN_ON, None, "audit-memory.jsonl", true),
-        (CHAIN_OFF, None, "audit-memory-unchained.jsonl", false),
         (
             "storegate launch, Redis sessions",
             Some(redis.url()),
             "audit-redis.jsonl",
             true,
         ),
+        (CHAIN_ON, None, "audit-memory.jsonl", true),
+        (CHAIN_OFF, None, "audit-memory-unchained.jsonl", false),
     ] {
         let audit = scratch.path.join(audit_name);
         let (tx, rx) = oneshot::channel::<()>();
@@ -361,10 +373,13 @@ async fn run(settings: Settings) -> bool {
             audits: vec![audit],
         });
     }
-    targets.extend(two_replicas);
-    // Right after the bare row: the two ceilings first.
+    // bare, reference, Redis, 2 replicas, memory, chain off: the rows the issue's ratios are
+    // taken between run back to back, so that a VM drifting in speed moves them alike.
     if let Some(r) = reference {
         targets.insert(1, r);
+    }
+    if let Some(r) = two_replicas {
+        targets.insert(3, r);
     }
 
     let rss_idle = rss_kib();
@@ -388,39 +403,51 @@ async fn run(settings: Settings) -> bool {
     }
     println!();
 
-    let mut rows = Vec::new();
-    for target in &targets {
-        eprintln!("  running: {} ({})", target.name, target.urls.join(" + "));
-        if settings.warmup_seconds > 0 {
-            load(&settings, target, settings.warmup_seconds).await;
+    // The rows run one after another, `rounds` times over: a VM whose speed drifts during the
+    // run then moves every row of a round alike, and the per-round ratio to the reference row
+    // stays comparable where one long row each would not.
+    let mut rounds: Vec<Vec<Row>> = Vec::new();
+    for round in 1..=settings.rounds {
+        let mut rows = Vec::new();
+        for target in &targets {
+            eprintln!(
+                "  running (round {round} of {}): {} ({})",
+                settings.rounds,
+                target.name,
+                target.urls.join(" + ")
+            );
+            if settings.warmup_seconds > 0 {
+                load(&settings, target, settings.warmup_seconds).await;
+            }
+            let before = audited_launches(&target.audits).await;
+            let (stop_sampling, sampler) = rss_sampler();
+            let cpu_before = (cpu_seconds("self"), cpu_seconds(&redis.pid().to_string()));
+            let result = load(&settings, target, settings.seconds).await;
+            let cpu = CpuUsed {
+                servers: cpu_seconds("self") - cpu_before.0,
+                redis: cpu_seconds(&redis.pid().to_string()) - cpu_before.1,
+            };
+            let _ = stop_sampling.send(());
+            let rss_peak_kib = sampler.await.ok().flatten();
+            let audited = match (audited_launches(&target.audits).await, before) {
+                (Some(after), Some(before)) => Some(after - before),
+                _ => None,
+            };
+            rows.push(Row {
+                name: target.name,
+                replicas: target.urls.len(),
+                load: result,
+                audited,
+                rss_peak_kib,
+                rss_after_kib: rss_kib(),
+                cpu,
+            });
         }
-        let before = audited_launches(&target.audits).await;
-        let (stop_sampling, sampler) = rss_sampler();
-        let cpu_before = (cpu_seconds("self"), cpu_seconds(&redis.pid().to_string()));
-        let result = load(&settings, target, settings.seconds).await;
-        let cpu = CpuUsed {
-            servers: cpu_seconds("self") - cpu_before.0,
-            redis: cpu_seconds(&redis.pid().to_string()) - cpu_before.1,
-        };
-        let _ = stop_sampling.send(());
-        let rss_peak_kib = sampler.await.ok().flatten();
-        let audited = match (audited_launches(&target.audits).await, before) {
-            (Some(after), Some(before)) => Some(after - before),
-            _ => None,
-        };
-        rows.push(Row {
-            name: target.name,
-            replicas: target.urls.len(),
-            load: result,
-            audited,
-            rss_peak_kib,
-            rss_after_kib: rss_kib(),
-            cpu,
-        });
+        rounds.push(rows);
     }
 
     println!();
-    let ok = print_report(&settings, &rows, rss_idle);
+    let ok = print_report(&settings, &rounds, rss_idle);
 
     for tx in stop_tx {
         let _ = tx.send(());
@@ -576,7 +603,37 @@ fn rss_sampler() -> (oneshot::Sender<()>, tokio::task::JoinHandle<Option<u64>>) 
 }
 
 /// Prints the table, the checks and the RSS figures; false when a check failed.
-fn print_report(settings: &Settings, rows: &[Row], rss_idle: Option<u64>) -> bool {
+/// Each row's median round (by req/s; the lower middle one for an even count), in row order:
+/// every figure printed for a row is then one real measurement, not a blend of several.
+fn median_rows(rounds: &[Vec<Row>]) -> Vec<Row> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
+        .map(|i| {
+            let mut runs: Vec<&Row> = rounds.iter().filter_map(|r| r.get(i)).collect();
+            runs.sort_by(|a, b| a.load.rps.total_cmp(&b.load.rps));
+            runs[(runs.len() - 1) / 2].clone()
+        })
+        .collect()
+}
+
+/// The lower middle of `values` (the median for an odd count), none for none.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len().checked_sub(1)? / 2).copied()
+}
+
+fn print_report(settings: &Settings, rounds: &[Vec<Row>], rss_idle: Option<u64>) -> bool {
+    let medians = median_rows(rounds);
+    let rows = medians.as_slice();
+    if rounds.len() > 1 {
+        println!(
+            "each row ran {} times (rounds of every row in turn); below, each row's median round:",
+            rounds.len()
+        );
+        println!();
+    }
     let bare = rows.first().map(|r| &r.load);
     let reference = rows.iter().find(|r| r.name == REFERENCE).map(|r| &r.load);
     let ratio = |row: &LoadResult, base: Option<&LoadResult>| match base {
@@ -626,9 +683,21 @@ fn print_report(settings: &Settings, rows: &[Row], rss_idle: Option<u64>) -> boo
         );
     }
     println!();
-    println!("checks:");
+    if rounds.len() > 1 {
+        println!("req/s in each round:");
+        for (i, row) in rows.iter().enumerate() {
+            let each: Vec<String> = rounds
+                .iter()
+                .filter_map(|r| r.get(i))
+                .map(|r| format!("{:.0}", r.load.rps))
+                .collect();
+            println!("  {:<36} {}", row.name, each.join(", "));
+        }
+        println!();
+    }
+    println!("checks (every round):");
     let mut all_ok = true;
-    for row in rows {
+    for row in rounds.iter().flatten() {
         let l = &row.load;
         let mut line = format!(
             "  {:<36} {} responses, {} not 2xx/3xx",
@@ -674,7 +743,7 @@ fn print_report(settings: &Settings, rows: &[Row], rss_idle: Option<u64>) -> boo
         );
     }
     println!();
-    print_targets(settings, rows);
+    print_targets(settings, rows, rounds);
     if !all_ok {
         println!();
         println!("Some checks failed: the figures above do not measure what they claim.");
@@ -683,7 +752,7 @@ fn print_report(settings: &Settings, rows: &[Row], rss_idle: Option<u64>) -> boo
 }
 
 /// The issue's targets against this run's figures, with what can be read from them.
-fn print_targets(settings: &Settings, rows: &[Row]) {
+fn print_targets(settings: &Settings, rows: &[Row], rounds: &[Vec<Row>]) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let by_name = |n: &str| rows.iter().find(|r| r.name == n);
     let holds = |ok: bool| if ok { "holds" } else { "does not hold" };
@@ -695,7 +764,11 @@ fn print_targets(settings: &Settings, rows: &[Row]) {
     println!("| path | now | target | holds |");
     println!("|---|---|---|---|");
     let reference = by_name(REFERENCE).map(|r| &r.load);
-    for row in rows.iter().filter(|r| r.name.contains("Redis")) {
+    for (i, row) in rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.name.contains("Redis"))
+    {
         let Some(base) = reference.filter(|b| b.rps > 0.0) else {
             println!(
                 "| {} | no reference row | >= {TARGET_RATIO}x | - |",
@@ -703,8 +776,26 @@ fn print_targets(settings: &Settings, rows: &[Row]) {
             );
             continue;
         };
-        let ratio = row.load.rps / base.rps;
-        let p99_ok = row.load.p99 < TARGET_P99;
+        // Per round, this row against the reference row of the same round; then the median.
+        let per_round: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| {
+                let this = r.get(i)?;
+                let base = r.iter().find(|x| x.name == REFERENCE)?;
+                (base.load.rps > 0.0).then(|| this.load.rps / base.load.rps)
+            })
+            .collect();
+        let listed: Vec<String> = per_round.iter().map(|x| format!("{x:.2}")).collect();
+        let ratio = median(per_round).unwrap_or(row.load.rps / base.rps);
+        let p99 = median(
+            rounds
+                .iter()
+                .filter_map(|r| r.get(i))
+                .map(|r| r.load.p99.as_secs_f64())
+                .collect(),
+        )
+        .map_or(row.load.p99, Duration::from_secs_f64);
+        let p99_ok = p99 < TARGET_P99;
         let verdict = if at_64 {
             holds(ratio >= TARGET_RATIO && p99_ok)
         } else {
@@ -715,12 +806,21 @@ fn print_targets(settings: &Settings, rows: &[Row]) {
         } else {
             ""
         };
+        let rounds_note = if listed.len() > 1 {
+            format!(
+                "median of {} rounds ({}); median rounds {:.0} vs {:.0} req/s",
+                listed.len(),
+                listed.join(", "),
+                row.load.rps,
+                base.rps
+            )
+        } else {
+            format!("{:.0} vs {:.0} req/s", row.load.rps, base.rps)
+        };
         println!(
-            "| {} vs the minimum-work handler (Redis GET of a session, JSON decode, HS256 JWT, 302) | {ratio:.2}x ({:.0} vs {:.0} req/s), p99{worse} {} | >= {TARGET_RATIO}x, p99 < {} | {verdict} (ratio {}, p99 {}) |",
+            "| {} vs the minimum-work handler (Redis GET of a session, JSON decode, HS256 JWT, 302) | {ratio:.2}x ({rounds_note}), p99{worse} {} | >= {TARGET_RATIO}x, p99 < {} | {verdict} (ratio {}, p99 {}) |",
             row.name,
-            row.load.rps,
-            base.rps,
-            fmt_latency(row.load.p99),
+            fmt_latency(p99),
             fmt_latency(TARGET_P99),
             holds(ratio >= TARGET_RATIO),
             holds(p99_ok),
@@ -1110,7 +1210,7 @@ fn count_launches(path: &Path) -> u64 {
 // Load generators
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct LoadResult {
     rps: f64,
     p50: Duration,
@@ -1520,4 +1620,28 @@ fn self_check() {
     assert_eq!(percentile(&v, 0.50), 50);
     assert_eq!(percentile(&v, 0.99), 99);
     assert_eq!(percentile(&[], 0.99), 0);
+
+    // Rounds: each row's median round is a real run of that row, chosen by req/s.
+    let row = |name: &'static str, rps: f64| Row {
+        name,
+        replicas: 1,
+        load: LoadResult {
+            rps,
+            ..LoadResult::default()
+        },
+        audited: None,
+        rss_peak_kib: None,
+        rss_after_kib: None,
+        cpu: CpuUsed::default(),
+    };
+    let rounds = vec![
+        vec![row("ref", 40.0), row("redis", 30.0)],
+        vec![row("ref", 50.0), row("redis", 20.0)],
+        vec![row("ref", 45.0), row("redis", 36.0)],
+    ];
+    let picked: Vec<f64> = median_rows(&rounds).iter().map(|r| r.load.rps).collect();
+    assert_eq!(picked, vec![45.0, 30.0]);
+    assert_eq!(median(vec![0.75, 0.4, 0.8]), Some(0.75));
+    assert_eq!(median(vec![0.4, 0.8]), Some(0.4));
+    assert_eq!(median(Vec::new()), None);
 }
