@@ -69,6 +69,20 @@ fn attr(e: &quick_xml::events::BytesStart<'_>, name: &[u8]) -> Option<String> {
         .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
 }
 
+/// Every attribute of `e` checked (a broken or repeated one refuses the document), and the value
+/// of its first `ID`, unescaped (none when that does not unescape), in one pass.
+#[allow(deprecated)] // `unescape_value`: as in `attr`.
+fn id_attribute(e: &quick_xml::events::BytesStart<'_>) -> Result<Option<String>, SamlError> {
+    let mut id = None;
+    for a in e.attributes() {
+        let a = a.map_err(|bad| SamlError::Malformed(format!("bad attribute: {bad}")))?;
+        if id.is_none() && a.key.as_ref() == b"ID" {
+            id = Some(a.unescape_value().ok().map(|v| v.into_owned()));
+        }
+    }
+    Ok(id.flatten())
+}
+
 fn is(ns: &ResolveResult<'_>, want: &[u8]) -> bool {
     matches!(ns, ResolveResult::Bound(n) if n.as_ref() == want)
 }
@@ -150,16 +164,52 @@ fn check_characters(xml: &str) -> Result<(), SamlError> {
             "whitespace before the XML declaration".into(),
         ));
     }
-    if let Some(c) = xml
-        .chars()
-        .find(|c| matches!(*c, '\0'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}'))
-    {
+    if let Some(c) = first_forbidden_character(xml) {
         return Err(SamlError::Malformed(format!(
             "the document contains the character U+{:04X}, which XML does not allow",
             c as u32
         )));
     }
     Ok(())
+}
+
+/// Characters XML 1.0 does not allow: C0 controls but tab, LF and CR; U+FFFE and U+FFFF.
+fn is_forbidden(c: char) -> bool {
+    matches!(c, '\0'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}')
+}
+
+/// The first character of `xml` that [`is_forbidden`], as a scan of every character finds it.
+/// Done by 64-byte blocks without decoding (issue 15: decoding each character was 1.8% of a
+/// sign-in): such a character starts with a control byte or with 0xEF (U+FFFE and U+FFFF, and
+/// other characters of their block), so only a block holding one of those bytes is decoded,
+/// from the character boundary at or before its start, for the characters that start in it.
+fn first_forbidden_character(xml: &str) -> Option<char> {
+    const BLOCK: usize = 64;
+    let bytes = xml.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + BLOCK).min(bytes.len());
+        // Non-short-circuit operators, so the block's test compiles to vector instructions.
+        let suspicious = bytes[at..end].iter().fold(false, |seen, &b| {
+            seen | ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')) | (b == 0xEF)
+        });
+        if suspicious {
+            let mut from = at;
+            while !xml.is_char_boundary(from) {
+                from -= 1;
+            }
+            let found = xml[from..]
+                .char_indices()
+                .take_while(|(i, _)| from + i < end)
+                .map(|(_, c)| c)
+                .find(|c| is_forbidden(*c));
+            if found.is_some() {
+                return found;
+            }
+        }
+        at = end;
+    }
+    None
 }
 
 /// The decoded bytes of a message as text, refusing every encoding but UTF-8 before anything
@@ -245,10 +295,9 @@ pub fn prescan_message(xml: &str, allow_sha1: bool, roots: &[&str]) -> Result<Pr
                     )));
                 }
                 // A repeated or broken attribute is read one way here and another way (or not at
-                // all) by libxml2: refused.
-                if let Some(bad) = e.attributes().find_map(Result::err) {
-                    return Err(SamlError::Malformed(format!("bad attribute: {bad}")));
-                }
+                // all) by libxml2: refused. The same pass takes the element's ID, the first `ID`
+                // attribute (none if its value does not unescape), as `attr` would.
+                let id = id_attribute(e)?;
                 let parent_zone = stack.last().map_or(Zone::Message, |o| o.zone);
                 let is_root = !root_seen;
                 if is_root {
@@ -264,17 +313,17 @@ pub fn prescan_message(xml: &str, allow_sha1: bool, roots: &[&str]) -> Result<Pr
                     out.not_on_or_after = attr(e, b"NotOnOrAfter");
                 }
                 // IDs must be unique: a reference by ID must have exactly one target.
-                if let Some(id) = attr(e, b"ID") {
-                    if ids.contains(&id) {
+                if let Some(id) = &id {
+                    if ids.contains(id) {
                         return Err(malformed_sig("two elements carry the same ID"));
                     }
-                    ids.push(id);
+                    ids.push(id.clone());
                 }
                 let dsig = is(&ns, DSIG_NS);
                 let mut zone = parent_zone;
                 let mut signable_id = None;
                 if is_root || (is(&ns, ASSERTION_NS) && local == b"Assertion") {
-                    signable_id = Some(attr(e, b"ID").unwrap_or_default());
+                    signable_id = Some(id.unwrap_or_default());
                 }
                 if (is(&ns, XENC_NS) || is(&ns, XENC11_NS))
                     && (local == b"EncryptedData" || local == b"EncryptedKey")
@@ -595,6 +644,63 @@ mod tests {
         assert!(matches!(prescan(&cdata, false), Err(SamlError::XmlCdata)));
         let predefined = OK.replace("https://idp<", "a&amp;b&#65;<");
         assert!(prescan(&predefined, false).is_ok());
+    }
+
+    #[test]
+    fn refuses_a_repeated_or_broken_attribute_and_reads_the_id_unescaped() {
+        let bad = |doc: &str| match prescan(doc, false) {
+            Err(SamlError::Malformed(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        // libxml2 would keep one of the two: which one the checks read must not be a question.
+        let two_ids = OK.replace("<saml:Issuer>", r#"<saml:Issuer ID="_a" ID="_b">"#);
+        assert!(
+            bad(&two_ids).starts_with("bad attribute"),
+            "{}",
+            bad(&two_ids)
+        );
+        let two_destinations = OK.replace(
+            r#"Destination="https://sp/acs""#,
+            r#"Destination="https://sp/acs" Destination="https://evil/acs""#,
+        );
+        assert!(bad(&two_destinations).starts_with("bad attribute"));
+        let no_value = OK.replace("<saml:Issuer>", "<saml:Issuer ID>");
+        assert!(bad(&no_value).starts_with("bad attribute"));
+        // The ID is compared unescaped: `&#95;a` and `_a` are one ID.
+        let escaped = OK
+            .replace("<saml:Issuer>", r#"<saml:Issuer ID="&#95;a">"#)
+            .replace("<samlp:Status>", r#"<samlp:Status ID="_a">"#);
+        assert!(matches!(
+            prescan(&escaped, false),
+            Err(SamlError::SignatureShape(ref m)) if m.contains("same ID")
+        ));
+        let distinct = escaped.replace(r#"<samlp:Status ID="_a">"#, r#"<samlp:Status ID="_b">"#);
+        prescan(&distinct, false).expect("two different IDs");
+    }
+
+    #[test]
+    fn the_block_scan_finds_the_first_forbidden_character_a_character_scan_finds() {
+        let by_chars = |s: &str| s.chars().find(|c| is_forbidden(*c));
+        // At block edges, after multi-byte characters, and allowed characters led by 0xEF.
+        let mut cases = vec![String::new(), "\u{fffe}".into(), "\u{ffff}".into()];
+        for pad in [0usize, 1, 61, 62, 63, 64, 65, 127, 128] {
+            for (lead, bad) in [
+                ("", '\0'),
+                ("é", '\u{1f}'),
+                ("\u{fffd}", '\u{fffe}'),
+                ("\u{f8ff}", '\u{b}'),
+            ] {
+                let text = format!("{}{lead}{bad}\u{ffff}", "x".repeat(pad));
+                cases.push(text.clone());
+                cases.push(text.replace(bad, "\t\n\r\u{fffd}\u{efff}"));
+            }
+        }
+        for case in &cases {
+            assert_eq!(first_forbidden_character(case), by_chars(case), "{case:?}");
+        }
+        proptest::proptest!(|(s in "[ -~\t\n\r\x00-\x1f\u{e000}-\u{ffff}é😀]{0,300}")| {
+            proptest::prop_assert_eq!(first_forbidden_character(&s), by_chars(&s));
+        });
     }
 
     #[test]
