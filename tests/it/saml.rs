@@ -485,6 +485,28 @@ async fn signed_but(name: &str, mutate: impl Fn(&Started) -> Vec<(String, String
     .await;
 }
 
+/// Every signature in the document must verify, not only one that covers the Assertion: here the
+/// Response's signature is the IdP's and valid (made over the Assertion as it stands), the
+/// Assertion's own is not. Holds samael's "all signatures found" walk (STOREGATE.md item 12):
+/// verifying only the first signature found accepts this response.
+#[tokio::test]
+async fn saml_refuses_a_broken_assertion_signature_under_a_valid_response_signature() {
+    refusal(
+        "inner-signature",
+        |idp, s| {
+            let mut r = user(s);
+            r["sign_response"] = json!(true);
+            r["corrupt_assertion_signature"] = json!(true);
+            // Through the peer's own signing step (a mutation that changes nothing).
+            r["mutate"] = json!([[s.acs.clone(), s.acs.clone()]]);
+            idp.run(r)
+        },
+        401,
+        "saml_signature",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn saml_refuses_a_wrong_audience_and_says_which() {
     let idp = Idp::new("audience", 1);

@@ -15,6 +15,10 @@ Reads one JSON object on stdin and prints the base64 SAMLResponse (or the XML wi
                                        unsigned XML; the result is then signed as asked (this is how
                                        tests make a correctly signed response with a wrong Audience,
                                        Recipient, time, ...)
+  corrupt_assertion_signature          with mutate, sign_assertion and sign_response: one character of
+                                       the Assertion's SignatureValue is changed after the Assertion
+                                       is signed and before the Response is, so the Response's
+                                       signature is valid and the Assertion's is not
   in_response_to_each                  a list of request IDs: one response per ID (each with its
                                        own fresh IDs), printed one per line (examples/saml_acs_cost.rs
                                        needs many unique responses within samael's 150 s window)
@@ -23,6 +27,7 @@ Reads one JSON object on stdin and prints the base64 SAMLResponse (or the XML wi
 import base64
 import functools
 import json
+import re
 import sys
 
 import saml2.entity
@@ -164,6 +169,14 @@ def sign(idp, xml, req, sign_alg, digest_alg):
         xml = idp.sec.sign_statement(
             xml, "urn:oasis:names:tc:SAML:2.0:assertion:Assertion", node_id=assertion.id
         )
+        if req.get("corrupt_assertion_signature"):
+            # The only SignatureValue with content yet is the Assertion's (the Response's is
+            # still the empty template).
+            m = re.search(r"<(?:\w+:)?SignatureValue[^>]*>\s*([A-Za-z0-9+/])", xml)
+            if m is None:
+                raise SystemExit("no signed Assertion to corrupt")
+            flipped = "B" if m.group(1) == "A" else "A"
+            xml = xml[: m.start(1)] + flipped + xml[m.end(1) :]
     if req.get("sign_response"):
         xml = idp.sec.sign_statement(xml, "urn:oasis:names:tc:SAML:2.0:protocol:Response", node_id=obj.id)
     return xml

@@ -484,7 +484,7 @@ fn reduce_to_signed(
         let root_elem = xml
             .get_root_element()
             .ok_or(XmlSecProviderError::XmlMissingRootElement)?;
-        find_signature_nodes(&root_elem)
+        find_signature_nodes(&xml, &root_elem)?
     };
     if signature_nodes.is_empty() {
         return Err(CryptoError::InvalidSignature);
@@ -818,21 +818,26 @@ fn push_child_elements(
 }
 
 /// Finds and returns all `<dsig:Signature>` elements in the subtree rooted at the given node.
-fn find_signature_nodes(node: &libxml::tree::Node) -> Vec<libxml::tree::Node> {
-    let mut ret = Vec::new();
-
-    if let Some(ns) = &node.get_namespace() {
-        if ns.get_href() == XMLNS_XML_DSIG && node.get_name() == "Signature" {
-            ret.push(node.clone());
-        }
-    }
-
-    for child in node.get_child_elements() {
-        let mut children = find_signature_nodes(&child);
-        ret.append(&mut children);
-    }
-
-    ret
+///
+/// storegate: by one XPath query (`descendant-or-self`, in document order, as the recursive walk
+/// it replaces returned them), so that only the signatures are wrapped in a `libxml` `Node`:
+/// the walk wrapped every element on the way down, and each wrapper is registered in the
+/// document's map (3% of a sign-in, issue 15).
+fn find_signature_nodes(
+    doc: &libxml::tree::Document,
+    node: &libxml::tree::Node,
+) -> Result<Vec<libxml::tree::Node>, XmlSecProviderError> {
+    // Only a context that cannot be made fails here (out of memory): the query is constant.
+    let failed = || XmlSecProviderError::XmlSecError {
+        error: wrapper::XmlSecError::NodeNotFound,
+    };
+    let ctx = libxml::xpath::Context::new(doc).map_err(|_| failed())?;
+    ctx.register_namespace("ds", XMLNS_XML_DSIG)
+        .map_err(|_| failed())?;
+    let found = ctx
+        .node_evaluate("descendant-or-self::ds:Signature", node)
+        .map_err(|_| failed())?;
+    Ok(found.get_nodes_as_vec())
 }
 
 struct XPathContext {
