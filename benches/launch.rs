@@ -602,7 +602,6 @@ fn rss_sampler() -> (oneshot::Sender<()>, tokio::task::JoinHandle<Option<u64>>) 
     (tx, handle)
 }
 
-/// Prints the table, the checks and the RSS figures; false when a check failed.
 /// Each row's median round (by req/s; the lower middle one for an even count), in row order:
 /// every figure printed for a row is then one real measurement, not a blend of several.
 fn median_rows(rounds: &[Vec<Row>]) -> Vec<Row> {
@@ -624,6 +623,8 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     values.get(values.len().checked_sub(1)? / 2).copied()
 }
 
+/// Prints the table (each row's median round), every round's req/s, the checks of every round
+/// and the RSS figures; false when a check failed.
 fn print_report(settings: &Settings, rounds: &[Vec<Row>], rss_idle: Option<u64>) -> bool {
     let medians = median_rows(rounds);
     let rows = medians.as_slice();

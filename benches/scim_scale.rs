@@ -34,8 +34,6 @@
 //! of 500) and checks the answers, not the times.
 
 use std::alloc::{GlobalAlloc, Layout};
-
-use mimalloc::MiMalloc;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -44,6 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use mimalloc::MiMalloc;
 use serde_json::{Value, json};
 use storegate::clock::{ManualClock, SystemClock};
 use storegate::config::{self, Environment};
