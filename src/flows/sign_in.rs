@@ -23,6 +23,8 @@
 //! (same IdP and subject), which stops a launch from sending them round to the IdP in a loop
 //! (`flows::launch`).
 
+use std::sync::Arc;
+
 use tower_sessions::Session;
 
 use super::Gateway;
@@ -38,7 +40,7 @@ use crate::session::browser::{
     OIDC_SESSION_KEY, OidcSessionInfo, PENDING_KEY, PENDING_TTL, SAML_SESSION_KEY, STEP_UP_KEY,
     SamlSessionInfo, SignedInState, StepUpAttempt, read_signed_in, write_signed_in,
 };
-use crate::session::index::IndexKey;
+use crate::session::index::{IndexKey, with_index_on_create};
 
 /// What the protocol adapter verified.
 pub enum Proof {
@@ -269,14 +271,21 @@ async fn index_session(
     keys: &[IndexKey],
 ) -> Result<(), SignInError> {
     let now = gw.now();
-    session
-        .save()
-        .await
-        .map_err(|_| SignInError::SessionStore)?;
+    let until = now + gw.config.session.absolute_timeout.as_secs() as i64;
+    // On Redis the store writes the index entries with the record it creates (one round trip);
+    // whatever it did not write is added below.
+    let on_create = gw.session_index.on_create(idp_id, keys, until, now);
+    let saved = match &on_create {
+        Some(entries) => with_index_on_create(Arc::clone(entries), session.save()).await,
+        None => session.save().await,
+    };
+    saved.map_err(|_| SignInError::SessionStore)?;
     let Some(id) = session.id() else {
         return Err(SignInError::SessionStore);
     };
-    let until = now + gw.config.session.absolute_timeout.as_secs() as i64;
+    if on_create.is_some_and(|entries| entries.written()) {
+        return Ok(());
+    }
     if let Err(e) = gw
         .session_index
         .add(idp_id, keys, &id.to_string(), until, now)

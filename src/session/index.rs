@@ -11,7 +11,9 @@
 //! for the take, an expiry at the sessions' absolute lifetime so Redis forgets keys with them).
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -38,6 +40,54 @@ impl IndexKey {
             IndexKey::Sub(v) => format!("sidx:{idp}:sub:{v}"),
         }
     }
+}
+
+/// Index entries for a session about to be created, to be stored with its record in one Redis
+/// round trip (issue 15: a sign-in's session `SET` and its index pipeline were two). The sign-in
+/// sets them around `Session::save` ([`SessionIndex::on_create`], [`with_index_on_create`]);
+/// the Redis session store writes them when it creates the record ([`index_on_create`]) and says
+/// so ([`IndexOnCreate::written`]). Whenever it did not (the save was not a create), the sign-in
+/// adds them itself, so a session is never left unindexed.
+#[derive(Debug)]
+pub struct IndexOnCreate {
+    /// The index keys, prefixed as in Redis.
+    names: Vec<String>,
+    /// Their expiry (`EXPIREAT`, seconds).
+    expire_at: UnixTime,
+    written: AtomicBool,
+}
+
+impl IndexOnCreate {
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn expire_at(&self) -> UnixTime {
+        self.expire_at
+    }
+
+    /// Whether the store wrote these entries with the record it created.
+    pub fn written(&self) -> bool {
+        self.written.load(Ordering::Acquire)
+    }
+
+    pub(super) fn mark_written(&self) {
+        self.written.store(true, Ordering::Release);
+    }
+}
+
+tokio::task_local! {
+    static INDEX_ON_CREATE: Arc<IndexOnCreate>;
+}
+
+/// Runs `save` (a `Session::save`) with `entries` offered to the store's `create`.
+pub async fn with_index_on_create<F: Future>(entries: Arc<IndexOnCreate>, save: F) -> F::Output {
+    INDEX_ON_CREATE.scope(entries, save).await
+}
+
+/// The entries offered to a `create` running inside [`with_index_on_create`].
+pub(super) fn index_on_create() -> Option<Arc<IndexOnCreate>> {
+    INDEX_ON_CREATE.try_with(Arc::clone).ok()
 }
 
 /// Above this many keys the memory index drops expired ones on insert.
@@ -74,6 +124,31 @@ impl SessionIndex {
                 prefix: REDIS_PREFIX.to_owned(),
             },
             Store::Memory(_) => SessionIndex::Memory(Arc::default()),
+        }
+    }
+
+    /// The entries [`Self::add`] would write for a session opened by `idp` under `keys`, for the
+    /// Redis session store to write with the record it creates. `None` where that cannot be one
+    /// step: an index in memory, or a Redis cluster (the keys may live in different slots).
+    pub fn on_create(
+        &self,
+        idp: &IdpId,
+        keys: &[IndexKey],
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Option<Arc<IndexOnCreate>> {
+        match self {
+            SessionIndex::Redis { handle, prefix } if !handle.is_cluster() => {
+                Some(Arc::new(IndexOnCreate {
+                    names: keys
+                        .iter()
+                        .map(|k| format!("{prefix}{}", k.name(idp)))
+                        .collect(),
+                    expire_at: until.max(now + 1),
+                    written: AtomicBool::new(false),
+                }))
+            }
+            _ => None,
         }
     }
 

@@ -5,7 +5,7 @@
 //! replay cache and the provisioning queue. Records are JSON under `{prefix}session:{id}` with a
 //! Redis expiry at the record's expiry date, so Redis itself forgets idle sessions.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
@@ -13,6 +13,7 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
 use super::decoded::DecodedCache;
+use super::index::{IndexOnCreate, index_on_create};
 use crate::store::{RedisHandle, describe};
 
 #[derive(Debug, Clone)]
@@ -67,6 +68,16 @@ impl RedisSessionStore {
             .map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let expire_at_ms = record.expiry_date.unix_timestamp_nanos() / 1_000_000;
         let mut conn = self.redis.conn().await.map_err(Self::backend)?;
+        // A new sign-in's record and its session-index entries: one round trip (issue 15).
+        if only_if_new && let Some(entries) = index_on_create() {
+            let stored = self
+                .create_indexed(&mut conn, record, &data, expire_at_ms as i64, &entries)
+                .await?;
+            if stored {
+                self.decoded.remember(record.id, data, record.clone());
+            }
+            return Ok(stored);
+        }
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(&record.id))
             .arg(&data)
@@ -86,6 +97,54 @@ impl RedisSessionStore {
         Ok(reply.is_some())
     }
 }
+
+impl RedisSessionStore {
+    /// `SET NX` of the record and, only when it was stored, the index entries (a script, so an
+    /// id that collided indexes nothing).
+    async fn create_indexed(
+        &self,
+        conn: &mut crate::store::RedisConn,
+        record: &Record,
+        data: &str,
+        expire_at_ms: i64,
+        entries: &IndexOnCreate,
+    ) -> session_store::Result<bool> {
+        let mut call = CREATE_INDEXED.prepare_invoke();
+        call.key(self.key(&record.id));
+        for name in entries.names() {
+            call.key(name);
+        }
+        call.arg(data)
+            .arg(expire_at_ms)
+            .arg(record.id.to_string())
+            .arg(entries.expire_at());
+        let created: i64 = call
+            .invoke_async(conn)
+            .await
+            .map_err(|e| self.command_failed(&e))?;
+        if created == 1 {
+            entries.mark_written();
+        }
+        Ok(created == 1)
+    }
+}
+
+/// KEYS[1]: the record's key; KEYS[2..]: index keys. ARGV: the record, its expiry (ms), the
+/// session id, the index keys' expiry (s). 1 when the record was new and stored, else 0.
+static CREATE_INDEXED: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2], 'NX') then
+  return 0
+end
+for i = 2, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[3])
+  redis.call('EXPIREAT', KEYS[i], ARGV[4])
+end
+return 1
+",
+    )
+});
 
 /// How far a save may move a record's expiry without being written: Redis then forgets an idle
 /// session at most this much before the idle timeout says, against one SET per sign-in saved.

@@ -869,3 +869,84 @@ async fn an_unchanged_session_is_not_written_again_and_a_deleted_one_never_comes
     store.save(&record).await.expect("save");
     assert_eq!(cli(redis.port, &["EXISTS", &key]).trim(), "0");
 }
+
+/// Issue 15: a new session's record and its session-index entries are stored by one script; an
+/// id that collides with a stored session is neither overwritten nor indexed (the record gets a
+/// fresh id, which is); and a save that is not a create leaves the entries to the caller.
+#[tokio::test]
+async fn a_new_session_is_stored_and_indexed_in_one_step_and_a_colliding_id_indexes_nothing() {
+    use storegate::identity::IdpId;
+    use storegate::session::index::IndexKey::{Sid, Sub};
+    use storegate::session::index::with_index_on_create;
+    use tower_sessions::SessionStore;
+    use tower_sessions::session::{Id, Record};
+
+    let redis = RedisServer::start();
+    let handle = storegate::store::RedisHandle::new(
+        &storegate::secret::Secret::new(redis.url()),
+        Duration::from_secs(2),
+    )
+    .expect("redis handle");
+    let store = storegate::session::Store::Redis(Box::new(
+        storegate::session::RedisSessionStore::new(handle, "storegate:"),
+    ));
+    let ix = storegate::session::index::SessionIndex::beside(&store);
+    let idp = IdpId::new("nam");
+    let keys = [Sid("s-7".into()), Sub("kim".into())];
+    let t = now();
+    let members = |key: &str| -> Vec<String> {
+        let mut m: Vec<String> = cli(redis.port, &["SMEMBERS", key])
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        m.sort();
+        m
+    };
+
+    // Another session already holds this id.
+    let taken = Id::default();
+    let taken_key = format!("storegate:session:{taken}");
+    cli(redis.port, &["SET", &taken_key, "someone else's record"]);
+    let mut record = Record {
+        id: taken,
+        data: [("k".to_owned(), json!("v"))].into_iter().collect(),
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+    };
+    let entries = ix
+        .on_create(&idp, &keys, t + 600, t)
+        .expect("a Redis index");
+    with_index_on_create(entries.clone(), store.create(&mut record))
+        .await
+        .expect("create");
+    assert!(entries.written(), "the store wrote the index entries");
+    assert_ne!(record.id, taken, "a fresh id after the collision");
+    assert_eq!(
+        cli(redis.port, &["GET", &taken_key]).trim(),
+        "someone else's record"
+    );
+    let id = record.id.to_string();
+    for key in ["storegate:sidx:nam:sid:s-7", "storegate:sidx:nam:sub:kim"] {
+        assert_eq!(members(key), [id.as_str()], "{key}: the new id only");
+        let ttl: i64 = cli(redis.port, &["TTL", key]).trim().parse().expect("TTL");
+        assert!((590..=601).contains(&ttl), "{key}: ttl {ttl}");
+    }
+    let stored = store.load(&record.id).await.expect("load").expect("stored");
+    assert_eq!(stored.data.get("k"), Some(&json!("v")));
+    // The IdP's logout finds it through the index.
+    assert_eq!(
+        ix.take(&idp, &Sid("s-7".into()), t).await.expect("take"),
+        [id.as_str()]
+    );
+
+    // A save of an existing record is not a create: the entries are left to the caller.
+    record.data.insert("k".into(), json!("w"));
+    let entries = ix
+        .on_create(&idp, &keys, t + 600, t)
+        .expect("a Redis index");
+    with_index_on_create(entries.clone(), store.save(&record))
+        .await
+        .expect("save");
+    assert!(!entries.written());
+    assert_eq!(members("storegate:sidx:nam:sid:s-7"), Vec::<String>::new());
+}

@@ -699,10 +699,21 @@ impl Drop for ClusterSetup {
 }
 
 /// What a server is sent, as `MONITOR` reports it: for tests that count the commands a request
-/// costs. Each entry is the command (upper case, as sent) and its first argument (the key).
+/// costs, and its round trips (the commands a client sent, not those its scripts ran).
 pub struct Monitor {
     stream: TcpStream,
-    reader: std::thread::JoinHandle<Vec<(String, String)>>,
+    reader: std::thread::JoinHandle<Vec<Sent>>,
+}
+
+/// One command `MONITOR` reported.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// Upper case, as sent.
+    pub command: String,
+    /// The first argument (the key, for most commands).
+    pub key: String,
+    /// Run by a Lua script rather than sent by a client.
+    pub by_script: bool,
 }
 
 impl Monitor {
@@ -719,10 +730,16 @@ impl Monitor {
             let lines = std::io::BufRead::lines(std::io::BufReader::new(reading));
             for line in lines.map_while(Result::ok) {
                 // +1796400448.339390 [0 127.0.0.1:48998] "GETDEL" "storegate:saml-pending:..."
+                // +1796400448.339391 [0 lua] "SET" "storegate:session:..." (run by a script)
+                let by_script = line.contains(" lua] ");
                 let mut quoted = line.split('"').skip(1).step_by(2);
                 if let Some(command) = quoted.next() {
                     let key = quoted.next().unwrap_or_default();
-                    seen.push((command.to_ascii_uppercase(), key.to_owned()));
+                    seen.push(Sent {
+                        command: command.to_ascii_uppercase(),
+                        key: key.to_owned(),
+                        by_script,
+                    });
                 }
             }
             seen
@@ -732,7 +749,7 @@ impl Monitor {
 
     /// Stops monitoring after a moment (the server's feed may trail the replies a client has
     /// already had) and returns every command seen, in order.
-    pub fn stop(self) -> Vec<(String, String)> {
+    pub fn stop(self) -> Vec<Sent> {
         std::thread::sleep(Duration::from_millis(300));
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
         self.reader.join().expect("monitor reader")
