@@ -388,9 +388,9 @@ fn customer_scope(
     let same_account = |id: &StoreId| snap.store(id).is_some_and(|s| s.account == store.account);
     let mut channels: Vec<u64> = snap
         .policy
-        .grants_where(identity, now, same_account)
-        .iter()
-        .filter_map(|g| snap.store(&g.store))
+        .granted_stores_where(identity, now, same_account)
+        .into_iter()
+        .filter_map(|id| snap.store(id))
         .filter(|s| s.account == store.account)
         .map(|s| s.channel_id)
         .collect();

@@ -675,6 +675,22 @@ enum RuleState {
     },
 }
 
+/// Which rule decides a store (indexes into `Policy::rules`); a [`Decision`] names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Allow {
+        rule: usize,
+        until: Option<UnixTime>,
+    },
+    DeniedBy(usize),
+    Expired {
+        rule: usize,
+        at: UnixTime,
+    },
+    EmailNotVerified(usize),
+    NoMatchingRule,
+}
+
 impl Policy {
     /// Builds the policy and its index. Rules keep file order; stores keep portal order.
     pub fn new(stores: Vec<StoreEntry>, templates: Vec<Template>, rules: Vec<Rule>) -> Policy {
@@ -800,39 +816,41 @@ impl Policy {
         }
     }
 
-    fn decide_at(
+    /// Which rule decides store `pos` for these facts, without building anything: deny wins,
+    /// then the first allow that applies; else the first expired allow, else the first allow
+    /// held back by an unverified email. `on_overridden` hears of every later allow that applies
+    /// as well; without it the search stops at the first.
+    fn verdict_at(
         &self,
         pos: usize,
         f: &Facts<'_>,
         now: UnixTime,
         memo: &mut [Option<RuleState>],
-        record_overridden: bool,
-    ) -> Decision {
-        let store = &self.stores[pos];
+        mut on_overridden: Option<&mut dyn FnMut(usize)>,
+    ) -> Verdict {
         let mut state = |i: usize| *memo[i].get_or_insert_with(|| self.rule_state(i, f, now));
         // Deny wins, wherever it sits in the file.
         for &i in &self.denies_by_store[pos] {
             if let RuleState::Applies { .. } = state(i) {
-                return Decision::Deny {
-                    reason: DenyReason::DeniedByRule {
-                        rule: self.rules[i].name.clone(),
-                    },
-                };
+                return Verdict::DeniedBy(i);
             }
         }
         let mut first_allow: Option<(usize, Option<UnixTime>)> = None;
-        let mut overridden = Vec::new();
         let mut expired: Option<(usize, UnixTime)> = None;
         let mut unverified: Option<usize> = None;
         for &i in &self.allows_by_store[pos] {
             match state(i) {
                 RuleState::Applies { until } if first_allow.is_none() => {
                     first_allow = Some((i, until));
-                    if !record_overridden {
+                    if on_overridden.is_none() {
                         break;
                     }
                 }
-                RuleState::Applies { .. } => overridden.push(self.rules[i].name.clone()),
+                RuleState::Applies { .. } => {
+                    if let Some(tell) = on_overridden.as_mut() {
+                        tell(i);
+                    }
+                }
                 RuleState::Expired { at } if expired.is_none() && first_allow.is_none() => {
                     expired = Some((i, at));
                 }
@@ -842,24 +860,51 @@ impl Policy {
                 _ => {}
             }
         }
-        match (first_allow, expired) {
-            (Some((i, until)), _) => Decision::Allow {
-                grant: self.grant(store, &self.rules[i], until),
+        match (first_allow, expired, unverified) {
+            (Some((rule, until)), _, _) => Verdict::Allow { rule, until },
+            (None, Some((rule, at)), _) => Verdict::Expired { rule, at },
+            (None, None, Some(rule)) => Verdict::EmailNotVerified(rule),
+            (None, None, None) => Verdict::NoMatchingRule,
+        }
+    }
+
+    fn decide_at(
+        &self,
+        pos: usize,
+        f: &Facts<'_>,
+        now: UnixTime,
+        memo: &mut [Option<RuleState>],
+        record_overridden: bool,
+    ) -> Decision {
+        let mut overridden = Vec::new();
+        let mut note = |i: usize| overridden.push(self.rules[i].name.clone());
+        let verdict = self.verdict_at(
+            pos,
+            f,
+            now,
+            memo,
+            record_overridden.then_some(&mut note as &mut dyn FnMut(usize)),
+        );
+        let rule_name = |i: usize| self.rules[i].name.clone();
+        match verdict {
+            Verdict::Allow { rule, until } => Decision::Allow {
+                grant: self.grant(&self.stores[pos], &self.rules[rule], until),
                 overridden,
             },
-            (None, Some((i, at))) => Decision::Deny {
+            Verdict::DeniedBy(i) => Decision::Deny {
+                reason: DenyReason::DeniedByRule { rule: rule_name(i) },
+            },
+            Verdict::Expired { rule, at } => Decision::Deny {
                 reason: DenyReason::Expired {
-                    rule: self.rules[i].name.clone(),
+                    rule: rule_name(rule),
                     at,
                 },
             },
-            (None, None) => Decision::Deny {
-                reason: match unverified {
-                    Some(i) => DenyReason::EmailNotVerified {
-                        rule: self.rules[i].name.clone(),
-                    },
-                    None => DenyReason::NoMatchingRule,
-                },
+            Verdict::EmailNotVerified(i) => Decision::Deny {
+                reason: DenyReason::EmailNotVerified { rule: rule_name(i) },
+            },
+            Verdict::NoMatchingRule => Decision::Deny {
+                reason: DenyReason::NoMatchingRule,
             },
         }
     }
@@ -935,6 +980,29 @@ impl Policy {
                     Decision::Deny { .. } => None,
                 },
             )
+            .collect()
+    }
+
+    /// The stores `keep` selects that `id` is granted now: the stores of [`Self::grants_where`],
+    /// decided the same way but without building a grant for each (a launch needs only which of
+    /// its account's stores are granted, to know the customer's channels).
+    pub fn granted_stores_where(
+        &self,
+        id: &Identity,
+        now: UnixTime,
+        mut keep: impl FnMut(&StoreId) -> bool,
+    ) -> Vec<&StoreId> {
+        let facts = Facts::new(id);
+        let mut memo = vec![None; self.rules.len()];
+        (0..self.stores.len())
+            .filter(|&pos| keep(&self.stores[pos].id))
+            .filter(|&pos| {
+                matches!(
+                    self.verdict_at(pos, &facts, now, &mut memo, None),
+                    Verdict::Allow { .. }
+                )
+            })
+            .map(|pos| &self.stores[pos].id)
             .collect()
     }
 

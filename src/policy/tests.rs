@@ -697,6 +697,14 @@ fn grants_where_decides_the_selected_stores_only_and_as_grants_does() {
     let stores: Vec<_> = some.iter().map(|g| g.store.clone()).collect();
     assert_eq!(stores, vec![sid("outlet")]);
     assert!(p.grants_where(&ann(), NOW, |_| false).is_empty());
+    assert_eq!(
+        p.granted_stores_where(&ann(), NOW, |s| s != &sid("retail")),
+        [&sid("outlet")]
+    );
+    assert_eq!(
+        p.granted_stores_where(&ann(), NOW, |_| true),
+        [&sid("retail"), &sid("outlet")]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1779,6 +1787,23 @@ proptest! {
     ) {
         let explained: Vec<Grant> = granted(&p, &id, now).into_iter().filter_map(|(_, g)| g).collect();
         prop_assert_eq!(p.grants(&id, now), explained);
+    }
+
+    /// The launch's channel set comes from `granted_stores_where`: the very stores the grants
+    /// name, for any selection.
+    #[test]
+    fn the_granted_stores_are_the_stores_of_the_grants(
+        p in arb_policy(),
+        id in arb_identity(),
+        now in arb_now(),
+        skip in proptest::sample::select(RULE_STORES.to_vec()),
+    ) {
+        let keep = |s: &StoreId| s.as_str() != skip;
+        let from_grants: Vec<StoreId> =
+            p.grants_where(&id, now, keep).into_iter().map(|g| g.store).collect();
+        let granted: Vec<StoreId> =
+            p.granted_stores_where(&id, now, keep).into_iter().cloned().collect();
+        prop_assert_eq!(granted, from_grants);
     }
 
     #[test]
