@@ -1586,3 +1586,55 @@ async fn saml_refuses_an_rsa_signature_when_the_metadata_names_an_ec_key() {
     let acs = post(&b, &s, &idp.run(user(&s))).await;
     assert_refused(&b, &gw, acs, 401, "saml_signature").await;
 }
+
+/// Issue 15 (vendored samael, STOREGATE.md item 13): what the verifier hands samael's parser is
+/// the signed content without the `ds:Signature` elements (verified before, and nearly half of a
+/// signed Assertion's text), whichever element the IdP signed, and the content itself is all
+/// there. A sign-in with each shape is in the tests above.
+#[tokio::test]
+async fn the_verified_content_reaches_the_parser_without_its_signatures() {
+    use samael::crypto::{CertificateDer, Crypto, CryptoProvider, ReduceMode};
+    let idp = Idp::new("reduced-content", 1);
+    let gw = start_gateway(&idp, "", None).await;
+    let pem = std::fs::read(&idp.cert).expect("idp cert");
+    let cert = CertificateDer::from(
+        openssl::x509::X509::from_pem(&pem)
+            .and_then(|c| c.to_der())
+            .expect("the IdP certificate"),
+    );
+    let b = Browser::new();
+    for (sign_response, sign_assertion, signatures) in
+        [(false, true, 1), (true, false, 1), (true, true, 2)]
+    {
+        let s = begin(&b, &gw, "/").await;
+        let mut req = user(&s);
+        req["sign_response"] = json!(sign_response);
+        req["sign_assertion"] = json!(sign_assertion);
+        let xml = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(idp.run(req).trim())
+                .expect("base64"),
+        )
+        .expect("UTF-8");
+        let shape = format!("response signed {sign_response}, assertion signed {sign_assertion}");
+        assert_eq!(xml.matches(":Signature>").count(), signatures, "{shape}");
+        let reduced = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+            &xml,
+            std::slice::from_ref(&cert),
+            ReduceMode::ValidateAndMarkNoAncestors,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{shape}: verifies: {e:?}"));
+        assert!(!reduced.contains("Signature"), "{shape}: {reduced}");
+        assert!(!reduced.contains("X509Certificate"), "{shape}: {reduced}");
+        for kept in [
+            "mia@corp.example",
+            "Mia@Corp.Example",
+            "cn=bc-merchandisers,ou=groups,o=corp",
+            &s.request_id,
+            "AudienceRestriction",
+        ] {
+            assert!(reduced.contains(kept), "{shape}: {kept} kept: {reduced}");
+        }
+    }
+}

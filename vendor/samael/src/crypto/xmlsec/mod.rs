@@ -536,15 +536,16 @@ fn reduce_to_signed(
     }
 
     if whole_root_shortcut {
-        if let Some((i, whitespace)) =
+        if let Some((_enveloped, whitespace)) =
             whole_root_signature(&xml, &signature_nodes, &verified_by_signature)
         {
             // What the general path keeps here: everything but the enveloped signature over
             // the root and whitespace-only text (see `whole_root_signature`).
             drop(verified_by_signature);
-            let mut enveloped = signature_nodes[i].clone();
-            enveloped.unlink_node();
-            drop(enveloped);
+            // storegate (item 13): every signature leaves the output, the enveloped one over
+            // the root (not signed content) and the others (verified above, and of no use to
+            // the parser).
+            unlink_signatures(&signature_nodes);
             drop(signature_nodes);
             for &node in &whitespace {
                 // Nothing wraps these nodes from here on; they are freed below, after the
@@ -587,7 +588,33 @@ fn reduce_to_signed(
         .ok_or(XmlSecProviderError::XmlMissingRootElement)?;
     prune_unverified_nodes(&mut root_elem, &nodes_to_keep, &allowed_attributes)?;
 
+    // storegate (item 13): the verified signatures kept as signed content (an Assertion's own,
+    // inside a signed Response) leave the output too, as in the whole-root shortcut.
+    let kept_signatures = find_signature_nodes(&xml, &root_elem)?;
+    if kept_signatures
+        .iter()
+        .any(|s| s.node_ptr() == root_elem.node_ptr())
+    {
+        // Only a signature: nothing signed would be left to parse.
+        return Err(CryptoError::InvalidSignature);
+    }
+    unlink_signatures(&kept_signatures);
+    drop(kept_signatures);
+
     Ok(xml.to_string())
+}
+
+/// storegate (cost only, issue 15; item 13): takes verified `ds:Signature` elements out of the
+/// reduced document before it is serialised for the parser. They were verified before any
+/// reduction; what they carry (SignedInfo, SignatureValue, KeyInfo with its certificate) is
+/// nearly half of a signed Assertion's text and no caller reads it from the parsed result, but
+/// it was serialised and parsed into structs on every message. Each node is freed with the
+/// document (the libxml crate frees an unlinked node when its last wrapper goes).
+fn unlink_signatures(signatures: &[libxml::tree::Node]) {
+    for signature in signatures {
+        let mut node = signature.clone();
+        node.unlink_node();
+    }
 }
 
 /// storegate (cost only, issue 15): when one verified signature covers the document's root
