@@ -9,6 +9,8 @@
 //!
 //! In memory for one process; in Redis beside the sessions for several (a set per key, `MULTI`
 //! for the take, an expiry at the sessions' absolute lifetime so Redis forgets keys with them).
+//! On a single Redis server a sign-in's entries are written with its session record, by the
+//! session store, in one round trip ([`IndexOnCreate`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -45,7 +47,7 @@ impl IndexKey {
 /// Index entries for a session about to be created, to be stored with its record in one Redis
 /// round trip (issue 15: a sign-in's session `SET` and its index pipeline were two). The sign-in
 /// sets them around `Session::save` ([`SessionIndex::on_create`], [`with_index_on_create`]);
-/// the Redis session store writes them when it creates the record ([`index_on_create`]) and says
+/// the Redis session store writes them when it creates the record (`index_on_create`) and says
 /// so ([`IndexOnCreate::written`]). Whenever it did not (the save was not a create), the sign-in
 /// adds them itself, so a session is never left unindexed.
 #[derive(Debug)]

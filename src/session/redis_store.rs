@@ -96,9 +96,7 @@ impl RedisSessionStore {
         }
         Ok(reply.is_some())
     }
-}
 
-impl RedisSessionStore {
     /// `SET NX` of the record and, only when it was stored, the index entries (a script, so an
     /// id that collided indexes nothing).
     async fn create_indexed(
