@@ -68,33 +68,34 @@ impl RedisSessionStore {
             .map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let expire_at_ms = record.expiry_date.unix_timestamp_nanos() / 1_000_000;
         let mut conn = self.redis.conn().await.map_err(Self::backend)?;
-        // A new sign-in's record and its session-index entries: one round trip (issue 15).
-        if only_if_new && let Some(entries) = index_on_create() {
-            let stored = self
-                .create_indexed(&mut conn, record, &data, expire_at_ms as i64, &entries)
-                .await?;
-            if stored {
-                self.decoded.remember(record.id, data, record.clone());
+        let stored = match only_if_new.then(index_on_create).flatten() {
+            // A new sign-in's record and its session-index entries: one round trip (issue 15).
+            Some(entries) => {
+                self.create_indexed(&mut conn, record, &data, expire_at_ms as i64, &entries)
+                    .await?
             }
-            return Ok(stored);
-        }
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(&record.id))
-            .arg(&data)
-            .arg("PXAT")
-            .arg(expire_at_ms as i64);
-        // NX for a new record; XX for an update, so that a request still in flight when a logout
-        // deleted its session (issue 14: back-channel logout) cannot write the session back.
-        cmd.arg(if only_if_new { "NX" } else { "XX" });
-        let reply: Option<String> = cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.command_failed(&e))?;
-        if reply.is_some() {
+            None => {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(self.key(&record.id))
+                    .arg(&data)
+                    .arg("PXAT")
+                    .arg(expire_at_ms as i64);
+                // NX for a new record; XX for an update, so that a request still in flight when
+                // a logout deleted its session (issue 14: back-channel logout) cannot write the
+                // session back.
+                cmd.arg(if only_if_new { "NX" } else { "XX" });
+                let reply: Option<String> = cmd
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.command_failed(&e))?;
+                reply.is_some()
+            }
+        };
+        if stored {
             // The next load of this record gets these very bytes back, unless it changes.
             self.decoded.remember(record.id, data, record.clone());
         }
-        Ok(reply.is_some())
+        Ok(stored)
     }
 
     /// `SET NX` of the record and, only when it was stored, the index entries (a script, so an

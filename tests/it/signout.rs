@@ -763,19 +763,22 @@ async fn index_behaves(ix: storegate::session::index::SessionIndex) {
     );
 }
 
-#[tokio::test]
-async fn the_session_index_behaves_the_same_in_memory_and_in_redis() {
-    let memory = storegate::session::Store::Memory(Default::default());
-    index_behaves(storegate::session::index::SessionIndex::beside(&memory)).await;
-    let redis = RedisServer::start();
+/// The gateway's Redis session store on `redis`, with the gateway's key prefix.
+fn redis_session_store(redis: &RedisServer) -> storegate::session::RedisSessionStore {
     let handle = storegate::store::RedisHandle::new(
         &storegate::secret::Secret::new(redis.url()),
         Duration::from_secs(2),
     )
     .expect("redis handle");
-    let store = storegate::session::Store::Redis(Box::new(
-        storegate::session::RedisSessionStore::new(handle, "storegate:"),
-    ));
+    storegate::session::RedisSessionStore::new(handle, "storegate:")
+}
+
+#[tokio::test]
+async fn the_session_index_behaves_the_same_in_memory_and_in_redis() {
+    let memory = storegate::session::Store::Memory(Default::default());
+    index_behaves(storegate::session::index::SessionIndex::beside(&memory)).await;
+    let redis = RedisServer::start();
+    let store = storegate::session::Store::Redis(Box::new(redis_session_store(&redis)));
     let ix = storegate::session::index::SessionIndex::beside(&store);
     index_behaves(ix.clone()).await;
     // Redis forgets a key with the sessions' absolute lifetime.
@@ -805,12 +808,7 @@ async fn an_unchanged_session_is_not_written_again_and_a_deleted_one_never_comes
     use tower_sessions::session::{Id, Record};
 
     let redis = RedisServer::start();
-    let handle = storegate::store::RedisHandle::new(
-        &storegate::secret::Secret::new(redis.url()),
-        Duration::from_secs(2),
-    )
-    .expect("redis handle");
-    let store = storegate::session::RedisSessionStore::new(handle, "storegate:");
+    let store = redis_session_store(&redis);
     let sets = || -> u64 {
         let stats = cli(redis.port, &["INFO", "commandstats"]);
         stats
@@ -882,14 +880,7 @@ async fn a_new_session_is_stored_and_indexed_in_one_step_and_a_colliding_id_inde
     use tower_sessions::session::{Id, Record};
 
     let redis = RedisServer::start();
-    let handle = storegate::store::RedisHandle::new(
-        &storegate::secret::Secret::new(redis.url()),
-        Duration::from_secs(2),
-    )
-    .expect("redis handle");
-    let store = storegate::session::Store::Redis(Box::new(
-        storegate::session::RedisSessionStore::new(handle, "storegate:"),
-    ));
+    let store = storegate::session::Store::Redis(Box::new(redis_session_store(&redis)));
     let ix = storegate::session::index::SessionIndex::beside(&store);
     let idp = IdpId::new("nam");
     let keys = [Sid("s-7".into()), Sub("kim".into())];

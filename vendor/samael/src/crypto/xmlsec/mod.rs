@@ -536,7 +536,7 @@ fn reduce_to_signed(
     }
 
     if whole_root_shortcut {
-        if let Some((_enveloped, whitespace)) =
+        if let Some(whitespace) =
             whole_root_signature(&xml, &signature_nodes, &verified_by_signature)
         {
             // What the general path keeps here: everything but the enveloped signature over
@@ -632,7 +632,7 @@ fn unlink_signatures(signatures: &[libxml::tree::Node]) {
 /// - below the root there are only elements and text: C14N leaves comments out and rewrites
 ///   CDATA and entity references, which only the general matching handles. The general path
 ///   also drops whitespace-only text (it does not match it), so the shortcut returns those
-///   nodes to drop too.
+///   nodes, to drop with the signatures (every one leaves the output, item 13).
 ///
 /// Anything else (the Assertion alone signed, `URI=""`, two signatures over the root) takes the
 /// general path. Debug builds run both and compare the results
@@ -641,7 +641,7 @@ fn whole_root_signature(
     doc: &libxml::tree::Document,
     signature_nodes: &[libxml::tree::Node],
     verified_by_signature: &[Vec<VerifiedReference>],
-) -> Option<(usize, Vec<*mut libxml::bindings::xmlNode>)> {
+) -> Option<Vec<*mut libxml::bindings::xmlNode>> {
     let root = doc.get_root_element()?;
     let root_ptr = root.node_ptr();
     let root_id = root.get_attribute("ID")?;
@@ -668,8 +668,7 @@ fn whole_root_signature(
     if !single_enveloped_reference(signature, &uri) {
         return None;
     }
-    let whitespace = whitespace_text_below(root_ptr)?;
-    Some((i, whitespace))
+    whitespace_text_below(root_ptr)
 }
 
 const ENVELOPED_SIGNATURE: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
