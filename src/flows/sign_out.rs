@@ -404,19 +404,13 @@ pub async fn record_idp_logout(
 /// Whether the IdP has ended this (SAML) session with a LogoutRequest since it signed in: an IdP
 /// logout arrives in whichever browser the IdP chooses (or none), so it is recorded in the shared
 /// store by SessionIndex or NameID and every replica checks it on each request.
+/// `info` is what the session recorded of its SAML sign-in (none for an OIDC one).
 pub async fn ended_by_idp(
     gw: &Gateway<'_>,
-    session: &Session,
+    info: Option<&SamlSessionInfo>,
     signed_in_at: UnixTime,
 ) -> Result<bool, String> {
-    let Some(saml) = gw.saml else {
-        return Ok(false);
-    };
-    let info: Option<SamlSessionInfo> = session
-        .get(SAML_SESSION_KEY)
-        .await
-        .map_err(|e| e.to_string())?;
-    let Some(info) = info else {
+    let (Some(saml), Some(info)) = (gw.saml, info) else {
         return Ok(false);
     };
     let now = gw.now();

@@ -2,11 +2,13 @@
 //! Shared by the sign-in, launch and sign-out journeys (`flows`) and the web extractors, so none
 //! of them reaches into another's module for it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tower_sessions::Session;
+use tower_sessions::session::Id;
 
 use crate::clock::UnixTime;
 use crate::identity::{Identity, IdpId};
@@ -64,14 +66,7 @@ pub async fn read_signed_in(
     let Some(value) = session.get_value(AUTH_KEY).await? else {
         return Ok(None);
     };
-    let decoded = match (value, session.id()) {
-        (serde_json::Value::String(s), Some(id)) => {
-            SIGNED_IN.get_or_decode(id, &s, |t| serde_json::from_str(t).map(Arc::new))
-        }
-        (serde_json::Value::String(s), None) => serde_json::from_str(&s).map(Arc::new),
-        (other, _) => serde_json::from_value(other).map(Arc::new),
-    };
-    match decoded {
+    match decode_signed_in(session.id(), &value) {
         Ok(auth) => Ok(Some(auth)),
         Err(e) => {
             // Not serde's message: it may quote a value (the CSRF token, the identity).
@@ -82,6 +77,45 @@ pub async fn read_signed_in(
             );
             Ok(None)
         }
+    }
+}
+
+/// The signed-in state in a record's `auth` value: the JSON string [`write_signed_in`] stores
+/// (through the decode cache when the session has an id), or an object an earlier version stored.
+fn decode_signed_in(
+    id: Option<Id>,
+    value: &Value,
+) -> Result<Arc<SignedInState>, serde_json::Error> {
+    match (value, id) {
+        (Value::String(s), Some(id)) => {
+            SIGNED_IN.get_or_decode(id, s, |t| serde_json::from_str(t).map(Arc::new))
+        }
+        (Value::String(s), None) => serde_json::from_str(s).map(Arc::new),
+        (other, _) => SignedInState::deserialize(other).map(Arc::new),
+    }
+}
+
+/// What a signed-in request reads from its session record, decoded together: the sign-in and,
+/// for a SAML sign-in, what an IdP-initiated logout is matched against (issue 15). The session
+/// stores build it straight from the stored record ([`crate::session::Store::signed_in`]),
+/// without the session layer's own copy of the record and of the value.
+#[derive(Debug, Clone)]
+pub struct SignedInRecord {
+    pub auth: Arc<SignedInState>,
+    pub saml: Option<Arc<SamlSessionInfo>>,
+}
+
+impl SignedInRecord {
+    /// From a record's values; `None` unless there is a sign-in and everything decodes. The
+    /// caller then reads through the session, which treats a missing, unreadable or
+    /// earlier-format sign-in exactly as before.
+    pub fn from_data(id: Id, data: &HashMap<String, Value>) -> Option<Self> {
+        let auth = decode_signed_in(Some(id), data.get(AUTH_KEY)?).ok()?;
+        let saml = match data.get(SAML_SESSION_KEY) {
+            None => None,
+            Some(v) => Some(Arc::new(SamlSessionInfo::deserialize(v).ok()?)),
+        };
+        Some(SignedInRecord { auth, saml })
     }
 }
 

@@ -14,6 +14,8 @@ use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
+use super::browser::SignedInRecord;
+
 /// Purge expired records after this many creations.
 const PURGE_EVERY: u64 = 1024;
 
@@ -58,6 +60,18 @@ impl MemorySessionStore {
         let before = inner.records.len();
         inner.records.retain(|_, r| r.expiry_date > now);
         before - inner.records.len()
+    }
+}
+
+impl MemorySessionStore {
+    /// The sign-in stored under `id`, read in place: no copy of the record (issue 15). A decode
+    /// (the first read after the sign-in changed) runs under the store's lock; the decode cache
+    /// makes every later read of the same text a comparison.
+    pub fn signed_in(&self, id: &Id) -> Option<SignedInRecord> {
+        let now = OffsetDateTime::now_utc();
+        let inner = self.inner.lock();
+        let record = inner.records.get(id).filter(|r| r.expiry_date > now)?;
+        SignedInRecord::from_data(*id, &record.data)
     }
 }
 

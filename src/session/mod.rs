@@ -52,6 +52,19 @@ impl Store {
         }
     }
 
+    /// The sign-in in the record stored under `id`, read without the session layer's copy of
+    /// the whole record (issue 15). `Ok(None)` when there is no readable sign-in there: the
+    /// caller then reads through the session, which ends or reports it as it always has.
+    pub async fn signed_in(
+        &self,
+        id: &tower_sessions::session::Id,
+    ) -> tower_sessions::session_store::Result<Option<browser::SignedInRecord>> {
+        match self {
+            Store::Memory(s) => Ok(s.signed_in(id)),
+            Store::Redis(s) => s.signed_in(id).await,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",

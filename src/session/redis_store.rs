@@ -12,6 +12,7 @@ use redis::AsyncCommands;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
+use super::browser::SignedInRecord;
 use super::decoded::DecodedCache;
 use super::index::{IndexOnCreate, index_on_create};
 use crate::store::{RedisHandle, describe};
@@ -23,6 +24,8 @@ pub struct RedisSessionStore {
     /// Records decoded lately, by the exact bytes Redis returned (issue 15): a repeated load of
     /// an unchanged record is a compare and a copy, not a JSON decode.
     decoded: Arc<DecodedCache<Record>>,
+    /// The sign-ins read from records lately, by the exact bytes (see [`Self::signed_in`]).
+    signed_in: Arc<DecodedCache<SignedInRecord>>,
 }
 
 impl RedisSessionStore {
@@ -31,11 +34,33 @@ impl RedisSessionStore {
             redis,
             prefix: prefix.into(),
             decoded: Arc::default(),
+            signed_in: Arc::default(),
         }
     }
 
     pub fn handle(&self) -> &RedisHandle {
         &self.redis
+    }
+
+    /// The sign-in stored under `id`, decoded once per record text (issue 15): a repeated read
+    /// of an unchanged record is one `GET`, a comparison and two reference counts, with no
+    /// record built. `Ok(None)` when there is no record or no readable sign-in in it.
+    pub async fn signed_in(&self, id: &Id) -> session_store::Result<Option<SignedInRecord>> {
+        let mut conn = self.redis.conn().await.map_err(Self::backend)?;
+        let data: Option<String> = conn
+            .get(self.key(id))
+            .await
+            .map_err(|e| self.command_failed(&e))?;
+        let Some(d) = data else {
+            return Ok(None);
+        };
+        Ok(self
+            .signed_in
+            .get_or_decode(*id, &d, |t| {
+                let record = serde_json::from_str::<Record>(t).map_err(|_| ())?;
+                SignedInRecord::from_data(*id, &record.data).ok_or(())
+            })
+            .ok())
     }
 
     fn key(&self, id: &Id) -> String {
@@ -205,6 +230,7 @@ impl SessionStore for RedisSessionStore {
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         self.decoded.forget(id);
+        self.signed_in.forget(id);
         let mut conn = self.redis.conn().await.map_err(Self::backend)?;
         let _: i64 = conn
             .del(self.key(id))

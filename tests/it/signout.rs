@@ -941,3 +941,149 @@ async fn a_new_session_is_stored_and_indexed_in_one_step_and_a_colliding_id_inde
     assert!(!entries.written());
     assert_eq!(members("storegate:sidx:nam:sid:s-7"), Vec::<String>::new());
 }
+
+/// A record holding a sign-in as the gateway writes it: `auth` as one JSON string, and for a SAML
+/// sign-in what single logout needs.
+fn signed_in_record(
+    subject: &str,
+    last_seen: i64,
+    saml: Option<Value>,
+) -> tower_sessions::session::Record {
+    let auth = json!({
+        "identity": {
+            "subject": subject, "idp": "nam", "email": "kim@example.com", "email_verified": true,
+            "given_name": "Kim", "family_name": null, "name": null, "groups": ["staff"],
+            "roles": [], "attributes": {}, "auth": {"auth_time": null, "acr": null, "amr": []}, "signed_in_at": now() - 60,
+        },
+        "csrf": "csrf-token",
+        "last_seen": last_seen,
+        "customers": {},
+    });
+    let mut data: std::collections::HashMap<String, Value> =
+        [("auth".to_owned(), Value::String(auth.to_string()))]
+            .into_iter()
+            .collect();
+    if let Some(saml) = saml {
+        data.insert("saml".into(), saml);
+    }
+    tower_sessions::session::Record {
+        id: tower_sessions::session::Id::default(),
+        data,
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+    }
+}
+
+/// Issue 15: a signed-in request reads its sign-in straight from the stored record, in memory
+/// and in Redis, and reads only what is stored now: a record changed by another replica is
+/// decoded afresh, a deleted or expired one is no sign-in, and anything it cannot read (no
+/// sign-in, an unreadable one, unreadable SAML logout details) is left to the session's own
+/// read, which handles it as before.
+#[tokio::test]
+async fn the_sign_in_is_read_from_the_stored_record_and_only_as_stored_now() {
+    use tower_sessions::SessionStore;
+
+    let redis = RedisServer::start();
+    let memory = storegate::session::Store::Memory(Default::default());
+    let in_redis = storegate::session::Store::Redis(Box::new(redis_session_store(&redis)));
+    // Another replica's store on the same Redis: its writes are what this one must not miss.
+    let other_replica = redis_session_store(&redis);
+    for store in [&memory, &in_redis] {
+        let kind = store.kind();
+        let saml = json!({"idp": "nam", "name_id": "kim@nam", "name_id_format": null,
+                          "session_index": "idx-1"});
+        let mut record = signed_in_record("kim", now(), Some(saml));
+        store.create(&mut record).await.expect("create");
+        let id = record.id;
+
+        let read = store
+            .signed_in(&id)
+            .await
+            .expect("read")
+            .expect("a sign-in");
+        assert_eq!(read.auth.identity.subject, "kim", "{kind}");
+        let logout = read.saml.as_deref().expect("the SAML logout details");
+        assert_eq!(
+            (logout.name_id.as_str(), logout.session_index.as_deref()),
+            ("kim@nam", Some("idx-1")),
+            "{kind}"
+        );
+        // Read again unchanged: the same decoded sign-in, shared, not decoded again.
+        let again = store
+            .signed_in(&id)
+            .await
+            .expect("read")
+            .expect("a sign-in");
+        assert!(
+            std::sync::Arc::ptr_eq(&read.auth, &again.auth),
+            "{kind}: decoded twice"
+        );
+
+        // Changed by another request or replica: the new text is what is read.
+        let mut changed = signed_in_record("kim-2", now() + 5, None);
+        changed.id = id;
+        match store {
+            storegate::session::Store::Redis(_) => other_replica.save(&changed).await,
+            _ => store.save(&changed).await,
+        }
+        .expect("save");
+        let read = store
+            .signed_in(&id)
+            .await
+            .expect("read")
+            .expect("a sign-in");
+        assert_eq!(
+            read.auth.identity.subject, "kim-2",
+            "{kind}: a stale sign-in was read"
+        );
+        assert!(read.saml.is_none(), "{kind}");
+
+        // What this path cannot read, it leaves to the session: no sign-in, an unreadable one,
+        // unreadable SAML logout details, an object where the text was expected to be.
+        for (what, edit) in [
+            ("no sign-in", None),
+            (
+                "an unreadable sign-in",
+                Some(("auth", json!("{\"identity\":"))),
+            ),
+            ("unreadable SAML details", Some(("saml", json!({"idp": 7})))),
+        ] {
+            let mut bad = signed_in_record("kim", now(), None);
+            bad.id = id;
+            match edit {
+                None => {
+                    bad.data.remove("auth");
+                }
+                Some((key, value)) => {
+                    bad.data.insert(key.into(), value);
+                }
+            }
+            store.save(&bad).await.expect("save");
+            assert!(
+                store.signed_in(&id).await.expect("read").is_none(),
+                "{kind}: {what} was read as a sign-in"
+            );
+        }
+
+        // Deleted (a logout on any replica): nothing.
+        store.save(&changed).await.expect("save");
+        assert!(
+            store.signed_in(&id).await.expect("read").is_some(),
+            "{kind}"
+        );
+        store.delete(&id).await.expect("delete");
+        assert!(
+            store.signed_in(&id).await.expect("read").is_none(),
+            "{kind}: a deleted sign-in was read"
+        );
+    }
+
+    // Memory sessions: an expired record is no sign-in (Redis forgets it by itself).
+    let mut expired = signed_in_record("kim", now(), None);
+    memory.create(&mut expired).await.expect("create");
+    expired.expiry_date = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    memory.save(&expired).await.expect("save");
+    assert!(
+        memory.signed_in(&expired.id).await.expect("read").is_none(),
+        "an expired sign-in was read"
+    );
+}
