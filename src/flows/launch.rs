@@ -20,7 +20,7 @@ use crate::bigcommerce::login_jwt;
 use crate::clock::UnixTime;
 use crate::config::Store;
 use crate::identity::{BoundSubject, Identity, StoreId};
-use crate::policy::{DenyReason, LaunchDecision, LaunchRefusal};
+use crate::policy::{DenyReason, Evaluation, LaunchDecision, LaunchRefusal};
 use crate::redirect::{LocalPath, urlencode};
 use crate::reload::PolicySnapshot;
 use crate::session::browser::{
@@ -215,10 +215,9 @@ pub async fn launch(
     }
 
     // 3. The entitlement, from the reloadable policy snapshot (the same one the portal showed).
-    let decision = match snap
-        .policy
-        .authorize_launch(identity, &store_key, now, &redirect_to)
-    {
+    // One evaluation of this person's facts for the store and, below, its account's channels.
+    let mut evaluation = snap.policy.evaluation(identity, now);
+    let decision = match evaluation.authorize_launch(&store_key, &redirect_to) {
         Ok(d) => d,
         Err(refusal) => {
             let mut ev = audit(identity, Outcome::Deny);
@@ -261,7 +260,7 @@ pub async fn launch(
     // 4. The BigCommerce customer, ensured once per account, channel set and grant per session.
     //    Each write is audited under this request's id, and made on behalf of this person: the
     //    own-change record keeps both, so the webhook echoing the write joins this launch.
-    let (channels, cache_key) = customer_scope(&snap, identity, store, &decision, now);
+    let (channels, cache_key) = customer_scope(&snap, &mut evaluation, store, &decision);
     let change_event = |identity: &Identity, customer_id: u64, reason: &str| {
         let mut ev = audit(identity, Outcome::Allow);
         ev.event = EventKind::Provision;
@@ -380,15 +379,13 @@ pub async fn launch(
 /// Only this account's stores are decided (a policy with many accounts decides few stores).
 fn customer_scope(
     snap: &PolicySnapshot,
-    identity: &Identity,
+    evaluation: &mut Evaluation<'_, '_>,
     store: &Store,
     decision: &LaunchDecision,
-    now: UnixTime,
 ) -> (Vec<u64>, String) {
     let same_account = |id: &StoreId| snap.store(id).is_some_and(|s| s.account == store.account);
-    let mut channels: Vec<u64> = snap
-        .policy
-        .granted_stores_where(identity, now, same_account)
+    let mut channels: Vec<u64> = evaluation
+        .granted_stores_where(same_account)
         .into_iter()
         .filter_map(|id| snap.store(id))
         .filter(|s| s.account == store.account)

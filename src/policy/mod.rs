@@ -315,6 +315,84 @@ fn looks_like_dn(s: &str) -> bool {
     })
 }
 
+/// One identity's facts and rule states at one instant, shared by the decisions one request
+/// makes (a launch decides its store, then which stores of the same account are granted).
+pub struct Evaluation<'p, 'i> {
+    policy: &'p Policy,
+    facts: Facts<'i>,
+    now: UnixTime,
+    memo: Vec<Option<RuleState>>,
+}
+
+impl<'p> Evaluation<'p, '_> {
+    /// The decision the launch path needs. A [`LaunchDecision`] can only come from here, so a
+    /// login token cannot be minted without an entitlement check made for that very request: the
+    /// store, the storefront path it opens, the session's authentication strength and age.
+    pub fn authorize_launch(
+        &mut self,
+        store: &StoreId,
+        path: &LocalPath,
+    ) -> Result<LaunchDecision, LaunchRefusal> {
+        let (p, id, now) = (self.policy, self.facts.id, self.now);
+        let Some(&pos) = p.store_pos.get(store) else {
+            return Err(LaunchRefusal::Denied(DenyReason::UnknownStore));
+        };
+        // No list of overridden rules: a launch shows none.
+        let grant = match p.decide_at(pos, &self.facts, now, &mut self.memo, false) {
+            Decision::Allow { grant, .. } => grant,
+            Decision::Deny { reason } => return Err(LaunchRefusal::Denied(reason)),
+        };
+        if !grant.permits_path(path) {
+            return Err(LaunchRefusal::PathNotAllowed {
+                rule: grant.rule,
+                allowed: grant.allowed_paths.unwrap_or_default(),
+            });
+        }
+        if let Some(max) = grant.max_session_age {
+            // The gateway session's age: a fresh sign-in at the gateway resets it, so the
+            // redirect the launch answers with cannot loop (an IdP's `auth_time` might not move).
+            if now - id.signed_in_at >= max {
+                return Err(LaunchRefusal::SessionTooOld {
+                    rule: grant.rule,
+                    max_age: max,
+                });
+            }
+        }
+        if !grant.acr_satisfied(id) {
+            return Err(LaunchRefusal::StepUpRequired {
+                rule: grant.rule,
+                acr: grant.require_acr.unwrap_or_default(),
+            });
+        }
+        Ok(LaunchDecision {
+            grant,
+            subject: id.subject.clone(),
+            decided_at: now,
+            path: path.clone(),
+        })
+    }
+
+    /// The stores `keep` selects that are granted now: the stores of [`Policy::grants_where`],
+    /// decided the same way but without building a grant for each (a launch needs only which of
+    /// its account's stores are granted, to know the customer's channels).
+    pub fn granted_stores_where(
+        &mut self,
+        mut keep: impl FnMut(&StoreId) -> bool,
+    ) -> Vec<&'p StoreId> {
+        let p = self.policy;
+        (0..p.stores.len())
+            .filter(|&pos| keep(&p.stores[pos].id))
+            .filter(|&pos| {
+                matches!(
+                    p.verdict_at(pos, &self.facts, self.now, &mut self.memo, None),
+                    Verdict::Allow { .. }
+                )
+            })
+            .map(|pos| &p.stores[pos].id)
+            .collect()
+    }
+}
+
 /// The identity's facts, normalized once per evaluation.
 struct Facts<'a> {
     id: &'a Identity,
@@ -983,32 +1061,17 @@ impl Policy {
             .collect()
     }
 
-    /// The stores `keep` selects that `id` is granted now: the stores of [`Self::grants_where`],
-    /// decided the same way but without building a grant for each (a launch needs only which of
-    /// its account's stores are granted, to know the customer's channels).
+    /// The stores `keep` selects that `id` is granted now (see [`Evaluation::granted_stores_where`]).
     pub fn granted_stores_where(
         &self,
         id: &Identity,
         now: UnixTime,
-        mut keep: impl FnMut(&StoreId) -> bool,
+        keep: impl FnMut(&StoreId) -> bool,
     ) -> Vec<&StoreId> {
-        let facts = Facts::new(id);
-        let mut memo = vec![None; self.rules.len()];
-        (0..self.stores.len())
-            .filter(|&pos| keep(&self.stores[pos].id))
-            .filter(|&pos| {
-                matches!(
-                    self.verdict_at(pos, &facts, now, &mut memo, None),
-                    Verdict::Allow { .. }
-                )
-            })
-            .map(|pos| &self.stores[pos].id)
-            .collect()
+        self.evaluation(id, now).granted_stores_where(keep)
     }
 
-    /// The decision the launch path needs. A [`LaunchDecision`] can only come from here, so a login
-    /// token cannot be minted without an entitlement check made for that very request: the store,
-    /// the storefront path it opens, the session's authentication strength and age.
+    /// The decision the launch path needs (see [`Evaluation::authorize_launch`]).
     pub fn authorize_launch(
         &self,
         id: &Identity,
@@ -1016,38 +1079,18 @@ impl Policy {
         now: UnixTime,
         path: &LocalPath,
     ) -> Result<LaunchDecision, LaunchRefusal> {
-        let grant = match self.decide(id, store, now) {
-            Decision::Allow { grant, .. } => grant,
-            Decision::Deny { reason } => return Err(LaunchRefusal::Denied(reason)),
-        };
-        if !grant.permits_path(path) {
-            return Err(LaunchRefusal::PathNotAllowed {
-                rule: grant.rule,
-                allowed: grant.allowed_paths.unwrap_or_default(),
-            });
+        self.evaluation(id, now).authorize_launch(store, path)
+    }
+
+    /// `id`'s facts at `now`, for several decisions of one request: the identity is normalised
+    /// once, and each rule's conditions are evaluated at most once across them (issue 15).
+    pub fn evaluation<'p, 'i>(&'p self, id: &'i Identity, now: UnixTime) -> Evaluation<'p, 'i> {
+        Evaluation {
+            policy: self,
+            facts: Facts::new(id),
+            now,
+            memo: vec![None; self.rules.len()],
         }
-        if let Some(max) = grant.max_session_age {
-            // The gateway session's age: a fresh sign-in at the gateway resets it, so the
-            // redirect the launch answers with cannot loop (an IdP's `auth_time` might not move).
-            if now - id.signed_in_at >= max {
-                return Err(LaunchRefusal::SessionTooOld {
-                    rule: grant.rule,
-                    max_age: max,
-                });
-            }
-        }
-        if !grant.acr_satisfied(id) {
-            return Err(LaunchRefusal::StepUpRequired {
-                rule: grant.rule,
-                acr: grant.require_acr.unwrap_or_default(),
-            });
-        }
-        Ok(LaunchDecision {
-            grant,
-            subject: id.subject.clone(),
-            decided_at: now,
-            path: path.clone(),
-        })
     }
 
     /// What `storegate check` should warn about (a pure look at the policy at `now`).

@@ -1806,6 +1806,32 @@ proptest! {
         prop_assert_eq!(granted, from_grants);
     }
 
+    /// One evaluation shared by a launch's decisions (issue 15) decides each store, and the
+    /// granted stores, exactly as a fresh evaluation per question does, in any order.
+    #[test]
+    fn one_shared_evaluation_decides_as_fresh_ones_do(
+        p in arb_policy(),
+        id in arb_identity(),
+        now in arb_now(),
+        order in Just(RULE_STORES.to_vec()).prop_shuffle(),
+        skip in proptest::sample::select(RULE_STORES.to_vec()),
+    ) {
+        let path = lp("/");
+        let outcome = |r: Result<LaunchDecision, LaunchRefusal>| r.map(|d| d.grant().clone());
+        let mut shared = p.evaluation(&id, now);
+        for store in &order {
+            let store = StoreId::new(*store);
+            prop_assert_eq!(
+                outcome(shared.authorize_launch(&store, &path)),
+                outcome(p.authorize_launch(&id, &store, now, &path))
+            );
+        }
+        let keep = |s: &StoreId| s.as_str() != skip;
+        let fresh: Vec<StoreId> = p.grants_where(&id, now, keep).into_iter().map(|g| g.store).collect();
+        let granted: Vec<StoreId> = shared.granted_stores_where(keep).into_iter().cloned().collect();
+        prop_assert_eq!(granted, fresh);
+    }
+
     #[test]
     fn removing_an_allow_rule_never_widens_access(
         p in arb_policy(),
