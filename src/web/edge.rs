@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::http::{HeaderValue, Request, Response as HttpResponse, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Request, Response as HttpResponse, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::{FutureExt, Map};
 use tokio::task::futures::TaskLocalFuture;
@@ -17,8 +17,10 @@ use tower::{Layer, Service};
 
 use crate::config::Config;
 
-/// The header carrying the gateway's own request id.
-const REQUEST_ID: &str = "x-request-id";
+/// The header carrying the gateway's own request id. A `HeaderName`, not a `&str`: a name that
+/// is not one of `http`'s standard headers is copied into a new allocation every time a `&str`
+/// of it is inserted (two per request, issue 15).
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Makes the request's id the current one for the BigCommerce clients (`audit::correlation`),
 /// and the configured support contact the one error pages name (`errors::with_contact`).
@@ -59,7 +61,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let rid = req
             .headers()
-            .get(REQUEST_ID)
+            .get(&REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
@@ -155,7 +157,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // The header value, not its text: a reference count, read only on a failure.
-        let rid = req.headers().get(REQUEST_ID).cloned();
+        let rid = req.headers().get(&REQUEST_ID).cloned();
         SaveFailedFuture {
             inner: self.0.call(req),
             rid,
@@ -328,7 +330,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let id = new_request_id();
         // `insert` drops every value the client sent under this name.
-        req.headers_mut().insert(REQUEST_ID, id.clone());
+        req.headers_mut().insert(&REQUEST_ID, id.clone());
         RequestIdFuture {
             inner: self.0.call(req),
             id: Some(id),
@@ -358,7 +360,7 @@ where
             other => return other,
         };
         if let Some(id) = this.id.take() {
-            resp.headers_mut().entry(REQUEST_ID).or_insert(id);
+            resp.headers_mut().entry(&REQUEST_ID).or_insert(id);
         }
         Poll::Ready(Ok(resp))
     }
@@ -414,23 +416,26 @@ mod tests {
     /// What the handler saw as the request id, and the response's.
     async fn ids(client: &[&'static str], handler_sets: Option<&'static str>) -> (String, String) {
         let handler = tower::service_fn(move |req: Request<()>| async move {
-            let seen: Vec<_> = req.headers().get_all(REQUEST_ID).iter().cloned().collect();
+            let seen: Vec<_> = req.headers().get_all(&REQUEST_ID).iter().cloned().collect();
             assert_eq!(seen.len(), 1, "{seen:?}");
             let mut resp = HttpResponse::new(seen[0].to_str().unwrap_or("").to_owned());
             if let Some(id) = handler_sets {
                 resp.headers_mut()
-                    .insert(REQUEST_ID, HeaderValue::from_static(id));
+                    .insert(&REQUEST_ID, HeaderValue::from_static(id));
             }
             Ok::<_, std::convert::Infallible>(resp)
         });
         let mut req = Request::new(());
         for id in client {
             req.headers_mut()
-                .append(REQUEST_ID, HeaderValue::from_static(id));
+                .append(&REQUEST_ID, HeaderValue::from_static(id));
         }
         match RequestIdLayer.layer(handler).oneshot(req).await {
             Ok(resp) => {
-                let answered = resp.headers()[REQUEST_ID].to_str().unwrap_or("").to_owned();
+                let answered = resp.headers()[&REQUEST_ID]
+                    .to_str()
+                    .unwrap_or("")
+                    .to_owned();
                 (resp.into_body(), answered)
             }
             Err(never) => match never {},
