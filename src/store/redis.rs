@@ -2,21 +2,26 @@
 //! Redis Cluster, shared by sessions, the SAML replay cache, one-time ids and the provisioning
 //! queue.
 //!
-//! Built on the `redis` crate's own support: `ConnectionManager` for one server, `SentinelClient`
-//! to find the master, `cluster_async::ClusterConnection` for a cluster (it follows MOVED and ASK
-//! and refreshes its slot map itself). Callers only see [`RedisConn`], so code written against a
+//! Built on the `redis` crate's own support: one `MultiplexedConnection` to a server (replaced by
+//! [`RedisHandle::conn`] once a command shows it broken), `SentinelClient` to find the master,
+//! `cluster_async::ClusterConnection` for a cluster (it follows MOVED and ASK and refreshes its
+//! slot map itself). Callers only see [`RedisConn`], so code written against a
 //! standalone server runs unchanged on the other two, provided every multi-key command or script
 //! names keys that share one hash tag (one cluster slot).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-use redis::{Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisFuture,
+    TlsCertificates, Value,
+};
 use tokio::sync::Mutex;
 
 use super::redis_sentinel::{MasterInUse, Sentinels};
@@ -30,7 +35,10 @@ use crate::secret::Secret;
 #[derive(Clone)]
 pub struct RedisHandle {
     connector: Arc<Connector>,
-    conn: Arc<Mutex<Option<RedisConn>>>,
+    /// The connection in use: read without a lock by every command (issue 15).
+    current: Arc<ArcSwapOption<RedisConn>>,
+    /// Held while connecting, so that one request connects and the others wait for it.
+    connecting: Arc<Mutex<()>>,
     timeout: Duration,
     /// Failed connection attempts and commands, for `storegate_redis_errors_total`.
     errors: Arc<AtomicU64>,
@@ -169,7 +177,8 @@ impl RedisHandle {
         };
         Ok(RedisHandle {
             connector: Arc::new(connector),
-            conn: Arc::new(Mutex::new(None)),
+            current: Arc::new(ArcSwapOption::empty()),
+            connecting: Arc::new(Mutex::new(())),
             timeout,
             errors: Arc::new(AtomicU64::new(0)),
         })
@@ -193,38 +202,48 @@ impl RedisHandle {
     /// The shared connection, connecting first if there is none (or, with Sentinel, if the
     /// master it reached has failed or stepped down since).
     pub async fn conn(&self) -> Result<RedisConn, String> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref()
-            && !c.master_lost()
-        {
-            return Ok(c.clone());
+        if let Some(c) = self.usable() {
+            return Ok(c);
+        }
+        let _connecting = self.connecting.lock().await;
+        // Another request may have connected while this one waited.
+        if let Some(c) = self.usable() {
+            return Ok(c);
         }
         let c = tokio::time::timeout(self.timeout * 2, self.connect())
             .await
             .map_err(|_| "Redis did not answer in time".to_owned())
             .and_then(|r| r)
             .inspect_err(|_| self.count_error())?;
-        *guard = Some(c.clone());
+        self.current.store(Some(Arc::new(c.clone())));
         Ok(c)
     }
 
+    /// The connection in use, unless a command has shown it broken (or, with Sentinel, its
+    /// master lost).
+    fn usable(&self) -> Option<RedisConn> {
+        self.current
+            .load()
+            .as_deref()
+            .filter(|c| !c.unusable())
+            .cloned()
+    }
+
     async fn connect(&self) -> Result<RedisConn, String> {
-        // No retries inside the manager: each retry there waits a backoff of about a second
-        // (the crate's delays are in units of its factor times a 1 s minimum), and every request
-        // waiting on the shared reconnect future waited with it: 1.5 s per request while Redis
-        // was down. With none, a request during an outage fails at once (503), and the next one
-        // starts a fresh reconnect, so service resumes with the first request after Redis is back.
-        let config = ConnectionManagerConfig::new()
+        // No retries and no background reconnects: a request during an outage fails at once
+        // (503), the command that found the connection broken marks it, and the next request
+        // connects afresh, so service resumes with the first request after Redis is back. (The
+        // crate's ConnectionManager did the same with its retries off, for a second boxed future
+        // and a shared-future poll on every command.)
+        let config = AsyncConnectionConfig::new()
             .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(0);
+            .set_response_timeout(self.timeout);
         match &*self.connector {
-            Connector::Standalone(client) => {
-                ConnectionManager::new_with_config(client.clone(), config)
-                    .await
-                    .map(|c| RedisConn::single(c, None))
-                    .map_err(|e| format!("cannot connect to Redis: {}", describe(&e)))
-            }
+            Connector::Standalone(client) => client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map(|c| RedisConn::single(c, None))
+                .map_err(|e| format!("cannot connect to Redis: {}", describe(&e))),
             Connector::Sentinel(sentinels) => {
                 let client = sentinels
                     .client
@@ -239,7 +258,8 @@ impl RedisHandle {
                         )
                     })?;
                 let master = client.get_connection_info().addr.clone();
-                let c = ConnectionManager::new_with_config(client, config)
+                let c = client
+                    .get_multiplexed_async_connection_with_config(&config)
                     .await
                     .map_err(|e| {
                         format!(
@@ -255,6 +275,7 @@ impl RedisHandle {
                 .await
                 .map(|c| RedisConn {
                     inner: Inner::Cluster(c),
+                    broken: Arc::default(),
                     lost: None,
                 })
                 .map_err(|e| format!("cannot connect to the Redis cluster: {}", describe(&e))),
@@ -309,6 +330,10 @@ fn refuse_insecure(url: &Secret) -> Result<&str, String> {
 #[derive(Clone)]
 pub struct RedisConn {
     inner: Inner,
+    /// One server or Sentinel: set once a command finds the connection dropped or unusable, so
+    /// the handle connects afresh for the next request. A cluster connection reconnects its
+    /// nodes itself.
+    broken: Arc<AtomicBool>,
     /// Sentinel only: the master this connection reaches, marked lost when a reply shows it is
     /// gone or demoted or the sentinels name another, so the handle asks the sentinels again
     /// instead of reconnecting to the same address.
@@ -317,26 +342,35 @@ pub struct RedisConn {
 
 #[derive(Clone)]
 enum Inner {
-    Single(ConnectionManager),
+    Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
 impl RedisConn {
-    fn single(c: ConnectionManager, lost: Option<Arc<MasterInUse>>) -> Self {
+    fn single(c: MultiplexedConnection, lost: Option<Arc<MasterInUse>>) -> Self {
         RedisConn {
             inner: Inner::Single(c),
+            broken: Arc::default(),
             lost,
         }
     }
 
-    fn master_lost(&self) -> bool {
-        self.lost.as_ref().is_some_and(|l| l.is_lost())
+    fn unusable(&self) -> bool {
+        self.broken.load(Ordering::Relaxed) || self.lost.as_ref().is_some_and(|l| l.is_lost())
     }
 
     /// After a failover the old master either is unreachable (I/O errors) or, demoted to a
     /// replica, refuses writes with READONLY; either way the sentinels must be asked again.
     fn note<T>(&self, r: &redis::RedisResult<T>) {
-        if let (Some(lost), Err(e)) = (&self.lost, r)
+        let Err(e) = r else {
+            return;
+        };
+        // What the crate's ConnectionManager reconnected on: the connection is gone.
+        if matches!(self.inner, Inner::Single(_)) && (e.is_unrecoverable_error() || e.is_io_error())
+        {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        if let Some(lost) = &self.lost
             && (e.kind() == ErrorKind::ReadOnly
                 || e.is_io_error()
                 || e.is_connection_dropped()
@@ -352,7 +386,8 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let r = match &mut self.inner {
-                Inner::Single(c) => c.req_packed_command(cmd).await,
+                // The connection's own method, not its boxed `ConnectionLike` future.
+                Inner::Single(c) => c.send_packed_command(cmd).await,
                 Inner::Cluster(c) => c.req_packed_command(cmd).await,
             };
             self.note(&r);
@@ -368,7 +403,7 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let r = match &mut self.inner {
-                Inner::Single(c) => c.req_packed_commands(cmd, offset, count).await,
+                Inner::Single(c) => c.send_packed_commands(cmd, offset, count).await,
                 Inner::Cluster(c) => c.req_packed_commands(cmd, offset, count).await,
             };
             self.note(&r);
