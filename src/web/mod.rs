@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod saml;
 pub mod scim;
+mod session_layer;
 pub mod webhooks;
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,8 +34,7 @@ use axum::http::{HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
-use tower_sessions::cookie::SameSite;
-use tower_sessions::{Expiry, SessionManagerLayer};
+use tower_sessions::Expiry;
 
 use crate::audit::AuditLog;
 use crate::bigcommerce::api::Customers;
@@ -188,17 +188,16 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with(state: AppState, extra: Router) -> Router {
     let cfg = &state.config.session;
     let idle = time::Duration::try_from(cfg.idle_timeout).unwrap_or(time::Duration::minutes(30));
-    let sessions = SessionManagerLayer::new((*state.sessions).clone())
-        .with_name(cfg.cookie_name.clone())
-        .with_http_only(true)
-        .with_same_site(SameSite::Lax)
-        .with_secure(!state.config.allow_insecure_http)
-        .with_path("/")
-        .with_expiry(Expiry::OnInactivity(idle));
-    let sessions = match &cfg.cookie_domain {
-        Some(d) => sessions.with_domain(d.clone()),
-        None => sessions,
-    };
+    // HttpOnly, SameSite=Lax, Path=/, Secure unless `allow_insecure_http`.
+    let sessions = session_layer::SessionLayer::new(
+        state.sessions.clone(),
+        session_layer::SessionCookie {
+            name: cfg.cookie_name.clone(),
+            secure: !state.config.allow_insecure_http,
+            domain: cfg.cookie_domain.clone(),
+            expiry: Expiry::OnInactivity(idle),
+        },
+    );
     let https = state.config.public_url.scheme() == "https";
     let config = state.config.clone();
 
