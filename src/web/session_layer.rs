@@ -79,9 +79,10 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let sent = cookie_value(req.headers(), &self.cookie.name).map(str::to_owned);
+        let sent = cookie_value(req.headers(), &self.cookie.name);
+        let had_cookie = sent.is_some();
         // An id that does not parse names no session: the request starts without one.
-        let id = sent.as_deref().and_then(|v| v.parse().ok());
+        let id = sent.and_then(|v| v.parse().ok());
         let session = Session::new(id, self.store.clone(), Some(self.cookie.expiry));
         req.extensions_mut().insert(session.clone());
         let cookie = self.cookie.clone();
@@ -89,9 +90,9 @@ where
         Box::pin(async move {
             let mut res = response.await?;
             let empty = session.is_empty().await;
-            match sent {
+            match had_cookie {
                 // The browser sent a cookie for a session that is gone or was ended: remove it.
-                Some(value) if empty => append(&mut res, removal(&cookie, value)),
+                true if empty => append(&mut res, removal(&cookie)),
                 _ if session.is_modified() && !empty && !res.status().is_server_error() => {
                     if session.save().await.is_err() {
                         tracing::error!("the session could not be saved");
@@ -145,9 +146,10 @@ fn issued(
     cookie.build()
 }
 
-/// The cookie that makes the browser forget the one it sent (same name, path and domain).
-fn removal(c: &SessionCookie, sent: String) -> Cookie<'static> {
-    let mut cookie = Cookie::build((c.name.clone(), sent)).path("/");
+/// The cookie that makes the browser forget the one it sent (same name, path and domain; no
+/// value, `Max-Age=0` and an `Expires` in the past).
+fn removal(c: &SessionCookie) -> Cookie<'static> {
+    let mut cookie = Cookie::build((c.name.clone(), "")).path("/");
     if let Some(domain) = &c.domain {
         cookie = cookie.domain(domain.clone());
     }
