@@ -61,9 +61,7 @@ impl MemorySessionStore {
         inner.records.retain(|_, r| r.expiry_date > now);
         before - inner.records.len()
     }
-}
 
-impl MemorySessionStore {
     /// The sign-in stored under `id`, read in place: no copy of the record (issue 15). A decode
     /// (the first read after the sign-in changed) runs under the store's lock; the decode cache
     /// makes every later read of the same text a comparison.

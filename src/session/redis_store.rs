@@ -46,12 +46,7 @@ impl RedisSessionStore {
     /// of an unchanged record is one `GET`, a comparison and two reference counts, with no
     /// record built. `Ok(None)` when there is no record or no readable sign-in in it.
     pub async fn signed_in(&self, id: &Id) -> session_store::Result<Option<SignedInRecord>> {
-        let mut conn = self.redis.conn().await.map_err(Self::backend)?;
-        let data: Option<String> = conn
-            .get(self.key(id))
-            .await
-            .map_err(|e| self.command_failed(&e))?;
-        let Some(d) = data else {
+        let Some(d) = self.stored_text(id).await? else {
             return Ok(None);
         };
         Ok(self
@@ -61,6 +56,14 @@ impl RedisSessionStore {
                 SignedInRecord::from_data(*id, &record.data).ok_or(())
             })
             .ok())
+    }
+
+    /// The record stored under `id`, as Redis holds it.
+    async fn stored_text(&self, id: &Id) -> session_store::Result<Option<String>> {
+        let mut conn = self.redis.conn().await.map_err(Self::backend)?;
+        conn.get(self.key(id))
+            .await
+            .map_err(|e| self.command_failed(&e))
     }
 
     /// `{prefix}session:{id}`, written piece by piece: every signed-in request builds it, and
@@ -209,12 +212,7 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let mut conn = self.redis.conn().await.map_err(Self::backend)?;
-        let data: Option<String> = conn
-            .get(self.key(id))
-            .await
-            .map_err(|e| self.command_failed(&e))?;
-        let Some(d) = data else {
+        let Some(d) = self.stored_text(id).await? else {
             return Ok(None);
         };
         match self

@@ -199,8 +199,8 @@ impl RedisHandle {
         matches!(&*self.connector, Connector::Cluster(_))
     }
 
-    /// The shared connection, connecting first if there is none (or, with Sentinel, if the
-    /// master it reached has failed or stepped down since).
+    /// The shared connection, connecting first if there is none, if a command found it broken,
+    /// or, with Sentinel, if the master it reached has failed or stepped down since.
     pub async fn conn(&self) -> Result<RedisConn, String> {
         if let Some(c) = self.usable() {
             return Ok(c);

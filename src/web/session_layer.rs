@@ -16,7 +16,7 @@ use tower::{Layer, Service};
 use tower_sessions::cookie::{Cookie, SameSite};
 use tower_sessions::{Expiry, Session};
 
-use super::cookies::cookie_value;
+use crate::proxy::headers::cookie_value;
 use crate::session::Store;
 
 /// The session cookie's attributes.
@@ -79,6 +79,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Read as the built-in proxy reads the same cookie (name and value trimmed, as the
+        // `cookie` crate parsed it for tower-sessions).
         let sent = cookie_value(req.headers(), &self.cookie.name);
         let had_cookie = sent.is_some();
         // An id that does not parse names no session: the request starts without one.
@@ -249,6 +251,9 @@ mod tests {
         let (_, cookies, body) = call(&app, "/read", Some(&format!("other=1; sid={id}"))).await;
         assert_eq!(body, "Some(7)");
         assert!(cookies.is_empty(), "an unchanged session set {cookies:?}");
+        // Spaces around the `=` are read past, as the `cookie` crate under tower-sessions did.
+        let (_, _, body) = call(&app, "/read", Some(&format!("other=1; sid = {id} "))).await;
+        assert_eq!(body, "Some(7)");
     }
 
     #[tokio::test]

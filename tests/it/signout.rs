@@ -973,6 +973,14 @@ fn signed_in_record(
     }
 }
 
+/// The sign-in `store` reads under `id`; there must be one.
+async fn a_sign_in(
+    store: &storegate::session::Store,
+    id: &tower_sessions::session::Id,
+) -> storegate::session::browser::SignedInRecord {
+    store.signed_in(id).await.expect("read").expect("a sign-in")
+}
+
 /// Issue 15: a signed-in request reads its sign-in straight from the stored record, in memory
 /// and in Redis, and reads only what is stored now: a record changed by another replica is
 /// decoded afresh, a deleted or expired one is no sign-in, and anything it cannot read (no
@@ -995,11 +1003,7 @@ async fn the_sign_in_is_read_from_the_stored_record_and_only_as_stored_now() {
         store.create(&mut record).await.expect("create");
         let id = record.id;
 
-        let read = store
-            .signed_in(&id)
-            .await
-            .expect("read")
-            .expect("a sign-in");
+        let read = a_sign_in(store, &id).await;
         assert_eq!(read.auth.identity.subject, "kim", "{kind}");
         let logout = read.saml.as_deref().expect("the SAML logout details");
         assert_eq!(
@@ -1008,11 +1012,7 @@ async fn the_sign_in_is_read_from_the_stored_record_and_only_as_stored_now() {
             "{kind}"
         );
         // Read again unchanged: the same decoded sign-in, shared, not decoded again.
-        let again = store
-            .signed_in(&id)
-            .await
-            .expect("read")
-            .expect("a sign-in");
+        let again = a_sign_in(store, &id).await;
         assert!(
             std::sync::Arc::ptr_eq(&read.auth, &again.auth),
             "{kind}: decoded twice"
@@ -1026,11 +1026,7 @@ async fn the_sign_in_is_read_from_the_stored_record_and_only_as_stored_now() {
             _ => store.save(&changed).await,
         }
         .expect("save");
-        let read = store
-            .signed_in(&id)
-            .await
-            .expect("read")
-            .expect("a sign-in");
+        let read = a_sign_in(store, &id).await;
         assert_eq!(
             read.auth.identity.subject, "kim-2",
             "{kind}: a stale sign-in was read"
